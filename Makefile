@@ -1,0 +1,41 @@
+# circuitlab: every target sets up what it needs. `make demo` runs the main job, `make test` the tests.
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.circuitlab-installed
+
+.PHONY: venv demo test test-fast bench zoo clean
+
+venv: $(STAMP)
+
+# A CPU torch wheel where there is no NVIDIA GPU (a plain `torch` requirement can pull a multi-GB CUDA build).
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi >/dev/null 2>&1; then \
+	  $(BIN)/python -m pip install -q torch; \
+	else \
+	  $(BIN)/python -m pip install -q "torch==2.13.0+cpu" \
+	  || $(BIN)/python -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu; \
+	fi
+	$(BIN)/python -m pip install -q -e ".[test]"
+	touch $(STAMP)
+
+demo: venv
+	$(BIN)/circuitlab demo --out report.html
+
+test: venv
+	$(BIN)/python -m pytest -q
+
+test-fast: venv
+	$(BIN)/python -m pytest -q -m "not slow"
+
+bench: venv
+	$(BIN)/python benchmarks/patching.py
+
+zoo: venv
+	$(BIN)/python -m circuitlab.zoo build --all
+
+clean:
+	rm -rf $(VENV) report.html .pytest_cache

@@ -1,0 +1,32 @@
+"""circuitlab: find circuits in transformer language models, on top of TransformerLens.
+
+    import circuitlab as cl
+    model = cl.load_model("zoo/attn-only-2l")          # offline; or "gpt2-small" when online
+    circuit = cl.induction.find_induction_circuit(model)
+
+Analyses live in submodules (``circuitlab.induction``, ``circuitlab.patching``, ``circuitlab.attribution``,
+``circuitlab.ffn``) and return labelled :class:`~circuitlab.results.Result` objects that render to HTML.
+"""
+
+import warnings as _warnings
+
+# HookedTransformer is the supported model class in transformer-lens 3.x; its deprecation notice (pointing to
+# 4.x's TransformerBridge) is noise for our users.
+_warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*", category=DeprecationWarning)
+
+from circuitlab.errors import CircuitlabError  # noqa: E402
+from circuitlab.models import list_models, load_model, save_model, zoo_card  # noqa: E402
+from circuitlab.results import Result  # noqa: E402
+
+__version__ = "0.1.0"
+
+__all__ = ["CircuitlabError", "Result", "list_models", "load_model", "save_model", "zoo_card", "__version__"]
+
+
+def __getattr__(name: str):
+    # analysis modules load on first use, so `import circuitlab` stays fast
+    import importlib
+
+    if name in {"induction", "patching", "attribution", "ffn", "metrics", "render", "tasks", "zoo", "cli"}:
+        return importlib.import_module(f"circuitlab.{name}")
+    raise AttributeError(f"module 'circuitlab' has no attribute {name!r}")

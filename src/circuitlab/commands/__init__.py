@@ -1,0 +1,1 @@
+"""One module per ``circuitlab`` subcommand group; each registers itself with :func:`circuitlab.cli.command`."""

@@ -1,0 +1,138 @@
+"""Saving and loading models in circuitlab's directory format.
+
+A model directory holds:
+
+- ``config.json``: the ``HookedTransformerConfig`` fields (JSON-safe: dtypes as strings);
+- ``model.safetensors``: the weights (``model.state_dict()``);
+- tokenizer files (``tokenizer.json`` and friends, as ``save_pretrained`` writes them), if the model has one;
+- ``card.json`` (optional): a name, a one-line description, how it was made and what was measured.
+
+Everything loads offline: no hub is contacted.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuitlab.errors import CircuitlabError, ModelNotFoundError
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+CARD_FILE = "card.json"
+TOKENIZER_FILE = "tokenizer.json"
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, torch.dtype):
+        return str(value)  # "torch.float32"
+    if isinstance(value, torch.device):
+        return str(value)
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return repr(value)
+
+
+def config_to_dict(cfg: HookedTransformerConfig) -> dict[str, Any]:
+    """The config's constructor fields as JSON-safe values (derived fields are recomputed on load)."""
+    import dataclasses
+
+    out = {}
+    for f in dataclasses.fields(cfg):
+        if not f.init or f.name in ("device",):
+            continue
+        out[f.name] = _jsonable(getattr(cfg, f.name))
+    return out
+
+
+def config_from_dict(d: dict[str, Any], device: str | None = None) -> HookedTransformerConfig:
+    import dataclasses
+
+    d = dict(d)
+    known = {f.name for f in dataclasses.fields(HookedTransformerConfig) if f.init}
+    unknown = sorted(set(d) - known)
+    if unknown:
+        raise CircuitlabError(
+            f"config.json has fields this transformer-lens does not know: {unknown}. The model was saved by a "
+            "different transformer-lens version; upgrade or downgrade transformer-lens to match."
+        )
+    if isinstance(d.get("dtype"), str):
+        d["dtype"] = getattr(torch, d["dtype"].removeprefix("torch."))
+    d["device"] = device or "cpu"
+    return HookedTransformerConfig(**d)
+
+
+def save_model(model: HookedTransformer, path: str | Path, card: dict[str, Any] | None = None) -> Path:
+    """Write ``model`` to directory ``path`` (config JSON, safetensors weights, tokenizer files, card).
+
+    ``circuitlab.load_model(path)`` reads it back with identical logits.
+    """
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    cfg = config_to_dict(model.cfg)
+    (path / CONFIG_FILE).write_text(json.dumps(cfg, indent=1, sort_keys=True) + "\n")
+    state = {k: v.detach().to("cpu").contiguous().clone() for k, v in model.state_dict().items()}
+    save_file(state, str(path / WEIGHTS_FILE), metadata={"format": "circuitlab-hooked-transformer"})
+    if model.tokenizer is not None:
+        model.tokenizer.save_pretrained(str(path))
+    if card is not None:
+        (path / CARD_FILE).write_text(json.dumps(_jsonable(card), indent=1) + "\n")
+    return path
+
+
+def is_model_dir(path: Path) -> bool:
+    return path.is_dir() and (path / CONFIG_FILE).is_file() and (path / WEIGHTS_FILE).is_file()
+
+
+def read_card(path: str | Path) -> dict[str, Any]:
+    p = Path(path) / CARD_FILE
+    return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def load_tokenizer(path: Path):
+    """The tokenizer saved in ``path``, or ``None`` if the model has none."""
+    if not (path / TOKENIZER_FILE).is_file():
+        return None
+    from transformers import PreTrainedTokenizerFast
+
+    return PreTrainedTokenizerFast.from_pretrained(str(path))
+
+
+def load_model_dir(path: str | Path, device: str | None = None, name: str | None = None) -> HookedTransformer:
+    """Load a model directory written by :func:`save_model`."""
+    path = Path(path)
+    if not is_model_dir(path):
+        raise ModelNotFoundError(
+            f"{str(path)!r} is not a circuitlab model directory: it needs {CONFIG_FILE} and {WEIGHTS_FILE}. "
+            "Write one with circuitlab.save_model(model, path)."
+        )
+    cfg = config_from_dict(json.loads((path / CONFIG_FILE).read_text()), device=device)
+    if name is not None:
+        cfg.model_name = name
+    tokenizer = load_tokenizer(path)
+    model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    state = load_file(str(path / WEIGHTS_FILE))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    # Buffers that HookedTransformer rebuilds itself (masks, rotary tables) may legitimately be absent.
+    missing = [k for k in missing if not _is_rebuilt_buffer(k)]
+    if missing or unexpected:
+        raise CircuitlabError(
+            f"weights in {path / WEIGHTS_FILE} do not match its config: missing {missing[:5]}, "
+            f"unexpected {unexpected[:5]}. Re-save the model with circuitlab.save_model."
+        )
+    model.to(cfg.device)
+    model.eval()
+    return model
+
+
+def _is_rebuilt_buffer(key: str) -> bool:
+    return key.endswith(("IGNORE", "mask", "rotary_sin", "rotary_cos"))

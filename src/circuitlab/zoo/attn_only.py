@@ -1,0 +1,158 @@
+"""Recipe for the attention-only zoo models (``zoo/attn-only-1l``, ``zoo/attn-only-2l``).
+
+Each training sequence is ``<bos>``, then random tokens, with one random segment repeated exactly once
+somewhere inside it::
+
+    <bos> x x x [s1 s2 ... sk] [s1 s2 ... sk] x x x
+
+The segment length and the length of the random prefix vary per sequence, so a model can only predict the
+repeat by looking back in context (an induction circuit), never by position. A fraction of sequences are
+instead *arithmetic runs* ``a, a+d, a+2d, ... (mod V)`` with a per-sequence step ``d``: predicting them needs the
+current and the previous token but no copying, a second job for the heads so that not every head becomes
+an induction head.
+
+Positions are "shortformer" style (added to queries and keys, not to the residual stream), which keeps
+position information out of the values and makes induction form quickly and reliably.
+
+Olsson et al. (2022): induction needs two attention layers composed (a previous-token head whose output the
+induction head's keys read), so the one-layer model trained the same way cannot copy in context.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuitlab.zoo.tokenizer import word_level_tokenizer
+
+
+@dataclass
+class AttnOnlyRecipe:
+    """Everything that determines an attention-only zoo model."""
+
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 64
+    d_head: int = 16
+    n_ctx: int = 64
+    n_words: int = 100  # vocabulary t0..t99, plus <bos> = id 0
+    min_segment: int = 6
+    max_segment: int = 28
+    arithmetic_fraction: float = 0.25
+    steps: int = 1500
+    batch_size: int = 64
+    lr: float = 3e-3
+    weight_decay: float = 0.01
+    warmup: int = 100
+    seed: int = 0
+    threads: int = 2
+
+    def config(self, name: str) -> HookedTransformerConfig:
+        return HookedTransformerConfig(
+            model_name=name,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_model=self.d_model,
+            d_head=self.d_head,
+            n_ctx=self.n_ctx,
+            d_vocab=self.n_words + 1,
+            attn_only=True,
+            act_fn=None,
+            normalization_type="LN",
+            positional_embedding_type="shortformer",
+            default_prepend_bos=True,
+            seed=self.seed,
+        )
+
+
+def training_batch(recipe: AttnOnlyRecipe, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+    """One batch of training sequences ``[batch, n_ctx]`` (see the module docstring)."""
+    n, V = recipe.n_ctx, recipe.n_words
+    body = torch.randint(1, V + 1, (batch_size, n - 1), generator=gen)
+    seg = torch.randint(recipe.min_segment, recipe.max_segment + 1, (batch_size,), generator=gen)
+    room = (n - 1) - 2 * seg  # free positions outside the two copies
+    start = (torch.rand(batch_size, generator=gen) * (room + 1)).long()
+    pos = torch.arange(n - 1)[None, :]
+    in_copy = (pos >= (start + seg)[:, None]) & (pos < (start + 2 * seg)[:, None])
+    src = torch.where(in_copy, pos - seg[:, None], pos)
+    # copy sequentially in position order, so the second copy reads the (final) first copy
+    body = torch.gather(body, 1, src)
+    # arithmetic runs for a fraction of the batch
+    arith = torch.rand(batch_size, generator=gen) < recipe.arithmetic_fraction
+    if arith.any():
+        a0 = torch.randint(0, V, (batch_size, 1), generator=gen)
+        step = torch.randint(1, 8, (batch_size, 1), generator=gen)
+        run = (a0 + step * torch.arange(n - 1)[None, :]) % V + 1
+        body = torch.where(arith[:, None], run, body)
+    bos = torch.zeros(batch_size, 1, dtype=torch.long)
+    return torch.cat([bos, body], dim=1)
+
+
+def in_context_losses(model: HookedTransformer, seq_len: int = 20, n_seqs: int = 200, seed: int = 1234) -> dict:
+    """Mean next-token loss on the first and second copy of ``<bos> r_1..r_n r_1..r_n`` sequences.
+
+    Each half's loss averages the predictions of its tokens ``r_2..r_n`` (``r_1`` cannot be predicted from the
+    left context in either half). A model that copies in context has a second-half loss far below the first;
+    chance level is ``ln(vocabulary)``.
+    """
+    from circuitlab.tasks import repeated_tokens
+
+    rep = repeated_tokens(n_seqs, seq_len, model.cfg.d_vocab, seed=seed, bos_token_id=0,
+                          device=model.cfg.device)
+    with torch.no_grad():
+        logits = model(rep.tokens, return_type="logits")
+    logp = logits.log_softmax(-1)[:, :-1]
+    nll = -logp.gather(-1, rep.tokens[:, 1:, None])[..., 0]  # nll[:, i] predicts token i+1
+    p = rep.prefix
+    # token at position t is predicted by nll[:, t-1]
+    first = nll[:, p : p + seq_len - 1].mean().item()  # predicts r_2..r_n of copy 1
+    second = nll[:, p + seq_len : p + 2 * seq_len - 1].mean().item()  # predicts r_2..r_n of copy 2
+    return {"first_half_loss": first, "second_half_loss": second, "drop": first - second,
+            "chance_loss": math.log(model.cfg.d_vocab - 1), "seq_len": seq_len, "n_seqs": n_seqs}
+
+
+def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False) -> tuple[HookedTransformer, dict[str, Any]]:
+    """Train a model by ``recipe``; returns it and a card of how it was made and what it measures."""
+    prev_threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        torch.manual_seed(recipe.seed)
+        cfg = recipe.config(name)
+        model = HookedTransformer(cfg, tokenizer=word_level_tokenizer(recipe.n_words))
+        gen = torch.Generator().manual_seed(recipe.seed + 1)
+        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
+                                betas=(0.9, 0.98))
+        sched = torch.optim.lr_scheduler.LambdaLR(
+            opt, lambda s: min(1.0, (s + 1) / recipe.warmup)
+            * 0.5 * (1 + math.cos(math.pi * min(1.0, s / recipe.steps))))
+        t0 = time.perf_counter()
+        model.train()
+        for step in range(recipe.steps):
+            tokens = training_batch(recipe, recipe.batch_size, gen)
+            logits = model(tokens, return_type="logits")
+            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            sched.step()
+            if verbose and (step % 250 == 0 or step == recipe.steps - 1):
+                print(f"step {step:5d}  loss {loss.item():.3f}  {time.perf_counter() - t0:.1f}s", flush=True)
+        train_s = time.perf_counter() - t0
+        model.eval()
+    finally:
+        torch.set_num_threads(prev_threads)
+    card = {
+        "name": name,
+        "recipe": {"module": __name__, **asdict(recipe)},
+        "train_seconds": round(train_s, 1),
+        "train_threads": recipe.threads,
+        "final_train_loss": round(loss.item(), 4),
+        "in_context": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in in_context_losses(model).items()},
+    }
+    return model, card
