@@ -49,7 +49,7 @@ def random_model(arch: str, seed: int = 0, **kwargs) -> HookedTransformer:
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.split(".")[-1].startswith("b_") or name.endswith(".b"):
+            if name.split(".")[-1].lstrip("_").startswith("b_") or name.endswith(".b"):
                 p.copy_(0.1 * torch.randn(p.shape, generator=gen))
             elif name.endswith((".w",)):  # norm scales: away from 1 so they matter
                 p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
