@@ -104,7 +104,12 @@ def load_tokenizer(path: Path):
         return None
     from transformers import PreTrainedTokenizerFast
 
-    return PreTrainedTokenizerFast.from_pretrained(str(path))
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path))
+    if tokenizer.bos_token is not None and not tokenizer.init_kwargs.get("add_bos_token"):
+        # transformers 5 does not save add_bos_token; without it TransformerLens's get_tokenizer_with_bos
+        # reloads the tokenizer with AutoTokenizer.from_pretrained(path), which misreads our config.json.
+        tokenizer = PreTrainedTokenizerFast.from_pretrained(str(path), add_bos_token=True)
+    return tokenizer
 
 
 def load_model_dir(path: str | Path, device: str | None = None, name: str | None = None) -> HookedTransformer:
@@ -129,7 +134,7 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
             f"weights in {path / WEIGHTS_FILE} do not match its config: missing {missing[:5]}, "
             f"unexpected {unexpected[:5]}. Re-save the model with circuitlab.save_model."
         )
-    model.to(cfg.device)
+    model.to(cfg.device, print_details=False)
     model.eval()
     return model
 

@@ -158,7 +158,7 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
         the model, in eval mode.
     """
     if isinstance(name_or_path, HookedTransformer):
-        return name_or_path if device is None else name_or_path.to(device)
+        return name_or_path if device is None else name_or_path.to(device, print_details=False)
     if _is_bridge(name_or_path):
         if not getattr(name_or_path, "compatibility_mode", False):
             raise CircuitlabError(

@@ -44,7 +44,9 @@ class AttnOnlyRecipe:
     n_words: int = 100  # vocabulary t0..t99, plus <bos> = id 0
     min_segment: int = 6
     max_segment: int = 28
-    arithmetic_fraction: float = 0.25
+    arithmetic_fraction: float = 0.0
+    topic_fraction: float = 0.0
+    n_topics: int = 10
     steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
@@ -90,6 +92,15 @@ def training_batch(recipe: AttnOnlyRecipe, batch_size: int, gen: torch.Generator
         step = torch.randint(1, 8, (batch_size, 1), generator=gen)
         run = (a0 + step * torch.arange(n - 1)[None, :]) % V + 1
         body = torch.where(arith[:, None], run, body)
+    # topic sequences: the first token names a topic c, and every token is from topic c's words
+    # (t_i with i % n_topics == c): predicting them means reading position 1 from everywhere
+    topical = torch.rand(batch_size, generator=gen) < recipe.topic_fraction
+    if topical.any():
+        c = torch.randint(0, recipe.n_topics, (batch_size, 1), generator=gen)
+        squeezed = ((body - 1) // recipe.n_topics) * recipe.n_topics + c + 1  # same repeat structure
+        squeezed = squeezed.clamp(max=V)
+        squeezed[:, 0] = c[:, 0] + 1
+        body = torch.where(topical[:, None], squeezed, body)
     bos = torch.zeros(batch_size, 1, dtype=torch.long)
     return torch.cat([bos, body], dim=1)
 
@@ -156,3 +167,43 @@ def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False) -> tuple[Hoo
         "in_context": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in in_context_losses(model).items()},
     }
     return model, card
+
+
+RECIPES: dict[str, AttnOnlyRecipe] = {
+    "zoo/attn-only-2l": AttnOnlyRecipe(n_layers=2),
+    "zoo/attn-only-1l": AttnOnlyRecipe(n_layers=1),
+}
+
+
+def measure(model: HookedTransformer) -> dict[str, Any]:
+    """What the card records: in-context losses and each head's previous-token and induction scores."""
+    from circuitlab import induction
+
+    out: dict[str, Any] = {"in_context": {k: (round(v, 4) if isinstance(v, float) else v)
+                                          for k, v in in_context_losses(model).items()}}
+    scores = {}
+    for kind in ("previous_token", "induction", "duplicate_token"):
+        res = induction.head_scores(model, kind=kind, seed=0)
+        scores[kind] = [[round(float(x), 3) for x in row] for row in res.values]
+    out["head_scores"] = scores
+    return out
+
+
+def describe(card: dict[str, Any]) -> str:
+    """The one-line description ``circuitlab models`` prints."""
+    r = card["recipe"]
+    ic = card["in_context"]
+    line = (f"attention-only, {r['n_layers']} layer{'s' if r['n_layers'] > 1 else ''} x {r['n_heads']} heads, "
+            f"d_model {r['d_model']}, shortformer positions, word tokens t0..t{r['n_words'] - 1}; "
+            f"repeated-segment loss {ic['first_half_loss']:.2f} -> {ic['second_half_loss']:.2f} nats "
+            f"(chance {ic['chance_loss']:.2f})")
+    hs = card.get("head_scores")
+    if hs:
+        ind = hs["induction"][-1]
+        best = max(range(len(ind)), key=lambda h: ind[h])
+        line += f"; best induction head L{len(hs['induction']) - 1}H{best} {ind[best]:.2f}"
+        if len(hs["previous_token"]) > 1:
+            prev = hs["previous_token"][0]
+            bp = max(range(len(prev)), key=lambda h: prev[h])
+            line += f", previous-token head L0H{bp} {prev[bp]:.2f}"
+    return line + f"; trained {card['train_seconds']:.0f} s on {card['train_threads']} CPU threads"

@@ -1,0 +1,5 @@
+import sys
+
+from circuitlab.zoo.build import main
+
+sys.exit(main())

@@ -1,0 +1,179 @@
+"""Loading, saving and the bundled zoo: everything offline."""
+
+from __future__ import annotations
+
+import math
+import socket
+
+import pytest
+import torch
+
+import circuitlab
+from circuitlab import CircuitlabError
+from circuitlab.errors import ModelDownloadError, ModelNotFoundError
+from circuitlab.models import loading
+from circuitlab.testing import ARCHITECTURES, random_model
+
+ZOO_REQUIRED = ["zoo/attn-only-1l", "zoo/attn-only-2l"]
+
+
+def test_zoo_lists_required_models_with_descriptions():
+    models = circuitlab.list_models()
+    for name in ZOO_REQUIRED:
+        assert name in models
+        assert len(models[name]) > 20, "each zoo model has a one-line description"
+
+
+@pytest.mark.parametrize("name", sorted(circuitlab.list_models()))
+def test_zoo_model_loads_and_runs(name):
+    model = circuitlab.load_model(name)
+    assert model.cfg.model_name == name
+    tokens = torch.randint(1, model.cfg.d_vocab, (2, 10))
+    logits = model(tokens)
+    assert logits.shape == (2, 10, model.cfg.d_vocab_out)
+    assert torch.isfinite(logits).all()
+    assert not model.training
+
+
+def test_attn_only_2l_copies_in_context():
+    from circuitlab.zoo.attn_only import in_context_losses
+
+    m = circuitlab.load_model("zoo/attn-only-2l")
+    ic = in_context_losses(m, seed=99)  # a seed the card was not measured on
+    # chance is ln(100) = 4.6 nats. A model that only knew *which* tokens occurred earlier (a bag of tokens,
+    # what one attention layer can do) could at best spread its bet over them: ln(seq_len) = 3.0 nats.
+    # Beating that by a wide margin means it uses their order: it copies.
+    assert ic["first_half_loss"] > 0.9 * ic["chance_loss"]
+    assert ic["second_half_loss"] < 0.7 * math.log(ic["seq_len"])
+
+
+def test_attn_only_1l_cannot_copy_in_context():
+    from circuitlab.zoo.attn_only import in_context_losses
+
+    m = circuitlab.load_model("zoo/attn-only-1l")
+    ic = in_context_losses(m, seed=99)
+    assert ic["first_half_loss"] > 0.9 * ic["chance_loss"]
+    # no better than knowing which tokens occurred (see above): no induction without a second layer
+    assert ic["second_half_loss"] > math.log(ic["seq_len"])
+
+
+def test_zoo_tokenizer_is_word_level():
+    m = circuitlab.load_model("zoo/attn-only-2l")
+    toks = m.to_tokens("t3 t17 t3")
+    assert toks.tolist() == [[0, 4, 18, 4]]
+    assert m.to_str_tokens(toks[0]) == ["<bos>", "t3", "t17", "t3"]
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_save_load_round_trip_gives_identical_logits(arch, tmp_path):
+    model = random_model(arch, seed=3)
+    circuitlab.save_model(model, tmp_path / "m")
+    loaded = circuitlab.load_model(tmp_path / "m")
+    assert loaded.tokenizer is None
+    tokens = torch.randint(0, model.cfg.d_vocab, (3, 12))
+    assert torch.equal(model(tokens), loaded(tokens))
+
+
+def test_save_load_round_trip_with_tokenizer_and_card(tmp_path):
+    model = circuitlab.load_model("zoo/attn-only-2l")
+    circuitlab.save_model(model, tmp_path / "copy", card={"description": "a copy"})
+    loaded = circuitlab.load_model(str(tmp_path / "copy"))
+    tokens = model.to_tokens("t1 t2 t3 t1 t2")
+    assert torch.equal(model(tokens), loaded(tokens))
+    assert loaded.to_str_tokens("t5 t6") == ["<bos>", "t5", "t6"]
+    assert circuitlab.models.io.read_card(tmp_path / "copy")["description"] == "a copy"
+
+
+def test_hooked_transformer_passes_through():
+    model = random_model("gpt2")
+    assert circuitlab.load_model(model) is model
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="save_model"):
+        circuitlab.load_model(tmp_path)
+
+
+def test_unknown_names_raise_with_suggestions():
+    with pytest.raises(ModelNotFoundError) as err:
+        circuitlab.load_model("gpt2-smal")
+    msg = str(err.value)
+    assert "gpt2-small" in msg  # close match suggested
+    assert "zoo/attn-only-2l" in msg  # offline alternatives listed
+    with pytest.raises(ModelNotFoundError, match="attn-only-2l"):
+        circuitlab.load_model("zoo/attn-only-3l")
+    with pytest.raises(CircuitlabError):
+        circuitlab.load_model(42)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Every outgoing connection fails, as on a machine without network."""
+
+    def refuse(*args, **kwargs):
+        raise OSError("network is unreachable (simulated)")
+
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(loading, "_in_hf_cache", lambda name: False)
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+
+
+@pytest.mark.timeout(60)
+def test_pretrained_name_without_network_fails_fast_and_clearly(no_network):
+    with pytest.raises(ModelDownloadError) as err:
+        circuitlab.load_model("gpt2-small")
+    msg = str(err.value)
+    assert "gpt2-small" in msg and "download" in msg
+    for name in ZOO_REQUIRED:
+        assert name in msg
+    assert isinstance(err.value, CircuitlabError)
+
+
+@pytest.mark.timeout(60)
+def test_download_failure_midway_is_translated(monkeypatch):
+    """If the hub answers the probe but the download itself fails, the error is still ours."""
+    from transformer_lens import HookedTransformer
+
+    monkeypatch.setattr(loading, "hub_reachable", lambda timeout=0: True)
+    monkeypatch.setattr(loading, "_in_hf_cache", lambda name: False)
+
+    def fail(*args, **kwargs):
+        raise OSError("We couldn't connect to 'https://huggingface.co' (simulated)")
+
+    monkeypatch.setattr(HookedTransformer, "from_pretrained", fail)
+    with pytest.raises(ModelDownloadError, match="attn-only-2l"):
+        circuitlab.load_model("attn-only-2l")  # TransformerLens's own attn-only-2l, not the zoo's
+
+
+def test_hf_hub_offline_env_is_respected(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert loading.hub_reachable() is False
+
+
+def test_models_command_lists_the_zoo(capsys):
+    from circuitlab.cli import main
+
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    for name in ZOO_REQUIRED:
+        assert name in out
+
+
+@pytest.mark.slow
+def test_recipe_reproduces_the_shipped_model_properties():
+    """Retraining zoo/attn-only-2l from its recipe (same seed) gives a model with the same properties."""
+    from circuitlab import induction
+    from circuitlab.zoo.attn_only import RECIPES, in_context_losses, train
+
+    model, card = train(RECIPES["zoo/attn-only-2l"], "retrained")
+    shipped = circuitlab.zoo_card("zoo/attn-only-2l")
+    ic = in_context_losses(model)
+    assert abs(ic["second_half_loss"] - shipped["in_context"]["second_half_loss"]) < 0.25
+    assert ic["second_half_loss"] < 0.5 * ic["first_half_loss"]
+    prev = induction.head_scores(model, kind="previous_token").values
+    ind = induction.head_scores(model, kind="induction").values
+    shipped_prev = torch.tensor(shipped["head_scores"]["previous_token"])
+    shipped_ind = torch.tensor(shipped["head_scores"]["induction"])
+    # the same heads play the same roles
+    assert prev[0].argmax() == shipped_prev[0].argmax()
+    assert ((ind[1] > 0.3) == (shipped_ind[1] > 0.3)).all()
