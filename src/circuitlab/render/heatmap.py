@@ -1,86 +1,207 @@
-"""Heatmaps as plain HTML tables: no JavaScript, hover shows the exact value, axis labels from the result."""
+"""Heatmaps as plain HTML tables, and the default rendering of a :class:`~circuitlab.results.Result`.
+
+A heatmap is a ``<table>``: no JavaScript, so it shows in a report, in Jupyter, and in a notebook viewer alike.
+Every cell carries its exact value in a ``title`` (shown on hover) and ``data-value`` attribute; rows and
+columns are labelled from the result (token strings for positions). Colours are diverging and centred on
+zero: blue for positive, red for negative, white for zero, grey for NaN; a legend gives the scale.
+"""
 
 from __future__ import annotations
 
 import html
+import math
 from typing import TYPE_CHECKING, Sequence
 
 import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuitlab.render.style import stylesheet
 
 if TYPE_CHECKING:
     from circuitlab.results import Result
 
+#: more columns than this and cells show colour only (the value stays on hover)
+COMPACT_COLUMNS = 24
+#: at most this many panels for a result of three or more axes
+MAX_PANELS = 24
+#: axis-name pairs that mark the last two axes of a result as an attention pattern
+ATTENTION_AXES = {("dest", "src"), ("query", "key"), ("query_pos", "key_pos"), ("dest_pos", "src_pos")}
 
-def _colour(v: float, vmax: float) -> str:
-    """Diverging white-centred colour: blue for positive, red for negative."""
-    if vmax <= 0 or v != v:  # zero scale or NaN
+_POS = (37, 99, 235)   # blue
+_NEG = (220, 38, 38)   # red
+_NAN = "#d4d4d4"
+
+
+def colour(v: float, vmax: float) -> str:
+    """The cell colour of ``v`` on a scale whose extremes are ``±vmax``: white at zero, blue up, red down."""
+    if v != v:  # NaN
+        return _NAN
+    if vmax <= 0 or not math.isfinite(vmax):
         return "#ffffff"
     t = max(-1.0, min(1.0, v / vmax))
-    if t >= 0:
-        r, g, b = 255 - int(200 * t), 255 - int(140 * t), 255
-    else:
-        r, g, b = 255, 255 - int(140 * -t), 255 - int(200 * -t)
+    end = _POS if t >= 0 else _NEG
+    a = abs(t)
+    r, g, b = (round(255 + (c - 255) * a) for c in end)
     return f"#{r:02x}{g:02x}{b:02x}"
 
 
+_colour = colour  # the name earlier code used
+
+
+def _is_dark(v: float, vmax: float) -> bool:
+    return vmax > 0 and v == v and abs(v) / vmax > 0.6
+
+
+def _legend(vmax: float, fmt: str) -> str:
+    bar = (f"linear-gradient(to right, {colour(-vmax, vmax)}, #ffffff, {colour(vmax, vmax)})")
+    lo, hi = fmt.format(-vmax), fmt.format(vmax)
+    return (f"<div class='cl-legend'><span>{html.escape(lo)}</span>"
+            f"<span class='cl-legend-bar' style='background:{bar}'></span>"
+            f"<span>{html.escape(hi)}</span></div>")
+
+
 def heatmap_html(
-    values: torch.Tensor,
+    values: Float[Tensor, "row col"],
     row_labels: Sequence[str],
     col_labels: Sequence[str],
     row_axis: str = "",
     col_axis: str = "",
     title: str = "",
     fmt: str = "{:.3g}",
+    vmax: float | None = None,
 ) -> str:
-    """A 2-D heatmap as an HTML table; each cell's ``title`` attribute holds its full label and value."""
+    """A 2-D heatmap as an HTML table.
+
+    Args:
+        values: the grid, ``[row, col]``.
+        row_labels, col_labels: one label per row and column (spaces in token strings are kept).
+        row_axis, col_axis: what rows and columns are (``"layer"``, ``"head"``, ``"pos"``...), shown in the corner
+            and in every cell's hover text.
+        title: a caption above the grid.
+        fmt: how to print values in cells and the legend.
+        vmax: the value that gets full colour (default: the largest absolute finite value), so several
+            heatmaps can share one scale.
+
+    Each cell's ``title`` reads e.g. ``"layer L1, head H3: 0.8123"``.
+    """
     vals = values.detach().float().cpu()
-    finite = vals[torch.isfinite(vals)]
-    vmax = float(finite.abs().max()) if finite.numel() else 0.0
-    out = ['<div class="cl-heatmap">']
+    if vals.ndim == 1:
+        vals = vals[None, :]
+    n_rows, n_cols = vals.shape
+    if len(row_labels) != n_rows or len(col_labels) != n_cols:
+        raise ValueError(f"heatmap of shape {tuple(vals.shape)} got {len(row_labels)} row labels and "
+                         f"{len(col_labels)} column labels; give one label per row and per column.")
+    if vmax is None:
+        finite = vals[torch.isfinite(vals)]
+        vmax = float(finite.abs().max()) if finite.numel() else 0.0
+    compact = n_cols > COMPACT_COLUMNS
+    long_cols = compact or max((len(str(c)) for c in col_labels), default=0) > 4
+    col_class = "cl-col cl-colv" if long_cols else "cl-col"
+
+    out = [stylesheet(), f"<div class='cl-heatmap' data-rows='{n_rows}' data-cols='{n_cols}'>"]
     if title:
         out.append(f"<div class='cl-heatmap-title'>{html.escape(title)}</div>")
-    out.append("<table style='border-collapse:collapse;font:11px monospace'>")
-    corner = html.escape(f"{row_axis} \\ {col_axis}" if row_axis or col_axis else "")
-    out.append(f"<tr><th>{corner}</th>" + "".join(
-        f"<th style='padding:2px 4px'>{html.escape(c)}</th>" for c in col_labels) + "</tr>")
-    for i, rl in enumerate(row_labels):
+    out.append(f"<table class='cl-hm{' cl-compact' if compact else ''}'>")
+    corner = " \\ ".join(a for a in (row_axis, col_axis) if a)
+    out.append(f"<thead><tr><th class='cl-corner'>{html.escape(corner)}</th>" + "".join(
+        f"<th class='{col_class}'>{html.escape(str(c))}</th>" for c in col_labels) + "</tr></thead><tbody>")
+    rows = vals.tolist()
+    for rl, row in zip(row_labels, rows):
         cells = []
-        for j, cl in enumerate(col_labels):
-            v = float(vals[i, j])
-            tip = f"{row_axis} {rl}, {col_axis} {cl}: {v:.6g}".strip()
+        for cl, v in zip(col_labels, row):
+            where = ", ".join(f"{a} {lab}".strip() for a, lab in ((row_axis, rl), (col_axis, cl)) if (a or lab))
+            tip = f"{where}: {v:.6g}" if where else f"{v:.6g}"
+            dark = " cl-dark" if _is_dark(v, vmax) else ""
             cells.append(
-                f"<td class='cl-cell' title='{html.escape(tip, quote=True)}' data-value='{v:.6g}' "
-                f"style='background:{_colour(v, vmax)};padding:2px 4px;text-align:right'>"
-                f"{html.escape(fmt.format(v))}</td>"
+                f"<td class='cl-cell{dark}' title='{html.escape(tip, quote=True)}' data-value='{v:.6g}' "
+                f"style='background:{colour(v, vmax)}'>{'' if compact else html.escape(fmt.format(v))}</td>"
             )
-        out.append(f"<tr><th style='text-align:right;padding:2px 4px'>{html.escape(rl)}</th>{''.join(cells)}</tr>")
-    out.append("</table></div>")
-    return "\n".join(out)
+        out.append(f"<tr><th class='cl-row'>{html.escape(str(rl))}</th>{''.join(cells)}</tr>")
+    out.append("</tbody></table>")
+    out.append(_legend(vmax, fmt))
+    out.append("</div>")
+    return "\n".join(s for s in out if s)
 
 
-def result_html(result: "Result") -> str:
-    """Default HTML for a :class:`~circuitlab.results.Result`: a heading, what was measured, and a heatmap."""
-    vals = result.values.detach().float().cpu()
-    axes = list(result.axes)
+def _summary(result: "Result", k: int = 3) -> str:
+    """The few largest entries by magnitude, named by their labels: the line people read first."""
+    if result.values.numel() < 2:
+        return ""
+    vals = result.values.detach().float()
+    if not torch.isfinite(vals).any():
+        return ""
+    clean = torch.where(torch.isfinite(vals), vals, torch.zeros_like(vals))
+    flat = clean.flatten()
+    idx = torch.topk(flat.abs(), min(k, flat.numel())).indices.tolist()
+    parts = []
+    for i in idx:
+        index = [int(j) for j in torch.unravel_index(torch.tensor(i), vals.shape)]
+        parts.append(f"{html.escape(result.label_of(index))} = {float(flat[i]):.3g}")
+    return "<p class='cl-summary'>Largest in magnitude: " + "; ".join(parts) + "</p>"
+
+
+def _header(result: "Result") -> list[str]:
     head = [f"<h3>{html.escape(result.title or result.metric or 'Result')}</h3>"]
     facts = [f"{k}: {html.escape(str(v))}" for k, v in
              (("metric", result.metric), ("model", result.model), ("task", result.task)) if v]
     if facts:
         head.append("<p class='cl-meta'>" + " · ".join(facts) + "</p>")
-    if vals.ndim == 0:
-        return "\n".join(head + [f"<p>{float(vals):.6g}</p>"])
-    if vals.ndim == 1:
-        body = heatmap_html(vals[None, :], [""], result.labels[axes[0]], "", axes[0])
-    elif vals.ndim == 2:
-        body = heatmap_html(vals, result.labels[axes[0]], result.labels[axes[1]], axes[0], axes[1])
+    description = result.meta.get("description") if isinstance(result.meta, dict) else None
+    if isinstance(description, str) and description:
+        head.append(f"<p class='cl-caption'>{html.escape(description)}</p>")
+    return head
+
+
+def _attention_view(result: "Result") -> str:
+    """A ``[..., dest, src]`` result with token labels, as circuitsvis attention heads."""
+    from circuitlab.render.views import attention_heads
+
+    vals = result.values.detach().float().cpu()
+    axes = list(result.axes)
+    lead = axes[:-2]
+    vals = vals.reshape(-1, *vals.shape[-2:])
+    if lead:
+        combos = torch.cartesian_prod(*[torch.arange(result.values.shape[i]) for i in range(len(lead))])
+        combos = combos.reshape(-1, len(lead)).tolist()
+        names = [" ".join(result.labels[a][i] for a, i in zip(lead, combo)) for combo in combos]
     else:
-        # one heatmap per index of the leading axes, over the last two
-        parts = []
-        lead = vals.shape[:-2]
-        for idx in torch.cartesian_prod(*[torch.arange(n) for n in lead]).reshape(-1, len(lead)).tolist():
-            sub = vals[tuple(idx)]
-            name = ", ".join(f"{a} {result.labels[a][i]}" for a, i in zip(axes[:-2], idx))
-            parts.append(heatmap_html(sub, result.labels[axes[-2]], result.labels[axes[-1]],
-                                      axes[-2], axes[-1], title=name))
-        body = "\n".join(parts)
-    return "\n".join(head + [body])
+        names = ["pattern"]
+    caption = "Attention from each destination position (row) to each source position (column)."
+    return attention_heads(vals, result.labels[axes[-1]], names, caption=caption).to_html()
+
+
+def result_html(result: "Result") -> str:
+    """Default HTML for a :class:`~circuitlab.results.Result`: a heading, what was measured, the largest
+    entries, and the values (a heatmap; small multiples for three or more axes; circuitsvis attention heads
+    when the last two axes are destination and source positions)."""
+    vals = result.values.detach().float().cpu()
+    axes = list(result.axes)
+    out = [stylesheet(), "<div class='cl-block cl-result'>"] + _header(result)
+    if vals.ndim == 0:
+        out.append(f"<p class='cl-big'>{float(vals):.6g}</p>")
+    else:
+        out.append(_summary(result))
+        if vals.ndim >= 2 and tuple(axes[-2:]) in ATTENTION_AXES:
+            out.append(_attention_view(result))
+        elif vals.ndim == 1:
+            out.append(heatmap_html(vals[None, :], [""], result.labels[axes[0]], "", axes[0]))
+        elif vals.ndim == 2:
+            out.append(heatmap_html(vals, result.labels[axes[0]], result.labels[axes[1]], axes[0], axes[1]))
+        else:
+            # small multiples over the leading axes, one shared colour scale
+            finite = vals[torch.isfinite(vals)]
+            vmax = float(finite.abs().max()) if finite.numel() else 0.0
+            lead = vals.shape[:-2]
+            combos = torch.cartesian_prod(*[torch.arange(n) for n in lead]).reshape(-1, len(lead)).tolist()
+            out.append("<div class='cl-heatmaps'>")
+            for idx in combos[:MAX_PANELS]:
+                name = ", ".join(f"{a} {result.labels[a][i]}" for a, i in zip(axes[:-2], idx))
+                out.append(heatmap_html(vals[tuple(idx)], result.labels[axes[-2]], result.labels[axes[-1]],
+                                        axes[-2], axes[-1], title=name, vmax=vmax))
+            out.append("</div>")
+            if len(combos) > MAX_PANELS:
+                out.append(f"<p class='cl-caption'>Showing {MAX_PANELS} of {len(combos)} panels; "
+                           "see result.to_dataframe() for all values.</p>")
+    out.append("</div>")
+    return "\n".join(s for s in out if s)

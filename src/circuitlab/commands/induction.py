@@ -1,0 +1,42 @@
+"""``circuitlab induction --model NAME [--out report.html]``: find a model's induction circuit and print it."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from circuitlab.cli import command
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", required=True,
+                   help="zoo name (e.g. zoo/attn-only-2l), model directory, or pretrained name (e.g. gpt2-small)")
+    p.add_argument("--out", "-o", help="also write a standalone HTML report to this file")
+    p.add_argument("--seq-len", type=int, default=None,
+                   help="length of each repeated half (default: 50, or a third of the context)")
+    p.add_argument("--n-seqs", type=int, default=20, help="number of repeated random sequences (default 20)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random sequences (default 0)")
+    p.add_argument("--method", choices=("mean", "zero"), default="mean", help="ablation method (default mean)")
+    p.add_argument("--threshold", type=float, default=0.3,
+                   help="absolute floor on the scores that make a head count (default 0.3)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuitlab import load_model
+    from circuitlab.induction import find_induction_circuit
+
+    model = load_model(args.model)
+    circuit = find_induction_circuit(model, seq_len=args.seq_len, n_seqs=args.n_seqs, seed=args.seed,
+                                     threshold=args.threshold, method=args.method, progress=not args.quiet)
+    print(circuit.summary())
+    if args.out:
+        from circuitlab.render import report
+
+        path = report([circuit], Path(args.out), title=f"Induction circuit: {circuit.model or args.model}")
+        print(f"wrote {path}")
+    return 0
+
+
+run.arguments = arguments
+command("induction", "find induction heads, previous-token heads and their composition; ablate to confirm")(run)

@@ -1,0 +1,826 @@
+"""Induction heads: find them by their attention, link them by their weights, prove them by ablation.
+
+An *induction head* completes patterns ``[A][B] ... [A] -> [B]``: at the second ``A`` it attends to the token
+that followed the earlier ``A`` and copies it. It needs a helper, a *previous-token head* in an earlier layer,
+which writes "the token before me was A" into each position; the induction head's keys read that
+(K-composition). Olsson et al. (2022), "In-context learning and induction heads"; Elhage et al. (2021),
+"A mathematical framework for transformer circuits".
+
+This module finds that circuit on any ``HookedTransformer``, in three kinds of evidence:
+
+- **attention** (:func:`head_scores`): on repeated random sequences ``[BOS] r_1..r_n r_1..r_n``, how much each
+  head attends where an induction / previous-token / duplicate-token head would;
+- **weights** (:func:`composition_scores`): how strongly one head's output is read by a later head's queries,
+  keys or values;
+- **causation** (:func:`ablation_effect`): how much the loss on the repeated half rises when heads are removed.
+
+:func:`find_induction_circuit` runs all three and returns an :class:`InductionCircuit` that prints as a table
+and renders to HTML.
+
+    import circuitlab as cl
+    circuit = cl.induction.find_induction_circuit("zoo/attn-only-2l")
+    print(circuit)
+"""
+
+from __future__ import annotations
+
+import html
+import math
+import re
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Sequence, Union
+
+import einops
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+from transformer_lens.utils import get_act_name
+
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.results import Result
+from circuitlab.tasks.repeated import RepeatedTokens, repeated_tokens
+
+__all__ = [
+    "KINDS",
+    "head_scores",
+    "composition_scores",
+    "ablation_effect",
+    "find_induction_circuit",
+    "check_gpt2_reference",
+    "AblationResult",
+    "InductionCircuit",
+    "ReferenceCheck",
+    "repeated_sequences",
+    "GPT2_INDUCTION_HEADS",
+    "GPT2_PREVIOUS_TOKEN_HEADS",
+]
+
+#: the head types :func:`head_scores` measures
+KINDS = ("induction", "previous_token", "duplicate_token")
+
+#: published induction heads of GPT-2 small (TransformerLens demos, ARENA), as ``(layer, head)``
+GPT2_INDUCTION_HEADS = ((5, 1), (5, 5), (6, 9), (7, 2), (7, 10))
+#: published previous-token heads of GPT-2 small: 4.11 strong, 2.2 weaker
+GPT2_PREVIOUS_TOKEN_HEADS = ((4, 11), (2, 2))
+
+DEFAULT_SEQ_LEN = 50  # each half; shortened to fit small contexts
+DEFAULT_N_SEQS = 20
+LOGIT_BUDGET = 64_000_000  # floats of logits (and activations) one ablation batch may hold
+
+Head = tuple[int, int]
+ModelLike = Union[HookedTransformer, str]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs: the model, the repeated sequences, the special positions
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _model(model: ModelLike) -> HookedTransformer:
+    """Accept a loaded model or anything :func:`circuitlab.load_model` understands (``"zoo/attn-only-2l"``)."""
+    if isinstance(model, HookedTransformer):
+        return model
+    from circuitlab.models import load_model
+
+    return load_model(model)
+
+
+def _model_name(model: HookedTransformer) -> str:
+    return str(getattr(model.cfg, "model_name", "") or "")
+
+
+def bos_token_id(model: HookedTransformer) -> int | None:
+    """The BOS id to prepend to generated sequences, or ``None``.
+
+    We prepend BOS exactly when the model would: ``model.cfg.default_prepend_bos`` is set *and* its tokenizer
+    names a BOS token. A model without a tokenizer gets no BOS: we cannot know which id (if any) it was trained
+    to see first, and a wrong guess would be an ordinary token in first position. Pass your own ``tokens`` to
+    :func:`head_scores` (or a :class:`~circuitlab.tasks.RepeatedTokens` to :func:`ablation_effect`) to choose.
+    """
+    tok = model.tokenizer
+    if not model.cfg.default_prepend_bos or tok is None or tok.bos_token_id is None:
+        return None
+    return int(tok.bos_token_id)
+
+
+def _special_ids(model: HookedTransformer) -> list[int]:
+    """Token ids that are not ordinary text (BOS, EOS, PAD...): never drawn, never scored."""
+    tok = model.tokenizer
+    if tok is None:
+        return []
+    return sorted({int(i) for i in tok.all_special_ids if i is not None and 0 <= int(i) < model.cfg.d_vocab})
+
+
+def repeated_sequences(
+    model: ModelLike, seq_len: int | None = None, n_seqs: int = DEFAULT_N_SEQS, seed: int = 0
+) -> RepeatedTokens:
+    """Seeded ``[BOS] r_1..r_n r_1..r_n`` sequences for ``model`` (its BOS convention, no special tokens).
+
+    ``seq_len`` is the length ``n`` of each half. By default it is 50, or a third of the context where that is
+    less (``(n_ctx - BOS) // 3``, 21 for a 64-token context): the sequence then fills two thirds of the context,
+    not all of it, because a repeat far longer than any the model saw in training is off its distribution
+    (the zoo's attention-only models train on repeats of 6-28 tokens; at 2x31 their in-context loss is 2.6
+    nats against 1.9 at 2x20). A ``seq_len`` whose two halves do not fit in ``n_ctx`` is an error.
+    """
+    model = _model(model)
+    bos = bos_token_id(model)
+    prefix = 0 if bos is None else 1
+    room = (model.cfg.n_ctx - prefix) // 2
+    if seq_len is None:
+        seq_len = max(2, min(DEFAULT_SEQ_LEN, (model.cfg.n_ctx - prefix) // 3))
+    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
+        raise InputError(f"seq_len must be an integer >= 2 (the length of each repeated half); got {seq_len!r}.")
+    if not isinstance(n_seqs, int) or isinstance(n_seqs, bool) or n_seqs < 1:
+        raise InputError(f"n_seqs must be a positive integer; got {n_seqs!r}.")
+    if seq_len > room:
+        raise InputError(
+            f"seq_len={seq_len} needs {prefix + 2 * seq_len} positions ({'BOS + ' if prefix else ''}two halves of "
+            f"{seq_len}), but this model's context is n_ctx={model.cfg.n_ctx}. Use seq_len <= {room}."
+        )
+    return repeated_tokens(n_seqs, seq_len, model.cfg.d_vocab, seed=seed, bos_token_id=bos,
+                           exclude=tuple(_special_ids(model)), device=model.cfg.device)
+
+
+def _user_tokens(model: HookedTransformer, tokens: Any) -> tuple[Tensor, Tensor]:
+    """User tokens (ids or text) as ``[batch, pos]`` plus a mask of their special positions."""
+    from circuitlab.tokens import to_tokens
+
+    toks = to_tokens(model, tokens)
+    special = torch.zeros_like(toks, dtype=torch.bool)
+    for i in _special_ids(model):
+        special |= toks == i
+    return toks, special
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Head-type scores from attention
+# ----------------------------------------------------------------------------------------------------------
+
+
+def target_mask(
+    tokens: Int[Tensor, "batch pos"], kind: str, special: Bool[Tensor, "batch pos"] | None = None
+) -> Bool[Tensor, "batch query key"]:
+    """Where a head of type ``kind`` should attend: ``mask[b, i, k]`` is True when key ``k`` is a target of query ``i``.
+
+    Defined from token equality, so it applies to any sequence (for ``r_1..r_n r_1..r_n`` with distinct
+    ``r``'s it picks exactly the textbook diagonals):
+
+    - ``"previous_token"``: the target of ``i`` is ``i - 1``;
+    - ``"duplicate_token"``: every earlier ``j < i`` with ``tokens[j] == tokens[i]``;
+    - ``"induction"``: ``j + 1`` for every earlier ``j < i`` with ``tokens[j] == tokens[i]``, the token that
+      followed an earlier occurrence of the current one.
+
+    Special positions (``special``, e.g. BOS) are neither queries nor targets (nor the ``j`` of a match).
+    """
+    _check_kind(kind)
+    n = tokens.shape[1]
+    if special is None:
+        special = torch.zeros_like(tokens, dtype=torch.bool)
+    ordinary = ~special
+    pair_ok = ordinary[:, :, None] & ordinary[:, None, :]  # [b, q, k]
+    earlier = torch.ones(n, n, dtype=torch.bool, device=tokens.device).tril(-1)  # k < q
+    if kind == "previous_token":
+        prev = torch.zeros(n, n, dtype=torch.bool, device=tokens.device)
+        prev[1:, :-1] = torch.eye(n - 1, dtype=torch.bool, device=tokens.device)
+        return prev[None] & pair_ok
+    same = (tokens[:, :, None] == tokens[:, None, :]) & earlier & pair_ok  # same[b, i, j]: j < i, equal tokens
+    if kind == "duplicate_token":
+        return same
+    # induction: shift the matching key j one step right to j + 1 (still <= i, so causal)
+    induction = torch.zeros_like(same)
+    induction[:, :, 1:] = same[:, :, :-1]
+    return induction & ordinary[:, None, :]
+
+
+def _check_kind(kind: str) -> None:
+    if kind not in KINDS:
+        raise InputError(f"unknown head kind {kind!r}; choose one of {', '.join(repr(k) for k in KINDS)}.")
+
+
+def _attention_on_targets(
+    model: HookedTransformer, tokens: Tensor, masks: dict[str, Tensor]
+) -> dict[str, Float[Tensor, "n_layers n_heads"]]:
+    """One forward pass; for each mask, every head's attention on its targets averaged over scored queries.
+
+    Patterns are reduced inside the hooks and never stored, and the pass stops before the unembedding.
+    """
+    cfg = model.cfg
+    weights = {k: m.to(torch.float32) for k, m in masks.items()}
+    n_queries = {k: int(m.any(-1).sum()) for k, m in masks.items()}
+    sums = {k: torch.zeros(cfg.n_layers, cfg.n_heads) for k in masks}
+
+    def reduce(pattern: Float[Tensor, "batch head query key"], hook) -> None:
+        layer = hook.layer()
+        p = pattern.detach().to(torch.float32)
+        for k, w in weights.items():
+            sums[k][layer] = einops.einsum(p, w, "b h q k, b q k -> h").cpu()
+
+    hooks = [(get_act_name("pattern", layer), reduce) for layer in range(cfg.n_layers)]
+    with torch.inference_mode():
+        model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=cfg.n_layers)
+    return {k: sums[k] / max(n_queries[k], 1) for k in masks}
+
+
+_METRICS = {
+    "induction": "mean attention from each query to the token(s) after earlier occurrences of its token",
+    "previous_token": "mean attention from each query to the position just before it",
+    "duplicate_token": "mean attention from each query to earlier occurrences of its token",
+}
+_TITLES = {"induction": "Induction score", "previous_token": "Previous-token score",
+           "duplicate_token": "Duplicate-token score"}
+
+
+def _scores_result(model: HookedTransformer, kind: str, values: Tensor, task: str, meta: dict) -> Result:
+    return Result(values=values, axes=("layer", "head"), title=_TITLES[kind], metric=_METRICS[kind],
+                  model=_model_name(model), task=task, meta={"kind": kind, **meta})
+
+
+def _all_head_scores(
+    model: HookedTransformer, kinds: Sequence[str], seq_len: int | None, n_seqs: int, seed: int, tokens: Any
+) -> tuple[dict[str, Result], Tensor]:
+    """Scores of several kinds from one forward pass; also returns the tokens used."""
+    for k in kinds:
+        _check_kind(k)
+    if tokens is None:
+        rep = repeated_sequences(model, seq_len, n_seqs, seed)
+        toks = rep.tokens
+        special = torch.zeros_like(toks, dtype=torch.bool)
+        special[:, : rep.prefix] = True
+        task = f"{n_seqs} repeated random sequences of 2x{rep.seq_len} tokens (seed {seed})"
+        meta: dict[str, Any] = {"seq_len": rep.seq_len, "n_seqs": n_seqs, "seed": seed,
+                                "bos_token_id": bos_token_id(model)}
+    else:
+        toks, special = _user_tokens(model, tokens)
+        task = f"{toks.shape[0]} given sequence(s) of {toks.shape[1]} tokens"
+        meta = {"given_tokens": True}
+    masks = {k: target_mask(toks, k, special) for k in kinds}
+    values = _attention_on_targets(model, toks, masks)
+    out = {}
+    for k in kinds:
+        n_q = int(masks[k].any(-1).sum())
+        if n_q == 0:
+            raise InputError(
+                f"no position of the given tokens has a {k.replace('_', '-')} target (e.g. no token occurs "
+                "twice), so the score is undefined. Pass sequences with repeats, or omit tokens to use "
+                "generated repeated sequences."
+            )
+        out[k] = _scores_result(model, k, values[k], task, {**meta, "n_queries": n_q})
+    return out, toks
+
+
+def head_scores(
+    model: ModelLike,
+    kind: str = "induction",
+    seq_len: int | None = None,
+    n_seqs: int = DEFAULT_N_SEQS,
+    seed: int = 0,
+    tokens: Union[Int[Tensor, "batch pos"], Sequence, str, None] = None,
+) -> Result:
+    """How much each head behaves like an induction / previous-token / duplicate-token head.
+
+    By default the model reads ``n_seqs`` seeded sequences ``[BOS] r_1..r_n r_1..r_n`` (``n = seq_len``; random
+    ordinary tokens, BOS by the model's convention, see :func:`bos_token_id`). For each head the score is its
+    **attention on the target positions, summed over a query's targets and averaged over all queries that have
+    one** (see :func:`target_mask`): induction targets the token after an earlier occurrence of the query's
+    token, previous-token targets ``i - 1``, duplicate-token targets earlier occurrences. So a score lies in
+    [0, 1]: 1 is a head that attends only to its targets, and a head spreading attention evenly over ``t``
+    earlier positions scores about ``1/t`` (~0.03 on 2x21 tokens).
+
+    Args:
+        model: a ``HookedTransformer`` or a name for :func:`circuitlab.load_model`.
+        kind: ``"induction"``, ``"previous_token"`` or ``"duplicate_token"``.
+        seq_len: length of each repeated half (default 50, or a third of ``n_ctx``; see :func:`repeated_sequences`).
+        n_seqs: number of sequences.
+        seed: seed of the random tokens.
+        tokens: your own token ids ``[batch, pos]`` (or text) instead of generated sequences; targets then come
+            from token equality, and positions holding the tokenizer's special ids are skipped.
+
+    Returns:
+        a :class:`~circuitlab.results.Result` of shape ``[n_layers, n_heads]`` (axes ``("layer", "head")``).
+    """
+    model = _model(model)
+    scores, _ = _all_head_scores(model, [kind], seq_len, n_seqs, seed, tokens)
+    return scores[kind]
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Composition scores from weights
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _r_factor(x: Float[Tensor, "... m d"]) -> Float[Tensor, "... r d"]:
+    """``R`` of the thin QR decomposition ``x = Q R``: same Gram matrix as ``x``, so ``|x y|_F = |R y|_F``."""
+    return torch.linalg.qr(x, mode="r").R
+
+
+def composition_scores(model: ModelLike, kind: str = "K") -> Result:
+    """Q-, K- or V-composition between every pair of heads (Elhage et al. 2021), from the weights alone.
+
+    A head in layer ``l1`` writes ``x @ W_OV`` (with ``W_OV = W_V W_O``, ``d_model x d_model``) into the
+    residual stream; a later head reads it through its queries (``W_QK = W_Q W_K^T``), keys (``W_QK^T``) or
+    values (``W_OV``). The composition score of writer ``(l1, h1)`` and reader ``(l2, h2)`` is
+
+        |W_OV^(l1,h1) @ W_read^(l2,h2)|_F / (|W_OV^(l1,h1)|_F |W_read^(l2,h2)|_F),
+
+    with ``W_read = W_QK`` (Q), ``W_QK^T`` (K) or ``W_OV`` (V): how much of the reader's input subspace the
+    writer's output fills, 0 for orthogonal, at most 1. Pairs with ``l1 >= l2`` cannot compose and are 0.
+    Weights are used as they are (fold LayerNorm first if you want it folded); this equals TransformerLens's
+    ``model.all_composition_scores(kind)``.
+
+    Computed without forming ``d_model x d_model`` products: each product is ``A1 B1 A2 B2`` with thin factors
+    (``d_model x d_head`` and ``d_head x d_model``); ``|A1 (B1 A2) B2|_F = |R1 (B1 A2) R2^T|_F`` where
+    ``R1``, ``R2`` are the QR ``R`` factors of ``A1`` and ``B2^T``, so everything is ``d_head``-sized (float64).
+
+    Returns:
+        a :class:`~circuitlab.results.Result` of shape ``[n_layers, n_heads, n_layers, n_heads]``, axes
+        ``("layer", "head", "reader_layer", "reader_head")`` (writer first).
+    """
+    model = _model(model)
+    if kind not in ("Q", "K", "V"):
+        raise InputError(f"unknown composition kind {kind!r}; choose 'Q', 'K' or 'V'.")
+    cfg = model.cfg
+    with torch.no_grad():
+        W_Q, W_K, W_V, W_O = (w.detach().to(torch.float64).cpu() for w in (model.W_Q, model.W_K, model.W_V, model.W_O))
+    # writer: W_OV = A1 B1 with A1 = W_V [d_model, d_head], B1 = W_O [d_head, d_model]
+    # reader: A2 B2 with A2 [d_model, d_head], B2 [d_head, d_model]; we keep A2 and B2^T (both [d_model, d_head])
+    A2, B2t = {"Q": (W_Q, W_K), "K": (W_K, W_Q), "V": (W_V, W_O.transpose(-1, -2))}[kind]
+    R1 = _r_factor(W_V)  # [L, H, r, d_head]
+    R2 = _r_factor(B2t)  # [L, H, r, d_head]
+    writer_norm = torch.linalg.matrix_norm(R1 @ W_O)  # |W_V W_O|_F, [L, H]
+    reader_norm = torch.linalg.matrix_norm(A2 @ R2.transpose(-1, -2))  # |A2 B2|_F, [L, H]
+
+    L, H = cfg.n_layers, cfg.n_heads
+    scores = torch.zeros(L, H, L, H, dtype=torch.float64)
+    for l2 in range(1, L):  # readers; writers are the earlier layers 0..l2-1
+        middle = einops.einsum(W_O[:l2], A2[l2], "l1 h1 d1 m, h2 m d2 -> l1 h1 h2 d1 d2")
+        core = R1[:l2, :, None] @ middle @ R2[l2][None, None].transpose(-1, -2)
+        norms = torch.linalg.matrix_norm(core)  # [l1, h1, h2]
+        scores[:l2, :, l2, :] = norms / writer_norm[:l2, :, None] / reader_norm[l2][None, None, :]
+    labels = {"layer": [f"L{i}" for i in range(L)], "head": [f"H{i}" for i in range(H)],
+              "reader_layer": [f"L{i}" for i in range(L)], "reader_head": [f"H{i}" for i in range(H)]}
+    return Result(values=scores.to(cfg.dtype), axes=("layer", "head", "reader_layer", "reader_head"), labels=labels,
+                  title=f"{kind}-composition score", model=_model_name(model), task="weights",
+                  metric=f"|W_OV(writer) W_{'OV' if kind == 'V' else 'QK'}(reader)|_F / product of norms",
+                  meta={"kind": kind})
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Ablation: the in-context loss with heads removed
+# ----------------------------------------------------------------------------------------------------------
+
+
+class AblationResult(Result):
+    """In-context loss with heads ablated: ``values[0]`` is the unablated model, then each head, then the set.
+
+    Axis ``"ablated"`` labels each entry (``"none"``, ``"L1H2"``, ..., ``"L1H2+L1H3"``).
+    """
+
+    @property
+    def baseline(self) -> float:
+        """The unablated in-context loss."""
+        return float(self.values[0])
+
+    @property
+    def increase(self) -> Tensor:
+        """Loss with each ablation minus the unablated loss (0 for ``"none"``)."""
+        return self.values - self.values[0]
+
+    def loss_of(self, label: str) -> float:
+        return float(self.values[self.labels["ablated"].index(label)])
+
+
+def head_label(head: Head) -> str:
+    return f"L{head[0]}H{head[1]}"
+
+
+def _check_heads(model: HookedTransformer, heads: Iterable) -> list[Head]:
+    cfg = model.cfg
+    if isinstance(heads, str) or (isinstance(heads, tuple) and len(heads) == 2 and
+                                  all(isinstance(x, int) for x in heads)):
+        heads = [heads]  # one head
+    out = []
+    for h in heads:
+        if isinstance(h, str):  # "L1H2", "1.2"
+            m = re.fullmatch(r"\s*L?(\d+)\s*[H.:]\s*(\d+)\s*", h, flags=re.I)
+            if not m:
+                raise InputError(f"cannot read head {h!r}; write it as (layer, head), 'L1H2' or '1.2'.")
+            h = (int(m.group(1)), int(m.group(2)))
+        try:
+            layer, head = (int(x) for x in h)
+        except (TypeError, ValueError):
+            raise InputError(f"a head is a (layer, head) pair; got {h!r}.") from None
+        if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
+            raise InputError(
+                f"head {(layer, head)} is out of range: this model has layers 0..{cfg.n_layers - 1} and heads "
+                f"0..{cfg.n_heads - 1} per layer."
+            )
+        if (layer, head) not in out:
+            out.append((layer, head))
+    return out
+
+
+def _logits_at(model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"]) -> Tensor:
+    """The model's final norm and unembedding on a slice of the residual stream (as its forward does)."""
+    from transformer_lens.utilities.activation_functions import apply_softcap
+
+    if model.cfg.normalization_type is not None:
+        resid = model.ln_final(resid)
+    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
+
+
+def ablation_effect(
+    model: ModelLike,
+    heads: Iterable,
+    method: str = "zero",
+    seq_len: int | None = None,
+    n_seqs: int = DEFAULT_N_SEQS,
+    seed: int = 0,
+    tokens: RepeatedTokens | None = None,
+    progress: bool = False,
+) -> AblationResult:
+    """The in-context loss with ``heads`` ablated, one at a time and all together, versus unablated.
+
+    *In-context loss*: the mean next-token cross-entropy, on ``[BOS] r_1..r_n r_1..r_n`` sequences, of the
+    predictions of ``r_2..r_n`` in the second copy (predicting ``r_1`` again needs no context and cannot be
+    inferred from it). A model that copies in context drives it far below chance ``ln(d_vocab)``; removing its
+    induction heads sends it back up.
+
+    Ablation replaces a head's output ``z`` (``blocks.{l}.attn.hook_z``, the attention-weighted values before
+    ``W_O``) at every position of every sequence:
+
+    - ``"zero"``: by zeros, so the head adds nothing (its layer's ``b_O`` is shared and kept);
+    - ``"mean"``: by its mean over all sequences and all positions (BOS included) of the same batch on the
+      unablated model, one ``d_head`` vector per head; it keeps the head's average contribution and removes
+      only what depends on the input.
+
+    All variants run batched (one batch row per sequence and ablation), and only the scored positions are
+    unembedded.
+
+    Args:
+        heads: ``(layer, head)`` pairs (or ``"L1H2"`` strings).
+        method: ``"zero"`` or ``"mean"``.
+        seq_len, n_seqs, seed: the generated sequences (see :func:`head_scores`).
+        tokens: your own :class:`~circuitlab.tasks.RepeatedTokens` instead.
+        progress: show a progress bar over batches.
+
+    Returns:
+        an :class:`AblationResult`: loss for ``"none"``, each head, and (with several heads) all of them.
+    """
+    model = _model(model)
+    cfg = model.cfg
+    heads = _check_heads(model, heads)
+    if method not in ("zero", "mean"):
+        raise InputError(f"unknown ablation method {method!r}; choose 'zero' or 'mean'.")
+    rep = tokens if tokens is not None else repeated_sequences(model, seq_len, n_seqs, seed)
+    if not isinstance(rep, RepeatedTokens):
+        raise InputError("tokens must be a circuitlab.tasks.RepeatedTokens (e.g. from repeated_sequences()).")
+    toks = rep.tokens.to(cfg.device)
+    batch = toks.shape[0]
+
+    variants: list[list[Head]] = [[]] + [[h] for h in heads] + ([list(heads)] if len(heads) > 1 else [])
+    labels = ["none"] + ["+".join(head_label(h) for h in v) for v in variants[1:]]
+    layers = sorted({layer for layer, _ in heads})
+    # keep[layer][v, h]: does variant v ablate head h of this layer
+    ablate = {layer: torch.zeros(len(variants), cfg.n_heads, dtype=torch.bool) for layer in layers}
+    for v, hs in enumerate(variants):
+        for layer, h in hs:
+            ablate[layer][v, h] = True
+
+    replacement: dict[int, Tensor] = {}
+    if method == "mean":
+        names = [get_act_name("z", layer) for layer in layers]
+        with torch.inference_mode():
+            _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names,
+                                            stop_at_layer=max(layers) + 1)
+        for layer in layers:  # [n_heads, d_head]
+            replacement[layer] = einops.reduce(cache[get_act_name("z", layer)], "b p h d -> h d", "mean")
+
+    # predictions of r_2..r_n in copy 2 are made at positions p+n .. p+2n-2 and read tokens p+n+1 .. p+2n-1
+    start = rep.prefix + rep.seq_len
+    pred_pos = slice(start, start + rep.seq_len - 1)
+    targets = toks[:, start + 1 : start + rep.seq_len]
+
+    # rows of (variant, sequence); chunked so the logits and activations we hold stay under LOGIT_BUDGET floats
+    per_row = (rep.seq_len - 1) * cfg.d_vocab_out + toks.shape[1] * cfg.d_model * 8
+    rows_per_chunk = max(1, min(len(variants) * batch, int(LOGIT_BUDGET // per_row)))
+    all_rows = [(v, b) for v in range(len(variants)) for b in range(batch)]
+    losses = torch.zeros(len(variants), dtype=torch.float64)
+    chunks = range(0, len(all_rows), rows_per_chunk)
+    for lo in tqdm(chunks, desc="ablations", disable=not progress):
+        rows = all_rows[lo : lo + rows_per_chunk]
+        v_idx = torch.tensor([v for v, _ in rows])
+        b_idx = torch.tensor([b for _, b in rows])
+
+        def ablate_hook(z: Float[Tensor, "batch pos head d_head"], hook) -> Tensor:
+            mask = ablate[hook.layer()][v_idx].to(z.device)[:, None, :, None]  # [rows, 1, head, 1]
+            fill = replacement[hook.layer()][None, None] if method == "mean" else torch.zeros((), dtype=z.dtype)
+            return torch.where(mask, fill.to(z.device, z.dtype), z)
+
+        hooks = [(get_act_name("z", layer), ablate_hook) for layer in layers]
+        with torch.inference_mode():
+            resid = model.run_with_hooks(toks[b_idx.to(toks.device)], fwd_hooks=hooks, stop_at_layer=cfg.n_layers)
+            logp = _logits_at(model, resid[:, pred_pos]).log_softmax(-1)
+            nll = -logp.gather(-1, targets[b_idx.to(toks.device)][..., None])[..., 0]  # [rows, n-1]
+        losses.index_add_(0, v_idx, nll.double().mean(-1).cpu())
+    losses /= batch
+    return AblationResult(
+        values=losses.float(), axes=("ablated",), labels={"ablated": labels},
+        title=f"In-context loss, {method}-ablated",
+        metric="mean cross-entropy predicting r_2..r_n of the repeated half (nats)", model=_model_name(model),
+        task=f"{batch} repeated random sequences of 2x{rep.seq_len} tokens",
+        meta={"method": method, "heads": heads, "seq_len": rep.seq_len, "n_seqs": batch, "seed": seed,
+              "chance_loss": math.log(cfg.d_vocab_out)},
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# The whole circuit
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _heads_above(scores: Result, threshold: float, relative: float) -> list[Head]:
+    """Heads scoring at least ``max(threshold, relative * best score)``, best first."""
+    v = scores.values.float()
+    cut = max(threshold, relative * float(v.max()))
+    found = [(int(i), int(j)) for i, j in (v >= cut).nonzero().tolist()]
+    return sorted(found, key=lambda h: -float(v[h]))
+
+
+@dataclass
+class InductionCircuit:
+    """Previous-token heads, induction heads, the K-composition between them, and the ablation evidence.
+
+    Attributes:
+        model: the model's name.
+        induction_scores, previous_token_scores, duplicate_token_scores: ``[n_layers, n_heads]`` results.
+        induction_heads: heads whose induction score clears the threshold, best first.
+        previous_token_heads: heads whose previous-token score clears the threshold (in a layer below some
+            induction head, where they can compose), best first.
+        k_composition: K-composition ``[writer, induction head]`` (weights only); the writers are the
+            previous-token heads, or every head below the induction heads where none was found.
+        k_composition_all: full ``[n_layers, n_heads, n_layers, n_heads]`` K-composition scores.
+        ablation: in-context loss with the induction heads ablated (each and together).
+        previous_token_ablation: the same for the previous-token heads (``None`` if there are none).
+        control_ablation: the same for the lowest-scoring head of the induction heads' layers, a control.
+        thresholds: the cut-offs used.
+        pattern_tokens, pattern_heads, patterns: attention of the top heads on one repeated sequence, for
+            rendering (``patterns`` is ``[heads, query, key]``).
+    """
+
+    model: str
+    induction_scores: Result
+    previous_token_scores: Result
+    duplicate_token_scores: Result
+    induction_heads: list[Head]
+    previous_token_heads: list[Head]
+    k_composition: Result | None
+    k_composition_all: Result
+    ablation: AblationResult | None
+    previous_token_ablation: AblationResult | None
+    control_ablation: AblationResult | None
+    thresholds: dict[str, float]
+    pattern_tokens: list[str] = field(default_factory=list)
+    pattern_heads: list[Head] = field(default_factory=list)
+    patterns: Tensor | None = None
+
+    # -- reading ---------------------------------------------------------------------------------------
+    def strongest_k_writer(self, head: Head, layers: Iterable[int] | None = None) -> tuple[Head, float]:
+        """The earlier head whose output ``head``'s keys read most (highest K-composition), and its score."""
+        kc = self.k_composition_all.values[..., head[0], head[1]]  # [n_layers, n_heads]
+        if layers is not None:
+            keep = torch.zeros(kc.shape[0], dtype=torch.bool)
+            keep[list(layers)] = True
+            kc = torch.where(keep[:, None], kc, torch.zeros_like(kc))
+        i = int(kc.argmax())
+        return (i // kc.shape[1], i % kc.shape[1]), float(kc.flatten()[i])
+
+    def rows(self) -> list[dict[str, Any]]:
+        """One row per head of the circuit: role, scores, strongest K-writer, ablation effect."""
+        out = []
+        ind, prev = self.induction_scores.values, self.previous_token_scores.values
+        for role, heads, abl in (("previous-token", self.previous_token_heads, self.previous_token_ablation),
+                                 ("induction", self.induction_heads, self.ablation)):
+            for h in heads:
+                row: dict[str, Any] = {"head": head_label(h), "role": role, "induction": float(ind[h]),
+                                       "previous_token": float(prev[h])}
+                if role == "induction" and h[0] > 0:
+                    w, s = self.strongest_k_writer(h)
+                    row["k_writer"], row["k_comp"] = head_label(w), s
+                if abl is not None:
+                    row["ablated_loss"] = abl.loss_of(head_label(h))
+                out.append(row)
+        return out
+
+    def summary(self) -> str:
+        """A plain-text table of the circuit."""
+        lines = [f"Induction circuit of {self.model or 'the model'}"]
+        t = self.thresholds
+        lines.append(f"  thresholds: score >= max({t['absolute']:g}, {t['relative']:g} x best)"
+                     f" -> induction {t['induction']:.3f}, previous-token {t['previous_token']:.3f}")
+        rows = self.rows()
+        if self.induction_heads and not self.previous_token_heads:
+            lines.append(f"  no previous-token head clears {t['previous_token']:.3f} below the induction heads' layers")
+        if not rows:
+            lines.append("  no previous-token or induction heads found")
+        else:
+            lines.append(f"  {'head':<7}{'role':<16}{'induct':>8}{'prev':>8}  {'K-writer':<10}{'K-comp':>7}"
+                         f"{'ablated loss':>14}")
+            for r in rows:
+                kw = f"{r['k_writer']:<10}{r['k_comp']:>7.3f}" if "k_writer" in r else f"{'':<10}{'':>7}"
+                al = f"{r['ablated_loss']:>14.3f}" if "ablated_loss" in r else ""
+                lines.append(f"  {r['head']:<7}{r['role']:<16}{r['induction']:>8.3f}{r['previous_token']:>8.3f}  "
+                             f"{kw}{al}")
+        top_ind = self.induction_scores.top(3)
+        lines.append("  top induction scores: " + ", ".join(f"{head_label(i)} {v:.3f}" for i, v in top_ind))
+        top_prev = self.previous_token_scores.top(3)
+        lines.append("  top previous-token scores: " + ", ".join(f"{head_label(i)} {v:.3f}" for i, v in top_prev))
+        for name, abl in (("induction heads", self.ablation), ("previous-token heads", self.previous_token_ablation),
+                          ("control head", self.control_ablation)):
+            if abl is None:
+                continue
+            last = abl.labels["ablated"][-1]
+            lines.append(f"  in-context loss ({abl.meta['method']}-ablation), {name}: {abl.baseline:.3f} -> "
+                         f"{float(abl.values[-1]):.3f} with {last} ablated (chance {abl.meta['chance_loss']:.3f})")
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+    # -- rendering -------------------------------------------------------------------------------------
+    def attention_view(self):
+        """The attention patterns of the top heads on a repeated sequence, as a circuitsvis view (or ``None``)."""
+        if self.patterns is None or not self.pattern_heads:
+            return None
+        from circuitlab.render import attention_heads
+
+        return attention_heads(self.patterns.float().cpu(), self.pattern_tokens,
+                               [head_label(h) for h in self.pattern_heads],
+                               title="Attention patterns of the top heads on a repeated sequence",
+                               caption="Induction heads attend along the diagonal seq_len - 1 below the main "
+                                       "one (the token after the earlier copy); previous-token heads along the "
+                                       "first subdiagonal.", model=self.model)
+
+    def to_html(self) -> str:
+        """An HTML fragment: the table, score heatmaps, K-composition, ablations and attention patterns."""
+        parts = [f"<div class='cl-induction'><h2>Induction circuit: {html.escape(self.model)}</h2>",
+                 f"<pre>{html.escape(self.summary())}</pre>",
+                 self.induction_scores.to_html(), self.previous_token_scores.to_html()]
+        for res in (self.k_composition, self.ablation, self.previous_token_ablation, self.control_ablation):
+            if res is not None:
+                parts.append(res.to_html())
+        view = self.attention_view()
+        if view is not None:
+            parts.append(view.to_html())
+        parts.append("</div>")
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def find_induction_circuit(
+    model: ModelLike,
+    seq_len: int | None = None,
+    n_seqs: int = DEFAULT_N_SEQS,
+    seed: int = 0,
+    threshold: float = 0.3,
+    relative: float = 0.5,
+    method: str = "mean",
+    max_pattern_heads: int = 6,
+    progress: bool = False,
+) -> InductionCircuit:
+    """Find the induction circuit of Olsson et al. (2022) in any model.
+
+    1. Induction and previous-token scores on repeated random sequences (:func:`head_scores`).
+    2. A head is an *induction head* when its induction score is at least ``max(threshold, relative * best)``:
+       the absolute floor (0.3, about 10x what even attention earns on 2x21 tokens) keeps a model with no
+       induction at all from reporting its least-bad head; the relative cut (half the best head) keeps only the
+       heads that do the job nearly as well as the best one. *Previous-token heads* are chosen the same way
+       from the previous-token scores, among layers below the deepest induction head (only those can feed
+       an induction head's keys).
+    3. The K-composition between them (:func:`composition_scores`): an induction head's keys should read the
+       previous-token head's output.
+    4. The in-context loss with the induction heads, the previous-token heads, and (as a control) the
+       weakest head of the induction heads' layers ablated (:func:`ablation_effect`, ``method``).
+
+    Returns:
+        an :class:`InductionCircuit` (``print`` it for a table, ``.to_html()`` for a report section).
+    """
+    model = _model(model)
+    scores, _ = _all_head_scores(model, ["induction", "previous_token", "duplicate_token"], seq_len, n_seqs, seed,
+                                 None)
+    ind, prev = scores["induction"], scores["previous_token"]
+    induction_heads = _heads_above(ind, threshold, relative)
+    top_layer = max((layer for layer, _ in induction_heads), default=0)
+    prev_cut_scores = prev.values.clone()
+    prev_cut_scores[top_layer:] = 0  # only layers that can compose into an induction head
+    prev_masked = Result(prev_cut_scores, ("layer", "head"))
+    previous_heads = _heads_above(prev_masked, threshold, relative) if induction_heads else []
+    cuts = {"absolute": threshold, "relative": relative,
+            "induction": max(threshold, relative * float(ind.values.max())),
+            "previous_token": max(threshold, relative * float(prev_cut_scores.max()))}
+
+    kc_all = composition_scores(model, "K")
+    k_sub = None
+    if induction_heads and top_layer > 0:
+        # the previous-token heads as writers; where none clears the threshold, every head below the induction heads
+        writers = previous_heads or [(layer, h) for layer in range(top_layer) for h in range(model.cfg.n_heads)]
+        vals = torch.stack([torch.stack([kc_all.values[w[0], w[1], i[0], i[1]] for i in induction_heads])
+                            for w in writers])
+        what = "previous-token heads" if previous_heads else "earlier heads (no previous-token head found)"
+        k_sub = Result(vals, axes=("writer", "induction_head"),
+                       labels={"writer": [head_label(h) for h in writers],
+                               "induction_head": [head_label(h) for h in induction_heads]},
+                       title=f"K-composition: {what} -> induction heads", metric=kc_all.metric,
+                       model=_model_name(model), task="weights")
+
+    common = dict(method=method, seq_len=seq_len, n_seqs=n_seqs, seed=seed, progress=progress)
+    ablation = ablation_effect(model, induction_heads, **common) if induction_heads else None
+    prev_ablation = ablation_effect(model, previous_heads, **common) if previous_heads else None
+    control = None
+    if induction_heads:
+        layer = induction_heads[0][0]
+        h = int(ind.values[layer].argmin())
+        if (layer, h) not in induction_heads:
+            control = ablation_effect(model, [(layer, h)], **common)
+
+    # attention patterns of the top heads on the first sequence, for the report
+    helpers = (previous_heads or [h for h, _ in prev_masked.top(2)]) if top_layer > 0 else []
+    shown = (induction_heads[: max_pattern_heads // 2] + helpers)[:max_pattern_heads]
+    if not shown:
+        shown = [i for i, _ in ind.top(min(2, ind.values.numel()))]
+    rep = repeated_sequences(model, seq_len, 1, seed)
+    names = sorted({get_act_name("pattern", layer) for layer, _ in shown})
+    with torch.inference_mode():
+        _, cache = model.run_with_cache(rep.tokens, names_filter=lambda n: n in names,
+                                        stop_at_layer=max(layer for layer, _ in shown) + 1)
+    patterns = torch.stack([cache[get_act_name("pattern", layer)][0, h] for layer, h in shown]).cpu()
+    from circuitlab.tokens import str_tokens
+
+    return InductionCircuit(
+        model=_model_name(model), induction_scores=ind, previous_token_scores=prev,
+        duplicate_token_scores=scores["duplicate_token"], induction_heads=induction_heads,
+        previous_token_heads=previous_heads, k_composition=k_sub, k_composition_all=kc_all, ablation=ablation,
+        previous_token_ablation=prev_ablation, control_ablation=control, thresholds=cuts,
+        pattern_tokens=str_tokens(model, rep.tokens[0]), pattern_heads=shown, patterns=patterns,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Published reference: GPT-2 small
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ReferenceCheck:
+    """Our findings on GPT-2 small against the published heads."""
+
+    circuit: InductionCircuit
+    missing_induction: list[Head]
+    extra_induction: list[Head]
+    previous_token_found: dict[Head, bool]
+
+    @property
+    def passed(self) -> bool:
+        """All published induction heads found, and the strong previous-token head 4.11 found."""
+        return not self.missing_induction and self.previous_token_found[GPT2_PREVIOUS_TOKEN_HEADS[0]]
+
+    def summary(self) -> str:
+        ind, prev = self.circuit.induction_scores.values, self.circuit.previous_token_scores.values
+        fmt = lambda hs, v: ", ".join(f"{l}.{h} ({float(v[l, h]):.2f})" for l, h in hs)  # noqa: E731
+        lines = [f"GPT-2 small reference check: {'PASSED' if self.passed else 'FAILED'}",
+                 f"  published induction heads: {fmt(GPT2_INDUCTION_HEADS, ind)}",
+                 f"  missing: {fmt(self.missing_induction, ind) or 'none'}; "
+                 f"also found: {fmt(self.extra_induction, ind) or 'none'}",
+                 f"  published previous-token heads: {fmt(GPT2_PREVIOUS_TOKEN_HEADS, prev)}; found as such: "
+                 + ", ".join(f"{l}.{h} {'yes' if ok else 'no'}" for (l, h), ok in self.previous_token_found.items())]
+        return "\n".join(lines)
+
+    def __str__(self) -> str:
+        return self.summary()
+
+
+def check_gpt2_reference(model: ModelLike | None = None, **kwargs: Any) -> ReferenceCheck:
+    """Run :func:`find_induction_circuit` on GPT-2 small and compare with the published heads.
+
+    Published (TransformerLens demos, ARENA): induction heads 5.1, 5.5, 6.9, 7.2, 7.10; previous-token head
+    4.11 (and 2.2, weaker). The check passes when every published induction head is found and 4.11 is found
+    as a previous-token head; the weaker 2.2 and any further heads are reported, not required.
+
+    Needs the ``gpt2-small`` weights: without network this raises
+    :class:`~circuitlab.errors.ModelDownloadError` within seconds.
+    """
+    model = _model(model if model is not None else "gpt2-small")
+    if (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model) != (12, 12, 768):
+        raise CircuitlabError(f"check_gpt2_reference needs GPT-2 small (12 layers x 12 heads, d_model 768); got "
+                              f"{model.cfg.n_layers} x {model.cfg.n_heads}, d_model {model.cfg.d_model}.")
+    circuit = find_induction_circuit(model, **kwargs)
+    found = set(circuit.induction_heads)
+    return ReferenceCheck(
+        circuit=circuit,
+        missing_induction=[h for h in GPT2_INDUCTION_HEADS if h not in found],
+        extra_induction=[h for h in circuit.induction_heads if h not in GPT2_INDUCTION_HEADS],
+        previous_token_found={h: h in circuit.previous_token_heads for h in GPT2_PREVIOUS_TOKEN_HEADS},
+    )

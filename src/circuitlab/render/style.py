@@ -1,0 +1,44 @@
+"""The one stylesheet every circuitlab fragment and report shares (system fonts, no external resources)."""
+
+from __future__ import annotations
+
+from circuitlab.render.bundle import in_fragment_mode
+
+CSS = """
+.cl-block { margin: 0.6em 0 1.4em 0; }
+.cl-block h3 { margin: 0.2em 0 0.25em 0; font: 600 1.05em system-ui, -apple-system, "Segoe UI", sans-serif; }
+.cl-meta { margin: 0 0 0.4em 0; color: #555; font: 0.85em system-ui, sans-serif; }
+.cl-caption { margin: 0 0 0.5em 0; color: #333; font: 0.9em system-ui, sans-serif; max-width: 60em; }
+.cl-summary { margin: 0 0 0.5em 0; font: 0.85em system-ui, sans-serif; }
+.cl-heatmaps { display: flex; flex-wrap: wrap; gap: 1.2em; align-items: flex-start; }
+.cl-heatmap { display: inline-block; max-width: 100%; overflow-x: auto; vertical-align: top; }
+.cl-heatmap-title { font: 600 0.85em system-ui, sans-serif; margin: 0.2em 0; }
+table.cl-hm { border-collapse: collapse; font: 11px ui-monospace, SFMono-Regular, Menlo, monospace; }
+table.cl-hm th { font-weight: normal; color: #333; padding: 1px 4px; white-space: pre; }
+table.cl-hm th.cl-row { text-align: right; }
+table.cl-hm th.cl-colv { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 4px 1px; }
+table.cl-hm th.cl-corner { color: #777; font-style: italic; text-align: right; }
+table.cl-hm td.cl-cell { padding: 2px 4px; text-align: right; min-width: 1.6em; height: 1.4em; }
+table.cl-hm.cl-compact td.cl-cell { padding: 0; min-width: 14px; width: 14px; height: 14px; font-size: 0; }
+table.cl-hm td.cl-cell:hover { outline: 2px solid #111; outline-offset: -1px; }
+table.cl-hm td.cl-dark { color: #fff; }
+.cl-legend { display: flex; align-items: center; gap: 0.4em; font: 10px ui-monospace, monospace; color: #444;
+             margin: 0.3em 0 0 0; }
+.cl-legend-bar { width: 140px; height: 9px; border: 1px solid #ccc; }
+table.cl-table { border-collapse: collapse; font: 12px system-ui, sans-serif; }
+table.cl-table th { text-align: right; padding: 2px 8px 2px 0; font-weight: 600; white-space: nowrap; }
+table.cl-table td { padding: 2px 0; }
+.cl-chip { display: inline-block; margin: 1px 2px; padding: 0 4px; border-radius: 3px; white-space: pre;
+           font: 11px ui-monospace, monospace; }
+.cl-view { position: relative; }
+/* circuitsvis sizes its zoomed attention pattern "width: initial" inside a flex row, which collapses it to a
+   few pixels outside Jupyter; give it a real width */
+.cl-view div[style*="width: initial"][style*="aspect-ratio"],
+[id^="circuits-vis-"] div[style*="width: initial"][style*="aspect-ratio"] { width: min(100%, 40em) !important; }
+.cl-big { font: 600 1.6em system-ui, sans-serif; margin: 0.2em 0; }
+"""
+
+
+def stylesheet() -> str:
+    """The stylesheet as a ``<style>`` element (empty inside a report, whose ``<head>`` carries it once)."""
+    return "" if in_fragment_mode() else f"<style>{CSS}</style>"
