@@ -1,0 +1,544 @@
+"""Direct logit attribution and the logit lens: which components write the answer into the residual stream.
+
+The residual stream at the last layer is a sum. For a pre-norm transformer (GPT-2, Pythia, LLaMA...)
+
+    resid_final = embed + pos_embed + sum_{layer, head} head_out + sum_layer b_O
+                        + sum_{layer, neuron} m_neuron * W_out[neuron] + sum_layer b_out
+
+(``pos_embed`` only where positions are *added* to the residual stream: not for rotary or shortformer
+models), and the logits are ``norm(resid_final) @ W_U + b_U``. The final norm is the one non-linear step.
+Freezing its scale at the value it actually took on this prompt makes it linear:
+
+    LayerNorm:  norm(x) = (x - mean(x)) / scale * w + b
+    RMSNorm:    norm(x) =  x            / scale * w
+
+so every term ``c`` of the sum contributes ``center(c) / scale * w @ W_U[:, answer]`` to the answer's logit,
+and the bias terms ``b @ W_U[:, answer] + b_U[answer]`` contribute a constant. The contributions of all terms
+add up *exactly* to the logit the model produced (``by="component"`` checks this for you). That is **direct**
+logit attribution: the effect of each component through the residual stream straight to the logits, not
+through later layers (use activation patching for total effects).
+
+Answers are single tokens (ids or strings); with ``wrong`` the metric is the logit difference
+``logit(answer) - logit(wrong)``, which also cancels everything that raises all logits alike.
+
+The logit lens (nostalgebraist 2020) reads the residual stream *before* the last layer as if it were final:
+``unembed(norm(resid_l))`` shows what the model "would predict" after ``l`` layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal, Optional
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.utils import get_act_name
+
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.results import Result
+from circuitlab.tokens import Answer, Prompts, answer_ids, position_labels, str_tokens, to_tokens
+
+__all__ = ["DLAResult", "LogitLens", "direct_logit_attribution", "logit_lens"]
+
+By = Literal["head", "layer", "neuron", "position", "component"]
+BY_CHOICES = ("head", "layer", "neuron", "position", "component")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Architecture checks and the final norm
+# ---------------------------------------------------------------------------------------------------------
+
+def final_norm_kind(model: HookedTransformer) -> str:
+    """``"ln"`` (centers, then scales), ``"rms"`` (scales only) or ``"none"``, read from ``model.ln_final``."""
+    ln = getattr(model, "ln_final", None)
+    name = type(ln).__name__ if ln is not None and model.cfg.normalization_type is not None else ""
+    if name.startswith("LayerNorm"):
+        return "ln"
+    if name.startswith("RMSNorm"):
+        return "rms"
+    return "none"
+
+
+def check_decomposable(model: HookedTransformer) -> None:
+    """Raise unless the residual stream of ``model`` is the plain sum that direct attribution assumes."""
+    cfg = model.cfg
+    why = None
+    if getattr(cfg, "use_normalization_before_and_after", False):
+        why = "it normalises each sub-layer's output before adding it to the residual stream"
+    elif getattr(cfg, "original_architecture", None) in _post_norm_architectures():
+        why = f"it is a post-norm architecture ({cfg.original_architecture})"
+    elif getattr(cfg, "num_experts", None):
+        why = "its MLPs are mixtures of experts"
+    elif getattr(cfg, "output_logits_soft_cap", -1.0) and cfg.output_logits_soft_cap > 0:
+        why = "its logits pass through a soft cap (a non-linearity after the unembedding)"
+    if why:
+        raise CircuitlabError(
+            f"direct logit attribution needs a pre-norm transformer whose residual stream is a plain sum of "
+            f"component outputs, but model {cfg.model_name!r} is not: {why}. Use activation patching "
+            "(circuitlab.patching) for this model instead."
+        )
+
+
+def _post_norm_architectures() -> tuple[str, ...]:
+    try:
+        from transformer_lens.components.transformer_block import POST_NORM_ARCHITECTURES
+
+        return tuple(POST_NORM_ARCHITECTURES)
+    except ImportError:  # pragma: no cover - older transformer-lens
+        return ()
+
+
+def final_norm_weight(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
+    """The final norm's elementwise weight ``w``, or None where it is folded into ``W_U`` or absent."""
+    if final_norm_kind(model) == "none":
+        return None
+    w = getattr(model.ln_final, "w", None)
+    return w.detach() if isinstance(w, Tensor) else None
+
+
+def final_norm_bias(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
+    """The final LayerNorm's bias ``b`` (added after normalising), or None."""
+    if final_norm_kind(model) == "none":
+        return None
+    b = getattr(model.ln_final, "b", None)
+    return b.detach() if isinstance(b, Tensor) else None
+
+
+def readout_directions(
+    model: HookedTransformer, directions: Float[Tensor, "... d_model"]
+) -> Float[Tensor, "... d_model"]:
+    """Pull unembedding directions back through the final norm's weight (and its centering, for LayerNorm).
+
+    For any residual vector ``c``: ``(center(c) * w) @ d == c @ center(w * d)``; this returns
+    ``center(w * d)`` (without the division by the scale, which depends on the prompt).
+    """
+    w = final_norm_weight(model)
+    if w is not None:
+        directions = directions * w
+    if final_norm_kind(model) == "ln":
+        directions = directions - directions.mean(-1, keepdim=True)
+    return directions
+
+
+def _normalise_pos(pos: int, seq_len: int) -> int:
+    if not isinstance(pos, int) or isinstance(pos, bool):
+        raise InputError(f"pos must be an int position (negative counts from the end); got {pos!r}.")
+    if not -seq_len <= pos < seq_len:
+        raise InputError(f"pos={pos} is outside prompts of {seq_len} tokens; use -{seq_len} <= pos < {seq_len}.")
+    return pos % seq_len
+
+
+def _check_layer(model: HookedTransformer, layer: int) -> int:
+    n = model.cfg.n_layers
+    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
+        raise InputError(f"layer={layer!r} is out of range: this model has {n} layers (0 to {n - 1}).")
+    return layer % n
+
+
+def _token_label(model: HookedTransformer, token_id: int) -> str:
+    return str_tokens(model, torch.tensor([token_id]))[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Direct logit attribution
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(repr=False)
+class DLAResult(Result):
+    """A direct-logit-attribution :class:`Result` (batch mean in ``values``) that keeps the per-prompt numbers.
+
+    Attributes:
+        per_prompt: ``[batch, *values.shape]``, the attribution on each prompt.
+        model_logit: ``[batch]``, the logit (or logit difference) the model actually produced at ``pos``.
+    """
+
+    per_prompt: Optional[Tensor] = None
+    model_logit: Optional[Tensor] = None
+
+    def for_prompt(self, i: int) -> Result:
+        """The attribution on prompt ``i`` alone, as a plain :class:`Result`."""
+        return Result(self.per_prompt[i], self.axes, self.labels, title=f"{self.title} (prompt {i})",
+                      metric=self.metric, model=self.model, task=self.task, meta=dict(self.meta))
+
+
+def direct_logit_attribution(
+    model: HookedTransformer,
+    tokens: Prompts,
+    answer: Answer,
+    wrong: Optional[Answer] = None,
+    by: By = "head",
+    pos: int = -1,
+    layer: Optional[int] = None,
+) -> DLAResult:
+    """The direct effect of each component on the answer's logit (or on ``answer - wrong``) at ``pos``.
+
+    The final norm's scale is frozen at the value it took on each prompt, which makes the attribution exact
+    and additive (see the module docstring). Values are averaged over the batch; ``result.per_prompt`` keeps
+    each prompt's.
+
+    Args:
+        model: a pre-norm HookedTransformer (LayerNorm, RMSNorm or none; any positional embedding; parallel or
+            sequential attention and MLP; plain or gated MLPs; grouped-query attention).
+        tokens: prompts as text or ids (``[batch, pos]``), all of the same length.
+        answer: the correct next token: an id or a single-token string, one for all prompts or one per prompt.
+        wrong: optional competing token(s); the metric becomes ``logit(answer) - logit(wrong)``.
+        by: how to split the residual stream:
+            - ``"head"``: each attention head's output (without the attention bias ``b_O``) -> ``[layer, head]``;
+            - ``"layer"``: each layer's attention and MLP output, biases included -> ``[layer, sublayer]``;
+            - ``"neuron"``: each MLP neuron's ``m_i * W_out[i]`` -> ``[neuron]`` for ``layer``, or
+              ``[layer, neuron]`` for all layers when ``layer`` is None;
+            - ``"position"``: each head's output split by the source position it read from (the attention
+              pattern times the value vectors) -> ``[layer, head, pos]``; summing over ``pos`` gives ``"head"``;
+            - ``"component"``: every additive term of the residual stream plus the final bias terms, so that
+              the values sum to the model's logit (difference).
+        pos: the position whose prediction is attributed (default: the last).
+        layer: only for ``by="neuron"``.
+
+    Returns:
+        a :class:`DLAResult`.
+    """
+    if by not in BY_CHOICES:
+        raise InputError(f"by={by!r} is not one of {BY_CHOICES}.")
+    check_decomposable(model)
+    cfg = model.cfg
+    toks = to_tokens(model, tokens)
+    batch, seq_len = toks.shape
+    p = _normalise_pos(pos, seq_len)
+    ans = answer_ids(model, answer, batch)
+    wrg = answer_ids(model, wrong, batch) if wrong is not None else None
+    if by == "neuron":
+        if cfg.attn_only:
+            raise CircuitlabError(
+                f"model {cfg.model_name!r} is attention-only: it has no MLP neurons to attribute to. "
+                "Use by='head', 'position', 'layer' or 'component'."
+            )
+        if layer is not None:
+            layer = _check_layer(model, layer)
+    elif layer is not None:
+        raise InputError(f"layer= is only used with by='neuron' (got by={by!r}); leave it out.")
+
+    # The unembedding direction of the metric, and the constant the final biases add to it.
+    W_U, b_U = model.W_U.detach(), model.b_U.detach()
+    direction = W_U[:, ans].T  # [batch, d_model]
+    const = b_U[ans]
+    if wrg is not None:
+        direction = direction - W_U[:, wrg].T
+        const = const - b_U[wrg]
+    b_final = final_norm_bias(model)
+    if b_final is not None:
+        # the final norm's bias is added after normalising: it meets W_U directly (no weight, no scale)
+        const = const + direction @ b_final
+
+    # One forward pass, caching only the activations this split reads. Causal attention: positions after `p`
+    # cannot affect it, so they are dropped; the unembedding is applied to the answer columns only.
+    run_toks = toks[:, : p + 1]
+    needed = _needed_hooks(model, by)
+    with torch.no_grad():
+        resid, cache = model.run_with_cache(run_toks, names_filter=lambda name: name in needed,
+                                            stop_at_layer=cfg.n_layers)
+        resid = resid[:, p]  # the final residual stream at p, [batch, d_model]
+        scale = None
+        if cfg.normalization_type is not None:  # the model's own final norm; we keep the scale it computed
+            grabbed = {}
+
+            def grab(x: Tensor, hook) -> None:
+                grabbed["scale"] = x[:, 0]
+
+            with model.hooks(fwd_hooks=[("ln_final.hook_scale", grab)]):
+                normed = model.ln_final(resid[:, None, :])[:, 0]
+            scale = grabbed.get("scale")
+        else:
+            normed = resid
+    model_logit = (normed * W_U[:, ans].T).sum(-1) + b_U[ans]
+    if wrg is not None:
+        model_logit = model_logit - (normed * W_U[:, wrg].T).sum(-1) - b_U[wrg]
+
+    # Per-prompt readout direction with the frozen scale folded in: contribution(c) = c @ d_eff.
+    d_eff = readout_directions(model, direction)
+    if scale is not None:
+        d_eff = d_eff / scale  # [batch, 1]
+
+    per_prompt, axes, labels = _attribute(model, cache, run_toks, p, d_eff, const, by, layer)
+    return _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, model_logit.detach())
+
+
+def _needed_hooks(model: HookedTransformer, by: str) -> set[str]:
+    cfg = model.cfg
+    names: set[str] = set()
+    layers = range(cfg.n_layers)
+    if by in ("head", "component"):
+        names |= {get_act_name("z", l) for l in layers}
+    if by == "layer":
+        names |= {get_act_name("attn_out", l) for l in layers}
+        if not cfg.attn_only:
+            names |= {get_act_name("mlp_out", l) for l in layers}
+    if by in ("neuron", "component") and not cfg.attn_only:
+        names |= {get_act_name("post", l) for l in layers}
+    if by == "position":
+        names |= {get_act_name("pattern", l) for l in layers} | {get_act_name("v", l) for l in layers}
+    if by == "component":
+        names.add("hook_embed")
+        if cfg.positional_embedding_type == "standard":
+            names.add("hook_pos_embed")
+    return names
+
+
+def _attribute(model, cache, toks, p, d_eff, const, by, layer):
+    """Per-prompt attributions ``[batch, ...]``, with axis names and labels."""
+    cfg = model.cfg
+    L, H = cfg.n_layers, cfg.n_heads
+    layer_labels = [f"L{l}" for l in range(L)]
+
+    def heads(l: int) -> Float[Tensor, "batch head"]:
+        # head_out = z @ W_O[head]; project on d_eff without forming the [batch, head, d_model] outputs
+        W_O_d = einops.einsum(model.blocks[l].attn.W_O.detach(), d_eff, "h e m, b m -> b h e")
+        return einops.einsum(cache[get_act_name("z", l)][:, p], W_O_d, "b h e, b h e -> b h")
+
+    def neurons(l: int) -> Float[Tensor, "batch neuron"]:
+        W_out_d = einops.einsum(model.blocks[l].mlp.W_out.detach(), d_eff, "n m, b m -> b n")
+        return cache[get_act_name("post", l)][:, p] * W_out_d
+
+    def bias(vec: Tensor) -> Float[Tensor, "batch"]:
+        return d_eff @ vec.detach()
+
+    if by == "head":
+        values = torch.stack([heads(l) for l in range(L)], dim=1)
+        return values, ("layer", "head"), {"layer": layer_labels}
+
+    if by == "layer":
+        cols = [torch.stack([_each_dot(cache[get_act_name("attn_out", l)][:, p], d_eff) for l in range(L)], 1)]
+        names = ["attn"]
+        if not cfg.attn_only:
+            cols.append(torch.stack([_each_dot(cache[get_act_name("mlp_out", l)][:, p], d_eff) for l in range(L)], 1))
+            names.append("mlp")
+        return torch.stack(cols, dim=-1), ("layer", "sublayer"), {"layer": layer_labels, "sublayer": names}
+
+    if by == "neuron":
+        if layer is not None:
+            return neurons(layer), ("neuron",), {}
+        return torch.stack([neurons(l) for l in range(L)], dim=1), ("layer", "neuron"), {"layer": layer_labels}
+
+    if by == "position":
+        out = []
+        for l in range(L):
+            attn = model.blocks[l].attn
+            v = cache[get_act_name("v", l)]  # [batch, src, kv_head, d_head]
+            if v.shape[2] != H:  # grouped-query attention: query head h reads key/value head h // group
+                v = torch.repeat_interleave(v, H // v.shape[2], dim=2)
+            pattern = cache[get_act_name("pattern", l)][:, :, p, :]  # [batch, head, src]
+            W_O_d = einops.einsum(attn.W_O.detach(), d_eff, "h e m, b m -> b h e")
+            per_src = einops.einsum(v, W_O_d, "b s h e, b h e -> b h s")
+            out.append(pattern * per_src)
+        values = torch.stack(out, dim=1)  # [batch, layer, head, pos]
+        return values, ("layer", "head", "pos"), {"layer": layer_labels, "pos": position_labels(model, toks)}
+
+    # by == "component": every additive term of the final residual stream, then the constant.
+    cols, names = [_each_dot(cache["hook_embed"][:, p], d_eff)], ["embed"]
+    if cfg.positional_embedding_type == "standard":
+        cols.append(_each_dot(cache["hook_pos_embed"][:, p], d_eff))
+        names.append("pos_embed")
+    for l in range(L):
+        cols.append(heads(l))
+        names += [f"L{l}H{h}" for h in range(H)]
+        cols.append(bias(model.blocks[l].attn.b_O)[:, None])
+        names.append(f"L{l} b_O")
+        if not cfg.attn_only:
+            cols.append(neurons(l).sum(-1, keepdim=True))
+            names.append(f"L{l} MLP")
+            cols.append(bias(model.blocks[l].mlp.b_out)[:, None])
+            names.append(f"L{l} b_out")
+    cols.append(const[:, None])
+    names.append("final biases")
+    values = torch.cat([c if c.ndim == 2 else c[:, None] for c in cols], dim=1)
+    return values, ("component",), {"component": names}
+
+
+def _each_dot(x: Float[Tensor, "batch d_model"], d: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch"]:
+    return (x * d).sum(-1)
+
+
+def _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, model_logit) -> DLAResult:
+    a = _token_label(model, int(ans[0]))
+    metric = f"logit({a!r})" if wrg is None else f"logit({a!r}) - logit({_token_label(model, int(wrg[0]))!r})"
+    if len(set(ans.tolist())) > 1 or (wrg is not None and len(set(wrg.tolist())) > 1):
+        metric = "logit(answer)" if wrg is None else "logit(answer) - logit(wrong)"
+    what = {"head": "per head", "layer": "per layer", "neuron": "per neuron",
+            "position": "per head and source position", "component": "per residual-stream component"}[by]
+    pos_label = position_labels(model, toks)[p]
+    meta = {"by": by, "pos": p, "answer": ans.tolist(), "wrong": None if wrg is None else wrg.tolist(),
+            "final_norm": f"{final_norm_kind(model)} (scale frozen at its value on each prompt)"}
+    if by == "neuron" and layer is not None:
+        meta["layer"] = layer
+    if by == "component":
+        meta["total"] = per_prompt.sum(-1).mean().item()
+        meta["model_logit"] = model_logit.mean().item()
+    return DLAResult(
+        values=per_prompt.mean(0).detach(),
+        axes=axes,
+        labels=labels,
+        title=f"Direct logit attribution {what}" + (f", layer {layer}" if by == "neuron" and layer is not None else ""),
+        metric=metric,
+        model=model.cfg.model_name,
+        task=f"{toks.shape[0]} prompt(s), prediction at pos {pos_label}",
+        meta=meta,
+        per_prompt=per_prompt.detach(),
+        model_logit=model_logit,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Logit lens
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LogitLens:
+    """What the residual stream predicts after each layer, read through the final norm and the unembedding.
+
+    Rows (``layer`` axis) are ``"embed"`` (the residual stream before layer 0) and ``"L0" ... "L{n-1}"`` (after
+    each layer); the last row is the model's own output.
+
+    Attributes:
+        logits: ``[layer, batch, d_vocab]`` lens logits at the chosen position.
+        answer: ``[batch]`` the token tracked in ``answer_logit``/``answer_prob``/``answer_rank``.
+        answer_logit, answer_prob, answer_rank: Results with axes ``("batch", "layer")``; rank 1 = top token.
+        top_ids: ``[layer, batch, k]`` the lens's top-k tokens; ``top_strings`` the same as text;
+        top_probs: their probabilities.
+        norm: ``"own"`` or ``"frozen"`` (see :func:`logit_lens`).
+    """
+
+    logits: Float[Tensor, "layer batch d_vocab"]
+    answer: Int[Tensor, "batch"]
+    layer_labels: list[str]
+    answer_logit: Result
+    answer_prob: Result
+    answer_rank: Result
+    top_ids: Int[Tensor, "layer batch k"]
+    top_probs: Float[Tensor, "layer batch k"]
+    top_strings: list[list[list[str]]]
+    norm: str
+    model: str = ""
+    meta: dict = field(default_factory=dict)
+
+    def to_dataframe(self):
+        """One row per (layer, prompt): the answer's logit, probability and rank, and the top tokens."""
+        import pandas as pd
+
+        rows = []
+        for li, lab in enumerate(self.layer_labels):
+            for b in range(self.answer.shape[0]):
+                rows.append({"layer": lab, "prompt": b, "answer_logit": float(self.answer_logit.values[b, li]),
+                             "answer_prob": float(self.answer_prob.values[b, li]),
+                             "answer_rank": int(self.answer_rank.values[b, li]),
+                             "top_tokens": self.top_strings[li][b]})
+        return pd.DataFrame(rows)
+
+    def to_html(self, prompt: int = 0) -> str:
+        """The answer probability per layer as a heatmap, and prompt ``prompt``'s top tokens per layer."""
+        import html
+
+        parts = [self.answer_prob.to_html(), f"<h4>Top tokens per layer (prompt {prompt})</h4>",
+                 "<table style='border-collapse:collapse;font:11px monospace'>",
+                 "<tr><th>layer</th><th>answer rank</th><th>top tokens (probability)</th></tr>"]
+        for li, lab in enumerate(self.layer_labels):
+            toks = ", ".join(f"{html.escape(repr(s))} ({float(p):.2f})"
+                             for s, p in zip(self.top_strings[li][prompt], self.top_probs[li, prompt]))
+            rank = int(self.answer_rank.values[prompt, li])
+            parts.append(f"<tr><td>{html.escape(lab)}</td><td style='text-align:right'>{rank}</td><td>{toks}</td></tr>")
+        parts.append("</table>")
+        return "\n".join(parts)
+
+    def _repr_html_(self) -> str:
+        return self.to_html()
+
+
+def logit_lens(
+    model: HookedTransformer,
+    tokens: Prompts,
+    answer: Optional[Answer] = None,
+    pos: int = -1,
+    k: int = 5,
+    norm: Literal["own", "frozen"] = "own",
+) -> LogitLens:
+    """The logit lens: unembed the accumulated residual stream after every layer.
+
+    Args:
+        model: any HookedTransformer.
+        tokens: prompts (text or ids), all of the same length.
+        answer: the token to track (id or single-token string, one or one per prompt). Default: the model's
+            own top prediction on each prompt, so the lens shows how early the final answer emerges.
+        pos: the position whose prediction is read (default: the last).
+        k: how many top tokens to keep per layer.
+        norm: how the final norm treats the intermediate residual streams.
+            ``"own"`` (the standard logit lens, and the default) normalises each layer's residual with *its
+            own* statistics, as if the model stopped there: the natural reading of "what would the model say
+            now", since early residuals are often much smaller than the final one. ``"frozen"`` divides by
+            the final residual's scale instead, which makes the lens linear, so consecutive differences are
+            exactly the direct logit attributions of each layer (``by="layer"``, summed). The two agree at
+            the last layer, where both equal the model's logits.
+
+    Returns:
+        a :class:`LogitLens`.
+    """
+    if norm not in ("own", "frozen"):
+        raise InputError(f"norm={norm!r} must be 'own' (each layer's own statistics) or 'frozen' (final scale).")
+    toks = to_tokens(model, tokens)
+    batch, seq_len = toks.shape
+    p = _normalise_pos(pos, seq_len)
+    L = model.cfg.n_layers
+    names = {get_act_name("resid_pre", l) for l in range(L)} | {get_act_name("resid_post", L - 1)}
+    has_norm = final_norm_kind(model) != "none"
+    if has_norm:
+        names.add("ln_final.hook_scale")
+    with torch.no_grad():  # positions after p cannot affect p (causal attention)
+        model_logits, cache = model.run_with_cache(toks[:, : p + 1], names_filter=lambda n: n in names)
+        resid = torch.stack([cache[get_act_name("resid_pre", l)][:, p] for l in range(L)]
+                            + [cache[get_act_name("resid_post", L - 1)][:, p]])  # [layer, batch, d_model]
+        if norm == "own" or not has_norm:
+            normed = model.ln_final(resid) if has_norm else resid
+        else:
+            scale = cache["ln_final.hook_scale"][:, p]  # [batch, 1]
+            x = resid - resid.mean(-1, keepdim=True) if final_norm_kind(model) == "ln" else resid
+            x = x / scale
+            w, b = final_norm_weight(model), final_norm_bias(model)
+            normed = (x * w if w is not None else x) + (b if b is not None else 0.0)
+        lens = normed @ model.W_U.detach() + model.b_U.detach()  # [layer, batch, d_vocab]
+
+    if answer is None:
+        ans = model_logits[:, p].argmax(-1)
+    else:
+        ans = answer_ids(model, answer, batch)
+    idx = ans[None, :, None].expand(L + 1, batch, 1)
+    a_logit = lens.gather(-1, idx)[..., 0]
+    probs = lens.softmax(-1)
+    a_prob = probs.gather(-1, idx)[..., 0]
+    a_rank = (lens > a_logit[..., None]).sum(-1) + 1
+    kk = min(k, lens.shape[-1])
+    top_p, top_i = probs.topk(kk, dim=-1)
+    top_s = [[str_tokens(model, top_i[li, b]) for b in range(batch)] for li in range(L + 1)]
+
+    layer_labels = ["embed"] + [f"L{l}" for l in range(L)]
+    a_str = [_token_label(model, int(t)) for t in ans]
+    batch_labels = [f"{b}:{s!r}" for b, s in enumerate(a_str)]
+    common = dict(axes=("batch", "layer"), labels={"batch": batch_labels, "layer": layer_labels},
+                  model=model.cfg.model_name, task=f"{batch} prompt(s), prediction at pos {p}",
+                  meta={"norm": norm, "pos": p})
+    what = "the model's final prediction" if answer is None else "the answer"
+    return LogitLens(
+        logits=lens,
+        answer=ans,
+        layer_labels=layer_labels,
+        answer_logit=Result(a_logit.T.contiguous(), title=f"Logit lens: logit of {what}", metric="logit", **common),
+        answer_prob=Result(a_prob.T.contiguous(), title=f"Logit lens: probability of {what}", metric="probability",
+                           **common),
+        answer_rank=Result(a_rank.T.contiguous().float(), title=f"Logit lens: rank of {what} (1 = top)",
+                           metric="rank", **common),
+        top_ids=top_i,
+        top_probs=top_p,
+        top_strings=top_s,
+        norm=norm,
+        model=model.cfg.model_name,
+        meta={"pos": p, "answer_given": answer is not None},
+    )
