@@ -177,3 +177,23 @@ def test_recipe_reproduces_the_shipped_model_properties():
     # the same heads play the same roles
     assert prev[0].argmax() == shipped_prev[0].argmax()
     assert ((ind[1] > 0.3) == (shipped_ind[1] > 0.3)).all()
+
+
+@pytest.fixture(scope="module")
+def tiny_bridge(tmp_path_factory):
+    """A TransformerBridge booted offline from a tiny random GPT-2 saved locally."""
+    pytest.importorskip("transformer_lens.model_bridge")
+    from transformers import GPT2Config, GPT2LMHeadModel
+    from transformer_lens.model_bridge import TransformerBridge
+
+    d = tmp_path_factory.mktemp("hf-gpt2")
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(n_layer=2, n_head=4, n_embd=32, vocab_size=50, n_positions=32)).save_pretrained(d)
+    return TransformerBridge.boot_transformers(str(d), device="cpu")
+
+
+def test_transformer_bridge_needs_compatibility_mode(tiny_bridge):
+    with pytest.raises(CircuitlabError, match="enable_compatibility_mode"):
+        circuitlab.load_model(tiny_bridge)
+    tiny_bridge.enable_compatibility_mode(disable_warnings=True)
+    assert circuitlab.load_model(tiny_bridge) is tiny_bridge
