@@ -147,8 +147,9 @@ class _Builder:
             return _item_fragment(item)
         level = min(2 + depth, 4)
         if isinstance(item, Section):
-            anchor = self._anchor(item.title)
-            self.contents.append((depth, anchor, item.title))
+            title = item.title
+            anchor = self._anchor(title)
+            self.contents.append((depth, anchor, title))
             body = [_paragraphs(item.text)] if item.text else []
             body += [self.section(sub, depth + 1) for sub in item.items]
             inner = "\n".join(body)
@@ -158,25 +159,23 @@ class _Builder:
             anchor = self._anchor(title)
             self.contents.append((depth, anchor, title))
             inner = _meta_line(item, fragment) + _drop_heading(fragment, title)
-        return (f"<section class='cl-section' id='{anchor}'>\n<h{level}>{html.escape(self.contents_title(anchor))}"
-                f"</h{level}>\n{inner}\n</section>")
-
-    def contents_title(self, anchor: str) -> str:
-        return next(t for _, a, t in self.contents if a == anchor)
+        return (f"<section class='cl-section' id='{anchor}'>\n<h{level}>{html.escape(title)}</h{level}>\n"
+                f"{inner}\n</section>")
 
     def nav(self) -> str:
+        """The contents as nested lists (a sub-list sits inside its parent's item)."""
         if not self.contents:
             return ""
         out, depth = ["<nav class='cl-contents'><strong>Contents</strong><ol>"], 0
-        for d, anchor, title in self.contents:
-            while depth < d:
-                out.append("<ol>")
-                depth += 1
-            while depth > d:
-                out.append("</ol>")
-                depth -= 1
-            out.append(f"<li><a href='#{anchor}'>{html.escape(title)}</a></li>")
-        out.append("</ol>" * depth + "</ol></nav>")
+        for i, (d, anchor, title) in enumerate(self.contents):
+            if i:
+                if d > depth:
+                    out.append("<ol>" * (d - depth))
+                else:
+                    out.append("</li>" + "</ol></li>" * (depth - d))
+            depth = d
+            out.append(f"<li><a href='#{anchor}'>{html.escape(title)}</a>")
+        out.append("</li>" + "</ol></li>" * depth + "</ol></nav>")
         return "".join(out)
 
 

@@ -1,0 +1,513 @@
+"""Write the circuit-discovery notebooks (``python notebooks/build_notebooks.py``).
+
+The notebooks are generated so that their text and code live in one reviewable file; the ``.ipynb`` files
+are committed without outputs and executed by ``tests/test_notebooks.py``. Edit here, then regenerate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import nbformat
+from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+
+HERE = Path(__file__).resolve().parent
+
+KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
+
+SETUP = """\
+import os
+from pathlib import Path
+
+import torch
+
+import circuitlab as cl
+from circuitlab import render
+
+# files this notebook writes (reports) go here
+OUT = Path(os.environ.get("CIRCUITLAB_NOTEBOOK_OUT", "."))
+torch.set_grad_enabled(False)"""
+
+
+def md(text: str):
+    return new_markdown_cell(text.strip("\n"))
+
+
+def code(text: str):
+    return new_code_cell(text.strip("\n"))
+
+
+def notebook(cells, needs_network: bool = False, zoo: tuple[str, ...] = ()):
+    """A notebook; its ``circuitlab`` metadata says whether it downloads a model and which zoo models it loads."""
+    nb = new_notebook(cells=cells)
+    nb.metadata["kernelspec"] = KERNEL
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.metadata["circuitlab"] = {"needs_network": needs_network, "zoo_models": list(zoo)}
+    return nb
+
+
+# --------------------------------------------------------------------------------------------------------
+# 1. Induction heads: detection to ablation
+# --------------------------------------------------------------------------------------------------------
+
+INDUCTION = [
+    md("""
+# Induction heads, from detection to ablation
+
+An **induction head** completes the pattern `[A][B] … [A] → [B]`: at the second `A` it attends to the token that
+followed the first `A` and copies it into the prediction. It cannot do this alone: its *keys* must know which token
+came *before* each position, and that information is written by a **previous-token head** in an earlier layer.
+The pair is the simplest circuit found in real transformers (Elhage et al. 2021; Olsson et al. 2022).
+
+We find it in `zoo/attn-only-2l`, a 2-layer attention-only transformer bundled with circuitlab (trained offline
+on text with repeats), with three kinds of evidence:
+
+1. **behaviour** — the model predicts repeated tokens far better than chance;
+2. **attention** — which heads attend where an induction or previous-token head would;
+3. **weights** — how strongly the induction head's keys read the previous-token head (K-composition);
+4. **causation** — removing the heads destroys the behaviour (ablation).
+"""),
+    code(SETUP),
+    code("""
+model = cl.load_model("zoo/attn-only-2l")
+print(cl.zoo_card("zoo/attn-only-2l")["description"])
+cfg = model.cfg
+print(f"{cfg.n_layers} layers x {cfg.n_heads} heads, d_model {cfg.d_model}, vocabulary {cfg.d_vocab}, context {cfg.n_ctx}")
+"""),
+    md("""
+## 1. Behaviour: the model copies in context
+
+The test input is a random sequence followed by an exact repeat: `[BOS] r_1 … r_n r_1 … r_n`. Nothing predicts the
+first copy (the loss should sit near chance, `ln(d_vocab)`); a model that copies in context predicts the second
+copy almost perfectly.
+"""),
+    code("""
+from circuitlab import induction
+from circuitlab.tokens import str_tokens
+
+rep = induction.repeated_sequences(model, seq_len=30, n_seqs=16, seed=0)
+loss = model(rep.tokens, return_type="loss", loss_per_token=True)  # [batch, pos - 1]: predicting token i + 1
+n, p = rep.seq_len, rep.prefix
+first = loss[:, p : p + n - 1].mean().item()           # predicting r_2..r_n of the first copy
+second = loss[:, p + n : p + 2 * n - 1].mean().item()  # predicting r_2..r_n of the second copy
+chance = torch.log(torch.tensor(float(cfg.d_vocab))).item()
+print(f"loss on the first copy {first:.2f}, on the second copy {second:.2f} nats (chance {chance:.2f})")
+"""),
+    md("Each token of one sequence, coloured by the loss of predicting it (hover for values): high on the first copy, "
+       "low on the second."),
+    code("""
+render.colored_tokens(str_tokens(model, rep.tokens[0])[1:], loss[0], title="Per-token loss (nats)",
+                      model="zoo/attn-only-2l", task="one repeated random sequence")
+"""),
+    md("""
+## 2. Attention: which heads behave like induction and previous-token heads
+
+`induction.head_scores` measures, for every head, the attention each query pays to its *target*: for the induction
+score the token after the earlier occurrence of the query's token, for the previous-token score the position just
+before. A score of 1 means all attention goes to the target; uniform attention over ~60 tokens scores ~0.02.
+"""),
+    code("""
+ind = induction.head_scores(model, "induction", seed=0)
+ind
+"""),
+    code("""
+prev = induction.head_scores(model, "previous_token", seed=0)
+prev
+"""),
+    md("""
+**Check by hand.** Take sequences whose random half has no repeated token. Then an induction head's only target at
+position `i` of the second copy is position `i - n + 1`, so its score is the mean of one diagonal of the attention
+pattern, which we can read straight from TransformerLens's cache:
+"""),
+    code("""
+n, batch = 30, 16
+g = torch.Generator().manual_seed(0)
+segment = torch.stack([torch.randperm(cfg.d_vocab - 1, generator=g)[:n] + 1 for _ in range(batch)])  # no repeats
+bos = torch.full((batch, 1), induction.bos_token_id(model))
+toks = torch.cat([bos, segment, segment], dim=1)
+
+scores = induction.head_scores(model, "induction", tokens=toks)
+_, cache = model.run_with_cache(toks)
+q = torch.arange(1 + n, 1 + 2 * n)  # queries in the second copy
+by_hand = torch.stack([cache["pattern", l][:, :, q, q - n + 1].mean(dim=(0, 2)) for l in range(cfg.n_layers)])
+print("largest difference between head_scores and the diagonal read by hand:",
+      (scores.values - by_hand).abs().max().item())
+"""),
+    md("All heads on one sequence (circuitsvis: hover a thumbnail to enlarge it). Look for the off-diagonal stripe "
+       "`n - 1` below the main diagonal (induction) and the first sub-diagonal (previous token)."),
+    code("""
+render.attention_patterns(model, rep.tokens[:1], task="one repeated random sequence")
+"""),
+    md("""
+## 3. Weights: K-composition
+
+A previous-token head in layer 0 writes "the token before me was `A`" into each position; the induction head's
+keys must read it. The **K-composition score** `|W_QK(reader)ᵀ W_OV(writer)|_F / (|W_QK| |W_OV|)` measures how much
+of a writer head's output space a reader's keys use — from the weights alone, no data.
+"""),
+    code("""
+(L, H), _ = ind.top(1)[0]                        # the best induction head
+kc = induction.composition_scores(model, "K")   # [writer layer, writer head, reader layer, reader head]
+into_best = cl.Result(kc.values[:, :, L, H], ("layer", "head"), title=f"K-composition into L{L}H{H}",
+                      metric=kc.metric, model="zoo/attn-only-2l", task="weights")
+into_best
+"""),
+    md("""
+## 4. Causation: ablate the heads
+
+Detection and weights are correlational. The test that counts is causal: replace a head's output by its mean
+(mean-ablation) and measure the in-context loss on the second copy. If the heads we found *are* the mechanism,
+the loss should jump towards chance; ablating an unremarkable head should do little.
+"""),
+    code("""
+induction_heads = [idx for idx, v in ind.top(ind.values.numel()) if v > 0.3]
+abl = induction.ablation_effect(model, induction_heads, method="mean", seed=0)
+print(f"induction heads {induction_heads}:")
+for label, v in zip(abl.labels["ablated"], abl.values.tolist()):
+    print(f"  ablate {label:<24} in-context loss {v:.2f}")
+
+# control: the head that looks least like either an induction or a previous-token head
+neither = (ind.values + prev.values).flatten().argmin().item()
+control = (neither // cfg.n_heads, neither % cfg.n_heads)
+ctrl = induction.ablation_effect(model, [control], method="mean", seed=0)
+print(f"control: ablate L{control[0]}H{control[1]} -> {ctrl.values[-1].item():.2f} (unablated {ctrl.baseline:.2f})")
+"""),
+    md("""
+## Everything at once
+
+`find_induction_circuit` runs all of the above with thresholds, and renders as one section of a report.
+"""),
+    code("""
+circuit = induction.find_induction_circuit(model, seed=0)
+print(circuit)
+"""),
+    code("""
+path = render.report([circuit, into_best], OUT / "induction_report.html", title="Induction circuit of zoo/attn-only-2l")
+print(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
+"""),
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# 2. Activation patching: residual sweep -> heads -> paths
+# --------------------------------------------------------------------------------------------------------
+
+COPY_TASK = """\
+from circuitlab import induction
+
+def copy_task(model, n_prompts=8, n=20, k=14, seed=0):
+    \"\"\"Clean: [BOS] r_1..r_n r_1..r_k, answer r_{k+1}. Corrupted: the first copy's r_{k+1} replaced by x.\"\"\"
+    rep = induction.repeated_sequences(model, seq_len=n, n_seqs=n_prompts, seed=seed)
+    p = rep.prefix
+    clean = rep.tokens[:, : p + n + k].clone()
+    changed = p + k                                   # where r_{k+1} sits in the first copy
+    answer = clean[:, changed].clone()
+    g = torch.Generator().manual_seed(seed + 1)
+    wrong = torch.empty_like(answer)
+    for b, row in enumerate(clean.tolist()):          # x: a token that occurs nowhere in its prompt (not BOS)
+        unused = sorted(set(range(1, model.cfg.d_vocab)) - set(row))
+        wrong[b] = unused[torch.randint(len(unused), (1,), generator=g).item()]
+    corrupted = clean.clone()
+    corrupted[:, changed] = wrong
+    return clean, corrupted, answer, wrong, changed"""
+
+PATCHING = [
+    md("""
+# Activation patching: from the residual stream to heads to paths
+
+Activation patching asks a causal question: *if this one activation had its value from the clean run, would the
+model's answer come back?* We run the model on a **corrupted** prompt, splice in one activation from the **clean**
+prompt, and measure how much of the clean behaviour returns (TransformerLens calls this *denoising*).
+
+The task is copying, the job of the induction circuit in `zoo/attn-only-2l`:
+
+- **clean**: `[BOS] r_1 … r_n r_1 … r_k` — the model should continue with `r_{k+1}`;
+- **corrupted**: the same, with the first copy's `r_{k+1}` replaced by a fresh token `x` — now the model
+  should continue with `x`.
+
+The metric is the logit difference `logit(r_{k+1}) − logit(x)` at the last position: positive on clean,
+negative on corrupted.
+"""),
+    code(SETUP),
+    code("""
+from circuitlab import patching
+from circuitlab.metrics import LogitDiff
+
+model = cl.load_model("zoo/attn-only-2l")
+""" + COPY_TASK + """
+
+clean, corrupted, answer, wrong, changed = copy_task(model)
+metric = LogitDiff(answer, wrong)
+clean_value, corrupted_value = metric(model(clean)).item(), metric(model(corrupted)).item()
+print(f"prompts of {clean.shape[1]} tokens; corrupted position {changed}")
+print(f"logit difference: clean {clean_value:+.2f}, corrupted {corrupted_value:+.2f}")
+"""),
+    md("""
+## 1. Residual stream: where does the answer live?
+
+Patch the residual stream entering each layer (`resid_pre`) at one position at a time.
+"""),
+    code("""
+resid = patching.sweep(model, clean, corrupted, metric, site="resid_pre", by=("layer", "pos"))
+resid
+"""),
+    md("""
+Only the corrupted position matters at layer 0 — every other position has identical inputs in the two prompts,
+so patching it changes nothing (an exact identity worth checking). Patching the last position at a later layer
+restores the answer only if something has already moved it there.
+
+**Check against TransformerLens.** `transformer_lens.patching` computes the same sweep with one full forward pass per
+patch; circuitlab batches the patches and computes only the logits the metric reads. The numbers agree:
+"""),
+    code("""
+from transformer_lens import patching as tl_patching
+
+_, clean_cache = model.run_with_cache(clean)
+reference = tl_patching.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+print("largest difference from TransformerLens:", (reference - resid.values).abs().max().item())
+others = torch.cat([resid.values[0, :changed], resid.values[0, changed + 1 :]])
+print("layer 0, unchanged positions:", torch.allclose(others, torch.tensor(corrupted_value), atol=1e-4))
+"""),
+    md("""
+## 2. Heads: who moves it?
+
+Patch each head's output (`z`, at every position at once), then its values, keys and queries separately. An
+induction head moves the answer by *attending* to the position after the first `r_k` (its key there must say
+"previous token was `r_k`") and *copying* the token there (its value carries `r_{k+1}`). Our corruption changes the
+token at that position, so it should act through the values.
+"""),
+    code("""
+heads = patching.sweep(model, clean, corrupted, metric, site="z", by=("layer", "head"))
+heads
+"""),
+    code("""
+by_input = {s: patching.sweep(model, clean, corrupted, metric, site=s, by=("layer", "head"), quiet=True)
+            for s in ("q", "k", "v")}
+(L, H), _ = heads.top(1)[0]
+for s, res in by_input.items():
+    print(f"L{L}H{H}: patching its {s} gives logit difference {res.values[L, H].item():+.2f}")
+"""),
+    md("""
+## 3. Paths: direct effects, and the previous-token head feeding the induction heads' keys
+
+`path_patch` patches only the paths from *senders* to *receivers*. With `receivers="resid_final"` it measures each
+head's **direct** effect on the logits (everything downstream of it frozen), the causal counterpart of direct
+logit attribution. The layer-1 heads write the answer; the layer-0 heads have no direct effect at all here.
+"""),
+    code("""
+direct = patching.path_patch(model, clean, corrupted, metric, senders="heads", receivers="resid_final")
+direct
+"""),
+    md("""
+The layer-0 heads matter in a different way. To see it, corrupt the *first copy of `r_k`* instead (the token the
+query matches). The induction head at the last position (`r_k`) looks for the position whose *previous token*
+was `r_k`; a previous-token head writes that fact into position `k + 1`, and the induction head's **keys** read
+it (K-composition). Metric: the log-probability of `r_{k+1}`.
+"""),
+    code("""
+from circuitlab.metrics import Probability
+
+key_corrupted = clean.clone()
+key_corrupted[:, changed - 1] = wrong           # the first copy of r_k becomes a fresh token
+log_p = Probability(answer, log=True)
+resid_k = patching.sweep(model, clean, key_corrupted, log_p, site="resid_pre", by=("layer", "pos"), quiet=True)
+window = resid_k.values[:, changed - 2 : changed + 2]
+print("log p(answer) patching resid_pre, positions", list(range(changed - 2, changed + 2)))
+for layer, row in enumerate(window.tolist()):
+    print(f"  layer {layer}: " + "  ".join(f"{v:+.2f}" for v in row))
+"""),
+    md("""
+At layer 0 the information sits at `r_k`'s own position (`changed - 1`); by layer 1 it has moved one step right,
+to `changed`: a layer-0 head copied it from the previous position. Path patching names the heads and the route —
+from each layer-0 head into the **keys** of the layer-1 heads, against their queries and values as controls:
+"""),
+    code("""
+layer0 = [(0, h) for h in range(model.cfg.n_heads)]
+layer1 = range(model.cfg.n_heads)
+for part in ("k", "q", "v"):
+    receivers = [(1, h, part) for h in layer1]
+    each = patching.path_patch(model, clean, key_corrupted, log_p, senders="heads", receivers=receivers, quiet=True)
+    together = patching.path_patch(model, clean, key_corrupted, log_p, senders=layer0, receivers=receivers, quiet=True)
+    print(f"layer-0 heads -> layer-1 {part}: each " + " ".join(f"{v:+.2f}" for v in each.values[0].tolist())
+          + f"; all together {together.values.item():+.2f}"
+          f"  (clean {each.meta['clean_value']:+.2f}, corrupted {each.meta['corrupted_value']:+.2f})")
+"""),
+    code("""
+into_keys = patching.path_patch(model, clean, key_corrupted, log_p, senders="heads",
+                                receivers=[(1, h, "k") for h in layer1])
+into_keys
+"""),
+    md("""
+## 4. Attribution patching: a linear estimate of every patch at once
+
+One forward and one backward pass estimate every entry of a sweep to first order. It is an approximation —
+compare it with the exact sweep before trusting it:
+"""),
+    code("""
+approx = patching.attribution(model, clean, corrupted, metric, site="z", by=("layer", "head"))
+exact = heads.values.flatten()
+est = approx.values.flatten()
+corr = torch.corrcoef(torch.stack([exact, est]))[0, 1].item()
+print(f"attribution vs exact head patching: correlation {corr:.3f}, largest error {(exact - est).abs().max().item():.2f}")
+approx
+"""),
+    code("""
+path = render.report([resid, heads, direct, resid_k, into_keys, approx], OUT / "patching_report.html",
+                     title="Activation patching on zoo/attn-only-2l")
+print(f"wrote {path}")
+"""),
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# 3. Logit attribution and FFN key-value memories
+# --------------------------------------------------------------------------------------------------------
+
+ATTRIBUTION = [
+    md("""
+# Direct logit attribution, the logit lens, and FFN key-value memories
+
+The residual stream is a sum: embeddings plus the output of every head (and MLP). The final logits are a linear
+read-out of that sum — apart from the final LayerNorm's scale, which we freeze at its value on each prompt. So each
+component's **direct** contribution to a logit is exact and additive (*direct logit attribution*, DLA).
+
+Part 1 uses the copying task on `zoo/attn-only-2l`; part 2 looks inside the MLPs of `zoo/toy-lm`, a small language
+model trained on English text.
+"""),
+    code(SETUP),
+    code("""
+from circuitlab import attribution
+
+model = cl.load_model("zoo/attn-only-2l")
+""" + COPY_TASK + """
+
+clean, corrupted, answer, wrong, changed = copy_task(model)
+"""),
+    md("## 1. Which heads write the answer?"),
+    code("""
+dla = attribution.direct_logit_attribution(model, clean, answer, wrong=wrong, by="head")
+dla
+"""),
+    md("""
+**The decomposition is exact.** With `by="component"` the terms (embeddings, every head, biases) add up to the
+model's own logit difference:
+"""),
+    code("""
+parts = attribution.direct_logit_attribution(model, clean, answer, wrong=wrong, by="component")
+logits = model(clean)[:, -1]
+actual = (logits.gather(1, answer[:, None]) - logits.gather(1, wrong[:, None])).mean().item()
+print(f"sum of components {parts.values.sum().item():+.4f}  model's logit difference {actual:+.4f}")
+"""),
+    md("""
+**Where does the head read from?** Split each head's output by the source position it attended to: the induction
+head's contribution should come from the position holding `r_{k+1}` in the first copy.
+"""),
+    code("""
+by_pos = attribution.direct_logit_attribution(model, clean, answer, wrong=wrong, by="position")
+(L, H), _ = dla.top(1)[0]
+src = by_pos.values[L, H]
+print(f"L{L}H{H}: {src[changed].item():+.2f} of its {src.sum().item():+.2f} comes from position {changed}")
+"""),
+    md("""
+## 2. The logit lens: when does the answer appear?
+
+Read the residual stream after each layer through the final norm and unembedding, as if the model stopped there.
+"""),
+    code("""
+lens = attribution.logit_lens(model, clean, answer=answer)
+lens
+"""),
+    md("""
+## 3. FFN layers as key-value memories
+
+An MLP layer computes `out = Σ_i m_i · W_out[i]`: neuron `i` fires with coefficient `m_i` when its **key** (column `i`
+of `W_in`) matches the input, and adds its **value** (row `i` of `W_out`) to the residual stream (Geva et al. 2021).
+Projected onto the vocabulary, a value vector names the tokens it promotes (Geva et al. 2022).
+"""),
+    code("""
+from circuitlab import ffn
+
+lm = cl.load_model("zoo/toy-lm")
+print(cl.zoo_card("zoo/toy-lm")["description"])
+layer = lm.cfg.n_layers - 1
+biggest = torch.topk(lm.W_out[layer].norm(dim=-1), 8).indices.tolist()
+values = ffn.value_tokens(lm, layer, biggest, k=8)
+values
+"""),
+    md("""
+**Sub-updates on a real prompt.** Besides English text, `zoo/toy-lm` learned facts about invented people (where
+they live, their trade...). Take one fact and rank the last layer's sub-updates `m_i · W_out[i]` by how much each
+raises the answer's logit: a few neurons do most of the work (Geva et al. 2022's "promoting" sub-updates).
+"""),
+    code("""
+import json
+
+from circuitlab.models.loading import ZOO_DIR
+from circuitlab.zoo import toy_lm
+
+world = toy_lm.World(**json.loads((ZOO_DIR / "toy-lm" / "world.json").read_text()))
+prompt, fact = toy_lm.fact_sentence(world, world.people[0], "home", 0)
+top = lm(prompt)[0, -1].topk(3).indices
+print(f"{prompt!r} -> the model's top tokens {lm.to_str_tokens(top)}; the fact: {fact!r}")
+subs = ffn.sub_updates(lm, prompt, layer, token=fact)
+subs
+"""),
+    md("**Keys**: the contexts where one of those neurons fires most, on held-out text."),
+    code("""
+# Ruth, Jonah, Titus and Philemon: King James verses the model never trained on (they ship with it)
+heldout = (ZOO_DIR / "toy-lm" / "heldout.txt").read_text().splitlines()[:200]
+neuron = biggest[0]
+keys = ffn.key_examples(lm, heldout, layer, neuron, k=8, quiet=True)
+keys
+"""),
+    code("""
+path = render.report([dla, by_pos, lens, values, subs, keys], OUT / "attribution_report.html",
+                     title="Logit attribution and FFN memories")
+print(f"wrote {path}")
+"""),
+]
+
+
+# --------------------------------------------------------------------------------------------------------
+# 4. GPT-2 small (downloads a model)
+# --------------------------------------------------------------------------------------------------------
+
+GPT2 = [
+    md("""
+# Reproduction: induction heads in GPT-2 small
+
+**Needs a network connection** (downloads GPT-2 small, ~500 MB, from the Hugging Face hub). The test suite skips
+this notebook offline.
+
+Published (TransformerLens demos, ARENA): induction heads 5.1, 5.5, 6.9, 7.2, 7.10; previous-token head 4.11.
+"""),
+    code(SETUP),
+    code("""
+from circuitlab import induction
+
+model = cl.load_model("gpt2-small")
+check = induction.check_gpt2_reference(model, seed=0)
+print(check)
+assert check.passed
+"""),
+    code("""
+check.circuit
+"""),
+]
+
+
+def main() -> None:
+    books = {
+        "01_induction_heads.ipynb": notebook(INDUCTION, zoo=("zoo/attn-only-2l",)),
+        "02_activation_patching.ipynb": notebook(PATCHING, zoo=("zoo/attn-only-2l",)),
+        "03_logit_attribution_and_ffn.ipynb": notebook(ATTRIBUTION, zoo=("zoo/attn-only-2l", "zoo/toy-lm")),
+        "04_gpt2_small_induction.ipynb": notebook(GPT2, needs_network=True),
+    }
+    for name, nb in books.items():
+        nbformat.validate(nb)
+        nbformat.write(nb, HERE / name)
+        print(f"wrote notebooks/{name}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""``circuitlab demo [--model NAME] --out PATH``: find the induction circuit end to end and write a report.
+
+On the bundled ``zoo/attn-only-2l`` (the default) the demo tells one story in four kinds of evidence:
+
+1. **Attention** — which heads attend like induction heads and previous-token heads on repeated random
+   tokens; **weights** — how strongly the induction heads' keys read the previous-token heads (K-composition);
+   **ablation** — how much the in-context loss rises when the heads are removed
+   (:func:`circuitlab.induction.find_induction_circuit`).
+2. **Activation patching** on a copying task: the clean prompt ``[BOS] r_1..r_n r_1..r_k`` should be continued
+   with ``r_{k+1}``; the corrupted prompt replaces the first copy's ``r_{k+1}`` by another token ``x``, so the
+   model predicts ``x`` instead. Patching clean activations into the corrupted run, one residual-stream slot
+   and then one head at a time, shows where the answer travels (:func:`circuitlab.patching.sweep`).
+3. **Direct logit attribution** on the clean prompts: which heads write the answer into the logits
+   (:func:`circuitlab.attribution.direct_logit_attribution`).
+4. **FFN key-value memories** on a model with MLPs (``zoo/toy-lm`` when it is installed): the tokens its MLP
+   neurons promote (:func:`circuitlab.ffn.value_tokens`).
+
+Each analysis module is used only if it is installed; a missing one is skipped and said so, never faked.
+The same run is available from Python as :func:`run_demo`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import html
+import importlib
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+
+from circuitlab.cli import command
+
+DEFAULT_MODEL = "zoo/attn-only-2l"
+FFN_MODEL = "zoo/toy-lm"
+
+
+@dataclass
+class CopyTask:
+    """Clean/corrupted prompt pairs for induction-style copying (see the module docstring).
+
+    Attributes:
+        clean, corrupted: ``[batch, pos]`` prompts; they differ only at ``changed_pos``.
+        answer, wrong: ``[batch]`` the token the clean prompt should continue with (``r_{k+1}``) and the one the
+            corrupted prompt should continue with (``x``).
+        changed_pos: the position of ``r_{k+1}`` in the first copy.
+        description: one line for the report.
+    """
+
+    clean: Int[Tensor, "batch pos"]
+    corrupted: Int[Tensor, "batch pos"]
+    answer: Int[Tensor, "batch"]
+    wrong: Int[Tensor, "batch"]
+    changed_pos: int
+    description: str
+
+
+def copy_task(model, n_prompts: int = 8, seq_len: int = 20, k: int = 14, seed: int = 0) -> CopyTask:
+    """``n_prompts`` copying prompts ``[BOS] r_1..r_n r_1..r_k`` and their corrupted twins (``r_{k+1} -> x``)."""
+    from circuitlab.induction import repeated_sequences
+
+    room = (model.cfg.n_ctx - 1) // 2
+    seq_len = min(seq_len, room)
+    k = min(k, seq_len - 1)
+    rep = repeated_sequences(model, seq_len, n_prompts, seed)
+    end = rep.prefix + seq_len + k  # the prompt stops at the second copy of r_k
+    clean = rep.tokens[:, :end].clone()
+    changed = rep.prefix + k  # first-copy position of r_{k+1}
+    answer = clean[:, changed].clone()
+    # x: a token that occurs nowhere in its own prompt, drawn from the tokens the other prompts use (so it is
+    # an ordinary token of the same kind, never BOS or a special token)
+    gen = torch.Generator().manual_seed(seed + 1)
+    pool = torch.unique(rep.tokens[:, rep.prefix:])
+    wrong = torch.empty_like(answer)
+    for b in range(n_prompts):
+        allowed = pool[~torch.isin(pool, clean[b])]
+        wrong[b] = allowed[torch.randint(len(allowed), (1,), generator=gen)]
+    corrupted = clean.clone()
+    corrupted[:, changed] = wrong
+    bos = "[BOS] " if rep.prefix else ""
+    description = (f"{n_prompts} copying prompts {bos}r_1..r_{seq_len} r_1..r_{k} (seed {seed}); answer r_{k + 1}, "
+                   f"corrupted by replacing the first copy's r_{k + 1} (pos {changed})")
+    return CopyTask(clean, corrupted, answer, wrong, changed, description)
+
+
+@dataclass
+class DemoOutcome:
+    """What :func:`run_demo` found and wrote."""
+
+    path: Path
+    findings: list[str]
+    skipped: list[str]
+    seconds: float
+    report_bytes: int
+    n_views: int
+    items: list[Any] = field(default_factory=list)
+
+
+def _module(name: str):
+    """``circuitlab.<name>``, or ``None`` when that analysis isn't installed."""
+    try:
+        return importlib.import_module(f"circuitlab.{name}")
+    except ImportError as exc:
+        # only "this module (or a part of it) does not exist" counts as not installed
+        if getattr(exc, "name", "") and str(exc.name).startswith(f"circuitlab.{name}"):
+            return None
+        raise
+
+
+def _induction(model, seed: int, progress: bool, findings: list[str]):
+    from circuitlab.induction import head_label
+    from circuitlab.render import Section, attention_patterns
+
+    ind = _module("induction")
+    circuit = ind.find_induction_circuit(model, seed=seed, progress=progress)
+    if circuit.induction_heads:
+        best = circuit.induction_heads[0]
+        heads = ", ".join(f"{head_label(h)} ({float(circuit.induction_scores.values[h]):.2f})"
+                          for h in circuit.induction_heads)
+        findings.append(f"induction heads (score = attention to the token after the earlier copy): {heads}")
+        if not circuit.previous_token_heads:
+            (pl, ph), pv = circuit.previous_token_scores.top(1)[0]
+            cut = circuit.thresholds["previous_token"]
+            findings.append(f"no head clears the previous-token threshold ({cut:.2f}); "
+                            f"the strongest is L{pl}H{ph} ({pv:.2f})")
+        if circuit.previous_token_heads:
+            prev = ", ".join(f"{head_label(h)} ({float(circuit.previous_token_scores.values[h]):.2f})"
+                             for h in circuit.previous_token_heads)
+            findings.append(f"previous-token heads: {prev}")
+            if best[0] > 0:
+                writer, score = circuit.strongest_k_writer(best)
+                findings.append(f"{head_label(best)}'s keys read most from {head_label(writer)} "
+                                f"(K-composition {score:.2f})")
+        if circuit.ablation is not None:
+            abl = circuit.ablation
+            findings.append(
+                f"ablating the induction heads ({abl.meta['method']}-ablation) raises the in-context loss from "
+                f"{abl.baseline:.2f} to {float(abl.values[-1]):.2f} nats (chance {abl.meta['chance_loss']:.2f})")
+    else:
+        findings.append("no induction heads found (no head clears the score threshold)")
+    rep = ind.repeated_sequences(model, None, 1, seed)
+    text = ("Induction heads complete [A][B] ... [A] -> [B]: on a repeated random sequence they attend to the "
+            "token after the earlier copy of the current token. They need previous-token heads in an earlier "
+            "layer, whose output their keys read (K-composition). Ablating them should undo in-context copying.")
+    views = [attention_patterns(model, rep.tokens, title="Attention patterns of every head on a repeated sequence",
+                                task="one repeated random sequence")]
+    return Section("Induction circuit", [circuit, *views], text=text), circuit
+
+
+def _patching(model, task: CopyTask, progress: bool, findings: list[str]):
+    from circuitlab.metrics import LogitDiff
+    from circuitlab.render import Section
+
+    patching = _module("patching")
+    metric = LogitDiff(task.answer, task.wrong)
+    resid = patching.sweep(model, task.clean, task.corrupted, metric, site="resid_pre", by=("layer", "pos"),
+                           quiet=not progress)
+    heads = patching.sweep(model, task.clean, task.corrupted, metric, site="z", by=("layer", "head"),
+                           quiet=not progress)
+    for res in (resid, heads):
+        res.task = task.description
+    clean, corrupted = resid.meta["clean_value"], resid.meta["corrupted_value"]
+    findings.append(f"copying task: logit difference (answer - corrupted answer) {clean:+.2f} clean, "
+                    f"{corrupted:+.2f} corrupted")
+    span = clean - corrupted
+    shown = [resid, heads]
+    if abs(span) > 1e-6:
+        # the fraction of the clean logit difference each patch recovers: 0 = corrupted, 1 = clean
+        resid, heads = (_recovered(res, clean, corrupted) for res in (resid, heads))
+        shown = [resid, heads]
+        per_layer = []
+        for layer in range(resid.shape[0]):
+            p = int(resid.values[layer].argmax())
+            per_layer.append(f"{resid.label_of((layer, p))} {float(resid.values[layer, p]):.0%}")
+        findings.append("residual-stream patching, the position that recovers most of the clean logit difference "
+                        "in each layer: " + ", ".join(per_layer))
+        findings.append("head patching (output z at all positions): " + ", ".join(
+            f"{heads.label_of(i)} recovers {v:.0%}" for i, v in heads.top(3)))
+    text = (f"{task.description}. Each cell patches one activation from the clean run into the corrupted run "
+            f"and measures logit(answer) - logit(corrupted answer) ({clean:+.2f} clean, {corrupted:+.2f} "
+            "corrupted), shown as the fraction of the difference it recovers: 0 = corrupted, 1 = clean. At layer 0 "
+            "only the corrupted position can matter (every other input is the same); later, whatever recovers "
+            "the answer has carried it there.")
+    return Section("Activation patching", shown, text=text)
+
+
+def _recovered(res, clean: float, corrupted: float):
+    """A patching result rescaled to the fraction of the clean metric recovered (0 = corrupted, 1 = clean)."""
+    from circuitlab.results import Result
+
+    return Result((res.values - corrupted) / (clean - corrupted), res.axes, res.labels, title=res.title,
+                  metric=f"fraction of the clean {res.metric} recovered (0 = corrupted, 1 = clean)",
+                  model=res.model, task=res.task, meta={**res.meta, "raw": res.values})
+
+
+def _attribution(model, task: CopyTask, findings: list[str]):
+    from circuitlab.render import Section
+
+    attribution = _module("attribution")
+    dla = attribution.direct_logit_attribution(model, task.clean, task.answer, wrong=task.wrong, by="head")
+    dla.task = task.description + " (clean prompts)"
+    (layer, head), v = dla.top(1)[0]
+    total = float(dla.values.sum())
+    findings.append(f"direct logit attribution: {dla.label_of((layer, head))} writes {v:+.2f} of the heads' "
+                    f"{total:+.2f} to the logit difference")
+    text = ("How much each head's output, read through the final norm (its scale frozen on each prompt) and the "
+            "unembedding, adds to logit(answer) - logit(corrupted answer) on the clean prompts. Direct effects "
+            "only: a head that acts through later heads scores little here.")
+    return Section("Direct logit attribution", [dla], text=text)
+
+
+def _ffn(seed: int, findings: list[str]):
+    from circuitlab import load_model
+    from circuitlab.render import Section
+
+    ffn = _module("ffn")
+    model = load_model(FFN_MODEL)
+    layer = model.cfg.n_layers - 1
+    top = torch.topk(model.W_out[layer].norm(dim=-1), min(12, model.cfg.d_mlp)).indices.tolist()
+    items: list[Any] = []
+    fact = _a_fact()
+    if fact is not None:
+        # the sub-updates that promote a learned fact, and what the strongest one's value vector promotes
+        prompt, answer = fact
+        subs = ffn.sub_updates(model, prompt, layer, token=answer)
+        predicted = model.to_string(model(prompt)[0, -1].argmax())
+        neuron = int(subs.top_neurons[0, 0])
+        effect = float(subs.effect.values[0, neuron])
+        promoted = [t for t in ffn.value_tokens(model, layer, neuron, k=10).top_strings[0]
+                    if t.strip() and t.isprintable() and "\ufffd" not in t][:4]  # readable ones only
+        findings.append(f"{FFN_MODEL}: {prompt!r} -> {predicted!r} (the fact: {answer!r}); in MLP layer {layer}, "
+                        f"neuron N{neuron}'s sub-update raises it most ({effect:+.2f}); its value vector promotes "
+                        + ", ".join(repr(t) for t in promoted))
+        items.append(subs)
+        top = [neuron] + [n for n in top if n != neuron][:11]
+    values = ffn.value_tokens(model, layer, top, k=8)
+    if fact is None:
+        findings.append(f"{FFN_MODEL}: MLP layer {layer} neuron N{values.neurons[0]} (largest value vector) "
+                        f"promotes {', '.join(repr(t) for t in values.top_strings[0][:4])}")
+    items.insert(0, values)
+    text = (f"An MLP layer is a key-value memory: neuron i fires on inputs matching its key (column i of W_in) and "
+            f"adds its value (row i of W_out) to the residual stream. Projected on the vocabulary, a value names "
+            f"the tokens the neuron promotes. Shown, on {FFN_MODEL}: value vectors of layer {layer} (the neurons "
+            f"with the largest ones" + (", after the one that promotes a fact most), and the sub-updates that "
+                                        "promote a fact the model learned." if fact is not None else ")."))
+    return Section("FFN key-value memories", items, text=text)
+
+
+def _a_fact() -> tuple[str, str] | None:
+    """One (prompt, answer) fact of ``zoo/toy-lm``'s synthetic world, or ``None`` if the model has none."""
+    import json
+
+    from circuitlab.models.loading import ZOO_DIR
+
+    path = ZOO_DIR / FFN_MODEL.removeprefix("zoo/") / "world.json"
+    if not path.exists():
+        return None
+    try:
+        from circuitlab.zoo import toy_lm
+
+        world = toy_lm.World(**json.loads(path.read_text()))
+        return toy_lm.fact_sentence(world, world.people[0], "home", 0)
+    except (ImportError, TypeError, KeyError, AttributeError):
+        return None
+
+
+def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: int = 0, quiet: bool = False,
+             ffn: bool = True, echo: Callable[[str], None] = print) -> DemoOutcome:
+    """Run every installed analysis on ``model``, print the headline findings, and write the report.
+
+    Args:
+        model: a zoo name, model directory, pretrained name or ``HookedTransformer``.
+        out: the report's path.
+        seed: seed of every random prompt.
+        quiet: no progress bars.
+        ffn: also analyse the MLPs of ``zoo/toy-lm`` when it is installed.
+        echo: where lines of output go.
+    """
+    from circuitlab import list_models, load_model
+    from circuitlab.render import HTML, count_views, report
+
+    started = time.perf_counter()
+    loaded = load_model(model)
+    name = model if isinstance(model, str) else loaded.cfg.model_name
+    findings: list[str] = []
+    skipped: list[str] = []
+    items: list[Any] = []
+    task = copy_task(loaded, seed=seed)
+    want_ffn = ffn and FFN_MODEL in list_models()
+    steps: list[tuple[str, str, Callable[[], Any]]] = [
+        ("induction", "induction circuit", lambda: items.append(_induction(loaded, seed, not quiet, findings)[0])),
+        ("patching", "activation patching", lambda: items.append(_patching(loaded, task, not quiet, findings))),
+        ("attribution", "direct logit attribution", lambda: items.append(_attribution(loaded, task, findings))),
+    ]
+    if want_ffn:
+        steps.append(("ffn", "FFN key-value memories", lambda: items.append(_ffn(seed, findings))))
+    elif ffn:
+        skipped.append(f"FFN key-value memories: {FFN_MODEL} is not installed")
+    bar = tqdm(steps, desc="demo", disable=quiet, unit="analysis")
+    for module, label, step in bar:
+        bar.set_postfix_str(label)
+        if _module(module) is None:
+            skipped.append(f"{label}: circuitlab.{module} is not installed")
+            continue
+        step()
+    bar.close()
+
+    echo(f"Headline findings on {name}:")
+    for line in findings:
+        echo(f"  - {line}")
+    for line in skipped:
+        echo(f"  (skipped {line})")
+    intro = (f"What circuitlab finds in {name}, end to end: the induction circuit from attention, weights and "
+             f"ablations; activation patching on a copying task; direct logit attribution"
+             f"{'; FFN key-value memories on ' + FFN_MODEL if want_ffn else ''}."
+             + (f"\n\nSkipped: {'; '.join(skipped)}." if skipped else ""))
+    headline = HTML("<ul class='cl-prose'>" + "".join(f"<li>{html.escape(line)}</li>" for line in findings)
+                    + "</ul>", title="Headline findings")
+    path = report([headline, *items], out, title=f"circuitlab demo: {name}", intro=intro)
+    page = path.read_text(encoding="utf-8")
+    seconds = time.perf_counter() - started
+    outcome = DemoOutcome(path, findings, skipped, seconds, path.stat().st_size, count_views(page), items)
+    echo(f"wrote {path} ({outcome.report_bytes / 1e6:.2f} MB, {outcome.n_views} interactive views) "
+         f"in {seconds:.1f} s")
+    return outcome
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", "-m", default=DEFAULT_MODEL,
+                   help=f"zoo name, model directory or pretrained name (default {DEFAULT_MODEL})")
+    p.add_argument("--out", "-o", default="report.html", help="where to write the HTML report (default report.html)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random prompts (default 0)")
+    p.add_argument("--no-ffn", action="store_true", help=f"skip the FFN analysis on {FFN_MODEL}")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    run_demo(args.model, args.out, seed=args.seed, quiet=args.quiet, ffn=not args.no_ffn)
+    return 0
+
+
+run.arguments = arguments
+command("demo", "run the induction circuit, patching and attribution on a zoo model and write an HTML report")(run)

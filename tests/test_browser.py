@@ -1,0 +1,156 @@
+"""The demo's report in a real browser: headless Chromium (Debian's ``chromium`` + ``chromium-driver``) via
+Selenium. The page must load with no console errors and no network requests, every circuitsvis view must
+mount, heatmaps must be there, and a screenshot must show something.
+
+``make test`` installs Chromium when it runs as root; elsewhere this test skips, except under CI (``CI`` or
+``CIRCUITLAB_REQUIRE_BROWSER`` set), where a missing browser is a failure.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from demo_output import demo_run
+
+pytestmark = [pytest.mark.browser, pytest.mark.slow]
+
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
+FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+         "--window-size=1280,2000")
+#: where the screenshot is kept for people to look at (overridable)
+SCREENSHOT = Path(os.environ.get("CIRCUITLAB_SCREENSHOT", Path(tempfile.gettempdir()) / "circuitlab-demo-report.png"))
+
+
+def _browser() -> tuple[str, str]:
+    chromium = next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
+    driver = shutil.which("chromedriver")
+    if chromium and driver:
+        return chromium, driver
+    why = ("headless Chromium is not installed (need `chromium` and `chromedriver` on PATH: "
+           "`apt-get install chromium chromium-driver` on Debian, which `make test` does when run as root)")
+    if os.environ.get("CI") or os.environ.get("CIRCUITLAB_REQUIRE_BROWSER"):
+        pytest.fail(why + "; CI must run the browser test")
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="module")
+def page():
+    chromium, driver_path = _browser()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    report = demo_run().outcome.path
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    profile = tempfile.mkdtemp(prefix="circuitlab-chromium-")
+    opts.add_argument(f"--user-data-dir={profile}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        driver.get(report.resolve().as_uri())
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(profile, ignore_errors=True)
+
+
+# a mount point counts as filled when it holds a rendered element with a size (not just its own <script>)
+MOUNTS_JS = """
+const mounts = Array.from(document.querySelectorAll('.cl-view, [id^="circuits-vis-"]'));
+return mounts.map(m => {
+  const rendered = Array.from(m.querySelectorAll('*')).filter(e => e.tagName !== 'SCRIPT');
+  const box = m.getBoundingClientRect();
+  return {id: m.id, component: m.dataset.component || 'circuitsvis', rendered: rendered.length,
+          height: box.height, width: box.width};
+});
+"""
+
+
+def _mounts(driver):
+    return driver.execute_script(MOUNTS_JS)
+
+
+def test_every_circuitsvis_view_mounts(page):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    expected = demo_run().outcome.n_views
+    assert expected >= 1
+    WebDriverWait(page, 30).until(
+        lambda d: len(_mounts(d)) == expected and all(m["rendered"] > 0 and m["height"] > 20 for m in _mounts(d)),
+        message=f"not every view rendered: {_mounts(page)}")
+
+
+def test_charts_have_a_real_size(page):
+    """circuitsvis draws attention patterns on canvases; outside Jupyter its zoomed chart collapses to a few
+    pixels unless our stylesheet gives it a width."""
+    test_every_circuitsvis_view_mounts(page)
+    widths = page.execute_script(
+        "return Array.from(document.querySelectorAll('.cl-view canvas, [id^=\"circuits-vis-\"] canvas'))"
+        ".map(c => c.getBoundingClientRect().width);")
+    assert widths and min(widths) >= 40 and max(widths) >= 300, widths
+
+
+def test_no_console_errors_and_no_network(page):
+    test_every_circuitsvis_view_mounts(page)  # let every script run first
+    logs = page.get_log("browser")
+    errors = [entry for entry in logs if entry["level"] == "SEVERE"]
+    assert not errors, f"console errors: {errors}"
+    fetched = page.execute_script(
+        "return performance.getEntriesByType('resource').map(e => e.name).filter(n => !n.startsWith('data:'));")
+    assert [u for u in fetched if u.startswith(("http:", "https:"))] == [], fetched
+
+
+def test_heatmaps_and_sections_are_present(page):
+    counts = page.execute_script("""
+      return {heatmaps: document.querySelectorAll('.cl-heatmap').length,
+              cells: document.querySelectorAll('.cl-heatmap td.cl-cell[title]').length,
+              sections: Array.from(document.querySelectorAll('section.cl-section > h2')).map(h => h.textContent),
+              links: document.querySelectorAll('nav.cl-contents a').length,
+              visible: Array.from(document.querySelectorAll('.cl-heatmap')).every(h => h.offsetWidth > 0)};
+    """)
+    assert counts["heatmaps"] >= 3 and counts["cells"] >= 20 and counts["visible"]
+    assert "Induction circuit" in counts["sections"]
+    assert counts["links"] >= len(counts["sections"])
+
+
+def test_screenshot_is_not_blank(page):
+    test_every_circuitsvis_view_mounts(page)
+    png = page.get_screenshot_as_png()
+    SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+    SCREENSHOT.write_bytes(png)
+    # let the browser decode its own screenshot and count what is on it
+    stats = page.execute_async_script("""
+      const done = arguments[arguments.length - 1];
+      const img = new Image();
+      img.onload = () => {
+        const c = document.createElement('canvas');
+        c.width = img.width; c.height = img.height;
+        const ctx = c.getContext('2d');
+        ctx.drawImage(img, 0, 0);
+        const d = ctx.getImageData(0, 0, c.width, c.height).data;
+        const colours = new Set();
+        let ink = 0, coloured = 0;
+        for (let i = 0; i < d.length; i += 4) {
+          const r = d[i], g = d[i + 1], b = d[i + 2];
+          if (r + g + b < 600) ink++;                                  // not white / near-white
+          if (Math.max(r, g, b) - Math.min(r, g, b) > 60) coloured++;  // saturated: heatmap or view colours
+          if (i % 64 === 0) colours.add((r >> 3) << 10 | (g >> 3) << 5 | (b >> 3));
+        }
+        done({w: c.width, h: c.height, ink: ink / (d.length / 4), coloured: coloured / (d.length / 4),
+              colours: colours.size});
+      };
+      img.onerror = () => done({error: 'could not decode the screenshot'});
+      img.src = 'data:image/png;base64,' + arguments[0];
+    """, base64.b64encode(png).decode())
+    assert "error" not in stats, stats
+    assert stats["w"] >= 800 and stats["h"] >= 800, stats
+    assert stats["ink"] > 0.02 and stats["coloured"] > 0.002 and stats["colours"] > 40, stats
