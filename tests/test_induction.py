@@ -355,3 +355,9 @@ def test_gpt2_small_reference():
     except ModelDownloadError as exc:
         pytest.skip(f"gpt2-small could not be downloaded: {exc}")
     assert check.passed, check.summary()
+
+
+def test_empty_head_list_is_a_clear_error():
+    model = random_model("attn_only")
+    with pytest.raises(CircuitlabError, match="no heads"):
+        ind.ablation_effect(model, [])

@@ -418,6 +418,8 @@ def _check_heads(model: HookedTransformer, heads: Iterable) -> list[Head]:
             )
         if (layer, head) not in out:
             out.append((layer, head))
+    if not out:
+        raise InputError("no heads were given; pass at least one (layer, head) pair, e.g. [(1, 0)].")
     return out
 
 

@@ -47,6 +47,7 @@ class AttnOnlyRecipe:
     arithmetic_fraction: float = 0.0
     topic_fraction: float = 0.0
     n_topics: int = 10
+    second_task_from: int = 0  # step from which arithmetic/topic sequences are mixed in (a curriculum)
     steps: int = 1500
     batch_size: int = 64
     lr: float = 3e-3
@@ -73,7 +74,8 @@ class AttnOnlyRecipe:
         )
 
 
-def training_batch(recipe: AttnOnlyRecipe, batch_size: int, gen: torch.Generator) -> torch.Tensor:
+def training_batch(recipe: AttnOnlyRecipe, batch_size: int, gen: torch.Generator,
+                   second_task: bool = True) -> torch.Tensor:
     """One batch of training sequences ``[batch, n_ctx]`` (see the module docstring)."""
     n, V = recipe.n_ctx, recipe.n_words
     body = torch.randint(1, V + 1, (batch_size, n - 1), generator=gen)
@@ -86,7 +88,7 @@ def training_batch(recipe: AttnOnlyRecipe, batch_size: int, gen: torch.Generator
     # copy sequentially in position order, so the second copy reads the (final) first copy
     body = torch.gather(body, 1, src)
     # arithmetic runs for a fraction of the batch
-    arith = torch.rand(batch_size, generator=gen) < recipe.arithmetic_fraction
+    arith = torch.rand(batch_size, generator=gen) < recipe.arithmetic_fraction * second_task
     if arith.any():
         a0 = torch.randint(0, V, (batch_size, 1), generator=gen)
         step = torch.randint(1, 8, (batch_size, 1), generator=gen)
@@ -94,7 +96,7 @@ def training_batch(recipe: AttnOnlyRecipe, batch_size: int, gen: torch.Generator
         body = torch.where(arith[:, None], run, body)
     # topic sequences: the first token names a topic c, and every token is from topic c's words
     # (t_i with i % n_topics == c): predicting them means reading position 1 from everywhere
-    topical = torch.rand(batch_size, generator=gen) < recipe.topic_fraction
+    topical = torch.rand(batch_size, generator=gen) < recipe.topic_fraction * second_task
     if topical.any():
         c = torch.randint(0, recipe.n_topics, (batch_size, 1), generator=gen)
         squeezed = ((body - 1) // recipe.n_topics) * recipe.n_topics + c + 1  # same repeat structure
@@ -145,7 +147,7 @@ def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False) -> tuple[Hoo
         t0 = time.perf_counter()
         model.train()
         for step in range(recipe.steps):
-            tokens = training_batch(recipe, recipe.batch_size, gen)
+            tokens = training_batch(recipe, recipe.batch_size, gen, second_task=step >= recipe.second_task_from)
             logits = model(tokens, return_type="logits")
             loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
             opt.zero_grad(set_to_none=True)
