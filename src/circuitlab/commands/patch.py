@@ -1,0 +1,91 @@
+"""``circuitlab patch``: an exact activation-patching sweep from the command line, printed as a top-k table.
+
+    circuitlab patch --model zoo/attn-only-2l --clean "5 6 7 5 6" --corrupted "5 6 7 9 6" --answer 7 --wrong 8
+    circuitlab patch --model gpt2-small --clean "When Mary and John went, John gave it to" \\
+        --corrupted "When Mary and John went, Mary gave it to" --answer " Mary" --wrong " John" --site z --by layer,head
+
+Prompts and answers are text for models with a tokenizer, and whitespace-separated token ids for models without
+one (or with ``--ids``).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from circuitlab.cli import command
+from circuitlab.errors import InputError
+
+
+def _arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", required=True, help="zoo name, directory, pretrained name")
+    p.add_argument("--clean", required=True, help="clean prompt (text, or token ids like '3 17 42')")
+    p.add_argument("--corrupted", required=True, help="corrupted prompt, same number of tokens")
+    p.add_argument("--answer", required=True, help="the correct next token (e.g. ' Mary', or an id)")
+    p.add_argument("--wrong", required=True, help="the competing token (logit difference = answer - wrong)")
+    p.add_argument("--site", default="resid_pre", help="activation: resid_pre, attn_out, mlp_out, z, q, k, v, "
+                                                        "pattern, ... (default resid_pre)")
+    p.add_argument("--by", default="layer,pos", help="axes to sweep, comma-separated (default layer,pos)")
+    p.add_argument("--direction", default="denoising", choices=["denoising", "noising"])
+    p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    p.add_argument("--ids", action="store_true", help="read prompts and answers as token ids")
+    p.add_argument("--html", help="also write the result as an HTML heatmap to this file")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _ids(text: str, what: str) -> list[int]:
+    try:
+        return [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        raise InputError(f"{what} {text!r} should be whitespace-separated token ids for this model "
+                         "(it has no tokenizer), e.g. '3 17 42'.") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuitlab.metrics import LogitDiff
+    from circuitlab.models import load_model
+    from circuitlab.patching import sweep
+
+    model = load_model(args.model)
+    as_ids = args.ids or model.tokenizer is None
+    clean = _ids(args.clean, "--clean") if as_ids else args.clean
+    corrupted = _ids(args.corrupted, "--corrupted") if as_ids else args.corrupted
+    answer = _ids(args.answer, "--answer")[0] if as_ids else args.answer
+    wrong = _ids(args.wrong, "--wrong")[0] if as_ids else args.wrong
+
+    metric = LogitDiff(answer, wrong, model=model)
+    res = sweep(model, clean, corrupted, metric, site=args.site, by=args.by, direction=args.direction,
+                quiet=args.quiet)
+    clean_v, corrupted_v = res.meta["clean_value"], res.meta["corrupted_value"]
+    span = clean_v - corrupted_v
+
+    print(f"{res.title}  [{model.cfg.model_name}]")
+    print(f"logit difference: clean {clean_v:+.4f}, corrupted {corrupted_v:+.4f}")
+    print(f"top {min(args.top, res.values.numel())} of {res.values.numel()} patches by |effect| "
+          "(recovered: 0 = corrupted, 1 = clean)")
+    baseline = corrupted_v if args.direction == "denoising" else clean_v
+    effect = res.values - baseline
+    ranked = sorted(range(res.values.numel()), key=lambda i: -abs(float(effect.flatten()[i])))[:args.top]
+    width = max([len(res.label_of(_unravel(i, res.shape))) for i in ranked] + [5])
+    print(f"  {'#':>3}  {'patch':<{width}}  {'metric':>10}  {'effect':>10}  {'recovered':>9}")
+    for rank, i in enumerate(ranked, 1):
+        index = _unravel(i, res.shape)
+        value = float(res.values[index])
+        recovered = f"{(value - corrupted_v) / span:9.3f}" if abs(span) > 1e-9 else f"{'n/a':>9}"
+        print(f"  {rank:>3}  {res.label_of(index):<{width}}  {value:10.4f}  {value - baseline:+10.4f}  {recovered}")
+    if args.html:
+        with open(args.html, "w") as f:
+            f.write(res.to_html())
+        print(f"wrote {args.html}")
+    return 0
+
+
+def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    out = []
+    for size in reversed(shape):
+        out.append(i % size)
+        i //= size
+    return tuple(reversed(out))
+
+
+run.arguments = _arguments
+command("patch", "activation patching sweep (exact, batched): which activations carry the answer")(run)

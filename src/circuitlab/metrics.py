@@ -1,0 +1,233 @@
+"""Patching metrics: functions of the logits that say how much a run looks like the clean one.
+
+Any callable ``metric(logits) -> scalar`` works with circuitlab, exactly as in TransformerLens. The metrics in
+this module are such callables too (hand them to ``transformer_lens.patching`` unchanged), and they also say
+*which* logits they read: a few positions per prompt and, for logit differences, two vocabulary columns. The
+patching engine uses that to compute only those logits (a final LayerNorm on one position and two columns of
+``W_U`` instead of the full ``[batch, pos, d_vocab]`` tensor), which is most of a forward pass on a small model.
+
+    metric = LogitDiff(correct=" Mary", wrong=" John", model=model)   # strings need the model's tokenizer
+    metric(model(tokens))                                             # a plain callable: a 0-d tensor
+    normalised = Normalized.fit(metric, model, clean_tokens, corrupted_tokens)  # 0 = corrupted, 1 = clean
+
+Every metric here averages over the prompts of a batch, as the usual TransformerLens metrics do.
+
+How a declarative metric works: :meth:`LogitMetric.reads` names positions ``[batch, k]`` and columns
+``[batch, c]`` (or ``None`` for the whole vocabulary); :meth:`LogitMetric.from_selected` maps the selected logits
+``[..., batch, k, c]`` to one number per leading index. ``__call__`` is just "select, then ``from_selected``", so
+the fast path and the plain call cannot disagree.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitlab.errors import InputError
+
+Answers = Union[str, int, Sequence[Union[str, int]], Tensor]
+Positions = Union[int, Sequence[int], Tensor]
+
+
+def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, "batch"]:
+    """Answers as token ids, one per prompt (a single answer is shared by every prompt)."""
+    has_text = isinstance(answers, str) or (
+        isinstance(answers, (list, tuple)) and any(isinstance(a, str) for a in answers)
+    )
+    if has_text:
+        if model is None:
+            raise InputError(
+                f"the {what} {answers!r} is text; pass model=... to the metric (or give token ids) so it can be "
+                "tokenized."
+            )
+        from circuitlab.tokens import answer_ids
+
+        return answer_ids(model, answers, batch).cpu()
+    if isinstance(answers, Tensor):
+        ids = answers.detach().long().flatten().cpu()
+    elif isinstance(answers, (list, tuple)):
+        ids = torch.tensor([int(a) for a in answers], dtype=torch.long)
+    elif isinstance(answers, int) and not isinstance(answers, bool):
+        ids = torch.tensor([answers], dtype=torch.long)
+    else:
+        raise InputError(f"the {what} must be a token id, a string, or one per prompt; got {answers!r}.")
+    if ids.numel() == 1:
+        ids = ids.expand(batch)
+    if ids.numel() != batch:
+        raise InputError(f"got {ids.numel()} {what}s for {batch} prompts; give one, or one per prompt.")
+    if model is not None and (int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab_out):
+        raise InputError(f"{what} ids {ids.tolist()} fall outside the vocabulary [0, {model.cfg.d_vocab_out}).")
+    return ids
+
+
+def _resolve_positions(pos: Positions, batch: int, seq_len: int) -> Int[Tensor, "batch 1"]:
+    """Positions (negative ones count from the end), one per prompt, as a ``[batch, 1]`` tensor."""
+    p = torch.as_tensor(pos, dtype=torch.long).flatten()
+    if p.numel() == 1:
+        p = p.expand(batch)
+    if p.numel() != batch:
+        raise InputError(f"got {p.numel()} positions for {batch} prompts; give one, or one per prompt.")
+    if int(p.min()) < -seq_len or int(p.max()) >= seq_len:
+        raise InputError(f"metric position(s) {p.tolist()} lie outside prompts of {seq_len} tokens.")
+    return (p % seq_len)[:, None].clone()
+
+
+def select_logits(
+    logits: Float[Tensor, "batch pos d_vocab"], positions: Int[Tensor, "batch k"], columns: Optional[Tensor]
+) -> Float[Tensor, "batch k c"]:
+    """``logits[b, positions[b, j], columns[b, c]]``: the entries a declarative metric reads."""
+    positions = positions.to(logits.device)
+    index = positions[:, :, None].expand(-1, -1, logits.shape[-1])
+    rows = logits.gather(1, index)  # [batch, k, d_vocab]
+    if columns is None:
+        return rows
+    columns = columns.to(logits.device)
+    return rows.gather(2, columns[:, None, :].expand(-1, rows.shape[1], -1))
+
+
+class LogitMetric:
+    """A metric on logits that declares what it reads. Subclasses define ``reads`` and ``from_selected``."""
+
+    name = "metric"
+
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch k"], Optional[Int[Tensor, "batch c"]]]:
+        """Positions ``[batch, k]`` and vocabulary columns ``[batch, c]`` (``None`` = all) this metric reads."""
+        raise NotImplementedError
+
+    def from_selected(self, selected: Float[Tensor, "... batch k c"]) -> Float[Tensor, "..."]:
+        """The metric from the selected logits; leading dimensions (one per patch) are kept."""
+        raise NotImplementedError
+
+    def bind(self, model) -> "LogitMetric":
+        """Resolve text answers with ``model``'s tokenizer (the patching engine calls this). Returns ``self``."""
+        return self
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+        if logits.ndim != 3:
+            raise InputError(f"a metric takes logits [batch, pos, d_vocab]; got shape {tuple(logits.shape)}.")
+        positions, columns = self.reads(logits.shape[0], logits.shape[1])
+        return self.from_selected(select_logits(logits, positions, columns))
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+class LogitDiff(LogitMetric):
+    """``logit[correct] - logit[wrong]`` at position ``pos``, averaged over the batch.
+
+    Args:
+        correct, wrong: token ids or single-token strings (then pass ``model``), one shared answer or one per
+            prompt.
+        pos: the position whose next-token prediction is read (default: the last), or one per prompt.
+        model: needed only to tokenize string answers when the metric is called outside the engine.
+    """
+
+    def __init__(self, correct: Answers, wrong: Answers, pos: Positions = -1, model=None):
+        self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
+        self.name = "logit_diff"
+
+    def bind(self, model) -> "LogitDiff":
+        if self.model is None:
+            self.model = model
+        return self
+
+    def reads(self, batch: int, seq_len: int):
+        columns = torch.stack(
+            [_resolve_answers(self.correct, batch, self.model, "correct answer"),
+             _resolve_answers(self.wrong, batch, self.model, "wrong answer")], dim=1)
+        return _resolve_positions(self.pos, batch, seq_len), columns
+
+    def from_selected(self, selected: Float[Tensor, "... batch 1 2"]) -> Float[Tensor, "..."]:
+        return (selected[..., 0, 0] - selected[..., 0, 1]).mean(-1)
+
+
+class Probability(LogitMetric):
+    """The probability (or log-probability with ``log=True``) of ``answer`` at position ``pos``, batch mean.
+
+    Reads the whole vocabulary at one position (the softmax needs every logit), still ``pos``-times cheaper
+    than full logits.
+    """
+
+    def __init__(self, answer: Answers, pos: Positions = -1, log: bool = False, model=None):
+        self.answer, self.pos, self.log, self.model = answer, pos, log, model
+        self.name = "log_prob" if log else "prob"
+        self._ids: Optional[Tensor] = None
+
+    def bind(self, model) -> "Probability":
+        if self.model is None:
+            self.model = model
+        return self
+
+    def reads(self, batch: int, seq_len: int):
+        self._ids = _resolve_answers(self.answer, batch, self.model)
+        return _resolve_positions(self.pos, batch, seq_len), None
+
+    def from_selected(self, selected: Float[Tensor, "... batch 1 d_vocab"]) -> Float[Tensor, "..."]:
+        if self._ids is None:  # reads() resolves the answers; __call__ and the engine call it first
+            raise InputError("Probability.from_selected needs reads(batch, seq_len) to be called first.")
+        logp = selected[..., 0, :].float().log_softmax(-1)
+        ids = self._ids.to(selected.device).expand(*logp.shape[:-1])
+        out = logp.gather(-1, ids[..., None])[..., 0]
+        return (out if self.log else out.exp()).mean(-1)
+
+
+class Normalized(LogitMetric):
+    """``(metric - corrupted) / (clean - corrupted)``: 0 means "as corrupted", 1 means "as clean".
+
+    ``clean`` and ``corrupted`` are the metric's values on the unpatched clean and corrupted runs;
+    :meth:`fit` measures them. Any callable works as the inner metric; only a declarative inner metric
+    keeps the engine's fast path.
+    """
+
+    def __init__(self, metric, clean: float, corrupted: float):
+        if abs(float(clean) - float(corrupted)) < 1e-12:
+            raise InputError(
+                f"cannot normalise: the metric is {float(clean):.6g} on both the clean and the corrupted run. "
+                "Choose prompts (or answers) on which the model behaves differently."
+            )
+        self.metric, self.clean, self.corrupted = metric, float(clean), float(corrupted)
+        self.name = f"normalized {getattr(metric, 'name', getattr(metric, '__name__', 'metric'))}"
+
+    @classmethod
+    def fit(cls, metric, model, clean_tokens, corrupted_tokens) -> "Normalized":
+        """Measure ``metric`` on the clean and corrupted runs of ``model`` and normalise between them."""
+        from circuitlab.tokens import to_tokens
+
+        if isinstance(metric, LogitMetric):
+            metric.bind(model)
+        with torch.no_grad():
+            clean = float(metric(model(to_tokens(model, clean_tokens))))
+            corrupted = float(metric(model(to_tokens(model, corrupted_tokens))))
+        return cls(metric, clean, corrupted)
+
+    def bind(self, model) -> "Normalized":
+        if isinstance(self.metric, LogitMetric):
+            self.metric.bind(model)
+        return self
+
+    def _scale(self, value: Tensor) -> Tensor:
+        return (value - self.corrupted) / (self.clean - self.corrupted)
+
+    def reads(self, batch: int, seq_len: int):
+        if not isinstance(self.metric, LogitMetric):
+            raise NotImplementedError
+        return self.metric.reads(batch, seq_len)
+
+    def from_selected(self, selected: Tensor) -> Tensor:
+        return self._scale(self.metric.from_selected(selected))
+
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
+        return self._scale(self.metric(logits))
+
+
+def is_declarative(metric) -> bool:
+    """True when ``metric`` says which logits it reads (so the engine may compute only those)."""
+    if isinstance(metric, Normalized):
+        return is_declarative(metric.metric)
+    return isinstance(metric, LogitMetric)
+
+
+__all__ = ["LogitMetric", "LogitDiff", "Probability", "Normalized", "select_logits", "is_declarative"]

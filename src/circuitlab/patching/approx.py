@@ -1,0 +1,103 @@
+"""Attribution patching: a first-order estimate of every patch from one forward and one backward pass.
+
+Exact patching asks "what is the metric if this slice of the activation takes its source value?". Attribution
+patching answers with a Taylor expansion around the base run::
+
+    metric(patched) ~= metric(base) + sum over the patched slice of  d metric / d act  *  (act_source - act_base)
+
+so one backward pass gives an estimate for every site at once. It is a **linear approximation**: exact when the
+metric is linear in the patched activation (e.g. a head's output feeding the unembedding directly, with no final
+LayerNorm), and it can be far off where the model is strongly non-linear (attention softmax, LayerNorm scales,
+saturated activations, or a large difference between the two runs). ``benchmarks/attribution_patching.py``
+reports how well it agrees with the exact :func:`~circuitlab.patching.sweep`; check important sites exactly.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+from transformer_lens import HookedTransformer
+
+from circuitlab.metrics import LogitMetric
+from circuitlab.patching.sites import (check_layers, check_site_exists, get_site, parse_by, prepare_tokens,
+                                       scalar)
+from circuitlab.patching.exact import Metric
+from circuitlab.results import Result
+from circuitlab.tokens import Prompts, position_labels
+
+
+def attribution(
+    model: HookedTransformer,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    metric: Metric,
+    site: str = "resid_pre",
+    by: Sequence[str] | str = ("layer", "pos"),
+    direction: str = "denoising",
+    *,
+    layers: Optional[Sequence[int]] = None,
+) -> Result:
+    """Estimate :func:`~circuitlab.patching.sweep`'s result linearly (attribution patching).
+
+    Same arguments and result layout as :func:`~circuitlab.patching.sweep`: ``values[...]`` estimates the
+    metric with that slice patched (the base value plus the first-order change), so the two can be compared
+    entry by entry. The metric must be differentiable. Costs one forward pass on each input and one backward
+    pass, whatever the number of sites. This is a linear approximation, not an exact patch.
+    """
+    spec = get_site(site)
+    by = parse_by(spec, by)
+    layer_list = check_layers(model, layers)
+    clean_t, _, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
+    if isinstance(metric, LogitMetric):
+        metric.bind(model)
+    names = [spec.hook_name(layer) for layer in layer_list]
+
+    with torch.no_grad():
+        _, source_cache = model.run_with_cache(source_t, names_filter=lambda n: n in names)
+    if names[0] not in source_cache:  # the model never computes this site
+        check_site_exists(model, spec, set())
+
+    # a zero "probe" added to each activation: its gradient is the gradient with respect to the activation, and
+    # the graph still runs through the activation itself (so earlier layers see later layers' influence)
+    probes, acts = {}, {}
+
+    def add_probe(act, hook):
+        acts[hook.name] = act.detach()
+        probes[hook.name] = torch.zeros_like(act, requires_grad=True)
+        return act + probes[hook.name]
+
+    with torch.enable_grad():
+        logits = model.run_with_hooks(base_t, fwd_hooks=[(n, add_probe) for n in names])
+        value = metric(logits)
+        base_value = scalar(value)
+        grads = torch.autograd.grad(value, [probes[n] for n in names], allow_unused=True)
+
+    keep = [i + 1 for i, d in enumerate(spec.dims) if d is not None and d in by]  # +1: the batch axis
+    per_layer = []
+    for name, grad in zip(names, grads):
+        if grad is None:  # the metric does not depend on this activation at all
+            grad = torch.zeros_like(acts[name])
+        contrib = grad * (source_cache[name] - acts[name])
+        drop = [d for d in range(contrib.ndim) if d not in keep]
+        per_layer.append(contrib.sum(dim=drop).cpu() + base_value)
+    values = torch.stack(per_layer)  # [layer, *swept axes in activation order]
+
+    canonical = tuple(a for a in spec.axes if a in by)
+    values = values.permute(*[canonical.index(a) for a in by]).detach()
+    pos = position_labels(model, clean_t)
+    n_heads = values.shape[by.index("head")] if "head" in by else model.cfg.n_heads
+    grouped = spec.name in ("k", "v") and n_heads != model.cfg.n_heads
+    labels = {"layer": [f"L{layer}" for layer in layer_list], "pos": pos, "dest_pos": pos, "src_pos": pos,
+              "head": [f"KV{h}" if grouped else f"H{h}" for h in range(n_heads)]}
+    return Result(
+        values=values,
+        axes=by,
+        labels={a: labels[a] for a in by},
+        title=f"Attribution patching (linear estimate, {direction}): {spec.name} by {', '.join(by)}",
+        metric=str(getattr(metric, "name", getattr(metric, "__name__", "metric"))),
+        model=model.cfg.model_name,
+        task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
+        meta={"site": spec.name, "by": by, "direction": direction, "layers": layer_list, "base_value": base_value,
+              "approximation": "first-order (attribution patching)"},
+    )

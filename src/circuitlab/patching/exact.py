@@ -1,0 +1,397 @@
+"""Exact activation patching: one spec-driven sweep, TransformerLens's numbers, many patches per forward pass.
+
+For every index along the swept axes, activation patching runs the model on one prompt (the *base* run), replaces
+one slice of one activation by its value on the other prompt (the *source*), and records the metric. This is what
+``transformer_lens.patching`` does with one full forward pass per patch. :func:`sweep` gives the same numbers
+(up to float rounding) with far less arithmetic, using four facts:
+
+1. **Batching.** Patches are independent, so each becomes a group of batch rows of one larger forward pass
+   (``n_patches * batch`` rows), chunked so memory stays bounded.
+2. **Start at the patched layer.** Everything before layer ``L`` is the same as in the unpatched base run, so a
+   patch at layer ``L`` starts from the cached base ``resid_pre`` of layer ``L`` and runs only blocks ``L...``.
+3. **Read only what the metric reads.** A declarative metric (:mod:`circuitlab.metrics`) reads a few logits
+   (``LogitDiff``: one position, two vocabulary columns), so the final LayerNorm and unembedding are applied to
+   those alone instead of producing ``[batch, pos, d_vocab]``.
+4. **Causal attention.** A patch at position ``p`` cannot change positions before ``p``. Patches are grouped by
+   position into a few buckets; a bucket starting at ``s`` computes only positions ``s...`` and reads the keys
+   and values of earlier positions from the base run (TransformerLens's key/value cache mechanism).
+
+Any other callable metric still works: the engine then unembeds every position and calls the metric once per
+patch on ``[batch, pos, d_vocab]`` logits, like TransformerLens.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional, Sequence, Union
+
+import einops
+import torch
+from jaxtyping import Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+from circuitlab.metrics import LogitMetric, is_declarative
+from circuitlab.patching.sites import (Site, check_layers, check_site_exists, get_site, parse_by,
+                                       prepare_tokens, scalar)
+from circuitlab.results import Result
+from circuitlab.tokens import Prompts, position_labels
+
+Metric = Callable[[Tensor], Union[Tensor, float]]
+
+#: default bound on the activation memory of one batched forward pass
+DEFAULT_MEMORY_BYTES = 512 * 2**20
+#: positions per causal group (see ``_Engine._groups``)
+POSITIONS_PER_GROUP = 8
+
+
+def sweep(
+    model: HookedTransformer,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    metric: Metric,
+    site: str = "resid_pre",
+    by: Sequence[str] | str = ("layer", "pos"),
+    direction: str = "denoising",
+    *,
+    layers: Optional[Sequence[int]] = None,
+    fast: bool = True,
+    max_memory: int = DEFAULT_MEMORY_BYTES,
+    quiet: bool = False,
+) -> Result:
+    """Patch one slice of ``site`` at a time and record ``metric``: exact activation patching.
+
+    Args:
+        model: a HookedTransformer.
+        clean_tokens, corrupted_tokens: prompts (text, or token ids ``[batch, pos]``) of identical shape. A batch
+            of prompt pairs is patched together and the metric sees the whole batch, as in TransformerLens.
+        metric: ``metric(logits [batch, pos, d_vocab]) -> scalar``. Metrics from :mod:`circuitlab.metrics` also
+            enable the fast path (only the logits they read are computed).
+        site: activation name: ``resid_pre resid_mid resid_post attn_out mlp_out z q k v pattern attn_scores``.
+        by: axes to sweep, e.g. ``("layer", "pos")`` or ``("layer", "head")`` (see
+            :mod:`circuitlab.patching.sites`); axes left out are patched whole. The result's axes follow this order.
+        direction: ``"denoising"`` (run corrupted, patch in clean; TransformerLens's choice) or ``"noising"``.
+        layers: sweep only these layers (default: all).
+        fast: use the shortcuts described in the module docstring. ``False`` runs one patch per forward pass
+            (from the patched layer on, every position, full logits): slow, for checking.
+        max_memory: rough bound in bytes on the activations of one batched forward pass.
+        quiet: hide the progress bar.
+
+    Returns:
+        a :class:`~circuitlab.results.Result` with one axis per name in ``by``; ``values[i, j, ...]`` is the
+        metric with that slice patched. ``meta`` holds the unpatched ``clean_value`` and ``corrupted_value``.
+
+    Example::
+
+        metric = LogitDiff(" Mary", " John", model=model)
+        res = sweep(model, clean, corrupted, metric, site="z", by=("layer", "head"))
+        res.top(5)
+    """
+    started = time.perf_counter()
+    spec = get_site(site)
+    by = parse_by(spec, by)
+    layer_list = check_layers(model, layers)
+    clean_t, corrupted_t, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
+    engine = _Engine(model, spec, by, base_t, source_t, metric, fast=fast, max_memory=max_memory)
+    clean_value = engine.base_value if direction == "noising" else engine.source_value
+    corrupted_value = engine.source_value if direction == "noising" else engine.base_value
+
+    values = engine.run(layer_list, quiet=quiet)  # canonical axis order (layer first, then activation order)
+    canonical = engine.canonical_axes
+    values = values.permute(*[canonical.index(a) for a in by])
+
+    labels = engine.labels(layer_list, clean_t)
+    return Result(
+        values=values,
+        axes=by,
+        labels={a: labels[a] for a in by},
+        title=f"Activation patching ({direction}): {spec.name} by {', '.join(by)}",
+        metric=str(getattr(metric, "name", getattr(metric, "__name__", "metric"))),
+        model=model.cfg.model_name,
+        task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
+        meta={
+            "site": spec.name, "hook": spec.hook, "by": by, "direction": direction, "layers": layer_list,
+            "clean_value": clean_value, "corrupted_value": corrupted_value,
+            "n_patches": int(values.numel()), "fast_path": engine.declarative, "seconds": time.perf_counter() - started,
+            "peak_chunk_bytes": engine.peak_chunk_bytes,
+        },
+    )
+
+
+class _Engine:
+    """Caches of the two runs plus the batched patched forward pass. Internal to :func:`sweep`."""
+
+    def __init__(self, model: HookedTransformer, site: Site, by: tuple[str, ...], base: Tensor, source: Tensor,
+                 metric: Metric, fast: bool, max_memory: int):
+        self.model, self.site, self.by, self.fast = model, site, by, fast
+        self.metric = metric.bind(model) if isinstance(metric, LogitMetric) else metric
+        self.declarative = fast and is_declarative(metric)
+        self.batch, self.seq_len = base.shape
+        self.base_tokens = base
+        cfg = model.cfg
+        n = cfg.n_layers
+
+        site_hooks = {site.hook_name(layer) for layer in range(n)}
+        final = f"blocks.{n - 1}.hook_resid_post"
+        keep = site_hooks | {f"blocks.{layer}.hook_resid_pre" for layer in range(n)} | {final, "hook_pos_embed"}
+        keep |= {f"blocks.{layer}.attn.hook_{kv}" for layer in range(n) for kv in "kv"}
+        # a declarative metric needs no full logits, not even for the two unpatched runs
+        return_type = None if self.declarative else "logits"
+        with torch.no_grad():
+            base_logits, base_cache = model.run_with_cache(base, names_filter=lambda name: name in keep,
+                                                           return_type=return_type)
+            source_logits, source_cache = model.run_with_cache(
+                source, names_filter=lambda name: name in site_hooks | {final}, return_type=return_type)
+        check_site_exists(model, site, set(base_cache.keys()))
+        self.base_cache, self.source_cache, self.base_logits = base_cache, source_cache, base_logits
+        # reading keys/values of earlier positions from the cache is exact only when the cached keys are what
+        # hook_k/hook_v hold (no query/key norm, no clipping) and attention is causal
+        self.kv_reuse = fast and _kv_cache_is_hook_kv(cfg)
+
+        # which logits the metric reads (fast path), and how early a patch may start along the positions
+        if self.declarative:
+            self.read_pos, self.read_cols = self.metric.reads(self.batch, self.seq_len)
+            self.first_read = int(self.read_pos.min())
+            self.base_value = float(self._readout(base_cache[final], 0, 1)[0])
+            self.source_value = float(self._readout(source_cache[final], 0, 1)[0])
+        else:
+            self.first_read = self.seq_len  # a general metric may read any position: unembed them all
+            self.base_value = scalar(self.metric(base_logits))
+            self.source_value = scalar(self.metric(source_logits))
+        # with only the last position read, the last block needs its other positions' keys and values only
+        self.last_only = (self.kv_reuse and self.declarative and self.read_pos.shape[1] == 1
+                          and bool((self.read_pos == self.seq_len - 1).all()))
+
+        # the sizes of the swept axes, read off the activation itself (k/v have n_key_value_heads heads)
+        act = source_cache[site.hook_name(0)]
+        self.dim_sizes = dict(zip(site.dims, act.shape[1:]))
+        self.canonical_axes = tuple(a for a in site.axes if a in by)
+
+        d_mlp = (cfg.d_mlp or 0) * (2 if cfg.gated_mlp else 1)
+        per_token = 8 * cfg.d_model + 3 * d_mlp + 6 * cfg.n_heads * cfg.d_head + 3 * cfg.n_heads * self.seq_len
+        if not self.declarative:
+            per_token += 2 * cfg.d_vocab_out
+        self.row_bytes = 4 * self.seq_len * per_token  # one batch row of one patched forward pass, roughly
+        self.max_rows = max(self.batch, max_memory // self.row_bytes)
+        self.peak_chunk_bytes = 0
+
+    # -- the sweep ---------------------------------------------------------------------------------------------
+    def run(self, layers: list[int], quiet: bool = False) -> Tensor:
+        """Every patch's metric, as a tensor ``[layer, *other swept axes]`` (activation order)."""
+        other = [a for a in self.canonical_axes if a != "layer"]
+        sizes = [self.dim_sizes[a] for a in other]
+        out = torch.zeros(len(layers), *sizes)
+        grid = torch.cartesian_prod(*[torch.arange(s) for s in sizes]).reshape(-1, len(sizes)).tolist() \
+            if sizes else [[]]
+        patches = [(layer, tuple(index)) for layer in layers for index in grid]
+        row_of_layer = {layer: li for li, layer in enumerate(layers)}
+        where = {patch: (row_of_layer[patch[0]], *patch[1]) for patch in patches}
+        bar = tqdm(total=len(patches), desc=f"patching {self.site.name}", disable=quiet, leave=False)
+        for start, group in self._groups(patches, other):
+            group.sort(key=lambda patch: patch[0])  # by layer: a chunk's rows join the batch layer by layer
+            # as many patches per forward pass as the memory bound allows (shorter rows when start > 0), in
+            # chunks of equal size
+            fit = self.max_rows * self.seq_len // ((self.seq_len - start) * self.batch)
+            n_chunks = len(group) if not self.fast else math.ceil(len(group) / max(1, fit))
+            per_chunk = math.ceil(len(group) / n_chunks)
+            for i in range(0, len(group), per_chunk):
+                chunk = group[i:i + per_chunk]
+                for patch, value in zip(chunk, self._patched(start, chunk, other).tolist()):
+                    out[where[patch]] = value
+                bar.update(len(chunk))
+        bar.close()
+        return out
+
+    def _groups(self, patches: list, other: list[str]):
+        """Patches grouped by the first position they can change (the causal-attention shortcut).
+
+        A group whose patches all sit at position ``s`` or later computes only positions ``s...``. More groups
+        mean less arithmetic but more, smaller operations; a group per ``POSITIONS_PER_GROUP`` positions
+        balances the two.
+        """
+        pos_axis = self.site.pos_axis
+        if not self.kv_reuse or pos_axis not in other:
+            yield 0, list(patches)
+            return
+        k = other.index(pos_axis)
+        width = POSITIONS_PER_GROUP
+        buckets: dict[int, list] = {}
+        for patch in patches:
+            start = min((patch[1][k] // width) * width, self.first_read)
+            buckets.setdefault(start, []).append(patch)
+        yield from sorted(buckets.items())
+
+    # -- one batched forward pass --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _patched(self, start: int, patches: list[tuple[int, tuple]], other: list[str]) -> Tensor:
+        """The metric for each patch (sorted by layer), computing positions ``start...`` only.
+
+        One forward pass serves patches at several layers: the rows of a patch at layer ``L`` join the batch at
+        block ``L`` (before it, they would equal the base run, which is cached), so the batch grows layer by
+        layer like a staircase and every block runs once per chunk.
+        """
+        model, site, cfg = self.model, self.site, self.model.cfg
+        B = self.batch
+        n_total = len(patches)
+        self.peak_chunk_bytes = max(self.peak_chunk_bytes,
+                                    n_total * B * self.row_bytes * (self.seq_len - start) // self.seq_len)
+        # a patch on resid_post of layer L is a patch on the residual stream entering block L + 1
+        enter = [layer + 1 if site.name == "resid_post" else layer for layer, _ in patches]
+        resid = None
+        for l in range(enter[0], cfg.n_layers + 1):
+            joining = [i for i, e in enumerate(enter) if e == l]
+            if joining:
+                resid = self._join(resid, l, start, [patches[i] for i in joining], other)
+            if l == cfg.n_layers:
+                break
+            at_layer = [p for p in patches if p[0] == l]
+            hooks = []
+            if at_layer and site.name not in ("resid_pre", "resid_post"):
+                hooks = [(site.hook_name(l), self._patch_hook(l, start, at_layer, other))]
+            rows = resid.shape[0]
+            pos_embed = None
+            if cfg.positional_embedding_type == "shortformer":
+                pos_embed = einops.repeat(self.base_cache["hook_pos_embed"][:, start:], "b p d -> (n b) p d",
+                                          n=rows // B)
+            entry = None
+            if start > 0:  # keys and values of the unchanged earlier positions, from the base run
+                keys, vals = (einops.repeat(self.base_cache[f"blocks.{l}.attn.hook_{kv}"][:, :start],
+                                            "b p h d -> (n b) p h d", n=rows // B) for kv in "kv")
+                entry = TransformerLensKeyValueCacheEntry(keys, vals, frozen=True)
+            if l == cfg.n_layers - 1 and self.last_only and resid.shape[1] > 1:
+                out = self._last_block(resid, hooks, len(at_layer) * B if hooks else 0, pos_embed, entry)
+                late = [patches[i] for i, e in enumerate(enter) if e == cfg.n_layers]  # resid_post of this block
+                if late:
+                    out = torch.cat([out, self._join(None, cfg.n_layers, start, late, other)[:, -1:]])
+                return self._readout(out, self.seq_len - 1, n_total)
+            with model.hooks(fwd_hooks=hooks):
+                resid = model.blocks[l](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
+        return self._readout(resid, start, n_total)
+
+    def _last_block(self, resid: Tensor, hooks: list, hooked: int, pos_embed: Optional[Tensor],
+                    entry: Optional[TransformerLensKeyValueCacheEntry]) -> Tensor:
+        """The last block's output at the last position only (all the metric reads).
+
+        Rows without a patch in this block need, from the earlier positions, only their keys and values; those
+        rows run the block on the last position alone. The last ``hooked`` rows carry a patch in this block and
+        run it whole.
+        """
+        block, free = self.model.blocks[-1], resid.shape[0] - hooked
+
+        def rows(sl: slice):
+            return (None if pos_embed is None else pos_embed[sl],
+                    None if entry is None else TransformerLensKeyValueCacheEntry(
+                        entry.past_keys[sl], entry.past_values[sl], frozen=True))
+
+        outs = []
+        if free:
+            pe, prefix = rows(slice(0, free))
+            normed = block.ln1(resid[:free, :-1])
+            keys_in = normed if pe is None else normed + pe[:, :-1]
+            _, k, v = block.attn.calculate_qkv_matrices(keys_in[:, :1], keys_in, normed)  # (a 1-position query)
+            if prefix is not None:
+                k, v = torch.cat([prefix.past_keys, k], dim=1), torch.cat([prefix.past_values, v], dim=1)
+            outs.append(block(resid[:free, -1:], shortformer_pos_embed=None if pe is None else pe[:, -1:],
+                              past_kv_cache_entry=TransformerLensKeyValueCacheEntry(k, v, frozen=True)))
+        if hooked:
+            pe, prefix = rows(slice(free, None))
+            with self.model.hooks(fwd_hooks=hooks):
+                outs.append(block(resid[free:], shortformer_pos_embed=pe, past_kv_cache_entry=prefix)[:, -1:])
+        return torch.cat(outs)
+
+    def _join(self, resid: Optional[Tensor], layer: int, start: int, joining: list, other: list[str]) -> Tensor:
+        """Append the rows of patches entering at ``layer``: the base residual stream (patched, for resid sites)."""
+        cfg, B = self.model.cfg, self.batch
+        name = f"blocks.{layer}.hook_resid_pre" if layer < cfg.n_layers else f"blocks.{layer - 1}.hook_resid_post"
+        new = einops.repeat(self.base_cache[name][:, start:], "b p d -> (n b) p d", n=len(joining)).clone()
+        if self.site.name in ("resid_pre", "resid_post"):
+            new = self._patch_hook(joining[0][0], start, joining, other)(new)
+        return new if resid is None else torch.cat([resid, new])
+
+    def _patch_hook(self, layer: int, start: int, patches: list, other: list[str]):
+        """A hook replacing, in the last ``len(patches) * batch`` rows, each patch's slice by the source value."""
+        site, n, B = self.site, len(patches), self.batch
+        mask = self._mask([index for _, index in patches], other, start)
+        source = self.source_cache[site.hook_name(layer)]
+        source = source[(slice(None),) * (1 + site.dims.index(site.pos_axis)) + (slice(start, None),)]
+
+        def patch(act: Tensor, hook=None) -> Tensor:
+            rows = act[act.shape[0] - n * B:]
+            grouped = rows.reshape(n, B, *act.shape[1:])
+            act[act.shape[0] - n * B:] = torch.where(mask, source[None], grouped).reshape(rows.shape)
+            return act
+
+        return patch
+
+    def _mask(self, patches: list[list[int]], other: list[str], start: int) -> Tensor:
+        """Boolean ``[n, 1, *activation dims]`` (size 1 on unswept axes): True where a patch replaces values."""
+        site = self.site
+        shape = [len(patches), 1]
+        for d in site.dims:
+            size = self.dim_sizes[d] - (start if d == site.pos_axis else 0) if d in other else 1
+            shape.append(size)
+        mask = torch.zeros(shape, dtype=torch.bool)
+        for i, patch in enumerate(patches):
+            index: list = [i, 0]
+            for d in site.dims:
+                if d in other:
+                    index.append(patch[other.index(d)] - (start if d == site.pos_axis else 0))
+                else:
+                    index.append(0)
+            mask[tuple(index)] = True
+        return mask.to(self.model.cfg.device)
+
+    @torch.no_grad()
+    def _readout(self, resid: Tensor, start: int, n: int) -> Tensor:
+        """The metric for each of ``n`` patches from the final residual stream of positions ``start...``."""
+        model, B = self.model, self.batch
+        if self.declarative:
+            rel = (self.read_pos - start).to(resid.device)  # [B, k]
+            grouped = resid.reshape(n, B, *resid.shape[1:])
+            x = grouped.gather(2, einops.repeat(rel, "b k -> n b k d", n=n, d=resid.shape[-1]))
+            x = x.reshape(n * B, rel.shape[1], -1)
+            if model.cfg.normalization_type is not None:
+                x = model.ln_final(x)
+            x = x.reshape(n, B, rel.shape[1], -1)
+            if self.read_cols is None:
+                logits = x @ model.W_U + model.b_U
+            else:
+                cols = self.read_cols.to(resid.device)  # [B, c]
+                w = model.W_U[:, cols]  # [d_model, B, c]
+                logits = torch.einsum("nbkd,dbc->nbkc", x, w) + model.b_U[cols][None, :, None, :]
+            logits = _softcap(logits, model.cfg.output_logits_soft_cap)
+            return self.metric.from_selected(logits).float().cpu()
+        x = model.ln_final(resid) if model.cfg.normalization_type is not None else resid
+        logits = _softcap(model.unembed(x), model.cfg.output_logits_soft_cap)
+        if start > 0:
+            prefix = einops.repeat(self.base_logits[:, :start], "b p v -> (n b) p v", n=n)
+            logits = torch.cat([prefix, logits], dim=1)
+        return torch.tensor([scalar(self.metric(logits[i * B:(i + 1) * B])) for i in range(n)])
+
+    # -- labels ------------------------------------------------------------------------------------------------
+    def labels(self, layers: list[int], clean_tokens: Int[Tensor, "batch pos"]) -> dict[str, list[str]]:
+        pos = position_labels(self.model, clean_tokens)
+        out = {"layer": [f"L{layer}" for layer in layers], "pos": pos, "dest_pos": pos, "src_pos": pos}
+        heads = self.dim_sizes.get("head", self.model.cfg.n_heads)
+        grouped = self.site.name in ("k", "v") and heads != self.model.cfg.n_heads
+        out["head"] = [f"KV{h}" if grouped else f"H{h}" for h in range(heads)]
+        return out
+
+
+def _kv_cache_is_hook_kv(cfg) -> bool:
+    """Whether TransformerLens's key/value cache holds exactly ``hook_k``/``hook_v`` and attention is causal."""
+    return (cfg.attention_dir == "causal" and not cfg.use_qk_norm and cfg.clip_qkv is None
+            and not cfg.use_attn_in and not cfg.use_split_qkv_input
+            and cfg.positional_embedding_type in ("standard", "rotary", "shortformer")
+            and cfg.original_architecture not in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
+            and not getattr(cfg, "use_normalization_before_and_after", False))
+
+
+def _softcap(logits: Tensor, cap: Optional[float]) -> Tensor:
+    """Gemma-style output soft cap ``cap * tanh(x / cap)``, as TransformerLens applies it (off when cap <= 0)."""
+    if cap is None or cap <= 0:
+        return logits
+    return cap * torch.tanh(logits / cap)

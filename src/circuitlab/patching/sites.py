@@ -1,0 +1,173 @@
+"""Patch targets: which activation (a *site*) and which of its axes a sweep walks over.
+
+A site is a TransformerLens activation name (``utils.get_act_name``'s short names). Each has a fixed layout
+after the batch axis; the axes a sweep may walk (``by``) are ``layer`` plus that layout's named axes:
+
+==================================================  ===============================  ============================
+site                                                activation ``[batch, ...]``      sweepable axes
+==================================================  ===============================  ============================
+``resid_pre resid_mid resid_post attn_out mlp_out``  ``[batch, pos, d_model]``        layer, pos
+``z q k v``                                          ``[batch, pos, head, d_head]``   layer, pos, head
+``pattern attn_scores``                              ``[batch, head, dest_pos, src_pos]``  layer, head, dest_pos, src_pos
+==================================================  ===============================  ============================
+
+An axis left out of ``by`` is patched whole: ``site="z", by=("layer", "head")`` patches one head at every
+position at once, exactly like ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``.
+
+Grouped-query attention: ``k`` and ``v`` have ``n_key_value_heads`` heads (that is what ``hook_k`` holds), so
+``by=("layer", "head")`` on them walks the key/value heads; patching one of them changes every query head that
+shares it. This is what TransformerLens does too. (With ``cfg.ungroup_grouped_query_attention`` the hooks hold
+``n_heads`` heads and all of them are swept; TransformerLens would still stop at ``n_key_value_heads``.)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+from transformer_lens import HookedTransformer
+
+from circuitlab.errors import InputError
+from circuitlab.tokens import Prompts, to_tokens
+
+
+@dataclass(frozen=True)
+class Site:
+    """One kind of activation: its hook name pattern and the names of its axes after ``batch``.
+
+    ``dims`` names each axis after the batch; ``None`` marks an axis that is never swept (d_model, d_head).
+    ``pos_axis`` is the axis along which causal attention keeps earlier positions unchanged (the query
+    position); the engine may skip recomputing positions before the first patched one.
+    """
+
+    name: str
+    hook: str
+    dims: tuple[Optional[str], ...]
+    pos_axis: str = "pos"
+
+    def hook_name(self, layer: int) -> str:
+        return self.hook.format(layer=layer)
+
+    @property
+    def axes(self) -> tuple[str, ...]:
+        """The axes ``by`` may name, in TransformerLens order."""
+        return ("layer",) + tuple(d for d in self.dims if d is not None)
+
+
+_VECTOR = ("pos", None)
+_HEAD = ("pos", "head", None)
+_PATTERN = ("head", "dest_pos", "src_pos")
+
+SITES: dict[str, Site] = {
+    "resid_pre": Site("resid_pre", "blocks.{layer}.hook_resid_pre", _VECTOR),
+    "resid_mid": Site("resid_mid", "blocks.{layer}.hook_resid_mid", _VECTOR),
+    "resid_post": Site("resid_post", "blocks.{layer}.hook_resid_post", _VECTOR),
+    "attn_out": Site("attn_out", "blocks.{layer}.hook_attn_out", _VECTOR),
+    "mlp_out": Site("mlp_out", "blocks.{layer}.hook_mlp_out", _VECTOR),
+    "z": Site("z", "blocks.{layer}.attn.hook_z", _HEAD),
+    "q": Site("q", "blocks.{layer}.attn.hook_q", _HEAD),
+    "k": Site("k", "blocks.{layer}.attn.hook_k", _HEAD),
+    "v": Site("v", "blocks.{layer}.attn.hook_v", _HEAD),
+    "pattern": Site("pattern", "blocks.{layer}.attn.hook_pattern", _PATTERN, pos_axis="dest_pos"),
+    "attn_scores": Site("attn_scores", "blocks.{layer}.attn.hook_attn_scores", _PATTERN, pos_axis="dest_pos"),
+}
+_SITE_ALIASES = {"scores": "attn_scores", "head_out": "z", "result_z": "z"}
+_AXIS_ALIASES = {"head_index": "head", "layers": "layer", "heads": "head", "position": "pos"}
+
+
+def get_site(site: str) -> Site:
+    """The :class:`Site` for a short TransformerLens name (``"resid_pre"``, ``"hook_z"``, ``"z"``...)."""
+    if not isinstance(site, str):
+        raise InputError(f"site must be an activation name such as 'resid_pre' or 'z'; got {site!r}.")
+    key = site.strip().lower()
+    key = key.split(".")[-1] if "." in key else key  # "attn.hook_z" -> "hook_z"
+    key = key[5:] if key.startswith("hook_") else key
+    key = _SITE_ALIASES.get(key, key)
+    if key not in SITES:
+        raise InputError(f"unknown site {site!r}. Choose one of: {', '.join(SITES)}.")
+    return SITES[key]
+
+
+def parse_by(site: Site, by: Sequence[str] | str) -> tuple[str, ...]:
+    """Validate ``by`` for ``site``: known axes, no repeats, ``layer`` included. Returns the user's order."""
+    if isinstance(by, str):
+        by = tuple(a.strip() for a in by.split(","))
+    names = tuple(_AXIS_ALIASES.get(a, a) for a in by)
+    bad = [a for a in names if a not in site.axes]
+    if bad:
+        raise InputError(
+            f"axis {bad[0]!r} does not fit site {site.name!r}, whose activation is "
+            f"[batch, {', '.join(d or 'd' for d in site.dims)}]. Sweep over any of: {', '.join(site.axes)}."
+        )
+    if len(set(names)) != len(names):
+        raise InputError(f"by={tuple(by)} names an axis twice; name each axis once.")
+    if "layer" not in names:
+        raise InputError(
+            f"by={tuple(by)} must include 'layer' (a site exists once per layer); "
+            "to patch only some layers pass layers=[...]."
+        )
+    return names
+
+
+def check_layers(model: HookedTransformer, layers: Optional[Sequence[int]]) -> list[int]:
+    """The layers to sweep: all of them by default; each given one checked to exist."""
+    n = model.cfg.n_layers
+    if layers is None:
+        return list(range(n))
+    if isinstance(layers, int):
+        layers = [layers]
+    out = []
+    for layer in layers:
+        if not isinstance(layer, int) or not -n <= layer < n:
+            raise InputError(f"layer {layer!r} is out of range: this model has {n} layers (0..{n - 1}).")
+        out.append(layer % n)
+    if len(set(out)) != len(out):
+        raise InputError(f"layers={list(layers)} repeats a layer.")
+    return out
+
+
+def prepare_tokens(model: HookedTransformer, clean: Prompts, corrupted: Prompts, direction: str):
+    """Clean and corrupted tokens checked against each other, ordered as (base run, source of patches).
+
+    ``"denoising"`` (TransformerLens's default) runs the corrupted prompt and patches in clean activations;
+    ``"noising"`` runs the clean prompt and patches in corrupted ones.
+    """
+    clean_t, corrupted_t = to_tokens(model, clean), to_tokens(model, corrupted)
+    if clean_t.shape != corrupted_t.shape:
+        raise InputError(
+            f"clean tokens have shape {tuple(clean_t.shape)} but corrupted tokens have shape "
+            f"{tuple(corrupted_t.shape)}. Patching compares the same positions in both runs, so give as many "
+            "prompts of each, all with the same number of tokens."
+        )
+    if direction == "denoising":
+        return clean_t, corrupted_t, corrupted_t, clean_t
+    if direction == "noising":
+        return clean_t, corrupted_t, clean_t, corrupted_t
+    raise InputError(f"direction must be 'denoising' (run corrupted, patch in clean) or 'noising'; got {direction!r}.")
+
+
+def check_site_exists(model: HookedTransformer, site: Site, names: set[str]) -> None:
+    """Raise if this architecture never computes ``site`` (e.g. ``resid_mid`` in an attention-only model)."""
+    if site.hook_name(0) not in names:
+        why = {
+            "resid_mid": "it has no residual stream between attention and MLP (attention-only or parallel "
+                         "attention+MLP)",
+            "mlp_out": "it has no MLPs",
+        }.get(site.name, "its forward pass never reaches that hook")
+        raise InputError(f"site {site.name!r} does not exist in this model: {why}. Choose another site.")
+
+
+def scalar(value, what: str = "the metric") -> float:
+    """A metric's value as a float, or a clear error if it is not one number."""
+    import torch
+
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise InputError(
+                f"{what} must return one number (a 0-d tensor or float) for a batch of prompts; it returned shape "
+                f"{tuple(value.shape)}. Average over the batch (e.g. .mean()) inside the metric."
+            )
+        return float(value.item())
+    if isinstance(value, (int, float)):
+        return float(value)
+    raise InputError(f"{what} must return a number or a 0-d tensor; it returned {type(value).__name__}.")

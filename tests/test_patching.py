@@ -1,0 +1,329 @@
+"""circuitlab.patching against TransformerLens's own patching functions, plus path and attribution patching.
+
+The references are independent: ``transformer_lens.patching`` (one hooked forward pass per patch), direct
+computations from cached activations and weights, and algebraic identities.
+"""
+
+from functools import lru_cache
+
+import pytest
+import torch
+import transformer_lens.patching as tlp
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+import circuitlab.patching.exact as exact
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.metrics import LogitDiff, Normalized, Probability
+from circuitlab.patching import attribution, path_patch, sweep
+from circuitlab.testing import ARCHITECTURES, random_model
+
+TOL = 1e-5
+
+
+@pytest.fixture(autouse=True)
+def small_position_groups(monkeypatch):
+    # prompts here are 6 tokens; groups of 2 positions make the causal shortcut (cached keys/values of earlier
+    # positions) actually run in every test
+    monkeypatch.setattr(exact, "POSITIONS_PER_GROUP", 2)
+
+
+@lru_cache(maxsize=None)
+def model_of(arch: str) -> HookedTransformer:
+    return random_model(arch, seed=11)
+
+
+@lru_cache(maxsize=None)
+def shortformer_model() -> HookedTransformer:
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50, n_ctx=32, attn_only=True,
+                                  act_fn=None, normalization_type="LN", positional_embedding_type="shortformer",
+                                  seed=5, device="cpu", model_name="random-shortformer")
+    model = HookedTransformer(cfg)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if ".b_" in name or name.endswith(".b"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=torch.Generator().manual_seed(len(name))))
+    return model.eval()
+
+
+def prompts(batch: int = 2, seq: int = 6, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    clean = torch.randint(1, 50, (batch, seq), generator=gen)
+    corrupted = clean.clone()
+    corrupted[:, 1::2] = torch.randint(1, 50, (batch, len(range(1, seq, 2))), generator=gen)
+    return clean, corrupted
+
+
+METRIC = LogitDiff(correct=[3, 5], wrong=[7, 9])  # one answer pair per prompt
+
+# (site, by, TransformerLens function): every site/axes combination transformer_lens.patching offers
+CASES = [
+    ("resid_pre", ("layer", "pos"), tlp.get_act_patch_resid_pre),
+    ("resid_mid", ("layer", "pos"), tlp.get_act_patch_resid_mid),
+    ("attn_out", ("layer", "pos"), tlp.get_act_patch_attn_out),
+    ("mlp_out", ("layer", "pos"), tlp.get_act_patch_mlp_out),
+    ("z", ("layer", "pos", "head"), tlp.get_act_patch_attn_head_out_by_pos),
+    ("q", ("layer", "pos", "head"), tlp.get_act_patch_attn_head_q_by_pos),
+    ("k", ("layer", "pos", "head"), tlp.get_act_patch_attn_head_k_by_pos),
+    ("v", ("layer", "pos", "head"), tlp.get_act_patch_attn_head_v_by_pos),
+    ("z", ("layer", "head"), tlp.get_act_patch_attn_head_out_all_pos),
+    ("q", ("layer", "head"), tlp.get_act_patch_attn_head_q_all_pos),
+    ("k", ("layer", "head"), tlp.get_act_patch_attn_head_k_all_pos),
+    ("v", ("layer", "head"), tlp.get_act_patch_attn_head_v_all_pos),
+    ("pattern", ("layer", "head"), tlp.get_act_patch_attn_head_pattern_all_pos),
+    ("pattern", ("layer", "head", "dest_pos"), tlp.get_act_patch_attn_head_pattern_by_pos),
+]
+
+
+def absent(arch: str, site: str) -> bool:
+    return (site == "mlp_out" and arch == "attn_only") or (site == "resid_mid" and arch in ("attn_only", "pythia"))
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("site,by,tl_fn", CASES, ids=[f"{s}-{'_'.join(b)}" for s, b, _ in CASES])
+def test_sweep_equals_transformer_lens(arch, site, by, tl_fn):
+    model = model_of(arch)
+    clean, corrupted = prompts()
+    if absent(arch, site):
+        with pytest.raises(InputError, match="does not exist in this model"):
+            sweep(model, clean, corrupted, METRIC, site, by, quiet=True)
+        return
+    _, clean_cache = model.run_with_cache(clean)
+    with torch.no_grad():
+        ref = tl_fn(model, corrupted, clean_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, site, by, quiet=True)
+    assert ours.axes == by and ours.shape == tuple(ref.shape)
+    assert (ours.values - ref).abs().max() < TOL
+
+
+@pytest.mark.slow
+def test_pattern_dest_src_equals_transformer_lens():
+    model = model_of("attn_only")
+    clean, corrupted = prompts(seq=5)
+    _, clean_cache = model.run_with_cache(clean)
+    with torch.no_grad():
+        ref = tlp.get_act_patch_attn_head_pattern_dest_src_pos(model, corrupted, clean_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, "pattern", ("layer", "head", "dest_pos", "src_pos"), quiet=True)
+    assert (ours.values - ref).abs().max() < TOL
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "pythia"])
+def test_general_metric_path_equals_transformer_lens(arch):
+    """Any callable works: here one that reads two positions and is not declarative (full logits path)."""
+    model = model_of(arch)
+    clean, corrupted = prompts()
+
+    def metric(logits):
+        return (logits[:, -1, 3] - logits[:, 2, 4]).mean() + logits[:, 0, 1].mean()
+
+    _, clean_cache = model.run_with_cache(clean)
+    for site, by, fn in [CASES[0], CASES[4], CASES[8]]:
+        with torch.no_grad():
+            ref = fn(model, corrupted, clean_cache, metric)
+        ours = sweep(model, clean, corrupted, metric, site, by, quiet=True)
+        assert (ours.values - ref).abs().max() < TOL, site
+
+
+def test_probability_and_normalized_metrics_equal_transformer_lens():
+    model = model_of("llama")
+    clean, corrupted = prompts()
+    _, clean_cache = model.run_with_cache(clean)
+    per_prompt_position = LogitDiff(3, 4, pos=[3, 5])  # reads a different position in each prompt
+    for metric in (Probability([3, 4]), Normalized.fit(LogitDiff(3, 4), model, clean, corrupted), per_prompt_position):
+        with torch.no_grad():
+            ref = tlp.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
+        ours = sweep(model, clean, corrupted, metric, "resid_pre", ("layer", "pos"), quiet=True)
+        assert (ours.values - ref).abs().max() < TOL
+
+
+def test_shortformer_positions_equal_transformer_lens():
+    """The zoo's attention-only models add positions to queries and keys only (shortformer)."""
+    model = shortformer_model()
+    clean, corrupted = prompts()
+    _, clean_cache = model.run_with_cache(clean)
+    for site, by, fn in [CASES[0], CASES[4], CASES[6], CASES[13]]:
+        with torch.no_grad():
+            ref = fn(model, corrupted, clean_cache, METRIC)
+        assert (sweep(model, clean, corrupted, METRIC, site, by, quiet=True).values - ref).abs().max() < TOL
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_noising_direction_swaps_the_runs(arch):
+    model = model_of(arch)
+    clean, corrupted = prompts()
+    _, corrupted_cache = model.run_with_cache(corrupted)
+    with torch.no_grad():
+        ref = tlp.get_act_patch_attn_head_out_by_pos(model, clean, corrupted_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), direction="noising", quiet=True)
+    assert (ours.values - ref).abs().max() < TOL
+    with torch.no_grad():
+        assert abs(ours.meta["clean_value"] - float(METRIC(model(clean)))) < TOL
+        assert abs(ours.meta["corrupted_value"] - float(METRIC(model(corrupted)))) < TOL
+
+
+def test_options_do_not_change_the_numbers():
+    """Slow reference loop, tiny chunks, a layer subset, another axis order, resid_post: same values."""
+    model = model_of("gpt2")
+    clean, corrupted = prompts()
+    full = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), quiet=True)
+    slow = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), fast=False, quiet=True)
+    tiny = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), max_memory=1, quiet=True)
+    one = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), layers=[1], quiet=True)
+    swapped = sweep(model, clean, corrupted, METRIC, "hook_z", "layer,head,pos", quiet=True)
+    assert (full.values - slow.values).abs().max() < TOL
+    assert (full.values - tiny.values).abs().max() < TOL
+    assert (full.values[1:] - one.values).abs().max() < TOL and one.labels["layer"] == ["L1"]
+    assert swapped.axes == ("layer", "head", "pos")
+    assert (full.values.permute(0, 2, 1) - swapped.values).abs().max() < TOL
+    # resid_post of layer L is resid_pre of layer L + 1; the last layer's is the final residual stream
+    post = sweep(model, clean, corrupted, METRIC, "resid_post", ("layer", "pos"), quiet=True)
+    pre = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), quiet=True)
+    assert (post.values[0] - pre.values[1]).abs().max() < TOL
+    assert abs(float(post.values[1, -1]) - post.meta["clean_value"]) < TOL  # last position, last layer: clean
+
+
+def test_labels_and_grouped_query_heads():
+    model = model_of("llama")  # 4 query heads, 2 key/value heads
+    clean, corrupted = prompts()
+    res = sweep(model, clean, corrupted, METRIC, "k", ("layer", "head"), quiet=True)
+    assert res.shape == (2, 2) and res.labels["head"] == ["KV0", "KV1"]
+    res = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), quiet=True)
+    assert res.labels["pos"][0].startswith("0:") and len(res.labels["pos"]) == 6
+    assert res.meta["site"] == "resid_pre" and res.to_dataframe().shape[0] == 12
+
+
+def test_errors_say_what_is_wrong():
+    model = model_of("gpt2")
+    clean, corrupted = prompts()
+    with pytest.raises(InputError, match="same number of tokens"):
+        sweep(model, clean, corrupted[:, :5], METRIC, quiet=True)
+    with pytest.raises(InputError, match="unknown site 'resid_middle'"):
+        sweep(model, clean, corrupted, METRIC, "resid_middle", quiet=True)
+    with pytest.raises(InputError, match="does not fit site 'resid_pre'"):
+        sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "head"), quiet=True)
+    with pytest.raises(InputError, match="must include 'layer'"):
+        sweep(model, clean, corrupted, METRIC, "z", ("head",), quiet=True)
+    with pytest.raises(InputError, match="one number"):
+        sweep(model, clean, corrupted, lambda logits: logits[:, -1, 0], quiet=True)
+    with pytest.raises(InputError, match="out of range"):
+        sweep(model, clean, corrupted, METRIC, layers=[2], quiet=True)
+    with pytest.raises(InputError, match="direction"):
+        sweep(model, clean, corrupted, METRIC, direction="sideways", quiet=True)
+    assert issubclass(InputError, CircuitlabError)
+
+
+# -- attribution patching ---------------------------------------------------------------------------------------
+
+@lru_cache(maxsize=None)
+def linear_readout_model() -> HookedTransformer:
+    """Attention-only, no LayerNorm: the logits are linear in every last-layer head's q-independent inputs."""
+    cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_vocab=50, n_ctx=16, attn_only=True,
+                                  act_fn=None, normalization_type=None, seed=2, device="cpu", model_name="linear")
+    return HookedTransformer(cfg).eval()
+
+
+@pytest.mark.parametrize("site,by", [("z", ("layer", "head")), ("attn_out", ("layer", "pos")),
+                                     ("v", ("layer", "pos", "head")), ("pattern", ("layer", "head", "dest_pos")),
+                                     ("resid_post", ("layer", "pos"))])
+def test_attribution_is_exact_where_the_metric_is_linear(site, by):
+    """In the last layer of a model without LayerNorm, the logit difference is linear in z, attn_out, v (the
+    pattern does not depend on v), the pattern (z = pattern @ v) and resid_post: first order is exact."""
+    model = linear_readout_model()
+    clean, corrupted = prompts()
+    exact_res = sweep(model, clean, corrupted, METRIC, site, by, layers=[1], quiet=True)
+    approx = attribution(model, clean, corrupted, METRIC, site, by, layers=[1])
+    assert approx.shape == exact_res.shape and approx.axes == exact_res.axes
+    assert (approx.values - exact_res.values).abs().max() < 1e-4
+
+
+def test_attribution_shape_and_first_order_behaviour():
+    model = model_of("gpt2")
+    clean, corrupted = prompts()
+    exact_res = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), quiet=True)
+    approx = attribution(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"))
+    assert approx.shape == exact_res.shape and "linear estimate" in approx.title
+    # patching position 0 (identical tokens, hence identical activations) changes nothing, exactly and linearly
+    assert torch.allclose(approx.values[:, 0], torch.full((2,), approx.meta["base_value"]), atol=1e-5)
+    assert torch.allclose(exact_res.values[:, 0], torch.full((2,), exact_res.meta["corrupted_value"]), atol=1e-5)
+
+
+# -- path patching -------------------------------------------------------------------------------------------------
+
+def _head_out(model, cache, layer, head):
+    return cache[f"blocks.{layer}.attn.hook_z"][:, :, head] @ model.W_O[layer, head]
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_path_patch_to_logits_equals_direct_computation(arch):
+    """Senders = every head of the last layer, receiver = final residual stream: with all else frozen, the final
+    residual stream is the corrupted one plus the senders' output differences, then ln_final and unembed."""
+    model = model_of(arch)
+    clean, corrupted = prompts()
+    last = model.cfg.n_layers - 1
+    _, cc = model.run_with_cache(clean)
+    _, xc = model.run_with_cache(corrupted)
+    resid = xc[f"blocks.{last}.hook_resid_post"].clone()
+    for h in range(model.cfg.n_heads):
+        resid += _head_out(model, cc, last, h) - _head_out(model, xc, last, h)
+    with torch.no_grad():
+        expected = float(METRIC(model.unembed(model.ln_final(resid))))
+    res = path_patch(model, clean, corrupted, METRIC, senders=[(last, h) for h in range(model.cfg.n_heads)],
+                     receivers="resid_final")
+    assert abs(float(res.values[0]) - expected) < TOL
+
+
+@pytest.mark.parametrize("arch,component", [("gpt2", "q"), ("pythia", "k"), ("llama", "v")])
+def test_path_patch_into_head_input_equals_brute_force(arch, component):
+    """Receiver = one head's q/k/v in layer 1: its input is the corrupted residual stream plus the senders'
+    output differences (head 0.2 and MLP 0), through ln1; then a normal run with only that input replaced."""
+    model = model_of(arch)
+    clean, corrupted = prompts()
+    _, cc = model.run_with_cache(clean)
+    _, xc = model.run_with_cache(corrupted)
+    x = xc["blocks.1.hook_resid_pre"] + _head_out(model, cc, 0, 2) - _head_out(model, xc, 0, 2)
+    x = x + cc["blocks.0.hook_mlp_out"] - xc["blocks.0.hook_mlp_out"]
+    attn = model.blocks[1].attn
+    w, b = {"q": (attn.W_Q, attn.b_Q), "k": (attn._W_K, attn._b_K) if hasattr(attn, "_W_K") else (attn.W_K, attn.b_K),
+            "v": (attn._W_V, attn._b_V) if hasattr(attn, "_W_V") else (attn.W_V, attn.b_V)}[component]
+    head = 1
+    with torch.no_grad():
+        new = model.blocks[1].ln1(x) @ w[head] + b[head]
+
+        def put(act, hook):
+            act[:, :, head] = new
+            return act
+
+        expected = float(METRIC(model.run_with_hooks(corrupted, fwd_hooks=[(f"blocks.1.attn.hook_{component}", put)])))
+    res = path_patch(model, clean, corrupted, METRIC, senders=["L0H2", ("mlp", 0)], receivers=[(1, head, component)])
+    assert abs(float(res.values[0]) - expected) < TOL
+    assert res.labels["senders"] == ["L0H2+MLP0"]
+
+
+def test_path_patch_head_sweep_and_errors():
+    model = model_of("attn_only")
+    clean, corrupted = prompts()
+    res = path_patch(model, clean, corrupted, METRIC, senders="heads", receivers="L1H0.q", quiet=True)
+    assert res.axes == ("layer", "head") and res.shape == (2, 4)
+    assert torch.allclose(res.values[1], torch.full((4,), res.meta["corrupted_value"]))  # no path from layer 1
+    with pytest.raises(InputError, match="no path"):
+        path_patch(model, clean, corrupted, METRIC, senders=(1, 0), receivers=[(1, 2, "q")])
+    with pytest.raises(InputError, match="attention-only"):
+        path_patch(model, clean, corrupted, METRIC, senders="MLP0")
+    with pytest.raises(InputError, match="cannot read receiver"):
+        path_patch(model, clean, corrupted, METRIC, senders=(0, 0), receivers=["L1H0.z"])
+
+
+# -- command line --------------------------------------------------------------------------------------------------
+
+def test_cli_patch_prints_a_top_table(tmp_path, capsys):
+    from circuitlab.cli import main
+    from circuitlab.models import save_model
+
+    save_model(model_of("gpt2"), tmp_path / "m")
+    args = ["patch", "--model", str(tmp_path / "m"), "--clean", "1 2 3 4 5 6", "--corrupted", "1 2 9 4 5 6",
+            "--answer", "7", "--wrong", "8", "--site", "z", "--by", "layer,head", "--top", "3", "--quiet"]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert "z by layer, head" in out and "recovered" in out
+    assert len([line for line in out.splitlines() if line.strip()[:2] in ("1 ", "2 ", "3 ")]) == 3
+    assert main(args[:6] + ["1 2 9 4"] + args[7:]) == 1  # a clear error, not a traceback
+    assert "same number of tokens" in capsys.readouterr().err
