@@ -6,10 +6,11 @@ somewhere inside it::
     <bos> x x x [s1 s2 ... sk] [s1 s2 ... sk] x x x
 
 The segment length and the length of the random prefix vary per sequence, so a model can only predict the
-repeat by looking back in context (an induction circuit), never by position. A fraction of sequences are
-instead *arithmetic runs* ``a, a+d, a+2d, ... (mod V)`` with a per-sequence step ``d``: predicting them needs the
-current and the previous token but no copying, a second job for the heads so that not every head becomes
-an induction head.
+repeat by looking back in context (an induction circuit), never by position. After the first
+``second_task_from`` steps, half the sequences are *topical*: their first token names a topic ``c`` and every
+token comes from topic ``c``'s ten words, which rewards reading position 1 from everywhere. (The recipe also
+offers *arithmetic runs* ``a, a+d, a+2d, ... (mod V)``; neither second task, mixed in from the start, left room
+for induction to form within the step budget in trials, and neither made a layer-1 head give up induction.)
 
 Positions are "shortformer" style (added to queries and keys, not to the residual stream), which keeps
 position information out of the values and makes induction form quickly and reliably.
@@ -171,9 +172,12 @@ def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False) -> tuple[Hoo
     return model, card
 
 
+#: The shipped models: 1500 steps of repeated segments alone (induction forms), then 1000 more with half the
+#: sequences topical, which sharpened induction (repeat loss 1.8 -> 0.6 nats in a trial) without breaking it.
+#: (Mixing a second task in from the start delayed induction past the step budget in trials, for both tasks.)
 RECIPES: dict[str, AttnOnlyRecipe] = {
-    "zoo/attn-only-2l": AttnOnlyRecipe(n_layers=2),
-    "zoo/attn-only-1l": AttnOnlyRecipe(n_layers=1),
+    f"zoo/attn-only-{n}l": AttnOnlyRecipe(n_layers=n, steps=2500, topic_fraction=0.5, second_task_from=1500)
+    for n in (2, 1)
 }
 
 
