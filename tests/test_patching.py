@@ -95,6 +95,24 @@ def test_sweep_equals_transformer_lens(arch, site, by, tl_fn):
     assert (ours.values - ref).abs().max() < TOL
 
 
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("site,by,tl_fn", [CASES[i] for i in (0, 4, 8, 9, 12, 13)],
+                         ids=lambda x: "_".join(x) if isinstance(x, tuple) else getattr(x, "__name__", str(x)))
+def test_shared_prefix_shortcuts_equal_transformer_lens(arch, site, by, tl_fn):
+    """Inputs that agree on their first positions: patches there are no-ops, all-position patches start later."""
+    model = model_of(arch)
+    gen = torch.Generator().manual_seed(7)
+    clean = torch.randint(1, 50, (2, 9), generator=gen)
+    corrupted = clean.clone()
+    corrupted[0, 5] = (clean[0, 5] % 49) + 1  # prompts first differ at position 5 (prompt 0) ...
+    corrupted[1, 6:] = (clean[1, 6:] % 49) + 1  # ... and 6 (prompt 1)
+    _, clean_cache = model.run_with_cache(clean)
+    with torch.no_grad():
+        ref = tl_fn(model, corrupted, clean_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, site, by, quiet=True)
+    assert (ours.values - ref).abs().max() < TOL
+
+
 @pytest.mark.slow
 def test_pattern_dest_src_equals_transformer_lens():
     model = model_of("attn_only")

@@ -150,6 +150,10 @@ class _Engine:
         # reading keys/values of earlier positions from the cache is exact only when the cached keys are what
         # hook_k/hook_v hold (no query/key norm, no clipping) and attention is causal
         self.kv_reuse = fast and _kv_cache_is_hook_kv(cfg)
+        # before the first position where the two inputs differ (in any prompt), both runs compute the same
+        # activations (causal attention), so a patch changes nothing there and patched runs may start at it
+        differs = (base != source).any(0).nonzero()
+        self.first_diff = int(differs[0]) if len(differs) else self.seq_len
 
         # which logits the metric reads (fast path), and how early a patch may start along the positions
         if self.declarative:
@@ -190,6 +194,14 @@ class _Engine:
         row_of_layer = {layer: li for li, layer in enumerate(layers)}
         where = {patch: (row_of_layer[patch[0]], *patch[1]) for patch in patches}
         bar = tqdm(total=len(patches), desc=f"patching {self.site.name}", disable=quiet, leave=False)
+        if self.kv_reuse and self.site.pos_axis in other:
+            # a patch before the first position where the inputs differ replaces values by equal values
+            k = other.index(self.site.pos_axis)
+            no_ops = [patch for patch in patches if patch[1][k] < self.first_diff]
+            for patch in no_ops:
+                out[where[patch]] = self.base_value
+            patches = [patch for patch in patches if patch[1][k] >= self.first_diff]
+            bar.update(len(no_ops))
         for start, group in self._groups(patches, other):
             group.sort(key=lambda patch: patch[0])  # by layer: a chunk's rows join the batch layer by layer
             # as many patches per forward pass as the memory bound allows (shorter rows when start > 0), in
@@ -208,13 +220,19 @@ class _Engine:
     def _groups(self, patches: list, other: list[str]):
         """Patches grouped by the first position they can change (the causal-attention shortcut).
 
+        A patch that covers all positions can change nothing before the first position where the clean and
+        corrupted inputs differ, so such patches start there.
+
         A group whose patches all sit at position ``s`` or later computes only positions ``s...``. More groups
         mean less arithmetic but more, smaller operations; a group per ``POSITIONS_PER_GROUP`` positions
         balances the two.
         """
         pos_axis = self.site.pos_axis
-        if not self.kv_reuse or pos_axis not in other:
+        if not self.kv_reuse:
             yield 0, list(patches)
+            return
+        if pos_axis not in other:  # every patch covers all positions: start where the inputs first differ
+            yield min(self.first_diff, self.first_read), list(patches)
             return
         k = other.index(pos_axis)
         width = POSITIONS_PER_GROUP
