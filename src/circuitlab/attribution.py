@@ -453,6 +453,14 @@ class LogitLens:
     def _repr_html_(self) -> str:
         return self.to_html()
 
+    def __repr__(self) -> str:
+        """Per layer: the tracked answer's mean probability and mean rank over the batch."""
+        rows = [f"{lab}: p={float(self.answer_prob.values[:, i].mean()):.3f} "
+                f"rank={float(self.answer_rank.values[:, i].float().mean()):.1f}"
+                for i, lab in enumerate(self.layer_labels)]
+        return (f"LogitLens(model={self.model!r}, norm={self.norm!r}, batch={self.answer.shape[0]}; "
+                + "; ".join(rows) + ")")
+
 
 def logit_lens(
     model: HookedTransformer,
