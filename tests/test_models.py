@@ -197,3 +197,18 @@ def test_transformer_bridge_needs_compatibility_mode(tiny_bridge):
         circuitlab.load_model(tiny_bridge)
     tiny_bridge.enable_compatibility_mode(disable_warnings=True)
     assert circuitlab.load_model(tiny_bridge) is tiny_bridge
+
+
+def test_cli_token_id_options():
+    from circuitlab.cli import answer_arg, prompt_arg
+
+    no_tok = random_model("gpt2")
+    zoo = circuitlab.load_model("zoo/attn-only-2l")
+    assert prompt_arg(no_tok, "3, 17 42") == [3, 17, 42]
+    assert prompt_arg(zoo, "t3 t4") == "t3 t4"  # text where there is a tokenizer
+    assert prompt_arg(zoo, "3 4", as_ids=True) == [3, 4]
+    assert answer_arg(no_tok, "7") == 7 and answer_arg(no_tok, None) is None
+    with pytest.raises(CircuitlabError, match="single token id"):
+        answer_arg(no_tok, "7 8", "--answer")
+    with pytest.raises(CircuitlabError, match="token ids"):
+        prompt_arg(no_tok, "t3 t4", "--clean")

@@ -11,7 +11,7 @@ import sys
 import warnings
 from typing import Callable, Sequence
 
-from circuitlab.errors import CircuitlabError
+from circuitlab.errors import CircuitlabError, InputError
 
 warnings.filterwarnings("ignore", category=DeprecationWarning)
 
@@ -26,6 +26,35 @@ def command(name: str, help: str):
         return run
 
     return wrap
+
+
+def token_ids(text: str, what: str) -> list[int]:
+    """Token ids written on the command line, separated by spaces or commas: ``"3 17 42"``."""
+    try:
+        ids = [int(t) for t in text.replace(",", " ").split()]
+    except ValueError:
+        ids = []
+    if not ids:
+        raise InputError(f"{what} {text!r} should be token ids separated by spaces or commas, e.g. '3 17 42' "
+                         "(the model has no tokenizer, or ids were asked for).")
+    return ids
+
+
+def prompt_arg(model, text: str | None, what: str = "--prompt", as_ids: bool = False):
+    """A prompt option: text for a model with a tokenizer, token ids for one without (or with ``as_ids``)."""
+    if text is None or (model.tokenizer is not None and not as_ids):
+        return text
+    return token_ids(text, what)
+
+
+def answer_arg(model, text: str | None, what: str = "--answer", as_ids: bool = False):
+    """An answer option: text for a model with a tokenizer, else exactly one token id."""
+    if text is None or (model.tokenizer is not None and not as_ids):
+        return text
+    ids = token_ids(text, what)
+    if len(ids) != 1:
+        raise InputError(f"{what} must be a single token id; got {len(ids)} ids {ids}.")
+    return ids[0]
 
 
 def _models_args(p: argparse.ArgumentParser) -> None:

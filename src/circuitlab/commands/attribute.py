@@ -8,32 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import command
-
-
-def parse_prompt(model, text: str):
-    """Text for a model with a tokenizer; space- or comma-separated token ids for one without."""
-    if model.tokenizer is not None:
-        return text
-    from circuitlab.errors import InputError
-
-    try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise InputError(f"model {model.cfg.model_name!r} has no tokenizer: give the prompt as token ids, "
-                         f"e.g. --prompt '0 5 17 5'; got {text!r}.") from None
-
-
-def parse_answer(model, text: str | None):
-    if text is None or model.tokenizer is not None:
-        return text
-    from circuitlab.errors import InputError
-
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"model {model.cfg.model_name!r} has no tokenizer: give answers as token ids; "
-                         f"got {text!r}.") from None
+from circuitlab.cli import answer_arg, command, prompt_arg
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -54,8 +29,8 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab.attribution import direct_logit_attribution, logit_lens
 
     model = load_model(args.model)
-    prompt = parse_prompt(model, args.prompt)
-    answer, wrong = parse_answer(model, args.answer), parse_answer(model, args.wrong)
+    prompt = prompt_arg(model, args.prompt)
+    answer, wrong = answer_arg(model, args.answer), answer_arg(model, args.wrong, "--wrong")
     dla = direct_logit_attribution(model, prompt, answer, wrong=wrong, by=args.by, pos=args.pos)
     total = direct_logit_attribution(model, prompt, answer, wrong=wrong, by="component", pos=args.pos)
     print(f"{dla.title} on {model.cfg.model_name}: {dla.metric} at {dla.task}")

@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import command
-from circuitlab.commands.attribute import parse_answer, parse_prompt
+from circuitlab.cli import answer_arg, command, prompt_arg
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -33,7 +32,7 @@ def run(args: argparse.Namespace) -> int:
     layer = check_mlp_layer(model, args.layer)
     parts = []
     if args.prompt is not None:
-        prompt, token = parse_prompt(model, args.prompt), parse_answer(model, args.token)
+        prompt, token = prompt_arg(model, args.prompt), answer_arg(model, args.token, "--token")
         sub = sub_updates(model, prompt, layer, token=token, k=args.k)
         ranked = "effect on the token" if sub.effect is not None else "|m|*||v||"
         print(f"top sub-updates of MLP layer {layer} at the last position (ranked by {ranked}):")
@@ -48,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         parts.append(vt.to_html())
         if args.data:
             with open(args.data, encoding="utf-8") as f:
-                lines = (parse_prompt(model, line.rstrip("\n")) for line in f if line.strip())
+                lines = (prompt_arg(model, line.rstrip("\n"), "a --data line") for line in f if line.strip())
                 ke = key_examples(model, lines, layer, args.neuron, k=args.k, quiet=args.quiet)
             print(f"top-activating contexts ({ke.n_prompts} lines, {ke.n_tokens} tokens):")
             for e in ke.examples:

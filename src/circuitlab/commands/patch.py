@@ -12,8 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import command
-from circuitlab.errors import InputError
+from circuitlab.cli import answer_arg, command, prompt_arg
 
 
 def _arguments(p: argparse.ArgumentParser) -> None:
@@ -32,12 +31,10 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _ids(text: str, what: str) -> list[int]:
-    try:
-        return [int(t) for t in text.replace(",", " ").split()]
-    except ValueError:
-        raise InputError(f"{what} {text!r} should be whitespace-separated token ids for this model "
-                         "(it has no tokenizer), e.g. '3 17 42'.") from None
+def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
+    import torch
+
+    return tuple(int(i) for i in torch.unravel_index(torch.tensor(flat), shape))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -46,11 +43,10 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab.patching import sweep
 
     model = load_model(args.model)
-    as_ids = args.ids or model.tokenizer is None
-    clean = _ids(args.clean, "--clean") if as_ids else args.clean
-    corrupted = _ids(args.corrupted, "--corrupted") if as_ids else args.corrupted
-    answer = _ids(args.answer, "--answer")[0] if as_ids else args.answer
-    wrong = _ids(args.wrong, "--wrong")[0] if as_ids else args.wrong
+    clean = prompt_arg(model, args.clean, "--clean", as_ids=args.ids)
+    corrupted = prompt_arg(model, args.corrupted, "--corrupted", as_ids=args.ids)
+    answer = answer_arg(model, args.answer, "--answer", as_ids=args.ids)
+    wrong = answer_arg(model, args.wrong, "--wrong", as_ids=args.ids)
 
     metric = LogitDiff(answer, wrong, model=model)
     res = sweep(model, clean, corrupted, metric, site=args.site, by=args.by, direction=args.direction,
@@ -65,10 +61,10 @@ def run(args: argparse.Namespace) -> int:
     baseline = corrupted_v if args.direction == "denoising" else clean_v
     effect = res.values - baseline
     ranked = sorted(range(res.values.numel()), key=lambda i: -abs(float(effect.flatten()[i])))[:args.top]
-    width = max([len(res.label_of(_unravel(i, res.shape))) for i in ranked] + [5])
+    width = max([len(res.label_of(_index(i, res.shape))) for i in ranked] + [5])
     print(f"  {'#':>3}  {'patch':<{width}}  {'metric':>10}  {'effect':>10}  {'recovered':>9}")
     for rank, i in enumerate(ranked, 1):
-        index = _unravel(i, res.shape)
+        index = _index(i, res.shape)
         value = float(res.values[index])
         recovered = f"{(value - corrupted_v) / span:9.3f}" if abs(span) > 1e-9 else f"{'n/a':>9}"
         print(f"  {rank:>3}  {res.label_of(index):<{width}}  {value:10.4f}  {value - baseline:+10.4f}  {recovered}")
@@ -77,14 +73,6 @@ def run(args: argparse.Namespace) -> int:
             f.write(res.to_html())
         print(f"wrote {args.html}")
     return 0
-
-
-def _unravel(i: int, shape: tuple[int, ...]) -> tuple[int, ...]:
-    out = []
-    for size in reversed(shape):
-        out.append(i % size)
-        i //= size
-    return tuple(reversed(out))
 
 
 run.arguments = _arguments
