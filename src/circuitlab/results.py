@@ -89,12 +89,12 @@ class Result:
         return out
 
     def label_of(self, index: Sequence[int]) -> str:
-        """A readable name for one entry, e.g. ``"L1 H3"`` or ``"L0 pos 4 ' t7'"``."""
+        """A readable name for one entry, e.g. ``"L1 H3"`` or ``"L0 pos 4:t7"``."""
         parts = []
         for axis, i in zip(self.axes, index):
             lab = self.labels[axis][i]
-            if axis == "pos":
-                parts.append(f"pos {i} {lab!r}")
+            if axis == "pos":  # position labels already carry their index ("4:t1"), or are just the index
+                parts.append(f"pos {lab}" if lab == str(i) or lab.startswith(f"{i}:") else f"pos {i} {lab!r}")
             elif lab == default_labels(axis, i + 1)[-1]:
                 parts.append(lab)
             else:
