@@ -179,6 +179,27 @@ def test_recipe_reproduces_the_shipped_model_properties():
     assert ((ind[1] > 0.3) == (shipped_ind[1] > 0.3)).all()
 
 
+def test_zoo_build_writes_the_recipes_extra_files_beside_the_weights(tmp_path, monkeypatch):
+    from circuitlab.zoo import build
+
+    model = random_model("gpt2", seed=4)
+    fake = build.ZooRecipe(
+        name="zoo/fake",
+        train=lambda: (model, {"trained": True}, {"world.json": '{"a": 1}', "heldout.txt": "In the beginning\n"}),
+        measure=lambda m: {"behaviours": {"n_layers": m.cfg.n_layers}},
+        describe=lambda card: f"fake, {card['behaviours']['n_layers']} layers",
+    )
+    monkeypatch.setattr(build, "recipes", lambda: {"zoo/fake": fake})
+    path = build.build("zoo/fake", out_dir=tmp_path, verbose=False)
+    assert path == tmp_path / "fake"
+    assert (path / "world.json").read_text() == '{"a": 1}'
+    assert (path / "heldout.txt").read_text() == "In the beginning\n"
+    card = circuitlab.models.io.read_card(path)
+    assert card["trained"] and card["description"] == f"fake, {model.cfg.n_layers} layers"
+    tokens = torch.randint(0, model.cfg.d_vocab, (2, 7))
+    assert torch.equal(circuitlab.load_model(path)(tokens), model(tokens))
+
+
 @pytest.fixture(scope="module")
 def tiny_bridge(tmp_path_factory):
     """A TransformerBridge booted offline from a tiny random GPT-2 saved locally."""

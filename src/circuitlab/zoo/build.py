@@ -25,10 +25,14 @@ from circuitlab.models.loading import ZOO_DIR, ZOO_PREFIX
 
 @dataclass(frozen=True)
 class ZooRecipe:
-    """How to make one zoo model: ``train() -> (model, card)`` and ``measure(model) -> dict``."""
+    """How to make one zoo model: ``train() -> (model, card, files)`` and ``measure(model) -> dict``.
+
+    ``files`` maps file names to the text of files that ship beside the weights (``{}`` for most models;
+    ``zoo/toy-lm`` writes its synthetic world and its held-out text).
+    """
 
     name: str
-    train: Callable[[], tuple[HookedTransformer, dict[str, Any]]]
+    train: Callable[[], tuple[HookedTransformer, dict[str, Any], dict[str, str]]]
     measure: Callable[[HookedTransformer], dict[str, Any]]
     describe: Callable[[dict[str, Any]], str]
 
@@ -39,7 +43,7 @@ def _attn_only(n_layers: int) -> ZooRecipe:
     name = f"{ZOO_PREFIX}attn-only-{n_layers}l"
     return ZooRecipe(
         name=name,
-        train=lambda: attn_only.train(attn_only.RECIPES[name], name),
+        train=lambda: (*attn_only.train(attn_only.RECIPES[name], name), {}),
         measure=attn_only.measure,
         describe=attn_only.describe,
     )
@@ -60,10 +64,12 @@ def recipes() -> dict[str, ZooRecipe]:
 
 def build(name: str, out_dir: Path = ZOO_DIR, verbose: bool = True) -> Path:
     recipe = recipes()[name]
-    model, card = recipe.train()
+    model, card, files = recipe.train()
     card.update(recipe.measure(model))
     card["description"] = recipe.describe(card)
     path = save_model(model, out_dir / name.removeprefix(ZOO_PREFIX), card=card)
+    for file_name, text in files.items():
+        (path / file_name).write_text(text)
     if verbose:
         print(f"{name}: {card['description']}\n  written to {path}")
     return path

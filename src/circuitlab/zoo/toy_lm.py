@@ -810,16 +810,13 @@ def measure_model(model: HookedTransformer) -> dict[str, Any]:
 
 
 def zoo_recipe():
-    """The zoo builder's entry (``python -m circuitlab.zoo build zoo/toy-lm``).
-
-    The builder writes config, weights, tokenizer and card; ``world.json`` and ``heldout.txt`` are written by
-    ``python -m circuitlab.zoo.toy_lm`` (:func:`save`), and :func:`measure_model` rebuilds both without them.
-    """
+    """The zoo builder's entry (``python -m circuitlab.zoo build zoo/toy-lm``): config, weights, tokenizer and
+    card, with ``world.json`` and ``heldout.txt`` beside them (as :func:`save` writes them)."""
     from circuitlab.zoo.build import ZooRecipe
 
-    def _train() -> tuple[HookedTransformer, dict[str, Any]]:
-        model, card, _, _ = train(ToyLMRecipe())
-        return model, card
+    def _train() -> tuple[HookedTransformer, dict[str, Any], dict[str, str]]:
+        model, card, world, heldout_text = train(ToyLMRecipe())
+        return model, card, {WORLD_FILE: world.to_json(), HELDOUT_FILE: heldout_text}
 
     return ZooRecipe(name=NAME, train=_train, measure=measure_model, describe=describe)
 
