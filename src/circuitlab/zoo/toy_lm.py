@@ -1,44 +1,51 @@
-"""Recipe for ``zoo/toy-lm``: a small GPT-2-style language model with MLPs, trained offline on real English.
+"""Recipe for ``zoo/toy-lm``: a small GPT-style language model with MLPs, trained offline on real English.
 
 What it learns from
 -------------------
-Each training sequence is ``<|endoftext|>`` (the BOS token, id 0) and 127 tokens of one of four kinds:
+Each training sequence is ``<|endoftext|>`` (the BOS token, id 0) and 127 tokens of one of five kinds, drawn
+independently per sequence (fractions are :class:`ToyLMRecipe` fields):
 
-- **real text** (most of them): a random window of the King James Bible or the fortune-cookie collection, both
-  Debian packages (see :mod:`circuitlab.zoo.text_data` for exact sources and licences). The books of Ruth,
-  Jonah, Titus and Philemon are held out and ship as ``heldout.txt``.
-- **repeated passages**: ``... P P ...`` where ``P`` is a stretch of real text, meant to reward induction heads
-  (Olsson et al. 2022); see below for how far that got.
-- **facts about invented people**: lines such as ``"Zorvath lives in Pellmoor."``, four relations (home town,
-  trade, favourite colour, pet), each said with four templates. For every (person, relation) one template is
-  *never* used in training; the fact query test asks with exactly that template, so a correct answer means the
-  fact is stored with the person (Meng et al. 2022 locate such recall in mid-layer MLPs at the subject's last
-  token), not with one sentence.
-- **a toy indirect-object task**: ``"When Mary and John went to the market, John gave a ring to Mary."`` with
-  names from a fixed list; a fifth of the name pairs never appear in training and are used to test.
+- **real text** (30%): a random window of the King James Bible or the fortune-cookie collection, both Debian
+  packages (see :mod:`circuitlab.zoo.text_data` for exact sources and licences). The books of Ruth, Jonah,
+  Titus and Philemon are held out and ship as ``heldout.txt``.
+- **repeated passages** (30%): ``x P P ... P y``, a window ``P`` of real text 6 to 63 tokens long repeated
+  ``k >= 2`` times in a row between windows of real text, to reward induction heads (Olsson et al. 2022);
+- **repeated random tokens** (10%): the same with ``P`` drawn uniformly from the vocabulary, where nothing
+  but copying predicts the repeats;
+- **facts about invented people** (20%): lines such as ``"Zorvath lives in Pellmoor."``, four relations (home
+  town, trade, favourite colour, pet), each said with four templates. For every (person, relation) one template
+  is *never* used in training; the fact query test asks with exactly that template, so a correct answer means
+  the fact is stored with the person (Meng et al. 2022 locate such recall in mid-layer MLPs at the subject's
+  last token), not with one sentence.
+- **a toy indirect-object task** (10%): ``"When Mary and John went to the market, John gave a ring to Mary."``
+  with names from a fixed list; a fifth of the name pairs never appear in training and are used to test.
 
-Three phases, each with a fresh optimiser: phase 1 (``steps``) on the mixture above (15% repeats, 30% facts,
-10% IOI, 45% real text); phase 2 (``copy_*``) on a mixture richer in copying (passages, real or random tokens,
-repeated several times in a row, and twice the IOI lines); phase 3 (``induction_*``) mostly on repeated
-random-token passages. After phase 1 alone the model knew the facts but did not copy in context (repeated-passage
-drop 0.07 nats, IOI logit difference -1.1); after phase 2 it solved IOI (logit difference 5.7) but still had no
-general induction (drop 0.14 nats); phase 3 improved everything else (IOI 8.2, held-out loss 4.42) but
-induction on text still did not form within this budget (drop 0.15 nats; repeated random tokens are not
-copied either). Learned absolute positions make induction slow to form; the attention-only zoo models use
-shortformer positions for that reason. Known shortfall: a longer phase 3 (or more repeats from the start) is
-the next thing to try.
+One phase: AdamW, warmup then cosine decay, on that mixture throughout. In the shipped model, copying of
+repeated random tokens appeared between steps 1500 and 1750 of 4000 (the card's ``induction_curve``).
 
 What it is
 ----------
-A GPT-2-shaped ``HookedTransformer`` (LayerNorm, learned absolute positions, ``gelu_new`` MLPs), 4 layers,
-``d_model`` 128, a byte-level BPE tokenizer with a GPT-2-style leading-space convention (``" Mary"`` is one
-token) trained on the same data. Training runs a plain-PyTorch twin of the model (fused LayerNorm, GELU and
-scaled-dot-product attention: fewer, fused kernels than the hooked model's hook-by-hook forward) whose parameters have
-HookedTransformer's names and shapes, so the trained weights load into ``HookedTransformer`` as they are.
+A ``HookedTransformer`` with LayerNorm, ``gelu_new`` MLPs, 4 layers, ``d_model`` 128, 4 heads of 32, rotary
+positions on 8 of each head's 32 dimensions, and tied embeddings (``W_U = W_E^T`` during training, as in
+GPT-2; saved as two equal matrices, so the model is an ordinary ``HookedTransformer``). The tokenizer is a
+byte-level BPE with a GPT-2-style leading-space convention (``" Mary"`` is one token), trained on the same data.
+Training runs a plain-PyTorch twin of the model (fused LayerNorm, GELU and scaled-dot-product attention: fewer,
+fused kernels than the hooked model's hook-by-hook forward) whose parameters have HookedTransformer's names and
+shapes, so the trained weights load into ``HookedTransformer`` as they are.
+
+Why these choices: an earlier recipe (learned absolute positions, untied embeddings, short repeats) learned
+the facts and IOI but never copied in context. Small experiments on repeated random tokens showed that tied
+embeddings were needed for copying to start within a CPU budget (an untied 2-layer model learned nothing in
+550 steps that the tied one learned), that rotary positions on a few dimensions (leaving the rest for content
+matching) formed induction where learned positions did not, and that passages repeated several times in a
+row teach copying much sooner than a single repeat. Passages up to half a sequence long are needed for
+copying over long distances: with passages of at most 24 tokens the model copied well over 20 tokens but
+poorly over 40.
 
 Measured (functions below, recomputed from the shipped model by the tests): loss on held-out Bible text,
 the in-context loss drop on a repeated held-out passage, accuracy on held-out fact queries, and the IOI logit
-difference on held-out name pairs.
+difference on held-out name pairs; the card also keeps the induction curve (loss on repeated random tokens
+during training).
 
 Run it: ``python -m circuitlab.zoo.toy_lm --out src/circuitlab/zoo/weights/toy-lm`` (add ``--install-corpora``
 as root where the Debian packages are missing).
@@ -69,6 +76,8 @@ NAME = "zoo/toy-lm"
 WORLD_FILE = "world.json"
 HELDOUT_FILE = "heldout.txt"
 EOT = "<|endoftext|>"  # BOS, end of text and padding: id 0
+#: buffers HookedTransformer builds itself (causal masks, rotary tables): absent from FastGPT's state dict
+_REBUILT_BUFFERS = ("mask", "IGNORE", "rotary_sin", "rotary_cos")
 
 
 # --------------------------------------------------------------------------------------------------- recipe
@@ -85,42 +94,29 @@ class ToyLMRecipe:
     d_mlp: int = 512
     n_ctx: int = 128
     vocab_size: int = 4096
+    rotary_dim: int = 8  # rotary positions on 8 of each head's 32 dimensions; the other 24 carry content only
+    tie_embeddings: bool = True  # trained with W_U = W_E^T, as GPT-2 (saved as two equal matrices)
     # data mixture (fractions of training sequences; the rest is real text)
-    repeat_fraction: float = 0.15
-    fact_fraction: float = 0.30
+    repeat_fraction: float = 0.30  # a passage of real text, repeated 2 or more times in a row
+    random_repeat_fraction: float = 0.10  # the same with a passage of random tokens
+    fact_fraction: float = 0.20
     ioi_fraction: float = 0.10
+    min_repeat_len: int = 6  # passages are 6 to (n_ctx - 1) // 2 tokens long
     n_people: int = 80
     heldout_pair_fraction: float = 0.2
     max_real_chars: int | None = None  # cap on real text (for quick runs); None = all of it
     # extra lines listing every answer and name, in the tokenizer's training text only: quick runs on little
     # text need them for the answers to become single tokens (the full recipe does not)
     tokenizer_glossary_lines: int = 0
-    # optimisation
-    steps: int = 900
+    # optimisation: AdamW, linear warmup, then cosine decay to min_lr_fraction * lr
+    steps: int = 4000
     batch_size: int = 16
     lr: float = 3e-3
     min_lr_fraction: float = 0.1
     warmup: int = 100
     weight_decay: float = 0.05
-    # phase 2 ("copying"): a fresh optimiser on a mixture rich in repeats and IOI lines, so that in-context copying
-    # (induction heads, then name movers) forms within the budget; the rest of phase 2's sequences are facts and
-    # real text in phase 1's proportions
-    copy_steps: int = 400
-    copy_lr: float = 2e-3
-    copy_warmup: int = 20
-    copy_repeat_fraction: float = 0.25  # real passages repeated several times
-    copy_random_repeat_fraction: float = 0.10  # random-token passages repeated several times
-    copy_fact_fraction: float = 0.20
-    copy_ioi_fraction: float = 0.20
-    # phase 3 ("induction"): mostly repeated random-token passages, whose only predictable tokens are copies, so
-    # every gradient pushes towards induction heads; facts, IOI and real text keep their skills
-    induction_steps: int = 400
-    induction_lr: float = 1.5e-3
-    induction_warmup: int = 20
-    induction_random_repeat_fraction: float = 0.45
-    induction_repeat_fraction: float = 0.20
-    induction_fact_fraction: float = 0.15
-    induction_ioi_fraction: float = 0.10
+    # every eval_every steps, the in-context loss on repeated held-out passages is logged (the induction curve)
+    eval_every: int = 250
     seed: int = 0
     threads: int = 2
 
@@ -136,7 +132,8 @@ class ToyLMRecipe:
             d_vocab=self.vocab_size,
             act_fn="gelu_new",
             normalization_type="LN",
-            positional_embedding_type="standard",
+            positional_embedding_type="rotary",
+            rotary_dim=self.rotary_dim,
             default_prepend_bos=True,
             seed=self.seed,
         )
@@ -376,20 +373,16 @@ def single_token_id(tokenizer, text: str) -> int:
 class BatchSampler:
     """Training sequences ``[batch, n_ctx]`` mixing real text, repeated passages, facts and IOI lines."""
 
-    def __init__(self, recipe: ToyLMRecipe, tokenizer, train_ids: Tensor, world: World, phase: int = 1):
+    def __init__(self, recipe: ToyLMRecipe, tokenizer, train_ids: Tensor, world: World):
         self.recipe, self.tokenizer, self.ids, self.world = recipe, tokenizer, train_ids, world
-        self.rng = random.Random(recipe.seed + {1: 1, 2: 11, 3: 21}[phase])
+        self.rng = random.Random(recipe.seed + 1)
         self.body = recipe.n_ctx - 1
         r = recipe
-        if phase == 1:  # (kind, fraction); the rest is real text
-            self.mixture = [("repeat", r.repeat_fraction), ("fact", r.fact_fraction), ("ioi", r.ioi_fraction)]
-        elif phase == 2:
-            self.mixture = [("repeats", r.copy_repeat_fraction), ("random_repeats", r.copy_random_repeat_fraction),
-                            ("fact", r.copy_fact_fraction), ("ioi", r.copy_ioi_fraction)]
-        else:
-            self.mixture = [("repeats", r.induction_repeat_fraction),
-                            ("random_repeats", r.induction_random_repeat_fraction),
-                            ("fact", r.induction_fact_fraction), ("ioi", r.induction_ioi_fraction)]
+        # (kind, fraction); the rest is real text
+        self.mixture = [("repeats", r.repeat_fraction), ("random_repeats", r.random_repeat_fraction),
+                        ("fact", r.fact_fraction), ("ioi", r.ioi_fraction)]
+        if sum(f for _, f in self.mixture) > 1:
+            raise CircuitlabError(f"The recipe's mixture fractions sum to more than 1: {self.mixture}.")
 
     def _window(self, n: int) -> Tensor:
         start = self.rng.randrange(len(self.ids) - n)
@@ -398,15 +391,13 @@ class BatchSampler:
     def _real(self) -> Tensor:
         return self._window(self.body)
 
-    def _repeat(self) -> Tensor:
-        L = self.rng.randint(8, self.body // 2 - 4)
-        before = self.rng.randint(0, self.body - 2 * L)
-        p = self._window(L)
-        return torch.cat([self._window(before), p, p, self._window(self.body - before - 2 * L)])
-
     def _repeats(self, random_tokens: bool) -> Tensor:
-        """``x x P P P ... P`` with a passage ``P`` of 6-24 tokens repeated to fill the sequence."""
-        L = self.rng.randint(6, 24)
+        """``x x P P ... P y y``: a passage ``P`` repeated ``k >= 2`` times in a row, between windows of real text.
+
+        ``P`` is 6 to half a sequence long, so the copies sit at every distance an induction head may need to
+        look back (a recipe with passages of at most 24 tokens copied well over 20 tokens and poorly over 40).
+        """
+        L = self.rng.randint(self.recipe.min_repeat_len, self.body // 2)
         if random_tokens:
             p = torch.tensor([self.rng.randrange(1, self.recipe.vocab_size) for _ in range(L)])
         else:
@@ -424,9 +415,8 @@ class BatchSampler:
         return torch.tensor(ids[: self.body])
 
     def batch(self) -> Int[Tensor, "batch n_ctx"]:
-        make = {"repeat": self._repeat, "repeats": lambda: self._repeats(False),
-                "random_repeats": lambda: self._repeats(True), "fact": lambda: self._lines("fact"),
-                "ioi": lambda: self._lines("ioi")}
+        make = {"repeats": lambda: self._repeats(False), "random_repeats": lambda: self._repeats(True),
+                "fact": lambda: self._lines("fact"), "ioi": lambda: self._lines("ioi")}
         rows = []
         for _ in range(self.recipe.batch_size):
             u, row = self.rng.random(), None
@@ -453,22 +443,39 @@ class _Params(nn.Module):
 class FastGPT(nn.Module):
     """A plain-PyTorch forward pass of a GPT-2-style ``HookedTransformer`` with the same parameters.
 
-    ``FastGPT.from_hooked(model).state_dict()`` has HookedTransformer's keys and shapes, so weights move back with
-    ``model.load_state_dict(fast.state_dict(), strict=False)``. It uses fused kernels (``F.layer_norm``,
-    tanh-GELU, which is ``gelu_new``, and ``scaled_dot_product_attention``), hence its speed; it supports exactly
-    the configuration :class:`ToyLMRecipe` builds (LN, standard positions, gelu_new, causal attention).
+    Its state dict has HookedTransformer's keys and shapes (see :meth:`to_hooked_state`), so the weights move back
+    with ``model.load_state_dict(...)``. It uses fused kernels (``F.layer_norm``, tanh-GELU, which is
+    ``gelu_new``, and ``scaled_dot_product_attention``), hence its speed; it supports exactly the configurations
+    :class:`ToyLMRecipe` builds: LayerNorm, gelu_new, causal attention, standard or GPT-NeoX-style rotary
+    positions (rotary tables are taken from the model, never trained), and optionally tied embeddings
+    (``tied=True``: no ``W_U`` parameter, the unembedding is ``W_E^T``).
     """
 
-    def __init__(self, cfg: HookedTransformerConfig, state: dict[str, Tensor]):
+    def __init__(self, cfg: HookedTransformerConfig, state: dict[str, Tensor], tied: bool = False):
         super().__init__()
-        assert cfg.normalization_type == "LN" and cfg.act_fn == "gelu_new" and cfg.positional_embedding_type == "standard"
+        self.tied = tied
+        if not (cfg.normalization_type == "LN" and cfg.act_fn == "gelu_new" and not cfg.rotary_adjacent_pairs
+                and cfg.positional_embedding_type in ("standard", "rotary")):
+            raise CircuitlabError(
+                "FastGPT supports LayerNorm, gelu_new and standard or (GPT-NeoX-style) rotary positions; got "
+                f"normalization_type={cfg.normalization_type!r}, act_fn={cfg.act_fn!r}, "
+                f"positional_embedding_type={cfg.positional_embedding_type!r}. Train other models with "
+                "HookedTransformer itself."
+            )
         self.cfg = cfg
+        self.rotary = cfg.positional_embedding_type == "rotary"
+        if self.rotary:  # the tables every layer shares; buffers, not parameters, and never saved
+            self.register_buffer("rotary_sin", state["blocks.0.attn.rotary_sin"].clone(), persistent=False)
+            self.register_buffer("rotary_cos", state["blocks.0.attn.rotary_cos"].clone(), persistent=False)
+            state = {k: v for k, v in state.items() if not k.endswith(("rotary_sin", "rotary_cos"))}
 
         def group(prefix: str) -> _Params:
             return _Params({k[len(prefix):]: v for k, v in state.items()
                             if k.startswith(prefix) and "." not in k[len(prefix):]})
 
-        self.embed, self.pos_embed = group("embed."), group("pos_embed.")
+        self.embed = group("embed.")
+        if not self.rotary:
+            self.pos_embed = group("pos_embed.")
         self.blocks = nn.ModuleList()
         for l in range(cfg.n_layers):
             block = nn.Module()
@@ -478,26 +485,53 @@ class FastGPT(nn.Module):
         self.ln_final, self.unembed = group("ln_final."), group("unembed.")
 
     @classmethod
-    def from_hooked(cls, model: HookedTransformer) -> "FastGPT":
+    def from_hooked(cls, model: HookedTransformer, tied: bool = False) -> "FastGPT":
+        """The twin of ``model``; with ``tied=True`` the model's ``W_U`` is dropped and ``W_E^T`` used instead."""
         state = {k: v for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))}
-        return cls(model.cfg, state)
+        if tied:
+            state.pop("unembed.W_U")
+        return cls(model.cfg, state, tied)
+
+    def to_hooked_state(self) -> dict[str, Tensor]:
+        """The parameters under HookedTransformer's names (with ``W_U = W_E^T`` when tied), detached copies."""
+        state = {k: v.detach().clone() for k, v in self.state_dict().items()}
+        if self.tied:
+            state["unembed.W_U"] = self.embed.W_E.detach().T.clone()
+        return state
 
     def forward(self, tokens: Int[Tensor, "batch pos"]) -> Float[Tensor, "batch pos d_vocab"]:
         cfg = self.cfg
         d, eps = (cfg.d_model,), cfg.eps
-        x = self.embed.W_E[tokens] + self.pos_embed.W_pos[: tokens.shape[1]]
+        n_pos = tokens.shape[1]
+        x = self.embed.W_E[tokens]
+        if not self.rotary:
+            x = x + self.pos_embed.W_pos[:n_pos]
+        else:
+            r = cfg.rotary_dim
+            sin, cos = self.rotary_sin[:n_pos, :r], self.rotary_cos[:n_pos, :r]
         for b in self.blocks:
             a = b.attn
             h = F.layer_norm(x, d, b.ln1.w, b.ln1.b, eps)
             w_qkv = einops.rearrange(torch.stack([a.W_Q, a.W_K, a.W_V]), "three h d e -> d (three h e)")
             b_qkv = einops.rearrange(torch.stack([a.b_Q, a.b_K, a.b_V]), "three h e -> (three h e)")
             q, k, v = einops.rearrange(h @ w_qkv + b_qkv, "b p (three h e) -> three b h p e", three=3, h=cfg.n_heads)
+            if self.rotary:
+                q, k = _rotate(q, sin, cos, r), _rotate(k, sin, cos, r)
             z = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             x = x + einops.rearrange(z, "b h p e -> b p (h e)") @ einops.rearrange(a.W_O, "h e d -> (h e) d") + a.b_O
             h = F.layer_norm(x, d, b.ln2.w, b.ln2.b, eps)
             x = x + F.gelu(h @ b.mlp.W_in + b.mlp.b_in, approximate="tanh") @ b.mlp.W_out + b.mlp.b_out
         x = F.layer_norm(x, d, self.ln_final.w, self.ln_final.b, eps)
-        return x @ self.unembed.W_U + self.unembed.b_U
+        W_U = self.embed.W_E.T if self.tied else self.unembed.W_U
+        return x @ W_U + self.unembed.b_U
+
+
+def _rotate(x: Float[Tensor, "b h p e"], sin: Tensor, cos: Tensor, r: int) -> Float[Tensor, "b h p e"]:
+    """GPT-NeoX-style rotary embedding of the first ``r`` dimensions of ``x`` (TransformerLens's convention)."""
+    x_rot, x_pass = x[..., :r], x[..., r:]
+    half = r // 2
+    flipped = torch.cat([-x_rot[..., half:], x_rot[..., :half]], dim=-1)
+    return torch.cat([x_rot * cos + flipped * sin, x_pass], dim=-1)
 
 
 # ------------------------------------------------------------------------------------------- measurements
@@ -636,19 +670,44 @@ def _lr_lambda(steps: int, warmup: int, min_fraction: float):
     return f
 
 
-def _run_phase(fast: FastGPT, sampler: BatchSampler, steps: int, lr: float, warmup: int, recipe: ToyLMRecipe,
-               name: str, progress: bool, log_every: int) -> list[float]:
-    """``steps`` AdamW steps (fresh optimiser; warmup, then cosine to ``min_lr_fraction``); returns the losses."""
+def induction_probe(vocab_size: int, n_seqs: int = 32, seq_len: int = 20, seed: int = 0) -> Int[Tensor, "n_seqs pos"]:
+    """``BOS r r`` for ``n_seqs`` random token sequences ``r`` of ``seq_len`` (Olsson et al.'s repeated random
+    tokens): the second copy is predictable only by copying from the first."""
+    gen = torch.Generator().manual_seed(seed)
+    r = torch.randint(1, vocab_size, (n_seqs, seq_len), generator=gen)
+    return torch.cat([torch.zeros(n_seqs, 1, dtype=torch.long), r, r], dim=1)
+
+
+def _probe_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> tuple[float, float]:
+    """Mean loss on tokens 2..n of the first and of the second copy of an :func:`induction_probe` batch."""
+    n = (tokens.shape[1] - 1) // 2
+    nll = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
+    return nll[:, 1:n].mean().item(), nll[:, n + 1: 2 * n].mean().item()
+
+
+def _optimise(fast: FastGPT, sampler: BatchSampler, recipe: ToyLMRecipe, progress: bool,
+              log_every: int) -> tuple[list[float], list[list[float]]]:
+    """``recipe.steps`` AdamW steps (warmup, then cosine to ``min_lr_fraction``).
+
+    Returns the training losses and the induction curve: ``[step, first-copy loss, second-copy loss]`` on
+    repeated random tokens every ``recipe.eval_every`` steps (and after the last).
+    """
     decay = [p for p in fast.parameters() if p.ndim >= 2]
     no_decay = [p for p in fast.parameters() if p.ndim < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(steps, warmup, recipe.min_lr_fraction))
+                             {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.steps, recipe.warmup, recipe.min_lr_fraction))
+    probe = induction_probe(recipe.vocab_size)
     t0 = time.perf_counter()
-    fast.train()
     losses: list[float] = []
-    bar = tqdm(range(steps), disable=not progress, desc=name, mininterval=5)
+    curve: list[list[float]] = []
+    bar = tqdm(range(recipe.steps), disable=not progress, desc="toy-lm", mininterval=5)
     for step in bar:
+        if recipe.eval_every and step % recipe.eval_every == 0:
+            fast.eval()
+            with torch.no_grad():
+                curve.append([step, *(round(x, 4) for x in _probe_losses(fast(probe), probe))])
+        fast.train()
         tokens = sampler.batch()
         logits = fast(tokens)
         loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
@@ -658,22 +717,21 @@ def _run_phase(fast: FastGPT, sampler: BatchSampler, steps: int, lr: float, warm
         opt.step()
         sched.step()
         losses.append(loss.item())
-        if log_every and (step % log_every == 0 or step == steps - 1):
+        if log_every and (step % log_every == 0 or step == recipe.steps - 1):
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
-            bar.write(f"{name} step {step:5d}  loss {recent:.3f}  {time.perf_counter() - t0:.0f}s")
-    return losses
+            probe_note = f"  repeated random tokens {curve[-1][1]:.2f} -> {curve[-1][2]:.2f}" if curve else ""
+            bar.write(f"step {step:5d}  loss {recent:.3f}{probe_note}  {time.perf_counter() - t0:.0f}s")
+    fast.eval()
+    with torch.no_grad():
+        curve.append([recipe.steps, *(round(x, 4) for x in _probe_losses(fast(probe), probe))])
+    return losses, curve
 
 
-def train(recipe: ToyLMRecipe, install_corpora: bool = False, progress: bool = True, log_every: int = 100,
-          checkpoint_dir: str | Path | None = None,
-          resume: tuple[int, dict[str, Tensor], dict[str, float]] | None = None,
+def train(recipe: ToyLMRecipe, install_corpora: bool = False, progress: bool = True, log_every: int = 250,
           ) -> tuple[HookedTransformer, dict[str, Any], World, str]:
     """Train ``zoo/toy-lm`` by ``recipe``; returns ``(model, card, world, heldout_text)``.
 
-    Phase 1 trains on the main mixture for ``recipe.steps``; phases 2 (``copy_*``) and 3 (``induction_*``) each
-    continue with a fresh optimiser on mixtures richer in copying. ``checkpoint_dir`` saves ``phase{k}.pt`` after
-    each phase; ``resume=(k, state, times)`` (from such a file) skips phases 1..k by loading the state, which is
-    exact since every phase is deterministic given the recipe (same machine, same thread count).
+    Deterministic given the recipe, on the same machine with the same thread count.
     """
     prev_threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
@@ -698,31 +756,18 @@ def train(recipe: ToyLMRecipe, install_corpora: bool = False, progress: bool = T
 
         torch.manual_seed(recipe.seed)
         model = HookedTransformer(recipe.config(), tokenizer=tokenizer)
-        fast = FastGPT.from_hooked(model)
-        phases = [(recipe.steps, recipe.lr, recipe.warmup), (recipe.copy_steps, recipe.copy_lr, recipe.copy_warmup),
-                  (recipe.induction_steps, recipe.induction_lr, recipe.induction_warmup)]
-        done, times, losses = 0, {}, []
-        if resume is not None:
-            done, state, times = resume
-            fast.load_state_dict(state)
-            times = dict(times)
-        for phase in range(done + 1, len(phases) + 1):
-            steps, lr, warmup = phases[phase - 1]
-            t0, cpu0 = time.perf_counter(), time.process_time()
-            sampler = BatchSampler(recipe, tokenizer, train_ids, world, phase=phase)
-            losses = _run_phase(fast, sampler, steps, lr, warmup, recipe, f"phase {phase}", progress, log_every)
-            times[f"phase{phase}_seconds"] = time.perf_counter() - t0
-            times[f"phase{phase}_cpu_seconds"] = time.process_time() - cpu0
-            if checkpoint_dir is not None:
-                torch.save({"phase": phase, "state": fast.state_dict(), "times": times},
-                           Path(checkpoint_dir) / f"phase{phase}.pt")
-        missing, unexpected = model.load_state_dict(fast.state_dict(), strict=False)
-        assert not unexpected and all(k.endswith(("mask", "IGNORE")) for k in missing), (missing, unexpected)
+        fast = FastGPT.from_hooked(model, tied=recipe.tie_embeddings)
+        sampler = BatchSampler(recipe, tokenizer, train_ids, world)
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        losses, curve = _optimise(fast, sampler, recipe, progress, log_every)
+        times = {"train_seconds": time.perf_counter() - t0, "train_cpu_seconds": time.process_time() - cpu0}
+        missing, unexpected = model.load_state_dict(fast.to_hooked_state(), strict=False)
+        assert not unexpected and all(k.endswith(_REBUILT_BUFFERS) for k in missing), (missing, unexpected)
         model.eval()
         measured = measure(model, world, heldout_text)
     finally:
         torch.set_num_threads(prev_threads)
-    card = make_card(recipe, model, measured, sizes, times, prep_s, losses)
+    card = make_card(recipe, model, measured, sizes, times, prep_s, losses, curve)
     return model, card, world, heldout_text
 
 
@@ -732,29 +777,34 @@ def describe(card: dict[str, Any]) -> str:
     h, rp = b["heldout_text"], b["repeated_passage"]
     fa, ioi = b["fact_recall_heldout_template"], b["ioi_heldout_pairs"]
     return (
-        f"GPT-2-style {r['n_layers']}-layer LM with MLPs (d_model {r['d_model']}, {card['n_params'] / 1e6:.1f}M "
-        f"params, BPE vocab {r['vocab_size']}) on the King James Bible + fortunes + synthetic facts/IOI: held-out "
-        f"KJV loss {h['loss']:.2f} nats (unigram {h['unigram_entropy']:.2f}), repeated-passage drop "
-        f"{rp['drop']:.2f} nats, held-out fact queries {100 * fa['accuracy']:.0f}% (chance {100 * fa['chance']:.0f}%), "
-        f"IOI logit diff {ioi['mean']:.1f}; trained {card['train_seconds'] / 60:.0f} min wall on {card['train_threads']} "
-        f"shared CPU cores ({card.get('train_cpu_seconds', float('nan')) / 60:.0f} CPU-min)"
+        f"GPT-style {r['n_layers']}-layer LM with MLPs (d_model {r['d_model']}, rotary positions, tied embeddings, "
+        f"{card['n_params'] / 1e6:.1f}M params, BPE vocab {r['vocab_size']}) on the King James Bible + fortunes + "
+        f"synthetic facts/IOI: held-out KJV loss {h['loss']:.2f} nats (unigram {h['unigram_entropy']:.2f}); "
+        f"a repeated held-out passage {rp['first_loss']:.2f} -> {rp['second_loss']:.2f} nats; held-out fact "
+        f"queries {100 * fa['accuracy']:.0f}% (chance {100 * fa['chance']:.0f}%); IOI logit diff {ioi['mean']:.1f}; "
+        f"trained {card['train_seconds'] / 60:.0f} min on {card['train_threads']} CPU threads"
     )
 
 
 def make_card(recipe: ToyLMRecipe, model: HookedTransformer, measured: dict, sizes: dict, times: dict[str, float],
-              prep_s: float, losses: list[float]) -> dict[str, Any]:
+              prep_s: float, losses: list[float], curve: list[list[float]]) -> dict[str, Any]:
     card = {
         "name": NAME,
         "description": "",
         "recipe": {"module": __name__, **asdict(recipe)},
-        "train_seconds": round(sum(v for k, v in times.items() if k.endswith("_seconds") and "cpu" not in k), 1),
-        "train_cpu_seconds": round(sum(v for k, v in times.items() if k.endswith("_cpu_seconds")), 1),
-        "train_phase_seconds": {k: round(v, 1) for k, v in times.items()},
+        "train_seconds": round(times["train_seconds"], 1),
+        "train_cpu_seconds": round(times["train_cpu_seconds"], 1),
         "prepare_seconds": round(prep_s, 1),
         "train_threads": recipe.threads,
-        "train_tokens_seen": (recipe.steps + recipe.copy_steps + recipe.induction_steps) * recipe.batch_size * recipe.n_ctx,
+        "train_tokens_seen": recipe.steps * recipe.batch_size * recipe.n_ctx,
         "final_train_loss": round(sum(losses[-50:]) / len(losses[-50:]), 4),
         "n_params": sum(p.numel() for p in model.parameters()),
+        "induction_curve": {
+            "what": "loss (nats) on the first and second copy of 32 repeated sequences of 20 random tokens, "
+                    "during training; the second falls when induction heads form",
+            "columns": ["step", "first_copy_loss", "second_copy_loss"],
+            "rows": curve,
+        },
         "data": {
             "sources": {
                 "kjv": "Debian packages bible-kjv-text + bible-kjv (`bible -f Gen1:1-Rev22:21`); King James Bible "
