@@ -32,6 +32,12 @@ test: venv
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null) \
 	  || echo "warning: could not install chromium; the browser test will fail"; \
 	fi
+	@# the toy-lm recipe test trains on Debian's King James Bible and fortunes: install them where we can
+	@if ! command -v bible >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	  echo "installing the toy-lm corpora (bible-kjv, fortunes) for its recipe test"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bible-kjv bible-kjv-text fortunes-min fortunes >/dev/null) \
+	  || echo "warning: could not install the corpora; the toy-lm recipe test will be skipped"; \
+	fi
 	CIRCUITLAB_REQUIRE_BROWSER=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1) $(BIN)/python -m pytest -q
 
 test-fast: venv
