@@ -10,6 +10,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuitlab
+from circuitlab.tasks import repeated_tokens
 from circuitlab.zoo import toy_lm as T
 from circuitlab.zoo import text_data
 
@@ -91,16 +92,19 @@ def test_fast_twin_refuses_what_it_does_not_implement():
         T.FastGPT.from_hooked(model)
 
 
-def test_induction_probe_losses_by_brute_force():
+def test_repeated_tokens_half_losses_by_brute_force():
     model = tiny_model(None, seed=3, positional_embedding_type="rotary", rotary_dim=8)
-    probe = T.induction_probe(model.cfg.d_vocab, n_seqs=4, seq_len=10, seed=1)
-    assert probe.shape == (4, 21) and (probe[:, 0] == 0).all()
-    assert torch.equal(probe[:, 1:11], probe[:, 11:]) and (probe[:, 1:] > 0).all()
+    probe = repeated_tokens(4, 10, model.cfg.d_vocab, seed=1, bos_token_id=0)
+    tokens = probe.tokens
+    assert tokens.shape == (4, 21) and (tokens[:, 0] == 0).all()
+    assert torch.equal(tokens[:, 1:11], tokens[:, 11:]) and (tokens[:, 1:] > 0).all()
     with torch.no_grad():
-        first, second = T._probe_losses(model(probe), probe)
-        per_tok = model(probe, return_type="loss", loss_per_token=True)  # [:, j] predicts token j + 1
+        first, second = probe.half_losses(model(tokens))
+        per_tok = model(tokens, return_type="loss", loss_per_token=True)  # [:, j] predicts token j + 1
     assert first == pytest.approx(per_tok[:, 1:10].mean().item(), rel=1e-5)  # predicts r_2..r_10, first copy
     assert second == pytest.approx(per_tok[:, 11:20].mean().item(), rel=1e-5)  # predicts r_2..r_10, second copy
+    with pytest.raises(circuitlab.CircuitlabError, match="do not belong to tokens"):
+        probe.half_losses(model(tokens[:, :-1]))
 
 
 def test_batches_mix_the_recipes_kinds(small_tokenizer, world):
@@ -333,9 +337,9 @@ def test_repeated_passage_loss_drops(behaviours):
 def test_shipped_model_copies_repeated_random_tokens(toy_lm):
     # the standard induction test (Olsson et al. 2022): with no language prior to help, only copying predicts
     # the second copy of random tokens; chance is ln(4095) = 8.3 nats
-    probe = T.induction_probe(toy_lm.cfg.d_vocab, n_seqs=64, seq_len=25, seed=123)
+    probe = repeated_tokens(64, 25, toy_lm.cfg.d_vocab, seed=123, bos_token_id=0)
     with torch.no_grad():
-        first, second = T._probe_losses(toy_lm(probe), probe)
+        first, second = probe.half_losses(toy_lm(probe.tokens))
     assert first > 7.0
     assert second < 2.0
     # and the induction heads are there: some head attends to the token after the previous occurrence

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from jaxtyping import Int
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.errors import InputError
@@ -36,6 +36,18 @@ class RepeatedTokens:
     @property
     def second_half(self) -> slice:
         return slice(self.prefix + self.seq_len, self.prefix + 2 * self.seq_len)
+
+    def half_losses(self, logits: Float[Tensor, "batch pos d_vocab"]) -> tuple[float, float]:
+        """Mean next-token loss (nats) on ``r_2..r_n`` of the first and of the second copy, from ``logits`` of
+        :attr:`tokens`. ``r_1`` is left out of both: no left context predicts it in either copy."""
+        if logits.shape[:2] != self.tokens.shape:
+            raise InputError(f"logits of shape {tuple(logits.shape)} do not belong to tokens of shape "
+                             f"{tuple(self.tokens.shape)}; pass the model's logits on these tokens.")
+        logp = logits[:, :-1].log_softmax(-1)
+        nll = -logp.gather(-1, self.tokens[:, 1:, None].to(logp.device))[..., 0]  # nll[:, t - 1] predicts token t
+        first = nll[:, self.first_half.start: self.first_half.stop - 1]
+        second = nll[:, self.second_half.start: self.second_half.stop - 1]
+        return first.mean().item(), second.mean().item()
 
 
 def repeated_tokens(

@@ -120,13 +120,7 @@ def in_context_losses(model: HookedTransformer, seq_len: int = 20, n_seqs: int =
     rep = repeated_tokens(n_seqs, seq_len, model.cfg.d_vocab, seed=seed, bos_token_id=0,
                           device=model.cfg.device)
     with torch.no_grad():
-        logits = model(rep.tokens, return_type="logits")
-    logp = logits.log_softmax(-1)[:, :-1]
-    nll = -logp.gather(-1, rep.tokens[:, 1:, None])[..., 0]  # nll[:, i] predicts token i+1
-    p = rep.prefix
-    # token at position t is predicted by nll[:, t-1]
-    first = nll[:, p : p + seq_len - 1].mean().item()  # predicts r_2..r_n of copy 1
-    second = nll[:, p + seq_len : p + 2 * seq_len - 1].mean().item()  # predicts r_2..r_n of copy 2
+        first, second = rep.half_losses(model(rep.tokens, return_type="logits"))
     return {"first_half_loss": first, "second_half_loss": second, "drop": first - second,
             "chance_loss": math.log(model.cfg.d_vocab - 1), "seq_len": seq_len, "n_seqs": n_seqs}
 

@@ -71,6 +71,7 @@ from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.errors import CircuitlabError
+from circuitlab.tasks import repeated_tokens
 
 NAME = "zoo/toy-lm"
 WORLD_FILE = "world.json"
@@ -115,7 +116,7 @@ class ToyLMRecipe:
     min_lr_fraction: float = 0.1
     warmup: int = 100
     weight_decay: float = 0.05
-    # every eval_every steps, the in-context loss on repeated held-out passages is logged (the induction curve)
+    # every eval_every steps, the loss on both copies of repeated random tokens is logged (the induction curve)
     eval_every: int = 250
     seed: int = 0
     threads: int = 2
@@ -670,21 +671,6 @@ def _lr_lambda(steps: int, warmup: int, min_fraction: float):
     return f
 
 
-def induction_probe(vocab_size: int, n_seqs: int = 32, seq_len: int = 20, seed: int = 0) -> Int[Tensor, "n_seqs pos"]:
-    """``BOS r r`` for ``n_seqs`` random token sequences ``r`` of ``seq_len`` (Olsson et al.'s repeated random
-    tokens): the second copy is predictable only by copying from the first."""
-    gen = torch.Generator().manual_seed(seed)
-    r = torch.randint(1, vocab_size, (n_seqs, seq_len), generator=gen)
-    return torch.cat([torch.zeros(n_seqs, 1, dtype=torch.long), r, r], dim=1)
-
-
-def _probe_losses(logits: Float[Tensor, "batch pos d_vocab"], tokens: Int[Tensor, "batch pos"]) -> tuple[float, float]:
-    """Mean loss on tokens 2..n of the first and of the second copy of an :func:`induction_probe` batch."""
-    n = (tokens.shape[1] - 1) // 2
-    nll = -logits[:, :-1].log_softmax(-1).gather(-1, tokens[:, 1:, None])[..., 0]
-    return nll[:, 1:n].mean().item(), nll[:, n + 1: 2 * n].mean().item()
-
-
 def _optimise(fast: FastGPT, sampler: BatchSampler, recipe: ToyLMRecipe, progress: bool,
               log_every: int) -> tuple[list[float], list[list[float]]]:
     """``recipe.steps`` AdamW steps (warmup, then cosine to ``min_lr_fraction``).
@@ -697,16 +683,20 @@ def _optimise(fast: FastGPT, sampler: BatchSampler, recipe: ToyLMRecipe, progres
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": recipe.weight_decay},
                              {"params": no_decay, "weight_decay": 0.0}], lr=recipe.lr, betas=(0.9, 0.98))
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.steps, recipe.warmup, recipe.min_lr_fraction))
-    probe = induction_probe(recipe.vocab_size)
+    probe = repeated_tokens(32, 20, recipe.vocab_size, seed=0, bos_token_id=0)
+
+    def probe_row(step: int) -> list[float]:
+        fast.eval()
+        with torch.no_grad():
+            return [step, *(round(x, 4) for x in probe.half_losses(fast(probe.tokens)))]
+
     t0 = time.perf_counter()
     losses: list[float] = []
     curve: list[list[float]] = []
     bar = tqdm(range(recipe.steps), disable=not progress, desc="toy-lm", mininterval=5)
     for step in bar:
         if recipe.eval_every and step % recipe.eval_every == 0:
-            fast.eval()
-            with torch.no_grad():
-                curve.append([step, *(round(x, 4) for x in _probe_losses(fast(probe), probe))])
+            curve.append(probe_row(step))
         fast.train()
         tokens = sampler.batch()
         logits = fast(tokens)
@@ -721,9 +711,7 @@ def _optimise(fast: FastGPT, sampler: BatchSampler, recipe: ToyLMRecipe, progres
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             probe_note = f"  repeated random tokens {curve[-1][1]:.2f} -> {curve[-1][2]:.2f}" if curve else ""
             bar.write(f"step {step:5d}  loss {recent:.3f}{probe_note}  {time.perf_counter() - t0:.0f}s")
-    fast.eval()
-    with torch.no_grad():
-        curve.append([recipe.steps, *(round(x, 4) for x in _probe_losses(fast(probe), probe))])
+    curve.append(probe_row(recipe.steps))
     return losses, curve
 
 
@@ -821,13 +809,18 @@ def make_card(recipe: ToyLMRecipe, model: HookedTransformer, measured: dict, siz
     return card
 
 
+def shipped_files(world: World, heldout_text: str) -> dict[str, str]:
+    """The files that ship beside the weights: ``world.json`` and ``heldout.txt``, name -> text."""
+    return {WORLD_FILE: world.to_json(), HELDOUT_FILE: heldout_text}
+
+
 def save(model: HookedTransformer, card: dict, world: World, heldout_text: str, out: str | Path) -> Path:
-    """Save the model with its card, ``world.json`` and ``heldout.txt``."""
+    """Save the model with its card and :func:`shipped_files`."""
     from circuitlab.models import save_model
 
     path = save_model(model, out, card=card)
-    (path / WORLD_FILE).write_text(world.to_json())
-    (path / HELDOUT_FILE).write_text(heldout_text)
+    for name, text in shipped_files(world, heldout_text).items():
+        (path / name).write_text(text)
     return path
 
 
@@ -861,12 +854,12 @@ def measure_model(model: HookedTransformer) -> dict[str, Any]:
 
 def zoo_recipe():
     """The zoo builder's entry (``python -m circuitlab.zoo build zoo/toy-lm``): config, weights, tokenizer and
-    card, with ``world.json`` and ``heldout.txt`` beside them (as :func:`save` writes them)."""
+    card, with :func:`shipped_files` beside them (as :func:`save` writes them)."""
     from circuitlab.zoo.build import ZooRecipe
 
     def _train() -> tuple[HookedTransformer, dict[str, Any], dict[str, str]]:
         model, card, world, heldout_text = train(ToyLMRecipe())
-        return model, card, {WORLD_FILE: world.to_json(), HELDOUT_FILE: heldout_text}
+        return model, card, shipped_files(world, heldout_text)
 
     return ZooRecipe(name=NAME, train=_train, measure=measure_model, describe=describe)
 
