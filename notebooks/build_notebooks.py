@@ -83,7 +83,7 @@ copy almost perfectly.
 """),
     code("""
 from circuitlab import induction
-from circuitlab.tokens import str_tokens
+from circuitlab.core import str_tokens
 
 rep = induction.repeated_sequences(model, seq_len=30, n_seqs=16, seed=0)
 loss = model(rep.tokens, return_type="loss", loss_per_token=True)  # [batch, pos - 1]: predicting token i + 1

@@ -39,7 +39,7 @@ from transformer_lens.utils import get_act_name
 
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Result
-from circuitlab.tokens import Answer, Prompts, answer_ids, position_labels, str_tokens, to_tokens
+from circuitlab.core import Answer, Prompts, answer_ids, position_labels, str_tokens, to_tokens
 
 __all__ = ["DLAResult", "LogitLens", "direct_logit_attribution", "logit_lens"]
 

@@ -33,7 +33,7 @@ from transformer_lens.utils import get_act_name
 from circuitlab.attribution import readout_directions
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Result
-from circuitlab.tokens import Answer, Prompts, answer_ids, str_tokens, to_tokens
+from circuitlab.core import Answer, Prompts, answer_ids, str_tokens, to_tokens
 
 __all__ = ["SubUpdates", "ValueTokens", "KeyExamples", "KeyExample", "sub_updates", "value_tokens", "key_examples"]
 

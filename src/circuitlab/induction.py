@@ -145,7 +145,7 @@ def repeated_sequences(
 
 def _user_tokens(model: HookedTransformer, tokens: Any) -> tuple[Tensor, Tensor]:
     """User tokens (ids or text) as ``[batch, pos]`` plus a mask of their special positions."""
-    from circuitlab.tokens import to_tokens
+    from circuitlab.core import to_tokens
 
     toks = to_tokens(model, tokens)
     special = torch.zeros_like(toks, dtype=torch.bool)
@@ -759,7 +759,7 @@ def find_induction_circuit(
         _, cache = model.run_with_cache(rep.tokens, names_filter=lambda n: n in names,
                                         stop_at_layer=max(layer for layer, _ in shown) + 1)
     patterns = torch.stack([cache[get_act_name("pattern", layer)][0, h] for layer, h in shown]).cpu()
-    from circuitlab.tokens import str_tokens
+    from circuitlab.core import str_tokens
 
     return InductionCircuit(
         model=_model_name(model), induction_scores=ind, previous_token_scores=prev,

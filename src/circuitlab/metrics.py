@@ -43,7 +43,7 @@ def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answ
                 f"the {what} {answers!r} is text; pass model=... to the metric (or give token ids) so it can be "
                 "tokenized."
             )
-        from circuitlab.tokens import answer_ids
+        from circuitlab.core import answer_ids
 
         return answer_ids(model, answers, batch).cpu()
     if isinstance(answers, Tensor):
@@ -194,7 +194,7 @@ class Normalized(LogitMetric):
     @classmethod
     def fit(cls, metric, model, clean_tokens, corrupted_tokens) -> "Normalized":
         """Measure ``metric`` on the clean and corrupted runs of ``model`` and normalise between them."""
-        from circuitlab.tokens import to_tokens
+        from circuitlab.core import to_tokens
 
         if isinstance(metric, LogitMetric):
             metric.bind(model)

@@ -24,7 +24,7 @@ from circuitlab.patching.sites import (check_layers, check_site_exists, get_site
                                        scalar)
 from circuitlab.patching.exact import Metric
 from circuitlab.results import Result
-from circuitlab.tokens import Prompts, position_labels
+from circuitlab.core import Prompts, position_labels
 
 
 def attribution(

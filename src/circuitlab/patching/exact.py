@@ -38,7 +38,7 @@ from circuitlab.metrics import LogitMetric, is_declarative
 from circuitlab.patching.sites import (Site, check_layers, check_site_exists, get_site, parse_by,
                                        prepare_tokens, scalar)
 from circuitlab.results import Result
-from circuitlab.tokens import Prompts, position_labels
+from circuitlab.core import Prompts, position_labels
 
 Metric = Callable[[Tensor], Union[Tensor, float]]
 

@@ -37,7 +37,7 @@ from circuitlab.metrics import LogitMetric
 from circuitlab.patching.sites import prepare_tokens, scalar
 from circuitlab.patching.exact import Metric
 from circuitlab.results import Result
-from circuitlab.tokens import Prompts
+from circuitlab.core import Prompts
 
 Sender = Union[tuple, str]  # (layer, head) | ("mlp", layer) | "L3H1" | "MLP2"
 Receiver = Union[tuple, str]  # (layer, head, "q"|"k"|"v") | "L3H1.q" | "resid_final"

@@ -28,7 +28,7 @@ from typing import Optional, Sequence
 from transformer_lens import HookedTransformer
 
 from circuitlab.errors import InputError
-from circuitlab.tokens import Prompts, to_tokens
+from circuitlab.core import Prompts, to_tokens
 
 
 @dataclass(frozen=True)

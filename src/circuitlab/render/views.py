@@ -171,11 +171,11 @@ def attention_patterns(model, tokens, layers: Sequence[int] | None = None, batch
 
     Args:
         model: a ``HookedTransformer``.
-        tokens: a prompt as text or token ids (see :func:`circuitlab.tokens.to_tokens`).
+        tokens: a prompt as text or token ids (see :func:`circuitlab.core.to_tokens`).
         layers: which layers to show.
         batch_index: which prompt of a batch to show.
     """
-    from circuitlab.tokens import str_tokens, to_tokens
+    from circuitlab.core import str_tokens, to_tokens
 
     toks = to_tokens(model, tokens)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)

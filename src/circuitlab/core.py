@@ -1,0 +1,390 @@
+"""What every analysis needs from a model, written once: the model itself, its inputs, its indices, its readout.
+
+Each analysis module imports its plumbing from here, so that every public function accepts the same things and
+rejects bad input with the same words:
+
+- **the model**: :func:`as_model` takes a ``HookedTransformer``, a ``TransformerBridge`` in compatibility mode, or
+  anything :func:`circuitlab.load_model` understands (``"zoo/attn-only-2l"``, a saved directory, a pretrained name);
+- **prompts and answers**: :func:`to_tokens` (text or ids -> ``[batch, pos]``), :func:`answer_ids` (one rule:
+  one answer for every prompt, or one per prompt), token labels (:func:`str_tokens`, :func:`position_labels`);
+- **indices**, one rule for the package: an integer index may count from the end, as in Python and
+  TransformerLens (``layer=-1`` is the last layer, ``pos=-1`` the last position), and anything outside
+  ``[-n, n)`` is a :class:`~circuitlab.errors.InputError` naming the argument and the valid range
+  (:func:`check_index`, :func:`check_layer`, :func:`check_layers`, :func:`check_pos`, :func:`check_neurons`);
+  heads have one grammar, ``(layer, head)``, ``"L1H2"`` or ``"1.2"`` (:func:`parse_head`, :func:`check_heads`);
+- **the readout**: the final norm and unembedding exactly as the model's forward applies them, soft cap
+  included (:func:`readout`), and the direction a residual vector reaches a logit along (:func:`readout_directions`);
+- **names**: :func:`metric_name`, :func:`model_name`, :func:`head_label`;
+- **progress**: every long loop takes ``progress: bool`` and draws its bar with :func:`progress_bar`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from tqdm.auto import tqdm
+from transformer_lens import HookedTransformer
+
+from circuitlab.errors import CircuitlabError, InputError
+
+Prompts = Union[str, Sequence[str], Tensor, Sequence[int], Sequence[Sequence[int]]]
+Answer = Union[str, int, Sequence[Union[str, int]], Tensor]
+ModelLike = Union[HookedTransformer, str, Any]  # a model, a TransformerBridge, or a name/path for load_model
+Head = tuple[int, int]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The model
+# ---------------------------------------------------------------------------------------------------------
+
+def as_model(model: ModelLike) -> HookedTransformer:
+    """A loaded model from a model, a compatibility-mode bridge, a zoo name, a directory or a pretrained name."""
+    if isinstance(model, HookedTransformer):
+        return model
+    from circuitlab.models import load_model
+
+    return load_model(model)
+
+
+def model_name(model: HookedTransformer) -> str:
+    """The name results record: ``cfg.model_name`` (``""`` when unset)."""
+    return str(getattr(model.cfg, "model_name", "") or "")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prompts, answers, token labels
+# ---------------------------------------------------------------------------------------------------------
+
+def _need_tokenizer(model: HookedTransformer, what: str) -> None:
+    if model.tokenizer is None:
+        raise InputError(
+            f"{what} was given as text, but this model has no tokenizer. Pass token ids instead "
+            "(a LongTensor [batch, pos] for prompts, ints for answers)."
+        )
+
+
+def to_tokens(model: HookedTransformer, prompts: Prompts, prepend_bos: bool | None = None) -> Int[Tensor, "batch pos"]:
+    """Prompts as a ``[batch, pos]`` LongTensor on the model's device.
+
+    Text is tokenized with the model's tokenizer (BOS prepended by the model's default unless
+    ``prepend_bos`` says otherwise); several texts must tokenize to the same length (patching and attribution
+    compare positions across prompts, so silent padding would misalign them). Token ids are used as given.
+    """
+    device = model.cfg.device
+    if isinstance(prompts, Tensor):
+        toks = prompts
+    elif isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], str)):
+        _need_tokenizer(model, "the prompt")
+        texts = [prompts] if isinstance(prompts, str) else list(prompts)
+        rows = [model.to_tokens(t, prepend_bos=prepend_bos)[0] for t in texts]
+        lengths = {len(r) for r in rows}
+        if len(lengths) > 1:
+            detail = "; ".join(f"{t!r}: {len(r)} tokens" for t, r in zip(texts, rows))
+            raise InputError(
+                f"prompts tokenize to different lengths ({detail}). Rephrase them so every prompt has the same "
+                "number of tokens (check with model.to_str_tokens), or pass a token tensor."
+            )
+        toks = torch.stack(rows)
+    elif isinstance(prompts, Sequence) and len(prompts) > 0:
+        toks = torch.tensor(prompts, dtype=torch.long)
+    else:
+        raise InputError(f"prompts must be text, a list of texts, or token ids; got {type(prompts).__name__}.")
+    if toks.ndim == 1:
+        toks = toks[None, :]
+    if toks.ndim != 2:
+        raise InputError(f"token ids must have shape [batch, pos] (or [pos]); got shape {tuple(toks.shape)}.")
+    if toks.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
+        raise InputError(f"token ids must be integers; got dtype {toks.dtype}.")
+    if toks.numel() and (int(toks.min()) < 0 or int(toks.max()) >= model.cfg.d_vocab):
+        raise InputError(
+            f"token ids must lie in [0, {model.cfg.d_vocab}) for this model; got range "
+            f"[{int(toks.min())}, {int(toks.max())}]."
+        )
+    if toks.shape[1] > model.cfg.n_ctx:
+        raise InputError(
+            f"prompts are {toks.shape[1]} tokens long but the model's context is n_ctx={model.cfg.n_ctx}. "
+            "Shorten them."
+        )
+    return toks.long().to(device)
+
+
+def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Tensor], what: str = "answer") -> int:
+    """One answer as a single token id. A string must be exactly one token (leading space included)."""
+    if isinstance(answer, Tensor):
+        if answer.numel() != 1:
+            raise InputError(f"an {what} tensor must hold one token id, got shape {tuple(answer.shape)}.")
+        answer = int(answer.item())
+    if isinstance(answer, bool):
+        raise InputError(f"the {what} must be a token id or a string, not a bool.")
+    if isinstance(answer, int):
+        if model is not None and not 0 <= answer < model.cfg.d_vocab_out:
+            raise InputError(f"{what} token id {answer} is outside the vocabulary [0, {model.cfg.d_vocab_out}).")
+        return answer
+    if isinstance(answer, str):
+        if model is None:
+            raise InputError(
+                f"the {what} {answer!r} is text; it needs a model's tokenizer (pass model=..., or give token ids)."
+            )
+        _need_tokenizer(model, f"the {what} {answer!r}")
+        ids = model.to_tokens(answer, prepend_bos=False)[0].tolist()
+        if len(ids) != 1:
+            pieces = model.to_str_tokens(answer, prepend_bos=False)
+            raise InputError(
+                f"{what} {answer!r} is {len(ids)} tokens ({pieces!r}), but an {what} must be a single token. "
+                "Use its first token, a different word, or check the leading space (' Paris' vs 'Paris')."
+            )
+        return ids[0]
+    raise InputError(f"an {what} must be a string or a token id; got {type(answer).__name__}.")
+
+
+def answer_ids(model: Optional[HookedTransformer], answers: Answer, batch: int,
+               what: str = "answer") -> Int[Tensor, "batch"]:
+    """Answers for a batch of prompts, by one rule: one answer shared by every prompt, or one per prompt.
+
+    A single answer is a string, an int, a one-element list or a one-element tensor; ``batch`` answers give one
+    per prompt; any other count is an error. ``model`` may be ``None`` when every answer is a token id (then
+    ids are not checked against a vocabulary). Returns ids on the model's device (CPU without a model).
+    """
+    if isinstance(answers, Tensor):
+        items = answers.detach().flatten().tolist()
+    elif isinstance(answers, (list, tuple)):
+        items = list(answers)
+    else:
+        items = [answers]
+    if len(items) == 1:
+        items = items * batch
+    if len(items) != batch:
+        raise InputError(f"got {len(items)} {what}s for {batch} prompts; give one {what}, or one per prompt.")
+    device = model.cfg.device if model is not None else "cpu"
+    return torch.tensor([answer_id(model, a, what) for a in items], dtype=torch.long, device=device)
+
+
+def str_tokens(model: HookedTransformer, tokens: Int[Tensor, "pos"]) -> list[str]:
+    """Readable labels for a row of token ids: the tokenizer's strings, or ``"#17"``-style ids without one."""
+    ids = torch.as_tensor(tokens).reshape(-1).tolist()
+    if model.tokenizer is None:
+        return [f"#{i}" for i in ids]
+    return [str(s) for s in model.to_str_tokens(torch.tensor(ids), prepend_bos=False)]
+
+
+def token_label(model: HookedTransformer, token_id: int) -> str:
+    """One token id as its string (``"#17"`` without a tokenizer)."""
+    return str_tokens(model, torch.tensor([int(token_id)]))[0]
+
+
+def decode(model: HookedTransformer, ids: Sequence[int]) -> str:
+    """Token ids as readable text: the tokenizer's decoding, or the ``#id`` labels joined by spaces."""
+    ids = [int(i) for i in ids]
+    if model.tokenizer is None:
+        return " ".join(f"#{i}" for i in ids)
+    return model.tokenizer.decode(ids)
+
+
+def position_labels(model: HookedTransformer, tokens: Int[Tensor, "batch pos"]) -> list[str]:
+    """Labels for the ``pos`` axis: ``"3:' Mary'"``-style, from the first prompt (positions align across prompts)."""
+    return [f"{i}:{s}" for i, s in enumerate(str_tokens(model, tokens[0]))]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Indices: one rule (negative counts from the end), one message
+# ---------------------------------------------------------------------------------------------------------
+
+def check_index(value: Any, size: int, what: str, unit: str) -> int:
+    """``value`` as an index into ``size`` things; negative counts from the end (``-1`` is the last).
+
+    ``what`` names the argument (``"layer"``), ``unit`` says what there are ``size`` of (``"layers"``), for the
+    message: ``layer=7 is out of range: this model has 2 layers (0 to 1, or -2 to -1 from the end).``
+    """
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int) or not -size <= value < size:
+        valid = f"0 to {size - 1}, or -{size} to -1 from the end" if size else "none"
+        raise InputError(f"{what}={value!r} is out of range: this model has {size} {unit} ({valid}).")
+    return value % size
+
+
+def check_layer(model: HookedTransformer, layer: Any, what: str = "layer") -> int:
+    """A layer index of ``model`` (non-negative)."""
+    return check_index(layer, model.cfg.n_layers, what, "layers")
+
+
+def check_layers(model: HookedTransformer, layers: Optional[Union[int, Sequence[int]]],
+                 what: str = "layers") -> list[int]:
+    """Several layers: all of them for ``None``; each checked, none repeated."""
+    if layers is None:
+        return list(range(model.cfg.n_layers))
+    items = [layers] if isinstance(layers, int) else list(layers)
+    out = [check_layer(model, layer, what="layer") for layer in items]
+    if len(set(out)) != len(out):
+        raise InputError(f"{what}={items} repeats a layer.")
+    if not out:
+        raise InputError(f"{what} is empty; give at least one layer, or None for all.")
+    return out
+
+
+def check_pos(pos: Any, seq_len: int, what: str = "pos") -> int:
+    """A position in prompts of ``seq_len`` tokens (non-negative)."""
+    if isinstance(pos, bool) or not isinstance(pos, int):
+        raise InputError(f"{what} must be an int position (negative counts from the end); got {pos!r}.")
+    if not -seq_len <= pos < seq_len:
+        raise InputError(f"{what}={pos} is outside prompts of {seq_len} tokens; use -{seq_len} <= {what} < {seq_len}.")
+    return pos % seq_len
+
+
+def check_mlp_layer(model: HookedTransformer, layer: Any) -> int:
+    """A layer index of a model that has one dense MLP per layer."""
+    cfg = model.cfg
+    if cfg.attn_only:
+        raise CircuitlabError(
+            f"model {cfg.model_name!r} is attention-only (cfg.attn_only=True): it has no MLP layers. Use a model "
+            "with MLPs (e.g. zoo/toy-lm, or circuitlab.testing.random_model('gpt2') for a random one), or analyse "
+            "its attention heads with circuitlab.attribution."
+        )
+    if getattr(cfg, "num_experts", None):
+        raise CircuitlabError(
+            f"model {cfg.model_name!r} has mixture-of-experts MLPs; this analysis needs one dense MLP per layer."
+        )
+    return check_layer(model, layer)
+
+
+def check_neurons(model: HookedTransformer, neurons: Union[int, Sequence[int], None]) -> list[int]:
+    """MLP neuron indices (all ``d_mlp`` of them for ``None``)."""
+    d_mlp = model.cfg.d_mlp
+    if neurons is None:
+        return list(range(d_mlp))
+    items = [neurons] if isinstance(neurons, int) else list(neurons)
+    return [check_index(n, d_mlp, "neuron", "neurons per MLP (d_mlp)") for n in items]
+
+
+_HEAD_RE = re.compile(r"\s*L?(-?\d+)\s*(?:\.?H|[.:])\s*(-?\d+)\s*", flags=re.I)
+
+
+def parse_head(model: HookedTransformer, head: Any, what: str = "head") -> Head:
+    """One head as ``(layer, head)``, from ``(1, 2)``, ``"L1H2"``, ``"1.2"`` or ``"L1.H2"``; checked against the model."""
+    if isinstance(head, str):
+        m = _HEAD_RE.fullmatch(head)
+        if not m:
+            raise InputError(f"cannot read {what} {head!r}; write it as (layer, head), 'L1H2' or '1.2'.")
+        head = (int(m.group(1)), int(m.group(2)))
+    if not (isinstance(head, (tuple, list)) and len(head) == 2
+            and all(isinstance(x, int) and not isinstance(x, bool) for x in head)):
+        raise InputError(f"a {what} is a (layer, head) pair, 'L1H2' or '1.2'; got {head!r}.")
+    layer = check_layer(model, head[0], what=f"{what} layer")
+    return layer, check_index(head[1], model.cfg.n_heads, f"{what} index", "heads per layer")
+
+
+def check_heads(model: HookedTransformer, heads: Any, what: str = "heads") -> list[Head]:
+    """Heads as a de-duplicated list of ``(layer, head)``; one head alone is accepted too. Empty is an error."""
+    one = isinstance(heads, str) or (isinstance(heads, tuple) and len(heads) == 2
+                                     and all(isinstance(x, int) for x in heads))
+    out: list[Head] = []
+    for h in ([heads] if one else list(heads)):
+        h = parse_head(model, h)
+        if h not in out:
+            out.append(h)
+    if not out:
+        raise InputError(f"no {what} were given; pass at least one (layer, head) pair, e.g. [(1, 0)].")
+    return out
+
+
+def head_label(head: Head) -> str:
+    """``(1, 2) -> "L1H2"``: how results label heads."""
+    return f"L{head[0]}H{head[1]}"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The readout: final norm + unembedding (+ soft cap), and directions through it
+# ---------------------------------------------------------------------------------------------------------
+
+def final_norm_kind(model: HookedTransformer) -> str:
+    """``"ln"`` (centers, then scales), ``"rms"`` (scales only) or ``"none"``, read from ``model.ln_final``."""
+    ln = getattr(model, "ln_final", None)
+    name = type(ln).__name__ if ln is not None and model.cfg.normalization_type is not None else ""
+    if name.startswith("LayerNorm"):
+        return "ln"
+    if name.startswith("RMSNorm"):
+        return "rms"
+    return "none"
+
+
+def final_norm_weight(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
+    """The final norm's elementwise weight ``w``, or None where it is folded into ``W_U`` or absent."""
+    if final_norm_kind(model) == "none":
+        return None
+    w = getattr(model.ln_final, "w", None)
+    return w.detach() if isinstance(w, Tensor) else None
+
+
+def final_norm_bias(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
+    """The final LayerNorm's bias ``b`` (added after normalising), or None."""
+    if final_norm_kind(model) == "none":
+        return None
+    b = getattr(model.ln_final, "b", None)
+    return b.detach() if isinstance(b, Tensor) else None
+
+
+def final_norm(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """The model's own final norm (identity for a model without one)."""
+    return model.ln_final(resid) if model.cfg.normalization_type is not None else resid
+
+
+def softcap(logits: Tensor, cap: Optional[float]) -> Tensor:
+    """Gemma-style output soft cap ``cap * tanh(x / cap)``, as TransformerLens applies it (off when cap <= 0)."""
+    if cap is None or cap <= 0:
+        return logits
+    return cap * torch.tanh(logits / cap)
+
+
+def readout(model: HookedTransformer, resid: Float[Tensor, "... d_model"],
+            columns: Optional[Int[Tensor, "... c"]] = None) -> Float[Tensor, "... vocab"]:
+    """Logits from a slice of the final residual stream, exactly as the model's forward computes them.
+
+    Final norm, unembedding and output soft cap. With ``columns`` only those vocabulary columns are computed:
+    ``resid [..., d_model]`` and ``columns [c]`` give ``[..., c]``.
+    """
+    x = final_norm(model, resid)
+    if columns is None:
+        logits = x @ model.W_U + model.b_U
+    else:
+        logits = x @ model.W_U[:, columns] + model.b_U[columns]
+    return softcap(logits, model.cfg.output_logits_soft_cap)
+
+
+def readout_directions(model: HookedTransformer,
+                       directions: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
+    """Pull unembedding directions back through the final norm's weight (and its centering, for LayerNorm).
+
+    For any residual vector ``c``: ``(center(c) * w) @ d == c @ center(w * d)``; this returns
+    ``center(w * d)`` (without the division by the scale, which depends on the prompt).
+    """
+    w = final_norm_weight(model)
+    if w is not None:
+        directions = directions * w
+    if final_norm_kind(model) == "ln":
+        directions = directions - directions.mean(-1, keepdim=True)
+    return directions
+
+
+def unembed_matrix(model: HookedTransformer, through_norm: bool = True) -> Float[Tensor, "d_model d_vocab"]:
+    """``W_U``, or (``through_norm``) the directions that reach the logits through the final norm's weight."""
+    W_U = model.W_U.detach()
+    return readout_directions(model, W_U.T).T if through_norm else W_U
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Names and progress
+# ---------------------------------------------------------------------------------------------------------
+
+def metric_name(metric: Any) -> str:
+    """How results name a metric: its ``name`` (circuitlab metrics), a function's ``__name__``, else ``"metric"``."""
+    return str(getattr(metric, "name", None) or getattr(metric, "__name__", None) or "metric")
+
+
+def progress_bar(iterable: Optional[Iterable] = None, *, progress: bool, desc: str, total: Optional[int] = None,
+                 unit: str = "it"):
+    """The package's one progress bar: tqdm, shown when ``progress`` is true, cleared when done."""
+    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress, leave=False)
