@@ -242,7 +242,7 @@ def test_logit_lens_last_layer_is_the_models_output(arch_model, norm):
     assert torch.equal(lens.answer, logits.argmax(-1))
     assert torch.all(lens.answer_rank.values[:, -1] == 1)
     torch.testing.assert_close(lens.answer_prob.values[:, -1], logits.softmax(-1).max(-1).values)
-    assert lens.layer_labels == ["embed"] + [f"L{i}" for i in range(L)]
+    assert lens.answer_prob.labels["layer"] == ["embed"] + [f"L{i}" for i in range(L)]
 
 
 def test_logit_lens_intermediate_layers_match_transformer_lens(arch_model):
@@ -268,8 +268,8 @@ def test_logit_lens_answer_rank_and_top_tokens():
             row = lens.logits[li, b]
             a = [1, 2, 3][b]
             assert lens.answer_rank.values[b, li] == 1 + int((row > row[a]).sum())
-            assert lens.top_ids[li, b].tolist() == row.topk(4).indices.tolist()
-            assert lens.top_strings[li][b] == [f"#{i}" for i in row.topk(4).indices.tolist()]
+            assert lens.top.token_ids[li, b].tolist() == row.topk(4).indices.tolist()
+            assert lens.top.tokens[li][b] == [f"#{i}" for i in row.topk(4).indices.tolist()]
     # frozen lens is linear: consecutive differences are the per-layer direct attributions
     frozen = logit_lens(model, toks, answer=[1, 2, 3], norm="frozen")
     per_layer = direct_logit_attribution(model, toks, [1, 2, 3], by="layer")

@@ -69,8 +69,8 @@ def test_sub_updates_ranked_by_effect_on_a_token(model):
         assert sub.top_neurons[b].tolist() == effects.topk(6).indices.tolist()
         for j, n in enumerate(sub.top_neurons[b].tolist()):
             proj = sub.coefficients.values[b, n] * (W_out[n] @ U)
-            assert sub.top_token_ids[b, j].tolist() == proj.topk(4).indices.tolist()
-            assert sub.top_tokens[b][j] == [f"#{t}" for t in proj.topk(4).indices.tolist()]
+            assert sub.promotes.token_ids[b, j].tolist() == proj.topk(4).indices.tolist()
+            assert sub.promotes.tokens[b][j] == [f"#{t}" for t in proj.topk(4).indices.tolist()]
     # the vocabulary projection of every sub-update
     proj = sub.projection([0, 5])
     torch.testing.assert_close(proj[:, 1], sub.coefficients.values[:, 5:6] * (W_out[5] @ U)[None], atol=1e-5,
@@ -92,7 +92,7 @@ def test_sub_updates_ranked_by_size_without_a_token(model):
     _, cache = model.run_with_cache(toks)
     post = cache["blocks.0.mlp.hook_post"]
     for b in range(BATCH):
-        torch.testing.assert_close(sub.top_activations[b], post[b][:, sub.top_neurons[b]])
+        torch.testing.assert_close(sub.top_activations.values[b], post[b][:, sub.top_neurons[b]])
 
 
 @pytest.mark.parametrize("through_norm", [False, True])
@@ -102,10 +102,10 @@ def test_value_tokens_equal_a_direct_top_k(model, through_norm):
     W_U = model.W_U
     U = _through_norm(model, W_U) if through_norm else W_U
     scores = model.blocks[layer].mlp.W_out[neurons] @ U
-    torch.testing.assert_close(vt.top_values, scores.topk(k, dim=-1).values, atol=1e-5, rtol=1e-5)
-    assert vt.top_ids.tolist() == scores.topk(k, dim=-1).indices.tolist()
-    assert vt.bottom_ids.tolist() == (-scores).topk(k, dim=-1).indices.tolist()
-    assert vt.top_strings[1] == [f"#{i}" for i in scores[1].topk(k).indices.tolist()]
+    torch.testing.assert_close(vt.promoted.values, scores.topk(k, dim=-1).values, atol=1e-5, rtol=1e-5)
+    assert vt.promoted.token_ids.tolist() == scores.topk(k, dim=-1).indices.tolist()
+    assert vt.suppressed.token_ids.tolist() == (-scores).topk(k, dim=-1).indices.tolist()
+    assert vt.promoted.tokens[1] == [f"#{i}" for i in scores[1].topk(k).indices.tolist()]
     assert vt.neurons == neurons
 
 
@@ -116,8 +116,8 @@ def test_value_tokens_with_a_tokenizer_and_all_neurons():
     model.set_tokenizer(word_level_tokenizer(49))
     vt = value_tokens(model, -1, None, k=3)  # negative layer counts from the end
     assert vt.layer == 1 and len(vt.neurons) == model.cfg.d_mlp
-    ids = vt.top_ids[0].tolist()
-    assert vt.top_strings[0] == [("<bos>" if i == 0 else f"t{i - 1}") for i in ids]
+    ids = vt.promoted.token_ids[0].tolist()
+    assert vt.promoted.tokens[0] == [("<bos>" if i == 0 else f"t{i - 1}") for i in ids]
     df = vt.to_dataframe()
     assert len(df) == model.cfg.d_mlp * 2 * 3
 
@@ -142,7 +142,7 @@ def test_key_examples_stream_equals_brute_force(model):
             consumed.append(1)
             yield r
 
-    ke = key_examples(model, stream(), layer=1, neuron=9, k=7, batch_size=3, context=(2, 1), quiet=True)
+    ke = key_examples(model, stream(), layer=1, neuron=9, k=7, batch_size=3, context=(2, 1), progress=False)
     ref = _brute_force_top(model, rows, 1, 9, 7)
     assert [(e.prompt, e.pos) for e in ke.examples] == [(i, q) for _, i, q in ref]
     torch.testing.assert_close(torch.tensor([e.activation for e in ke.examples]), torch.tensor([a for a, _, _ in ref]),
@@ -161,7 +161,7 @@ def test_key_examples_on_texts_skip_bos():
     model = random_model("gpt2", seed=6)
     model.set_tokenizer(word_level_tokenizer(49))
     texts = ["t1 t2 t3 t4", "t5 t6", "t7 t8 t9 t10 t11"]
-    ke = key_examples(model, texts, layer=0, neuron=3, k=100, batch_size=2, quiet=True)
+    ke = key_examples(model, texts, layer=0, neuron=3, k=100, batch_size=2, progress=False)
     assert ke.n_tokens == 4 + 2 + 5  # BOS positions excluded
     assert all(e.pos > 0 and e.token != "<bos>" for e in ke.examples)
     for e in ke.examples:  # the decoded window is a stretch of its prompt, around the firing token
@@ -170,9 +170,9 @@ def test_key_examples_on_texts_skip_bos():
         assert e.text.split() == words[lo:e.pos + 4] and e.token == words[e.pos]
     acts = [e.activation for e in ke.examples]
     assert acts == sorted(acts, reverse=True)
-    with_bos = key_examples(model, texts, layer=0, neuron=3, k=100, exclude_bos=False, quiet=True)
+    with_bos = key_examples(model, texts, layer=0, neuron=3, k=100, exclude_bos=False, progress=False)
     assert with_bos.n_tokens == 14
-    assert ke.as_result().values.shape == (11,)
+    assert ke.activations.values.shape == (11,)
 
 
 def test_html_views_use_one_circuitsvis_bundle():
@@ -181,7 +181,7 @@ def test_html_views_use_one_circuitsvis_bundle():
     model = random_model("gpt2", seed=0)
     toks = _tokens(seed=8)
     views = [value_tokens(model, 0, [1, 2], k=3), sub_updates(model, toks, 1, token=2, k=3),
-             key_examples(model, toks, 0, 1, k=3, quiet=True)]
+             key_examples(model, toks, 0, 1, k=3, progress=False)]
     for v in views:
         html = v.to_html()
         assert "ColoredTokens" in html and "<table" in html and count_bundles(html) == 1
@@ -193,7 +193,7 @@ def test_ffn_errors():
     toks = _tokens()
     attn_only = random_model("attn_only")
     for call in (lambda: sub_updates(attn_only, toks, 0), lambda: value_tokens(attn_only, 0, 1),
-                 lambda: key_examples(attn_only, toks, 0, 1, quiet=True)):
+                 lambda: key_examples(attn_only, toks, 0, 1, progress=False)):
         with pytest.raises(CircuitlabError, match="attention-only"):
             call()
     model = random_model("gpt2")
@@ -201,12 +201,12 @@ def test_ffn_errors():
         sub_updates(model, toks, 2)
     with pytest.raises(InputError, match="layer=-3"):
         value_tokens(model, -3, 0)
-    with pytest.raises(InputError, match="neuron 128 is out of range"):
+    with pytest.raises(InputError, match="neuron=128 is out of range"):
         value_tokens(model, 0, 128)
     with pytest.raises(InputError, match="pos=9"):
         sub_updates(model, toks, 0, pos=9)
     with pytest.raises(InputError, match="no data"):
-        key_examples(model, iter([]), 0, 1, quiet=True)
+        key_examples(model, iter([]), 0, 1, progress=False)
 
 
 def test_cli_ffn(tmp_path, capsys):

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 import circuitlab as cl
-from circuitlab.errors import InputError
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.results import Result
 from circuitlab.render import (
     HTML,
     Section,
@@ -286,35 +287,96 @@ def test_report_warns_about_network_references_and_rejects_unknown_items(tmp_pat
 
 def test_every_analysis_result_renders_in_one_report(tmp_path):
     """Whatever the analysis modules return goes into a report: one section each, one bundle in all."""
-    import importlib
-
-    def have(name):
-        try:
-            return importlib.import_module(f"circuitlab.{name}")
-        except ImportError:
-            return None
+    from circuitlab import attribution, ffn, induction, patching
+    from circuitlab.metrics import LogitDiff
 
     attn = random_model("attn_only", seed=1, n_ctx=24)
     mlp = random_model("gpt2", seed=2, n_ctx=24)
     toks = torch.randint(1, 50, (2, 10), generator=torch.Generator().manual_seed(0))
-    items = []
-    if (induction := have("induction")) is not None:
-        items.append(induction.find_induction_circuit(attn, seq_len=8, n_seqs=2))
-    if (patching := have("patching")) is not None and (metrics := have("metrics")) is not None:
-        corrupted = toks.clone()
-        corrupted[:, 3] = 7
-        metric = metrics.LogitDiff(torch.tensor([5, 6]), torch.tensor([8, 9]))
-        items.append(patching.sweep(attn, toks, corrupted, metric, site="z", by=("layer", "head"), quiet=True))
-    if (attribution := have("attribution")) is not None:
-        items.append(attribution.direct_logit_attribution(attn, toks, 5, wrong=8, by="head"))
-        items.append(attribution.logit_lens(attn, toks))
-    if (ffn := have("ffn")) is not None:
-        items.append(ffn.value_tokens(mlp, 1, [0, 1, 2], k=4))
-        items.append(ffn.sub_updates(mlp, toks, 1))
-        items.append(ffn.key_examples(mlp, toks, 1, 0, k=3, quiet=True))
-    if not items:
-        pytest.skip("no analysis module is installed yet")
+    corrupted = toks.clone()
+    corrupted[:, 3] = 7
+    metric = LogitDiff(torch.tensor([5, 6]), torch.tensor([8, 9]))
+    items = [
+        induction.find_induction_circuit(attn, seq_len=8, n_seqs=2),
+        patching.sweep(attn, toks, corrupted, metric, site="z", by=("layer", "head"), progress=False),
+        attribution.direct_logit_attribution(attn, toks, 5, wrong=8, by="head"),
+        attribution.logit_lens(attn, toks),
+        ffn.value_tokens(mlp, 1, [0, 1, 2], k=4),
+        ffn.sub_updates(mlp, toks, 1),
+        ffn.key_examples(mlp, toks, 1, 0, k=3, progress=False),
+    ]
     page = report(items, tmp_path / "all.html").read_text()
-    assert count_bundles(page) == (1 if count_views(page) else 0)
+    # attention patterns, the value-token strip, the sub-updates' firing table and the key-example strip
+    assert count_views(page) == 4
+    assert count_bundles(page) == 1
     assert external_references(page) == []
     assert page.count("<section class='cl-section'") == len(items)
+
+
+def test_top_tokens_from_scores_is_topk_with_strings_nested_like_values():
+    from circuitlab.results import TopTokens
+
+    scores = torch.randn(3, 2, 11, generator=torch.Generator().manual_seed(0))
+    tt = TopTokens.from_scores(scores, 4, lambda ids: [f"w{i}" for i in ids.tolist()], axes=("layer", "batch", "rank"),
+                               title="t")
+    ref = scores.topk(4, dim=-1)
+    assert torch.equal(tt.values, ref.values) and torch.equal(tt.token_ids, ref.indices)
+    for li in range(3):
+        for b in range(2):
+            assert tt.tokens[li][b] == [f"w{i}" for i in ref.indices[li, b].tolist()]
+            assert tt.row_tokens((li, b)) == tt.tokens[li][b]
+    low = TopTokens.from_scores(scores, 2, lambda ids: [str(i) for i in ids.tolist()], axes=("layer", "batch", "rank"),
+                                largest=False)
+    assert torch.equal(low.token_ids, (-scores).topk(2, dim=-1).indices)
+    df = tt.to_dataframe()
+    assert len(df) == 3 * 2 * 4 and list(df.columns[-2:]) == ["token_id", "token"]
+    row = df[(df.layer == 2) & (df.batch == 1) & (df["rank"] == 0)].iloc[0]
+    assert row.token_id == int(ref.indices[2, 1, 0]) and row.token == f"w{int(ref.indices[2, 1, 0])}"
+    assert row.value == pytest.approx(float(ref.values[2, 1, 0]))
+    assert tt.labels["rank"] == ["#1", "#2", "#3", "#4"]
+    html = tt.to_html()
+    assert html.count("class='cl-chip'") == 3 * 2 * 4
+    with pytest.raises(CircuitlabError, match="rank"):
+        TopTokens(values=torch.zeros(2, 3), axes=("neuron", "k"), token_ids=torch.zeros(2, 3, dtype=torch.long))
+    with pytest.raises(CircuitlabError, match="shape"):
+        TopTokens(values=torch.zeros(2, 3), axes=("neuron", "rank"), token_ids=torch.zeros(3, dtype=torch.long))
+
+
+def test_a_new_bundle_renders_and_converts_without_code_of_its_own():
+    from dataclasses import dataclass
+
+    from circuitlab.results import Bundle
+
+    @dataclass(repr=False)
+    class Pair(Bundle):
+        first: Result
+        second: Result
+        note: str = "plain data is allowed"
+
+    pair = Pair(Result(torch.arange(6.0).reshape(2, 3), ("layer", "head"), title="first one"),
+                Result(torch.tensor([1.0, -1.0]), ("neuron",), title="second one"))
+    assert list(pair.results()) == ["first", "second"]
+    df = pair.to_dataframe()
+    assert len(df) == 6 + 2 and set(df.result) == {"first", "second"}
+    assert df[df.result == "first"].value.tolist() == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+    html = pair.to_html()
+    assert "Pair" in html and "first one" in html and "second one" in html
+    assert "first=Result(first one" in repr(pair)
+
+
+def test_no_html_outside_render():
+    """All HTML is written in circuitlab.render: no analysis or command module builds tags or inline styles."""
+    import re
+    from pathlib import Path
+
+    import circuitlab
+
+    root = Path(circuitlab.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        if "render" in path.relative_to(root).parts:
+            continue
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            if re.search(r"<(table|div|span|ul|ol|li|pre|h[1-6]|p)[ >]|style=", line):
+                offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert offenders == []

@@ -37,9 +37,11 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utils import get_act_name
 
+from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_layer, check_pos, final_norm,
+                             final_norm_bias, final_norm_kind, final_norm_weight, model_name, position_labels,
+                             readout_directions, str_tokens, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
-from circuitlab.results import Result
-from circuitlab.core import Answer, Prompts, answer_ids, position_labels, str_tokens, to_tokens
+from circuitlab.results import Bundle, Result, TopTokens
 
 __all__ = ["DLAResult", "LogitLens", "direct_logit_attribution", "logit_lens"]
 
@@ -48,19 +50,8 @@ BY_CHOICES = ("head", "layer", "neuron", "position", "component")
 
 
 # ---------------------------------------------------------------------------------------------------------
-# Architecture checks and the final norm
+# Architecture check
 # ---------------------------------------------------------------------------------------------------------
-
-def final_norm_kind(model: HookedTransformer) -> str:
-    """``"ln"`` (centers, then scales), ``"rms"`` (scales only) or ``"none"``, read from ``model.ln_final``."""
-    ln = getattr(model, "ln_final", None)
-    name = type(ln).__name__ if ln is not None and model.cfg.normalization_type is not None else ""
-    if name.startswith("LayerNorm"):
-        return "ln"
-    if name.startswith("RMSNorm"):
-        return "rms"
-    return "none"
-
 
 def check_decomposable(model: HookedTransformer) -> None:
     """Raise unless the residual stream of ``model`` is the plain sum that direct attribution assumes."""
@@ -91,57 +82,6 @@ def _post_norm_architectures() -> tuple[str, ...]:
         return ()
 
 
-def final_norm_weight(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
-    """The final norm's elementwise weight ``w``, or None where it is folded into ``W_U`` or absent."""
-    if final_norm_kind(model) == "none":
-        return None
-    w = getattr(model.ln_final, "w", None)
-    return w.detach() if isinstance(w, Tensor) else None
-
-
-def final_norm_bias(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
-    """The final LayerNorm's bias ``b`` (added after normalising), or None."""
-    if final_norm_kind(model) == "none":
-        return None
-    b = getattr(model.ln_final, "b", None)
-    return b.detach() if isinstance(b, Tensor) else None
-
-
-def readout_directions(
-    model: HookedTransformer, directions: Float[Tensor, "... d_model"]
-) -> Float[Tensor, "... d_model"]:
-    """Pull unembedding directions back through the final norm's weight (and its centering, for LayerNorm).
-
-    For any residual vector ``c``: ``(center(c) * w) @ d == c @ center(w * d)``; this returns
-    ``center(w * d)`` (without the division by the scale, which depends on the prompt).
-    """
-    w = final_norm_weight(model)
-    if w is not None:
-        directions = directions * w
-    if final_norm_kind(model) == "ln":
-        directions = directions - directions.mean(-1, keepdim=True)
-    return directions
-
-
-def _normalise_pos(pos: int, seq_len: int) -> int:
-    if not isinstance(pos, int) or isinstance(pos, bool):
-        raise InputError(f"pos must be an int position (negative counts from the end); got {pos!r}.")
-    if not -seq_len <= pos < seq_len:
-        raise InputError(f"pos={pos} is outside prompts of {seq_len} tokens; use -{seq_len} <= pos < {seq_len}.")
-    return pos % seq_len
-
-
-def _check_layer(model: HookedTransformer, layer: int) -> int:
-    n = model.cfg.n_layers
-    if isinstance(layer, bool) or not isinstance(layer, int) or not -n <= layer < n:
-        raise InputError(f"layer={layer!r} is out of range: this model has {n} layers (0 to {n - 1}).")
-    return layer % n
-
-
-def _token_label(model: HookedTransformer, token_id: int) -> str:
-    return str_tokens(model, torch.tensor([token_id]))[0]
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Direct logit attribution
 # ---------------------------------------------------------------------------------------------------------
@@ -165,7 +105,7 @@ class DLAResult(Result):
 
 
 def direct_logit_attribution(
-    model: HookedTransformer,
+    model: ModelLike,
     tokens: Prompts,
     answer: Answer,
     wrong: Optional[Answer] = None,
@@ -202,13 +142,14 @@ def direct_logit_attribution(
     """
     if by not in BY_CHOICES:
         raise InputError(f"by={by!r} is not one of {BY_CHOICES}.")
+    model = as_model(model)
     check_decomposable(model)
     cfg = model.cfg
     toks = to_tokens(model, tokens)
     batch, seq_len = toks.shape
-    p = _normalise_pos(pos, seq_len)
+    p = check_pos(pos, seq_len)
     ans = answer_ids(model, answer, batch)
-    wrg = answer_ids(model, wrong, batch) if wrong is not None else None
+    wrg = answer_ids(model, wrong, batch, what="wrong answer") if wrong is not None else None
     if by == "neuron":
         if cfg.attn_only:
             raise CircuitlabError(
@@ -216,7 +157,7 @@ def direct_logit_attribution(
                 "Use by='head', 'position', 'layer' or 'component'."
             )
         if layer is not None:
-            layer = _check_layer(model, layer)
+            layer = check_layer(model, layer)
     elif layer is not None:
         raise InputError(f"layer= is only used with by='neuron' (got by={by!r}); leave it out.")
 
@@ -361,8 +302,8 @@ def _each_dot(x: Float[Tensor, "batch d_model"], d: Float[Tensor, "batch d_model
 
 
 def _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, model_logit) -> DLAResult:
-    a = _token_label(model, int(ans[0]))
-    metric = f"logit({a!r})" if wrg is None else f"logit({a!r}) - logit({_token_label(model, int(wrg[0]))!r})"
+    a = token_label(model, int(ans[0]))
+    metric = f"logit({a!r})" if wrg is None else f"logit({a!r}) - logit({token_label(model, int(wrg[0]))!r})"
     if len(set(ans.tolist())) > 1 or (wrg is not None and len(set(wrg.tolist())) > 1):
         metric = "logit(answer)" if wrg is None else "logit(answer) - logit(wrong)"
     what = {"head": "per head", "layer": "per layer", "neuron": "per neuron",
@@ -381,7 +322,7 @@ def _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, 
         labels=labels,
         title=f"Direct logit attribution {what}" + (f", layer {layer}" if by == "neuron" and layer is not None else ""),
         metric=metric,
-        model=model.cfg.model_name,
+        model=model_name(model),
         task=f"{toks.shape[0]} prompt(s), prediction at pos {pos_label}",
         meta=meta,
         per_prompt=per_prompt.detach(),
@@ -393,8 +334,8 @@ def _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, 
 # Logit lens
 # ---------------------------------------------------------------------------------------------------------
 
-@dataclass
-class LogitLens:
+@dataclass(repr=False)
+class LogitLens(Bundle):
     """What the residual stream predicts after each layer, read through the final norm and the unembedding.
 
     Rows (``layer`` axis) are ``"embed"`` (the residual stream before layer 0) and ``"L0" ... "L{n-1}"`` (after
@@ -403,21 +344,17 @@ class LogitLens:
     Attributes:
         logits: ``[layer, batch, d_vocab]`` lens logits at the chosen position.
         answer: ``[batch]`` the token tracked in ``answer_logit``/``answer_prob``/``answer_rank``.
-        answer_logit, answer_prob, answer_rank: Results with axes ``("batch", "layer")``; rank 1 = top token.
-        top_ids: ``[layer, batch, k]`` the lens's top-k tokens; ``top_strings`` the same as text;
-        top_probs: their probabilities.
+        answer_logit, answer_prob, answer_rank: axes ``("batch", "layer")``; rank 1 = top token.
+        top: ``[layer, batch, rank]`` the lens's top-k tokens and their probabilities.
         norm: ``"own"`` or ``"frozen"`` (see :func:`logit_lens`).
     """
 
     logits: Float[Tensor, "layer batch d_vocab"]
     answer: Int[Tensor, "batch"]
-    layer_labels: list[str]
     answer_logit: Result
     answer_prob: Result
     answer_rank: Result
-    top_ids: Int[Tensor, "layer batch k"]
-    top_probs: Float[Tensor, "layer batch k"]
-    top_strings: list[list[list[str]]]
+    top: TopTokens
     norm: str
     model: str = ""
     meta: dict = field(default_factory=dict)
@@ -427,43 +364,25 @@ class LogitLens:
         import pandas as pd
 
         rows = []
-        for li, lab in enumerate(self.layer_labels):
+        for li, lab in enumerate(self.answer_prob.labels["layer"]):
             for b in range(self.answer.shape[0]):
                 rows.append({"layer": lab, "prompt": b, "answer_logit": float(self.answer_logit.values[b, li]),
                              "answer_prob": float(self.answer_prob.values[b, li]),
                              "answer_rank": int(self.answer_rank.values[b, li]),
-                             "top_tokens": self.top_strings[li][b]})
+                             "top_tokens": self.top.tokens[li][b]})
         return pd.DataFrame(rows)
-
-    def to_html(self, prompt: int = 0) -> str:
-        """The answer probability per layer as a heatmap, and prompt ``prompt``'s top tokens per layer."""
-        import html
-
-        parts = [self.answer_prob.to_html(), f"<h4>Top tokens per layer (prompt {prompt})</h4>",
-                 "<table style='border-collapse:collapse;font:11px monospace'>",
-                 "<tr><th>layer</th><th>answer rank</th><th>top tokens (probability)</th></tr>"]
-        for li, lab in enumerate(self.layer_labels):
-            toks = ", ".join(f"{html.escape(repr(s))} ({float(p):.2f})"
-                             for s, p in zip(self.top_strings[li][prompt], self.top_probs[li, prompt]))
-            rank = int(self.answer_rank.values[prompt, li])
-            parts.append(f"<tr><td>{html.escape(lab)}</td><td style='text-align:right'>{rank}</td><td>{toks}</td></tr>")
-        parts.append("</table>")
-        return "\n".join(parts)
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
 
     def __repr__(self) -> str:
         """Per layer: the tracked answer's mean probability and mean rank over the batch."""
         rows = [f"{lab}: p={float(self.answer_prob.values[:, i].mean()):.3f} "
                 f"rank={float(self.answer_rank.values[:, i].float().mean()):.1f}"
-                for i, lab in enumerate(self.layer_labels)]
+                for i, lab in enumerate(self.answer_prob.labels["layer"])]
         return (f"LogitLens(model={self.model!r}, norm={self.norm!r}, batch={self.answer.shape[0]}; "
                 + "; ".join(rows) + ")")
 
 
 def logit_lens(
-    model: HookedTransformer,
+    model: ModelLike,
     tokens: Prompts,
     answer: Optional[Answer] = None,
     pos: int = -1,
@@ -492,9 +411,10 @@ def logit_lens(
     """
     if norm not in ("own", "frozen"):
         raise InputError(f"norm={norm!r} must be 'own' (each layer's own statistics) or 'frozen' (final scale).")
+    model = as_model(model)
     toks = to_tokens(model, tokens)
     batch, seq_len = toks.shape
-    p = _normalise_pos(pos, seq_len)
+    p = check_pos(pos, seq_len)
     L = model.cfg.n_layers
     names = {get_act_name("resid_pre", l) for l in range(L)} | {get_act_name("resid_post", L - 1)}
     has_norm = final_norm_kind(model) != "none"
@@ -505,7 +425,7 @@ def logit_lens(
         resid = torch.stack([cache[get_act_name("resid_pre", l)][:, p] for l in range(L)]
                             + [cache[get_act_name("resid_post", L - 1)][:, p]])  # [layer, batch, d_model]
         if norm == "own" or not has_norm:
-            normed = model.ln_final(resid) if has_norm else resid
+            normed = final_norm(model, resid)
         else:
             scale = cache["ln_final.hook_scale"][:, p]  # [batch, 1]
             x = resid - resid.mean(-1, keepdim=True) if final_norm_kind(model) == "ln" else resid
@@ -523,30 +443,25 @@ def logit_lens(
     probs = lens.softmax(-1)
     a_prob = probs.gather(-1, idx)[..., 0]
     a_rank = (lens > a_logit[..., None]).sum(-1) + 1
-    kk = min(k, lens.shape[-1])
-    top_p, top_i = probs.topk(kk, dim=-1)
-    top_s = [[str_tokens(model, top_i[li, b]) for b in range(batch)] for li in range(L + 1)]
-
     layer_labels = ["embed"] + [f"L{l}" for l in range(L)]
-    a_str = [_token_label(model, int(t)) for t in ans]
+    a_str = [token_label(model, int(t)) for t in ans]
     batch_labels = [f"{b}:{s!r}" for b, s in enumerate(a_str)]
+    task = f"{batch} prompt(s), prediction at pos {p}"
     common = dict(axes=("batch", "layer"), labels={"batch": batch_labels, "layer": layer_labels},
-                  model=model.cfg.model_name, task=f"{batch} prompt(s), prediction at pos {p}",
-                  meta={"norm": norm, "pos": p})
+                  model=model_name(model), task=task, meta={"norm": norm, "pos": p})
     what = "the model's final prediction" if answer is None else "the answer"
     return LogitLens(
         logits=lens,
         answer=ans,
-        layer_labels=layer_labels,
         answer_logit=Result(a_logit.T.contiguous(), title=f"Logit lens: logit of {what}", metric="logit", **common),
         answer_prob=Result(a_prob.T.contiguous(), title=f"Logit lens: probability of {what}", metric="probability",
                            **common),
         answer_rank=Result(a_rank.T.contiguous().float(), title=f"Logit lens: rank of {what} (1 = top)",
                            metric="rank", **common),
-        top_ids=top_i,
-        top_probs=top_p,
-        top_strings=top_s,
+        top=TopTokens.from_scores(probs, k, lambda ids: str_tokens(model, ids), axes=("layer", "batch", "rank"),
+                                  labels={"layer": layer_labels}, title="Logit lens: top tokens after each layer",
+                                  metric="probability", model=model_name(model), task=task),
         norm=norm,
-        model=model.cfg.model_name,
+        model=model_name(model),
         meta={"pos": p, "answer_given": answer is not None},
     )

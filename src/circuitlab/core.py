@@ -257,7 +257,7 @@ def check_neurons(model: HookedTransformer, neurons: Union[int, Sequence[int], N
     if neurons is None:
         return list(range(d_mlp))
     items = [neurons] if isinstance(neurons, int) else list(neurons)
-    return [check_index(n, d_mlp, "neuron", "neurons per MLP (d_mlp)") for n in items]
+    return [check_index(n, d_mlp, "neuron", "MLP neurons per layer") for n in items]
 
 
 _HEAD_RE = re.compile(r"\s*L?(-?\d+)\s*(?:\.?H|[.:])\s*(-?\d+)\s*", flags=re.I)

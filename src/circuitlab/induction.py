@@ -24,9 +24,7 @@ and renders to HTML.
 
 from __future__ import annotations
 
-import html
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Sequence, Union
 
@@ -34,12 +32,13 @@ import einops
 import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.utils import get_act_name
 
+from circuitlab.core import (Head, ModelLike, as_model, check_heads, head_label, model_name, progress_bar, readout,
+                             str_tokens, to_tokens)
 from circuitlab.errors import CircuitlabError, InputError
-from circuitlab.results import Result
+from circuitlab.results import Bundle, Result
 from circuitlab.tasks.repeated import RepeatedTokens, repeated_tokens
 
 __all__ = [
@@ -69,26 +68,9 @@ DEFAULT_SEQ_LEN = 50  # each half; shortened to fit small contexts
 DEFAULT_N_SEQS = 20
 LOGIT_BUDGET = 64_000_000  # floats of logits (and activations) one ablation batch may hold
 
-Head = tuple[int, int]
-ModelLike = Union[HookedTransformer, str]
-
-
 # ----------------------------------------------------------------------------------------------------------
 # Inputs: the model, the repeated sequences, the special positions
 # ----------------------------------------------------------------------------------------------------------
-
-
-def _model(model: ModelLike) -> HookedTransformer:
-    """Accept a loaded model or anything :func:`circuitlab.load_model` understands (``"zoo/attn-only-2l"``)."""
-    if isinstance(model, HookedTransformer):
-        return model
-    from circuitlab.models import load_model
-
-    return load_model(model)
-
-
-def _model_name(model: HookedTransformer) -> str:
-    return str(getattr(model.cfg, "model_name", "") or "")
 
 
 def bos_token_id(model: HookedTransformer) -> int | None:
@@ -124,7 +106,7 @@ def repeated_sequences(
     (the zoo's attention-only models train on repeats of 6-28 tokens; at 2x31 their in-context loss is 2.6
     nats against 1.9 at 2x20). A ``seq_len`` whose two halves do not fit in ``n_ctx`` is an error.
     """
-    model = _model(model)
+    model = as_model(model)
     bos = bos_token_id(model)
     prefix = 0 if bos is None else 1
     room = (model.cfg.n_ctx - prefix) // 2
@@ -145,8 +127,6 @@ def repeated_sequences(
 
 def _user_tokens(model: HookedTransformer, tokens: Any) -> tuple[Tensor, Tensor]:
     """User tokens (ids or text) as ``[batch, pos]`` plus a mask of their special positions."""
-    from circuitlab.core import to_tokens
-
     toks = to_tokens(model, tokens)
     special = torch.zeros_like(toks, dtype=torch.bool)
     for i in _special_ids(model):
@@ -234,7 +214,7 @@ _TITLES = {"induction": "Induction score", "previous_token": "Previous-token sco
 
 def _scores_result(model: HookedTransformer, kind: str, values: Tensor, task: str, meta: dict) -> Result:
     return Result(values=values, axes=("layer", "head"), title=_TITLES[kind], metric=_METRICS[kind],
-                  model=_model_name(model), task=task, meta={"kind": kind, **meta})
+                  model=model_name(model), task=task, meta={"kind": kind, **meta})
 
 
 def _all_head_scores(
@@ -300,7 +280,7 @@ def head_scores(
     Returns:
         a :class:`~circuitlab.results.Result` of shape ``[n_layers, n_heads]`` (axes ``("layer", "head")``).
     """
-    model = _model(model)
+    model = as_model(model)
     scores, _ = _all_head_scores(model, [kind], seq_len, n_seqs, seed, tokens)
     return scores[kind]
 
@@ -337,7 +317,7 @@ def composition_scores(model: ModelLike, kind: str = "K") -> Result:
         a :class:`~circuitlab.results.Result` of shape ``[n_layers, n_heads, n_layers, n_heads]``, axes
         ``("layer", "head", "reader_layer", "reader_head")`` (writer first).
     """
-    model = _model(model)
+    model = as_model(model)
     if kind not in ("Q", "K", "V"):
         raise InputError(f"unknown composition kind {kind!r}; choose 'Q', 'K' or 'V'.")
     cfg = model.cfg
@@ -361,7 +341,7 @@ def composition_scores(model: ModelLike, kind: str = "K") -> Result:
     labels = {"layer": [f"L{i}" for i in range(L)], "head": [f"H{i}" for i in range(H)],
               "reader_layer": [f"L{i}" for i in range(L)], "reader_head": [f"H{i}" for i in range(H)]}
     return Result(values=scores.to(cfg.dtype), axes=("layer", "head", "reader_layer", "reader_head"), labels=labels,
-                  title=f"{kind}-composition score", model=_model_name(model), task="weights",
+                  title=f"{kind}-composition score", model=model_name(model), task="weights",
                   metric=f"|W_OV(writer) W_{'OV' if kind == 'V' else 'QK'}(reader)|_F / product of norms",
                   meta={"kind": kind})
 
@@ -389,47 +369,6 @@ class AblationResult(Result):
 
     def loss_of(self, label: str) -> float:
         return float(self.values[self.labels["ablated"].index(label)])
-
-
-def head_label(head: Head) -> str:
-    return f"L{head[0]}H{head[1]}"
-
-
-def _check_heads(model: HookedTransformer, heads: Iterable) -> list[Head]:
-    cfg = model.cfg
-    if isinstance(heads, str) or (isinstance(heads, tuple) and len(heads) == 2 and
-                                  all(isinstance(x, int) for x in heads)):
-        heads = [heads]  # one head
-    out = []
-    for h in heads:
-        if isinstance(h, str):  # "L1H2", "1.2"
-            m = re.fullmatch(r"\s*L?(\d+)\s*[H.:]\s*(\d+)\s*", h, flags=re.I)
-            if not m:
-                raise InputError(f"cannot read head {h!r}; write it as (layer, head), 'L1H2' or '1.2'.")
-            h = (int(m.group(1)), int(m.group(2)))
-        try:
-            layer, head = (int(x) for x in h)
-        except (TypeError, ValueError):
-            raise InputError(f"a head is a (layer, head) pair; got {h!r}.") from None
-        if not (0 <= layer < cfg.n_layers and 0 <= head < cfg.n_heads):
-            raise InputError(
-                f"head {(layer, head)} is out of range: this model has layers 0..{cfg.n_layers - 1} and heads "
-                f"0..{cfg.n_heads - 1} per layer."
-            )
-        if (layer, head) not in out:
-            out.append((layer, head))
-    if not out:
-        raise InputError("no heads were given; pass at least one (layer, head) pair, e.g. [(1, 0)].")
-    return out
-
-
-def _logits_at(model: HookedTransformer, resid: Float[Tensor, "batch pos d_model"]) -> Tensor:
-    """The model's final norm and unembedding on a slice of the residual stream (as its forward does)."""
-    from transformer_lens.utilities.activation_functions import apply_softcap
-
-    if model.cfg.normalization_type is not None:
-        resid = model.ln_final(resid)
-    return apply_softcap(model.unembed(resid), model.cfg.output_logits_soft_cap)
 
 
 def ablation_effect(
@@ -470,9 +409,9 @@ def ablation_effect(
     Returns:
         an :class:`AblationResult`: loss for ``"none"``, each head, and (with several heads) all of them.
     """
-    model = _model(model)
+    model = as_model(model)
     cfg = model.cfg
-    heads = _check_heads(model, heads)
+    heads = check_heads(model, heads)
     if method not in ("zero", "mean"):
         raise InputError(f"unknown ablation method {method!r}; choose 'zero' or 'mean'.")
     rep = tokens if tokens is not None else repeated_sequences(model, seq_len, n_seqs, seed)
@@ -510,7 +449,7 @@ def ablation_effect(
     all_rows = [(v, b) for v in range(len(variants)) for b in range(batch)]
     losses = torch.zeros(len(variants), dtype=torch.float64)
     chunks = range(0, len(all_rows), rows_per_chunk)
-    for lo in tqdm(chunks, desc="ablations", disable=not progress):
+    for lo in progress_bar(chunks, progress=progress, desc="ablations"):
         rows = all_rows[lo : lo + rows_per_chunk]
         v_idx = torch.tensor([v for v, _ in rows])
         b_idx = torch.tensor([b for _, b in rows])
@@ -523,14 +462,14 @@ def ablation_effect(
         hooks = [(get_act_name("z", layer), ablate_hook) for layer in layers]
         with torch.inference_mode():
             resid = model.run_with_hooks(toks[b_idx.to(toks.device)], fwd_hooks=hooks, stop_at_layer=cfg.n_layers)
-            logp = _logits_at(model, resid[:, pred_pos]).log_softmax(-1)
+            logp = readout(model, resid[:, pred_pos]).log_softmax(-1)
             nll = -logp.gather(-1, targets[b_idx.to(toks.device)][..., None])[..., 0]  # [rows, n-1]
         losses.index_add_(0, v_idx, nll.double().mean(-1).cpu())
     losses /= batch
     return AblationResult(
         values=losses.float(), axes=("ablated",), labels={"ablated": labels},
         title=f"In-context loss, {method}-ablated",
-        metric="mean cross-entropy predicting r_2..r_n of the repeated half (nats)", model=_model_name(model),
+        metric="mean cross-entropy predicting r_2..r_n of the repeated half (nats)", model=model_name(model),
         task=f"{batch} repeated random sequences of 2x{rep.seq_len} tokens",
         meta={"method": method, "heads": heads, "seq_len": rep.seq_len, "n_seqs": batch, "seed": seed,
               "chance_loss": math.log(cfg.d_vocab_out)},
@@ -550,8 +489,8 @@ def _heads_above(scores: Result, threshold: float, relative: float) -> list[Head
     return sorted(found, key=lambda h: -float(v[h]))
 
 
-@dataclass
-class InductionCircuit:
+@dataclass(repr=False)
+class InductionCircuit(Bundle):
     """Previous-token heads, induction heads, the K-composition between them, and the ablation evidence.
 
     Attributes:
@@ -567,8 +506,8 @@ class InductionCircuit:
         previous_token_ablation: the same for the previous-token heads (``None`` if there are none).
         control_ablation: the same for the lowest-scoring head of the induction heads' layers, a control.
         thresholds: the cut-offs used.
-        pattern_tokens, pattern_heads, patterns: attention of the top heads on one repeated sequence, for
-            rendering (``patterns`` is ``[heads, query, key]``).
+        pattern_heads, patterns: the top heads, and their attention on one repeated sequence
+            (``[head, dest_pos, src_pos]``, labelled by head and token).
     """
 
     model: str
@@ -583,9 +522,8 @@ class InductionCircuit:
     previous_token_ablation: AblationResult | None
     control_ablation: AblationResult | None
     thresholds: dict[str, float]
-    pattern_tokens: list[str] = field(default_factory=list)
     pattern_heads: list[Head] = field(default_factory=list)
-    patterns: Tensor | None = None
+    patterns: Result | None = None
 
     # -- reading ---------------------------------------------------------------------------------------
     def strongest_k_writer(self, head: Head, layers: Iterable[int] | None = None) -> tuple[Head, float]:
@@ -650,37 +588,6 @@ class InductionCircuit:
     def __str__(self) -> str:
         return self.summary()
 
-    # -- rendering -------------------------------------------------------------------------------------
-    def attention_view(self):
-        """The attention patterns of the top heads on a repeated sequence, as a circuitsvis view (or ``None``)."""
-        if self.patterns is None or not self.pattern_heads:
-            return None
-        from circuitlab.render import attention_heads
-
-        return attention_heads(self.patterns.float().cpu(), self.pattern_tokens,
-                               [head_label(h) for h in self.pattern_heads],
-                               title="Attention patterns of the top heads on a repeated sequence",
-                               caption="Induction heads attend along the diagonal seq_len - 1 below the main "
-                                       "one (the token after the earlier copy); previous-token heads along the "
-                                       "first subdiagonal.", model=self.model)
-
-    def to_html(self) -> str:
-        """An HTML fragment: the table, score heatmaps, K-composition, ablations and attention patterns."""
-        parts = [f"<div class='cl-induction'><h2>Induction circuit: {html.escape(self.model)}</h2>",
-                 f"<pre>{html.escape(self.summary())}</pre>",
-                 self.induction_scores.to_html(), self.previous_token_scores.to_html()]
-        for res in (self.k_composition, self.ablation, self.previous_token_ablation, self.control_ablation):
-            if res is not None:
-                parts.append(res.to_html())
-        view = self.attention_view()
-        if view is not None:
-            parts.append(view.to_html())
-        parts.append("</div>")
-        return "\n".join(parts)
-
-    def _repr_html_(self) -> str:
-        return self.to_html()
-
 
 def find_induction_circuit(
     model: ModelLike,
@@ -710,7 +617,7 @@ def find_induction_circuit(
     Returns:
         an :class:`InductionCircuit` (``print`` it for a table, ``.to_html()`` for a report section).
     """
-    model = _model(model)
+    model = as_model(model)
     scores, _ = _all_head_scores(model, ["induction", "previous_token", "duplicate_token"], seq_len, n_seqs, seed,
                                  None)
     ind, prev = scores["induction"], scores["previous_token"]
@@ -736,7 +643,7 @@ def find_induction_circuit(
                        labels={"writer": [head_label(h) for h in writers],
                                "induction_head": [head_label(h) for h in induction_heads]},
                        title=f"K-composition: {what} -> induction heads", metric=kc_all.metric,
-                       model=_model_name(model), task="weights")
+                       model=model_name(model), task="weights")
 
     common = dict(method=method, seq_len=seq_len, n_seqs=n_seqs, seed=seed, progress=progress)
     ablation = ablation_effect(model, induction_heads, **common) if induction_heads else None
@@ -758,15 +665,19 @@ def find_induction_circuit(
     with torch.inference_mode():
         _, cache = model.run_with_cache(rep.tokens, names_filter=lambda n: n in names,
                                         stop_at_layer=max(layer for layer, _ in shown) + 1)
-    patterns = torch.stack([cache[get_act_name("pattern", layer)][0, h] for layer, h in shown]).cpu()
-    from circuitlab.core import str_tokens
+    tokens = str_tokens(model, rep.tokens[0])
+    patterns = Result(torch.stack([cache[get_act_name("pattern", layer)][0, h] for layer, h in shown]).cpu(),
+                      ("head", "dest_pos", "src_pos"),
+                      {"head": [head_label(h) for h in shown], "dest_pos": tokens, "src_pos": tokens},
+                      title="Attention patterns of the top heads on a repeated sequence", metric="attention",
+                      model=model_name(model), task="one repeated random sequence")
 
     return InductionCircuit(
-        model=_model_name(model), induction_scores=ind, previous_token_scores=prev,
+        model=model_name(model), induction_scores=ind, previous_token_scores=prev,
         duplicate_token_scores=scores["duplicate_token"], induction_heads=induction_heads,
         previous_token_heads=previous_heads, k_composition=k_sub, k_composition_all=kc_all, ablation=ablation,
         previous_token_ablation=prev_ablation, control_ablation=control, thresholds=cuts,
-        pattern_tokens=str_tokens(model, rep.tokens[0]), pattern_heads=shown, patterns=patterns,
+        pattern_heads=shown, patterns=patterns,
     )
 
 
@@ -775,8 +686,8 @@ def find_induction_circuit(
 # ----------------------------------------------------------------------------------------------------------
 
 
-@dataclass
-class ReferenceCheck:
+@dataclass(repr=False)
+class ReferenceCheck(Bundle):
     """Our findings on GPT-2 small against the published heads."""
 
     circuit: InductionCircuit
@@ -814,7 +725,7 @@ def check_gpt2_reference(model: ModelLike | None = None, **kwargs: Any) -> Refer
     Needs the ``gpt2-small`` weights: without network this raises
     :class:`~circuitlab.errors.ModelDownloadError` within seconds.
     """
-    model = _model(model if model is not None else "gpt2-small")
+    model = as_model(model if model is not None else "gpt2-small")
     if (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model) != (12, 12, 768):
         raise CircuitlabError(f"check_gpt2_reference needs GPT-2 small (12 layers x 12 heads, d_model 768); got "
                               f"{model.cfg.n_layers} x {model.cfg.n_heads}, d_model {model.cfg.d_model}.")

@@ -5,19 +5,48 @@ its axes (``("layer", "head")``, ``("layer", "pos")``, ...), the labels along ea
 positions), and what was measured, on which model and task. Renderers read these fields; they never guess
 what an axis means.
 
-Analyses with richer output subclass :class:`Result` (adding fields) or bundle several results in a
-dataclass of their own; anything with a ``to_html()`` method can go into a report.
+The result contract, for every analysis:
+
+- one array of numbers is a :class:`Result` (or a subclass adding a field or two, e.g. per-prompt values);
+- "the top-k tokens of each row" (what a neuron promotes, what the logit lens predicts) is a :class:`TopTokens`:
+  scores, token ids and token strings, with the rank as the last axis;
+- several of these together is a :class:`Bundle`: a small dataclass whose fields are results (and a little plain
+  data), which renders, converts to a DataFrame and prints without code of its own.
+
+Nothing here writes HTML: ``to_html()`` hands the object to :func:`circuitlab.render.to_html`, which picks the
+renderer for its kind. Anything :class:`Renderable` (a ``to_html()`` method) can go into a report.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from dataclasses import fields
+from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
 from torch import Tensor
 
 from circuitlab.errors import InputError
+
+
+@runtime_checkable
+class Renderable(Protocol):
+    """What :func:`circuitlab.render.report` accepts besides text: anything that renders itself as HTML."""
+
+    def to_html(self) -> str: ...
+
+
+class Rendered:
+    """``to_html`` and Jupyter display for results: both go to :func:`circuitlab.render.to_html`."""
+
+    def to_html(self, **options: Any) -> str:
+        """An HTML fragment showing this result (see :mod:`circuitlab.render`)."""
+        from circuitlab.render import to_html
+
+        return to_html(self, **options)
+
+    def _repr_html_(self) -> str:  # Jupyter displays results by itself
+        return self.to_html()
 
 
 def default_labels(axis: str, size: int) -> list[str]:
@@ -26,8 +55,8 @@ def default_labels(axis: str, size: int) -> list[str]:
     return [f"{prefix}{i}" for i in range(size)]
 
 
-@dataclass
-class Result:
+@dataclass(repr=False)
+class Result(Rendered):
     """A tensor with named, labelled axes and a record of what was measured.
 
     Attributes:
@@ -117,18 +146,106 @@ class Result:
         data["value"] = vals.flatten().tolist()
         return pd.DataFrame(data)
 
-    def to_html(self) -> str:
-        """An HTML fragment showing this result (a heatmap for 1-D and 2-D results)."""
-        from circuitlab.render import result_html
-
-        return result_html(self)
-
-    def _repr_html_(self) -> str:  # Jupyter displays results by itself
-        return self.to_html()
-
     def __repr__(self) -> str:
         dims = ", ".join(f"{a}={n}" for a, n in zip(self.axes, self.values.shape))
         head = f"{type(self).__name__}({self.title or self.metric!s}; {dims}"
         if self.model:
             head += f"; model={self.model}"
         return head + ")"
+
+
+@dataclass(repr=False)
+class TopTokens(Result):
+    """The top-``k`` tokens of each row: scores in ``values`` (last axis ``"rank"``), their ids and strings.
+
+    What a neuron's value vector promotes (rows: neurons), what the logit lens predicts after each layer (rows:
+    layer x prompt), what each sub-update promotes. ``token_ids`` has the shape of ``values``; ``tokens`` holds
+    the same tokens as strings, nested like ``values.tolist()``.
+    """
+
+    token_ids: Optional[Tensor] = None
+    tokens: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not self.axes or self.axes[-1] != "rank":
+            raise InputError(f"TopTokens needs 'rank' as its last axis; got axes {tuple(self.axes)}.")
+        if self.token_ids is None or tuple(self.token_ids.shape) != tuple(self.values.shape):
+            got = None if self.token_ids is None else tuple(self.token_ids.shape)
+            raise InputError(f"TopTokens.token_ids must have the shape of values {tuple(self.values.shape)}; got {got}.")
+        if self.labels.get("rank") is None:
+            self.labels = {**self.labels, "rank": [f"#{i + 1}" for i in range(self.values.shape[-1])]}
+        super().__post_init__()
+
+    @classmethod
+    def from_scores(cls, scores: Tensor, k: int, strings: Callable[[Tensor], list[str]], *,
+                    axes: Sequence[str], largest: bool = True, **fields: Any) -> "TopTokens":
+        """The ``k`` best columns of ``scores [..., vocab]`` (lowest first with ``largest=False``).
+
+        ``strings`` turns a 1-D tensor of token ids into their strings (e.g. ``lambda ids: str_tokens(model, ids)``);
+        ``axes`` names the leading axes of ``scores`` plus ``"rank"``; other fields go to the :class:`Result`.
+        """
+        kk = min(int(k), scores.shape[-1])
+        top = scores.detach().topk(kk, dim=-1, largest=largest)
+        ids = top.indices
+        flat = strings(ids.reshape(-1)) if ids.numel() else []
+        nested: list = [flat[i:i + kk] for i in range(0, len(flat), kk)]
+        for size in reversed(ids.shape[1:-1]):
+            nested = [nested[i:i + size] for i in range(0, len(nested), size)]
+        return cls(values=top.values, axes=tuple(axes), token_ids=ids, tokens=nested, **fields)
+
+    def row_tokens(self, index: Sequence[int]) -> list[str]:
+        """The token strings of one row (an index into every axis but ``rank``)."""
+        out: Any = self.tokens
+        for i in index:
+            out = out[i]
+        return list(out)
+
+    def to_dataframe(self):
+        """Long format, one row per (row, rank): the axes, the score (``value``), ``token_id`` and ``token``."""
+        df = super().to_dataframe()
+        df["token_id"] = self.token_ids.flatten().tolist()
+        flat: list = self.tokens
+        for _ in range(self.values.ndim - 1):
+            flat = [t for row in flat for t in row]
+        df["token"] = flat
+        return df
+
+    def __repr__(self) -> str:
+        lead = self.values.shape[:-1]
+        lines = [super().__repr__()]
+        if not lead:
+            return lines[0] + f": {self.row_tokens(())}"
+        rows = torch.cartesian_prod(*[torch.arange(n) for n in lead]).reshape(-1, len(lead)).tolist()
+        for index in rows[:8]:
+            lines.append(f"  {self.label_of(index)}: {self.row_tokens(index)}")
+        if len(rows) > 8:
+            lines.append(f"  ... {len(rows) - 8} more rows")
+        return "\n".join(lines)
+
+
+class Bundle(Rendered):
+    """Base of analysis results that hold several results: a dataclass whose fields are :class:`Result`\\ s.
+
+    Subclasses are ``@dataclass(repr=False)`` classes; they get rendering, DataFrames and a printout from here.
+    A bundle may add plain fields (a layer number, a list of heads) and methods that read its results.
+    """
+
+    def results(self) -> dict[str, Result]:
+        """The fields that hold results, in field order (``None`` fields left out)."""
+        out = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, Result):
+                out[f.name] = value
+        return out
+
+    def to_dataframe(self):
+        """Every result's long-format DataFrame stacked, with a ``result`` column naming the field."""
+        import pandas as pd
+
+        frames = [r.to_dataframe().assign(result=name) for name, r in self.results().items()]
+        return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+    def __repr__(self) -> str:
+        inner = ",\n  ".join(f"{name}={r!r}".replace("\n", "\n  ") for name, r in self.results().items())
+        return f"{type(self).__name__}(\n  {inner})"

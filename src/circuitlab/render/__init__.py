@@ -4,11 +4,15 @@
   uses);
 - views (:func:`attention_heads`, :func:`attention_patterns`, :func:`colored_tokens`, :func:`token_activations`,
   :func:`topk_tokens`): circuitsvis components as :class:`View` objects; :func:`top_tokens_html` ranks tokens;
+- :func:`to_html`: the HTML of any result or analysis bundle, by its kind (:mod:`circuitlab.render.kinds`);
 - :func:`report`: one self-contained HTML file from any mix of results, views, sections and text.
+
+All of circuitlab's HTML is written in this package; analysis modules return results and never build HTML.
 """
 
 from circuitlab.render.heatmap import heatmap_html, result_html
-from circuitlab.render.report import HTML, Section, count_views, external_references, report, report_html
+from circuitlab.render.kinds import renders, to_html
+from circuitlab.render.report import HTML, Bullets, Section, count_views, external_references, report, report_html
 from circuitlab.render.views import (
     View,
     attention_heads,
@@ -20,6 +24,7 @@ from circuitlab.render.views import (
 )
 
 __all__ = [
+    "Bullets",
     "HTML",
     "Section",
     "View",
@@ -31,7 +36,9 @@ __all__ = [
     "heatmap_html",
     "report",
     "report_html",
+    "renders",
     "result_html",
+    "to_html",
     "token_activations",
     "top_tokens_html",
     "topk_tokens",

@@ -69,6 +69,17 @@ class HTML:
         return self.html
 
 
+@dataclass
+class Bullets:
+    """A titled list of plain-text lines (escaped), e.g. the headline findings of a run."""
+
+    lines: Sequence[str]
+    title: str = ""
+
+    def to_html(self) -> str:
+        return "<ul class='cl-prose'>" + "".join(f"<li>{html.escape(line)}</li>" for line in self.lines) + "</ul>"
+
+
 def _paragraphs(text: str) -> str:
     paras = [p.strip() for p in re.split(r"\n\s*\n", text) if p.strip()]
     return "\n".join(f"<p>{html.escape(p)}</p>" for p in paras)

@@ -28,6 +28,9 @@ table.cl-hm td.cl-dark { color: #fff; }
 table.cl-table { border-collapse: collapse; font: 12px system-ui, sans-serif; }
 table.cl-table th { text-align: right; padding: 2px 8px 2px 0; font-weight: 600; white-space: nowrap; }
 table.cl-table td { padding: 2px 0; }
+table.cl-grid { border-collapse: collapse; font: 11px ui-monospace, SFMono-Regular, Menlo, monospace; }
+table.cl-grid th, table.cl-grid td { padding: 2px 6px; text-align: left; vertical-align: top; }
+table.cl-grid tr:nth-child(even) td { background: #f6f6f6; }
 .cl-chip { display: inline-block; margin: 1px 2px; padding: 0 4px; border-radius: 3px; white-space: pre;
            font: 11px ui-monospace, monospace; }
 .cl-view { position: relative; }
