@@ -281,7 +281,7 @@ heads = patching.sweep(model, clean, corrupted, metric, site="z", by=("layer", "
 heads
 """),
     code("""
-by_input = {s: patching.sweep(model, clean, corrupted, metric, site=s, by=("layer", "head"), quiet=True)
+by_input = {s: patching.sweep(model, clean, corrupted, metric, site=s, by=("layer", "head"), progress=False)
             for s in ("q", "k", "v")}
 (L, H), _ = heads.top(1)[0]
 for s, res in by_input.items():
@@ -310,7 +310,7 @@ from circuitlab.metrics import Probability
 key_corrupted = clean.clone()
 key_corrupted[:, changed - 1] = wrong           # the first copy of r_k becomes a fresh token
 log_p = Probability(answer, log=True)
-resid_k = patching.sweep(model, clean, key_corrupted, log_p, site="resid_pre", by=("layer", "pos"), quiet=True)
+resid_k = patching.sweep(model, clean, key_corrupted, log_p, site="resid_pre", by=("layer", "pos"), progress=False)
 window = resid_k.values[:, changed - 2 : changed + 2]
 print("log p(answer) patching resid_pre, positions", list(range(changed - 2, changed + 2)))
 for layer, row in enumerate(window.tolist()):
@@ -326,8 +326,8 @@ layer0 = [(0, h) for h in range(model.cfg.n_heads)]
 layer1 = range(model.cfg.n_heads)
 for part in ("k", "q", "v"):
     receivers = [(1, h, part) for h in layer1]
-    each = patching.path_patch(model, clean, key_corrupted, log_p, senders="heads", receivers=receivers, quiet=True)
-    together = patching.path_patch(model, clean, key_corrupted, log_p, senders=layer0, receivers=receivers, quiet=True)
+    each = patching.path_patch(model, clean, key_corrupted, log_p, senders="heads", receivers=receivers, progress=False)
+    together = patching.path_patch(model, clean, key_corrupted, log_p, senders=layer0, receivers=receivers, progress=False)
     print(f"layer-0 heads -> layer-1 {part}: each " + " ".join(f"{v:+.2f}" for v in each.values[0].tolist())
           + f"; all together {together.values.item():+.2f}"
           f"  (clean {each.meta['clean_value']:+.2f}, corrupted {each.meta['corrupted_value']:+.2f})")
@@ -440,13 +440,11 @@ they live, their trade...). Take one fact and rank the last layer's sub-updates 
 raises the answer's logit: a few neurons do most of the work (Geva et al. 2022's "promoting" sub-updates).
 """),
     code("""
-import json
-
 from circuitlab.models.loading import ZOO_DIR
-from circuitlab.zoo import toy_lm
+from circuitlab.tasks.facts import fact_sentence, load_world
 
-world = toy_lm.World(**json.loads((ZOO_DIR / "toy-lm" / "world.json").read_text()))
-prompt, fact = toy_lm.fact_sentence(world, world.people[0], "home", 0)
+world = load_world(ZOO_DIR / "toy-lm" / "world.json")
+prompt, fact = fact_sentence(world, world.people[0], "home", 0)
 top = lm(prompt)[0, -1].topk(3).indices
 print(f"{prompt!r} -> the model's top tokens {lm.to_str_tokens(top)}; the fact: {fact!r}")
 subs = ffn.sub_updates(lm, prompt, layer, token=fact)
@@ -457,7 +455,7 @@ subs
 # Ruth, Jonah, Titus and Philemon: King James verses the model never trained on (they ship with it)
 heldout = (ZOO_DIR / "toy-lm" / "heldout.txt").read_text().splitlines()[:200]
 neuron = biggest[0]
-keys = ffn.key_examples(lm, heldout, layer, neuron, k=8, quiet=True)
+keys = ffn.key_examples(lm, heldout, layer, neuron, k=8, progress=False)
 keys
 """),
     code("""
@@ -504,6 +502,8 @@ def main() -> None:
         "04_gpt2_small_induction.ipynb": notebook(GPT2, needs_network=True),
     }
     for name, nb in books.items():
+        for i, cell in enumerate(nb.cells):  # stable ids, so regenerating changes only what was edited
+            cell.id = f"c{i:02d}"
         nbformat.validate(nb)
         nbformat.write(nb, HERE / name)
         print(f"wrote notebooks/{name}")
