@@ -5,7 +5,8 @@
     circuit = cl.induction.find_induction_circuit(model)
 
 Analyses live in submodules (``circuitlab.induction``, ``circuitlab.patching``, ``circuitlab.attribution``,
-``circuitlab.ffn``) and return labelled :class:`~circuitlab.results.Result` objects that render to HTML.
+``circuitlab.ffn``) and return labelled :class:`~circuitlab.results.Result` objects (or bundles of them) that
+render to HTML; ``circuitlab.core`` holds what they share (model coercion, index checks, answers, the readout).
 """
 
 import warnings as _warnings
@@ -27,6 +28,7 @@ def __getattr__(name: str):
     # analysis modules load on first use, so `import circuitlab` stays fast
     import importlib
 
-    if name in {"induction", "patching", "attribution", "ffn", "metrics", "render", "tasks", "zoo", "cli"}:
+    if name in {"induction", "patching", "attribution", "ffn", "metrics", "render", "tasks", "zoo", "cli", "core",
+                "results", "testing"}:
         return importlib.import_module(f"circuitlab.{name}")
     raise AttributeError(f"module 'circuitlab' has no attribute {name!r}")
