@@ -13,6 +13,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import circuitlab
 from circuitlab.commands.demo import DEFAULT_MODEL, DemoOutcome, run_demo
@@ -24,6 +25,7 @@ class DemoRun:
     output: str
     seconds: float
     on_zoo: bool
+    model: Any  # what run_demo was given: a zoo name or a HookedTransformer
 
 
 @functools.cache
@@ -38,5 +40,5 @@ def demo_run() -> DemoRun:
         model = random_model("attn_only", n_ctx=64, d_vocab=101, d_model=64, n_heads=4)
     buf = io.StringIO()
     started = time.perf_counter()
-    outcome = run_demo(model, out, quiet=True, echo=lambda line: print(line, file=buf))
-    return DemoRun(outcome, buf.getvalue(), time.perf_counter() - started, on_zoo)
+    outcome = run_demo(model, out, progress=False, echo=lambda line: print(line, file=buf))
+    return DemoRun(outcome, buf.getvalue(), time.perf_counter() - started, on_zoo, model)

@@ -3,7 +3,6 @@ reaches it. One shared run (see demo_output.py)."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 
 import pytest
@@ -13,23 +12,16 @@ import circuitlab
 from circuitlab.commands import demo as demo_cmd
 from circuitlab.render import count_views, external_references
 from circuitlab.render.bundle import count_bundles
+from circuitlab.tasks import copy_task
 from circuitlab.testing import random_model
 from demo_output import demo_run
 
 pytestmark = pytest.mark.slow
 
 
-def _installed(module: str) -> bool:
-    try:
-        return importlib.util.find_spec(f"circuitlab.{module}") is not None and \
-            demo_cmd._module(module) is not None
-    except ImportError:
-        return False
-
-
 def test_copy_task_differs_only_where_it_says():
     model = random_model("attn_only", n_ctx=64, d_vocab=101)
-    task = demo_cmd.copy_task(model, n_prompts=5, seq_len=12, k=7, seed=3)
+    task = copy_task(model, n_prompts=5, seq_len=12, k=7, seed=3)
     n, k = 12, 7
     from circuitlab.induction import bos_token_id
 
@@ -56,29 +48,31 @@ def test_demo_prints_findings_and_writes_a_complete_report():
     assert count_bundles(page) == 1 and external_references(page) == []
     sections = re.findall(r"<section class='cl-section' id='[^']+'>\n<h2>([^<]+)</h2>", page)
     assert sections[0] == "Headline findings"
-    for module, title in (("induction", "Induction circuit"), ("patching", "Activation patching"),
-                          ("attribution", "Direct logit attribution")):
-        if _installed(module):
-            assert title in sections, sections
-        else:  # skipped, and said so, never faked
-            assert title not in sections and f"circuitlab.{module} is not installed" in out
-    if "zoo/toy-lm" in circuitlab.list_models() and _installed("ffn"):
+    for title in ("Induction circuit", "Activation patching", "Direct logit attribution"):
+        assert title in sections, sections
+    if "zoo/toy-lm" in circuitlab.list_models():
         assert "FFN key-value memories" in sections
     else:
         assert "FFN key-value memories" not in sections and "skipped FFN" in out
 
 
 def test_demo_patching_obeys_exact_identities():
-    """Layer-0 residual patching: positions that are identical in the two prompts change nothing (0 of the clean
+    """The demo's residual sweep is the fraction of the clean logit difference recovered: the raw sweep, rescaled.
+    Layer-0 residual patching: positions that are identical in the two prompts change nothing (0 of the clean
     logit difference recovered) and the one differing position restores the clean value exactly (1)."""
-    if not _installed("patching"):
-        pytest.skip("circuitlab.patching is not installed")
+    from circuitlab.metrics import LogitDiff
+    from circuitlab.patching import sweep
+
     run = demo_run()
     section = next(s for s in run.outcome.items if getattr(s, "title", "") == "Activation patching")
     resid = section.items[0]
     assert resid.axes == ("layer", "pos") and "recovered" in resid.metric
-    clean, corrupted = resid.meta["clean_value"], resid.meta["corrupted_value"]
-    torch.testing.assert_close(resid.values, (resid.meta["raw"] - corrupted) / (clean - corrupted))
+    model = circuitlab.load_model(run.model)
+    task = copy_task(model, seed=0)
+    raw = sweep(model, task.clean, task.corrupted, LogitDiff(task.answer, task.wrong), site="resid_pre",
+                by=("layer", "pos"), progress=False)
+    clean, corrupted = raw.meta["clean_value"], raw.meta["corrupted_value"]
+    torch.testing.assert_close(resid.values, (raw.values - corrupted) / (clean - corrupted))
     changed = int(re.search(r"\(pos (\d+)\)", resid.task).group(1))
     layer0 = resid.values[0]
     others = torch.cat([layer0[:changed], layer0[changed + 1:]])
@@ -96,10 +90,9 @@ def test_demo_finds_the_zoo_models_induction_circuit():
     baseline, ablated, chance = (float(g) for g in m.groups())
     # the model copies in context (well below chance), and without its induction heads it stops doing so
     assert baseline < chance - 1 and ablated - baseline > 0.25 * chance
-    if _installed("patching"):
-        m = re.search(r"logit difference \(answer - corrupted answer\) ([-+\d.]+) clean, ([-+\d.]+) corrupted",
-                      findings)
-        assert m and float(m.group(1)) > 0 > float(m.group(2))
+    m = re.search(r"logit difference \(answer - corrupted answer\) ([-+\d.]+) clean, ([-+\d.]+) corrupted",
+                  findings)
+    assert m and float(m.group(1)) > 0 > float(m.group(2))
 
 
 def test_cli_runs_the_demo_with_its_options(monkeypatch, tmp_path):
@@ -109,7 +102,7 @@ def test_cli_runs_the_demo_with_its_options(monkeypatch, tmp_path):
 
     assert main(["demo", "--model", "zoo/x", "--out", str(tmp_path / "r.html"), "--seed", "3", "--quiet",
                  "--no-ffn"]) == 0
-    assert calls == [(("zoo/x", str(tmp_path / "r.html")), {"seed": 3, "quiet": True, "ffn": False})]
+    assert calls == [(("zoo/x", str(tmp_path / "r.html")), {"seed": 3, "progress": False, "ffn": False})]
     assert main(["demo", "--model", "zoo/not-a-model", "--out", str(tmp_path / "r.html")]) == 0  # patched
     monkeypatch.undo()
     assert main(["demo", "--model", "zoo/not-a-model", "--out", str(tmp_path / "r.html"), "-q"]) == 1

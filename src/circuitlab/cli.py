@@ -1,19 +1,20 @@
 """The ``circuitlab`` command line: ``circuitlab models | demo | induction | patch | attribute | ffn | ...``.
 
-Each subcommand is a small function that parses its arguments, calls the library and prints a readable
-summary; the analysis itself lives in the library so that notebooks and the CLI give the same numbers.
+Each subcommand lives in its own file in ``circuitlab/commands/``: a small function that parses its arguments,
+calls the library and prints a readable summary; the analysis itself lives in the library so that notebooks
+and the CLI give the same numbers. This module holds what they share: the registry (:func:`command`), the
+options every analysis spells the same way (``--model/-m``, ``--out/-o``, ``--quiet/-q``), the parsers of
+prompts and answers given on the command line, the report writer, and :func:`main`.
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-import warnings
-from typing import Callable, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
 from circuitlab.errors import CircuitlabError, InputError
-
-warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -27,6 +28,48 @@ def command(name: str, help: str):
 
     return wrap
 
+
+# ---------------------------------------------------------------------------------------------------------
+# Options every analysis command spells the same way
+# ---------------------------------------------------------------------------------------------------------
+
+def add_model_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--model/-m``: a zoo name, a model directory or a pretrained name (required unless given a default)."""
+    what = "zoo name (e.g. zoo/attn-only-2l), model directory, or pretrained name (e.g. gpt2-small)"
+    if default is None:
+        p.add_argument("--model", "-m", required=True, help=what)
+    else:
+        p.add_argument("--model", "-m", default=default, help=f"{what}; default {default}")
+
+
+def add_out_option(p: argparse.ArgumentParser, default: str | None = None) -> None:
+    """``--out/-o FILE``: write a self-contained HTML report (see :func:`write_report`)."""
+    if default is None:
+        p.add_argument("--out", "-o", metavar="FILE", help="also write a self-contained HTML report to this file")
+    else:
+        p.add_argument("--out", "-o", metavar="FILE", default=default,
+                       help=f"where to write the self-contained HTML report (default {default})")
+
+
+def add_quiet_option(p: argparse.ArgumentParser) -> None:
+    """``--quiet/-q``: no progress bars (the library's ``progress=not args.quiet``)."""
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+
+
+def write_report(items: Sequence[Any], out: str | Path | None, title: str, intro: str = "") -> Path | None:
+    """Write ``items`` as one full report page to ``out`` (nothing when ``out`` is None) and say so."""
+    if not out:
+        return None
+    from circuitlab.render import report
+
+    path = report(list(items), Path(out), title=title, intro=intro)
+    print(f"wrote {path}")
+    return path
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Prompts and answers written on the command line
+# ---------------------------------------------------------------------------------------------------------
 
 def token_ids(text: str, what: str) -> list[int]:
     """Token ids written on the command line, separated by spaces or commas: ``"3 17 42"``."""
@@ -57,32 +100,9 @@ def answer_arg(model, text: str | None, what: str = "--answer", as_ids: bool = F
     return ids[0]
 
 
-def _models_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--verbose", "-v", action="store_true", help="also print each model's measured properties")
-
-
-def run_models(args: argparse.Namespace) -> int:
-    from circuitlab.models.loading import zoo_entries
-
-    entries = zoo_entries()
-    if not entries:
-        print("no zoo models are installed")
-        return 1
-    width = max(len(e.name) for e in entries)
-    for e in entries:
-        print(f"{e.name:<{width}}  {e.description}")
-        if args.verbose:
-            import json
-
-            for key in ("train_seconds", "in_context", "head_scores"):
-                if key in e.card:
-                    print(f"{'':<{width}}    {key}: {json.dumps(e.card[key])}")
-    return 0
-
-
-run_models.arguments = _models_args
-command("models", "list the bundled offline model zoo")(run_models)
-
+# ---------------------------------------------------------------------------------------------------------
+# The entry point
+# ---------------------------------------------------------------------------------------------------------
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -97,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``circuitlab ARGV``; a :class:`~circuitlab.errors.CircuitlabError` is one line on stderr, exit code 1."""
     _load_commands()
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,7 +132,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _load_commands() -> None:
-    """Import the modules that register subcommands (each analysis adds its own in ``circuitlab/commands/``)."""
+    """Import the modules that register subcommands (one file per command in ``circuitlab/commands/``)."""
     import importlib
     import pkgutil
 

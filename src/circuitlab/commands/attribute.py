@@ -1,18 +1,19 @@
 """``circuitlab attribute``: direct logit attribution and the logit lens for one prompt, from the shell.
 
-    circuitlab attribute --model zoo/attn-only-2l --prompt "t1 t2 t3 t1 t2" --answer " t3"
-    circuitlab attribute --model gpt2-small --prompt "The Eiffel Tower is in" --answer " Paris" --wrong " Rome"
+    circuitlab attribute -m zoo/attn-only-2l --prompt "t1 t2 t3 t1 t2" --answer " t3"
+    circuitlab attribute -m gpt2-small --prompt "The Eiffel Tower is in" --answer " Paris" --wrong " Rome" -o dla.html
 """
 
 from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import answer_arg, command, prompt_arg
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, prompt_arg,
+                            write_report)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo name, model directory or pretrained name")
+    add_model_option(p)
     p.add_argument("--prompt", required=True, help="the prompt (token ids if the model has no tokenizer)")
     p.add_argument("--answer", required=True, help="the correct next token, e.g. ' Paris' (mind the space)")
     p.add_argument("--wrong", help="a competing token: attribute logit(answer) - logit(wrong)")
@@ -21,7 +22,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pos", type=int, default=-1, help="position whose prediction is attributed (default: last)")
     p.add_argument("--top", type=int, default=10, help="how many components to list")
     p.add_argument("--no-lens", action="store_true", help="skip the logit lens")
-    p.add_argument("--html", metavar="FILE", help="also write the heatmaps to this HTML file")
+    add_out_option(p)
+    add_quiet_option(p)  # one forward pass: nothing to show progress of, but every analysis takes the option
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,20 +41,19 @@ def run(args: argparse.Namespace) -> int:
     print(f"top {args.top} by |value|:")
     for idx, v in dla.top(args.top, absolute=True):
         print(f"  {dla.label_of(idx):<28} {v:+.4f}")
-    parts = [dla.to_html()]
+    items = [dla]
     if not args.no_lens:
         lens = logit_lens(model, prompt, answer=answer, pos=args.pos)
         print("logit lens (each layer's residual through the final norm and unembedding):")
         print(f"  {'layer':<6} {'logit':>8} {'prob':>7} {'rank':>6}  top tokens")
-        for li, lab in enumerate(lens.layer_labels):
+        for li, lab in enumerate(lens.answer_prob.labels["layer"]):
             logit, prob = float(lens.answer_logit.values[0, li]), float(lens.answer_prob.values[0, li])
             rank = int(lens.answer_rank.values[0, li])
-            print(f"  {lab:<6} {logit:8.3f} {prob:7.3f} {rank:6d}  {lens.top_strings[li][0]}")
-        parts.append(lens.to_html())
-    if args.html:
-        with open(args.html, "w", encoding="utf-8") as f:
-            f.write("<!doctype html><meta charset='utf-8'>\n" + "\n".join(parts))
-        print(f"wrote {args.html}")
+            print(f"  {lab:<6} {logit:8.3f} {prob:7.3f} {rank:6d}  {lens.top.tokens[li][0]}")
+        items.append(lens)
+    against = f", against {args.wrong!r}" if args.wrong else ""
+    intro = f"Prompt {args.prompt!r}, answer {args.answer!r}{against}."
+    write_report(items, args.out, title=f"Logit attribution: {model.cfg.model_name or args.model}", intro=intro)
     return 0
 
 

@@ -15,77 +15,27 @@ On the bundled ``zoo/attn-only-2l`` (the default) the demo tells one story in fo
 4. **FFN key-value memories** on a model with MLPs (``zoo/toy-lm`` when it is installed): the tokens its MLP
    neurons promote (:func:`circuitlab.ffn.value_tokens`).
 
-Each analysis module is used only if it is installed; a missing one is skipped and said so, never faked.
-The same run is available from Python as :func:`run_demo`.
+The FFN part needs ``zoo/toy-lm``; where it is not installed the part is skipped and said so, never faked.
+The copying task is :func:`circuitlab.tasks.copy_task`. The same run is available from Python as
+:func:`run_demo`.
 """
 
 from __future__ import annotations
 
 import argparse
 import html
-import importlib
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from jaxtyping import Int
-from torch import Tensor
-from tqdm.auto import tqdm
 
-from circuitlab.cli import command
+from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command
+from circuitlab.tasks.copying import CopyTask, copy_task
 
 DEFAULT_MODEL = "zoo/attn-only-2l"
 FFN_MODEL = "zoo/toy-lm"
-
-
-@dataclass
-class CopyTask:
-    """Clean/corrupted prompt pairs for induction-style copying (see the module docstring).
-
-    Attributes:
-        clean, corrupted: ``[batch, pos]`` prompts; they differ only at ``changed_pos``.
-        answer, wrong: ``[batch]`` the token the clean prompt should continue with (``r_{k+1}``) and the one the
-            corrupted prompt should continue with (``x``).
-        changed_pos: the position of ``r_{k+1}`` in the first copy.
-        description: one line for the report.
-    """
-
-    clean: Int[Tensor, "batch pos"]
-    corrupted: Int[Tensor, "batch pos"]
-    answer: Int[Tensor, "batch"]
-    wrong: Int[Tensor, "batch"]
-    changed_pos: int
-    description: str
-
-
-def copy_task(model, n_prompts: int = 8, seq_len: int = 20, k: int = 14, seed: int = 0) -> CopyTask:
-    """``n_prompts`` copying prompts ``[BOS] r_1..r_n r_1..r_k`` and their corrupted twins (``r_{k+1} -> x``)."""
-    from circuitlab.induction import repeated_sequences
-
-    room = (model.cfg.n_ctx - 1) // 2
-    seq_len = min(seq_len, room)
-    k = min(k, seq_len - 1)
-    rep = repeated_sequences(model, seq_len, n_prompts, seed)
-    end = rep.prefix + seq_len + k  # the prompt stops at the second copy of r_k
-    clean = rep.tokens[:, :end].clone()
-    changed = rep.prefix + k  # first-copy position of r_{k+1}
-    answer = clean[:, changed].clone()
-    # x: a token that occurs nowhere in its own prompt, drawn from the tokens the other prompts use (so it is
-    # an ordinary token of the same kind, never BOS or a special token)
-    gen = torch.Generator().manual_seed(seed + 1)
-    pool = torch.unique(rep.tokens[:, rep.prefix:])
-    wrong = torch.empty_like(answer)
-    for b in range(n_prompts):
-        allowed = pool[~torch.isin(pool, clean[b])]
-        wrong[b] = allowed[torch.randint(len(allowed), (1,), generator=gen)]
-    corrupted = clean.clone()
-    corrupted[:, changed] = wrong
-    bos = "[BOS] " if rep.prefix else ""
-    description = (f"{n_prompts} copying prompts {bos}r_1..r_{seq_len} r_1..r_{k} (seed {seed}); answer r_{k + 1}, "
-                   f"corrupted by replacing the first copy's r_{k + 1} (pos {changed})")
-    return CopyTask(clean, corrupted, answer, wrong, changed, description)
 
 
 @dataclass
@@ -101,23 +51,12 @@ class DemoOutcome:
     items: list[Any] = field(default_factory=list)
 
 
-def _module(name: str):
-    """``circuitlab.<name>``, or ``None`` when that analysis isn't installed."""
-    try:
-        return importlib.import_module(f"circuitlab.{name}")
-    except ImportError as exc:
-        # only "this module (or a part of it) does not exist" counts as not installed
-        if getattr(exc, "name", "") and str(exc.name).startswith(f"circuitlab.{name}"):
-            return None
-        raise
-
-
 def _induction(model, seed: int, progress: bool, findings: list[str]):
-    from circuitlab.induction import head_label
+    from circuitlab.core import head_label
+    from circuitlab.induction import find_induction_circuit, repeated_sequences
     from circuitlab.render import Section, attention_patterns
 
-    ind = _module("induction")
-    circuit = ind.find_induction_circuit(model, seed=seed, progress=progress)
+    circuit = find_induction_circuit(model, seed=seed, progress=progress)
     if circuit.induction_heads:
         best = circuit.induction_heads[0]
         heads = ", ".join(f"{head_label(h)} ({float(circuit.induction_scores.values[h]):.2f})"
@@ -143,7 +82,7 @@ def _induction(model, seed: int, progress: bool, findings: list[str]):
                 f"{abl.baseline:.2f} to {float(abl.values[-1]):.2f} nats (chance {abl.meta['chance_loss']:.2f})")
     else:
         findings.append("no induction heads found (no head clears the score threshold)")
-    rep = ind.repeated_sequences(model, None, 1, seed)
+    rep = repeated_sequences(model, None, 1, seed)
     text = ("Induction heads complete [A][B] ... [A] -> [B]: on a repeated random sequence they attend to the "
             "token after the earlier copy of the current token. They need previous-token heads in an earlier "
             "layer, whose output their keys read (K-composition). Ablating them should undo in-context copying.")
@@ -153,26 +92,27 @@ def _induction(model, seed: int, progress: bool, findings: list[str]):
 
 
 def _patching(model, task: CopyTask, progress: bool, findings: list[str]):
-    from circuitlab.metrics import LogitDiff
+    from circuitlab.metrics import LogitDiff, Normalized
+    from circuitlab.patching import sweep
     from circuitlab.render import Section
 
-    patching = _module("patching")
-    metric = LogitDiff(task.answer, task.wrong)
-    resid = patching.sweep(model, task.clean, task.corrupted, metric, site="resid_pre", by=("layer", "pos"),
-                           quiet=not progress)
-    heads = patching.sweep(model, task.clean, task.corrupted, metric, site="z", by=("layer", "head"),
-                           quiet=not progress)
-    for res in (resid, heads):
-        res.task = task.description
-    clean, corrupted = resid.meta["clean_value"], resid.meta["corrupted_value"]
+    metric = LogitDiff(task.answer, task.wrong, model=model)
+    with torch.no_grad():
+        clean, corrupted = (float(metric(model(t))) for t in (task.clean, task.corrupted))
     findings.append(f"copying task: logit difference (answer - corrupted answer) {clean:+.2f} clean, "
                     f"{corrupted:+.2f} corrupted")
-    span = clean - corrupted
-    shown = [resid, heads]
-    if abs(span) > 1e-6:
-        # the fraction of the clean logit difference each patch recovers: 0 = corrupted, 1 = clean
-        resid, heads = (_recovered(res, clean, corrupted) for res in (resid, heads))
-        shown = [resid, heads]
+    recovered = abs(clean - corrupted) > 1e-6
+    if recovered:
+        # the sweeps measure the fraction of the clean logit difference each patch recovers: 0 = corrupted, 1 = clean
+        metric = Normalized(metric, clean, corrupted)
+    resid = sweep(model, task.clean, task.corrupted, metric, site="resid_pre", by=("layer", "pos"),
+                  progress=progress)
+    heads = sweep(model, task.clean, task.corrupted, metric, site="z", by=("layer", "head"), progress=progress)
+    for res in (resid, heads):
+        res.task = task.description
+        if recovered:
+            res.metric = "fraction of the clean logit_diff recovered (0 = corrupted, 1 = clean)"
+    if recovered:
         per_layer = []
         for layer in range(resid.shape[0]):
             p = int(resid.values[layer].argmax())
@@ -186,23 +126,14 @@ def _patching(model, task: CopyTask, progress: bool, findings: list[str]):
             "corrupted), shown as the fraction of the difference it recovers: 0 = corrupted, 1 = clean. At layer 0 "
             "only the corrupted position can matter (every other input is the same); later, whatever recovers "
             "the answer has carried it there.")
-    return Section("Activation patching", shown, text=text)
-
-
-def _recovered(res, clean: float, corrupted: float):
-    """A patching result rescaled to the fraction of the clean metric recovered (0 = corrupted, 1 = clean)."""
-    from circuitlab.results import Result
-
-    return Result((res.values - corrupted) / (clean - corrupted), res.axes, res.labels, title=res.title,
-                  metric=f"fraction of the clean {res.metric} recovered (0 = corrupted, 1 = clean)",
-                  model=res.model, task=res.task, meta={**res.meta, "raw": res.values})
+    return Section("Activation patching", [resid, heads], text=text)
 
 
 def _attribution(model, task: CopyTask, findings: list[str]):
+    from circuitlab.attribution import direct_logit_attribution
     from circuitlab.render import Section
 
-    attribution = _module("attribution")
-    dla = attribution.direct_logit_attribution(model, task.clean, task.answer, wrong=task.wrong, by="head")
+    dla = direct_logit_attribution(model, task.clean, task.answer, wrong=task.wrong, by="head")
     dla.task = task.description + " (clean prompts)"
     (layer, head), v = dla.top(1)[0]
     total = float(dla.values.sum())
@@ -216,9 +147,9 @@ def _attribution(model, task: CopyTask, findings: list[str]):
 
 def _ffn(seed: int, findings: list[str]):
     from circuitlab import load_model
+    from circuitlab.ffn import sub_updates, value_tokens
     from circuitlab.render import Section
 
-    ffn = _module("ffn")
     model = load_model(FFN_MODEL)
     layer = model.cfg.n_layers - 1
     top = torch.topk(model.W_out[layer].norm(dim=-1), min(12, model.cfg.d_mlp)).indices.tolist()
@@ -227,21 +158,21 @@ def _ffn(seed: int, findings: list[str]):
     if fact is not None:
         # the sub-updates that promote a learned fact, and what the strongest one's value vector promotes
         prompt, answer = fact
-        subs = ffn.sub_updates(model, prompt, layer, token=answer)
+        subs = sub_updates(model, prompt, layer, token=answer)
         predicted = model.to_string(model(prompt)[0, -1].argmax())
         neuron = int(subs.top_neurons[0, 0])
         effect = float(subs.effect.values[0, neuron])
-        promoted = [t for t in ffn.value_tokens(model, layer, neuron, k=10).top_strings[0]
+        promoted = [t for t in value_tokens(model, layer, neuron, k=10).promoted.tokens[0]
                     if t.strip() and t.isprintable() and "\ufffd" not in t][:4]  # readable ones only
         findings.append(f"{FFN_MODEL}: {prompt!r} -> {predicted!r} (the fact: {answer!r}); in MLP layer {layer}, "
                         f"neuron N{neuron}'s sub-update raises it most ({effect:+.2f}); its value vector promotes "
                         + ", ".join(repr(t) for t in promoted))
         items.append(subs)
         top = [neuron] + [n for n in top if n != neuron][:11]
-    values = ffn.value_tokens(model, layer, top, k=8)
+    values = value_tokens(model, layer, top, k=8)
     if fact is None:
         findings.append(f"{FFN_MODEL}: MLP layer {layer} neuron N{values.neurons[0]} (largest value vector) "
-                        f"promotes {', '.join(repr(t) for t in values.top_strings[0][:4])}")
+                        f"promotes {', '.join(repr(t) for t in values.promoted.tokens[0][:4])}")
     items.insert(0, values)
     text = (f"An MLP layer is a key-value memory: neuron i fires on inputs matching its key (column i of W_in) and "
             f"adds its value (row i of W_out) to the residual stream. Projected on the vocabulary, a value names "
@@ -252,36 +183,31 @@ def _ffn(seed: int, findings: list[str]):
 
 
 def _a_fact() -> tuple[str, str] | None:
-    """One (prompt, answer) fact of ``zoo/toy-lm``'s synthetic world, or ``None`` if the model has none."""
-    import json
-
+    """One (prompt, answer) fact of ``zoo/toy-lm``'s synthetic world, or ``None`` if it ships no world."""
     from circuitlab.models.loading import ZOO_DIR
+    from circuitlab.tasks.facts import WORLD_FILE, fact_sentence, load_world
 
-    path = ZOO_DIR / FFN_MODEL.removeprefix("zoo/") / "world.json"
+    path = ZOO_DIR / FFN_MODEL.removeprefix("zoo/") / WORLD_FILE
     if not path.exists():
         return None
-    try:
-        from circuitlab.zoo import toy_lm
-
-        world = toy_lm.World(**json.loads(path.read_text()))
-        return toy_lm.fact_sentence(world, world.people[0], "home", 0)
-    except (ImportError, TypeError, KeyError, AttributeError):
-        return None
+    world = load_world(path)
+    return fact_sentence(world, world.people[0], "home", 0)
 
 
-def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: int = 0, quiet: bool = False,
+def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: int = 0, progress: bool = True,
              ffn: bool = True, echo: Callable[[str], None] = print) -> DemoOutcome:
-    """Run every installed analysis on ``model``, print the headline findings, and write the report.
+    """Run the analyses on ``model``, print the headline findings, and write the report.
 
     Args:
         model: a zoo name, model directory, pretrained name or ``HookedTransformer``.
         out: the report's path.
         seed: seed of every random prompt.
-        quiet: no progress bars.
+        progress: show progress bars.
         ffn: also analyse the MLPs of ``zoo/toy-lm`` when it is installed.
         echo: where lines of output go.
     """
     from circuitlab import list_models, load_model
+    from circuitlab.core import progress_bar
     from circuitlab.render import HTML, count_views, report
 
     started = time.perf_counter()
@@ -292,21 +218,18 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
     items: list[Any] = []
     task = copy_task(loaded, seed=seed)
     want_ffn = ffn and FFN_MODEL in list_models()
-    steps: list[tuple[str, str, Callable[[], Any]]] = [
-        ("induction", "induction circuit", lambda: items.append(_induction(loaded, seed, not quiet, findings)[0])),
-        ("patching", "activation patching", lambda: items.append(_patching(loaded, task, not quiet, findings))),
-        ("attribution", "direct logit attribution", lambda: items.append(_attribution(loaded, task, findings))),
+    steps: list[tuple[str, Callable[[], Any]]] = [
+        ("induction circuit", lambda: items.append(_induction(loaded, seed, progress, findings)[0])),
+        ("activation patching", lambda: items.append(_patching(loaded, task, progress, findings))),
+        ("direct logit attribution", lambda: items.append(_attribution(loaded, task, findings))),
     ]
     if want_ffn:
-        steps.append(("ffn", "FFN key-value memories", lambda: items.append(_ffn(seed, findings))))
+        steps.append(("FFN key-value memories", lambda: items.append(_ffn(seed, findings))))
     elif ffn:
         skipped.append(f"FFN key-value memories: {FFN_MODEL} is not installed")
-    bar = tqdm(steps, desc="demo", disable=quiet, unit="analysis")
-    for module, label, step in bar:
+    bar = progress_bar(steps, progress=progress, desc="demo", unit="analysis")
+    for label, step in bar:
         bar.set_postfix_str(label)
-        if _module(module) is None:
-            skipped.append(f"{label}: circuitlab.{module} is not installed")
-            continue
         step()
     bar.close()
 
@@ -331,16 +254,15 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", default=DEFAULT_MODEL,
-                   help=f"zoo name, model directory or pretrained name (default {DEFAULT_MODEL})")
-    p.add_argument("--out", "-o", default="report.html", help="where to write the HTML report (default report.html)")
+    add_model_option(p, default=DEFAULT_MODEL)
+    add_out_option(p, default="report.html")
     p.add_argument("--seed", type=int, default=0, help="seed of the random prompts (default 0)")
     p.add_argument("--no-ffn", action="store_true", help=f"skip the FFN analysis on {FFN_MODEL}")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_quiet_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
-    run_demo(args.model, args.out, seed=args.seed, quiet=args.quiet, ffn=not args.no_ffn)
+    run_demo(args.model, args.out, seed=args.seed, progress=not args.quiet, ffn=not args.no_ffn)
     return 0
 
 

@@ -1,17 +1,15 @@
-"""``circuitlab induction --model NAME [--out report.html]``: find a model's induction circuit and print it."""
+"""``circuitlab induction -m NAME [-o report.html]``: find a model's induction circuit and print it."""
 
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
-from circuitlab.cli import command
+from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, write_report
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", "-m", required=True,
-                   help="zoo name (e.g. zoo/attn-only-2l), model directory, or pretrained name (e.g. gpt2-small)")
-    p.add_argument("--out", "-o", help="also write a standalone HTML report to this file")
+    add_model_option(p)
+    add_out_option(p)
     p.add_argument("--seq-len", type=int, default=None,
                    help="length of each repeated half (default: 50, or a third of the context)")
     p.add_argument("--n-seqs", type=int, default=20, help="number of repeated random sequences (default 20)")
@@ -19,7 +17,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--method", choices=("mean", "zero"), default="mean", help="ablation method (default mean)")
     p.add_argument("--threshold", type=float, default=0.3,
                    help="absolute floor on the scores that make a head count (default 0.3)")
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    add_quiet_option(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,11 +28,7 @@ def run(args: argparse.Namespace) -> int:
     circuit = find_induction_circuit(model, seq_len=args.seq_len, n_seqs=args.n_seqs, seed=args.seed,
                                      threshold=args.threshold, method=args.method, progress=not args.quiet)
     print(circuit.summary())
-    if args.out:
-        from circuitlab.render import report
-
-        path = report([circuit], Path(args.out), title=f"Induction circuit: {circuit.model or args.model}")
-        print(f"wrote {path}")
+    write_report([circuit], args.out, title=f"Induction circuit: {circuit.model or args.model}")
     return 0
 
 

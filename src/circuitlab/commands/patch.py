@@ -1,7 +1,7 @@
 """``circuitlab patch``: an exact activation-patching sweep from the command line, printed as a top-k table.
 
-    circuitlab patch --model zoo/attn-only-2l --clean "5 6 7 5 6" --corrupted "5 6 7 9 6" --answer 7 --wrong 8
-    circuitlab patch --model gpt2-small --clean "When Mary and John went, John gave it to" \\
+    circuitlab patch -m zoo/attn-only-2l --clean "5 6 7 5 6" --corrupted "5 6 7 9 6" --answer 7 --wrong 8 --ids
+    circuitlab patch -m gpt2-small --clean "When Mary and John went, John gave it to" \\
         --corrupted "When Mary and John went, Mary gave it to" --answer " Mary" --wrong " John" --site z --by layer,head
 
 Prompts and answers are text for models with a tokenizer, and whitespace-separated token ids for models without
@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import answer_arg, command, prompt_arg
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, prompt_arg,
+                            write_report)
 
 
-def _arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", required=True, help="zoo name, directory, pretrained name")
+def arguments(p: argparse.ArgumentParser) -> None:
+    add_model_option(p)
     p.add_argument("--clean", required=True, help="clean prompt (text, or token ids like '3 17 42')")
     p.add_argument("--corrupted", required=True, help="corrupted prompt, same number of tokens")
     p.add_argument("--answer", required=True, help="the correct next token (e.g. ' Mary', or an id)")
@@ -27,8 +28,8 @@ def _arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--direction", default="denoising", choices=["denoising", "noising"])
     p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
     p.add_argument("--ids", action="store_true", help="read prompts and answers as token ids")
-    p.add_argument("--html", help="also write the result as an HTML heatmap to this file")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_out_option(p)
+    add_quiet_option(p)
 
 
 def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
@@ -50,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
 
     metric = LogitDiff(answer, wrong, model=model)
     res = sweep(model, clean, corrupted, metric, site=args.site, by=args.by, direction=args.direction,
-                quiet=args.quiet)
+                progress=not args.quiet)
     clean_v, corrupted_v = res.meta["clean_value"], res.meta["corrupted_value"]
     span = clean_v - corrupted_v
 
@@ -68,12 +69,11 @@ def run(args: argparse.Namespace) -> int:
         value = float(res.values[index])
         recovered = f"{(value - corrupted_v) / span:9.3f}" if abs(span) > 1e-9 else f"{'n/a':>9}"
         print(f"  {rank:>3}  {res.label_of(index):<{width}}  {value:10.4f}  {value - baseline:+10.4f}  {recovered}")
-    if args.html:
-        with open(args.html, "w") as f:
-            f.write(res.to_html())
-        print(f"wrote {args.html}")
+    intro = (f"Clean prompt {args.clean!r}, corrupted prompt {args.corrupted!r}; metric logit({args.answer!r}) - "
+             f"logit({args.wrong!r}): {clean_v:+.4f} clean, {corrupted_v:+.4f} corrupted.")
+    write_report([res], args.out, title=f"Activation patching: {model.cfg.model_name or args.model}", intro=intro)
     return 0
 
 
-run.arguments = _arguments
+run.arguments = arguments
 command("patch", "activation patching sweep (exact, batched): which activations carry the answer")(run)
