@@ -278,18 +278,3 @@ def test_logit_lens_answer_rank_and_top_tokens():
     df = lens.to_dataframe()
     assert len(df) == 3 * BATCH and set(df.columns) >= {"layer", "answer_prob", "answer_rank", "top_tokens"}
     assert "<table" in lens.to_html()
-
-
-def test_cli_attribute(tmp_path, capsys):
-    from circuitlab import save_model
-    from circuitlab.cli import main
-
-    path = save_model(random_model("gpt2", seed=0), tmp_path / "m")
-    out_html = tmp_path / "a.html"
-    rc = main(["attribute", "--model", str(path), "--prompt", "1 2 3 4 1 2 3", "--answer", "4", "--wrong", "5",
-               "--html", str(out_html)])
-    text = capsys.readouterr().out
-    assert rc == 0
-    assert "sum of all direct contributions" in text and "logit lens" in text
-    assert out_html.read_text().count("<table") >= 2
-    assert main(["attribute", "--model", str(path), "--prompt", "1 2 3", "--answer", "4", "--pos", "7"]) == 1

@@ -207,22 +207,3 @@ def test_ffn_errors():
         sub_updates(model, toks, 0, pos=9)
     with pytest.raises(InputError, match="no data"):
         key_examples(model, iter([]), 0, 1, progress=False)
-
-
-def test_cli_ffn(tmp_path, capsys):
-    from circuitlab import save_model
-    from circuitlab.cli import main
-
-    path = save_model(random_model("gpt2", seed=0), tmp_path / "m")
-    data = tmp_path / "data.txt"
-    data.write_text("1 2 3 4 5\n6 7 8\n\n9 10 11 12\n")
-    assert main(["ffn", "--model", str(path), "--layer", "1", "-k", "3"]) == 0
-    assert "largest value vectors" in capsys.readouterr().out
-    assert main(["ffn", "--model", str(path), "--layer", "0", "--neuron", "5", "--prompt", "1 2 3", "--token", "4",
-                 "--data", str(data), "--quiet", "-k", "2", "--html", str(tmp_path / "f.html")]) == 0
-    out = capsys.readouterr().out
-    assert "top sub-updates" in out and "promotes" in out and "top-activating contexts (3 lines, 12 tokens)" in out
-    assert (tmp_path / "f.html").exists()
-    save_model(random_model("attn_only"), tmp_path / "ao")
-    assert main(["ffn", "--model", str(tmp_path / "ao"), "--layer", "0"]) == 1
-    assert "attention-only" in capsys.readouterr().err

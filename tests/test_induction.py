@@ -324,27 +324,6 @@ def test_circuit_renders(circuit2, tmp_path):
     assert circuit2.patterns is not None and circuit2.patterns.shape[0] == len(circuit2.pattern_heads)
 
 
-def test_cli_prints_table_and_writes_report(zoo2, tmp_path, capsys):
-    from circuitlab.cli import main
-
-    out = tmp_path / "report.html"
-    assert main(["induction", "--model", "zoo/attn-only-2l", "--out", str(out), "--quiet", "--n-seqs", "8"]) == 0
-    printed = capsys.readouterr().out
-    assert "Induction circuit" in printed and "in-context loss" in printed
-    page = out.read_text()
-    assert page.lstrip().lower().startswith("<!doctype html") and "Induction score" in page
-
-
-def test_cli_reports_bad_input_cleanly(zoo2, capsys):
-    from circuitlab.cli import main
-
-    assert main(["induction", "--model", "zoo/attn-only-2l", "--seq-len", "40", "--quiet"]) == 1
-    assert "n_ctx=64" in capsys.readouterr().err
-
-
-# -- published reference --------------------------------------------------------------------------------
-
-
 @pytest.mark.network
 @pytest.mark.slow
 def test_gpt2_small_reference():

@@ -35,7 +35,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_layer, check_pos, final_norm,
                              final_norm_bias, final_norm_kind, final_norm_weight, model_name, position_labels,

@@ -26,7 +26,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_mlp_layer, check_neurons,
                              check_pos, decode, model_name, progress_bar, str_tokens, to_tokens, unembed_matrix)

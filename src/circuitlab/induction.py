@@ -33,7 +33,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.utils import get_act_name
+from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (Head, ModelLike, as_model, check_heads, head_label, model_name, progress_bar, readout,
                              str_tokens, to_tokens)

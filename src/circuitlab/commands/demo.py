@@ -23,7 +23,6 @@ The copying task is :func:`circuitlab.tasks.copy_task`. The same run is availabl
 from __future__ import annotations
 
 import argparse
-import html
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,7 +207,7 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
     """
     from circuitlab import list_models, load_model
     from circuitlab.core import progress_bar
-    from circuitlab.render import HTML, count_views, report
+    from circuitlab.render import Bullets, count_views, report
 
     started = time.perf_counter()
     loaded = load_model(model)
@@ -242,8 +241,7 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
              f"ablations; activation patching on a copying task; direct logit attribution"
              f"{'; FFN key-value memories on ' + FFN_MODEL if want_ffn else ''}."
              + (f"\n\nSkipped: {'; '.join(skipped)}." if skipped else ""))
-    headline = HTML("<ul class='cl-prose'>" + "".join(f"<li>{html.escape(line)}</li>" for line in findings)
-                    + "</ul>", title="Headline findings")
+    headline = Bullets(findings, title="Headline findings")
     path = report([headline, *items], out, title=f"circuitlab demo: {name}", intro=intro)
     page = path.read_text(encoding="utf-8")
     seconds = time.perf_counter() - started
