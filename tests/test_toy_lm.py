@@ -10,9 +10,11 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuitlab
-from circuitlab.tasks import repeated_tokens
-from circuitlab.zoo import toy_lm as T
+from circuitlab.tasks import facts, repeated_tokens
 from circuitlab.zoo import text_data
+from circuitlab.zoo import toy_lm as T
+from circuitlab.zoo.fastgpt import REBUILT_BUFFERS, FastGPT
+from circuitlab.zoo.tokenizer import EOT, single_token_id, train_tokenizer
 
 ZOO = T.zoo_dir()
 shipped = pytest.mark.skipif(not (ZOO / "model.safetensors").is_file(), reason="zoo/toy-lm weights not built yet")
@@ -25,17 +27,17 @@ ENGLISH = (
 
 
 @pytest.fixture(scope="module")
-def world() -> T.World:
-    return T.make_world(n_people=40, seed=3)
+def world() -> facts.World:
+    return facts.make_world(n_people=40, seed=3)
 
 
 @pytest.fixture(scope="module")
 def small_tokenizer(world):
     rng = random.Random(0)
-    texts = [ENGLISH] + [T.synthetic_text(world, kind, rng, 50) for kind in ("fact", "ioi") for _ in range(20)]
+    texts = [ENGLISH] + [facts.synthetic_text(world, kind, rng, 50) for kind in ("fact", "ioi") for _ in range(20)]
     words = [v for spec in world.relations.values() for v in spec["values"]] + world.ioi_names
     texts += [" ".join(words)] * 100  # so every answer and name is frequent enough to become one token
-    return T.train_tokenizer(texts, vocab_size=800)
+    return train_tokenizer(texts, vocab_size=800)
 
 
 def tiny_model(tokenizer, seed: int = 0, **kw) -> HookedTransformer:
@@ -57,7 +59,7 @@ def tiny_model(tokenizer, seed: int = 0, **kw) -> HookedTransformer:
                          ids=["standard", "rotary-partial", "rotary-full"])
 def test_fast_twin_matches_hooked_transformer(positions):
     model = tiny_model(None, seed=1, **positions)
-    fast = T.FastGPT.from_hooked(model)
+    fast = FastGPT.from_hooked(model)
     tokens = torch.randint(0, model.cfg.d_vocab, (3, 40), generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
         ref, got = model(tokens), fast(tokens)
@@ -65,14 +67,14 @@ def test_fast_twin_matches_hooked_transformer(positions):
     # and its weights load back into a HookedTransformer unchanged
     other = HookedTransformer(model.cfg)
     missing, unexpected = other.load_state_dict(fast.to_hooked_state(), strict=False)
-    assert not unexpected and missing and all(k.endswith(T._REBUILT_BUFFERS) for k in missing)
+    assert not unexpected and missing and all(k.endswith(REBUILT_BUFFERS) for k in missing)
     with torch.no_grad():
         torch.testing.assert_close(other(tokens), ref)
 
 
 def test_fast_twin_with_tied_embeddings_is_the_hooked_model_with_w_u_equal_to_w_e_transposed():
     model = tiny_model(None, seed=2, positional_embedding_type="rotary", rotary_dim=8)
-    fast = T.FastGPT.from_hooked(model, tied=True)
+    fast = FastGPT.from_hooked(model, tied=True)
     assert "unembed.W_U" not in fast.state_dict() and "unembed.b_U" in fast.state_dict()
     with torch.no_grad():
         model.W_U.copy_(model.W_E.T)
@@ -89,7 +91,7 @@ def test_fast_twin_with_tied_embeddings_is_the_hooked_model_with_w_u_equal_to_w_
 def test_fast_twin_refuses_what_it_does_not_implement():
     model = tiny_model(None, seed=0, positional_embedding_type="shortformer")
     with pytest.raises(circuitlab.CircuitlabError, match="positional_embedding_type='shortformer'"):
-        T.FastGPT.from_hooked(model)
+        FastGPT.from_hooked(model)
 
 
 def test_repeated_tokens_half_losses_by_brute_force():
@@ -125,9 +127,9 @@ def test_batches_mix_the_recipes_kinds(small_tokenizer, world):
 
 
 def test_world_is_deterministic_and_splits_are_disjoint(world):
-    again = T.make_world(n_people=40, seed=3)
+    again = facts.make_world(n_people=40, seed=3)
     assert again == world
-    assert T.make_world(n_people=40, seed=4).facts != world.facts
+    assert facts.make_world(n_people=40, seed=4).facts != world.facts
     assert len(set(world.people)) == 40
     train_pairs = {frozenset(p) for p in world.ioi_train_pairs}
     assert not train_pairs & {frozenset(p) for p in world.ioi_test_pairs}
@@ -139,45 +141,53 @@ def test_world_is_deterministic_and_splits_are_disjoint(world):
             assert world.facts[person][rel] in spec["values"]
     held = [world.heldout_template[p][r] for p in world.people for r in world.relations]
     assert set(held) == {0, 1, 2, 3}
-    assert T.World.from_json(world.to_json()) == world
+    assert facts.World.from_json(world.to_json()) == world
+
+
+def test_load_world_reads_a_world_file_or_the_model_folder_holding_one(world, tmp_path):
+    (tmp_path / "world.json").write_text(world.to_json())
+    assert facts.load_world(tmp_path) == world
+    assert facts.load_world(tmp_path / "world.json") == world
+    with pytest.raises(circuitlab.CircuitlabError, match="No world.json"):
+        facts.load_world(tmp_path / "elsewhere")
 
 
 def test_training_lines_never_use_heldout_templates_or_pairs(world):
     rng = random.Random(1)
-    fact_lines = set(T.synthetic_text(world, "fact", rng, 4000).splitlines())
+    fact_lines = set(facts.synthetic_text(world, "fact", rng, 4000).splitlines())
     for person in world.people:
         for rel in world.relations:
-            held_line = T.fact_line(world, person, rel, world.heldout_template[person][rel])
+            held_line = facts.fact_line(world, person, rel, world.heldout_template[person][rel])
             assert held_line not in fact_lines
     # the trained templates do occur (so the test above is not vacuous)
     p, r = world.people[0], "home"
-    trained = [T.fact_line(world, p, r, t) for t in range(4) if t != world.heldout_template[p][r]]
+    trained = [facts.fact_line(world, p, r, t) for t in range(4) if t != world.heldout_template[p][r]]
     assert any(line in fact_lines for line in trained)
     test_names = {frozenset(p) for p in world.ioi_test_pairs}
-    for line in T.synthetic_text(world, "ioi", rng, 2000).splitlines():
+    for line in facts.synthetic_text(world, "ioi", rng, 2000).splitlines():
         present = frozenset(n for n in world.ioi_names if f" {n} " in line or f" {n}," in line or f" {n}." in line)
         assert present not in test_names, line
 
 
 def test_prompt_builders(world):
     person = world.people[0]
-    prompt, answer = T.fact_sentence(world, person, "home", 0)
+    prompt, answer = facts.fact_sentence(world, person, "home", 0)
     assert prompt == f"{person} lives in" and answer == " " + world.facts[person]["home"]
-    prompt, io = T.ioi_sentence(world, "Mary", "John", True, 0, "store", "drink")
+    prompt, io = facts.ioi_sentence(world, "Mary", "John", True, 0, "store", "drink")
     assert prompt == "When Mary and John went to the store, John gave a drink to" and io == " Mary"
-    prompt, io = T.ioi_sentence(world, "Mary", "John", False, 0, "store", "drink")
+    prompt, io = facts.ioi_sentence(world, "Mary", "John", False, 0, "store", "drink")
     assert prompt == "When John and Mary went to the store, John gave a drink to" and io == " Mary"
 
 
 def test_tokenizer_conventions(small_tokenizer, world):
     tok = small_tokenizer
-    assert tok.convert_ids_to_tokens(0) == T.EOT and tok.bos_token_id == 0
+    assert tok.convert_ids_to_tokens(0) == EOT and tok.bos_token_id == 0
     text = "When Mary and John went to the store, John gave a drink to Mary."
     assert tok.decode(tok.encode(text, add_special_tokens=False)) == text
     # leading-space convention: " Mary" is one token, different from "Mary"
-    assert T.single_token_id(tok, " Mary") != tok.encode("Mary", add_special_tokens=False)[0]
+    assert single_token_id(tok, " Mary") != tok.encode("Mary", add_special_tokens=False)[0]
     with pytest.raises(circuitlab.CircuitlabError, match="single tokens"):
-        T.single_token_id(tok, " Mary John")
+        single_token_id(tok, " Mary John")
 
 
 def test_tokenizer_round_trips_through_save_and_load(small_tokenizer, tmp_path):
@@ -241,7 +251,7 @@ def test_fact_and_ioi_measures_read_the_right_logits(small_tokenizer, world):
     for io, s in (pair, pair[::-1]):
         for io_first in (True, False):
             for t in range(len(world.ioi_templates)):
-                prompt, answer = T.ioi_sentence(world, io, s, io_first, t, rng.choice(world.ioi_places),
+                prompt, answer = facts.ioi_sentence(world, io, s, io_first, t, rng.choice(world.ioi_places),
                                                 rng.choice(world.ioi_objects))
                 with torch.no_grad():
                     logits = model(model.to_tokens(prompt))[0, -1]
@@ -253,10 +263,10 @@ def test_fact_and_ioi_measures_read_the_right_logits(small_tokenizer, world):
     correct = 0
     for person in world.people:
         for rel in world.relations:
-            prompt, answer = T.fact_sentence(world, person, rel, world.heldout_template[person][rel])
+            prompt, answer = facts.fact_sentence(world, person, rel, world.heldout_template[person][rel])
             with torch.no_grad():
                 pred = model(model.to_tokens(prompt))[0, -1].argmax().item()
-            correct += pred == T.single_token_id(small_tokenizer, answer)
+            correct += pred == single_token_id(small_tokenizer, answer)
     assert acc["n_queries"] == 4 * len(world.people)
     assert acc["accuracy"] == pytest.approx(correct / acc["n_queries"])
     assert acc["chance"] == pytest.approx((1 / 12 + 1 / 10 + 1 / 8 + 1 / 8) / 4)
@@ -271,7 +281,7 @@ def toy_lm():
 
 @pytest.fixture(scope="module")
 def shipped_world():
-    return T.load_world(ZOO)
+    return facts.load_world(ZOO)
 
 
 @shipped
@@ -305,16 +315,17 @@ def test_shipped_model_round_trips(toy_lm, tmp_path):
 def test_shipped_world_is_the_recipes_world(toy_lm, shipped_world):
     card = circuitlab.zoo_card("zoo/toy-lm")
     r = card["recipe"]
-    assert shipped_world == T.make_world(r["n_people"], r["seed"], r["heldout_pair_fraction"])
+    assert shipped_world == facts.make_world(r["n_people"], r["seed"], r["heldout_pair_fraction"])
     assert shipped_world == T.world_for(toy_lm)
     for spec in shipped_world.relations.values():  # every answer is one token
         for v in spec["values"]:
-            T.single_token_id(toy_lm.tokenizer, " " + v)
+            single_token_id(toy_lm.tokenizer, " " + v)
 
 
 @pytest.fixture(scope="module")
-def behaviours(toy_lm, shipped_world):
-    return T.measure(toy_lm, shipped_world, T.load_heldout_text(ZOO))
+def behaviours(toy_lm):
+    # what `python -m circuitlab.zoo measure zoo/toy-lm` measures: with world.json and heldout.txt beside the weights
+    return T.measure_model(toy_lm, ZOO)["behaviours"]
 
 
 @shipped
@@ -380,6 +391,26 @@ def test_card_numbers_match_the_shipped_weights(behaviours):
     assert card["fact_recall_heldout_template"]["accuracy"] == pytest.approx(
         behaviours["fact_recall_heldout_template"]["accuracy"], abs=1e-3)
     assert card["ioi_heldout_pairs"]["mean"] == pytest.approx(behaviours["ioi_heldout_pairs"]["mean"], abs=2e-3)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not corpora_installed, reason="needs the Debian corpora: apt-get install -y bible-kjv fortunes")
+def test_zoo_build_trains_a_variant_and_measures_it_from_the_files_beside_it(tmp_path):
+    from circuitlab.models.io import read_card
+    from circuitlab.zoo import build
+
+    tiny = dict(n_layers=1, d_model=32, n_heads=2, d_head=16, d_mlp=64, vocab_size=1500, max_real_chars=150_000,
+                tokenizer_glossary_lines=200, steps=3, eval_every=2, batch_size=4, seed=5)
+    path = build.build("zoo/toy-lm", out_dir=tmp_path, verbose=False, progress=False, **tiny)
+    assert path == tmp_path / "toy-lm"
+    card = read_card(path)
+    assert card["recipe"]["steps"] == 3 and card["recipe"]["seed"] == 5
+    world = facts.load_world(path)
+    assert world == facts.make_world(80, 5, 0.2)
+    model = circuitlab.load_model(path)
+    assert card["behaviours"] == T.measure_model(model, path)["behaviours"]
+    with pytest.raises(circuitlab.CircuitlabError, match="stepz"):
+        build.build("zoo/toy-lm", out_dir=tmp_path, verbose=False, stepz=3)
 
 
 @pytest.mark.slow

@@ -2,4 +2,10 @@
 
 The trained weights ship in ``circuitlab/zoo/weights/<name>/`` and load offline with
 ``circuitlab.load_model("zoo/<name>")``. Rebuild them with ``python -m circuitlab.zoo build NAME``.
+
+- ``registry``: the recipes by zoo name (``ZooRecipe``; each recipe module registers its own);
+- ``attn_only``, ``toy_lm``: one file per recipe;
+- ``training``: the one training loop; ``fastgpt``: the fast training twin of a GPT-style ``HookedTransformer``;
+- ``tokenizer``, ``text_data``: the recipes' tokenizers and the Debian-packaged text ``toy_lm`` trains on;
+- ``build``: ``python -m circuitlab.zoo build|measure``.
 """

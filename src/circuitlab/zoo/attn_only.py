@@ -22,15 +22,16 @@ induction head's keys read), so the one-layer model trained the same way cannot 
 from __future__ import annotations
 
 import math
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuitlab.zoo.registry import ZooRecipe, register, with_fields
 from circuitlab.zoo.tokenizer import word_level_tokenizer
+from circuitlab.zoo.training import torch_threads, train_loop, warmup_times_cosine
 
 
 @dataclass
@@ -125,42 +126,31 @@ def in_context_losses(model: HookedTransformer, seq_len: int = 20, n_seqs: int =
             "chance_loss": math.log(model.cfg.d_vocab - 1), "seq_len": seq_len, "n_seqs": n_seqs}
 
 
-def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False) -> tuple[HookedTransformer, dict[str, Any]]:
-    """Train a model by ``recipe``; returns it and a card of how it was made and what it measures."""
-    prev_threads = torch.get_num_threads()
-    torch.set_num_threads(recipe.threads)
-    try:
+def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False,
+          progress: bool = False) -> tuple[HookedTransformer, dict[str, Any]]:
+    """Train a model by ``recipe``; returns it and a card of how it was made and what it measures.
+
+    ``verbose`` logs the loss every 250 steps; ``progress`` shows a progress bar.
+    """
+    with torch_threads(recipe.threads):
         torch.manual_seed(recipe.seed)
         cfg = recipe.config(name)
         model = HookedTransformer(cfg, tokenizer=word_level_tokenizer(recipe.n_words))
         gen = torch.Generator().manual_seed(recipe.seed + 1)
-        opt = torch.optim.AdamW(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay,
-                                betas=(0.9, 0.98))
-        sched = torch.optim.lr_scheduler.LambdaLR(
-            opt, lambda s: min(1.0, (s + 1) / recipe.warmup)
-            * 0.5 * (1 + math.cos(math.pi * min(1.0, s / recipe.steps))))
-        t0 = time.perf_counter()
-        model.train()
-        for step in range(recipe.steps):
-            tokens = training_batch(recipe, recipe.batch_size, gen, second_task=step >= recipe.second_task_from)
-            logits = model(tokens, return_type="logits")
-            loss = F.cross_entropy(logits[:, :-1].reshape(-1, logits.shape[-1]), tokens[:, 1:].reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            if verbose and (step % 250 == 0 or step == recipe.steps - 1):
-                print(f"step {step:5d}  loss {loss.item():.3f}  {time.perf_counter() - t0:.1f}s", flush=True)
-        train_s = time.perf_counter() - t0
-        model.eval()
-    finally:
-        torch.set_num_threads(prev_threads)
+
+        def batch(step: int) -> torch.Tensor:
+            return training_batch(recipe, recipe.batch_size, gen, second_task=step >= recipe.second_task_from)
+
+        run = train_loop(
+            model, batch, steps=recipe.steps, lr=recipe.lr, lr_factor=warmup_times_cosine(recipe.steps, recipe.warmup),
+            weight_decay=recipe.weight_decay, log_every=250 if verbose else 0, progress=progress, desc=name,
+        )
     card = {
         "name": name,
         "recipe": {"module": __name__, **asdict(recipe)},
-        "train_seconds": round(train_s, 1),
+        "train_seconds": round(run.seconds, 1),
         "train_threads": recipe.threads,
-        "final_train_loss": round(loss.item(), 4),
+        "final_train_loss": round(run.losses[-1], 4),
         "in_context": {k: (round(v, 4) if isinstance(v, float) else v) for k, v in in_context_losses(model).items()},
     }
     return model, card
@@ -207,3 +197,17 @@ def describe(card: dict[str, Any]) -> str:
             bp = max(range(len(prev)), key=lambda h: prev[h])
             line += f", previous-token head L0H{bp} {prev[bp]:.2f}"
     return line + f"; trained {card['train_seconds']:.0f} s on {card['train_threads']} CPU threads"
+
+
+def _zoo_recipe(name: str) -> ZooRecipe:
+    def train_(progress: bool = True, **fields: Any) -> tuple[HookedTransformer, dict[str, Any], dict[str, str]]:
+        return (*train(with_fields(RECIPES[name], fields), name, progress=progress), {})
+
+    def measure_(model: HookedTransformer, path: Path) -> dict[str, Any]:
+        return measure(model)
+
+    return ZooRecipe(name=name, train=train_, measure=measure_, describe=describe)
+
+
+for _name in RECIPES:
+    register(_zoo_recipe(_name))

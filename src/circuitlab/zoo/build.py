@@ -2,10 +2,13 @@
 
     python -m circuitlab.zoo build zoo/attn-only-2l      # retrain (deterministic by seed) and overwrite
     python -m circuitlab.zoo build --all --out /tmp/zoo   # rebuild everything elsewhere
+    python -m circuitlab.zoo build zoo/toy-lm --steps 200 --seed 1 --out /tmp/zoo   # a variant of the recipe
     python -m circuitlab.zoo measure zoo/attn-only-2l    # re-measure the shipped weights, update the card
 
+``zoo/toy-lm`` trains on Debian-packaged text; as root, ``--install-corpora`` installs it where it is missing.
 A model's card (``card.json``) records its recipe, its training time and threads, and what was measured on
-it; its one-line ``description`` is what ``circuitlab models`` prints.
+it; its one-line ``description`` is what ``circuitlab models`` prints. The recipes are in
+:mod:`circuitlab.zoo.registry`.
 """
 
 from __future__ import annotations
@@ -13,77 +16,43 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from transformer_lens import HookedTransformer
-
-from circuitlab.models.io import read_card, save_model
+from circuitlab.models.io import CARD_FILE, load_model_dir, read_card, save_model
 from circuitlab.models.loading import ZOO_DIR, ZOO_PREFIX
+from circuitlab.zoo import registry
 
 
-@dataclass(frozen=True)
-class ZooRecipe:
-    """How to make one zoo model: ``train() -> (model, card, files)`` and ``measure(model) -> dict``.
+def build(name: str, out_dir: Path = ZOO_DIR, verbose: bool = True, **options: Any) -> Path:
+    """Train zoo model ``name`` by its recipe, measure it, and write it to ``out_dir/<name>``.
 
-    ``files`` maps file names to the text of files that ship beside the weights (``{}`` for most models;
-    ``zoo/toy-lm`` writes its synthetic world and its held-out text).
+    ``options`` go to the recipe's ``train``: fields of its recipe dataclass (``steps=10``, ``seed=1``) and
+    ``progress=False``. The files the recipe ships beside the weights are written first, and the measurement
+    reads them there, as ``measure`` does for a shipped model.
     """
-
-    name: str
-    train: Callable[[], tuple[HookedTransformer, dict[str, Any], dict[str, str]]]
-    measure: Callable[[HookedTransformer], dict[str, Any]]
-    describe: Callable[[dict[str, Any]], str]
-
-
-def _attn_only(n_layers: int) -> ZooRecipe:
-    from circuitlab.zoo import attn_only
-
-    name = f"{ZOO_PREFIX}attn-only-{n_layers}l"
-    return ZooRecipe(
-        name=name,
-        train=lambda: (*attn_only.train(attn_only.RECIPES[name], name), {}),
-        measure=attn_only.measure,
-        describe=attn_only.describe,
-    )
-
-
-def recipes() -> dict[str, ZooRecipe]:
-    """Every zoo model this package knows how to build."""
-    out = {r.name: r for r in (_attn_only(2), _attn_only(1))}
-    try:
-        from circuitlab.zoo import toy_lm
-    except ImportError:
-        return out
-    if hasattr(toy_lm, "zoo_recipe"):
-        r = toy_lm.zoo_recipe()
-        out[r.name] = r
-    return out
-
-
-def build(name: str, out_dir: Path = ZOO_DIR, verbose: bool = True) -> Path:
-    recipe = recipes()[name]
-    model, card, files = recipe.train()
-    card.update(recipe.measure(model))
-    card["description"] = recipe.describe(card)
-    path = save_model(model, out_dir / name.removeprefix(ZOO_PREFIX), card=card)
+    recipe = registry.get(name)
+    model, card, files = recipe.train(**options)
+    path = Path(out_dir) / name.removeprefix(ZOO_PREFIX)
+    path.mkdir(parents=True, exist_ok=True)
     for file_name, text in files.items():
         (path / file_name).write_text(text)
+    card.update(recipe.measure(model, path))
+    card["description"] = recipe.describe(card)
+    save_model(model, path, card=card)
     if verbose:
         print(f"{name}: {card['description']}\n  written to {path}")
     return path
 
 
 def remeasure(name: str, out_dir: Path = ZOO_DIR) -> dict[str, Any]:
-    """Measure the shipped weights again and rewrite the card (the weights are not touched)."""
-    from circuitlab.models.io import CARD_FILE, load_model_dir
-
-    recipe = recipes()[name]
-    path = out_dir / name.removeprefix(ZOO_PREFIX)
+    """Measure the shipped weights again (with the files shipped beside them) and rewrite the card; the weights
+    are not touched."""
+    recipe = registry.get(name)
+    path = Path(out_dir) / name.removeprefix(ZOO_PREFIX)
     model = load_model_dir(path, name=name)
     card = read_card(path)
-    card.update(recipe.measure(model))
+    card.update(recipe.measure(model, path))
     card["description"] = recipe.describe(card)
     (path / CARD_FILE).write_text(json.dumps(card, indent=1) + "\n")
     return card
@@ -97,14 +66,29 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("names", nargs="*", help="zoo names, e.g. zoo/attn-only-2l")
         p.add_argument("--all", action="store_true", help="every model in the zoo")
         p.add_argument("--out", type=Path, default=ZOO_DIR, help="where the model folders go")
+        if action == "build":
+            p.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+            p.add_argument("--seed", type=int, default=None, help="override the recipe's seed")
+            p.add_argument("--install-corpora", action="store_true",
+                           help="apt-get install the Debian text zoo/toy-lm trains on, if missing (needs root)")
+            p.add_argument("--quiet", action="store_true", help="no progress bar")
     args = parser.parse_args(argv)
-    names = list(recipes()) if args.all else args.names
-    unknown = [n for n in names if n not in recipes()]
+    known = registry.recipes()
+    names = list(known) if args.all else args.names
+    unknown = [n for n in names if n not in known]
     if unknown or not names:
-        parser.error(f"choose from {list(recipes())} (unknown: {unknown})")
+        parser.error(f"choose from {list(known)} (unknown: {unknown})")
+    if args.action == "build":
+        options: dict[str, Any] = {k: v for k, v in (("steps", args.steps), ("seed", args.seed)) if v is not None}
+        if args.quiet:
+            options["progress"] = False
+        if args.install_corpora:
+            from circuitlab.zoo import text_data
+
+            text_data.require_corpora(install=True)
     for name in names:
         if args.action == "build":
-            build(name, args.out)
+            build(name, args.out, **options)
         else:
             card = remeasure(name, args.out)
             print(f"{name}: {card['description']}")

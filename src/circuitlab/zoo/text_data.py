@@ -133,3 +133,33 @@ def fortunes() -> list[str]:
             if cookie:
                 cookies.append(cookie)
     return cookies
+
+
+def real_documents(max_chars: int | None = None, install: bool = False) -> tuple[list[str], str, dict[str, int]]:
+    """Training documents (KJV chapters and fortune cookies, interleaved deterministically) and held-out text."""
+    require_corpora(install=install)
+    train_verses, held_verses = split_heldout(kjv_verses())
+    kjv = kjv_documents(train_verses)
+    cookies = fortunes()
+    # interleave so any prefix of the list (max_chars) holds both kinds; order is fixed, not random
+    docs, ratio = [], len(cookies) / len(kjv)
+    ci = 0
+    for i, chapter in enumerate(kjv):
+        docs.append(chapter)
+        while ci < min(len(cookies), round((i + 1) * ratio)):
+            docs.append(cookies[ci])
+            ci += 1
+    docs += cookies[ci:]
+    if max_chars is not None:
+        kept, total = [], 0
+        for d in docs:
+            if total >= max_chars:
+                break
+            kept.append(d)
+            total += len(d)
+        docs = kept
+    heldout = "\n".join(v.text for v in held_verses) + "\n"
+    sizes = {"kjv_train_chars": sum(map(len, kjv)), "fortune_chars": sum(map(len, cookies)),
+             "used_train_chars": sum(map(len, docs)), "heldout_chars": len(heldout),
+             "kjv_train_verses": len(train_verses), "heldout_verses": len(held_verses), "fortunes": len(cookies)}
+    return docs, heldout, sizes
