@@ -3,7 +3,10 @@
 Every recipe trains through :func:`train_loop`; a recipe brings its model (a ``HookedTransformer`` or its fast
 twin :class:`~circuitlab.zoo.fastgpt.FastGPT`), its batches, and its schedule. Determinism: the loop draws no
 random numbers itself (batches come from the recipe's own seeded generator), so the same recipe and seed give
-the same weights on the same machine with the same thread count (:func:`torch_threads`).
+bit-identical weights on one thread (:func:`torch_threads`). On two or more threads they need not: torch's CPU
+backward of the embedding lookup sums gradients in an order that depends on thread timing once a batch is split
+across threads (weights then differ by up to about 3e-4 after a full run). ``torch.use_deterministic_algorithms``
+removes that, at about twice the training time, so the recipes do not turn it on.
 """
 
 from __future__ import annotations
