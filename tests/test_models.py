@@ -150,17 +150,6 @@ def test_hf_hub_offline_env_is_respected(monkeypatch):
     assert loading.hub_reachable() is False
 
 
-def test_models_command_lists_the_zoo(capsys):
-    from circuitlab.cli import main
-
-    assert main(["models"]) == 0
-    out = capsys.readouterr().out
-    for name in ZOO_REQUIRED:
-        assert name in out
-
-
-#: zoo/attn-only-2l's recipe for 20 steps (warmup 5, topics from step 10) on one thread: what the recipe's code gave
-#: when the shipped model was trained by it
 PINNED_SHORT_RUN = {"final_train_loss": 4.5634, "first_half_loss": 4.6195, "second_half_loss": 4.6055}
 
 
@@ -274,18 +263,3 @@ def test_transformer_bridge_needs_compatibility_mode(tiny_bridge):
         circuitlab.load_model(tiny_bridge)
     tiny_bridge.enable_compatibility_mode(disable_warnings=True)
     assert circuitlab.load_model(tiny_bridge) is tiny_bridge
-
-
-def test_cli_token_id_options():
-    from circuitlab.cli import answer_arg, prompt_arg
-
-    no_tok = random_model("gpt2")
-    zoo = circuitlab.load_model("zoo/attn-only-2l")
-    assert prompt_arg(no_tok, "3, 17 42") == [3, 17, 42]
-    assert prompt_arg(zoo, "t3 t4") == "t3 t4"  # text where there is a tokenizer
-    assert prompt_arg(zoo, "3 4", as_ids=True) == [3, 4]
-    assert answer_arg(no_tok, "7") == 7 and answer_arg(no_tok, None) is None
-    with pytest.raises(CircuitlabError, match="single token id"):
-        answer_arg(no_tok, "7 8", "--answer")
-    with pytest.raises(CircuitlabError, match="token ids"):
-        prompt_arg(no_tok, "t3 t4", "--clean")
