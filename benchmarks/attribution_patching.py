@@ -57,7 +57,7 @@ def random_task(model, seed=0, seq=12, batch=2):
 
 
 def compare(model, clean, corrupted, metric, site, by):
-    exact_res = sweep(model, clean, corrupted, metric, site, by, quiet=True)
+    exact_res = sweep(model, clean, corrupted, metric, site, by, progress=False)
     approx = attribution(model, clean, corrupted, metric, site, by)
     base = exact_res.meta["corrupted_value"]
     e, a = (exact_res.values - base).flatten(), (approx.values - base).flatten()

@@ -99,10 +99,10 @@ def bench(model, n_tokens, site, by, subset_size, seed=0):
     correct, wrong = torch.randint(0, model.cfg.d_vocab, (2,), generator=gen).tolist()
     metric = LogitDiff(correct, wrong)
 
-    sweep(model, clean[:, :4], corrupted[:, :4], metric, site, by, quiet=True, layers=[0])  # warm-up
+    sweep(model, clean[:, :4], corrupted[:, :4], metric, site, by, progress=False, layers=[0])  # warm-up
     with PeakRSS() as mem:
         t = time.perf_counter()
-        ours = sweep(model, clean, corrupted, metric, site, by, quiet=True)
+        ours = sweep(model, clean, corrupted, metric, site, by, progress=False)
         ours_s = time.perf_counter() - t
 
     with torch.no_grad():

@@ -78,26 +78,32 @@ def absent(arch: str, site: str) -> bool:
     return (site == "mlp_out" and arch == "attn_only") or (site == "resid_mid" and arch in ("attn_only", "pythia"))
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
-@pytest.mark.parametrize("site,by,tl_fn", CASES, ids=[f"{s}-{'_'.join(b)}" for s, b, _ in CASES])
+def case_id(case) -> str:
+    """A stable test id for a CASES row (its TransformerLens function is a partial whose str holds an address)."""
+    site, by = case[0], case[1]
+    return f"{site}-{'_'.join(by)}"
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES, ids=str)
+@pytest.mark.parametrize("site,by,tl_fn", CASES, ids=[case_id(c) for c in CASES])
 def test_sweep_equals_transformer_lens(arch, site, by, tl_fn):
     model = model_of(arch)
     clean, corrupted = prompts()
     if absent(arch, site):
         with pytest.raises(InputError, match="does not exist in this model"):
-            sweep(model, clean, corrupted, METRIC, site, by, quiet=True)
+            sweep(model, clean, corrupted, METRIC, site, by, progress=False)
         return
     _, clean_cache = model.run_with_cache(clean)
     with torch.no_grad():
         ref = tl_fn(model, corrupted, clean_cache, METRIC)
-    ours = sweep(model, clean, corrupted, METRIC, site, by, quiet=True)
+    ours = sweep(model, clean, corrupted, METRIC, site, by, progress=False)
     assert ours.axes == by and ours.shape == tuple(ref.shape)
     assert (ours.values - ref).abs().max() < TOL
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"], ids=str)
 @pytest.mark.parametrize("site,by,tl_fn", [CASES[i] for i in (0, 4, 8, 9, 12, 13)],
-                         ids=lambda x: "_".join(x) if isinstance(x, tuple) else getattr(x, "__name__", str(x)))
+                         ids=[case_id(CASES[i]) for i in (0, 4, 8, 9, 12, 13)])
 def test_shared_prefix_shortcuts_equal_transformer_lens(arch, site, by, tl_fn):
     """Inputs that agree on their first positions: patches there are no-ops, all-position patches start later."""
     model = model_of(arch)
@@ -109,7 +115,7 @@ def test_shared_prefix_shortcuts_equal_transformer_lens(arch, site, by, tl_fn):
     _, clean_cache = model.run_with_cache(clean)
     with torch.no_grad():
         ref = tl_fn(model, corrupted, clean_cache, METRIC)
-    ours = sweep(model, clean, corrupted, METRIC, site, by, quiet=True)
+    ours = sweep(model, clean, corrupted, METRIC, site, by, progress=False)
     assert (ours.values - ref).abs().max() < TOL
 
 
@@ -120,11 +126,11 @@ def test_pattern_dest_src_equals_transformer_lens():
     _, clean_cache = model.run_with_cache(clean)
     with torch.no_grad():
         ref = tlp.get_act_patch_attn_head_pattern_dest_src_pos(model, corrupted, clean_cache, METRIC)
-    ours = sweep(model, clean, corrupted, METRIC, "pattern", ("layer", "head", "dest_pos", "src_pos"), quiet=True)
+    ours = sweep(model, clean, corrupted, METRIC, "pattern", ("layer", "head", "dest_pos", "src_pos"), progress=False)
     assert (ours.values - ref).abs().max() < TOL
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "pythia"])
+@pytest.mark.parametrize("arch", ["gpt2", "pythia"], ids=str)
 def test_general_metric_path_equals_transformer_lens(arch):
     """Any callable works: here one that reads two positions and is not declarative (full logits path)."""
     model = model_of(arch)
@@ -137,7 +143,7 @@ def test_general_metric_path_equals_transformer_lens(arch):
     for site, by, fn in [CASES[0], CASES[4], CASES[8]]:
         with torch.no_grad():
             ref = fn(model, corrupted, clean_cache, metric)
-        ours = sweep(model, clean, corrupted, metric, site, by, quiet=True)
+        ours = sweep(model, clean, corrupted, metric, site, by, progress=False)
         assert (ours.values - ref).abs().max() < TOL, site
 
 
@@ -149,7 +155,7 @@ def test_probability_and_normalized_metrics_equal_transformer_lens():
     for metric in (Probability([3, 4]), Normalized.fit(LogitDiff(3, 4), model, clean, corrupted), per_prompt_position):
         with torch.no_grad():
             ref = tlp.get_act_patch_resid_pre(model, corrupted, clean_cache, metric)
-        ours = sweep(model, clean, corrupted, metric, "resid_pre", ("layer", "pos"), quiet=True)
+        ours = sweep(model, clean, corrupted, metric, "resid_pre", ("layer", "pos"), progress=False)
         assert (ours.values - ref).abs().max() < TOL
 
 
@@ -161,17 +167,17 @@ def test_shortformer_positions_equal_transformer_lens():
     for site, by, fn in [CASES[0], CASES[4], CASES[6], CASES[13]]:
         with torch.no_grad():
             ref = fn(model, corrupted, clean_cache, METRIC)
-        assert (sweep(model, clean, corrupted, METRIC, site, by, quiet=True).values - ref).abs().max() < TOL
+        assert (sweep(model, clean, corrupted, METRIC, site, by, progress=False).values - ref).abs().max() < TOL
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"], ids=str)
 def test_noising_direction_swaps_the_runs(arch):
     model = model_of(arch)
     clean, corrupted = prompts()
     _, corrupted_cache = model.run_with_cache(corrupted)
     with torch.no_grad():
         ref = tlp.get_act_patch_attn_head_out_by_pos(model, clean, corrupted_cache, METRIC)
-    ours = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), direction="noising", quiet=True)
+    ours = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), direction="noising", progress=False)
     assert (ours.values - ref).abs().max() < TOL
     with torch.no_grad():
         assert abs(ours.meta["clean_value"] - float(METRIC(model(clean)))) < TOL
@@ -182,19 +188,19 @@ def test_options_do_not_change_the_numbers():
     """Slow reference loop, tiny chunks, a layer subset, another axis order, resid_post: same values."""
     model = model_of("gpt2")
     clean, corrupted = prompts()
-    full = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), quiet=True)
-    slow = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), fast=False, quiet=True)
-    tiny = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), max_memory=1, quiet=True)
-    one = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), layers=[1], quiet=True)
-    swapped = sweep(model, clean, corrupted, METRIC, "hook_z", "layer,head,pos", quiet=True)
+    full = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), progress=False)
+    slow = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), fast=False, progress=False)
+    tiny = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), max_memory=1, progress=False)
+    one = sweep(model, clean, corrupted, METRIC, "z", ("layer", "pos", "head"), layers=[1], progress=False)
+    swapped = sweep(model, clean, corrupted, METRIC, "hook_z", "layer,head,pos", progress=False)
     assert (full.values - slow.values).abs().max() < TOL
     assert (full.values - tiny.values).abs().max() < TOL
     assert (full.values[1:] - one.values).abs().max() < TOL and one.labels["layer"] == ["L1"]
     assert swapped.axes == ("layer", "head", "pos")
     assert (full.values.permute(0, 2, 1) - swapped.values).abs().max() < TOL
     # resid_post of layer L is resid_pre of layer L + 1; the last layer's is the final residual stream
-    post = sweep(model, clean, corrupted, METRIC, "resid_post", ("layer", "pos"), quiet=True)
-    pre = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), quiet=True)
+    post = sweep(model, clean, corrupted, METRIC, "resid_post", ("layer", "pos"), progress=False)
+    pre = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), progress=False)
     assert (post.values[0] - pre.values[1]).abs().max() < TOL
     assert abs(float(post.values[1, -1]) - post.meta["clean_value"]) < TOL  # last position, last layer: clean
 
@@ -202,9 +208,9 @@ def test_options_do_not_change_the_numbers():
 def test_labels_and_grouped_query_heads():
     model = model_of("llama")  # 4 query heads, 2 key/value heads
     clean, corrupted = prompts()
-    res = sweep(model, clean, corrupted, METRIC, "k", ("layer", "head"), quiet=True)
+    res = sweep(model, clean, corrupted, METRIC, "k", ("layer", "head"), progress=False)
     assert res.shape == (2, 2) and res.labels["head"] == ["KV0", "KV1"]
-    res = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), quiet=True)
+    res = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), progress=False)
     assert res.labels["pos"][0].startswith("0:") and len(res.labels["pos"]) == 6
     assert res.meta["site"] == "resid_pre" and res.to_dataframe().shape[0] == 12
 
@@ -213,20 +219,83 @@ def test_errors_say_what_is_wrong():
     model = model_of("gpt2")
     clean, corrupted = prompts()
     with pytest.raises(InputError, match="same number of tokens"):
-        sweep(model, clean, corrupted[:, :5], METRIC, quiet=True)
+        sweep(model, clean, corrupted[:, :5], METRIC, progress=False)
     with pytest.raises(InputError, match="unknown site 'resid_middle'"):
-        sweep(model, clean, corrupted, METRIC, "resid_middle", quiet=True)
+        sweep(model, clean, corrupted, METRIC, "resid_middle", progress=False)
     with pytest.raises(InputError, match="does not fit site 'resid_pre'"):
-        sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "head"), quiet=True)
+        sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "head"), progress=False)
     with pytest.raises(InputError, match="must include 'layer'"):
-        sweep(model, clean, corrupted, METRIC, "z", ("head",), quiet=True)
+        sweep(model, clean, corrupted, METRIC, "z", ("head",), progress=False)
     with pytest.raises(InputError, match="one number"):
-        sweep(model, clean, corrupted, lambda logits: logits[:, -1, 0], quiet=True)
+        sweep(model, clean, corrupted, lambda logits: logits[:, -1, 0], progress=False)
     with pytest.raises(InputError, match="out of range"):
-        sweep(model, clean, corrupted, METRIC, layers=[2], quiet=True)
+        sweep(model, clean, corrupted, METRIC, layers=[2], progress=False)
     with pytest.raises(InputError, match="direction"):
-        sweep(model, clean, corrupted, METRIC, direction="sideways", quiet=True)
+        sweep(model, clean, corrupted, METRIC, direction="sideways", progress=False)
     assert issubclass(InputError, CircuitlabError)
+
+
+def test_unverified_configuration_takes_the_exact_path():
+    """A configuration field outside KV_REUSE_VERIFIED (here an attention soft cap) turns the cached key/value
+    shortcut off; the sweep still gives TransformerLens's numbers, and meta says why."""
+    from circuitlab.testing import architecture_config
+
+    cfg = architecture_config("gpt2", seed=11)
+    cfg.attn_scores_soft_cap = 5.0
+    model = HookedTransformer(cfg).eval()
+    clean, corrupted = prompts()
+    _, clean_cache = model.run_with_cache(clean)
+    for site, by, fn in [CASES[0], CASES[4]]:
+        with torch.no_grad():
+            ref = fn(model, corrupted, clean_cache, METRIC)
+        ours = sweep(model, clean, corrupted, METRIC, site, by, progress=False)
+        engine = ours.meta["engine"]
+        assert not engine["kv_reuse"] and not engine["last_block"] and "attn_scores_soft_cap=5.0" in engine["why"]
+        assert engine["runner"] == "blocks" and engine["declarative_readout"]  # the other shortcuts stay on
+        assert (ours.values - ref).abs().max() < TOL
+    verified = sweep(model_of("gpt2"), clean, corrupted, METRIC, progress=False).meta["engine"]
+    assert verified["kv_reuse"] and verified["last_block"] and "self-check passed" in verified["why"]
+
+
+def test_failed_self_check_falls_back_to_the_exact_path(monkeypatch):
+    """Where the attention's key/value cache does not hold what hook_k/hook_v hold (clip_qkv clamps after the
+    hooks), the start-up self-check catches it even if the allowlist let the configuration through."""
+    from circuitlab.testing import architecture_config
+
+    cfg = architecture_config("gpt2", seed=11)
+    cfg.clip_qkv = 0.05
+    model = HookedTransformer(cfg).eval()
+    monkeypatch.setitem(exact.KV_REUSE_VERIFIED, "clip_qkv", (None, 0.05))
+    clean, corrupted = prompts()
+    _, clean_cache = model.run_with_cache(clean)
+    with torch.no_grad():
+        ref = tlp.get_act_patch_resid_pre(model, corrupted, clean_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), progress=False)
+    assert not ours.meta["engine"]["kv_reuse"] and "self-check failed" in ours.meta["engine"]["why"]
+    assert (ours.values - ref).abs().max() < TOL
+
+
+def test_patch_spec_and_model_names(tmp_path):
+    """The patch spec is recorded alike by every method; a saved model's path works as the model."""
+    from circuitlab.models import save_model
+
+    model = model_of("gpt2")
+    clean, corrupted = prompts()
+    res = sweep(model, clean, corrupted, METRIC, "z", ("layer", "head"), layers=[-1], progress=False)
+    approx = attribution(model, clean, corrupted, METRIC, "z", ("layer", "head"), layers=[1])
+    for r, method in ((res, "activation patching"), (approx, "attribution patching")):
+        assert {k: r.meta[k] for k in ("method", "site", "by", "direction", "layers")} == {
+            "method": method, "site": "z", "by": ("layer", "head"), "direction": "denoising", "layers": [1]}
+    assert abs(approx.meta["clean_value"] - res.meta["clean_value"]) < TOL
+    assert abs(approx.meta["corrupted_value"] - res.meta["corrupted_value"]) < TOL
+    paths = path_patch(model, clean, corrupted, METRIC, senders="heads", receivers="1.0.q", progress=False)
+    assert paths.meta["method"] == "path patching" and paths.meta["senders"] == "heads"
+    assert paths.meta["by"] == ("layer", "head") and paths.meta["layers"] == [0]
+    assert paths.meta["direction"] == "denoising" and paths.meta["receivers"] == [(1, 0, "q")]
+
+    save_model(model, tmp_path / "m")
+    by_path = sweep(str(tmp_path / "m"), clean, corrupted, METRIC, "z", ("layer", "head"), layers=[1], progress=False)
+    assert torch.allclose(by_path.values, res.values, atol=TOL)
 
 
 # -- attribution patching ---------------------------------------------------------------------------------------
@@ -239,15 +308,17 @@ def linear_readout_model() -> HookedTransformer:
     return HookedTransformer(cfg).eval()
 
 
-@pytest.mark.parametrize("site,by", [("z", ("layer", "head")), ("attn_out", ("layer", "pos")),
-                                     ("v", ("layer", "pos", "head")), ("pattern", ("layer", "head", "dest_pos")),
-                                     ("resid_post", ("layer", "pos"))])
+LINEAR_CASES = [("z", ("layer", "head")), ("attn_out", ("layer", "pos")), ("v", ("layer", "pos", "head")),
+                ("pattern", ("layer", "head", "dest_pos")), ("resid_post", ("layer", "pos"))]
+
+
+@pytest.mark.parametrize("site,by", LINEAR_CASES, ids=[case_id(c) for c in LINEAR_CASES])
 def test_attribution_is_exact_where_the_metric_is_linear(site, by):
     """In the last layer of a model without LayerNorm, the logit difference is linear in z, attn_out, v (the
     pattern does not depend on v), the pattern (z = pattern @ v) and resid_post: first order is exact."""
     model = linear_readout_model()
     clean, corrupted = prompts()
-    exact_res = sweep(model, clean, corrupted, METRIC, site, by, layers=[1], quiet=True)
+    exact_res = sweep(model, clean, corrupted, METRIC, site, by, layers=[1], progress=False)
     approx = attribution(model, clean, corrupted, METRIC, site, by, layers=[1])
     assert approx.shape == exact_res.shape and approx.axes == exact_res.axes
     assert (approx.values - exact_res.values).abs().max() < 1e-4
@@ -256,7 +327,7 @@ def test_attribution_is_exact_where_the_metric_is_linear(site, by):
 def test_attribution_shape_and_first_order_behaviour():
     model = model_of("gpt2")
     clean, corrupted = prompts()
-    exact_res = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), quiet=True)
+    exact_res = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), progress=False)
     approx = attribution(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"))
     assert approx.shape == exact_res.shape and "linear estimate" in approx.title
     # patching position 0 (identical tokens, hence identical activations) changes nothing, exactly and linearly
@@ -270,7 +341,7 @@ def _head_out(model, cache, layer, head):
     return cache[f"blocks.{layer}.attn.hook_z"][:, :, head] @ model.W_O[layer, head]
 
 
-@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+@pytest.mark.parametrize("arch", ["gpt2", "llama"], ids=str)
 def test_path_patch_to_logits_equals_direct_computation(arch):
     """Senders = every head of the last layer, receiver = final residual stream: with all else frozen, the final
     residual stream is the corrupted one plus the senders' output differences, then ln_final and unembed."""
@@ -289,7 +360,8 @@ def test_path_patch_to_logits_equals_direct_computation(arch):
     assert abs(float(res.values[0]) - expected) < TOL
 
 
-@pytest.mark.parametrize("arch,component", [("gpt2", "q"), ("pythia", "k"), ("llama", "v")])
+@pytest.mark.parametrize("arch,component", [("gpt2", "q"), ("pythia", "k"), ("llama", "v")],
+                         ids=["gpt2-q", "pythia-k", "llama-v"])
 def test_path_patch_into_head_input_equals_brute_force(arch, component):
     """Receiver = one head's q/k/v in layer 1: its input is the corrupted residual stream plus the senders'
     output differences (head 0.2 and MLP 0), through ln1; then a normal run with only that input replaced."""
@@ -319,7 +391,7 @@ def test_path_patch_into_head_input_equals_brute_force(arch, component):
 def test_path_patch_head_sweep_and_errors():
     model = model_of("attn_only")
     clean, corrupted = prompts()
-    res = path_patch(model, clean, corrupted, METRIC, senders="heads", receivers="L1H0.q", quiet=True)
+    res = path_patch(model, clean, corrupted, METRIC, senders="heads", receivers="L1H0.q", progress=False)
     assert res.axes == ("layer", "head") and res.shape == (2, 4)
     assert torch.allclose(res.values[1], torch.full((4,), res.meta["corrupted_value"]))  # no path from layer 1
     with pytest.raises(InputError, match="no path"):
@@ -328,6 +400,36 @@ def test_path_patch_head_sweep_and_errors():
         path_patch(model, clean, corrupted, METRIC, senders="MLP0")
     with pytest.raises(InputError, match="cannot read receiver"):
         path_patch(model, clean, corrupted, METRIC, senders=(0, 0), receivers=["L1H0.z"])
+
+
+def test_path_patch_head_grammar():
+    """Senders and receivers use the package's one head grammar: (l, h), "L1H2" and "1.2" (negative from the end);
+    receivers add ".q/.k/.v"; MLP senders stay "MLP2" / ("mlp", 2)."""
+    from circuitlab.patching.path import _parse_receivers, _parse_senders
+
+    model = model_of("llama")  # 4 query heads, 2 key/value heads
+    clean, corrupted = prompts()
+    for senders in ([(0, 2), ("mlp", 0)], ["L0H2", "MLP0"], ["0.2", "mlp0"], [(0, -2), "MLP-2"], ("0.2", "MLP0")):
+        assert _parse_senders(model, senders) == [("head", 0, 2), ("mlp", 0)], senders
+    assert _parse_senders(model, "1.3") == _parse_senders(model, (1, 3)) == [("head", 1, 3)]
+    for receivers in ("L1H1.q", "1.1.q", "1.1q", "L1H1q", ["-1.-3.q"], (1, 1, "q"), [(1, 1, "q")]):
+        assert _parse_receivers(model, receivers) == [(1, 1, "q")], receivers
+    assert _parse_receivers(model, ["1.-1.k", "L0H0.v"]) == [(1, 1, "k"), (0, 0, "v")]  # key/value heads
+
+    def value(senders, receivers):
+        return float(path_patch(model, clean, corrupted, METRIC, senders, receivers).values[0])
+
+    assert abs(value(["0.2", "MLP0"], "1.1.q") - value([(0, 2), ("mlp", 0)], [(1, 1, "q")])) < TOL
+    res = path_patch(model, clean, corrupted, METRIC, senders=["0.2", "MLP0"], receivers="1.1.v")
+    assert res.labels["senders"] == ["L0H2+MLP0"] and res.meta["senders"] == ["L0H2", "MLP0"]
+    with pytest.raises(InputError, match="cannot read sender"):
+        path_patch(model, clean, corrupted, METRIC, senders="head 3")
+    with pytest.raises(InputError, match="out of range"):
+        path_patch(model, clean, corrupted, METRIC, senders="0.7")
+    with pytest.raises(InputError, match="key/value head"):  # a k/v receiver indexes the 2 key/value heads
+        path_patch(model, clean, corrupted, METRIC, senders="0.2", receivers="1.3.k")
+    with pytest.raises(InputError, match="cannot read receiver"):
+        path_patch(model, clean, corrupted, METRIC, senders="0.2", receivers="1.3")
 
 
 # -- command line --------------------------------------------------------------------------------------------------

@@ -308,6 +308,8 @@ def final_norm_kind(model: HookedTransformer) -> str:
         return "ln"
     if name.startswith("RMSNorm"):
         return "rms"
+    if name.endswith("NormalizationBridge"):  # a TransformerBridge's norm says which kind it computes
+        return "rms" if getattr(ln, "uses_rms_norm", name.startswith("RMS")) else "ln"
     return "none"
 
 

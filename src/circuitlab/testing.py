@@ -66,3 +66,90 @@ def gpt2_small_shaped(seed: int = 0, n_ctx: int = 1024) -> HookedTransformer:
     model = HookedTransformer(cfg)
     model.eval()
     return model
+
+
+#: the TransformerBridge families :func:`random_bridge` builds
+BRIDGE_ARCHITECTURES = ("gpt2", "neox", "llama")
+
+
+def random_bridge(arch: str = "gpt2", seed: int = 0, n_layers: int = 2, d_model: int = 32, n_heads: int = 4,
+                  d_vocab: int = 50, n_ctx: int = 32):
+    """A small random-init ``TransformerBridge`` in compatibility mode, and the ``HookedTransformer`` equal to it.
+
+    Built offline: a Hugging Face model from a small ``transformers`` config (``GPT2Config`` for ``"gpt2"``:
+    LayerNorm, learned positions, GELU; ``GPTNeoXConfig`` for ``"neox"`` (Pythia): partial rotary, parallel
+    attention and MLP; ``LlamaConfig`` for ``"llama"``: RMSNorm, rotary, gated SiLU MLP, grouped-query
+    attention) with random weights, biases and norm scales, saved with a word-level tokenizer
+    (``"t0 t1 ..."``, see :func:`circuitlab.zoo.tokenizer.word_level_tokenizer`) to a temporary directory. The
+    bridge boots from that directory and is put in compatibility mode (TransformerLens's default weight
+    processing: folded norms, centred writing weights and unembedding); the HookedTransformer is converted from
+    the same Hugging Face model by TransformerLens's own loader with the same processing. The two compute the
+    same logits up to float32 rounding, so any analysis can be compared between them.
+
+    Returns:
+        ``(bridge, hooked)``.
+    """
+    import logging
+    import shutil
+    import tempfile
+
+    import transformer_lens.loading_from_pretrained as loading
+    from transformer_lens.model_bridge import TransformerBridge
+    from transformers import (GPT2Config, GPT2LMHeadModel, GPTNeoXConfig, GPTNeoXForCausalLM, LlamaConfig,
+                              LlamaForCausalLM)
+
+    from circuitlab.zoo.tokenizer import word_level_tokenizer
+
+    std = 0.8 / d_model ** 0.5  # TransformerLens's scale: HF's default 0.02 leaves a tiny model almost linear
+    torch.manual_seed(seed)
+    if arch == "gpt2":
+        hf = GPT2LMHeadModel(GPT2Config(n_layer=n_layers, n_head=n_heads, n_embd=d_model, vocab_size=d_vocab,
+                                        n_positions=n_ctx, n_ctx=n_ctx, initializer_range=std))
+    elif arch == "neox":
+        hf = GPTNeoXForCausalLM(GPTNeoXConfig(num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                                              hidden_size=d_model, intermediate_size=4 * d_model,
+                                              vocab_size=d_vocab, max_position_embeddings=n_ctx, rotary_pct=0.5,
+                                              use_parallel_residual=True, initializer_range=std))
+    elif arch == "llama":
+        hf = LlamaForCausalLM(LlamaConfig(num_hidden_layers=n_layers, num_attention_heads=n_heads,
+                                          num_key_value_heads=max(1, n_heads // 2), hidden_size=d_model,
+                                          intermediate_size=3 * d_model, vocab_size=d_vocab,
+                                          max_position_embeddings=n_ctx, tie_word_embeddings=False,
+                                          initializer_range=std))
+    else:
+        raise ValueError(f"unknown bridge architecture {arch!r}; choose from {BRIDGE_ARCHITECTURES}")
+    gen = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for name, p in hf.named_parameters():
+            if name.endswith("bias"):
+                p.copy_(0.1 * torch.randn(p.shape, generator=gen))
+            elif "ln" in name or "norm" in name:  # norm scales: away from 1 so they matter
+                p.copy_(1 + 0.2 * torch.randn(p.shape, generator=gen))
+    hf.eval()
+    tokenizer = word_level_tokenizer(d_vocab - 1)
+
+    # TransformerLens reads a local directory's architecture from its config, unless the path names a family
+    tmp = tempfile.mkdtemp(prefix="circuitlab-bridge-")
+    if any(word in tmp.lower() for word in ("llama", "gemma")):
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise RuntimeError(f"the temporary directory {tmp!r} names a model family; set TMPDIR elsewhere.")
+    name = f"random-{arch}-bridge"
+    quiet = logging.getLogger("transformers").level
+    try:
+        logging.getLogger("transformers").setLevel(logging.ERROR)
+        hf.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        bridge = TransformerBridge.boot_transformers(tmp, device="cpu")
+        bridge.enable_compatibility_mode(disable_warnings=True)
+        cfg = loading.get_pretrained_model_config(tmp, fold_ln=True, device="cpu")
+        cfg.model_name = name
+        hooked = HookedTransformer(cfg, tokenizer, move_to_device=False)
+        hooked.load_and_process_state_dict(loading.get_pretrained_state_dict(tmp, cfg, hf), fold_ln=True,
+                                           center_writing_weights=True, center_unembed=True, fold_value_biases=True)
+    finally:
+        logging.getLogger("transformers").setLevel(quiet)
+        shutil.rmtree(tmp, ignore_errors=True)
+    bridge.cfg.model_name = name
+    bridge.eval()
+    hooked.eval()
+    return bridge, hooked

@@ -17,18 +17,16 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 import torch
-from transformer_lens import HookedTransformer
 
+from circuitlab.core import ModelLike, Prompts, as_model, check_layers, metric_name, model_name, position_labels
 from circuitlab.metrics import LogitMetric
-from circuitlab.patching.sites import (check_layers, check_site_exists, get_site, parse_by, prepare_tokens,
-                                       scalar)
 from circuitlab.patching.exact import Metric
+from circuitlab.patching.sites import check_site_exists, get_site, parse_by, patch_spec, prepare_tokens, scalar
 from circuitlab.results import Result
-from circuitlab.core import Prompts, position_labels
 
 
 def attribution(
-    model: HookedTransformer,
+    model: ModelLike,
     clean_tokens: Prompts,
     corrupted_tokens: Prompts,
     metric: Metric,
@@ -45,16 +43,18 @@ def attribution(
     entry by entry. The metric must be differentiable. Costs one forward pass on each input and one backward
     pass, whatever the number of sites. This is a linear approximation, not an exact patch.
     """
+    model = as_model(model)
     spec = get_site(site)
     by = parse_by(spec, by)
     layer_list = check_layers(model, layers)
     clean_t, _, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
     if isinstance(metric, LogitMetric):
-        metric.bind(model)
+        metric = metric.bind(model)
     names = [spec.hook_name(layer) for layer in layer_list]
 
     with torch.no_grad():
-        _, source_cache = model.run_with_cache(source_t, names_filter=lambda n: n in names)
+        source_logits, source_cache = model.run_with_cache(source_t, names_filter=lambda n: n in names)
+        source_value = scalar(metric(source_logits))
     if names[0] not in source_cache:  # the model never computes this site
         check_site_exists(model, spec, set())
 
@@ -62,13 +62,16 @@ def attribution(
     # the graph still runs through the activation itself (so earlier layers see later layers' influence)
     probes, acts = {}, {}
 
-    def add_probe(act, hook):
-        acts[hook.name] = act.detach()
-        probes[hook.name] = torch.zeros_like(act, requires_grad=True)
-        return act + probes[hook.name]
+    def add_probe(name: str):  # bound to its name: a TransformerBridge's hook point may report an alias
+        def hook(act, hook=None):
+            acts[name] = act.detach()
+            probes[name] = torch.zeros_like(act, requires_grad=True)
+            return act + probes[name]
+
+        return hook
 
     with torch.enable_grad():
-        logits = model.run_with_hooks(base_t, fwd_hooks=[(n, add_probe) for n in names])
+        logits = model.run_with_hooks(base_t, fwd_hooks=[(n, add_probe(n)) for n in names])
         value = metric(logits)
         base_value = scalar(value)
         grads = torch.autograd.grad(value, [probes[n] for n in names], allow_unused=True)
@@ -95,9 +98,11 @@ def attribution(
         axes=by,
         labels={a: labels[a] for a in by},
         title=f"Attribution patching (linear estimate, {direction}): {spec.name} by {', '.join(by)}",
-        metric=str(getattr(metric, "name", getattr(metric, "__name__", "metric"))),
-        model=model.cfg.model_name,
+        metric=metric_name(metric),
+        model=model_name(model),
         task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
-        meta={"site": spec.name, "by": by, "direction": direction, "layers": layer_list, "base_value": base_value,
+        meta={**patch_spec("attribution patching", spec, by, direction, layer_list), "base_value": base_value,
+              "clean_value": source_value if direction == "denoising" else base_value,
+              "corrupted_value": base_value if direction == "denoising" else source_value,
               "approximation": "first-order (attribution patching)"},
     )

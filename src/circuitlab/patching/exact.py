@@ -18,6 +18,16 @@ one slice of one activation by its value on the other prompt (the *source*), and
 
 Any other callable metric still works: the engine then unembeds every position and calls the metric once per
 patch on ``[batch, pos, d_vocab]`` logits, like TransformerLens.
+
+**Which shortcuts run where.** Facts 2 and 3 need a ``HookedTransformer`` (its blocks are run one at a time);
+any other model, e.g. a ``TransformerBridge`` in compatibility mode, is patched with full forward passes and
+hooks, as TransformerLens does, still many patches per pass. Fact 4 (reusing cached keys and values, and the
+last-block shortcut built on it) is exact only where the attention's key/value cache holds exactly what
+``hook_k``/``hook_v`` hold, so it is enabled by an allowlist, not a denylist: only when every configuration
+field that shapes attention has a value the test-suite verifies (:data:`KV_REUSE_VERIFIED`), and then only after
+a self-check at start-up (each block, run on the base prompt's last position from the cached keys and values of
+the earlier ones, must reproduce the base run). Anything else takes the exact path without it.
+``Result.meta["engine"]`` records which path ran and why.
 """
 
 from __future__ import annotations
@@ -30,15 +40,15 @@ import einops
 import torch
 from jaxtyping import Int
 from torch import Tensor
-from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from circuitlab.metrics import LogitMetric, is_declarative
-from circuitlab.patching.sites import (Site, check_layers, check_site_exists, get_site, parse_by,
-                                       prepare_tokens, scalar)
+from circuitlab.core import (ModelLike, Prompts, as_model, check_layers, final_norm, metric_name, model_name,
+                             position_labels, progress_bar, readout, softcap)
+from circuitlab.metrics import LogitMetric, is_declarative, select_logits
+from circuitlab.patching.sites import (Site, check_site_exists, get_site, parse_by, patch_spec, prepare_tokens,
+                                       scalar)
 from circuitlab.results import Result
-from circuitlab.core import Prompts, position_labels
 
 Metric = Callable[[Tensor], Union[Tensor, float]]
 
@@ -47,9 +57,41 @@ DEFAULT_MEMORY_BYTES = 512 * 2**20
 #: positions per causal group (see ``_Engine._groups``)
 POSITIONS_PER_GROUP = 8
 
+#: The configurations under which reusing cached keys and values (and the last-block shortcut) is verified by the
+#: test-suite: every field of ``model.cfg`` that shapes how attention computes and caches keys and values, with
+#: the values the tests cover (``circuitlab.testing.ARCHITECTURES``: GPT-2, attention-only, Pythia-style rotary
+#: with parallel attention and MLP, Llama-style RMSNorm, rotary and grouped-query attention; shortformer
+#: positions; attention-only without LayerNorm; and the HookedTransformer twins of
+#: ``circuitlab.testing.random_bridge``, converted by TransformerLens from GPT-2, GPT-NeoX and Llama checkpoints).
+#: A model with any other value takes the exact path without the shortcut. Extend this only together with a test
+#: (tests/test_patching.py, tests/test_bridges.py).
+KV_REUSE_VERIFIED: dict[str, tuple] = {
+    "attention_dir": ("causal",),
+    "positional_embedding_type": ("standard", "rotary", "shortformer"),
+    "normalization_type": (None, "LN", "LNPre", "RMS", "RMSPre"),
+    "original_architecture": (None, "GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM"),
+    "use_qk_norm": (False,),
+    "clip_qkv": (None,),
+    "use_attn_in": (False,),
+    "use_split_qkv_input": (False,),
+    "use_normalization_before_and_after": (False,),
+    "ungroup_grouped_query_attention": (False,),
+    "attn_types": (None,),
+    "use_local_attn": (False,),
+    "attn_scores_soft_cap": (-1.0,),
+    "use_attention_sinks": (False,),
+    "use_logn_attn": (False,),
+    "use_dynamic_ntk_rope": (False,),
+    "use_yarn_rope": (False,),
+    "use_NTK_by_parts_rope": (False,),
+    "rotary_adjacent_pairs": (False,),
+    "scale_attn_by_inverse_layer_idx": (False,),
+    "num_experts": (None,),
+}
+
 
 def sweep(
-    model: HookedTransformer,
+    model: ModelLike,
     clean_tokens: Prompts,
     corrupted_tokens: Prompts,
     metric: Metric,
@@ -60,12 +102,13 @@ def sweep(
     layers: Optional[Sequence[int]] = None,
     fast: bool = True,
     max_memory: int = DEFAULT_MEMORY_BYTES,
-    quiet: bool = False,
+    progress: bool = True,
 ) -> Result:
     """Patch one slice of ``site`` at a time and record ``metric``: exact activation patching.
 
     Args:
-        model: a HookedTransformer.
+        model: a HookedTransformer, a TransformerBridge in compatibility mode, or a name for
+            :func:`circuitlab.load_model`.
         clean_tokens, corrupted_tokens: prompts (text, or token ids ``[batch, pos]``) of identical shape. A batch
             of prompt pairs is patched together and the metric sees the whole batch, as in TransformerLens.
         metric: ``metric(logits [batch, pos, d_vocab]) -> scalar``. Metrics from :mod:`circuitlab.metrics` also
@@ -74,23 +117,26 @@ def sweep(
         by: axes to sweep, e.g. ``("layer", "pos")`` or ``("layer", "head")`` (see
             :mod:`circuitlab.patching.sites`); axes left out are patched whole. The result's axes follow this order.
         direction: ``"denoising"`` (run corrupted, patch in clean; TransformerLens's choice) or ``"noising"``.
-        layers: sweep only these layers (default: all).
+        layers: sweep only these layers (default: all; negative counts from the end).
         fast: use the shortcuts described in the module docstring. ``False`` runs one patch per forward pass
-            (from the patched layer on, every position, full logits): slow, for checking.
+            (every position, full logits; from the patched layer on for a HookedTransformer): slow, for checking.
         max_memory: rough bound in bytes on the activations of one batched forward pass.
-        quiet: hide the progress bar.
+        progress: show a progress bar.
 
     Returns:
         a :class:`~circuitlab.results.Result` with one axis per name in ``by``; ``values[i, j, ...]`` is the
-        metric with that slice patched. ``meta`` holds the unpatched ``clean_value`` and ``corrupted_value``.
+        metric with that slice patched. ``meta`` holds the patch spec (``site``, ``by``, ``direction``,
+        ``layers``), the unpatched ``clean_value`` and ``corrupted_value``, and ``engine``: which path ran
+        (``runner``, ``kv_reuse``, ``last_block``) and ``why``.
 
     Example::
 
-        metric = LogitDiff(" Mary", " John", model=model)
+        metric = LogitDiff(" Mary", " John")
         res = sweep(model, clean, corrupted, metric, site="z", by=("layer", "head"))
         res.top(5)
     """
     started = time.perf_counter()
+    model = as_model(model)
     spec = get_site(site)
     by = parse_by(spec, by)
     layer_list = check_layers(model, layers)
@@ -99,7 +145,7 @@ def sweep(
     clean_value = engine.base_value if direction == "noising" else engine.source_value
     corrupted_value = engine.source_value if direction == "noising" else engine.base_value
 
-    values = engine.run(layer_list, quiet=quiet)  # canonical axis order (layer first, then activation order)
+    values = engine.run(layer_list, progress=progress)  # canonical axis order (layer first, then activation order)
     canonical = engine.canonical_axes
     values = values.permute(*[canonical.index(a) for a in by])
 
@@ -109,26 +155,51 @@ def sweep(
         axes=by,
         labels={a: labels[a] for a in by},
         title=f"Activation patching ({direction}): {spec.name} by {', '.join(by)}",
-        metric=str(getattr(metric, "name", getattr(metric, "__name__", "metric"))),
-        model=model.cfg.model_name,
+        metric=metric_name(metric),
+        model=model_name(model),
         task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
         meta={
-            "site": spec.name, "hook": spec.hook, "by": by, "direction": direction, "layers": layer_list,
+            **patch_spec("activation patching", spec, by, direction, layer_list),
             "clean_value": clean_value, "corrupted_value": corrupted_value,
-            "n_patches": int(values.numel()), "fast_path": engine.declarative, "seconds": time.perf_counter() - started,
-            "peak_chunk_bytes": engine.peak_chunk_bytes,
+            "n_patches": int(values.numel()), "fast_path": engine.declarative, "engine": engine.describe(),
+            "seconds": time.perf_counter() - started, "peak_chunk_bytes": engine.peak_chunk_bytes,
         },
     )
 
 
+def kv_reuse_blockers(model) -> list[str]:
+    """Why cached keys and values may not be reused on ``model`` (empty: a verified configuration).
+
+    See :data:`KV_REUSE_VERIFIED`. Only a ``HookedTransformer`` qualifies: the shortcut runs its blocks one at a
+    time with TransformerLens's key/value cache entries.
+    """
+    if not isinstance(model, HookedTransformer):
+        return [f"the model is a {type(model).__name__}, not a HookedTransformer, so it is run whole with hooks"]
+    out = []
+    for field, verified in KV_REUSE_VERIFIED.items():
+        value = getattr(model.cfg, field, None)
+        if value not in verified:
+            out.append(f"cfg.{field}={value!r} is not a verified value ({', '.join(map(repr, verified))})")
+    return out
+
+
 class _Engine:
-    """Caches of the two runs plus the batched patched forward pass. Internal to :func:`sweep`."""
+    """Caches of the two runs plus the batched patched forward pass. Internal to :func:`sweep`.
+
+    Runners: ``"blocks"`` (a HookedTransformer: patched rows start at the patched layer, block by block) or
+    ``"forward"`` (any other model: whole forward passes with hooks). ``kv_reuse`` and ``last_only`` switch the
+    causal shortcuts (fact 4) on; see :func:`kv_reuse_blockers` and :meth:`_self_check`.
+    """
 
     def __init__(self, model: HookedTransformer, site: Site, by: tuple[str, ...], base: Tensor, source: Tensor,
                  metric: Metric, fast: bool, max_memory: int):
         self.model, self.site, self.by, self.fast = model, site, by, fast
         self.metric = metric.bind(model) if isinstance(metric, LogitMetric) else metric
-        self.declarative = fast and is_declarative(metric)
+        self.runner = "blocks" if isinstance(model, HookedTransformer) else "forward"
+        self.declarative = fast and is_declarative(self.metric)
+        # the blocks runner computes only the logits a declarative metric reads (fact 3); the forward runner
+        # computes full logits and selects from them
+        self.select_only = self.declarative and self.runner == "blocks"
         self.batch, self.seq_len = base.shape
         self.base_tokens = base
         cfg = model.cfg
@@ -139,7 +210,7 @@ class _Engine:
         keep = site_hooks | {f"blocks.{layer}.hook_resid_pre" for layer in range(n)} | {final, "hook_pos_embed"}
         keep |= {f"blocks.{layer}.attn.hook_{kv}" for layer in range(n) for kv in "kv"}
         # a declarative metric needs no full logits, not even for the two unpatched runs
-        return_type = None if self.declarative else "logits"
+        return_type = None if self.select_only else "logits"
         with torch.no_grad():
             base_logits, base_cache = model.run_with_cache(base, names_filter=lambda name: name in keep,
                                                            return_type=return_type)
@@ -147,43 +218,102 @@ class _Engine:
                 source, names_filter=lambda name: name in site_hooks | {final}, return_type=return_type)
         check_site_exists(model, site, set(base_cache.keys()))
         self.base_cache, self.source_cache, self.base_logits = base_cache, source_cache, base_logits
-        # reading keys/values of earlier positions from the cache is exact only when the cached keys are what
-        # hook_k/hook_v hold (no query/key norm, no clipping) and attention is causal
-        self.kv_reuse = fast and _kv_cache_is_hook_kv(cfg)
         # before the first position where the two inputs differ (in any prompt), both runs compute the same
         # activations (causal attention), so a patch changes nothing there and patched runs may start at it
         differs = (base != source).any(0).nonzero()
         self.first_diff = int(differs[0]) if len(differs) else self.seq_len
 
-        # which logits the metric reads (fast path), and how early a patch may start along the positions
+        # which logits the metric reads, and how early a patch may start along the positions
         if self.declarative:
             self.read_pos, self.read_cols = self.metric.reads(self.batch, self.seq_len)
             self.first_read = int(self.read_pos.min())
+        else:
+            self.first_read = self.seq_len  # a general metric may read any position: unembed them all
+        if self.select_only:
             self.base_value = float(self._readout(base_cache[final], 0, 1)[0])
             self.source_value = float(self._readout(source_cache[final], 0, 1)[0])
         else:
-            self.first_read = self.seq_len  # a general metric may read any position: unembed them all
             self.base_value = scalar(self.metric(base_logits))
             self.source_value = scalar(self.metric(source_logits))
-        # with only the last position read, the last block needs its other positions' keys and values only
-        self.last_only = (self.kv_reuse and self.declarative and self.read_pos.shape[1] == 1
-                          and bool((self.read_pos == self.seq_len - 1).all()))
+
+        # reading keys/values of earlier positions from the cache (fact 4): verified configurations only, and
+        # only after the self-check; with only the last position read, the last block then needs its other
+        # positions' keys and values only
+        self.kv_reuse = self.last_only = False
+        if not fast:
+            self.why = "fast=False: one patch per forward pass, every position, full logits"
+        elif blockers := kv_reuse_blockers(model):
+            self.why = "cached keys/values not reused: " + "; ".join(blockers)
+        else:
+            self.kv_reuse = True
+            self.last_only = (self.declarative and self.read_pos.shape[1] == 1
+                              and bool((self.read_pos == self.seq_len - 1).all()))
+            failed = self._self_check()
+            if failed:
+                self.kv_reuse = self.last_only = False
+                self.why = f"cached keys/values not reused: the start-up self-check failed ({failed})"
+            else:
+                self.why = "verified configuration (see KV_REUSE_VERIFIED); start-up self-check passed"
 
         # the sizes of the swept axes, read off the activation itself (k/v have n_key_value_heads heads)
         act = source_cache[site.hook_name(0)]
         self.dim_sizes = dict(zip(site.dims, act.shape[1:]))
         self.canonical_axes = tuple(a for a in site.axes if a in by)
 
-        d_mlp = (cfg.d_mlp or 0) * (2 if cfg.gated_mlp else 1)
+        d_mlp = (getattr(cfg, "d_mlp", None) or 0) * (2 if getattr(cfg, "gated_mlp", False) else 1)
         per_token = 8 * cfg.d_model + 3 * d_mlp + 6 * cfg.n_heads * cfg.d_head + 3 * cfg.n_heads * self.seq_len
-        if not self.declarative:
+        if not self.select_only:
             per_token += 2 * cfg.d_vocab_out
         self.row_bytes = 4 * self.seq_len * per_token  # one batch row of one patched forward pass, roughly
         self.max_rows = max(self.batch, max_memory // self.row_bytes)
         self.peak_chunk_bytes = 0
 
+    def describe(self) -> dict:
+        """Which path the sweep took, for ``Result.meta["engine"]``."""
+        return {"runner": self.runner, "batched": self.fast, "declarative_readout": self.select_only,
+                "kv_reuse": self.kv_reuse, "last_block": self.last_only, "why": self.why}
+
+    @torch.no_grad()
+    def _self_check(self) -> Optional[str]:
+        """Check, on the base run, that the cached keys/values reproduce it; the reason if not, else None.
+
+        Each block is run on the last position of the base prompt with the cached ``hook_k``/``hook_v`` of the
+        earlier positions as its key/value cache, and must give the base run's output there; with
+        ``last_only``, so must the last-block shortcut. Costs about one block per layer on one position.
+        """
+        model, cfg, cache = self.model, self.model.cfg, self.base_cache
+        n, s = cfg.n_layers, self.seq_len - 1
+        if s < 1:
+            return None  # one position: nothing is ever read from the cache
+        tol = 1e-4 if cache[f"blocks.0.hook_resid_pre"].dtype in (torch.float32, torch.float64) else 1e-2
+        shortformer = cfg.positional_embedding_type == "shortformer"
+
+        def differs(got: Tensor, want: Tensor) -> Optional[float]:
+            err = float((got.float() - want.float()).abs().max())
+            return err if err > tol * (1 + float(want.float().abs().max())) else None
+
+        def resid_out(layer: int) -> Tensor:
+            return cache[f"blocks.{layer + 1}.hook_resid_pre" if layer < n - 1 else f"blocks.{n - 1}.hook_resid_post"]
+
+        for layer in range(n):
+            entry = TransformerLensKeyValueCacheEntry(cache[f"blocks.{layer}.attn.hook_k"][:, :s],
+                                                      cache[f"blocks.{layer}.attn.hook_v"][:, :s], frozen=True)
+            pos_embed = cache["hook_pos_embed"][:, s:] if shortformer else None
+            got = model.blocks[layer](cache[f"blocks.{layer}.hook_resid_pre"][:, s:], shortformer_pos_embed=pos_embed,
+                                      past_kv_cache_entry=entry)
+            err = differs(got, resid_out(layer)[:, s:])
+            if err is not None:
+                return f"block {layer} from cached keys/values differs from the base run by {err:.3g}"
+        if self.last_only:
+            pos_embed = cache["hook_pos_embed"] if shortformer else None
+            got = self._last_block(cache[f"blocks.{n - 1}.hook_resid_pre"], [], 0, pos_embed, None)
+            err = differs(got, resid_out(n - 1)[:, -1:])
+            if err is not None:
+                return f"the last-block shortcut differs from the base run by {err:.3g}"
+        return None
+
     # -- the sweep ---------------------------------------------------------------------------------------------
-    def run(self, layers: list[int], quiet: bool = False) -> Tensor:
+    def run(self, layers: list[int], progress: bool = True) -> Tensor:
         """Every patch's metric, as a tensor ``[layer, *other swept axes]`` (activation order)."""
         other = [a for a in self.canonical_axes if a != "layer"]
         sizes = [self.dim_sizes[a] for a in other]
@@ -193,7 +323,7 @@ class _Engine:
         patches = [(layer, tuple(index)) for layer in layers for index in grid]
         row_of_layer = {layer: li for li, layer in enumerate(layers)}
         where = {patch: (row_of_layer[patch[0]], *patch[1]) for patch in patches}
-        bar = tqdm(total=len(patches), desc=f"patching {self.site.name}", disable=quiet, leave=False)
+        bar = progress_bar(total=len(patches), progress=progress, desc=f"patching {self.site.name}")
         if self.kv_reuse and self.site.pos_axis in other:
             # a patch before the first position where the inputs differ replaces values by equal values
             k = other.index(self.site.pos_axis)
@@ -211,7 +341,9 @@ class _Engine:
             per_chunk = math.ceil(len(group) / n_chunks)
             for i in range(0, len(group), per_chunk):
                 chunk = group[i:i + per_chunk]
-                for patch, value in zip(chunk, self._patched(start, chunk, other).tolist()):
+                values = self._patched(start, chunk, other) if self.runner == "blocks" else \
+                    self._forward(chunk, other)
+                for patch, value in zip(chunk, values.tolist()):
                     out[where[patch]] = value
                 bar.update(len(chunk))
         bar.close()
@@ -243,6 +375,28 @@ class _Engine:
         yield from sorted(buckets.items())
 
     # -- one batched forward pass --------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _forward(self, patches: list[tuple[int, tuple]], other: list[str]) -> Tensor:
+        """The metric for each patch (sorted by layer) from whole forward passes with hooks (any model).
+
+        Patch ``i`` owns batch rows ``i * batch ... (i + 1) * batch``; the hook at each layer replaces the
+        slices of that layer's patches in their rows.
+        """
+        B, n = self.batch, len(patches)
+        self.peak_chunk_bytes = max(self.peak_chunk_bytes, n * B * self.row_bytes)
+        tokens = einops.repeat(self.base_tokens, "b p -> (n b) p", n=n)
+        hooks, i = [], 0
+        while i < n:
+            j = i
+            while j < n and patches[j][0] == patches[i][0]:
+                j += 1
+            layer = patches[i][0]
+            hooks.append((self.site.hook_name(layer),
+                          self._patch_hook(layer, 0, patches[i:j], other, rows=(i * B, j * B))))
+            i = j
+        logits = self.model.run_with_hooks(tokens, fwd_hooks=hooks)
+        return self._from_logits(logits, 0, n)
+
     @torch.no_grad()
     def _patched(self, start: int, patches: list[tuple[int, tuple]], other: list[str]) -> Tensor:
         """The metric for each patch (sorted by layer), computing positions ``start...`` only.
@@ -329,17 +483,22 @@ class _Engine:
             new = self._patch_hook(joining[0][0], start, joining, other)(new)
         return new if resid is None else torch.cat([resid, new])
 
-    def _patch_hook(self, layer: int, start: int, patches: list, other: list[str]):
-        """A hook replacing, in the last ``len(patches) * batch`` rows, each patch's slice by the source value."""
+    def _patch_hook(self, layer: int, start: int, patches: list, other: list[str],
+                    rows: Optional[tuple[int, int]] = None):
+        """A hook replacing each patch's slice by the source value in that patch's batch rows.
+
+        The patches own rows ``rows[0]...rows[1]`` in order, ``batch`` rows each (default: the last
+        ``len(patches) * batch`` rows).
+        """
         site, n, B = self.site, len(patches), self.batch
         mask = self._mask([index for _, index in patches], other, start)
         source = self.source_cache[site.hook_name(layer)]
         source = source[(slice(None),) * (1 + site.dims.index(site.pos_axis)) + (slice(start, None),)]
 
         def patch(act: Tensor, hook=None) -> Tensor:
-            rows = act[act.shape[0] - n * B:]
-            grouped = rows.reshape(n, B, *act.shape[1:])
-            act[act.shape[0] - n * B:] = torch.where(mask, source[None], grouped).reshape(rows.shape)
+            lo, hi = rows if rows is not None else (act.shape[0] - n * B, act.shape[0])
+            grouped = act[lo:hi].reshape(n, B, *act.shape[1:])
+            act[lo:hi] = torch.where(mask, source[None], grouped).reshape(hi - lo, *act.shape[1:])
             return act
 
         return patch
@@ -366,27 +525,32 @@ class _Engine:
     def _readout(self, resid: Tensor, start: int, n: int) -> Tensor:
         """The metric for each of ``n`` patches from the final residual stream of positions ``start...``."""
         model, B = self.model, self.batch
-        if self.declarative:
+        if self.select_only:
             rel = (self.read_pos - start).to(resid.device)  # [B, k]
             grouped = resid.reshape(n, B, *resid.shape[1:])
             x = grouped.gather(2, einops.repeat(rel, "b k -> n b k d", n=n, d=resid.shape[-1]))
             x = x.reshape(n * B, rel.shape[1], -1)
-            if model.cfg.normalization_type is not None:
-                x = model.ln_final(x)
-            x = x.reshape(n, B, rel.shape[1], -1)
             if self.read_cols is None:
-                logits = x @ model.W_U + model.b_U
-            else:
+                logits = readout(model, x).reshape(n, B, rel.shape[1], -1)
+            else:  # each prompt's own columns of W_U: the readout of core.readout, column by column
+                x = final_norm(model, x).reshape(n, B, rel.shape[1], -1)
                 cols = self.read_cols.to(resid.device)  # [B, c]
                 w = model.W_U[:, cols]  # [d_model, B, c]
                 logits = torch.einsum("nbkd,dbc->nbkc", x, w) + model.b_U[cols][None, :, None, :]
-            logits = _softcap(logits, model.cfg.output_logits_soft_cap)
+                logits = softcap(logits, model.cfg.output_logits_soft_cap)
             return self.metric.from_selected(logits).float().cpu()
-        x = model.ln_final(resid) if model.cfg.normalization_type is not None else resid
-        logits = _softcap(model.unembed(x), model.cfg.output_logits_soft_cap)
+        return self._from_logits(readout(model, resid), start, n)
+
+    def _from_logits(self, logits: Tensor, start: int, n: int) -> Tensor:
+        """The metric for each of ``n`` patches from their logits ``[n * batch, pos - start, d_vocab]``."""
+        B = self.batch
         if start > 0:
             prefix = einops.repeat(self.base_logits[:, :start], "b p v -> (n b) p v", n=n)
             logits = torch.cat([prefix, logits], dim=1)
+        if self.declarative:  # one selection for every patch, then the metric on each patch's rows
+            sel = select_logits(logits, self.read_pos.repeat(n, 1),
+                                None if self.read_cols is None else self.read_cols.repeat(n, 1))
+            return self.metric.from_selected(sel.reshape(n, B, *sel.shape[1:])).float().cpu()
         return torch.tensor([scalar(self.metric(logits[i * B:(i + 1) * B])) for i in range(n)])
 
     # -- labels ------------------------------------------------------------------------------------------------
@@ -397,19 +561,3 @@ class _Engine:
         grouped = self.site.name in ("k", "v") and heads != self.model.cfg.n_heads
         out["head"] = [f"KV{h}" if grouped else f"H{h}" for h in range(heads)]
         return out
-
-
-def _kv_cache_is_hook_kv(cfg) -> bool:
-    """Whether TransformerLens's key/value cache holds exactly ``hook_k``/``hook_v`` and attention is causal."""
-    return (cfg.attention_dir == "causal" and not cfg.use_qk_norm and cfg.clip_qkv is None
-            and not cfg.use_attn_in and not cfg.use_split_qkv_input
-            and cfg.positional_embedding_type in ("standard", "rotary", "shortformer")
-            and cfg.original_architecture not in ("OlmoeForCausalLM", "Olmo2ForCausalLM", "Olmo3ForCausalLM")
-            and not getattr(cfg, "use_normalization_before_and_after", False))
-
-
-def _softcap(logits: Tensor, cap: Optional[float]) -> Tensor:
-    """Gemma-style output soft cap ``cap * tanh(x / cap)``, as TransformerLens applies it (off when cap <= 0)."""
-    if cap is None or cap <= 0:
-        return logits
-    return cap * torch.tanh(logits / cap)

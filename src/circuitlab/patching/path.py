@@ -27,24 +27,26 @@ change of the LayerNorm scale and its centring and weights (it warns unless Laye
 from __future__ import annotations
 
 import re
+from types import SimpleNamespace
 from typing import Sequence, Union
 
 import torch
 from transformer_lens import HookedTransformer
 
+from circuitlab.core import (ModelLike, Prompts, as_model, check_layer, head_label, metric_name, model_name,
+                             parse_head, progress_bar)
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitMetric
-from circuitlab.patching.sites import prepare_tokens, scalar
 from circuitlab.patching.exact import Metric
+from circuitlab.patching.sites import prepare_tokens, scalar
 from circuitlab.results import Result
-from circuitlab.core import Prompts
 
-Sender = Union[tuple, str]  # (layer, head) | ("mlp", layer) | "L3H1" | "MLP2"
-Receiver = Union[tuple, str]  # (layer, head, "q"|"k"|"v") | "L3H1.q" | "resid_final"
+Sender = Union[tuple, str]  # (layer, head) | "L3H1" | "3.1" | ("mlp", layer) | "MLP2"
+Receiver = Union[tuple, str]  # (layer, head, "q"|"k"|"v") | "L3H1.q" | "3.1.q" | "resid_final"
 
 
 def path_patch(
-    model: HookedTransformer,
+    model: ModelLike,
     clean_tokens: Prompts,
     corrupted_tokens: Prompts,
     metric: Metric,
@@ -53,30 +55,38 @@ def path_patch(
     direction: str = "denoising",
     *,
     freeze_mlps: bool = True,
-    quiet: bool = False,
+    progress: bool = True,
 ) -> Result:
     """The metric when only the paths from ``senders`` to ``receivers`` carry the source run's values.
 
     Args:
-        senders: one sender or a list patched together: heads as ``(layer, head)`` or ``"L3H1"``, MLPs as
-            ``("mlp", layer)`` or ``"MLP2"``. ``"heads"`` patches every head separately (a layer x head sweep).
+        model: a HookedTransformer, a TransformerBridge in compatibility mode, or a name for
+            :func:`circuitlab.load_model`.
+        senders: one sender or a list patched together: heads in the package's head grammar (``(layer, head)``,
+            ``"L3H1"`` or ``"3.1"``), MLPs as ``("mlp", layer)`` or ``"MLP2"``. ``"heads"`` patches every head
+            separately (a layer x head sweep).
         receivers: ``"resid_final"`` (the logits, through the final LayerNorm) or heads' inputs as
-            ``(layer, head, "q" | "k" | "v")`` or ``"L3H1.q"`` (several allowed; for grouped-query attention the
-            head of a ``k``/``v`` receiver is a key/value head).
+            ``(layer, head, "q" | "k" | "v")``, ``"L3H1.q"`` or ``"3.1.q"`` (several allowed; for grouped-query
+            attention the head of a ``k``/``v`` receiver is a key/value head).
         direction: ``"denoising"`` (base = corrupted, senders take clean values) or ``"noising"``.
         freeze_mlps: freeze MLP outputs in the first pass (only direct paths); ``False`` lets them recompute.
+        progress: show a progress bar (for ``senders="heads"``).
 
     Returns:
         a :class:`~circuitlab.results.Result`: axes ``("senders",)`` with one entry for an explicit sender set,
         or ``("layer", "head")`` for ``senders="heads"`` (heads with no path to the receivers, i.e. in or after
-        the first receiver layer, get the unpatched base value). ``meta`` holds ``clean_value`` and
+        the first receiver layer, get the unpatched base value). ``meta`` holds the patch spec (``senders``,
+        ``receivers``, ``by``, ``direction``, ``layers``, ``freeze_mlps``), ``clean_value`` and
         ``corrupted_value``.
     """
+    model = as_model(model)
     cfg = model.cfg
     clean_t, _, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
     if isinstance(metric, LogitMetric):
-        metric.bind(model)
+        metric = metric.bind(model)
     recv = _parse_receivers(model, receivers)
+    sweep_heads = isinstance(senders, str) and senders.strip().lower() == "heads"
+    group = None if sweep_heads else _parse_senders(model, senders)
 
     wanted = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out")) or any(n == _recv_hook(r) for r in recv)  # noqa: E731
     with torch.no_grad():
@@ -95,19 +105,18 @@ def path_patch(
             )
         return _path_value(model, base_t, base_cache, source_cache, metric, group, recv, freeze_mlps)
 
-    if isinstance(senders, str) and senders.lower() == "heads":
-        from tqdm.auto import tqdm
-
+    if sweep_heads:
         values = torch.full((cfg.n_layers, cfg.n_heads), base_value)
         todo = [(l, h) for l in range(min(first_receiver_layer, cfg.n_layers)) for h in range(cfg.n_heads)]
-        for layer, head in tqdm(todo, desc="path patching", disable=quiet, leave=False):
+        for layer, head in progress_bar(todo, progress=progress, desc="path patching"):
             values[layer, head] = run([("head", layer, head)])
         result_axes, labels = ("layer", "head"), {}
         values_t = values
+        sender_layers = sorted({layer for layer, _ in todo})
     else:
-        group = _parse_senders(model, senders)
         values_t = torch.tensor([run(group)])
         result_axes, labels = ("senders",), {"senders": ["+".join(_label(s) for s in group)]}
+        sender_layers = sorted({s[1] for s in group})
 
     clean_value = base_value if direction == "noising" else source_value
     corrupted_value = source_value if direction == "noising" else base_value
@@ -117,11 +126,12 @@ def path_patch(
         axes=result_axes,
         labels=labels,
         title=f"Path patching ({direction}) into {receivers_text}",
-        metric=str(getattr(metric, "name", getattr(metric, "__name__", "metric"))),
-        model=cfg.model_name,
+        metric=metric_name(metric),
+        model=model_name(model),
         task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
-        meta={"receivers": recv, "direction": direction, "freeze_mlps": freeze_mlps,
-              "clean_value": clean_value, "corrupted_value": corrupted_value},
+        meta={"method": "path patching", "senders": "heads" if sweep_heads else [_label(s) for s in group],
+              "receivers": recv, "by": result_axes, "direction": direction, "layers": sender_layers,
+              "freeze_mlps": freeze_mlps, "clean_value": clean_value, "corrupted_value": corrupted_value},
     )
 
 
@@ -137,19 +147,28 @@ def _path_value(model, base_t, base_cache, source_cache, metric, senders, recv, 
         else:
             sender_mlps.add(s[1])
 
-    def freeze_z(z, hook):
-        layer = hook.layer()
-        out = base_cache[hook.name].clone()
-        for h in sender_heads.get(layer, []):
-            out[:, :, h] = source_cache[hook.name][:, :, h]
-        return out
+    def freeze_z(layer: int):
+        name = f"blocks.{layer}.attn.hook_z"
 
-    def freeze_mlp(mlp_out, hook):
-        return (source_cache if hook.layer() in sender_mlps else base_cache)[hook.name].clone()
+        def hook(z, hook=None):
+            out = base_cache[name].clone()
+            for h in sender_heads.get(layer, []):
+                out[:, :, h] = source_cache[name][:, :, h]
+            return out
 
-    hooks = [(f"blocks.{l}.attn.hook_z", freeze_z) for l in range(cfg.n_layers)]
+        return hook
+
+    def freeze_mlp(layer: int):
+        name = f"blocks.{layer}.hook_mlp_out"
+
+        def hook(mlp_out, hook=None):
+            return (source_cache if layer in sender_mlps else base_cache)[name].clone()
+
+        return hook
+
+    hooks = [(f"blocks.{l}.attn.hook_z", freeze_z(l)) for l in range(cfg.n_layers)]
     if not cfg.attn_only:
-        hooks += [(f"blocks.{l}.hook_mlp_out", freeze_mlp) for l in range(cfg.n_layers)
+        hooks += [(f"blocks.{l}.hook_mlp_out", freeze_mlp(l)) for l in range(cfg.n_layers)
                   if freeze_mlps or l in sender_mlps]
 
     if recv == "resid_final":  # the receiver is the final residual stream: read the metric from step 2
@@ -162,20 +181,28 @@ def _path_value(model, base_t, base_cache, source_cache, metric, senders, recv, 
 
     stop = max(l for l, _, _ in recv) + 1
     recv_hooks = {_recv_hook(r) for r in recv}
-    model.run_with_hooks(base_t, fwd_hooks=hooks + [(n, capture) for n in recv_hooks], stop_at_layer=stop)
+    model.run_with_hooks(base_t, fwd_hooks=hooks + [(n, _named(n, capture)) for n in recv_hooks], stop_at_layer=stop)
 
     heads_by_hook: dict[str, list[int]] = {}
     for r in recv:
         heads_by_hook.setdefault(_recv_hook(r), []).append(r[1])
 
-    def patch_receiver(act, hook):
-        out = act.clone()
-        for h in heads_by_hook[hook.name]:
-            out[:, :, h] = captured[hook.name][:, :, h]
-        return out
+    def patch_receiver(name: str):
+        def hook(act, hook=None):
+            out = act.clone()
+            for h in heads_by_hook[name]:
+                out[:, :, h] = captured[name][:, :, h]
+            return out
 
-    logits = model.run_with_hooks(base_t, fwd_hooks=[(n, patch_receiver) for n in heads_by_hook])
+        return hook
+
+    logits = model.run_with_hooks(base_t, fwd_hooks=[(n, patch_receiver(n)) for n in heads_by_hook])
     return scalar(metric(logits))
+
+
+def _named(name: str, fn):
+    """``fn`` with its hook name bound (hook points of a TransformerBridge may report another name)."""
+    return lambda act, hook=None: fn(act, SimpleNamespace(name=name))
 
 
 def _recv_hook(r) -> str:
@@ -183,36 +210,36 @@ def _recv_hook(r) -> str:
 
 
 def _label(s: tuple) -> str:
-    return f"L{s[1]}H{s[2]}" if s[0] == "head" else f"MLP{s[1]}"
+    return head_label((s[1], s[2])) if s[0] == "head" else f"MLP{s[1]}"
+
+
+_MLP_RE = re.compile(r"\s*mlp\s*(-?\d+)\s*", flags=re.I)
+_RECEIVER_RE = re.compile(r"\s*(.+?)\s*\.?\s*([qkv])\s*", flags=re.I)
 
 
 def _parse_senders(model: HookedTransformer, senders) -> list[tuple]:
     """Senders as ``("head", layer, head)`` / ``("mlp", layer)`` tuples, checked against the model."""
-    cfg = model.cfg
-    items = [senders] if isinstance(senders, str) or (isinstance(senders, tuple) and senders
-                                                      and not isinstance(senders[0], (tuple, list, str))) \
-        or (isinstance(senders, tuple) and senders and senders[0] == "mlp") else list(senders)
+    one = isinstance(senders, str) or (isinstance(senders, tuple) and len(senders) > 0
+                                       and (not isinstance(senders[0], (tuple, list, str)) or senders[0] == "mlp"))
     out = []
-    for s in items:
-        if isinstance(s, str):
-            m = re.fullmatch(r"[lL](\d+)[hH](\d+)", s.strip()) or re.fullmatch(r"(?i:mlp)(\d+)", s.strip())
-            if not m:
-                raise InputError(f"cannot read sender {s!r}; write heads as 'L3H1' or (3, 1) and MLPs as 'MLP2'.")
-            s = (int(m.group(1)), int(m.group(2))) if m.lastindex == 2 else ("mlp", int(m.group(1)))
-        if isinstance(s, (tuple, list)) and len(s) == 2 and s[0] == "mlp":
-            if cfg.attn_only:
+    for s in ([senders] if one else list(senders)):
+        m = _MLP_RE.fullmatch(s) if isinstance(s, str) else None
+        if m or (isinstance(s, (tuple, list)) and len(s) == 2 and s[0] == "mlp"):
+            if model.cfg.attn_only:
                 raise InputError("this model is attention-only: it has no MLP to use as a sender.")
-            layer = int(s[1])
-            _check(0 <= layer < cfg.n_layers, f"MLP layer {layer} is out of range (0..{cfg.n_layers - 1}).")
+            layer = check_layer(model, int(m.group(1)) if m else s[1], what="sender MLP layer")
             out.append(("mlp", layer))
-        elif isinstance(s, (tuple, list)) and len(s) == 2:
-            layer, head = int(s[0]), int(s[1])
-            _check(0 <= layer < cfg.n_layers, f"sender layer {layer} is out of range (0..{cfg.n_layers - 1}).")
-            _check(0 <= head < cfg.n_heads, f"sender head {head} is out of range (0..{cfg.n_heads - 1}).")
-            out.append(("head", layer, head))
-        else:
-            raise InputError(f"cannot read sender {s!r}; give (layer, head), ('mlp', layer), 'L3H1' or 'MLP2'.")
-    _check(len(out) > 0, "give at least one sender.")
+            continue
+        try:
+            layer, head = parse_head(model, tuple(s) if isinstance(s, list) else s, what="sender")
+        except InputError as exc:
+            if str(exc).startswith(("cannot read", "a sender is")):
+                raise InputError(f"cannot read sender {s!r}; write heads as (3, 1), 'L3H1' or '3.1' and MLPs as "
+                                 "('mlp', 2) or 'MLP2'.") from None
+            raise
+        out.append(("head", layer, head))
+    if not out:
+        raise InputError("give at least one sender.")
     return out
 
 
@@ -221,27 +248,34 @@ def _parse_receivers(model: HookedTransformer, receivers):
     cfg = model.cfg
     if isinstance(receivers, str) and receivers.strip().lower() in ("resid_final", "logits", "final"):
         return "resid_final"
-    items = [receivers] if isinstance(receivers, str) or (isinstance(receivers, tuple) and len(receivers) == 3
-                                                          and isinstance(receivers[2], str)) else list(receivers)
+    one = isinstance(receivers, str) or (isinstance(receivers, tuple) and len(receivers) == 3
+                                         and isinstance(receivers[2], str))
+    n_kv = cfg.n_key_value_heads if getattr(cfg, "n_key_value_heads", None) and \
+        not getattr(cfg, "ungroup_grouped_query_attention", False) else cfg.n_heads
+    # key/value receivers of grouped-query attention index the key/value heads
+    kv_view = SimpleNamespace(cfg=SimpleNamespace(n_layers=cfg.n_layers, n_heads=n_kv))
     out = []
-    for r in items:
+    for r in ([receivers] if one else list(receivers)):
         if isinstance(r, str):
-            m = re.fullmatch(r"[lL](\d+)[hH](\d+)\.?([qkvQKV])", r.strip())
+            m = _RECEIVER_RE.fullmatch(r)
             if not m:
-                raise InputError(f"cannot read receiver {r!r}; write 'L3H1.q', (3, 1, 'q') or 'resid_final'.")
-            r = (int(m.group(1)), int(m.group(2)), m.group(3).lower())
-        if not (isinstance(r, (tuple, list)) and len(r) == 3 and r[2] in ("q", "k", "v")):
+                raise InputError(f"cannot read receiver {r!r}; write 'L3H1.q', '3.1.q', (3, 1, 'q') or "
+                                 "'resid_final'.")
+            head, comp = m.group(1), m.group(2).lower()
+        elif isinstance(r, (tuple, list)) and len(r) == 3 and isinstance(r[2], str) and r[2] in ("q", "k", "v"):
+            head, comp = (r[0], r[1]), r[2]
+        else:
             raise InputError(f"cannot read receiver {r!r}; give (layer, head, 'q'|'k'|'v') or 'resid_final'.")
-        layer, head, comp = int(r[0]), int(r[1]), r[2]
-        _check(0 <= layer < cfg.n_layers, f"receiver layer {layer} is out of range (0..{cfg.n_layers - 1}).")
-        n_heads = cfg.n_key_value_heads if comp in "kv" and cfg.n_key_value_heads and \
-            not cfg.ungroup_grouped_query_attention else cfg.n_heads
-        _check(0 <= head < n_heads, f"receiver {comp} head {head} is out of range (0..{n_heads - 1}).")
-        out.append((layer, head, comp))
-    _check(len(out) > 0, "give at least one receiver.")
+        grouped = comp in "kv" and n_kv != cfg.n_heads
+        try:
+            layer, h = parse_head(kv_view if grouped else model, head,
+                                  what=f"{comp} receiver" + (" (key/value head)" if grouped else ""))
+        except InputError as exc:
+            if str(exc).startswith(("cannot read", "a ")):
+                raise InputError(f"cannot read receiver {r!r}; write 'L3H1.q', '3.1.q', (3, 1, 'q') or "
+                                 "'resid_final'.") from None
+            raise
+        out.append((layer, h, comp))
+    if not out:
+        raise InputError("give at least one receiver.")
     return out
-
-
-def _check(ok: bool, message: str) -> None:
-    if not ok:
-        raise InputError(message)

@@ -27,8 +27,8 @@ from typing import Optional, Sequence
 
 from transformer_lens import HookedTransformer
 
-from circuitlab.errors import InputError
 from circuitlab.core import Prompts, to_tokens
+from circuitlab.errors import InputError
 
 
 @dataclass(frozen=True)
@@ -109,23 +109,6 @@ def parse_by(site: Site, by: Sequence[str] | str) -> tuple[str, ...]:
     return names
 
 
-def check_layers(model: HookedTransformer, layers: Optional[Sequence[int]]) -> list[int]:
-    """The layers to sweep: all of them by default; each given one checked to exist."""
-    n = model.cfg.n_layers
-    if layers is None:
-        return list(range(n))
-    if isinstance(layers, int):
-        layers = [layers]
-    out = []
-    for layer in layers:
-        if not isinstance(layer, int) or not -n <= layer < n:
-            raise InputError(f"layer {layer!r} is out of range: this model has {n} layers (0..{n - 1}).")
-        out.append(layer % n)
-    if len(set(out)) != len(out):
-        raise InputError(f"layers={list(layers)} repeats a layer.")
-    return out
-
-
 def prepare_tokens(model: HookedTransformer, clean: Prompts, corrupted: Prompts, direction: str):
     """Clean and corrupted tokens checked against each other, ordered as (base run, source of patches).
 
@@ -171,3 +154,10 @@ def scalar(value, what: str = "the metric") -> float:
     if isinstance(value, (int, float)):
         return float(value)
     raise InputError(f"{what} must return a number or a 0-d tensor; it returned {type(value).__name__}.")
+
+
+def patch_spec(method: str, site: Site, by: tuple[str, ...], direction: str, layers: list[int]) -> dict:
+    """What was patched, as every patching result records it in ``meta`` (the same keys for each method)."""
+    return {"method": method, "site": site.name, "hook": site.hook, "by": tuple(by), "direction": direction,
+            "layers": list(layers)}
+
