@@ -60,3 +60,50 @@ def test_bad_shapes_are_input_errors(logits):
         LogitDiff(1, 2, pos=7)(logits)
     with pytest.raises(InputError, match="both the clean and the corrupted"):
         Normalized(LogitDiff(1, 2), 0.5, 0.5)
+
+
+def test_answers_follow_the_one_answer_rule(logits):
+    """One answer for every prompt (a str, an int, a one-element list or tensor) or one per prompt."""
+    shared = LogitDiff(2, 7)(logits)
+    for correct, wrong in (([2], 7), (torch.tensor([2]), [7]), (torch.tensor(2), torch.tensor([7]))):
+        assert torch.allclose(LogitDiff(correct, wrong)(logits), shared)
+    assert torch.allclose(LogitDiff([2, 2, 2], torch.tensor([7, 7, 7]))(logits), shared)
+
+
+def _word_tokenizer(words: list[str]):
+    """A word-level tokenizer whose ids follow ``words`` (``words[0]`` is BOS), like the zoo's."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    core = Tokenizer(models.WordLevel(vocab={w: i for i, w in enumerate(words)}, unk_token=words[0]))
+    core.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    return PreTrainedTokenizerFast(tokenizer_object=core, bos_token=words[0], eos_token=words[0],
+                                   pad_token=words[0], unk_token=words[0], add_bos_token=True,
+                                   name_or_path=f"test-word-level-{words[1]}")
+
+
+def test_a_metric_reused_on_another_model_reads_that_models_ids():
+    """Text answers are tokenized per model: the same metric on two models with different vocabularies."""
+    from circuitlab.patching import sweep
+
+    words = ["<bos>"] + [f"t{i}" for i in range(49)]
+    a, b = random_model("gpt2", seed=1), random_model("gpt2", seed=2)
+    a.set_tokenizer(_word_tokenizer(words))
+    b.set_tokenizer(_word_tokenizer(words[:1] + words[:0:-1]))  # the same words in reverse order
+    assert a.to_single_token("t3") != b.to_single_token("t3")
+    metric = LogitDiff("t3", "t7")
+    clean, corrupted = torch.tensor([[0, 5, 9, 12, 30]]), torch.tensor([[0, 5, 40, 12, 30]])
+    for model in (a, b, a):
+        by_id = LogitDiff(model.to_single_token("t3"), model.to_single_token("t7"))
+        ours = sweep(model, clean, corrupted, metric, "resid_pre", progress=False)
+        ref = sweep(model, clean, corrupted, by_id, "resid_pre", progress=False)
+        assert torch.allclose(ours.values, ref.values, atol=1e-6)
+        with torch.no_grad():
+            assert abs(ours.meta["clean_value"] - float(by_id(model(clean)))) < 1e-5
+    assert metric.model is None  # binding made copies; the metric itself is unchanged
+    cols_a, cols_b = metric.bind(a).reads(1, 5)[1], metric.bind(b).reads(1, 5)[1]
+    assert cols_a.tolist() == [[4, 8]] and cols_b.tolist() == [[46, 42]]
+    explicit = LogitDiff("t3", "t7", model=a)  # model= serves direct calls; an analysis binds its own model
+    assert explicit.reads(1, 5)[1].tolist() == [[4, 8]] and explicit.bind(b).reads(1, 5)[1].tolist() == [[46, 42]]
+    norm = Normalized.fit(metric, b, clean, corrupted)
+    assert norm.bind(b).reads(1, 5)[1].tolist() == [[46, 42]] and norm.metric is metric

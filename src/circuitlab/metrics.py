@@ -20,12 +20,14 @@ the fast path and the plain call cannot disagree.
 
 from __future__ import annotations
 
+import copy
 from typing import Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
+from circuitlab.core import answer_ids, check_pos, metric_name
 from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Tensor]
@@ -33,46 +35,19 @@ Positions = Union[int, Sequence[int], Tensor]
 
 
 def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, "batch"]:
-    """Answers as token ids, one per prompt (a single answer is shared by every prompt)."""
-    has_text = isinstance(answers, str) or (
-        isinstance(answers, (list, tuple)) and any(isinstance(a, str) for a in answers)
-    )
-    if has_text:
-        if model is None:
-            raise InputError(
-                f"the {what} {answers!r} is text; pass model=... to the metric (or give token ids) so it can be "
-                "tokenized."
-            )
-        from circuitlab.core import answer_ids
-
-        return answer_ids(model, answers, batch).cpu()
-    if isinstance(answers, Tensor):
-        ids = answers.detach().long().flatten().cpu()
-    elif isinstance(answers, (list, tuple)):
-        ids = torch.tensor([int(a) for a in answers], dtype=torch.long)
-    elif isinstance(answers, int) and not isinstance(answers, bool):
-        ids = torch.tensor([answers], dtype=torch.long)
-    else:
-        raise InputError(f"the {what} must be a token id, a string, or one per prompt; got {answers!r}.")
-    if ids.numel() == 1:
-        ids = ids.expand(batch)
-    if ids.numel() != batch:
-        raise InputError(f"got {ids.numel()} {what}s for {batch} prompts; give one, or one per prompt.")
-    if model is not None and (int(ids.min()) < 0 or int(ids.max()) >= model.cfg.d_vocab_out):
-        raise InputError(f"{what} ids {ids.tolist()} fall outside the vocabulary [0, {model.cfg.d_vocab_out}).")
-    return ids
+    """Answers as token ids on the CPU, one per prompt, by the package's one rule (:func:`circuitlab.core.answer_ids`):
+    one answer shared by every prompt, or one per prompt. Text needs ``model``'s tokenizer."""
+    return answer_ids(model, answers, batch, what=what).cpu()
 
 
 def _resolve_positions(pos: Positions, batch: int, seq_len: int) -> Int[Tensor, "batch 1"]:
     """Positions (negative ones count from the end), one per prompt, as a ``[batch, 1]`` tensor."""
-    p = torch.as_tensor(pos, dtype=torch.long).flatten()
-    if p.numel() == 1:
-        p = p.expand(batch)
-    if p.numel() != batch:
-        raise InputError(f"got {p.numel()} positions for {batch} prompts; give one, or one per prompt.")
-    if int(p.min()) < -seq_len or int(p.max()) >= seq_len:
-        raise InputError(f"metric position(s) {p.tolist()} lie outside prompts of {seq_len} tokens.")
-    return (p % seq_len)[:, None].clone()
+    items = torch.as_tensor(pos).flatten().tolist()
+    if len(items) == 1:
+        items = items * batch
+    if len(items) != batch:
+        raise InputError(f"got {len(items)} positions for {batch} prompts; give one, or one per prompt.")
+    return torch.tensor([check_pos(p, seq_len, "metric pos") for p in items], dtype=torch.long)[:, None]
 
 
 def select_logits(
@@ -102,8 +77,15 @@ class LogitMetric:
         raise NotImplementedError
 
     def bind(self, model) -> "LogitMetric":
-        """Resolve text answers with ``model``'s tokenizer (the patching engine calls this). Returns ``self``."""
-        return self
+        """This metric for ``model``: a copy whose text answers are tokenized by ``model``'s tokenizer.
+
+        Every analysis binds the metric to the model it runs, so one metric reused on several models reads each
+        model's own token ids. The metric itself is left unchanged. (Without text answers a copy is harmless.)
+        """
+        bound = copy.copy(self)
+        if hasattr(bound, "model"):
+            bound.model = model
+        return bound
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
         if logits.ndim != 3:
@@ -122,17 +104,13 @@ class LogitDiff(LogitMetric):
         correct, wrong: token ids or single-token strings (then pass ``model``), one shared answer or one per
             prompt.
         pos: the position whose next-token prediction is read (default: the last), or one per prompt.
-        model: needed only to tokenize string answers when the metric is called outside the engine.
+        model: tokenizes string answers when the metric is called directly; an analysis binds the metric to the
+            model it runs (see :meth:`LogitMetric.bind`).
     """
 
     def __init__(self, correct: Answers, wrong: Answers, pos: Positions = -1, model=None):
         self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
         self.name = "logit_diff"
-
-    def bind(self, model) -> "LogitDiff":
-        if self.model is None:
-            self.model = model
-        return self
 
     def reads(self, batch: int, seq_len: int):
         columns = torch.stack(
@@ -155,11 +133,6 @@ class Probability(LogitMetric):
         self.answer, self.pos, self.log, self.model = answer, pos, log, model
         self.name = "log_prob" if log else "prob"
         self._ids: Optional[Tensor] = None
-
-    def bind(self, model) -> "Probability":
-        if self.model is None:
-            self.model = model
-        return self
 
     def reads(self, batch: int, seq_len: int):
         self._ids = _resolve_answers(self.answer, batch, self.model)
@@ -189,24 +162,24 @@ class Normalized(LogitMetric):
                 "Choose prompts (or answers) on which the model behaves differently."
             )
         self.metric, self.clean, self.corrupted = metric, float(clean), float(corrupted)
-        self.name = f"normalized {getattr(metric, 'name', getattr(metric, '__name__', 'metric'))}"
+        self.name = f"normalized {metric_name(metric)}"
 
     @classmethod
     def fit(cls, metric, model, clean_tokens, corrupted_tokens) -> "Normalized":
         """Measure ``metric`` on the clean and corrupted runs of ``model`` and normalise between them."""
         from circuitlab.core import to_tokens
 
-        if isinstance(metric, LogitMetric):
-            metric.bind(model)
+        bound = metric.bind(model) if isinstance(metric, LogitMetric) else metric
         with torch.no_grad():
-            clean = float(metric(model(to_tokens(model, clean_tokens))))
-            corrupted = float(metric(model(to_tokens(model, corrupted_tokens))))
+            clean = float(bound(model(to_tokens(model, clean_tokens))))
+            corrupted = float(bound(model(to_tokens(model, corrupted_tokens))))
         return cls(metric, clean, corrupted)
 
     def bind(self, model) -> "Normalized":
+        bound = copy.copy(self)
         if isinstance(self.metric, LogitMetric):
-            self.metric.bind(model)
-        return self
+            bound.metric = self.metric.bind(model)
+        return bound
 
     def _scale(self, value: Tensor) -> Tensor:
         return (value - self.corrupted) / (self.clean - self.corrupted)
