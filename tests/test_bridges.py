@@ -13,15 +13,13 @@ from functools import lru_cache
 import pytest
 import torch
 
-pytest.importorskip("transformer_lens.model_bridge")
+import transformer_lens.patching as tlp
 
-import transformer_lens.patching as tlp  # noqa: E402
-
-import circuitlab  # noqa: E402
-import circuitlab.patching.exact as exact  # noqa: E402
-from circuitlab import attribution, ffn, induction, patching  # noqa: E402
-from circuitlab.metrics import LogitDiff  # noqa: E402
-from circuitlab.testing import BRIDGE_ARCHITECTURES, random_bridge  # noqa: E402
+import circuitlab
+import circuitlab.patching.exact as exact
+from circuitlab import attribution, ffn, induction, patching
+from circuitlab.metrics import LogitDiff
+from circuitlab.testing import BRIDGE_ARCHITECTURES, random_bridge
 
 TOL = 1e-5
 ARCHS = BRIDGE_ARCHITECTURES  # ("gpt2", "neox", "llama")
@@ -187,28 +185,9 @@ def assert_same_result(ours, ref) -> None:
         assert_same(a[key], b[key], key)
 
 
-# Why some analyses fail on a bridge, and the fix each needs (outside patching):
-# - STOP_AT_LAYER: attribution.direct_logit_attribution and induction.ablation_effect should read the final residual
-#   stream from hook blocks.{n_layers - 1}.hook_resid_post instead of the return value of stop_at_layer=n_layers;
-# - GQA_WEIGHTS: induction.composition_scores should repeat_interleave W_K/W_V to n_heads when they have fewer;
-# - NO_BIAS: attribution._attribute's bias() should count a None bias as zero.
-STOP_AT_LAYER = ("a bridge ignores stop_at_layer=n_layers (it stops only at an existing block's hook_in) and "
-                 "returns logits, not the final residual stream, so ln_final gets a [..., d_vocab] tensor")
-GQA_WEIGHTS = ("a bridge's W_K/W_V keep n_key_value_heads heads (HookedTransformer's repeat them to n_heads); "
-               "composition_scores multiplies the two head counts together")
-NO_BIAS = ("a Llama bridge's attn.b_O and mlp.b_out are None (HookedTransformer: zeros); "
-           "direct_logit_attribution(by='component') calls .detach() on them")
-
-
-def xfail(reason: str):
-    return pytest.mark.xfail(strict=True, raises=(RuntimeError, AttributeError), reason=reason)
-
-
-def cases(name, fn, failing: dict[str, str] | None = None):
-    """One pytest.param per architecture, xfail (strict) with its cause where the analysis fails on the bridge."""
-    failing = failing or {}
-    return [pytest.param(arch, fn, id=f"{name}-{arch}", marks=[xfail(failing[arch])] if arch in failing else [])
-            for arch in ARCHS]
+def cases(name, fn):
+    """One pytest.param per architecture."""
+    return [pytest.param(arch, fn, id=f"{name}-{arch}") for arch in ARCHS]
 
 
 def _tokens():
@@ -218,21 +197,15 @@ def _tokens():
 ANALYSES = [
     *cases("head_scores", lambda m: induction.head_scores(m, seq_len=5, n_seqs=3)),
     *cases("head_scores_prev", lambda m: induction.head_scores(m, kind="previous_token", seq_len=5, n_seqs=3)),
-    *cases("composition_Q", lambda m: induction.composition_scores(m, "Q"), {"llama": GQA_WEIGHTS}),
-    *cases("composition_K", lambda m: induction.composition_scores(m, "K"), {"llama": GQA_WEIGHTS}),
-    *cases("composition_V", lambda m: induction.composition_scores(m, "V"), {"llama": GQA_WEIGHTS}),
-    *cases("ablation_zero", lambda m: induction.ablation_effect(m, [(1, 0), "0.1"], seq_len=5, n_seqs=3),
-           {a: STOP_AT_LAYER for a in ARCHS}),
-    *cases("ablation_mean", lambda m: induction.ablation_effect(m, [(1, 0)], method="mean", seq_len=5, n_seqs=3),
-           {a: STOP_AT_LAYER for a in ARCHS}),
-    *cases("dla_head", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, 7),
-           {a: STOP_AT_LAYER for a in ARCHS}),
-    *cases("dla_layer", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, by="layer"),
-           {a: STOP_AT_LAYER for a in ARCHS}),
-    *cases("dla_component", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, by="component"),
-           {"gpt2": STOP_AT_LAYER, "neox": STOP_AT_LAYER, "llama": f"{STOP_AT_LAYER}; then: {NO_BIAS}"}),
-    *cases("dla_neuron", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, by="neuron", layer=1),
-           {a: STOP_AT_LAYER for a in ARCHS}),
+    *cases("composition_Q", lambda m: induction.composition_scores(m, "Q")),
+    *cases("composition_K", lambda m: induction.composition_scores(m, "K")),
+    *cases("composition_V", lambda m: induction.composition_scores(m, "V")),
+    *cases("ablation_zero", lambda m: induction.ablation_effect(m, [(1, 0), "0.1"], seq_len=5, n_seqs=3)),
+    *cases("ablation_mean", lambda m: induction.ablation_effect(m, [(1, 0)], method="mean", seq_len=5, n_seqs=3)),
+    *cases("dla_head", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, 7)),
+    *cases("dla_layer", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, by="layer")),
+    *cases("dla_component", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, by="component")),
+    *cases("dla_neuron", lambda m: attribution.direct_logit_attribution(m, _tokens(), 3, by="neuron", layer=1)),
     *cases("logit_lens_own", lambda m: attribution.logit_lens(m, _tokens(), 3)),
     *cases("logit_lens_frozen", lambda m: attribution.logit_lens(m, _tokens(), norm="frozen")),
     *cases("sub_updates", lambda m: ffn.sub_updates(m, _tokens(), 1, token=3)),

@@ -433,17 +433,3 @@ def test_path_patch_head_grammar():
 
 
 # -- command line --------------------------------------------------------------------------------------------------
-
-def test_cli_patch_prints_a_top_table(tmp_path, capsys):
-    from circuitlab.cli import main
-    from circuitlab.models import save_model
-
-    save_model(model_of("gpt2"), tmp_path / "m")
-    args = ["patch", "--model", str(tmp_path / "m"), "--clean", "1 2 3 4 5 6", "--corrupted", "1 2 9 4 5 6",
-            "--answer", "7", "--wrong", "8", "--site", "z", "--by", "layer,head", "--top", "3", "--quiet"]
-    assert main(args) == 0
-    out = capsys.readouterr().out
-    assert "z by layer, head" in out and "recovered" in out
-    assert len([line for line in out.splitlines() if line.strip()[:2] in ("1 ", "2 ", "3 ")]) == 3
-    assert main(args[:6] + ["1 2 9 4"] + args[7:]) == 1  # a clear error, not a traceback
-    assert "same number of tokens" in capsys.readouterr().err

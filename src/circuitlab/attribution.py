@@ -38,8 +38,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_layer, check_pos, final_norm,
-                             final_norm_bias, final_norm_kind, final_norm_weight, model_name, position_labels,
-                             readout_directions, str_tokens, to_tokens, token_label)
+                             final_norm_bias, final_norm_kind, final_norm_weight, final_residual, model_name,
+                             position_labels, readout_directions, str_tokens, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens
 
@@ -178,8 +178,7 @@ def direct_logit_attribution(
     run_toks = toks[:, : p + 1]
     needed = _needed_hooks(model, by)
     with torch.no_grad():
-        resid, cache = model.run_with_cache(run_toks, names_filter=lambda name: name in needed,
-                                            stop_at_layer=cfg.n_layers)
+        resid, cache = final_residual(model, run_toks, names=needed)
         resid = resid[:, p]  # the final residual stream at p, [batch, d_model]
         scale = None
         if cfg.normalization_type is not None:  # the model's own final norm; we keep the scale it computed
@@ -242,8 +241,9 @@ def _attribute(model, cache, toks, p, d_eff, const, by, layer):
         W_out_d = einops.einsum(model.blocks[l].mlp.W_out.detach(), d_eff, "n m, b m -> b n")
         return cache[get_act_name("post", l)][:, p] * W_out_d
 
-    def bias(vec: Tensor) -> Float[Tensor, "batch"]:
-        return d_eff @ vec.detach()
+    def bias(vec: Optional[Tensor]) -> Float[Tensor, "batch"]:
+        # a TransformerBridge of a model without biases has None where a HookedTransformer has zeros
+        return d_eff.new_zeros(d_eff.shape[0]) if vec is None else d_eff @ vec.detach()
 
     if by == "head":
         values = torch.stack([heads(l) for l in range(L)], dim=1)

@@ -334,6 +334,32 @@ def final_norm(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) ->
     return model.ln_final(resid) if model.cfg.normalization_type is not None else resid
 
 
+def final_residual(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], names: Iterable[str] = (),
+                   fwd_hooks: Sequence = ()) -> tuple[Float[Tensor, "batch pos d_model"], dict[str, Tensor]]:
+    """Run ``model`` to the residual stream after its last block (before the final norm), without unembedding.
+
+    Returns that residual stream and the activations named in ``names``; ``fwd_hooks`` run as usual (e.g. an
+    ablation). A ``HookedTransformer`` stops before the unembedding (``stop_at_layer``); a ``TransformerBridge``
+    ignores ``stop_at_layer=n_layers``, so there the last block's ``hook_resid_post`` is captured instead.
+    """
+    final = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+    captured: dict[str, Tensor] = {}
+
+    def keep(name: str):
+        def hook(act: Tensor, hook=None) -> None:  # by closure: a bridge's hook points may report alias names
+            captured[name] = act
+
+        return hook
+
+    wanted = set(names)
+    if isinstance(model, HookedTransformer):
+        resid = model.run_with_hooks(tokens, fwd_hooks=[*fwd_hooks, *[(n, keep(n)) for n in wanted]],
+                                     stop_at_layer=model.cfg.n_layers)
+        return resid, captured
+    model.run_with_hooks(tokens, fwd_hooks=[*fwd_hooks, *[(n, keep(n)) for n in wanted | {final}]], return_type=None)
+    return captured[final], captured
+
+
 def softcap(logits: Tensor, cap: Optional[float]) -> Tensor:
     """Gemma-style output soft cap ``cap * tanh(x / cap)``, as TransformerLens applies it (off when cap <= 0)."""
     if cap is None or cap <= 0:

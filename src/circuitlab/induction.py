@@ -35,8 +35,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (Head, ModelLike, as_model, check_heads, head_label, model_name, progress_bar, readout,
-                             str_tokens, to_tokens)
+from circuitlab.core import (Head, ModelLike, as_model, check_heads, final_residual, head_label, model_name,
+                             progress_bar, readout, str_tokens, to_tokens)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.repeated import RepeatedTokens, repeated_tokens
@@ -323,6 +323,8 @@ def composition_scores(model: ModelLike, kind: str = "K") -> Result:
     cfg = model.cfg
     with torch.no_grad():
         W_Q, W_K, W_V, W_O = (w.detach().to(torch.float64).cpu() for w in (model.W_Q, model.W_K, model.W_V, model.W_O))
+    if W_K.shape[1] != cfg.n_heads:  # a bridge keeps grouped-query key/value heads grouped; ungroup them
+        W_K, W_V = (w.repeat_interleave(cfg.n_heads // w.shape[1], dim=1) for w in (W_K, W_V))
     # writer: W_OV = A1 B1 with A1 = W_V [d_model, d_head], B1 = W_O [d_head, d_model]
     # reader: A2 B2 with A2 [d_model, d_head], B2 [d_head, d_model]; we keep A2 and B2^T (both [d_model, d_head])
     A2, B2t = {"Q": (W_Q, W_K), "K": (W_K, W_Q), "V": (W_V, W_O.transpose(-1, -2))}[kind]
@@ -461,7 +463,7 @@ def ablation_effect(
 
         hooks = [(get_act_name("z", layer), ablate_hook) for layer in layers]
         with torch.inference_mode():
-            resid = model.run_with_hooks(toks[b_idx.to(toks.device)], fwd_hooks=hooks, stop_at_layer=cfg.n_layers)
+            resid, _ = final_residual(model, toks[b_idx.to(toks.device)], fwd_hooks=hooks)
             logp = readout(model, resid[:, pred_pos]).log_softmax(-1)
             nll = -logp.gather(-1, targets[b_idx.to(toks.device)][..., None])[..., 0]  # [rows, n-1]
         losses.index_add_(0, v_idx, nll.double().mean(-1).cpu())
