@@ -95,7 +95,7 @@ def test_demo_finds_the_zoo_models_induction_circuit():
     assert m and float(m.group(1)) > 0 > float(m.group(2))
 
 
-def test_cli_runs_the_demo_with_its_options(monkeypatch, tmp_path):
+def test_cli_runs_the_demo_with_its_options(monkeypatch, tmp_path, capsys):
     calls = []
     monkeypatch.setattr(demo_cmd, "run_demo", lambda *a, **kw: calls.append((a, kw)))
     from circuitlab.cli import main
@@ -103,6 +103,11 @@ def test_cli_runs_the_demo_with_its_options(monkeypatch, tmp_path):
     assert main(["demo", "--model", "zoo/x", "--out", str(tmp_path / "r.html"), "--seed", "3", "--quiet",
                  "--no-ffn"]) == 0
     assert calls == [(("zoo/x", str(tmp_path / "r.html")), {"seed": 3, "progress": False, "ffn": False})]
-    assert main(["demo", "--model", "zoo/not-a-model", "--out", str(tmp_path / "r.html")]) == 0  # patched
+    assert main(["demo", "-m", "zoo/y", "-o", str(tmp_path / "s.html"), "-q"]) == 0
+    assert calls[1] == (("zoo/y", str(tmp_path / "s.html")), {"seed": 0, "progress": False, "ffn": True})
     monkeypatch.undo()
+    capsys.readouterr()
     assert main(["demo", "--model", "zoo/not-a-model", "--out", str(tmp_path / "r.html"), "-q"]) == 1
+    err = capsys.readouterr().err
+    assert "zoo/not-a-model" in err and "zoo/attn-only-2l" in err  # names the model and what the zoo holds
+    assert not (tmp_path / "r.html").exists()
