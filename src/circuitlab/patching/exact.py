@@ -285,7 +285,7 @@ class _Engine:
         n, s = cfg.n_layers, self.seq_len - 1
         if s < 1:
             return None  # one position: nothing is ever read from the cache
-        tol = 1e-4 if cache[f"blocks.0.hook_resid_pre"].dtype in (torch.float32, torch.float64) else 1e-2
+        tol = 1e-4 if cache["blocks.0.hook_resid_pre"].dtype in (torch.float32, torch.float64) else 1e-2
         shortformer = cfg.positional_embedding_type == "shortformer"
 
         def differs(got: Tensor, want: Tensor) -> Optional[float]:
@@ -476,7 +476,7 @@ class _Engine:
 
     def _join(self, resid: Optional[Tensor], layer: int, start: int, joining: list, other: list[str]) -> Tensor:
         """Append the rows of patches entering at ``layer``: the base residual stream (patched, for resid sites)."""
-        cfg, B = self.model.cfg, self.batch
+        cfg = self.model.cfg
         name = f"blocks.{layer}.hook_resid_pre" if layer < cfg.n_layers else f"blocks.{layer - 1}.hook_resid_post"
         new = einops.repeat(self.base_cache[name][:, start:], "b p d -> (n b) p d", n=len(joining)).clone()
         if self.site.name in ("resid_pre", "resid_post"):
