@@ -263,18 +263,27 @@ def check_neurons(model: HookedTransformer, neurons: Union[int, Sequence[int], N
 _HEAD_RE = re.compile(r"\s*L?(-?\d+)\s*(?:\.?H|[.:])\s*(-?\d+)\s*", flags=re.I)
 
 
-def parse_head(model: HookedTransformer, head: Any, what: str = "head") -> Head:
-    """One head as ``(layer, head)``, from ``(1, 2)``, ``"L1H2"``, ``"1.2"`` or ``"L1.H2"``; checked against the model."""
+def parse_head(model: HookedTransformer, head: Any, what: str = "head", *, n_heads: Optional[int] = None,
+               forms: str = "(layer, head), 'L1H2' or '1.2'", given: Any = None) -> Head:
+    """One head as ``(layer, head)``, from ``(1, 2)``, ``"L1H2"``, ``"1.2"`` or ``"L1.H2"``; checked against the model.
+
+    ``n_heads`` is how many heads the index may pick from (default ``cfg.n_heads``; e.g. the key/value heads of
+    grouped-query attention). A caller that accepts more spellings than a head (path patching's MLP senders, its
+    ``".q"`` receivers) names them in ``forms`` and passes the user's whole argument as ``given``, so that an
+    unreadable one is reported as the user wrote it.
+    """
+    shown = head if given is None else given
     if isinstance(head, str):
         m = _HEAD_RE.fullmatch(head)
-        if not m:
-            raise InputError(f"cannot read {what} {head!r}; write it as (layer, head), 'L1H2' or '1.2'.")
-        head = (int(m.group(1)), int(m.group(2)))
-    if not (isinstance(head, (tuple, list)) and len(head) == 2
+        head = (int(m.group(1)), int(m.group(2))) if m else None
+    elif isinstance(head, list):
+        head = tuple(head)
+    if not (isinstance(head, tuple) and len(head) == 2
             and all(isinstance(x, int) and not isinstance(x, bool) for x in head)):
-        raise InputError(f"a {what} is a (layer, head) pair, 'L1H2' or '1.2'; got {head!r}.")
+        raise InputError(f"cannot read {what} {shown!r}; write it as {forms}.")
     layer = check_layer(model, head[0], what=f"{what} layer")
-    return layer, check_index(head[1], model.cfg.n_heads, f"{what} index", "heads per layer")
+    n = model.cfg.n_heads if n_heads is None else n_heads
+    return layer, check_index(head[1], n, f"{what} index", "heads per layer")
 
 
 def check_heads(model: HookedTransformer, heads: Any, what: str = "heads") -> list[Head]:

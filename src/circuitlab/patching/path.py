@@ -27,7 +27,6 @@ change of the LayerNorm scale and its centring and weights (it warns unless Laye
 from __future__ import annotations
 
 import re
-from types import SimpleNamespace
 from typing import Sequence, Union
 
 import torch
@@ -176,12 +175,15 @@ def _path_value(model, base_t, base_cache, source_cache, metric, senders, recv, 
 
     captured = {}
 
-    def capture(act, hook):
-        captured[hook.name] = act.clone()
+    def capture(name: str):
+        def hook(act, hook=None):
+            captured[name] = act.clone()
+
+        return hook
 
     stop = max(l for l, _, _ in recv) + 1
     recv_hooks = {_recv_hook(r) for r in recv}
-    model.run_with_hooks(base_t, fwd_hooks=hooks + [(n, _named(n, capture)) for n in recv_hooks], stop_at_layer=stop)
+    model.run_with_hooks(base_t, fwd_hooks=hooks + [(n, capture(n)) for n in recv_hooks], stop_at_layer=stop)
 
     heads_by_hook: dict[str, list[int]] = {}
     for r in recv:
@@ -198,11 +200,6 @@ def _path_value(model, base_t, base_cache, source_cache, metric, senders, recv, 
 
     logits = model.run_with_hooks(base_t, fwd_hooks=[(n, patch_receiver(n)) for n in heads_by_hook])
     return scalar(metric(logits))
-
-
-def _named(name: str, fn):
-    """``fn`` with its hook name bound (hook points of a TransformerBridge may report another name)."""
-    return lambda act, hook=None: fn(act, SimpleNamespace(name=name))
 
 
 def _recv_hook(r) -> str:
@@ -230,13 +227,8 @@ def _parse_senders(model: HookedTransformer, senders) -> list[tuple]:
             layer = check_layer(model, int(m.group(1)) if m else s[1], what="sender MLP layer")
             out.append(("mlp", layer))
             continue
-        try:
-            layer, head = parse_head(model, tuple(s) if isinstance(s, list) else s, what="sender")
-        except InputError as exc:
-            if str(exc).startswith(("cannot read", "a sender is")):
-                raise InputError(f"cannot read sender {s!r}; write heads as (3, 1), 'L3H1' or '3.1' and MLPs as "
-                                 "('mlp', 2) or 'MLP2'.") from None
-            raise
+        layer, head = parse_head(model, s, what="sender",
+                                 forms="(3, 1), 'L3H1' or '3.1' for a head, ('mlp', 2) or 'MLP2' for an MLP")
         out.append(("head", layer, head))
     if not out:
         raise InputError("give at least one sender.")
@@ -250,31 +242,24 @@ def _parse_receivers(model: HookedTransformer, receivers):
         return "resid_final"
     one = isinstance(receivers, str) or (isinstance(receivers, tuple) and len(receivers) == 3
                                          and isinstance(receivers[2], str))
+    # key/value receivers of grouped-query attention index the key/value heads
     n_kv = cfg.n_key_value_heads if getattr(cfg, "n_key_value_heads", None) and \
         not getattr(cfg, "ungroup_grouped_query_attention", False) else cfg.n_heads
-    # key/value receivers of grouped-query attention index the key/value heads
-    kv_view = SimpleNamespace(cfg=SimpleNamespace(n_layers=cfg.n_layers, n_heads=n_kv))
+    forms = "'L3H1.q', '3.1.q', (3, 1, 'q') or 'resid_final'"
     out = []
     for r in ([receivers] if one else list(receivers)):
         if isinstance(r, str):
             m = _RECEIVER_RE.fullmatch(r)
             if not m:
-                raise InputError(f"cannot read receiver {r!r}; write 'L3H1.q', '3.1.q', (3, 1, 'q') or "
-                                 "'resid_final'.")
+                raise InputError(f"cannot read receiver {r!r}; write it as {forms}.")
             head, comp = m.group(1), m.group(2).lower()
         elif isinstance(r, (tuple, list)) and len(r) == 3 and isinstance(r[2], str) and r[2] in ("q", "k", "v"):
             head, comp = (r[0], r[1]), r[2]
         else:
-            raise InputError(f"cannot read receiver {r!r}; give (layer, head, 'q'|'k'|'v') or 'resid_final'.")
+            raise InputError(f"cannot read receiver {r!r}; write it as {forms}.")
         grouped = comp in "kv" and n_kv != cfg.n_heads
-        try:
-            layer, h = parse_head(kv_view if grouped else model, head,
-                                  what=f"{comp} receiver" + (" (key/value head)" if grouped else ""))
-        except InputError as exc:
-            if str(exc).startswith(("cannot read", "a ")):
-                raise InputError(f"cannot read receiver {r!r}; write 'L3H1.q', '3.1.q', (3, 1, 'q') or "
-                                 "'resid_final'.") from None
-            raise
+        layer, h = parse_head(model, head, what="receiver" if not grouped else f"{comp} receiver (key/value head)",
+                              n_heads=n_kv if grouped else None, forms=forms, given=r)
         out.append((layer, h, comp))
     if not out:
         raise InputError("give at least one receiver.")
