@@ -39,7 +39,8 @@ from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_layer, check_pos, final_norm,
                              final_norm_bias, final_norm_kind, final_norm_weight, final_residual, model_name,
-                             position_labels, readout_directions, str_tokens, to_tokens, token_label)
+                             output_norm, output_norm_scale_hook, position_labels, readout_directions, str_tokens,
+                             through_output_norm, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens
 
@@ -57,9 +58,7 @@ def check_decomposable(model: HookedTransformer) -> None:
     """Raise unless the residual stream of ``model`` is the plain sum that direct attribution assumes."""
     cfg = model.cfg
     why = None
-    if getattr(cfg, "use_normalization_before_and_after", False):
-        why = "it normalises each sub-layer's output before adding it to the residual stream"
-    elif getattr(cfg, "original_architecture", None) in _post_norm_architectures():
+    if getattr(cfg, "original_architecture", None) in _post_norm_architectures():
         why = f"it is a post-norm architecture ({cfg.original_architecture})"
     elif getattr(cfg, "num_experts", None):
         why = "its MLPs are mixtures of experts"
@@ -223,6 +222,11 @@ def _needed_hooks(model: HookedTransformer, by: str) -> set[str]:
         names.add("hook_embed")
         if cfg.positional_embedding_type == "standard":
             names.add("hook_pos_embed")
+    if by != "layer":  # heads and neurons reach the residual stream through a sandwich model's output norms
+        for l in layers:
+            for sub in ("attn",) if cfg.attn_only else ("attn", "mlp"):
+                if output_norm(model, l, sub) is not None:
+                    names.add(output_norm_scale_hook(l, sub))
     return names
 
 
@@ -232,18 +236,25 @@ def _attribute(model, cache, toks, p, d_eff, const, by, layer):
     L, H = cfg.n_layers, cfg.n_heads
     layer_labels = [f"L{l}" for l in range(L)]
 
+    def d_sub(l: int, sub: str) -> Float[Tensor, "batch d_model"]:
+        # the readout direction seen by a sub-layer's raw output: d_eff itself, or for a sandwich-norm model
+        # pulled back through the sub-layer's output norm with its scale frozen at this prompt's value
+        if output_norm(model, l, sub) is None:
+            return d_eff
+        return through_output_norm(model, l, sub, d_eff, cache[output_norm_scale_hook(l, sub)][:, p])
+
     def heads(l: int) -> Float[Tensor, "batch head"]:
         # head_out = z @ W_O[head]; project on d_eff without forming the [batch, head, d_model] outputs
-        W_O_d = einops.einsum(model.blocks[l].attn.W_O.detach(), d_eff, "h e m, b m -> b h e")
+        W_O_d = einops.einsum(model.blocks[l].attn.W_O.detach(), d_sub(l, "attn"), "h e m, b m -> b h e")
         return einops.einsum(cache[get_act_name("z", l)][:, p], W_O_d, "b h e, b h e -> b h")
 
     def neurons(l: int) -> Float[Tensor, "batch neuron"]:
-        W_out_d = einops.einsum(model.blocks[l].mlp.W_out.detach(), d_eff, "n m, b m -> b n")
+        W_out_d = einops.einsum(model.blocks[l].mlp.W_out.detach(), d_sub(l, "mlp"), "n m, b m -> b n")
         return cache[get_act_name("post", l)][:, p] * W_out_d
 
-    def bias(vec: Optional[Tensor]) -> Float[Tensor, "batch"]:
+    def bias(vec: Optional[Tensor], l: int, sub: str) -> Float[Tensor, "batch"]:
         # a TransformerBridge of a model without biases has None where a HookedTransformer has zeros
-        return d_eff.new_zeros(d_eff.shape[0]) if vec is None else d_eff @ vec.detach()
+        return d_eff.new_zeros(d_eff.shape[0]) if vec is None else d_sub(l, sub) @ vec.detach()
 
     if by == "head":
         values = torch.stack([heads(l) for l in range(L)], dim=1)
@@ -270,7 +281,7 @@ def _attribute(model, cache, toks, p, d_eff, const, by, layer):
             if v.shape[2] != H:  # grouped-query attention: query head h reads key/value head h // group
                 v = torch.repeat_interleave(v, H // v.shape[2], dim=2)
             pattern = cache[get_act_name("pattern", l)][:, :, p, :]  # [batch, head, src]
-            W_O_d = einops.einsum(attn.W_O.detach(), d_eff, "h e m, b m -> b h e")
+            W_O_d = einops.einsum(attn.W_O.detach(), d_sub(l, "attn"), "h e m, b m -> b h e")
             per_src = einops.einsum(v, W_O_d, "b s h e, b h e -> b h s")
             out.append(pattern * per_src)
         values = torch.stack(out, dim=1)  # [batch, layer, head, pos]
@@ -284,12 +295,12 @@ def _attribute(model, cache, toks, p, d_eff, const, by, layer):
     for l in range(L):
         cols.append(heads(l))
         names += [f"L{l}H{h}" for h in range(H)]
-        cols.append(bias(model.blocks[l].attn.b_O)[:, None])
+        cols.append(bias(model.blocks[l].attn.b_O, l, "attn")[:, None])
         names.append(f"L{l} b_O")
         if not cfg.attn_only:
             cols.append(neurons(l).sum(-1, keepdim=True))
             names.append(f"L{l} MLP")
-            cols.append(bias(model.blocks[l].mlp.b_out)[:, None])
+            cols.append(bias(model.blocks[l].mlp.b_out, l, "mlp")[:, None])
             names.append(f"L{l} b_out")
     cols.append(const[:, None])
     names.append("final biases")
@@ -311,6 +322,8 @@ def _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, 
     pos_label = position_labels(model, toks)[p]
     meta = {"by": by, "pos": p, "answer": ans.tolist(), "wrong": None if wrg is None else wrg.tolist(),
             "final_norm": f"{final_norm_kind(model)} (scale frozen at its value on each prompt)"}
+    if output_norm(model, 0, "attn") is not None and by != "layer":
+        meta["output_norms"] = "RMSNorm after each sub-layer (scale frozen at its value on each prompt)"
     if by == "neuron" and layer is not None:
         meta["layer"] = layer
     if by == "component":

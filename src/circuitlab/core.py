@@ -338,6 +338,45 @@ def final_norm_bias(model: HookedTransformer) -> Optional[Float[Tensor, "d_model
     return b.detach() if isinstance(b, Tensor) else None
 
 
+def output_norm(model: HookedTransformer, layer: int, sublayer: str) -> Optional[torch.nn.Module]:
+    """The norm a sandwich-norm model (Gemma 2 and 3) applies to a sub-layer's output before adding it to the
+    residual stream (``ln1_post`` after attention, ``ln2_post`` after the MLP); None for other models.
+
+    Only RMSNorm output norms are supported (the only kind TransformerLens builds): with its scale frozen at the
+    value it took on a prompt, ``norm(y) = y / scale * w`` is linear in the sub-layer's raw output ``y``, so a
+    head's or a neuron's share of ``y`` reaches the residual stream as ``share / scale * w``.
+    """
+    if not getattr(model.cfg, "use_normalization_before_and_after", False):
+        return None
+    if sublayer not in ("attn", "mlp"):
+        raise InputError(f"sublayer={sublayer!r}: use 'attn' or 'mlp'.")
+    norm = getattr(model.blocks[layer], "ln1_post" if sublayer == "attn" else "ln2_post", None)
+    if norm is not None and not type(norm).__name__.startswith("RMSNorm"):
+        raise CircuitlabError(
+            f"model {model_name(model)!r} normalises sub-layer outputs with {type(norm).__name__}; only RMSNorm "
+            "output norms are supported by the linear decompositions (direct attribution, sub-updates)."
+        )
+    return norm
+
+
+def output_norm_scale_hook(layer: int, sublayer: str) -> str:
+    """The hook holding the scale of layer ``layer``'s output norm (see :func:`output_norm`)."""
+    return f"blocks.{layer}.{'ln1_post' if sublayer == 'attn' else 'ln2_post'}.hook_scale"
+
+
+def through_output_norm(model: HookedTransformer, layer: int, sublayer: str,
+                        directions: Float[Tensor, "batch d_model"],
+                        scale: Optional[Float[Tensor, "batch 1"]]) -> Float[Tensor, "batch d_model"]:
+    """Residual-stream readout ``directions`` pulled back through a sub-layer's output norm, its scale frozen:
+    ``norm(y) @ d == y @ (w * d / scale)``. Returns ``directions`` unchanged for a model without output norms."""
+    norm = output_norm(model, layer, sublayer)
+    if norm is None:
+        return directions
+    w = getattr(norm, "w", None)
+    out = directions * w.detach() if isinstance(w, Tensor) else directions
+    return out / scale if scale is not None else out
+
+
 def final_norm(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) -> Float[Tensor, "... d_model"]:
     """The model's own final norm (identity for a model without one)."""
     return model.ln_final(resid) if model.cfg.normalization_type is not None else resid

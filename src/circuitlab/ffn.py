@@ -15,6 +15,12 @@ An MLP layer computes ``out = m @ W_out + b_out`` where ``m = act(x @ W_in + b_i
 final norm's weight, and for LayerNorm after centering, so we project on ``center(w * W_U)`` (exactly the
 direction :mod:`circuitlab.attribution` uses, without the prompt-dependent scale). ``through_norm=False``
 projects on ``W_U`` alone, as in the papers.
+
+Sandwich-norm models (Gemma 2 and 3) normalise the MLP's output before adding it to the residual stream
+(``ln2_post``, an RMSNorm). A value vector then reaches the residual stream as ``W_out[i] * w_post / scale``:
+value vectors are projected through ``w_post`` (the scale is one positive number per prompt and position, so it
+changes no ranking), and sub-updates on a prompt use the scale the norm took there, so that they sum to the
+layer's actual contribution ``mlp_out - b_out`` term for term.
 """
 
 from __future__ import annotations
@@ -29,7 +35,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_mlp_layer, check_neurons,
-                             check_pos, decode, model_name, progress_bar, str_tokens, to_tokens, unembed_matrix)
+                             check_pos, decode, model_name, output_norm, output_norm_scale_hook, progress_bar,
+                             str_tokens, to_tokens, unembed_matrix)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result, TopTokens
 
@@ -79,9 +86,11 @@ def value_tokens(
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
     neurons = check_neurons(model, neuron)
-    W_out = model.blocks[layer].mlp.W_out.detach()[neurons]  # [n, d_model]
+    W_out = _value_vectors(model, layer)[neurons]  # [n, d_model]
     scores = W_out @ unembed_matrix(model, through_norm)  # [n, d_vocab]
     proj = "center(w_ln * W_U)" if through_norm else "W_U"
+    if output_norm(model, layer, "mlp") is not None:
+        proj = f"(w_post * {proj})"
     common = dict(k=k, strings=lambda ids: str_tokens(model, ids), axes=("neuron", "rank"),
                   labels={"neuron": [f"N{n}" for n in neurons]}, metric=f"W_out[neuron] @ {proj}",
                   model=model_name(model), task=f"MLP layer {layer} value vectors", meta={"layer": layer})
@@ -91,6 +100,14 @@ def value_tokens(
         suppressed=TopTokens.from_scores(scores, largest=False, title=f"Tokens suppressed by L{layer} value vectors",
                                          **common),
     )
+
+
+def _value_vectors(model: HookedTransformer, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+    """``W_out`` of MLP ``layer`` as the residual stream receives it: times the output norm's weight for a
+    sandwich-norm model (see the module docstring)."""
+    W_out = model.blocks[layer].mlp.W_out.detach()
+    norm = output_norm(model, layer, "mlp")
+    return W_out * norm.w.detach() if norm is not None else W_out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -134,6 +151,7 @@ class SubUpdates(Bundle):
     prompt_texts: list[str] = field(default_factory=list)
     _unembed: Optional[Tensor] = field(default=None, repr=False)
     _W_out: Optional[Tensor] = field(default=None, repr=False)
+    _m_eff: Optional[Tensor] = field(default=None, repr=False)  # m, over the output norm's scale where there is one
 
     def projection(self, neurons: Union[int, Sequence[int], None] = None) -> Float[Tensor, "batch neuron d_vocab"]:
         """Each sub-update projected on the vocabulary, ``m_i * W_out[i] @ W_U`` (all neurons if None).
@@ -142,7 +160,7 @@ class SubUpdates(Bundle):
         """
         idx = list(range(self._W_out.shape[0])) if neurons is None else (
             [neurons] if isinstance(neurons, int) else list(neurons))
-        m = self.coefficients.values[:, idx]  # [batch, n]
+        m = (self.coefficients.values if self._m_eff is None else self._m_eff)[:, idx]  # [batch, n]
         return m[..., None] * (self._W_out[idx] @ self._unembed)[None]
 
 
@@ -176,13 +194,18 @@ def sub_updates(
     batch, seq_len = toks.shape
     p = check_pos(pos, seq_len)
     names = {get_act_name("post", layer), get_act_name("mlp_out", layer)}
+    sandwich = output_norm(model, layer, "mlp") is not None
+    if sandwich:
+        names.add(output_norm_scale_hook(layer, "mlp"))
     with torch.no_grad():
         _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names, stop_at_layer=layer + 1)
     post = cache[get_act_name("post", layer)]  # [batch, pos, d_mlp]
     m = post[:, p]
     mlp_out = cache[get_act_name("mlp_out", layer)][:, p]
+    # what each sub-update adds to the residual stream is m_eff[i] * W_out[i] (see the module docstring)
+    m_eff = m / cache[output_norm_scale_hook(layer, "mlp")][:, p] if sandwich else m
 
-    W_out = model.blocks[layer].mlp.W_out.detach()  # [d_mlp, d_model]
+    W_out = _value_vectors(model, layer)  # [d_mlp, d_model]
     U = unembed_matrix(model, through_norm)  # [d_model, d_vocab]
     neuron_labels = [f"N{i}" for i in range(m.shape[1])]
     task = f"{batch} prompt(s), MLP layer {layer}, pos {p}"
@@ -192,18 +215,18 @@ def sub_updates(
     tok_ids, effect = None, None
     if token is not None:
         tok_ids = answer_ids(model, token, batch)
-        effect_vals = m * (W_out @ U[:, tok_ids]).T  # [batch, d_mlp]
+        effect_vals = m_eff * (W_out @ U[:, tok_ids]).T  # [batch, d_mlp]
         effect = Result(effect_vals.detach(), title=f"MLP L{layer} sub-update effect on the token",
                         metric="logit effect", **common)
         score = effect_vals
         ranked_by = "effect on the token"
     else:
-        score = m.abs() * W_out.norm(dim=-1)
+        score = m_eff.abs() * W_out.norm(dim=-1)
         ranked_by = "|m_i| * ||W_out[i]||"
     kk = min(k, m.shape[1])
     top_n = score.topk(kk, dim=-1).indices  # [batch, k]
     # the tokens each top sub-update promotes: largest entries of m_i * (W_out[i] @ U)
-    proj = m.gather(1, top_n)[..., None] * (W_out[top_n] @ U)  # [batch, k, d_vocab]
+    proj = m_eff.gather(1, top_n)[..., None] * (W_out[top_n] @ U)  # [batch, k, d_vocab]
     ranks = {"sub_update": [f"#{j + 1}" for j in range(kk)]}
     promotes = TopTokens.from_scores(proj, n_tokens, lambda ids: str_tokens(model, ids),
                                      axes=("batch", "sub_update", "rank"), labels=ranks,
@@ -220,6 +243,7 @@ def sub_updates(
         mlp_out=mlp_out.detach(), token=tok_ids, through_norm=through_norm, model=model_name(model),
         prompt_strings=[str_tokens(model, row) for row in toks],
         prompt_texts=[decode(model, row.tolist()) for row in toks], _unembed=U, _W_out=W_out,
+        _m_eff=m_eff.detach(),
     )
 
 
