@@ -180,6 +180,14 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
                 "from HookedTransformer's. Call bridge.enable_compatibility_mode() first."
             )
         return name_or_path
+    from transformer_lens import HookedEncoder
+
+    if isinstance(name_or_path, HookedEncoder):
+        raise CircuitlabError(
+            f"{name_or_path.cfg.model_name or 'This model'} is an encoder (bidirectional attention, no next-token "
+            "logits), and this needs a causal language model such as 'gemma-3-270m' or 'smollm2-135m'. Study an "
+            "encoder through its hooks (run_with_cache) or circuitlab.models.encoders.embed_sentences."
+        )
     if not isinstance(name_or_path, (str, os.PathLike)):
         raise CircuitlabError(
             f"load_model takes a model name, a directory path or a HookedTransformer, not "
