@@ -105,8 +105,14 @@ def test_models_command_lists_the_zoo(capsys):
         assert name in out
     lines = out.splitlines()
     entries = zoo_entries()
-    assert [line.split()[0] for line in lines] == [e.name for e in entries]
+    assert [line.split()[0] for line in lines[: len(entries)]] == [e.name for e in entries]
     assert all(line.split(None, 1)[1] == e.description for line, e in zip(lines, entries))
+    # then the real models from PyPI, each with its licence and whether it is installed
+    from circuitlab.models.real import real_models
+
+    real = lines[len(entries):]
+    assert [line.split()[0] for line in real] == list(real_models())
+    assert all("real, offline via PyPI" in line for line in real)
 
 
 def test_models_verbose_prints_the_cards(capsys):

