@@ -1,7 +1,10 @@
 """Execute every notebook in notebooks/ (nbclient, the running interpreter's ``python3`` kernel) and fail on
 any cell error. Notebooks that need a model download say so in their metadata
 (``{"circuitlab": {"needs_network": true}}``) and skip offline; set ``CIRCUITLAB_NETWORK_NOTEBOOKS=1`` (with
-network access) to run them too. The metadata also lists the zoo models a notebook loads (``zoo_models``)."""
+network access) to run them too. The metadata also lists the zoo models a notebook loads (``zoo_models``) and the
+real pretrained models it loads from PyPI packages (``real_models``, see :mod:`circuitlab.models.real`): a
+notebook whose real model's package is not installed is skipped, with the command that installs it (a failure
+where ``CIRCUITLAB_REQUIRE_REAL`` is set, as ``make test`` does); such notebooks also carry the ``real`` mark."""
 
 from __future__ import annotations
 
@@ -22,6 +25,19 @@ def _needs_network(nb) -> bool:
     return bool(nb.metadata.get("circuitlab", {}).get("needs_network", False))
 
 
+def _real_models(nb) -> list[str]:
+    return list(nb.metadata.get("circuitlab", {}).get("real_models", []))
+
+
+def _run_params():
+    """One parameter per notebook; those that load a real model also carry the ``real`` mark."""
+    out = []
+    for p in NOTEBOOKS:
+        marks = [pytest.mark.real] if _real_models(nbformat.read(p, as_version=4)) else []
+        out.append(pytest.param(p, marks=marks, id=p.stem))
+    return out
+
+
 def test_there_are_offline_notebooks():
     offline = [p.name for p in NOTEBOOKS if not _needs_network(nbformat.read(p, as_version=4))]
     assert len(offline) >= 3, offline
@@ -38,7 +54,7 @@ def test_notebook_is_committed_clean(path):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
+@pytest.mark.parametrize("path", _run_params())
 def test_notebook_runs(path, tmp_path):
     nb = nbformat.read(path, as_version=4)
     if _needs_network(nb) and not os.environ.get("CIRCUITLAB_NETWORK_NOTEBOOKS"):
@@ -50,6 +66,18 @@ def test_notebook_runs(path, tmp_path):
     if missing:
         # the zoo ships with the repository, so this only happens in a checkout whose zoo is still being built
         pytest.skip(f"{path.name} loads {', '.join(missing)}, which is not installed (build it: make zoo)")
+    from circuitlab.models.real import real_models
+
+    known = real_models()
+    for name in _real_models(nb):
+        if name not in known:
+            pytest.fail(f"{path.name} lists real model {name!r}, which circuitlab does not know ({', '.join(known)})")
+        if not known[name].installed:
+            why = (f"{path.name} loads the real model {name!r}, whose PyPI package is not installed; "
+                   f"install it with: {known[name].install}")
+            if os.environ.get("CIRCUITLAB_REQUIRE_REAL"):
+                pytest.fail(why + " (make test installs it; CIRCUITLAB_REQUIRE_REAL is set)")
+            pytest.skip(why)
     client = nbclient.NotebookClient(
         nb, timeout=CELL_TIMEOUT, kernel_name="python3", allow_errors=False,
         # run where the notebook lives, so relative paths in it work; files it writes go to tmp_path
