@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
+import time
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -17,7 +20,7 @@ import torch
 
 import circuitlab
 from circuitlab import save_model
-from circuitlab.cli import answer_arg, build_parser, main, prompt_arg
+from circuitlab.cli import answer_arg, build_parser, main, positive_int, prompt_arg
 from circuitlab.errors import CircuitlabError
 from circuitlab.render import count_views, external_references
 from circuitlab.render.bundle import count_bundles
@@ -164,11 +167,141 @@ def test_every_analysis_takes_the_common_options(name):
         parser.parse_args([name, "-m", "zoo/x", "--html", "r.html", *REQUIRED[name]])
 
 
+#: a script run in a fresh interpreter: ``circuitlab --help``, every ``circuitlab COMMAND --help`` and an argument
+#: error, then which heavy modules got imported; then the public names, which must still import from circuitlab
+LIGHT_START = """
+import contextlib, io, sys
+import circuitlab.cli as cli
+
+cli._load_commands()
+argvs = [["--help"], *[[name, "--help"] for name in sorted(cli.COMMANDS)],
+         ["ffn", "-m", "x", "--layer", "0", "-k", "0"], ["ffn", "-m", "x", "--layer", "0", "--token", "a"],
+         ["patch"], ["no-such-command"]]
+codes = []
+for argv in argvs:
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        try:
+            codes.append(cli.main(argv))
+        except SystemExit as exc:
+            codes.append(exc.code)
+print("codes", codes)
+print("heavy", sorted(m for m in ("torch", "transformer_lens") if m in sys.modules))
+import circuitlab
+from circuitlab import CircuitlabError, Result, list_models, load_encoder, load_model, save_model, zoo_card
+from circuitlab.errors import CircuitlabError as E
+from circuitlab.results import Result as R
+assert CircuitlabError is E and Result is R and load_model.__module__.startswith("circuitlab.models")
+assert set(circuitlab.__all__) <= set(dir(circuitlab))
+print("names ok")
+"""
+
+
+def test_help_and_argument_errors_do_not_import_the_library(capsys):
+    """``circuitlab --help``, ``circuitlab COMMAND --help`` and argument errors import neither TransformerLens nor
+    torch (``import circuitlab`` is light; the commands import the library inside ``run``); the public names
+    still import from ``circuitlab``. The wall time of ``circuitlab --help`` is printed, not asserted."""
+    proc = subprocess.run([sys.executable, "-c", LIGHT_START], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
+    assert lines["codes"] == str([0] * 7 + [2] * 4)  # --help exits 0 (top level and 6 commands); the errors 2
+    assert lines["heavy"] == "[]"
+    assert lines["names"] == "ok"
+
+    script = Path(sys.executable).with_name("circuitlab")  # the console script, as a user runs it
+    command = [str(script)] if script.exists() else [sys.executable, "-m", "circuitlab.cli"]
+    started = time.perf_counter()
+    run = subprocess.run([*command, "--help"], capture_output=True, text=True, timeout=300)
+    seconds = time.perf_counter() - started
+    assert run.returncode == 0 and all(name in run.stdout for name in ANALYSES)
+    with capsys.disabled():
+        print(f"\n`circuitlab --help` took {seconds:.2f} s")
+
+
+#: every int option of every command that is not a count: indices (negative counts from the end) and seeds
+NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed")}
+
+
+def _int_options():
+    from circuitlab.cli import _load_commands
+
+    _load_commands()
+    for name, sub in build_parser().commands.items():
+        for action in sub._actions:
+            if action.type in (int, positive_int):
+                yield name, action
+
+
+def test_every_count_option_takes_positive_int_only():
+    """A new count option typed plain ``int`` fails here: counts take :func:`circuitlab.cli.positive_int`."""
+    found = {(name, a.dest): a.type for name, a in _int_options()}
+    counts = {k for k in found if k not in NOT_COUNTS}
+    assert {("patch", "top"), ("attribute", "top"), ("ffn", "k"), ("induction", "n_seqs"),
+            ("induction", "seq_len")} <= counts
+    assert all(found[k] is positive_int for k in counts), {k: t for k, t in found.items() if k in counts}
+
+
+@pytest.mark.parametrize("value", ["0", "-2", "two"])
+@pytest.mark.parametrize("name,option", [("patch", "--top"), ("attribute", "--top"), ("ffn", "-k"),
+                                         ("induction", "--n-seqs"), ("induction", "--seq-len")])
+def test_counts_below_one_are_argument_errors(name, option, value, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "-m", "zoo/no-such-model", *REQUIRED[name], option, value])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"circuitlab {name}: error: argument {option}" in err and "positive whole number" in err
+    assert repr(value) in err or value in err
+    assert positive_int("3") == 3
+
+
+@pytest.mark.parametrize("given,needs,argv", [
+    ("--token", "--prompt", ["ffn", "-m", "zoo/no-such-model", "--layer", "0", "--token", "4"]),
+    ("--data", "--neuron", ["ffn", "-m", "zoo/no-such-model", "--layer", "0", "--data", "d.txt"]),
+])
+def test_an_option_without_the_one_it_needs_is_an_argument_error(given, needs, argv, capsys):
+    """Options that only make sense together: one alone is refused (before any model loads), not ignored."""
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: {given} needs {needs}" in err and f"add {needs}, or drop {given}" in err
+
+
 def test_a_circuitlab_error_is_one_line_on_stderr_and_exit_code_1(capsys):
     assert main(["induction", "-m", "zoo/no-such-model", "-q"]) == 1
     captured = capsys.readouterr()
     assert captured.err.startswith("circuitlab: error: ") and "Traceback" not in captured.err
     assert "zoo/no-such-model" in captured.err and captured.out == ""
+
+
+def test_out_into_missing_folders_creates_them_and_says_so(gpt2_dir, tmp_path, capsys):
+    out = tmp_path / "new" / "deeper" / "top.html"
+    assert main(["ffn", "-m", str(gpt2_dir), "--layer", "1", "-k", "2", "-q", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert f"created folder {out.parent} for --out" in printed and f"wrote {out}" in printed
+    check_page(out, f"FFN key-value memories: {circuitlab.load_model(gpt2_dir).cfg.model_name}, MLP layer 1")
+
+
+@pytest.mark.parametrize("name", ANALYSES)
+def test_an_unusable_out_is_an_error_naming_it_before_any_work(name, tmp_path, capsys):
+    """A directory, or a path under a file, is a one-line error naming --out and what to do, raised before the
+    model loads (the model named here does not exist, and it is not the error)."""
+    (tmp_path / "a-file").write_text("")
+    for out, why in ((tmp_path, "is a directory; give a file name in it, e.g. --out"),
+                     (tmp_path / "a-file" / "r.html", "is a file, not a folder; choose another path for --out")):
+        assert main([name, "-m", "zoo/no-such-model", *REQUIRED[name], "-q", "-o", str(out)]) == 1
+        captured = capsys.readouterr()
+        assert captured.err.startswith(f"circuitlab: error: --out {out}") and why in captured.err
+        assert "no-such-model" not in captured.err and "Traceback" not in captured.err
+
+
+def test_an_unwritable_out_folder_is_an_error_naming_it(monkeypatch, tmp_path, capsys):
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: Path(path) != tmp_path)  # as if tmp_path were read-only
+    assert main(["ffn", "-m", "zoo/no-such-model", "--layer", "0", "-o", str(tmp_path / "sub" / "r.html")]) == 1
+    err = capsys.readouterr().err
+    assert f"--out {tmp_path / 'sub' / 'r.html'}: the folder {tmp_path} is not writable" in err
+    assert "choose a folder you can write to for --out" in err and not (tmp_path / "sub").exists()
 
 
 def test_the_cli_installs_no_process_wide_warning_filter():
@@ -339,7 +472,7 @@ def test_cli_ffn(gpt2_dir, gpt2, tmp_path, capsys):
     from circuitlab.ffn import sub_updates, value_tokens
 
     data = tmp_path / "data.txt"
-    data.write_text("1 2 3 4 5\n6 7 8\n\n9 10 11 12\n")
+    data.write_text("\n1 2 3 4 5\n6 7 8\n  \n\n9 10 11 12\n")  # the examples are on lines 2, 3 and 6
 
     # no neuron, no prompt: the neurons with the largest value vectors
     out1 = tmp_path / "top.html"
@@ -383,9 +516,9 @@ def test_cli_ffn(gpt2_dir, gpt2, tmp_path, capsys):
     assert f"L0 N5 value vector promotes  {vt.promoted.tokens[0]}" in printed
     assert f"and suppresses {vt.suppressed.tokens[0]}" in printed
 
-    # key examples, by brute force over every token of the file
+    # key examples, by brute force over every token of the file; printed with their line number in the file
     acts = []
-    for i, line in enumerate(["1 2 3 4 5", "6 7 8", "9 10 11 12"]):
+    for i, line in ((2, "1 2 3 4 5"), (3, "6 7 8"), (6, "9 10 11 12")):
         row = torch.tensor([[int(t) for t in line.split()]])
         with torch.no_grad():
             _, c = gpt2.run_with_cache(row, names_filter="blocks.0.mlp.hook_post")
@@ -426,3 +559,29 @@ def test_cli_ffn_on_a_learned_fact(tmp_path, capsys):
         assert m_value == pytest.approx(float(sub.coefficients.values[0, n]), abs=6e-4)
         assert score == pytest.approx(float(sub.effect.values[0, n]), abs=6e-4)
     check_page(out, f"FFN key-value memories: {model.cfg.model_name or TOY}, MLP layer {layer}")
+
+
+def test_cli_ffn_data_lines_are_numbered_as_in_the_file(gpt2_dir, tmp_path, capsys):
+    """With -k as large as the file, every token is listed: each line number names the file line it came from."""
+    lines = ["", "", "3 4 5", "", "6 7", "   ", "8 9 10 11"]
+    data = tmp_path / "data.txt"
+    data.write_text("\n".join(lines) + "\n")
+    assert main(["ffn", "-m", str(gpt2_dir), "--layer", "0", "--neuron", "5", "--data", str(data), "-k", "9",
+                 "-q"]) == 0
+    rows = section(capsys.readouterr().out, "top-activating contexts (3 lines, 9 tokens)")
+    assert len(rows) == 9
+    seen = {(int(m.group(1)), int(m.group(2))) for m in (re.match(r"\s+\S+  line (\d+) pos (\d+): ", r) for r in rows)}
+    assert seen == {(n, pos) for n, line in enumerate(lines, 1) for pos in range(len(line.split()))}
+
+
+@pytest.mark.parametrize("content,why", [(None, "no such file"), ("", "has no non-blank lines"),
+                                         ("\n  \n\t\n", "has no non-blank lines")])
+def test_cli_ffn_bad_data_file_is_an_error_naming_it(content, why, tmp_path, capsys):
+    """A missing or empty --data file is a one-line error naming --data and the path, before the model loads."""
+    data = tmp_path / "data.txt"
+    if content is not None:
+        data.write_text(content)
+    assert main(["ffn", "-m", "zoo/no-such-model", "--layer", "0", "--neuron", "1", "--data", str(data)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"circuitlab: error: --data {data}") and why in err
+    assert "one example per line" in err and "Traceback" not in err

@@ -15,20 +15,31 @@ import warnings as _warnings
 # 4.x's TransformerBridge) is noise for our users.
 _warnings.filterwarnings("ignore", message=r".*HookedTransformer.*deprecated.*", category=DeprecationWarning)
 
-from circuitlab.errors import CircuitlabError  # noqa: E402
-from circuitlab.models import list_models, load_encoder, load_model, save_model, zoo_card  # noqa: E402
-from circuitlab.results import Result  # noqa: E402
+from circuitlab.errors import CircuitlabError  # noqa: E402  (no dependencies: cheap)
 
 __version__ = "0.1.0"
 
 __all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_model", "save_model", "zoo_card", "__version__"]
 
+# `import circuitlab` stays light (no torch, no TransformerLens: `circuitlab --help` answers at once); the public
+# functions and the analysis modules load on first use.
+_LAZY = {"Result": "circuitlab.results", "list_models": "circuitlab.models", "load_encoder": "circuitlab.models",
+         "load_model": "circuitlab.models", "save_model": "circuitlab.models", "zoo_card": "circuitlab.models"}
+_SUBMODULES = {"induction", "patching", "attribution", "ffn", "metrics", "render", "tasks", "zoo", "cli", "core",
+               "results", "testing", "models"}
+
 
 def __getattr__(name: str):
-    # analysis modules load on first use, so `import circuitlab` stays fast
     import importlib
 
-    if name in {"induction", "patching", "attribution", "ffn", "metrics", "render", "tasks", "zoo", "cli", "core",
-                "results", "testing"}:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once loaded, a plain attribute
+        return value
+    if name in _SUBMODULES:
         return importlib.import_module(f"circuitlab.{name}")
     raise AttributeError(f"module 'circuitlab' has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY) | _SUBMODULES)

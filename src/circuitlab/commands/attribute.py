@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, prompt_arg,
-                            write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+                            prompt_arg, write_report)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -20,7 +20,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--by", default="head", choices=["head", "layer", "position", "component", "neuron"],
                    help="how to split the residual stream (default: head)")
     p.add_argument("--pos", type=int, default=-1, help="position whose prediction is attributed (default: last)")
-    p.add_argument("--top", type=int, default=10, help="how many components to list")
+    p.add_argument("--top", type=positive_int, default=10, help="how many components to list (default 10)")
     p.add_argument("--no-lens", action="store_true", help="skip the logit lens")
     add_out_option(p)
     add_quiet_option(p)  # one forward pass: nothing to show progress of, but every analysis takes the option

@@ -26,12 +26,12 @@ import argparse
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, prepare_out
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command
-from circuitlab.tasks.copying import CopyTask, copy_task
+if TYPE_CHECKING:  # the library (torch, TransformerLens) loads inside run: `circuitlab --help` stays fast
+    from circuitlab.tasks.copying import CopyTask
 
 DEFAULT_MODEL = "zoo/attn-only-2l"
 FFN_MODEL = "zoo/toy-lm"
@@ -91,6 +91,8 @@ def _induction(model, seed: int, progress: bool, findings: list[str]):
 
 
 def _patching(model, task: CopyTask, progress: bool, findings: list[str]):
+    import torch
+
     from circuitlab.metrics import LogitDiff, Normalized
     from circuitlab.patching import sweep
     from circuitlab.render import Section
@@ -145,6 +147,8 @@ def _attribution(model, task: CopyTask, findings: list[str]):
 
 
 def _ffn(seed: int, findings: list[str]):
+    import torch
+
     from circuitlab import load_model
     from circuitlab.ffn import sub_updates, value_tokens
     from circuitlab.render import Section
@@ -208,6 +212,7 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
     from circuitlab import list_models, load_model
     from circuitlab.core import progress_bar
     from circuitlab.render import Bullets, count_views, report
+    from circuitlab.tasks.copying import copy_task
 
     started = time.perf_counter()
     loaded = load_model(model)
@@ -260,6 +265,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    prepare_out(args.out)  # an unusable --out is an error before the demo runs; missing folders are made
     run_demo(args.model, args.out, seed=args.seed, progress=not args.quiet, ffn=not args.no_ffn)
     return 0
 

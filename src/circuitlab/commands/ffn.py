@@ -8,9 +8,11 @@
 from __future__ import annotations
 
 import argparse
+from typing import Iterator
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, prompt_arg,
-                            write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+                            prompt_arg, requires, write_report)
+from circuitlab.errors import InputError
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -19,10 +21,42 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--neuron", type=int, help="one neuron: its value tokens (and key examples with --data)")
     p.add_argument("--prompt", help="split the layer's output on this prompt into sub-updates")
     p.add_argument("--token", help="with --prompt: rank sub-updates by their effect on this token")
-    p.add_argument("--data", metavar="FILE", help="text file, one example per line, scanned for key examples")
-    p.add_argument("-k", type=int, default=10, help="how many tokens / sub-updates / examples (default 10)")
+    p.add_argument("--data", metavar="FILE",
+                   help="with --neuron: text file, one example per line (blank lines skipped), scanned for key "
+                        "examples")
+    p.add_argument("-k", type=positive_int, default=10, help="how many tokens / sub-updates / examples (default 10)")
     add_out_option(p)
     add_quiet_option(p)
+    requires(p, "--token", "--prompt", "it ranks the sub-updates of --prompt by their effect on that token")
+    requires(p, "--data", "--neuron", "it is scanned for the contexts that activate that neuron most")
+
+
+def data_lines(path: str, check_only: bool = False) -> Iterator[tuple[int, str]]:
+    """The non-blank lines of the ``--data`` file, streamed, each with its 1-based line number in the file.
+
+    With ``check_only``, stop at the first non-blank line: what ``run`` calls before the model loads, so that a
+    missing, unreadable or empty file is an error naming ``--data`` at once.
+    """
+    what = "give a UTF-8 text file with one example per line"
+    found = False
+    try:
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if line.strip():
+                    found = True
+                    if check_only:
+                        return
+                    yield n, line.rstrip("\r\n")
+    except FileNotFoundError:
+        raise InputError(f"--data {path}: no such file; {what}") from None
+    except IsADirectoryError:
+        raise InputError(f"--data {path} is a directory; {what}") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"--data {path} is not UTF-8 text ({exc.reason}); {what}") from None
+    except OSError as exc:
+        raise InputError(f"--data {path}: cannot read it ({exc.strerror}); {what}") from None
+    if not found:
+        raise InputError(f"--data {path} has no non-blank lines; {what}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -30,6 +64,8 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab.core import check_mlp_layer
     from circuitlab.ffn import key_examples, sub_updates, value_tokens
 
+    if args.data:
+        list(data_lines(args.data, check_only=True))  # a bad file is reported before the model loads
     model = load_model(args.model)
     layer = check_mlp_layer(model, args.layer)
     items = []
@@ -48,12 +84,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"{'':>{len(str(layer)) + len(str(args.neuron)) + 3}} and suppresses {vt.suppressed.tokens[0]}")
         items.append(vt)
         if args.data:
-            with open(args.data, encoding="utf-8") as f:
-                lines = (prompt_arg(model, line.rstrip("\n"), "a --data line") for line in f if line.strip())
-                ke = key_examples(model, lines, layer, args.neuron, k=args.k, progress=not args.quiet)
+            line_of: list[int] = []  # key_examples numbers the prompts it was given: 0, 1, ... (blank lines skipped)
+
+            def prompts():
+                for n, text in data_lines(args.data):
+                    line_of.append(n)
+                    yield prompt_arg(model, text, f"--data {args.data} line {n}")
+
+            ke = key_examples(model, prompts(), layer, args.neuron, k=args.k, progress=not args.quiet)
             print(f"top-activating contexts ({ke.n_prompts} lines, {ke.n_tokens} tokens):")
             for e in ke.examples:
-                print(f"  {e.activation:8.3f}  line {e.prompt} pos {e.pos}: {e.text!r}")
+                print(f"  {e.activation:8.3f}  line {line_of[e.prompt]} pos {e.pos}: {e.text!r}")
             items.append(ke)
     elif args.prompt is None:
         import torch

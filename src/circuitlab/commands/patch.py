@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, prompt_arg,
-                            write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+                            prompt_arg, write_report)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -26,7 +26,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                                         "pattern, ... (default resid_pre)")
     p.add_argument("--by", default="layer,pos", help="axes to sweep, comma-separated (default layer,pos)")
     p.add_argument("--direction", default="denoising", choices=["denoising", "noising"])
-    p.add_argument("--top", type=int, default=10, help="rows to print (default 10)")
+    p.add_argument("--top", type=positive_int, default=10, help="rows to print (default 10)")
     p.add_argument("--ids", action="store_true", help="read prompts and answers as token ids")
     add_out_option(p)
     add_quiet_option(p)
