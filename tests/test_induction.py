@@ -211,12 +211,21 @@ def test_ablation_matches_hand_written_hooks(arch):
     torch.testing.assert_close(mean.values, torch.tensor(ref), atol=1e-5, rtol=1e-5)
 
 
-def test_ablation_chunks_give_the_same_numbers(monkeypatch):
+def test_ablation_chunks_give_the_same_numbers():
     model = random_model("attn_only", seed=6)
     whole = ind.ablation_effect(model, [(1, 0), (0, 1)], "mean", n_seqs=3)
-    monkeypatch.setattr(ind, "LOGIT_BUDGET", 1)  # one batch row per chunk
-    chunked = ind.ablation_effect(model, [(1, 0), (0, 1)], "mean", n_seqs=3, progress=True)
+    chunked = ind.ablation_effect(model, [(1, 0), (0, 1)], "mean", n_seqs=3, progress=True,
+                                  max_memory=1)  # one batch row per chunk, the mean summed over single sequences
     torch.testing.assert_close(whole.values, chunked.values, atol=1e-6, rtol=1e-6)
+
+
+def test_head_scores_in_batches_give_the_same_numbers():
+    model = random_model("attn_only", seed=6)
+    for kind in ("induction", "previous_token", "duplicate_token"):
+        whole = ind.head_scores(model, kind, n_seqs=5)
+        one_by_one = ind.head_scores(model, kind, n_seqs=5, max_memory=1)
+        torch.testing.assert_close(whole.values, one_by_one.values, atol=1e-6, rtol=1e-6)
+        assert whole.meta["n_queries"] == one_by_one.meta["n_queries"]
 
 
 # -- bad input ------------------------------------------------------------------------------------------

@@ -184,6 +184,29 @@ def test_noising_direction_swaps_the_runs(arch):
         assert abs(ours.meta["corrupted_value"] - float(METRIC(model(corrupted)))) < TOL
 
 
+def test_a_batch_too_large_for_max_memory_is_patched_in_parts_with_the_same_numbers():
+    """Prompt pairs split into parts (one pair each) give the whole batch's values: every circuitlab metric is a
+    mean over prompts, so the parts' values averaged by size are exact; per-prompt answers follow their prompts."""
+    model = model_of("gpt2")
+    clean, corrupted = prompts(batch=5, seed=3)
+    answers = dict(correct=[3, 5, 8, 2, 11], wrong=[7, 9, 1, 4, 6])
+    metrics = [LogitDiff(**answers), LogitDiff(**answers, pos=[-1, -2, -1, -3, -1]),
+               Probability([3, 5, 8, 2, 11], log=True),
+               Normalized(LogitDiff(**answers), clean=1.5, corrupted=-0.5)]
+    for metric in metrics:
+        whole = sweep(model, clean, corrupted, metric, "resid_pre", progress=False)
+        parts = sweep(model, clean, corrupted, metric, "resid_pre", max_memory=1, progress=False)
+        assert whole.meta["prompt_parts"] == 1 and parts.meta["prompt_parts"] == 5
+        assert (whole.values - parts.values).abs().max() < TOL, metric
+        assert abs(whole.meta["clean_value"] - parts.meta["clean_value"]) < TOL
+        assert abs(whole.meta["corrupted_value"] - parts.meta["corrupted_value"]) < TOL
+    # a general metric sees the whole batch: it cannot be split, and the overrun is said, not hidden
+    with pytest.warns(UserWarning, match="cannot be split"):
+        general = sweep(model, clean, corrupted, lambda logits: logits[:, -1, 3].mean(), "resid_pre",
+                        max_memory=1, progress=False)
+    assert general.meta["prompt_parts"] == 1
+
+
 def test_options_do_not_change_the_numbers():
     """Slow reference loop, tiny chunks, a layer subset, another axis order, resid_post: same values."""
     model = model_of("gpt2")

@@ -37,10 +37,10 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_layer, check_pos, final_norm,
-                             final_norm_bias, final_norm_kind, final_norm_weight, final_residual, model_name,
-                             output_norm, output_norm_scale_hook, position_labels, readout_directions, str_tokens,
-                             through_output_norm, to_tokens, token_label)
+from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_count, check_distinct_answers, check_finite,
+                             check_layer, check_pos, final_norm, final_norm_bias, final_norm_kind, final_norm_weight,
+                             final_residual, model_name, output_norm, output_norm_scale_hook, position_labels,
+                             readout_directions, str_tokens, through_output_norm, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens
 
@@ -149,6 +149,8 @@ def direct_logit_attribution(
     p = check_pos(pos, seq_len)
     ans = answer_ids(model, answer, batch)
     wrg = answer_ids(model, wrong, batch, what="wrong answer") if wrong is not None else None
+    if wrg is not None:
+        check_distinct_answers(ans, wrg, model)
     if by == "neuron":
         if cfg.attn_only:
             raise CircuitlabError(
@@ -329,6 +331,7 @@ def _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, 
     if by == "component":
         meta["total"] = per_prompt.sum(-1).mean().item()
         meta["model_logit"] = model_logit.mean().item()
+    check_finite(model, toks, "direct logit attribution", per_prompt, model_logit)
     return DLAResult(
         values=per_prompt.mean(0).detach(),
         axes=axes,
@@ -425,6 +428,7 @@ def logit_lens(
     if norm not in ("own", "frozen"):
         raise InputError(f"norm={norm!r} must be 'own' (each layer's own statistics) or 'frozen' (final scale).")
     model = as_model(model)
+    k = check_count(k, "k")
     toks = to_tokens(model, tokens)
     batch, seq_len = toks.shape
     p = check_pos(pos, seq_len)
@@ -446,6 +450,7 @@ def logit_lens(
             w, b = final_norm_weight(model), final_norm_bias(model)
             normed = (x * w if w is not None else x) + (b if b is not None else 0.0)
         lens = normed @ model.W_U.detach() + model.b_U.detach()  # [layer, batch, d_vocab]
+    check_finite(model, toks, "the logit lens (residual streams through the readout)", lens, model_logits)
 
     if answer is None:
         ans = model_logits[:, p].argmax(-1)

@@ -21,6 +21,7 @@ rejects bad input with the same words:
 from __future__ import annotations
 
 import re
+import weakref
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
@@ -29,7 +30,7 @@ from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
-from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.errors import CircuitlabError, InputError, NonFiniteError
 
 Prompts = Union[str, Sequence[str], Tensor, Sequence[int], Sequence[Sequence[int]]]
 Answer = Union[str, int, Sequence[Union[str, int]], Tensor]
@@ -42,12 +43,48 @@ Head = tuple[int, int]
 # ---------------------------------------------------------------------------------------------------------
 
 def as_model(model: ModelLike) -> HookedTransformer:
-    """A loaded model from a model, a compatibility-mode bridge, a zoo name, a directory or a pretrained name."""
-    if isinstance(model, HookedTransformer):
-        return model
-    from circuitlab.models import load_model
+    """A loaded model from a model, a compatibility-mode bridge, a zoo name, a directory or a pretrained name.
 
-    return load_model(model)
+    Its weights are checked to be finite (see :func:`check_weights_finite`): TransformerLens replaces NaN
+    attention patterns by zeros, so a NaN weight can otherwise give finite, wrong numbers.
+    """
+    if not isinstance(model, HookedTransformer):
+        from circuitlab.models import load_model
+
+        model = load_model(model)
+    check_weights_finite(model)
+    return model
+
+
+_FINITE_WEIGHTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+
+
+def check_weights_finite(model: HookedTransformer) -> None:
+    """Raise :class:`~circuitlab.errors.NonFiniteError` naming the first parameter that holds NaN or inf.
+
+    Checked once per state of the weights: the check is skipped while no parameter has been replaced or
+    modified in place since it last passed (PyTorch counts in-place changes in each tensor's ``_version``).
+    """
+    params = list(model.named_parameters())
+    state = tuple((name, id(p), p._version) for name, p in params)
+    try:
+        if _FINITE_WEIGHTS.get(model) == state:
+            return
+    except TypeError:  # not weak-referenceable: check every time
+        pass
+    with torch.no_grad():
+        bad = [name for name, p in params if p.is_floating_point() and not bool(torch.isfinite(p).all())]
+    if bad:
+        more = f" (and {len(bad) - 1} more: {', '.join(bad[1:4])}{'...' if len(bad) > 4 else ''})" if len(bad) > 1 else ""
+        raise NonFiniteError(
+            f"the model's weights hold NaN or infinite values, first in {bad[0]}{more}. Every analysis would "
+            "report numbers computed from them (TransformerLens even turns NaN attention into zeros, so some "
+            "would look finite). Reload or fix the weights."
+        )
+    try:
+        _FINITE_WEIGHTS[model] = state
+    except TypeError:
+        pass
 
 
 def model_name(model: HookedTransformer) -> str:
@@ -80,7 +117,18 @@ def to_tokens(model: HookedTransformer, prompts: Prompts, prepend_bos: bool | No
     elif isinstance(prompts, str) or (isinstance(prompts, Sequence) and prompts and isinstance(prompts[0], str)):
         _need_tokenizer(model, "the prompt")
         texts = [prompts] if isinstance(prompts, str) else list(prompts)
-        rows = [model.to_tokens(t, prepend_bos=prepend_bos)[0] for t in texts]
+        for i, t in enumerate(texts):
+            what = "the prompt" if isinstance(prompts, str) else f"prompt {i}"
+            if not isinstance(t, str):
+                raise InputError(f"{what} is a {type(t).__name__}; a list of prompts must hold only text.")
+            if not t:
+                raise InputError(
+                    f"{what} is empty (''): the model would see its start token alone, and the analysis would "
+                    "measure nothing about your text. Give a non-empty prompt."
+                )
+            check_known_words(model, t, what)
+        # truncate=False: TransformerLens would cut text at n_ctx silently; the length check below says so instead
+        rows = [model.to_tokens(t, prepend_bos=prepend_bos, truncate=False)[0] for t in texts]
         lengths = {len(r) for r in rows}
         if len(lengths) > 1:
             detail = "; ".join(f"{t!r}: {len(r)} tokens" for t, r in zip(texts, rows))
@@ -97,6 +145,9 @@ def to_tokens(model: HookedTransformer, prompts: Prompts, prepend_bos: bool | No
         toks = toks[None, :]
     if toks.ndim != 2:
         raise InputError(f"token ids must have shape [batch, pos] (or [pos]); got shape {tuple(toks.shape)}.")
+    if toks.shape[0] == 0 or toks.shape[1] == 0:
+        raise InputError(f"the prompts are empty: token ids of shape {tuple(toks.shape)}. Give at least one token "
+                         "in at least one prompt.")
     if toks.dtype not in (torch.long, torch.int, torch.int32, torch.int64):
         raise InputError(f"token ids must be integers; got dtype {toks.dtype}.")
     if toks.numel() and (int(toks.min()) < 0 or int(toks.max()) >= model.cfg.d_vocab):
@@ -106,8 +157,8 @@ def to_tokens(model: HookedTransformer, prompts: Prompts, prepend_bos: bool | No
         )
     if toks.shape[1] > model.cfg.n_ctx:
         raise InputError(
-            f"prompts are {toks.shape[1]} tokens long but the model's context is n_ctx={model.cfg.n_ctx}. "
-            "Shorten them."
+            f"prompts are {toks.shape[1]} tokens long but the model's context is n_ctx={model.cfg.n_ctx} "
+            "tokens (nothing was truncated). Shorten them to at most n_ctx tokens."
         )
     return toks.long().to(device)
 
@@ -130,6 +181,9 @@ def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Tensor
                 f"the {what} {answer!r} is text; it needs a model's tokenizer (pass model=..., or give token ids)."
             )
         _need_tokenizer(model, f"the {what} {answer!r}")
+        if not answer:
+            raise InputError(f"the {what} is empty (''); give one token, e.g. ' Paris' (mind the leading space).")
+        check_known_words(model, answer, f"the {what}")
         ids = model.to_tokens(answer, prepend_bos=False)[0].tolist()
         if len(ids) != 1:
             pieces = model.to_str_tokens(answer, prepend_bos=False)
@@ -161,6 +215,42 @@ def answer_ids(model: Optional[HookedTransformer], answers: Answer, batch: int,
         raise InputError(f"got {len(items)} {what}s for {batch} prompts; give one {what}, or one per prompt.")
     device = model.cfg.device if model is not None else "cpu"
     return torch.tensor([answer_id(model, a, what) for a in items], dtype=torch.long, device=device)
+
+
+def check_known_words(model: HookedTransformer, text: str, what: str = "the prompt") -> None:
+    """Raise if the tokenizer reads part of ``text`` as its unknown token (``unk_token``) where ``text`` does not
+    spell that token itself: word-level tokenizers (the attention-only zoo models') map every word outside their
+    vocabulary to it, and an analysis would then quietly measure the unknown token instead of the word."""
+    tok = model.tokenizer
+    unk_id, unk = getattr(tok, "unk_token_id", None), getattr(tok, "unk_token", None)
+    if unk_id is None or not text:
+        return
+    ids = tok.encode(text, add_special_tokens=False)
+    if ids.count(unk_id) <= (text.count(unk) if unk else 0):
+        return
+    words = [w for w in text.split() if unk_id in tok.encode(w, add_special_tokens=False) and w != unk]
+    shown = ", ".join(repr(w) for w in dict.fromkeys(words)) or repr(text)
+    examples = ", ".join(repr(t) for t in tok.convert_ids_to_tokens(list(range(1, min(6, len(tok))))))
+    raise InputError(
+        f"{what} {text!r} has words this model's tokenizer does not know ({shown}): it would read each as its "
+        f"unknown token {unk!r}, and the analysis would measure that token instead. Use words from its vocabulary "
+        f"(it has {len(tok)} tokens, e.g. {examples}), or pass token ids."
+    )
+
+
+def check_distinct_answers(correct: Tensor, wrong: Tensor, model: Optional[HookedTransformer] = None,
+                           what: str = "answer") -> None:
+    """Raise if a prompt's correct and wrong answers are the same token: their difference is 0 by construction."""
+    same = (correct == wrong).nonzero().flatten().tolist()
+    if same:
+        i = same[0]
+        label = token_label(model, int(correct[i])) if model is not None else f"#{int(correct[i])}"
+        where = f" for prompt {i}" if correct.numel() > 1 else ""
+        raise InputError(
+            f"the {what} and wrong tokens are the same ({label!r}, id {int(correct[i])}){where}: their logit "
+            "difference is 0 by construction. Pick a competing token for wrong, or leave wrong out to read the "
+            f"{what}'s own logit."
+        )
 
 
 def str_tokens(model: HookedTransformer, tokens: Int[Tensor, "pos"]) -> list[str]:
@@ -235,6 +325,15 @@ def check_pos(pos: Any, seq_len: int, what: str = "pos") -> int:
     return pos % seq_len
 
 
+def check_count(value: Any, what: str, minimum: int = 1) -> int:
+    """A count argument (``k``, ``n_seqs``, ...): an int of at least ``minimum``."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InputError(f"{what} must be an integer >= {minimum}; got {value!r}.")
+    return value
+
+
 def check_mlp_layer(model: HookedTransformer, layer: Any) -> int:
     """A layer index of a model that has one dense MLP per layer."""
     cfg = model.cfg
@@ -256,6 +355,10 @@ def check_neurons(model: HookedTransformer, neurons: Union[int, Sequence[int], N
     d_mlp = model.cfg.d_mlp
     if neurons is None:
         return list(range(d_mlp))
+    if isinstance(neurons, Tensor):
+        neurons = neurons.flatten().tolist()
+    if isinstance(neurons, (str, bytes)) or not isinstance(neurons, (int, Iterable)):
+        raise InputError(f"neuron={neurons!r}: give a neuron index (an int) or a list of them.")
     items = [neurons] if isinstance(neurons, int) else list(neurons)
     return [check_index(n, d_mlp, "neuron", "MLP neurons per layer") for n in items]
 
@@ -290,6 +393,10 @@ def check_heads(model: HookedTransformer, heads: Any, what: str = "heads") -> li
     """Heads as a de-duplicated list of ``(layer, head)``; one head alone is accepted too. Empty is an error."""
     one = isinstance(heads, str) or (isinstance(heads, tuple) and len(heads) == 2
                                      and all(isinstance(x, int) for x in heads))
+    if not one and not isinstance(heads, Iterable) or isinstance(heads, Tensor) and heads.ndim != 2:
+        raise InputError(
+            f"{what}={heads!r} is not a list of heads; write [(layer, head), ...], e.g. [(1, 0)] or ['L1H0']."
+        )
     out: list[Head] = []
     for h in ([heads] if one else list(heads)):
         h = parse_head(model, h)
@@ -452,6 +559,91 @@ def unembed_matrix(model: HookedTransformer, through_norm: bool = True) -> Float
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Memory: one meaning of max_memory, and batches cut to fit it
+# ---------------------------------------------------------------------------------------------------------
+
+#: the default of every analysis's ``max_memory``
+DEFAULT_MAX_MEMORY = 512 * 2**20
+
+
+def check_max_memory(max_memory: Any) -> int:
+    """``max_memory`` checked: a positive number of bytes.
+
+    One meaning everywhere: a rough bound on the activations that one batched forward (or backward) pass holds
+    at once. Every analysis that loops over data cuts its batches to fit it, so its peak memory does not grow
+    with the amount of data (only the results do: one number per sequence, patch or example).
+    """
+    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)) or not max_memory > 0:
+        raise InputError(f"max_memory must be a positive number of bytes (e.g. 512 * 2**20); got {max_memory!r}.")
+    return int(max_memory)
+
+
+def row_bytes(model: HookedTransformer, seq_len: int, logits: int = 0) -> int:
+    """Rough bytes of activations one batch row of ``seq_len`` tokens holds during a forward pass.
+
+    Counts the widest activations alive in a block (residual stream and norms, MLP hidden, q/k/v/z, the
+    attention scores and pattern) and, with ``logits=c``, ``c`` logits per position (``d_vocab_out`` for full
+    logits), at the parameters' element size.
+    """
+    cfg = model.cfg
+    d_mlp = (getattr(cfg, "d_mlp", None) or 0) * (2 if getattr(cfg, "gated_mlp", False) else 1)
+    per_token = 8 * cfg.d_model + 3 * d_mlp + 6 * cfg.n_heads * cfg.d_head + 3 * cfg.n_heads * seq_len + 2 * logits
+    size = next(model.parameters()).element_size() if any(True for _ in model.parameters()) else 4
+    return size * seq_len * per_token
+
+
+def row_chunks(n_rows: int, bytes_per_row: int, max_memory: int) -> list[slice]:
+    """``range(n_rows)`` cut into slices of as many rows as fit ``max_memory`` (at least one row each)."""
+    step = max(1, int(max_memory) // max(1, int(bytes_per_row)))
+    return [slice(lo, min(lo + step, n_rows)) for lo in range(0, n_rows, step)]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Non-finite values: say where they come from
+# ---------------------------------------------------------------------------------------------------------
+
+def check_finite(model: HookedTransformer, tokens: Optional[Tensor], what: str, *tensors: Optional[Tensor]) -> None:
+    """Raise :class:`~circuitlab.errors.NonFiniteError` if any of ``tensors`` holds NaN or inf, naming where the
+    non-finite values first appear in ``model`` on ``tokens`` (a weight, or the first hook in forward order).
+
+    Analyses call this on the model outputs they read, so that a NaN never becomes a plausible number (a rank, a
+    top-k token, a shifted mean). Costs one ``isfinite`` per tensor; the search runs only when something is wrong.
+    """
+    if all(t is None or not t.is_floating_point() or bool(torch.isfinite(t).all()) for t in tensors):
+        return
+    raise NonFiniteError(
+        f"{what} holds NaN or infinite values: {where_nonfinite(model, tokens)}. No analysis of this model can "
+        "give meaningful numbers until that is fixed (reload the weights, or run in float32 if it overflowed)."
+    )
+
+
+def where_nonfinite(model: HookedTransformer, tokens: Optional[Tensor]) -> str:
+    """Where NaN or inf first appear: a parameter's name, else the first hook (and prompt) on ``tokens``."""
+    params = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+    if params:
+        more = f" (and {len(params) - 1} more parameters)" if len(params) > 1 else ""
+        return f"the model's weights are non-finite, first in {params[0]}{more}"
+    if tokens is None:
+        return "the weights are finite, so they arise in the computation"
+    found: list[str] = []
+
+    def spot(offset: int):
+        def hook(act: Tensor, hook) -> None:
+            if not found and isinstance(act, Tensor) and act.is_floating_point() and not bool(torch.isfinite(act).all()):
+                rows = (~torch.isfinite(act)).flatten(1).any(1).nonzero().flatten().tolist()
+                found.append(f"at {hook.name} (prompt {offset + rows[0]})" if rows else f"at {hook.name}")
+        return hook
+
+    with torch.no_grad():
+        for sl in row_chunks(tokens.shape[0], row_bytes(model, tokens.shape[1]), DEFAULT_MAX_MEMORY):
+            model.run_with_hooks(tokens[sl], fwd_hooks=[(lambda name: True, spot(sl.start))], return_type=None)
+            if found:
+                return f"the weights are finite; the activations first become non-finite {found[0]}"
+    return "the weights and the model's own activations on these prompts are finite, so the analysis's inputs " \
+           "(answers, metric, hooks) produced them"
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Names and progress
 # ---------------------------------------------------------------------------------------------------------
 
@@ -463,4 +655,16 @@ def metric_name(metric: Any) -> str:
 def progress_bar(iterable: Optional[Iterable] = None, *, progress: bool, desc: str, total: Optional[int] = None,
                  unit: str = "it"):
     """The package's one progress bar: tqdm, shown when ``progress`` is true, cleared when done."""
-    return tqdm(iterable, total=total, desc=desc, unit=unit, disable=not progress, leave=False)
+    return _tqdm()(iterable, total=total, desc=desc, unit=unit, disable=not progress, leave=False)
+
+
+def _tqdm():
+    """tqdm's notebook widget where ipywidgets is installed, else its plain text bar (tqdm.auto would warn
+    "IProgress not found" in a notebook without widget support)."""
+    try:
+        import ipywidgets  # noqa: F401
+    except ImportError:
+        from tqdm.std import tqdm as plain
+
+        return plain
+    return tqdm

@@ -21,3 +21,7 @@ class ModelDownloadError(CircuitlabError):
 
 class InputError(CircuitlabError, ValueError):
     """Bad arguments: shapes that do not fit, an index out of range, an unknown option."""
+
+
+class NonFiniteError(CircuitlabError):
+    """A model's weights or activations hold NaN or infinite values, so an analysis has no number to report."""

@@ -25,6 +25,8 @@ layer's actual contribution ``mlp_out - b_out`` term for term.
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence, Union
 
@@ -34,9 +36,10 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_mlp_layer, check_neurons,
-                             check_pos, decode, model_name, output_norm, output_norm_scale_hook, progress_bar,
-                             str_tokens, to_tokens, unembed_matrix)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count, check_finite,
+                             check_max_memory, check_mlp_layer, check_neurons, check_pos, decode, model_name,
+                             output_norm, output_norm_scale_hook, progress_bar, row_bytes, str_tokens, to_tokens,
+                             unembed_matrix)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result, TopTokens
 
@@ -85,6 +88,7 @@ def value_tokens(
     """
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
+    k = check_count(k, "k")
     neurons = check_neurons(model, neuron)
     W_out = _value_vectors(model, layer)[neurons]  # [n, d_model]
     scores = W_out @ unembed_matrix(model, through_norm)  # [n, d_vocab]
@@ -190,6 +194,7 @@ def sub_updates(
     """
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
+    k, n_tokens = check_count(k, "k"), check_count(n_tokens, "n_tokens")
     toks = to_tokens(model, tokens)
     batch, seq_len = toks.shape
     p = check_pos(pos, seq_len)
@@ -202,6 +207,7 @@ def sub_updates(
     post = cache[get_act_name("post", layer)]  # [batch, pos, d_mlp]
     m = post[:, p]
     mlp_out = cache[get_act_name("mlp_out", layer)][:, p]
+    check_finite(model, toks, f"MLP layer {layer}'s activations", post, mlp_out)
     # what each sub-update adds to the residual stream is m_eff[i] * W_out[i] (see the module docstring)
     m_eff = m / cache[output_norm_scale_hook(layer, "mlp")][:, p] if sandwich else m
 
@@ -296,13 +302,19 @@ def _iter_rows(model: HookedTransformer, data: Any) -> Iterable[Tensor]:
     if isinstance(data, Tensor):
         data = data if data.ndim == 2 else data[None]
     n_ctx = model.cfg.n_ctx
-    for item in data:
+    cut = 0
+    for i, item in enumerate(data):
         if isinstance(item, str):
-            row = to_tokens(model, model.to_tokens(item, truncate=True)[0][:n_ctx])[0]
+            row = model.to_tokens(item, truncate=False)[0]
         else:
-            row = torch.as_tensor(item, dtype=torch.long).reshape(-1)[:n_ctx]
-            row = to_tokens(model, row)[0]
-        yield row
+            row = torch.as_tensor(item, dtype=torch.long).reshape(-1)
+        if len(row) > n_ctx:
+            cut += 1
+            if cut == 1:
+                warnings.warn(f"key_examples: item {i} is {len(row)} tokens, longer than the model's context "
+                              f"(n_ctx={n_ctx}); it and any other such items are scanned up to their first "
+                              f"{n_ctx} tokens only.", stacklevel=3)
+        yield to_tokens(model, row[:n_ctx])[0]
 
 
 def key_examples(
@@ -315,6 +327,7 @@ def key_examples(
     context: tuple[int, int] = (10, 3),
     exclude_bos: bool = True,
     progress: bool = True,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> KeyExamples:
     """The ``k`` positions of a dataset where neuron ``neuron`` of MLP layer ``layer`` fires most.
 
@@ -329,16 +342,19 @@ def key_examples(
             Texts are tokenized with BOS and cut to ``n_ctx``.
         layer, neuron: the key.
         k: how many contexts to keep.
-        batch_size: items per forward pass.
+        batch_size: items per forward pass (fewer where ``max_memory`` needs it).
         context: tokens shown (before, after) the firing token.
         exclude_bos: skip position 0 when it holds the BOS token (its activations say little about the input).
         progress: show a progress bar over the data.
+        max_memory: rough bound in bytes on one forward pass's activations (the package's one meaning).
     """
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
     (neuron,) = check_neurons(model, neuron)
-    if k < 1 or batch_size < 1:
-        raise InputError(f"k and batch_size must be positive; got k={k}, batch_size={batch_size}.")
+    k, batch_size = check_count(k, "k"), check_count(batch_size, "batch_size")
+    if isinstance(tokens_or_texts, (int, float)) or tokens_or_texts is None:
+        raise InputError(f"tokens_or_texts must be texts, token rows or an iterable of them; got {tokens_or_texts!r}.")
+    max_memory = check_max_memory(max_memory)
     before, after = context
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     hook = get_act_name("post", layer)
@@ -363,6 +379,7 @@ def key_examples(
             model.run_with_hooks(padded, fwd_hooks=[(hook, grab)], stop_at_layer=layer + 1)
         acts = store["a"]  # [batch, pos]
         valid = torch.arange(acts.shape[1])[None, :] < lengths[:, None]
+        check_finite(model, padded, f"L{layer} N{neuron}'s activations", acts[valid])
         if exclude_bos and bos is not None:
             valid[:, 0] &= padded[:, 0].cpu() != bos
         n_tokens += int(valid.sum())
@@ -386,6 +403,11 @@ def key_examples(
     first = 0
     for row in progress_bar(_iter_rows(model, tokens_or_texts), progress=progress, desc=f"L{layer} N{neuron} keys",
                             unit="prompt"):
+        longest = max([len(row)] + [len(r) for r in rows])
+        if rows and (len(rows) + 1) * row_bytes(model, longest) > max_memory:
+            run_batch(rows, first)
+            first += len(rows)
+            rows = []
         rows.append(row)
         n_prompts += 1
         if len(rows) == batch_size:

@@ -35,8 +35,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (Head, ModelLike, as_model, check_heads, final_residual, head_label, model_name,
-                             progress_bar, readout, str_tokens, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, check_count, check_finite, check_heads,
+                             check_max_memory, final_residual, head_label, model_name, progress_bar, readout,
+                             row_bytes, row_chunks, str_tokens, to_tokens)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.repeated import RepeatedTokens, repeated_tokens
@@ -66,7 +67,6 @@ GPT2_PREVIOUS_TOKEN_HEADS = ((4, 11), (2, 2))
 
 DEFAULT_SEQ_LEN = 50  # each half; shortened to fit small contexts
 DEFAULT_N_SEQS = 20
-LOGIT_BUDGET = 64_000_000  # floats of logits (and activations) one ablation batch may hold
 
 # ----------------------------------------------------------------------------------------------------------
 # Inputs: the model, the repeated sequences, the special positions
@@ -112,10 +112,8 @@ def repeated_sequences(
     room = (model.cfg.n_ctx - prefix) // 2
     if seq_len is None:
         seq_len = max(2, min(DEFAULT_SEQ_LEN, (model.cfg.n_ctx - prefix) // 3))
-    if isinstance(seq_len, bool) or not isinstance(seq_len, int) or seq_len < 2:
-        raise InputError(f"seq_len must be an integer >= 2 (the length of each repeated half); got {seq_len!r}.")
-    if not isinstance(n_seqs, int) or isinstance(n_seqs, bool) or n_seqs < 1:
-        raise InputError(f"n_seqs must be a positive integer; got {n_seqs!r}.")
+    seq_len = check_count(seq_len, "seq_len (the length of each repeated half)", minimum=2)
+    n_seqs = check_count(n_seqs, "n_seqs")
     if seq_len > room:
         raise InputError(
             f"seq_len={seq_len} needs {prefix + 2 * seq_len} positions ({'BOS + ' if prefix else ''}two halves of "
@@ -180,27 +178,35 @@ def _check_kind(kind: str) -> None:
 
 
 def _attention_on_targets(
-    model: HookedTransformer, tokens: Tensor, masks: dict[str, Tensor]
-) -> dict[str, Float[Tensor, "n_layers n_heads"]]:
-    """One forward pass; for each mask, every head's attention on its targets averaged over scored queries.
+    model: HookedTransformer, tokens: Tensor, special: Tensor, kinds: Sequence[str], max_memory: int
+) -> tuple[dict[str, Float[Tensor, "n_layers n_heads"]], dict[str, int]]:
+    """Every head's attention on its targets (:func:`target_mask`), averaged over the queries that have one.
 
-    Patterns are reduced inside the hooks and never stored, and the pass stops before the unembedding.
+    Returns the scores and, per kind, how many queries were scored. The sequences run in batches that fit
+    ``max_memory`` (activations and target masks); patterns are reduced inside the hooks and never stored, and
+    each pass stops before the unembedding.
     """
     cfg = model.cfg
-    weights = {k: m.to(torch.float32) for k, m in masks.items()}
-    n_queries = {k: int(m.any(-1).sum()) for k, m in masks.items()}
-    sums = {k: torch.zeros(cfg.n_layers, cfg.n_heads) for k in masks}
+    sums = {k: torch.zeros(cfg.n_layers, cfg.n_heads, dtype=torch.float64) for k in kinds}
+    n_queries = dict.fromkeys(kinds, 0)
+    seq_len = tokens.shape[1]
+    per_row = row_bytes(model, seq_len) + len(kinds) * 5 * seq_len * seq_len  # + a bool and a float mask per kind
+    for rows in row_chunks(tokens.shape[0], per_row, max_memory):
+        toks = tokens[rows]
+        weights = {k: target_mask(toks, k, special[rows]).to(torch.float32) for k in kinds}
 
-    def reduce(pattern: Float[Tensor, "batch head query key"], hook) -> None:
-        layer = hook.layer()
-        p = pattern.detach().to(torch.float32)
+        def reduce(pattern: Float[Tensor, "batch head query key"], hook) -> None:
+            layer = hook.layer()
+            p = pattern.detach().to(torch.float32)
+            for k, w in weights.items():
+                sums[k][layer] += einops.einsum(p, w, "b h q k, b q k -> h").double().cpu()
+
+        hooks = [(get_act_name("pattern", layer), reduce) for layer in range(cfg.n_layers)]
+        with torch.inference_mode():
+            model.run_with_hooks(toks, fwd_hooks=hooks, stop_at_layer=cfg.n_layers)
         for k, w in weights.items():
-            sums[k][layer] = einops.einsum(p, w, "b h q k, b q k -> h").cpu()
-
-    hooks = [(get_act_name("pattern", layer), reduce) for layer in range(cfg.n_layers)]
-    with torch.inference_mode():
-        model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=cfg.n_layers)
-    return {k: sums[k] / max(n_queries[k], 1) for k in masks}
+            n_queries[k] += int(w.any(-1).sum())
+    return {k: (sums[k] / max(n_queries[k], 1)).float() for k in kinds}, n_queries
 
 
 _METRICS = {
@@ -218,11 +224,16 @@ def _scores_result(model: HookedTransformer, kind: str, values: Tensor, task: st
 
 
 def _all_head_scores(
-    model: HookedTransformer, kinds: Sequence[str], seq_len: int | None, n_seqs: int, seed: int, tokens: Any
+    model: HookedTransformer, kinds: Sequence[str], seq_len: int | None, n_seqs: int, seed: int, tokens: Any,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> tuple[dict[str, Result], Tensor]:
-    """Scores of several kinds from one forward pass; also returns the tokens used."""
+    """Scores of several kinds from the same forward passes; also returns the tokens used."""
+    max_memory = check_max_memory(max_memory)
     for k in kinds:
         _check_kind(k)
+    if seq_len is not None:  # checked even where given tokens make it unused: a bad value is a mistake anyway
+        check_count(seq_len, "seq_len (the length of each repeated half)", minimum=2)
+    check_count(n_seqs, "n_seqs")
     if tokens is None:
         rep = repeated_sequences(model, seq_len, n_seqs, seed)
         toks = rep.tokens
@@ -235,11 +246,11 @@ def _all_head_scores(
         toks, special = _user_tokens(model, tokens)
         task = f"{toks.shape[0]} given sequence(s) of {toks.shape[1]} tokens"
         meta = {"given_tokens": True}
-    masks = {k: target_mask(toks, k, special) for k in kinds}
-    values = _attention_on_targets(model, toks, masks)
+    values, n_queries = _attention_on_targets(model, toks, special, kinds, max_memory)
+    check_finite(model, toks, "the head scores", *values.values())
     out = {}
     for k in kinds:
-        n_q = int(masks[k].any(-1).sum())
+        n_q = n_queries[k]
         if n_q == 0:
             raise InputError(
                 f"no position of the given tokens has a {k.replace('_', '-')} target (e.g. no token occurs "
@@ -257,6 +268,7 @@ def head_scores(
     n_seqs: int = DEFAULT_N_SEQS,
     seed: int = 0,
     tokens: Union[Int[Tensor, "batch pos"], Sequence, str, None] = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Result:
     """How much each head behaves like an induction / previous-token / duplicate-token head.
 
@@ -276,12 +288,14 @@ def head_scores(
         seed: seed of the random tokens.
         tokens: your own token ids ``[batch, pos]`` (or text) instead of generated sequences; targets then come
             from token equality, and positions holding the tokenizer's special ids are skipped.
+        max_memory: rough bound in bytes on one forward pass's activations; the sequences run in batches that
+            fit it, so memory does not grow with ``n_seqs``.
 
     Returns:
         a :class:`~circuitlab.results.Result` of shape ``[n_layers, n_heads]`` (axes ``("layer", "head")``).
     """
     model = as_model(model)
-    scores, _ = _all_head_scores(model, [kind], seq_len, n_seqs, seed, tokens)
+    scores, _ = _all_head_scores(model, [kind], seq_len, n_seqs, seed, tokens, max_memory)
     return scores[kind]
 
 
@@ -382,6 +396,7 @@ def ablation_effect(
     seed: int = 0,
     tokens: RepeatedTokens | None = None,
     progress: bool = False,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> AblationResult:
     """The in-context loss with ``heads`` ablated, one at a time and all together, versus unablated.
 
@@ -407,6 +422,8 @@ def ablation_effect(
         seq_len, n_seqs, seed: the generated sequences (see :func:`head_scores`).
         tokens: your own :class:`~circuitlab.tasks.RepeatedTokens` instead.
         progress: show a progress bar over batches.
+        max_memory: rough bound in bytes on one forward pass's activations and logits: (variant, sequence) rows
+            run in batches that fit it.
 
     Returns:
         an :class:`AblationResult`: loss for ``"none"``, each head, and (with several heads) all of them.
@@ -414,6 +431,7 @@ def ablation_effect(
     model = as_model(model)
     cfg = model.cfg
     heads = check_heads(model, heads)
+    max_memory = check_max_memory(max_memory)
     if method not in ("zero", "mean"):
         raise InputError(f"unknown ablation method {method!r}; choose 'zero' or 'mean'.")
     rep = tokens if tokens is not None else repeated_sequences(model, seq_len, n_seqs, seed)
@@ -432,22 +450,27 @@ def ablation_effect(
             ablate[layer][v, h] = True
 
     replacement: dict[int, Tensor] = {}
-    if method == "mean":
+    if method == "mean":  # summed over batches of sequences that fit max_memory, then divided
         names = [get_act_name("z", layer) for layer in layers]
-        with torch.inference_mode():
-            _, cache = model.run_with_cache(toks, names_filter=lambda n: n in names,
-                                            stop_at_layer=max(layers) + 1)
+        sums = {layer: torch.zeros(cfg.n_heads, cfg.d_head, dtype=torch.float64, device=cfg.device)
+                for layer in layers}
+        for rows in row_chunks(batch, row_bytes(model, toks.shape[1]), max_memory):
+            with torch.inference_mode():
+                _, cache = model.run_with_cache(toks[rows], names_filter=lambda n: n in names,
+                                                stop_at_layer=max(layers) + 1)
+            for layer in layers:
+                sums[layer] += einops.reduce(cache[get_act_name("z", layer)].double(), "b p h d -> h d", "sum")
         for layer in layers:  # [n_heads, d_head]
-            replacement[layer] = einops.reduce(cache[get_act_name("z", layer)], "b p h d -> h d", "mean")
+            replacement[layer] = (sums[layer] / (batch * toks.shape[1])).to(cfg.dtype)
 
     # predictions of r_2..r_n in copy 2 are made at positions p+n .. p+2n-2 and read tokens p+n+1 .. p+2n-1
     start = rep.prefix + rep.seq_len
     pred_pos = slice(start, start + rep.seq_len - 1)
     targets = toks[:, start + 1 : start + rep.seq_len]
 
-    # rows of (variant, sequence); chunked so the logits and activations we hold stay under LOGIT_BUDGET floats
-    per_row = (rep.seq_len - 1) * cfg.d_vocab_out + toks.shape[1] * cfg.d_model * 8
-    rows_per_chunk = max(1, min(len(variants) * batch, int(LOGIT_BUDGET // per_row)))
+    # rows of (variant, sequence), in batches whose activations and scored logits fit max_memory
+    per_row = row_bytes(model, toks.shape[1]) + 3 * 4 * (rep.seq_len - 1) * cfg.d_vocab_out  # logits, log-softmax
+    rows_per_chunk = max(1, min(len(variants) * batch, max_memory // per_row))
     all_rows = [(v, b) for v in range(len(variants)) for b in range(batch)]
     losses = torch.zeros(len(variants), dtype=torch.float64)
     chunks = range(0, len(all_rows), rows_per_chunk)
@@ -468,9 +491,10 @@ def ablation_effect(
             nll = -logp.gather(-1, targets[b_idx.to(toks.device)][..., None])[..., 0]  # [rows, n-1]
         losses.index_add_(0, v_idx, nll.double().mean(-1).cpu())
     losses /= batch
+    check_finite(model, toks, "the in-context losses", losses)
     return AblationResult(
         values=losses.float(), axes=("ablated",), labels={"ablated": labels},
-        title=f"In-context loss, {method}-ablated",
+        title=f"In-context loss with {', '.join(head_label(h) for h in heads)} {method}-ablated",
         metric="mean cross-entropy predicting r_2..r_n of the repeated half (nats)", model=model_name(model),
         task=f"{batch} repeated random sequences of 2x{rep.seq_len} tokens",
         meta={"method": method, "heads": heads, "seq_len": rep.seq_len, "n_seqs": batch, "seed": seed,
@@ -601,6 +625,7 @@ def find_induction_circuit(
     method: str = "mean",
     max_pattern_heads: int = 6,
     progress: bool = False,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> InductionCircuit:
     """Find the induction circuit of Olsson et al. (2022) in any model.
 
@@ -621,7 +646,7 @@ def find_induction_circuit(
     """
     model = as_model(model)
     scores, _ = _all_head_scores(model, ["induction", "previous_token", "duplicate_token"], seq_len, n_seqs, seed,
-                                 None)
+                                 None, max_memory)
     ind, prev = scores["induction"], scores["previous_token"]
     induction_heads = _heads_above(ind, threshold, relative)
     top_layer = max((layer for layer, _ in induction_heads), default=0)
@@ -647,7 +672,7 @@ def find_induction_circuit(
                        title=f"K-composition: {what} -> induction heads", metric=kc_all.metric,
                        model=model_name(model), task="weights")
 
-    common = dict(method=method, seq_len=seq_len, n_seqs=n_seqs, seed=seed, progress=progress)
+    common = dict(method=method, seq_len=seq_len, n_seqs=n_seqs, seed=seed, progress=progress, max_memory=max_memory)
     ablation = ablation_effect(model, induction_heads, **common) if induction_heads else None
     prev_ablation = ablation_effect(model, previous_heads, **common) if previous_heads else None
     control = None

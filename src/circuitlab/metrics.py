@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import answer_ids, check_pos, metric_name
+from circuitlab.core import answer_ids, check_distinct_answers, check_pos, metric_name
 from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Tensor]
@@ -42,12 +42,35 @@ def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answ
 
 def _resolve_positions(pos: Positions, batch: int, seq_len: int) -> Int[Tensor, "batch 1"]:
     """Positions (negative ones count from the end), one per prompt, as a ``[batch, 1]`` tensor."""
-    items = torch.as_tensor(pos).flatten().tolist()
+    if isinstance(pos, Tensor):
+        items = pos.flatten().tolist()
+    elif isinstance(pos, (list, tuple)):
+        items = list(pos)
+    else:
+        items = [pos]
     if len(items) == 1:
         items = items * batch
     if len(items) != batch:
         raise InputError(f"got {len(items)} positions for {batch} prompts; give one, or one per prompt.")
     return torch.tensor([check_pos(p, seq_len, "metric pos") for p in items], dtype=torch.long)[:, None]
+
+
+def _rows(value, rows: slice, batch: int):
+    """``value[rows]`` where ``value`` holds one entry per prompt of ``batch``; a shared value as it is."""
+    if isinstance(value, (str, int)) or batch <= 1:
+        return value
+    if isinstance(value, Tensor):
+        return value[rows] if value.numel() == batch else value
+    if isinstance(value, (list, tuple)) and len(value) == batch:
+        return list(value)[rows]
+    return value
+
+
+def can_split(metric) -> bool:
+    """Whether ``metric`` is a mean over prompts that :meth:`LogitMetric.rows` can split (every metric here)."""
+    if isinstance(metric, Normalized):
+        return can_split(metric.metric)
+    return isinstance(metric, LogitMetric) and type(metric).rows is not LogitMetric.rows
 
 
 def select_logits(
@@ -74,6 +97,12 @@ class LogitMetric:
 
     def from_selected(self, selected: Float[Tensor, "... batch k c"]) -> Float[Tensor, "..."]:
         """The metric from the selected logits; leading dimensions (one per patch) are kept."""
+        raise NotImplementedError
+
+    def rows(self, rows: slice, batch: int) -> "LogitMetric":
+        """This metric for the prompts ``rows`` of a batch of ``batch``: per-prompt answers and positions are
+        sliced, shared ones kept. Every metric here is a mean over prompts, so an analysis may split a large
+        batch into such parts and average their values, weighted by size, to get the whole batch's value."""
         raise NotImplementedError
 
     def bind(self, model) -> "LogitMetric":
@@ -108,15 +137,32 @@ class LogitDiff(LogitMetric):
             model it runs (see :meth:`LogitMetric.bind`).
     """
 
-    def __init__(self, correct: Answers, wrong: Answers, pos: Positions = -1, model=None):
+    def __init__(self, correct: Answers = None, wrong: Answers = None, pos: Positions = -1, model=None):
+        for name, value in (("correct", correct), ("wrong", wrong)):
+            if value is None:
+                raise InputError(
+                    f"LogitDiff needs both a correct and a wrong answer; {name} is missing. Write "
+                    "LogitDiff(correct=' Mary', wrong=' John') (token ids work too). For one token's own "
+                    "log-probability use Probability(' Mary', log=True)."
+                )
+        if isinstance(correct, (str, int)) and not isinstance(correct, bool) and correct == wrong:
+            raise InputError(
+                f"LogitDiff(correct={correct!r}, wrong={wrong!r}): the two answers are the same token, so the "
+                "difference is 0 by construction. Pick a competing token for wrong."
+            )
         self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
         self.name = "logit_diff"
 
     def reads(self, batch: int, seq_len: int):
-        columns = torch.stack(
-            [_resolve_answers(self.correct, batch, self.model, "correct answer"),
-             _resolve_answers(self.wrong, batch, self.model, "wrong answer")], dim=1)
-        return _resolve_positions(self.pos, batch, seq_len), columns
+        correct = _resolve_answers(self.correct, batch, self.model, "correct answer")
+        wrong = _resolve_answers(self.wrong, batch, self.model, "wrong answer")
+        check_distinct_answers(correct, wrong, self.model, what="correct")
+        return _resolve_positions(self.pos, batch, seq_len), torch.stack([correct, wrong], dim=1)
+
+    def rows(self, rows: slice, batch: int) -> "LogitDiff":
+        part = copy.copy(self)
+        part.correct, part.wrong, part.pos = (_rows(v, rows, batch) for v in (self.correct, self.wrong, self.pos))
+        return part
 
     def from_selected(self, selected: Float[Tensor, "... batch 1 2"]) -> Float[Tensor, "..."]:
         return (selected[..., 0, 0] - selected[..., 0, 1]).mean(-1)
@@ -137,6 +183,11 @@ class Probability(LogitMetric):
     def reads(self, batch: int, seq_len: int):
         self._ids = _resolve_answers(self.answer, batch, self.model)
         return _resolve_positions(self.pos, batch, seq_len), None
+
+    def rows(self, rows: slice, batch: int) -> "Probability":
+        part = copy.copy(self)
+        part.answer, part.pos, part._ids = _rows(self.answer, rows, batch), _rows(self.pos, rows, batch), None
+        return part
 
     def from_selected(self, selected: Float[Tensor, "... batch 1 d_vocab"]) -> Float[Tensor, "..."]:
         if self._ids is None:  # reads() resolves the answers; __call__ and the engine call it first
@@ -167,9 +218,10 @@ class Normalized(LogitMetric):
     @classmethod
     def fit(cls, metric, model, clean_tokens, corrupted_tokens) -> "Normalized":
         """Measure ``metric`` on the clean and corrupted runs of ``model`` and normalise between them."""
-        from circuitlab.core import to_tokens
+        from circuitlab.core import as_model, to_tokens
 
-        bound = metric.bind(model) if isinstance(metric, LogitMetric) else metric
+        model = as_model(model)
+        bound = bind_metric(metric, model)
         with torch.no_grad():
             clean = float(bound(model(to_tokens(model, clean_tokens))))
             corrupted = float(bound(model(to_tokens(model, corrupted_tokens))))
@@ -180,6 +232,13 @@ class Normalized(LogitMetric):
         if isinstance(self.metric, LogitMetric):
             bound.metric = self.metric.bind(model)
         return bound
+
+    def rows(self, rows: slice, batch: int) -> "Normalized":
+        if not isinstance(self.metric, LogitMetric):
+            raise NotImplementedError
+        part = copy.copy(self)
+        part.metric = self.metric.rows(rows, batch)
+        return part
 
     def _scale(self, value: Tensor) -> Tensor:
         return (value - self.corrupted) / (self.clean - self.corrupted)
@@ -194,6 +253,28 @@ class Normalized(LogitMetric):
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
         return self._scale(self.metric(logits))
+
+
+def bind_metric(metric, model):
+    """``metric`` ready to run on ``model``: a :class:`LogitMetric` bound to it, any other callable as it is.
+
+    Every analysis that takes a metric calls this first, so a metric given by name, or anything else that is
+    not a function of logits, is refused with one message.
+    """
+    if isinstance(metric, LogitMetric):
+        return metric.bind(model)
+    if isinstance(metric, str):
+        raise InputError(
+            f"metric={metric!r} is a name; pass a metric object that knows its answers, e.g. "
+            "metric=LogitDiff(correct=' Mary', wrong=' John') or Probability(' Paris') from circuitlab.metrics, "
+            "or any function logits [batch, pos, d_vocab] -> scalar."
+        )
+    if not callable(metric):
+        raise InputError(
+            f"metric must be a function of logits [batch, pos, d_vocab] returning one number, e.g. "
+            f"LogitDiff(correct=' Mary', wrong=' John'); got {type(metric).__name__}."
+        )
+    return metric
 
 
 def is_declarative(metric) -> bool:

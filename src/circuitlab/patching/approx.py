@@ -18,8 +18,8 @@ from typing import Optional, Sequence
 
 import torch
 
-from circuitlab.core import ModelLike, Prompts, as_model, check_layers, metric_name, model_name, position_labels
-from circuitlab.metrics import LogitMetric
+from circuitlab.core import ModelLike, Prompts, as_model, check_finite, check_layers, metric_name, model_name, position_labels
+from circuitlab.metrics import bind_metric
 from circuitlab.patching.exact import Metric
 from circuitlab.patching.sites import check_site_exists, get_site, parse_by, patch_spec, prepare_tokens, scalar
 from circuitlab.results import Result
@@ -48,8 +48,7 @@ def attribution(
     by = parse_by(spec, by)
     layer_list = check_layers(model, layers)
     clean_t, _, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
-    if isinstance(metric, LogitMetric):
-        metric = metric.bind(model)
+    metric = bind_metric(metric, model)
     names = [spec.hook_name(layer) for layer in layer_list]
 
     with torch.no_grad():
@@ -85,6 +84,7 @@ def attribution(
         drop = [d for d in range(contrib.ndim) if d not in keep]
         per_layer.append(contrib.sum(dim=drop).cpu() + base_value)
     values = torch.stack(per_layer)  # [layer, *swept axes in activation order]
+    check_finite(model, base_t, "attribution patching's estimates", values, torch.tensor([source_value]))
 
     canonical = tuple(a for a in spec.axes if a in by)
     values = values.permute(*[canonical.index(a) for a in by]).detach()

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import einops
@@ -43,17 +44,18 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
-from circuitlab.core import (ModelLike, Prompts, as_model, check_layers, final_norm, metric_name, model_name,
-                             position_labels, progress_bar, readout, softcap)
-from circuitlab.metrics import LogitMetric, is_declarative, select_logits
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_layers,
+                             check_max_memory, final_norm, metric_name, model_name, position_labels, progress_bar,
+                             readout, row_bytes, row_chunks, softcap)
+from circuitlab.metrics import bind_metric, can_split, is_declarative, select_logits
 from circuitlab.patching.sites import (Site, check_site_exists, get_site, parse_by, patch_spec, prepare_tokens,
                                        scalar)
 from circuitlab.results import Result
 
 Metric = Callable[[Tensor], Union[Tensor, float]]
 
-#: default bound on the activation memory of one batched forward pass
-DEFAULT_MEMORY_BYTES = 512 * 2**20
+#: default bound on the activation memory of one batched forward pass (the package's one default)
+DEFAULT_MEMORY_BYTES = DEFAULT_MAX_MEMORY
 #: positions per causal group (see ``_Engine._groups``)
 POSITIONS_PER_GROUP = 8
 
@@ -120,7 +122,10 @@ def sweep(
         layers: sweep only these layers (default: all; negative counts from the end).
         fast: use the shortcuts described in the module docstring. ``False`` runs one patch per forward pass
             (every position, full logits; from the patched layer on for a HookedTransformer): slow, for checking.
-        max_memory: rough bound in bytes on the activations of one batched forward pass.
+        max_memory: rough bound in bytes on the activations one batched forward pass holds (the package's one
+            meaning, :func:`circuitlab.core.check_max_memory`). A batch of prompts too large for it is patched
+            in parts and the parts' metric values averaged by size (exact for the metrics of
+            :mod:`circuitlab.metrics`, which are means over prompts).
         progress: show a progress bar.
 
     Returns:
@@ -140,13 +145,27 @@ def sweep(
     spec = get_site(site)
     by = parse_by(spec, by)
     layer_list = check_layers(model, layers)
+    max_memory = check_max_memory(max_memory)
     clean_t, corrupted_t, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
-    engine = _Engine(model, spec, by, base_t, source_t, metric, fast=fast, max_memory=max_memory)
-    clean_value = engine.base_value if direction == "noising" else engine.source_value
-    corrupted_value = engine.source_value if direction == "noising" else engine.base_value
+    bound = bind_metric(metric, model)
+    parts = _prompt_parts(model, base_t.shape, bound, max_memory)
 
-    values = engine.run(layer_list, progress=progress)  # canonical axis order (layer first, then activation order)
-    canonical = engine.canonical_axes
+    # a batch too large for max_memory is patched in parts of prompts; every splittable metric is a mean over
+    # prompts, so the whole batch's value is the parts' values averaged by their sizes
+    values = base_value = source_value = 0.0
+    engine = None
+    for rows in progress_bar(parts, progress=progress and len(parts) > 1, desc="prompt batches"):
+        part_metric = bound if len(parts) == 1 else bound.rows(rows, base_t.shape[0])
+        engine = _Engine(model, spec, by, base_t[rows], source_t[rows], part_metric, fast=fast, max_memory=max_memory)
+        weight = (rows.stop - rows.start) / base_t.shape[0]
+        part_values = engine.run(layer_list, progress=progress and len(parts) == 1)
+        values = values + weight * part_values
+        base_value += weight * engine.base_value
+        source_value += weight * engine.source_value
+    check_finite(model, base_t, "the patched metric values", values, torch.tensor([base_value, source_value]))
+    clean_value = base_value if direction == "noising" else source_value
+    corrupted_value = source_value if direction == "noising" else base_value
+    canonical = engine.canonical_axes  # canonical axis order (layer first, then activation order)
     values = values.permute(*[canonical.index(a) for a in by])
 
     labels = engine.labels(layer_list, clean_t)
@@ -163,8 +182,31 @@ def sweep(
             "clean_value": clean_value, "corrupted_value": corrupted_value,
             "n_patches": int(values.numel()), "fast_path": engine.declarative, "engine": engine.describe(),
             "seconds": time.perf_counter() - started, "peak_chunk_bytes": engine.peak_chunk_bytes,
+            "prompt_parts": len(parts), "max_memory": max_memory,
         },
     )
+
+
+def _prompt_parts(model: HookedTransformer, shape: tuple[int, int], metric, max_memory: int) -> list[slice]:
+    """The batch of prompts cut into parts whose caches and one patched row each fit ``max_memory``.
+
+    A part of ``b`` prompts holds the base run's residual streams, keys and values and both runs' site
+    activations for every layer, plus at least one patched forward pass of ``b`` rows. A metric that is not a
+    mean over prompts cannot be split: then the batch runs whole, with a warning that it overruns.
+    """
+    batch, seq_len = shape
+    cfg = model.cfg
+    per_layer = cfg.d_model + 2 * cfg.n_heads * cfg.d_head + max(cfg.d_model, cfg.n_heads * max(cfg.d_head, seq_len))
+    per_prompt = 4 * seq_len * cfg.n_layers * 2 * per_layer + row_bytes(model, seq_len, logits=cfg.d_vocab_out)
+    parts = row_chunks(batch, per_prompt, max_memory)
+    if len(parts) > 1 and not can_split(metric):
+        warnings.warn(
+            f"{batch} prompt pairs of {seq_len} tokens need about {batch * per_prompt / 2**20:.1f} MiB at once, "
+            f"over max_memory={max_memory / 2**20:.1f} MiB, but the metric {metric_name(metric)!r} must see the "
+            "whole batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean "
+            "over prompts, split exactly), fewer prompts, or a larger max_memory.", stacklevel=3)
+        return [slice(0, batch)]
+    return parts
 
 
 def kv_reuse_blockers(model) -> list[str]:
@@ -194,7 +236,7 @@ class _Engine:
     def __init__(self, model: HookedTransformer, site: Site, by: tuple[str, ...], base: Tensor, source: Tensor,
                  metric: Metric, fast: bool, max_memory: int):
         self.model, self.site, self.by, self.fast = model, site, by, fast
-        self.metric = metric.bind(model) if isinstance(metric, LogitMetric) else metric
+        self.metric = bind_metric(metric, model)
         self.runner = "blocks" if isinstance(model, HookedTransformer) else "forward"
         self.declarative = fast and is_declarative(self.metric)
         # the blocks runner computes only the logits a declarative metric reads (fact 3); the forward runner
@@ -260,11 +302,8 @@ class _Engine:
         self.dim_sizes = dict(zip(site.dims, act.shape[1:]))
         self.canonical_axes = tuple(a for a in site.axes if a in by)
 
-        d_mlp = (getattr(cfg, "d_mlp", None) or 0) * (2 if getattr(cfg, "gated_mlp", False) else 1)
-        per_token = 8 * cfg.d_model + 3 * d_mlp + 6 * cfg.n_heads * cfg.d_head + 3 * cfg.n_heads * self.seq_len
-        if not self.select_only:
-            per_token += 2 * cfg.d_vocab_out
-        self.row_bytes = 4 * self.seq_len * per_token  # one batch row of one patched forward pass, roughly
+        # one batch row of one patched forward pass, roughly
+        self.row_bytes = row_bytes(model, self.seq_len, logits=0 if self.select_only else cfg.d_vocab_out)
         self.max_rows = max(self.batch, max_memory // self.row_bytes)
         self.peak_chunk_bytes = 0
 

@@ -32,10 +32,10 @@ from typing import Sequence, Union
 import torch
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (ModelLike, Prompts, as_model, check_layer, head_label, metric_name, model_name,
+from circuitlab.core import (ModelLike, Prompts, as_model, check_finite, check_layer, head_label, metric_name, model_name,
                              parse_head, progress_bar)
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitMetric
+from circuitlab.metrics import bind_metric
 from circuitlab.patching.exact import Metric
 from circuitlab.patching.sites import prepare_tokens, scalar
 from circuitlab.results import Result
@@ -81,8 +81,7 @@ def path_patch(
     model = as_model(model)
     cfg = model.cfg
     clean_t, _, base_t, source_t = prepare_tokens(model, clean_tokens, corrupted_tokens, direction)
-    if isinstance(metric, LogitMetric):
-        metric = metric.bind(model)
+    metric = bind_metric(metric, model)
     recv = _parse_receivers(model, receivers)
     sweep_heads = isinstance(senders, str) and senders.strip().lower() == "heads"
     group = None if sweep_heads else _parse_senders(model, senders)
@@ -117,6 +116,7 @@ def path_patch(
         result_axes, labels = ("senders",), {"senders": ["+".join(_label(s) for s in group)]}
         sender_layers = sorted({s[1] for s in group})
 
+    check_finite(model, base_t, "the path-patched metric values", values_t, torch.tensor([base_value, source_value]))
     clean_value = base_value if direction == "noising" else source_value
     corrupted_value = source_value if direction == "noising" else base_value
     receivers_text = "resid_final" if recv == "resid_final" else ", ".join(f"L{l}H{h}.{c}" for l, h, c in recv)

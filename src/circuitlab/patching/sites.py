@@ -22,6 +22,7 @@ shares it. This is what TransformerLens does too. (With ``cfg.ungroup_grouped_qu
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
@@ -80,6 +81,14 @@ def get_site(site: str) -> Site:
     if not isinstance(site, str):
         raise InputError(f"site must be an activation name such as 'resid_pre' or 'z'; got {site!r}.")
     key = site.strip().lower()
+    layer = re.match(r"blocks\.(-?\d+)\.", key)
+    if layer:  # a full hook name names one layer; a site names an activation in every layer
+        short = key.split(".")[-1].removeprefix("hook_")
+        raise InputError(
+            f"site={site!r} is a hook name for layer {layer.group(1)} alone, but a site names an activation kind "
+            f"that the sweep visits in every layer. To patch only that layer write site={short!r}, "
+            f"layers=[{layer.group(1)}]."
+        )
     key = key.split(".")[-1] if "." in key else key  # "attn.hook_z" -> "hook_z"
     key = key[5:] if key.startswith("hook_") else key
     key = _SITE_ALIASES.get(key, key)

@@ -1,0 +1,325 @@
+"""The bad-input battery: every public analysis against a table of bad inputs.
+
+For each analysis (:data:`ANALYSES`) and each of its arguments, every bad value of that argument's kind
+(:data:`KINDS`) replaces the good one, and the call must either raise a :class:`CircuitlabError` whose message
+names the argument (its name, or a word of its kind such as "prompt" or "layer"), or, for inputs that are legal
+spellings of something else (``layer=-1`` is the last layer), return exactly what the plain spelling returns.
+Any other exception, a silent number, or a message that does not say what was wrong fails the test.
+
+**Adding an analysis** is one line in :data:`ANALYSES`: the function, and for each argument its kind and a good
+value; the battery does the rest. A new kind of argument is one entry in :data:`KINDS`. The command line has
+its own table (:data:`COMMANDS`) with the same rule: a one-line ``circuitlab: error:`` (or argparse's usage
+error), never a traceback.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import functools
+import io
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+import pytest
+import torch
+
+import circuitlab as cl
+from circuitlab import attribution, ffn, induction, patching
+from circuitlab.cli import main
+from circuitlab.errors import CircuitlabError, NonFiniteError
+from circuitlab.metrics import LogitDiff, Normalized, Probability
+from circuitlab.results import Result
+
+TOY = "zoo/toy-lm"  # 4 layers x 4 heads, MLPs, a BPE tokenizer, n_ctx 128
+WORDS = "zoo/attn-only-2l"  # attention-only, a word-level tokenizer ('t0' ... 't99')
+
+
+@functools.lru_cache(maxsize=None)
+def toy():
+    return cl.load_model(TOY)
+
+
+@functools.lru_cache(maxsize=None)
+def words():
+    return cl.load_model(WORDS)
+
+
+@functools.lru_cache(maxsize=None)
+def nan_model():
+    model = copy.deepcopy(toy())
+    with torch.no_grad():
+        model.blocks[2].mlp.W_in[5, 7] = float("nan")
+    return model
+
+
+class Lazy:
+    """A value built when the battery runs (models load once, not at import)."""
+
+    def __init__(self, make: Callable[[], Any], name: str):
+        self.make, self.name = make, name
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def real(value):
+    return value.make() if isinstance(value, Lazy) else value
+
+
+@dataclass
+class Kind:
+    """A kind of argument: words a message about it uses, its bad values, and legal alternative spellings
+    (``(value, plain)``: the call with ``value`` must equal the call with ``plain``)."""
+
+    words: tuple[str, ...]
+    bad: list = field(default_factory=list)
+    same: list = field(default_factory=list)
+
+
+CLEAN, CORRUPTED = "The cat sat on the mat and the dog", "The dog sat on the mat and the cat"
+
+KINDS: dict[str, Kind] = {
+    "model": Kind(("model", "weights"), bad=[42, None, "zoo/no-such-model", Lazy(nan_model, "a model with a NaN weight")]),
+    "prompt": Kind(("prompt", "token"), bad=[
+        "", [], 3.5, ["The cat", ""], ["The cat sat", "The"], "the " * 400, torch.zeros(1, 0, dtype=torch.long),
+        torch.tensor([[0.5, 1.5]]), torch.tensor([[1, 10**7]]), torch.tensor([[[1, 2]]]), [[]],
+    ]),
+    "prompts": Kind(("prompt", "token", "data"), bad=[[], 3.5, None]),
+    "answer": Kind(("answer", "token", "wrong"), bad=["", " the cat", 10**7, -1, 2.5, True, []]),
+    "layer": Kind(("layer",), bad=[99, -99, "1", 1.5, True, None], same=[(-1, 3), (-4, 0)]),
+    "layers": Kind(("layer",), bad=[[], [99], [0, 0], "x", [1.5]], same=[([-1], [3]), ([0, -1], [0, 3])]),
+    "heads": Kind(("head",), bad=[5, [], [(99, 0)], [(0, 99)], ["LxHy"], "nonsense"],
+                  same=[([(-1, -1)], [(3, 3)]), (["L1H2"], [(1, 2)])]),
+    "neuron": Kind(("neuron",), bad=[10**6, -10**6, "a", 1.5], same=[(-1, 511)]),
+    "pos": Kind(("pos", "position"), bad=[99, -99, "last", 1.5], same=[(-3, 7)]),
+    "count": Kind(("k", "n_seqs", "n_tokens", "batch_size", "seq_len", "count"), bad=[0, -2, 1.5, True, "3"]),
+    "metric": Kind(("metric",), bad=["logit_diff", 5, None]),
+    "site": Kind(("site",), bad=["blocks.2.hook_z", "nope", 3, "mlp_in"]),
+    "by": Kind(("by", "axis", "layer"), bad=[("pos",), ("layer", "layer"), ("layer", "nope"), "layer,nope"]),
+    "direction": Kind(("direction",), bad=["sideways", 1]),
+    "memory": Kind(("max_memory",), bad=[0, -1, "1GB"]),
+    "choice": Kind(("kind", "method", "by", "norm", "choose", "one of"), bad=["nope", 3, None]),
+    "senders": Kind(("sender",), bad=[[(99, 0)], "nope", [], [(0, 99)]]),
+}
+
+
+@dataclass
+class Analysis:
+    """One public analysis: ``function(**good)`` runs; ``args`` maps each argument to (kind, good value)."""
+
+    name: str
+    function: Callable
+    args: dict[str, tuple[str, Any]]
+
+    def call(self, **override):
+        kwargs = {a: real(v) for a, (_, v) in self.args.items()}
+        kwargs.update({a: real(v) for a, v in override.items()})
+        return self.function(**kwargs)
+
+
+M = Lazy(toy, TOY)
+LD = LogitDiff(" mat", " cat")
+PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_tokens": ("prompt", CORRUPTED),
+         "metric": ("metric", LD)}
+
+#: every public analysis, one line each (see the module docstring)
+ANALYSES = [
+    Analysis("induction.repeated_sequences", induction.repeated_sequences,
+             {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2)}),
+    Analysis("induction.head_scores", induction.head_scores,
+             {"model": ("model", M), "kind": ("choice", "induction"), "seq_len": ("count", 5), "n_seqs": ("count", 2),
+              "tokens": ("prompt", "The cat sat. The cat sat."), "max_memory": ("memory", 2**20)}),
+    Analysis("induction.composition_scores", induction.composition_scores,
+             {"model": ("model", M), "kind": ("choice", "K")}),
+    Analysis("induction.ablation_effect", induction.ablation_effect,
+             {"model": ("model", M), "heads": ("heads", [(1, 2)]), "method": ("choice", "mean"),
+              "seq_len": ("count", 5), "n_seqs": ("count", 2), "max_memory": ("memory", 2**20)}),
+    Analysis("induction.find_induction_circuit", induction.find_induction_circuit,
+             {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2), "method": ("choice", "zero"),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("attribution.direct_logit_attribution", attribution.direct_logit_attribution,
+             {"model": ("model", M), "tokens": ("prompt", CLEAN), "answer": ("answer", " mat"),
+              "wrong": ("answer", " cat"), "by": ("choice", "head"), "pos": ("pos", 7)}),
+    Analysis("attribution.direct_logit_attribution(by='neuron')", functools.partial(
+        attribution.direct_logit_attribution, by="neuron"),
+             {"model": ("model", M), "tokens": ("prompt", CLEAN), "answer": ("answer", " mat"), "layer": ("layer", 3)}),
+    Analysis("attribution.logit_lens", attribution.logit_lens,
+             {"model": ("model", M), "tokens": ("prompt", CLEAN), "answer": ("answer", " mat"), "pos": ("pos", 7),
+              "k": ("count", 3), "norm": ("choice", "own")}),
+    Analysis("ffn.value_tokens", ffn.value_tokens,
+             {"model": ("model", M), "layer": ("layer", 3), "neuron": ("neuron", 511), "k": ("count", 3)}),
+    Analysis("ffn.sub_updates", ffn.sub_updates,
+             {"model": ("model", M), "tokens": ("prompt", CLEAN), "layer": ("layer", 3), "pos": ("pos", 7),
+              "token": ("answer", " mat"), "k": ("count", 3), "n_tokens": ("count", 3)}),
+    Analysis("ffn.key_examples", functools.partial(ffn.key_examples, progress=False),
+             {"model": ("model", M), "tokens_or_texts": ("prompts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
+              "neuron": ("neuron", 511), "k": ("count", 3), "batch_size": ("count", 1),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("patching.sweep", functools.partial(patching.sweep, progress=False),
+             {**PATCH, "site": ("site", "z"), "by": ("by", ("layer", "head")), "direction": ("direction", "noising"),
+              "layers": ("layers", [3]), "max_memory": ("memory", 2**20)}),
+    Analysis("patching.attribution", patching.attribution,
+             {**PATCH, "site": ("site", "z"), "by": ("by", ("layer", "head")), "direction": ("direction", "noising"),
+              "layers": ("layers", [3])}),
+    Analysis("patching.path_patch", functools.partial(patching.path_patch, progress=False),
+             {**PATCH, "senders": ("senders", [(1, 2)]), "direction": ("direction", "noising")}),
+    Analysis("metrics.LogitDiff", lambda correct, wrong: LogitDiff(correct, wrong, model=toy())(toy()(CLEAN)),
+             {"correct": ("answer", " mat"), "wrong": ("answer", " cat")}),
+    Analysis("metrics.Probability", lambda answer, pos: Probability(answer, pos=pos, model=toy())(toy()(CLEAN)),
+             {"answer": ("answer", " mat"), "pos": ("pos", 7)}),
+    Analysis("metrics.Normalized.fit", Normalized.fit,
+             {"metric": ("metric", LD), "model": ("model", M), "clean_tokens": ("prompt", CLEAN),
+              "corrupted_tokens": ("prompt", CORRUPTED)}),
+]
+
+# which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
+SKIP = {
+    ("induction.repeated_sequences", "seq_len"): {None},  # None means "the default length"
+    ("induction.head_scores", "seq_len"): {None},
+    ("induction.ablation_effect", "seq_len"): {None},
+    ("induction.find_induction_circuit", "seq_len"): {None},
+    ("attribution.direct_logit_attribution(by='neuron')", "layer"): {None},  # None: every layer's neurons
+}
+
+
+def _cases():
+    for a in ANALYSES:
+        for arg, (kind, _) in a.args.items():
+            skip = SKIP.get((a.name, arg), set())
+            for value in KINDS[kind].bad:
+                if not any(value is s or (type(value) is type(s) and value == s) for s in skip):
+                    yield pytest.param(a, arg, value, id=f"{a.name}-{arg}={_short(value)}")
+
+
+def _same_cases():
+    for a in ANALYSES:
+        for arg, (kind, _) in a.args.items():
+            for value, plain in KINDS[kind].same:
+                yield pytest.param(a, arg, value, plain, id=f"{a.name}-{arg}={_short(value)}=={_short(plain)}")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 24 else text[:21] + "..."
+
+
+@pytest.mark.parametrize("analysis,arg,value", list(_cases()))
+def test_bad_input_is_a_circuitlab_error_naming_the_argument(analysis: Analysis, arg: str, value):
+    kind = KINDS[analysis.args[arg][0]]
+    try:
+        out = analysis.call(**{arg: value})
+    except CircuitlabError as exc:
+        message = str(exc).lower()
+        assert any(w.lower() in message for w in (arg, *kind.words)), (
+            f"{analysis.name}({arg}={value!r}) raised a message that does not name {arg!r}: {exc}")
+        if isinstance(real(value), type(nan_model())) and real(value) is nan_model():
+            assert isinstance(exc, NonFiniteError) and "blocks.2.mlp.W_in" in str(exc)
+        return
+    pytest.fail(f"{analysis.name}({arg}={value!r}) returned {type(out).__name__} instead of a CircuitlabError")
+
+
+@pytest.mark.parametrize("analysis,arg,value,plain", list(_same_cases()))
+def test_legal_alternative_spellings_give_the_same_result(analysis: Analysis, arg: str, value, plain):
+    got, want = analysis.call(**{arg: value}), analysis.call(**{arg: plain})
+    got_parts, want_parts = _parts(got), _parts(want)
+    assert len(got_parts) == len(want_parts)
+    for g, w in zip(got_parts, want_parts):
+        if isinstance(g, torch.Tensor):
+            torch.testing.assert_close(g, w, atol=1e-5, rtol=1e-5)
+        else:
+            assert g == w
+
+
+def _parts(obj, depth: int = 0) -> list:
+    """The numbers and labels a result holds, in a fixed order (tensors, label dicts, nested results)."""
+    if depth > 4:
+        return []
+    if isinstance(obj, torch.Tensor):
+        return [obj.detach().float()]
+    if isinstance(obj, Result):
+        return [obj.values.detach().float(), obj.labels]
+    if dataclasses.is_dataclass(obj):
+        out = []
+        for f in dataclasses.fields(obj):
+            if f.name not in ("meta", "seconds"):
+                out += _parts(getattr(obj, f.name), depth + 1)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [p for item in obj for p in _parts(item, depth + 1)]
+    if isinstance(obj, (int, float, str)):
+        return [obj]
+    return []
+
+
+# -- inputs that only some models can get wrong -----------------------------------------------------------------
+
+def test_words_outside_a_word_level_vocabulary_are_named():
+    """The attention-only zoo models know 't0' ... 't99' only; any other word used to become '<bos>'."""
+    model = words()
+    with pytest.raises(CircuitlabError, match=r"does not know \('hello'\)"):
+        attribution.direct_logit_attribution(model, "t1 t2 t3 t1 t2", "hello")
+    with pytest.raises(CircuitlabError, match=r"does not know \('cat', 'sat'\)"):
+        attribution.logit_lens(model, "t1 cat t2 sat")
+    with pytest.raises(CircuitlabError, match="does not know"):
+        patching.sweep(model, "t1 t2 t3", "t1 t5 zz", LogitDiff("t3", "t4"), progress=False)
+    # the unknown token written out is not an unknown word
+    assert attribution.direct_logit_attribution(model, "<bos> t1 t2", "t3").values.numel() > 0
+
+
+def test_non_finite_activations_are_traced_to_where_they_first_appear():
+    """Finite weights, but an embedding so large that the first LayerNorm overflows: the error names the hook."""
+    model = copy.deepcopy(toy())
+    token = model.to_tokens(" mat", prepend_bos=False)[0, 0]
+    with torch.no_grad():
+        model.embed.W_E[token] = 3e38
+    with pytest.raises(NonFiniteError, match=r"first become non-finite at blocks\.0\.") as info:
+        attribution.direct_logit_attribution(model, "The cat sat on the mat", " dog", " cat")
+    assert "prompt 0" in str(info.value)
+
+
+def test_a_weight_modified_in_place_is_checked_again():
+    model = copy.deepcopy(toy())
+    induction.composition_scores(model)  # passes, and the finite weights are remembered
+    with torch.no_grad():
+        model.blocks[0].attn.W_V[1, 2, 3] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"blocks\.0\.attn\.W_V"):
+        induction.composition_scores(model)
+
+
+# -- the command line --------------------------------------------------------------------------------------------
+
+#: each subcommand with bad arguments; every row must end in a one-line error, never a traceback
+COMMANDS = [
+    ["induction", "-m", "zoo/no-such-model"],
+    ["induction", "-m", WORDS, "--n-seqs", "0"],
+    ["patch", "-m", TOY, "--clean", "", "--corrupted", "", "--answer", " mat", "--wrong", " cat"],
+    ["patch", "-m", TOY, "--clean", CLEAN, "--corrupted", CORRUPTED, "--answer", " mat", "--wrong", " mat"],
+    ["patch", "-m", TOY, "--clean", CLEAN, "--corrupted", CORRUPTED, "--answer", " mat", "--wrong", " cat",
+     "--site", "blocks.2.hook_z"],
+    ["patch", "-m", TOY, "--clean", CLEAN, "--corrupted", "The dog", "--answer", " mat", "--wrong", " cat"],
+    ["attribute", "-m", TOY, "--prompt", "", "--answer", " mat"],
+    ["attribute", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--top", "-2"],
+    ["attribute", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--pos", "99"],
+    ["attribute", "-m", WORDS, "--prompt", "t1 t2", "--answer", "hello"],
+    ["ffn", "-m", TOY, "--layer", "99"],
+    ["ffn", "-m", TOY, "--layer", "1", "--token", " mat"],
+    ["ffn", "-m", TOY, "--layer", "1", "--neuron", "3", "--data", "no/such/file.txt"],
+    ["ffn", "-m", WORDS, "--layer", "0"],
+    ["models", "--nope"],
+]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a)[:60] for a in COMMANDS])
+def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
+    err, out = io.StringIO(), io.StringIO()
+    with redirect_stderr(err), redirect_stdout(out):
+        try:
+            code = main(argv)
+        except SystemExit as exc:  # argparse's own usage errors
+            code = exc.code
+    text = err.getvalue()
+    assert code not in (0, None), f"{argv} succeeded: {out.getvalue()[-300:]}"
+    assert "Traceback" not in text
+    assert "circuitlab: error:" in text or "error:" in text.splitlines()[-1], text
