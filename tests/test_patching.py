@@ -184,7 +184,7 @@ def test_noising_direction_swaps_the_runs(arch):
         assert abs(ours.meta["corrupted_value"] - float(METRIC(model(corrupted)))) < TOL
 
 
-def test_a_batch_too_large_for_max_memory_is_patched_in_parts_with_the_same_numbers():
+def test_a_batch_too_large_for_max_memory_is_patched_in_parts_with_the_same_numbers():  # sweep, approx, path
     """Prompt pairs split into parts (one pair each) give the whole batch's values: every circuitlab metric is a
     mean over prompts, so the parts' values averaged by size are exact; per-prompt answers follow their prompts."""
     model = model_of("gpt2")
@@ -200,6 +200,16 @@ def test_a_batch_too_large_for_max_memory_is_patched_in_parts_with_the_same_numb
         assert (whole.values - parts.values).abs().max() < TOL, metric
         assert abs(whole.meta["clean_value"] - parts.meta["clean_value"]) < TOL
         assert abs(whole.meta["corrupted_value"] - parts.meta["corrupted_value"]) < TOL
+        approx_whole = attribution(model, clean, corrupted, metric, "z", ("layer", "head"))
+        approx_parts = attribution(model, clean, corrupted, metric, "z", ("layer", "head"), max_memory=1)
+        assert approx_parts.meta["prompt_parts"] == 5
+        assert (approx_whole.values - approx_parts.values).abs().max() < TOL, metric
+        for senders in ("heads", [(0, 1), (1, 2)]):
+            path_whole = path_patch(model, clean, corrupted, metric, senders, progress=False)
+            path_parts = path_patch(model, clean, corrupted, metric, senders, progress=False, max_memory=1)
+            assert path_parts.meta["prompt_parts"] == 5
+            assert (path_whole.values - path_parts.values).abs().max() < TOL, (metric, senders)
+            assert abs(path_whole.meta["clean_value"] - path_parts.meta["clean_value"]) < TOL
     # a general metric sees the whole batch: it cannot be split, and the overrun is said, not hidden
     with pytest.warns(UserWarning, match="cannot be split"):
         general = sweep(model, clean, corrupted, lambda logits: logits[:, -1, 3].mean(), "resid_pre",

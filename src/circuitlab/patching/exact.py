@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 from typing import Callable, Optional, Sequence, Union
 
 import einops
@@ -46,10 +45,10 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_layers,
                              check_max_memory, final_norm, metric_name, model_name, position_labels, progress_bar,
-                             readout, row_bytes, row_chunks, softcap)
-from circuitlab.metrics import bind_metric, can_split, is_declarative, select_logits
+                             readout, row_bytes, softcap)
+from circuitlab.metrics import bind_metric, is_declarative, select_logits
 from circuitlab.patching.sites import (Site, check_site_exists, get_site, parse_by, patch_spec, prepare_tokens,
-                                       scalar)
+                                       scalar, split_prompts)
 from circuitlab.results import Result
 
 Metric = Callable[[Tensor], Union[Tensor, float]]
@@ -188,25 +187,14 @@ def sweep(
 
 
 def _prompt_parts(model: HookedTransformer, shape: tuple[int, int], metric, max_memory: int) -> list[slice]:
-    """The batch of prompts cut into parts whose caches and one patched row each fit ``max_memory``.
-
-    A part of ``b`` prompts holds the base run's residual streams, keys and values and both runs' site
-    activations for every layer, plus at least one patched forward pass of ``b`` rows. A metric that is not a
-    mean over prompts cannot be split: then the batch runs whole, with a warning that it overruns.
-    """
+    """The batch of prompts cut into parts (see :func:`~circuitlab.patching.sites.split_prompts`): a part of
+    ``b`` prompts holds the base run's residual streams, keys and values and both runs' site activations for
+    every layer, plus at least one patched forward pass of ``b`` rows."""
     batch, seq_len = shape
     cfg = model.cfg
     per_layer = cfg.d_model + 2 * cfg.n_heads * cfg.d_head + max(cfg.d_model, cfg.n_heads * max(cfg.d_head, seq_len))
     per_prompt = 4 * seq_len * cfg.n_layers * 2 * per_layer + row_bytes(model, seq_len, logits=cfg.d_vocab_out)
-    parts = row_chunks(batch, per_prompt, max_memory)
-    if len(parts) > 1 and not can_split(metric):
-        warnings.warn(
-            f"{batch} prompt pairs of {seq_len} tokens need about {batch * per_prompt / 2**20:.1f} MiB at once, "
-            f"over max_memory={max_memory / 2**20:.1f} MiB, but the metric {metric_name(metric)!r} must see the "
-            "whole batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean "
-            "over prompts, split exactly), fewer prompts, or a larger max_memory.", stacklevel=3)
-        return [slice(0, batch)]
-    return parts
+    return split_prompts(batch, per_prompt, metric, max_memory)
 
 
 def kv_reuse_blockers(model) -> list[str]:

@@ -32,12 +32,13 @@ from typing import Sequence, Union
 import torch
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (ModelLike, Prompts, as_model, check_finite, check_layer, head_label, metric_name, model_name,
-                             parse_head, progress_bar)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_layer,
+                             check_max_memory, head_label, metric_name, model_name, parse_head, progress_bar,
+                             row_bytes)
 from circuitlab.errors import InputError
 from circuitlab.metrics import bind_metric
 from circuitlab.patching.exact import Metric
-from circuitlab.patching.sites import prepare_tokens, scalar
+from circuitlab.patching.sites import prepare_tokens, scalar, split_prompts
 from circuitlab.results import Result
 
 Sender = Union[tuple, str]  # (layer, head) | "L3H1" | "3.1" | ("mlp", layer) | "MLP2"
@@ -55,6 +56,7 @@ def path_patch(
     *,
     freeze_mlps: bool = True,
     progress: bool = True,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Result:
     """The metric when only the paths from ``senders`` to ``receivers`` carry the source run's values.
 
@@ -70,6 +72,8 @@ def path_patch(
         direction: ``"denoising"`` (base = corrupted, senders take clean values) or ``"noising"``.
         freeze_mlps: freeze MLP outputs in the first pass (only direct paths); ``False`` lets them recompute.
         progress: show a progress bar (for ``senders="heads"``).
+        max_memory: rough bound in bytes on the activations held at once; a larger batch of prompts runs in
+            parts, averaged by size (exact for circuitlab's metrics, which are means over prompts).
 
     Returns:
         a :class:`~circuitlab.results.Result`: axes ``("senders",)`` with one entry for an explicit sender set,
@@ -86,33 +90,54 @@ def path_patch(
     sweep_heads = isinstance(senders, str) and senders.strip().lower() == "heads"
     group = None if sweep_heads else _parse_senders(model, senders)
 
-    wanted = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out")) or any(n == _recv_hook(r) for r in recv)  # noqa: E731
-    with torch.no_grad():
-        base_logits, base_cache = model.run_with_cache(base_t, names_filter=wanted)
-        source_logits, source_cache = model.run_with_cache(source_t, names_filter=lambda n: n.endswith(
-            ("attn.hook_z", "hook_mlp_out")))
-    base_value, source_value = scalar(metric(base_logits)), scalar(metric(source_logits))
     first_receiver_layer = cfg.n_layers if recv == "resid_final" else min(r[0] for r in recv)
-
-    def run(group: list[tuple]) -> float:
+    if sweep_heads:
+        todo = [(l, h) for l in range(min(first_receiver_layer, cfg.n_layers)) for h in range(cfg.n_heads)]
+        groups = [[("head", layer, head)] for layer, head in todo]
+    else:
         late = [s for s in group if s[1] >= first_receiver_layer]
         if late:
             raise InputError(
                 f"sender {_label(late[0])} is not before the receivers (first receiver layer "
                 f"{first_receiver_layer}): no path connects them. Choose earlier senders."
             )
-        return _path_value(model, base_t, base_cache, source_cache, metric, group, recv, freeze_mlps)
+        groups = [group]
+
+    # prompts in parts that fit max_memory (the caches of both runs and two forward passes per part); the
+    # metric is a mean over prompts, so the parts' values averaged by size are exact
+    max_memory = check_max_memory(max_memory)
+    batch, seq_len = base_t.shape
+    per_prompt = (2 * row_bytes(model, seq_len, logits=cfg.d_vocab_out)
+                  + 4 * 3 * seq_len * cfg.n_layers * (cfg.n_heads * cfg.d_head + cfg.d_model))
+    parts = split_prompts(batch, per_prompt, metric, max_memory)
+    wanted = lambda n: n.endswith(("attn.hook_z", "hook_mlp_out")) or any(n == _recv_hook(r) for r in recv)  # noqa: E731
+    group_values = torch.zeros(len(groups), dtype=torch.float64)
+    base_value = source_value = 0.0
+    bar = progress_bar(total=len(groups) * len(parts), progress=progress and sweep_heads, desc="path patching")
+    for rows in parts:
+        part_metric = metric if len(parts) == 1 else metric.rows(rows, batch)
+        weight = (rows.stop - rows.start) / batch
+        with torch.no_grad():
+            base_logits, base_cache = model.run_with_cache(base_t[rows], names_filter=wanted)
+            source_logits, source_cache = model.run_with_cache(source_t[rows], names_filter=lambda n: n.endswith(
+                ("attn.hook_z", "hook_mlp_out")))
+        base_value += weight * scalar(part_metric(base_logits))
+        source_value += weight * scalar(part_metric(source_logits))
+        del base_logits, source_logits
+        for i, g in enumerate(groups):
+            group_values[i] += weight * _path_value(model, base_t[rows], base_cache, source_cache, part_metric, g,
+                                                    recv, freeze_mlps)
+            bar.update(1)
+    bar.close()
 
     if sweep_heads:
-        values = torch.full((cfg.n_layers, cfg.n_heads), base_value)
-        todo = [(l, h) for l in range(min(first_receiver_layer, cfg.n_layers)) for h in range(cfg.n_heads)]
-        for layer, head in progress_bar(todo, progress=progress, desc="path patching"):
-            values[layer, head] = run([("head", layer, head)])
+        values_t = torch.full((cfg.n_layers, cfg.n_heads), base_value)
+        for (layer, head), value in zip(todo, group_values.tolist()):
+            values_t[layer, head] = value
         result_axes, labels = ("layer", "head"), {}
-        values_t = values
         sender_layers = sorted({layer for layer, _ in todo})
     else:
-        values_t = torch.tensor([run(group)])
+        values_t = group_values.float()
         result_axes, labels = ("senders",), {"senders": ["+".join(_label(s) for s in group)]}
         sender_layers = sorted({s[1] for s in group})
 
@@ -130,7 +155,8 @@ def path_patch(
         task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
         meta={"method": "path patching", "senders": "heads" if sweep_heads else [_label(s) for s in group],
               "receivers": recv, "by": result_axes, "direction": direction, "layers": sender_layers,
-              "freeze_mlps": freeze_mlps, "clean_value": clean_value, "corrupted_value": corrupted_value},
+              "freeze_mlps": freeze_mlps, "clean_value": clean_value, "corrupted_value": corrupted_value,
+              "prompt_parts": len(parts)},
     )
 
 

@@ -165,6 +165,30 @@ def scalar(value, what: str = "the metric") -> float:
     raise InputError(f"{what} must return a number or a 0-d tensor; it returned {type(value).__name__}.")
 
 
+def split_prompts(batch: int, per_prompt_bytes: int, metric, max_memory: int) -> list[slice]:
+    """A batch of ``batch`` prompt pairs cut into parts of ``per_prompt_bytes`` each that fit ``max_memory``.
+
+    Every metric of :mod:`circuitlab.metrics` is a mean over prompts (:meth:`~circuitlab.metrics.LogitMetric.rows`
+    gives its part for some prompts), so an analysis may run the parts one at a time and average their values
+    by size, exactly. Any other metric must see the whole batch: then the batch is one part, with a warning
+    that it overruns ``max_memory``.
+    """
+    import warnings
+
+    from circuitlab.core import metric_name, row_chunks
+    from circuitlab.metrics import can_split
+
+    parts = row_chunks(batch, per_prompt_bytes, max_memory)
+    if len(parts) > 1 and not can_split(metric):
+        warnings.warn(
+            f"{batch} prompt pairs need about {batch * per_prompt_bytes / 2**20:.1f} MiB at once, over "
+            f"max_memory={max_memory / 2**20:.1f} MiB, but the metric {metric_name(metric)!r} must see the whole "
+            "batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean over "
+            "prompts, split exactly), fewer prompts, or a larger max_memory.", stacklevel=3)
+        return [slice(0, batch)]
+    return parts
+
+
 def patch_spec(method: str, site: Site, by: tuple[str, ...], direction: str, layers: list[int]) -> dict:
     """What was patched, as every patching result records it in ``meta`` (the same keys for each method)."""
     return {"method": method, "site": site.name, "hook": site.hook, "by": tuple(by), "direction": direction,
