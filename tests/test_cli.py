@@ -585,3 +585,22 @@ def test_cli_ffn_bad_data_file_is_an_error_naming_it(content, why, tmp_path, cap
     err = capsys.readouterr().err
     assert err.startswith(f"circuitlab: error: --data {data}") and why in err
     assert "one example per line" in err and "Traceback" not in err
+
+
+@pytest.mark.parametrize("by", ["layer", "head", "neuron"])
+def test_attribute_header_splits_the_total_into_the_listed_values_and_the_rest(by, capsys):
+    """The header's sum is the model's logit difference; the values a --by split lists add up to the first part
+    (checked against a separate library call) and the rest is said, so no printed sum disagrees with its rows."""
+    from circuitlab.attribution import direct_logit_attribution
+
+    prompt = "The cat sat on the mat and the dog"
+    assert main(["attribute", "-m", TOY, "--prompt", prompt, "--answer", " sat", "--wrong", " cat", "--by", by,
+                 "--no-lens"]) == 0
+    out = capsys.readouterr().out
+    total = float(re.search(r"sum of all direct contributions: (-?[\d.]+)", out).group(1))
+    shown = float(re.search(r"= (-?[\d.]+) from the", out).group(1))
+    sign, rest = re.search(r"([+-]) ([\d.]+) from the rest", out).groups()
+    lib = direct_logit_attribution(TOY, prompt, " sat", wrong=" cat", by=by)
+    assert abs(shown - float(lib.values.sum())) < 1e-3
+    assert abs(shown + (1 if sign == "+" else -1) * float(rest) - total) < 2e-4
+    assert abs(total - float(lib.model_logit[0])) < 1e-3

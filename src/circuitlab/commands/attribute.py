@@ -26,6 +26,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_quiet_option(p)  # one forward pass: nothing to show progress of, but every analysis takes the option
 
 
+_UNITS = {"head": "heads", "layer": "layer outputs (attention and MLP)", "neuron": "neurons",
+          "position": "(head, source position) pairs"}
+_REST = {"head": "embeddings, attention biases b_O, MLPs and final biases",
+         "layer": "embeddings and final biases",
+         "neuron": "embeddings, attention, MLP biases and final biases",
+         "position": "embeddings, attention biases b_O, MLPs and final biases"}
+
+
 def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
     from circuitlab.attribution import direct_logit_attribution, logit_lens
@@ -36,8 +44,15 @@ def run(args: argparse.Namespace) -> int:
     dla = direct_logit_attribution(model, prompt, answer, wrong=wrong, by=args.by, pos=args.pos)
     total = direct_logit_attribution(model, prompt, answer, wrong=wrong, by="component", pos=args.pos)
     print(f"{dla.title} on {model.cfg.model_name}: {dla.metric} at {dla.task}")
+    everything, shown = float(total.per_prompt[0].sum()), float(dla.per_prompt[0].sum())
     print(f"model's {dla.metric}: {float(dla.model_logit[0]):.4f}   "
-          f"(sum of all direct contributions: {float(total.per_prompt[0].sum()):.4f})")
+          f"(sum of all direct contributions: {everything:.4f})")
+    if args.by != "component":  # the split covers part of the residual stream: say how much, and what is left
+        rest = everything - shown
+        of_layer = f" of layer {dla.meta['layer']}" if args.by == "neuron" and "layer" in dla.meta else ""
+        print(f"  = {shown:.4f} from the {dla.values.numel()} {_UNITS[args.by]}{of_layer}")
+        print(f"  {'+' if rest >= 0 else '-'} {abs(rest):.4f} from the rest ({_REST[args.by]}; --by component "
+              "lists every term)")
     print(f"top {args.top} by |value|:")
     for idx, v in dla.top(args.top, absolute=True):
         print(f"  {dla.label_of(idx):<28} {v:+.4f}")
