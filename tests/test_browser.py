@@ -154,3 +154,70 @@ def test_screenshot_is_not_blank(page):
     assert "error" not in stats, stats
     assert stats["w"] >= 800 and stats["h"] >= 800, stats
     assert stats["ink"] > 0.02 and stats["coloured"] > 0.002 and stats["colours"] > 40, stats
+
+
+# -- legibility: a page of small cases, built here --------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def legibility_page():
+    """A report with a (layer, pos) patching-sized heatmap, one too big to number, and top-k views on prompts
+    shorter than 2 k."""
+    chromium, driver_path = _browser()
+    import torch
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    import circuitlab as cl
+    from circuitlab.render import report, topk_tokens
+
+    toks = [f"{i}:' tok{i}'" for i in range(30)]
+    small = cl.Result(torch.linspace(-1, 1, 360).reshape(12, 30), ("layer", "pos"), labels={"pos": toks},
+                      title="resid_pre by layer, pos", metric="logit_diff")
+    big = cl.Result(torch.randn(12, 40, generator=torch.Generator().manual_seed(0)), ("layer", "pos"),
+                    title="too big to number", metric="logit_diff")
+    views = [topk_tokens([list("abcd")], [torch.randn(2, 4, 3)], k=5, title="four tokens"),
+             topk_tokens([["a"]], [torch.randn(2, 1, 3)], k=5, title="one token")]
+    folder = Path(tempfile.mkdtemp(prefix="circuitlab-legibility-"))
+    path = report([small, big, *views], folder / "legibility.html")
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for flag in FLAGS:
+        opts.add_argument(flag)
+    opts.add_argument(f"--user-data-dir={folder / 'profile'}")
+    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
+    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+    driver.set_page_load_timeout(60)
+    try:
+        driver.get(path.resolve().as_uri())
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_heatmap_cells_are_big_enough_to_read(legibility_page):
+    cells = legibility_page.execute_script("""
+      return Array.from(document.querySelectorAll('.cl-heatmap')).map(h => {
+        const tds = Array.from(h.querySelectorAll('td.cl-cell'));
+        return {cells: tds.length,
+                minW: Math.min(...tds.map(t => t.getBoundingClientRect().width)),
+                minH: Math.min(...tds.map(t => t.getBoundingClientRect().height)),
+                numbered: tds.filter(t => t.textContent.trim() !== '').length,
+                overflow: tds.filter(t => t.scrollWidth > t.clientWidth + 1).length,
+                fontPx: parseFloat(getComputedStyle(tds[0]).fontSize)};
+      });
+    """)
+    small, big = cells
+    assert small["cells"] == 360 and small["numbered"] == 360 and small["overflow"] == 0, small
+    assert small["minW"] >= 28 and small["minH"] >= 20 and small["fontPx"] >= 10, small
+    assert big["cells"] == 480 and big["numbered"] == 0 and big["minW"] >= 16 and big["minH"] >= 16, big
+
+
+def test_short_prompt_topk_views_mount_without_errors(legibility_page):
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    WebDriverWait(legibility_page, 30).until(
+        lambda d: len(_mounts(d)) == 2 and all(m["rendered"] > 0 and m["height"] > 20 for m in _mounts(d)),
+        message=f"not every view rendered: {_mounts(legibility_page)}")
+    errors = [e for e in legibility_page.get_log("browser") if e["level"] == "SEVERE"]
+    assert not errors, errors

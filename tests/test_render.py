@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import warnings
+from html import unescape
 from html.parser import HTMLParser
 
 import circuitsvis
@@ -109,7 +110,8 @@ def test_heatmap_colours_are_centred_on_zero_and_saturate_at_vmax():
     sums = [sum(int(colour(v, 1.0)[i:i + 2], 16) for i in (1, 3, 5)) for v in (0.0, 0.25, 0.5, 0.75, 1.0)]
     assert sums == sorted(sums, reverse=True) and len(set(sums)) == 5
     p = parse(heatmap_html(torch.tensor([[1.0, -1.0, 0.0, float("nan")]]), ["r"], list("abcd")))
-    assert [c["style"] for c in p.cells] == [f"background:{x}" for x in ("#2563eb", "#dc2626", "#ffffff", "#d4d4d4")]
+    assert [c["style"].split(";")[0] for c in p.cells] == [f"background:{x}" for x in
+                                                           ("#2563eb", "#dc2626", "#ffffff", "#d4d4d4")]
 
 
 def test_heatmap_rejects_wrong_label_counts():
@@ -306,8 +308,8 @@ def test_every_analysis_result_renders_in_one_report(tmp_path):
         ffn.key_examples(mlp, toks, 1, 0, k=3, progress=False),
     ]
     page = report(items, tmp_path / "all.html").read_text()
-    # attention patterns, the value-token strip, the sub-updates' firing table and the key-example strip
-    assert count_views(page) == 4
+    # attention patterns, the sub-updates' firing table and the key-example strip (value tokens are chips)
+    assert count_views(page) == 3
     assert count_bundles(page) == 1
     assert external_references(page) == []
     assert page.count("<section class='cl-section'") == len(items)
@@ -380,3 +382,264 @@ def test_no_html_outside_render():
             if re.search(r"<(table|div|span|ul|ol|li|pre|h[1-6]|p)[ >]|style=", line):
                 offenders.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
     assert offenders == []
+
+
+# -- legibility: colour scales ----------------------------------------------------------------------------
+
+def _rgb(hex_colour: str) -> tuple[int, int, int]:
+    return tuple(int(hex_colour[i:i + 2], 16) for i in (1, 3, 5))
+
+
+def _legend(html: str) -> tuple[str, str, str]:
+    """(low end text, gradient, high end text) of the first legend."""
+    m = re.search(r"<div class='cl-legend'[^>]*><span>([^<]*)</span><span class='cl-legend-bar' "
+                  r"style='background:linear-gradient\(to right, ([^)]*)\)'></span><span>([^<]*)</span>", html)
+    assert m, html[-600:]
+    return m.group(1), m.group(2), m.group(3)
+
+
+def _reddish(hex_colour: str) -> bool:
+    r, g, b = _rgb(hex_colour)
+    return r > b + 20
+
+
+def test_non_negative_scores_losses_and_probabilities_get_a_sequential_scale():
+    scores = torch.tensor([[0.02, 0.9, 0.31, 0.0], [0.5, 0.07, 0.66, 0.12]])
+    cases = [
+        cl.Result(scores, ("layer", "head"), title="Induction score", metric="mean attention to the induction target"),
+        cl.Result(scores * 0.4, ("layer", "head"), title="K-composition score", metric="|W_OV W_QK|_F / norms"),
+        cl.Result(torch.tensor([0.64, 4.2, 3.9, 1.1]), ("ablated",), title="In-context loss with L1H1 ablated",
+                  metric="mean cross-entropy (nats)"),
+        cl.Result(torch.tensor([[0.1, 0.8], [0.05, 0.97]]), ("layer", "batch"), title="Logit lens: probability",
+                  metric="probability"),
+    ]
+    for r in cases:
+        html = r.to_html()
+        lo, gradient, hi = _legend(html)
+        # the scale runs from 0 (white), not from -max: nothing can be negative
+        assert float(lo) == 0.0 and float(hi) == pytest.approx(float(r.values.max()), rel=1e-2), (r.title, lo, hi)
+        stops = re.findall(r"#[0-9a-f]{6}", gradient)
+        assert stops[0] == "#ffffff" and not any(_reddish(c) for c in stops), (r.title, gradient)
+        backgrounds = [c["style"].split(";")[0].removeprefix("background:") for c in parse(html).cells]
+        assert not any(_reddish(c) for c in backgrounds)
+        # colour deepens with the value, and the smallest cell (0 where there is one) is the lightest
+        order = r.values.flatten().argsort().tolist()
+        light = [sum(_rgb(backgrounds[i])) for i in order]
+        assert light == sorted(light, reverse=True), r.title
+
+
+def test_signed_quantities_keep_a_diverging_scale_centred_on_zero():
+    signed = [
+        cl.Result(torch.tensor([[0.5, -1.5], [2.0, 0.0]]), ("layer", "head"), title="Activation patching",
+                  metric="logit_diff"),
+        # positive everywhere, but a logit difference and a patching effect are signed quantities
+        cl.Result(torch.tensor([[0.5, 1.5], [2.0, 0.25]]), ("layer", "pos"), title="Residual patching",
+                  metric="logit_diff"),
+        cl.Result(torch.tensor([0.3, 1.2]), ("head",), title="Direct logit attribution per head",
+                  metric="logit(' Mary') - logit(' John')"),
+        # called a score, but the data is signed: a sequential scale could not show it
+        cl.Result(torch.tensor([0.3, -1.2]), ("head",), title="Some score", metric="score"),
+    ]
+    for r in signed:
+        lo, gradient, hi = _legend(r.to_html())
+        vmax = float(r.values.abs().max())
+        assert float(lo) == pytest.approx(-vmax, rel=1e-2) and float(hi) == pytest.approx(vmax, rel=1e-2), r.title
+        stops = re.findall(r"#[0-9a-f]{6}", gradient)
+        assert _reddish(stops[0]) and "#ffffff" in stops[1:-1] and not _reddish(stops[-1]), (r.title, gradient)
+
+
+# -- legibility: section titles ---------------------------------------------------------------------------
+
+def test_ablation_titles_name_the_ablated_heads():
+    from circuitlab.induction import ablation_effect
+
+    model = random_model("attn_only", seed=1, n_ctx=24)
+    a = ablation_effect(model, ["L1H1", "L1H2"], method="mean", seq_len=6, n_seqs=2)
+    b = ablation_effect(model, ["L0H0"], method="mean", seq_len=6, n_seqs=2)
+    assert a.title != b.title
+    assert "L1H1" in a.title and "L1H2" in a.title and "L0H0" in b.title and "mean" in a.title
+
+
+def _headings(page: str) -> list[str]:
+    return [re.sub(r"<[^>]+>", "", h) for _, h in re.findall(r"<h([1-4])[^>]*>(.*?)</h\1>", page, flags=re.S)]
+
+
+def test_report_headings_and_anchors_are_distinct(tmp_path):
+    from circuitlab import induction
+
+    same = [cl.Result(torch.rand(2, 2), ("layer", "head"), title="Same title") for _ in range(3)]
+    page = report([*same, Section("Same title", [cl.Result(torch.rand(2), ("head",), title="Same title")])],
+                  tmp_path / "r.html").read_text()
+    links = re.findall(r"<li><a href='#([^']+)'>([^<]+)</a>", page)
+    titles = [t for _, t in links]
+    assert len(titles) == 5 and len(set(titles)) == 5 and all(t.startswith("Same title") for t in titles)
+    assert len({a for a, _ in links}) == 5
+    ids = re.findall(r"\bid='([^']+)'", page)
+    assert len(ids) == len(set(ids))
+    headings = _headings(page)
+    assert len(headings) == len(set(headings)), headings
+    # a bundle that holds two results titled alike (the induction circuit's ablations, before they named
+    # their heads) reads unambiguously in a report
+    model = random_model("attn_only", seed=1, n_ctx=24)
+    circuit = induction.find_induction_circuit(model, seq_len=8, n_seqs=2)
+    page = report([circuit], tmp_path / "c.html").read_text()
+    headings = _headings(page)
+    assert len(headings) == len(set(headings)), headings
+
+
+# -- legibility: token chips ------------------------------------------------------------------------------
+
+def _chips(html: str) -> list[list[tuple[str, str]]]:
+    """Per chip row: (shown text, hover title) of each chip."""
+    rows = []
+    for row in re.findall(r"<tr><th>[^<]*</th><td>(.*?)</td></tr>", html, flags=re.S):
+        rows.append([(unescape(text), unescape(title)) for title, text in
+                     re.findall(r"<span class='cl-chip'[^>]*title='([^']*)'>([^<]*)</span>", row)])
+    return rows
+
+
+def test_value_tokens_are_separate_chips_with_visible_whitespace():
+    from circuitlab import ffn
+
+    model = cl.load_model("zoo/toy-lm")
+    vt = ffn.value_tokens(model, 1, [0, 5, 9], k=8)
+    html = vt.to_html()
+    # no circuitsvis strip that runs the tokens together; one chip per token instead
+    assert count_views(html) == 0
+    rows = _chips(html)
+    assert len(rows) == 6 and all(len(r) == 8 for r in rows)
+    strings = [t for n in range(3) for t in vt.promoted.tokens[n] + vt.suppressed.tokens[n]]
+    shown = [text for r in rows for text, _ in r]
+    for s, text in zip(strings, shown):
+        assert " " not in text and "\n" not in text and text  # whitespace is visible
+        if s.startswith(" ") and "\ufffd" not in s:
+            assert text == "\u00b7" + s[1:].replace(" ", "\u00b7")
+
+
+def test_byte_tokens_show_their_bytes_not_the_replacement_character():
+    from transformers.convert_slow_tokenizer import bytes_to_unicode  # GPT-2's byte-level alphabet
+
+    from circuitlab.core import str_tokens
+    from circuitlab.results import TopTokens, token_strings
+
+    model = cl.load_model("zoo/toy-lm")
+    tok = model.tokenizer
+    byte_ids = [i for i in range(len(tok)) if "\ufffd" in tok.decode([i])][:6]
+    assert len(byte_ids) == 6
+    byte_of = {c: b for b, c in bytes_to_unicode().items()}
+    pieces = tok.convert_ids_to_tokens(byte_ids)
+    assert all(len(p) == 1 for p in pieces)  # single-byte pieces in this vocabulary
+    expected = [f"<0x{byte_of[p]:02X}>" for p in pieces]
+    assert token_strings(model, torch.tensor(byte_ids)) == expected
+    # ordinary tokens are what the tokenizer decodes them to
+    assert token_strings(model, torch.tensor([300, 301])) == [tok.decode([300]), tok.decode([301])]
+    assert token_strings(None, torch.tensor([3, 4])) == ["#3", "#4"]
+
+    # a TopTokens whose labels came out as U+FFFD (core.str_tokens) still shows each byte token apart
+    scores = torch.full((1, len(tok)), -1.0)
+    scores[0, byte_ids] = torch.linspace(2.0, 1.0, 6)
+    tt = TopTokens.from_scores(scores, 6, lambda ids: str_tokens(model, ids), axes=("neuron", "rank"), title="bytes")
+    shown = [text for r in _chips(tt.to_html()) for text, _ in r]
+    assert len(shown) == 6 and len(set(shown)) == 6 and not any("\ufffd" in t for t in shown)
+
+
+# -- legibility: top and bottom never list the same item ------------------------------------------------
+
+def test_topk_view_on_a_short_prompt_lists_each_position_once():
+    acts = torch.randn(2, 4, 3, generator=torch.Generator().manual_seed(0))  # 4 positions, k = 5
+    props = topk_tokens([["a", "b", "c", "d"]], [acts], k=5).props
+    top, bottom = torch.as_tensor(props["topkIdxs"][0]), torch.as_tensor(props["bottomkIdxs"][0])
+    for layer in range(2):
+        for n in range(3):
+            listed = top[layer, :, n].tolist() + bottom[layer, :, n].tolist()
+            assert sorted(listed) == [0, 1, 2, 3]  # every position, once
+            ranked = acts[layer, :, n].argsort(descending=True).tolist()
+            assert listed == ranked  # top first, then bottom, in rank order
+    # one position: listed once, under top
+    props = topk_tokens([["a"]], [torch.randn(1, 1, 2)], k=3).props
+    assert torch.as_tensor(props["topkIdxs"][0]).shape[1] == 1 and torch.as_tensor(props["bottomkIdxs"][0]).numel() == 0
+
+
+def test_value_tokens_over_a_small_vocabulary_list_each_token_once():
+    from circuitlab import ffn
+
+    mlp = random_model("gpt2", seed=2, n_ctx=24)  # 50 tokens; k = 40 promoted and 40 suppressed overlap
+    vt = ffn.value_tokens(mlp, 1, [0, 3], k=40)
+    rows = _chips(vt.to_html())
+    assert len(rows) == 4
+    for plus, minus in (rows[0:2], rows[2:4]):
+        texts = [t for t, _ in plus] + [t for t, _ in minus]
+        assert len(texts) == len(set(texts)) == 50
+
+
+# -- legibility: (layer, pos) heatmaps --------------------------------------------------------------------
+
+def _contrast(a: str, b: str) -> float:
+    """WCAG 2 contrast ratio of two #rrggbb colours."""
+    def lum(c):
+        ch = [x / 255 for x in _rgb(c)]
+        ch = [x / 12.92 if x <= 0.04045 else ((x + 0.055) / 1.055) ** 2.4 for x in ch]
+        return 0.2126 * ch[0] + 0.7152 * ch[1] + 0.0722 * ch[2]
+    hi, lo = sorted((lum(a), lum(b)), reverse=True)
+    return (hi + 0.05) / (lo + 0.05)
+
+
+def test_layer_pos_heatmaps_print_each_value_in_a_readable_colour():
+    toks = [f"{i}:' tok{i}'" for i in range(30)]  # a resid_pre sweep over a 30-token prompt
+    vals = torch.linspace(-1, 1, 12 * 30)[torch.randperm(360, generator=torch.Generator().manual_seed(0))]
+    r = cl.Result(vals.reshape(12, 30), ("layer", "pos"), labels={"pos": toks}, title="Residual patching",
+                  metric="logit_diff")
+    html = r.to_html()
+    cells = re.findall(r"<td class='cl-cell[^']*' title='[^']*' data-value='([^']*)' style='([^']*)'>([^<]*)</td>",
+                       html)
+    assert len(cells) == 360
+    for value, style, text in cells:
+        assert text and float(text) == pytest.approx(float(value), abs=6e-3)  # the value, in the cell
+        css = dict(part.split(":") for part in style.split(";"))
+        assert _contrast(css["background"], css["color"]) >= 4.5, (value, css)
+    # long position labels are written vertically; a grid too big to number shows colour only
+    assert all("cl-colv" in cls for cls, _ in parse(html).headers if "cl-col" in cls)
+    big = cl.Result(torch.randn(12, 40), ("layer", "pos")).to_html()
+    assert "cl-compact" in big and not re.search(r"<td class='cl-cell[^>]*>[^<]+</td>", big)
+
+
+# -- the bundle and the stylesheet: once per page ---------------------------------------------------------
+
+def test_every_kind_carries_the_bundle_and_stylesheet_once(tmp_path):
+    from circuitlab import attribution, ffn, induction, patching
+    from circuitlab.metrics import LogitDiff
+    from circuitlab.render.bundle import raw_bundle
+
+    attn = random_model("attn_only", seed=1, n_ctx=24)
+    mlp = random_model("gpt2", seed=2, n_ctx=24)
+    toks = torch.randint(1, 50, (2, 10), generator=torch.Generator().manual_seed(0))
+    corrupted = toks.clone()
+    corrupted[:, 3] = 7
+    sub = ffn.sub_updates(mlp, toks, 1)
+    items = [
+        induction.find_induction_circuit(attn, seq_len=8, n_seqs=2),
+        patching.sweep(attn, toks, corrupted, LogitDiff(torch.tensor([5, 6]), torch.tensor([8, 9])), site="z",
+                       by=("layer", "head"), progress=False),
+        attribution.direct_logit_attribution(attn, toks, 5, wrong=8, by="head"),
+        attribution.logit_lens(attn, toks),
+        ffn.value_tokens(mlp, 1, [0, 1, 2], k=4),
+        sub, sub.promotes,
+        ffn.key_examples(mlp, toks, 1, 0, k=3, progress=False),
+    ]
+    bundle = raw_bundle()
+    # pieces from the start, middle and end of the bundle: any copy, however it was pasted, has all three
+    markers = [bundle[:200], bundle[len(bundle) // 2: len(bundle) // 2 + 200], bundle[-400:-200]]
+
+    def copies(page: str) -> list[int]:
+        return [page.count(m) for m in markers]
+
+    for item in items:  # stand-alone (Jupyter): one stylesheet, and the bundle once if anything mounts a view
+        html = item.to_html()
+        assert html.count("<style>") == 1, type(item).__name__
+        assert copies(html) == [1 if count_views(html) else 0] * 3, type(item).__name__
+    page = report(items, tmp_path / "all.html").read_text()
+    assert copies(page) == [1, 1, 1] and page.count("<style>") == 1
+    # the FFN command's report (sub-updates, value tokens, key examples)
+    page = report([sub, ffn.value_tokens(mlp, 1, 3, k=5), ffn.key_examples(mlp, toks, 1, 3, k=2, progress=False)],
+                  tmp_path / "ffn.html").read_text()
+    assert copies(page) == [1, 1, 1] and page.count("<style>") == 1

@@ -19,6 +19,7 @@ renderer for its kind. Anything :class:`Renderable` (a ``to_html()`` method) can
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from dataclasses import fields
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
@@ -53,6 +54,66 @@ def default_labels(axis: str, size: int) -> list[str]:
     """Labels for an axis that has no better ones: ``L0, L1, ...`` for layers, ``H0, ...`` for heads."""
     prefix = {"layer": "L", "head": "H", "pos": "", "neuron": "N", "batch": "b"}.get(axis, "")
     return [f"{prefix}{i}" for i in range(size)]
+
+
+def _bytes_label(data: bytes) -> str:
+    """Bytes as text where they decode as UTF-8, and ``<0xE2>``-style where they don't."""
+    out, i = [], 0
+    while i < len(data):
+        for j in range(min(len(data), i + 4), i, -1):  # the longest piece from i that decodes
+            try:
+                out.append(data[i:j].decode("utf-8"))
+                i = j
+                break
+            except UnicodeDecodeError:
+                continue
+        else:
+            out.append(f"<0x{data[i]:02X}>")
+            i += 1
+    return "".join(out)
+
+
+def _byte_level_decoder() -> dict[str, int]:
+    """GPT-2's byte-level BPE alphabet (one printable character per byte), inverted: character -> byte."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("\xa1"), ord("\xac") + 1)) + \
+        list(range(ord("\xae"), ord("\xff") + 1))
+    chars, n = list(printable), 0
+    for b in range(256):
+        if b not in printable:
+            printable.append(b)
+            chars.append(256 + n)
+            n += 1
+    return {chr(c): b for b, c in zip(printable, chars)}
+
+
+def token_strings(model: Any, ids: Any) -> list[str]:
+    """One readable label per token id: like ``model.to_str_tokens``, but a token that is not text on its own
+    (a byte piece of a multi-byte character, which decodes to U+FFFD) shows its bytes instead: ``"<0xE2>"``
+    from a SentencePiece vocabulary (Gemma, Llama), ``"<0xE2><0x80>"`` or ``" <0xE2>"`` from a byte-level BPE one
+    (GPT-2), or the raw vocabulary entry (``tokenizer.convert_ids_to_tokens``) otherwise.
+
+    ``model`` is a HookedTransformer (or anything with a ``tokenizer``) or a tokenizer; without a tokenizer
+    tokens are ``"#17"``-style ids. For labels of top-k tokens (what a neuron promotes), so that no two tokens
+    show as the same ``"\ufffd"``.
+    """
+    tok = getattr(model, "tokenizer", model)
+    flat = torch.as_tensor(ids).reshape(-1).tolist()
+    if tok is None:
+        return [f"#{i}" for i in flat]
+    strings = [str(s) for s in tok.batch_decode([[int(i)] for i in flat], clean_up_tokenization_spaces=False)]
+    bad = [n for n, s in enumerate(strings) if "\ufffd" in s]
+    if bad:
+        raw = tok.convert_ids_to_tokens([int(flat[n]) for n in bad])
+        byte_of = _byte_level_decoder()
+        for n, piece in zip(bad, raw):
+            piece = str(piece)
+            if re.fullmatch(r"(<0x[0-9A-Fa-f]{2}>)+", piece):  # SentencePiece byte fallback
+                strings[n] = piece.upper().replace("<0X", "<0x")
+            elif piece and all(c in byte_of for c in piece):  # byte-level BPE
+                strings[n] = _bytes_label(bytes(byte_of[c] for c in piece))
+            else:
+                strings[n] = piece
+    return strings
 
 
 @dataclass(repr=False)

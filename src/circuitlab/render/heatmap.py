@@ -2,63 +2,38 @@
 
 A heatmap is a ``<table>``: no JavaScript, so it shows in a report, in Jupyter, and in a notebook viewer alike.
 Every cell carries its exact value in a ``title`` (shown on hover) and ``data-value`` attribute; rows and
-columns are labelled from the result (token strings for positions). Colours are diverging and centred on
-zero: blue for positive, red for negative, white for zero, grey for NaN; a legend gives the scale.
+columns are labelled from the result (token strings for positions). Colours follow the result's scale
+(:mod:`circuitlab.render.scale`): diverging and centred on zero (blue positive, red negative) for signed values,
+sequential (white at zero to blue) for values that cannot be negative; grey for NaN; a legend gives the scale.
 """
 
 from __future__ import annotations
 
 import html
-import math
 from typing import TYPE_CHECKING, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
+from circuitlab.render.scale import LIGHT_TEXT, Scale, colour, scale_of
 from circuitlab.render.style import stylesheet
 
 if TYPE_CHECKING:
     from circuitlab.results import Result
 
-#: more columns than this and cells show colour only (the value stays on hover)
-COMPACT_COLUMNS = 24
+#: at most this many cells and each cell prints its value; more and cells show colour only (value on hover)
+MAX_NUMBERED_CELLS = 400
+#: more columns than this and cells show colour only, however few the rows (a page is only so wide)
+COMPACT_COLUMNS = 48
+#: column labels longer than this many characters are written vertically
+LONG_LABEL = 4
 #: at most this many panels for a result of three or more axes
 MAX_PANELS = 24
 #: axis-name pairs that mark the last two axes of a result as an attention pattern
 ATTENTION_AXES = {("dest", "src"), ("query", "key"), ("query_pos", "key_pos"), ("dest_pos", "src_pos")}
 
-_POS = (37, 99, 235)   # blue
-_NEG = (220, 38, 38)   # red
-_NAN = "#d4d4d4"
-
-
-def colour(v: float, vmax: float) -> str:
-    """The cell colour of ``v`` on a scale whose extremes are ``±vmax``: white at zero, blue up, red down."""
-    if v != v:  # NaN
-        return _NAN
-    if vmax <= 0 or not math.isfinite(vmax):
-        return "#ffffff"
-    t = max(-1.0, min(1.0, v / vmax))
-    end = _POS if t >= 0 else _NEG
-    a = abs(t)
-    r, g, b = (round(255 + (c - 255) * a) for c in end)
-    return f"#{r:02x}{g:02x}{b:02x}"
-
-
 _colour = colour  # the name earlier code used
-
-
-def _is_dark(v: float, vmax: float) -> bool:
-    return vmax > 0 and v == v and abs(v) / vmax > 0.6
-
-
-def _legend(vmax: float, fmt: str) -> str:
-    bar = (f"linear-gradient(to right, {colour(-vmax, vmax)}, #ffffff, {colour(vmax, vmax)})")
-    lo, hi = fmt.format(-vmax), fmt.format(vmax)
-    return (f"<div class='cl-legend'><span>{html.escape(lo)}</span>"
-            f"<span class='cl-legend-bar' style='background:{bar}'></span>"
-            f"<span>{html.escape(hi)}</span></div>")
 
 
 def heatmap_html(
@@ -70,6 +45,7 @@ def heatmap_html(
     title: str = "",
     fmt: str = "{:.3g}",
     vmax: float | None = None,
+    scale: str | Scale | None = None,
 ) -> str:
     """A 2-D heatmap as an HTML table.
 
@@ -82,8 +58,11 @@ def heatmap_html(
         fmt: how to print values in cells and the legend.
         vmax: the value that gets full colour (default: the largest absolute finite value), so several
             heatmaps can share one scale.
+        scale: ``"diverging"``, ``"sequential"``, a :class:`~circuitlab.render.scale.Scale`, or None to pick one
+            by the rule of :mod:`circuitlab.render.scale` (from the values and the title).
 
-    Each cell's ``title`` reads e.g. ``"layer L1, head H3: 0.8123"``.
+    Each cell's ``title`` reads e.g. ``"layer L1, head H3: 0.8123"``. Grids of at most
+    :data:`MAX_NUMBERED_CELLS` cells print each value in its cell, in black or white for contrast.
     """
     vals = values.detach().float().cpu()
     if vals.ndim == 1:
@@ -92,14 +71,13 @@ def heatmap_html(
     if len(row_labels) != n_rows or len(col_labels) != n_cols:
         raise ValueError(f"heatmap of shape {tuple(vals.shape)} got {len(row_labels)} row labels and "
                          f"{len(col_labels)} column labels; give one label per row and per column.")
-    if vmax is None:
-        finite = vals[torch.isfinite(vals)]
-        vmax = float(finite.abs().max()) if finite.numel() else 0.0
-    compact = n_cols > COMPACT_COLUMNS
-    long_cols = compact or max((len(str(c)) for c in col_labels), default=0) > 4
+    sc = scale if isinstance(scale, Scale) else Scale.for_values(vals, scale, title, vmax=vmax)
+    compact = n_rows * n_cols > MAX_NUMBERED_CELLS or n_cols > COMPACT_COLUMNS
+    long_cols = compact or max((len(str(c)) for c in col_labels), default=0) > LONG_LABEL
     col_class = "cl-col cl-colv" if long_cols else "cl-col"
 
-    out = [stylesheet(), f"<div class='cl-heatmap' data-rows='{n_rows}' data-cols='{n_cols}'>"]
+    out = [stylesheet(), f"<div class='cl-heatmap' data-rows='{n_rows}' data-cols='{n_cols}' "
+                         f"data-scale='{sc.kind}'>"]
     if title:
         out.append(f"<div class='cl-heatmap-title'>{html.escape(title)}</div>")
     out.append(f"<table class='cl-hm{' cl-compact' if compact else ''}'>")
@@ -112,14 +90,16 @@ def heatmap_html(
         for cl, v in zip(col_labels, row):
             where = ", ".join(f"{a} {lab}".strip() for a, lab in ((row_axis, rl), (col_axis, cl)) if (a or lab))
             tip = f"{where}: {v:.6g}" if where else f"{v:.6g}"
-            dark = " cl-dark" if _is_dark(v, vmax) else ""
+            ink = sc.text(v)
+            dark = " cl-dark" if ink == LIGHT_TEXT else ""
             cells.append(
                 f"<td class='cl-cell{dark}' title='{html.escape(tip, quote=True)}' data-value='{v:.6g}' "
-                f"style='background:{colour(v, vmax)}'>{'' if compact else html.escape(fmt.format(v))}</td>"
+                f"style='background:{sc.colour(v)};color:{ink}'>"
+                f"{'' if compact else html.escape(fmt.format(v))}</td>"
             )
         out.append(f"<tr><th class='cl-row'>{html.escape(str(rl))}</th>{''.join(cells)}</tr>")
     out.append("</tbody></table>")
-    out.append(_legend(vmax, fmt))
+    out.append(sc.legend(fmt))
     out.append("</div>")
     return "\n".join(s for s in out if s)
 
@@ -177,6 +157,7 @@ def result_html(result: "Result") -> str:
     when the last two axes are destination and source positions)."""
     vals = result.values.detach().float().cpu()
     axes = list(result.axes)
+    scale = Scale.for_values(vals, scale_of(result))  # one scale, shared by every panel
     out = [stylesheet(), "<div class='cl-block cl-result'>"] + _header(result)
     if vals.ndim == 0:
         out.append(f"<p class='cl-big'>{float(vals):.6g}</p>")
@@ -185,20 +166,19 @@ def result_html(result: "Result") -> str:
         if vals.ndim >= 2 and tuple(axes[-2:]) in ATTENTION_AXES:
             out.append(_attention_view(result))
         elif vals.ndim == 1:
-            out.append(heatmap_html(vals[None, :], [""], result.labels[axes[0]], "", axes[0]))
+            out.append(heatmap_html(vals[None, :], [""], result.labels[axes[0]], "", axes[0], scale=scale))
         elif vals.ndim == 2:
-            out.append(heatmap_html(vals, result.labels[axes[0]], result.labels[axes[1]], axes[0], axes[1]))
+            out.append(heatmap_html(vals, result.labels[axes[0]], result.labels[axes[1]], axes[0], axes[1],
+                                    scale=scale))
         else:
             # small multiples over the leading axes, one shared colour scale
-            finite = vals[torch.isfinite(vals)]
-            vmax = float(finite.abs().max()) if finite.numel() else 0.0
             lead = vals.shape[:-2]
             combos = torch.cartesian_prod(*[torch.arange(n) for n in lead]).reshape(-1, len(lead)).tolist()
             out.append("<div class='cl-heatmaps'>")
             for idx in combos[:MAX_PANELS]:
                 name = ", ".join(f"{a} {result.labels[a][i]}" for a, i in zip(axes[:-2], idx))
                 out.append(heatmap_html(vals[tuple(idx)], result.labels[axes[-2]], result.labels[axes[-1]],
-                                        axes[-2], axes[-1], title=name, vmax=vmax))
+                                        axes[-2], axes[-1], title=name, scale=scale))
             out.append("</div>")
             if len(combos) > MAX_PANELS:
                 out.append(f"<p class='cl-caption'>Showing {MAX_PANELS} of {len(combos)} panels; "

@@ -22,6 +22,7 @@ import torch
 
 from circuitlab.render.bundle import bundle_script, fragment_mode, in_fragment_mode
 from circuitlab.render.heatmap import result_html
+from circuitlab.render.scale import DIVERGING, scale_kind
 from circuitlab.render.style import stylesheet
 from circuitlab.render.views import attention_heads, colored_tokens, top_tokens_html, topk_tokens
 
@@ -39,25 +40,34 @@ def renders(class_name: str):
 
 
 def to_html(item: Any, **options: Any) -> str:
-    """The HTML fragment of a result, a bundle, or anything else with a registered renderer."""
+    """The HTML fragment of a result, a bundle, or anything else with a registered renderer.
+
+    Renderers always run in fragment mode, so nothing they build (however they nest helpers and views) carries
+    the stylesheet or circuitsvis's bundle; a stand-alone fragment (Jupyter) gets both here, once, and the bundle
+    only when the fragment mounts a view. Inside a report the page provides them.
+    """
     for cls in type(item).__mro__:
         if cls.__name__ in _RENDERERS:
-            return _RENDERERS[cls.__name__](item, **options)
-    raise TypeError(f"no renderer for {type(item).__name__}")  # pragma: no cover - Rendered covers all
+            renderer = _RENDERERS[cls.__name__]
+            break
+    else:  # pragma: no cover - Rendered covers all
+        raise TypeError(f"no renderer for {type(item).__name__}")
+    if in_fragment_mode():
+        return renderer(item, **options)
+    with fragment_mode():
+        body = renderer(item, **options)
+    head = [stylesheet()] + ([bundle_script()] if "CircuitsVis.render(" in body else [])
+    return "\n".join(head + [body])
 
 
 # -- building blocks ------------------------------------------------------------------------------------------
 
 def fragment(*parts: Any) -> str:
-    """HTML strings and views joined into one block.
-
-    A stand-alone fragment (Jupyter) carries circuitsvis's JavaScript bundle and the stylesheet once, however
-    many views it holds; inside a report (``fragment_mode``) it carries neither, since the page provides them.
-    """
-    head = [] if in_fragment_mode() else [stylesheet(), bundle_script()]
+    """HTML strings and views joined into one block, without the stylesheet or circuitsvis's bundle (which
+    :func:`to_html` adds once to a stand-alone fragment, and a report once to its page)."""
     with fragment_mode():
         body = [p if isinstance(p, str) else p.to_html() for p in parts if p is not None]
-    return "\n".join(head + ['<div class="cl-block">'] + body + ["</div>"])
+    return "\n".join(['<div class="cl-block">'] + body + ["</div>"])
 
 
 def heading(title: str, meta: str = "") -> str:
@@ -96,19 +106,35 @@ def _model_fact(obj: Any) -> str:
 renders("Result")(lambda result, **_: result_html(result))
 
 
+def token_chip_label(token: str, token_id: int | None = None) -> str:
+    """A token string for a chip: as is, unless it is U+FFFD (a byte piece decoded alone, which would look like
+    every other byte piece): then its id, ``"<#95>"``. Labels from :func:`circuitlab.results.token_strings`
+    carry the bytes themselves (``"<0xE2>"``) and pass through unchanged."""
+    if "\ufffd" in token and token_id is not None:
+        return f"<#{int(token_id)}>"
+    return token
+
+
+def _row_items(tt, index: Sequence[int], skip: set[int] = frozenset()) -> list[tuple[str, float]]:
+    """(label, value) chips of one row of a TopTokens, leaving out token ids in ``skip``."""
+    ids = tt.token_ids[tuple(index)].tolist()
+    return [(token_chip_label(tok, i), v) for tok, i, v in zip(tt.row_tokens(index), ids, tt.values[tuple(index)].tolist())
+            if i not in skip]
+
+
 @renders("TopTokens")
 def top_tokens(result, max_rows: int = 24, **_) -> str:
     """Ranked token chips, one row per index of the leading axes (the first ``max_rows``)."""
     lead = result.values.shape[:-1]
     index_rows = (torch.cartesian_prod(*[torch.arange(n) for n in lead]).reshape(-1, len(lead)).tolist()
                   if lead else [[]])
-    chips = {result.label_of(i) or "top": list(zip(result.row_tokens(i), result.values[tuple(i)].tolist()))
-             for i in index_rows[:max_rows]}
+    chips = {result.label_of(i) or "top": _row_items(result, i) for i in index_rows[:max_rows]}
     more = f" (first {max_rows} of {len(index_rows)} rows)" if len(index_rows) > max_rows else ""
     facts = " · ".join(f"{k}: {v}" for k, v in (("metric", result.metric), ("model", result.model),
                                                     ("task", result.task)) if v)
     return fragment(heading((result.title or "Top tokens") + more, facts),
-                    top_tokens_html(chips, value_name=result.metric or "value"))
+                    top_tokens_html(chips, value_name=result.metric or "value",
+                                    scale=scale_kind(result.values, result.metric, result.title, meta=result.meta)))
 
 
 @renders("Bundle")
@@ -122,22 +148,29 @@ def bundle(item, **_) -> str:
 
 @renders("ValueTokens")
 def value_tokens(vt, max_neurons: int = 20, **_) -> str:
-    """Promoted and suppressed tokens per neuron: ranked token chips, and a circuitsvis strip by score."""
+    """Promoted and suppressed tokens per neuron, one chip per token (whitespace made visible), shaded by score.
+
+    With a small vocabulary (``k`` over half of it) the most suppressed tokens would include promoted ones: a
+    token is listed once, under whichever end it ranks nearer.
+    """
     shown = list(enumerate(vt.neurons[:max_neurons]))
     up, down = vt.promoted, vt.suppressed
     chips = {}
     for r, n in shown:
-        chips[f"L{vt.layer} N{n} +"] = list(zip(up.tokens[r], up.values[r].tolist()))
-        chips[f"L{vt.layer} N{n} \u2212"] = list(zip(down.tokens[r], down.values[r].tolist()))
+        top, bottom = up.token_ids[r].tolist(), down.token_ids[r].tolist()
+        overlap = set(top) & set(bottom)
+        # a token in both lists goes to the end it is nearer: promoted if its rank there is no worse
+        to_top = {i for i in overlap if top.index(i) <= bottom.index(i)}
+        chips[f"L{vt.layer} N{n} +"] = _row_items(up, [r], skip=overlap - to_top)
+        chips[f"L{vt.layer} N{n} \u2212"] = _row_items(down, [r], skip=to_top)
     proj = "center(w_ln * W_U)" if vt.through_norm else "W_U"
     note = f" (first {max_neurons} of {len(vt.neurons)})" if len(vt.neurons) > max_neurons else ""
     return fragment(
         heading(f"Value vectors of MLP layer {vt.layer}: tokens promoted and suppressed{note}",
                 f"score = W_out[neuron] @ {proj}{_model_fact(vt)}"),
-        top_tokens_html(chips, value_name="score"),
-        colored_rows([(f"N{n}", up.tokens[r] + down.tokens[r][::-1],
-                       up.values[r].tolist() + down.values[r].flip(0).tolist()) for r, n in shown],
-                     caption="Each neuron's most promoted tokens, then its most suppressed, coloured by score."),
+        top_tokens_html(chips, value_name="score", scale=DIVERGING,
+                        caption="Each neuron's most promoted tokens (+, best first), then its most suppressed "
+                                "(\u2212, most suppressed first). \u00b7 is a space, \u23ce a newline."),
     )
 
 
@@ -149,9 +182,8 @@ def sub_updates(su, prompt: int = 0, **_) -> str:
     rows = [(j + 1, f"N{n}", f"{float(su.coefficients.values[prompt, n]):.3g}",
              f"{float(su.score.values[prompt, n]):.3g}", ", ".join(map(repr, su.promotes.tokens[prompt][j])))
             for j, n in enumerate(neurons)]
-    chips = top_tokens_html({f"#{j + 1} N{n}": list(zip(su.promotes.tokens[prompt][j],
-                                                         su.promotes.values[prompt, j].tolist()))
-                             for j, n in enumerate(neurons)}, value_name="logit effect")
+    chips = top_tokens_html({f"#{j + 1} N{n}": _row_items(su.promotes, [prompt, j]) for j, n in enumerate(neurons)},
+                            value_name="logit effect", scale=DIVERGING)
     where = None
     if su.prompt_strings and su.top_activations is not None:
         where = topk_tokens([su.prompt_strings[prompt]], [su.top_activations.values[prompt][None]],

@@ -145,10 +145,24 @@ class _Builder:
     def __init__(self) -> None:
         self.contents: list[tuple[int, str, str]] = []  # (depth, anchor, title)
         self.models: list[str] = []
+        self.titles: dict[str, int] = {}  # section title -> how many sections use it so far
+
+    def _unique(self, title: str) -> str:
+        """``title``, or ``"title (2)"``, ``"title (3)"``... when an earlier section has it: no two sections (and no
+        two entries of the contents) share a title."""
+        n = self.titles.get(title, 0) + 1
+        self.titles[title] = n
+        shown = title if n == 1 else f"{title} ({n})"
+        while n > 1 and shown in self.titles:  # "X (2)" written out by someone else already
+            n += 1
+            shown = f"{title} ({n})"
+        if shown != title:
+            self.titles[shown] = 1
+        return shown
 
     def _anchor(self, title: str) -> str:
         slug = re.sub(r"[^a-z0-9]+", "-", title.lower()).strip("-")[:40] or "section"
-        return f"s{len(self.contents) + 1}-{slug}"
+        return f"s{len(self.contents) + 1}-{slug}"  # the running number keeps anchors unique
 
     def section(self, item: Any, depth: int) -> str:
         model = getattr(item, "model", None)
@@ -158,7 +172,7 @@ class _Builder:
             return _item_fragment(item)
         level = min(2 + depth, 4)
         if isinstance(item, Section):
-            title = item.title
+            title = self._unique(item.title)
             anchor = self._anchor(title)
             self.contents.append((depth, anchor, title))
             body = [_paragraphs(item.text)] if item.text else []
@@ -166,10 +180,11 @@ class _Builder:
             inner = "\n".join(body)
         else:
             fragment = _item_fragment(item)
-            title = _item_title(item, fragment)
+            own = _item_title(item, fragment)
+            title = self._unique(own)
             anchor = self._anchor(title)
             self.contents.append((depth, anchor, title))
-            inner = _meta_line(item, fragment) + _drop_heading(fragment, title)
+            inner = _meta_line(item, fragment) + _drop_heading(fragment, own)
         return (f"<section class='cl-section' id='{anchor}'>\n<h{level}>{html.escape(title)}</h{level}>\n"
                 f"{inner}\n</section>")
 
@@ -190,6 +205,32 @@ class _Builder:
         return "".join(out)
 
 
+_HEADING = re.compile(r"<h([2-4])([^>]*)>(.*?)</h\1>", flags=re.S | re.I)
+_SECTION_HEADING = re.compile(r"<section class='cl-section' id='[^']*'>\n$")
+
+
+def _distinct_headings(body: str) -> str:
+    """``body`` with every heading distinct: a heading inside an item that repeats an earlier one (two results
+    titled alike, in one bundle or in two) gets ``" (2)"``, ``" (3)"``... Section headings are distinct already
+    (the builder numbers them the same way) and keep their text, so the contents still match them."""
+    seen: dict[str, int] = {}
+    out, last = [], 0
+    for m in _HEADING.finditer(body):
+        text = _plain(m.group(3))
+        seen[text] = seen.get(text, 0) + 1
+        is_section = bool(_SECTION_HEADING.search(body[max(0, m.start() - 200):m.start()]))
+        if seen[text] > 1 and not is_section:
+            n = seen[text]
+            while f"{text} ({n})" in seen:
+                n += 1
+            seen[f"{text} ({n})"] = 1
+            out.append(body[last:m.start()])
+            out.append(f"<h{m.group(1)}{m.group(2)}>{m.group(3)} ({n})</h{m.group(1)}>")
+            last = m.end()
+    out.append(body[last:])
+    return "".join(out)
+
+
 def count_views(page: str) -> int:
     """How many circuitsvis views a page mounts."""
     return len(re.findall(r"CircuitsVis\.render\(", page))
@@ -207,7 +248,7 @@ def report_html(items: Sequence[Any], *, title: str = "circuitlab report", intro
     builder = _Builder()
     with fragment_mode():
         body = "\n".join(builder.section(item, 0) for item in items)
-    body = strip_bundles(body)
+    body = _distinct_headings(strip_bundles(body))
     n_views = count_views(body)
 
     import circuitlab

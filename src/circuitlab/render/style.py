@@ -18,8 +18,11 @@ table.cl-hm th { font-weight: normal; color: #333; padding: 1px 4px; white-space
 table.cl-hm th.cl-row { text-align: right; }
 table.cl-hm th.cl-colv { writing-mode: vertical-rl; transform: rotate(180deg); text-align: left; padding: 4px 1px; }
 table.cl-hm th.cl-corner { color: #777; font-style: italic; text-align: right; }
-table.cl-hm td.cl-cell { padding: 2px 4px; text-align: right; min-width: 1.6em; height: 1.4em; }
-table.cl-hm.cl-compact td.cl-cell { padding: 0; min-width: 14px; width: 14px; height: 14px; font-size: 0; }
+/* cells big enough to read: numbered cells fit a 4-digit value; colour-only (compact) cells stay >= 18 px */
+table.cl-hm td.cl-cell { padding: 3px 5px; text-align: center; min-width: 3.2em; height: 1.9em;
+                         color: #000; font-variant-numeric: tabular-nums; white-space: nowrap; }
+table.cl-hm.cl-compact td.cl-cell { padding: 0; min-width: 18px; width: 18px; height: 18px; font-size: 0; }
+table.cl-hm th.cl-col { font-size: 11px; }
 table.cl-hm td.cl-cell:hover { outline: 2px solid #111; outline-offset: -1px; }
 table.cl-hm td.cl-dark { color: #fff; }
 .cl-legend { display: flex; align-items: center; gap: 0.4em; font: 10px ui-monospace, monospace; color: #444;

@@ -247,7 +247,8 @@ def topk_tokens(
     Args:
         tokens: token strings of each prompt.
         activations: per prompt, ``[layer, pos, neuron]`` activations.
-        k: how many top and bottom tokens to list.
+        k: how many top and bottom tokens to list. A prompt of fewer than ``2 k`` tokens splits its ranking
+            between top and bottom (the larger half on top), so no token is listed under both.
         unit: what the last axis counts ("Neuron", "Head", ...).
     """
     if len(tokens) != len(activations):
@@ -258,9 +259,12 @@ def topk_tokens(
         if acts.ndim != 3:
             raise InputError(f"each activation tensor must be [layer, pos, neuron]; got {tuple(acts.shape)}.")
         toks.append(_check_tokens(t, acts.shape[1], "an activation tensor"))
-        kk = min(k, acts.shape[1])
-        top = acts.topk(kk, dim=1)
-        bottom = acts.topk(kk, dim=1, largest=False)  # most negative first
+        n_pos = acts.shape[1]
+        # each position once: with k over half the positions, top and bottom split the ranking between them
+        k_top = min(k, (n_pos + 1) // 2) if 2 * k > n_pos else k
+        k_bottom = min(k, n_pos - k_top)
+        top = acts.topk(k_top, dim=1)
+        bottom = acts.topk(k_bottom, dim=1, largest=False)  # most negative first
         top_vals.append(top.values)
         top_idx.append(top.indices)
         # the component lists bottom-k in ascending order of "how far from the top": reverse ours
@@ -279,21 +283,25 @@ def top_tokens_html(
     title: str = "",
     caption: str = "",
     value_name: str = "value",
+    scale: str | None = None,
 ) -> str:
     """A table of ranked tokens per row, e.g. the vocabulary a neuron's value vector promotes.
 
     Args:
         rows: ``{row label: [(token string, value), ...]}``, best first.
-        value_name: what the values are (shown on hover).
+        value_name: what the values are (shown on hover; it also picks the colour scale, see below).
+        scale: ``"diverging"`` or ``"sequential"``; default by the rule of :mod:`circuitlab.render.scale`
+            from the values and ``value_name``.
 
-    Plain HTML (no JavaScript): each token is a chip shaded by its value, with the exact value on hover.
+    Plain HTML (no JavaScript): each token is its own chip, shaded by its value, with its spaces and newlines
+    made visible (``' the'`` shows as ``·the``) and the exact string and value on hover.
     """
-    from circuitlab.render.heatmap import colour
+    from circuitlab.render.scale import Scale
 
-    vals = [abs(v) for items in rows.values() for _, v in items if v == v]
-    vmax = max(vals) if vals else 0.0
+    flat = [v for items in rows.values() for _, v in items]
+    sc = Scale.for_values(torch.tensor(flat, dtype=torch.float32), scale, value_name)
     out = [] if in_fragment_mode() else [stylesheet()]
-    out.append('<div class="cl-block cl-toptokens">')
+    out.append(f'<div class="cl-block cl-toptokens" data-scale="{sc.kind}">')
     if title:
         out.append(f"<h3>{html.escape(title)}</h3>")
     if caption:
@@ -301,8 +309,8 @@ def top_tokens_html(
     out.append("<table class='cl-table'>")
     for label, items in rows.items():
         chips = "".join(
-            f"<span class='cl-chip' style='background:{colour(v, vmax)}' "
-            f"title='{html.escape(f'{tok!r}: {value_name} {v:.4g}', quote=True)}'>{html.escape(_visible(tok))}</span>"
+            f"<span class='cl-chip' style='background:{sc.colour(v)};color:{sc.text(v)}' "
+            f"title='{html.escape(f'{tok!r}: {value_name} {v:.4g}', quote=True)}'>{html.escape(visible(tok))}</span>"
             for tok, v in items
         )
         out.append(f"<tr><th>{html.escape(str(label))}</th><td>{chips}</td></tr>")
@@ -310,6 +318,16 @@ def top_tokens_html(
     return "\n".join(out)
 
 
-def _visible(token: str) -> str:
-    """A token string with its spaces and newlines made visible (``' the'`` -> ``'·the'``)."""
-    return token.replace(" ", "·").replace("\n", "⏎") or "∅"
+#: how whitespace and invisible characters show in a token chip
+_VISIBLE = {" ": "\u00b7", "\n": "\u23ce", "\t": "\u21e5", "\r": "\u240d", "\u00a0": "\u237d"}
+
+
+def visible(token: str) -> str:
+    """A token string with its whitespace and invisible characters made visible: ``' the'`` -> ``'·the'``,
+    ``'\\n'`` -> ``'⏎'``, a control character -> ``'<U+000B>'``, the empty string -> ``'∅'``."""
+    if not token:
+        return "\u2205"
+    return "".join(_VISIBLE.get(c) or (c if c.isprintable() else f"<U+{ord(c):04X}>") for c in token)
+
+
+_visible = visible  # the name earlier code used
