@@ -308,8 +308,8 @@ def test_every_analysis_result_renders_in_one_report(tmp_path):
         ffn.key_examples(mlp, toks, 1, 0, k=3, progress=False),
     ]
     page = report(items, tmp_path / "all.html").read_text()
-    # attention patterns, the sub-updates' firing table and the key-example strip (value tokens are chips)
-    assert count_views(page) == 3
+    # attention patterns, the value-token strip, the sub-updates' firing table and the key-example strip
+    assert count_views(page) == 4
     assert count_bundles(page) == 1
     assert external_references(page) == []
     assert page.count("<section class='cl-section'") == len(items)
@@ -504,8 +504,6 @@ def test_value_tokens_are_separate_chips_with_visible_whitespace():
     model = cl.load_model("zoo/toy-lm")
     vt = ffn.value_tokens(model, 1, [0, 5, 9], k=8)
     html = vt.to_html()
-    # no circuitsvis strip that runs the tokens together; one chip per token instead
-    assert count_views(html) == 0
     rows = _chips(html)
     assert len(rows) == 6 and all(len(r) == 8 for r in rows)
     strings = [t for n in range(3) for t in vt.promoted.tokens[n] + vt.suppressed.tokens[n]]
@@ -514,6 +512,19 @@ def test_value_tokens_are_separate_chips_with_visible_whitespace():
         assert " " not in text and "\n" not in text and text  # whitespace is visible
         if s.startswith(" ") and "\ufffd" not in s:
             assert text == "\u00b7" + s[1:].replace(" ", "\u00b7")
+    # the coloured strip: per neuron, its tokens with whitespace made visible, never two tokens run together
+    (strip,) = [_view_props(sc) for sc in parse(html).scripts if "CircuitsVis.render(" in sc]
+    tokens, values = strip["tokens"], strip["values"]
+    starts = [i for i, t in enumerate(tokens) if t.startswith(" \u2016 N")]
+    assert len(starts) == 3
+    for k, (a, b) in enumerate(zip(starts, starts[1:] + [len(tokens)])):
+        row = tokens[a + 1:b]
+        assert len(row) == 2 * 16 - 1
+        gaps, toks = row[1::2], row[0::2]
+        assert all(g.strip() == "" and values[a + 1 + 2 * i + 1] == 0 for i, g in enumerate(gaps))
+        assert all(t.strip() == t and " " not in t and "\n" not in t and t for t in toks)
+        # promoted best first, then suppressed from least to most: the same labels as the chips
+        assert toks == [t for t, _ in rows[2 * k]] + [t for t, _ in rows[2 * k + 1]][::-1]
 
 
 def test_byte_tokens_show_their_bytes_not_the_replacement_character():

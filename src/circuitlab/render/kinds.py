@@ -24,7 +24,7 @@ from circuitlab.render.bundle import bundle_script, fragment_mode, in_fragment_m
 from circuitlab.render.heatmap import result_html
 from circuitlab.render.scale import DIVERGING, scale_kind
 from circuitlab.render.style import stylesheet
-from circuitlab.render.views import attention_heads, colored_tokens, top_tokens_html, topk_tokens
+from circuitlab.render.views import attention_heads, colored_tokens, top_tokens_html, topk_tokens, visible
 
 _RENDERERS: dict[str, Callable[..., str]] = {}
 
@@ -85,15 +85,28 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(out)
 
 
-def colored_rows(rows: Sequence[tuple[str, list[str], Sequence[float]]], caption: str = ""):
-    """Labelled rows of tokens as ONE circuitsvis ``ColoredTokens`` view; each row opens with a label token."""
+#: what separates the tokens of a list (not a text) in a ``ColoredTokens`` strip: a blank, uncoloured token
+SPACER = "\u2002"
+
+
+def colored_rows(rows: Sequence[tuple[str, list[str], Sequence[float]]], caption: str = "", spaced: bool = False):
+    """Labelled rows of tokens as ONE circuitsvis ``ColoredTokens`` view; each row opens with a label token.
+
+    A row of text (a context) runs its tokens together, as the text reads. With ``spaced``, the tokens are a list
+    (ranked tokens, not text): each shows with its whitespace made visible (``' the'`` as ``·the``) and a blank,
+    uncoloured :data:`SPACER` between neighbours, so each reads as a chip of its own.
+    """
     tokens: list[str] = []
     values: list[float] = []
     for label, toks, vals in rows:
         tokens.append(f" \u2016 {label}: ")
         values.append(0.0)
-        tokens.extend(toks)
-        values.extend(float(v) for v in vals)
+        for j, (t, v) in enumerate(zip(toks, vals)):
+            if spaced and j:
+                tokens.append(SPACER)
+                values.append(0.0)
+            tokens.append(visible(t) if spaced else t)
+            values.append(float(v))
     return colored_tokens(tokens, torch.tensor(values), caption=caption)
 
 
@@ -165,12 +178,19 @@ def value_tokens(vt, max_neurons: int = 20, **_) -> str:
         chips[f"L{vt.layer} N{n} \u2212"] = _row_items(down, [r], skip=to_top)
     proj = "center(w_ln * W_U)" if vt.through_norm else "W_U"
     note = f" (first {max_neurons} of {len(vt.neurons)})" if len(vt.neurons) > max_neurons else ""
+    strip = []
+    for r, n in shown:  # promoted best first, then suppressed from the least to the most suppressed
+        items = chips[f"L{vt.layer} N{n} +"] + chips[f"L{vt.layer} N{n} \u2212"][::-1]
+        strip.append((f"N{n}", [t for t, _ in items], [v for _, v in items]))
     return fragment(
         heading(f"Value vectors of MLP layer {vt.layer}: tokens promoted and suppressed{note}",
                 f"score = W_out[neuron] @ {proj}{_model_fact(vt)}"),
         top_tokens_html(chips, value_name="score", scale=DIVERGING,
                         caption="Each neuron's most promoted tokens (+, best first), then its most suppressed "
                                 "(\u2212, most suppressed first). \u00b7 is a space, \u23ce a newline."),
+        colored_rows(strip, spaced=True,
+                     caption="Each neuron's most promoted tokens, then its most suppressed, coloured by score "
+                             "(hover for it)."),
     )
 
 
