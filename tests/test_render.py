@@ -553,6 +553,13 @@ def test_byte_tokens_show_their_bytes_not_the_replacement_character():
     shown = [text for r in _chips(tt.to_html()) for text, _ in r]
     assert len(shown) == 6 and len(set(shown)) == 6 and not any("\ufffd" in t for t in shown)
 
+    # the sub-updates' table and chips too
+    from circuitlab import ffn
+
+    su = ffn.sub_updates(model, "The cat sat on the", 1, k=3)
+    su.promotes.tokens[0][0][0] = "\ufffd"  # as core.str_tokens labels a byte token
+    assert "\ufffd" not in su.to_html()
+
 
 # -- legibility: top and bottom never list the same item ------------------------------------------------
 

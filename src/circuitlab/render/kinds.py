@@ -200,7 +200,8 @@ def sub_updates(su, prompt: int = 0, **_) -> str:
     ranked = "effect on the token" if su.effect is not None else "|m| * ||value||"
     neurons = su.top_neurons[prompt].tolist()
     rows = [(j + 1, f"N{n}", f"{float(su.coefficients.values[prompt, n]):.3g}",
-             f"{float(su.score.values[prompt, n]):.3g}", ", ".join(map(repr, su.promotes.tokens[prompt][j])))
+             f"{float(su.score.values[prompt, n]):.3g}",
+             ", ".join(repr(t) for t, _ in _row_items(su.promotes, [prompt, j])))
             for j, n in enumerate(neurons)]
     chips = top_tokens_html({f"#{j + 1} N{n}": _row_items(su.promotes, [prompt, j]) for j, n in enumerate(neurons)},
                             value_name="logit effect", scale=DIVERGING)
