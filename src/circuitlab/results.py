@@ -13,6 +13,9 @@ The result contract, for every analysis:
 - several of these together is a :class:`Bundle`: a small dataclass whose fields are results (and a little plain
   data), which renders, converts to a DataFrame and prints without code of its own.
 
+Token labels for top-k tokens come from :func:`token_strings`, which shows a byte token by its bytes
+(``"<0xE2>"``) where decoding it alone would give U+FFFD.
+
 Nothing here writes HTML: ``to_html()`` hands the object to :func:`circuitlab.render.to_html`, which picks the
 renderer for its kind. Anything :class:`Renderable` (a ``to_html()`` method) can go into a report.
 """

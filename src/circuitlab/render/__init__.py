@@ -7,6 +7,10 @@
 - :func:`to_html`: the HTML of any result or analysis bundle, by its kind (:mod:`circuitlab.render.kinds`);
 - :func:`report`: one self-contained HTML file from any mix of results, views, sections and text.
 
+Colours follow one rule, in :mod:`circuitlab.render.scale`: a sequential scale (white at 0 to blue) for values
+that cannot be negative (scores, losses, probabilities), a diverging one centred on 0 for signed values (logit
+differences, attributions, patching effects).
+
 All of circuitlab's HTML is written in this package; analysis modules return results and never build HTML.
 """
 

@@ -175,7 +175,8 @@ def attention_patterns(model, tokens, layers: Sequence[int] | None = None, batch
         layers: which layers to show.
         batch_index: which prompt of a batch to show.
     """
-    from circuitlab.core import str_tokens, to_tokens
+    from circuitlab.core import to_tokens
+    from circuitlab.results import token_strings
 
     toks = to_tokens(model, tokens)
     layers = list(range(model.cfg.n_layers)) if layers is None else list(layers)
@@ -184,7 +185,7 @@ def attention_patterns(model, tokens, layers: Sequence[int] | None = None, batch
         _, cache = model.run_with_cache(toks[batch_index: batch_index + 1], names_filter=lambda n: n in names)
     pattern = torch.cat([cache[n][0] for n in names])  # [layer*head, dest, src]
     head_names = [f"L{layer}H{h}" for layer in layers for h in range(model.cfg.n_heads)]
-    return attention_heads(pattern, str_tokens(model, toks[batch_index]), head_names, title=title,
+    return attention_heads(pattern, token_strings(model, toks[batch_index]), head_names, title=title,
                            caption="Attention from each destination token (row) to each source token (column).",
                            model=model.cfg.model_name, task=task)
 
