@@ -42,7 +42,7 @@ from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, c
                              final_residual, model_name, output_norm, output_norm_scale_hook, position_labels,
                              readout_directions, str_tokens, through_output_norm, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
-from circuitlab.results import Bundle, Result, TopTokens
+from circuitlab.results import Bundle, Result, TopTokens, token_strings
 
 __all__ = ["DLAResult", "LogitLens", "direct_logit_attribution", "logit_lens"]
 
@@ -476,7 +476,7 @@ def logit_lens(
                            **common),
         answer_rank=Result(a_rank.T.contiguous().float(), title=f"Logit lens: rank of {what} (1 = top)",
                            metric="rank", **common),
-        top=TopTokens.from_scores(probs, k, lambda ids: str_tokens(model, ids), axes=("layer", "batch", "rank"),
+        top=TopTokens.from_scores(probs, k, lambda ids: token_strings(model, ids), axes=("layer", "batch", "rank"),
                                   labels={"layer": layer_labels}, title="Logit lens: top tokens after each layer",
                                   metric="probability", model=model_name(model), task=task),
         norm=norm,

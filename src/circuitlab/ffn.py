@@ -41,7 +41,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, ans
                              output_norm, output_norm_scale_hook, progress_bar, row_bytes, str_tokens, to_tokens,
                              unembed_matrix)
 from circuitlab.errors import InputError
-from circuitlab.results import Bundle, Result, TopTokens
+from circuitlab.results import Bundle, Result, TopTokens, token_strings
 
 __all__ = ["SubUpdates", "ValueTokens", "KeyExamples", "KeyExample", "sub_updates", "value_tokens", "key_examples"]
 
@@ -95,7 +95,7 @@ def value_tokens(
     proj = "center(w_ln * W_U)" if through_norm else "W_U"
     if output_norm(model, layer, "mlp") is not None:
         proj = f"(w_post * {proj})"
-    common = dict(k=k, strings=lambda ids: str_tokens(model, ids), axes=("neuron", "rank"),
+    common = dict(k=k, strings=lambda ids: token_strings(model, ids), axes=("neuron", "rank"),
                   labels={"neuron": [f"N{n}" for n in neurons]}, metric=f"W_out[neuron] @ {proj}",
                   model=model_name(model), task=f"MLP layer {layer} value vectors", meta={"layer": layer})
     return ValueTokens(
@@ -234,7 +234,7 @@ def sub_updates(
     # the tokens each top sub-update promotes: largest entries of m_i * (W_out[i] @ U)
     proj = m_eff.gather(1, top_n)[..., None] * (W_out[top_n] @ U)  # [batch, k, d_vocab]
     ranks = {"sub_update": [f"#{j + 1}" for j in range(kk)]}
-    promotes = TopTokens.from_scores(proj, n_tokens, lambda ids: str_tokens(model, ids),
+    promotes = TopTokens.from_scores(proj, n_tokens, lambda ids: token_strings(model, ids),
                                      axes=("batch", "sub_update", "rank"), labels=ranks,
                                      title=f"Tokens each top sub-update of MLP L{layer} promotes",
                                      metric="logit effect m_i * W_out[i] @ u_t", model=model_name(model), task=task)
