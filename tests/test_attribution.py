@@ -278,3 +278,19 @@ def test_logit_lens_answer_rank_and_top_tokens():
     df = lens.to_dataframe()
     assert len(df) == 3 * BATCH and set(df.columns) >= {"layer", "answer_prob", "answer_rank", "top_tokens"}
     assert "<table" in lens.to_html()
+
+
+def test_prompts_in_batches_under_max_memory_give_the_same_numbers(arch_model):
+    """With max_memory=1 every prompt runs alone; each prompt's attribution and lens are its own, so nothing
+    may change (the whole batch at once is the reference)."""
+    _, model = arch_model
+    toks = torch.randint(1, model.cfg.d_vocab, (4, 7), generator=torch.Generator().manual_seed(5))
+    for by in ("head", "layer", "component", "position"):
+        whole = direct_logit_attribution(model, toks, [3, 4, 5, 6], wrong=[7, 8, 9, 10], by=by, pos=-2)
+        alone = direct_logit_attribution(model, toks, [3, 4, 5, 6], wrong=[7, 8, 9, 10], by=by, pos=-2, max_memory=1)
+        torch.testing.assert_close(whole.per_prompt, alone.per_prompt, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(whole.model_logit, alone.model_logit, atol=1e-5, rtol=1e-5)
+    for norm in ("own", "frozen"):
+        whole, alone = logit_lens(model, toks, norm=norm), logit_lens(model, toks, norm=norm, max_memory=1)
+        torch.testing.assert_close(whole.logits, alone.logits, atol=1e-5, rtol=1e-5)
+        assert whole.top.tokens == alone.top.tokens

@@ -37,10 +37,11 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (Answer, ModelLike, Prompts, answer_ids, as_model, check_count, check_distinct_answers, check_finite,
-                             check_layer, check_pos, final_norm, final_norm_bias, final_norm_kind, final_norm_weight,
-                             final_residual, model_name, output_norm, output_norm_scale_hook, position_labels,
-                             readout_directions, str_tokens, through_output_norm, to_tokens, token_label)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count,
+                             check_distinct_answers, check_finite, check_layer, check_max_memory, check_pos,
+                             final_norm, final_norm_bias, final_norm_kind, final_norm_weight, final_residual,
+                             model_name, output_norm, output_norm_scale_hook, position_labels, readout_directions,
+                             row_bytes, row_chunks, str_tokens, through_output_norm, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
 
@@ -111,6 +112,7 @@ def direct_logit_attribution(
     by: By = "head",
     pos: int = -1,
     layer: Optional[int] = None,
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> DLAResult:
     """The direct effect of each component on the answer's logit (or on ``answer - wrong``) at ``pos``.
 
@@ -135,6 +137,7 @@ def direct_logit_attribution(
               the values sum to the model's logit (difference).
         pos: the position whose prediction is attributed (default: the last).
         layer: only for ``by="neuron"``.
+        max_memory: rough bound in bytes on the activations held at once: prompts run in batches that fit it.
 
     Returns:
         a :class:`DLAResult`.
@@ -174,10 +177,29 @@ def direct_logit_attribution(
         # the final norm's bias is added after normalising: it meets W_U directly (no weight, no scale)
         const = const + direction @ b_final
 
-    # One forward pass, caching only the activations this split reads. Causal attention: positions after `p`
-    # cannot affect it, so they are dropped; the unembedding is applied to the answer columns only.
+    # One forward pass per batch of prompts that fits max_memory, caching only the activations this split reads.
+    # Causal attention: positions after `p` cannot affect it, so they are dropped; the unembedding is applied to
+    # the answer columns only. Every prompt's attribution is its own, so the batches' rows are concatenated.
     run_toks = toks[:, : p + 1]
     needed = _needed_hooks(model, by)
+    parts = []
+    n = p + 1  # a prompt's forward pass plus the activations cached for the split, every layer
+    cached = 4 * n * cfg.n_layers * ((cfg.d_mlp or 0) + cfg.n_heads * (cfg.d_head + n) + 2 * cfg.d_model)
+    for rows in row_chunks(batch, row_bytes(model, n) + cached, check_max_memory(max_memory)):
+        parts.append(_attribute_prompts(model, run_toks[rows], p, direction[rows], const[rows], ans[rows],
+                                        None if wrg is None else wrg[rows], by, layer, needed))
+    per_prompt = torch.cat([part[0] for part in parts])
+    model_logit = torch.cat([part[1] for part in parts])
+    axes, labels = parts[0][2], parts[0][3]
+    return _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, model_logit)
+
+
+def _attribute_prompts(model, run_toks, p, direction, const, ans, wrg, by, layer, needed):
+    """:func:`direct_logit_attribution` for one batch of prompts: per-prompt values, the model's own logit
+    (difference), axis names and labels."""
+    cfg = model.cfg
+    W_U, b_U = model.W_U.detach(), model.b_U.detach()
+    # one forward pass, caching only the activations this split reads
     with torch.no_grad():
         resid, cache = final_residual(model, run_toks, names=needed)
         resid = resid[:, p]  # the final residual stream at p, [batch, d_model]
@@ -203,7 +225,7 @@ def direct_logit_attribution(
         d_eff = d_eff / scale  # [batch, 1]
 
     per_prompt, axes, labels = _attribute(model, cache, run_toks, p, d_eff, const, by, layer)
-    return _make_result(model, toks, p, ans, wrg, by, layer, per_prompt, axes, labels, model_logit.detach())
+    return per_prompt, model_logit.detach(), axes, labels
 
 
 def _needed_hooks(model: HookedTransformer, by: str) -> set[str]:
@@ -404,6 +426,7 @@ def logit_lens(
     pos: int = -1,
     k: int = 5,
     norm: Literal["own", "frozen"] = "own",
+    max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> LogitLens:
     """The logit lens: unembed the accumulated residual stream after every layer.
 
@@ -421,6 +444,7 @@ def logit_lens(
             the final residual's scale instead, which makes the lens linear, so consecutive differences are
             exactly the direct logit attributions of each layer (``by="layer"``, summed). The two agree at
             the last layer, where both equal the model's logits.
+        max_memory: rough bound in bytes on the activations held at once: prompts run in batches that fit it.
 
     Returns:
         a :class:`LogitLens`.
@@ -437,23 +461,30 @@ def logit_lens(
     has_norm = final_norm_kind(model) != "none"
     if has_norm:
         names.add("ln_final.hook_scale")
-    with torch.no_grad():  # positions after p cannot affect p (causal attention)
-        model_logits, cache = model.run_with_cache(toks[:, : p + 1], names_filter=lambda n: n in names)
-        resid = torch.stack([cache[get_act_name("resid_pre", l)][:, p] for l in range(L)]
-                            + [cache[get_act_name("resid_post", L - 1)][:, p]])  # [layer, batch, d_model]
-        if norm == "own" or not has_norm:
-            normed = final_norm(model, resid)
-        else:
-            scale = cache["ln_final.hook_scale"][:, p]  # [batch, 1]
-            x = resid - resid.mean(-1, keepdim=True) if final_norm_kind(model) == "ln" else resid
-            x = x / scale
-            w, b = final_norm_weight(model), final_norm_bias(model)
-            normed = (x * w if w is not None else x) + (b if b is not None else 0.0)
-        lens = normed @ model.W_U.detach() + model.b_U.detach()  # [layer, batch, d_vocab]
+    # batches of prompts that fit max_memory (a forward pass with its logits, and the lens of every layer)
+    per_row = row_bytes(model, p + 1, logits=model.cfg.d_vocab_out) + 3 * 4 * (L + 1) * model.cfg.d_vocab_out
+    lens_parts, logit_parts = [], []
+    for rows in row_chunks(batch, per_row, check_max_memory(max_memory)):
+        with torch.no_grad():  # positions after p cannot affect p (causal attention)
+            logits, cache = model.run_with_cache(toks[rows, : p + 1], names_filter=lambda n: n in names)
+            resid = torch.stack([cache[get_act_name("resid_pre", l)][:, p] for l in range(L)]
+                                + [cache[get_act_name("resid_post", L - 1)][:, p]])  # [layer, batch, d_model]
+            if norm == "own" or not has_norm:
+                normed = final_norm(model, resid)
+            else:
+                scale = cache["ln_final.hook_scale"][:, p]  # [batch, 1]
+                x = resid - resid.mean(-1, keepdim=True) if final_norm_kind(model) == "ln" else resid
+                x = x / scale
+                w, b = final_norm_weight(model), final_norm_bias(model)
+                normed = (x * w if w is not None else x) + (b if b is not None else 0.0)
+            lens_parts.append(normed @ model.W_U.detach() + model.b_U.detach())  # [layer, batch, d_vocab]
+            logit_parts.append(logits[:, p])
+        del logits, cache
+    lens, model_logits = torch.cat(lens_parts, dim=1), torch.cat(logit_parts)  # [layer, batch, vocab], [batch, vocab]
     check_finite(model, toks, "the logit lens (residual streams through the readout)", lens, model_logits)
 
     if answer is None:
-        ans = model_logits[:, p].argmax(-1)
+        ans = model_logits.argmax(-1)
     else:
         ans = answer_ids(model, answer, batch)
     idx = ans[None, :, None].expand(L + 1, batch, 1)
