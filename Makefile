@@ -54,5 +54,12 @@ bench: venv
 zoo: venv
 	$(BIN)/python -m circuitlab.zoo build --all
 
+# Jupyter (and ipywidgets, for progress bars as widgets) are not dependencies of the package: installed into the venv
+# on first use, then Jupyter opens on notebooks/. Extra options go in JUPYTER_ARGS, e.g. JUPYTER_ARGS=--no-browser.
+.PHONY: notebooks
+notebooks: venv
+	$(BIN)/python -c "import notebook, ipywidgets" 2>/dev/null || $(BIN)/python -m pip install -q notebook ipywidgets
+	$(BIN)/jupyter notebook notebooks/ $(JUPYTER_ARGS)
+
 clean:
 	rm -rf $(VENV) report.html .pytest_cache

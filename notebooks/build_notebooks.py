@@ -17,9 +17,14 @@ KERNEL = {"display_name": "Python 3", "language": "python", "name": "python3"}
 
 SETUP = """\
 import os
+import warnings
 from pathlib import Path
 
 import torch
+
+# TransformerLens imports tqdm.auto, which warns "IProgress not found" where ipywidgets is missing and then draws
+# plain text progress bars, which is all we need (install ipywidgets for widget bars: `make notebooks` does)
+warnings.filterwarnings("ignore", message="IProgress not found")
 
 import circuitlab as cl
 from circuitlab import render

@@ -4,11 +4,14 @@ any cell error. Notebooks that need a model download say so in their metadata
 network access) to run them too. The metadata also lists the zoo models a notebook loads (``zoo_models``) and the
 real pretrained models it loads from PyPI packages (``real_models``, see :mod:`circuitlab.models.real`): a
 notebook whose real model's package is not installed is skipped, with the command that installs it (a failure
-where ``CIRCUITLAB_REQUIRE_REAL`` is set, as ``make test`` does); such notebooks also carry the ``real`` mark."""
+where ``CIRCUITLAB_REQUIRE_REAL`` is set, as ``make test`` does); such notebooks also carry the ``real`` mark.
+A notebook also fails if a cell writes anything to stderr other than a progress bar: a warning there (say, tqdm's
+"IProgress not found") is what a reader of the notebook would see first."""
 
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -27,6 +30,36 @@ def _needs_network(nb) -> bool:
 
 def _real_models(nb) -> list[str]:
     return list(nb.metadata.get("circuitlab", {}).get("real_models", []))
+
+
+#: a tqdm progress bar as it reaches a notebook's stderr: "desc:  40%|####      | 4/10 [00:01<00:02, 3.1it/s]"
+PROGRESS_BAR = re.compile(r"^.*\d+%\|.*\| *\d+/\d+ \[.*\]\s*$")
+
+
+def stderr_lines(nb) -> list[tuple[int, str]]:
+    """What the executed notebook's cells wrote to stderr, as (cell number, line), less progress bars (tqdm
+    redraws with carriage returns and clears itself with blanks: every piece counts as a line)."""
+    found = []
+    for i, cell in enumerate(nb.cells):
+        for out in cell.get("outputs", []) if cell.cell_type == "code" else []:
+            if out.output_type == "stream" and out.name == "stderr":
+                found += [(i, line) for line in re.split(r"[\r\n]", out.text)
+                          if line.strip() and not PROGRESS_BAR.match(line)]
+    return found
+
+
+def test_stderr_lines_keeps_warnings_and_drops_progress_bars():
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    bar = ("patching z:  50%|#####     | 4/8 [00:00<00:00, 12.25it/s]\r"
+           "patching z: 100%|##########| 8/8 [00:00<00:00]\r  \n")
+    warning = "/x/tqdm/auto.py:21: TqdmWarning: IProgress not found. Please update jupyter and ipywidgets."
+    nb = new_notebook(cells=[
+        new_code_cell("a", outputs=[new_output("stream", name="stderr", text=bar),
+                                    new_output("stream", name="stdout", text="Warning: printed, not stderr\n")]),
+        new_code_cell("b", outputs=[new_output("stream", name="stderr", text=bar + warning + "\n  import x\n")]),
+    ])
+    assert stderr_lines(nb) == [(1, warning), (1, "  import x")]
 
 
 def _run_params():
@@ -99,3 +132,6 @@ def test_notebook_runs(path, tmp_path):
     # every code cell ran
     ran = [c for c in nb.cells if c.cell_type == "code" and c.source.strip()]
     assert all(c.execution_count for c in ran)
+    # and wrote no warning (nor anything else but progress bars) to stderr
+    written = stderr_lines(nb)
+    assert not written, f"{path.name} writes to stderr:\n" + "\n".join(f"  cell {i}: {line}" for i, line in written)
