@@ -1,0 +1,179 @@
+"""The registry of published findings and the run that checks one: published vs measured, side by side.
+
+A :class:`Finding` is a published mechanistic claim made executable. It holds:
+
+- **the source**: a :class:`Citation` (authors, year, title, where in the paper);
+- **the claim** in one sentence, and **the published figure(s)** quoted as the paper gives them, with the model
+  they were measured on (never recomputed: ``published`` is text, and the verdict does not read it);
+- **the models** circuitlab measures it on here (the first is the default), and a runtime estimate;
+- **the measurement**: ``measure(model, seed) -> Measurement``, written with circuitlab's own analyses;
+- **the verdict rule**, in words, fixed in advance (``rule``); ``measure`` applies exactly that rule and says
+  how (``Measurement.why``).
+
+A finding that does not reproduce on a model is a result: the verdict says so (``"not reproduced"``, or
+``"partly"``), and the run still succeeds. A model the finding cannot apply to (an attention-only model for an
+MLP finding) gives ``"not applicable"`` by raising :class:`NotApplicable`.
+
+Adding a finding is one new file in ``circuitlab/reproduce/`` that calls :func:`register` at import; the
+registry imports every module of the package on first use (:func:`findings`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Optional
+
+from circuitlab.errors import CircuitlabError, InputError
+
+#: the verdicts a run can give, strongest first
+VERDICTS = ("reproduced", "partly", "not reproduced", "not applicable")
+
+
+class NotApplicable(CircuitlabError):
+    """Raised by a measurement when the finding does not apply to the model (say why)."""
+
+
+@dataclass(frozen=True)
+class Citation:
+    """Where a finding was published: ``where`` points into the paper (a section, figure or table)."""
+
+    authors: str
+    year: int
+    title: str
+    where: str = ""
+    url: str = ""
+
+    def short(self) -> str:
+        """``"Olsson et al. 2022"``."""
+        return f"{self.authors} {self.year}"
+
+    def __str__(self) -> str:
+        where = f", {self.where}" if self.where else ""
+        return f"{self.authors} ({self.year}). {self.title}{where}."
+
+
+@dataclass
+class Measurement:
+    """What one run measured: the figures in one line, the verdict under the finding's rule, and why.
+
+    ``values`` holds the numbers behind ``figures`` (for tests and JSON); ``evidence`` the results that support
+    them (heatmaps, top tokens), shown in the report.
+    """
+
+    figures: str
+    verdict: str
+    why: str
+    values: dict[str, Any] = field(default_factory=dict)
+    evidence: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.verdict not in VERDICTS:
+            raise ValueError(f"verdict {self.verdict!r} is not one of {VERDICTS}")
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One published finding as an executable check (see the module docstring)."""
+
+    id: str
+    citation: Citation
+    claim: str
+    published: str
+    published_model: str
+    models: tuple[str, ...]
+    measure: Callable[[Any, int], Measurement]
+    rule: str
+    seconds: float
+    seed: int = 0
+    also: tuple[Citation, ...] = ()
+
+    def papers(self) -> str:
+        """The citations, short form: ``"Olsson et al. 2022; Elhage et al. 2021"``."""
+        return "; ".join(c.short() for c in (self.citation, *self.also))
+
+
+@dataclass
+class Reproduction:
+    """One finding run on one model: the row of ``circuitlab reproduce`` and a section of its report."""
+
+    finding: Finding
+    model: str
+    measurement: Measurement
+    seconds: float
+    seed: int
+
+    @property
+    def verdict(self) -> str:
+        return self.measurement.verdict
+
+    @property
+    def same_model(self) -> bool:
+        """Whether circuitlab measured on the model the paper used (usually not: offline models differ)."""
+        return self.model.lower() == self.finding.published_model.lower()
+
+    def row(self) -> dict[str, Any]:
+        """The table row: finding, published figure and model, measured figure and model, verdict, seconds."""
+        f = self.finding
+        return {"finding": f.id, "paper": f.papers(), "published": f.published, "published_model": f.published_model,
+                "measured": self.measurement.figures, "model": self.model + ("" if self.same_model else " (differs)"),
+                "verdict": self.verdict, "seconds": round(self.seconds, 1), "seed": self.seed}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The registry
+# ---------------------------------------------------------------------------------------------------------------
+
+_FINDINGS: dict[str, Finding] = {}
+_LOADED = False
+
+
+def register(finding: Finding) -> Finding:
+    """Add ``finding`` to the registry (each finding's module calls this at import)."""
+    if finding.id in _FINDINGS and _FINDINGS[finding.id] is not finding:
+        raise CircuitlabError(f"two findings are registered as {finding.id!r}; give each a distinct id.")
+    if not finding.models:
+        raise CircuitlabError(f"finding {finding.id!r} names no model to measure on.")
+    _FINDINGS[finding.id] = finding
+    return finding
+
+
+def findings() -> dict[str, Finding]:
+    """Every registered finding by id, in registration order (modules imported in name order)."""
+    global _LOADED
+    if not _LOADED:
+        import circuitlab.reproduce as pkg
+
+        for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda i: i.name):
+            if info.name != "registry":
+                importlib.import_module(f"circuitlab.reproduce.{info.name}")
+        _LOADED = True
+    return dict(_FINDINGS)
+
+
+def get_finding(finding_id: str) -> Finding:
+    """The finding registered as ``finding_id``; an unknown id is an error listing the known ones."""
+    known = findings()
+    if finding_id not in known:
+        raise InputError(f"no finding {finding_id!r}. Known findings: {', '.join(known)} "
+                         "(circuitlab reproduce --list describes them).")
+    return known[finding_id]
+
+
+def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int] = None) -> Reproduction:
+    """Measure ``finding`` on ``model`` (default: its first model) with ``seed`` (default: its own) and apply its
+    verdict rule. A model the finding does not apply to gives the verdict ``"not applicable"``."""
+    from circuitlab.core import as_model
+
+    finding = get_finding(finding) if isinstance(finding, str) else finding
+    name = model or finding.models[0]
+    seed = finding.seed if seed is None else seed
+    started = time.perf_counter()
+    loaded = as_model(name)
+    try:
+        measurement = finding.measure(loaded, seed)
+    except NotApplicable as exc:
+        measurement = Measurement(figures="-", verdict="not applicable", why=str(exc))
+    return Reproduction(finding, name, measurement, time.perf_counter() - started, seed)
