@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.circuitlab-installed
 
-.PHONY: venv demo test test-fast bench zoo clean
+.PHONY: venv demo test test-fast bench zoo clean reproduce-table
 
 venv: $(STAMP)
 
@@ -50,6 +50,15 @@ test-fast: venv
 
 bench: venv
 	$(BIN)/python benchmarks/patching.py
+
+# the README's reproductions table: the output of `circuitlab reproduce --all --markdown`, pasted between its markers
+reproduce-table: venv
+	$(BIN)/circuitlab reproduce --all --markdown -q > .reproduce-table.txt
+	$(BIN)/python -c "import re, pathlib; t = pathlib.Path('.reproduce-table.txt').read_text(); \
+	  table = t[t.index('| finding |'):].strip(); p = pathlib.Path('README.md'); s = p.read_text(); \
+	  a, b = '<!-- reproduce-table:start -->', '<!-- reproduce-table:end -->'; \
+	  p.write_text(s[:s.index(a) + len(a)] + '\n' + table + '\n' + s[s.index(b):])"
+	rm -f .reproduce-table.txt
 
 zoo: venv
 	$(BIN)/python -m circuitlab.zoo build --all

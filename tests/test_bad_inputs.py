@@ -309,6 +309,10 @@ COMMANDS = [
     ["ffn", "-m", TOY, "--layer", "1", "--neuron", "3", "--data", "no/such/file.txt"],
     ["ffn", "-m", WORDS, "--layer", "0"],
     ["models", "--nope"],
+    ["reproduce"],
+    ["reproduce", "no-such-finding"],
+    ["reproduce", "--all", "--model", TOY],
+    ["reproduce", "induction-heads-need-two-layers", "--model", "zoo/no-such-model"],
 ]
 
 

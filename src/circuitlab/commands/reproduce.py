@@ -1,0 +1,105 @@
+"""``circuitlab reproduce``: published mechanistic findings as checks, the published figure beside the measured one.
+
+    circuitlab reproduce --list                                   # id, paper, claim, models, runtime estimate
+    circuitlab reproduce induction-heads-need-two-layers          # on the finding's default model
+    circuitlab reproduce ioi-name-movers --model smollm2-135m -o ioi.html
+    circuitlab reproduce --all [--markdown]                       # every finding on its default model
+
+Each run prints the finding, the published figure (with the model it was measured on), the measured figure (with
+the model used here, marked where it differs), the verdict under the finding's rule and the seconds it took;
+``--out`` writes one report page with each finding's claim, the figures side by side and the supporting plots.
+The findings live in :mod:`circuitlab.reproduce`, one file each.
+"""
+
+from __future__ import annotations
+
+import argparse
+import textwrap
+
+from circuitlab.cli import add_out_option, add_quiet_option, command, write_report
+from circuitlab.errors import InputError
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("finding", nargs="?", help="the id of a finding (see --list)")
+    p.add_argument("--list", action="store_true", help="list the findings: id, paper, claim, models, runtime")
+    p.add_argument("--all", action="store_true", help="run every finding on its default model")
+    p.add_argument("--model", "-m", help="measure on this model instead of the finding's default")
+    p.add_argument("--seed", type=int, help="the seed of the finding's random inputs (default: the finding's own)")
+    p.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
+    add_out_option(p)
+    add_quiet_option(p)
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuitlab.core import progress_bar
+    from circuitlab.reproduce import findings, get_finding
+    from circuitlab.reproduce import run as run_finding
+
+    known = findings()
+    if args.list:
+        for f in known.values():
+            print(f"{f.id}  [{f.papers()}]  ~{f.seconds:.1f} s on {f.models[0]}")
+            print(textwrap.fill(f.claim, 110, initial_indent="    ", subsequent_indent="    "))
+            print(f"    models: {', '.join(f.models)}")
+        return 0
+    if args.all == bool(args.finding):
+        raise InputError("give one finding id or --all (or --list to see the findings).")
+    if args.all and args.model:
+        raise InputError("--model applies to one finding; with --all each finding runs on its default model.")
+    chosen = list(known.values()) if args.all else [get_finding(args.finding)]
+
+    runs = []
+    for f in progress_bar(chosen, progress=not args.quiet and len(chosen) > 1, desc="findings", unit="finding"):
+        r = run_finding(f, model=args.model, seed=args.seed)
+        runs.append(r)
+        _print_run(r)
+    _print_table(runs, markdown=args.markdown)
+    if args.out:
+        from circuitlab.render import Section
+
+        sections = [Section(f"{r.finding.id}: {r.verdict}", items=r.measurement.evidence, text=_text(r)) for r in runs]
+        write_report(sections, args.out, title="circuitlab reproduce: published findings, measured",
+                     intro="Each section quotes a published finding, states the rule fixed in advance, and shows "
+                           "what circuitlab measured, on which model, with the plots that support it.")
+    return 0
+
+
+def _print_run(r) -> None:
+    f, m = r.finding, r.measurement
+    print(f"\n{f.id}  [{f.papers()}]  {r.verdict.upper()}  ({r.seconds:.1f} s, seed {r.seed})")
+    for label, text in (("claim", f.claim),
+                        (f"published ({f.published_model})", f.published),
+                        (f"measured ({r.model}{'' if r.same_model else ', not the published model'})", m.figures),
+                        ("rule", f.rule), ("verdict", f"{r.verdict}: {m.why}")):
+        print(textwrap.fill(text, 110, initial_indent=f"  {label}: ", subsequent_indent="      "))
+
+
+def _print_table(runs, markdown: bool) -> None:
+    if markdown:
+        print("\n| finding | paper | published (model) | measured (model) | verdict | seconds |")
+        print("|---|---|---|---|---|---|")
+        for r in runs:
+            row = r.row()
+            cell = lambda s: str(s).replace("|", "/")  # noqa: E731
+            print(f"| `{row['finding']}` | {cell(row['paper'])} | {cell(row['published'])} ({cell(row['published_model'])}) "
+                  f"| {cell(row['measured'])} ({cell(row['model'])}) | **{row['verdict']}** | {row['seconds']} |")
+        return
+    width = max(len(r.finding.id) for r in runs)
+    mwidth = max(len(r.model) for r in runs)
+    print(f"\n{'finding':<{width}}  {'model':<{mwidth}}  {'verdict':<15} {'seconds':>7}  seed")
+    for r in runs:
+        print(f"{r.finding.id:<{width}}  {r.model:<{mwidth}}  {r.verdict:<15} {r.seconds:7.1f}  {r.seed}")
+
+
+def _text(r) -> str:
+    f = r.finding
+    also = "".join(f"\nAlso: {c}" for c in f.also)
+    return (f"Source: {f.citation}{also}\n\nClaim: {f.claim}\n\nPublished ({f.published_model}): {f.published}\n\n"
+            f"Measured on {r.model}{'' if r.same_model else ' (not the published model)'}, seed {r.seed}, "
+            f"{r.seconds:.1f} s: {r.measurement.figures}\n\nRule, fixed in advance: {f.rule}\n\n"
+            f"Verdict: {r.verdict}. {r.measurement.why}")
+
+
+run.arguments = arguments
+command("reproduce", "published findings as checks: published vs measured, with a verdict")(run)
