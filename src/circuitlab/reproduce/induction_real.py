@@ -111,5 +111,5 @@ FINDING = register(Finding(
          f">= {THRESHOLD} (find_induction_circuit's absolute floor) and (b) the mean loss predicting r_2..r_n in "
          f"the repeated copy is at least {DROP:g} nat below that in the first copy; partly if exactly one of (a), "
          "(b) holds; not reproduced otherwise",
-    seconds=90.0,
+    seconds=45.0,
 ))

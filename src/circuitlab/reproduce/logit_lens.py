@@ -156,5 +156,5 @@ FINDING = register(Finding(
     rule=f"over the fixed prompts, take the median rank of the model's final prediction after each layer (lens rows "
          f"embed, L0 .. last): reproduced if (a) Spearman rho(depth, median rank) <= {RHO} and (b) the median rank "
          "is 1 at some row before the last; partly if exactly one of (a), (b) holds; not reproduced otherwise",
-    seconds=55.0,
+    seconds=25.0,
 ))
