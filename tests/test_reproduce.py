@@ -132,3 +132,25 @@ def test_readme_reproduce_table_lists_every_finding():
     for fid in reproduce.findings():
         assert f"`{fid}`" in section, f"README's reproduce table lacks {fid}: regenerate it with " \
                                       "`circuitlab reproduce --all --markdown`"
+
+
+# -- FFN sub-updates ---------------------------------------------------------------------------------------------
+
+def test_few_sub_updates_dominate_on_toy_lm():
+    r = reproduce.run("ffn-few-sub-updates-dominate")
+    v = r.measurement.values
+    assert r.model == "zoo/toy-lm"
+    ratio = v["median_share"] / (10 / 512)
+    assert abs(ratio - v["ratio"]) < 1e-6
+    assert r.verdict == ("reproduced" if ratio >= 10 else "partly" if ratio >= 3 else "not reproduced")
+    # one share by hand: the MLP's post-activations from the cache and the value vectors' norms
+    from circuitlab.reproduce.logit_lens import prompts_for
+
+    model = cl.load_model("zoo/toy-lm")
+    prompt, layer = prompts_for(model)[0], v["layers"][0]
+    _, cache = model.run_with_cache(prompt)
+    m = cache[f"blocks.{layer}.mlp.hook_post"][0, -1]
+    score = m.abs() * model.blocks[layer].mlp.W_out.norm(dim=-1)
+    share = float(score.topk(10).values.sum() / score.sum())
+    assert abs(share - v["shares"][layer][0]) < 1e-5
+    assert reproduce.run("ffn-few-sub-updates-dominate", model="zoo/attn-only-2l").verdict == "not applicable"
