@@ -185,6 +185,7 @@ for argv in argvs:
         except SystemExit as exc:
             codes.append(exc.code)
 print("codes", codes)
+print("n_commands", len(cli.COMMANDS))
 print("heavy", sorted(m for m in ("torch", "transformer_lens") if m in sys.modules))
 import circuitlab
 from circuitlab import CircuitlabError, Result, list_models, load_encoder, load_model, save_model, zoo_card
@@ -203,7 +204,9 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
     proc = subprocess.run([sys.executable, "-c", LIGHT_START], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     lines = dict(line.split(" ", 1) for line in proc.stdout.splitlines())
-    assert lines["codes"] == str([0] * 7 + [2] * 4)  # --help exits 0 (top level and 6 commands); the errors 2
+    n = int(lines["n_commands"])
+    assert n >= 7  # attribute demo ffn induction models patch reproduce
+    assert lines["codes"] == str([0] * (1 + n) + [2] * 4)  # --help exits 0 (top level and each command); errors 2
     assert lines["heavy"] == "[]"
     assert lines["names"] == "ok"
 
@@ -218,7 +221,8 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
 
 
 #: every int option of every command that is not a count: indices (negative counts from the end) and seeds
-NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed")}
+NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"),
+              ("reproduce", "seed")}
 
 
 def _int_options():
@@ -325,7 +329,7 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         for module in modules:
             importlib.reload(module)
         assert warnings.filters == []
-    assert sorted(registry) == ["attribute", "demo", "ffn", "induction", "models", "patch"]
+    assert sorted(registry) == ["attribute", "demo", "ffn", "induction", "models", "patch", "reproduce"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------
