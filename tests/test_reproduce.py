@@ -154,3 +154,10 @@ def test_few_sub_updates_dominate_on_toy_lm():
     share = float(score.topk(10).values.sum() / score.sum())
     assert abs(share - v["shares"][layer][0]) < 1e-5
     assert reproduce.run("ffn-few-sub-updates-dominate", model="zoo/attn-only-2l").verdict == "not applicable"
+
+
+def test_run_takes_a_loaded_model_and_says_when_no_seed_is_used():
+    model = cl.load_model("zoo/toy-lm")
+    r = reproduce.run("ffn-few-sub-updates-dominate", model=model)
+    assert r.model == "zoo/toy-lm" and r.row()["seed"] == "none" and not r.finding.uses_seed
+    assert reproduce.run("induction-heads-need-two-layers", model=cl.load_model("zoo/attn-only-2l")).row()["seed"] == "0"

@@ -90,7 +90,7 @@ def test_seed_picks_the_sequences(toy, measured):
 def test_run_gives_a_row_and_a_one_layer_model_is_not_applicable():
     r = reproduce.run("induction-heads-in-real-lms", "zoo/toy-lm", seed=SEED)
     row = r.row()
-    assert row["verdict"] == r.verdict == rule(r.measurement.values) and row["seed"] == SEED
+    assert row["verdict"] == r.verdict == rule(r.measurement.values) and row["seed"] == str(SEED)
     assert "induction" in row["measured"]
     one = reproduce.run("induction-heads-in-real-lms", "zoo/attn-only-1l")
     assert one.verdict == "not applicable"

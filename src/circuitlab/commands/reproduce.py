@@ -67,7 +67,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _print_run(r) -> None:
     f, m = r.finding, r.measurement
-    print(f"\n{f.id}  [{f.papers()}]  {r.verdict.upper()}  ({r.seconds:.1f} s, seed {r.seed})")
+    print(f"\n{f.id}  [{f.papers()}]  {r.verdict.upper()}  ({r.seconds:.1f} s, seed {r.seed_text})")
     for label, text in (("claim", f.claim),
                         (f"published ({f.published_model})", f.published),
                         (f"measured ({r.model}{'' if r.same_model else ', not the published model'})", m.figures),
@@ -89,14 +89,14 @@ def _print_table(runs, markdown: bool) -> None:
     mwidth = max(len(r.model) for r in runs)
     print(f"\n{'finding':<{width}}  {'model':<{mwidth}}  {'verdict':<15} {'seconds':>7}  seed")
     for r in runs:
-        print(f"{r.finding.id:<{width}}  {r.model:<{mwidth}}  {r.verdict:<15} {r.seconds:7.1f}  {r.seed}")
+        print(f"{r.finding.id:<{width}}  {r.model:<{mwidth}}  {r.verdict:<15} {r.seconds:7.1f}  {r.seed_text}")
 
 
 def _text(r) -> str:
     f = r.finding
     also = "".join(f"\nAlso: {c}" for c in f.also)
     return (f"Source: {f.citation}{also}\n\nClaim: {f.claim}\n\nPublished ({f.published_model}): {f.published}\n\n"
-            f"Measured on {r.model}{'' if r.same_model else ' (not the published model)'}, seed {r.seed}, "
+            f"Measured on {r.model}{'' if r.same_model else ' (not the published model)'}, seed {r.seed_text}, "
             f"{r.seconds:.1f} s: {r.measurement.figures}\n\nRule, fixed in advance: {f.rule}\n\n"
             f"Verdict: {r.verdict}. {r.measurement.why}")
 

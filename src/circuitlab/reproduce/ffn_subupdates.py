@@ -71,4 +71,5 @@ FINDING = register(Finding(
          f">= {REPRODUCED:.0f}, partly if >= {PARTLY:.0f}, else not reproduced (coherence of the top tokens is "
          "shown, not scored)",
     seconds=2.0,
+    uses_seed=False,
 ))

@@ -157,4 +157,5 @@ FINDING = register(Finding(
          f"embed, L0 .. last): reproduced if (a) Spearman rho(depth, median rank) <= {RHO} and (b) the median rank "
          "is 1 at some row before the last; partly if exactly one of (a), (b) holds; not reproduced otherwise",
     seconds=25.0,
+    uses_seed=False,
 ))

@@ -89,6 +89,7 @@ class Finding:
     seconds: float
     seed: int = 0
     also: tuple[Citation, ...] = ()
+    uses_seed: bool = True  # False where the measurement draws nothing at random (fixed prompts, weights)
 
     def papers(self) -> str:
         """The citations, short form: ``"Olsson et al. 2022; Elhage et al. 2021"``."""
@@ -119,7 +120,12 @@ class Reproduction:
         f = self.finding
         return {"finding": f.id, "paper": f.papers(), "published": f.published, "published_model": f.published_model,
                 "measured": self.measurement.figures, "model": self.model + ("" if self.same_model else " (differs)"),
-                "verdict": self.verdict, "seconds": round(self.seconds, 1), "seed": self.seed}
+                "verdict": self.verdict, "seconds": round(self.seconds, 1), "seed": self.seed_text}
+
+    @property
+    def seed_text(self) -> str:
+        """The seed as printed: the number, or ``"none"`` where the finding draws nothing at random."""
+        return str(self.seed) if self.finding.uses_seed else "none"
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -163,15 +169,16 @@ def get_finding(finding_id: str) -> Finding:
 
 
 def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int] = None) -> Reproduction:
-    """Measure ``finding`` on ``model`` (default: its first model) with ``seed`` (default: its own) and apply its
-    verdict rule. A model the finding does not apply to gives the verdict ``"not applicable"``."""
-    from circuitlab.core import as_model
+    """Measure ``finding`` on ``model`` (a name, or a loaded model; default: the finding's first model) with
+    ``seed`` (default: its own) and apply its verdict rule. A model the finding does not apply to gives the
+    verdict ``"not applicable"``; the time includes loading the model."""
+    from circuitlab.core import as_model, model_name
 
     finding = get_finding(finding) if isinstance(finding, str) else finding
-    name = model or finding.models[0]
     seed = finding.seed if seed is None else seed
     started = time.perf_counter()
-    loaded = as_model(name)
+    loaded = as_model(model if model is not None else finding.models[0])
+    name = model if isinstance(model, str) else finding.models[0] if model is None else model_name(loaded) or "model"
     try:
         measurement = finding.measure(loaded, seed)
     except NotApplicable as exc:
