@@ -161,3 +161,36 @@ def test_run_takes_a_loaded_model_and_says_when_no_seed_is_used():
     r = reproduce.run("ffn-few-sub-updates-dominate", model=model)
     assert r.model == "zoo/toy-lm" and r.row()["seed"] == "none" and not r.finding.uses_seed
     assert reproduce.run("induction-heads-need-two-layers", model=cl.load_model("zoo/attn-only-2l")).row()["seed"] == "0"
+
+
+# -- FFN keys and values -----------------------------------------------------------------------------------------
+
+def test_values_predict_the_token_after_their_keys_top_trigger_on_toy_lm():
+    from circuitlab.core import unembed_matrix
+    from circuitlab.reproduce import ffn_keys_values as F
+
+    r = reproduce.run("ffn-values-predict-next-token-in-upper-layers")
+    v = r.measurement.values
+    lower, upper = sum(v["rates"][:2]) / 2, sum(v["rates"][2:]) / 2
+    rises, above = upper > lower, upper >= 10 / 4096
+    assert r.verdict == ("reproduced" if rises and above else "partly" if rises or above else "not reproduced")
+    # one layer by brute force: every line alone, every position's activation; identical contexts repeat in the
+    # corpus, so a neuron's maximum may be reached at several positions (equal up to float rounding): the measured
+    # next token must be one of the tokens after them, and where there is only one, the same
+    model = cl.load_model("zoo/toy-lm")
+    layer, neurons = 2, v["neurons"][2]
+    acts, after = [], []
+    for line in F.corpus(model, 0):
+        toks = model.to_tokens(line)
+        _, cache = model.run_with_cache(toks)
+        acts.append(cache[f"blocks.{layer}.mlp.hook_post"][0, 1:-1, neurons])  # positions with a next token, no BOS
+        after.append(toks[0, 2:])
+    acts, after = torch.cat(acts), torch.cat(after)  # [positions, neurons], [positions]
+    top = (model.blocks[layer].mlp.W_out[neurons] @ unembed_matrix(model)).argmax(-1)
+    agree = 0
+    for i in range(len(neurons)):
+        tied = set(after[acts[:, i] >= acts[:, i].max() - 1e-5].tolist())
+        assert v["following"][2][i] in tied
+        agree += int(top[i]) == v["following"][2][i]
+    assert abs(agree / len(neurons) - v["rates"][2]) < 1e-9
+
