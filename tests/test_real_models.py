@@ -12,7 +12,6 @@ dequantised GGUF, so they need not match the published bf16 checkpoints exactly.
 from __future__ import annotations
 
 import json
-import os
 
 import pytest
 import torch
@@ -22,7 +21,7 @@ from circuitlab import attribution, ffn, induction, patching
 from circuitlab.errors import CircuitlabError, ModelNotFoundError
 from circuitlab.metrics import LogitDiff
 from circuitlab.models import real
-from circuitlab.testing import random_model
+from circuitlab.testing import need_real_model, random_model
 
 pytestmark = pytest.mark.real
 
@@ -32,13 +31,7 @@ EIFFEL = "The Eiffel Tower is located in the city of"
 
 
 def _need(name: str) -> None:
-    spec = real.real_models()[name]
-    if spec.installed:
-        return
-    why = f"{name} needs its PyPI package: {spec.install}"
-    if os.environ.get("CIRCUITLAB_REQUIRE_REAL"):
-        pytest.fail(why + " (make test installs it; CIRCUITLAB_REQUIRE_REAL is set)")
-    pytest.skip(why)
+    need_real_model(name)
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import circuitlab as cl
 from circuitlab import induction, reproduce
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError
-from circuitlab.reproduce import VERDICTS, Citation, Finding, Measurement
+from circuitlab.reproduce import Finding, Measurement
 from circuitlab.reproduce.registry import _FINDINGS
 
 README = Path(__file__).resolve().parents[1] / "README.md"

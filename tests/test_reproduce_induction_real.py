@@ -3,16 +3,15 @@ verdict against the rule recomputed from its values, and (marked real and slow) 
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
 
 import circuitlab
 from circuitlab import induction, reproduce
-from circuitlab.models import real
 from circuitlab.reproduce import VERDICTS, NotApplicable
 from circuitlab.reproduce import induction_real as F
+from circuitlab.testing import need_real_model
 
 SEED = 7
 
@@ -103,13 +102,7 @@ def test_run_gives_a_row_and_a_one_layer_model_is_not_applicable():
 # ---------------------------------------------------------------------------------------------------------
 
 def _need(name: str) -> None:
-    spec = real.real_models()[name]
-    if spec.installed:
-        return
-    why = f"{name} needs its PyPI package: {spec.install}"
-    if os.environ.get("CIRCUITLAB_REQUIRE_REAL"):
-        pytest.fail(why + " (make test installs it; CIRCUITLAB_REQUIRE_REAL is set)")
-    pytest.skip(why)
+    need_real_model(name)
 
 
 @pytest.mark.real

