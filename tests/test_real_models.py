@@ -30,25 +30,21 @@ IOI_CORRUPT = "When Mary and John went to the store, Mary gave a drink to"
 EIFFEL = "The Eiffel Tower is located in the city of"
 
 
-def _need(name: str) -> None:
-    need_real_model(name)
-
-
 @pytest.fixture(scope="module")
 def gemma():
-    _need("gemma-3-270m")
+    need_real_model("gemma-3-270m")
     return circuitlab.load_model("gemma-3-270m")
 
 
 @pytest.fixture(scope="module")
 def smol():
-    _need("smollm2-135m")
+    need_real_model("smollm2-135m")
     return circuitlab.load_model("smollm2-135m")
 
 
 @pytest.fixture(scope="module")
 def minilm():
-    _need("minilm-l6")
+    need_real_model("minilm-l6")
     return circuitlab.load_encoder("minilm-l6")
 
 

@@ -101,15 +101,11 @@ def test_run_gives_a_row_and_a_one_layer_model_is_not_applicable():
 # Real models (their PyPI packages; converted once into the cache)
 # ---------------------------------------------------------------------------------------------------------
 
-def _need(name: str) -> None:
-    need_real_model(name)
-
-
 @pytest.mark.real
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gemma-3-270m", "smollm2-135m"])
 def test_on_a_real_model(name):
-    _need(name)
+    need_real_model(name)
     r = reproduce.run("induction-heads-in-real-lms", name)
     print(r.row())
     assert r.verdict in VERDICTS

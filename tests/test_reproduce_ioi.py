@@ -180,15 +180,11 @@ def test_path_patching_is_skipped_when_asked_and_the_verdict_does_not_change(toy
 
 # ------------------------------------------------------------------------------------------------ real models
 
-def _need(name: str) -> None:
-    need_real_model(name)
-
-
 @pytest.mark.real
 @pytest.mark.slow
 @pytest.mark.parametrize("name", ["gemma-3-270m", "smollm2-135m"])
 def test_real_model_gives_a_verdict(name):
-    _need(name)
+    need_real_model(name)
     r = reproduce.run(FINDING_ID, model=name)
     print(r.row())
     print(r.measurement.why)

@@ -20,6 +20,7 @@ rejects bad input with the same words:
 
 from __future__ import annotations
 
+import functools
 import re
 import weakref
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -658,6 +659,7 @@ def progress_bar(iterable: Optional[Iterable] = None, *, progress: bool, desc: s
     return _tqdm()(iterable, total=total, desc=desc, unit=unit, disable=not progress, leave=False)
 
 
+@functools.lru_cache(maxsize=None)
 def _tqdm():
     """tqdm's notebook widget where ipywidgets is installed, else its plain text bar (tqdm.auto would warn
     "IProgress not found" in a notebook without widget support)."""

@@ -53,8 +53,6 @@ from circuitlab.results import Result
 
 Metric = Callable[[Tensor], Union[Tensor, float]]
 
-#: default bound on the activation memory of one batched forward pass (the package's one default)
-DEFAULT_MEMORY_BYTES = DEFAULT_MAX_MEMORY
 #: positions per causal group (see ``_Engine._groups``)
 POSITIONS_PER_GROUP = 8
 
@@ -102,7 +100,7 @@ def sweep(
     *,
     layers: Optional[Sequence[int]] = None,
     fast: bool = True,
-    max_memory: int = DEFAULT_MEMORY_BYTES,
+    max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = True,
 ) -> Result:
     """Patch one slice of ``site`` at a time and record ``metric``: exact activation patching.
