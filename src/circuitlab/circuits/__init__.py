@@ -1,0 +1,15 @@
+"""Circuit discovery: the computational graph of a model, circuits (sets of its edges) and edge scorers.
+
+- :class:`Graph` (:mod:`circuitlab.circuits.graph`): senders (embedding, heads, MLPs) and receivers (each head's
+  q/k/v input, each MLP's input, the logits) of the residual stream, and the edges between them;
+- :class:`Circuit` (:mod:`circuitlab.circuits.circuit`): a set of edges with optional scores: top-k, compare,
+  JSON, DataFrame; reference circuits from edges or node names;
+- :func:`eap` and :func:`eap_ig` (:mod:`circuitlab.circuits.eap`): edge attribution patching and its
+  integrated-gradients variant, a score for every edge from one (or ``steps``) backward passes.
+"""
+
+from circuitlab.circuits.circuit import Circuit, Comparison
+from circuitlab.circuits.eap import eap, eap_ig, receiver_inputs
+from circuitlab.circuits.graph import Edge, Graph, Node
+
+__all__ = ["Circuit", "Comparison", "Edge", "Graph", "Node", "eap", "eap_ig", "receiver_inputs"]

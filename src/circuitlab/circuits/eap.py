@@ -1,0 +1,340 @@
+"""Edge attribution patching (EAP) and its integrated-gradients variant (EAP-IG): a score for every edge at once.
+
+Patching an edge ``u -> v`` means: run the clean prompt, but let receiver ``v`` read sender ``u``'s output from the
+corrupted prompt instead of the clean one (every other reader of ``u`` still sees the clean output). To first order
+in the change ``delta_u = a_u(corrupted) - a_u(clean)``, the metric moves by::
+
+    score(u -> v) = sum over batch and positions of  delta_u . d metric / d input_v   (gradient on the clean run)
+
+which is **EAP** (Syed et al. 2023). Every edge needs only ``delta_u`` (one forward pass on each prompt) and the
+gradient at every receiver's input (one backward pass): all edges, whatever their number, for about the cost of
+three forward passes.
+
+**Sign and direction.** A score estimates ``metric(clean, edge corrupted) - metric(clean)``: the *noising*
+direction (see :func:`~circuitlab.patching.attribution`, ``direction="noising"``), with the clean run as the base
+and the unpatched value subtracted. With a logit difference as the metric, an edge the behaviour relies on has a
+negative score (corrupting it lowers the metric); rank edges by ``|score|``. The estimate is linear: exact when the
+metric is linear in ``input_v``, approximate elsewhere (softmax, LayerNorm scale, a large ``delta_u``).
+
+**EAP-IG** (Hanna et al. 2024) replaces the gradient at the clean run by its average along the straight line from
+the corrupted input embedding to the clean one (integrated gradients, taken at the input embedding as in their
+code): with ``alpha_k = k / steps`` for ``k = 1 ... steps``, the model runs the clean prompt with its embedding
+(``blocks.0.hook_resid_pre``) set to ``embed(corrupted) + alpha_k (embed(clean) - embed(corrupted))``, and::
+
+    score_IG(u -> v) = delta_u . mean over k of  d metric / d input_v  (at alpha_k)
+
+``alpha = 1`` is the clean run itself, so ``steps=1`` gives EAP exactly. It costs one forward and one backward
+pass per step, plus one forward pass on each prompt.
+
+**How the gradients are read.** TransformerLens exposes each head's own query, key and value input
+(``hook_q_input``... ``[batch, pos, head, d_model]``, with ``cfg.use_split_qkv_input``), each MLP's input
+(``hook_mlp_in``, with ``cfg.use_hook_mlp_in``) and, for grouped-query attention, each query head's own key and
+value input (``cfg.ungroup_grouped_query_attention``). :func:`receiver_inputs` turns those flags on for the
+duration of a call and restores them afterwards, even on error. The gradient at each receiver is multiplied by
+the activation differences of its senders as soon as the backward pass reaches it, so only one layer's
+gradients are alive at a time. Senders' outputs are read at ``hook_z`` and multiplied by each head's ``W_O``
+(``z_h @ W_O[h]``, without ``b_O``: see :mod:`circuitlab.circuits.graph`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from typing import Callable, Iterator, Optional
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.circuits.graph import Graph
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
+                             final_norm, metric_name, model_name, progress_bar, readout, row_bytes, softcap,
+                             to_tokens)
+from circuitlab.errors import InputError
+from circuitlab.metrics import bind_metric, is_declarative
+from circuitlab.patching.sites import scalar, split_prompts
+
+Metric = Callable[[Tensor], Tensor]
+
+#: the configuration flags :func:`receiver_inputs` sets (and restores)
+RECEIVER_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
+
+
+def eap(
+    model: ModelLike,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    metric: Metric,
+    *,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+) -> Circuit:
+    """Edge attribution patching: a first-order estimate of every edge's effect, from one backward pass.
+
+    Args:
+        model: a HookedTransformer the circuit graph supports (see :mod:`circuitlab.circuits.graph`), or a name
+            for :func:`circuitlab.load_model`.
+        clean_tokens, corrupted_tokens: prompt pairs (text, or token ids ``[batch, pos]``) of identical shape.
+        metric: a metric from :mod:`circuitlab.metrics` (then only the logits it reads are computed), or any
+            differentiable ``metric(logits [batch, pos, d_vocab]) -> scalar``.
+        max_memory: rough bound in bytes on the activations held at once (the package's one meaning); a batch
+            too large is scored in parts whose scores are averaged by size (exact for the metrics of
+            :mod:`circuitlab.metrics`, which are means over prompts).
+        progress: show a progress bar over the parts.
+
+    Returns:
+        a :class:`~circuitlab.circuits.circuit.Circuit` of every edge of the model's graph with its score (the
+        estimated ``metric(clean, edge corrupted) - metric(clean)``, see the module docstring); ``meta`` holds the
+        method, the clean and corrupted metric values, the number of parts and the seconds taken.
+        ``.top(k)`` gives the ``k`` edges of largest ``|score|``.
+    """
+    return _score_edges(model, clean_tokens, corrupted_tokens, metric, steps=None, max_memory=max_memory,
+                        progress=progress)
+
+
+def eap_ig(
+    model: ModelLike,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    metric: Metric,
+    steps: int = 5,
+    *,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+) -> Circuit:
+    """EAP with integrated gradients (EAP-IG): gradients averaged over ``steps`` points between the corrupted and
+    the clean input embedding (``alpha = 1/steps, 2/steps, ..., 1``; ``steps=1`` is :func:`eap`).
+
+    Same arguments and result as :func:`eap`; costs ``steps`` forward and backward passes, plus one forward pass
+    on each prompt.
+    """
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise InputError(f"steps must be a positive int (points along the integration path, e.g. 5); got {steps!r}.")
+    return _score_edges(model, clean_tokens, corrupted_tokens, metric, steps=steps, max_memory=max_memory,
+                        progress=progress)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The receivers' inputs, exposed for the duration of a call
+# ---------------------------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def receiver_inputs(model: HookedTransformer) -> Iterator[None]:
+    """Expose every receiver's own input as a hook (see the module docstring); restore the flags on exit.
+
+    Inside, ``blocks.{l}.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` are ``[batch, pos, n_heads,
+    d_model]`` (one copy of the residual stream per head, key and value heads ungrouped) and
+    ``blocks.{l}.hook_mlp_in`` is ``[batch, pos, d_model]``. The model computes the same outputs as without.
+    """
+    cfg = model.cfg
+    saved = {flag: getattr(cfg, flag) for flag in RECEIVER_FLAGS}
+    try:
+        cfg.use_split_qkv_input = True
+        cfg.use_hook_mlp_in = not cfg.attn_only
+        cfg.ungroup_grouped_query_attention = cfg.n_key_value_heads is not None
+        yield
+    finally:
+        for flag, value in saved.items():
+            setattr(cfg, flag, value)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The method
+# ---------------------------------------------------------------------------------------------------------
+
+def _score_edges(model, clean_tokens, corrupted_tokens, metric, *, steps: Optional[int], max_memory: int,
+                 progress: bool) -> Circuit:
+    started = time.perf_counter()
+    model = as_model(model)
+    graph = Graph.from_model(model)
+    max_memory = check_max_memory(max_memory)
+    clean_t, corrupted_t = to_tokens(model, clean_tokens), to_tokens(model, corrupted_tokens)
+    if clean_t.shape != corrupted_t.shape:
+        raise InputError(
+            f"clean tokens have shape {tuple(clean_t.shape)} but corrupted tokens have shape "
+            f"{tuple(corrupted_t.shape)}. Edge attribution compares each sender's output at the same positions in "
+            "both runs, so give as many corrupted prompts as clean ones, each with the same number of tokens as "
+            "its clean prompt (pad or rephrase the shorter ones)."
+        )
+    metric = bind_metric(metric, model)
+    batch, seq_len = clean_t.shape
+    parts = split_prompts(batch, _bytes_per_prompt(model, graph, seq_len, metric), metric, max_memory)
+
+    scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.float64)
+    clean_value = corrupted_value = 0.0
+    for rows in progress_bar(parts, progress=progress, desc="edge attribution"):
+        part_metric = metric if len(parts) == 1 else metric.rows(rows, batch)
+        s, clean_v, corrupted_v = _score_part(model, graph, clean_t[rows], corrupted_t[rows], part_metric, steps)
+        weight = (rows.stop - rows.start) / batch  # the metric is a mean over prompts: parts weigh by size
+        scores += weight * s.double().cpu()
+        clean_value += weight * clean_v
+        corrupted_value += weight * corrupted_v
+    check_finite(model, clean_t, "the edge scores", scores)
+
+    method = "EAP" if steps is None else f"EAP-IG ({steps} steps)"
+    return Circuit.full(
+        graph,
+        scores=scores.T[graph.mask.T].tolist(),  # receiver by receiver, senders in order: the graph's edge order
+        title=f"{method} edge scores",
+        metric=metric_name(metric),
+        model=model_name(model),
+        task=f"{batch} prompt pair(s), {seq_len} tokens",
+        meta={"method": "eap" if steps is None else "eap-ig", "steps": steps,
+              "score": "estimated metric(clean, edge corrupted) - metric(clean) (first order)",
+              "clean_value": clean_value, "corrupted_value": corrupted_value, "prompt_parts": len(parts),
+              "max_memory": max_memory, "seconds": time.perf_counter() - started},
+    )
+
+
+def _score_part(model: HookedTransformer, graph: Graph, clean_t: Int[Tensor, "batch pos"],
+                corrupted_t: Int[Tensor, "batch pos"], metric, steps: Optional[int]) -> tuple[Tensor, float, float]:
+    """Scores ``[n_senders, n_receivers]`` (zero off the graph's edges) for one part of the prompt pairs, and the
+    metric on the clean and corrupted runs."""
+    with torch.no_grad():
+        corrupted, corrupted_value = _sender_outputs(model, graph, corrupted_t, metric)
+    if steps is None:  # EAP: the gradient pass on the clean prompts also gives their sender outputs
+        return (*_gradient_pass(model, graph, clean_t, metric, corrupted=corrupted), corrupted_value)
+    with torch.no_grad():
+        clean, clean_value = _sender_outputs(model, graph, clean_t, metric)
+    diff = corrupted - clean
+    scores = 0
+    for k in range(1, steps + 1):
+        embed = torch.lerp(corrupted[:, :, 0], clean[:, :, 0], k / steps)
+        step_scores, _ = _gradient_pass(model, graph, clean_t, metric, diff=diff, embed=embed)
+        scores = scores + step_scores / steps
+    return scores, clean_value, corrupted_value
+
+
+def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "batch pos"], metric, *,
+                   corrupted: Optional[Tensor] = None, diff: Optional[Tensor] = None,
+                   embed: Optional[Tensor] = None) -> tuple[Tensor, float]:
+    """One forward pass with gradients on ``tokens`` and one backward pass from the metric.
+
+    Returns ``diff[u] . grad[v]`` summed over batch and positions for every (sender, receiver) pair, and the
+    metric's value. ``diff`` is ``[batch, pos, sender, d_model]``; without it, it is ``corrupted`` minus this
+    pass's own sender outputs. ``embed`` replaces the embedding (``blocks.0.hook_resid_pre``) when given.
+    """
+    dtype = _compute_dtype(model)
+    scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=dtype, device=model.cfg.device)
+    # a zero that every receiver's input is shifted by: the backward pass from the metric to it runs through every
+    # receiver (whose gradient hooks do the work) without computing any parameter's gradient
+    zero = torch.zeros((), dtype=model.cfg.dtype, device=model.cfg.device, requires_grad=True)
+    state: dict[str, Tensor] = {}
+    if diff is not None:
+        state["diff"] = diff
+
+    def accumulate(columns: Tensor, upstream: int):
+        def on_grad(grad: Tensor) -> None:  # grad: [batch, pos, head, d_model] or [batch, pos, d_model]
+            grad = grad.to(dtype) if grad.ndim == 4 else grad.to(dtype)[:, :, None, :]
+            senders = state["diff"][:, :, :upstream]
+            scores[:upstream, columns] += einops.einsum(senders, grad, "b p s d, b p r d -> s r")
+        return on_grad
+
+    def receive(columns: list[int]):
+        columns_t = torch.tensor(columns, device=model.cfg.device)
+        upstream = graph.upstream[columns[0]]
+
+        def hook(act: Tensor, hook=None) -> Tensor:
+            shifted = act + zero
+            shifted.register_hook(accumulate(columns_t, upstream))
+            return shifted
+        return hook
+
+    hooks = [(name, receive(columns)) for name, columns in _receiver_hooks(graph)]
+    outputs: dict[str, Tensor] = {}
+    if corrupted is not None:
+        hooks = _capture_senders(model, graph, outputs) + hooks
+    if embed is not None:
+        hooks = [("blocks.0.hook_resid_pre", lambda act, hook=None: embed)] + hooks
+
+    with torch.enable_grad(), receiver_inputs(model):
+        resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
+        value = _metric_on_resid(model, metric, resid)
+        scalar(value)
+        if not isinstance(value, Tensor) or not value.requires_grad:
+            raise InputError(f"the metric {metric_name(metric)!r} is not differentiable (its value has no gradient); "
+                             "edge attribution needs a metric computed from the logits with torch operations.")
+        if corrupted is not None:
+            state["diff"] = corrupted - _stack_senders(model, graph, outputs)
+        torch.autograd.grad(value, zero, allow_unused=True)
+    return scores, float(value.detach())
+
+
+def _sender_outputs(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "batch pos"],
+                    metric) -> tuple[Float[Tensor, "batch pos sender d_model"], float]:
+    """Every sender's output on ``tokens``, stacked in the graph's order, and the metric's value."""
+    outputs: dict[str, Tensor] = {}
+    resid = model.run_with_hooks(tokens, fwd_hooks=_capture_senders(model, graph, outputs),
+                                 stop_at_layer=model.cfg.n_layers)
+    return _stack_senders(model, graph, outputs), scalar(_metric_on_resid(model, metric, resid))
+
+
+def _capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, Tensor]) -> list:
+    """Hooks that keep each sender's activation (detached) in ``outputs``, by hook name."""
+    def keep(name: str):
+        def hook(act: Tensor, hook=None) -> None:
+            outputs[name] = act.detach()
+        return hook
+
+    names = dict.fromkeys(node.hook for node in graph.senders)
+    return [(name, keep(name)) for name in names]
+
+
+def _stack_senders(model: HookedTransformer, graph: Graph,
+                   outputs: dict[str, Tensor]) -> Float[Tensor, "batch pos sender d_model"]:
+    """The senders' outputs ``[batch, pos, sender, d_model]`` from their hooks: heads' ``z`` times their ``W_O``."""
+    dtype = _compute_dtype(model)
+    pieces = [outputs["blocks.0.hook_resid_pre"].to(dtype)[:, :, None]]
+    for layer in range(graph.n_layers):
+        z = outputs[f"blocks.{layer}.attn.hook_z"].to(dtype)
+        pieces.append(einops.einsum(z, model.blocks[layer].attn.W_O.detach().to(dtype),
+                                    "b p h e, h e d -> b p h d"))
+        if not graph.attn_only:
+            pieces.append(outputs[f"blocks.{layer}.hook_mlp_out"].to(dtype)[:, :, None])
+    return torch.cat(pieces, dim=2)
+
+
+def _receiver_hooks(graph: Graph) -> list[tuple[str, list[int]]]:
+    """Each receiver hook and the graph's receiver columns it holds (one per head for q/k/v), in graph order."""
+    by_hook: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.receivers):
+        by_hook.setdefault(node.hook, []).append(i)
+    return list(by_hook.items())
+
+
+def _metric_on_resid(model: HookedTransformer, metric, resid: Float[Tensor, "batch pos d_model"]) -> Tensor:
+    """The metric from the final residual stream; a declarative metric reads only its positions and columns."""
+    if not is_declarative(metric):
+        return metric(readout(model, resid))
+    positions, columns = metric.reads(resid.shape[0], resid.shape[1])
+    index = einops.repeat(positions.to(resid.device), "b k -> b k d", d=resid.shape[-1])
+    x = resid.gather(1, index)  # [batch, k, d_model]
+    if columns is None:
+        return metric.from_selected(readout(model, x))
+    columns = columns.to(resid.device)  # [batch, c]: each prompt's own columns of W_U
+    x = final_norm(model, x)
+    logits = einops.einsum(x, model.W_U[:, columns], "b k d, d b c -> b k c") + model.b_U[columns][:, None, :]
+    return metric.from_selected(softcap(logits, model.cfg.output_logits_soft_cap))
+
+
+def _compute_dtype(model: HookedTransformer) -> torch.dtype:
+    """Scores are summed in at least float32 (float64 models stay float64)."""
+    return torch.promote_types(model.cfg.dtype, torch.float32)
+
+
+def _bytes_per_prompt(model: HookedTransformer, graph: Graph, seq_len: int, metric) -> int:
+    """Rough bytes one prompt pair needs: the forward pass kept for the backward pass (every block, with one
+    copy of the residual stream per head for each of q, k and v) and the senders' outputs on both runs and
+    their difference."""
+    cfg = model.cfg
+    size = torch.tensor([], dtype=_compute_dtype(model)).element_size()
+    per_layer = row_bytes(model, seq_len) + size * seq_len * 3 * cfg.n_heads * cfg.d_model * 4
+    senders = 3 * size * seq_len * len(graph.senders) * cfg.d_model
+    logits = 0 if is_declarative(metric) else 2 * size * seq_len * cfg.d_vocab_out
+    return cfg.n_layers * per_layer + senders + logits
+
+
+__all__ = ["eap", "eap_ig", "receiver_inputs", "RECEIVER_FLAGS"]
