@@ -25,13 +25,32 @@ from circuitlab.testing import ARCHITECTURES, random_model
 REL = 1e-5
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # the models here are tiny: one thread is faster than two, and leaves the other core to other work
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 def float64(model: HookedTransformer) -> HookedTransformer:
     model = copy.deepcopy(model).to(torch.float64)
     return model.eval()
 
 
+#: norms the random architectures lack: TransformerLens's folded norms (what from_pretrained gives by default) and none
+NORM_VARIANTS = ("LNPre", "RMSPre", None)
+
+
 @lru_cache(maxsize=None)
 def model_of(arch: str) -> HookedTransformer:
+    if arch.startswith("norm="):
+        norm = arch.split("=")[1]
+        cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=32,
+                                      act_fn="gelu", normalization_type=None if norm == "None" else norm, seed=7,
+                                      device="cpu", model_name=f"random-{norm}")
+        return float64(HookedTransformer(cfg))
     return float64(random_model(arch, seed=3))
 
 
@@ -45,6 +64,7 @@ def prompt_pairs(vocab: int, batch: int = 3, seq: int = 7, seed: int = 0):
     clean = torch.randint(1, vocab, (batch, seq), generator=gen)
     corrupted = clean.clone()
     corrupted[:, 1::2] = torch.randint(1, vocab, (batch, len(range(1, seq, 2))), generator=gen)
+    corrupted[:, -1] = torch.randint(1, vocab, (batch,), generator=gen)  # the read position too: no edge is 0
     return clean, corrupted
 
 
@@ -233,7 +253,7 @@ def assert_close(actual, expected, rel=REL):
     assert ((actual - expected).abs() <= rel * scale).all(), (actual - expected).abs().max() / scale
 
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", [*ARCHITECTURES, *(f"norm={n}" for n in NORM_VARIANTS)])
 def test_eap_equals_brute_force_linearisation(arch):
     model = model_of(arch)
     clean, corrupted = prompt_pairs(model.cfg.d_vocab)

@@ -26,14 +26,20 @@ code): with ``alpha_k = k / steps`` for ``k = 1 ... steps``, the model runs the 
 ``alpha = 1`` is the clean run itself, so ``steps=1`` gives EAP exactly. It costs one forward and one backward
 pass per step, plus one forward pass on each prompt.
 
-**How the gradients are read.** TransformerLens exposes each head's own query, key and value input
-(``hook_q_input``... ``[batch, pos, head, d_model]``, with ``cfg.use_split_qkv_input``), each MLP's input
-(``hook_mlp_in``, with ``cfg.use_hook_mlp_in``) and, for grouped-query attention, each query head's own key and
-value input (``cfg.ungroup_grouped_query_attention``). :func:`receiver_inputs` turns those flags on for the
-duration of a call and restores them afterwards, even on error. The gradient at each receiver is multiplied by
-the activation differences of its senders as soon as the backward pass reaches it, so only one layer's
-gradients are alive at a time. Senders' outputs are read at ``hook_z`` and multiplied by each head's ``W_O``
-(``z_h @ W_O[h]``, without ``b_O``: see :mod:`circuitlab.circuits.graph`).
+**How the gradients are read.** A head's query, key and value inputs are three receivers, although all three are
+the same residual stream in the forward pass: each reaches the metric only through its own projection
+``W_Q[h]`` (``W_K[h]``, ``W_V[h]``) after the layer's ``ln1``. So the gradient at head ``h``'s query input is the
+gradient at its query (``attn.hook_q``) pulled back through ``W_Q[h]`` and through the norm's Jacobian at
+``resid_pre`` (:func:`_through_norm`, exact for TransformerLens's four norms). TransformerLens can instead run
+one copy of ``ln1`` per head and receiver (``cfg.use_split_qkv_input``, ``hook_q_input``...), which gives the same
+gradients at several times the cost; the tests check the two against each other. For grouped-query attention
+each query head's own key and value are read with the key/value heads ungrouped
+(``cfg.ungroup_grouped_query_attention``), an MLP's input at ``hook_mlp_in`` (``cfg.use_hook_mlp_in``), the
+logits' at the final residual stream. :func:`receiver_inputs` sets those flags for the duration of a call and
+restores them afterwards, even on error. The gradient at each receiver is multiplied by its senders' activation
+differences as soon as the backward pass reaches it (one matrix product per hook), so only one layer's gradients
+are alive at a time, and no parameter's gradient is computed. Senders' outputs are read at ``hook_z`` and
+multiplied by each head's ``W_O`` (``z_h @ W_O[h]``, without ``b_O``: see :mod:`circuitlab.circuits.graph`).
 """
 
 from __future__ import annotations
@@ -49,7 +55,7 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from circuitlab.circuits.circuit import Circuit
-from circuitlab.circuits.graph import Graph
+from circuitlab.circuits.graph import Graph, Node
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
                              final_norm, metric_name, model_name, progress_bar, readout, row_bytes, softcap,
                              to_tokens)
@@ -122,23 +128,65 @@ def eap_ig(
 # ---------------------------------------------------------------------------------------------------------
 
 @contextlib.contextmanager
-def receiver_inputs(model: HookedTransformer) -> Iterator[None]:
+def receiver_inputs(model: HookedTransformer, split_qkv: bool = True) -> Iterator[None]:
     """Expose every receiver's own input as a hook (see the module docstring); restore the flags on exit.
 
-    Inside, ``blocks.{l}.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` are ``[batch, pos, n_heads,
-    d_model]`` (one copy of the residual stream per head, key and value heads ungrouped) and
-    ``blocks.{l}.hook_mlp_in`` is ``[batch, pos, d_model]``. The model computes the same outputs as without.
+    Inside, ``blocks.{l}.hook_mlp_in`` is ``[batch, pos, d_model]``, key and value heads of grouped-query attention
+    are ungrouped (``hook_k`` and ``hook_v`` hold one entry per query head), and with ``split_qkv``
+    ``blocks.{l}.hook_q_input`` / ``hook_k_input`` / ``hook_v_input`` are ``[batch, pos, n_heads, d_model]`` (one
+    copy of the residual stream per head). The model computes the same outputs as without.
     """
     cfg = model.cfg
     saved = {flag: getattr(cfg, flag) for flag in RECEIVER_FLAGS}
     try:
-        cfg.use_split_qkv_input = True
+        cfg.use_split_qkv_input = split_qkv
         cfg.use_hook_mlp_in = not cfg.attn_only
         cfg.ungroup_grouped_query_attention = cfg.n_key_value_heads is not None
         yield
     finally:
         for flag, value in saved.items():
             setattr(cfg, flag, value)
+
+
+#: the norms TransformerLens applies before attention, and what :func:`_through_norm` needs to know of each
+NORMS = {"LayerNorm": ("center", "weight"), "LayerNormPre": ("center",), "RMSNorm": ("weight",),
+         "RMSNormPre": (), "Identity": None}
+
+
+def _norm_of(model: HookedTransformer, layer: int) -> Optional[tuple[str, ...]]:
+    """What block ``layer``'s ``ln1`` does (see :data:`NORMS`); an error for a norm the method does not know."""
+    name = type(model.blocks[layer].ln1).__name__
+    if name not in NORMS:
+        raise InputError(f"block {layer} normalises attention inputs with {name}; edge attribution knows "
+                         f"{', '.join(NORMS)} only.")
+    return NORMS[name]
+
+
+def _through_norm(model: HookedTransformer, layer: int, letter: str, grad: Float[Tensor, "batch pos head d_head"],
+                  normalized: Optional[Tensor], scale: Optional[Tensor]) -> Float[Tensor, "batch pos head d_model"]:
+    """The gradient at each head's own ``letter`` input (q, k or v, before ``ln1``) from the gradient at its
+    ``hook_{letter}``: pulled back through ``W_{letter}[h]`` and through the norm's Jacobian at this input.
+
+    For ``y = w * n + b`` with ``n = center(x) / scale`` and ``scale = sqrt(mean(center(x)^2) + eps)`` (LayerNorm;
+    RMSNorm without centering; the ``Pre`` variants without ``w``), the gradient at ``x`` of a cotangent ``c`` at
+    ``y`` is ``(center(u) - n * mean(u * n)) / scale`` with ``u = w * c``. Here ``c = W[h] @ grad[h]``, so ``center``
+    and ``w`` are applied to ``W`` once instead of to every head's ``d_model``-sized gradient. This is what
+    ``cfg.use_split_qkv_input`` would give (one copy of the norm per head), without running the norm once per head.
+    """
+    attn = model.blocks[layer].attn
+    W = {"q": attn.W_Q, "k": attn.W_K, "v": attn.W_V}[letter].detach().to(grad.dtype)  # [head, d_model, d_head]
+    norm = _norm_of(model, layer)
+    if norm is None:
+        return einops.einsum(grad, W, "b p h e, h d e -> b p h d")
+    if "weight" in norm:
+        W = W * model.blocks[layer].ln1.w.detach().to(grad.dtype)[None, :, None]
+    # mean(u * n) for u = W g: the projection of n onto each head's columns, dotted with g
+    n = normalized.to(grad.dtype)
+    m = (einops.einsum(n, W, "b p d, h d e -> b p h e") * grad).sum(-1) / n.shape[-1]  # [batch, pos, head]
+    if "center" in norm:
+        W = W - W.mean(dim=1, keepdim=True)
+    s = scale.to(grad.dtype)[:, :, :, None]  # [batch, pos, 1, 1]
+    return einops.einsum(grad / s, W, "b p h e, h d e -> b p h d") - (n[:, :, None, :] / s) * m[..., None]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -202,7 +250,7 @@ def _score_part(model: HookedTransformer, graph: Graph, clean_t: Int[Tensor, "ba
     diff = corrupted - clean
     scores = 0
     for k in range(1, steps + 1):
-        embed = torch.lerp(corrupted[:, :, 0], clean[:, :, 0], k / steps)
+        embed = torch.lerp(corrupted[0], clean[0], k / steps)
         step_scores, _ = _gradient_pass(model, graph, clean_t, metric, diff=diff, embed=embed)
         scores = scores + step_scores / steps
     return scores, clean_value, corrupted_value
@@ -214,7 +262,7 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
     """One forward pass with gradients on ``tokens`` and one backward pass from the metric.
 
     Returns ``diff[u] . grad[v]`` summed over batch and positions for every (sender, receiver) pair, and the
-    metric's value. ``diff`` is ``[batch, pos, sender, d_model]``; without it, it is ``corrupted`` minus this
+    metric's value. ``diff`` is ``[sender, batch, pos, d_model]``; without it, it is ``corrupted`` minus this
     pass's own sender outputs. ``embed`` replaces the embedding (``blocks.0.hook_resid_pre``) when given.
     """
     dtype = _compute_dtype(model)
@@ -226,31 +274,53 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
     if diff is not None:
         state["diff"] = diff
 
-    def accumulate(columns: Tensor, upstream: int):
-        def on_grad(grad: Tensor) -> None:  # grad: [batch, pos, head, d_model] or [batch, pos, d_model]
-            grad = grad.to(dtype) if grad.ndim == 4 else grad.to(dtype)[:, :, None, :]
-            senders = state["diff"][:, :, :upstream]
-            scores[:upstream, columns] += einops.einsum(senders, grad, "b p s d, b p r d -> s r")
-        return on_grad
+    def accumulate(columns: Tensor, upstream: int, grad: Tensor) -> None:
+        """Add diff . grad for these receivers: grad is [batch, pos, receiver, d_model] or [batch, pos, d_model]."""
+        grad = grad.to(dtype) if grad.ndim == 4 else grad.to(dtype)[:, :, None, :]
+        # one matrix product: [sender, (batch pos d_model)] @ [(batch pos d_model), receiver]
+        senders = state["diff"][:upstream].flatten(1)
+        scores[:upstream, columns] += senders @ einops.rearrange(grad, "b p r d -> (b p d) r")
 
-    def receive(columns: list[int]):
+    def receive(node: Node, columns: list[int]):
+        """A hook at a receiver (a head's q/k/v projection, an MLP's input, the final residual stream) whose
+        gradient, when the backward pass reaches it, is scored against the senders' differences."""
         columns_t = torch.tensor(columns, device=model.cfg.device)
         upstream = graph.upstream[columns[0]]
 
+        def on_grad(grad: Tensor) -> None:
+            if node.kind in ("q", "k", "v"):
+                norm = norms.get(node.layer, {})
+                grad = _through_norm(model, node.layer, node.kind, grad.to(dtype), norm.get("normalized"),
+                                     norm.get("scale"))
+            accumulate(columns_t, upstream, grad)
+
         def hook(act: Tensor, hook=None) -> Tensor:
             shifted = act + zero
-            shifted.register_hook(accumulate(columns_t, upstream))
+            shifted.register_hook(on_grad)
             return shifted
         return hook
 
-    hooks = [(name, receive(columns)) for name, columns in _receiver_hooks(graph)]
+    # the norm before each attention layer, as the forward pass computed it: for the heads' q/k/v gradients
+    norms: dict[int, dict[str, Tensor]] = {}
+
+    def keep_norm(layer: int, what: str):
+        def hook(act: Tensor, hook=None) -> None:
+            norms.setdefault(layer, {})[what] = act.detach()
+        return hook
+
+    hooks = []
+    for layer in range(graph.n_layers):
+        if _norm_of(model, layer) is not None:
+            hooks += [(f"blocks.{layer}.ln1.hook_normalized", keep_norm(layer, "normalized")),
+                      (f"blocks.{layer}.ln1.hook_scale", keep_norm(layer, "scale"))]
+    hooks += [(name, receive(node, columns)) for name, node, columns in _receiver_hooks(graph)]
     outputs: dict[str, Tensor] = {}
     if corrupted is not None:
         hooks = _capture_senders(model, graph, outputs) + hooks
     if embed is not None:
         hooks = [("blocks.0.hook_resid_pre", lambda act, hook=None: embed)] + hooks
 
-    with torch.enable_grad(), receiver_inputs(model):
+    with torch.enable_grad(), receiver_inputs(model, split_qkv=False):
         resid = model.run_with_hooks(tokens, fwd_hooks=hooks, stop_at_layer=model.cfg.n_layers)
         value = _metric_on_resid(model, metric, resid)
         scalar(value)
@@ -264,7 +334,7 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
 
 
 def _sender_outputs(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "batch pos"],
-                    metric) -> tuple[Float[Tensor, "batch pos sender d_model"], float]:
+                    metric) -> tuple[Float[Tensor, "sender batch pos d_model"], float]:
     """Every sender's output on ``tokens``, stacked in the graph's order, and the metric's value."""
     outputs: dict[str, Tensor] = {}
     resid = model.run_with_hooks(tokens, fwd_hooks=_capture_senders(model, graph, outputs),
@@ -284,25 +354,30 @@ def _capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, 
 
 
 def _stack_senders(model: HookedTransformer, graph: Graph,
-                   outputs: dict[str, Tensor]) -> Float[Tensor, "batch pos sender d_model"]:
-    """The senders' outputs ``[batch, pos, sender, d_model]`` from their hooks: heads' ``z`` times their ``W_O``."""
+                   outputs: dict[str, Tensor]) -> Float[Tensor, "sender batch pos d_model"]:
+    """The senders' outputs ``[sender, batch, pos, d_model]`` from their hooks: heads' ``z`` times their ``W_O``.
+    (Senders first: the senders feeding a receiver are a prefix, a contiguous block of memory.)"""
     dtype = _compute_dtype(model)
-    pieces = [outputs["blocks.0.hook_resid_pre"].to(dtype)[:, :, None]]
+    pieces = [outputs["blocks.0.hook_resid_pre"].to(dtype)[None]]
     for layer in range(graph.n_layers):
         z = outputs[f"blocks.{layer}.attn.hook_z"].to(dtype)
         pieces.append(einops.einsum(z, model.blocks[layer].attn.W_O.detach().to(dtype),
-                                    "b p h e, h e d -> b p h d"))
+                                    "b p h e, h e d -> h b p d"))
         if not graph.attn_only:
-            pieces.append(outputs[f"blocks.{layer}.hook_mlp_out"].to(dtype)[:, :, None])
-    return torch.cat(pieces, dim=2)
+            pieces.append(outputs[f"blocks.{layer}.hook_mlp_out"].to(dtype)[None])
+    return torch.cat(pieces, dim=0)
 
 
-def _receiver_hooks(graph: Graph) -> list[tuple[str, list[int]]]:
-    """Each receiver hook and the graph's receiver columns it holds (one per head for q/k/v), in graph order."""
-    by_hook: dict[str, list[int]] = {}
+def _receiver_hooks(graph: Graph) -> list[tuple[str, Node, list[int]]]:
+    """Where each receiver's gradient is read: a hook, its first node, and the graph's receiver columns it holds.
+
+    A head's q/k/v gradient is read at ``attn.hook_q`` / ``hook_k`` / ``hook_v`` (one column per head; see
+    :func:`_through_norm`), an MLP's at ``hook_mlp_in``, the logits' at the last block's ``hook_resid_post``."""
+    by_hook: dict[str, tuple[Node, list[int]]] = {}
     for i, node in enumerate(graph.receivers):
-        by_hook.setdefault(node.hook, []).append(i)
-    return list(by_hook.items())
+        hook = f"blocks.{node.layer}.attn.hook_{node.kind}" if node.kind in ("q", "k", "v") else node.hook
+        by_hook.setdefault(hook, (node, []))[1].append(i)
+    return [(hook, node, columns) for hook, (node, columns) in by_hook.items()]
 
 
 def _metric_on_resid(model: HookedTransformer, metric, resid: Float[Tensor, "batch pos d_model"]) -> Tensor:
@@ -326,15 +401,16 @@ def _compute_dtype(model: HookedTransformer) -> torch.dtype:
 
 
 def _bytes_per_prompt(model: HookedTransformer, graph: Graph, seq_len: int, metric) -> int:
-    """Rough bytes one prompt pair needs: the forward pass kept for the backward pass (every block, with one
-    copy of the residual stream per head for each of q, k and v) and the senders' outputs on both runs and
-    their difference."""
+    """Rough bytes one prompt pair needs: the forward pass kept for the backward pass (every block's widest
+    activations, twice: the backward pass keeps more than one of them alive per block), one layer's
+    heads' gradients at their inputs (``[3 * n_heads, d_model]`` per token, a few copies), and the senders'
+    outputs on both runs and their difference."""
     cfg = model.cfg
     size = torch.tensor([], dtype=_compute_dtype(model)).element_size()
-    per_layer = row_bytes(model, seq_len) + size * seq_len * 3 * cfg.n_heads * cfg.d_model * 4
+    heads = 3 * size * seq_len * 3 * cfg.n_heads * cfg.d_model
     senders = 3 * size * seq_len * len(graph.senders) * cfg.d_model
     logits = 0 if is_declarative(metric) else 2 * size * seq_len * cfg.d_vocab_out
-    return cfg.n_layers * per_layer + senders + logits
+    return 2 * cfg.n_layers * row_bytes(model, seq_len) + heads + senders + logits
 
 
 __all__ = ["eap", "eap_ig", "receiver_inputs", "RECEIVER_FLAGS"]
