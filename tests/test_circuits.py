@@ -150,8 +150,10 @@ def test_circuit_json_compare_top_and_names():
     assert back.edges == top.edges and back.scores == top.scores and back.model == "zoo/attn-only-2l"
     assert back.graph.spec() == graph.spec() and back.metric == "logit_diff"
     assert json.loads(top.to_json())["graph"]["n_edges"] == 81
-    empty = Circuit(graph, [])
-    assert Circuit.from_json(empty.to_json()).edges == []
+    assert Circuit.from_json(Circuit(graph, []).to_json()).scores is None
+    assert Circuit.from_json(full.top(0).to_json()).scores == []
+    with pytest.raises(InputError, match="not a circuit's JSON"):
+        Circuit.from_json('{"edges": []}')
 
     induction = Circuit.from_edges(graph, ["L0H2 -> L1H1.k", ("L1H1", "logits"), "embed -> L1H1.q"])
     assert induction.nodes == ["embed", "L0H2", "L1H1", "logits"] and induction.scores is None
@@ -342,11 +344,18 @@ def test_bad_inputs_and_flags_restored():
         eap_ig(model, clean, corrupted, metric, steps=0)
     with pytest.raises(InputError, match="not differentiable"):
         eap(model, clean, corrupted, lambda logits: logits.detach()[:, -1, 0].mean())
+    model = model_of("gpt2")  # (grouped-query attention cannot use attn_in)
+    reference = eap(model, clean, corrupted, metric)
+    model.cfg.use_attn_in = True  # a user's own setting: used inside (as off), restored after
     flags = {f: getattr(model.cfg, f) for f in RECEIVER_FLAGS}
 
     def failing(logits):
         raise RuntimeError("metric failed")
 
-    with pytest.raises(RuntimeError, match="metric failed"):
-        eap(model, clean, corrupted, failing)
-    assert {f: getattr(model.cfg, f) for f in RECEIVER_FLAGS} == flags
+    try:
+        with pytest.raises(RuntimeError, match="metric failed"):
+            eap(model, clean, corrupted, failing)
+        assert_close(eap(model, clean, corrupted, metric).scores, reference.scores, rel=1e-12)
+        assert {f: getattr(model.cfg, f) for f in RECEIVER_FLAGS} == flags
+    finally:
+        model.cfg.use_attn_in = False

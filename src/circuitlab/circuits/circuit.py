@@ -206,6 +206,7 @@ class Circuit:
             for e, score in zip(edges, self.scores):
                 e["score"] = score
         return json.dumps({"format": JSON_FORMAT, "model": self.model, "graph": self.graph.spec(),
+                           "scored": self.scores is not None,
                            "title": self.title, "metric": self.metric, "task": self.task, "meta": plain(self.meta),
                            "edges": edges}, indent=indent)
 
@@ -226,7 +227,7 @@ class Circuit:
             raise InputError(f"the saved graph had {n_edges} edges but its shape gives {graph.n_edges}; the JSON was "
                              "written by a different version or edited.")
         edges = [(e["sender"], e["receiver"]) for e in data["edges"]]
-        scored = all("score" in e for e in data["edges"]) and bool(data["edges"])
+        scored = bool(data.get("scored", all("score" in e for e in data["edges"])))
         return cls(graph, edges, [e["score"] for e in data["edges"]] if scored else None, title=data.get("title", ""),
                    metric=data.get("metric", ""), model=data.get("model", ""), task=data.get("task", ""),
                    meta=data.get("meta", {}))

@@ -66,7 +66,7 @@ from circuitlab.patching.sites import scalar, split_prompts
 Metric = Callable[[Tensor], Tensor]
 
 #: the configuration flags :func:`receiver_inputs` sets (and restores)
-RECEIVER_FLAGS = ("use_split_qkv_input", "use_hook_mlp_in", "ungroup_grouped_query_attention")
+RECEIVER_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "ungroup_grouped_query_attention")
 
 
 def eap(
@@ -140,6 +140,7 @@ def receiver_inputs(model: HookedTransformer, split_qkv: bool = True) -> Iterato
     saved = {flag: getattr(cfg, flag) for flag in RECEIVER_FLAGS}
     try:
         cfg.use_split_qkv_input = split_qkv
+        cfg.use_attn_in = False  # one shared attention input per head would change what ln1's hooks hold
         cfg.use_hook_mlp_in = not cfg.attn_only
         cfg.ungroup_grouped_query_attention = cfg.n_key_value_heads is not None
         yield
