@@ -18,7 +18,7 @@ import circuitlab
 from circuitlab.circuits import Circuit, Graph, eap, eap_ig, receiver_inputs
 from circuitlab.circuits.eap import RECEIVER_FLAGS
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitDiff, Probability
+from circuitlab.metrics import LogitDiff, Normalized, Probability
 from circuitlab.patching import attribution
 from circuitlab.testing import ARCHITECTURES, random_model
 
@@ -138,7 +138,7 @@ def test_unsupported_models_are_named():
 def test_circuit_json_compare_top_and_names():
     graph = Graph(2, 4, attn_only=True, model="zoo/attn-only-2l")
     scores = [((i * 37) % 81 - 40) / 10 for i in range(graph.n_edges)]
-    full = Circuit.full(graph, scores=scores, metric="logit_diff", meta={"steps": None, "shape": (1, 2)})
+    full = Circuit.full(graph, scores=scores, metric="logit_diff", meta={"steps": None, "sizes": [1, 2]})
     assert len(full) == 81 and list(full) == list(graph.edges)
 
     top = full.top(5)
@@ -147,6 +147,7 @@ def test_circuit_json_compare_top_and_names():
     assert all(top.score(e) == full.score(e) for e in top)
 
     back = Circuit.from_json(top.to_json())
+    assert back == top
     assert back.edges == top.edges and back.scores == top.scores and back.model == "zoo/attn-only-2l"
     assert back.graph.spec() == graph.spec() and back.metric == "logit_diff"
     assert json.loads(top.to_json())["graph"]["n_edges"] == 81
@@ -332,6 +333,10 @@ def test_plain_callable_metric_and_float32():
     plain = eap(model, clean, corrupted, lambda logits: metric_for(model.cfg.d_vocab)(logits))
     assert_close(plain.scores, declarative.scores, rel=1e-4)
     assert plain.metric == "<lambda>" and declarative.metric == "logit_diff"
+    # a normalised metric is an affine function of the metric: scores scale by 1 / (clean - corrupted)
+    normalized = Normalized.fit(metric_for(model.cfg.d_vocab), model, clean, corrupted)
+    scaled = eap(model, clean, corrupted, normalized)
+    assert_close(scaled.scores, [s / (normalized.clean - normalized.corrupted) for s in declarative.scores], rel=1e-4)
 
 
 def test_bad_inputs_and_flags_restored():

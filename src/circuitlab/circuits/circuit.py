@@ -58,13 +58,14 @@ class Circuit:
     """
 
     graph: Graph
-    edges: list[Edge]
+    edges: list[Edge]  # read-only: make a new circuit rather than editing it
     scores: Optional[list[float]] = None
     title: str = ""
     metric: str = ""
     model: str = ""
     task: str = ""
     meta: dict[str, Any] = field(default_factory=dict)
+    _position: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         checked = [self.graph.check_edge(e) for e in self.edges]
@@ -79,6 +80,7 @@ class Circuit:
         self.edges = [checked[i] for i in order]
         if self.scores is not None:
             self.scores = [self.scores[i] for i in order]
+        self._position = {e: i for i, e in enumerate(self.edges)}
         if not self.model:
             self.model = self.graph.model
 
@@ -125,7 +127,7 @@ class Circuit:
 
     def __contains__(self, edge: object) -> bool:
         try:
-            return self.graph.check_edge(edge) in set(self.edges)
+            return self.graph.check_edge(edge) in self._position
         except InputError:
             return False
 
@@ -134,10 +136,9 @@ class Circuit:
         if self.scores is None:
             raise InputError("this circuit has no scores (a hand-made or loaded unscored circuit).")
         e = self.graph.check_edge(edge)
-        try:
-            return self.scores[self.edges.index(e)]
-        except ValueError:
-            raise InputError(f"edge {e[0]} -> {e[1]} is in the graph but not in this circuit.") from None
+        if e not in self._position:
+            raise InputError(f"edge {e[0]} -> {e[1]} is in the graph but not in this circuit.")
+        return self.scores[self._position[e]]
 
     @property
     def nodes(self) -> list[str]:
