@@ -333,6 +333,9 @@ def test_plain_callable_metric_and_float32():
     plain = eap(model, clean, corrupted, lambda logits: metric_for(model.cfg.d_vocab)(logits))
     assert_close(plain.scores, declarative.scores, rel=1e-4)
     assert plain.metric == "<lambda>" and declarative.metric == "logit_diff"
+    with pytest.warns(UserWarning, match="cannot be split"):  # a plain callable must see the whole batch
+        whole = eap(model, clean, corrupted, lambda logits: metric_for(model.cfg.d_vocab)(logits), max_memory=1)
+    assert whole.meta["prompt_parts"] == 1 and whole.scores == plain.scores
     # a normalised metric is an affine function of the metric: scores scale by 1 / (clean - corrupted)
     normalized = Normalized.fit(metric_for(model.cfg.d_vocab), model, clean, corrupted)
     scaled = eap(model, clean, corrupted, normalized)

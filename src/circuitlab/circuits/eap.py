@@ -16,6 +16,9 @@ and the unpatched value subtracted. With a logit difference as the metric, an ed
 negative score (corrupting it lowers the metric); rank edges by ``|score|``. The estimate is linear: exact when the
 metric is linear in ``input_v``, approximate elsewhere (softmax, LayerNorm scale, a large ``delta_u``).
 
+(auto-circuit's reference EAP, ``edge_attribution_patching_prune_scores``, multiplies the gradient by
+``a_u(clean) - a_u(corrupted)``: its scores are these with the opposite sign.)
+
 **EAP-IG** (Hanna et al. 2024) replaces the gradient at the clean run by its average along the straight line from
 the corrupted input embedding to the clean one (integrated gradients, taken at the input embedding as in their
 code): with ``alpha_k = k / steps`` for ``k = 1 ... steps``, the model runs the clean prompt with its embedding

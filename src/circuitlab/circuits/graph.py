@@ -33,7 +33,9 @@ own ``.k`` and ``.v`` receivers, the inputs it would read with its key and value
 (``cfg.ungroup_grouped_query_attention``, which TransformerLens computes identically). This keeps one graph
 shape for every model, as in auto-circuit.
 
-Edge counts match auto-circuit's: 81 for ``zoo/attn-only-2l`` (2 layers of 4 heads), 32,491 for GPT-2 small.
+Edge counts match auto-circuit's: 81 for ``zoo/attn-only-2l`` (2 layers of 4 heads), 32,491 for GPT-2 small. Its
+node names map one to one: ``Resid Start`` = ``embed``, ``A1.2`` = ``L1H2``, ``A1.2.Q`` = ``L1H2.q``, ``MLP 0`` =
+``MLP0``, ``Resid End`` = ``logits``.
 
 Supported: any ``HookedTransformer`` whose blocks are TransformerLens's ``TransformerBlock`` with standard or
 grouped-query attention and causal masking, where each sub-layer's output is added to the residual stream as
