@@ -187,7 +187,7 @@ def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Tensor
         check_known_words(model, answer, f"the {what}")
         ids = model.to_tokens(answer, prepend_bos=False)[0].tolist()
         if len(ids) != 1:
-            pieces = model.to_str_tokens(answer, prepend_bos=False)
+            pieces = str_tokens(model, torch.tensor(ids))  # (TransformerLens's to_str_tokens fails on Gemma)
             raise InputError(
                 f"{what} {answer!r} is {len(ids)} tokens ({pieces!r}), but an {what} must be a single token. "
                 "Use its first token, a different word, or check the leading space (' Paris' vs 'Paris')."

@@ -1,0 +1,642 @@
+"""Causal tracing (Meng et al. 2022, "Locating and Editing Factual Associations in GPT"): where a fact is recalled.
+
+Three runs of a factual prompt such as ``"The Eiffel Tower is located in the city of" -> " Paris"``:
+
+1. **clean**: the prompt as it is; ``P_clean`` is the probability of the answer.
+2. **corrupted**: Gaussian noise is added to the input embeddings of the subject's tokens (``"The Eiffel
+   Tower"``), so the model no longer knows what the prompt is about; ``P_corrupted`` drops. The noise has
+   standard deviation ``noise * sigma``: ``noise=3`` as in the paper, ``sigma`` the standard deviation of the
+   model's token embeddings (:func:`embedding_std`). ``samples`` noise draws (seeded) are averaged.
+3. **corrupted-with-restoration**: the corrupted run again, but one clean state is put back: the residual stream
+   after block ``L`` at token ``t`` (``kind="resid"``), or the MLP output (``"mlp"``) or attention output
+   (``"attn"``) at token ``t`` over a *window* of layers centred on ``L``. ``P_restored(kind, t, L)``.
+
+The **indirect effect** of a state is ``P_restored - P_corrupted``; normalised, ``(P_restored - P_corrupted) /
+(P_clean - P_corrupted)``. The paper's finding: restoring MLP outputs at the *last subject token* in early-to-middle
+layers brings the answer back, and attention matters at the *last token* in later layers.
+
+    from circuitlab.tracing import trace, average_indirect_effect
+
+    res = trace(model, "The Eiffel Tower is located in the city of", "The Eiffel Tower", " Paris")
+    res.values                  # [kind, pos, layer]: P_restored, one panel per kind
+    res.indirect_effect()       # the same minus P_corrupted (normalised=True: as a fraction of the clean gap)
+    aie = average_indirect_effect(model, facts)   # [kind, position kind, layer], averaged over facts
+
+**Conventions, as in the paper and its code.** The same noise draw serves every restoration of a prompt (so
+differences between states are not noise). The residual state of layer ``L`` is ``blocks.L.hook_resid_post``
+and is restored alone (window 1); MLP and attention outputs are restored over ``window`` layers,
+``range(max(0, L - window // 2), min(n_layers, L + window - window // 2))``. The paper used ``window=10`` on
+GPT-2 XL (48 layers) and GPT-J (28 layers); by default this is scaled to shallower models as
+``min(10, max(1, round(10 * n_layers / 28)))`` (GPT-J's proportion): 6 for Gemma-3-270m's 18 layers, 1 for a
+4-layer model (:func:`default_window`).
+
+**Exact and fast.** :func:`circuitlab.testing.reference_trace` restores one (layer, token) per forward pass with
+hooks, as the paper's code does. :func:`trace` gives the same numbers (up to float rounding; a test checks on every
+architecture family) with far less arithmetic, using the patching engine's levers (see
+:mod:`circuitlab.patching.exact`):
+
+- **batching**: every restoration at one token is a group of ``samples`` rows of one forward pass, chunked
+  under ``max_memory``;
+- **start at the restored layer**: before its first restored layer a run equals the corrupted run, so its rows
+  join the batch there, from the cached corrupted residual stream (a staircase: every block runs once);
+- **causal attention**: restoring token ``t`` changes no earlier position, so only positions ``t...`` are computed,
+  reading the earlier positions' keys and values from the corrupted run (TransformerLens's key/value cache,
+  filled by TransformerLens itself and checked block by block at start-up; a model that fails the check is
+  traced without this shortcut, and ``meta["engine"]`` says so). Tokens before the subject are not computed
+  at all: the clean and corrupted runs agree there, so restoring them changes nothing (their entries are
+  ``P_corrupted``);
+- **read only what is needed**: the final norm and unembedding run on the last position only.
+
+A ``TransformerBridge`` (compatibility mode) is traced with whole forward passes and hooks, still batched.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence, Union
+
+import einops
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_finite,
+                             check_max_memory, model_name, progress_bar, readout, row_bytes, str_tokens, to_tokens)
+from circuitlab.errors import InputError
+from circuitlab.results import Result
+
+#: the states causal tracing restores, and the TransformerLens hook each one is
+KINDS: dict[str, str] = {
+    "resid": "blocks.{layer}.hook_resid_post",
+    "mlp": "blocks.{layer}.hook_mlp_out",
+    "attn": "blocks.{layer}.hook_attn_out",
+}
+#: what each kind is called in reports
+KIND_NAMES = {"resid": "residual stream (single layer)", "mlp": "MLP output (window)",
+              "attn": "attention output (window)"}
+#: the position kinds of the paper's average indirect effect (Meng et al. 2022, Figure 2)
+POSITION_KINDS = ("first subject token", "middle subject tokens", "last subject token", "first subsequent token",
+                  "further tokens", "last token")
+
+#: the window the paper used, and the depth of the shallower of its two models (GPT-J)
+PAPER_WINDOW, PAPER_LAYERS = 10, 28
+#: largest difference (relative to the activation's scale) the key/value shortcut's self-check allows
+SELF_CHECK_TOLERANCE = 1e-4
+
+Subject = Union[str, tuple[int, int]]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Settings: windows, subject spans, noise
+# ---------------------------------------------------------------------------------------------------------
+
+def default_window(n_layers: int) -> int:
+    """The paper's window of 10 layers, scaled to shallower models: ``min(10, max(1, round(10 * n_layers / 28)))``."""
+    return min(PAPER_WINDOW, max(1, round(PAPER_WINDOW * n_layers / PAPER_LAYERS)))
+
+
+def window_layers(layer: int, window: int, n_layers: int) -> range:
+    """The layers restored together for a state centred on ``layer`` (the paper's code: ``layer - window // 2`` on)."""
+    return range(max(0, layer - window // 2), min(n_layers, layer + window - window // 2))
+
+
+def check_kinds(model: HookedTransformer, kinds: Any) -> tuple[str, ...]:
+    """``kinds`` checked: a kind name or a sequence of distinct names from :data:`KINDS` (``None``: every kind
+    the model has; an attention-only model has no MLP)."""
+    if kinds is None:
+        return tuple(k for k in KINDS if not (k == "mlp" and model.cfg.attn_only))
+    if isinstance(kinds, str):
+        kinds = (kinds,)
+    if not isinstance(kinds, Sequence) or not kinds:
+        raise InputError(f"kinds must be one or more of {tuple(KINDS)}; got {kinds!r}.")
+    for k in kinds:
+        if k not in KINDS:
+            raise InputError(f"kinds: unknown state {k!r}. Causal tracing restores {', '.join(map(repr, KINDS))} "
+                             "(the residual stream, MLP output and attention output).")
+    if len(set(kinds)) != len(kinds):
+        raise InputError(f"kinds lists a state twice: {tuple(kinds)}. Give each at most once.")
+    if "mlp" in kinds and model.cfg.attn_only:
+        raise InputError("kinds includes 'mlp' but this model is attention-only: it has no MLPs. Leave 'mlp' out.")
+    return tuple(kinds)
+
+
+def check_window(model: HookedTransformer, window: Any) -> int:
+    """``window`` checked against the model's depth (``None``: :func:`default_window`)."""
+    n = model.cfg.n_layers
+    if window is None:
+        return default_window(n)
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise InputError(f"window must be a whole number of layers, at least 1; got {window!r}.")
+    if window > n:
+        raise InputError(f"window={window} is larger than the model: it has {n} layers. Use a window of at most "
+                         f"{n} (the default for this model is {default_window(n)}).")
+    return window
+
+
+def subject_span(model: HookedTransformer, prompt: Union[str, Tensor], subject: Subject,
+                 tokens: Optional[Int[Tensor, "1 pos"]] = None) -> tuple[int, int]:
+    """The token positions ``[start, end)`` of ``subject`` in ``prompt``.
+
+    ``subject`` is text that occurs in the prompt (its first occurrence), and must begin and end on token
+    boundaries; or a ``(start, end)`` pair of positions (needed for prompts given as token ids). A space before the
+    subject belongs to its first token, as tokenizers attach it (``" Eiffel"``).
+    """
+    toks = to_tokens(model, prompt) if tokens is None else tokens
+    n = toks.shape[1]
+    if isinstance(subject, tuple) and len(subject) == 2 and all(isinstance(i, int) and not isinstance(i, bool)
+                                                                for i in subject):
+        start, end = subject
+        if not 0 <= start < end <= n:
+            raise InputError(f"subject={subject!r} is not a span of token positions of the prompt: it has {n} "
+                             f"tokens, so give (start, end) with 0 <= start < end <= {n}.")
+        return start, end
+    if not isinstance(subject, str):
+        raise InputError(f"subject must be text that occurs in the prompt, or a (start, end) pair of token "
+                         f"positions; got {type(subject).__name__} {subject!r}.")
+    if not isinstance(prompt, str):
+        raise InputError("subject was given as text but the prompt as token ids: give the subject as a (start, end) "
+                         "pair of token positions instead.")
+    if not subject.strip():
+        raise InputError(f"subject={subject!r} is empty: give the words of the prompt that name the subject.")
+    at = prompt.find(subject)
+    if at < 0:
+        raise InputError(f"subject {subject!r} does not occur in the prompt {prompt!r}. Give it exactly as it is "
+                         "written there (case and spaces included).")
+    full = toks[0].tolist()
+
+    def prefix_len(text: str, where: str) -> int:
+        """How many tokens of the prompt ``text`` (a prefix of it) covers; an error if it ends inside a token."""
+        if text:
+            ids = to_tokens(model, text)[0].tolist()
+        else:
+            ids = full[:1] if model.cfg.default_prepend_bos else []
+        if ids != full[:len(ids)]:
+            diff = [i for i, (a, b) in enumerate(zip(ids, full)) if a != b]
+            inside = diff[0] if diff else min(len(ids), len(full)) - 1
+            label = str_tokens(model, toks[0, inside:inside + 1])[0]
+            raise InputError(
+                f"subject {subject!r} is not a token span of the prompt: its {where} falls inside the token "
+                f"{label!r} (position {inside}). Choose a subject that starts and ends on token boundaries "
+                "(see model.to_str_tokens(prompt)), or give (start, end) token positions."
+            )
+        return len(ids)
+
+    start = prefix_len(prompt[:at].rstrip(), "start")
+    end = prefix_len(prompt[:at + len(subject)], "end")
+    if end <= start:  # pragma: no cover - a non-empty subject always adds a token
+        raise InputError(f"subject {subject!r} covers no token of the prompt.")
+    return start, end
+
+
+_EMBEDDING_STD: "weakref.WeakKeyDictionary[HookedTransformer, tuple]" = weakref.WeakKeyDictionary()
+
+
+@torch.no_grad()
+def embedding_std(model: ModelLike, subjects: Optional[Iterable[str]] = None) -> float:
+    """The standard deviation ``sigma`` that the noise scale multiplies.
+
+    By default, of every entry of the token embedding matrix ``W_E`` (what ``hook_embed`` holds for a token):
+    a property of the model alone, so every prompt gets the same noise scale. With ``subjects`` (texts), of
+    the embeddings of their tokens, as the paper's code computes it over the subjects of its facts.
+    """
+    model = as_model(model)
+    W_E = model.W_E.detach()
+    if subjects is None:
+        key = (W_E.data_ptr(), W_E._version)
+        cached = _EMBEDDING_STD.get(model)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        x = W_E.double()
+        value = float(((x - x.mean()) ** 2).mean().sqrt() * math.sqrt(x.numel() / max(1, x.numel() - 1)))
+        _EMBEDDING_STD[model] = (key, value)
+        return value
+    ids = [i for s in subjects for i in to_tokens(model, s, prepend_bos=False)[0].tolist()]
+    if not ids:
+        raise InputError("subjects is empty: give the subject texts whose embeddings set the noise scale.")
+    return float(W_E[torch.tensor(ids, device=W_E.device)].double().std())
+
+
+def check_noise(noise: Any) -> float:
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise <= 0:
+        raise InputError(f"noise must be a positive number (the noise's standard deviation in units of the "
+                         f"embeddings' standard deviation; the paper used 3); got {noise!r}.")
+    return float(noise)
+
+
+def subject_noise(model: HookedTransformer, n_tokens: int, samples: int, scale: float,
+                  seed: int) -> Float[Tensor, "samples subject d_model"]:
+    """The Gaussian noise added to the subject's embeddings: ``samples`` draws, standard deviation ``scale``.
+
+    Drawn on the CPU from ``seed`` (the same numbers on every device), then moved to the model's device and dtype.
+    """
+    gen = torch.Generator().manual_seed(int(seed))
+    noise = torch.randn(samples, n_tokens, model.cfg.d_model, generator=gen, dtype=torch.float64) * scale
+    return noise.to(device=model.cfg.device, dtype=model.cfg.dtype)
+
+
+def noise_hook(span: tuple[int, int], noise: Float[Tensor, "samples subject d_model"]):
+    """A ``hook_embed`` hook adding ``noise`` to the subject's embeddings; batch rows cycle through the samples."""
+    start, end = span
+
+    def hook(embed: Tensor, hook=None) -> Tensor:
+        reps = embed.shape[0] // noise.shape[0]
+        embed = embed.clone()
+        embed[:, start:end] = embed[:, start:end] + noise.repeat(reps, 1, 1)
+        return embed
+
+    return hook
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The result
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(repr=False)
+class CausalTrace(Result):
+    """Probabilities of the answer with one state restored: ``values[kind, pos, layer]`` (``P_restored``).
+
+    ``meta`` holds ``clean_prob``, ``corrupted_prob``, the ``subject`` span, ``window``, ``noise_std`` (the noise's
+    absolute standard deviation), ``sigma``, ``samples``, ``seed`` and ``engine``.
+    """
+
+    @property
+    def clean_prob(self) -> float:
+        return float(self.meta["clean_prob"])
+
+    @property
+    def corrupted_prob(self) -> float:
+        return float(self.meta["corrupted_prob"])
+
+    def indirect_effect(self, normalized: bool = False) -> Result:
+        """``P_restored - P_corrupted`` for every state; ``normalized``: divided by ``P_clean - P_corrupted``."""
+        effect = self.values - self.corrupted_prob
+        metric = "indirect effect: P(answer) restored - corrupted"
+        if normalized:
+            gap = self.clean_prob - self.corrupted_prob
+            if abs(gap) < 1e-12:
+                raise InputError("the noise did not change the answer's probability (clean and corrupted are "
+                                 f"both {self.clean_prob:.4g}), so a normalised effect is undefined. Use a larger "
+                                 "noise scale, or the unnormalised indirect effect.")
+            effect, metric = effect / gap, "normalised indirect effect: (restored - corrupted) / (clean - corrupted)"
+        return Result(effect, self.axes, dict(self.labels), title=f"Indirect effect ({self.task})", metric=metric,
+                      model=self.model, task=self.task, meta=dict(self.meta))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Tracing one prompt
+# ---------------------------------------------------------------------------------------------------------
+
+def trace(
+    model: ModelLike,
+    prompt: Union[str, Int[Tensor, "pos"], Int[Tensor, "1 pos"]],
+    subject: Subject,
+    answer: Union[str, int],
+    *,
+    kinds: Sequence[str] | str | None = None,
+    window: Optional[int] = None,
+    noise: float = 3.0,
+    sigma: Optional[float] = None,
+    samples: int = 10,
+    seed: int = 0,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = True,
+) -> CausalTrace:
+    """Causal tracing of one factual prompt: the answer's probability with each clean state restored.
+
+    Args:
+        model: a HookedTransformer, a TransformerBridge in compatibility mode, or a name for
+            :func:`circuitlab.load_model`. Its attention must be causal.
+        prompt: the text before the answer (or token ids ``[pos]`` / ``[1, pos]``).
+        subject: the words of the prompt the fact is about, as written there (``"The Eiffel Tower"``), or a
+            ``(start, end)`` pair of token positions.
+        answer: the correct next token, one token (``" Paris"``, leading space included), or its id.
+        kinds: which states to restore: ``"resid"``, ``"mlp"``, ``"attn"`` (default: all the model has).
+        window: layers restored together for ``"mlp"`` and ``"attn"`` (default :func:`default_window`).
+        noise: the noise's standard deviation in units of ``sigma`` (the paper: 3).
+        sigma: the embeddings' standard deviation (default :func:`embedding_std` of the model).
+        samples: noise draws, averaged (the paper: 10).
+        seed: seeds the noise.
+        max_memory: rough bound in bytes on the activations of one batched forward pass.
+        progress: show a progress bar.
+
+    Returns:
+        A :class:`CausalTrace`: ``values[kind, pos, layer]`` = ``P_restored``; ``meta["clean_prob"]`` and
+        ``meta["corrupted_prob"]``; ``.indirect_effect()``.
+    """
+    model = as_model(model)
+    if model.cfg.attention_dir != "causal":
+        raise InputError("causal tracing needs a model that predicts the next token (causal attention); this model's "
+                         f"attention is {model.cfg.attention_dir!r}.")
+    kinds = check_kinds(model, kinds)
+    window = check_window(model, window)
+    noise = check_noise(noise)
+    samples = check_count(samples, "samples")
+    max_memory = check_max_memory(max_memory)
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an integer; got {seed!r}.")
+    if isinstance(prompt, Tensor) and prompt.ndim == 2 and prompt.shape[0] != 1:
+        raise InputError(f"causal tracing takes one prompt at a time; got token ids of shape {tuple(prompt.shape)}. "
+                         "Use average_indirect_effect for many facts.")
+    tokens = to_tokens(model, prompt)
+    span = subject_span(model, prompt, subject, tokens)
+    ans = answer_id(model, answer)
+    if sigma is None:
+        sigma = embedding_std(model)
+    elif isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
+        raise InputError(f"sigma must be a positive number (the embeddings' standard deviation); got {sigma!r}.")
+    draws = subject_noise(model, span[1] - span[0], samples, noise * sigma, seed)
+
+    t0 = time.perf_counter()
+    tracer = _Tracer(model, tokens, span, ans, draws, kinds, window, max_memory)
+    values = tracer.run(progress)
+    seconds = time.perf_counter() - t0
+
+    labels = [f"{i}:{s}" + ("*" if span[0] <= i < span[1] else "") for i, s in enumerate(str_tokens(model, tokens[0]))]
+    text = prompt if isinstance(prompt, str) else " ".join(str(i) for i in tokens[0].tolist())
+    windows = {k: 1 if k == "resid" else window for k in kinds}
+    meta = dict(clean_prob=tracer.clean_prob, corrupted_prob=tracer.corrupted_prob, subject=span,
+                subject_text=subject if isinstance(subject, str) else None, answer=ans, window=windows,
+                noise=noise, sigma=float(sigma), noise_std=noise * float(sigma), samples=samples, seed=seed,
+                engine=tracer.engine, seconds=seconds, peak_chunk_bytes=tracer.peak_chunk_bytes)
+    return CausalTrace(values, ("kind", "pos", "layer"),
+                       {"kind": list(kinds), "pos": labels, "layer": [str(l) for l in range(model.cfg.n_layers)]},
+                       title="Causal trace", metric="P(answer) with the clean state restored (* = subject token)",
+                       model=model_name(model), task=f"{text!r} -> {answer!r}", meta=meta)
+
+
+class _Tracer:
+    """The clean and corrupted runs of one prompt, and the restored runs (see the module docstring)."""
+
+    def __init__(self, model: HookedTransformer, tokens: Tensor, span: tuple[int, int], answer: int,
+                 noise: Tensor, kinds: tuple[str, ...], window: int, max_memory: int):
+        self.model, self.tokens, self.span, self.answer = model, tokens, span, answer
+        self.noise, self.kinds, self.window, self.max_memory = noise, kinds, window, max_memory
+        cfg = model.cfg
+        self.S, self.n = noise.shape[0], tokens.shape[1]
+        self.peak_chunk_bytes = 0
+        self.block_level = isinstance(model, HookedTransformer)
+
+        with torch.no_grad():
+            names = {KINDS[k].format(layer=l) for k in kinds for l in range(cfg.n_layers)}
+            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+            self.clean = {k: torch.stack([cache[KINDS[k].format(layer=l)][0] for l in range(cfg.n_layers)])
+                          for k in kinds}  # [layer, pos, d_model]
+            self.clean_prob = float(torch.softmax(logits[0, -1].double(), -1)[answer])
+            check_finite(model, tokens, "the clean run", logits)
+            self._corrupted_run()
+
+    @torch.no_grad()
+    def _corrupted_run(self) -> None:
+        model, cfg = self.model, self.model.cfg
+        rows = self.tokens.expand(self.S, -1)
+        hooks = [("hook_embed", noise_hook(self.span, self.noise))]
+        if not self.block_level:
+            logits = model.run_with_hooks(rows, fwd_hooks=hooks)
+            self.corrupted_prob = self._prob(logits[:, -1]).mean().item()
+            self.engine = "TransformerBridge: whole forward passes with hooks, many restorations per pass"
+            self.start_of = lambda t: 0
+            return
+        names = {f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)} | {
+            f"blocks.{cfg.n_layers - 1}.hook_resid_post", "hook_pos_embed"}
+        with model.hooks(fwd_hooks=hooks):
+            logits, cache = model.run_with_cache(rows, names_filter=lambda name: name in names)
+        check_finite(model, self.tokens, "the corrupted run (noise on the subject)", logits)
+        self.corrupted_prob = self._prob(logits[:, -1]).mean().item()
+        self.resid_pre = [cache[f"blocks.{l}.hook_resid_pre"] for l in range(cfg.n_layers)]
+        self.resid_pre.append(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"])
+        self.pos_embed = cache["hook_pos_embed"] if cfg.positional_embedding_type == "shortformer" else None
+        # the keys and values as TransformerLens caches them: each block run once more into an empty cache entry
+        self.kv = []
+        for l in range(cfg.n_layers):
+            entry = TransformerLensKeyValueCacheEntry.init_cache_entry(cfg, cfg.device, self.S)
+            model.blocks[l](self.resid_pre[l], shortformer_pos_embed=self.pos_embed, past_kv_cache_entry=entry)
+            self.kv.append((entry.past_keys, entry.past_values))
+        problem = self._self_check()
+        if problem is None:
+            self.engine = ("block by block from the restored layer; positions from the restored token on, with the "
+                           "corrupted run's cached keys and values; last position read out")
+            self.start_of = lambda t: t
+        else:
+            self.engine = (f"block by block from the restored layer, every position ({problem}); last position "
+                           "read out")
+            self.start_of = lambda t: 0
+
+    def _self_check(self) -> Optional[str]:
+        """Each block, run on the last position from the cached keys and values of the earlier ones, must give
+        the corrupted run's output there; ``None`` if it does, else what differed."""
+        if self.n < 2:
+            return "a one-token prompt"
+        for l in range(self.model.cfg.n_layers):
+            got = self._block(l, self.resid_pre[l][:, -1:], self.n - 1, 1)
+            want = self.resid_pre[l + 1][:, -1:]
+            err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
+            if not err <= SELF_CHECK_TOLERANCE:
+                return f"cached keys and values did not reproduce block {l} (relative difference {err:.2g})"
+        return None
+
+    def _block(self, layer: int, resid: Tensor, start: int, n_restorations: int) -> Tensor:
+        """Block ``layer`` on positions ``start...`` of ``resid`` (``n_restorations * samples`` rows)."""
+        model = self.model
+        entry = None
+        if start > 0:
+            keys, values = (einops.repeat(x[:, :start], "s p h d -> (r s) p h d", r=n_restorations)
+                            for x in self.kv[layer])
+            entry = TransformerLensKeyValueCacheEntry(keys, values, frozen=True)
+        pos_embed = None
+        if self.pos_embed is not None:
+            pos_embed = einops.repeat(self.pos_embed[:, start:], "b p d -> (r b) p d",
+                                      r=resid.shape[0] // self.pos_embed.shape[0])
+        return model.blocks[layer](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
+
+    def _prob(self, last_logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, "rows"]:
+        return torch.log_softmax(last_logits.double(), -1)[:, self.answer].exp()
+
+    # -- the restored runs --------------------------------------------------------------------------------
+    def restorations(self, t: int) -> list[tuple[str, int]]:
+        return [(k, l) for k in self.kinds for l in range(self.model.cfg.n_layers)]
+
+    def layers_of(self, kind: str, layer: int) -> range:
+        return range(layer, layer + 1) if kind == "resid" else window_layers(layer, self.window,
+                                                                              self.model.cfg.n_layers)
+
+    def run(self, progress: bool) -> Float[Tensor, "kind pos layer"]:
+        cfg = self.model.cfg
+        out = torch.full((len(self.kinds), self.n, cfg.n_layers), self.corrupted_prob, dtype=torch.float64)
+        positions = list(range(self.span[0], self.n))
+        per_row = row_bytes(self.model, self.n) + 2 * 8 * cfg.d_vocab  # activations, plus one row of logits
+        per_restoration = self.S * per_row
+        chunk = max(1, self.max_memory // per_restoration)
+        work = [(t, todo[i:i + chunk]) for t in positions
+                for todo in [self.restorations(t)] for i in range(0, len(todo), chunk)]
+        kind_index = {k: i for i, k in enumerate(self.kinds)}
+        for t, todo in progress_bar(work, progress=progress, desc="causal tracing"):
+            start = self.start_of(t)
+            self.peak_chunk_bytes = max(self.peak_chunk_bytes,
+                                        len(todo) * per_restoration * (self.n - start) // self.n)
+            probs = self._restored(t, start, todo) if self.block_level else self._restored_whole(t, todo)
+            for (kind, layer), p in zip(todo, probs.tolist()):
+                out[kind_index[kind], t, layer] = p
+        return out
+
+    def _patches(self, t: int, todo: list[tuple[str, int]], offset: int):
+        """For each layer and kind, the batch rows whose restoration patches it (restoration ``i`` owns rows
+        ``i * S ... (i + 1) * S``, shifted by ``offset``)."""
+        S = self.S
+        patches: dict[tuple[int, str], list[int]] = {}
+        for i, (kind, layer) in enumerate(todo):
+            for l in self.layers_of(kind, layer):
+                patches.setdefault((l, kind), []).extend(range(offset + i * S, offset + (i + 1) * S))
+        return patches
+
+    def _hook(self, kind: str, layer: int, rows: list[int], t: int, start: int):
+        idx = torch.tensor(rows, device=self.model.cfg.device)
+        clean = self.clean[kind][layer, t]
+
+        def hook(act: Tensor, hook=None) -> Tensor:
+            act = act.clone()
+            act[idx, t - start] = clean
+            return act
+
+        return hook
+
+    @torch.no_grad()
+    def _restored(self, t: int, start: int, todo: list[tuple[str, int]]) -> Tensor:
+        """Mean P(answer) over the samples for each restoration at token ``t``, computing positions ``start...``:
+        the staircase (rows join at their first restored layer)."""
+        cfg, S = self.model.cfg, self.S
+        # a resid restoration at layer L replaces the residual stream entering block L + 1
+        enter = [layer + 1 if kind == "resid" else self.layers_of(kind, layer)[0] for kind, layer in todo]
+        order = sorted(range(len(todo)), key=lambda i: enter[i])
+        todo, enter = [todo[i] for i in order], [enter[i] for i in order]
+        resid: Optional[Tensor] = None
+        joined = 0
+        for l in range(enter[0], cfg.n_layers + 1):
+            new = [i for i in range(joined, len(todo)) if enter[i] == l]
+            if new:
+                rows = einops.repeat(self.resid_pre[l][:, start:], "s p d -> (r s) p d", r=len(new)).clone()
+                for j, i in enumerate(new):
+                    kind, layer = todo[i]
+                    if kind == "resid":
+                        rows[j * S:(j + 1) * S, t - start] = self.clean["resid"][layer, t]
+                resid = rows if resid is None else torch.cat([resid, rows])
+                joined += len(new)
+            if l == cfg.n_layers:
+                break
+            patches = self._patches(t, todo[:joined], 0)
+            hooks = [(KINDS[kind].format(layer=l), self._hook(kind, l, rows_, t, start))
+                     for (layer_, kind), rows_ in patches.items() if layer_ == l and kind != "resid"]
+            with self.model.hooks(fwd_hooks=hooks):
+                resid = self._block(l, resid, start, joined)
+        probs = self._prob(readout(self.model, resid[:, -1]))
+        means = probs.reshape(len(todo), S).mean(1)
+        back = torch.empty_like(means)
+        back[torch.tensor(order)] = means
+        return back
+
+    @torch.no_grad()
+    def _restored_whole(self, t: int, todo: list[tuple[str, int]]) -> Tensor:
+        """The same from whole forward passes with hooks (any model, e.g. a TransformerBridge)."""
+        S = self.S
+        rows = self.tokens.expand(S * len(todo), -1)
+        hooks = [("hook_embed", noise_hook(self.span, self.noise))]
+        for (layer, kind), rows_ in self._patches(t, todo, 0).items():
+            hooks.append((KINDS[kind].format(layer=layer), self._hook(kind, layer, rows_, t, 0)))
+        logits = self.model.run_with_hooks(rows, fwd_hooks=hooks)
+        return self._prob(logits[:, -1]).reshape(len(todo), S).mean(1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Many facts: the average indirect effect by kind of position
+# ---------------------------------------------------------------------------------------------------------
+
+def position_kinds(span: tuple[int, int], n: int) -> list[list[int]]:
+    """The positions of each of :data:`POSITION_KINDS` in a prompt of ``n`` tokens with the subject at ``span``.
+
+    First, middle (those between first and last), and last subject token; the first token after the subject;
+    further tokens (between that one and the last); the last token. A kind with no position in this prompt (a
+    one- or two-token subject has no middle; a subject right before the last token has no further tokens) is an
+    empty list; a one-token subject is both first and last subject token.
+    """
+    s0, s1 = span
+    after = list(range(s1, n - 1))
+    return [[s0], list(range(s0 + 1, s1 - 1)), [s1 - 1], after[:1], after[1:], [n - 1]]
+
+
+def as_fact(fact: Any, i: int) -> tuple[str, Subject, Union[str, int]]:
+    """A fact as ``(prompt, subject, answer)``: a :class:`circuitlab.tasks.factual.Fact`, or such a triple."""
+    if all(hasattr(fact, a) for a in ("prompt", "subject", "answer")):
+        return fact.prompt, fact.subject, fact.answer
+    if isinstance(fact, (tuple, list)) and len(fact) == 3:
+        return tuple(fact)
+    raise InputError(f"facts[{i}] is {fact!r}: give Fact objects (circuitlab.tasks.factual) or (prompt, subject, "
+                     "answer) triples.")
+
+
+def average_indirect_effect(
+    model: ModelLike,
+    facts: Sequence[Any],
+    *,
+    kinds: Sequence[str] | str | None = None,
+    window: Optional[int] = None,
+    noise: float = 3.0,
+    sigma: Optional[float] = None,
+    samples: int = 10,
+    seed: int = 0,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = True,
+) -> Result:
+    """The average indirect effect (AIE) over ``facts`` at the paper's kinds of position (its Figure 2).
+
+    Every fact is traced (:func:`trace`, with the same settings and seed), its indirect effects
+    ``P_restored - P_corrupted`` averaged within each kind of position (:func:`position_kinds`), then over the
+    facts that have that kind. Trace only facts the model knows (:func:`circuitlab.tasks.factual.known_facts`),
+    as the paper does.
+
+    Returns:
+        A Result ``[kind, position, layer]`` of average indirect effects (probability), with ``meta``: ``n_facts``,
+        ``counts`` (facts contributing to each position kind), ``clean_prob`` and ``corrupted_prob`` (averages
+        over facts), ``window``, ``sigma``, ``noise_std``, ``samples``, ``seed``, and ``per_fact``: one
+        ``(prompt, subject span, clean, corrupted)`` row per fact.
+    """
+    model = as_model(model)
+    if isinstance(facts, (str, bytes)) or not isinstance(facts, Sequence) or len(facts) == 0:
+        raise InputError("facts must be a non-empty list of facts (Fact objects or (prompt, subject, answer) "
+                         f"triples); got {facts!r:.80}.")
+    triples = [as_fact(f, i) for i, f in enumerate(facts)]
+    kinds = check_kinds(model, kinds)
+    window = check_window(model, window)
+    sigma = embedding_std(model) if sigma is None else sigma
+    L = model.cfg.n_layers
+    sums = torch.zeros(len(kinds), len(POSITION_KINDS), L, dtype=torch.float64)
+    counts = [0] * len(POSITION_KINDS)
+    per_fact, seconds = [], 0.0
+    for i, (prompt, subject, answer) in enumerate(progress_bar(triples, progress=progress, desc="causal tracing")):
+        try:
+            res = trace(model, prompt, subject, answer, kinds=kinds, window=window, noise=noise, sigma=sigma,
+                        samples=samples, seed=seed, max_memory=max_memory, progress=False)
+        except InputError as e:
+            raise InputError(f"facts[{i}] ({prompt!r}): {e}") from None
+        effect = res.indirect_effect().values  # [kind, pos, layer]
+        for k, where in enumerate(position_kinds(res.meta["subject"], effect.shape[1])):
+            if where:
+                sums[:, k] += effect[:, where].mean(1)
+                counts[k] += 1
+        per_fact.append((prompt, res.meta["subject"], res.clean_prob, res.corrupted_prob))
+        seconds += res.meta["seconds"]
+    values = sums / torch.tensor([max(c, 1) for c in counts], dtype=torch.float64)[None, :, None]
+    values[:, [k for k, c in enumerate(counts) if c == 0]] = float("nan")
+    meta = dict(n_facts=len(triples), counts=dict(zip(POSITION_KINDS, counts)),
+                clean_prob=sum(r[2] for r in per_fact) / len(per_fact),
+                corrupted_prob=sum(r[3] for r in per_fact) / len(per_fact),
+                window={k: 1 if k == "resid" else window for k in kinds}, sigma=float(sigma),
+                noise_std=noise * float(sigma), samples=samples, seed=seed, per_fact=per_fact, seconds=seconds)
+    return Result(values, ("kind", "position", "layer"),
+                  {"kind": list(kinds), "position": list(POSITION_KINDS), "layer": [str(l) for l in range(L)]},
+                  title=f"Average indirect effect over {len(triples)} facts",
+                  metric="average indirect effect: P(answer) restored - corrupted", model=model_name(model),
+                  task=f"{len(triples)} facts", meta=meta)
