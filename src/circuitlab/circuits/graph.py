@@ -195,6 +195,17 @@ class Graph:
                              f"{', MLPs like MLP0' if not self.attn_only else ''} and 'logits'.")
         return self.receivers[self.receiver_index[name]]
 
+    def senders_of(self, receiver: str) -> list[str]:
+        """The senders ``receiver`` reads, in forward order (its incoming edges' senders)."""
+        r = self.receiver_index[self.receiver(receiver).name]
+        return [n.name for n in self.senders[:self.upstream[r]]]
+
+    def inputs_of(self, component: str) -> list[str]:
+        """A component's receivers: a head's ``.q``, ``.k``, ``.v``; an MLP's input; ``logits``; none for ``embed``."""
+        if component not in self.components:
+            raise InputError(f"{component!r} is not a component of this graph ({self.describe()}).")
+        return [n.name for n in self.receivers if n.component == component]
+
     def check_edge(self, edge: Edge) -> Edge:
         """``edge`` as a ``(sender, receiver)`` pair of this graph, or an error saying why it is not one."""
         sender, receiver = parse_edge(edge)
