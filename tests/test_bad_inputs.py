@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import circuitlab as cl
-from circuitlab import attribution, ffn, induction, patching
+from circuitlab import attribution, ffn, induction, patching, tracing
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -79,6 +79,7 @@ class Kind:
 
 
 CLEAN, CORRUPTED = "The cat sat on the mat and the dog", "The dog sat on the mat and the cat"
+FACT = "Wexmira has a house in"  # a fact of zoo/toy-lm's world (answer " Brindlecote")
 
 KINDS: dict[str, Kind] = {
     "model": Kind(("model", "weights"), bad=[42, None, "zoo/no-such-model", Lazy(nan_model, "a model with a NaN weight")]),
@@ -102,6 +103,11 @@ KINDS: dict[str, Kind] = {
     "memory": Kind(("max_memory",), bad=[0, -1, "1GB"]),
     "choice": Kind(("kind", "method", "by", "norm", "choose", "one of"), bad=["nope", 3, None]),
     "senders": Kind(("sender",), bad=[[(99, 0)], "nope", [], [(0, 99)]]),
+    "subject": Kind(("subject",), bad=["Kelmira", "Wex", "", (3, 1), (0, 99), 3.5, None, ("a", "b")]),
+    "kinds": Kind(("kinds", "state"), bad=["nope", ["resid", "resid"], [], 3, ["mlp", "x"]]),
+    "window": Kind(("window",), bad=[0, -1, 99, 1.5, True, "3"]),
+    "noise": Kind(("noise",), bad=[0, -1.0, float("nan"), float("inf"), "3", True, None]),
+    "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
 }
 
 
@@ -166,6 +172,14 @@ ANALYSES = [
     Analysis("patching.path_patch", functools.partial(patching.path_patch, progress=False),
              {**PATCH, "senders": ("senders", [(1, 2)]), "direction": ("direction", "noising"),
               "max_memory": ("memory", 2**20)}),
+    Analysis("tracing.trace", functools.partial(tracing.trace, progress=False),
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "answer": ("answer", " Brindlecote"), "kinds": ("kinds", ["resid", "attn"]), "window": ("window", 2),
+              "noise": ("noise", 3.0), "samples": ("count", 2), "max_memory": ("memory", 2**20)}),
+    Analysis("tracing.average_indirect_effect", functools.partial(tracing.average_indirect_effect, progress=False),
+             {"model": ("model", M), "facts": ("facts", [(FACT, "Wexmira", " Brindlecote")]),
+              "kinds": ("kinds", "attn"), "window": ("window", 1), "noise": ("noise", 3.0),
+              "samples": ("count", 1), "max_memory": ("memory", 2**20)}),
     Analysis("metrics.LogitDiff", lambda correct, wrong: LogitDiff(correct, wrong, model=toy())(toy()(CLEAN)),
              {"correct": ("answer", " mat"), "wrong": ("answer", " cat")}),
     Analysis("metrics.Probability", lambda answer, pos: Probability(answer, pos=pos, model=toy())(toy()(CLEAN)),
@@ -308,6 +322,11 @@ COMMANDS = [
     ["ffn", "-m", TOY, "--layer", "1", "--token", " mat"],
     ["ffn", "-m", TOY, "--layer", "1", "--neuron", "3", "--data", "no/such/file.txt"],
     ["ffn", "-m", WORDS, "--layer", "0"],
+    ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Zorv", "--answer", " Brindlecote"],
+    ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--window", "9"],
+    ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--noise", "0"],
+    ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--kinds", "mlp,x"],
+    ["trace", "-m", WORDS, "--prompt", "t1 t2 t3", "--subject", "t2", "--answer", " t4", "--kinds", "mlp"],
     ["models", "--nope"],
     ["reproduce"],
     ["reproduce", "no-such-finding"],

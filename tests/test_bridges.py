@@ -17,7 +17,7 @@ import transformer_lens.patching as tlp
 
 import circuitlab
 import circuitlab.patching.exact as exact
-from circuitlab import attribution, ffn, induction, patching
+from circuitlab import attribution, ffn, induction, patching, tracing
 from circuitlab.metrics import LogitDiff
 from circuitlab.testing import BRIDGE_ARCHITECTURES, random_bridge
 
@@ -211,6 +211,7 @@ ANALYSES = [
     *cases("sub_updates", lambda m: ffn.sub_updates(m, _tokens(), 1, token=3)),
     *cases("value_tokens", lambda m: ffn.value_tokens(m, 1, [0, 1, 2], k=5)),
     *cases("key_examples", lambda m: ffn.key_examples(m, list(_tokens()), 1, 3, k=3, progress=False)),
+    *cases("trace", lambda m: tracing.trace(m, _tokens()[0], (1, 3), 7, window=2, samples=2, progress=False)),
 ]
 
 

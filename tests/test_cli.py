@@ -28,7 +28,7 @@ from circuitlab.testing import random_model
 
 ZOO2 = "zoo/attn-only-2l"
 TOY = "zoo/toy-lm"
-ANALYSES = ("demo", "induction", "patch", "attribute", "ffn")
+ANALYSES = ("demo", "induction", "patch", "attribute", "ffn", "trace")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
@@ -150,6 +150,7 @@ REQUIRED = {
     "patch": ["--clean", "1 2", "--corrupted", "1 3", "--answer", "4", "--wrong", "5"],
     "attribute": ["--prompt", "1 2", "--answer", "4"],
     "ffn": ["--layer", "0"],
+    "trace": ["--prompt", "1 2 3", "--subject", "1:2", "--answer", "4"],
 }
 
 
@@ -222,7 +223,7 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
 
 #: every int option of every command that is not a count: indices (negative counts from the end) and seeds
 NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"),
-              ("reproduce", "seed")}
+              ("reproduce", "seed"), ("trace", "seed")}
 
 
 def _int_options():
@@ -329,7 +330,7 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         for module in modules:
             importlib.reload(module)
         assert warnings.filters == []
-    assert sorted(registry) == ["attribute", "demo", "ffn", "induction", "models", "patch", "reproduce"]
+    assert sorted(registry) == ["attribute", "demo", "ffn", "induction", "models", "patch", "reproduce", "trace"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------
@@ -608,3 +609,30 @@ def test_attribute_header_splits_the_total_into_the_listed_values_and_the_rest(b
     assert abs(shown - float(lib.values.sum())) < 1e-3
     assert abs(shown + (1 if sign == "+" else -1) * float(rest) - total) < 2e-4
     assert abs(total - float(lib.model_logit[0])) < 1e-3
+
+
+def test_cli_trace_prints_the_library_numbers_and_writes_a_report(tmp_path, capsys):
+    """On a fact zoo/toy-lm knows: the printed probabilities and top restorations are the library's."""
+    from circuitlab.tracing import trace
+
+    prompt, subject, answer = "Wexmira has a house in", "Wexmira", " Brindlecote"
+    out = tmp_path / "trace.html"
+    assert main(["trace", "-m", TOY, "--prompt", prompt, "--subject", subject, "--answer", answer, "--samples", "3",
+                 "--top", "2", "-q", "-o", str(out)]) == 0
+    printed = capsys.readouterr().out
+    res = trace(circuitlab.load_model(TOY), prompt, subject, answer, samples=3, progress=False)
+    clean, corrupted = floats(printed.splitlines()[0])
+    assert clean == pytest.approx(res.clean_prob, abs=6e-5) and corrupted == pytest.approx(res.corrupted_prob, abs=6e-5)
+    for k, kind in enumerate(["residual stream", "MLP output", "attention output"]):
+        rows = section(printed, kind)[:2]
+        effect = res.values[k] - res.corrupted_prob
+        best = effect.flatten().argsort(descending=True)[:2].tolist()
+        for row, i in zip(rows, best):
+            pos, layer = divmod(i, effect.shape[1])
+            assert row.split()[1].split(":")[0] == str(pos)
+            assert int(re.search(r"layer (\d+)", row).group(1)) == layer
+            p, e = floats(row)[:2]
+            assert p == pytest.approx(float(res.values[k, pos, layer]), abs=6e-5)
+            assert e == pytest.approx(float(effect[pos, layer]), abs=6e-5)
+    page = check_page(out, "Causal tracing: " + (circuitlab.load_model(TOY).cfg.model_name or TOY))
+    assert "Causal trace" in page and "Indirect effect" in page

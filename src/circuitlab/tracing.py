@@ -66,7 +66,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_finite,
-                             check_max_memory, model_name, progress_bar, readout, row_bytes, str_tokens, to_tokens)
+                             check_max_memory, final_residual, model_name, progress_bar, readout, row_bytes,
+                             str_tokens, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Result
 
@@ -383,10 +384,11 @@ class _Tracer:
 
         with torch.no_grad():
             names = {KINDS[k].format(layer=l) for k in kinds for l in range(cfg.n_layers)}
-            logits, cache = model.run_with_cache(tokens, names_filter=lambda name: name in names)
+            resid, cache = final_residual(model, tokens, names)
+            logits = readout(model, resid[:, -1])
             self.clean = {k: torch.stack([cache[KINDS[k].format(layer=l)][0] for l in range(cfg.n_layers)])
                           for k in kinds}  # [layer, pos, d_model]
-            self.clean_prob = float(torch.softmax(logits[0, -1].double(), -1)[answer])
+            self.clean_prob = float(self._prob(logits)[0])
             check_finite(model, tokens, "the clean run", logits)
             self._corrupted_run()
 
@@ -396,17 +398,19 @@ class _Tracer:
         rows = self.tokens.expand(self.S, -1)
         hooks = [("hook_embed", noise_hook(self.span, self.noise))]
         if not self.block_level:
-            logits = model.run_with_hooks(rows, fwd_hooks=hooks)
-            self.corrupted_prob = self._prob(logits[:, -1]).mean().item()
+            resid, _ = final_residual(model, rows, (), hooks)
+            self.corrupted_prob = self._prob(readout(model, resid[:, -1])).mean().item()
             self.engine = "TransformerBridge: whole forward passes with hooks, many restorations per pass"
             self.start_of = lambda t: 0
             return
         names = {f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)} | {
-            f"blocks.{cfg.n_layers - 1}.hook_resid_post", "hook_pos_embed"}
-        with model.hooks(fwd_hooks=hooks):
-            logits, cache = model.run_with_cache(rows, names_filter=lambda name: name in names)
+            f"blocks.{cfg.n_layers - 1}.hook_resid_post"}
+        if cfg.positional_embedding_type == "shortformer":
+            names.add("hook_pos_embed")
+        resid, cache = final_residual(model, rows, names, hooks)
+        logits = readout(model, resid[:, -1])
         check_finite(model, self.tokens, "the corrupted run (noise on the subject)", logits)
-        self.corrupted_prob = self._prob(logits[:, -1]).mean().item()
+        self.corrupted_prob = self._prob(logits).mean().item()
         self.resid_pre = [cache[f"blocks.{l}.hook_resid_pre"] for l in range(cfg.n_layers)]
         self.resid_pre.append(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"])
         self.pos_embed = cache["hook_pos_embed"] if cfg.positional_embedding_type == "shortformer" else None
@@ -454,7 +458,9 @@ class _Tracer:
         return model.blocks[layer](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
 
     def _prob(self, last_logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, "rows"]:
-        return torch.log_softmax(last_logits.double(), -1)[:, self.answer].exp()
+        """Softmax probability of the answer (log-sum-exp in the logits' own precision, the rest in float64)."""
+        logits = last_logits.float()
+        return (logits[:, self.answer] - torch.logsumexp(logits, -1)).double().exp()
 
     # -- the restored runs --------------------------------------------------------------------------------
     def restorations(self, t: int) -> list[tuple[str, int]]:
@@ -497,8 +503,7 @@ class _Tracer:
         idx = torch.tensor(rows, device=self.model.cfg.device)
         clean = self.clean[kind][layer, t]
 
-        def hook(act: Tensor, hook=None) -> Tensor:
-            act = act.clone()
+        def hook(act: Tensor, hook=None) -> Tensor:  # in place: no gradients here, and the tensor is this pass's own
             act[idx, t - start] = clean
             return act
 
@@ -546,8 +551,8 @@ class _Tracer:
         hooks = [("hook_embed", noise_hook(self.span, self.noise))]
         for (layer, kind), rows_ in self._patches(t, todo, 0).items():
             hooks.append((KINDS[kind].format(layer=layer), self._hook(kind, layer, rows_, t, 0)))
-        logits = self.model.run_with_hooks(rows, fwd_hooks=hooks)
-        return self._prob(logits[:, -1]).reshape(len(todo), S).mean(1)
+        resid, _ = final_residual(self.model, rows, (), hooks)
+        return self._prob(readout(self.model, resid[:, -1])).reshape(len(todo), S).mean(1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -600,8 +605,10 @@ def average_indirect_effect(
     Returns:
         A Result ``[kind, position, layer]`` of average indirect effects (probability), with ``meta``: ``n_facts``,
         ``counts`` (facts contributing to each position kind), ``clean_prob`` and ``corrupted_prob`` (averages
-        over facts), ``window``, ``sigma``, ``noise_std``, ``samples``, ``seed``, and ``per_fact``: one
-        ``(prompt, subject span, clean, corrupted)`` row per fact.
+        over facts), ``window``, ``sigma``, ``noise_std``, ``samples``, ``seed``, ``facts``: one
+        ``(prompt, subject span, clean, corrupted)`` row per fact, and ``per_fact``: the indirect effects
+        ``[fact, kind, position, layer]`` the average is taken over (NaN where a fact lacks that position kind),
+        e.g. for a bootstrap over facts.
     """
     model = as_model(model)
     if isinstance(facts, (str, bytes)) or not isinstance(facts, Sequence) or len(facts) == 0:
@@ -612,9 +619,8 @@ def average_indirect_effect(
     window = check_window(model, window)
     sigma = embedding_std(model) if sigma is None else sigma
     L = model.cfg.n_layers
-    sums = torch.zeros(len(kinds), len(POSITION_KINDS), L, dtype=torch.float64)
-    counts = [0] * len(POSITION_KINDS)
-    per_fact, seconds = [], 0.0
+    per_fact = torch.full((len(triples), len(kinds), len(POSITION_KINDS), L), float("nan"), dtype=torch.float64)
+    rows, seconds = [], 0.0
     for i, (prompt, subject, answer) in enumerate(progress_bar(triples, progress=progress, desc="causal tracing")):
         try:
             res = trace(model, prompt, subject, answer, kinds=kinds, window=window, noise=noise, sigma=sigma,
@@ -624,17 +630,16 @@ def average_indirect_effect(
         effect = res.indirect_effect().values  # [kind, pos, layer]
         for k, where in enumerate(position_kinds(res.meta["subject"], effect.shape[1])):
             if where:
-                sums[:, k] += effect[:, where].mean(1)
-                counts[k] += 1
-        per_fact.append((prompt, res.meta["subject"], res.clean_prob, res.corrupted_prob))
+                per_fact[i, :, k] = effect[:, where].mean(1)
+        rows.append((prompt, res.meta["subject"], res.clean_prob, res.corrupted_prob))
         seconds += res.meta["seconds"]
-    values = sums / torch.tensor([max(c, 1) for c in counts], dtype=torch.float64)[None, :, None]
-    values[:, [k for k, c in enumerate(counts) if c == 0]] = float("nan")
+    counts = (~per_fact[:, 0, :, 0].isnan()).sum(0).tolist()
+    values = per_fact.nanmean(0)  # NaN where no fact has that kind of position
     meta = dict(n_facts=len(triples), counts=dict(zip(POSITION_KINDS, counts)),
-                clean_prob=sum(r[2] for r in per_fact) / len(per_fact),
-                corrupted_prob=sum(r[3] for r in per_fact) / len(per_fact),
+                clean_prob=sum(r[2] for r in rows) / len(rows), corrupted_prob=sum(r[3] for r in rows) / len(rows),
                 window={k: 1 if k == "resid" else window for k in kinds}, sigma=float(sigma),
-                noise_std=noise * float(sigma), samples=samples, seed=seed, per_fact=per_fact, seconds=seconds)
+                noise_std=noise * float(sigma), samples=samples, seed=seed, facts=rows, per_fact=per_fact,
+                seconds=seconds)
     return Result(values, ("kind", "position", "layer"),
                   {"kind": list(kinds), "position": list(POSITION_KINDS), "layer": [str(l) for l in range(L)]},
                   title=f"Average indirect effect over {len(triples)} facts",
