@@ -173,39 +173,54 @@ def need_real_model(name: str) -> None:
     pytest.skip(why)
 
 
-@torch.no_grad()
-def reference_trace(model, tokens: torch.Tensor, span: tuple[int, int], answer: int, noise: torch.Tensor,
-                    kinds=("resid", "mlp", "attn"), window: int = 1) -> torch.Tensor:
-    """Causal tracing as the paper's code does it, for tests and benchmarks: one forward pass per restored state.
+#: the hook each causal-tracing state is restored at (written out here, apart from circuitlab.tracing)
+_TRACE_HOOKS = {"resid": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out",
+                "attn": "blocks.{}.hook_attn_out"}
 
-    ``tokens [1, pos]``; ``noise [samples, span, d_model]`` is added to ``hook_embed`` at the subject's positions
-    ``span``; each (kind, position, layer) is restored by hooks on a whole forward pass of ``samples`` rows, and
-    the probability of ``answer`` at the last position (full softmax) is averaged over the samples. Written
-    apart from :mod:`circuitlab.tracing` on purpose, sharing none of its code. Returns ``[kind, pos, layer]``.
+
+@torch.no_grad()
+def reference_restoration(model, tokens: torch.Tensor, span: tuple[int, int], answer: int, noise: torch.Tensor,
+                          clean, kind: str, layer: int, pos: int, window: int = 1) -> float:
+    """One restored state, as the paper's code computes it: one hooked forward pass of ``samples`` rows.
+
+    ``clean`` is the clean run's ``ActivationCache``; the noise ``[samples, span, d_model]`` is added to
+    ``hook_embed`` at ``span``; ``kind``'s state at ``pos`` is restored at ``layer`` (``resid``) or over the
+    window of layers centred on it (``mlp``, ``attn``); returns P(answer) at the last position (full softmax),
+    averaged over the samples.
     """
-    hook_of = {"resid": "blocks.{}.hook_resid_post", "mlp": "blocks.{}.hook_mlp_out", "attn": "blocks.{}.hook_attn_out"}
-    n_layers, n = model.cfg.n_layers, tokens.shape[1]
-    _, clean = model.run_with_cache(tokens)
-    rows = tokens.repeat(noise.shape[0], 1)
+    n_layers = model.cfg.n_layers
     start, end = span
+    layers = [layer] if kind == "resid" else list(range(max(0, layer - window // 2),
+                                                        min(n_layers, layer - (-window // 2))))
 
     def add_noise(embed, hook=None):
         embed = embed.clone()
         embed[:, start:end] += noise
         return embed
 
+    def restore(act, hook):
+        act = act.clone()
+        act[:, pos] = clean[hook.name][0, pos]
+        return act
+
+    hooks = [("hook_embed", add_noise)] + [(_TRACE_HOOKS[kind].format(l), restore) for l in layers]
+    logits = model.run_with_hooks(tokens.repeat(noise.shape[0], 1), fwd_hooks=hooks)
+    return float(torch.softmax(logits[:, -1].double(), -1)[:, answer].mean())
+
+
+@torch.no_grad()
+def reference_trace(model, tokens: torch.Tensor, span: tuple[int, int], answer: int, noise: torch.Tensor,
+                    kinds=("resid", "mlp", "attn"), window: int = 1) -> torch.Tensor:
+    """Causal tracing as the paper's code does it, for tests and benchmarks: one forward pass per restored state
+    (:func:`reference_restoration`) for every (kind, position, layer). Written apart from
+    :mod:`circuitlab.tracing` on purpose, sharing none of its code. ``tokens [1, pos]``; returns
+    ``[kind, pos, layer]``."""
+    _, clean = model.run_with_cache(tokens)
+    n_layers, n = model.cfg.n_layers, tokens.shape[1]
     out = torch.zeros(len(kinds), n, n_layers, dtype=torch.float64)
     for k, kind in enumerate(kinds):
         for layer in range(n_layers):
-            restored = [layer] if kind == "resid" else list(
-                range(max(0, layer - window // 2), min(n_layers, layer - (-window // 2))))
             for pos in range(n):
-                def restore(act, hook, pos=pos):
-                    act = act.clone()
-                    act[:, pos] = clean[hook.name][0, pos]
-                    return act
-
-                hooks = [("hook_embed", add_noise)] + [(hook_of[kind].format(l), restore) for l in restored]
-                logits = model.run_with_hooks(rows, fwd_hooks=hooks)
-                out[k, pos, layer] = torch.softmax(logits[:, -1].double(), -1)[:, answer].mean()
+                out[k, pos, layer] = reference_restoration(model, tokens, span, answer, noise, clean, kind, layer,
+                                                           pos, window)
     return out
