@@ -11,5 +11,7 @@
 from circuitlab.circuits.circuit import Circuit, Comparison
 from circuitlab.circuits.eap import eap, eap_ig, receiver_inputs
 from circuitlab.circuits.graph import Edge, Graph, Node
+from circuitlab.circuits.roc import RocCurve, roc, roc_auc
 
 __all__ = ["Circuit", "Comparison", "Edge", "Graph", "Node", "eap", "eap_ig", "receiver_inputs"]
+__all__ += ["RocCurve", "roc", "roc_auc"]
