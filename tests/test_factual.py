@@ -18,15 +18,6 @@ from circuitlab.testing import need_real_model, random_model
 from circuitlab.zoo import toy_lm
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny forward passes run faster on one thread than on two that share busy cores."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def toy():
     return circuitlab.load_model("zoo/toy-lm")
@@ -213,7 +204,7 @@ def test_known_facts_bad_inputs(toy):
 def test_known_facts_on_gemma_match_brute_force():
     need_real_model("gemma-3-270m")
     model = circuitlab.load_model("gemma-3-270m")
-    facts = list(FACTS[:40])
+    facts = list(FACTS[::18])  # 16 facts across the relations
     report = known_facts_report(model, facts)
     assert_matches_reference(report, reference(model, facts), tol=1e-3)
-    assert len(report.known) >= 10  # the capitals of the first 40 are mostly known
+    assert len(report.known) >= 6  # it knows about 70% of all the facts

@@ -5,7 +5,7 @@
     circuit = cl.induction.find_induction_circuit(model)
 
 Analyses live in submodules (``circuitlab.induction``, ``circuitlab.patching``, ``circuitlab.attribution``,
-``circuitlab.ffn``) and return labelled :class:`~circuitlab.results.Result` objects (or bundles of them) that
+``circuitlab.ffn``, ``circuitlab.tracing``, ``circuitlab.circuits``) and return labelled :class:`~circuitlab.results.Result` objects (or bundles of them) that
 render to HTML; ``circuitlab.core`` holds what they share (model coercion, index checks, answers, the readout).
 """
 
@@ -25,8 +25,8 @@ __all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_mod
 # functions and the analysis modules load on first use.
 _LAZY = {"Result": "circuitlab.results", "list_models": "circuitlab.models", "load_encoder": "circuitlab.models",
          "load_model": "circuitlab.models", "save_model": "circuitlab.models", "zoo_card": "circuitlab.models"}
-_SUBMODULES = {"induction", "patching", "attribution", "ffn", "metrics", "render", "tasks", "zoo", "cli", "core",
-               "results", "testing", "models", "reproduce"}
+_SUBMODULES = {"induction", "patching", "attribution", "ffn", "tracing", "circuits", "metrics", "render", "tasks",
+               "zoo", "cli", "core", "results", "testing", "models", "reproduce"}
 
 
 def __getattr__(name: str):
