@@ -23,6 +23,7 @@ from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from circuitlab.circuits.graph import Edge, Graph
 from circuitlab.errors import InputError
+from circuitlab.results import Rendered
 
 JSON_FORMAT = "circuitlab.circuit/1"
 
@@ -47,7 +48,7 @@ class Comparison:
 
 
 @dataclass(repr=False)
-class Circuit:
+class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.graph
     """Edges of a :class:`~circuitlab.circuits.graph.Graph`, in the graph's order, with optional scores.
 
     Attributes:
