@@ -356,6 +356,7 @@ def trace(
     tracer = _Tracer(model, tokens, span, ans, draws, kinds, window, max_memory)
     values = tracer.run(progress)
     seconds = time.perf_counter() - t0
+    check_finite(model, tokens, "the restored runs", values)
 
     labels = [f"{i}:{s}" + ("*" if span[0] <= i < span[1] else "") for i, s in enumerate(str_tokens(model, tokens[0]))]
     text = prompt if isinstance(prompt, str) else " ".join(str(i) for i in tokens[0].tolist())
@@ -463,9 +464,6 @@ class _Tracer:
         return (logits[:, self.answer] - torch.logsumexp(logits, -1)).double().exp()
 
     # -- the restored runs --------------------------------------------------------------------------------
-    def restorations(self, t: int) -> list[tuple[str, int]]:
-        return [(k, l) for k in self.kinds for l in range(self.model.cfg.n_layers)]
-
     def layers_of(self, kind: str, layer: int) -> range:
         return range(layer, layer + 1) if kind == "resid" else window_layers(layer, self.window,
                                                                               self.model.cfg.n_layers)
@@ -477,8 +475,8 @@ class _Tracer:
         per_row = row_bytes(self.model, self.n) + 2 * 8 * cfg.d_vocab  # activations, plus one row of logits
         per_restoration = self.S * per_row
         chunk = max(1, self.max_memory // per_restoration)
-        work = [(t, todo[i:i + chunk]) for t in positions
-                for todo in [self.restorations(t)] for i in range(0, len(todo), chunk)]
+        every = [(k, l) for k in self.kinds for l in range(cfg.n_layers)]  # the restorations at each token
+        work = [(t, every[i:i + chunk]) for t in positions for i in range(0, len(every), chunk)]
         kind_index = {k: i for i, k in enumerate(self.kinds)}
         for t, todo in progress_bar(work, progress=progress, desc="causal tracing"):
             start = self.start_of(t)
