@@ -5,13 +5,21 @@
 - :class:`Circuit` (:mod:`circuitlab.circuits.circuit`): a set of edges with optional scores: top-k, compare,
   JSON, DataFrame; reference circuits from edges or node names;
 - :func:`eap` and :func:`eap_ig` (:mod:`circuitlab.circuits.eap`): edge attribution patching and its
-  integrated-gradients variant, a score for every edge from one (or ``steps``) backward passes.
+  integrated-gradients variant, a score for every edge from one (or ``steps``) backward passes;
+- :func:`patch_edges` (:mod:`circuitlab.circuits.patch`): exact edge patching, many edge sets per batched pass;
+  :func:`faithfulness` and :func:`faithfulness_curve`: how much of the behaviour a circuit (or its top-k edges)
+  carries;
+- :func:`acdc` (:mod:`circuitlab.circuits.acdc`): ACDC (Conmy et al. 2023), exact, with speculative batching.
 """
 
+from circuitlab.circuits.acdc import acdc
 from circuitlab.circuits.circuit import Circuit, Comparison
 from circuitlab.circuits.eap import eap, eap_ig, receiver_inputs
 from circuitlab.circuits.graph import Edge, Graph, Node
+from circuitlab.circuits.patch import EdgePatcher, faithfulness, faithfulness_curve, patch_edges
+from circuitlab.circuits.reference import induction_reference, reference_from_edges
 from circuitlab.circuits.roc import RocCurve, roc, roc_auc
 
-__all__ = ["Circuit", "Comparison", "Edge", "Graph", "Node", "eap", "eap_ig", "receiver_inputs"]
-__all__ += ["RocCurve", "roc", "roc_auc"]
+__all__ = ["Circuit", "Comparison", "Edge", "EdgePatcher", "Graph", "Node", "acdc", "eap", "eap_ig", "faithfulness",
+           "faithfulness_curve", "patch_edges", "receiver_inputs"]
+__all__ += ["RocCurve", "induction_reference", "reference_from_edges", "roc", "roc_auc"]
