@@ -255,6 +255,61 @@ class Normalized(LogitMetric):
         return self._scale(self.metric(logits))
 
 
+class KLDivergence(LogitMetric):
+    """``KL(reference || patched)`` of the next-token distributions at position ``pos``, averaged over prompts.
+
+    The divergence ACDC (Conmy et al. 2023) thresholds: how far a patched run's predictions moved away from a
+    reference run's (usually the clean run's), in nats. It is 0 on the reference run itself and never negative.
+    ``reference`` holds the reference run's logits at the read positions, ``[batch, k, d_vocab]`` (or
+    ``[batch, d_vocab]`` for one position); :meth:`fit` measures them. Reads the whole vocabulary at those
+    positions (the softmax needs every logit), still ``pos``-times cheaper than full logits.
+    """
+
+    def __init__(self, reference: Float[Tensor, "batch k d_vocab"], pos: Positions = -1):
+        reference = torch.as_tensor(reference).detach()
+        if reference.ndim == 2:
+            reference = reference[:, None, :]
+        if reference.ndim != 3:
+            raise InputError(f"KLDivergence needs reference logits [batch, k, d_vocab] (or [batch, d_vocab]); got "
+                             f"shape {tuple(reference.shape)}. Use KLDivergence.fit(model, clean_tokens).")
+        self.reference, self.pos, self.name = reference, pos, "kl_div"
+        self._ref_logp = reference.double().log_softmax(-1)
+
+    @classmethod
+    def fit(cls, model, tokens, pos: Positions = -1) -> "KLDivergence":
+        """The divergence from ``model``'s own predictions on ``tokens`` at ``pos`` (default: the last position)."""
+        from circuitlab.core import as_model, to_tokens
+
+        model = as_model(model)
+        tokens = to_tokens(model, tokens)
+        positions = _resolve_positions(pos, tokens.shape[0], tokens.shape[1])
+        with torch.no_grad():
+            logits = model(tokens)
+        return cls(select_logits(logits, positions, None), pos)
+
+    def reads(self, batch: int, seq_len: int):
+        if self.reference.shape[0] != batch:
+            raise InputError(f"KLDivergence was fitted on {self.reference.shape[0]} prompts but is applied to {batch}; "
+                             "fit it on the same prompts (KLDivergence.fit(model, clean_tokens)).")
+        positions = _resolve_positions(self.pos, batch, seq_len)
+        if positions.shape[1] != self.reference.shape[1]:
+            raise InputError("KLDivergence reads one position per prompt; its reference has "
+                             f"{self.reference.shape[1]}. Refit it with KLDivergence.fit.")
+        return positions, None
+
+    def rows(self, rows: slice, batch: int) -> "KLDivergence":
+        part = copy.copy(self)
+        part.reference, part._ref_logp = self.reference[rows], self._ref_logp[rows]
+        part.pos = _rows(self.pos, rows, batch)
+        return part
+
+    def from_selected(self, selected: Float[Tensor, "... batch k d_vocab"]) -> Float[Tensor, "..."]:
+        ref = self._ref_logp.to(selected.device)
+        logp = selected.to(ref.dtype).log_softmax(-1)
+        kl = (ref.exp() * (ref - logp)).sum(-1)  # [..., batch, k]
+        return kl.mean((-2, -1)).to(torch.promote_types(selected.dtype, torch.float32))
+
+
 def bind_metric(metric, model):
     """``metric`` ready to run on ``model``: a :class:`LogitMetric` bound to it, any other callable as it is.
 
@@ -284,4 +339,4 @@ def is_declarative(metric) -> bool:
     return isinstance(metric, LogitMetric)
 
 
-__all__ = ["LogitMetric", "LogitDiff", "Probability", "Normalized", "select_logits", "is_declarative"]
+__all__ = ["LogitMetric", "LogitDiff", "Probability", "Normalized", "KLDivergence", "select_logits", "is_declarative"]

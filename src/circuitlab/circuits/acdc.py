@@ -1,0 +1,181 @@
+"""ACDC (Conmy et al. 2023): greedy edge pruning against a threshold, exact, with batched speculation.
+
+**The algorithm** (the paper's Algorithm 1). Start from the full graph ``G``. Visit the receivers from the logits
+backwards (reverse topological order: the reverse of the graph's receiver order), and for each receiver its
+incoming edges (latest sender first: the reverse of the graph's edge order throughout). For each edge ``e``::
+
+    candidate = G without e
+    change    = D(candidate) - D(G)          D = KL(clean output || patched output), the default metric
+    if change < threshold:  G = candidate    (the edge is removed; later decisions see it removed)
+
+With any other metric ``m`` the change is ``|m(G) - m(candidate)|``. Every ``D`` is an exact edge-patched run
+(:mod:`circuitlab.circuits.patch`): the removed edges carry their sender's ablated output. Each decision is made
+against the circuit as it stands after all previous decisions, so the decisions are sequential.
+
+**Why it can still be batched, and why the result does not change.** The candidates of one receiver differ from
+the current circuit in one edge each, so many of them fit in one batched forward pass — but the i-th decision
+must be made against the circuit *after* the first ``i - 1`` decisions of the same receiver, which a batch
+evaluated against the circuit as it was before cannot know. So the batch is *speculative*:
+
+1. Predict every decision of the receiver (initially: the more common decision so far; "removed" at first).
+2. Build the chain of circuits those predictions imply: ``S_1`` = the current circuit; ``T_i = S_i`` without
+   edge ``i``; ``S_{i+1} = T_i`` if edge ``i`` is predicted removed, else ``S_i``. Evaluate every ``T_i`` of a
+   window in one batched pass (``D(S_i)`` is the current value or an earlier ``D(T_j)``).
+3. Confirm sequentially: decision ``i`` is taken exactly as the sequential algorithm would take it, from
+   ``D(T_i) - D(S_i)`` — valid because ``S_i`` *is* the circuit the sequential algorithm holds at that moment, as
+   long as every earlier decision matched its prediction. At the first decision that contradicts its
+   prediction, the rest of the window was built on a circuit that did not happen: it is discarded, the
+   predictions of the remaining edges are updated from the window's marginal changes (``D(T_j) - D(S_j)``, a
+   good guess of each edge's fate), and a new window starts from the true circuit.
+
+Every decision therefore uses exactly the two values the sequential algorithm compares (computed in a different
+batch composition, so equal up to float rounding), and the final circuit equals the sequential one. A wrong
+prediction only costs the discarded part of one window.
+
+One more exact shortcut: when a receiver belongs to a component all of whose outgoing edges are already removed
+(every reader of a component is visited before the component's own inputs), nothing downstream reads that
+component any more, so removing its inputs changes the metric by exactly 0: those decisions are taken without a
+run (removed when ``0 < threshold``; with ``threshold = 0`` such edges are kept, as the rule says).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Optional
+
+import torch
+from torch import Tensor
+
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.circuits.patch import _setup
+from circuitlab.core import DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, metric_name, model_name, progress_bar
+from circuitlab.errors import InputError
+
+Metric = Callable[[Tensor], Tensor]
+
+
+def acdc(
+    model: ModelLike,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    threshold: float,
+    metric: Optional[Metric] = None,
+    *,
+    ablation: str = "corrupted",
+    speculate: bool = True,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+) -> Circuit:
+    """Automatic circuit discovery: the edges ACDC keeps at ``threshold`` (see the module docstring).
+
+    Args:
+        model: a HookedTransformer the circuit graph supports, or a name for :func:`circuitlab.load_model`.
+        clean_tokens, corrupted_tokens: prompt pairs of identical shape.
+        threshold: ``tau``, a finite number >= 0: an edge is removed when removing it changes the metric by less.
+        metric: default :class:`~circuitlab.metrics.KLDivergence` from the clean run's last-position predictions
+            (the change is ``KL(candidate) - KL(current)``, as in the paper); any metric of
+            :mod:`circuitlab.metrics` or callable on logits (the change is ``|m(current) - m(candidate)|``).
+        ablation: what a removed edge carries: ``"corrupted"`` (default), ``"mean"`` or ``"zero"``.
+        speculate: evaluate each receiver's candidates in speculative batches (same result, fewer passes);
+            ``False`` runs one patched pass per decision, the paper's loop.
+        max_memory: rough bound in bytes on one batched pass's activations.
+        progress: show a progress bar over the receivers.
+
+    Returns:
+        a :class:`~circuitlab.circuits.circuit.Circuit` of the kept edges; each score is the change its removal
+        would have caused (against the circuit at that moment). ``meta``: ``threshold``, ``ablation``,
+        ``final_value`` (the metric of the circuit), ``passes`` (batched forward passes), ``runs`` (patched runs,
+        i.e. masks evaluated), ``decisions``, ``skipped`` (decisions on dead components, taken without a run),
+        ``seconds``.
+    """
+    started = time.perf_counter()
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
+            or threshold < 0:
+        raise InputError(f"threshold must be a finite number >= 0 (ACDC's tau, e.g. 1e-3); got {threshold!r}.")
+    threshold = float(threshold)
+    model, clean_t, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                                     max_memory=max_memory, what="ACDC")
+    graph = patcher.graph
+    signed = metric is None  # KL: the paper's signed increase; any other metric: the absolute change
+
+    def change(current: float, candidate: float) -> float:
+        return candidate - current if signed else abs(current - candidate)
+
+    removed = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.bool)
+    outgoing = graph.mask.sum(1)  # edges out of each sender
+    current = float(patcher.run(removed[None])[0, 0])
+    scores: dict[tuple[int, int], float] = {}
+    skipped = decisions = n_removed = 0
+    window = patcher.masks_per_pass if speculate else 1
+
+    for r in progress_bar(list(reversed(range(len(graph.receivers)))), progress=progress, desc="ACDC receivers"):
+        senders = list(reversed(range(graph.upstream[r])))
+        component = graph.receivers[r].component
+        c = graph.sender_index.get(component)
+        if c is not None and int(removed[c].sum()) == int(outgoing[c]):  # a dead component: every change is 0
+            for s in senders:
+                decisions += 1
+                skipped += 1
+                if 0.0 < threshold:
+                    removed[s, r] = True
+                    n_removed += 1
+                else:
+                    scores[(s, r)] = 0.0
+            continue
+        # first guess: the more common decision so far (runs of ACDC mostly remove, or mostly keep, edges)
+        guess = n_removed * 2 >= decisions
+        predicted = {s: guess for s in senders}
+        i = 0
+        while i < len(senders):
+            chunk = senders[i:i + window]
+            # the chain of circuits the predictions imply, one candidate per edge of the window
+            state, masks = removed.clone(), []
+            for s in chunk:
+                candidate = state.clone()
+                candidate[s, r] = True
+                masks.append(candidate)
+                if predicted[s]:
+                    state = candidate
+            values = patcher.run(torch.stack(masks))[:, 0].tolist()
+            check_finite(model, clean_t, "the patched metric values", torch.tensor(values))
+            # confirm sequentially: each decision against the circuit the sequential algorithm holds
+            chain = [predicted[s] for s in chunk]
+            before = current  # D(S_j) along the predicted chain (equal to `current` until a prediction fails)
+            mismatch = None
+            for j, (s, value) in enumerate(zip(chunk, values)):
+                if mismatch is None:
+                    decisions += 1
+                    delta = change(current, value)
+                    remove = delta < threshold
+                    if remove:
+                        removed[s, r] = True
+                        current = value
+                        n_removed += 1
+                    else:
+                        scores[(s, r)] = delta
+                    if remove != chain[j]:
+                        mismatch = j
+                else:  # the rest of the window is void; its marginal changes guess the next window's decisions
+                    predicted[s] = change(before, value) < threshold
+                if chain[j]:
+                    before = value
+            i += len(chunk) if mismatch is None else mismatch + 1
+
+    kept = [(graph.senders[s].name, graph.receivers[r].name) for s, r in zip(*graph.mask.nonzero(as_tuple=True))
+            if not removed[s, r]]
+    kept_scores = [scores[(graph.sender_index[s], graph.receiver_index[r])] for s, r in kept]
+    return Circuit.from_edges(
+        graph, kept, kept_scores,
+        title=f"ACDC circuit (threshold {threshold:g})",
+        metric=metric_name(patcher.metrics[0]),
+        model=model_name(model),
+        task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
+        meta={"method": "acdc", "threshold": threshold, "ablation": ablation, "final_value": current,
+              "score": "metric change caused by removing the edge (at its decision)",
+              "passes": patcher.passes, "runs": patcher.masks_run, "decisions": decisions, "skipped": skipped,
+              "speculate": speculate, "max_memory": patcher.max_memory, "seconds": time.perf_counter() - started},
+    )
+
+
+__all__ = ["acdc"]

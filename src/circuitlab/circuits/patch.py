@@ -1,0 +1,472 @@
+"""Exact edge patching: run the model with some edges of its graph removed, many edge sets per forward pass.
+
+**What removing an edge means.** In the graph of :mod:`circuitlab.circuits.graph`, receiver ``v`` reads the
+residual stream, which is the sum of every earlier sender's output (plus constants). Removing the edge ``u -> v``
+makes ``v`` read sender ``u``'s *ablated* output instead of its output in the run itself::
+
+    input_v = resid_v(this run) - sum over removed edges u -> v of ( a_u(this run) - a_u(ablated) )
+
+Every other reader of ``u`` still sees ``a_u(this run)``. "This run" matters: when edges upstream of ``u`` are
+removed, ``u``'s own output changes, and the receivers that keep their edge from ``u`` read that changed output
+(as in ACDC and auto-circuit). The ablated value ``a_u(ablated)`` is ``u``'s output on the corrupted prompts
+(``ablation="corrupted"``, the default), its mean over the corrupted batch at each position (``"mean"``), or zero
+(``"zero"``). Removing every edge with corrupted ablation gives the corrupted run; removing none, the clean run.
+
+**How it is computed.** :class:`EdgePatcher` caches the clean run (each layer's residual stream and every
+sender's output) and the ablated outputs once. Then each *mask* (a set of removed edges) becomes one group of
+``batch`` rows of a batched forward pass, run block by block with TransformerLens's own blocks:
+
+1. **Many masks per pass**, chunked so one pass holds at most ``max_memory`` bytes of activations.
+2. **Start late.** Before the first layer where any mask in the chunk removes an edge, every mask's run equals
+   the clean run, so the pass starts there from the cached clean residual stream.
+3. **Per-receiver inputs.** Inside the pass the model runs with each head's query, key and value input split
+   out (``cfg.use_split_qkv_input``, see :func:`~circuitlab.circuits.eap.receiver_inputs`) and each MLP's
+   input at ``hook_mlp_in``; a hook subtracts each receiver's correction. The corrections are one matrix product
+   per hook: ``[mask, sender] x [sender, batch * pos * d_model]`` over the senders before the start layer (whose
+   differences ``a_u(clean) - a_u(ablated)`` are cached once, shared by every mask), plus the same over the
+   senders computed in this pass (whose current outputs are captured at ``hook_z`` times ``W_O[h]``, and at
+   ``hook_mlp_out``, as the pass reaches them).
+4. **Read only what the metric reads.** The logits' own correction is applied to the final residual stream and
+   a declarative metric (:mod:`circuitlab.metrics`, e.g. :class:`~circuitlab.metrics.KLDivergence`) is computed
+   from its positions and columns only; any other callable gets full logits per mask.
+
+The same masks are evaluated with plain hooks and one forward per mask by the reference in the tests.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable, Iterable, Optional, Sequence, Union
+
+import einops
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor
+from transformer_lens import HookedTransformer
+
+from circuitlab.circuits.circuit import Circuit
+from circuitlab.circuits.eap import _capture_senders, _compute_dtype, _stack_senders, receiver_inputs
+from circuitlab.circuits.graph import Edge, Graph
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
+                             final_norm, metric_name, model_name, progress_bar, readout, row_bytes, softcap,
+                             to_tokens)
+from circuitlab.errors import InputError
+from circuitlab.metrics import KLDivergence, bind_metric, is_declarative
+from circuitlab.patching.sites import scalar
+from circuitlab.results import Result
+
+Metric = Callable[[Tensor], Tensor]
+ABLATIONS = ("corrupted", "mean", "zero")
+Masks = Union[Bool[Tensor, "mask edge"], Sequence[Iterable]]
+
+
+def check_prompt_pair(model: HookedTransformer, clean_tokens: Prompts, corrupted_tokens: Prompts,
+                      what: str = "edge patching") -> tuple[Tensor, Tensor]:
+    """Clean and corrupted prompts as token tensors of one shape, or an error saying how to make them so."""
+    clean_t, corrupted_t = to_tokens(model, clean_tokens), to_tokens(model, corrupted_tokens)
+    if clean_t.shape != corrupted_t.shape:
+        raise InputError(
+            f"clean tokens have shape {tuple(clean_t.shape)} but corrupted tokens have shape "
+            f"{tuple(corrupted_t.shape)}. {what[0].upper() + what[1:]} replaces a sender's output by its value on the "
+            "corrupted prompt at the same position, so give as many corrupted prompts as clean ones, each with the "
+            "same number of tokens as its clean prompt (pad or rephrase the shorter ones)."
+        )
+    return clean_t, corrupted_t
+
+
+def check_ablation(ablation: str) -> str:
+    if ablation not in ABLATIONS:
+        raise InputError(f"ablation={ablation!r}: use 'corrupted' (the sender's output on the corrupted prompt), "
+                         "'mean' (its mean over the corrupted batch) or 'zero'.")
+    return ablation
+
+
+class EdgePatcher:
+    """The cached clean run and ablated sender outputs, and the batched forward pass over edge masks.
+
+    Build one per (model, prompts, ablation); call :meth:`run` with masks as often as needed (ACDC calls it once
+    per speculative window). ``metrics`` are read from every patched run; the first is the one that
+    :meth:`run` returns per mask in column 0, the others in the next columns.
+
+    Attributes:
+        graph: the model's graph.
+        passes: batched forward passes run so far; ``masks_run``: masks evaluated so far.
+    """
+
+    def __init__(self, model: HookedTransformer, clean_t: Int[Tensor, "batch pos"],
+                 corrupted_t: Int[Tensor, "batch pos"], metrics: Sequence, *, ablation: str = "corrupted",
+                 max_memory: int = DEFAULT_MAX_MEMORY):
+        self.model, self.graph = model, Graph.from_model(model)
+        self.ablation, self.max_memory = check_ablation(ablation), check_max_memory(max_memory)
+        self.metrics = [bind_metric(m, model) for m in metrics]
+        self.clean_t = clean_t
+        self.batch, self.seq_len = clean_t.shape
+        self.dtype = _compute_dtype(model)
+        cfg = model.cfg
+        graph = self.graph
+        keep = {f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)}
+        if cfg.positional_embedding_type == "shortformer":  # added to queries and keys, not to the stream
+            keep.add("hook_pos_embed")
+        outputs: dict[str, Tensor] = {}
+
+        def cache(name: str):
+            def hook(act: Tensor, hook=None) -> None:
+                outputs[name] = act.detach()
+            return hook
+
+        with torch.no_grad():
+            self.clean_final = model.run_with_hooks(
+                clean_t, fwd_hooks=_capture_senders(model, graph, outputs) + [(n, cache(n)) for n in keep
+                                                                             if n != "blocks.0.hook_resid_pre"],
+                stop_at_layer=cfg.n_layers)
+            self.clean_resid = [outputs[f"blocks.{layer}.hook_resid_pre"] for layer in range(cfg.n_layers)]
+            self.pos_embed = outputs.get("hook_pos_embed") if cfg.positional_embedding_type == "shortformer" else None
+            clean = _stack_senders(model, graph, outputs)  # [sender, batch, pos, d_model]
+            if ablation == "zero":
+                ablated = torch.zeros_like(clean)
+            else:
+                outputs = {}
+                model.run_with_hooks(corrupted_t, fwd_hooks=_capture_senders(model, graph, outputs),
+                                     stop_at_layer=cfg.n_layers)
+                ablated = _stack_senders(model, graph, outputs)
+                if ablation == "mean":
+                    ablated = ablated.mean(1, keepdim=True).expand_as(ablated).contiguous()
+        self.ablated = ablated
+        self.diff = clean - ablated  # a_u(clean) - a_u(ablated): what removing u's edge subtracts, before any change
+        # the first sender of each layer (heads of layer l read senders [:first_sender[l]])
+        self.first_sender = [1 + layer * (cfg.n_heads + (0 if cfg.attn_only else 1)) for layer in range(cfg.n_layers)]
+        self.first_sender.append(len(graph.senders))
+        self.passes = self.masks_run = 0
+        self.per_mask_bytes = self._bytes_per_mask()
+        with torch.no_grad():
+            self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
+
+    # -- memory ------------------------------------------------------------------------------------------------
+    def _bytes_per_mask(self) -> int:
+        """Rough bytes one mask's rows hold in a pass: a forward pass with split q/k/v inputs (three copies of the
+        residual stream per head), the senders' current outputs, one layer's corrections, and the readout."""
+        cfg, B, p = self.model.cfg, self.batch, self.seq_len
+        size = torch.tensor([], dtype=self.dtype).element_size()
+        per_token = cfg.d_model * (len(self.graph.senders) + 2 * 3 * cfg.n_heads + 2)
+        reads = max((self._read_width(m) for m in self.metrics), default=cfg.d_vocab_out)
+        return B * (row_bytes(self.model, p) + size * p * per_token + 2 * size * reads)
+
+    def _read_width(self, metric) -> int:
+        if not is_declarative(metric):
+            return self.seq_len * self.model.cfg.d_vocab_out
+        positions, columns = metric.reads(self.batch, self.seq_len)
+        return positions.shape[1] * (self.model.cfg.d_vocab_out if columns is None else columns.shape[1])
+
+    @property
+    def masks_per_pass(self) -> int:
+        return max(1, self.max_memory // max(1, self.per_mask_bytes))
+
+    # -- masks -------------------------------------------------------------------------------------------------
+    def mask_matrix(self, removed: Iterable) -> Bool[Tensor, "sender receiver"]:
+        """Edges (``("L0H1", "L1H2.k")`` pairs, ``"L0H1 -> L1H2.k"`` strings, or a Circuit) as a
+        ``[sender, receiver]`` boolean matrix."""
+        graph = self.graph
+        out = torch.zeros(len(graph.senders), len(graph.receivers), dtype=torch.bool)
+        for edge in removed:
+            s, r = graph.check_edge(edge)
+            out[graph.sender_index[s], graph.receiver_index[r]] = True
+        return out
+
+    def as_masks(self, masks: Masks) -> Bool[Tensor, "mask sender receiver"]:
+        """Masks as ``[mask, sender, receiver]``: from that tensor itself, from ``[mask, edge]`` (the graph's edge
+        order), or from a list of edge collections."""
+        graph = self.graph
+        if isinstance(masks, Tensor):
+            masks = masks.bool().cpu()
+            if masks.ndim == 3 and masks.shape[1:] == graph.mask.shape:
+                if (masks & ~graph.mask).any():
+                    raise InputError("a mask removes a (sender, receiver) pair that is not an edge of the graph.")
+                return masks
+            if masks.ndim == 2 and masks.shape[1] == graph.n_edges:
+                out = torch.zeros(masks.shape[0], *graph.mask.shape, dtype=torch.bool)
+                out[:, graph.mask] = masks[:, self._edge_to_cell]
+                return out
+            raise InputError(f"masks of shape {tuple(masks.shape)}: give [n_masks, n_edges={graph.n_edges}] "
+                             f"(graph edge order) or [n_masks, {len(graph.senders)}, {len(graph.receivers)}].")
+        return torch.stack([self.mask_matrix(m) for m in masks]) if len(masks) else \
+            torch.zeros(0, *graph.mask.shape, dtype=torch.bool)
+
+    @property
+    def _edge_to_cell(self) -> Tensor:
+        """For the cells of ``graph.mask`` in row-major order, the index of their edge in the graph's order."""
+        graph = self.graph
+        index = torch.full(graph.mask.shape, -1, dtype=torch.long)
+        for i, (s, r) in enumerate(graph.edges):
+            index[graph.sender_index[s], graph.receiver_index[r]] = i
+        return index[graph.mask]
+
+    # -- evaluation --------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def run(self, masks: Bool[Tensor, "mask sender receiver"], progress: bool = False) -> Float[Tensor, "mask metric"]:
+        """Every metric for every mask (``True`` = edge removed), in batched passes of :attr:`masks_per_pass`."""
+        n = masks.shape[0]
+        out = torch.empty(n, len(self.metrics), dtype=torch.float64)
+        step = self.masks_per_pass
+        chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
+        with receiver_inputs(self.model, split_qkv=True):
+            for sl in progress_bar(chunks, progress=progress and len(chunks) > 1, desc="edge patching"):
+                out[sl] = self._pass(masks[sl])
+        return out
+
+    def _pass(self, masks: Bool[Tensor, "n sender receiver"]) -> Float[Tensor, "n metric"]:
+        """One batched forward pass: ``batch`` rows per mask."""
+        model, graph, cfg = self.model, self.graph, self.model.cfg
+        n, B = masks.shape[0], self.batch
+        self.passes += 1
+        self.masks_run += n
+        touched = masks.any(0).any(0).nonzero().flatten().tolist()  # receivers with some edge removed
+        start = min([graph.receivers[r].layer for r in touched], default=cfg.n_layers)
+        if start >= cfg.n_layers:  # only the logits' input changes: no block runs
+            resid = einops.repeat(self.clean_final, "b p d -> (n b) p d", n=n)
+        else:
+            resid = einops.repeat(self.clean_resid[start], "b p d -> (n b) p d", n=n)
+        device = resid.device
+        masks = masks.to(device)
+        n_early = self.first_sender[start] if start < cfg.n_layers else len(graph.senders)
+        late: list[Tensor] = []  # [n, B, pos, d_model] per sender computed in this pass: a_u(now) - a_u(ablated)
+
+        def correction(columns: list[int]) -> Optional[Tensor]:
+            """sum over removed senders of (a_u(now) - a_u(ablated)): ``[n, B, pos, len(columns), d_model]``."""
+            m = masks[:, :, columns]  # [n, sender, r]
+            if not bool(m.any()):
+                return None
+            m = m.to(self.dtype)
+            corr = einops.einsum(m[:, :n_early], self.diff[:n_early], "n s r, s b p d -> n b p r d")
+            if late:
+                k = len(late)
+                corr = corr + einops.einsum(m[:, n_early:n_early + k], torch.stack(late, 1),
+                                            "n s r, n s b p d -> n b p r d")
+            return corr
+
+        def subtract(columns: list[int], per_head: bool):
+            def hook(act: Tensor, hook=None) -> Tensor:
+                corr = correction(columns)
+                if corr is None:
+                    return act
+                corr = einops.rearrange(corr, "n b p r d -> (n b) p r d").to(act.dtype)
+                return act - (corr if per_head else corr[:, :, 0])
+            return hook
+
+        def capture_heads(layer: int):
+            def hook(z: Tensor, hook=None) -> None:
+                W_O = model.blocks[layer].attn.W_O.to(self.dtype)
+                z = einops.rearrange(z.to(self.dtype), "(n b) p h e -> n b p h e", n=n)
+                out = einops.einsum(z, W_O, "n b p h e, h e d -> h n b p d")
+                first = self.first_sender[layer]
+                abl = self.ablated[first:first + cfg.n_heads]  # [h, B, p, d]
+                late.extend(list(out - abl[:, None]))
+            return hook
+
+        def capture_mlp(layer: int):
+            def hook(act: Tensor, hook=None) -> None:
+                s = self.first_sender[layer] + cfg.n_heads
+                late.append(einops.rearrange(act.to(self.dtype), "(n b) p d -> n b p d", n=n) - self.ablated[s][None])
+            return hook
+
+        receivers_at: dict[int, dict[str, list[int]]] = {}
+        for i, node in enumerate(graph.receivers):
+            receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
+        pos_embed = None if self.pos_embed is None else einops.repeat(self.pos_embed, "b p d -> (n b) p d", n=n)
+        for layer in range(start, cfg.n_layers):
+            kinds = receivers_at[layer]
+            hooks = [(f"blocks.{layer}.hook_{letter}_input", subtract(kinds[letter], True)) for letter in "qkv"]
+            hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer)))
+            if not cfg.attn_only:
+                hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"], False)))
+                hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer)))
+            with model.hooks(fwd_hooks=hooks):
+                resid = model.blocks[layer](resid, shortformer_pos_embed=pos_embed)
+        resid = subtract(receivers_at[cfg.n_layers]["logits"], False)(resid)
+        return self._read(resid, n)
+
+    def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int) -> Float[Tensor, "n metric"]:
+        """Each metric on each mask's rows of the final residual stream (only the logits it reads)."""
+        B = self.batch
+        values = []
+        for metric in self.metrics:
+            if is_declarative(metric):
+                positions, columns = metric.reads(B, self.seq_len)
+                index = einops.repeat(positions.to(resid.device), "b k -> (n b) k d", n=n, d=resid.shape[-1])
+                x = resid.gather(1, index)
+                if columns is None:
+                    logits = readout(self.model, x)
+                else:
+                    cols = einops.repeat(columns.to(resid.device), "b c -> (n b) c", n=n)
+                    x = final_norm(self.model, x)
+                    logits = einops.einsum(x, self.model.W_U[:, cols], "r k d, d r c -> r k c") + \
+                        self.model.b_U[cols][:, None, :]
+                    logits = softcap(logits, self.model.cfg.output_logits_soft_cap)
+                grouped = einops.rearrange(logits, "(n b) k c -> n b k c", n=n)
+                values.append(metric.from_selected(grouped).double().cpu().reshape(n))
+            else:
+                logits = readout(self.model, resid)
+                values.append(torch.tensor([scalar(metric(logits[i * B:(i + 1) * B])) for i in range(n)],
+                                           dtype=torch.float64))
+        return torch.stack(values, dim=1)
+
+
+def _setup(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric, *, ablation: str,
+           max_memory: int, what: str, kl_pos=-1, with_kl: bool = False):
+    """The model, token tensors and an :class:`EdgePatcher` reading ``metric`` (KL to the clean run when None),
+    plus the KL as a second metric with ``with_kl``."""
+    model = as_model(model)
+    Graph.from_model(model)  # an unsupported architecture is named before any run
+    clean_t, corrupted_t = check_prompt_pair(model, clean_tokens, corrupted_tokens, what)
+    check_ablation(ablation)
+    kl = None
+    if metric is None or with_kl:
+        kl = KLDivergence(_clean_logits_at(model, clean_t, kl_pos), pos=kl_pos)
+    metrics = [kl if metric is None else metric] + ([kl] if with_kl and metric is not None else [])
+    patcher = EdgePatcher(model, clean_t, corrupted_t, metrics, ablation=ablation, max_memory=max_memory)
+    return model, clean_t, patcher
+
+
+def _clean_logits_at(model: HookedTransformer, tokens: Tensor, pos) -> Tensor:
+    """The clean run's logits at ``pos`` (one per prompt), ``[batch, 1, d_vocab]``: the KL metric's reference."""
+    from circuitlab.metrics import _resolve_positions, select_logits
+
+    with torch.no_grad():
+        logits = model(tokens)
+    return select_logits(logits, _resolve_positions(pos, tokens.shape[0], tokens.shape[1]), None)
+
+
+def patch_edges(
+    model: ModelLike,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    removed: Masks,
+    metric: Optional[Metric] = None,
+    *,
+    ablation: str = "corrupted",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+) -> Float[Tensor, "mask"]:
+    """The metric with each set of edges removed: exact edge patching, many edge sets per forward pass.
+
+    Args:
+        model: a HookedTransformer the circuit graph supports, or a name for :func:`circuitlab.load_model`.
+        clean_tokens, corrupted_tokens: prompt pairs of identical shape.
+        removed: the edge sets, one per evaluation: a list of edge collections (``("L0H1", "L1H2.k")`` pairs,
+            ``"L0H1 -> L1H2.k"`` strings, Circuits), or a boolean tensor ``[n_masks, n_edges]`` in the graph's
+            edge order (``True`` = removed).
+        metric: a metric of :mod:`circuitlab.metrics` (only the logits it reads are computed) or any callable on
+            logits ``[batch, pos, d_vocab]``; default: :class:`~circuitlab.metrics.KLDivergence` from the clean
+            run's last-position predictions.
+        ablation: what a removed edge carries instead: ``"corrupted"``, ``"mean"`` or ``"zero"`` (module docstring).
+        max_memory: rough bound in bytes on the activations one batched pass holds.
+        progress: show a progress bar over the passes.
+
+    Returns:
+        ``[n_masks]`` float64 metric values.
+    """
+    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                               max_memory=max_memory, what="edge patching")
+    values = patcher.run(patcher.as_masks(removed), progress=progress)[:, 0]
+    check_finite(model, patcher.clean_t, "the patched metric values", values)
+    return values
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Faithfulness
+# ---------------------------------------------------------------------------------------------------------
+
+def faithfulness(
+    model: ModelLike,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    circuit: Circuit,
+    metric: Optional[Metric] = None,
+    *,
+    ablation: str = "corrupted",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+) -> Result:
+    """How much of the model's behaviour a circuit alone carries: run with only its edges (all others removed).
+
+    Returns a :class:`~circuitlab.results.Result` with axis ``"measure"``: ``metric recovered``
+    (``(m(circuit) - m(nothing)) / (m(full) - m(nothing))``: 0 = every edge removed, 1 = the full model) and
+    ``KL to clean`` (the circuit's last-position KL divergence from the clean run, in nats). ``meta`` holds the
+    raw metric values of the circuit, the full model and the empty circuit. ``metric`` defaults to that KL.
+    """
+    curve = faithfulness_curve(model, clean_tokens, corrupted_tokens, circuit, None, metric, ablation=ablation,
+                               max_memory=max_memory, _only=circuit)
+    values = curve.values[0]
+    return Result(values=values, axes=("measure",), labels={"measure": curve.labels["measure"]},
+                  title=f"Faithfulness of a circuit of {len(circuit)} edges", metric=curve.metric, model=curve.model,
+                  task=curve.task, meta={**curve.meta, "circuit_value": curve.meta["values"][0]})
+
+
+def faithfulness_curve(
+    model: ModelLike,
+    clean_tokens: Prompts,
+    corrupted_tokens: Prompts,
+    scores: Circuit,
+    ks: Optional[Sequence[int]] = None,
+    metric: Optional[Metric] = None,
+    *,
+    ablation: str = "corrupted",
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+    _only: Optional[Circuit] = None,
+) -> Result:
+    """Faithfulness of the top-``k`` edges by ``|score|`` of a scored circuit, for each ``k`` in ``ks``.
+
+    Every ``k`` is one mask (all edges but the top ``k`` removed), all evaluated in batched passes together with
+    the full model and the empty circuit (the normalisation's two ends).
+
+    Args:
+        scores: a scored :class:`~circuitlab.circuits.circuit.Circuit` (EAP, EAP-IG, ACDC).
+        ks: numbers of edges (default: 0, 1, 2, 4, ... up to every scored edge).
+        metric, ablation, max_memory: as for :func:`patch_edges` (metric default: KL to the clean run).
+
+    Returns:
+        a :class:`~circuitlab.results.Result` ``[k, measure]``: axis ``"edges"`` (labelled by ``k``) and axis
+        ``"measure"`` (``metric recovered``, ``KL to clean``; see :func:`faithfulness`).
+    """
+    started = time.perf_counter()
+    if not isinstance(scores, Circuit):
+        raise InputError(f"faithfulness needs a Circuit; got {type(scores).__name__}.")
+    if _only is None:
+        if scores.scores is None:
+            raise InputError("a faithfulness curve ranks edges by |score|; this circuit has no scores. Use a scorer's "
+                             "result (eap, eap_ig, acdc), or faithfulness() for one unscored circuit.")
+        if ks is None:
+            ks = sorted({0, len(scores), *[2 ** i for i in range(int(math.log2(max(1, len(scores)))) + 1)]})
+        ks = [int(k) for k in ks]
+        if any(isinstance(k, bool) or k < 0 for k in ks) or not ks:
+            raise InputError(f"ks must be a non-empty list of edge counts >= 0; got {ks!r}.")
+        circuits = [scores.top(k) for k in ks]
+    else:
+        circuits = [_only]
+    model, clean_t, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                                     max_memory=max_memory, what="faithfulness", with_kl=True)
+    graph = patcher.graph
+    if not graph.same_shape(circuits[0].graph):
+        raise InputError(f"the circuit belongs to a different graph ({circuits[0].graph.describe()}) than the model's "
+                         f"({graph.describe()}).")
+    full = graph.mask
+    masks = [full & ~patcher.mask_matrix(c.edges) for c in circuits] + [torch.zeros_like(full), full]
+    values = patcher.run(torch.stack(masks), progress=progress)  # [k + 2, metric (, kl)]
+    check_finite(model, clean_t, "the faithfulness values", values)
+    m, whole, nothing = values[:-2, 0], values[-2, 0], values[-1, 0]
+    kl = values[:-2, -1]
+    recovered = (m - nothing) / (whole - nothing) if abs(float(whole - nothing)) > 1e-12 else torch.full_like(m, math.nan)
+    labels = [str(len(c)) for c in circuits]
+    name = metric_name(patcher.metrics[0])
+    return Result(
+        values=torch.stack([recovered, kl], dim=1),
+        axes=("edges", "measure"),
+        labels={"edges": labels, "measure": [f"{name} recovered", "KL to clean"]},
+        title=f"Faithfulness of the top-k edges ({ablation} ablation)",
+        metric=name, model=model_name(model), task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
+        meta={"ablation": ablation, "values": m.tolist(), "full_value": float(whole), "empty_value": float(nothing),
+              "ks": [len(c) for c in circuits], "passes": patcher.passes, "seconds": time.perf_counter() - started},
+    )
+
+
+__all__ = ["EdgePatcher", "patch_edges", "faithfulness", "faithfulness_curve", "ABLATIONS"]
