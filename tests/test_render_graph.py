@@ -109,3 +109,26 @@ def test_mlps_sit_at_the_end_of_their_layer(attn_only):
     if not attn_only:
         assert float(nodes["MLP1"].get("x")) > float(nodes["L1H1"].get("x"))
         assert nodes["MLP1"].get("y") == nodes["L1H0"].get("y")
+
+
+def test_circuit_command_writes_a_report_with_the_graph(tmp_path, capsys):
+    import torch
+
+    from circuitlab.cli import main
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        out = tmp_path / "c.html"
+        assert main(["circuit", "-m", "zoo/attn-only-2l", "--method", "eap", "--top", "6", "--n-seqs", "4",
+                     "--seq-len", "5", "-q", "-o", str(out)]) == 0
+        text = capsys.readouterr().out
+        assert "the top 6 of 81 edges by |score|" in text and "L1H" in text
+        root = svg_of(out.read_text())
+        assert len(edges_of(root)) == 6
+        # bad inputs end in one-line errors
+        assert main(["circuit", "-m", "zoo/attn-only-2l", "--method", "eap", "--steps", "3", "-q"]) == 1
+        assert main(["circuit", "-m", "zoo/attn-only-2l", "--task", "ioi", "-q"]) == 1
+        assert "circuitlab: error:" in capsys.readouterr().err
+    finally:
+        torch.set_num_threads(threads)
