@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -64,6 +64,7 @@ def acdc(
     *,
     ablation: str = "corrupted",
     speculate: bool = True,
+    receivers: Optional[Sequence[str]] = None,
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = False,
 ) -> Circuit:
@@ -79,6 +80,9 @@ def acdc(
         ablation: what a removed edge carries: ``"corrupted"`` (default), ``"mean"`` or ``"zero"``.
         speculate: evaluate each receiver's candidates in speculative batches (same result, fewer passes);
             ``False`` runs one patched pass per decision, the paper's loop.
+        receivers: visit only these receivers (names like ``"logits"``, ``"L1H0.k"``, ``"MLP0"``), in the same
+            order; every other receiver keeps all its edges. For timing one step of ACDC or a partial search;
+            default: every receiver.
         max_memory: rough bound in bytes on one batched pass's activations.
         progress: show a progress bar over the receivers.
 
@@ -107,9 +111,15 @@ def acdc(
     current = float(patcher.run(removed[None])[0, 0])
     scores: dict[tuple[int, int], float] = {}
     skipped = decisions = n_removed = 0
-    window = patcher.masks_per_pass if speculate else 1
+    order = list(reversed(range(len(graph.receivers))))
+    if receivers is not None:
+        if isinstance(receivers, str):
+            receivers = [receivers]
+        chosen = {graph.receiver_index[graph.receiver(name).name] for name in receivers}
+        order = [r for r in order if r in chosen]
 
-    for r in progress_bar(list(reversed(range(len(graph.receivers)))), progress=progress, desc="ACDC receivers"):
+    for r in progress_bar(order, progress=progress, desc="ACDC receivers"):
+        window = patcher.masks_per_pass(graph.receivers[r].layer) if speculate else 1
         senders = list(reversed(range(graph.upstream[r])))
         component = graph.receivers[r].component
         c = graph.sender_index.get(component)
@@ -174,7 +184,8 @@ def acdc(
         meta={"method": "acdc", "threshold": threshold, "ablation": ablation, "final_value": current,
               "score": "metric change caused by removing the edge (at its decision)",
               "passes": patcher.passes, "runs": patcher.masks_run, "decisions": decisions, "skipped": skipped,
-              "speculate": speculate, "max_memory": patcher.max_memory, "seconds": time.perf_counter() - started},
+              "speculate": speculate, "receivers": None if receivers is None else list(receivers),
+              "max_memory": patcher.max_memory, "seconds": time.perf_counter() - started},
     )
 
 

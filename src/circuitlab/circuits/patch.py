@@ -133,22 +133,24 @@ class EdgePatcher:
                 if ablation == "mean":
                     ablated = ablated.mean(1, keepdim=True).expand_as(ablated).contiguous()
         self.ablated = ablated
-        self.diff = clean - ablated  # a_u(clean) - a_u(ablated): what removing u's edge subtracts, before any change
+        self.diff = clean.sub_(ablated)  # a_u(clean) - a_u(ablated): what removing u's edge subtracts, unchanged runs
+        del clean
         # the first sender of each layer (heads of layer l read senders [:first_sender[l]])
         self.first_sender = [1 + layer * (cfg.n_heads + (0 if cfg.attn_only else 1)) for layer in range(cfg.n_layers)]
         self.first_sender.append(len(graph.senders))
         self.passes = self.masks_run = 0
-        self.per_mask_bytes = self._bytes_per_mask()
         with torch.no_grad():
             self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
 
     # -- memory ------------------------------------------------------------------------------------------------
-    def _bytes_per_mask(self) -> int:
-        """Rough bytes one mask's rows hold in a pass: a forward pass with split q/k/v inputs (three copies of the
-        residual stream per head), the senders' current outputs, one layer's corrections, and the readout."""
+    def bytes_per_mask(self, start: int = 0) -> int:
+        """Rough bytes one mask's rows hold in a pass that starts at layer ``start``: a forward pass's activations,
+        the split q/k/v inputs and their corrections (two copies of the residual stream per head and letter),
+        the current outputs of the senders computed in the pass, and the readout."""
         cfg, B, p = self.model.cfg, self.batch, self.seq_len
         size = torch.tensor([], dtype=self.dtype).element_size()
-        per_token = cfg.d_model * (len(self.graph.senders) + 2 * 3 * cfg.n_heads + 2)
+        late = len(self.graph.senders) - self.first_sender[min(start, cfg.n_layers)]
+        per_token = cfg.d_model * (late + 2 * 3 * cfg.n_heads + 2)
         reads = max((self._read_width(m) for m in self.metrics), default=cfg.d_vocab_out)
         return B * (row_bytes(self.model, p) + size * p * per_token + 2 * size * reads)
 
@@ -158,9 +160,14 @@ class EdgePatcher:
         positions, columns = metric.reads(self.batch, self.seq_len)
         return positions.shape[1] * (self.model.cfg.d_vocab_out if columns is None else columns.shape[1])
 
-    @property
-    def masks_per_pass(self) -> int:
-        return max(1, self.max_memory // max(1, self.per_mask_bytes))
+    def masks_per_pass(self, start: int = 0) -> int:
+        """How many masks fit in one pass under ``max_memory`` when the pass starts at layer ``start``."""
+        return max(1, self.max_memory // max(1, self.bytes_per_mask(start)))
+
+    def start_layer(self, masks: Bool[Tensor, "mask sender receiver"]) -> int:
+        """The first layer where some mask removes an edge (``n_layers``: only the logits' input changes)."""
+        touched = masks.any(0).any(0).nonzero().flatten().tolist()
+        return min([self.graph.receivers[r].layer for r in touched], default=self.model.cfg.n_layers)
 
     # -- masks -------------------------------------------------------------------------------------------------
     def mask_matrix(self, removed: Iterable) -> Bool[Tensor, "sender receiver"]:
@@ -207,7 +214,7 @@ class EdgePatcher:
         """Every metric for every mask (``True`` = edge removed), in batched passes of :attr:`masks_per_pass`."""
         n = masks.shape[0]
         out = torch.empty(n, len(self.metrics), dtype=torch.float64)
-        step = self.masks_per_pass
+        step = self.masks_per_pass(self.start_layer(masks))
         chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
         with receiver_inputs(self.model, split_qkv=True):
             for sl in progress_bar(chunks, progress=progress and len(chunks) > 1, desc="edge patching"):
@@ -220,8 +227,7 @@ class EdgePatcher:
         n, B = masks.shape[0], self.batch
         self.passes += 1
         self.masks_run += n
-        touched = masks.any(0).any(0).nonzero().flatten().tolist()  # receivers with some edge removed
-        start = min([graph.receivers[r].layer for r in touched], default=cfg.n_layers)
+        start = self.start_layer(masks)
         if start >= cfg.n_layers:  # only the logits' input changes: no block runs
             resid = einops.repeat(self.clean_final, "b p d -> (n b) p d", n=n)
         else:
