@@ -12,7 +12,7 @@ from functools import lru_cache
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
+from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuitlab
 from circuitlab.circuits import Circuit, Graph, acdc, faithfulness, faithfulness_curve, patch_edges
@@ -36,6 +36,12 @@ def float64(model: HookedTransformer) -> HookedTransformer:
 
 @lru_cache(maxsize=None)
 def model_of(arch: str) -> HookedTransformer:
+    if arch.startswith("norm="):  # TransformerLens's folded norms (from_pretrained's default) and none at all
+        norm = arch.split("=")[1]
+        cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=32,
+                                      act_fn="gelu", normalization_type=None if norm == "None" else norm, seed=7,
+                                      device="cpu", model_name=f"random-{norm}")
+        return float64(HookedTransformer(cfg))
     return float64(random_model(arch, seed=3))
 
 
@@ -153,7 +159,7 @@ def reference_acdc(model, clean, corrupted, threshold, metric=None, ablation="co
 # Exact edge patching
 # ---------------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("arch", ARCHITECTURES)
+@pytest.mark.parametrize("arch", [*ARCHITECTURES, "norm=LNPre", "norm=RMSPre", "norm=None"])
 def test_patch_edges_equals_reference(arch):
     model = model_of(arch)
     clean, corrupted = prompt_pairs(model.cfg.d_vocab)

@@ -139,6 +139,9 @@ class EdgePatcher:
         self.first_sender = [1 + layer * (cfg.n_heads + (0 if cfg.attn_only else 1)) for layer in range(cfg.n_layers)]
         self.first_sender.append(len(graph.senders))
         self.passes = self.masks_run = 0
+        self.receivers_at: dict[int, dict[str, list[int]]] = {}  # layer -> kind -> receiver indices
+        for i, node in enumerate(graph.receivers):
+            self.receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
         with torch.no_grad():
             self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
 
@@ -216,7 +219,7 @@ class EdgePatcher:
         out = torch.empty(n, len(self.metrics), dtype=torch.float64)
         step = self.masks_per_pass(self.start_layer(masks))
         chunks = [slice(i, min(i + step, n)) for i in range(0, n, step)]
-        with receiver_inputs(self.model, split_qkv=True):
+        with receiver_inputs(self.model, split_qkv=False):
             for sl in progress_bar(chunks, progress=progress and len(chunks) > 1, desc="edge patching"):
                 out[sl] = self._pass(masks[sl])
         return out
@@ -224,7 +227,7 @@ class EdgePatcher:
     def _pass(self, masks: Bool[Tensor, "n sender receiver"]) -> Float[Tensor, "n metric"]:
         """One batched forward pass: ``batch`` rows per mask."""
         model, graph, cfg = self.model, self.graph, self.model.cfg
-        n, B = masks.shape[0], self.batch
+        n, B, p = masks.shape[0], self.batch, self.seq_len
         self.passes += 1
         self.masks_run += n
         start = self.start_layer(masks)
@@ -232,63 +235,71 @@ class EdgePatcher:
             resid = einops.repeat(self.clean_final, "b p d -> (n b) p d", n=n)
         else:
             resid = einops.repeat(self.clean_resid[start], "b p d -> (n b) p d", n=n)
-        device = resid.device
-        masks = masks.to(device)
-        n_early = self.first_sender[start] if start < cfg.n_layers else len(graph.senders)
-        late: list[Tensor] = []  # [n, B, pos, d_model] per sender computed in this pass: a_u(now) - a_u(ablated)
+        masks = masks.to(resid.device)
+        n_early = self.first_sender[min(start, cfg.n_layers)]
+        # a_u(now) - a_u(ablated) of the senders this pass computes, filled in as the pass reaches them
+        late = torch.empty(n, len(graph.senders) - n_early, B * p * cfg.d_model, dtype=self.dtype,
+                           device=resid.device)
+        filled = [0]
+        early = self.diff[:n_early].flatten(1)  # [sender, batch * pos * d_model], shared by every mask
 
-        def correction(columns: list[int]) -> Optional[Tensor]:
-            """sum over removed senders of (a_u(now) - a_u(ablated)): ``[n, B, pos, len(columns), d_model]``."""
+        def correction(columns: list[int]) -> Optional[Float[Tensor, "r rows pos d_model"]]:
+            """Each receiver's sum over its removed senders of (a_u(now) - a_u(ablated)), receiver first.
+
+            The senders before the pass share one difference for every mask: one matrix product over the
+            *distinct* mask columns (in ACDC, all candidates share the current circuit's columns but one). The
+            senders computed in the pass differ per mask: one batched product, mask by mask."""
             m = masks[:, :, columns]  # [n, sender, r]
             if not bool(m.any()):
                 return None
-            m = m.to(self.dtype)
-            corr = einops.einsum(m[:, :n_early], self.diff[:n_early], "n s r, s b p d -> n b p r d")
-            if late:
-                k = len(late)
-                corr = corr + einops.einsum(m[:, n_early:n_early + k], torch.stack(late, 1),
-                                            "n s r, n s b p d -> n b p r d")
-            return corr
-
-        def subtract(columns: list[int], per_head: bool):
-            def hook(act: Tensor, hook=None) -> Tensor:
-                corr = correction(columns)
-                if corr is None:
-                    return act
-                corr = einops.rearrange(corr, "n b p r d -> (n b) p r d").to(act.dtype)
-                return act - (corr if per_head else corr[:, :, 0])
-            return hook
+            rows = einops.rearrange(m[:, :n_early], "n s r -> (r n) s")
+            distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            corr = (distinct.to(self.dtype) @ early)[inverse]  # [(r n), batch * pos * d_model]
+            k = filled[0]
+            m_late = m[:, n_early:n_early + k]
+            if k and bool(m_late.any()):
+                per_mask = torch.matmul(m_late.transpose(1, 2).to(self.dtype), late[:, :k])  # [n, r, bpd]
+                corr = corr + einops.rearrange(per_mask, "n r x -> (r n) x")
+            return corr.view(len(columns), n * B, p, cfg.d_model)
 
         def capture_heads(layer: int):
             def hook(z: Tensor, hook=None) -> None:
-                W_O = model.blocks[layer].attn.W_O.to(self.dtype)
                 z = einops.rearrange(z.to(self.dtype), "(n b) p h e -> n b p h e", n=n)
-                out = einops.einsum(z, W_O, "n b p h e, h e d -> h n b p d")
-                first = self.first_sender[layer]
-                abl = self.ablated[first:first + cfg.n_heads]  # [h, B, p, d]
-                late.extend(list(out - abl[:, None]))
+                first, k = self.first_sender[layer], filled[0]
+                out = einops.einsum(z, model.blocks[layer].attn.W_O.to(self.dtype), "n b p h e, h e d -> n h b p d")
+                out -= self.ablated[None, first:first + cfg.n_heads]  # each head's own output minus its ablated one
+                late[:, k:k + cfg.n_heads] = out.flatten(2)
+                filled[0] += cfg.n_heads
             return hook
 
         def capture_mlp(layer: int):
             def hook(act: Tensor, hook=None) -> None:
-                s = self.first_sender[layer] + cfg.n_heads
-                late.append(einops.rearrange(act.to(self.dtype), "(n b) p d -> n b p d", n=n) - self.ablated[s][None])
+                s, k = self.first_sender[layer] + cfg.n_heads, filled[0]
+                out = einops.rearrange(act.to(self.dtype), "(n b) p d -> n b p d", n=n) - self.ablated[s][None]
+                late[:, k] = out.flatten(1)
+                filled[0] += 1
             return hook
 
-        receivers_at: dict[int, dict[str, list[int]]] = {}
-        for i, node in enumerate(graph.receivers):
-            receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
+        def subtract(columns: list[int]):
+            """A hook that subtracts one receiver's correction from the stream it reads (an MLP's, the logits')."""
+            def hook(act: Tensor, hook=None) -> Tensor:
+                corr = correction(columns)
+                return act if corr is None else act - corr[0].to(act.dtype)
+            return hook
+
         pos_embed = None if self.pos_embed is None else einops.repeat(self.pos_embed, "b p d -> (n b) p d", n=n)
         for layer in range(start, cfg.n_layers):
-            kinds = receivers_at[layer]
-            hooks = [(f"blocks.{layer}.hook_{letter}_input", subtract(kinds[letter], True)) for letter in "qkv"]
+            kinds = self.receivers_at[layer]
+            norm = _AttentionInputs(model, layer, resid, self.pos_embed, n)
+            hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, lambda c=kinds[letter]: correction(c)))
+                     for letter in "qkv"]
             hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer)))
             if not cfg.attn_only:
-                hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"], False)))
+                hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"])))
                 hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer)))
             with model.hooks(fwd_hooks=hooks):
                 resid = model.blocks[layer](resid, shortformer_pos_embed=pos_embed)
-        resid = subtract(receivers_at[cfg.n_layers]["logits"], False)(resid)
+        resid = subtract(self.receivers_at[cfg.n_layers]["logits"])(resid)
         return self._read(resid, n)
 
     def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int) -> Float[Tensor, "n metric"]:
@@ -315,6 +326,71 @@ class EdgePatcher:
                 values.append(torch.tensor([scalar(metric(logits[i * B:(i + 1) * B])) for i in range(n)],
                                            dtype=torch.float64))
         return torch.stack(values, dim=1)
+
+
+class _AttentionInputs:
+    """Each head's query, key and value computed from its own input ``x - c_h``, in closed form.
+
+    The block runs on the shared residual stream ``x`` (TransformerLens computes ``q_h(x)`` for every head, as
+    usual); a hook at ``attn.hook_q`` (``hook_k``, ``hook_v``) then turns each head's ``q_h(x)`` into ``q_h(x - c_h)``
+    without running the norm once per head. With ``ln1(y) = w * center(y) / s(y) + b`` (``center`` and ``w, b``
+    only where the norm has them; ``s(y) = sqrt(mean(center(y)^2) + eps)``) and ``K_h = b_Q[h] + (b + pos) @ W_Q[h]``
+    (``pos``: a shortformer's positional embedding, queries and keys only)::
+
+        q_h(y) = (w * center(y) / s(y)) @ W_Q[h] + K_h
+        q_h(x - c) = K_h + ( s(x) (q_h(x) - K_h) - (w * center(c)) @ W_Q[h] ) / s(x - c)
+
+    and ``s(x - c)^2 = mean(center(x)^2) - 2 mean(center(x) c) + mean(c^2) - mean(c)^2 (centering norms) + eps``.
+    So each head needs four reductions of its correction ``c_h`` and one ``[d_model, d_head]`` projection of it:
+    no copy of the residual stream per head, and nothing recomputed for the heads' shared part. Without a norm,
+    ``q_h(x - c) = q_h(x) - c @ W_Q[h]``. (Equal to TransformerLens's split q/k/v inputs; the tests compare with
+    them.)
+    """
+
+    def __init__(self, model: HookedTransformer, layer: int, x: Float[Tensor, "rows pos d_model"],
+                 pos_embed: Optional[Tensor], n: int):
+        from circuitlab.circuits.eap import _norm_of
+
+        self.model, self.layer, self.n = model, layer, n
+        self.norm = _norm_of(model, layer)  # None, or what it does: ("center", "weight")
+        self.attn, self.ln = model.blocks[layer].attn, model.blocks[layer].ln1
+        self.pos_embed = pos_embed
+        if self.norm is not None:
+            self.centered = x - x.mean(-1, keepdim=True) if "center" in self.norm else x
+            self.sq = self.centered.pow(2).mean(-1)  # [rows, pos]
+            self.scale = (self.sq + self.ln.eps).sqrt()
+
+    def hook(self, letter: str, correction: Callable[[], Optional[Tensor]]):
+        def hook(act: Float[Tensor, "rows pos head d_head"], hook=None) -> Tensor:
+            c = correction()  # [head, rows, pos, d_model] or None
+            return act if c is None else self._apply(letter, act, c.to(act.dtype))
+        return hook
+
+    def _apply(self, letter: str, act: Tensor, c: Tensor) -> Tensor:
+        W = getattr(self.attn, f"W_{letter.upper()}")  # [head, d_model, d_head] (key/value heads ungrouped)
+        if self.norm is None:
+            return act - einops.einsum(c, W, "h r p d, h d e -> r p h e")
+        norm, ln = self.norm, self.ln
+        Ww = W * ln.w[None, :, None] if "weight" in norm else W
+        d = c.shape[-1]
+        proj = torch.matmul(c.flatten(1, 2), Ww).unflatten(1, c.shape[1:3])  # [head, rows, pos, d_head]
+        cross = (c * self.centered[None]).sum(-1) / d  # mean(center(x) * c_h): [head, rows, pos]
+        var = self.sq[None] - 2 * cross + torch.linalg.vector_norm(c, dim=-1).pow(2) / d
+        if "center" in norm:
+            mean_c = c.mean(-1)  # [head, rows, pos]
+            var = var - mean_c.pow(2)
+            proj = proj - mean_c[..., None] * Ww.sum(1)[:, None, None, :]
+        new_scale = (var + ln.eps).sqrt()
+        K = getattr(self.attn, f"b_{letter.upper()}")  # [head, d_head]
+        if "center" in norm and "weight" in norm:  # LayerNorm's bias b
+            K = K + einops.einsum(ln.b, W, "d, h d e -> h e")
+        K = K[None, None]  # [1, 1, head, d_head]
+        if self.pos_embed is not None and letter in "qk":  # a shortformer's positions: [batch, pos] per mask
+            pos = einops.einsum(self.pos_embed, W, "b p d, h d e -> b p h e")
+            K = einops.repeat(pos, "b p h e -> (n b) p h e", n=self.n) + K
+        scale = self.scale[..., None, None]
+        return K + (scale * (act - K) - einops.rearrange(proj, "h r p e -> r p h e")) / \
+            einops.rearrange(new_scale, "h r p -> r p h")[..., None]
 
 
 def _setup(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric, *, ablation: str,
