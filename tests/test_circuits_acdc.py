@@ -244,6 +244,19 @@ def test_acdc_small_windows_and_other_metric():
     assert unbatched.meta["runs"] >= unbatched.meta["decisions"] - unbatched.meta["skipped"]
 
 
+def test_acdc_one_receiver_is_the_first_step():
+    # the logits are visited first: ACDC restricted to them decides their edges as the full run does
+    model = model_of("pythia")
+    clean, corrupted = prompt_pairs(model.cfg.d_vocab)
+    full = acdc(model, clean, corrupted, 3e-3)
+    step = acdc(model, clean, corrupted, 3e-3, receivers=["logits"])
+    graph = full.graph
+    assert [e for e in step.edges if e[1] == "logits"] == [e for e in full.edges if e[1] == "logits"]
+    assert [e for e in step.edges if e[1] != "logits"] == [e for e in graph.edges if e[1] != "logits"]
+    assert step.meta["decisions"] == len(graph.senders_of("logits"))
+    assert all(s != s for e, s in zip(step.edges, step.scores) if e[1] != "logits")  # unvisited: NaN
+
+
 def test_acdc_bad_inputs():
     model = model_of("attn_only")
     clean, corrupted = prompt_pairs(model.cfg.d_vocab)

@@ -81,8 +81,8 @@ def acdc(
         speculate: evaluate each receiver's candidates in speculative batches (same result, fewer passes);
             ``False`` runs one patched pass per decision, the paper's loop.
         receivers: visit only these receivers (names like ``"logits"``, ``"L1H0.k"``, ``"MLP0"``), in the same
-            order; every other receiver keeps all its edges. For timing one step of ACDC or a partial search;
-            default: every receiver.
+            order; every other receiver keeps all its edges (scored NaN). For timing one step of ACDC or a
+            partial search; default: every receiver.
         max_memory: rough bound in bytes on one batched pass's activations.
         progress: show a progress bar over the receivers.
 
@@ -91,7 +91,7 @@ def acdc(
         would have caused (against the circuit at that moment). ``meta``: ``threshold``, ``ablation``,
         ``final_value`` (the metric of the circuit), ``passes`` (batched forward passes), ``runs`` (patched runs,
         i.e. masks evaluated), ``decisions``, ``skipped`` (decisions on dead components, taken without a run),
-        ``seconds``.
+        ``seconds`` (in all) and ``setup_seconds`` (of which: the clean and corrupted runs cached first).
     """
     started = time.perf_counter()
     if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
@@ -101,6 +101,7 @@ def acdc(
     model, clean_t, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                      max_memory=max_memory, what="ACDC")
     graph = patcher.graph
+    setup_seconds = time.perf_counter() - started
     signed = metric is None  # KL: the paper's signed increase; any other metric: the absolute change
 
     def change(current: float, candidate: float) -> float:
@@ -174,7 +175,8 @@ def acdc(
 
     kept = [(graph.senders[s].name, graph.receivers[r].name) for s, r in zip(*graph.mask.nonzero(as_tuple=True))
             if not removed[s, r]]
-    kept_scores = [scores[(graph.sender_index[s], graph.receiver_index[r])] for s, r in kept]
+    # (edges into receivers left unvisited, with receivers=..., have no decision and score NaN)
+    kept_scores = [scores.get((graph.sender_index[s], graph.receiver_index[r]), math.nan) for s, r in kept]
     return Circuit.from_edges(
         graph, kept, kept_scores,
         title=f"ACDC circuit (threshold {threshold:g})",
@@ -184,7 +186,7 @@ def acdc(
         meta={"method": "acdc", "threshold": threshold, "ablation": ablation, "final_value": current,
               "score": "metric change caused by removing the edge (at its decision)",
               "passes": patcher.passes, "runs": patcher.masks_run, "decisions": decisions, "skipped": skipped,
-              "speculate": speculate, "receivers": None if receivers is None else list(receivers),
+              "setup_seconds": setup_seconds, "speculate": speculate, "receivers": None if receivers is None else list(receivers),
               "max_memory": patcher.max_memory, "seconds": time.perf_counter() - started},
     )
 

@@ -19,13 +19,15 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
 1. **Many masks per pass**, chunked so one pass holds at most ``max_memory`` bytes of activations.
 2. **Start late.** Before the first layer where any mask in the chunk removes an edge, every mask's run equals
    the clean run, so the pass starts there from the cached clean residual stream.
-3. **Per-receiver inputs.** Inside the pass the model runs with each head's query, key and value input split
-   out (``cfg.use_split_qkv_input``, see :func:`~circuitlab.circuits.eap.receiver_inputs`) and each MLP's
-   input at ``hook_mlp_in``; a hook subtracts each receiver's correction. The corrections are one matrix product
-   per hook: ``[mask, sender] x [sender, batch * pos * d_model]`` over the senders before the start layer (whose
-   differences ``a_u(clean) - a_u(ablated)`` are cached once, shared by every mask), plus the same over the
-   senders computed in this pass (whose current outputs are captured at ``hook_z`` times ``W_O[h]``, and at
-   ``hook_mlp_out``, as the pass reaches them).
+3. **Per-receiver inputs.** Each receiver's correction (the sum over its removed edges above) is one matrix
+   product per hook: ``[mask, sender] x [sender, batch * pos * d_model]`` over the senders before the start layer
+   (whose differences ``a_u(clean) - a_u(ablated)`` are cached once and shared by every mask, so only the
+   distinct mask columns are multiplied), plus a batched product over the senders computed in this pass (their
+   current outputs are captured at ``hook_z`` times ``W_O[h]``, and at ``hook_mlp_out``, as the pass reaches
+   them). An MLP's correction is subtracted at ``hook_mlp_in``, the logits' from the final residual stream.
+   Heads' query, key and value inputs are not copied per head (as TransformerLens's ``use_split_qkv_input``
+   does, at about twice a block's cost): the block runs on the shared stream and each head's ``q``/``k``/``v``
+   is corrected in closed form at ``hook_q``/``hook_k``/``hook_v`` (:class:`_AttentionInputs`), exactly.
 4. **Read only what the metric reads.** The logits' own correction is applied to the final residual stream and
    a declarative metric (:mod:`circuitlab.metrics`, e.g. :class:`~circuitlab.metrics.KLDivergence`) is computed
    from its positions and columns only; any other callable gets full logits per mask.
