@@ -79,8 +79,9 @@ def task_prompts(model, task: str, n: int, seq_len: int, seed: int):
     try:
         prompts = ioi_prompts(model, seed, n=n)
         idx, clean, corrupted = max(_groups(model, prompts), key=lambda g: len(g[0]))
-    except NotApplicable as exc:
-        raise InputError(f"the ioi task does not apply to this model: {exc}. Use --task induction.") from None
+    except (NotApplicable, InputError) as exc:  # no tokenizer, too few one-token names, words it does not know
+        raise InputError(f"the ioi task does not apply to this model: {str(exc).rstrip('.')}. Use --task "
+                         "induction.") from None
     chosen = [prompts[i] for i in idx]
     metric = LogitDiff([p["io"] for p in chosen], [p["s"] for p in chosen], model=model)
     return clean, corrupted, metric, (f"{len(idx)} IOI prompts of {clean.shape[1]} tokens (of {n} drawn; one length) "
