@@ -15,7 +15,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuitlab
-from circuitlab.circuits import Circuit, Graph, acdc, faithfulness, faithfulness_curve, patch_edges
+from circuitlab.circuits import Circuit, EdgePatcher, Graph, acdc, faithfulness, faithfulness_curve, patch_edges
 from circuitlab.errors import InputError
 from circuitlab.metrics import KLDivergence, LogitDiff
 from circuitlab.tasks import repeated_tokens
@@ -169,11 +169,16 @@ def test_patch_edges_equals_reference(arch):
     one_each = list({graph.receiver(r).kind + graph.sender(s).kind: (s, r) for s, r in edges}.values())
     sets = [[e] for e in one_each] + [[edges[i] for i in torch.randperm(len(edges), generator=gen)[:k].tolist()]
                                       for k in (3, 20, len(edges) // 2)]
+    # all but a few: most removed, the state ACDC works in (the engine sums kept senders' outputs instead)
+    sets += [[e for e in edges if e not in set(few)] for few in (sets[-3], sets[-2])]
     clean_logits = reference_logits(model, clean, corrupted, [])
     for ablation in ("corrupted", "mean", "zero"):
         got = patch_edges(model, clean, corrupted, sets, ablation=ablation, max_memory=2**20)
         expected = [kl_last(clean_logits, reference_logits(model, clean, corrupted, s, ablation)) for s in sets]
         torch.testing.assert_close(got, torch.tensor(expected, dtype=torch.float64), rtol=1e-8, atol=1e-12)
+    # KL reads the last position: the last block runs there alone, where key/value reuse is verified
+    patcher = EdgePatcher(model, clean, corrupted, [KLDivergence(clean_logits[:, -1])])
+    assert patcher.first_read == (0 if arch == "llama" else clean.shape[1] - 1)
     # a declarative metric reading two columns, through the same engine
     metric = LogitDiff(correct=[2, 3, 4], wrong=[7, 8, 9])
     got = patch_edges(model, clean, corrupted, sets[:4], metric)

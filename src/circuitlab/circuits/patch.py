@@ -46,6 +46,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
+from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.eap import _capture_senders, _compute_dtype, _stack_senders, receiver_inputs
@@ -108,6 +109,8 @@ class EdgePatcher:
         cfg = model.cfg
         graph = self.graph
         keep = {f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)}
+        if not cfg.attn_only and not cfg.parallel_attn_mlp:  # what each MLP reads (parallel ones: resid_pre)
+            keep |= {f"blocks.{layer}.hook_resid_mid" for layer in range(cfg.n_layers)}
         if cfg.positional_embedding_type == "shortformer":  # added to queries and keys, not to the stream
             keep.add("hook_pos_embed")
         outputs: dict[str, Tensor] = {}
@@ -123,6 +126,8 @@ class EdgePatcher:
                                                                              if n != "blocks.0.hook_resid_pre"],
                 stop_at_layer=cfg.n_layers)
             self.clean_resid = [outputs[f"blocks.{layer}.hook_resid_pre"] for layer in range(cfg.n_layers)]
+            self.clean_mlp_stream = [outputs.get(f"blocks.{layer}.hook_resid_mid", self.clean_resid[layer])
+                                     for layer in range(cfg.n_layers)]
             self.pos_embed = outputs.get("hook_pos_embed") if cfg.positional_embedding_type == "shortformer" else None
             clean = _stack_senders(model, graph, outputs)  # [sender, batch, pos, d_model]
             if ablation == "zero":
@@ -144,6 +149,8 @@ class EdgePatcher:
         self.receivers_at: dict[int, dict[str, list[int]]] = {}  # layer -> kind -> receiver indices
         for i, node in enumerate(graph.receivers):
             self.receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
+        with receiver_inputs(model, split_qkv=False):
+            self.first_read = self._first_read()
         with torch.no_grad():
             self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
 
@@ -173,6 +180,18 @@ class EdgePatcher:
         """The first layer where some mask removes an edge (``n_layers``: only the logits' input changes)."""
         touched = masks.any(0).any(0).nonzero().flatten().tolist()
         return min([self.graph.receivers[r].layer for r in touched], default=self.model.cfg.n_layers)
+
+    def _first_read(self) -> int:
+        """The first position any metric reads, when the last block may run from it on alone (else 0).
+
+        That shortcut reuses keys and values of earlier positions through TransformerLens's key/value cache
+        entries, so it runs only where :func:`circuitlab.patching.exact.kv_reuse_blockers` finds the model's
+        configuration verified (with grouped-query attention ungrouped for the receivers, it is not)."""
+        from circuitlab.patching.exact import kv_reuse_blockers
+
+        if not all(is_declarative(m) for m in self.metrics) or kv_reuse_blockers(self.model):
+            return 0
+        return min(int(m.reads(self.batch, self.seq_len)[0].min()) for m in self.metrics)
 
     # -- masks -------------------------------------------------------------------------------------------------
     def mask_matrix(self, removed: Iterable) -> Bool[Tensor, "sender receiver"]:
@@ -244,73 +263,147 @@ class EdgePatcher:
                            device=resid.device)
         filled = [0]
         early = self.diff[:n_early].flatten(1)  # [sender, batch * pos * d_model], shared by every mask
+        graph_mask = graph.mask.to(resid.device)
 
-        def correction(columns: list[int]) -> Optional[Float[Tensor, "r rows pos d_model"]]:
-            """Each receiver's sum over its removed senders of (a_u(now) - a_u(ablated)), receiver first.
+        def correction(columns: list[int], drift: Optional[Tensor] = None) -> Optional[Float[Tensor, "n r b p d"]]:
+            """Each receiver's sum over its removed senders of (a_u(now) - a_u(ablated)), mask by mask.
 
             The senders before the pass share one difference for every mask: one matrix product over the
             *distinct* mask columns (in ACDC, all candidates share the current circuit's columns but one). The
-            senders computed in the pass differ per mask: one batched product, mask by mask."""
+            senders computed in the pass differ per mask: a batched product over those that some mask removes.
+            When most of them are removed (ACDC's usual state), their sum is taken as everything they wrote minus
+            the few kept: everything is ``drift`` (this run's stream minus the clean one, where the receiver reads
+            it, ``[n, batch, pos, d_model]``) plus their cached clean differences."""
             m = masks[:, :, columns]  # [n, sender, r]
             if not bool(m.any()):
                 return None
-            rows = einops.rearrange(m[:, :n_early], "n s r -> (r n) s")
-            distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-            corr = (distinct.to(self.dtype) @ early)[inverse]  # [(r n), batch * pos * d_model]
             k = filled[0]
             m_late = m[:, n_early:n_early + k]
-            if k and bool(m_late.any()):
-                per_mask = torch.matmul(m_late.transpose(1, 2).to(self.dtype), late[:, :k])  # [n, r, bpd]
-                corr = corr + einops.rearrange(per_mask, "n r x -> (r n) x")
-            return corr.view(len(columns), n * B, p, cfg.d_model)
+            valid = graph_mask[n_early:n_early + k, columns]  # [k, r]: which of them the receivers read at all
+            kept = valid[None] & ~m_late
+            n_removed, n_kept = int(m_late.any(2).any(0).sum()), int(kept.any(2).any(0).sum())
+            complement = drift is not None and n_kept < n_removed
+            if complement:
+                shared = torch.cat([m[:, :n_early], valid[None].expand(n, -1, -1)], dim=1)
+                source = self.diff[:n_early + k].flatten(1)
+            else:
+                shared, source = m[:, :n_early], early
+            rows = einops.rearrange(shared, "n s r -> (n r) s")
+            distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            corr = (distinct.to(self.dtype) @ source)[inverse].view(n, len(columns), -1)  # [n, r, batch*pos*d]
+            coef = kept if complement else m_late
+            active = coef.any(2).any(0).nonzero().flatten()
+            if len(active):
+                corr.baddbmm_(coef[:, active].transpose(1, 2).to(self.dtype), late[:, active],
+                              alpha=-1.0 if complement else 1.0)
+            if complement:
+                corr += drift.reshape(n, 1, -1).to(self.dtype)
+            return corr.view(n, len(columns), B, p, cfg.d_model)
 
-        def capture_heads(layer: int):
+        def drift_of(stream: Tensor, clean: Tensor, positions: slice = slice(None)) -> Tensor:
+            """This run's stream minus the clean one ``[n, batch, pos, d_model]`` (zero outside ``positions``)."""
+            now = stream.view(n, B, -1, cfg.d_model)
+            if positions == slice(None):
+                return now - clean[None]
+            out = torch.zeros(n, B, p, cfg.d_model, dtype=now.dtype, device=now.device)
+            out[:, :, positions] = now - clean[None, :, positions]
+            return out
+
+        def capture_heads(layer: int, positions: slice = slice(None)):
             def hook(z: Tensor, hook=None) -> None:
                 z = einops.rearrange(z.to(self.dtype), "(n b) p h e -> n b p h e", n=n)
                 first, k = self.first_sender[layer], filled[0]
                 out = einops.einsum(z, model.blocks[layer].attn.W_O.to(self.dtype), "n b p h e, h e d -> n h b p d")
-                out -= self.ablated[None, first:first + cfg.n_heads]  # each head's own output minus its ablated one
-                late[:, k:k + cfg.n_heads] = out.flatten(2)
+                out -= self.ablated[None, first:first + cfg.n_heads, :, positions]  # own output minus ablated one
+                store = late[:, k:k + cfg.n_heads].view(n, cfg.n_heads, B, p, cfg.d_model)
+                if positions != slice(None):
+                    store.zero_()  # positions before the last block's computed ones: read by nothing
+                store[:, :, :, positions] = out
                 filled[0] += cfg.n_heads
             return hook
 
-        def capture_mlp(layer: int):
+        def capture_mlp(layer: int, positions: slice = slice(None)):
             def hook(act: Tensor, hook=None) -> None:
                 s, k = self.first_sender[layer] + cfg.n_heads, filled[0]
-                out = einops.rearrange(act.to(self.dtype), "(n b) p d -> n b p d", n=n) - self.ablated[s][None]
-                late[:, k] = out.flatten(1)
+                out = einops.rearrange(act.to(self.dtype), "(n b) p d -> n b p d", n=n) - \
+                    self.ablated[s][None, :, positions]
+                store = late[:, k].view(n, B, p, cfg.d_model)
+                if positions != slice(None):
+                    store.zero_()
+                store[:, :, positions] = out
                 filled[0] += 1
             return hook
 
-        def subtract(columns: list[int]):
-            """A hook that subtracts one receiver's correction from the stream it reads (an MLP's, the logits')."""
+        def subtract(columns: list[int], clean: Tensor, positions: slice = slice(None)):
+            """A hook that subtracts one receiver's correction from the stream it reads (an MLP's, the logits');
+            ``clean`` is the clean run's stream there."""
             def hook(act: Tensor, hook=None) -> Tensor:
-                corr = correction(columns)
-                return act if corr is None else act - corr[0].to(act.dtype)
+                corr = correction(columns, drift_of(act, clean, positions))
+                if corr is None:
+                    return act
+                return act - corr[:, 0, :, positions].reshape(act.shape).to(act.dtype)
             return hook
 
+        def once(columns: list[int], stream: Tensor, clean: Tensor):
+            """The correction of these receivers, computed at most once (the last block reads it twice)."""
+            memo: list = []
+
+            def get():
+                if not memo:
+                    memo.append(correction(columns, drift_of(stream, clean)))
+                return memo[0]
+            return get
+
         pos_embed = None if self.pos_embed is None else einops.repeat(self.pos_embed, "b p d -> (n b) p d", n=n)
+        first_read = self.first_read
         for layer in range(start, cfg.n_layers):
             kinds = self.receivers_at[layer]
+            qkv = {letter: once(kinds[letter], resid, self.clean_resid[layer]) for letter in "qkv"}
+            if layer == cfg.n_layers - 1 and first_read:
+                # the last block only at the positions the metrics read, from the keys and values of the earlier
+                # positions (computed here with their corrections): nothing after this block reads the others
+                ahead = slice(first_read, None)
+                early_pos = None if self.pos_embed is None else self.pos_embed[:, :first_read]
+                before = _AttentionInputs(model, layer, resid[:, :first_read], early_pos, n, slice(0, first_read))
+                block = model.blocks[layer]
+                normed = block.ln1(resid[:, :first_read])
+                keys_in = normed if pos_embed is None else normed + pos_embed[:, :first_read]
+                with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_{kv}", before.hook(kv, qkv[kv]))
+                                            for kv in "kv"]):
+                    _, keys, values = block.attn.calculate_qkv_matrices(keys_in[:, :1], keys_in, normed)
+                entry = TransformerLensKeyValueCacheEntry(keys, values, frozen=True)
+                rest = None if self.pos_embed is None else self.pos_embed[:, ahead]
+                norm = _AttentionInputs(model, layer, resid[:, ahead], rest, n, ahead)
+                hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, qkv[letter])) for letter in "qkv"]
+                hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer, ahead)))
+                if not cfg.attn_only:
+                    hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"], self.clean_mlp_stream[layer], ahead)))
+                    hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer, ahead)))
+                with model.hooks(fwd_hooks=hooks):
+                    resid = block(resid[:, ahead], past_kv_cache_entry=entry,
+                                  shortformer_pos_embed=None if pos_embed is None else pos_embed[:, ahead])
+                resid = subtract(self.receivers_at[cfg.n_layers]["logits"], self.clean_final, ahead)(resid)
+                return self._read(resid, n, offset=first_read)
             norm = _AttentionInputs(model, layer, resid, self.pos_embed, n)
-            hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, lambda c=kinds[letter]: correction(c)))
-                     for letter in "qkv"]
+            hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, qkv[letter])) for letter in "qkv"]
             hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer)))
             if not cfg.attn_only:
-                hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"])))
+                hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"], self.clean_mlp_stream[layer])))
                 hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer)))
             with model.hooks(fwd_hooks=hooks):
                 resid = model.blocks[layer](resid, shortformer_pos_embed=pos_embed)
-        resid = subtract(self.receivers_at[cfg.n_layers]["logits"])(resid)
+        resid = subtract(self.receivers_at[cfg.n_layers]["logits"], self.clean_final)(resid)
         return self._read(resid, n)
 
-    def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int) -> Float[Tensor, "n metric"]:
-        """Each metric on each mask's rows of the final residual stream (only the logits it reads)."""
+    def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int, offset: int = 0) -> Float[Tensor, "n metric"]:
+        """Each metric on each mask's rows of the final residual stream (only the logits it reads); ``resid``
+        holds positions ``offset...``."""
         B = self.batch
         values = []
         for metric in self.metrics:
             if is_declarative(metric):
                 positions, columns = metric.reads(B, self.seq_len)
+                positions = positions - offset
                 index = einops.repeat(positions.to(resid.device), "b k -> (n b) k d", n=n, d=resid.shape[-1])
                 x = resid.gather(1, index)
                 if columns is None:
@@ -350,10 +443,10 @@ class _AttentionInputs:
     """
 
     def __init__(self, model: HookedTransformer, layer: int, x: Float[Tensor, "rows pos d_model"],
-                 pos_embed: Optional[Tensor], n: int):
+                 pos_embed: Optional[Tensor], n: int, positions: slice = slice(None)):
         from circuitlab.circuits.eap import _norm_of
 
-        self.model, self.layer, self.n = model, layer, n
+        self.model, self.layer, self.n, self.positions = model, layer, n, positions  # x holds these positions
         self.norm = _norm_of(model, layer)  # None, or what it does: ("center", "weight")
         self.attn, self.ln = model.blocks[layer].attn, model.blocks[layer].ln1
         self.pos_embed = pos_embed
@@ -364,25 +457,31 @@ class _AttentionInputs:
 
     def hook(self, letter: str, correction: Callable[[], Optional[Tensor]]):
         def hook(act: Float[Tensor, "rows pos head d_head"], hook=None) -> Tensor:
-            c = correction()  # [head, rows, pos, d_model] or None
-            return act if c is None else self._apply(letter, act, c.to(act.dtype))
+            c = correction()  # [n, head, batch, pos, d_model] or None
+            return act if c is None else self._apply(letter, act, c[:, :, :, self.positions].to(act.dtype))
         return hook
 
-    def _apply(self, letter: str, act: Tensor, c: Tensor) -> Tensor:
+    def _apply(self, letter: str, act: Float[Tensor, "rows pos head d_head"],
+               c: Float[Tensor, "n head batch pos d_model"]) -> Float[Tensor, "rows pos head d_head"]:
         W = getattr(self.attn, f"W_{letter.upper()}")  # [head, d_model, d_head] (key/value heads ungrouped)
+        n, _, B, p, d = c.shape
+
+        def as_act(t: Tensor) -> Tensor:  # [n, head, batch * pos, e] -> act's layout [(n batch), pos, head, e]
+            return einops.rearrange(t, "n h (b p) e -> (n b) p h e", b=B)
+
         if self.norm is None:
-            return act - einops.einsum(c, W, "h r p d, h d e -> r p h e")
+            return act - as_act(torch.matmul(c.flatten(2, 3), W))
         norm, ln = self.norm, self.ln
         Ww = W * ln.w[None, :, None] if "weight" in norm else W
-        d = c.shape[-1]
-        proj = torch.matmul(c.flatten(1, 2), Ww).unflatten(1, c.shape[1:3])  # [head, rows, pos, d_head]
-        cross = (c * self.centered[None]).sum(-1) / d  # mean(center(x) * c_h): [head, rows, pos]
-        var = self.sq[None] - 2 * cross + torch.linalg.vector_norm(c, dim=-1).pow(2) / d
+        proj = torch.matmul(c.flatten(2, 3), Ww)  # [n, head, batch * pos, d_head]
+        centered = self.centered.view(n, 1, B, p, d)
+        cross = (c * centered).sum(-1) / d  # mean(center(x) * c_h): [n, head, batch, pos]
+        var = self.sq.view(n, 1, B, p) - 2 * cross + torch.linalg.vector_norm(c, dim=-1).pow(2) / d
         if "center" in norm:
-            mean_c = c.mean(-1)  # [head, rows, pos]
+            mean_c = c.mean(-1)  # [n, head, batch, pos]
             var = var - mean_c.pow(2)
-            proj = proj - mean_c[..., None] * Ww.sum(1)[:, None, None, :]
-        new_scale = (var + ln.eps).sqrt()
+            proj = proj - mean_c.flatten(2)[..., None] * Ww.sum(1)[None, :, None, :]
+        new_scale = einops.rearrange((var + ln.eps).sqrt(), "n h b p -> (n b) p h")[..., None]
         K = getattr(self.attn, f"b_{letter.upper()}")  # [head, d_head]
         if "center" in norm and "weight" in norm:  # LayerNorm's bias b
             K = K + einops.einsum(ln.b, W, "d, h d e -> h e")
@@ -391,8 +490,7 @@ class _AttentionInputs:
             pos = einops.einsum(self.pos_embed, W, "b p d, h d e -> b p h e")
             K = einops.repeat(pos, "b p h e -> (n b) p h e", n=self.n) + K
         scale = self.scale[..., None, None]
-        return K + (scale * (act - K) - einops.rearrange(proj, "h r p e -> r p h e")) / \
-            einops.rearrange(new_scale, "h r p -> r p h")[..., None]
+        return K + (scale * (act - K) - as_act(proj)) / new_scale
 
 
 def _setup(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric, *, ablation: str,
