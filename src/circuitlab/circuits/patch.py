@@ -28,9 +28,15 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
    Heads' query, key and value inputs are not copied per head (as TransformerLens's ``use_split_qkv_input``
    does, at about twice a block's cost): the block runs on the shared stream and each head's ``q``/``k``/``v``
    is corrected in closed form at ``hook_q``/``hook_k``/``hook_v`` (:class:`_AttentionInputs`), exactly.
-4. **Read only what the metric reads.** The logits' own correction is applied to the final residual stream and
+4. **Few kept, many removed.** When a mask removes most of the edges from the senders computed in the pass
+   (ACDC's usual state), the removed senders' sum is taken as everything they wrote (this run's stream minus
+   the clean one where the receiver reads it, plus their cached clean differences) minus the few kept ones.
+5. **Read only what the metric reads.** The logits' own correction is applied to the final residual stream and
    a declarative metric (:mod:`circuitlab.metrics`, e.g. :class:`~circuitlab.metrics.KLDivergence`) is computed
-   from its positions and columns only; any other callable gets full logits per mask.
+   from its positions and columns only; any other callable gets full logits per mask. Nothing after the last
+   block reads other positions, so the last block runs only from the first position read on, with the keys and
+   values of the earlier positions computed (with their corrections) into a key/value cache entry; this runs
+   only on configurations where :mod:`circuitlab.patching.exact` verifies key/value reuse.
 
 The same masks are evaluated with plain hooks and one forward per mask by the reference in the tests.
 """
