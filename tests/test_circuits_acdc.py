@@ -241,7 +241,6 @@ def test_acdc_small_windows_and_other_metric():
     model = model_of("gpt2")
     clean, corrupted = prompt_pairs(model.cfg.d_vocab)
     check_acdc(model, clean, corrupted, [1e-3], window_bytes=1)
-    check_acdc(model, clean, corrupted, [1e-3], window_bytes=4 * 2**20)
     metric = LogitDiff(correct=[2, 3, 4], wrong=[7, 8, 9])
     check_acdc(model, clean, corrupted, [3e-3], metric=metric)
     unbatched = acdc(model, clean, corrupted, 1e-3, speculate=False)

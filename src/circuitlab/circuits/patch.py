@@ -163,8 +163,8 @@ class EdgePatcher:
     # -- memory ------------------------------------------------------------------------------------------------
     def bytes_per_mask(self, start: int = 0) -> int:
         """Rough bytes one mask's rows hold in a pass that starts at layer ``start``: a forward pass's activations,
-        the split q/k/v inputs and their corrections (two copies of the residual stream per head and letter),
-        the current outputs of the senders computed in the pass, and the readout."""
+        one letter's per-head corrections and their temporaries (two residual streams per head and letter), the
+        current outputs of the senders computed in the pass, and the readout."""
         cfg, B, p = self.model.cfg, self.batch, self.seq_len
         size = torch.tensor([], dtype=self.dtype).element_size()
         late = len(self.graph.senders) - self.first_sender[min(start, cfg.n_layers)]
@@ -226,6 +226,8 @@ class EdgePatcher:
                 return out
             raise InputError(f"masks of shape {tuple(masks.shape)}: give [n_masks, n_edges={graph.n_edges}] "
                              f"(graph edge order) or [n_masks, {len(graph.senders)}, {len(graph.receivers)}].")
+        if isinstance(masks, Circuit):  # one circuit: one mask removing its edges
+            masks = [masks]
         return torch.stack([self.mask_matrix(m) for m in masks]) if len(masks) else \
             torch.zeros(0, *graph.mask.shape, dtype=torch.bool)
 
@@ -581,8 +583,10 @@ def faithfulness(
     ``KL to clean`` (the circuit's last-position KL divergence from the clean run, in nats). ``meta`` holds the
     raw metric values of the circuit, the full model and the empty circuit. ``metric`` defaults to that KL.
     """
-    curve = faithfulness_curve(model, clean_tokens, corrupted_tokens, circuit, None, metric, ablation=ablation,
-                               max_memory=max_memory, _only=circuit)
+    if not isinstance(circuit, Circuit):
+        raise InputError(f"faithfulness needs a Circuit; got {type(circuit).__name__}.")
+    curve = _faithfulness(model, clean_tokens, corrupted_tokens, [circuit], metric, ablation=ablation,
+                          max_memory=max_memory, progress=False)
     values = curve.values[0]
     return Result(values=values, axes=("measure",), labels={"measure": curve.labels["measure"]},
                   title=f"Faithfulness of a circuit of {len(circuit)} edges", metric=curve.metric, model=curve.model,
@@ -600,7 +604,6 @@ def faithfulness_curve(
     ablation: str = "corrupted",
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = False,
-    _only: Optional[Circuit] = None,
 ) -> Result:
     """Faithfulness of the top-``k`` edges by ``|score|`` of a scored circuit, for each ``k`` in ``ks``.
 
@@ -616,21 +619,24 @@ def faithfulness_curve(
         a :class:`~circuitlab.results.Result` ``[k, measure]``: axis ``"edges"`` (labelled by ``k``) and axis
         ``"measure"`` (``metric recovered``, ``KL to clean``; see :func:`faithfulness`).
     """
-    started = time.perf_counter()
     if not isinstance(scores, Circuit):
         raise InputError(f"faithfulness needs a Circuit; got {type(scores).__name__}.")
-    if _only is None:
-        if scores.scores is None:
-            raise InputError("a faithfulness curve ranks edges by |score|; this circuit has no scores. Use a scorer's "
-                             "result (eap, eap_ig, acdc), or faithfulness() for one unscored circuit.")
-        if ks is None:
-            ks = sorted({0, len(scores), *[2 ** i for i in range(int(math.log2(max(1, len(scores)))) + 1)]})
-        ks = [int(k) for k in ks]
-        if any(isinstance(k, bool) or k < 0 for k in ks) or not ks:
-            raise InputError(f"ks must be a non-empty list of edge counts >= 0; got {ks!r}.")
-        circuits = [scores.top(k) for k in ks]
-    else:
-        circuits = [_only]
+    if scores.scores is None:
+        raise InputError("a faithfulness curve ranks edges by |score|; this circuit has no scores. Use a scorer's "
+                         "result (eap, eap_ig, acdc), or faithfulness() for one unscored circuit.")
+    if ks is None:
+        ks = sorted({0, len(scores), *[2 ** i for i in range(int(math.log2(max(1, len(scores)))) + 1)]})
+    ks = list(ks)
+    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ks):
+        raise InputError(f"ks must be a non-empty list of edge counts (ints >= 0); got {ks!r}.")
+    return _faithfulness(model, clean_tokens, corrupted_tokens, [scores.top(k) for k in ks], metric,
+                         ablation=ablation, max_memory=max_memory, progress=progress)
+
+
+def _faithfulness(model, clean_tokens, corrupted_tokens, circuits: list[Circuit], metric, *, ablation: str,
+                  max_memory: int, progress: bool) -> Result:
+    """Each circuit alone (every other edge removed), with the full model and the empty circuit, in one batch."""
+    started = time.perf_counter()
     model, clean_t, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                      max_memory=max_memory, what="faithfulness", with_kl=True)
     graph = patcher.graph
