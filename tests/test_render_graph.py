@@ -69,6 +69,8 @@ def test_width_and_colour_helpers():
     assert ws == sorted(ws) and ws[3] == edge_width(1.0, 2.0)
     assert edge_colour(1.0, 1.0) == "#2563eb" and edge_colour(-1.0, 1.0) == "#dc2626"
     assert edge_colour(None, 1.0) == edge_colour(None, 0.0)  # unscored: one grey
+    nan = float("nan")
+    assert edge_width(nan, 2.0) == ws[0] and edge_colour(nan, 1.0) == "#d4d4d4"  # an edge a search left unscored
 
 
 def test_big_circuit_draws_top_edges_and_says_so():

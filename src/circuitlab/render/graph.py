@@ -10,7 +10,8 @@ is a curve from its sender's output to its receiver's port:
   circuit draws every edge 1.6 px wide);
 - **colour** is the sign, on :mod:`circuitlab.render.scale`'s diverging colours: blue for a positive score, red
   for a negative one, deeper for a larger ``|score|`` (never paler than a third of the way, so a weak edge still
-  shows its sign); grey for an unscored edge;
+  shows its sign); grey for an unscored edge, and thinnest and grey for a NaN score (an edge a search did not
+  visit);
 - **hovering** an edge shows its sender, receiver and exact score (an SVG ``<title>``); hovering a node, its name.
 
 Components that no drawn edge touches are drawn pale. A circuit of more than ``max_edges`` edges (default 300)
@@ -39,7 +40,7 @@ def edge_width(score: Optional[float], vmax: float) -> float:
     """An edge's stroke width: linear in ``|score|`` from :data:`MIN_WIDTH` (0) to :data:`MAX_WIDTH` (``vmax``)."""
     if score is None:
         return UNSCORED_WIDTH
-    if not vmax > 0 or not math.isfinite(vmax):
+    if score != score or not vmax > 0 or not math.isfinite(vmax):
         return MIN_WIDTH
     return MIN_WIDTH + (MAX_WIDTH - MIN_WIDTH) * min(1.0, abs(score) / vmax)
 
