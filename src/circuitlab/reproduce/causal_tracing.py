@@ -110,7 +110,7 @@ def measure(model, seed: int, n_facts: int | None = None, samples: int | None = 
 
 FINDING = register(Finding(
     id="causal-tracing-mlp-early-attention-late",
-    citation=Citation("Meng, Bau, Andonian & Belinkov", 2022, "Locating and Editing Factual Associations in GPT "
+    citation=Citation("Meng et al.", 2022, "Locating and Editing Factual Associations in GPT "
                       "(NeurIPS 2022)", "Section 2 (causal tracing), Figures 1 and 2",
                       "https://arxiv.org/abs/2202.05262"),
     claim="Averaged over known facts with the subject corrupted by noise, restoring MLP outputs at the last subject "
