@@ -6,7 +6,8 @@ logit difference at the last position (auto-circuit's ``answer_function="avg_dif
 Models: ``zoo/attn-only-2l`` (81 edges), a random 2-layer attention-only model of d_model 512 (8 heads,
 TransformerLens's attn-only-2l shape: 257 edges) and ``circuitlab.testing.gpt2_small_shaped()`` (32,491 edges).
 
-Measured per model: seconds (the best of ``--repeats`` runs after one warm-up run; auto-circuit's graph wrapping,
+Measured per model: seconds (the best of ``--repeats`` runs after two warm-up runs; for auto-circuit on the
+GPT-2-small shape, one run after one warm-up; auto-circuit's graph wrapping,
 ``patchable_model``, is done once outside the timing, as its users do), the ratio auto-circuit / circuitlab, peak
 memory, and the agreement of the scores: the largest absolute difference between circuitlab's EAP score and
 auto-circuit's for the same edge (names mapped as in :mod:`circuitlab.circuits.graph`; auto-circuit's scores have
@@ -33,7 +34,8 @@ import. Without auto-circuit the benchmark times circuitlab alone and says so. W
 ``benchmarks/results/circuits.json``.
 
 The ACDC section times ``circuitlab.circuits.acdc`` (if present) against auto-circuit's ``acdc_prune_scores`` at
-threshold 1e-3 (KL divergence, the paper's metric) on ``zoo/attn-only-2l`` and compares the edges kept.
+threshold 1e-3 (KL divergence, the paper's metric) on ``zoo/attn-only-2l`` (one run after one warm-up run each),
+on the EAP prompts and on repeated-token induction prompts, and compares the edges kept.
 """
 
 from __future__ import annotations
@@ -101,9 +103,11 @@ def _rss() -> int:
         return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
 
 
-def measure(fn, repeats: int):
-    """``(result, best seconds, peak RSS increase in MB)`` of ``fn()`` after one warm-up call."""
-    fn()
+def measure(fn, repeats: int, warmups: int = 2):
+    """``(result, best seconds, peak RSS increase in MB)`` of ``fn()`` after ``warmups`` calls (on this machine the
+    first two or three calls of a new shape run several times slower than later ones, in both libraries)."""
+    for _ in range(warmups):
+        fn()
     best, peak_mb, out = float("inf"), 0.0, None
     for _ in range(repeats):
         start_rss, peak, stop = _rss(), [0], threading.Event()
@@ -220,9 +224,10 @@ def bench_model(name: str, with_ac: bool, repeats: int) -> dict:
     from auto_circuit.prune_algos.mask_gradient import mask_gradient_prune_scores
 
     pm, loader = ac_setup(model, clean, corrupted, answers, wrong)
-    ac_repeats = repeats if graph.n_edges < 10_000 else 1
+    big = graph.n_edges >= 10_000  # auto-circuit takes over a minute a call here: one warm-up, one timed call
     fast, seconds, mem = measure(lambda: mask_gradient_prune_scores(
-        pm, loader, None, grad_function="logit", answer_function="avg_diff", mask_val=0.0), ac_repeats)
+        pm, loader, None, grad_function="logit", answer_function="avg_diff", mask_val=0.0),
+        1 if big else repeats, 1 if big else 2)
     row["auto_circuit_eap_s"], row["auto_circuit_eap_peak_mb"] = seconds, mem
     row["speedup"] = seconds / row["circuitlab_eap_s"]
     row["agreement_fast"] = agreement(ours, ac_scores(pm, fast))
@@ -240,8 +245,11 @@ def bench_model(name: str, with_ac: bool, repeats: int) -> dict:
     return row
 
 
-def bench_acdc(with_ac: bool, threshold: float = 1e-3) -> dict:
-    row: dict = {"model": "zoo/attn-only-2l", "threshold": threshold, "metric": "kl_div"}
+def bench_acdc(with_ac: bool, task: str = "random", threshold: float = 1e-3) -> dict:
+    """ACDC on zoo/attn-only-2l: ``task="random"`` on the EAP prompts, ``"induction"`` on
+    :func:`circuitlab.circuits.reference.induction_task`'s repeated sequences (16 x 25 tokens; the answers
+    auto-circuit's data loader wants are the next token and the corrupted prompt's, unused by KL)."""
+    row: dict = {"model": "zoo/attn-only-2l", "task": task, "threshold": threshold, "metric": "kl_div"}
     try:
         from circuitlab.circuits.acdc import acdc
     except ImportError:
@@ -249,23 +257,28 @@ def bench_acdc(with_ac: bool, threshold: float = 1e-3) -> dict:
         print(f"ACDC: {row['circuitlab']}")
         acdc = None
     model = MODELS["zoo/attn-only-2l"]()
-    clean, corrupted, answers, wrong = prompts(model)
+    if task == "induction":
+        from circuitlab.circuits.reference import induction_task
+
+        clean, corrupted, _ = induction_task(model)
+        answers, wrong = clean[:, -1], corrupted[:, -1]
+    else:
+        clean, corrupted, answers, wrong = prompts(model)
     ours = None
     if acdc is not None:
-        t0 = time.perf_counter()
-        ours = acdc(model, clean, corrupted, threshold=threshold)
-        row["circuitlab_s"] = time.perf_counter() - t0
+        ours, row["circuitlab_s"], row["circuitlab_peak_mb"] = measure(
+            lambda: acdc(model, clean, corrupted, threshold=threshold), 1, 1)
         row["circuitlab_edges"] = len(ours)
-        print(f"ACDC zoo/attn-only-2l threshold {threshold:g}: circuitlab {row['circuitlab_s']:.2f} s, "
+        print(f"ACDC zoo/attn-only-2l, {task} prompts, threshold {threshold:g}: circuitlab {row['circuitlab_s']:.2f} s, "
               f"{len(ours)} edges kept", flush=True)
     if with_ac:
         from auto_circuit.prune_algos.ACDC import acdc_prune_scores
 
         pm, loader = ac_setup(model, clean, corrupted, answers, wrong)
         exp = round(__import__("math").log10(threshold))
-        t0 = time.perf_counter()
-        scores = acdc_prune_scores(pm, loader, None, tao_exps=[exp], tao_bases=[round(threshold / 10 ** exp)])
-        row["auto_circuit_s"] = time.perf_counter() - t0
+        scores, row["auto_circuit_s"], row["auto_circuit_peak_mb"] = measure(
+            lambda: acdc_prune_scores(pm, loader, None, tao_exps=[exp], tao_bases=[round(threshold / 10 ** exp)]),
+            1, 1)
         by_edge = ac_scores(pm, scores)
         # auto-circuit scores an edge pruned at tau with that tau's rank and a kept edge with inf
         kept = {e for e, s in by_edge.items() if s == float("inf")}
@@ -286,9 +299,10 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--with-auto-circuit", action="store_true", help="compare with auto-circuit (if importable)")
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--no-acdc", action="store_true")
+    p.add_argument("--no-eap", action="store_true", help="ACDC only; keep the EAP rows already in --out")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -302,9 +316,14 @@ def main(argv=None) -> int:
            "transformer_lens": getattr(transformer_lens, "__version__", None) or _version("transformer-lens"),
            "auto_circuit": _version("auto-circuit") if with_ac else None, "auto_circuit_note": why or None,
            "memory": "peak resident set size during the call minus at its start (sampled every 2 ms)",
-           "eap": [bench_model(name.strip(), with_ac, args.repeats) for name in args.models.split(",")]}
+           "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
+           "eap": [] if args.no_eap else [bench_model(name.strip(), with_ac, args.repeats)
+                                          for name in args.models.split(",")]}
+    if args.no_eap and Path(args.out).exists():
+        out["eap"] = json.loads(Path(args.out).read_text()).get("eap", [])
     if not args.no_acdc:
-        out["acdc"] = bench_acdc(with_ac)
+        out["acdc"] = [bench_acdc(with_ac, task) for task in ("random", "induction")]
+    out["load_average_at_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))
     print(f"wrote {args.out}")
