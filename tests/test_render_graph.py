@@ -126,8 +126,11 @@ def test_circuit_command_writes_a_report_with_the_graph(tmp_path, capsys):
                      "--seq-len", "5", "-q", "-o", str(out)]) == 0
         text = capsys.readouterr().out
         assert "the top 6 of 81 edges by |score|" in text and "L1H" in text
-        root = svg_of(out.read_text())
+        assert "ROC AUC against the induction reference (44 of 81 edges" in text
+        page = out.read_text()
+        root = svg_of(page)
         assert len(edges_of(root)) == 6
+        assert page.count("class='cl-roc'") == 2
         # bad inputs end in one-line errors
         assert main(["circuit", "-m", "zoo/attn-only-2l", "--method", "eap", "--steps", "3", "-q"]) == 1
         assert main(["circuit", "-m", "zoo/attn-only-2l", "--task", "ioi", "-q"]) == 1

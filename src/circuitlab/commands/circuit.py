@@ -18,6 +18,10 @@ Methods: ``eap`` and ``eap-ig`` (``--steps``, default 5) score every edge; the c
 (default 20) or, with ``--threshold``, every edge with ``|score| >= T``. ``acdc`` keeps the edges whose removal
 changes ACDC's metric (KL divergence to the clean run's last-position predictions, as in the paper) by at least
 ``--threshold`` (default 0.01) and prints the ``--top`` of them by the change.
+
+On the induction task the scores' ROC AUC against the model's induction reference circuit
+(:func:`circuitlab.circuits.reference.induction_reference`, edge level and ACDC's node level) is printed and
+drawn in the report, for graphs of up to 2,000 edges.
 """
 
 from __future__ import annotations
@@ -144,8 +148,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"  ... {len(circuit) - len(ranked)} more edges in the circuit (the report draws up to 300)")
     circuit.title = f"{args.method} circuit ({args.task}): {how}"
     intro = f"Model {name}; task: {described}. Method {args.method}: {how}."
-    write_report([circuit], args.out, title=f"Circuit: {args.task} in {name} ({args.method})", intro=intro)
+    items = [circuit] + (reference_rocs(model, scores) if args.task == "induction" else [])
+    write_report(items, args.out, title=f"Circuit: {args.task} in {name} ({args.method})", intro=intro)
     return 0
+
+
+#: the largest graph whose induction reference the command establishes (one exact patch per candidate edge)
+MAX_REFERENCE_EDGES = 2000
+
+
+def reference_rocs(model, scores) -> list:
+    """ROC curves of ``scores`` against the model's induction reference circuit
+    (:func:`circuitlab.circuits.reference.induction_reference`), printed as AUCs; none for a big graph or a model
+    without induction heads (said why)."""
+    from circuitlab.circuits import induction_reference, roc
+    from circuitlab.errors import InputError
+
+    if scores.graph.n_edges > MAX_REFERENCE_EDGES:
+        print(f"ROC: skipped (the induction reference patches each candidate edge exactly; this graph has "
+              f"{scores.graph.n_edges} edges, more than {MAX_REFERENCE_EDGES})")
+        return []
+    try:
+        reference = induction_reference(model)
+    except InputError as exc:
+        print(f"ROC: no induction reference for this model ({exc})")
+        return []
+    curves = []
+    for level, nodes in (("edge", "component"), ("node", "acdc")):
+        try:
+            curves.append(roc(scores, reference, level=level, nodes=nodes))
+        except InputError:  # e.g. every node in the reference: the rates are undefined
+            continue
+    aucs = ", ".join(f"{c.meta['level']} level {c.auc:.3f}" for c in curves) or "undefined"
+    print(f"ROC AUC against the induction reference ({len(reference)} of {reference.graph.n_edges} edges, "
+          f"established by exact path patching): {aucs}")
+    return curves
 
 
 run.arguments = arguments
