@@ -9,7 +9,10 @@
 - :func:`patch_edges` (:mod:`circuitlab.circuits.patch`): exact edge patching, many edge sets per batched pass;
   :func:`faithfulness` and :func:`faithfulness_curve`: how much of the behaviour a circuit (or its top-k edges)
   carries;
-- :func:`acdc` (:mod:`circuitlab.circuits.acdc`): ACDC (Conmy et al. 2023), exact, with speculative batching.
+- :func:`acdc` (:mod:`circuitlab.circuits.acdc`): ACDC (Conmy et al. 2023), exact, with speculative batching;
+- :func:`roc` and :func:`roc_auc` (:mod:`circuitlab.circuits.roc`): ROC curve and AUC of any scorer against a
+  reference circuit, edge and node level; :func:`induction_reference` (:mod:`circuitlab.circuits.reference`): a
+  model's induction circuit, established by head scores and exact path patching.
 """
 
 from circuitlab.circuits.acdc import acdc
