@@ -26,7 +26,7 @@ import pytest
 import torch
 
 import circuitlab as cl
-from circuitlab import attribution, ffn, induction, patching, tracing
+from circuitlab import attribution, circuits, ffn, induction, patching, tracing
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -107,6 +107,8 @@ KINDS: dict[str, Kind] = {
     "kinds": Kind(("kinds", "state"), bad=["nope", ["resid", "resid"], [], 3, ["mlp", "x"]]),
     "window": Kind(("window",), bad=[0, -1, 99, 1.5, True, "3"]),
     "noise": Kind(("noise",), bad=[0, -1.0, float("nan"), float("inf"), "3", True, None]),
+    "threshold": Kind(("threshold",), bad=[-1.0, float("nan"), float("inf"), "1e-3", None, True]),
+    "circuit": Kind(("circuit", "edge"), bad=[None, "L0H0 -> logits", 3, ["nope -> logits"]]),
     "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
 }
 
@@ -180,6 +182,15 @@ ANALYSES = [
              {"model": ("model", M), "facts": ("facts", [(FACT, "Wexmira", " Brindlecote")]),
               "kinds": ("kinds", "attn"), "window": ("window", 1), "noise": ("noise", 3.0),
               "samples": ("count", 1), "max_memory": ("memory", 2**20)}),
+    Analysis("circuits.eap", circuits.eap, {**PATCH}),
+    Analysis("circuits.eap_ig", circuits.eap_ig, {**PATCH, "steps": ("count", 2), "max_memory": ("memory", 2**20)}),
+    Analysis("circuits.acdc", circuits.acdc, {**PATCH, "threshold": ("threshold", 0.5),
+                                              "ablation": ("choice", "corrupted"), "max_memory": ("memory", 2**20)}),
+    Analysis("circuits.patch_edges", circuits.patch_edges, {**PATCH, "removed": ("circuit", [["L0H0 -> logits"]]),
+                                                            "ablation": ("choice", "mean")}),
+    Analysis("circuits.faithfulness", circuits.faithfulness,
+             {**PATCH, "circuit": ("circuit", Lazy(lambda: circuits.Circuit.from_edges(
+                 circuits.Graph.from_model(toy()), ["L0H0 -> logits"]), "a one-edge circuit"))}),
     Analysis("metrics.LogitDiff", lambda correct, wrong: LogitDiff(correct, wrong, model=toy())(toy()(CLEAN)),
              {"correct": ("answer", " mat"), "wrong": ("answer", " cat")}),
     Analysis("metrics.Probability", lambda answer, pos: Probability(answer, pos=pos, model=toy())(toy()(CLEAN)),
@@ -196,6 +207,9 @@ SKIP = {
     ("induction.ablation_effect", "seq_len"): {None},
     ("induction.find_induction_circuit", "seq_len"): {None},
     ("attribution.direct_logit_attribution(by='neuron')", "layer"): {None},  # None: every layer's neurons
+    ("circuits.acdc", "metric"): {None},  # None: KL divergence from the clean output, as in the ACDC paper
+    ("circuits.patch_edges", "metric"): {None},
+    ("circuits.faithfulness", "metric"): {None},
 }
 
 
@@ -327,6 +341,12 @@ COMMANDS = [
     ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--noise", "0"],
     ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--kinds", "mlp,x"],
     ["trace", "-m", WORDS, "--prompt", "t1 t2 t3", "--subject", "t2", "--answer", " t4", "--kinds", "mlp"],
+    ["circuit", "-m", "zoo/no-such-model"],
+    ["circuit", "-m", WORDS, "--task", "ioi"],
+    ["circuit", "-m", WORDS, "--method", "eap", "--steps", "3"],
+    ["circuit", "-m", WORDS, "--threshold", "-1"],
+    ["circuit", "-m", WORDS, "--top", "0"],
+    ["circuit", "-m", WORDS, "--seq-len", "40"],
     ["models", "--nope"],
     ["reproduce"],
     ["reproduce", "no-such-finding"],

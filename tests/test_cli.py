@@ -28,7 +28,7 @@ from circuitlab.testing import random_model
 
 ZOO2 = "zoo/attn-only-2l"
 TOY = "zoo/toy-lm"
-ANALYSES = ("demo", "induction", "patch", "attribute", "ffn", "trace")
+ANALYSES = ("demo", "induction", "patch", "attribute", "ffn", "trace", "circuit")
 
 
 # -- helpers ---------------------------------------------------------------------------------------------------------
@@ -151,6 +151,7 @@ REQUIRED = {
     "attribute": ["--prompt", "1 2", "--answer", "4"],
     "ffn": ["--layer", "0"],
     "trace": ["--prompt", "1 2 3", "--subject", "1:2", "--answer", "4"],
+    "circuit": [],
 }
 
 
@@ -223,7 +224,7 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
 
 #: every int option of every command that is not a count: indices (negative counts from the end) and seeds
 NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"),
-              ("reproduce", "seed"), ("trace", "seed")}
+              ("reproduce", "seed"), ("trace", "seed"), ("circuit", "seed")}
 
 
 def _int_options():
@@ -330,7 +331,8 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         for module in modules:
             importlib.reload(module)
         assert warnings.filters == []
-    assert sorted(registry) == ["attribute", "demo", "ffn", "induction", "models", "patch", "reproduce", "trace"]
+    assert sorted(registry) == ["attribute", "circuit", "demo", "ffn", "induction", "models", "patch", "reproduce",
+                                "trace"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------

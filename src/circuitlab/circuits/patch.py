@@ -228,6 +228,14 @@ class EdgePatcher:
                              f"(graph edge order) or [n_masks, {len(graph.senders)}, {len(graph.receivers)}].")
         if isinstance(masks, Circuit):  # one circuit: one mask removing its edges
             masks = [masks]
+        if isinstance(masks, (str, bytes)) or not isinstance(masks, Iterable):
+            raise InputError(f"removed must be a list of edge sets (each a Circuit or a list of edges such as "
+                             f"'L0H1 -> L1H2.k'), a Circuit, or a boolean mask tensor; got {masks!r:.60}.")
+        masks = list(masks)
+        for i, m in enumerate(masks):
+            if isinstance(m, (str, bytes)) or not isinstance(m, Iterable):
+                raise InputError(f"removed[{i}] is {m!r:.60}: each edge set must be a Circuit or a list of edges "
+                                 "(e.g. ['L0H1 -> L1H2.k']).")
         return torch.stack([self.mask_matrix(m) for m in masks]) if len(masks) else \
             torch.zeros(0, *graph.mask.shape, dtype=torch.bool)
 
