@@ -108,11 +108,11 @@ def main(argv: list[str] | None = None) -> int:
               f"{r['max_abs_difference']:>11.2e} {r['peak_chunk_mib']:>10.0f}")
     if any(r["reference_extrapolated"] for r in rows):
         print("* reference: mean time of the timed passes x the grid size (every pass does the same work)")
-    import transformer_lens
+    import importlib.metadata
 
     out = dict(machine=dict(cpus=os.cpu_count(), load_average=os.getloadavg(), platform=platform.platform(),
                             python=sys.version.split()[0], torch=torch.__version__,
-                            transformer_lens=getattr(transformer_lens, "__version__", "?"),
+                            transformer_lens=importlib.metadata.version("transformer-lens"),
                             threads=torch.get_num_threads()),
                peak_rss_mib=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, results=rows)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
