@@ -929,7 +929,7 @@ them as the ACDC paper does: by ROC curves against a reference circuit establish
 from circuitlab.circuits import Graph, acdc, eap, eap_ig, faithfulness, faithfulness_curve, roc
 from circuitlab.circuits.reference import induction_reference, induction_task
 
-torch.set_num_threads(1)  # the model is tiny: one thread runs it faster than two (and times it more steadily)
+torch.set_num_threads(1)  # the model is tiny: one thread is enough, and keeps the timings steady on a busy machine
 model = cl.load_model("zoo/attn-only-2l")
 cfg = model.cfg
 graph = Graph.from_model(model)
@@ -1091,7 +1091,8 @@ corrupted run, 1 for the clean one. A faithfulness curve does this for the top `
 ks = sorted({0, 1, 2, 4, 8, 16, 24, 32, 48, 64, len(reference), graph.n_edges})
 curve_eap = faithfulness_curve(model, clean, corrupted, scores_eap, ks, metric=metric)
 curve_ig = faithfulness_curve(model, clean, corrupted, scores_ig, ks, metric=metric)
-curves = pd.DataFrame({"EAP": curve_eap.values[:, 0], "EAP-IG": curve_ig.values[:, 0]}, index=pd.Index(ks, name="top k"))
+curves = pd.DataFrame({"EAP": curve_eap.values[:, 0], "EAP-IG": curve_ig.values[:, 0]},
+                      index=pd.Index(ks, name="top k"))
 curves.round(3).T
 """),
     md("ACDC's circuits and the reference, each alone (the same metric, and the last-position KL to the clean run "
@@ -1117,7 +1118,8 @@ ranks the rest.
     code("""
 cmp = acdc_circuit.compare(reference)
 print(cmp)
-print(f"the reference's bar: {reference.meta['threshold']:.0%} of the gap = {reference.meta['threshold'] * abs(reference.meta['gap']):.3f} nats")
+bar = reference.meta["threshold"] * abs(reference.meta["gap"])
+print(f"the reference's bar: {reference.meta['threshold']:.0%} of the gap = {bar:.3f} nats")
 print("in ACDC's circuit only:", ", ".join(f"{s} -> {r}" for s, r in cmp.only_self) or "none")
 print("in the reference only: ", ", ".join(f"{s} -> {r}" for s, r in cmp.only_other) or "none")
 effects = reference.meta["effects"]  # every candidate edge's exact effect when removed alone (nats)

@@ -284,7 +284,8 @@ def measure_eap(model, seed: int) -> Measurement:
     why = (f"(a) AUC(EAP) {eap_auc:.3f} {'>=' if close else '<'} AUC(ACDC) - {AUC_MARGIN} = "
            f"{acdc_auc - AUC_MARGIN:.3f}: {'holds' if close else 'fails'}; (b) EAP {eap_s * 1e3:.1f} ms "
            f"{'<=' if cheap else '>'} ACDC {acdc_s * 1e3:.1f} ms / {SPEEDUP:g}: {'holds' if cheap else 'fails'}")
-    return Measurement(figures, verdict, why, v, [run["eap_roc"], run["sweep"], run["scores"].top(len(run["reference"]))])
+    evidence = [run["eap_roc"], run["sweep"], run["scores"].top(len(run["reference"]))]
+    return Measurement(figures, verdict, why, v, evidence)
 
 
 register(Finding(
