@@ -6,9 +6,7 @@ a scale ``alpha`` to one receiver's input only) and differentiates the metric of
 ``alpha`` at 0; and an algebraic identity with attribution patching of the final residual stream.
 """
 
-import copy
 import json
-from functools import lru_cache
 
 import pytest
 import torch
@@ -22,6 +20,8 @@ from circuitlab.metrics import LogitDiff, Normalized, Probability
 from circuitlab.patching import attribution
 from circuitlab.testing import ARCHITECTURES, random_model
 
+from circuit_models import attn_only_2l, model_of
+
 REL = 1e-5
 
 
@@ -34,29 +34,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def float64(model: HookedTransformer) -> HookedTransformer:
-    model = copy.deepcopy(model).to(torch.float64)
-    return model.eval()
-
-
 #: norms the random architectures lack: TransformerLens's folded norms (what from_pretrained gives by default) and none
 NORM_VARIANTS = ("LNPre", "RMSPre", None)
-
-
-@lru_cache(maxsize=None)
-def model_of(arch: str) -> HookedTransformer:
-    if arch.startswith("norm="):
-        norm = arch.split("=")[1]
-        cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=32,
-                                      act_fn="gelu", normalization_type=None if norm == "None" else norm, seed=7,
-                                      device="cpu", model_name=f"random-{norm}")
-        return float64(HookedTransformer(cfg))
-    return float64(random_model(arch, seed=3))
-
-
-@lru_cache(maxsize=None)
-def attn_only_2l() -> HookedTransformer:
-    return float64(circuitlab.load_model("zoo/attn-only-2l"))
 
 
 def prompt_pairs(vocab: int, batch: int = 3, seq: int = 7, seed: int = 0):

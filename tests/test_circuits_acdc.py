@@ -7,19 +7,18 @@ edge set, full logits. Receivers read their own inputs through TransformerLens's
 the paper's loop, one candidate at a time.
 """
 
-import copy
-from functools import lru_cache
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer, HookedTransformerConfig
+from transformer_lens import HookedTransformer
 
-import circuitlab
 from circuitlab.circuits import Circuit, EdgePatcher, Graph, acdc, faithfulness, faithfulness_curve, patch_edges
 from circuitlab.errors import InputError
 from circuitlab.metrics import KLDivergence, LogitDiff
 from circuitlab.tasks import repeated_tokens
-from circuitlab.testing import ARCHITECTURES, random_model
+from circuitlab.testing import ARCHITECTURES
+
+from circuit_models import attn_only_2l, model_of
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -28,26 +27,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def float64(model: HookedTransformer) -> HookedTransformer:
-    return copy.deepcopy(model).to(torch.float64).eval()
-
-
-@lru_cache(maxsize=None)
-def model_of(arch: str) -> HookedTransformer:
-    if arch.startswith("norm="):  # TransformerLens's folded norms (from_pretrained's default) and none at all
-        norm = arch.split("=")[1]
-        cfg = HookedTransformerConfig(n_layers=2, d_model=32, n_heads=4, d_head=8, d_mlp=64, d_vocab=50, n_ctx=32,
-                                      act_fn="gelu", normalization_type=None if norm == "None" else norm, seed=7,
-                                      device="cpu", model_name=f"random-{norm}")
-        return float64(HookedTransformer(cfg))
-    return float64(random_model(arch, seed=3))
-
-
-@lru_cache(maxsize=None)
-def attn_only_2l() -> HookedTransformer:
-    return float64(circuitlab.load_model("zoo/attn-only-2l"))
 
 
 def prompt_pairs(vocab: int, batch: int = 3, seq: int = 6, seed: int = 0):
