@@ -1,5 +1,6 @@
-"""Models the circuit-discovery tests share: random-init models in float64 (every architecture family, plus the
-norm variants TransformerLens's loaders produce) and zoo/attn-only-2l, each built once."""
+"""What the circuit-discovery tests share: random-init models in float64 (every architecture family, plus the
+norm variants TransformerLens's loaders produce), zoo/attn-only-2l, each built once, and every sender's output
+from TransformerLens's own per-head results."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuitlab
+from circuitlab.circuits import Graph
 from circuitlab.testing import random_model
 
 
@@ -33,3 +35,20 @@ def model_of(arch: str) -> HookedTransformer:
 @lru_cache(maxsize=None)
 def attn_only_2l() -> HookedTransformer:
     return float64(circuitlab.load_model("zoo/attn-only-2l"))
+
+
+def sender_outputs(model: HookedTransformer, tokens) -> dict:
+    """Every sender's output from TransformerLens's own per-head results (hook_result), by sender name."""
+    graph = Graph.from_model(model)
+    model.cfg.use_attn_result = True
+    try:
+        _, cache = model.run_with_cache(tokens)
+    finally:
+        model.cfg.use_attn_result = False
+    out = {"embed": cache["blocks.0.hook_resid_pre"]}
+    for node in graph.senders[1:]:
+        if node.kind == "head":
+            out[node.name] = cache[f"blocks.{node.layer}.attn.hook_result"][:, :, node.head]
+        else:
+            out[node.name] = cache[f"blocks.{node.layer}.hook_mlp_out"]
+    return out

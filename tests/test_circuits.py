@@ -20,7 +20,7 @@ from circuitlab.metrics import LogitDiff, Normalized, Probability
 from circuitlab.patching import attribution
 from circuitlab.testing import ARCHITECTURES, random_model
 
-from circuit_models import attn_only_2l, model_of
+from circuit_models import attn_only_2l, model_of, sender_outputs
 
 REL = 1e-5
 
@@ -167,23 +167,6 @@ def test_circuit_json_compare_top_and_names():
 # ---------------------------------------------------------------------------------------------------------
 # EAP against a brute-force linearisation, one edge at a time
 # ---------------------------------------------------------------------------------------------------------
-
-def sender_outputs(model: HookedTransformer, tokens) -> dict:
-    """Every sender's output from TransformerLens's own per-head results (hook_result), by sender name."""
-    graph = Graph.from_model(model)
-    model.cfg.use_attn_result = True
-    try:
-        _, cache = model.run_with_cache(tokens)
-    finally:
-        model.cfg.use_attn_result = False
-    out = {"embed": cache["blocks.0.hook_resid_pre"]}
-    for node in graph.senders[1:]:
-        if node.kind == "head":
-            out[node.name] = cache[f"blocks.{node.layer}.attn.hook_result"][:, :, node.head]
-        else:
-            out[node.name] = cache[f"blocks.{node.layer}.hook_mlp_out"]
-    return out
-
 
 def brute_force_scores(model, clean, corrupted, metric, edges, embed_alpha: float = 1.0):
     """d metric / d alpha at alpha = 0, with alpha * (a_u(corrupted) - a_u(clean)) added to receiver v's input.

@@ -10,7 +10,6 @@ the paper's loop, one candidate at a time.
 
 import pytest
 import torch
-from transformer_lens import HookedTransformer
 
 from circuitlab.circuits import Circuit, EdgePatcher, Graph, acdc, faithfulness, faithfulness_curve, patch_edges
 from circuitlab.errors import InputError
@@ -18,7 +17,7 @@ from circuitlab.metrics import KLDivergence, LogitDiff
 from circuitlab.tasks import repeated_tokens
 from circuitlab.testing import ARCHITECTURES
 
-from circuit_models import attn_only_2l, model_of
+from circuit_models import attn_only_2l, model_of, sender_outputs
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -46,20 +45,6 @@ def induction_pairs(model, n: int = 4, half: int = 5, seed: int = 0):
 # ---------------------------------------------------------------------------------------------------------
 # The reference: plain hooks, one forward pass per edge set, full logits
 # ---------------------------------------------------------------------------------------------------------
-
-def sender_outputs(model: HookedTransformer, tokens) -> dict:
-    graph = Graph.from_model(model)
-    model.cfg.use_attn_result = True
-    try:
-        _, cache = model.run_with_cache(tokens)
-    finally:
-        model.cfg.use_attn_result = False
-    out = {"embed": cache["blocks.0.hook_resid_pre"]}
-    for node in graph.senders[1:]:
-        out[node.name] = cache[f"blocks.{node.layer}.attn.hook_result"][:, :, node.head] if node.kind == "head" \
-            else cache[f"blocks.{node.layer}.hook_mlp_out"]
-    return out
-
 
 def reference_logits(model, clean, corrupted, removed, ablation="corrupted"):
     """Logits of the clean run with the edges in ``removed`` reading their sender's ablated output."""
