@@ -58,11 +58,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_count, check_finite,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite,
                              check_max_memory, metric_name, model_name, position_labels, progress_bar, row_bytes,
                              str_tokens, to_tokens)
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitMetric, Normalized, bind_metric, can_split
+from circuitlab.metrics import LogitMetric, bind_metric, can_split
 from circuitlab.results import Result
 
 #: the quadrature rules (Captum's names)
@@ -136,8 +136,8 @@ def check_hook(model, hook: Any, what: str = "hook") -> str:
     """``hook`` checked: a hook name the model has."""
     names = getattr(model, "hook_dict", {})
     if not isinstance(hook, str) or hook not in names:
-        examples = [n for n in ("hook_embed", "blocks.0.hook_resid_pre", f"blocks.{model.cfg.n_layers - 1}.hook_resid_post")
-                    if n in names]
+        last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
+        examples = [n for n in ("hook_embed", "blocks.0.hook_resid_pre", last) if n in names]
         raise InputError(f"{what}={hook!r} is not a hook of this model. Give a TransformerLens hook name it has, e.g. "
                          f"{', '.join(map(repr, examples))} (all of them: model.hook_dict).")
     return hook
@@ -402,7 +402,8 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, alphas, wei
     text = prompts if isinstance(prompts, str) else (list(prompts) if isinstance(prompts, Sequence)
                                                      and prompts and isinstance(prompts[0], str) else None)
     prompt_labels = [f"p{i}" for i in range(B)] if text is None else ([text] if isinstance(text, str) else text)
-    return TokenAttributions(per_token, ("prompt", "pos"), {"prompt": prompt_labels, "pos": position_labels(model, tokens)},
+    labels = {"prompt": prompt_labels, "pos": position_labels(model, tokens)}
+    return TokenAttributions(per_token, ("prompt", "pos"), labels,
                              title=f"{kind[0].upper()}{kind[1:]} ({hook}, baseline {base_name})",
                              metric=metric_name(metric), model=model_name(model), task=f"{B} prompt(s)", meta=meta,
                              tokens=tok_strings)

@@ -1,0 +1,534 @@
+"""Testing with concept activation vectors (TCAV; Kim et al. 2018, "Interpretability Beyond Feature Attribution"),
+for text: does a human concept ("positive adjectives") push a model's class score up?
+
+1. **Concept activations.** Each text of a concept (e.g. sentences full of positive adjectives) and each text of
+   a set of random counterexamples runs through the model; its activation at a hook (``[pos, d]``) is pooled
+   into one vector: ``"mean"`` over the text's own tokens (the BOS token, where the model prepends one, is left
+   out: its activation is the same for every text) or ``"last"`` (the last token) (:func:`pooled_activations`).
+2. **The CAV.** A linear classifier (L2-regularised logistic regression, :func:`logistic_regression`) separates
+   the concept's vectors from the random ones; its unit normal, pointing towards the concept, is the concept
+   activation vector ``v`` (:func:`train_cav`).
+3. **Directional derivatives.** For each input ``x`` of the class being explained, the sensitivity
+   ``S(x) = grad_h f(x) . v``: how the class score ``f`` (a circuitlab metric, e.g. a logit difference, or a
+   function of the logits) changes when the input's pooled activation ``h`` moves along ``v``. Moving the pooled
+   vector means moving every pooled position by the same amount, so ``grad_h f`` is the gradient of ``f`` with
+   respect to a shift added at each pooled position (:func:`sensitivities`: one forward and backward pass for
+   all hooks at once).
+4. **The TCAV score**: the fraction of inputs with ``S(x) > 0``.
+
+**Significance, as in the paper.** One CAV could separate the concept from random texts by chance directions;
+so ``runs`` CAVs are trained, each against a different random set ``R_1 ... R_runs`` drawn (seeded) from
+``random_texts``, giving ``runs`` TCAV scores per concept and hook. The same is done for a random set ``R_0``
+against ``R_1 ... R_runs`` (random-vs-random CAVs). A two-sided Student t-test compares the concept's scores with
+the random ones (:func:`circuitlab.concepts.stats.ttest_ind`); a concept is significant at a hook when
+``p < alpha / n_concepts`` (Bonferroni over the concepts). Insignificant concepts are marked in the result
+(:attr:`TCAVResult.significant`, :meth:`TCAVResult.summary`).
+
+    from circuitlab.concepts.tcav import tcav
+
+    res = tcav(model, inputs, LogitDiff(" good", " bad"), {"positive adjectives": pos, "neutral": neutral},
+               random_texts, hooks=["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"], runs=10)
+    res.scores.values      # [concept, hook]: mean TCAV score over the runs
+    res.p_values.values    # [concept, hook]
+    print(res.summary())
+
+**Compared with Captum's TCAV** (a test drives ``captum.concept.TCAV`` on the same pooled activation through a
+small wrapper module, with this module's classifier): the same activations, CAVs and scores.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
+                             metric_name, model_name, progress_bar, row_bytes, to_tokens)
+from circuitlab.concepts.gradients import check_hook
+from circuitlab.concepts.stats import ttest_ind
+from circuitlab.errors import InputError
+from circuitlab.metrics import LogitMetric, bind_metric, can_split
+from circuitlab.results import Bundle, Result
+
+#: how a text's activations ``[pos, d]`` become one vector
+POOLINGS = ("mean", "last")
+
+Texts = Union[Sequence[str], Tensor]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Inputs: texts as token rows, hooks, pooling
+# ---------------------------------------------------------------------------------------------------------
+
+def check_pool(pool: Any) -> str:
+    if pool not in POOLINGS:
+        raise InputError(f"pool={pool!r}: use 'mean' (over the text's tokens, BOS left out) or 'last' (the last "
+                         "token).")
+    return pool
+
+
+def check_hooks(model, hooks: Any) -> list[str]:
+    """Hook names (one or several; ``None``: every block's ``hook_resid_post``), each checked, none repeated."""
+    if hooks is None:
+        return [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
+    items = [hooks] if isinstance(hooks, str) else list(hooks) if isinstance(hooks, Sequence) else None
+    if not items:
+        raise InputError(f"hooks={hooks!r}: give a hook name or a list of them, e.g. 'blocks.1.hook_resid_post' "
+                         "(None: every block's residual stream output).")
+    out = [check_hook(model, h, "hooks") for h in items]
+    if len(set(out)) != len(out):
+        raise InputError(f"hooks={items} repeats a hook; give each once.")
+    return out
+
+
+def text_tokens(model, texts: Texts, what: str) -> list[Tensor]:
+    """Each text as a 1-D row of token ids (the model's BOS prepended by its default); texts may differ in length.
+    A token tensor ``[n, pos]`` gives its rows."""
+    if isinstance(texts, Tensor):
+        toks = to_tokens(model, texts)
+        return [row for row in toks]
+    if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
+        raise InputError(f"{what} must be a non-empty list of texts (or token ids [n, pos]); got {texts!r:.80}.")
+    rows = []
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise InputError(f"{what}[{i}] is a {type(t).__name__}; give texts.")
+        rows.append(to_tokens(model, t)[0])
+    return rows
+
+
+def _starts_with_bos(model, row: Tensor) -> bool:
+    tok = getattr(model, "tokenizer", None)
+    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    return bool(model.cfg.default_prepend_bos) and bos is not None and int(row[0]) == int(bos)
+
+
+def pooled_positions(model, row: Tensor, pool: str) -> list[int]:
+    """The positions of a text ``row`` that ``pool`` reads: its last, or all but a prepended BOS (all of a
+    one-token text)."""
+    n = int(row.shape[0])
+    if pool == "last":
+        return [n - 1]
+    first = 1 if n > 1 and _starts_with_bos(model, row) else 0
+    return list(range(first, n))
+
+
+def _same_length_runs(rows: list[Tensor], bytes_of: Callable[[int], int], max_memory: int) -> list[list[int]]:
+    """Indices of ``rows`` cut into batches: consecutive rows of one length, as many as fit ``max_memory``
+    (``bytes_of(n)``: the bytes one row of ``n`` tokens needs)."""
+    out: list[list[int]] = []
+    for i, r in enumerate(rows):
+        if out and len(rows[out[-1][0]]) == len(r) and (len(out[-1]) + 1) * bytes_of(len(r)) <= max_memory:
+            out[-1].append(i)
+        else:
+            out.append([i])
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 1. Pooled activations
+# ---------------------------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def pooled_activations(model: ModelLike, texts: Texts, hooks: Union[str, Sequence[str], None] = None, *,
+                       pool: str = "mean", max_memory: int = DEFAULT_MAX_MEMORY,
+                       progress: bool = False) -> dict[str, Float[Tensor, "text d"]]:
+    """Each text's activation at each hook, pooled over its tokens (``pool``): ``{hook: [n_texts, d]}``.
+
+    Texts of one token length run together (trailing axes of the activation, e.g. heads and ``d_head``, are
+    flattened into ``d``); float64.
+    """
+    model = as_model(model)
+    hooks = check_hooks(model, hooks)
+    pool = check_pool(pool)
+    max_memory = check_max_memory(max_memory)
+    rows = text_tokens(model, texts, "texts")
+    return _pooled(model, rows, hooks, pool, max_memory, progress)
+
+
+def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: int,
+            progress: bool) -> dict[str, Tensor]:
+    out: dict[str, list[Optional[Tensor]]] = {h: [None] * len(rows) for h in hooks}
+    for batch in progress_bar(_same_length_runs(rows, lambda n: row_bytes(model, n), max_memory), progress=progress,
+                              desc="concept activations"):
+        toks = torch.stack([rows[i] for i in batch])
+        got: dict[str, Tensor] = {}
+
+        def keep(act, hook):
+            got[hook.name] = act.detach()
+
+        model.run_with_hooks(toks, fwd_hooks=[(h, keep) for h in hooks], return_type=None)
+        where = pooled_positions(model, toks[0], pool)
+        for h in hooks:
+            act = got[h]
+            _check_per_token(h, act, toks)
+            pooled = act[:, where].flatten(2).double().mean(1)
+            for j, i in enumerate(batch):
+                out[h][i] = pooled[j]
+    result = {h: torch.stack(v) for h, v in out.items()}  # type: ignore[arg-type]
+    check_finite(model, None, "the pooled activations", *result.values())
+    return result
+
+
+def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
+    if act.ndim < 3 or act.shape[:2] != toks.shape:
+        raise InputError(f"hooks: {hook!r} holds activations of shape {tuple(act.shape)}, not [batch, pos, ...], so "
+                         "they cannot be pooled per text. Use a residual stream or sub-layer output hook "
+                         "(e.g. 'blocks.1.hook_resid_post').")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 2. The classifier and the CAV
+# ---------------------------------------------------------------------------------------------------------
+
+def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01,
+                        max_iter: int = 500) -> tuple[Float[Tensor, "d"], float]:
+    """L2-regularised logistic regression, ``y`` in {0, 1}: minimises ``mean(log(1 + exp(-s (X w + b)))) +
+    l2 / 2 * |w|^2`` (``s = 2 y - 1``) with L-BFGS in float64, full batch, so the answer does not depend on the
+    order of the examples or a seed. Returns ``(w, b)`` in the coordinates of ``X``.
+
+    The features are centred and divided by one number (their overall standard deviation) first, which leaves
+    directions as they are; ``l2`` applies to the weights in those units.
+    """
+    X = X.double()
+    s = y.double() * 2 - 1
+    mu = X.mean(0)
+    scale = float((X - mu).pow(2).mean().sqrt()) or 1.0
+    Z = (X - mu) / scale
+    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
+                            history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        loss = torch.nn.functional.softplus(-s * (Z @ w + b)).mean() + 0.5 * l2 * (w * w).sum()
+        loss.backward()
+        return loss
+
+    with torch.enable_grad():
+        opt.step(closure)
+    w_x = w.detach() / scale
+    return w_x, float(b.detach() - (w_x * mu).sum())
+
+
+@dataclass
+class CAV:
+    """A concept activation vector: ``vector`` (unit length, pointing towards the concept's side), the classifier's
+    ``weight`` and ``bias`` in activation coordinates, and its training ``accuracy``."""
+
+    vector: Float[Tensor, "d"]
+    weight: Float[Tensor, "d"]
+    bias: float
+    accuracy: float
+
+
+def train_cav(concept: Float[Tensor, "n d"], random: Float[Tensor, "m d"], *, l2: float = 0.01) -> CAV:
+    """The CAV separating ``concept`` activations (label 1) from ``random`` ones (label 0): the unit normal of a
+    logistic-regression boundary (:func:`logistic_regression`)."""
+    X = torch.cat([concept, random]).double()
+    y = torch.cat([torch.ones(len(concept)), torch.zeros(len(random))])
+    w, b = logistic_regression(X, y, l2=l2)
+    norm = float(w.norm())
+    if norm == 0.0:
+        raise InputError("the concept and random activations could not be told apart at all (the classifier's "
+                         "weights are zero): the texts give identical activations at this hook. Use other texts "
+                         "or another hook.")
+    accuracy = float((((X @ w + b) > 0).double() == y.double()).double().mean())
+    return CAV(w / norm, w, b, accuracy)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 3. Directional derivatives
+# ---------------------------------------------------------------------------------------------------------
+
+def sensitivities(model: ModelLike, inputs: Texts, metric: Union[LogitMetric, Callable[[Tensor], Tensor]],
+                  hooks: Union[str, Sequence[str], None] = None, *, pool: str = "mean",
+                  max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> dict[str, Float[Tensor, "input d"]]:
+    """``{hook: [n_inputs, d]}``: for each input, the gradient of the class score with respect to its pooled
+    activation (a shift added at every pooled position); ``S(x) = sensitivities[hook][i] @ cav.vector``.
+
+    The score of each input is the metric on that input alone: inputs of one token length run as one batch, on
+    which a circuitlab metric (a mean over prompts) is taken for those rows (:meth:`LogitMetric.rows`) and its
+    gradient multiplied by the batch size. A plain function of the logits must likewise be a mean over the batch,
+    with its answers shared by every input.
+    """
+    model = as_model(model)
+    hooks = check_hooks(model, hooks)
+    pool = check_pool(pool)
+    max_memory = check_max_memory(max_memory)
+    metric = bind_metric(metric, model)
+    rows = text_tokens(model, inputs, "inputs")
+    return _sensitivities(model, rows, metric, hooks, pool, max_memory, progress)
+
+
+def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> dict[str, Tensor]:
+    N = len(rows)
+    split = can_split(metric)
+    cfg = model.cfg
+    size = next(model.parameters()).element_size()
+    batches = _same_length_runs(rows, lambda n: cfg.n_layers * row_bytes(model, n) + 3 * n * cfg.d_vocab_out * size,
+                                max_memory)
+    out: dict[str, list[Optional[Tensor]]] = {h: [None] * N for h in hooks}
+    for batch in progress_bar(batches, progress=progress, desc="directional derivatives"):
+        toks = torch.stack([rows[i] for i in batch])
+        b, n = toks.shape
+        where = pooled_positions(model, toks[0], pool)
+        mask = torch.zeros(n, dtype=torch.bool, device=toks.device)
+        mask[where] = True
+        deltas: dict[str, Tensor] = {}
+
+        def shift(act, hook):
+            _check_per_token(hook.name, act, toks)
+            if hook.name not in deltas:
+                deltas[hook.name] = torch.zeros(b, act[0, 0].numel(), dtype=act.dtype, device=act.device,
+                                                requires_grad=True)
+            d = deltas[hook.name].reshape(b, 1, *act.shape[2:])
+            m = mask.reshape(1, n, *([1] * (act.ndim - 2)))
+            return act + d * m.to(act.dtype)
+
+        logits = model.run_with_hooks(toks, fwd_hooks=[(h, shift) for h in hooks])
+        m = metric.rows(slice(batch[0], batch[-1] + 1), N) if split and b < N else metric
+        value = m(logits)
+        if not isinstance(value, Tensor) or value.numel() != 1:
+            raise InputError(f"metric={metric_name(metric)!r} must return one number from logits [batch, pos, "
+                             f"d_vocab]; got {getattr(value, 'shape', type(value).__name__)}.")
+        if not value.requires_grad:
+            raise InputError(f"metric={metric_name(metric)!r} is not differentiable: its value does not require "
+                             "grad (it detaches, rounds, or takes an argmax). TCAV needs the gradient of the class "
+                             "score: give e.g. LogitDiff(correct=' good', wrong=' bad').")
+        grads = torch.autograd.grad(value.reshape(()), [deltas[h] for h in hooks])
+        for h, g in zip(hooks, grads):
+            g = g.detach().double() * b  # the metric averages over the batch: each input's own gradient
+            for j, i in enumerate(batch):
+                out[h][i] = g[j]
+    result = {h: torch.stack(v) for h, v in out.items()}  # type: ignore[arg-type]
+    check_finite(model, None, "the directional derivatives", *result.values())
+    return result
+
+
+def tcav_score(sens: Float[Tensor, "input d"], cav: Union[CAV, Tensor]) -> float:
+    """The fraction of inputs whose directional derivative along ``cav`` is positive."""
+    v = cav.vector if isinstance(cav, CAV) else cav
+    return float((sens.double() @ v.double() > 0).double().mean())
+
+
+# ---------------------------------------------------------------------------------------------------------
+# 4. TCAV with significance
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(repr=False)
+class TCAVResult(Bundle):
+    """TCAV scores of several concepts at several hooks, with the significance test.
+
+    ``scores [concept, hook]``: mean TCAV score over the runs; ``p_values [concept, hook]``: two-sided t-test of
+    the concept's run scores against the random-vs-random ones; ``run_scores [concept, hook, run]``;
+    ``random_scores [hook, run]``; ``accuracy [concept, hook, run]``: each CAV classifier's training accuracy.
+    ``significant [concept, hook]`` is True where ``p < alpha / n_concepts`` (Bonferroni); ``cavs [concept, hook,
+    run, d]`` (a hook's ``d`` padded with zeros to the widest hook) and ``random_cavs [hook, run, d]`` hold the
+    unit CAVs.
+    """
+
+    scores: Result
+    p_values: Result
+    run_scores: Result
+    random_scores: Result
+    accuracy: Result
+    significant: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    alpha: float = 0.05
+    cavs: Optional[Tensor] = None
+    random_cavs: Optional[Tensor] = None
+
+    @property
+    def concepts(self) -> list[str]:
+        return self.scores.labels["concept"]
+
+    @property
+    def hooks(self) -> list[str]:
+        return self.scores.labels["hook"]
+
+    def insignificant(self) -> list[tuple[str, str]]:
+        """``(concept, hook)`` pairs whose scores do not differ significantly from random CAVs'."""
+        return [(c, h) for i, c in enumerate(self.concepts) for j, h in enumerate(self.hooks)
+                if not bool(self.significant[i, j])]
+
+    def summary(self) -> str:
+        """One line per concept and hook: mean score +- std over runs, the random mean, p-value, verdict."""
+        m = len(self.concepts)
+        lines = [f"TCAV ({self.scores.metric}; {self.run_scores.shape[2]} runs; Bonferroni alpha "
+                 f"{self.alpha}/{m} = {self.alpha / m:.3g})"]
+        for i, c in enumerate(self.concepts):
+            for j, h in enumerate(self.hooks):
+                runs = self.run_scores.values[i, j]
+                rnd = self.random_scores.values[j]
+                mark = "significant" if bool(self.significant[i, j]) else "not significant"
+                lines.append(f"  {c} @ {h}: {float(runs.mean()):.3f} +- {float(runs.std()):.3f} (random "
+                             f"{float(rnd.mean()):.3f}), p = {float(self.p_values.values[i, j]):.3g}: {mark}")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        return self.summary()
+
+
+def _check_concepts(concepts: Any) -> dict[str, list[str]]:
+    if not isinstance(concepts, Mapping) or not concepts:
+        raise InputError("concepts must be a non-empty dict {name: [texts]}, e.g. {'positive adjectives': "
+                         "['a wonderful day', ...]}; got " + f"{concepts!r:.80}.")
+    out = {}
+    for name, texts in concepts.items():
+        if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
+            raise InputError(f"concepts[{name!r}] must be a list of texts; got {texts!r:.80}.")
+        out[str(name)] = list(texts)
+    return out
+
+
+def tcav(
+    model: ModelLike,
+    inputs: Texts,
+    metric: Union[LogitMetric, Callable[[Tensor], Tensor]],
+    concepts: Mapping[str, Sequence[str]],
+    random_texts: Sequence[str],
+    *,
+    hooks: Union[str, Sequence[str], None] = None,
+    pool: str = "mean",
+    runs: int = 10,
+    set_size: Optional[int] = None,
+    alpha: float = 0.05,
+    l2: float = 0.01,
+    seed: int = 0,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+) -> TCAVResult:
+    """TCAV scores of ``concepts`` for the class score ``metric`` on ``inputs``, with the paper's significance test.
+
+    Args:
+        model: a HookedTransformer, a TransformerBridge in compatibility mode, or a name for
+            :func:`circuitlab.load_model`.
+        inputs: examples of the class being explained (texts; lengths may differ), or token ids ``[n, pos]``.
+        metric: the class score: a circuitlab metric (e.g. ``LogitDiff(" good", " bad")``) or a differentiable
+            function of logits that averages over the batch.
+        concepts: ``{name: texts}``; each concept needs at least ``set_size`` texts.
+        random_texts: the pool random counterexample sets are drawn from; at least ``2 * set_size`` texts.
+        hooks: where to test (one hook, several: a layer sweep; default every block's ``hook_resid_post``).
+        pool: ``"mean"`` or ``"last"`` (see the module docstring).
+        runs: CAVs per concept (each against a different random set), at least 2 for the t-test.
+        set_size: texts per set (concept and random); default the smallest concept's size (and at most half the
+            random pool). A concept with more texts is subsampled per run.
+        alpha: significance level before the Bonferroni correction over concepts.
+        l2: the classifier's L2 penalty.
+        seed: seeds the random sets and subsamples.
+        max_memory: rough bound in bytes on the activations one forward (and backward) pass holds.
+        progress: show progress bars.
+
+    Returns:
+        :class:`TCAVResult`.
+    """
+    t0 = time.perf_counter()
+    model = as_model(model)
+    hooks = check_hooks(model, hooks)
+    pool = check_pool(pool)
+    max_memory = check_max_memory(max_memory)
+    metric = bind_metric(metric, model)
+    concepts = _check_concepts(concepts)
+    runs = check_count(runs, "runs", minimum=2)
+    if isinstance(random_texts, str) or not isinstance(random_texts, Sequence) or \
+            not all(isinstance(t, str) for t in random_texts):
+        raise InputError("random_texts must be a list of texts (the pool random counterexample sets are drawn "
+                         f"from); got {random_texts!r:.80}.")
+    pool_texts = list(random_texts)
+    if set_size is None:
+        set_size = min(min(len(t) for t in concepts.values()), len(pool_texts) // 2)
+    set_size = check_count(set_size, "set_size", minimum=2)
+    for name, texts in concepts.items():
+        if len(texts) < set_size:
+            raise InputError(f"concept {name!r} has {len(texts)} texts, too few for set_size={set_size} (each of the "
+                             f"runs={runs} CAVs trains on {set_size} concept texts against {set_size} random ones). "
+                             f"Give it at least {set_size} texts, or a smaller set_size.")
+    if len(pool_texts) < 2 * set_size:
+        raise InputError(f"random_texts has {len(pool_texts)} texts, too few for runs={runs} random sets of "
+                         f"set_size={set_size} besides the reference random set: give at least {2 * set_size} "
+                         "(the paper used 500 random examples per set), or a smaller set_size.")
+    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
+        raise InputError(f"alpha must be a significance level between 0 and 1 (e.g. 0.05); got {alpha!r}.")
+    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
+        raise InputError(f"l2 must be a number >= 0 (the classifier's penalty, e.g. 0.01); got {l2!r}.")
+    if isinstance(seed, bool) or not isinstance(seed, int):
+        raise InputError(f"seed must be an integer; got {seed!r}.")
+
+    # every text once: concept texts, then the random pool
+    names = list(concepts)
+    all_texts = list(dict.fromkeys([t for n in names for t in concepts[n]] + pool_texts))
+    index = {t: i for i, t in enumerate(all_texts)}
+    acts = _pooled(model, text_tokens(model, all_texts, "concept and random texts"), hooks, pool, max_memory,
+                   progress)
+    sens = _sensitivities(model, text_tokens(model, inputs, "inputs"), metric, hooks, pool, max_memory, progress)
+
+    # the sets: R_0 (reference random set) and R_1..R_runs from the rest of the pool; concept subsamples per run
+    gen = torch.Generator().manual_seed(seed)
+    perm = torch.randperm(len(pool_texts), generator=gen).tolist()
+    r0 = [index[pool_texts[i]] for i in perm[:set_size]]
+    rest = perm[set_size:]
+    random_sets = []
+    for _ in range(runs):
+        pick = torch.randperm(len(rest), generator=gen)[:set_size].tolist()
+        random_sets.append([index[pool_texts[rest[i]]] for i in pick])
+    concept_sets = {}
+    for n in names:
+        texts = concepts[n]
+        concept_sets[n] = [[index[texts[i]] for i in torch.randperm(len(texts), generator=gen)[:set_size].tolist()]
+                           for _ in range(runs)]
+
+    C, H = len(names), len(hooks)
+    width = max(a.shape[1] for a in acts.values())
+    run_scores = torch.zeros(C, H, runs, dtype=torch.float64)
+    accuracy = torch.zeros(C, H, runs, dtype=torch.float64)
+    random_scores = torch.zeros(H, runs, dtype=torch.float64)
+    cavs = torch.zeros(C, H, runs, width, dtype=torch.float64)
+    random_cavs = torch.zeros(H, runs, width, dtype=torch.float64)
+    work = [(j, h) for j, h in enumerate(hooks)]
+    for j, h in progress_bar(work, progress=progress, desc="CAVs"):
+        A, S = acts[h], sens[h]
+        d = A.shape[1]
+        for r in range(runs):
+            cav = train_cav(A[r0], A[random_sets[r]], l2=l2)
+            random_scores[j, r] = tcav_score(S, cav)
+            random_cavs[j, r, :d] = cav.vector
+            for i, n in enumerate(names):
+                cav = train_cav(A[concept_sets[n][r]], A[random_sets[r]], l2=l2)
+                run_scores[i, j, r] = tcav_score(S, cav)
+                accuracy[i, j, r] = cav.accuracy
+                cavs[i, j, r, :d] = cav.vector
+
+    p = torch.zeros(C, H, dtype=torch.float64)
+    for i in range(C):
+        for j in range(H):
+            p[i, j] = ttest_ind(run_scores[i, j].tolist(), random_scores[j].tolist())[1]
+    significant = p < alpha / C
+
+    n_inputs = len(sens[hooks[0]])
+    common = dict(metric=metric_name(metric), model=model_name(model), task=f"{n_inputs} inputs; concepts {names}")
+    labels = {"concept": names, "hook": hooks}
+    run_labels = [f"run {r}" for r in range(runs)]
+    meta = dict(pool=pool, runs=runs, set_size=set_size, alpha=alpha, bonferroni_alpha=alpha / C, l2=l2, seed=seed,
+                n_inputs=n_inputs, random_pool=len(pool_texts), seconds=time.perf_counter() - t0,
+                corrected_p=(p * C).clamp(max=1.0))
+    return TCAVResult(
+        scores=Result(run_scores.mean(-1), ("concept", "hook"), labels, title="TCAV score (mean over runs)",
+                      meta={**meta, "std": run_scores.std(-1), "random_mean": random_scores.mean(-1)}, **common),
+        p_values=Result(p, ("concept", "hook"), labels, title="TCAV p-value (two-sided t-test vs random CAVs)",
+                        meta={"significant": significant, "bonferroni_alpha": alpha / C}, **common),
+        run_scores=Result(run_scores, ("concept", "hook", "run"), {**labels, "run": run_labels},
+                          title="TCAV score per run", **common),
+        random_scores=Result(random_scores, ("hook", "run"), {"hook": hooks, "run": run_labels},
+                             title="TCAV score of random-vs-random CAVs", **common),
+        accuracy=Result(accuracy, ("concept", "hook", "run"), {**labels, "run": run_labels},
+                        title="CAV classifier training accuracy", **common),
+        significant=significant, alpha=float(alpha), cavs=cavs, random_cavs=random_cavs)
+
+
+__all__ = ["tcav", "TCAVResult", "CAV", "train_cav", "logistic_regression", "pooled_activations", "sensitivities",
+           "tcav_score", "pooled_positions", "POOLINGS"]
