@@ -193,3 +193,29 @@ def test_a_metric_that_is_not_differentiable_is_refused(model):
         integrated_gradients(model, PROMPTS, lambda logits: logits[:, -1, mat], steps=2)
     with pytest.raises(CircuitlabError, match="metric"):
         integrated_gradients(model, PROMPTS, "logit_diff", steps=2)
+
+
+@pytest.mark.parametrize("arch", ["gpt2", "llama"])
+def test_reading_only_the_metrics_logits_equals_the_full_logits(arch):
+    """A declarative metric is read from the final residual stream at its own positions and columns; a plain
+    function of the full logits must give the same attributions (per-prompt answers and a softmax metric too)."""
+    from circuitlab.metrics import Probability
+    from circuitlab.testing import random_model
+
+    m = random_model(arch, n_layers=2)
+    m.cfg.output_logits_soft_cap = 3.0 if arch == "llama" else m.cfg.output_logits_soft_cap  # exercise the cap
+    toks = torch.tensor([[1, 5, 7, 9, 11], [2, 4, 6, 8, 10]])
+    correct, wrong = torch.tensor([3, 12]), torch.tensor([7, 7])
+    kw = dict(baseline=0, steps=3, tolerance=float("inf"))
+
+    def diff(logits):
+        return (logits[:, -1].gather(1, correct[:, None]) - logits[:, -1].gather(1, wrong[:, None])).mean()
+
+    def logp(logits):
+        return logits[:, 2].log_softmax(-1)[:, 5].mean()
+
+    for declarative, plain in ((LogitDiff(correct, wrong), diff), (Probability(5, pos=2, log=True), logp)):
+        a = integrated_gradients(m, toks, declarative, **kw)
+        b = integrated_gradients(m, toks, plain, **kw)
+        torch.testing.assert_close(a.values, b.values, atol=1e-6, rtol=1e-5)
+        assert a.values.abs().max() > 1e-3

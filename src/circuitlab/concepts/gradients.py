@@ -58,11 +58,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite,
-                             check_max_memory, metric_name, model_name, position_labels, progress_bar, row_bytes,
-                             str_tokens, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
+                             final_norm, final_residual, metric_name, model_name, position_labels, progress_bar,
+                             row_bytes, softcap, str_tokens, to_tokens)
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitMetric, bind_metric, can_split
+from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
 from circuitlab.results import Result
 
 #: the quadrature rules (Captum's names)
@@ -239,20 +239,44 @@ def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, base
 # The metric
 # ---------------------------------------------------------------------------------------------------------
 
-def _scalar(metric, logits: Tensor, what: str) -> Tensor:
-    out = metric(logits)
-    if not isinstance(out, Tensor) or out.numel() != 1:
-        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+def forward_for_metric(model, tokens: Int[Tensor, "batch pos"], fwd_hooks: Sequence, metric) -> Tensor:
+    """Run ``model`` on ``tokens`` with ``fwd_hooks`` as far as ``metric`` needs: for a declarative circuitlab
+    metric (one that says which logits it reads) the final residual stream ``[batch, pos, d_model]``, whose
+    readout :func:`metric_from` computes at those positions and vocabulary columns only; else the logits."""
+    if is_declarative(metric):
+        resid, _ = final_residual(model, tokens, (), fwd_hooks)
+        return resid
+    return model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
+
+
+def metric_from(model, out: Tensor, metric, what: str) -> Tensor:
+    """``metric`` on the output of :func:`forward_for_metric`, checked: one number, differentiable where
+    gradients are being taken."""
+    if is_declarative(metric):
+        b, n = out.shape[:2]
+        positions, columns = metric.reads(b, n)
+        positions = positions.to(out.device)
+        x = final_norm(model, out.gather(1, positions[:, :, None].expand(-1, -1, out.shape[-1])))  # [b, k, d]
+        if columns is None:
+            logits = x @ model.W_U + model.b_U
+        else:
+            columns = columns.to(out.device)
+            logits = torch.einsum("bkd,dbc->bkc", x, model.W_U[:, columns]) + model.b_U[columns][:, None, :]
+        value = metric.from_selected(softcap(logits, model.cfg.output_logits_soft_cap))
+    else:
+        value = metric(out)
+    if not isinstance(value, Tensor) or value.numel() != 1:
+        shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
         raise InputError(f"metric={metric_name(metric)!r} must return one number (a 0-d tensor) from logits "
                          f"[batch, pos, d_vocab]; got {shape}. Average or sum its per-prompt values.")
-    if torch.is_grad_enabled() and not out.requires_grad:
+    if torch.is_grad_enabled() and not value.requires_grad:
         raise InputError(
             f"metric={metric_name(metric)!r} is not differentiable: its value on {what} does not require grad "
-            "(it detaches, rounds, takes an argmax, or converts to a Python number). Integrated gradients need the "
+            "(it detaches, rounds, takes an argmax, or converts to a Python number). Gradient attributions need the "
             "gradient of the metric with respect to the logits: give a differentiable metric, e.g. "
             "LogitDiff(correct=' Mary', wrong=' John') or Probability(' Paris', log=True)."
         )
-    return out.reshape(())
+    return value.reshape(())
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -350,13 +374,16 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, alphas, wei
 
     # the endpoints, for the completeness check
     with torch.no_grad():
-        m_input = float(_scalar(metric, model.run_with_hooks(tokens, fwd_hooks=[(hook, _put(x))]), "the input"))
-        m_base = float(_scalar(metric, model.run_with_hooks(tokens, fwd_hooks=[(hook, _put(base))]), "the baseline"))
+        m_input = float(metric_from(model, forward_for_metric(model, tokens, [(hook, _put(x))], metric), metric,
+                                    "the input"))
+        m_base = float(metric_from(model, forward_for_metric(model, tokens, [(hook, _put(base))], metric), metric,
+                                   "the baseline"))
 
     # passes: whole steps of all prompts, or (splittable metrics) parts of the prompts of one step
     cfg = model.cfg
     size = x.element_size()
-    per_row = cfg.n_layers * row_bytes(model, n) + 3 * n * cfg.d_vocab_out * size + 3 * x[0].numel() * size
+    logit_columns = cfg.d_vocab_out * (1 if is_declarative(metric) else n)  # declarative: few positions are read
+    per_row = cfg.n_layers * row_bytes(model, n) + 3 * logit_columns * size + 3 * x[0].numel() * size
     per_step = B * per_row
     S = len(alphas)
     if per_step <= max_memory or not can_split(metric) or B == 1:
@@ -375,12 +402,13 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, alphas, wei
         k = len(step_ids)
         al = a[step_ids].to(x.dtype).reshape(k, *([1] * x.ndim))
         path = (base[part][None] + al * diff[part][None]).reshape(k * b, *x.shape[1:]).detach().requires_grad_(True)
-        logits = model.run_with_hooks(tokens[part].repeat(k, 1), fwd_hooks=[(hook, _put(path))])
-        logits = logits.reshape(k, b, *logits.shape[1:])
-        total = sum(float(weights[s]) * share * _scalar(m, logits[j], "the path") for j, s in enumerate(step_ids))
+        out = forward_for_metric(model, tokens[part].repeat(k, 1), [(hook, _put(path))], m)
+        out = out.reshape(k, b, *out.shape[1:])
+        total = sum(float(weights[s]) * share * metric_from(model, out[j], m, "the path")
+                    for j, s in enumerate(step_ids))
         (grad,) = torch.autograd.grad(total, path)
         grad_sum[part] += grad.reshape(k, b, *x.shape[1:]).double().sum(0)
-        del logits, total, grad, path
+        del out, total, grad, path
 
     attributions = (diff.double() * grad_sum)
     per_token = attributions.flatten(2).sum(-1) if attributions.ndim > 2 else attributions

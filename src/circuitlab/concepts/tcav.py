@@ -38,6 +38,7 @@ small wrapper module, with this module's classifier): the same activations, CAVs
 
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -45,13 +46,14 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
-from circuitlab.concepts.gradients import check_hook
+from circuitlab.concepts.gradients import check_hook, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitMetric, bind_metric, can_split
+from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
 from circuitlab.results import Bundle, Result
 
 #: how a text's activations ``[pos, d]`` become one vector
@@ -153,6 +155,7 @@ def pooled_activations(model: ModelLike, texts: Texts, hooks: Union[str, Sequenc
 def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: int,
             progress: bool) -> dict[str, Tensor]:
     out: dict[str, list[Optional[Tensor]]] = {h: [None] * len(rows) for h in hooks}
+    stop = _stop_after(model, hooks)
     for batch in progress_bar(_same_length_runs(rows, lambda n: row_bytes(model, n), max_memory), progress=progress,
                               desc="concept activations"):
         toks = torch.stack([rows[i] for i in batch])
@@ -161,7 +164,7 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
         def keep(act, hook):
             got[hook.name] = act.detach()
 
-        model.run_with_hooks(toks, fwd_hooks=[(h, keep) for h in hooks], return_type=None)
+        model.run_with_hooks(toks, fwd_hooks=[(h, keep) for h in hooks], return_type=None, **stop)
         where = pooled_positions(model, toks[0], pool)
         for h in hooks:
             act = got[h]
@@ -172,6 +175,21 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
     result = {h: torch.stack(v) for h, v in out.items()}  # type: ignore[arg-type]
     check_finite(model, None, "the pooled activations", *result.values())
     return result
+
+
+def _stop_after(model, hooks: list[str]) -> dict[str, int]:
+    """``{"stop_at_layer": l + 1}`` where every hook lies in blocks ``<= l`` (or before them) of a
+    HookedTransformer, so that activations are read without running later blocks and the unembedding."""
+    if not isinstance(model, HookedTransformer):
+        return {}
+    last = -1
+    for h in hooks:
+        m = re.match(r"blocks\.(\d+)\.", h)
+        if m:
+            last = max(last, int(m.group(1)))
+        elif not h.startswith(("hook_embed", "hook_pos_embed", "hook_tokens")):
+            return {}
+    return {"stop_at_layer": last + 1}
 
 
 def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
@@ -271,8 +289,8 @@ def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> di
     split = can_split(metric)
     cfg = model.cfg
     size = next(model.parameters()).element_size()
-    batches = _same_length_runs(rows, lambda n: cfg.n_layers * row_bytes(model, n) + 3 * n * cfg.d_vocab_out * size,
-                                max_memory)
+    batches = _same_length_runs(rows, lambda n: cfg.n_layers * row_bytes(model, n) + 3 * size * cfg.d_vocab_out *
+                                (1 if is_declarative(metric) else n), max_memory)
     out: dict[str, list[Optional[Tensor]]] = {h: [None] * N for h in hooks}
     for batch in progress_bar(batches, progress=progress, desc="directional derivatives"):
         toks = torch.stack([rows[i] for i in batch])
@@ -291,17 +309,9 @@ def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> di
             m = mask.reshape(1, n, *([1] * (act.ndim - 2)))
             return act + d * m.to(act.dtype)
 
-        logits = model.run_with_hooks(toks, fwd_hooks=[(h, shift) for h in hooks])
         m = metric.rows(slice(batch[0], batch[-1] + 1), N) if split and b < N else metric
-        value = m(logits)
-        if not isinstance(value, Tensor) or value.numel() != 1:
-            raise InputError(f"metric={metric_name(metric)!r} must return one number from logits [batch, pos, "
-                             f"d_vocab]; got {getattr(value, 'shape', type(value).__name__)}.")
-        if not value.requires_grad:
-            raise InputError(f"metric={metric_name(metric)!r} is not differentiable: its value does not require "
-                             "grad (it detaches, rounds, or takes an argmax). TCAV needs the gradient of the class "
-                             "score: give e.g. LogitDiff(correct=' good', wrong=' bad').")
-        grads = torch.autograd.grad(value.reshape(()), [deltas[h] for h in hooks])
+        value = metric_from(model, forward_for_metric(model, toks, [(h, shift) for h in hooks], m), m, "the inputs")
+        grads = torch.autograd.grad(value, [deltas[h] for h in hooks])
         for h, g in zip(hooks, grads):
             g = g.detach().double() * b  # the metric averages over the batch: each input's own gradient
             for j, i in enumerate(batch):
