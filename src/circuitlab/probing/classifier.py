@@ -1,0 +1,347 @@
+"""Classifier probes with control tasks (Hewitt & Liang 2019): how much of what a probe finds is the probe's doing.
+
+    from circuitlab.probing import classifier, data
+
+    res = classifier.sweep("minilm-l6", data.default_sentences(2000), task="upos")
+    res.values                 # [probe, layer, measure]: test accuracy, control accuracy, selectivity (seed means)
+    res.meta["ci95"]           # the same axes: half-widths of 95% confidence intervals over seeds
+
+**Probes.** ``"linear"``: multinomial logistic regression, trained full-batch with L-BFGS on the mean
+cross-entropy plus ``weight_decay / 2 * ||W||^2`` (bias not penalised); convex, so it converges to the one optimum
+whatever the seed. ``"mlp"``: Hewitt & Liang's MLP-1, ``Linear(d, hidden) -> ReLU -> Linear(hidden, classes)``,
+trained with Adam on mini-batches, early-stopped on dev accuracy (the epoch with the best dev accuracy is kept).
+Features are standardised with the training split's mean and standard deviation. Everything runs in torch;
+seeds are arguments.
+
+**Data.** Token-level labels (``task="upos"``, ``"deprel"`` or ``"ent"``) of the words the activations hold. The
+split is by *sentence* (no sentence has words in two splits), seeded by ``split_seed`` and fixed across probes,
+layers and seeds, so curves compare like with like; ``seeds`` vary the probe's initialisation and batches and the
+control task.
+
+**Control task** (:func:`control_labels`). Each word *type* (its form; ``lowercase=True`` merges cases) gets one
+label drawn at random from the task's empirical label distribution over all the words, fixed per seed, so the
+control task has the task's label space and class balance but no linguistic content: a probe can only solve it by
+memorising word types. **Selectivity** = task accuracy - control accuracy, on the test split. Hewitt & Liang's
+finding (ELMo, POS): linear probes are more selective (97.2 accuracy, 71.2 control) than MLP-1 probes of the same
+accuracy (97.3, 92.8).
+
+The linear probe on the task itself does not depend on the seed (a convex problem started at zero), so it is
+trained once per hook; its interval over seeds is then zero, and the spread of selectivity comes from the control
+task alone.
+
+**Confidence intervals**: over seeds, Student's t: ``mean +- t_{0.975, n-1} * sd / sqrt(n)`` (``NaN`` with one
+seed), in ``meta["ci95"]``; per-seed values in ``meta["per_seed"]``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor, nn
+
+from circuitlab.core import check_count, progress_bar
+from circuitlab.errors import InputError
+from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
+from circuitlab.probing.data import Sentence
+from circuitlab.results import Result
+
+PROBES = ("linear", "mlp")
+MEASURES = ("accuracy", "control", "selectivity")
+#: the token-level tasks: annotation layers of a Sentence
+TASKS = ("upos", "deprel", "ent")
+#: Student's t quantile 0.975 for 1..30 degrees of freedom (1.96 beyond)
+_T975 = (12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228, 2.201, 2.179, 2.160, 2.145, 2.131,
+         2.120, 2.110, 2.101, 2.093, 2.086, 2.080, 2.074, 2.069, 2.064, 2.060, 2.056, 2.052, 2.048, 2.045, 2.042)
+
+
+def t_quantile(df: int) -> float:
+    """Student's t 0.975 quantile for ``df`` degrees of freedom (for 95% two-sided intervals)."""
+    return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
+
+
+def ci95(values: Tensor, dim: int = -1) -> Tensor:
+    """Half-width of the 95% t-interval of the mean along ``dim`` (NaN for fewer than two values)."""
+    n = values.shape[dim]
+    if n < 2:
+        return torch.full(values.mean(dim).shape, float("nan"))
+    return t_quantile(n - 1) * values.std(dim) / math.sqrt(n)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Splits and control tasks
+# ---------------------------------------------------------------------------------------------------------
+
+def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
+                    seed: int = 0) -> dict[str, Tensor]:
+    """Sentence indices for ``"train"``, ``"dev"`` and ``"test"``: a seeded shuffle cut at ``fractions``
+    (each split at least one sentence)."""
+    if len(fractions) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in fractions) \
+            or sum(fractions) > 1 + 1e-9:
+        raise InputError(f"split={tuple(fractions)!r}: give three positive fractions (train, dev, test) summing to "
+                         "at most 1, e.g. (0.8, 0.1, 0.1).")
+    if n_sentences < 3:
+        raise InputError(f"{n_sentences} sentences cannot be split into train, dev and test; give at least 3 "
+                         "(a few hundred for meaningful probes).")
+    perm = torch.randperm(n_sentences, generator=torch.Generator().manual_seed(seed))
+    n_dev = max(1, round(fractions[1] * n_sentences))
+    n_test = max(1, round(fractions[2] * n_sentences))
+    n_train = min(n_sentences - n_dev - n_test, max(1, round(fractions[0] * n_sentences)))
+    return {"train": perm[:n_train].sort().values, "dev": perm[n_train:n_train + n_dev].sort().values,
+            "test": perm[n_train + n_dev:n_train + n_dev + n_test].sort().values}
+
+
+def control_labels(words: Sequence[str], labels: Sequence[Any], seed: int = 0,
+                   lowercase: bool = False) -> list[Any]:
+    """Hewitt & Liang's control task: each word type gets one label drawn from the empirical distribution of
+    ``labels`` (over all the given words); every occurrence of the type carries it. Types are drawn in sorted
+    order with a generator seeded by ``seed``, so a type's control label does not depend on the data's order."""
+    if len(words) != len(labels):
+        raise InputError(f"{len(words)} words but {len(labels)} labels; give one label per word.")
+    if not words:
+        raise InputError("no words: a control task needs at least one labelled word.")
+    keys = [w.lower() for w in words] if lowercase else list(words)
+    counts = Counter(labels)
+    classes = sorted(counts, key=str)
+    probs = torch.tensor([counts[c] for c in classes], dtype=torch.float64)
+    types = sorted(set(keys))
+    draws = torch.multinomial(probs / probs.sum(), len(types), replacement=True,
+                              generator=torch.Generator().manual_seed(seed))
+    assigned = {t: classes[int(i)] for t, i in zip(types, draws)}
+    return [assigned[k] for k in keys]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Probes
+# ---------------------------------------------------------------------------------------------------------
+
+class Probe(nn.Module):
+    """A trained probe: standardisation (train mean and std) then a linear map or an MLP-1."""
+
+    def __init__(self, d_in: int, n_classes: int, kind: str = "linear", hidden: int = 256) -> None:
+        super().__init__()
+        self.kind = kind
+        self.register_buffer("mean", torch.zeros(d_in))
+        self.register_buffer("std", torch.ones(d_in))
+        if kind == "linear":
+            self.net = nn.Linear(d_in, n_classes)
+        elif kind == "mlp":
+            self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+        else:
+            raise InputError(f"probe kind {kind!r}: use one of {PROBES}.")
+
+    def forward(self, x: Float[Tensor, "n d"]) -> Float[Tensor, "n classes"]:
+        return self.net((x.to(self.mean.dtype) - self.mean) / self.std)
+
+    @torch.no_grad()
+    def predict(self, x: Float[Tensor, "n d"]) -> Int[Tensor, "n"]:
+        return self(x).argmax(-1)
+
+    @torch.no_grad()
+    def accuracy(self, x: Float[Tensor, "n d"], y: Int[Tensor, "n"]) -> float:
+        return float((self.predict(x) == y).float().mean()) if len(y) else float("nan")
+
+
+def _check_xy(x: Any, y: Any, what: str) -> tuple[Tensor, Tensor]:
+    if not isinstance(x, Tensor) or x.ndim != 2 or not x.is_floating_point():
+        raise InputError(f"{what} features must be a float tensor [n, d]; got "
+                         f"{tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__}.")
+    if not isinstance(y, Tensor) or y.ndim != 1 or y.shape[0] != x.shape[0] or y.is_floating_point():
+        raise InputError(f"{what} labels must be an integer tensor [n] with one label per row of the features "
+                         f"({x.shape[0]}); got {tuple(y.shape) if isinstance(y, Tensor) else type(y).__name__}.")
+    if x.shape[0] == 0:
+        raise InputError(f"the {what} split has no labelled words; use more sentences or a larger split.")
+    return x.float(), y.long()
+
+
+def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, kind: str = "linear", *,
+                x_dev: Optional[Tensor] = None, y_dev: Optional[Tensor] = None, seed: int = 0,
+                weight_decay: Optional[float] = None, hidden: int = 256, max_iter: int = 100,
+                epochs: int = 100, lr: float = 2e-3, batch_size: int = 256, patience: int = 5,
+                dtype: torch.dtype = torch.float32) -> Probe:
+    """Train a probe on features ``x`` and labels ``y`` (ids in ``[0, n_classes)``).
+
+    ``"linear"``: L-BFGS (strong Wolfe line search, at most ``max_iter`` iterations) on mean cross-entropy +
+    ``weight_decay / 2 * ||W||^2`` (default ``1e-3``). ``"mlp"``: Adam (``lr``, ``batch_size``, decoupled weight
+    decay, default ``0``) for at most ``epochs`` epochs, keeping the epoch with the best dev accuracy and stopping
+    after ``patience`` epochs without improvement (without dev data: the last epoch). ``dtype``: the probe's
+    arithmetic (float32 reaches the optimum to about 1e-4 in probability; float64 to rounding, at twice the cost).
+    """
+    x, y = _check_xy(x, y, "training")
+    x = x.to(dtype)
+    n_classes = check_count(n_classes, "n_classes", minimum=2)
+    if int(y.min()) < 0 or int(y.max()) >= n_classes:
+        raise InputError(f"labels must lie in [0, {n_classes}); got range [{int(y.min())}, {int(y.max())}].")
+    if kind not in PROBES:
+        raise InputError(f"probe kind {kind!r}: use one of {PROBES}.")
+    torch.manual_seed(seed)
+    probe = Probe(x.shape[1], n_classes, kind, hidden).to(dtype)
+    probe.mean.copy_(x.mean(0))
+    probe.std.copy_(x.std(0).clamp(min=1e-6) if x.shape[0] > 1 else torch.ones(x.shape[1]))
+    if kind == "linear":
+        lam = 1e-3 if weight_decay is None else float(weight_decay)
+        with torch.no_grad():
+            probe.net.weight.zero_()
+            probe.net.bias.zero_()
+        xs = (x - probe.mean) / probe.std
+        single = dtype == torch.float32
+        opt = torch.optim.LBFGS(probe.net.parameters(), lr=1, max_iter=max_iter, history_size=20,
+                                tolerance_grad=1e-7 if single else 1e-11, tolerance_change=1e-12 if single else 1e-18,
+                                line_search_fn="strong_wolfe")
+
+        def closure():
+            opt.zero_grad()
+            loss = nn.functional.cross_entropy(probe.net(xs), y) + 0.5 * lam * probe.net.weight.pow(2).sum()
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        return probe
+    lam = 0.0 if weight_decay is None else float(weight_decay)
+    opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=lam)
+    gen = torch.Generator().manual_seed(seed)
+    have_dev = x_dev is not None and y_dev is not None and len(y_dev) > 0
+    best, best_state, stale = -1.0, None, 0
+    for _ in range(epochs):
+        probe.train()
+        for idx in torch.randperm(x.shape[0], generator=gen).split(batch_size):
+            opt.zero_grad()
+            nn.functional.cross_entropy(probe(x[idx]), y[idx]).backward()
+            opt.step()
+        probe.eval()
+        if have_dev:
+            acc = probe.accuracy(x_dev, y_dev.long())
+            if acc > best:
+                best, stale = acc, 0
+                best_state = {k: v.clone() for k, v in probe.state_dict().items()}
+            else:
+                stale += 1
+                if stale >= patience:
+                    break
+    if best_state is not None:
+        probe.load_state_dict(best_state)
+    return probe
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sweep
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Split:
+    rows: dict[str, Tensor]  # split -> row indices into the activations
+    sentences: dict[str, Tensor]
+
+
+def _row_splits(acts: WordActivations, fractions: Sequence[float], seed: int) -> _Split:
+    by_sentence = split_sentences(len(acts.sentences), fractions, seed)
+    rows = {}
+    for name, idx in by_sentence.items():
+        member = torch.zeros(len(acts.sentences), dtype=torch.bool)
+        member[idx] = True
+        rows[name] = member[acts.sentence].nonzero().flatten()
+        if rows[name].numel() == 0:
+            raise InputError(f"the {name} split holds no aligned word (its {idx.numel()} sentence(s) lost every "
+                             "word to alignment); use more sentences.")
+    return _Split(rows, by_sentence)
+
+
+def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "upos", *, hooks: Any = None,
+          probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2), control: bool = True,
+          split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, lowercase: bool = False,
+          linear: Optional[dict] = None, mlp: Optional[dict] = None, progress: bool = False,
+          **collect_options: Any) -> Result:
+    """Probe accuracy, control accuracy and selectivity at every hook: a :class:`~circuitlab.results.Result`
+    with axes ``("probe", "layer", "measure")``, seed means; test split.
+
+    Args:
+        source: :class:`~circuitlab.probing.activations.WordActivations`, or a model (or name) to collect them
+            from on ``sentences`` at ``hooks`` (``collect_options`` go to
+            :func:`~circuitlab.probing.activations.collect`: ``pool``, ``max_memory``, ``cache``...).
+        task: ``"upos"``, ``"deprel"`` or ``"ent"``: the annotation each word is labelled with.
+        probes: ``"linear"`` and/or ``"mlp"``.
+        seeds: one probe (and one control task) per seed; the intervals are over seeds.
+        control: also train on the control task (:func:`control_labels`); without it ``control`` and
+            ``selectivity`` are NaN.
+        split, split_seed: train/dev/test fractions of the sentences, and the shuffle's seed.
+        lowercase: control task word types ignore case.
+        linear, mlp: keyword arguments for :func:`train_probe` per probe kind (``weight_decay``, ``hidden``...).
+
+    ``meta`` holds ``per_seed`` (``[probe, layer, measure, seed]``), ``ci95``, ``dev`` accuracies, the majority
+    baseline (the most frequent training label's test accuracy), split sizes, classes, alignment skips, timings.
+    """
+    t0 = time.perf_counter()
+    if task not in TASKS:
+        raise InputError(f"task={task!r}: token-level tasks are {', '.join(map(repr, TASKS))} (part of speech, "
+                         "dependency label, entity type).")
+    probes = tuple([probes] if isinstance(probes, str) else probes)
+    if not probes or any(p not in PROBES for p in probes) or len(set(probes)) != len(probes):
+        raise InputError(f"probes={probes!r}: give distinct probe kinds from {PROBES}.")
+    seeds = [check_count(s, "seed", minimum=0) for s in ([seeds] if isinstance(seeds, int) else list(seeds))]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds={seeds!r}: give one or more distinct integer seeds.")
+    if isinstance(source, WordActivations):
+        acts = source
+        if hooks is not None:
+            missing = [h for h in ([hooks] if isinstance(hooks, str) else hooks) if h not in acts.acts]
+            if missing:
+                raise InputError(f"hooks {missing} are not in the given activations ({', '.join(acts.hooks)}).")
+            acts = WordActivations({h: acts.acts[h] for h in hooks}, acts.sentence, acts.word, acts.sentences,
+                                   acts.model, acts.pool, acts.skipped, acts.meta)
+    else:
+        if sentences is None:
+            raise InputError("sentences are needed to collect activations from a model: pass sentences=... "
+                             "(e.g. circuitlab.probing.data.default_sentences()), or pass WordActivations.")
+        acts = collect(source, sentences, hooks, progress=progress, **collect_options)
+    labels = acts.labels(task)
+    words = acts.labels("word")
+    parts = _row_splits(acts, split, split_seed)
+    classes = sorted(set(labels), key=str)
+    index = {c: i for i, c in enumerate(classes)}
+    if len(classes) < 2:
+        raise InputError(f"task {task!r}: every word has the label {classes[0]!r}; a probe needs two labels or more.")
+    y_task = torch.tensor([index[c] for c in labels])
+    train_classes = set(y_task[parts.rows["train"]].tolist())
+    if len(train_classes) < 2:
+        raise InputError(f"task {task!r}: the training split holds only one label; use more sentences.")
+    controls = {s: torch.tensor([index[c] for c in control_labels(words, labels, s, lowercase)])
+                for s in seeds} if control else {}
+    options = {"linear": dict(linear or {}), "mlp": dict(mlp or {})}
+    hooks_used = acts.hooks
+    per_seed = torch.full((len(probes), len(hooks_used), len(MEASURES), len(seeds)), float("nan"))
+    dev = torch.full((len(probes), len(hooks_used), 2, len(seeds)), float("nan"))
+    tr, dv, te = parts.rows["train"], parts.rows["dev"], parts.rows["test"]
+    jobs = [(p, h, s) for p in range(len(probes)) for h in range(len(hooks_used)) for s in range(len(seeds))]
+    for p, h, s in progress_bar(jobs, progress=progress, desc=f"probes ({task})", unit="probe"):
+        x = acts.acts[hooks_used[h]].float()
+        for m, y in enumerate([y_task] + ([controls[seeds[s]]] if control else [])):
+            if m == 0 and s > 0 and probes[p] == "linear":  # convex, started at zero: the same probe every seed
+                per_seed[p, h, m, s], dev[p, h, m, s] = per_seed[p, h, m, 0], dev[p, h, m, 0]
+                continue
+            probe = train_probe(x[tr], y[tr], len(classes), probes[p], x_dev=x[dv], y_dev=y[dv], seed=seeds[s],
+                                **options[probes[p]])
+            per_seed[p, h, m, s] = probe.accuracy(x[te], y[te])
+            dev[p, h, m, s] = probe.accuracy(x[dv], y[dv])
+    per_seed[:, :, 2] = per_seed[:, :, 0] - per_seed[:, :, 1]
+    majority = Counter(y_task[tr].tolist()).most_common(1)[0][0]
+    meta = {
+        "per_seed": per_seed, "ci95": ci95(per_seed), "seeds": seeds, "dev": dev,
+        "dev_measures": ("accuracy", "control"), "hooks": hooks_used, "classes": classes,
+        "majority_baseline": float((y_task[te] == majority).float().mean()),
+        "n_words": {k: int(v.numel()) for k, v in parts.rows.items()},
+        "n_sentences": {k: int(v.numel()) for k, v in parts.sentences.items()},
+        "split": tuple(split), "split_seed": split_seed, "pool": acts.pool, "skipped": dict(acts.skipped),
+        "probe_options": options, "lowercase": lowercase, "seconds": time.perf_counter() - t0,
+        "activations": {k: v for k, v in acts.meta.items() if k in ("seconds", "sentences_per_second", "alignment")},
+    }
+    return Result(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
+                  labels={"probe": list(probes), "layer": [hook_layer_label(h) for h in hooks_used],
+                          "measure": list(MEASURES)},
+                  title=f"Probe accuracy and selectivity ({task})",
+                  metric="test accuracy (control: Hewitt & Liang control task; selectivity = accuracy - control)",
+                  model=acts.model, task=task, meta=meta)
