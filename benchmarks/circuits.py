@@ -35,7 +35,10 @@ import. Without auto-circuit the benchmark times circuitlab alone and says so. W
 
 The ACDC section times ``circuitlab.circuits.acdc`` (if present) against auto-circuit's ``acdc_prune_scores`` at
 threshold 1e-3 (KL divergence, the paper's metric) on ``zoo/attn-only-2l`` (one run after one warm-up run each),
-on the EAP prompts and on repeated-token induction prompts, and compares the edges kept.
+on the EAP prompts and on repeated-token induction prompts, and compares the edges kept. ACDC's greedy result
+depends on the order edges are visited in; auto-circuit's order within a layer follows Python's string hashing
+(``PYTHONHASHSEED``), so where the circuits differ the benchmark replays auto-circuit's order with circuitlab's exact
+edge patching, one edge at a time, and records whether that gives auto-circuit's circuit.
 """
 
 from __future__ import annotations
@@ -292,7 +295,34 @@ def bench_acdc(with_ac: bool, task: str = "random", threshold: float = 1e-3) -> 
             row["only_auto_circuit"] = sorted(f"{s} -> {r}" for s, r in kept - mine)
             print(f"  {row['speedup']:.1f}x; same circuit: {row['same_circuit']} "
                   f"({len(row['only_circuitlab'])} only ours, {len(row['only_auto_circuit'])} only theirs)")
+            if not row["same_circuit"]:
+                row["replay_in_auto_circuit_order"] = replay_order(model, clean, corrupted, threshold, pm, kept)
+                print(f"  replaying auto-circuit's edge order one edge at a time with circuitlab's patch_edges: "
+                      f"{row['replay_in_auto_circuit_order']}")
     return row
+
+
+def replay_order(model, clean, corrupted, threshold: float, pm, kept: set) -> dict:
+    """ACDC one edge at a time in auto-circuit's own visiting order, with circuitlab's exact edge patching.
+
+    auto-circuit sorts its edges by receiver layer only (a stable sort of ``model.edges``, a Python ``set`` of
+    edges hashed by their names), so the order within a layer, and with it the greedy result, changes with
+    ``PYTHONHASHSEED``. This replays that order: when the replay keeps auto-circuit's edges, the two circuits differ
+    by the visiting order alone, not by the numbers."""
+    from circuitlab.circuits import patch_edges
+
+    order = [(ac_name(e.src.name), ac_name(e.dest.name)) for e in sorted(pm.edges, key=lambda x: x.dest.layer,
+                                                                         reverse=True)]
+    removed: list = []
+    current = float(patch_edges(model, clean, corrupted, [removed])[0])
+    for edge in order:
+        value = float(patch_edges(model, clean, corrupted, [removed + [edge]])[0])
+        if value - current < threshold:
+            removed.append(edge)
+            current = value
+    replayed = set(order) - set(removed)
+    return {"python_hash_seed": os.environ.get("PYTHONHASHSEED", "random"), "same_as_auto_circuit": replayed == kept,
+            "edges_kept": len(replayed)}
 
 
 def main(argv=None) -> int:

@@ -28,6 +28,11 @@ evaluated against the circuit as it was before cannot know. So the batch is *spe
    predictions of the remaining edges are updated from the window's marginal changes (``D(T_j) - D(S_j)``, a
    good guess of each edge's fate), and a new window starts from the true circuit.
 
+A window is not confined to one receiver: it runs on through the next receivers *of the same layer* (their
+candidates all start at that layer, so they share a pass), which turns a layer of small receivers into a few
+passes rather than one per receiver. Where the chain reaches a receiver whose component is dead (below), its
+decisions are taken in the chain without a run.
+
 Every decision therefore uses exactly the two values the sequential algorithm compares (computed in a different
 batch composition, so equal up to float rounding), and the final circuit equals the sequential one. A wrong
 prediction only costs the discarded part of one window.
@@ -119,43 +124,84 @@ def acdc(
         chosen = {graph.receiver_index[graph.receiver(name).name] for name in receivers}
         order = [r for r in order if r in chosen]
 
-    for r in progress_bar(order, progress=progress, desc="ACDC receivers"):
-        window = patcher.masks_per_pass(graph.receivers[r].layer) if speculate else 1
-        senders = list(reversed(range(graph.upstream[r])))
-        component = graph.receivers[r].component
-        c = graph.sender_index.get(component)
-        if c is not None and int(removed[c].sum()) == int(outgoing[c]):  # a dead component: every change is 0
-            for s in senders:
-                decisions += 1
-                skipped += 1
-                if 0.0 < threshold:
-                    removed[s, r] = True
-                    n_removed += 1
-                else:
-                    scores[(s, r)] = 0.0
-            continue
-        # first guess: the more common decision so far (runs of ACDC mostly remove, or mostly keep, edges)
-        guess = n_removed * 2 >= decisions
-        predicted = {s: guess for s in senders}
-        i = 0
-        while i < len(senders):
-            chunk = senders[i:i + window]
-            # the chain of circuits the predictions imply, one candidate per edge of the window
-            state, masks = removed.clone(), []
-            for s in chunk:
+    # the receivers of one layer form one group: a speculative window may run across its receivers (their
+    # candidates all start at that layer), so a layer of small receivers costs a few passes, not one per receiver
+    groups: list[list[int]] = []
+    for r in order:
+        if groups and graph.receivers[groups[-1][0]].layer == graph.receivers[r].layer:
+            groups[-1].append(r)
+        else:
+            groups.append([r])
+    predicted: dict[tuple[int, int], bool] = {}
+    bar = progress_bar(total=len(order), progress=progress, desc="ACDC receivers")
+
+    def is_dead(state: Tensor, r: int) -> bool:
+        """Whether receiver ``r``'s component has no outgoing edge left in ``state`` (so its inputs matter not)."""
+        c = graph.sender_index.get(graph.receivers[r].component)
+        return c is not None and int(state[c].sum()) == int(outgoing[c])
+
+    for group in groups:
+        window = patcher.masks_per_pass(graph.receivers[group[0]].layer) if speculate else 1
+        # the group's decisions in visiting order: (receiver, its senders latest first), one receiver at a time
+        queue = [(r, list(reversed(range(graph.upstream[r])))) for r in group]
+        at = (0, 0)  # (receiver in the group, sender in it): the first decision not yet taken
+        while at[0] < len(queue):
+            # the window: walk the decisions from `at` along the chain of circuits the predictions imply; a
+            # receiver whose component is dead in that chain is decided without a run ("dead" steps)
+            state, masks, plan = removed.clone(), [], []
+            q, i = at
+            while q < len(queue) and len(masks) < window:
+                r, senders = queue[q]
+                if i == 0 and is_dead(state, r):
+                    plan.append(("dead", r, None, None))
+                    if 0.0 < threshold:
+                        state[senders, r] = True
+                    q += 1
+                    continue
+                s = senders[i]
+                if (s, r) not in predicted:  # first guess: the more common decision so far
+                    predicted[(s, r)] = n_removed * 2 >= decisions
                 candidate = state.clone()
                 candidate[s, r] = True
+                plan.append(("run", r, s, len(masks)))
                 masks.append(candidate)
-                if predicted[s]:
+                if predicted[(s, r)]:
                     state = candidate
-            values = patcher.run(torch.stack(masks))[:, 0].tolist()
-            check_finite(model, clean_t, "the patched metric values", torch.tensor(values))
+                i += 1
+                if i == len(senders):
+                    q, i = q + 1, 0
+            while q < len(queue) and i == 0 and is_dead(state, queue[q][0]):  # dead receivers right after the window
+                r, senders = queue[q]
+                plan.append(("dead", r, None, None))
+                if 0.0 < threshold:
+                    state[senders, r] = True
+                q += 1
+            values = patcher.run(torch.stack(masks))[:, 0].tolist() if masks else []
+            if masks:
+                check_finite(model, clean_t, "the patched metric values", torch.tensor(values))
             # confirm sequentially: each decision against the circuit the sequential algorithm holds
-            chain = [predicted[s] for s in chunk]
             before = current  # D(S_j) along the predicted chain (equal to `current` until a prediction fails)
-            mismatch = None
-            for j, (s, value) in enumerate(zip(chunk, values)):
-                if mismatch is None:
+            mismatch = False
+            for kind, r, s, j in plan:
+                if kind == "dead":
+                    if mismatch:
+                        break
+                    for sender in queue[at[0]][1]:  # every change is exactly 0
+                        decisions += 1
+                        skipped += 1
+                        if 0.0 < threshold:
+                            removed[sender, r] = True
+                            n_removed += 1
+                        else:
+                            scores[(sender, r)] = 0.0
+                    at = (at[0] + 1, 0)
+                    bar.update(1)
+                    continue
+                value = values[j]
+                chained = predicted[(s, r)]
+                if mismatch:  # the rest of the window is void; its marginal changes guess the next decisions
+                    predicted[(s, r)] = change(before, value) < threshold
+                else:
                     decisions += 1
                     delta = change(current, value)
                     remove = delta < threshold
@@ -165,13 +211,14 @@ def acdc(
                         n_removed += 1
                     else:
                         scores[(s, r)] = delta
-                    if remove != chain[j]:
-                        mismatch = j
-                else:  # the rest of the window is void; its marginal changes guess the next window's decisions
-                    predicted[s] = change(before, value) < threshold
-                if chain[j]:
+                    mismatch = remove != chained
+                    q, i = at
+                    at = (q + 1, 0) if i + 1 == len(queue[q][1]) else (q, i + 1)
+                    if at[1] == 0:
+                        bar.update(1)
+                if chained:
                     before = value
-            i += len(chunk) if mismatch is None else mismatch + 1
+    bar.close()
 
     kept = [(graph.senders[s].name, graph.receivers[r].name) for s, r in zip(*graph.mask.nonzero(as_tuple=True))
             if not removed[s, r]]

@@ -31,7 +31,13 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
 4. **Few kept, many removed.** When a mask removes most of the edges from the senders computed in the pass
    (ACDC's usual state), the removed senders' sum is taken as everything they wrote (this run's stream minus
    the clean one where the receiver reads it, plus their cached clean differences) minus the few kept ones.
-5. **Read only what the metric reads.** The logits' own correction is applied to the final residual stream and
+5. **Dead components are not computed.** A sender whose every outgoing edge is removed in every mask of a pass
+   (a component ACDC has pruned) has no reader of its own output: each reader takes its ablated output instead.
+   So it outputs the ablated value directly: a dead MLP is not run (its block's ``apply_mlp`` returns the cached
+   ablated output), a dead head's ``z`` is replaced by its ablated ``z``, and neither's inputs are corrected.
+   The metric is unchanged (every reader would subtract whatever it wrote), and the corrections it would need are
+   exactly zero.
+6. **Read only what the metric reads.** The logits' own correction is applied to the final residual stream and
    a declarative metric (:mod:`circuitlab.metrics`, e.g. :class:`~circuitlab.metrics.KLDivergence`) is computed
    from its positions and columns only; any other callable gets full logits per mask. Nothing after the last
    block reads other positions, so the last block runs only from the first position read on, with the keys and
@@ -43,6 +49,7 @@ The same masks are evaluated with plain hooks and one forward per mask by the re
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import Callable, Iterable, Optional, Sequence, Union
@@ -145,6 +152,16 @@ class EdgePatcher:
                 ablated = _stack_senders(model, graph, outputs)
                 if ablation == "mean":
                     ablated = ablated.mean(1, keepdim=True).expand_as(ablated).contiguous()
+            # each layer's ablated z (what a head outputs when nothing reads its own output: see _pass)
+            self.ablated_z = []
+            for layer in range(cfg.n_layers):
+                z = outputs[f"blocks.{layer}.attn.hook_z"] if ablation != "zero" else None
+                if ablation == "zero":
+                    shape = (self.batch, self.seq_len, cfg.n_heads, cfg.d_head)
+                    z = torch.zeros(shape, dtype=self.clean_final.dtype, device=self.clean_final.device)
+                elif ablation == "mean":
+                    z = z.mean(0, keepdim=True).expand_as(z).contiguous()
+                self.ablated_z.append(z)
         self.ablated = ablated
         self.diff = clean.sub_(ablated)  # a_u(clean) - a_u(ablated): what removing u's edge subtracts, unchanged runs
         del clean
@@ -280,6 +297,11 @@ class EdgePatcher:
         filled = [0]
         early = self.diff[:n_early].flatten(1)  # [sender, batch * pos * d_model], shared by every mask
         graph_mask = graph.mask.to(resid.device)
+        # senders whose every outgoing edge is removed in every mask (ACDC's pruned components): nothing reads
+        # their output in this run, only their ablated one, so they output the ablated value directly: a dead
+        # MLP is not computed, and no dead component's inputs are corrected. (Any value would give the same
+        # metric: every reader subtracts it again; this one makes those corrections exactly zero.)
+        dead = (masks | ~graph_mask[None]).all(2).all(0).tolist()
 
         def correction(columns: list[int], drift: Optional[Tensor] = None) -> Optional[Float[Tensor, "n r b p d"]]:
             """Each receiver's sum over its removed senders of (a_u(now) - a_u(ablated)), mask by mask.
@@ -326,16 +348,27 @@ class EdgePatcher:
             return out
 
         def capture_heads(layer: int, positions: slice = slice(None)):
-            def hook(z: Tensor, hook=None) -> None:
+            first = self.first_sender[layer]
+            gone = [h for h in range(cfg.n_heads) if dead[first + h]]
+
+            def hook(z: Tensor, hook=None) -> Optional[Tensor]:
+                if gone:  # dead heads output their ablated z
+                    z = z.clone()
+                    z[:, :, gone] = einops.repeat(self.ablated_z[layer][:, positions][:, :, gone],
+                                                  "b p h e -> (n b) p h e", n=n).to(z.dtype)
+                replaced = z if gone else None
                 z = einops.rearrange(z.to(self.dtype), "(n b) p h e -> n b p h e", n=n)
-                first, k = self.first_sender[layer], filled[0]
+                k = filled[0]
                 out = einops.einsum(z, model.blocks[layer].attn.W_O.to(self.dtype), "n b p h e, h e d -> n h b p d")
                 out -= self.ablated[None, first:first + cfg.n_heads, :, positions]  # own output minus ablated one
+                if gone:
+                    out[:, gone] = 0.0
                 store = late[:, k:k + cfg.n_heads].view(n, cfg.n_heads, B, p, cfg.d_model)
                 if positions != slice(None):
                     store.zero_()  # positions before the last block's computed ones: read by nothing
                 store[:, :, :, positions] = out
                 filled[0] += cfg.n_heads
+                return replaced
             return hook
 
         def capture_mlp(layer: int, positions: slice = slice(None)):
@@ -343,6 +376,8 @@ class EdgePatcher:
                 s, k = self.first_sender[layer] + cfg.n_heads, filled[0]
                 out = einops.rearrange(act.to(self.dtype), "(n b) p d -> n b p d", n=n) - \
                     self.ablated[s][None, :, positions]
+                if dead[s]:
+                    out.zero_()
                 store = late[:, k].view(n, B, p, cfg.d_model)
                 if positions != slice(None):
                     store.zero_()
@@ -370,46 +405,72 @@ class EdgePatcher:
                 return memo[0]
             return get
 
+        def layer_hooks(layer: int, norm: "_AttentionInputs", qkv: dict, positions: slice = slice(None)) -> list:
+            """The hooks of one block: live heads' q/k/v corrections, the heads' and MLP's outputs captured, the
+            MLP's input corrected (a dead MLP's input is not: it is not computed, see :meth:`_dead_mlp`)."""
+            hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, qkv[letter])) for letter in qkv]
+            hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer, positions)))
+            if not cfg.attn_only:
+                mlp = self.first_sender[layer] + cfg.n_heads
+                if not dead[mlp]:
+                    hooks.append((f"blocks.{layer}.hook_mlp_in",
+                                  subtract(self.receivers_at[layer]["mlp"], self.clean_mlp_stream[layer], positions)))
+                hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer, positions)))
+            return hooks
+
+        def attention_inputs(layer: int, x: Tensor, pos: Optional[Tensor], positions: slice = slice(None)):
+            live = [h for h in range(cfg.n_heads) if not dead[self.first_sender[layer] + h]]
+            return _AttentionInputs(model, layer, x, pos, n, positions, heads=live)
+
         pos_embed = None if self.pos_embed is None else einops.repeat(self.pos_embed, "b p d -> (n b) p d", n=n)
         first_read = self.first_read
         for layer in range(start, cfg.n_layers):
             kinds = self.receivers_at[layer]
-            qkv = {letter: once(kinds[letter], resid, self.clean_resid[layer]) for letter in "qkv"}
+            live = [h for h in range(cfg.n_heads) if not dead[self.first_sender[layer] + h]]
+            qkv = {letter: once([kinds[letter][h] for h in live], resid, self.clean_resid[layer])
+                   for letter in "qkv"} if live else {}
+            block = model.blocks[layer]
             if layer == cfg.n_layers - 1 and first_read:
                 # the last block only at the positions the metrics read, from the keys and values of the earlier
                 # positions (computed here with their corrections): nothing after this block reads the others
                 ahead = slice(first_read, None)
                 early_pos = None if self.pos_embed is None else self.pos_embed[:, :first_read]
-                before = _AttentionInputs(model, layer, resid[:, :first_read], early_pos, n, slice(0, first_read))
-                block = model.blocks[layer]
+                before = attention_inputs(layer, resid[:, :first_read], early_pos, slice(0, first_read))
                 normed = block.ln1(resid[:, :first_read])
                 keys_in = normed if pos_embed is None else normed + pos_embed[:, :first_read]
                 with model.hooks(fwd_hooks=[(f"blocks.{layer}.attn.hook_{kv}", before.hook(kv, qkv[kv]))
-                                            for kv in "kv"]):
+                                            for kv in "kv" if kv in qkv]):
                     _, keys, values = block.attn.calculate_qkv_matrices(keys_in[:, :1], keys_in, normed)
                 entry = TransformerLensKeyValueCacheEntry(keys, values, frozen=True)
                 rest = None if self.pos_embed is None else self.pos_embed[:, ahead]
-                norm = _AttentionInputs(model, layer, resid[:, ahead], rest, n, ahead)
-                hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, qkv[letter])) for letter in "qkv"]
-                hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer, ahead)))
-                if not cfg.attn_only:
-                    hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"], self.clean_mlp_stream[layer], ahead)))
-                    hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer, ahead)))
-                with model.hooks(fwd_hooks=hooks):
+                norm = attention_inputs(layer, resid[:, ahead], rest, ahead)
+                with model.hooks(fwd_hooks=layer_hooks(layer, norm, qkv, ahead)), self._dead_mlp(layer, dead, n, ahead):
                     resid = block(resid[:, ahead], past_kv_cache_entry=entry,
                                   shortformer_pos_embed=None if pos_embed is None else pos_embed[:, ahead])
                 resid = subtract(self.receivers_at[cfg.n_layers]["logits"], self.clean_final, ahead)(resid)
                 return self._read(resid, n, offset=first_read)
-            norm = _AttentionInputs(model, layer, resid, self.pos_embed, n)
-            hooks = [(f"blocks.{layer}.attn.hook_{letter}", norm.hook(letter, qkv[letter])) for letter in "qkv"]
-            hooks.append((f"blocks.{layer}.attn.hook_z", capture_heads(layer)))
-            if not cfg.attn_only:
-                hooks.append((f"blocks.{layer}.hook_mlp_in", subtract(kinds["mlp"], self.clean_mlp_stream[layer])))
-                hooks.append((f"blocks.{layer}.hook_mlp_out", capture_mlp(layer)))
-            with model.hooks(fwd_hooks=hooks):
-                resid = model.blocks[layer](resid, shortformer_pos_embed=pos_embed)
+            norm = attention_inputs(layer, resid, self.pos_embed)
+            with model.hooks(fwd_hooks=layer_hooks(layer, norm, qkv)), self._dead_mlp(layer, dead, n):
+                resid = block(resid, shortformer_pos_embed=pos_embed)
         resid = subtract(self.receivers_at[cfg.n_layers]["logits"], self.clean_final)(resid)
         return self._read(resid, n)
+
+    @contextlib.contextmanager
+    def _dead_mlp(self, layer: int, dead: list, n: int, positions: slice = slice(None)):
+        """While in it, a dead MLP (no reader of its own output) is not computed: its block's ``apply_mlp``
+        returns the MLP's ablated output (through ``hook_mlp_out``, which the pass captures)."""
+        cfg = self.model.cfg
+        if cfg.attn_only or not dead[self.first_sender[layer] + cfg.n_heads]:
+            yield
+            return
+        block = self.model.blocks[layer]
+        value = einops.repeat(self.ablated[self.first_sender[layer] + cfg.n_heads][:, positions],
+                              "b p d -> (n b) p d", n=n).to(self.clean_final.dtype)
+        block.apply_mlp = lambda normalized: block.hook_mlp_out(value)  # an instance attribute, removed below
+        try:
+            yield
+        finally:
+            del block.apply_mlp
 
     def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int, offset: int = 0) -> Float[Tensor, "n metric"]:
         """Each metric on each mask's rows of the final residual stream (only the logits it reads); ``resid``
@@ -459,10 +520,13 @@ class _AttentionInputs:
     """
 
     def __init__(self, model: HookedTransformer, layer: int, x: Float[Tensor, "rows pos d_model"],
-                 pos_embed: Optional[Tensor], n: int, positions: slice = slice(None)):
+                 pos_embed: Optional[Tensor], n: int, positions: slice = slice(None),
+                 heads: Optional[list[int]] = None):
         from circuitlab.circuits.eap import _norm_of
 
         self.model, self.layer, self.n, self.positions = model, layer, n, positions  # x holds these positions
+        # the heads whose inputs are corrected (the corrections come in this order); default: every head
+        self.heads = None if heads is None or list(heads) == list(range(model.cfg.n_heads)) else list(heads)
         self.norm = _norm_of(model, layer)  # None, or what it does: ("center", "weight")
         self.attn, self.ln = model.blocks[layer].attn, model.blocks[layer].ln1
         self.pos_embed = pos_embed
@@ -474,12 +538,21 @@ class _AttentionInputs:
     def hook(self, letter: str, correction: Callable[[], Optional[Tensor]]):
         def hook(act: Float[Tensor, "rows pos head d_head"], hook=None) -> Tensor:
             c = correction()  # [n, head, batch, pos, d_model] or None
-            return act if c is None else self._apply(letter, act, c[:, :, :, self.positions].to(act.dtype))
+            if c is None:
+                return act
+            c = c[:, :, :, self.positions].to(act.dtype)
+            if self.heads is None:
+                return self._apply(letter, act, c)
+            out = act.clone()
+            out[:, :, self.heads] = self._apply(letter, act[:, :, self.heads], c)
+            return out
         return hook
 
     def _apply(self, letter: str, act: Float[Tensor, "rows pos head d_head"],
                c: Float[Tensor, "n head batch pos d_model"]) -> Float[Tensor, "rows pos head d_head"]:
         W = getattr(self.attn, f"W_{letter.upper()}")  # [head, d_model, d_head] (key/value heads ungrouped)
+        if self.heads is not None:
+            W = W[self.heads]
         n, _, B, p, d = c.shape
 
         def as_act(t: Tensor) -> Tensor:  # [n, head, batch * pos, e] -> act's layout [(n batch), pos, head, e]
@@ -499,6 +572,8 @@ class _AttentionInputs:
             proj = proj - mean_c.flatten(2)[..., None] * Ww.sum(1)[None, :, None, :]
         new_scale = einops.rearrange((var + ln.eps).sqrt(), "n h b p -> (n b) p h")[..., None]
         K = getattr(self.attn, f"b_{letter.upper()}")  # [head, d_head]
+        if self.heads is not None:
+            K = K[self.heads]
         if "center" in norm and "weight" in norm:  # LayerNorm's bias b
             K = K + einops.einsum(ln.b, W, "d, h d e -> h e")
         K = K[None, None]  # [1, 1, head, d_head]
