@@ -291,6 +291,17 @@ def test_bad_input_names_the_argument(model, kwargs, arg):
         tcav(model, **args)
 
 
+def test_layer_numbers_name_residual_stream_hooks_and_inputs_may_differ_in_length(model):
+    texts = [INPUTS[0], "Then Mary and John went home, and John gave it to", INPUTS[1]]
+    by_layer = sensitivities(model, texts, SCORE, [1, -1])
+    by_name = sensitivities(model, texts, SCORE, ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"])
+    assert list(by_layer) == list(by_name)
+    one_by_one = [sensitivities(model, [t], SCORE, 1)["blocks.1.hook_resid_post"][0] for t in texts]
+    torch.testing.assert_close(by_layer["blocks.1.hook_resid_post"], torch.stack(one_by_one), atol=1e-6, rtol=1e-4)
+    with pytest.raises(InputError, match="hooks layer=4"):
+        sensitivities(model, texts, SCORE, [4])
+
+
 def test_a_metric_that_is_not_differentiable_is_refused(model):
     mary = model.to_single_token(" Mary")
     with pytest.raises(InputError, match="metric=.*not differentiable"):

@@ -48,7 +48,8 @@ from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_layer,
+                             check_max_memory,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
 from circuitlab.concepts.gradients import check_hook, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
@@ -74,14 +75,18 @@ def check_pool(pool: Any) -> str:
 
 
 def check_hooks(model, hooks: Any) -> list[str]:
-    """Hook names (one or several; ``None``: every block's ``hook_resid_post``), each checked, none repeated."""
+    """Hook names, each checked, none repeated: a name, or a list of names and layer numbers (a layer ``l`` is its
+    residual stream output, ``blocks.{l}.hook_resid_post``; negative counts from the end); ``None``: every
+    block's ``hook_resid_post``."""
     if hooks is None:
         return [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
-    items = [hooks] if isinstance(hooks, str) else list(hooks) if isinstance(hooks, Sequence) else None
+    one = isinstance(hooks, (str, int)) and not isinstance(hooks, bool)
+    items = [hooks] if one else list(hooks) if isinstance(hooks, Sequence) else None
     if not items:
-        raise InputError(f"hooks={hooks!r}: give a hook name or a list of them, e.g. 'blocks.1.hook_resid_post' "
-                         "(None: every block's residual stream output).")
-    out = [check_hook(model, h, "hooks") for h in items]
+        raise InputError(f"hooks={hooks!r}: give a hook name, a layer number, or a list of them, e.g. "
+                         "'blocks.1.hook_resid_post' or [2, 5, 8] (None: every block's residual stream output).")
+    out = [f"blocks.{check_layer(model, h, 'hooks layer')}.hook_resid_post"
+           if isinstance(h, int) and not isinstance(h, bool) else check_hook(model, h, "hooks") for h in items]
     if len(set(out)) != len(out):
         raise InputError(f"hooks={items} repeats a hook; give each once.")
     return out
@@ -423,7 +428,8 @@ def tcav(
             function of logits that averages over the batch.
         concepts: ``{name: texts}``; each concept needs at least ``set_size`` texts.
         random_texts: the pool random counterexample sets are drawn from; at least ``2 * set_size`` texts.
-        hooks: where to test (one hook, several: a layer sweep; default every block's ``hook_resid_post``).
+        hooks: where to test: a hook name, or several names and layer numbers (a layer sweep; a layer ``l`` means
+            ``blocks.{l}.hook_resid_post``; default every block's ``hook_resid_post``).
         pool: ``"mean"`` or ``"last"`` (see the module docstring).
         runs: CAVs per concept (each against a different random set), at least 2 for the t-test.
         set_size: texts per set (concept and random); default the smallest concept's size (and at most half the
@@ -451,7 +457,7 @@ def tcav(
                          f"from); got {random_texts!r:.80}.")
     pool_texts = list(random_texts)
     if set_size is None:
-        set_size = min(min(len(t) for t in concepts.values()), len(pool_texts) // 2)
+        set_size = max(2, min(min(len(t) for t in concepts.values()), len(pool_texts) // 2))
     set_size = check_count(set_size, "set_size", minimum=2)
     for name, texts in concepts.items():
         if len(texts) < set_size:
