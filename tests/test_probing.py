@@ -265,6 +265,10 @@ def test_collect_caches_per_hook_and_notices_new_weights(toy, tmp_path):
     fresh = activations.collect(changed, sents, [2], cache=tmp_path)
     assert fresh.meta["computed"] == ["blocks.2.hook_resid_post"]
     assert not torch.allclose(fresh["blocks.2.hook_resid_post"], first["blocks.2.hook_resid_post"])
+    assert activations.collect(changed, sents, [2], cache=tmp_path).meta["computed"] == []
+    with torch.no_grad():
+        changed.blocks[1].attn.W_V.mul_(0.5)  # the same model object, changed in place
+    assert activations.collect(changed, sents, [2], cache=tmp_path).meta["computed"] == ["blocks.2.hook_resid_post"]
 
 
 def test_collect_rejects_bad_hooks_and_options(toy):
