@@ -60,8 +60,9 @@ class SwappableEmbedding(nn.Module):
         return torch.where((toks == self.sentinel)[..., None], self.vector.to(real.dtype), real)
 
 
-def captum_lig(model, tokens, baseline, steps, method, layer=None, per_example=None):
-    """Captum's LayerIntegratedGradients, summed over d_model: ``[batch, pos]``."""
+def captum_lig(model, tokens, baseline, steps, method, layer=None, per_example=None, keep_bos=False):
+    """Captum's LayerIntegratedGradients, summed over d_model: ``[batch, pos]``; ``keep_bos``: the baseline token
+    ids keep the prompts' first token."""
     per_example = per_example or per_example_logit_diff(model)
     V = model.cfg.d_vocab
     if baseline == "pad":
@@ -78,6 +79,8 @@ def captum_lig(model, tokens, baseline, steps, method, layer=None, per_example=N
             return per_example(model.run_with_hooks(t.clamp(max=V - 1), fwd_hooks=[("hook_embed", lambda a, hook: e)]))
 
         base = torch.full_like(tokens, V)
+    if keep_bos:
+        base[:, 0] = tokens[:, 0]
     lig = captum_attr.LayerIntegratedGradients(fwd, layer)
     attr, delta = lig.attribute(tokens, baselines=base, n_steps=steps, method=method, return_convergence_delta=True)
     return attr.detach().double().flatten(2).sum(-1), delta.detach().double()
@@ -88,7 +91,8 @@ def captum_lig(model, tokens, baseline, steps, method, layer=None, per_example=N
 def test_integrated_gradients_equal_captums_layer_integrated_gradients(model, tokens, baseline, method, steps):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompletenessWarning)  # few steps: the check may warn; not what is tested
-        ours = integrated_gradients(model, PROMPTS, LogitDiff(MAT, CAT), baseline=baseline, steps=steps, method=method)
+        ours = integrated_gradients(model, PROMPTS, LogitDiff(MAT, CAT), baseline=baseline, steps=steps, method=method,
+                                    keep_bos=False)
     theirs, delta = captum_lig(model, tokens, baseline, steps, method)
     B = len(PROMPTS)
     # LogitDiff averages over the prompts; Captum attributes each example's own logit difference
@@ -99,13 +103,25 @@ def test_integrated_gradients_equal_captums_layer_integrated_gradients(model, to
     assert float((theirs.sum(1) - delta).mean()) == pytest.approx(ours.meta["difference"], abs=1e-4)
 
 
+@pytest.mark.parametrize("baseline", ["zero", "mean"])
+def test_keeping_bos_equals_captum_with_bos_in_the_baseline_tokens(model, tokens, baseline):
+    assert bool((tokens[:, 0] == model.tokenizer.bos_token_id).all())
+    ours = integrated_gradients(model, PROMPTS, LogitDiff(MAT, CAT), baseline=baseline, steps=16, tolerance=1.0)
+    theirs, _ = captum_lig(model, tokens, baseline, 16, "gausslegendre", keep_bos=True)
+    torch.testing.assert_close(ours.values * len(PROMPTS), theirs, atol=2e-4, rtol=1e-4)
+    assert (ours.values[:, 0] == 0).all() and "BOS kept" in ours.meta["baseline"]
+    replaced = integrated_gradients(model, PROMPTS, LogitDiff(MAT, CAT), baseline=baseline, steps=16,
+                                    tolerance=float("inf"), keep_bos=False)
+    assert (replaced.values[:, 0] != 0).all()
+
+
 def test_trapezoid_differs_from_captums_by_its_weights(model, tokens):
     """Captum 0.9's trapezoid weights sum to (n - 1) / n; ours to 1 (see quadrature's docstring)."""
     n = 6
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CompletenessWarning)
         ours = integrated_gradients(model, PROMPTS, LogitDiff(MAT, CAT), baseline="pad", steps=n,
-                                    method="riemann_trapezoid")
+                                    method="riemann_trapezoid", keep_bos=False)
     theirs, _ = captum_lig(model, tokens, "pad", n, "riemann_trapezoid")
     torch.testing.assert_close(ours.values * len(PROMPTS) * (n - 1) / n, theirs, atol=2e-4, rtol=1e-4)
 
@@ -113,7 +129,7 @@ def test_trapezoid_differs_from_captums_by_its_weights(model, tokens):
 def test_at_a_later_hook_equals_captum_on_that_layer(model, tokens):
     """The path at blocks.1.hook_resid_pre (block 0's output): Captum's LIG on model.blocks[0], pad baseline."""
     ours = integrated_gradients(model, tokens, LogitDiff(MAT, CAT), hook="blocks.1.hook_resid_pre", baseline="pad",
-                                steps=16, tolerance=1.0)
+                                steps=16, tolerance=1.0, keep_bos=False)
     theirs, _ = captum_lig(model, tokens, "pad", 16, "gausslegendre", layer=model.blocks[0])
     torch.testing.assert_close(ours.values * len(PROMPTS), theirs, atol=2e-4, rtol=1e-4)
     assert ours.labels["prompt"] == ["p0", "p1"] and ours.meta["hook"] == "blocks.1.hook_resid_pre"
@@ -206,7 +222,7 @@ def test_reading_only_the_metrics_logits_equals_the_full_logits(arch):
     m.cfg.output_logits_soft_cap = 3.0 if arch == "llama" else m.cfg.output_logits_soft_cap  # exercise the cap
     toks = torch.tensor([[1, 5, 7, 9, 11], [2, 4, 6, 8, 10]])
     correct, wrong = torch.tensor([3, 12]), torch.tensor([7, 7])
-    kw = dict(baseline=0, steps=3, tolerance=float("inf"))
+    kw = dict(baseline=0, steps=3, tolerance=float("inf"), keep_bos=False)
 
     def diff(logits):
         return (logits[:, -1].gather(1, correct[:, None]) - logits[:, -1].gather(1, wrong[:, None])).mean()

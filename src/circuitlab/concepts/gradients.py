@@ -35,6 +35,9 @@ axes (``d_model``, or head and ``d_head``) are summed, so the result is always `
   ``hook_embed``, the pad token's embedding at every position); by default the tokenizer's ``pad_token_id``;
 - ``"mean"``: the hook's activation when every token embedding is the mean embedding over the vocabulary.
 
+By default (``keep_bos=True``) a prompt's leading BOS token stays in the baseline, so that the path changes the
+prompt's own tokens only (and BOS, which many models use as an attention sink, gets no attribution).
+
 **The metric** is any circuitlab metric (:mod:`circuitlab.metrics`) or any differentiable function of logits
 ``[batch, pos, d_vocab]`` returning one number, applied to the prompts as a batch, as everywhere in circuitlab.
 The attributions are those of that one number: for a metric that averages over ``B`` prompts (every circuitlab
@@ -173,20 +176,31 @@ class TokenAttributions(Result):
 # Baselines
 # ---------------------------------------------------------------------------------------------------------
 
-def _capture(model, tokens: Tensor, hook: str, embed: Optional[Tensor] = None) -> Tensor:
-    """The activation at ``hook`` on ``tokens`` (with ``hook_embed`` replaced by ``embed`` when given)."""
+def _capture(model, tokens: Tensor, hook: str, embed: Optional[Tensor] = None, start: int = 0) -> Tensor:
+    """The activation at ``hook`` on ``tokens`` (with ``hook_embed`` replaced by ``embed`` from position ``start``
+    on, when given)."""
     got: dict[str, Tensor] = {}
 
     def keep(act, hook=None):
         got["act"] = act.detach().clone()
 
-    hooks = []
-    if embed is not None:
-        hooks.append(("hook_embed", lambda act, hook=None: embed.to(act.dtype).expand_as(act).clone()))
+    def put_embed(act, hook=None):
+        act = act.clone()
+        act[:, start:] = embed.to(act.dtype)
+        return act
+
+    hooks = [("hook_embed", put_embed)] if embed is not None else []
     hooks.append((hook, keep))
     with torch.no_grad():
         model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None)
     return got["act"]
+
+
+def starts_with_bos(model, tokens: Int[Tensor, "batch pos"]) -> bool:
+    """Whether every prompt of ``tokens`` begins with the tokenizer's BOS token (and has a token after it)."""
+    tok = getattr(model, "tokenizer", None)
+    bos = getattr(tok, "bos_token_id", None) if tok is not None else None
+    return bos is not None and tokens.shape[1] > 1 and bool((tokens[:, 0] == int(bos)).all())
 
 
 @torch.no_grad()
@@ -215,24 +229,34 @@ def pad_token_id(model, pad_token: Any = None) -> int:
     return int(pid)
 
 
-def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any,
-                        pad_token: Any = None) -> tuple[Tensor, str]:
+def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
+                        keep_bos: bool = False, x: Optional[Tensor] = None) -> tuple[Tensor, str]:
     """The baseline activation at ``hook`` for prompts ``tokens``, and a description of it (see the module
-    docstring)."""
+    docstring). With ``keep_bos`` and prompts that begin with BOS, the reference input keeps its BOS token and the
+    baseline equals the input at position 0 (so BOS gets no attribution). ``x``: the input's activation there,
+    if already computed."""
     if isinstance(baseline, Tensor):
         raise InputError("baseline must be 'zero', 'pad', 'mean' or a token id; got a tensor. For baseline token ids "
                          "per position, compute their activation yourself and compare.")
     if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
         raise InputError(f"baseline={baseline!r}: use 'zero', 'pad' (the tokenizer's pad token, or pad_token=...), "
                          "'mean' (the mean token embedding), or a token id.")
-    x = _capture(model, tokens, hook)
+    x = _capture(model, tokens, hook) if x is None else x
+    keep = bool(keep_bos) and starts_with_bos(model, tokens)
     if baseline == "zero":
-        return torch.zeros_like(x), "zero"
-    if baseline == "mean":
-        mean = mean_embedding(model)
-        return _capture(model, tokens, hook, embed=mean), "mean embedding"
-    pid = pad_token_id(model, baseline if isinstance(baseline, int) else pad_token)
-    return _capture(model, torch.full_like(tokens, pid), hook), f"pad token {pid}"
+        base, name = torch.zeros_like(x), "zero"
+    elif baseline == "mean":
+        base, name = _capture(model, tokens, hook, embed=mean_embedding(model), start=int(keep)), "mean embedding"
+    else:
+        pid = pad_token_id(model, baseline if isinstance(baseline, int) else pad_token)
+        ref = torch.full_like(tokens, pid)
+        if keep:
+            ref[:, 0] = tokens[:, 0]
+        base, name = _capture(model, ref, hook), f"pad token {pid}"
+    if keep:
+        base[:, 0] = x[:, 0]
+        name += ", BOS kept"
+    return base, name
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -291,6 +315,7 @@ def integrated_gradients(
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
     pad_token: Any = None,
+    keep_bos: bool = True,
     steps: int = 50,
     method: str = "gausslegendre",
     tolerance: float = DEFAULT_TOLERANCE,
@@ -307,6 +332,10 @@ def integrated_gradients(
         hook: the activation interpolated (default ``"hook_embed"``: token embeddings).
         baseline: ``"zero"``, ``"pad"``, ``"mean"``, or a token id (the pad baseline with that token).
         pad_token: the pad token for ``baseline="pad"`` (id or text; default the tokenizer's).
+        keep_bos: where the prompts begin with BOS, keep it in the baseline (it gets no attribution). Replacing
+            a BOS token, which many models use as an attention sink, changes every later position at once: its
+            attribution then dominates and the path needs many more steps. ``False`` replaces every position,
+            as Captum does with baseline token ids.
         steps: points on the path (at least 1).
         method: quadrature rule (:data:`METHODS`; default Gauss-Legendre, as Captum).
         tolerance: relative completeness gap ``|gap| / |metric(x) - metric(baseline)|`` above which a
@@ -318,8 +347,8 @@ def integrated_gradients(
         :class:`TokenAttributions` ``[prompt, pos]``; the completeness check in ``meta``.
     """
     alphas, weights = quadrature(steps, method)
-    return _attribute(model, prompts, metric, hook=hook, baseline=baseline, pad_token=pad_token, alphas=alphas,
-                      weights=weights, tolerance=tolerance, max_memory=max_memory, progress=progress,
+    return _attribute(model, prompts, metric, hook=hook, baseline=baseline, pad_token=pad_token, keep_bos=keep_bos,
+                      alphas=alphas, weights=weights, tolerance=tolerance, max_memory=max_memory, progress=progress,
                       kind="integrated gradients", settings=dict(steps=steps, quadrature=method))
 
 
@@ -331,18 +360,20 @@ def gradient_x_input(
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
     pad_token: Any = None,
+    keep_bos: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> TokenAttributions:
     """Gradient x input: ``(x - x') * d metric / dx`` at the input ``x`` itself, summed per token.
 
-    With the default ``baseline="zero"`` this is the classic ``x * grad`` (Shrikumar et al. 2016); it is
+    With the defaults (``baseline="zero"``, ``keep_bos=False``) this is the classic ``x * grad`` at every position
+    (Shrikumar et al. 2016); it is
     integrated gradients with one step at the input (``riemann_right``, ``steps=1``). Its sum is a first-order
     estimate of ``metric(x) - metric(x')``: the gap in ``meta`` says how far from linear the model is, and no
     warning is given.
     """
     alphas, weights = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
-    return _attribute(model, prompts, metric, hook=hook, baseline=baseline, pad_token=pad_token, alphas=alphas,
-                      weights=weights, tolerance=math.inf, max_memory=max_memory, progress=False,
+    return _attribute(model, prompts, metric, hook=hook, baseline=baseline, pad_token=pad_token, keep_bos=keep_bos,
+                      alphas=alphas, weights=weights, tolerance=math.inf, max_memory=max_memory, progress=False,
                       kind="gradient x input", settings=dict(steps=1, quadrature="gradient at the input"))
 
 
@@ -353,7 +384,7 @@ def _check_tolerance(tolerance: Any) -> float:
     return float(tolerance)
 
 
-def _attribute(model, prompts, metric, *, hook, baseline, pad_token, alphas, weights, tolerance, max_memory,
+def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, alphas, weights, tolerance, max_memory,
                progress, kind, settings) -> TokenAttributions:
     model = as_model(model)
     hook = check_hook(model, hook)
@@ -369,7 +400,9 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, alphas, wei
         raise InputError(f"hook={hook!r} holds activations of shape {tuple(x.shape)}, not [batch, pos, ...] "
                          f"([{B}, {n}, ...] here), so they cannot be attributed per token. Use a hook on the "
                          "residual stream or a sub-layer output (e.g. 'blocks.0.hook_resid_pre').")
-    base, base_name = baseline_activation(model, tokens, hook, baseline, pad_token)
+    if not isinstance(keep_bos, bool):
+        raise InputError(f"keep_bos must be True or False; got {keep_bos!r}.")
+    base, base_name = baseline_activation(model, tokens, hook, baseline, pad_token, keep_bos, x)
     diff = x - base
 
     # the endpoints, for the completeness check

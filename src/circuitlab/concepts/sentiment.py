@@ -182,5 +182,5 @@ def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, 
     return LabelWordClassifier(model).fit(train if train is not None else reviews(20, "train"))
 
 
-__all__ = ["POSITIVE", "NEGATIVE", "NEUTRAL", "ANIMALS", "reviews", "concept_texts", "random_texts",
-           "LabelWordClassifier", "label_word_classifier"]
+__all__ = ["POSITIVE", "NEGATIVE", "NEUTRAL", "ANIMALS", "RANDOM_WORDS", "CUE", "LABEL_WORDS", "reviews",
+           "concept_texts", "random_texts", "LabelWordClassifier", "label_word_classifier"]
