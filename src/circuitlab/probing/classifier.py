@@ -162,15 +162,16 @@ def _check_xy(x: Any, y: Any, what: str) -> tuple[Tensor, Tensor]:
 def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, kind: str = "linear", *,
                 x_dev: Optional[Tensor] = None, y_dev: Optional[Tensor] = None, seed: int = 0,
                 weight_decay: Optional[float] = None, hidden: int = 256, max_iter: int = 100,
-                epochs: int = 100, lr: float = 2e-3, batch_size: int = 256, patience: int = 5,
+                epochs: int = 100, lr: float = 3e-3, batch_size: int = 512, patience: int = 3,
                 dtype: torch.dtype = torch.float32) -> Probe:
     """Train a probe on features ``x`` and labels ``y`` (ids in ``[0, n_classes)``).
 
     ``"linear"``: L-BFGS (strong Wolfe line search, at most ``max_iter`` iterations) on mean cross-entropy +
-    ``weight_decay / 2 * ||W||^2`` (default ``1e-3``). ``"mlp"``: Adam (``lr``, ``batch_size``, decoupled weight
-    decay, default ``0``) for at most ``epochs`` epochs, keeping the epoch with the best dev accuracy and stopping
-    after ``patience`` epochs without improvement (without dev data: the last epoch). ``dtype``: the probe's
-    arithmetic (float32 reaches the optimum to about 1e-4 in probability; float64 to rounding, at twice the cost).
+    ``weight_decay / 2 * ||W||^2`` (default ``1e-3``). ``"mlp"``: Adam (``lr``; mini-batches of ``batch_size``,
+    smaller where the data would give fewer than 8 an epoch; decoupled weight decay, default ``0``) for at most
+    ``epochs`` epochs, keeping the epoch with the best dev accuracy and stopping after ``patience`` epochs without
+    improvement (without dev data: the last epoch). ``dtype``: the probe's arithmetic (float32 reaches the
+    optimum to about 1e-4 in probability; float64 to rounding, at twice the cost).
     """
     x, y = _check_xy(x, y, "training")
     x = x.to(dtype)
@@ -207,9 +208,10 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
     gen = torch.Generator().manual_seed(seed)
     have_dev = x_dev is not None and y_dev is not None and len(y_dev) > 0
     best, best_state, stale = -1.0, None, 0
+    step = min(batch_size, max(32, math.ceil(x.shape[0] / 8)))  # at least 8 steps an epoch on small data
     for _ in range(epochs):
         probe.train()
-        for idx in torch.randperm(x.shape[0], generator=gen).split(batch_size):
+        for idx in torch.randperm(x.shape[0], generator=gen).split(step):
             opt.zero_grad()
             nn.functional.cross_entropy(probe(x[idx]), y[idx]).backward()
             opt.step()
