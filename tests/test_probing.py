@@ -64,13 +64,14 @@ def _break(line_no: int, new: str) -> str:
     (4, "2\tcat\tcat\tNOUN\tNN\t_\t1\tnsubj\t_\t_", "cycle"),
     (4, "2\tcat\tcat\tNOUN\tNN\t_\t0\tnsubj\t_\t_", "exactly one root"),
     (4, "3\tcat\tcat\tNOUN\tNN\t_\t3\tnsubj\t_\t_", "where 2 was expected"),
+    (4, "2\tca t\tcat\tNOUN\tNN\t_\t3\tnsubj\t_\t_", "holds whitespace"),
 ])
 def test_read_conllu_errors_name_the_line(line_no, new, words):
     with pytest.raises(InputError) as err:
         data.read_conllu(_break(line_no, new))
     assert words in str(err.value)
     # the line: the broken row itself, or (tree errors) the sentence's first row, line 3
-    assert f"line {line_no}:" in str(err.value) or words in ("cycle", "exactly one root") and "line 3:" in str(err.value)
+    assert f"line {line_no}:" in str(err.value) or words in ("cycle", "exactly one root", "holds whitespace") and "line 3:" in str(err.value)
 
 
 def test_conllu_round_trip_keeps_everything(tmp_path):

@@ -140,6 +140,16 @@ def test_sweep_result_holds_accuracy_control_selectivity_and_intervals():
     assert n["train"] + n["dev"] + n["test"] == 120 and sum(res.meta["n_words"].values()) == len(acts)
 
 
+def test_sweep_reports_test_labels_never_seen_in_training():
+    acts = planted_activations(60)
+    test = classifier.split_sentences(60, (0.8, 0.1, 0.1), seed=0)["test"].tolist()
+    odd = acts.sentences[test[0]]
+    acts.sentences[test[0]] = Sentence(odd.words, ("INTJ",) * len(odd), odd.head, odd.deprel, odd.ent, odd.space_after)
+    res = classifier.sweep(acts, probes="linear", seeds=(0,), control=False, hooks=["blocks.0.hook_resid_post"])
+    assert res.meta["unseen_test_labels"] == ["INTJ"] and "INTJ" in res.meta["classes"]
+    assert res.values[0, 0, 0] <= 1 - len(odd) / res.meta["n_words"]["test"]  # those words are always missed
+
+
 def test_sweep_on_toy_lm_end_to_end(tmp_path):
     toy = circuitlab.load_model("zoo/toy-lm")
     sents = data.template_sentences(150, seed=9)

@@ -1,7 +1,27 @@
-"""Probing: what linguistic knowledge a model's representations hold (issue 18).
+"""Probing: what linguistic knowledge a model's representations hold, and how much of it the probe supplies.
 
-- :mod:`~circuitlab.probing.data`: labelled sentences (CoNLL-U, spaCy, templates, default data);
-- :mod:`~circuitlab.probing.align`: words to subword tokens;
-- :mod:`~circuitlab.probing.activations`: word representations for many hooks, one forward pass per batch, cached;
-- :mod:`~circuitlab.probing.classifier`: linear and MLP probes, control tasks, selectivity, layer sweeps.
+- :mod:`~circuitlab.probing.data`: labelled sentences (:class:`Sentence`) from CoNLL-U (:func:`read_conllu`),
+  spaCy (:func:`label_text`), a grammar with gold trees (:func:`template_sentences`), and the default offline
+  data (:func:`default_sentences`: King James verses and fortune cookies from Debian, labelled by spaCy);
+- :mod:`~circuitlab.probing.align`: words to subword tokens (``align.align``), skipped words counted;
+- :mod:`~circuitlab.probing.activations`: word representations at many hooks in one forward pass per batch,
+  cached on disk (:func:`collect` -> :class:`WordActivations`);
+- :mod:`~circuitlab.probing.classifier`: linear and MLP-1 probes, Hewitt & Liang control tasks and selectivity,
+  layer sweeps with intervals over seeds (:func:`probe_sweep`);
+- :mod:`~circuitlab.probing.structural`: Hewitt & Manning's distance and depth probes, UUAS, Spearman, root
+  accuracy, the linear baseline (:func:`structural_sweep`).
 """
+
+from circuitlab.probing.activations import WordActivations, collect, default_hooks
+from circuitlab.probing.align import Alignment
+from circuitlab.probing.classifier import control_labels, split_sentences, train_probe
+from circuitlab.probing.classifier import sweep as probe_sweep
+from circuitlab.probing.data import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
+    write_conllu
+from circuitlab.probing.structural import linear_baseline, mst_edges, score_trees, train_structural_probe
+from circuitlab.probing.structural import sweep as structural_sweep
+
+__all__ = ["Alignment", "Sentence", "WordActivations", "collect", "control_labels", "default_hooks",
+           "default_sentences", "label_text", "linear_baseline", "mst_edges", "probe_sweep", "read_conllu",
+           "score_trees", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
+           "train_structural_probe", "write_conllu"]

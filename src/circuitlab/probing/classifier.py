@@ -331,10 +331,12 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
             dev[p, h, m, s] = probe.accuracy(x[dv], y[dv])
     per_seed[:, :, 2] = per_seed[:, :, 0] - per_seed[:, :, 1]
     majority = Counter(y_task[tr].tolist()).most_common(1)[0][0]
+    unseen = sorted({classes[int(c)] for c in y_task[te].tolist()} - {classes[c] for c in train_classes}, key=str)
     meta = {
         "per_seed": per_seed, "ci95": ci95(per_seed), "seeds": seeds, "dev": dev,
         "dev_measures": ("accuracy", "control"), "hooks": hooks_used, "classes": classes,
         "majority_baseline": float((y_task[te] == majority).float().mean()),
+        "unseen_test_labels": unseen,  # labels of test words that no training word has: always missed
         "n_words": {k: int(v.numel()) for k, v in parts.rows.items()},
         "n_sentences": {k: int(v.numel()) for k, v in parts.sentences.items()},
         "split": tuple(split), "split_seed": split_seed, "pool": acts.pool, "skipped": dict(acts.skipped),

@@ -251,8 +251,11 @@ def _conllu_sentence(rows: list[tuple[int, list[str]]], sent_id: str, name: str)
             raise InputError(f"{name} line {rows[0][0]}: {e}") from None
     space_after = tuple("SpaceAfter=No" not in cols[9].split("|") for _, cols in rows)
     words = tuple(cols[1] for _, cols in rows)
-    return Sentence(words=words, upos=tuple(upos) if upos else None, head=head,
-                    deprel=tuple(deprel) if deprel else None, space_after=space_after, id=sent_id)
+    try:
+        return Sentence(words=words, upos=tuple(upos) if upos else None, head=head,
+                        deprel=tuple(deprel) if deprel else None, space_after=space_after, id=sent_id)
+    except InputError as e:  # e.g. a FORM holding a space
+        raise InputError(f"{name} line {rows[0][0]}: {e}") from None
 
 
 def write_conllu(sentences: Sequence[Sentence]) -> str:
