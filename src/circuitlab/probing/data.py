@@ -496,7 +496,7 @@ def template_sentences(n: int = 500, seed: int = 0) -> list[Sentence]:
 # ---------------------------------------------------------------------------------------------------------
 
 #: bump when the default data's selection or labelling changes: older cached copies are then rebuilt
-DEFAULT_DATA_FORMAT = 1
+DEFAULT_DATA_FORMAT = 2
 _PLAIN = re.compile(r"^[A-Z][A-Za-z ,;:'\-]*[a-z][.!?]$")
 
 
@@ -528,7 +528,8 @@ def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
 
     ``source="debian"``: half King James verses, half fortune cookies (see the module notes for the selection and
     why), each a single line holding one plain sentence of 5-40 words, sampled with ``seed``; labelled once by
-    spaCy and cached as CoNLL-U under ``$CIRCUITLAB_CACHE/probing/data``. ``source="templates"``:
+    spaCy and cached as CoNLL-U under ``$CIRCUITLAB_CACHE/probing/data``. Each sentence's ``id`` says where it
+    comes from (``"kjv17"``, ``"fortune18"``). With the defaults: 2,000 sentences, 37,414 words. ``source="templates"``:
     :func:`template_sentences`. ``source="auto"`` (default): the Debian corpora where they and spaCy are
     installed, else the templates, with a warning saying why.
     """
@@ -557,15 +558,15 @@ def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
     kjv, cookies = _corpus_lines(seed)
     extra = n // 8 + 8  # spaCy splits a few lines in two; those are left out, so label a few more
     half = min((n + extra) // 2, len(cookies))
-    texts = cookies[:half] + kjv[:n + extra - half]
+    sources = [("fortune", t) for t in cookies[:half]] + [("kjv", t) for t in kjv[:n + extra - half]]
     rng = random.Random(seed + 1)
-    rng.shuffle(texts)
+    rng.shuffle(sources)
     labelled = []
-    for sents in _label_texts(texts, progress=progress):
+    for (where, _), sents in zip(sources, _label_texts([t for _, t in sources], progress=progress)):
         if len(sents) == 1 and len(labelled) < n:  # keep the lines spaCy reads as one sentence
             s = sents[0]
             labelled.append(Sentence(s.words, s.upos, s.head, s.deprel, s.ent, s.space_after,
-                                     id=f"debian{len(labelled)}"))
+                                     id=f"{where}{len(labelled)}"))
     if len(labelled) < n:
         raise InputError(f"n={n}: the Debian corpora give only {len(labelled)} plain single-sentence lines; ask "
                          "for fewer.")
