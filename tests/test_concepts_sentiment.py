@@ -62,3 +62,13 @@ def test_label_word_classifier_scores_and_threshold():
     assert clf.accuracy(train) == pytest.approx(best / len(train))
     m = clf.metric(0)
     assert (m.correct, m.wrong) == (" bad", " good")
+
+
+def test_the_sentiment_tcav_experiment_runs_end_to_end():
+    """The plumbing of the seed experiment on zoo/toy-lm (which knows no sentiment: only shapes are checked here;
+    the gemma-3-270m figures are in the issue's closing note)."""
+    res = S.sentiment_tcav("zoo/toy-lm", hooks=(1, 3), n_inputs=3, runs=3, set_size=5, n_random=12,
+                           words=(" good", " bad"))
+    assert res.scores.shape == (3, 2) and res.run_scores.shape == (3, 2, 3)
+    assert res.concepts == ["positive adjectives", "neutral adjectives", "animals"]
+    assert res.scores.meta["n_inputs"] == 3 and res.p_values.values.le(1).all()

@@ -9,6 +9,7 @@ printed table values and numerical integration of the t density for the p-values
 from __future__ import annotations
 
 import math
+import random
 
 import pytest
 import torch
@@ -30,6 +31,7 @@ RANDOM = [f"And the {p} of the {o} was {a} in those days." for p in PLACES for o
           for a in ("great", "old")][:48]
 SCORE = LogitDiff(" Mary", " John")
 HOOKS = ["blocks.1.hook_resid_post", "blocks.3.hook_resid_post"]
+RUNS = 8
 
 
 @pytest.fixture(scope="module")
@@ -248,8 +250,9 @@ def test_betainc_and_ttest_by_hand():
 
 @pytest.fixture(scope="module")
 def result(model):
-    concepts = {"Mary": MARY, "colours": COLOURS, "random texts": RANDOM[1::2]}  # the last from the random pool's
-    return tcav(model, INPUTS, SCORE, concepts, RANDOM[0::2], hooks=HOOKS, runs=4, set_size=8, seed=0)  # distribution
+    shuffled = random.Random(0).sample(RANDOM, len(RANDOM))  # "random texts": a concept from the pool's distribution
+    concepts = {"Mary": MARY, "colours": COLOURS, "random texts": shuffled[:16]}
+    return tcav(model, INPUTS, SCORE, concepts, shuffled[16:], hooks=HOOKS, runs=RUNS, set_size=8, seed=0)
 
 
 def test_tcav_scores_are_the_fractions_and_p_values_the_t_test(result):
@@ -257,25 +260,35 @@ def test_tcav_scores_are_the_fractions_and_p_values_the_t_test(result):
     assert result.scores.axes == ("concept", "hook") and result.scores.labels["hook"] == HOOKS
     torch.testing.assert_close(result.scores.values, runs.mean(-1))
     assert ((runs * 12) - (runs * 12).round()).abs().max() < 1e-9  # fractions of the 12 inputs
+    assert result.run_scores.shape == (3, 2, RUNS)
     for i in range(3):
         for j in range(2):
             a, b = runs[i, j].tolist(), result.random_scores.values[j].tolist()
-            ma, mb = sum(a) / 4, sum(b) / 4
+            ma, mb = sum(a) / RUNS, sum(b) / RUNS
             ss = sum((v - ma) ** 2 for v in a) + sum((v - mb) ** 2 for v in b)
             if ss == 0:
                 continue
-            t = (ma - mb) / math.sqrt(ss / 6 * 0.5)
-            assert float(result.p_values.values[i, j]) == pytest.approx(t_two_sided_p(t, 6), rel=1e-9)
+            t = (ma - mb) / math.sqrt(ss / (2 * RUNS - 2) * (2 / RUNS))
+            assert float(result.p_values.values[i, j]) == pytest.approx(t_two_sided_p(t, 2 * RUNS - 2), rel=1e-9)
     assert result.significant.tolist() == (result.p_values.values < 0.05 / 3).tolist()
     assert set(result.insignificant()) == {(c, h) for c in result.concepts for h in HOOKS} - \
         {(c, h) for i, c in enumerate(result.concepts) for j, h in enumerate(HOOKS) if result.significant[i, j]}
     assert "p = " in result.summary() and result.to_dataframe().shape[0] > 0
 
 
-def test_random_texts_as_a_concept_are_not_significant(result):
+def test_random_texts_as_a_concept_are_not_significant_and_their_cavs_unstable(result):
+    """A "concept" drawn from the random pool's own distribution: insignificant, its CAV direction changing from
+    run to run (mean cosine between runs' CAVs), while a real concept's CAVs agree across runs."""
+    def agreement(v):  # [run, d] unit vectors: mean cosine of distinct pairs
+        g = v @ v.T
+        return float((g.sum() - g.trace()) / (len(v) * (len(v) - 1)))
+
     i = result.concepts.index("random texts")
     assert not result.significant[i].any()
-    assert result.significant.any()  # while some concept is: the test can tell them apart
+    for j in range(len(HOOKS)):
+        assert agreement(result.cavs[i, j]) < 0.5
+        assert agreement(result.cavs[result.concepts.index("Mary"), j]) > 0.9
+        assert abs(agreement(result.random_cavs[j])) < 0.5
 
 
 @pytest.mark.parametrize("kwargs,arg", [

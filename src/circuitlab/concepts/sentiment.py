@@ -183,4 +183,27 @@ def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, 
 
 
 __all__ = ["POSITIVE", "NEGATIVE", "NEUTRAL", "ANIMALS", "RANDOM_WORDS", "CUE", "LABEL_WORDS", "reviews",
-           "concept_texts", "random_texts", "LabelWordClassifier", "label_word_classifier"]
+           "concept_texts", "random_texts", "LabelWordClassifier", "label_word_classifier", "sentiment_tcav"]
+
+
+def sentiment_tcav(model: ModelLike = "gemma-3-270m", *, concepts: Sequence[str] = ("positive adjectives",
+                   "neutral adjectives", "animals"), hooks=(2, 5, 8, 11, 14, 17), n_inputs: int = 16, runs: int = 20,
+                   set_size: int = 20, n_random: int = 120, words: tuple[str, str] = LABEL_WORDS, seed: int = 0,
+                   progress: bool = False):
+    """The seed experiment: TCAV of sentiment concepts for the *negative* class on negative held-out reviews.
+
+    The class score is the label-word logit difference ``logit(" negative") - logit(" positive")`` after
+    ``review + CUE`` (:meth:`LabelWordClassifier.metric`); inputs are ``n_inputs`` negative test reviews (adjectives
+    unseen in training); each concept has ``set_size * 2`` texts (:func:`concept_texts`), random sets come from
+    ``n_random`` random word lists (:func:`random_texts`). The expectation (Kim et al. 2018's sentiment example):
+    TCAV of "positive adjectives" low compared with "neutral adjectives"; an unrelated concept ("animals") not
+    significant. Returns the :class:`~circuitlab.concepts.tcav.TCAVResult`.
+    """
+    from circuitlab.concepts.tcav import tcav
+
+    model = as_model(model)
+    clf = LabelWordClassifier(model, words=tuple(words))
+    negative = [t for t, label in reviews(n_inputs, "test", seed=seed + 2) if label == 0]
+    texts = {c: concept_texts(c, 2 * set_size, seed=seed) for c in concepts}
+    return tcav(model, [clf.prompt(t) for t in negative], clf.metric(0), texts, random_texts(n_random, seed=seed),
+                hooks=list(hooks), runs=runs, set_size=set_size, seed=seed, progress=progress)

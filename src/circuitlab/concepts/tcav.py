@@ -18,8 +18,10 @@ for text: does a human concept ("positive adjectives") push a model's class scor
 
 **Significance, as in the paper.** One CAV could separate the concept from random texts by chance directions;
 so ``runs`` CAVs are trained, each against a different random set ``R_1 ... R_runs`` drawn (seeded) from
-``random_texts``, giving ``runs`` TCAV scores per concept and hook. The same is done for a random set ``R_0``
-against ``R_1 ... R_runs`` (random-vs-random CAVs). A two-sided Student t-test compares the concept's scores with
+``random_texts``, giving ``runs`` TCAV scores per concept and hook. The same is done with another random set in
+the concept's place, ``R'_r`` against ``R_r`` (random-vs-random CAVs; ``R'_r`` is drawn afresh for each run, from
+the texts not in ``R_r``, so that no single random set decides the reference scores: the paper's code likewise
+uses every random set as a positive set unless told otherwise). A two-sided Student t-test compares the concept's scores with
 the random ones (:func:`circuitlab.concepts.stats.ttest_ind`); a concept is significant at a hook when
 ``p < alpha / n_concepts`` (Bonferroni over the concepts). Insignificant concepts are marked in the result
 (:attr:`TCAVResult.significant`, :meth:`TCAVResult.summary`).
@@ -38,7 +40,6 @@ small wrapper module, with this module's classifier): the same activations, CAVs
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
@@ -46,12 +47,11 @@ from typing import Any, Callable, Mapping, Optional, Sequence, Union
 import torch
 from jaxtyping import Float
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_layer,
                              check_max_memory,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
-from circuitlab.concepts.gradients import check_hook, forward_for_metric, metric_from
+from circuitlab.concepts.gradients import check_hook, forward_for_metric, metric_from, stop_after
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
@@ -160,7 +160,7 @@ def pooled_activations(model: ModelLike, texts: Texts, hooks: Union[str, Sequenc
 def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: int,
             progress: bool) -> dict[str, Tensor]:
     out: dict[str, list[Optional[Tensor]]] = {h: [None] * len(rows) for h in hooks}
-    stop = _stop_after(model, hooks)
+    stop = stop_after(model, hooks)
     for batch in progress_bar(_same_length_runs(rows, lambda n: row_bytes(model, n), max_memory), progress=progress,
                               desc="concept activations"):
         toks = torch.stack([rows[i] for i in batch])
@@ -180,21 +180,6 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
     result = {h: torch.stack(v) for h, v in out.items()}  # type: ignore[arg-type]
     check_finite(model, None, "the pooled activations", *result.values())
     return result
-
-
-def _stop_after(model, hooks: list[str]) -> dict[str, int]:
-    """``{"stop_at_layer": l + 1}`` where every hook lies in blocks ``<= l`` (or before them) of a
-    HookedTransformer, so that activations are read without running later blocks and the unembedding."""
-    if not isinstance(model, HookedTransformer):
-        return {}
-    last = -1
-    for h in hooks:
-        m = re.match(r"blocks\.(\d+)\.", h)
-        if m:
-            last = max(last, int(m.group(1)))
-        elif not h.startswith(("hook_embed", "hook_pos_embed", "hook_tokens")):
-            return {}
-    return {"stop_at_layer": last + 1}
 
 
 def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
@@ -427,7 +412,8 @@ def tcav(
         metric: the class score: a circuitlab metric (e.g. ``LogitDiff(" good", " bad")``) or a differentiable
             function of logits that averages over the batch.
         concepts: ``{name: texts}``; each concept needs at least ``set_size`` texts.
-        random_texts: the pool random counterexample sets are drawn from; at least ``2 * set_size`` texts.
+        random_texts: the pool random sets are drawn from; at least ``2 * set_size`` texts (each run draws two
+            disjoint sets of ``set_size``).
         hooks: where to test: a hook name, or several names and layer numbers (a layer sweep; a layer ``l`` means
             ``blocks.{l}.hook_resid_post``; default every block's ``hook_resid_post``).
         pool: ``"mean"`` or ``"last"`` (see the module docstring).
@@ -465,8 +451,8 @@ def tcav(
                              f"runs={runs} CAVs trains on {set_size} concept texts against {set_size} random ones). "
                              f"Give it at least {set_size} texts, or a smaller set_size.")
     if len(pool_texts) < 2 * set_size:
-        raise InputError(f"random_texts has {len(pool_texts)} texts, too few for runs={runs} random sets of "
-                         f"set_size={set_size} besides the reference random set: give at least {2 * set_size} "
+        raise InputError(f"random_texts has {len(pool_texts)} texts, too few for two disjoint random sets of "
+                         f"set_size={set_size} per run (random vs random): give at least {2 * set_size} "
                          "(the paper used 500 random examples per set), or a smaller set_size.")
     if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
         raise InputError(f"alpha must be a significance level between 0 and 1 (e.g. 0.05); got {alpha!r}.")
@@ -483,15 +469,14 @@ def tcav(
                    progress)
     sens = _sensitivities(model, text_tokens(model, inputs, "inputs"), metric, hooks, pool, max_memory, progress)
 
-    # the sets: R_0 (reference random set) and R_1..R_runs from the rest of the pool; concept subsamples per run
+    # the sets of each run: R_r, and R'_r (random in the concept's place) from the texts not in R_r; concept
+    # subsamples per run
     gen = torch.Generator().manual_seed(seed)
-    perm = torch.randperm(len(pool_texts), generator=gen).tolist()
-    r0 = [index[pool_texts[i]] for i in perm[:set_size]]
-    rest = perm[set_size:]
-    random_sets = []
+    random_sets, random_positives = [], []
     for _ in range(runs):
-        pick = torch.randperm(len(rest), generator=gen)[:set_size].tolist()
-        random_sets.append([index[pool_texts[rest[i]]] for i in pick])
+        perm = torch.randperm(len(pool_texts), generator=gen).tolist()
+        random_sets.append([index[pool_texts[i]] for i in perm[:set_size]])
+        random_positives.append([index[pool_texts[i]] for i in perm[set_size:2 * set_size]])
     concept_sets = {}
     for n in names:
         texts = concepts[n]
@@ -510,7 +495,7 @@ def tcav(
         A, S = acts[h], sens[h]
         d = A.shape[1]
         for r in range(runs):
-            cav = train_cav(A[r0], A[random_sets[r]], l2=l2)
+            cav = train_cav(A[random_positives[r]], A[random_sets[r]], l2=l2)
             random_scores[j, r] = tcav_score(S, cav)
             random_cavs[j, r, :d] = cav.vector
             for i, n in enumerate(names):
