@@ -19,12 +19,12 @@ for text: does a human concept ("positive adjectives") push a model's class scor
 **Significance, as in the paper.** One CAV could separate the concept from random texts by chance directions;
 so ``runs`` CAVs are trained, each against a different random set ``R_1 ... R_runs`` drawn (seeded) from
 ``random_texts``, giving ``runs`` TCAV scores per concept and hook. The same is done with another random set in
-the concept's place, ``R'_r`` against ``R_r`` (random-vs-random CAVs; ``R'_r`` is drawn afresh for each run, from
-the texts not in ``R_r``, so that no single random set decides the reference scores: the paper's code likewise
-uses every random set as a positive set unless told otherwise). A two-sided Student t-test compares the concept's scores with
-the random ones (:func:`circuitlab.concepts.stats.ttest_ind`); a concept is significant at a hook when
-``p < alpha / n_concepts`` (Bonferroni over the concepts). Insignificant concepts are marked in the result
-(:attr:`TCAVResult.significant`, :meth:`TCAVResult.summary`).
+the concept's place, ``R'_r`` against ``R_r`` (random-vs-random CAVs). ``R'_r`` is drawn afresh for each run from
+the texts not in ``R_r``, so that no single random set decides the reference scores (the paper's code, when no
+fixed ``random_counterpart`` is named, likewise uses every random set as a positive set). A two-sided Student
+t-test compares the concept's scores with the random ones (:func:`circuitlab.concepts.stats.ttest_ind`); a concept
+is significant at a hook when ``p < alpha / n_concepts`` (Bonferroni over the concepts). Insignificant concepts are
+marked in the result (:attr:`TCAVResult.significant`, :meth:`TCAVResult.summary`).
 
     from circuitlab.concepts.tcav import tcav
 
