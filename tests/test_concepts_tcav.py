@@ -320,3 +320,22 @@ def test_a_metric_that_is_not_differentiable_is_refused(model):
     with pytest.raises(InputError, match="metric=.*not differentiable"):
         sensitivities(model, INPUTS[:2], lambda logits: (logits[:, -1].argmax(-1) == mary).float().mean(),
                       "blocks.1.hook_resid_post")
+
+
+def test_a_transformer_bridge_gives_the_numbers_of_its_hooked_twin():
+    """Hooks by closure (a bridge's hook points may report alias names): integrated gradients, directional
+    derivatives and pooled activations on a compatibility-mode TransformerBridge equal its HookedTransformer's."""
+    from circuitlab.concepts.gradients import integrated_gradients
+    from circuitlab.testing import random_bridge
+
+    bridge, hooked = random_bridge("gpt2")
+    toks = torch.tensor([[1, 5, 7, 9, 11], [2, 4, 6, 8, 10]])
+    out = []
+    for m in (bridge, hooked):
+        ig = integrated_gradients(m, toks, LogitDiff(3, 7), hook="blocks.1.hook_resid_pre", baseline="mean", steps=4,
+                                  tolerance=float("inf"))
+        out.append([ig.values, *sensitivities(m, toks, LogitDiff(3, 7), [0, 1]).values(),
+                    *pooled_activations(m, toks, [0, 1], pool="last").values()])
+    for a, b in zip(*out):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        assert b.abs().max() > 1e-2

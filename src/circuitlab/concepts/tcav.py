@@ -166,10 +166,12 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
         toks = torch.stack([rows[i] for i in batch])
         got: dict[str, Tensor] = {}
 
-        def keep(act, hook):
-            got[hook.name] = act.detach()
+        def keep(name):
+            def hook(act, hook=None):  # by closure: a bridge's hook points may report alias names
+                got[name] = act.detach()
+            return hook
 
-        model.run_with_hooks(toks, fwd_hooks=[(h, keep) for h in hooks], return_type=None, **stop)
+        model.run_with_hooks(toks, fwd_hooks=[(h, keep(h)) for h in hooks], return_type=None, **stop)
         where = pooled_positions(model, toks[0], pool)
         for h in hooks:
             act = got[h]
@@ -290,17 +292,20 @@ def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> di
         mask[where] = True
         deltas: dict[str, Tensor] = {}
 
-        def shift(act, hook):
-            _check_per_token(hook.name, act, toks)
-            if hook.name not in deltas:
-                deltas[hook.name] = torch.zeros(b, act[0, 0].numel(), dtype=act.dtype, device=act.device,
-                                                requires_grad=True)
-            d = deltas[hook.name].reshape(b, 1, *act.shape[2:])
+        def shift(name):
+            return lambda act, hook=None: shifted(name, act)
+
+        def shifted(name, act):  # by closure, not hook.name: a bridge's hook points may report alias names
+            _check_per_token(name, act, toks)
+            if name not in deltas:
+                deltas[name] = torch.zeros(b, act[0, 0].numel(), dtype=act.dtype, device=act.device,
+                                           requires_grad=True)
+            d = deltas[name].reshape(b, 1, *act.shape[2:])
             m = mask.reshape(1, n, *([1] * (act.ndim - 2)))
             return act + d * m.to(act.dtype)
 
         m = metric.rows(slice(batch[0], batch[-1] + 1), N) if split and b < N else metric
-        value = metric_from(model, forward_for_metric(model, toks, [(h, shift) for h in hooks], m), m, "the inputs")
+        value = metric_from(model, forward_for_metric(model, toks, [(h, shift(h)) for h in hooks], m), m, "the inputs")
         grads = torch.autograd.grad(value, [deltas[h] for h in hooks])
         for h, g in zip(hooks, grads):
             g = g.detach().double() * b  # the metric averages over the batch: each input's own gradient
