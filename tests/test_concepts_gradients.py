@@ -194,11 +194,19 @@ def test_quadrature_integrates_polynomials_exactly(method, exact_degree):
     (dict(steps=0), "steps"), (dict(steps=2.5), "steps"), (dict(method="simpson"), "method"),
     (dict(hook="blocks.9.hook_resid_pre"), "hook"), (dict(hook="blocks.0.attn.hook_pattern"), "hook"),
     (dict(baseline="ones"), "baseline"), (dict(steps=1, method="riemann_trapezoid"), "steps"),
-    (dict(tolerance=-1), "tolerance"), (dict(max_memory=0), "max_memory"),
+    (dict(tolerance=-1), "tolerance"), (dict(max_memory=0), "max_memory"), (dict(keep_bos=None), "keep_bos"),
+    (dict(baseline="zero", pad_token=0), "pad_token"),
 ])
 def test_bad_input_names_the_argument(model, kwargs, arg):
     with pytest.raises(InputError, match=arg):
         integrated_gradients(model, PROMPTS, LogitDiff(MAT, CAT), **kwargs)
+
+
+def test_attention_patterns_are_refused_even_when_heads_equal_positions(model):
+    toks = model.to_tokens("the cat sat")  # 4 tokens, and zoo/toy-lm has 4 heads: [batch, head, q, k] fits [batch, pos]
+    assert toks.shape[1] == model.cfg.n_heads
+    with pytest.raises(InputError, match="hook="):
+        integrated_gradients(model, toks, LogitDiff(MAT, CAT), hook="blocks.0.attn.hook_pattern", steps=2)
 
 
 def test_a_metric_that_is_not_differentiable_is_refused(model):

@@ -74,6 +74,8 @@ from circuitlab.results import Result
 METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle", "riemann_trapezoid")
 #: the named baselines
 BASELINES = ("zero", "pad", "mean")
+#: hooks whose second axis is not the position (attention patterns and scores: [batch, head, query, key])
+NOT_PER_TOKEN = ("hook_pattern", "hook_attn_scores")
 #: default relative completeness gap above which a warning is given
 DEFAULT_TOLERANCE = 0.05
 
@@ -412,8 +414,11 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, a
     B, n = tokens.shape
     t0 = time.perf_counter()
 
+    if pad_token is not None and not baseline == "pad":
+        raise InputError(f"pad_token={pad_token!r} is only read with baseline='pad' (this call has baseline="
+                         f"{baseline!r}); drop it, or use baseline='pad'.")
     x = _capture(model, tokens, hook)
-    if x.ndim < 2 or x.shape[0] != B or x.shape[1] != n:
+    if hook.endswith(NOT_PER_TOKEN) or x.ndim < 2 or x.shape[0] != B or x.shape[1] != n:
         raise InputError(f"hook={hook!r} holds activations of shape {tuple(x.shape)}, not [batch, pos, ...] "
                          f"([{B}, {n}, ...] here), so they cannot be attributed per token. Use a hook on the "
                          "residual stream or a sub-layer output (e.g. 'blocks.0.hook_resid_pre').")

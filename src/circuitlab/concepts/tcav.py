@@ -51,7 +51,7 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_layer,
                              check_max_memory,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
-from circuitlab.concepts.gradients import check_hook, forward_for_metric, metric_from, stop_after
+from circuitlab.concepts.gradients import NOT_PER_TOKEN, check_hook, forward_for_metric, metric_from, stop_after
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
@@ -185,7 +185,7 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
 
 
 def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
-    if act.ndim < 3 or act.shape[:2] != toks.shape:
+    if hook.endswith(NOT_PER_TOKEN) or act.ndim < 3 or act.shape[:2] != toks.shape:
         raise InputError(f"hooks: {hook!r} holds activations of shape {tuple(act.shape)}, not [batch, pos, ...], so "
                          "they cannot be pooled per text. Use a residual stream or sub-layer output hook "
                          "(e.g. 'blocks.1.hook_resid_post').")
