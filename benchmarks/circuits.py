@@ -282,6 +282,8 @@ def bench_acdc(with_ac: bool, task: str = "random", threshold: float = 1e-3) -> 
         scores, row["auto_circuit_s"], row["auto_circuit_peak_mb"] = measure(
             lambda: acdc_prune_scores(pm, loader, None, tao_exps=[exp], tao_bases=[round(threshold / 10 ** exp)]),
             1, 1)
+        if task == "random":  # the estimator used for the GPT-2-small shape, checked against a full run
+            row["auto_circuit_estimate_s"] = estimate_auto_circuit_acdc(pm, clean, corrupted)["seconds"]
         by_edge = ac_scores(pm, scores)
         # auto-circuit scores an edge pruned at tau with that tau's rank and a kept edge with inf
         kept = {e for e, s in by_edge.items() if s == float("inf")}
@@ -300,6 +302,92 @@ def bench_acdc(with_ac: bool, task: str = "random", threshold: float = 1e-3) -> 
                 print(f"  replaying auto-circuit's edge order one edge at a time with circuitlab's patch_edges: "
                       f"{row['replay_in_auto_circuit_order']}")
     return row
+
+
+def bench_acdc_large(name: str, with_ac: bool, threshold: float = 1e-3) -> dict:
+    """ACDC on a larger model, on the EAP prompts: circuitlab's full run (one run, no warm-up), and auto-circuit's.
+
+    auto-circuit's ACDC runs one patched forward pass per edge, from the receiver's layer on, every edge of the
+    graph (it does not skip pruned components). On the d_model-512 model it is run in full. On the GPT-2-small
+    shape (about 11 hours) it is *estimated* from its own parts, measured here: the time of auto-circuit's patched
+    forward pass from each layer (``model(resid_pre[l], start_at_layer=l, ...)`` in its ``patch_mode``, exactly the
+    call its ACDC loop makes per edge, plus the KL), times the number of edges whose receiver is in that layer."""
+    from circuitlab.circuits.acdc import acdc
+
+    model = MODELS[name]()
+    clean, corrupted, answers, wrong = prompts(model)
+    row: dict = {"model": name, "task": "random", "threshold": threshold, "metric": "kl_div",
+                 "edges": Graph.from_model(model).n_edges, "load_average_at_start": os.getloadavg()}
+    ours, row["circuitlab_s"], row["circuitlab_peak_mb"] = measure(
+        lambda: acdc(model, clean, corrupted, threshold=threshold), 1, 0)
+    row["circuitlab_edges"] = len(ours)
+    row.update({k: ours.meta[k] for k in ("passes", "runs", "decisions", "skipped")})
+    row["load_average_at_end"] = os.getloadavg()
+    print(f"ACDC {name}, threshold {threshold:g}: circuitlab {row['circuitlab_s']:.1f} s, {len(ours)} edges kept; "
+          f"{ours.meta['runs']} patched runs in {ours.meta['passes']} passes, {ours.meta['skipped']} of "
+          f"{ours.meta['decisions']} decisions on dead components", flush=True)
+    if not with_ac:
+        return row
+    pm, loader = ac_setup(model, clean, corrupted, answers, wrong)
+    if row["edges"] < 10_000:
+        from auto_circuit.prune_algos.ACDC import acdc_prune_scores
+
+        exp = round(__import__("math").log10(threshold))
+        scores, row["auto_circuit_s"], row["auto_circuit_peak_mb"] = measure(
+            lambda: acdc_prune_scores(pm, loader, None, tao_exps=[exp], tao_bases=[round(threshold / 10 ** exp)]),
+            1, 0)
+        kept = {e for e, v in ac_scores(pm, scores).items() if v == float("inf")}
+        row["auto_circuit_edges"] = len(kept)
+        row["same_circuit"] = set(ours.edges) == kept
+        if not row["same_circuit"]:
+            row["only_circuitlab"] = sorted(f"{s} -> {r}" for s, r in set(ours.edges) - kept)
+            row["only_auto_circuit"] = sorted(f"{s} -> {r}" for s, r in kept - set(ours.edges))
+    else:
+        row["auto_circuit_estimate"] = estimate_auto_circuit_acdc(pm, clean, corrupted)
+        row["auto_circuit_s"] = row["auto_circuit_estimate"]["seconds"]
+        row["auto_circuit_is_estimate"] = True
+    row["speedup"] = row["auto_circuit_s"] / row["circuitlab_s"]
+    print(f"  auto-circuit {row['auto_circuit_s']:.0f} s{' (estimated)' if row.get('auto_circuit_is_estimate') else ''}"
+          f": {row['speedup']:.1f}x" + (f"; same circuit: {row['same_circuit']}" if "same_circuit" in row else ""),
+          flush=True)
+    return row
+
+
+def estimate_auto_circuit_acdc(pm, clean, corrupted, repeats: int = 3) -> dict:
+    """auto-circuit's ACDC time on this graph: its per-edge call (a patched forward from the receiver's layer and the
+    KL), timed per layer (best of ``repeats``), times the edges whose receiver is in that layer."""
+    from collections import Counter
+
+    from auto_circuit.utils.ablation_activations import src_ablations
+    from auto_circuit.utils.graph_utils import patch_mode, set_all_masks
+    from auto_circuit.utils.tensor_ops import multibatch_kl_div
+
+    model = pm
+    patch_outs, src_outs = src_ablations(model, corrupted), src_ablations(model, clean)
+    with torch.inference_mode():
+        clean_logprobs = torch.log_softmax(model(clean)[model.out_slice], dim=-1)
+        _, toks, short_embd, attn_mask = model.input_to_embed(clean)
+        _, cache = model.run_with_cache(clean)
+        resids = [cache[f"blocks.{i}.hook_resid_pre"].clone() for i in range(model.cfg.n_layers)]
+        del cache
+    per_layer = Counter(int(e.dest.module_name.split(".")[1]) for e in model.edges)
+    seconds_per_edge = {}
+    set_all_masks(model, val=0.0)
+    with patch_mode(model, patch_outs, curr_src_outs=src_outs), torch.inference_mode():
+        for layer in sorted(per_layer):
+            best = float("inf")
+            for _ in range(repeats):
+                t0 = time.perf_counter()
+                out = model(resids[layer], start_at_layer=layer, tokens=toks, shortformer_pos_embed=short_embd,
+                            attention_mask=attn_mask)[model.out_slice]
+                multibatch_kl_div(torch.log_softmax(out, dim=-1), clean_logprobs).item()
+                best = min(best, time.perf_counter() - t0)
+            seconds_per_edge[layer] = best
+    total = sum(per_layer[layer] * seconds_per_edge[layer] for layer in per_layer)
+    print(f"  auto-circuit per-edge seconds by receiver layer: "
+          + ", ".join(f"{layer}: {seconds_per_edge[layer]:.3f}" for layer in sorted(per_layer)), flush=True)
+    return {"seconds": total, "seconds_per_edge_by_layer": seconds_per_edge,
+            "edges_by_layer": dict(per_layer), "method": estimate_auto_circuit_acdc.__doc__.split("\n\n")[0]}
 
 
 def replay_order(model, clean, corrupted, threshold: float, pm, kept: set) -> dict:
@@ -331,8 +419,9 @@ def main(argv=None) -> int:
     p.add_argument("--models", default=",".join(MODELS), help="comma-separated subset of: " + ", ".join(MODELS))
     p.add_argument("--repeats", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--no-acdc", action="store_true")
-    p.add_argument("--no-eap", action="store_true", help="ACDC only; keep the EAP rows already in --out")
+    p.add_argument("--sections", default="eap,acdc",
+                   help="comma-separated: eap, acdc (zoo/attn-only-2l), acdc-large (ACDC on the d_model-512 model "
+                        "and the GPT-2-small shape: tens of minutes); sections not run keep their rows in --out")
     p.add_argument("--out", default=str(RESULTS))
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -346,13 +435,20 @@ def main(argv=None) -> int:
            "transformer_lens": getattr(transformer_lens, "__version__", None) or _version("transformer-lens"),
            "auto_circuit": _version("auto-circuit") if with_ac else None, "auto_circuit_note": why or None,
            "memory": "peak resident set size during the call minus at its start (sampled every 2 ms)",
-           "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count(),
-           "eap": [] if args.no_eap else [bench_model(name.strip(), with_ac, args.repeats)
-                                          for name in args.models.split(",")]}
-    if args.no_eap and Path(args.out).exists():
-        out["eap"] = json.loads(Path(args.out).read_text()).get("eap", [])
-    if not args.no_acdc:
+           "load_average_at_start": os.getloadavg(), "cpus": os.cpu_count()}
+    sections = {x.strip() for x in args.sections.split(",")}
+    previous = json.loads(Path(args.out).read_text()) if Path(args.out).exists() else {}
+    for key in ("eap", "acdc", "acdc_large"):  # rows of the sections not run this time
+        if key in previous:
+            out[key] = previous[key]
+    if "eap" in sections:
+        out["eap"] = [bench_model(name.strip(), with_ac, args.repeats) for name in args.models.split(",")]
+    if "acdc" in sections:
         out["acdc"] = [bench_acdc(with_ac, task) for task in ("random", "induction")]
+    if "acdc-large" in sections:
+        out["acdc_large"] = [bench_acdc_large(name, with_ac)
+                             for name in ("random attn-only 2L d_model 512", "gpt2-small shape (random)")]
+    out["sections_run"] = sorted(sections)
     out["load_average_at_end"] = os.getloadavg()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(out, indent=2))

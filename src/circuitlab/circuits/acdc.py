@@ -140,8 +140,10 @@ def acdc(
         c = graph.sender_index.get(graph.receivers[r].component)
         return c is not None and int(state[c].sum()) == int(outgoing[c])
 
+    hits = misses = 0  # predictions confirmed / contradicted so far: how long a speculative chain pays off
+
     for group in groups:
-        window = patcher.masks_per_pass(graph.receivers[group[0]].layer) if speculate else 1
+        fits = patcher.masks_per_pass(graph.receivers[group[0]].layer) if speculate else 1
         # the group's decisions in visiting order: (receiver, its senders latest first), one receiver at a time
         queue = [(r, list(reversed(range(graph.upstream[r])))) for r in group]
         at = (0, 0)  # (receiver in the group, sender in it): the first decision not yet taken
@@ -150,6 +152,9 @@ def acdc(
             # receiver whose component is dead in that chain is decided without a run ("dead" steps)
             state, masks, plan = removed.clone(), [], []
             q, i = at
+            # a chain of w candidates confirms about (1 - (1 - m)^w) / m decisions when each prediction fails with
+            # probability m (measured as it goes): it is cut at ~1/m candidates, beyond which most would be wasted
+            window = min(fits, max(2, round((hits + misses + 2) / (misses + 1))))
             while q < len(queue) and len(masks) < window:
                 r, senders = queue[q]
                 if i == 0 and is_dead(state, r):
@@ -212,6 +217,7 @@ def acdc(
                     else:
                         scores[(s, r)] = delta
                     mismatch = remove != chained
+                    hits, misses = hits + (not mismatch), misses + mismatch
                     q, i = at
                     at = (q + 1, 0) if i + 1 == len(queue[q][1]) else (q, i + 1)
                     if at[1] == 0:
