@@ -3,5 +3,7 @@
 - :mod:`circuitlab.concepts.gradients`: integrated gradients over tokens (at the embeddings or any hook),
   gradient x input, with the completeness check;
 - :mod:`circuitlab.concepts.tcav`: testing with concept activation vectors (TCAV) for text, with significance
-  tests against random concepts.
+  tests against random concepts (the t-test in :mod:`circuitlab.concepts.stats`, without SciPy);
+- :mod:`circuitlab.concepts.sentiment`: an offline sentiment task written from templates, a label-word classifier,
+  and the TCAV experiment on it (:func:`~circuitlab.concepts.sentiment.sentiment_tcav`).
 """

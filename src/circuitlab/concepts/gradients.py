@@ -453,7 +453,7 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, a
     for step_ids, part in progress_bar(passes, progress=progress, desc=kind, unit="pass"):
         b = part.stop - part.start
         m = metric if (part.start == 0 and part.stop == B) else metric.rows(part, B)
-        share = b / B  # a splittable metric is a mean over prompts: the whole batch's value weights each part so
+        share = b / B  # a splittable metric is a mean over prompts: a part of b prompts weighs b / B in it
         k = len(step_ids)
         al = a[step_ids].to(x.dtype).reshape(k, *([1] * x.ndim))
         path = (base[part][None] + al * diff[part][None]).reshape(k * b, *x.shape[1:]).detach().requires_grad_(True)
