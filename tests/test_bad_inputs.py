@@ -27,6 +27,7 @@ import torch
 
 import circuitlab as cl
 from circuitlab import attribution, circuits, ffn, induction, patching, tracing
+from circuitlab.concepts import gradients, tcav
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -109,6 +110,8 @@ KINDS: dict[str, Kind] = {
     "noise": Kind(("noise",), bad=[0, -1.0, float("nan"), float("inf"), "3", True, None]),
     "threshold": Kind(("threshold",), bad=[-1.0, float("nan"), float("inf"), "1e-3", None, True]),
     "circuit": Kind(("circuit", "edge"), bad=[None, "L0H0 -> logits", 3, ["nope -> logits"]]),
+    "hook": Kind(("hook",), bad=["blocks.99.hook_resid_pre", "nope", 3, None, "blocks.0.attn.hook_pattern"]),
+    "concepts": Kind(("concept",), bad=[{}, {"pets": []}, {"pets": ["the cat"]}, ["the cat"], None, {"": ["a", "b"]}]),
     "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
 }
 
@@ -191,6 +194,20 @@ ANALYSES = [
     Analysis("circuits.faithfulness", circuits.faithfulness,
              {**PATCH, "circuit": ("circuit", Lazy(lambda: circuits.Circuit.from_edges(
                  circuits.Graph.from_model(toy()), ["L0H0 -> logits"]), "a one-edge circuit"))}),
+    Analysis("concepts.integrated_gradients", gradients.integrated_gradients,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "metric": ("metric", LD),
+              "hook": ("hook", "hook_embed"), "baseline": ("choice", "mean"), "steps": ("count", 4),
+              "method": ("choice", "riemann_trapezoid"), "max_memory": ("memory", 2**20)}),
+    Analysis("concepts.gradient_x_input", gradients.gradient_x_input,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "metric": ("metric", LD),
+              "hook": ("hook", "blocks.1.hook_resid_pre"), "max_memory": ("memory", 2**20)}),
+    Analysis("concepts.tcav", tcav.tcav,
+             {"model": ("model", M), "inputs": ("prompts", [CLEAN, CORRUPTED]), "metric": ("metric", LD),
+              "concepts": ("concepts", {"pets": ["the cat", "a dog", "my cat", "the dog"]}),
+              "random_texts": ("prompts", ["the sea", "a hill", "old bread", "the king", "a door", "the road",
+                                           "my coat", "the rain"]),
+              "hooks": ("hook", "blocks.1.hook_resid_pre"), "runs": ("count", 2), "set_size": ("count", 3),
+              "max_memory": ("memory", 2**20)}),
     Analysis("metrics.LogitDiff", lambda correct, wrong: LogitDiff(correct, wrong, model=toy())(toy()(CLEAN)),
              {"correct": ("answer", " mat"), "wrong": ("answer", " cat")}),
     Analysis("metrics.Probability", lambda answer, pos: Probability(answer, pos=pos, model=toy())(toy()(CLEAN)),
@@ -210,6 +227,8 @@ SKIP = {
     ("circuits.acdc", "metric"): {None},  # None: KL divergence from the clean output, as in the ACDC paper
     ("circuits.patch_edges", "metric"): {None},
     ("circuits.faithfulness", "metric"): {None},
+    ("concepts.integrated_gradients", "baseline"): {3},  # a token id: the baseline is that token at every position
+    ("concepts.tcav", "hooks"): {3, None},  # a layer number (its residual stream output); None: every layer
 }
 
 

@@ -25,7 +25,8 @@ __all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_mod
 # functions and the analysis modules load on first use.
 _LAZY = {"Result": "circuitlab.results", "list_models": "circuitlab.models", "load_encoder": "circuitlab.models",
          "load_model": "circuitlab.models", "save_model": "circuitlab.models", "zoo_card": "circuitlab.models"}
-_SUBMODULES = {"induction", "patching", "attribution", "ffn", "tracing", "circuits", "metrics", "render", "tasks",
+_SUBMODULES = {"induction", "patching", "attribution", "ffn", "tracing", "circuits", "concepts", "probing", "metrics",
+               "render", "tasks",
                "zoo", "cli", "core", "results", "testing", "models", "reproduce"}
 
 
