@@ -110,14 +110,14 @@ def test_split_by_sentence_is_a_partition():
         classifier.split_sentences(2)
 
 
-def planted_activations(n_sentences=120, seed=0):
+def planted_activations(n_sentences=120, seed=0, noise=0.2):
     """WordActivations over template sentences: one hook holding each word's UPOS (plus noise), one pure noise."""
     sents = data.template_sentences(n_sentences, seed=seed)
     gen = torch.Generator().manual_seed(seed)
     upos = sorted({u for s in sents for u in s.upos})
     rows = [(i, j) for i, s in enumerate(sents) for j in range(len(s))]
     y = torch.tensor([upos.index(sents[i].upos[j]) for i, j in rows])
-    planted = torch.nn.functional.one_hot(y, len(upos)).float() + 0.2 * torch.randn(len(rows), len(upos), generator=gen)
+    planted = torch.nn.functional.one_hot(y, len(upos)).float() + noise * torch.randn(len(rows), len(upos), generator=gen)
     noise = torch.randn(len(rows), 8, generator=gen)
     return WordActivations({"blocks.0.hook_resid_post": planted, "blocks.1.hook_resid_post": noise},
                            torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]), sents, "planted")
@@ -148,6 +148,25 @@ def test_sweep_reports_test_labels_never_seen_in_training():
     res = classifier.sweep(acts, probes="linear", seeds=(0,), control=False, hooks=["blocks.0.hook_resid_post"])
     assert res.meta["unseen_test_labels"] == ["INTJ"] and "INTJ" in res.meta["classes"]
     assert res.values[0, 0, 0] <= 1 - len(odd) / res.meta["n_words"]["test"]  # those words are always missed
+
+
+def test_sentence_probes_read_a_planted_sentence_property():
+    acts = planted_activations(300, seed=3, noise=0.02)
+    x, aligned = classifier.sentence_features(acts, "blocks.0.hook_resid_post")
+    rows = acts.sentence == 5
+    torch.testing.assert_close(x[5], acts["blocks.0.hook_resid_post"][rows].mean(0))
+    assert aligned.all()
+    has_name = [("PROPN" in s.upos) for s in acts.sentences]  # the planted features hold each word's tag
+    res = classifier.sentence_sweep(acts, lambda s: "PROPN" in s.upos, probes=("linear", "mlp"), seeds=(0, 1))
+    assert res.shape == (2, 2, 1) and res.labels["measure"] == ["accuracy"]
+    assert (res.values[:, 0, 0] > 0.9).all()  # the planted layer
+    assert (res.values[:, 1, 0] < res.meta["majority_baseline"] + 0.15).all()  # noise
+    same = classifier.sentence_sweep(acts, has_name, probes="linear", seeds=(0,))
+    assert same.values[0, :, 0].tolist() == res.values[0, :, 0].tolist()  # a list of labels or a function alike
+    with pytest.raises(InputError, match="one label per sentence"):
+        classifier.sentence_sweep(acts, has_name[:-1])
+    with pytest.raises(InputError, match="two labels or more"):
+        classifier.sentence_sweep(acts, lambda s: "same")
 
 
 def test_sweep_on_toy_lm_end_to_end(tmp_path):

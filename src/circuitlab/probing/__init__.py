@@ -7,14 +7,14 @@
 - :mod:`~circuitlab.probing.activations`: word representations at many hooks in one forward pass per batch,
   cached on disk (:func:`collect` -> :class:`WordActivations`);
 - :mod:`~circuitlab.probing.classifier`: linear and MLP-1 probes, Hewitt & Liang control tasks and selectivity,
-  layer sweeps with intervals over seeds (:func:`probe_sweep`);
+  layer sweeps with intervals over seeds (:func:`probe_sweep`), sentence-level probes (:func:`sentence_sweep`);
 - :mod:`~circuitlab.probing.structural`: Hewitt & Manning's distance and depth probes, UUAS, Spearman, root
   accuracy, the linear baseline (:func:`structural_sweep`).
 """
 
 from circuitlab.probing.activations import WordActivations, collect, default_hooks
 from circuitlab.probing.align import Alignment
-from circuitlab.probing.classifier import control_labels, split_sentences, train_probe
+from circuitlab.probing.classifier import control_labels, sentence_sweep, split_sentences, train_probe
 from circuitlab.probing.classifier import sweep as probe_sweep
 from circuitlab.probing.data import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
     write_conllu
@@ -23,5 +23,5 @@ from circuitlab.probing.structural import sweep as structural_sweep
 
 __all__ = ["Alignment", "Sentence", "WordActivations", "collect", "control_labels", "default_hooks",
            "default_sentences", "label_text", "linear_baseline", "mst_edges", "probe_sweep", "read_conllu",
-           "score_trees", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
+           "score_trees", "sentence_sweep", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
            "train_structural_probe", "write_conllu"]

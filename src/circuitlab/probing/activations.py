@@ -43,7 +43,6 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, check_max_memory, check_weights_finite, model_name, progress_bar,

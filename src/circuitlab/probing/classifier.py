@@ -234,6 +234,40 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
 # The sweep
 # ---------------------------------------------------------------------------------------------------------
 
+def _check_probes(probes: Any) -> tuple[str, ...]:
+    probes = tuple([probes] if isinstance(probes, str) else probes)
+    if not probes or any(p not in PROBES for p in probes) or len(set(probes)) != len(probes):
+        raise InputError(f"probes={probes!r}: give distinct probe kinds from {PROBES}.")
+    return probes
+
+
+def check_seeds(seeds: Any) -> list[int]:
+    """Seeds checked: one int or distinct non-negative ints."""
+    seeds = [check_count(s, "seed", minimum=0) for s in ([seeds] if isinstance(seeds, int) else list(seeds))]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"seeds={seeds!r}: give one or more distinct integer seeds.")
+    return seeds
+
+
+def word_activations(source: Any, sentences: Optional[Sequence[Sentence]], hooks: Any, progress: bool,
+                     collect_options: dict) -> WordActivations:
+    """``source`` if it is :class:`WordActivations` (narrowed to ``hooks``), else collected from the model
+    ``source`` on ``sentences``."""
+    if isinstance(source, WordActivations):
+        if hooks is None:
+            return source
+        hooks = [hooks] if isinstance(hooks, str) else list(hooks)
+        missing = [h for h in hooks if h not in source.acts]
+        if missing:
+            raise InputError(f"hooks {missing} are not in the given activations ({', '.join(source.hooks)}).")
+        return WordActivations({h: source.acts[h] for h in hooks}, source.sentence, source.word, source.sentences,
+                               source.model, source.pool, source.skipped, source.meta)
+    if sentences is None:
+        raise InputError("sentences are needed to collect activations from a model: pass sentences=... "
+                         "(e.g. circuitlab.probing.data.default_sentences()), or pass WordActivations.")
+    return collect(source, sentences, hooks, progress=progress, **collect_options)
+
+
 @dataclass
 class _Split:
     rows: dict[str, Tensor]  # split -> row indices into the activations
@@ -281,25 +315,8 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
     if task not in TASKS:
         raise InputError(f"task={task!r}: token-level tasks are {', '.join(map(repr, TASKS))} (part of speech, "
                          "dependency label, entity type).")
-    probes = tuple([probes] if isinstance(probes, str) else probes)
-    if not probes or any(p not in PROBES for p in probes) or len(set(probes)) != len(probes):
-        raise InputError(f"probes={probes!r}: give distinct probe kinds from {PROBES}.")
-    seeds = [check_count(s, "seed", minimum=0) for s in ([seeds] if isinstance(seeds, int) else list(seeds))]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"seeds={seeds!r}: give one or more distinct integer seeds.")
-    if isinstance(source, WordActivations):
-        acts = source
-        if hooks is not None:
-            missing = [h for h in ([hooks] if isinstance(hooks, str) else hooks) if h not in acts.acts]
-            if missing:
-                raise InputError(f"hooks {missing} are not in the given activations ({', '.join(acts.hooks)}).")
-            acts = WordActivations({h: acts.acts[h] for h in hooks}, acts.sentence, acts.word, acts.sentences,
-                                   acts.model, acts.pool, acts.skipped, acts.meta)
-    else:
-        if sentences is None:
-            raise InputError("sentences are needed to collect activations from a model: pass sentences=... "
-                             "(e.g. circuitlab.probing.data.default_sentences()), or pass WordActivations.")
-        acts = collect(source, sentences, hooks, progress=progress, **collect_options)
+    probes, seeds = _check_probes(probes), check_seeds(seeds)
+    acts = word_activations(source, sentences, hooks, progress, collect_options)
     labels = acts.labels(task)
     words = acts.labels("word")
     parts = _row_splits(acts, split, split_seed)
@@ -349,3 +366,80 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
                   title=f"Probe accuracy and selectivity ({task})",
                   metric="test accuracy (control: Hewitt & Liang control task; selectivity = accuracy - control)",
                   model=acts.model, task=task, meta=meta)
+
+
+def sentence_features(acts: WordActivations, hook: str) -> tuple[Float[Tensor, "n_sentences d"], Tensor]:
+    """Each sentence's representation at ``hook``: the mean of its aligned words' rows; and a ``[n_sentences]``
+    bool mask of the sentences that have at least one aligned word (the others get zeros)."""
+    x = acts[hook].float()
+    n = len(acts.sentences)
+    sums = torch.zeros(n, x.shape[1]).index_add_(0, acts.sentence, x)
+    counts = torch.bincount(acts.sentence, minlength=n)
+    return sums / counts.clamp(min=1)[:, None].float(), counts > 0
+
+
+def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None,
+                   probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2),
+                   split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, linear: Optional[dict] = None,
+                   mlp: Optional[dict] = None, progress: bool = False, **collect_options: Any) -> Result:
+    """Sentence-level probes: test accuracy of predicting one label per sentence from the mean of its words'
+    representations, at every hook; a :class:`~circuitlab.results.Result` with axes ``("probe", "layer",
+    "measure")`` and the one measure ``"accuracy"`` (seed means; intervals in ``meta["ci95"]``).
+
+    ``labels``: one label per sentence (a sequence), or a function of a :class:`Sentence` (e.g.
+    ``lambda s: s.id.rstrip("0123456789")`` tells the default data's KJV verses from its fortunes). Word-type
+    control tasks have no sentence-level counterpart, so none is run; ``meta["majority_baseline"]`` is the
+    reference. Sentences none of whose words aligned to tokens are left out and counted
+    (``meta["sentences_left_out"]``). Other arguments as in :func:`sweep`.
+    """
+    t0 = time.perf_counter()
+    probes, seeds = _check_probes(probes), check_seeds(seeds)
+    acts = word_activations(source, sentences, hooks, progress, collect_options)
+    n = len(acts.sentences)
+    if callable(labels):
+        values = [labels(s) for s in acts.sentences]
+    elif isinstance(labels, Sequence) and not isinstance(labels, str):
+        values = list(labels)
+    else:
+        raise InputError("labels must be one label per sentence (a list) or a function of a Sentence.")
+    if len(values) != n:
+        raise InputError(f"{len(values)} labels for {n} sentences; give one label per sentence.")
+    if any(v is None for v in values):
+        raise InputError(f"labels: sentence {values.index(None)} has no label (None); give every sentence one.")
+    classes = sorted(set(values), key=str)
+    if len(classes) < 2:
+        raise InputError(f"every sentence has the label {classes[0]!r}; a probe needs two labels or more.")
+    y = torch.tensor([classes.index(v) for v in values])
+    parts = split_sentences(n, split, split_seed)
+    _, aligned = sentence_features(acts, acts.hooks[0])
+    idx = {k: v[aligned[v]] for k, v in parts.items()}
+    for k, v in idx.items():
+        if v.numel() == 0:
+            raise InputError(f"the {k} split holds no sentence with an aligned word; use more sentences.")
+    if len(set(y[idx["train"]].tolist())) < 2:
+        raise InputError("the training split holds only one sentence label; use more sentences.")
+    options = {"linear": dict(linear or {}), "mlp": dict(mlp or {})}
+    per_seed = torch.full((len(probes), len(acts.hooks), 1, len(seeds)), float("nan"))
+    jobs = [(p, h, s) for p in range(len(probes)) for h in range(len(acts.hooks)) for s in range(len(seeds))]
+    features: dict[int, Tensor] = {}
+    for p, h, s in progress_bar(jobs, progress=progress, desc="sentence probes", unit="probe"):
+        if h not in features:
+            features[h] = sentence_features(acts, acts.hooks[h])[0]
+        x = features[h]
+        if s > 0 and probes[p] == "linear":  # the same convex problem every seed
+            per_seed[p, h, 0, s] = per_seed[p, h, 0, 0]
+            continue
+        probe = train_probe(x[idx["train"]], y[idx["train"]], len(classes), probes[p], x_dev=x[idx["dev"]],
+                            y_dev=y[idx["dev"]], seed=seeds[s], **options[probes[p]])
+        per_seed[p, h, 0, s] = probe.accuracy(x[idx["test"]], y[idx["test"]])
+    majority = Counter(y[idx["train"]].tolist()).most_common(1)[0][0]
+    meta = {"per_seed": per_seed, "ci95": ci95(per_seed), "seeds": seeds, "hooks": acts.hooks, "classes": classes,
+            "majority_baseline": float((y[idx["test"]] == majority).float().mean()),
+            "n_sentences": {k: int(v.numel()) for k, v in idx.items()},
+            "sentences_left_out": int((~aligned).sum()), "split": tuple(split), "split_seed": split_seed,
+            "pool": acts.pool, "probe_options": options, "seconds": time.perf_counter() - t0}
+    return Result(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
+                  labels={"probe": list(probes), "layer": [hook_layer_label(h) for h in acts.hooks],
+                          "measure": ["accuracy"]},
+                  title="Sentence-level probe accuracy", metric="test accuracy (sentence = mean of its words)",
+                  model=acts.model, task="sentence labels", meta=meta)

@@ -50,8 +50,8 @@ from torch import Tensor, nn
 
 from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
-from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
-from circuitlab.probing.classifier import ci95, split_sentences
+from circuitlab.probing.activations import WordActivations, hook_layer_label
+from circuitlab.probing.classifier import check_seeds, ci95, split_sentences, word_activations
 from circuitlab.probing.data import PUNCT_UPOS, Sentence
 from circuitlab.results import Result
 
@@ -334,23 +334,8 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks:
     ``options`` go to :func:`train_structural_probe` (``lr``, ``epochs``, ``batch_size``, ``patience``).
     """
     t0 = time.perf_counter()
-    seeds = [check_count(s, "seed", minimum=0) for s in ([seeds] if isinstance(seeds, int) else list(seeds))]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"seeds={seeds!r}: give one or more distinct integer seeds.")
-    if isinstance(source, WordActivations):
-        acts = source
-        if hooks is not None:
-            hooks = [hooks] if isinstance(hooks, str) else list(hooks)
-            missing = [h for h in hooks if h not in acts.acts]
-            if missing:
-                raise InputError(f"hooks {missing} are not in the given activations ({', '.join(acts.hooks)}).")
-            acts = WordActivations({h: acts.acts[h] for h in hooks}, acts.sentence, acts.word, acts.sentences,
-                                   acts.model, acts.pool, acts.skipped, acts.meta)
-    else:
-        if sentences is None:
-            raise InputError("sentences are needed to collect activations from a model: pass sentences=..., or "
-                             "pass WordActivations.")
-        acts = collect(source, sentences, hooks, progress=progress, **collect_options)
+    seeds = check_seeds(seeds)
+    acts = word_activations(source, sentences, hooks, progress, collect_options)
     for k, s in enumerate(acts.sentences):
         if s.head is None:
             raise InputError(f"sentence {s.id or k} has no dependency tree (head); structural probes need trees "
