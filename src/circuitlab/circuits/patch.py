@@ -22,7 +22,8 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
 3. **Per-receiver inputs.** Each receiver's correction (the sum over its removed edges above) is one matrix
    product per hook: ``[mask, sender] x [sender, batch * pos * d_model]`` over the senders before the start layer
    (whose differences ``a_u(clean) - a_u(ablated)`` are cached once and shared by every mask, so only the
-   distinct mask columns are multiplied), plus a batched product over the senders computed in this pass (their
+   distinct mask columns are multiplied, each from the fewer of its removed or kept senders: a sum over most
+   senders is a cached prefix sum minus the few left out), plus a batched product over the senders computed in this pass (their
    current outputs are captured at ``hook_z`` times ``W_O[h]``, and at ``hook_mlp_out``, as the pass reaches
    them). An MLP's correction is subtracted at ``hook_mlp_in``, the logits' from the final residual stream.
    Heads' query, key and value inputs are not copied per head (as TransformerLens's ``use_split_qkv_input``
@@ -165,6 +166,8 @@ class EdgePatcher:
         self.ablated = ablated
         self.diff = clean.sub_(ablated)  # a_u(clean) - a_u(ablated): what removing u's edge subtracts, unchanged runs
         del clean
+        # prefix[j] = diff[0] + ... + diff[j] (summed in float64): a sum over most senders is the prefix minus the few left out
+        self.prefix = self.diff.flatten(1).double().cumsum(0).to(self.dtype)
         # the first sender of each layer (heads of layer l read senders [:first_sender[l]])
         self.first_sender = [1 + layer * (cfg.n_heads + (0 if cfg.attn_only else 1)) for layer in range(cfg.n_layers)]
         self.first_sender.append(len(graph.senders))
@@ -295,7 +298,6 @@ class EdgePatcher:
         late = torch.empty(n, len(graph.senders) - n_early, B * p * cfg.d_model, dtype=self.dtype,
                            device=resid.device)
         filled = [0]
-        early = self.diff[:n_early].flatten(1)  # [sender, batch * pos * d_model], shared by every mask
         graph_mask = graph.mask.to(resid.device)
         # senders whose every outgoing edge is removed in every mask (ACDC's pruned components): nothing reads
         # their output in this run, only their ablated one, so they output the ablated value directly: a dead
@@ -323,12 +325,11 @@ class EdgePatcher:
             complement = drift is not None and n_kept < n_removed
             if complement:
                 shared = torch.cat([m[:, :n_early], valid[None].expand(n, -1, -1)], dim=1)
-                source = self.diff[:n_early + k].flatten(1)
             else:
-                shared, source = m[:, :n_early], early
+                shared = m[:, :n_early]
             rows = einops.rearrange(shared, "n s r -> (n r) s")
             distinct, inverse = torch.unique(rows, dim=0, return_inverse=True)
-            corr = (distinct.to(self.dtype) @ source)[inverse].view(n, len(columns), -1)  # [n, r, batch*pos*d]
+            corr = self._sum_rows(distinct)[inverse].view(n, len(columns), -1)  # [n, r, batch*pos*d]
             coef = kept if complement else m_late
             active = coef.any(2).any(0).nonzero().flatten()
             if len(active):
@@ -471,6 +472,25 @@ class EdgePatcher:
             yield
         finally:
             del block.apply_mlp
+
+    def _sum_rows(self, rows: Bool[Tensor, "row width"]) -> Float[Tensor, "row flat"]:
+        """``rows @ diff[:width]``: for each row, the sum of the cached clean differences of the senders it marks.
+
+        A row marking most of its senders is computed as the prefix sum minus the senders it leaves out (ACDC's
+        circuits remove most edges), and only the senders some row needs are read: the cost grows with the
+        senders named, not with the graph."""
+        width = rows.shape[1]
+        flip = rows.sum(1) * 2 > width
+        weights = torch.where(flip[:, None], ~rows, rows)
+        needed = weights.any(0).nonzero().flatten()
+        flat = self.diff.flatten(1)
+        if len(needed):
+            out = weights[:, needed].to(self.dtype) @ flat[needed]
+        else:
+            out = torch.zeros(rows.shape[0], flat.shape[1], dtype=self.dtype, device=flat.device)
+        if bool(flip.any()):
+            out[flip] = self.prefix[width - 1][None] - out[flip]
+        return out
 
     def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int, offset: int = 0) -> Float[Tensor, "n metric"]:
         """Each metric on each mask's rows of the final residual stream (only the logits it reads); ``resid``
