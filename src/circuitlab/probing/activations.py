@@ -272,7 +272,7 @@ def _batches(lengths: list[int], per_row: Any, max_memory: int, batch_size: Opti
 def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, pool: str = "mean",
             max_memory: int = DEFAULT_MAX_MEMORY, batch_size: Optional[int] = None,
             cache: Union[bool, str, Path] = True, dtype: torch.dtype = torch.float32,
-            progress: bool = False) -> WordActivations:
+            progress: bool = True) -> WordActivations:
     """Word-level activations of ``model`` on ``sentences`` at every hook in ``hooks``, one pass per batch.
 
     Args:
