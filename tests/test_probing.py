@@ -128,6 +128,42 @@ def test_spacy_labels_agree_with_the_templates_gold_tags():
     assert first.words[first.head.index(0)] == "gave" and first.space_after[-2] is False
 
 
+def test_default_data_from_debian_corpora_is_labelled_and_cached(tmp_path, monkeypatch):
+    from circuitlab.zoo import text_data
+
+    pytest.importorskip(data.SPACY_PACKAGE)
+    try:
+        text_data.require_corpora()
+    except text_data.CorpusMissingError:
+        pytest.skip("the Debian corpora (bible-kjv, fortunes) are not installed")
+    monkeypatch.setenv("CIRCUITLAB_CACHE", str(tmp_path))
+    sents = data.default_sentences(40, seed=3, source="debian", progress=False)
+    assert len(sents) == 40 and len({s.text for s in sents}) == 40
+    kinds = {s.id.rstrip("0123456789") for s in sents}
+    assert kinds == {"kjv", "fortune"}
+    for s in sents:
+        assert 5 <= len(s.text.split()) <= 40 and s.text[-1] in ".!?" and s.upos and s.head and s.ent
+    files = list((tmp_path / "probing" / "data").glob("*.conllu"))
+    assert len(files) == 1
+    assert data.default_sentences(40, seed=3, source="debian", progress=False) == sents  # read back from the file
+    assert data.default_sentences(40, seed=4, source="debian", progress=False) != sents
+
+
+def test_default_data_falls_back_to_templates_with_a_warning(monkeypatch):
+    from circuitlab.zoo import text_data
+
+    def missing():
+        raise text_data.CorpusMissingError("missing packages: bible-kjv")
+
+    monkeypatch.setattr(text_data, "require_corpora", missing)
+    with pytest.warns(UserWarning, match="falling back to template sentences"):
+        sents = data.default_sentences(25, seed=1)
+    assert sents == data.template_sentences(25, seed=1)
+    assert data.default_sentences(25, seed=1, source="templates") == sents
+    with pytest.raises(InputError, match="source="):
+        data.default_sentences(25, source="wikipedia")
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Alignment
 # ---------------------------------------------------------------------------------------------------------
