@@ -12,7 +12,7 @@ import torch
 import circuitlab
 from circuitlab.errors import InputError
 from circuitlab.probing import classifier, data
-from circuitlab.probing.activations import WordActivations, collect
+from circuitlab.probing.activations import WordActivations
 from circuitlab.probing.data import Sentence
 
 
@@ -23,7 +23,7 @@ def one_thread():
 
 def newton_logistic(x, y, n_classes, lam, steps=30):
     """Multinomial logistic regression by Newton's method in float64: mean cross-entropy + lam/2 ||W||^2."""
-    x, n, d = x.double(), x.shape[0], x.shape[1]
+    x, d = x.double(), x.shape[1]
 
     def objective(theta):
         W, b = theta[:n_classes * d].reshape(n_classes, d), theta[n_classes * d:]
