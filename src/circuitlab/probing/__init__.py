@@ -8,6 +8,8 @@
   cached on disk (:func:`collect` -> :class:`WordActivations`);
 - :mod:`~circuitlab.probing.classifier`: linear and MLP-1 probes, Hewitt & Liang control tasks and selectivity,
   layer sweeps with intervals over seeds (:func:`probe_sweep`), sentence-level probes (:func:`sentence_sweep`);
+- :mod:`~circuitlab.probing.heads`: attention heads as dependency finders, against the best fixed offset
+  (:func:`head_sweep`);
 - :mod:`~circuitlab.probing.structural`: Hewitt & Manning's distance and depth probes, UUAS, Spearman, root
   accuracy, the linear baseline (:func:`structural_sweep`).
 """
@@ -18,10 +20,11 @@ from circuitlab.probing.classifier import control_labels, sentence_sweep, split_
 from circuitlab.probing.classifier import sweep as probe_sweep
 from circuitlab.probing.data import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
     write_conllu
+from circuitlab.probing.heads import head_sweep, score_heads, word_attention
 from circuitlab.probing.structural import linear_baseline, mst_edges, score_trees, train_structural_probe
 from circuitlab.probing.structural import sweep as structural_sweep
 
 __all__ = ["Alignment", "Sentence", "WordActivations", "collect", "control_labels", "default_hooks",
-           "default_sentences", "label_text", "linear_baseline", "mst_edges", "probe_sweep", "read_conllu",
-           "score_trees", "sentence_sweep", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
-           "train_structural_probe", "write_conllu"]
+           "default_sentences", "head_sweep", "label_text", "linear_baseline", "mst_edges", "probe_sweep", "read_conllu",
+           "score_heads", "score_trees", "sentence_sweep", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
+           "train_structural_probe", "word_attention", "write_conllu"]
