@@ -24,13 +24,15 @@ the share of the attribution mass (``sum |attribution|``) on the shortcut's toke
 against the correlation removed and reversed.
 
 **Explanation regularisation** (:func:`train_head` with ``penalty``): the loss adds ``lam`` times the mean squared
-attribution of the score to the tokens marked irrelevant (the shortcut's), over the training texts that contain
-them. Because the model is frozen and the head linear, an attribution to a set of tokens is linear in the head's
-weights: integrated gradients give ``w . G`` with ``G = sum_k omega_k J(x' + a_k (x - x')) (x - x')_S``, the
-Jacobian of the pooled features with respect to the embeddings along the path, applied to the input's
-difference from the baseline on those tokens only (gradient x input: one point, ``a = 1``, ``x' = 0``).
-:func:`irrelevant_directions` computes ``G`` once per text (a Jacobian-vector product by double
-backpropagation); training then needs no pass through the model, and the penalty is exact, not an estimate.
+attribution of the score to the tokens marked irrelevant (by default every signature's name: a classifier can
+read the other names as the shortcut's absence), over the training texts. Because the model is frozen and the
+head linear, an attribution to a set of tokens ``S`` is linear in the head's weights: integrated gradients give
+``w . G`` with ``G = sum_k omega_k J(x' + a_k (x - x')) (x - x')_S``, the Jacobian of the pooled features with
+respect to the embeddings at the quadrature points of the path, applied to the input's difference from the
+baseline on those tokens only (gradient x input: one point, ``a = 1``, ``x' = 0``). :func:`irrelevant_directions`
+computes ``G`` once per text (a Jacobian-vector product by double backpropagation); training then needs no pass
+through the model, and the penalty is the attribution itself (at the chosen number of steps), not an estimate
+of it.
 :func:`regularisation_experiment` trains with and without the penalty over several seeds (each seed draws its own
 training set) and reports accuracy in distribution and out of distribution, and the shortcut's attribution share.
 """
@@ -444,7 +446,7 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
     tests = {d: shortcut_reviews(n_test, c, seed=seed + 1000) for d, c in DISTRIBUTIONS.items()}
     signed = [e for e in tests["in distribution"] if e.shortcut][:n_attributed]
     A = torch.zeros(2, len(tests), dtype=torch.float64)
-    shares, details, clfs = [], [], []
+    details, clfs = [], []
     for k, c in enumerate((correlation, 0.5)):
         clf = train_classifier(model, shortcut_reviews(n_train, c, seed=seed), layer=layer, l2=l2)
         for d, name in enumerate(tests):

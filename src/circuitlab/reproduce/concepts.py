@@ -139,7 +139,8 @@ def er_measure(model, seed: int, **settings) -> Measurement:
     a, b, v = er_judge(res.accuracy.values, res.accuracy.labels)
     verdict = "reproduced" if a and b else "partly" if b else "not reproduced"
     S = res.share.values
-    figures = (f"seeds {list(opts['seeds'])}: in-distribution accuracy {v['id_plain']:.3f} -> {v['id_regularised']:.3f}; "
+    figures = (f"seeds {list(opts['seeds'])}: in-distribution accuracy {v['id_plain']:.3f} -> "
+               f"{v['id_regularised']:.3f}; "
                f"OOD accuracy (mean of correlation removed and reversed) {v['ood_plain']:.3f} -> "
                f"{v['ood_regularised']:.3f} (removed {res.mean('plain', 'no correlation'):.3f} -> "
                f"{res.mean('regularised', 'no correlation'):.3f}, reversed {res.mean('plain', 'reversed'):.3f} -> "
