@@ -203,7 +203,7 @@ class LinearHeadClassifier:
         final norm (shared modules, not copies), and an unembedding whose two logits differ by the score at each
         position (class 1 - class 0 = ``weight . ln_final(resid) + bias``)."""
         w = self._check_trained()
-        if self._as_model is None:
+        if self._as_model is None or self._as_model.cfg.n_layers != self.layer + 1:
             m = self.model
             init = {f.name for f in dataclasses.fields(HookedTransformerConfig) if f.init}
             settings = {k: copy.deepcopy(v) for k, v in vars(m.cfg).items() if k in init}
@@ -242,9 +242,9 @@ class LinearHeadClassifier:
         clf = self.as_model()
         toks = clf.to_tokens(text)
         if method == "ig":
-            return integrated_gradients(clf, toks, self.metric(toks), baseline=baseline, steps=steps)
+            return integrated_gradients(clf, text, self.metric(toks), baseline=baseline, steps=steps)
         if method == "gxi":
-            return gradient_x_input(clf, toks, self.metric(toks), baseline=baseline)
+            return gradient_x_input(clf, text, self.metric(toks), baseline=baseline)
         raise InputError(f"method={method!r}: use 'ig' (integrated gradients) or 'gxi' (gradient x input).")
 
 
@@ -468,7 +468,7 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
                meta=meta, **common),
         Result(torch.tensor([x["share"] for x in details], dtype=torch.float64), ("classifier",),
                {"classifier": kinds}, title="Shortcut share of integrated gradients (sum |attribution| on the "
-               "shortcut / all tokens)", metric="share of attribution mass", meta=meta, **common),
+               "shortcut / all tokens)", metric="share of attribution mass", meta={**meta, "scale": "sequential"}, **common),
         example)
 
 
@@ -573,7 +573,7 @@ def regularisation_experiment(model: ModelLike, *, seeds: Sequence[int] = (0, 1,
                "regularisation", metric="accuracy", meta=meta, **common),
         Result(S, ("training", "seed"), {"training": list(trainings), "seed": labels["seed"]},
                title="Shortcut share of integrated gradients (sum |attribution| on the shortcut / all tokens)",
-               metric="share of attribution mass", meta=meta, **common))
+               metric="share of attribution mass", meta={**meta, "scale": "sequential"}, **common))
 
 
 __all__ = ["SHORTCUT", "NAMES", "DISTRIBUTIONS", "TRAIN_CORRELATION", "Example", "shortcut_reviews",
