@@ -28,3 +28,10 @@ __all__ = ["Alignment", "Sentence", "WordActivations", "collect", "control_label
            "default_sentences", "head_sweep", "label_text", "linear_baseline", "mst_edges", "probe_sweep", "read_conllu",
            "score_heads", "score_trees", "sentence_sweep", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
            "train_structural_probe", "word_attention", "write_conllu"]
+
+# minimal pairs (parameter-free probing): :mod:`~circuitlab.probing.minimal_pairs`
+from circuitlab.probing.minimal_pairs import MinimalPair, PairScores, continuation_logprob, read_blimp, score_pairs, \
+    sentence_logprob, template_pairs
+
+__all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "score_pairs", "sentence_logprob",
+            "template_pairs"]
