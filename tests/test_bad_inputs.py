@@ -28,6 +28,8 @@ import torch
 import circuitlab as cl
 from circuitlab import attribution, circuits, ffn, induction, patching, tracing
 from circuitlab.concepts import gradients, tcav
+from circuitlab import probing
+from circuitlab.probing import heads as probing_heads
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -112,6 +114,7 @@ KINDS: dict[str, Kind] = {
     "circuit": Kind(("circuit", "edge"), bad=[None, "L0H0 -> logits", 3, ["nope -> logits"]]),
     "hook": Kind(("hook",), bad=["blocks.99.hook_resid_pre", "nope", 3, None, "blocks.0.attn.hook_pattern"]),
     "concepts": Kind(("concept",), bad=[{}, {"pets": []}, {"pets": ["the cat"]}, ["the cat"], None, {"": ["a", "b"]}]),
+    "sentences": Kind(("sentence",), bad=[[], 3, "The cat sat.", [None], ["The cat sat."]]),
     "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
 }
 
@@ -132,6 +135,7 @@ class Analysis:
 
 M = Lazy(toy, TOY)
 LD = LogitDiff(" mat", " cat")
+SENTENCES = Lazy(lambda: probing.template_sentences(30), "30 template sentences")
 PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_tokens": ("prompt", CORRUPTED),
          "metric": ("metric", LD)}
 
@@ -208,6 +212,18 @@ ANALYSES = [
                                            "my coat", "the rain"]),
               "hooks": ("hook", "blocks.1.hook_resid_pre"), "runs": ("count", 2), "set_size": ("count", 3),
               "max_memory": ("memory", 2**20)}),
+    Analysis("probing.collect", functools.partial(probing.collect, progress=False, cache=False),
+             {"model": ("model", M), "sentences": ("sentences", SENTENCES), "hooks": ("hook", ["blocks.1.hook_resid_post"]),
+              "pool": ("choice", "first"), "max_memory": ("memory", 2**20)}),
+    Analysis("probing.probe_sweep", functools.partial(probing.probe_sweep, progress=False, cache=False, seeds=(0,)),
+             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"),
+              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "probes": ("choice", ("linear",))}),
+    Analysis("probing.structural_sweep", functools.partial(probing.structural_sweep, progress=False, cache=False),
+             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "hooks": ("hook", ["blocks.1.hook_resid_post"]),
+              "rank": ("count", 4)}),
+    Analysis("probing.head_sweep", functools.partial(probing_heads.head_sweep, progress=False, min_count=1),
+             {"model": ("model", M), "sentences": ("sentences", SENTENCES), "layers": ("layers", [3]),
+              "direction": ("choice", "dependent"), "max_memory": ("memory", 2**20)}),
     Analysis("metrics.LogitDiff", lambda correct, wrong: LogitDiff(correct, wrong, model=toy())(toy()(CLEAN)),
              {"correct": ("answer", " mat"), "wrong": ("answer", " cat")}),
     Analysis("metrics.Probability", lambda answer, pos: Probability(answer, pos=pos, model=toy())(toy()(CLEAN)),
@@ -228,7 +244,10 @@ SKIP = {
     ("circuits.patch_edges", "metric"): {None},
     ("circuits.faithfulness", "metric"): {None},
     ("concepts.integrated_gradients", "baseline"): {3},  # a token id: the baseline is that token at every position
-    ("concepts.tcav", "hooks"): {3, None},  # a layer number (its residual stream output); None: every layer
+    ("concepts.tcav", "hooks"): {3, None},
+    ("probing.collect", "hooks"): {3, None},  # a layer number (its residual stream output); None: the defaults
+    ("probing.probe_sweep", "hooks"): {3, None},
+    ("probing.structural_sweep", "hooks"): {3, None},  # a layer number (its residual stream output); None: every layer
 }
 
 

@@ -48,7 +48,7 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, check_max_memory, check_weights_finite, model_name, progress_bar,
                              row_bytes)
 from circuitlab.errors import InputError
-from circuitlab.probing.align import Alignment, align, check_pool, is_encoder
+from circuitlab.probing.align import Alignment, align, check_pool, check_sentences, is_encoder
 from circuitlab.probing.data import Sentence
 
 #: bump when what a cached file holds changes: older files are then ignored
@@ -300,7 +300,7 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
         from circuitlab.core import check_count
 
         batch_size = check_count(batch_size, "batch_size")
-    sentences = list(sentences)
+    sentences = check_sentences(sentences)
     al = align(model, sentences)
     if al.n_skipped:
         warnings.warn(f"probing: {al.summary()}. Skipped words have no row in the activations.", stacklevel=2)

@@ -107,18 +107,25 @@ def _specials(model: Any, tok) -> tuple[list[int], list[int]]:
     return [], []
 
 
+def check_sentences(sentences: Any) -> list[Sentence]:
+    """``sentences`` as a list of :class:`Sentence`, or an :class:`InputError` saying what to give."""
+    if isinstance(sentences, (Sentence, str, bytes)) or not isinstance(sentences, Sequence) or not sentences:
+        raise InputError(f"sentences={sentences!r:.60} must be a non-empty list of Sentence (from read_conllu, "
+                         "label_text, template_sentences or default_sentences).")
+    for i, s in enumerate(sentences):
+        if not isinstance(s, Sentence):
+            raise InputError(f"sentences[{i}] is a {type(s).__name__}, not a Sentence: label text with label_text "
+                             "or read a CoNLL-U file with read_conllu.")
+    return list(sentences)
+
+
 def align(model: Any, sentences: Sequence[Sentence]) -> Alignment:
     """The token ids of each sentence for ``model`` and the token positions of each word (see the module notes).
 
     ``model`` is a loaded model (``HookedTransformer``, ``HookedEncoder``, ``TransformerBridge``) with a fast
     tokenizer. Skipped words are counted in the result's ``skipped``; nothing is raised for them.
     """
-    if isinstance(sentences, Sentence) or not isinstance(sentences, Sequence) or not sentences:
-        raise InputError("sentences must be a non-empty list of Sentence (from read_conllu, label_text, "
-                         "template_sentences or default_sentences).")
-    for i, s in enumerate(sentences):
-        if not isinstance(s, Sentence):
-            raise InputError(f"sentences[{i}] is a {type(s).__name__}, not a Sentence.")
+    sentences = check_sentences(sentences)
     tok = _tokenizer(model)
     before, after = _specials(model, tok)
     n_ctx = int(model.cfg.n_ctx)

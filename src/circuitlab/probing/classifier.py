@@ -235,6 +235,8 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
 # ---------------------------------------------------------------------------------------------------------
 
 def _check_probes(probes: Any) -> tuple[str, ...]:
+    if not isinstance(probes, (str, Sequence)):
+        raise InputError(f"probes={probes!r}: give probe kinds from {PROBES}, e.g. probes=('linear', 'mlp').")
     probes = tuple([probes] if isinstance(probes, str) else probes)
     if not probes or any(p not in PROBES for p in probes) or len(set(probes)) != len(probes):
         raise InputError(f"probes={probes!r}: give distinct probe kinds from {PROBES}.")

@@ -39,7 +39,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory,
                              row_bytes)
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import _batches, probe_model
-from circuitlab.probing.align import align, is_encoder
+from circuitlab.probing.align import align, check_sentences, is_encoder
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
 
@@ -70,7 +70,8 @@ def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None
     model = probe_model(model)
     layers = check_layers(model, layers)
     max_memory = check_max_memory(max_memory)
-    al = align(model, list(sentences))
+    sentences = check_sentences(sentences)
+    al = align(model, sentences)
     out: list[Optional[Tensor]] = [None] * len(sentences)
     ok = [all(p for p in pieces) for pieces in al.pieces]
     todo = [i for i in range(len(sentences)) if ok[i]]
