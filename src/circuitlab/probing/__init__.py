@@ -35,3 +35,8 @@ from circuitlab.probing.minimal_pairs import MinimalPair, PairScores, continuati
 
 __all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "score_pairs", "sentence_logprob",
             "template_pairs"]
+
+# cloze (LAMA-style, parameter-free probing): :mod:`~circuitlab.probing.cloze`
+from circuitlab.probing.cloze import CLOZE_TEMPLATES, ClozeScores, cloze, frequency_baseline
+
+__all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]

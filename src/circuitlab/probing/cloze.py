@@ -1,0 +1,243 @@
+"""Cloze probing of a decoder (LAMA-style, Petroni et al. 2019): does the model complete a relation's prompt with
+the fact's answer?
+
+Each fact (a subject and a one-token answer, e.g. "France" -> " Paris") is asked through several prompt templates
+of its relation ("The capital of {subject} is", "{subject}'s capital city is", ...). The model's next-token
+prediction after the prompt is ranked: **P@1** is the share of facts whose answer is the top token, **P@10** the
+share with the answer among the top ten. Both are reported per template and per relation (the mean over the
+relation's templates, with the standard deviation, minimum and maximum across templates: prompt wording matters,
+Jiang et al. 2020, Zhang et al. 2022), beside a **frequency-only baseline** that ignores the subject and always
+predicts the relation's most common answers among the facts (P@1: the single most common answer; P@10: the ten most
+common), since a probe can score by exploiting such regularities (Zhong et al. 2021).
+
+The facts default to :data:`circuitlab.tasks.factual.FACTS` (written for circuitlab; only their subject, answer
+and relation are used here), the templates to :data:`CLOZE_TEMPLATES` (three per relation, also written for
+circuitlab). Facts whose answer is not one token for the model are skipped and counted per relation:
+
+    import circuitlab
+    from circuitlab.probing import cloze
+
+    res = cloze(circuitlab.load_model("smollm2-135m"))
+    print(res.by_relation.to_dataframe())
+
+Prompts are grouped by token length (no padding), run in chunks under ``max_memory``, and only the last position
+is unembedded.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Mapping, Optional, Sequence
+
+import torch
+from jaxtyping import Int
+from torch import Tensor
+
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory,
+                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, to_tokens)
+from circuitlab.errors import InputError
+from circuitlab.results import Bundle, Result
+
+#: prompt templates per relation of :data:`circuitlab.tasks.factual.FACTS`, written for circuitlab; ``{subject}``
+#: marks the subject, and the answer follows the template's last word after a space
+CLOZE_TEMPLATES: dict[str, tuple[str, ...]] = {
+    "country_capital": ("The capital of {subject} is", "{subject}'s capital city is",
+                        "The city that serves as the capital of {subject} is"),
+    "country_language": ("The official language of {subject} is", "People in {subject} speak",
+                         "In {subject}, the main language is"),
+    "country_continent": ("{subject} is located in the continent of", "{subject} is part of the continent of",
+                          "The continent where {subject} lies is"),
+    "country_currency": ("The currency of {subject} is the", "In {subject}, people pay with the",
+                         "{subject}'s official currency is the"),
+    "city_country": ("{subject} is a city in the country of", "{subject} is located in",
+                     "The city of {subject} lies in the country of"),
+    "landmark_city": ("{subject} is located in the city of", "{subject} stands in the city of",
+                      "To see {subject}, you travel to the city of"),
+    "landmark_country": ("{subject} is located in the country of", "{subject} can be found in",
+                         "To see {subject}, you travel to the country of"),
+    "company_country": ("{subject} is a company based in", "{subject} has its headquarters in the country of",
+                        "The company {subject} comes from"),
+    "athlete_sport": ("{subject} plays the sport of", "{subject} is famous for playing",
+                      "The sport {subject} is known for is"),
+    "musician_instrument": ("{subject} played the", "{subject} was famous for playing the",
+                            "The instrument {subject} is known for is the"),
+    "scientist_field": ("{subject} was a scientist who worked in the field of", "{subject} is known for work in",
+                        "The field of science {subject} worked in is"),
+}
+
+METRICS = ("P@1", "P@10")
+RELATION_METRICS = ("P@1", "P@10", "P@1 sd", "P@10 sd", "P@1 min", "P@1 max", "baseline P@1", "baseline P@10")
+
+
+@dataclass(repr=False)
+class ClozeScores(Bundle):
+    """What :func:`cloze` returns.
+
+    ``by_relation``: ``[relation, metric]`` with metrics :data:`RELATION_METRICS` (the mean, standard deviation,
+    minimum and maximum over the relation's templates, and the frequency-only baseline); ``by_template``:
+    ``[prompt, metric]`` (P@1 and P@10 of each template, labelled ``"relation: template"``); ``ranks``: the rank of
+    the answer (0 = top) for every (template, fact), in ``by_template``'s order with the facts of each relation in
+    ``facts[relation]``'s order. ``skipped``: facts left out per relation because their answer is not one token.
+    """
+
+    by_relation: Result
+    by_template: Result
+    ranks: dict = field(default_factory=dict)
+    facts: dict = field(default_factory=dict)
+    skipped: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [f"{'relation':<22} {'n':>4} {'P@1':>6} {'sd':>5} {'P@10':>6} {'sd':>5} {'base@1':>7} {'base@10':>8}"]
+        vals = self.by_relation.values
+        col = {m: i for i, m in enumerate(RELATION_METRICS)}
+        for r, name in enumerate(self.by_relation.labels["relation"]):
+            v = vals[r]
+            lines.append(f"{name:<22} {len(self.facts.get(name, ())):>4} {v[col['P@1']]:>6.3f} {v[col['P@1 sd']]:>5.3f} "
+                         f"{v[col['P@10']]:>6.3f} {v[col['P@10 sd']]:>5.3f} {v[col['baseline P@1']]:>7.3f} "
+                         f"{v[col['baseline P@10']]:>8.3f}")
+        mean = vals.mean(0)
+        lines.append(f"{'mean over relations':<22} {sum(len(f) for f in self.facts.values()):>4} "
+                     f"{mean[col['P@1']]:>6.3f} {mean[col['P@1 sd']]:>5.3f} {mean[col['P@10']]:>6.3f} "
+                     f"{mean[col['P@10 sd']]:>5.3f} {mean[col['baseline P@1']]:>7.3f} {mean[col['baseline P@10']]:>8.3f}")
+        return "\n".join(lines)
+
+
+def fill(template: str, subject: str) -> str:
+    """``template`` with ``{subject}`` replaced; a subject starting with "The " is lower-cased to "the " when it
+    does not open the sentence ("To see the Eiffel Tower, ...")."""
+    if "{subject}" not in template:
+        raise InputError(f"the template {template!r} has no {{subject}} slot; write one, e.g. "
+                         "'The capital of {subject} is'.")
+    if not template.startswith("{subject}") and subject.startswith("The "):
+        subject = "the " + subject[4:]
+    text = template.replace("{subject}", subject)
+    if text != text.rstrip():
+        raise InputError(f"the template {template!r} ends with whitespace; end it at its last word (the answer "
+                         "carries the space).")
+    return text
+
+
+def answer_ranks(model: ModelLike, prompts: Sequence[str], answers: Int[Tensor, "n"], *,
+                 max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Int[Tensor, "n"]:
+    """The rank of ``answers[i]`` among the next-token logits after ``prompts[i]``: the number of tokens with a
+    strictly higher logit (0 = the model's top prediction)."""
+    model = as_model(model)
+    max_memory = check_max_memory(max_memory)
+    rows = [to_tokens(model, p)[0] for p in prompts]
+    groups: dict[int, list[int]] = {}
+    for i, r in enumerate(rows):
+        groups.setdefault(len(r), []).append(i)
+    jobs = [(length, idx[s]) for length, idx in sorted(groups.items())
+            for s in row_chunks(len(idx), row_bytes(model, length) + 8 * model.cfg.d_vocab_out, max_memory)]
+    out = torch.zeros(len(rows), dtype=torch.long)
+    answers = torch.as_tensor(answers).long()
+    with torch.inference_mode():
+        for _, idx in progress_bar(jobs, progress=progress, desc="cloze prompts", unit="batch"):
+            tokens = torch.stack([rows[i] for i in idx]).to(model.cfg.device)
+            resid, _ = final_residual(model, tokens)
+            logits = readout(model, resid[:, -1]).float()
+            check_finite(model, tokens, "the next-token logits", logits)
+            target = logits.gather(-1, answers[idx].to(logits.device)[:, None])
+            out[torch.tensor(idx)] = (logits > target).sum(-1).cpu()
+    return out
+
+
+def _single_token(model, answer: str) -> Optional[int]:
+    ids = model.to_tokens(answer, prepend_bos=False)[0]
+    return int(ids[0]) if len(ids) == 1 else None
+
+
+def frequency_baseline(answers: Sequence[str], k: int) -> float:
+    """P@k of always predicting the ``k`` most common of ``answers`` (the frequency-only baseline)."""
+    if not answers:
+        return float("nan")
+    counts = Counter(answers)
+    return sum(c for _, c in counts.most_common(k)) / len(answers)
+
+
+def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optional[Mapping[str, Sequence[str]]] = None,
+          *, relations: Optional[Sequence[str]] = None, max_memory: int = DEFAULT_MAX_MEMORY,
+          progress: bool = False) -> ClozeScores:
+    """P@1 and P@10 of ``model`` on cloze prompts, per template and per relation, with the spread over templates and
+    the frequency-only baseline (see the module docstring).
+
+    ``facts``: objects with ``subject``, ``answer`` (with its leading space) and ``relation`` (default
+    :data:`~circuitlab.tasks.factual.FACTS`; a repeated (relation, subject, answer) counts once); ``templates``:
+    relation -> templates with a ``{subject}`` slot (default :data:`CLOZE_TEMPLATES`); ``relations``: the relations
+    to ask (default: every relation of the facts).
+    """
+    model = as_model(model)
+    if model.tokenizer is None:
+        raise InputError("cloze needs a model with a tokenizer (prompts are text); load one with a tokenizer.")
+    if facts is None:
+        from circuitlab.tasks.factual import FACTS
+
+        facts = FACTS
+    templates = dict(CLOZE_TEMPLATES if templates is None else templates)
+    for i, f in enumerate(facts):
+        if not all(isinstance(getattr(f, a, None), str) for a in ("subject", "answer", "relation")):
+            raise InputError(f"fact {i} ({f!r}) needs text attributes subject, answer and relation (e.g. a "
+                             "circuitlab.tasks.factual.Fact).")
+    names = list(dict.fromkeys(f.relation for f in facts)) if relations is None else list(relations)
+    if not names:
+        raise InputError("cloze got no facts; give facts with subject, answer and relation.")
+    missing = [r for r in names if not templates.get(r)]
+    if missing:
+        raise InputError(f"no templates for relations {missing}; give templates={{relation: ['... {{subject}} ...']}} "
+                         f"(templates exist for {sorted(templates)}).")
+    by_rel: dict[str, list[tuple[str, str, int]]] = {}
+    skipped: dict[str, int] = {}
+    for r in names:
+        seen, kept, skip = set(), [], 0
+        for f in facts:
+            if f.relation != r or (f.subject, f.answer) in seen:
+                continue
+            seen.add((f.subject, f.answer))
+            tid = _single_token(model, f.answer)
+            if tid is None:
+                skip += 1
+            else:
+                kept.append((f.subject, f.answer, tid))
+        if not kept:
+            raise InputError(f"relation {r!r} has no fact whose answer is one token for this model ({skip} skipped); "
+                             "leave it out with relations=[...] or give single-token answers.")
+        by_rel[r], skipped[r] = kept, skip
+    prompts, answers, rows = [], [], []
+    for r in names:
+        for t in templates[r]:
+            rows.append((r, t))
+            for subject, _, tid in by_rel[r]:
+                prompts.append(fill(t, subject))
+                answers.append(tid)
+    ranks = answer_ranks(model, prompts, torch.tensor(answers), max_memory=max_memory, progress=progress)
+    per_template, rank_lists, at = [], {}, 0
+    for r, t in rows:
+        n = len(by_rel[r])
+        rk = ranks[at:at + n]
+        at += n
+        rank_lists[f"{r}: {t}"] = rk
+        per_template.append([float((rk < 1).double().mean()), float((rk < 10).double().mean())])
+    tmpl = torch.tensor(per_template)
+    rel_rows, at = [], 0
+    for r in names:
+        m = len(templates[r])
+        block = tmpl[at:at + m]
+        at += m
+        sd = block.std(0, unbiased=False)
+        answers_r = [a for _, a, _ in by_rel[r]]
+        rel_rows.append([block[:, 0].mean(), block[:, 1].mean(), sd[0], sd[1], block[:, 0].min(), block[:, 0].max(),
+                         frequency_baseline(answers_r, 1), frequency_baseline(answers_r, 10)])
+    name = model_name(model)
+    n_facts = sum(len(v) for v in by_rel.values())
+    common = dict(model=name, task=f"cloze: {n_facts} facts, {len(names)} relations, {len(rows)} templates")
+    by_relation = Result(values=torch.tensor(rel_rows, dtype=torch.float32), axes=("relation", "metric"),
+                         labels={"relation": names, "metric": list(RELATION_METRICS)}, title="Cloze P@k per relation",
+                         metric="share of facts with the answer in the top k; mean, sd, min, max over templates; "
+                                "frequency-only baseline", meta={"skipped": skipped}, **common)
+    by_template = Result(values=tmpl, axes=("prompt", "metric"),
+                         labels={"prompt": [f"{r}: {t}" for r, t in rows], "metric": list(METRICS)},
+                         title="Cloze P@k per template", metric="share of facts with the answer in the top k",
+                         **common)
+    return ClozeScores(by_relation=by_relation, by_template=by_template, ranks=rank_lists,
+                       facts={r: [(s, a) for s, a, _ in v] for r, v in by_rel.items()}, skipped=skipped)
