@@ -97,8 +97,12 @@ def test_fill_and_baseline():
 def test_bad_inputs(toy):
     with pytest.raises(InputError, match="no templates for relations"):
         cloze(toy, FACTS_TOY, {"pet": TEMPLATES["pet"]})
-    with pytest.raises(InputError, match="no fact whose answer is one token"):
+    with pytest.raises(InputError, match="relation 'place' has no fact whose answer is one token"):
+        cloze(toy, [fact("Tamsin", " Zzyzxq", "place")] + FACTS_TOY[:1], TEMPLATES, relations=["pet", "place"])
+    with pytest.raises(InputError, match="no fact has an answer that is one token"):
         cloze(toy, [fact("Tamsin", " Zzyzxq", "place")], TEMPLATES)
+    left = cloze(toy, [fact("Tamsin", " Zzyzxq", "place")] + FACTS_TOY[:1], TEMPLATES)
+    assert left.by_relation.labels["relation"] == ["pet"] and left.skipped == {"pet": 0, "place": 1}
     with pytest.raises(InputError, match="no {subject} slot"):
         cloze(toy, FACTS_TOY[:1], {"pet": ("A pet is a",)})
     with pytest.raises(InputError, match="fact 0"):

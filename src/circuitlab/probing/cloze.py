@@ -165,7 +165,8 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
     ``facts``: objects with ``subject``, ``answer`` (with its leading space) and ``relation`` (default
     :data:`~circuitlab.tasks.factual.FACTS`; a repeated (relation, subject, answer) counts once); ``templates``:
     relation -> templates with a ``{subject}`` slot (default :data:`CLOZE_TEMPLATES`); ``relations``: the relations
-    to ask (default: every relation of the facts).
+    to ask (default: every relation of the facts; those without a fact whose answer is one token for the model
+    are then left out, their facts counted in ``skipped``).
     """
     model = as_model(model)
     if model.tokenizer is None:
@@ -199,10 +200,16 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
                 skip += 1
             else:
                 kept.append((f.subject, f.answer, tid))
-        if not kept:
+        skipped[r] = skip
+        if kept:
+            by_rel[r] = kept
+        elif relations is not None:
             raise InputError(f"relation {r!r} has no fact whose answer is one token for this model ({skip} skipped); "
-                             "leave it out with relations=[...] or give single-token answers.")
-        by_rel[r], skipped[r] = kept, skip
+                             "leave it out of relations=[...] or give single-token answers.")
+    if not by_rel:
+        raise InputError(f"no fact has an answer that is one token for this model (skipped per relation: {skipped}); "
+                         "give facts with single-token answers.")
+    names = [r for r in names if r in by_rel]  # relations left without a scorable fact: counted in skipped
     prompts, answers, rows = [], [], []
     for r in names:
         for t in templates[r]:
