@@ -1,0 +1,133 @@
+"""``circuitlab probe``: the common probing experiments from the shell (:mod:`circuitlab.probing`).
+
+    circuitlab probe pos -m minilm-l6 --data templates -n 300          # linear/MLP probes + control tasks
+    circuitlab probe structural -m zoo/toy-lm --data default -n 500     # Hewitt & Manning distance/depth probes
+    circuitlab probe heads -m minilm-l6                                 # attention heads as dependency parsers
+    circuitlab probe pairs -m gemma-3-270m --method prefix              # minimal pairs (template or --blimp FILE)
+    circuitlab probe cloze -m smollm2-135m -o cloze.html                # LAMA-style P@1 / P@10 with baseline
+
+Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
+
+KINDS = ("pos", "structural", "heads", "pairs", "cloze")
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=KINDS, help="pos: part-of-speech classifier probes with control tasks; structural: "
+                                              "distance and depth probes; heads: attention-head dependency accuracy; "
+                                              "pairs: minimal pairs; cloze: factual cloze P@1/P@10")
+    add_model_option(p)
+    p.add_argument("--data", default="templates",
+                   help="pos/structural/heads: 'templates' (a small grammar, default), 'default' (KJV and fortunes "
+                        "labelled by spaCy) or a CoNLL-U file")
+    p.add_argument("-n", "--sentences", type=positive_int, default=300,
+                   help="pos/structural/heads: how many sentences (default 300; a CoNLL-U file: its first N)")
+    p.add_argument("--blimp", metavar="FILE", help="pairs: a BLiMP .jsonl file instead of the template pairs")
+    p.add_argument("--method", choices=("sentence", "prefix"), default="sentence",
+                   help="pairs: whole-sentence log-probability (default) or the one-prefix method")
+    p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
+    p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data sampling (default 0)")
+    add_out_option(p)
+    add_quiet_option(p)
+
+
+def table(res, max_rows: int = 40) -> str:
+    """A :class:`~circuitlab.results.Result` as text: its last axis as columns, the other axes joined as rows."""
+    vals = res.values.detach().float()
+    if vals.ndim == 1:
+        vals = vals[:, None]
+        cols, rows_axes = [res.metric.split(":")[0] or "value"], [res.axes[0]]
+    else:
+        cols, rows_axes = res.labels[res.axes[-1]], list(res.axes[:-1])
+    flat = vals.reshape(-1, vals.shape[-1])
+    import itertools
+
+    names = [" ".join(parts) for parts in itertools.product(*[res.labels[a] for a in rows_axes])]
+    width = max([len(n) for n in names] + [4])
+    lines = [" " * width + "".join(f" {c[:12]:>12}" for c in cols)]
+    for name, row in list(zip(names, flat.tolist()))[:max_rows]:
+        lines.append(f"{name:<{width}}" + "".join(f" {v:>12.3f}" for v in row))
+    if len(names) > max_rows:
+        lines.append(f"... {len(names) - max_rows} more rows")
+    return "\n".join(lines)
+
+
+def _sentences(args):
+    from pathlib import Path
+
+    from circuitlab.errors import InputError
+    from circuitlab.probing import default_sentences, read_conllu, template_sentences
+
+    if args.data == "templates":
+        return template_sentences(args.sentences, seed=args.seed)
+    if args.data == "default":
+        return default_sentences(args.sentences, seed=args.seed, progress=not args.quiet)
+    if not Path(args.data).is_file():
+        raise InputError(f"--data {args.data!r} is neither 'templates', 'default' nor a CoNLL-U file; give one of them.")
+    return read_conllu(args.data)[:args.sentences]
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuitlab import load_model
+
+    progress = not args.quiet
+    if args.kind in ("pos", "structural", "heads"):
+        from circuitlab.probing import head_sweep, probe_sweep, structural_sweep
+        from circuitlab.probing.activations import probe_model
+
+        model = probe_model(args.model)
+        sentences = _sentences(args)
+        if args.kind == "pos":
+            res = probe_sweep(model, sentences, "upos", cache=False, progress=progress)
+        elif args.kind == "structural":
+            res = structural_sweep(model, sentences, cache=False, progress=progress)
+        else:
+            res = head_sweep(model, sentences, progress=progress)
+        print(f"{res.title} on {res.model or args.model}, {len(sentences)} sentences ({args.data})")
+        if args.kind == "heads":
+            base = res.meta.get("baseline", {})
+            print(f"{'relation':<12} {'best head':>10} {'accuracy':>9} {'baseline':>9}")
+            for rel, b in res.meta["best"].items():
+                bl = base.get(rel)
+                bl = bl.get("accuracy") if isinstance(bl, dict) else bl
+                print(f"{rel:<12} {'L%d H%d' % (b['layer'], b['head']):>10} {b['accuracy']:>9.3f} "
+                      f"{bl if bl is None else format(bl, '9.3f'):>9}")
+        else:
+            print(table(res))
+        items = [res]
+    else:
+        model = load_model(args.model)
+        if args.kind == "pairs":
+            from circuitlab.probing import read_blimp, score_pairs, template_pairs
+
+            pairs = read_blimp(args.blimp) if args.blimp else template_pairs(n_per=args.n_per, seed=args.seed)
+            res = score_pairs(model, pairs, args.method, progress=progress)
+            print(f"{res.title} on {res.model}: {res.task}, overall {res.meta['overall']:.3f}"
+                  + (f", {res.meta['skipped']} pairs without a one-prefix split skipped" if res.meta["skipped"] else ""))
+            for name, acc, n in zip(res.labels["phenomenon"], res.values.tolist(), res.meta["n"]):
+                print(f"  {name:<40} {acc:.3f}  ({n} pairs)")
+            items = [res]
+        else:
+            from circuitlab.probing import cloze
+
+            rels = [r.strip() for r in args.relations.split(",")] if args.relations else None
+            res = cloze(model, relations=rels, progress=progress)
+            print(f"Cloze on {res.by_relation.model}: {res.by_relation.task}")
+            print(res.summary())
+            skipped = {r: n for r, n in res.skipped.items() if n}
+            if skipped:
+                print(f"facts skipped (answer not one token): {skipped}")
+            items = [res]
+    write_report(items, args.out, title=f"Probing ({args.kind}): {args.model}")
+    return 0
+
+
+run.arguments = arguments
+command("probe", "probing: POS probes with control tasks, structural probes, attention heads, minimal pairs, cloze")(run)
