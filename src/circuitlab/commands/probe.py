@@ -70,7 +70,8 @@ def _sentences(args):
     if args.data == "default":
         return default_sentences(args.sentences, seed=args.seed, progress=not args.quiet)
     if not Path(args.data).is_file():
-        raise InputError(f"--data {args.data!r} is neither 'templates', 'default' nor a CoNLL-U file; give one of them.")
+        raise InputError(f"--data {args.data!r} is neither 'templates', 'default' nor a CoNLL-U file; give one of "
+                         "them.")
     return read_conllu(args.data)[:args.sentences]
 
 
@@ -110,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
             pairs = read_blimp(args.blimp) if args.blimp else template_pairs(n_per=args.n_per, seed=args.seed)
             res = score_pairs(model, pairs, args.method, progress=progress)
             print(f"{res.title} on {res.model}: {res.task}, overall {res.meta['overall']:.3f}"
-                  + (f", {res.meta['skipped']} pairs without a one-prefix split skipped" if res.meta["skipped"] else ""))
+                  + (f", {res.meta['skipped']} pairs without a one-prefix split skipped" if res.meta["skipped"]
+                     else ""))
             for name, acc, n in zip(res.labels["phenomenon"], res.values.tolist(), res.meta["n"]):
                 print(f"  {name:<40} {acc:.3f}  ({n} pairs)")
             items = [res]
@@ -130,4 +132,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 run.arguments = arguments
-command("probe", "probing: POS probes with control tasks, structural probes, attention heads, minimal pairs, cloze")(run)
+command("probe", "probing: POS probes with control tasks, structural probes, attention heads, minimal pairs, "
+                 "cloze")(run)

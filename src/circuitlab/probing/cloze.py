@@ -93,13 +93,14 @@ class ClozeScores(Bundle):
         col = {m: i for i, m in enumerate(RELATION_METRICS)}
         for r, name in enumerate(self.by_relation.labels["relation"]):
             v = vals[r]
-            lines.append(f"{name:<22} {len(self.facts.get(name, ())):>4} {v[col['P@1']]:>6.3f} {v[col['P@1 sd']]:>5.3f} "
-                         f"{v[col['P@10']]:>6.3f} {v[col['P@10 sd']]:>5.3f} {v[col['baseline P@1']]:>7.3f} "
-                         f"{v[col['baseline P@10']]:>8.3f}")
+            lines.append(f"{name:<22} {len(self.facts.get(name, ())):>4} {v[col['P@1']]:>6.3f} "
+                         f"{v[col['P@1 sd']]:>5.3f} {v[col['P@10']]:>6.3f} {v[col['P@10 sd']]:>5.3f} "
+                         f"{v[col['baseline P@1']]:>7.3f} {v[col['baseline P@10']]:>8.3f}")
         mean = vals.mean(0)
         lines.append(f"{'mean over relations':<22} {sum(len(f) for f in self.facts.values()):>4} "
                      f"{mean[col['P@1']]:>6.3f} {mean[col['P@1 sd']]:>5.3f} {mean[col['P@10']]:>6.3f} "
-                     f"{mean[col['P@10 sd']]:>5.3f} {mean[col['baseline P@1']]:>7.3f} {mean[col['baseline P@10']]:>8.3f}")
+                     f"{mean[col['P@10 sd']]:>5.3f} {mean[col['baseline P@1']]:>7.3f} "
+                     f"{mean[col['baseline P@10']]:>8.3f}")
         return "\n".join(lines)
 
 

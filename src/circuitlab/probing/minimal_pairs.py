@@ -118,9 +118,9 @@ def sequence_logprob(model: ModelLike, rows: Sequence[Tensor], starts: Sequence[
             raise InputError(f"row {i} has {len(row)} tokens and start={start}: the scored part must start at 1 or "
                              "later (the first token has no context) and hold at least one token.")
         groups.setdefault(len(row), []).append(i)
-    n_vocab = model.cfg.d_vocab_out
+    n_vocab = model.cfg.d_vocab_out  # full logits, then their float64 log-softmax: counted three times over
     jobs = [(length, idx[s]) for length, idx in sorted(groups.items())
-            for s in row_chunks(len(idx), row_bytes(model, length, logits=n_vocab), max_memory)]
+            for s in row_chunks(len(idx), row_bytes(model, length, logits=3 * n_vocab), max_memory)]
     with torch.inference_mode():
         for length, idx in progress_bar(jobs, progress=progress, desc="log-probabilities", unit="batch"):
             tokens = torch.stack([rows[i] for i in idx]).to(model.cfg.device)
@@ -175,7 +175,8 @@ def continuation_logprob(model: ModelLike, prefixes: Sequence[str], words: Seque
                          prepend_bos: Optional[bool] = None, max_memory: int = DEFAULT_MAX_MEMORY,
                          progress: bool = False) -> Float[Tensor, "n"]:
     """The log-probability of ``words[i]`` (all its tokens) right after ``prefixes[i]``; a space is put between
-    them (a prefix's trailing whitespace is dropped first). An empty prefix scores the word as the start of a text (after BOS)."""
+    them (a prefix's trailing whitespace is dropped first). An empty prefix scores the word as the start of a
+    text (after BOS)."""
     model = as_model(model)
     if len(prefixes) != len(words):
         raise InputError(f"continuation_logprob got {len(prefixes)} prefixes but {len(words)} words; give one each.")
@@ -231,8 +232,8 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
     return PairScores(values=acc, axes=("phenomenon",), labels={"phenomenon": names},
                       title=f"Minimal-pair accuracy ({method})", metric=f"accuracy: P(good) > P(bad), {method} method",
                       model=model_name(model), task=f"{len(used)} minimal pairs",
-                      meta={"method": method, "n": [counts[n] for n in names], "overall": float(correct.double().mean()),
-                            "skipped": skipped},
+                      meta={"method": method, "n": [counts[n] for n in names],
+                            "overall": float(correct.double().mean()), "skipped": skipped},
                       good=good, bad=bad, phenomena=phen)
 
 
