@@ -132,3 +132,19 @@ def test_bad_inputs(toy, tmp_path):
         MinimalPair("A b.", "B a.", "x", prefix="A")
     with pytest.raises(InputError, match="sentence 1 is ''"):
         sentence_logprob(toy, ["A dog.", ""])
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("name", ["smollm2-135m"])  # gemma-3-270m passes too, in ~15 s: too slow to keep here
+def test_real_tokenizers_match_by_hand(name):
+    """A real BPE vocabulary (SmolLM2): sentence and one-prefix log-probs against by hand."""
+    from circuitlab.testing import need_real_model
+
+    need_real_model(name)
+    model = circuitlab.load_model(name)
+    pairs = template_pairs(["subject_verb_agreement", "anaphor_agreement"], n_per=1)
+    sent, pre = score_pairs(model, pairs), score_pairs(model, pairs, method="prefix")
+    for i, p in enumerate(pairs):
+        assert sent.good[i].item() == pytest.approx(by_hand(model, p.good), abs=1e-3)
+        assert pre.bad[i].item() == pytest.approx(by_hand(model, f"{p.prefix} {p.word_bad}", start_text=p.prefix),
+                                                  abs=1e-3)
