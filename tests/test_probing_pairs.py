@@ -105,6 +105,8 @@ def test_read_blimp(tmp_path):
     assert [p.phenomenon for p in pairs] == ["my_agreement", "my_npi"]
     assert pairs[0].has_prefix and pairs[0].word_bad == "is" and not pairs[1].has_prefix
     assert read_blimp([json.dumps(rows[1])], phenomenon="x")[0].phenomenon == "x"
+    off = read_blimp([json.dumps({**rows[0], "one_prefix_method": False})])[0]
+    assert not off.has_prefix and off.good == rows[0]["sentence_good"]
 
 
 @pytest.mark.parametrize("lines, match", [

@@ -244,7 +244,8 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
 def read_blimp(source: Union[str, Path, Iterable[str]], phenomenon: Optional[str] = None) -> list[MinimalPair]:
     """Minimal pairs from BLiMP's JSONL format: one JSON object per line with ``sentence_good``, ``sentence_bad``
     and ``UID`` (the phenomenon, e.g. ``"anaphor_gender_agreement"``), and for the one-prefix method
-    ``one_prefix_prefix``, ``one_prefix_word_good`` and ``one_prefix_word_bad`` (used where all three are present).
+    ``one_prefix_prefix``, ``one_prefix_word_good`` and ``one_prefix_word_bad`` (used where all three are present
+    and ``one_prefix_method`` is not false).
 
     ``source`` is a file path or an iterable of lines; ``phenomenon`` overrides ``UID``. Blank lines are skipped;
     a malformed line raises :class:`~circuitlab.errors.InputError` naming its number.
@@ -276,7 +277,7 @@ def read_blimp(source: Union[str, Path, Iterable[str]], phenomenon: Optional[str
                              "sentence_good, sentence_bad and UID (or pass phenomenon=...).")
         keys = ("one_prefix_prefix", "one_prefix_word_good", "one_prefix_word_bad")
         split = [row.get(k) for k in keys]
-        if not all(isinstance(v, str) for v in split):
+        if row.get("one_prefix_method") is False or not all(isinstance(v, str) for v in split):
             split = [None, None, None]
         pairs.append(MinimalPair(row["sentence_good"], row["sentence_bad"], phenomenon or row["UID"], *split,
                                  uid=str(row.get("pairID", n))))
