@@ -13,8 +13,8 @@ score a pair:
 Accuracy per phenomenon comes back as a :class:`PairScores` (a :class:`~circuitlab.results.Result` over the axis
 ``"phenomenon"``, with every pair's two log-probabilities). :func:`read_blimp` reads BLiMP's JSONL files, so users
 can bring BLiMP; :func:`template_pairs` generates pairs from small grammars written for circuitlab (subject-verb
-agreement, agreement across a prepositional phrase, reflexive anaphor agreement, determiner-noun agreement,
-negative-polarity *ever*), for tests and demos:
+agreement, agreement across a prepositional phrase and across an object relative clause, reflexive anaphor
+agreement, determiner-noun agreement, negative-polarity *ever*), for tests and demos:
 
     import circuitlab
     from circuitlab.probing import score_pairs, template_pairs
@@ -297,6 +297,7 @@ _ADJECTIVES = ["old", "young", "small", "happy", "tired"]
 _VERBS = [("is", "are", "very tired"), ("was", "were", "in the garden"), ("has", "have", "a red ball"),
           ("likes", "like", "the new house"), ("sleeps", "sleep", "every night")]
 _PLACES = [("tree", "trees"), ("house", "houses"), ("car", "cars"), ("window", "windows")]
+_RC_VERBS = ["saw", "liked", "met", "found"]
 _PEOPLE = [("man", "himself"), ("woman", "herself"), ("king", "himself"), ("queen", "herself"),
            ("father", "himself"), ("mother", "herself"), ("brother", "himself"), ("sister", "herself")]
 _GROUPS = ["men", "women", "kings", "queens", "brothers", "sisters"]
@@ -325,6 +326,18 @@ def _attractor() -> list[MinimalPair]:
             prefix = f"The {noun} near the {place}"
             out.append(MinimalPair(f"{prefix} {good} {tail}.", f"{prefix} {bad} {tail}.",
                                    "agreement_across_prepositional_phrase", prefix, good, bad))
+    return out
+
+
+def _relative_clause() -> list[MinimalPair]:
+    out = []
+    for (sg, pl), (o_sg, o_pl), seen, (v_sg, v_pl, tail) in itertools.product(_NOUNS, _NOUNS, _RC_VERBS, _VERBS[:3]):
+        if sg == o_sg:
+            continue
+        for noun, other, good, bad in ((sg, o_pl, v_sg, v_pl), (pl, o_sg, v_pl, v_sg)):
+            prefix = f"The {noun} that the {other} {seen}"
+            out.append(MinimalPair(f"{prefix} {good} {tail}.", f"{prefix} {bad} {tail}.",
+                                   "agreement_across_relative_clause", prefix, good, bad))
     return out
 
 
@@ -362,7 +375,7 @@ def _npi() -> list[MinimalPair]:
 
 
 _GRAMMARS = {"subject_verb_agreement": _agreement, "agreement_across_prepositional_phrase": _attractor,
-             "anaphor_agreement": _anaphor, "determiner_noun_agreement": _determiner, "npi_licensing": _npi}
+             "agreement_across_relative_clause": _relative_clause, "anaphor_agreement": _anaphor, "determiner_noun_agreement": _determiner, "npi_licensing": _npi}
 #: the phenomena :func:`template_pairs` can generate
 PHENOMENA = tuple(_GRAMMARS)
 
@@ -375,6 +388,7 @@ def template_pairs(phenomena: Optional[Sequence[str]] = None, n_per: Optional[in
 
     - ``subject_verb_agreement``: "The old dogs are very tired." / "The old dogs is very tired.";
     - ``agreement_across_prepositional_phrase``: "The dog near the trees has a red ball." / "... have ...";
+    - ``agreement_across_relative_clause``: "The teacher that the boys saw was in the garden." / "... were ...";
     - ``anaphor_agreement``: "The queen praised herself." / "... himself."; "The men hurt themselves." / "... himself.";
     - ``determiner_noun_agreement``: "The girl bought these shoes." / "... these shoe.";
     - ``npi_licensing``: "The farmer has never seen the sea." / "The farmer has ever seen the sea.".
