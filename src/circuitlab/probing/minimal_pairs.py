@@ -375,7 +375,8 @@ def _npi() -> list[MinimalPair]:
 
 
 _GRAMMARS = {"subject_verb_agreement": _agreement, "agreement_across_prepositional_phrase": _attractor,
-             "agreement_across_relative_clause": _relative_clause, "anaphor_agreement": _anaphor, "determiner_noun_agreement": _determiner, "npi_licensing": _npi}
+             "agreement_across_relative_clause": _relative_clause, "anaphor_agreement": _anaphor,
+             "determiner_noun_agreement": _determiner, "npi_licensing": _npi}
 #: the phenomena :func:`template_pairs` can generate
 PHENOMENA = tuple(_GRAMMARS)
 
