@@ -204,7 +204,7 @@ def test_known_facts_bad_inputs(toy):
 def test_known_facts_on_gemma_match_brute_force():
     need_real_model("gemma-3-270m")
     model = circuitlab.load_model("gemma-3-270m")
-    facts = list(FACTS[::18])  # 16 facts across the relations
+    facts = list(FACTS[::36])  # 8 facts across the relations
     report = known_facts_report(model, facts)
     assert_matches_reference(report, reference(model, facts), tol=1e-3)
-    assert len(report.known) >= 6  # it knows about 70% of all the facts
+    assert len(report.known) >= 3  # it knows about 70% of all the facts

@@ -185,12 +185,12 @@ def test_gemma_trace_equals_single_restorations():
     testing.need_real_model("gemma-3-270m")
     model = circuitlab.load_model("gemma-3-270m")
     prompt, subject = "The Eiffel Tower is located in the city of", "The Eiffel Tower"
-    res = trace(model, prompt, subject, " Paris", samples=2, window=4, progress=False)
+    res = trace(model, prompt, subject, " Paris", samples=1, window=4, progress=False)
     assert "cached keys and values" in res.meta["engine"]
     assert res.meta["subject"] == (1, 4)
     tokens = model.to_tokens(prompt)
     span = res.meta["subject"]
-    noise = subject_noise(model, 3, 2, res.meta["noise_std"], 0)
+    noise = subject_noise(model, 3, 1, res.meta["noise_std"], 0)
     _, clean = model.run_with_cache(tokens)
     for k, pos, layer in [(0, 3, 2), (1, 3, 5), (2, 9, 14), (1, 6, 0)]:
         kind = res.labels["kind"][k]
@@ -207,7 +207,7 @@ def test_gemma_trace_equals_single_restorations():
             embed[:, span[0]:span[1]] += noise
             return embed
 
-        logits = model.run_with_hooks(tokens.repeat(2, 1), fwd_hooks=[("hook_embed", add_noise)] + [
+        logits = model.run_with_hooks(tokens, fwd_hooks=[("hook_embed", add_noise)] + [
             (hook.format(layer=l), restore) for l in layers])
         want = float(torch.softmax(logits[:, -1].double(), -1)[:, res.meta["answer"]].mean())
         assert float(res.values[k, pos, layer]) == pytest.approx(want, rel=1e-3, abs=1e-6), (kind, pos, layer)
