@@ -53,6 +53,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
 from circuitlab.concepts.sentiment import reviews
+from circuitlab.concepts.tcav import logistic_regression
 from circuitlab.core import ModelLike, as_model, check_count, check_layer, model_name
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
@@ -273,30 +274,7 @@ def train_head(features: Float[Tensor, "n d"], labels: Tensor, *, l2: float = 1.
     y = torch.as_tensor(labels).double()
     if X.ndim != 2 or y.shape != (X.shape[0],):
         raise InputError(f"features must be [n, d] and labels [n]; got {tuple(X.shape)} and {tuple(y.shape)}.")
-    s = 2 * y - 1
-    mu = X.mean(0)
-    scale = float((X - mu).pow(2).mean().sqrt()) or 1.0
-    Z = (X - mu) / scale
-    G = None
-    if penalty is not None and lam > 0 and len(penalty):
-        G = penalty.double() / scale  # w_x . G = (w_z / scale) . G
-    w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
-    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
-                            history_size=20, line_search_fn="strong_wolfe")
-
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.softplus(-s * (Z @ w + b)).mean() + 0.5 * l2 * (w * w).sum()
-        if G is not None:
-            loss = loss + lam * (G @ w).pow(2).mean()
-        loss.backward()
-        return loss
-
-    with torch.enable_grad():
-        opt.step(closure)
-    w_x = w.detach() / scale
-    return w_x, float(b.detach() - (w_x * mu).sum())
+    return logistic_regression(X, y, l2=l2, max_iter=max_iter, penalty=penalty, lam=lam)
 
 
 def irrelevant_directions(clf: LinearHeadClassifier, examples: Sequence[Example], *, method: str = "ig",

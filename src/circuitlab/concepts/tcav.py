@@ -195,20 +195,26 @@ def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
 # 2. The classifier and the CAV
 # ---------------------------------------------------------------------------------------------------------
 
-def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01,
-                        max_iter: int = 500) -> tuple[Float[Tensor, "d"], float]:
+def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01, max_iter: int = 500,
+                        penalty: Optional[Float[Tensor, "m d"]] = None,
+                        lam: float = 0.0) -> tuple[Float[Tensor, "d"], float]:
     """L2-regularised logistic regression, ``y`` in {0, 1}: minimises ``mean(log(1 + exp(-s (X w + b)))) +
     l2 / 2 * |w|^2`` (``s = 2 y - 1``) with L-BFGS in float64, full batch, so the answer does not depend on the
     order of the examples or a seed. Returns ``(w, b)`` in the coordinates of ``X``.
 
     The features are centred and divided by one number (their overall standard deviation) first, which leaves
-    directions as they are; ``l2`` applies to the weights in those units.
+    directions as they are; ``l2`` applies to the weights in those units. With ``penalty`` ``G`` (rows in ``X``'s
+    coordinates) and ``lam > 0``, ``lam * mean_j (w . G_j)^2`` is added (explanation regularisation,
+    :func:`circuitlab.concepts.debugging.train_head`).
     """
     X = X.double()
     s = y.double() * 2 - 1
     mu = X.mean(0)
     scale = float((X - mu).pow(2).mean().sqrt()) or 1.0
     Z = (X - mu) / scale
+    G = None
+    if penalty is not None and lam > 0 and len(penalty):
+        G = penalty.double() / scale  # w_x . G = (w_z / scale) . G
     w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
@@ -217,6 +223,8 @@ def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01,
     def closure():
         opt.zero_grad()
         loss = torch.nn.functional.softplus(-s * (Z @ w + b)).mean() + 0.5 * l2 * (w * w).sum()
+        if G is not None:
+            loss = loss + lam * (G @ w).pow(2).mean()
         loss.backward()
         return loss
 
