@@ -1,0 +1,792 @@
+"""Explain, simulate, score: natural-language explanations of neurons, judged by how well they predict activations.
+
+The method of Bills et al. (2023, "Language models can explain neurons in language models"), in three steps:
+
+1. **Explain.** An :class:`Explainer` reads a neuron's top-activating excerpts (token strings with the neuron's
+   activation on each) and writes an explanation: ``"fires on ' Lord' after ' the'"``.
+2. **Simulate.** A :class:`Simulator` reads only the explanation and a new text, and predicts the neuron's
+   activation on each token of it.
+3. **Score.** The explanation's score is the correlation between the simulated and the true activations over
+   held-out excerpts, never shown to the explainer: top-activating ones (does it say *where* the neuron fires?)
+   and random ones (does it say where it does *not*?). As in the paper, the headline score correlates all tokens
+   of both kinds "all at once"; the two parts are reported beside it. The correlation does not care about the
+   simulator's scale or offset (a simulator predicting on a 0-10 scale scores the same as one predicting raw
+   activations), so simulators only have to rank tokens well.
+
+Two explainer/simulator pairs:
+
+- **the n-gram baseline** (offline, no model download; the first step of SASC, Singh et al. 2023):
+  :class:`NgramExplainer` lists the n-grams that end on the neuron's most active tokens in the explanation
+  excerpts, weighted by how strongly it fires there; :class:`NgramSimulator` predicts, at each token, the largest
+  weight of a listed n-gram ending there (0 elsewhere). Its explanations say "n-gram baseline" in their text and
+  its results say so in their metric: it is the baseline a language-model explainer has to beat, not one;
+- **a language model over HTTP**: :class:`LLMExplainer` and :class:`LLMSimulator` send chat-completion requests to
+  any OpenAI-compatible endpoint (:class:`LLMClient`; URL, model and key from arguments or the environment:
+  ``CIRCUITLAB_LLM_URL``, ``CIRCUITLAB_LLM_MODEL``, ``CIRCUITLAB_LLM_KEY`` or ``OPENAI_API_KEY``). Nothing is sent
+  unless a URL is configured; requests have a timeout and a bounded number of retries.
+
+**Controls.** A score means little alone: :func:`score_explanations` also scores each neuron with *another*
+neuron's explanation (the shuffled control: a random derangement of the explanations, seeded) and with random
+predictions (chance, whose expected correlation is 0). An explainer that reads something real off the neuron
+beats both.
+
+**Undefined scores.** A correlation needs variance on both sides. Where the simulation is constant (an
+explanation whose n-grams never occur in the held-out text, a simulator that predicts 0 everywhere) or the true
+activations are, the score is **0** (the explanation predicts nothing) and the neuron is flagged in
+``ExplanationScores.undefined``; summaries count them.
+
+    from circuitlab.neurons.explain import score_explanations, corpus_lines
+
+    res = score_explanations("zoo/toy-lm", corpus_lines(2000), layer=2, neurons=range(64))
+    print(res.summary())       # mean / median / quartiles of the scores, shuffled control and chance beside
+    res.scores.values          # [neuron, part]: part = all (the score), top, random
+
+Activations and excerpts come from one streamed pass over the texts for all neurons at once
+(:func:`neuron_records`): each text is one excerpt (long texts are cut to ``max_tokens``), the neuron's
+top-activating excerpts alternate between the explanation set and the held-out set (ranks 1, 3, 5, ... explain;
+2, 4, 6, ... score), and random excerpts are a seeded uniform sample of all texts.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import re
+import socket
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Optional, Protocol, Sequence, Union, runtime_checkable
+
+import torch
+from jaxtyping import Float
+from torch import Tensor
+from transformer_lens.utilities import get_act_name
+
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
+                             check_mlp_layer, check_neurons, model_name, progress_bar, row_bytes, str_tokens)
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.results import Bundle, Result
+
+__all__ = ["Excerpt", "NeuronRecord", "Explainer", "Simulator", "NgramExplainer", "NgramSimulator", "LLMClient",
+           "LLMExplainer", "LLMSimulator", "LLMError", "SimulationError", "ExplanationScores", "corpus_lines",
+           "neuron_records", "correlation_score", "score_simulation", "score_explanations", "PARTS"]
+
+#: the parts of a score: all held-out tokens at once (the score), the top-activating excerpts, the random ones
+PARTS = ("all", "top", "random")
+
+
+class LLMError(CircuitlabError):
+    """A language-model endpoint that is not configured, does not answer, or answers something unreadable."""
+
+
+class SimulationError(CircuitlabError):
+    """A simulator's output that cannot be scored: the wrong number of values, or values that are not numbers."""
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Excerpts and records: what explainers and simulators see
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Excerpt:
+    """A stretch of text and one neuron's activation on each of its tokens.
+
+    ``kind`` is ``"top"`` (chosen because the neuron fires on it) or ``"random"``; ``text`` is the corpus item it
+    came from (its index in the stream); ``max_activation`` is the largest of ``activations``.
+    """
+
+    tokens: list[str]
+    activations: list[float]
+    kind: str = "top"
+    text: int = -1
+
+    @property
+    def max_activation(self) -> float:
+        return max(self.activations) if self.activations else float("-inf")
+
+
+@dataclass
+class NeuronRecord:
+    """What a neuron did on a corpus: excerpts for the explainer, and held-out ones for scoring.
+
+    Attributes:
+        layer, neuron: which MLP neuron.
+        explain: top-activating excerpts shown to the explainer (ranks 1, 3, 5, ... of the corpus), best first.
+        top: held-out top-activating excerpts (ranks 2, 4, 6, ...), best first.
+        random: held-out random excerpts (the same texts for every neuron of one call).
+    """
+
+    layer: int
+    neuron: int
+    explain: list[Excerpt]
+    top: list[Excerpt]
+    random: list[Excerpt]
+
+    @property
+    def held_out(self) -> list[Excerpt]:
+        """The excerpts an explanation is scored on: the held-out top ones, then the random ones."""
+        return self.top + self.random
+
+
+def corpus_lines(n: int = 2000, seed: int = 0) -> list[str]:
+    """``n`` lines of plain English for neuron records, offline: half King James verses, half fortune-cookie lines
+    (the Debian corpora :func:`circuitlab.probing.default_sentences` uses), shuffled with ``seed``. Without those
+    packages, the held-out Bible books shipped beside ``zoo/toy-lm`` (Ruth, Jonah, Titus, Philemon), a verse a
+    line."""
+    n = check_count(n, "n")
+    from circuitlab.probing.data import _corpus_lines
+
+    try:
+        kjv, cookies = _corpus_lines(seed)
+    except CircuitlabError:
+        from circuitlab.zoo.toy_lm import load_heldout_text
+
+        lines = [" ".join(line.split()) for line in load_heldout_text().splitlines() if line.strip()]
+        random.Random(seed).shuffle(lines)
+        return lines[:n]
+    half = min(n // 2, len(cookies))
+    lines = cookies[:half] + kjv[: n - half]
+    random.Random(seed + 1).shuffle(lines)
+    return lines
+
+
+def _rows(model, texts: Iterable[Union[str, Sequence[int], Tensor]], max_tokens: int) -> Iterable[Tensor]:
+    """Each text as a 1-D row of token ids (BOS prepended by the model's default), cut to ``max_tokens``."""
+    if isinstance(texts, (str, Tensor)):
+        texts = [texts] if isinstance(texts, str) else list(texts if texts.ndim == 2 else texts[None])
+    cap = min(max_tokens, model.cfg.n_ctx)
+    for i, item in enumerate(texts):
+        if isinstance(item, str):
+            if not item.strip():
+                continue
+            if model.tokenizer is None:
+                raise InputError(f"texts[{i}] is text, but this model has no tokenizer; pass token-id rows instead.")
+            row = model.to_tokens(item, truncate=False)[0]
+        else:
+            try:
+                row = torch.as_tensor(item, dtype=torch.long).reshape(-1)
+            except (TypeError, ValueError, RuntimeError):
+                raise InputError(f"texts[{i}] is a {type(item).__name__}; give texts or rows of token ids.") from None
+            if row.numel() and (int(row.min()) < 0 or int(row.max()) >= model.cfg.d_vocab):
+                raise InputError(f"texts[{i}] holds token ids outside [0, {model.cfg.d_vocab}).")
+        if row.numel():
+            yield row[:cap].to(model.cfg.device)
+
+
+@torch.no_grad()
+def neuron_records(
+    model: ModelLike,
+    texts: Iterable[Union[str, Sequence[int], Tensor]],
+    layer: int,
+    neurons: Union[int, Sequence[int], None] = None,
+    n_explain: int = 10,
+    n_top: int = 10,
+    n_random: int = 10,
+    max_tokens: int = 64,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+) -> list[NeuronRecord]:
+    """Explanation and held-out excerpts of MLP neurons over a stream of texts, all neurons in one pass.
+
+    The activation of neuron ``n`` of layer ``layer`` is ``blocks.{layer}.mlp.hook_post[..., n]``. Each text is
+    one excerpt (cut to ``max_tokens`` tokens; a prepended BOS token is dropped from it, as it says nothing
+    about the text). The texts are streamed in batches; per neuron only a running top ``n_explain + n_top``
+    (by the excerpt's largest activation) is kept, and a seeded reservoir of ``n_random`` texts for all of them,
+    so memory does not grow with the corpus.
+
+    Args:
+        model: a model with MLPs.
+        texts: any iterable of texts or token-id rows (a generator over a large corpus is fine).
+        layer, neurons: which neurons (one, a list, or None for all ``d_mlp``).
+        n_explain, n_top: top excerpts for the explainer, and held-out top excerpts for scoring; they alternate
+            in the ranking (1, 3, 5, ... explain; 2, 4, 6, ... score).
+        n_random: held-out random excerpts (a uniform sample of the texts, drawn with ``seed``).
+        max_tokens: longest excerpt, in tokens.
+        batch_size: texts per forward pass (fewer where ``max_memory`` needs it).
+        progress: show a progress bar over the texts.
+        max_memory: rough bound in bytes on one forward pass's activations (the package's one meaning).
+    """
+    model = as_model(model)
+    layer = check_mlp_layer(model, layer)
+    neurons = check_neurons(model, neurons)
+    n_explain, n_top, n_random = (check_count(n_explain, "n_explain"), check_count(n_top, "n_top"),
+                                  check_count(n_random, "n_random"))
+    max_tokens, batch_size = check_count(max_tokens, "max_tokens", 2), check_count(batch_size, "batch_size")
+    max_memory = check_max_memory(max_memory)
+    if texts is None or isinstance(texts, (int, float)):
+        raise InputError(f"texts must be an iterable of texts or token-id rows; got {texts!r}.")
+    k = n_explain + n_top
+    N = len(neurons)
+    idx = torch.tensor(neurons, device=model.cfg.device)
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    hook = get_act_name("post", layer)
+    rng = random.Random(seed)
+
+    best = torch.full((N, k), float("-inf"))  # running top-k of excerpt maxima, per neuron
+    best_text = torch.full((N, k), -1, dtype=torch.long)
+    kept: dict[int, tuple[list[int], Tensor]] = {}  # text -> (token ids, activations [pos, N]) of kept excerpts
+    reservoir: list[int] = []
+    seen = 0
+
+    def run(rows: list[Tensor], first: int) -> None:
+        nonlocal best, best_text
+        lengths = [len(r) for r in rows]
+        toks = torch.zeros(len(rows), max(lengths), dtype=torch.long, device=rows[0].device)
+        for i, r in enumerate(rows):
+            toks[i, : len(r)] = r
+        store: dict[str, Tensor] = {}
+
+        def grab(act: Tensor, hook) -> None:
+            store["a"] = act[..., idx].detach().float().cpu()
+
+        model.run_with_hooks(toks, fwd_hooks=[(hook, grab)], stop_at_layer=layer + 1)
+        acts = store["a"]  # [batch, pos, N]
+        check_finite(model, toks, f"MLP L{layer} activations", acts)
+        excerpts = []
+        for i, r in enumerate(rows):
+            start = 1 if bos is not None and len(r) > 1 and int(r[0]) == bos else 0
+            excerpts.append((r[start:].tolist(), acts[i, start: lengths[i]]))
+        peaks = torch.stack([a.max(0).values for _, a in excerpts])  # [batch, N]
+        cand = torch.cat([best, peaks.T], dim=1)
+        cand_text = torch.cat([best_text, torch.arange(first, first + len(rows)).expand(N, -1)], dim=1)
+        top = cand.topk(k, dim=1)  # ties keep the earlier text (it comes first in cand)
+        best, best_text = top.values, cand_text.gather(1, top.indices)
+        for j, (ids, a) in enumerate(excerpts):
+            t = first + j
+            if bool((best_text == t).any()) or t in reservoir:
+                kept[t] = (ids, a)
+        alive = set(best_text.flatten().tolist()) | set(reservoir)
+        for t in [t for t in kept if t not in alive]:
+            del kept[t]
+
+    rows: list[Tensor] = []
+    first = 0
+    for row in progress_bar(_rows(model, texts, max_tokens), progress=progress, desc=f"L{layer} neuron records",
+                            unit="text"):
+        # reservoir sampling (Algorithm R): after m texts, each is in the sample with probability n_random / m
+        if len(reservoir) < n_random:
+            reservoir.append(seen)
+        else:
+            j = rng.randrange(seen + 1)
+            if j < n_random:
+                reservoir[j] = seen  # the text it replaces leaves `kept` at the next batch
+        seen += 1
+        longest = max([len(row)] + [len(r) for r in rows])
+        if rows and (len(rows) + 1) * row_bytes(model, longest) > max_memory:
+            run(rows, first)
+            first += len(rows)
+            rows = []
+        rows.append(row)
+        if len(rows) == batch_size:
+            run(rows, first)
+            first += len(rows)
+            rows = []
+    if rows:
+        run(rows, first)
+    if seen < k:
+        raise InputError(f"texts gave {seen} excerpts, fewer than n_explain + n_top = {k}: give more texts (a few "
+                         "hundred at least, so that top-activating excerpts are rare), or ask for fewer excerpts.")
+    strings = {t: str_tokens(model, torch.tensor(ids)) for t, (ids, _) in kept.items()}
+
+    def excerpt(t: int, col: int, kind: str) -> Excerpt:
+        return Excerpt(strings[t], kept[t][1][:, col].tolist(), kind, t)
+
+    records = []
+    for col, n in enumerate(neurons):
+        ranked = [t for t in best_text[col].tolist() if t >= 0]
+        records.append(NeuronRecord(
+            layer=layer, neuron=n, explain=[excerpt(t, col, "top") for t in ranked[0::2][:n_explain]],
+            top=[excerpt(t, col, "top") for t in ranked[1::2][:n_top]],
+            random=[excerpt(t, col, "random") for t in sorted(reservoir)]))
+    return records
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The protocols
+# ---------------------------------------------------------------------------------------------------------
+
+@runtime_checkable
+class Explainer(Protocol):
+    """Writes an explanation of a neuron from its top-activating excerpts.
+
+    ``name`` says what wrote it (shown in results). ``explain`` gets the excerpts (token strings and the neuron's
+    activation on each, best first) and returns the explanation as text.
+    """
+
+    name: str
+
+    def explain(self, excerpts: Sequence[Excerpt]) -> str: ...
+
+
+@runtime_checkable
+class Simulator(Protocol):
+    """Predicts a neuron's activation on each token of a text from an explanation alone.
+
+    ``simulate(explanation, tokens)`` returns one number per token (any scale: the score is a correlation).
+    """
+
+    name: str
+
+    def simulate(self, explanation: str, tokens: Sequence[str]) -> Sequence[float]: ...
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The n-gram baseline
+# ---------------------------------------------------------------------------------------------------------
+
+#: what opens an n-gram explanation; the JSON list of ``[tokens, weight]`` pairs follows it
+NGRAM_MARK = "n-gram baseline:"
+
+
+def _norm(token: str, normalize: bool) -> str:
+    return token.strip().lower() if normalize else token
+
+
+@dataclass
+class NgramExplainer:
+    """The n-gram baseline explainer (SASC's first step): the n-grams that end where the neuron fires most.
+
+    In each explanation excerpt, every token whose activation reaches ``threshold`` times the largest activation
+    over all excerpts is a firing token; the n-grams of length 1 to ``max_n`` that end on it collect its
+    normalised activation (activation / largest). The ``n_terms`` n-grams with the largest total are the
+    explanation, each with its weight (its total over the largest total), as text::
+
+        n-gram baseline: [[[" Lord"], 1.0], [[" the", " Lord"], 0.83], ...]
+
+    (token strings as the tokenizer shows them, so a simulator can match them exactly). A longer n-gram can only
+    be matched where its last token is, so it refines a unigram rather than adding new places.
+    """
+
+    max_n: int = 2
+    n_terms: int = 8
+    threshold: float = 0.5
+    name: str = "n-gram baseline"
+
+    def explain(self, excerpts: Sequence[Excerpt]) -> str:
+        if not excerpts:
+            raise InputError("the n-gram explainer got no excerpts; give at least one top-activating excerpt.")
+        peak = max(e.max_activation for e in excerpts)
+        totals: dict[tuple[str, ...], float] = {}
+        if peak > 0:
+            for e in excerpts:
+                for i, a in enumerate(e.activations):
+                    if a >= self.threshold * peak:
+                        for n in range(1, self.max_n + 1):
+                            if i - n + 1 >= 0:
+                                gram = tuple(e.tokens[i - n + 1: i + 1])
+                                totals[gram] = totals.get(gram, 0.0) + a / peak
+        ranked = sorted(totals.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[: self.n_terms]
+        top = ranked[0][1] if ranked else 1.0
+        return NGRAM_MARK + " " + json.dumps([[list(g), round(w / top, 4)] for g, w in ranked], ensure_ascii=False)
+
+
+def parse_ngrams(explanation: str) -> list[tuple[tuple[str, ...], float]]:
+    """The ``(n-gram, weight)`` pairs of an :class:`NgramExplainer` explanation."""
+    if not isinstance(explanation, str) or NGRAM_MARK not in explanation:
+        raise InputError(
+            f"the n-gram simulator reads explanations written by NgramExplainer (they start {NGRAM_MARK!r}); got "
+            f"{explanation!r:.80}. Simulate free-text explanations with an LLMSimulator.")
+    try:
+        items = json.loads(explanation.split(NGRAM_MARK, 1)[1])
+        return [(tuple(str(t) for t in g), float(w)) for g, w in items]
+    except (ValueError, TypeError):
+        raise InputError(f"cannot read the n-grams of the explanation {explanation!r:.80}: after {NGRAM_MARK!r} "
+                         "it must hold a JSON list of [tokens, weight] pairs.") from None
+
+
+@dataclass
+class NgramSimulator:
+    """The n-gram baseline simulator: at each token, the largest weight of an explanation n-gram ending there.
+
+    ``normalize`` compares tokens without surrounding whitespace and case (``" Lord"`` matches ``"lord"``), so
+    that an n-gram seen at a sentence start is found mid-sentence too.
+    """
+
+    normalize: bool = True
+    name: str = "n-gram baseline"
+
+    def simulate(self, explanation: str, tokens: Sequence[str]) -> list[float]:
+        grams = [(tuple(_norm(t, self.normalize) for t in g), w) for g, w in parse_ngrams(explanation)]
+        toks = [_norm(t, self.normalize) for t in tokens]
+        out = []
+        for i in range(len(toks)):
+            out.append(max([w for g, w in grams if len(g) <= i + 1 and tuple(toks[i - len(g) + 1: i + 1]) == g],
+                           default=0.0))
+        return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# A language model over an OpenAI-compatible HTTP endpoint
+# ---------------------------------------------------------------------------------------------------------
+
+ENV_URL, ENV_MODEL, ENV_KEY = "CIRCUITLAB_LLM_URL", "CIRCUITLAB_LLM_MODEL", "CIRCUITLAB_LLM_KEY"
+
+
+@dataclass
+class LLMClient:
+    """Chat completions from an OpenAI-compatible endpoint, with urllib only.
+
+    ``url`` is the API base (``http://127.0.0.1:8000/v1``; ``/chat/completions`` is appended unless it is already
+    there); ``model`` the model name the endpoint expects; ``key`` goes in an ``Authorization: Bearer`` header
+    (none without it). Unset arguments come from ``CIRCUITLAB_LLM_URL``, ``CIRCUITLAB_LLM_MODEL`` and
+    ``CIRCUITLAB_LLM_KEY`` (or ``OPENAI_API_KEY``). Nothing is sent without a URL: :meth:`chat` raises
+    :class:`LLMError` naming the offline default instead.
+
+    Each request waits at most ``timeout`` seconds; a timeout, a refused connection, HTTP 429 or a 5xx answer is
+    retried up to ``retries`` more times (after ``backoff``, ``2 * backoff``, ... seconds); other HTTP errors fail
+    at once. So one call takes at most about ``(retries + 1) * timeout`` plus the back-off.
+    """
+
+    url: Optional[str] = None
+    model: Optional[str] = None
+    key: Optional[str] = field(default=None, repr=False)
+    timeout: float = 60.0
+    retries: int = 2
+    backoff: float = 1.0
+    temperature: float = 0.0
+
+    def __post_init__(self) -> None:
+        self.url = self.url or os.environ.get(ENV_URL) or None
+        self.model = self.model or os.environ.get(ENV_MODEL) or None
+        self.key = self.key or os.environ.get(ENV_KEY) or os.environ.get("OPENAI_API_KEY") or None
+        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
+            raise InputError(f"timeout must be a positive number of seconds; got {self.timeout!r}.")
+        self.retries = check_count(self.retries, "retries", 0)
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.url)
+
+    @property
+    def endpoint(self) -> str:
+        base = str(self.url).rstrip("/")
+        return base if base.endswith("/chat/completions") else base + "/chat/completions"
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        """The assistant's reply to ``messages`` (``[{"role": ..., "content": ...}, ...]``)."""
+        if not self.configured:
+            raise LLMError(
+                f"no language-model endpoint is configured: pass url=... (an OpenAI-compatible API base, e.g. "
+                f"http://127.0.0.1:8000/v1) or set {ENV_URL} (and {ENV_MODEL}, {ENV_KEY} or OPENAI_API_KEY). "
+                "Nothing was sent. The offline default needs none: NgramExplainer and NgramSimulator (the n-gram "
+                "baseline).")
+        body: dict[str, Any] = {"messages": messages, "temperature": self.temperature}
+        if self.model:
+            body["model"] = self.model
+        headers = {"Content-Type": "application/json"}
+        if self.key:
+            headers["Authorization"] = f"Bearer {self.key}"
+        data = json.dumps(body).encode()
+        last = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff * 2 ** (attempt - 1))
+            req = urllib.request.Request(self.endpoint, data=data, headers=headers, method="POST")
+            try:
+                with urllib.request.urlopen(req, timeout=self.timeout) as resp:
+                    reply = json.loads(resp.read().decode("utf-8"))
+            except urllib.error.HTTPError as e:
+                last = f"HTTP {e.code} {e.reason}"
+                if e.code == 429 or e.code >= 500:
+                    continue
+                raise LLMError(f"the endpoint {self.endpoint} refused the request ({last}); check the URL, model "
+                               "name and key.") from None
+            except (urllib.error.URLError, socket.timeout, TimeoutError, ConnectionError) as e:
+                last = f"{type(e).__name__}: {getattr(e, 'reason', e)}"
+                continue
+            except ValueError:
+                raise LLMError(f"the endpoint {self.endpoint} answered something that is not JSON.") from None
+            try:
+                return str(reply["choices"][0]["message"]["content"])
+            except (KeyError, IndexError, TypeError):
+                raise LLMError(f"the endpoint {self.endpoint} answered JSON without choices[0].message.content: "
+                               f"{json.dumps(reply)[:200]}") from None
+        raise LLMError(f"the endpoint {self.endpoint} did not answer after {self.retries + 1} attempt(s) (last: "
+                       f"{last}; timeout {self.timeout:g} s each). Check that it is running, or use the offline "
+                       "default, NgramExplainer and NgramSimulator (the n-gram baseline).")
+
+
+def _scale_0_10(activations: Sequence[float], peak: float) -> list[int]:
+    """Activations on the paper's 0-10 integer scale: negative -> 0, ``peak`` -> 10."""
+    if peak <= 0:
+        return [0 for _ in activations]
+    return [max(0, min(10, int(round(10 * a / peak)))) for a in activations]
+
+
+EXPLAIN_SYSTEM = ("You study a neuron in a language model. You see text excerpts as (token, activation) lines, with "
+                  "activations from 0 (none) to 10 (strongest). Say in one short phrase what the neuron fires on "
+                  "(the tokens or contexts it responds to). Answer with the phrase only.")
+SIMULATE_SYSTEM = ("You predict a language-model neuron's activation on each token of a text, from an explanation of "
+                   "what the neuron fires on. Answer with a JSON list of integers from 0 to 10, one per token, in "
+                   "order, and nothing else.")
+
+
+@dataclass
+class LLMExplainer:
+    """A language model explains the neuron from its excerpts (activations on the paper's 0-10 scale)."""
+
+    client: LLMClient = field(default_factory=LLMClient)
+    max_excerpts: int = 10
+    name: str = "LLM"
+
+    def explain(self, excerpts: Sequence[Excerpt]) -> str:
+        if not excerpts:
+            raise InputError("the LLM explainer got no excerpts; give at least one top-activating excerpt.")
+        shown = list(excerpts)[: self.max_excerpts]
+        peak = max(e.max_activation for e in shown)
+        blocks = []
+        for i, e in enumerate(shown):
+            lines = "\n".join(f"{t!r}\t{a}" for t, a in zip(e.tokens, _scale_0_10(e.activations, peak)))
+            blocks.append(f"Excerpt {i + 1}:\n{lines}")
+        reply = self.client.chat([{"role": "system", "content": EXPLAIN_SYSTEM},
+                                  {"role": "user", "content": "\n\n".join(blocks)}])
+        return reply.strip()
+
+
+def parse_simulation(reply: str, n: int) -> list[float]:
+    """The first JSON list of numbers in a simulator's reply, which must hold ``n`` of them."""
+    m = re.search(r"\[[^\[\]]*\]", reply)
+    try:
+        values = json.loads(m.group(0)) if m else None
+        values = [float(v) for v in values] if isinstance(values, list) else None
+    except (ValueError, TypeError):
+        values = None
+    if values is None:
+        raise SimulationError(f"the simulator's reply holds no JSON list of numbers: {reply[:200]!r}.")
+    if len(values) != n:
+        raise SimulationError(f"the simulator returned {len(values)} values for a text of {n} tokens; it must give one "
+                              "per token.")
+    return values
+
+
+@dataclass
+class LLMSimulator:
+    """A language model predicts each token's activation (0-10) from the explanation, as a JSON list."""
+
+    client: LLMClient = field(default_factory=LLMClient)
+    name: str = "LLM"
+
+    def simulate(self, explanation: str, tokens: Sequence[str]) -> list[float]:
+        numbered = "\n".join(f"{i}\t{t!r}" for i, t in enumerate(tokens))
+        reply = self.client.chat([
+            {"role": "system", "content": SIMULATE_SYSTEM},
+            {"role": "user", "content": f"Explanation: {explanation}\n\nTokens ({len(tokens)}):\n{numbered}"}])
+        return parse_simulation(reply, len(tokens))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Scoring
+# ---------------------------------------------------------------------------------------------------------
+
+def correlation_score(true: Float[Tensor, "token"], simulated: Float[Tensor, "token"]) -> float:
+    """Pearson correlation of simulated with true activations; ``nan`` where either side has no variance
+    (see the module docstring: :func:`score_simulation` reports those as 0 and flags them)."""
+    x = torch.as_tensor(true, dtype=torch.float64).flatten()
+    y = torch.as_tensor(simulated, dtype=torch.float64).flatten()
+    if x.shape != y.shape:
+        raise SimulationError(f"{len(y)} simulated values for {len(x)} true ones; give one per token.")
+    x, y = x - x.mean(), y - y.mean()
+    den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
+    if den == 0.0 or not math.isfinite(den):
+        return float("nan")
+    return float((x * y).sum()) / den
+
+
+def score_simulation(excerpts: Sequence[Excerpt], simulated: Sequence[Sequence[float]]) -> dict[str, float]:
+    """The explanation score and its parts from held-out excerpts and a simulation of each.
+
+    ``{"all": ..., "top": ..., "random": ...}``: the correlation over every token of every excerpt at once (the
+    score), and over the top-activating and the random excerpts alone. An undefined correlation (no variance) is
+    ``nan`` here.
+    """
+    if len(simulated) != len(excerpts):
+        raise SimulationError(f"{len(simulated)} simulations for {len(excerpts)} excerpts; give one per excerpt.")
+    out = {}
+    for part in PARTS:
+        pairs = [(e, s) for e, s in zip(excerpts, simulated) if part == "all" or e.kind == part]
+        true = [a for e, _ in pairs for a in e.activations]
+        sim = [float(v) for _, s in pairs for v in s]
+        out[part] = correlation_score(torch.tensor(true), torch.tensor(sim)) if true else float("nan")
+    return out
+
+
+def _simulate(simulator: Simulator, explanation: str, excerpts: Sequence[Excerpt]) -> list[list[float]]:
+    sims = []
+    for e in excerpts:
+        s = list(simulator.simulate(explanation, e.tokens))
+        if len(s) != len(e.tokens):
+            raise SimulationError(f"simulator {getattr(simulator, 'name', type(simulator).__name__)!r} returned "
+                                  f"{len(s)} values for an excerpt of {len(e.tokens)} tokens; it must give one per "
+                                  "token.")
+        try:
+            s = [float(v) for v in s]
+        except (TypeError, ValueError):
+            raise SimulationError("the simulator returned values that are not numbers.") from None
+        sims.append(s)
+    return sims
+
+
+@dataclass(repr=False)
+class ExplanationScores(Bundle):
+    """Explanation scores of many neurons, with their controls.
+
+    Attributes:
+        scores: ``[neuron, part]`` the explanation scores (part ``all``: the score; ``top``, ``random``: its parts).
+        shuffled: ``[neuron, part]`` each neuron scored with another neuron's explanation (None if not asked for).
+        chance: ``[neuron, part]`` each neuron scored with random predictions (expected 0).
+        explanations: one per neuron.
+        undefined: ``[neuron]`` True where the score's correlation was undefined (reported as 0).
+        records: the excerpts behind each score; simulations: the simulated activations of each held-out excerpt.
+        layer, neurons, explainer, simulator: what was scored, and by what (the n-gram baseline says so).
+    """
+
+    scores: Result
+    shuffled: Optional[Result]
+    chance: Result
+    explanations: list[str]
+    undefined: Tensor
+    records: list[NeuronRecord]
+    simulations: list[list[list[float]]]
+    layer: int
+    neurons: list[int]
+    explainer: str
+    simulator: str
+    model: str = ""
+    title: str = ""
+
+    def distribution(self, which: str = "scores", part: str = "all") -> dict[str, float]:
+        """Mean, median, quartiles, min and max over neurons of ``which`` (``scores``, ``shuffled``, ``chance``)."""
+        res = getattr(self, which)
+        if res is None:
+            raise InputError(f"{which} was not computed (score_explanations(..., shuffled=False)).")
+        if part not in PARTS:
+            raise InputError(f"part={part!r}: use one of {PARTS}.")
+        v = res.values[:, PARTS.index(part)].double()
+        q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
+        return {"mean": float(v.mean()), "median": float(q[1]), "q1": float(q[0]), "q3": float(q[2]),
+                "min": float(v.min()), "max": float(v.max()), "n": int(v.numel())}
+
+    def summary(self) -> str:
+        """The score distribution of the explanations beside the controls', one line each."""
+        lines = [f"Explanation scores of {len(self.neurons)} neurons of MLP layer {self.layer}"
+                 f"{' of ' + self.model if self.model else ''} (explainer: {self.explainer}; simulator: "
+                 f"{self.simulator}); correlation of simulated with true activations over held-out excerpts:"]
+        rows = [("explanations", "scores"), ("shuffled control", "shuffled"), ("chance (random)", "chance")]
+        for label, which in rows:
+            if getattr(self, which) is None:
+                continue
+            d = self.distribution(which)
+            parts = ", ".join(f"{p} {self.distribution(which, p)['mean']:+.3f}" for p in PARTS[1:])
+            lines.append(f"  {label:<17} mean {d['mean']:+.3f}  median {d['median']:+.3f}  quartiles "
+                         f"[{d['q1']:+.3f}, {d['q3']:+.3f}]   (means by part: {parts})")
+        n_undef = int(self.undefined.sum())
+        if n_undef:
+            lines.append(f"  {n_undef} neuron(s) had an undefined correlation (a constant simulation), scored 0.")
+        return "\n".join(lines)
+
+
+def _derangement(n: int, rng: random.Random) -> list[int]:
+    """A seeded permutation with no fixed point: ``out[i] != i`` (a random cycle through all ``n``)."""
+    order = list(range(n))
+    rng.shuffle(order)
+    out = [0] * n
+    for j, i in enumerate(order):
+        out[i] = order[(j + 1) % n]
+    return out
+
+
+def score_explanations(
+    model: ModelLike,
+    texts: Union[Iterable[Union[str, Sequence[int], Tensor]], Sequence[NeuronRecord]],
+    layer: Optional[int] = None,
+    neurons: Union[int, Sequence[int], None] = None,
+    *,
+    explainer: Optional[Explainer] = None,
+    simulator: Optional[Simulator] = None,
+    n_explain: int = 10,
+    n_top: int = 10,
+    n_random: int = 10,
+    max_tokens: int = 64,
+    shuffled: bool = True,
+    seed: int = 0,
+    batch_size: int = 32,
+    progress: bool = True,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+) -> ExplanationScores:
+    """Explain, simulate and score MLP neurons (Bills et al. 2023), with the shuffled and chance controls.
+
+    Args:
+        model: a model with MLPs (only read for the records; may be None when ``texts`` are records).
+        texts: the corpus (any iterable of texts or token-id rows, see :func:`neuron_records`), or records
+            already made by :func:`neuron_records` (then ``layer``/``neurons`` are theirs).
+        layer, neurons: which MLP neurons (None: all of the layer's).
+        explainer, simulator: default the n-gram baseline (:class:`NgramExplainer`, :class:`NgramSimulator`).
+        n_explain, n_top, n_random, max_tokens, batch_size, max_memory: see :func:`neuron_records`.
+        shuffled: also score each neuron with another neuron's explanation (needs two neurons or more).
+        seed: draws the random excerpts, the shuffle and the chance predictions.
+        progress: show progress bars (records, then neurons).
+    """
+    explainer = NgramExplainer() if explainer is None else explainer
+    simulator = NgramSimulator() if simulator is None else simulator
+    for what, obj, proto in (("explainer", explainer, Explainer), ("simulator", simulator, Simulator)):
+        if not isinstance(obj, proto):
+            raise InputError(f"{what}={obj!r} is not a{'n' if what[0] == 'e' else ''} {proto.__name__}: give an object "
+                             f"with a name and a {'explain(excerpts)' if what[0] == 'e' else 'simulate(explanation, tokens)'}"
+                             " method (e.g. the n-gram baseline's).")
+    if isinstance(texts, Sequence) and texts and all(isinstance(r, NeuronRecord) for r in texts):
+        records = list(texts)
+        name = model_name(as_model(model)) if model is not None else ""
+    else:
+        m = as_model(model)
+        if layer is None:
+            raise InputError("layer is needed to score neurons from texts: give the MLP layer, e.g. layer=2.")
+        records = neuron_records(m, texts, layer, neurons, n_explain=n_explain, n_top=n_top, n_random=n_random,
+                                 max_tokens=max_tokens, seed=seed, batch_size=batch_size, progress=progress,
+                                 max_memory=max_memory)
+        name = model_name(m)
+    if shuffled and len(records) < 2:
+        raise InputError("the shuffled control scores each neuron with another neuron's explanation: give two "
+                         "neurons or more, or shuffled=False.")
+    rng = random.Random(seed)
+    gen = torch.Generator().manual_seed(seed)
+    explanations, sims, rows, shuf, chance, undefined = [], [], [], [], [], []
+    for r in progress_bar(records, progress=progress, desc="explain and simulate", unit="neuron"):
+        explanations.append(explainer.explain(r.explain))
+    partner = _derangement(len(records), rng) if shuffled else None
+    for i, r in enumerate(progress_bar(records, progress=progress, desc="score", unit="neuron")):
+        s = _simulate(simulator, explanations[i], r.held_out)
+        sims.append(s)
+        got = score_simulation(r.held_out, s)
+        undefined.append(math.isnan(got["all"]))
+        rows.append([0.0 if math.isnan(got[p]) else got[p] for p in PARTS])
+        if partner is not None:
+            other = score_simulation(r.held_out, _simulate(simulator, explanations[partner[i]], r.held_out))
+            shuf.append([0.0 if math.isnan(other[p]) else other[p] for p in PARTS])
+        noise = [torch.rand(len(e.tokens), generator=gen).tolist() for e in r.held_out]
+        c = score_simulation(r.held_out, noise)
+        chance.append([0.0 if math.isnan(c[p]) else c[p] for p in PARTS])
+    layer_ = records[0].layer
+    neuron_ids = [r.neuron for r in records]
+    task = (f"{len(records[0].explain)} explanation, {len(records[0].top)} held-out top and "
+            f"{len(records[0].random)} random excerpts per neuron")
+    common = dict(axes=("neuron", "part"), labels={"neuron": [f"L{layer_}N{n}" for n in neuron_ids],
+                                                   "part": list(PARTS)},
+                  model=name, task=task, meta={"layer": layer_, "explainer": explainer.name,
+                                               "simulator": simulator.name, "seed": seed, "scale": "diverging"})
+    metric = f"explanation score (correlation; explainer: {explainer.name}; simulator: {simulator.name})"
+    return ExplanationScores(
+        scores=Result(torch.tensor(rows, dtype=torch.float64), title=f"Explanation scores, MLP L{layer_}",
+                      metric=metric, **common),
+        shuffled=Result(torch.tensor(shuf, dtype=torch.float64), title="Shuffled control: another neuron's "
+                        "explanation", metric=metric, **common) if partner is not None else None,
+        chance=Result(torch.tensor(chance, dtype=torch.float64), title="Chance: random predictions",
+                      metric="correlation of random predictions with true activations", **common),
+        explanations=explanations, undefined=torch.tensor(undefined, dtype=torch.bool), records=records,
+        simulations=sims, layer=layer_, neurons=neuron_ids, explainer=explainer.name, simulator=simulator.name,
+        model=name, title=f"Explain, simulate, score: MLP layer {layer_}")
