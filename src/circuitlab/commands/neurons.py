@@ -1,0 +1,146 @@
+"""``circuitlab neurons``: what single MLP neurons do, from the shell (:mod:`circuitlab.neurons`).
+
+    circuitlab neurons examples -m zoo/toy-lm --layer 2 --neuron 17,40 -o pages.html  # top contexts, values, histogram
+    circuitlab neurons explain -m smollm2-135m --layer 15 --n-neurons 100 -n 3000      # explain, simulate, score
+    circuitlab neurons explain -m zoo/toy-lm --layer 2 --llm                           # with an LLM endpoint
+
+``examples`` prints each neuron's top-activating contexts and the tokens its value vector promotes; the report
+shows its page (token colouring, value chips, activation histogram). ``explain`` scores the n-gram baseline's
+explanations (or, with ``--llm``, a language model's: ``--llm-url``/``--llm-model`` or ``CIRCUITLAB_LLM_URL``,
+``CIRCUITLAB_LLM_MODEL``, ``CIRCUITLAB_LLM_KEY``) of ``--n-neurons`` neurons drawn with ``--seed``, and prints the
+score distribution beside the shuffled control and chance, and the best-explained neurons; the report adds the
+histogram and true-vs-simulated activations of the best neuron.
+
+The corpus (``--data``): ``default`` (King James verses and fortune-cookie lines from Debian packages, offline; the
+held-out Bible books shipped with zoo/toy-lm without them), or a text file, one text per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
+
+KINDS = ("examples", "explain")
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=KINDS, help="examples: top-activating contexts, value tokens and activation "
+                                              "histogram of given neurons; explain: explain, simulate and score "
+                                              "neurons (n-gram baseline, or --llm)")
+    add_model_option(p)
+    p.add_argument("--layer", type=int, help="the MLP layer (negative counts from the end; default the middle layer)")
+    p.add_argument("--neuron", help="examples: neuron indices, comma-separated (required); explain: the neurons to "
+                                    "score (default --n-neurons drawn at random)")
+    p.add_argument("--n-neurons", type=positive_int, default=32,
+                   help="explain: how many neurons of the layer to score, drawn with --seed (default 32)")
+    p.add_argument("--data", default="default", help="'default' (KJV and fortunes, offline) or a text file, one text "
+                                                     "per line")
+    p.add_argument("-n", "--texts", type=positive_int, default=1000, help="how many texts of the corpus (default 1000)")
+    p.add_argument("-k", type=positive_int, default=10, help="examples: top contexts per neuron (default 10)")
+    p.add_argument("--excerpts", type=positive_int, default=10,
+                   help="explain: excerpts per set (explanation, held-out top, random; default 10)")
+    p.add_argument("--llm", action="store_true", help="explain: a language model explains and simulates (an "
+                                                      "OpenAI-compatible endpoint; see --llm-url)")
+    p.add_argument("--llm-url", help="explain --llm: the API base, e.g. http://127.0.0.1:8000/v1 (default "
+                                     "$CIRCUITLAB_LLM_URL)")
+    p.add_argument("--llm-model", help="explain --llm: the model name (default $CIRCUITLAB_LLM_MODEL)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the corpus order, neuron draw and random excerpts "
+                                                       "(default 0)")
+    add_out_option(p)
+    add_quiet_option(p)
+
+
+def _texts(args) -> list[str]:
+    from pathlib import Path
+
+    from circuitlab.errors import InputError
+    from circuitlab.neurons.explain import corpus_lines
+
+    if args.data == "default":
+        return corpus_lines(args.texts, seed=args.seed)
+    path = Path(args.data)
+    if not path.is_file():
+        raise InputError(f"--data {args.data!r} is neither 'default' nor a text file; give one of them.")
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"--data {args.data!r} holds no text; give a file with one text per line.")
+    return lines[: args.texts]
+
+
+def _neurons(text: str, what: str = "--neuron") -> list[int]:
+    from circuitlab.errors import InputError
+
+    try:
+        return [int(n) for n in text.split(",") if n.strip()]
+    except ValueError:
+        raise InputError(f"{what} {text!r}: give neuron indices separated by commas, e.g. 17,40.") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    import os
+
+    from circuitlab import load_model
+    from circuitlab.core import check_mlp_layer
+    from circuitlab.errors import InputError
+
+    if args.llm and not (args.llm_url or os.environ.get("CIRCUITLAB_LLM_URL")):
+        raise InputError("--llm needs a language-model endpoint: give --llm-url (an OpenAI-compatible API base, e.g. "
+                         "http://127.0.0.1:8000/v1) or set CIRCUITLAB_LLM_URL. Nothing was sent. Without --llm the "
+                         "offline default explains: the n-gram baseline (NgramExplainer, NgramSimulator).")
+    if args.kind == "examples" and not args.neuron:
+        raise InputError("neurons examples needs --neuron: the neuron indices, e.g. --neuron 17,40.")
+    model = load_model(args.model)
+    layer = check_mlp_layer(model, model.cfg.n_layers // 2 if args.layer is None else args.layer)
+    progress = not args.quiet
+    name = model.cfg.model_name or args.model
+    if args.kind == "examples":
+        import circuitlab.render.neurons  # noqa: F401  the page's renderer
+        from circuitlab.neurons.examples import neuron_page
+
+        texts = _texts(args)
+        pages = []
+        for n in _neurons(args.neuron):
+            page = neuron_page(model, texts, layer, n, k=args.k, progress=progress)
+            pages.append(page)
+            promoted = ", ".join(repr(t) for t in page.values.promoted.row_tokens([0])[:8])
+            print(f"L{layer} N{page.neuron} on {len(texts)} texts ({page.n_tokens} tokens): positive on "
+                  f"{100 * page.histogram.meta['fraction_positive']:.1f}% of tokens; value promotes {promoted}")
+            for i, e in enumerate(page.examples.examples):
+                print(f"  #{i + 1:<2} {e.activation:8.3f}  {e.token!r:<14} {' '.join(e.text.split())[:90]}")
+        write_report(pages, args.out, title=f"Neurons of MLP layer {layer}: {name}",
+                     intro=f"Top-activating contexts over {len(texts)} texts ({args.data}).")
+        return 0
+
+    import random
+
+    from circuitlab.neurons.explain import LLMClient, LLMExplainer, LLMSimulator, score_explanations
+    from circuitlab.render.neurons import true_vs_simulated
+
+    if args.neuron:
+        neurons = _neurons(args.neuron)
+    else:
+        d_mlp = model.cfg.d_mlp
+        neurons = sorted(random.Random(args.seed).sample(range(d_mlp), min(args.n_neurons, d_mlp)))
+    explainer = simulator = None
+    if args.llm:
+        client = LLMClient(url=args.llm_url, model=args.llm_model)
+        explainer, simulator = LLMExplainer(client), LLMSimulator(client)
+    texts = _texts(args)
+    e = args.excerpts
+    res = score_explanations(model, texts, layer, neurons, explainer=explainer, simulator=simulator, n_explain=e,
+                             n_top=e, n_random=e, shuffled=len(neurons) > 1, seed=args.seed, progress=progress)
+    print(res.summary())
+    s = res.scores.values[:, 0]
+    order = s.argsort(descending=True).tolist()
+    print("best explained:")
+    for i in order[:5]:
+        print(f"  L{layer} N{res.neurons[i]:<6} {float(s[i]):+.3f}  {res.explanations[i][:100]}")
+    write_report([res, true_vs_simulated(res, order[0])], args.out, title=f"Neuron explanations, MLP layer {layer}: "
+                 f"{name}", intro=f"{len(neurons)} neurons, {len(texts)} texts ({args.data}), seed {args.seed}.")
+    return 0
+
+
+run.arguments = arguments
+command("neurons", "neurons: top-activating examples and pages; explain, simulate and score (n-gram baseline or "
+                   "an LLM)")(run)
