@@ -224,7 +224,7 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
 
 #: every int option of every command that is not a count: indices (negative counts from the end) and seeds
 NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"), ("probe", "seed"),
-              ("reproduce", "seed"), ("trace", "seed"), ("circuit", "seed")}
+              ("neurons", "layer"), ("neurons", "seed"), ("reproduce", "seed"), ("trace", "seed"), ("circuit", "seed")}
 
 
 def _int_options():
@@ -331,8 +331,8 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         for module in modules:
             importlib.reload(module)
         assert warnings.filters == []
-    assert sorted(registry) == ["attribute", "circuit", "demo", "ffn", "ig", "induction", "models", "patch", "probe",
-                                "reproduce", "tcav", "trace"]
+    assert sorted(registry) == ["attribute", "circuit", "demo", "ffn", "ig", "induction", "models", "neurons", "patch",
+                                "probe", "reproduce", "tcav", "trace"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------
