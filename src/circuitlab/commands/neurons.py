@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
                          "offline default explains: the n-gram baseline (NgramExplainer, NgramSimulator).")
     if args.kind == "examples" and not args.neuron:
         raise InputError("neurons examples needs --neuron: the neuron indices, e.g. --neuron 17,40.")
+    chosen = _neurons(args.neuron) if args.neuron else None
     model = load_model(args.model)
     layer = check_mlp_layer(model, model.cfg.n_layers // 2 if args.layer is None else args.layer)
     progress = not args.quiet
@@ -100,7 +101,7 @@ def run(args: argparse.Namespace) -> int:
 
         texts = _texts(args)
         pages = []
-        for n in _neurons(args.neuron):
+        for n in chosen:
             page = neuron_page(model, texts, layer, n, k=args.k, progress=progress)
             pages.append(page)
             promoted = ", ".join(repr(t) for t in page.values.promoted.row_tokens([0])[:8])
@@ -117,8 +118,8 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab.neurons.explain import LLMClient, LLMExplainer, LLMSimulator, score_explanations
     from circuitlab.render.neurons import true_vs_simulated
 
-    if args.neuron:
-        neurons = _neurons(args.neuron)
+    if chosen:
+        neurons = chosen
     else:
         d_mlp = model.cfg.d_mlp
         neurons = sorted(random.Random(args.seed).sample(range(d_mlp), min(args.n_neurons, d_mlp)))
