@@ -11,7 +11,9 @@
 - :mod:`~circuitlab.probing.heads`: attention heads as dependency finders, against the best fixed offset
   (:func:`head_sweep`);
 - :mod:`~circuitlab.probing.structural`: Hewitt & Manning's distance and depth probes, UUAS, Spearman, root
-  accuracy, the linear baseline (:func:`structural_sweep`).
+  accuracy, the linear baseline (:func:`structural_sweep`);
+- :mod:`~circuitlab.probing.edge`: Tenney et al.'s edge probing: spans and pairs of spans (POS, dependency arc
+  labels, entity types) from a learned scalar mix of the layers, with the lexical baseline (:func:`edge_probe`).
 """
 
 from circuitlab.probing.activations import WordActivations, collect, default_hooks
@@ -40,3 +42,8 @@ __all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "
 from circuitlab.probing.cloze import CLOZE_TEMPLATES, ClozeScores, cloze, frequency_baseline
 
 __all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]
+
+# edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
+from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
+
+__all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]

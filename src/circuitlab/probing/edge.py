@@ -1,0 +1,360 @@
+"""Edge probing (Tenney et al. 2019, "What do you learn from context?"): labels of spans and of pairs of spans,
+read from a learned mix of every layer.
+
+    from circuitlab.probing import data, edge
+
+    res = edge.edge_probe("minilm-l6", data.default_sentences(2000), task="deprel")
+    res.scores.values         # [probe]: test accuracy of the scalar-mix probe and of the lexical baseline
+    res.mix.values            # [layer]: the learned softmax weights over the layers
+    res.center_of_gravity     # sum_l l * s_l: where in depth the task is read (0 = the embedding)
+
+**Tasks** (:func:`edge_examples`), built from the sentences' annotations; a *span* is a run of words
+``[start, end)``:
+
+- ``"pos"``: one span (a word) -> its UPOS tag;
+- ``"deprel"``: two spans (the dependent word, its head word) -> the dependency label (dependency arc labelling;
+  the root, which has no head word, is left out);
+- ``"ent"``: one span (a run of consecutive words with the same entity type, spaCy's ``ent``) -> that type.
+  Sentences carry one type per word and no begin/inside marks, so two adjacent entities of one type form one span.
+
+**The probe** (Tenney et al.'s architecture, single-label): the *scalar mix* of ELMo,
+``h_w = gamma * sum_l softmax(a)_l * x_{l,w}`` over the hooks ``l`` (by default the embedding and every block's
+residual stream), with each hook's activations first divided by their root-mean-square over the training words
+(one number per hook, so that the weights compare layers whose scales differ by orders of magnitude); a linear
+projection to ``proj`` dimensions; per span a pooled vector (``pool="mean"``: the mean of its words;
+``"attention"``: Lee et al.'s self-attentive pooling, a learned score per word softmaxed within the span, one
+scorer per span role); the spans' vectors concatenated; an MLP (``hidden`` units, ReLU) to the classes. Trained
+with Adam on cross-entropy, early-stopped on dev accuracy (the best epoch is kept). The frozen model is never
+trained: only the mix, ``gamma`` and the probe are.
+
+**Reported**: test accuracy (single-label, so it equals micro-averaged F1) of the scalar-mix probe and of the
+*lexical* baseline, the same probe on the embedding hook alone (no context: Tenney et al.'s "lexical" baseline),
+the majority-class accuracy, the mix weights ``s_l``, ``gamma`` and the *center of gravity* ``sum_l l * s_l``
+(Tenney, Das & Pavlick 2019), with the hooks indexed 0 (embedding), 1, ... L. The split is by sentence (as in
+:mod:`~circuitlab.probing.classifier`); examples with a word that could not be aligned to tokens are left out and
+counted.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence
+
+import torch
+from jaxtyping import Bool, Float, Int
+from torch import Tensor, nn
+
+from circuitlab.core import check_count, progress_bar
+from circuitlab.errors import InputError
+from circuitlab.probing.activations import WordActivations, hook_layer_label
+from circuitlab.probing.classifier import split_sentences, word_activations
+from circuitlab.probing.data import Sentence
+from circuitlab.results import Bundle, Result
+
+#: task -> the number of spans per example
+TASKS = {"pos": 1, "deprel": 2, "ent": 1}
+POOLS = ("mean", "attention")
+#: the hook the lexical baseline reads
+EMBEDDING_HOOK = "blocks.0.hook_resid_pre"
+
+
+@dataclass(frozen=True)
+class EdgeExample:
+    """One labelled example: a sentence index, its spans (``(start, end)`` word ranges) and the label."""
+
+    sentence: int
+    spans: tuple[tuple[int, int], ...]
+    label: str
+
+
+def entity_spans(ent: Sequence[str]) -> list[tuple[int, int, str]]:
+    """Runs of consecutive words with one entity type other than ``"O"``: ``(start, end, type)``."""
+    out, start = [], None
+    for i in range(len(ent) + 1):
+        if start is not None and (i == len(ent) or ent[i] != ent[start]):
+            out.append((start, i, ent[start]))
+            start = None
+        if i < len(ent) and ent[i] != "O" and start is None:
+            start = i
+    return out
+
+
+def edge_examples(sentences: Sequence[Sentence], task: str) -> list[EdgeExample]:
+    """The examples of ``task`` (``"pos"``, ``"deprel"``, ``"ent"``; see the module notes), in sentence order."""
+    if task not in TASKS:
+        raise InputError(f"task={task!r}: edge-probing tasks are {', '.join(map(repr, TASKS))} (part of speech, "
+                         "dependency arc labels, entity types).")
+    layer = {"pos": "upos", "deprel": "deprel", "ent": "ent"}[task]
+    out = []
+    for k, s in enumerate(sentences):
+        labels = s.labels(layer)
+        if task == "pos":
+            out.extend(EdgeExample(k, ((i, i + 1),), labels[i]) for i in range(len(s)))
+        elif task == "deprel":
+            heads = s.labels("head")
+            out.extend(EdgeExample(k, ((i, i + 1), (h - 1, h)), labels[i]) for i, h in enumerate(heads) if h)
+        else:
+            out.extend(EdgeExample(k, ((a, b),), t) for a, b, t in entity_spans(labels))
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The parts: scalar mix and span pooling
+# ---------------------------------------------------------------------------------------------------------
+
+class ScalarMix(nn.Module):
+    """ELMo's scalar mix: ``gamma * sum_l softmax(a)_l * x_l``; ``a`` starts at zero (equal weights), ``gamma`` at 1."""
+
+    def __init__(self, n_layers: int) -> None:
+        super().__init__()
+        self.a = nn.Parameter(torch.zeros(n_layers))
+        self.gamma = nn.Parameter(torch.ones(()))
+
+    def weights(self) -> Float[Tensor, "layer"]:
+        return torch.softmax(self.a, 0)
+
+    def forward(self, x: Float[Tensor, "layer *rest"]) -> Float[Tensor, "*rest"]:
+        s = self.weights()
+        return self.gamma * (s.view(-1, *([1] * (x.ndim - 1))) * x).sum(0)
+
+
+def center_of_gravity(weights: Float[Tensor, "layer"]) -> float:
+    """``sum_l l * s_l``: the expected layer index under the mix weights (0 = the first hook)."""
+    w = weights.detach().double()
+    return float((torch.arange(len(w), dtype=torch.float64) * w).sum() / w.sum())
+
+
+def pool_spans(x: Float[Tensor, "n span_len d"], mask: Bool[Tensor, "n span_len"],
+               scores: Optional[Float[Tensor, "n span_len"]] = None) -> Float[Tensor, "n d"]:
+    """Each span's vector from its words' vectors ``x`` (padded to ``span_len``; ``mask`` marks real words): the
+    mean without ``scores``; with them, the softmax of the scores over the span's words as weights."""
+    if scores is None:
+        m = mask.to(x.dtype)[..., None]
+        return (x * m).sum(1) / m.sum(1).clamp(min=1)
+    w = torch.softmax(scores.masked_fill(~mask, float("-inf")), 1)
+    return (w[..., None] * x).sum(1)
+
+
+class EdgeProbe(nn.Module):
+    """Scalar mix -> projection -> span pooling (per span role) -> concatenation -> MLP (see the module notes)."""
+
+    def __init__(self, n_layers: int, d_in: int, n_spans: int, n_classes: int, pool: str = "mean",
+                 proj: int = 256, hidden: int = 256) -> None:
+        super().__init__()
+        self.mix = ScalarMix(n_layers)
+        self.register_buffer("scale", torch.ones(n_layers))
+        self.proj = nn.Linear(d_in, proj)
+        self.scorers = nn.ModuleList(nn.Linear(proj, 1) for _ in range(n_spans)) if pool == "attention" else None
+        self.classifier = nn.Sequential(nn.Linear(n_spans * proj, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
+
+    def forward(self, x: Float[Tensor, "layer n spans span_len d"], mask: Bool[Tensor, "n spans span_len"]
+                ) -> Float[Tensor, "n classes"]:
+        h = self.proj(self.mix(x / self.scale.view(-1, 1, 1, 1, 1)))  # [n, spans, span_len, proj]
+        pooled = [pool_spans(h[:, j], mask[:, j], None if self.scorers is None else self.scorers[j](h[:, j])[..., 0])
+                  for j in range(h.shape[1])]
+        return self.classifier(torch.cat(pooled, -1))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data: examples as row indices into the activations
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class _Encoded:
+    rows: Int[Tensor, "n spans span_len"]  # rows of the activations (0 where padded)
+    mask: Bool[Tensor, "n spans span_len"]
+    y: Int[Tensor, "n"]
+    sentence: Int[Tensor, "n"]
+
+
+def _encode(acts: WordActivations, examples: list[EdgeExample], index: dict[str, int]) -> tuple[_Encoded, int]:
+    where = {(s, w): r for r, (s, w) in enumerate(zip(acts.sentence.tolist(), acts.word.tolist()))}
+    kept, dropped = [], 0
+    for e in examples:
+        spans = [[where.get((e.sentence, w)) for w in range(a, b)] for a, b in e.spans]
+        if any(r is None for span in spans for r in span):
+            dropped += 1
+            continue
+        kept.append((spans, e))
+    if not kept:
+        raise InputError("no example has all its words aligned to tokens; use other sentences or another model.")
+    width = max(len(span) for spans, _ in kept for span in spans)
+    n_spans = len(kept[0][0])
+    rows = torch.zeros(len(kept), n_spans, width, dtype=torch.long)
+    mask = torch.zeros(len(kept), n_spans, width, dtype=torch.bool)
+    for i, (spans, _) in enumerate(kept):
+        for j, span in enumerate(spans):
+            rows[i, j, :len(span)] = torch.tensor(span)
+            mask[i, j, :len(span)] = True
+    y = torch.tensor([index[e.label] for _, e in kept])
+    return _Encoded(rows, mask, y, torch.tensor([e.sentence for _, e in kept])), dropped
+
+
+def _features(layers: list[Tensor], rows: Tensor) -> Tensor:
+    """``[layer, *rows.shape, d]``: each hook's activation rows for the examples' words."""
+    return torch.stack([x[rows] for x in layers]).float()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------
+
+def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, n_classes: int,
+                     train: Tensor, dev: Tensor, *, pool: str = "mean", proj: int = 256, hidden: int = 256,
+                     seed: int = 0, lr: float = 1e-3, epochs: int = 20, batch_size: int = 256,
+                     patience: int = 3, mix_lr: float = 10.0) -> EdgeProbe:
+    """An :class:`EdgeProbe` over ``layers`` (one ``[n_words, d]`` matrix per hook), trained on the examples
+    ``train`` (indices into ``data``) and early-stopped on the accuracy of ``dev``. The mix's weights and
+    ``gamma`` learn ``mix_lr`` times faster than the rest (a handful of numbers that otherwise barely leave their
+    start in the few epochs a probe trains)."""
+    torch.manual_seed(seed)
+    probe = EdgeProbe(len(layers), layers[0].shape[1], data.rows.shape[1], n_classes, pool, proj, hidden)
+    train_words = data.rows[train][data.mask[train]].unique()
+    with torch.no_grad():
+        probe.scale.copy_(torch.stack([x[train_words].float().pow(2).mean().sqrt().clamp(min=1e-12)
+                                       for x in layers]))
+    mix = list(probe.mix.parameters())
+    rest = [p for n, p in probe.named_parameters() if not n.startswith("mix.")]
+    opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": mix, "lr": mix_lr * lr}])
+    gen = torch.Generator().manual_seed(seed)
+    best, best_state, stale = -1.0, None, 0
+    for _ in range(epochs):
+        probe.train()
+        for idx in train[torch.randperm(len(train), generator=gen)].split(batch_size):
+            opt.zero_grad()
+            logits = probe(_features(layers, data.rows[idx]), data.mask[idx])
+            nn.functional.cross_entropy(logits, data.y[idx]).backward()
+            opt.step()
+        acc = accuracy(probe, layers, data, dev)
+        if acc > best:
+            best, stale, best_state = acc, 0, {k: v.clone() for k, v in probe.state_dict().items()}
+        else:
+            stale += 1
+            if stale >= patience:
+                break
+    if best_state is not None:
+        probe.load_state_dict(best_state)
+    return probe
+
+
+@torch.no_grad()
+def accuracy(probe: EdgeProbe, layers: Sequence[Tensor], data: _Encoded, idx: Tensor,
+             batch_size: int = 1024) -> float:
+    """The share of examples ``idx`` whose argmax class is the label."""
+    probe.eval()
+    right = 0
+    for part in idx.split(batch_size):
+        right += int((probe(_features(layers, data.rows[part]), data.mask[part]).argmax(-1) == data.y[part]).sum())
+    return right / max(1, len(idx))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The analysis
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass(repr=False)
+class EdgeScores(Bundle):
+    """What :func:`edge_probe` measured.
+
+    Attributes:
+        scores: ``[probe]``: test accuracy of ``"scalar mix"`` and ``"lexical"`` (the embedding hook alone).
+        mix: ``[layer]``: the scalar mix's softmax weights ``s_l`` (the hooks in order; ``"emb"`` first).
+        center_of_gravity: ``sum_l l * s_l`` over the hooks indexed 0, 1, ...
+        gamma: the scalar mix's overall scale.
+    """
+
+    scores: Result
+    mix: Result
+    center_of_gravity: float
+    gamma: float
+
+    def summary(self) -> str:
+        s = dict(zip(self.scores.labels["probe"], self.scores.values.tolist()))
+        lexical = f", lexical {s['lexical']:.3f}" if "lexical" in s else ""
+        return (f"{self.scores.task}: scalar mix {s['scalar mix']:.3f}{lexical}, majority "
+                f"{self.scores.meta['majority_baseline']:.3f}; center of gravity {self.center_of_gravity:.2f} "
+                f"(0 = {self.mix.labels['layer'][0]}, {len(self.mix.labels['layer']) - 1} = "
+                f"{self.mix.labels['layer'][-1]})")
+
+
+def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "deprel", *,
+               hooks: Any = None, pool: str = "mean", baseline: bool = True,
+               split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, seed: int = 0, proj: int = 256,
+               hidden: int = 256, epochs: int = 20, batch_size: int = 256, patience: int = 3, lr: float = 1e-3,
+               progress: bool = True, **collect_options: Any) -> EdgeScores:
+    """Edge probing with a learned scalar mix over ``hooks``, and the lexical baseline (see the module notes).
+
+    Args:
+        source: :class:`~circuitlab.probing.activations.WordActivations`, or a model (or name) to collect them
+            from on ``sentences`` (``collect_options`` go to :func:`~circuitlab.probing.activations.collect`:
+            ``pool`` of tokens into words, ``max_memory``, ``cache``...).
+        task: ``"pos"``, ``"deprel"`` (two spans: dependent, head) or ``"ent"``.
+        hooks: the hooks to mix (default: the embedding and every block's residual stream).
+        pool: how a span's words become one vector: ``"mean"`` or ``"attention"`` (self-attentive).
+        baseline: also train the lexical probe on ``blocks.0.hook_resid_pre`` (it must then be among the hooks).
+        split, split_seed: train/dev/test fractions of the sentences and the shuffle's seed.
+        seed: the probe's initialisation and batch order.
+        proj, hidden, epochs, batch_size, patience, lr: the probe's size and training (Adam).
+
+    Returns:
+        :class:`EdgeScores`; ``scores.meta`` holds the majority baseline, example counts per split, the examples
+        left out (unaligned words), classes, settings and timings.
+    """
+    t0 = time.perf_counter()
+    if task not in TASKS:
+        raise InputError(f"task={task!r}: edge-probing tasks are {', '.join(map(repr, TASKS))} (part of speech, "
+                         "dependency arc labels, entity types).")
+    if pool not in POOLS:
+        raise InputError(f"pool={pool!r}: span pooling is one of {POOLS}.")
+    sizes = {name: check_count(v, name) for name, v in
+             dict(proj=proj, hidden=hidden, epochs=epochs, batch_size=batch_size, patience=patience).items()}
+    seed = check_count(seed, "seed", minimum=0)
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
+        raise InputError(f"lr={lr!r}: give a positive learning rate, e.g. 1e-3.")
+    acts = word_activations(source, sentences, hooks, progress, collect_options)
+    if baseline and EMBEDDING_HOOK not in acts.hooks:
+        raise InputError(f"baseline=True reads {EMBEDDING_HOOK!r}, which hooks do not include; add it to hooks or "
+                         "pass baseline=False.")
+    examples = edge_examples(acts.sentences, task)
+    classes = sorted({e.label for e in examples}, key=str)
+    if len(classes) < 2:
+        raise InputError(f"task {task!r}: {'no example' if not classes else 'every example has one label'} in "
+                         "these sentences; a probe needs two labels or more (use more or other sentences).")
+    data, dropped = _encode(acts, examples, {c: i for i, c in enumerate(classes)})
+    parts = split_sentences(len(acts.sentences), split, split_seed)
+    idx = {}
+    for name, ids in parts.items():
+        member = torch.zeros(len(acts.sentences), dtype=torch.bool)
+        member[ids] = True
+        idx[name] = member[data.sentence].nonzero().flatten()
+        if idx[name].numel() == 0:
+            raise InputError(f"the {name} split holds no {task} example; use more sentences.")
+    opts = dict(pool=pool, seed=seed, lr=float(lr), **sizes)
+    hooks_used = acts.hooks
+    probes = {"scalar mix": [acts.acts[h] for h in hooks_used]}
+    if baseline:
+        probes["lexical"] = [acts.acts[EMBEDDING_HOOK]]
+    trained, scores = {}, []
+    for name, layers in progress_bar(list(probes.items()), progress=progress, desc=f"edge probes ({task})",
+                                     unit="probe"):
+        trained[name] = train_edge_probe(layers, data, len(classes), idx["train"], idx["dev"], **opts)
+        scores.append(accuracy(trained[name], layers, data, idx["test"]))
+    weights = trained["scalar mix"].mix.weights().detach()
+    majority = Counter(data.y[idx["train"]].tolist()).most_common(1)[0][0]
+    layer_labels = [hook_layer_label(h) for h in hooks_used]
+    meta = {"majority_baseline": float((data.y[idx["test"]] == majority).float().mean()), "classes": classes,
+            "n_examples": {k: int(v.numel()) for k, v in idx.items()}, "examples_left_out": dropped,
+            "hooks": hooks_used, "split": tuple(split), "split_seed": split_seed, "options": opts,
+            "word_pool": acts.pool, "seconds": time.perf_counter() - t0}
+    score = Result(values=torch.tensor(scores), axes=("probe",), labels={"probe": list(probes)},
+                   title=f"Edge probing ({task})", metric="test accuracy (single label: = micro F1)",
+                   model=acts.model, task=task, meta=meta)
+    cog = center_of_gravity(weights)
+    mix = Result(values=weights, axes=("layer",), labels={"layer": layer_labels},
+                 title=f"Scalar mix weights ({task}; center of gravity {cog:.2f})",
+                 metric="softmax weight of each layer in the learned mix", model=acts.model, task=task,
+                 meta={"gamma": float(trained["scalar mix"].mix.gamma.detach()), "center_of_gravity": cog})
+    return EdgeScores(score, mix, cog, float(trained["scalar mix"].mix.gamma.detach()))
