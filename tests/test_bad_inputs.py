@@ -30,6 +30,7 @@ from circuitlab import attribution, circuits, ffn, induction, patching, tracing
 from circuitlab.concepts import gradients, tcav
 from circuitlab import probing
 from circuitlab.probing import heads as probing_heads
+from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -230,7 +231,15 @@ ANALYSES = [
              {"answer": ("answer", " mat"), "pos": ("pos", 7)}),
     Analysis("metrics.Normalized.fit", Normalized.fit,
              {"metric": ("metric", LD), "model": ("model", M), "clean_tokens": ("prompt", CLEAN),
-              "corrupted_tokens": ("prompt", CORRUPTED)}),
+              "corrupted_tokens": ("prompt", CORRUPTED)}),    Analysis("neurons.examples.neuron_page", functools.partial(neuron_examples.neuron_page, progress=False),
+             {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
+              "neuron": ("neuron", 511), "k": ("count", 3), "bins": ("count", 4), "batch_size": ("count", 1),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.explain.score_explanations", functools.partial(neuron_explain.score_explanations,
+                                                                      shuffled=False, progress=False),
+             {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
+              "layer": ("layer", 3), "neurons": ("neuron", 511), "n_explain": ("count", 2), "n_top": ("count", 2),
+              "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -389,7 +398,11 @@ COMMANDS = [
     ["reproduce"],
     ["reproduce", "no-such-finding"],
     ["reproduce", "--all", "--model", TOY],
-    ["reproduce", "induction-heads-need-two-layers", "--model", "zoo/no-such-model"],
+    ["reproduce", "induction-heads-need-two-layers", "--model", "zoo/no-such-model"],    ["neurons", "explain", "-m", TOY, "--llm"],
+    ["neurons", "examples", "-m", TOY],
+    ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", "no/such/file.txt"],
+    ["neurons", "explain", "-m", TOY, "--layer", "9"],
+    ["neurons", "explain", "-m", WORDS],
 ]
 
 
