@@ -65,3 +65,20 @@ def test_bad_input_is_a_one_line_error(argv, message, data, capsys, monkeypatch)
     assert main(["neurons", *argv[:1], "-m", "zoo/toy-lm", *argv[1:], "-q"]) == 1
     err = capsys.readouterr().err
     assert message in err and "Traceback" not in err
+
+
+def test_rank_and_ablate_wrap_the_ranking_and_the_ablation_curves(capsys, tmp_path):
+    from circuitlab.neurons.ranking import rank_neurons
+    from circuitlab.probing import template_sentences
+
+    out = tmp_path / "ablate.html"
+    assert main(["neurons", "ablate", "-m", "zoo/toy-lm", "--layer", "2", "--sentences", "40", "--method", "anova",
+                 "--protocol", "masked", "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    r = rank_neurons(circuitlab.load_model("zoo/toy-lm"), template_sentences(40, seed=0), method="anova", hooks=[2],
+                     progress=False, cache=False)
+    best = int(r.meta["order"][0][1])
+    assert f"top: {r.meta['ranking'][0]} ({float(r.values[0, best]):.3g})" in text
+    rows = [line for line in text.splitlines() if line.startswith("masked accuracy top keep")]
+    assert len(rows) == 1 and all(0 <= float(v) <= 1 for v in rows[0].split()[4:])
+    assert "Ablation curves" in out.read_text()

@@ -3,6 +3,8 @@
     circuitlab neurons examples -m zoo/toy-lm --layer 2 --neuron 17,40 -o pages.html  # top contexts, values, histogram
     circuitlab neurons explain -m smollm2-135m --layer 15 --n-neurons 100 -n 3000      # explain, simulate, score
     circuitlab neurons explain -m zoo/toy-lm --layer 2 --llm                           # with an LLM endpoint
+    circuitlab neurons rank -m minilm-l6 --layer 3 -n 300                              # probe-weight ranking, UPOS
+    circuitlab neurons ablate -m zoo/toy-lm --layer 2 --method anova                   # ablation curves of a ranking
 
 ``examples`` prints each neuron's top-activating contexts and the tokens its value vector promotes; the report
 shows its page (token colouring, value chips, activation histogram). ``explain`` scores the n-gram baseline's
@@ -10,6 +12,12 @@ explanations (or, with ``--llm``, a language model's: ``--llm-url``/``--llm-mode
 ``CIRCUITLAB_LLM_MODEL``, ``CIRCUITLAB_LLM_KEY``) of ``--n-neurons`` neurons drawn with ``--seed``, and prints the
 score distribution beside the shuffled control and chance, and the best-explained neurons; the report adds the
 histogram and true-vs-simulated activations of the best neuron.
+
+``rank`` ranks the layer's MLP neurons by how much they carry part of speech (UPOS) on ``--sentences`` template
+sentences (:func:`circuitlab.neurons.ranking.rank_neurons`: ``--method probe``, the elastic-net probe's weight
+mass, Dalvi et al. 2019; or ``anova``, ``mi``) and prints the top neurons, overall and per class. ``ablate`` then
+keeps and removes the top-, random- and bottom-ranked neurons and prints the probe's accuracy, control accuracy and
+selectivity (:func:`circuitlab.neurons.ablation.ablation_curves`).
 
 The corpus (``--data``): ``default`` (King James verses and fortune-cookie lines from Debian packages, offline; the
 held-out Bible books shipped with zoo/toy-lm without them), or a text file, one text per line.
@@ -21,13 +29,15 @@ import argparse
 
 from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
 
-KINDS = ("examples", "explain")
+KINDS = ("examples", "explain", "rank", "ablate")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="examples: top-activating contexts, value tokens and activation "
                                               "histogram of given neurons; explain: explain, simulate and score "
-                                              "neurons (n-gram baseline, or --llm)")
+                                              "neurons (n-gram baseline, or --llm); rank: rank the layer's "
+                                              "neurons by part of speech (UPOS); ablate: ablation curves of that "
+                                              "ranking")
     add_model_option(p)
     p.add_argument("--layer", type=int, help="the MLP layer (negative counts from the end; default the middle layer)")
     p.add_argument("--neuron", help="examples: neuron indices, comma-separated (required); explain: the neurons to "
@@ -45,6 +55,14 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--llm-url", help="explain --llm: the API base, e.g. http://127.0.0.1:8000/v1 (default "
                                      "$CIRCUITLAB_LLM_URL)")
     p.add_argument("--llm-model", help="explain --llm: the model name (default $CIRCUITLAB_LLM_MODEL)")
+    p.add_argument("--sentences", type=positive_int, default=300,
+                   help="rank/ablate: template sentences labelled with UPOS (default 300)")
+    p.add_argument("--method", choices=("probe", "anova", "mi"), default="probe",
+                   help="rank/ablate: probe (elastic-net weight mass, default), anova (F statistic) or mi (binned "
+                        "mutual information)")
+    p.add_argument("--protocol", choices=("masked", "retrained", "both"), default="both",
+                   help="ablate: masked (the trained probe, unused neurons at their mean), retrained (a fresh probe "
+                        "per selection) or both (default)")
     p.add_argument("--seed", type=int, default=0, help="seed of the corpus order, neuron draw and random excerpts "
                                                        "(default 0)")
     add_out_option(p)
@@ -95,6 +113,8 @@ def run(args: argparse.Namespace) -> int:
     layer = check_mlp_layer(model, model.cfg.n_layers // 2 if args.layer is None else args.layer)
     progress = not args.quiet
     name = model.cfg.model_name or args.model
+    if args.kind in ("rank", "ablate"):
+        return _rank(args, model, layer, name)
     if args.kind == "examples":
         import circuitlab.render.neurons  # noqa: F401  the page's renderer
         from circuitlab.neurons.examples import neuron_page
@@ -139,6 +159,37 @@ def run(args: argparse.Namespace) -> int:
         print(f"  L{layer} N{res.neurons[i]:<6} {float(s[i]):+.3f}  {res.explanations[i][:100]}")
     write_report([res, true_vs_simulated(res, order[0])], args.out, title=f"Neuron explanations, MLP layer {layer}: "
                  f"{name}", intro=f"{len(neurons)} neurons, {len(texts)} texts ({args.data}), seed {args.seed}.")
+    return 0
+
+
+def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
+    from circuitlab.commands.probe import table
+    from circuitlab.neurons.ranking import neuron_activations, rank_neurons
+    from circuitlab.probing import template_sentences
+
+    progress = not args.quiet
+    sentences = template_sentences(args.sentences, seed=args.seed)
+    acts = neuron_activations(model, sentences, [layer], progress=progress, cache=False)
+    ranking = rank_neurons(acts, task="upos", method=args.method, progress=progress)
+    m = ranking.meta
+    top = ", ".join(f"{lab} ({float(ranking.values[0, int(o[1])]):.3g})" for lab, o in zip(m["ranking"][:10],
+                                                                                           m["order"][:10]))
+    print(f"{ranking.title} of MLP layer {layer} of {name}, {m['n_train']} training words of {len(sentences)} "
+          f"template sentences:\n  top: {top}")
+    for cls, labels in list(m.get("per_class", {}).items())[:12]:
+        print(f"  {cls:<6} {', '.join(labels[:5])}")
+    items = [ranking]
+    if args.kind == "ablate":
+        from circuitlab.neurons.ablation import PROTOCOLS, ablation_curves
+
+        protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
+        curves = ablation_curves(acts, ranking, task="upos", protocols=protocols, random_seeds=(args.seed,),
+                                 progress=progress)
+        print(f"{curves.title or 'Ablation curves'} (test split; columns: k neurons)")
+        print(table(curves, max_rows=60))
+        items.append(curves)
+    write_report(items, args.out, title=f"Neurons of MLP layer {layer} ({args.kind}): {name}",
+                 intro=f"{len(sentences)} template sentences, UPOS, method {args.method}, seed {args.seed}.")
     return 0
 
 
