@@ -403,6 +403,7 @@ COMMANDS = [
     ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", "no/such/file.txt"],
     ["neurons", "explain", "-m", TOY, "--layer", "9"],
     ["neurons", "explain", "-m", WORDS],
+    ["neurons", "rank", "-m", WORDS],
 ]
 
 
