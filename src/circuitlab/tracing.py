@@ -592,6 +592,7 @@ def average_indirect_effect(
     seed: int = 0,
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = True,
+    executor: Any = None,
 ) -> Result:
     """The average indirect effect (AIE) over ``facts`` at the paper's kinds of position (its Figure 2).
 
@@ -599,6 +600,9 @@ def average_indirect_effect(
     ``P_restored - P_corrupted`` averaged within each kind of position (:func:`position_kinds`), then over the
     facts that have that kind. Trace only facts the model knows (:func:`circuitlab.tasks.factual.known_facts`),
     as the paper does.
+
+    ``executor`` (``"ray"`` or an executor of :mod:`circuitlab.distributed`) shares the facts out among workers
+    that each hold a model replica; the average is then taken here, as in one process.
 
     Returns:
         A Result ``[kind, position, layer]`` of average indirect effects (probability), with ``meta``: ``n_facts``,
@@ -608,7 +612,7 @@ def average_indirect_effect(
         ``[fact, kind, position, layer]`` the average is taken over (NaN where a fact lacks that position kind),
         e.g. for a bootstrap over facts.
     """
-    model = as_model(model)
+    source, model = model, as_model(model)
     if isinstance(facts, (str, bytes)) or not isinstance(facts, Sequence) or len(facts) == 0:
         raise InputError("facts must be a non-empty list of facts (Fact objects or (prompt, subject, answer) "
                          f"triples); got {facts!r:.80}.")
@@ -618,8 +622,15 @@ def average_indirect_effect(
     sigma = embedding_std(model) if sigma is None else sigma
     L = model.cfg.n_layers
     per_fact = torch.full((len(triples), len(kinds), len(POSITION_KINDS), L), float("nan"), dtype=torch.float64)
-    rows, seconds = [], 0.0
-    for i, (prompt, subject, answer) in enumerate(progress_bar(triples, progress=progress, desc="causal tracing")):
+    rows, seconds, record = [], 0.0, None
+    if executor is not None:
+        from circuitlab import distributed
+
+        per_fact, rows, seconds, record = distributed.average_indirect_effect(
+            source, triples, kinds=kinds, window=window, noise=noise, sigma=float(sigma), samples=samples, seed=seed,
+            max_memory=max_memory, executor=executor)
+    for i, (prompt, subject, answer) in enumerate(progress_bar(triples if executor is None else [], progress=progress,
+                                                               desc="causal tracing")):
         try:
             res = trace(model, prompt, subject, answer, kinds=kinds, window=window, noise=noise, sigma=sigma,
                         samples=samples, seed=seed, max_memory=max_memory, progress=False)
@@ -637,7 +648,7 @@ def average_indirect_effect(
                 clean_prob=sum(r[2] for r in rows) / len(rows), corrupted_prob=sum(r[3] for r in rows) / len(rows),
                 window={k: 1 if k == "resid" else window for k in kinds}, sigma=float(sigma),
                 noise_std=noise * float(sigma), samples=samples, seed=seed, facts=rows, per_fact=per_fact,
-                seconds=seconds)
+                seconds=seconds, **({} if record is None else {"executor": record}))
     return Result(values, ("kind", "position", "layer"),
                   {"kind": list(kinds), "position": list(POSITION_KINDS), "layer": [str(l) for l in range(L)]},
                   title=f"Average indirect effect over {len(triples)} facts",

@@ -53,7 +53,7 @@ from __future__ import annotations
 import contextlib
 import math
 import time
-from typing import Callable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import einops
 import torch
@@ -639,6 +639,7 @@ def patch_edges(
     ablation: str = "corrupted",
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = False,
+    executor: Any = None,
 ) -> Float[Tensor, "mask"]:
     """The metric with each set of edges removed: exact edge patching, many edge sets per forward pass.
 
@@ -654,13 +655,44 @@ def patch_edges(
         ablation: what a removed edge carries instead: ``"corrupted"``, ``"mean"`` or ``"zero"`` (module docstring).
         max_memory: rough bound in bytes on the activations one batched pass holds.
         progress: show a progress bar over the passes.
+        executor: ``None`` (this process), ``"ray"``, or an executor of :mod:`circuitlab.distributed`: the edge
+            sets are shared out in blocks among workers that each hold a model replica.
 
     Returns:
         ``[n_masks]`` float64 metric values.
     """
+    if executor is not None:
+        from circuitlab import distributed
+
+        return distributed.patch_edges(model, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
+                                       max_memory=max_memory, executor=executor)
     model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                max_memory=max_memory, what="edge patching")
     values = patcher.run(patcher.as_masks(removed), progress=progress)[:, 0]
+    check_finite(model, patcher.clean_t, "the patched metric values", values)
+    return values
+
+
+def plan_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
+                metric: Optional[Metric] = None, *, ablation: str = "corrupted",
+                max_memory: int = DEFAULT_MAX_MEMORY) -> list[Bool[Tensor, "n sender receiver"]]:
+    """The edge sets of :func:`patch_edges` as masks, cut into the batches its passes take (for sharing them out
+    among workers that then run exactly these passes, :func:`run_passes`)."""
+    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                               max_memory=max_memory, what="edge patching")
+    masks = patcher.as_masks(removed)
+    step = patcher.masks_per_pass(patcher.start_layer(masks))
+    return [masks[i:i + step] for i in range(0, masks.shape[0], step)]
+
+
+def run_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts,
+               passes: Sequence[Bool[Tensor, "n sender receiver"]], metric: Optional[Metric] = None, *,
+               ablation: str = "corrupted", max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, "mask"]:
+    """The metric for every mask of ``passes`` (from :func:`plan_passes`), each pass as one batched forward pass:
+    the same passes, so the same numbers, as :func:`patch_edges` in one process."""
+    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                               max_memory=max_memory, what="edge patching")
+    values = torch.cat([patcher.run(p)[:, 0] for p in passes])  # a pass's masks fit in one pass by construction
     check_finite(model, patcher.clean_t, "the patched metric values", values)
     return values
 

@@ -4,6 +4,7 @@
     circuitlab reproduce induction-heads-need-two-layers          # on the finding's default model
     circuitlab reproduce ioi-name-movers --model smollm2-135m -o ioi.html
     circuitlab reproduce --all [--markdown]                       # every finding on its default model
+    circuitlab reproduce --all --executor ray --workers 4         # the findings shared out among Ray workers
 
 Each run prints the finding, the published figure (with the model it was measured on), the measured figure (with
 the model used here, marked where it differs), the verdict under the finding's rule and the seconds it took;
@@ -16,7 +17,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from circuitlab.cli import add_out_option, add_quiet_option, command, write_report
+from circuitlab.cli import add_out_option, add_quiet_option, command, positive_int, write_report
 from circuitlab.errors import InputError
 
 
@@ -27,6 +28,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", "-m", help="measure on this model instead of the finding's default")
     p.add_argument("--seed", type=int, help="the seed of the finding's random inputs (default: the finding's own)")
     p.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
+    p.add_argument("--executor", choices=("ray", "local"),
+                   help="with --all: run the findings as shards on Ray workers (pip install 'circuitlab[distributed]')"
+                        "; 'local' runs the same shards in this process")
+    p.add_argument("--workers", type=positive_int, default=2, help="with --executor: how many workers (default 2)")
+    p.add_argument("--ray-address", help="with --executor ray: the cluster to join (default: RAY_ADDRESS, else a "
+                                         "local Ray instance)")
     add_out_option(p)
     add_quiet_option(p)
 
@@ -47,10 +54,23 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("give one finding id or --all (or --list to see the findings).")
     if args.all and args.model:
         raise InputError("--model applies to one finding; with --all each finding runs on its default model.")
+    if args.executor and not args.all:
+        raise InputError("--executor shares out the findings of --all; run one finding without it.")
     chosen = list(known.values()) if args.all else [get_finding(args.finding)]
 
     runs = []
-    for f in progress_bar(chosen, progress=not args.quiet and len(chosen) > 1, desc="findings", unit="finding"):
+    if args.executor:
+        from circuitlab.distributed import LocalExecutor, RayExecutor
+        from circuitlab.reproduce.registry import run_many
+
+        executor = (RayExecutor(args.workers, address=args.ray_address) if args.executor == "ray"
+                    else LocalExecutor(workers=args.workers))
+        with executor:
+            runs = run_many(chosen, seed=args.seed, executor=executor)
+        for r in runs:
+            _print_run(r)
+    for f in progress_bar(chosen if not args.executor else [], progress=not args.quiet and len(chosen) > 1,
+                          desc="findings", unit="finding"):
         r = run_finding(f, model=args.model, seed=args.seed)
         runs.append(r)
         _print_run(r)

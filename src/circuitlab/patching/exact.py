@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import einops
 import torch
@@ -102,6 +102,7 @@ def sweep(
     fast: bool = True,
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = True,
+    executor: Any = None,
 ) -> Result:
     """Patch one slice of ``site`` at a time and record ``metric``: exact activation patching.
 
@@ -124,6 +125,9 @@ def sweep(
             in parts and the parts' metric values averaged by size (exact for the metrics of
             :mod:`circuitlab.metrics`, which are means over prompts).
         progress: show a progress bar.
+        executor: ``None`` (this process), ``"ray"``, or an executor of :mod:`circuitlab.distributed`: the layers
+            are shared out among workers that each hold a model replica, and the parts gathered into the same
+            Result (``meta["executor"]`` records the run).
 
     Returns:
         a :class:`~circuitlab.results.Result` with one axis per name in ``by``; ``values[i, j, ...]`` is the
@@ -137,6 +141,11 @@ def sweep(
         res = sweep(model, clean, corrupted, metric, site="z", by=("layer", "head"))
         res.top(5)
     """
+    if executor is not None:
+        from circuitlab import distributed
+
+        return distributed.sweep(model, clean_tokens, corrupted_tokens, metric, site, by, direction, layers=layers,
+                                 fast=fast, max_memory=max_memory, executor=executor)
     started = time.perf_counter()
     model = as_model(model)
     spec = get_site(site)

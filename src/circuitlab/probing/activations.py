@@ -272,7 +272,7 @@ def _batches(lengths: list[int], per_row: Any, max_memory: int, batch_size: Opti
 def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, pool: str = "mean",
             max_memory: int = DEFAULT_MAX_MEMORY, batch_size: Optional[int] = None,
             cache: Union[bool, str, Path] = True, dtype: torch.dtype = torch.float32,
-            progress: bool = True) -> WordActivations:
+            progress: bool = True, executor: Any = None) -> WordActivations:
     """Word-level activations of ``model`` on ``sentences`` at every hook in ``hooks``, one pass per batch.
 
     Args:
@@ -286,13 +286,15 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
         cache: ``True`` (the circuitlab cache directory), ``False``, or a directory.
         dtype: the stored activations' dtype.
         progress: show a progress bar over batches.
+        executor: ``None`` (this process), ``"ray"``, or an executor of :mod:`circuitlab.distributed`: the batches
+            (cut as one process cuts them) are shared out among workers that each hold a model replica.
 
     Returns:
         a :class:`WordActivations`; words that could not be aligned are left out and counted in ``skipped``
         (with a warning).
     """
     t0 = time.perf_counter()
-    model = probe_model(model)
+    source, model = model, probe_model(model)
     pool = check_pool(pool)
     hooks = check_hooks(model, hooks)
     max_memory = check_max_memory(max_memory)
@@ -329,7 +331,13 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
                 acts[h] = t
     todo = [h for h in hooks if h not in acts]
     if todo:
-        computed = _run(model, al, todo, pool, max_memory, batch_size, dtype, progress, len(rows))
+        if executor is None:
+            computed = _run(model, al, todo, pool, max_memory, batch_size, dtype, progress, len(rows))
+        else:
+            from circuitlab import distributed
+
+            computed = distributed.collect(source, model, al, sentences, todo, pool,
+                                           plan_batches(model, al, max_memory, batch_size), dtype, len(rows), executor)
         for h in todo:
             acts[h] = computed[h]
             if folder is not None:
@@ -345,19 +353,26 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
                            dict(al.skipped), meta)
 
 
-@torch.no_grad()
-def _run(model: Any, al: Alignment, hooks: list[str], pool: str, max_memory: int, batch_size: Optional[int],
-         dtype: torch.dtype, progress: bool, n_rows: int) -> dict[str, Tensor]:
-    """The forward passes: per batch, every hook pools its activation to the batch's words."""
-    encoder = is_encoder(model)
-    device = model.cfg.device if getattr(model.cfg, "device", None) is not None else "cpu"
-    pad = getattr(model.tokenizer, "pad_token_id", None)
-    pad = 0 if pad is None else int(pad)
+def plan_batches(model: Any, al: Alignment, max_memory: int, batch_size: Optional[int]) -> list[list[int]]:
+    """The sentence indices of each forward pass (:func:`_batches` with the model's bytes per row)."""
     try:
         per_row = lambda n: row_bytes(model, n)  # noqa: E731
         per_row(4)
     except Exception:  # a config without the fields row_bytes reads: a rough guess from the width
         per_row = lambda n: 4 * n * 16 * int(model.cfg.d_model)  # noqa: E731
+    return _batches([len(t) for t in al.tokens], per_row, max_memory, batch_size)
+
+
+@torch.no_grad()
+def _run(model: Any, al: Alignment, hooks: list[str], pool: str, max_memory: int, batch_size: Optional[int],
+         dtype: torch.dtype, progress: bool, n_rows: int, batches: Optional[list[list[int]]] = None
+         ) -> dict[str, Tensor]:
+    """The forward passes: per batch (``batches``, default :func:`plan_batches`), every hook pools its activation
+    to the batch's words."""
+    encoder = is_encoder(model)
+    device = model.cfg.device if getattr(model.cfg, "device", None) is not None else "cpu"
+    pad = getattr(model.tokenizer, "pad_token_id", None)
+    pad = 0 if pad is None else int(pad)
     # row offsets: the first output row of each sentence (rows are in sentence order)
     starts, at = [], 0
     for pieces in al.pieces:
@@ -365,7 +380,8 @@ def _run(model: Any, al: Alignment, hooks: list[str], pool: str, max_memory: int
         at += sum(1 for p in pieces if p)
     out: dict[str, Optional[Tensor]] = {h: None for h in hooks}
     stop = _stop_layer(model, hooks)
-    batches = _batches([len(t) for t in al.tokens], per_row, max_memory, batch_size)
+    if batches is None:
+        batches = plan_batches(model, al, max_memory, batch_size)
     for batch in progress_bar(batches, progress=progress, desc="activations", unit="batch"):
         width = max(len(al.tokens[i]) for i in batch)
         tokens = torch.full((len(batch), width), pad, dtype=torch.long)

@@ -172,15 +172,35 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     """Measure ``finding`` on ``model`` (a name, or a loaded model; default: the finding's first model) with
     ``seed`` (default: its own) and apply its verdict rule. A model the finding does not apply to gives the
     verdict ``"not applicable"``; the time includes loading the model."""
-    from circuitlab.core import as_model, model_name
+    from circuitlab.core import model_name
+    from circuitlab.probing.activations import probe_model  # as_model, and encoders (minilm-l6) by name
 
     finding = get_finding(finding) if isinstance(finding, str) else finding
     seed = finding.seed if seed is None else seed
     started = time.perf_counter()
-    loaded = as_model(model if model is not None else finding.models[0])
+    loaded = probe_model(model if model is not None else finding.models[0])
     name = model if isinstance(model, str) else finding.models[0] if model is None else model_name(loaded) or "model"
     try:
         measurement = finding.measure(loaded, seed)
     except NotApplicable as exc:
         measurement = Measurement(figures="-", verdict="not applicable", why=str(exc))
     return Reproduction(finding, name, measurement, time.perf_counter() - started, seed)
+
+
+def _run_remote(_model, finding_id: str, seed: Optional[int]) -> tuple:
+    """A worker's run of one finding (it loads the finding's model itself): what comes back is the measurement."""
+    r = run(finding_id, seed=seed)
+    return r.model, r.measurement, r.seconds, r.seed
+
+
+def run_many(chosen: list, seed: Optional[int] = None, executor: Any = None) -> list[Reproduction]:
+    """:func:`run` for every finding of ``chosen`` (ids or Findings) on its default model: here one after another,
+    or with ``executor`` (``"ray"`` or an executor of :mod:`circuitlab.distributed`) one finding per shard on the
+    workers, in the order given."""
+    chosen = [get_finding(f) if isinstance(f, str) else f for f in chosen]
+    if executor is None:
+        return [run(f, seed=seed) for f in chosen]
+    from circuitlab.distributed import run_shards
+
+    parts, _ = run_shards(executor, None, _run_remote, [dict(finding_id=f.id, seed=seed) for f in chosen])
+    return [Reproduction(f, *part) for f, part in zip(chosen, parts)]

@@ -1,0 +1,539 @@
+"""Beyond one process: the same call, its work cut into shards that Ray actors run, each on its own model replica.
+
+An analysis that takes ``executor=`` splits its work into independent shards, runs each shard with the
+single-process code on a replica of the model, and gathers the parts into the Result the single-process call
+returns. Nothing is scheduled here: Ray (``pip install 'circuitlab[distributed]'``) places the actors and moves
+the data; this module only decides the shards and puts the parts back together.
+
+=====================================  =========================================  ================================
+analysis                               one shard                                  gathered by
+=====================================  =========================================  ================================
+``patching.sweep``                     a set of layers (interleaved, for balance)  the layer axis, in order
+``circuits.patch_edges``               a block of edge sets (masks)               concatenation
+``tracing.average_indirect_effect``    a block of facts                           the per-fact table, then the
+                                                                                  same average as one process
+``probing.collect``                    whole batches of sentences, cut as one     rows put back by sentence
+                                       process cuts them
+``circuitlab reproduce --all``         one finding                                the list of reproductions
+=====================================  =========================================  ================================
+
+Every shard runs the single-process code. Edge patching, causal tracing and activation collection shards run the
+very batches one process would, so in one process their parts are equal to the bit; an activation-patching pass
+batches patches at several layers, a shard's passes hold fewer, and float32 rounds them differently (a few 1e-6
+on logit differences of about 7 in the tests). A Ray worker runs ``cpus_per_worker`` torch threads, which may
+round matrix products differently from the caller's thread count: compare with a float tolerance.
+
+``executor`` is ``None`` (one process, the default), ``"ray"`` (a :class:`RayExecutor` with its defaults, made for
+the call and closed after it), ``"local"`` (:class:`LocalExecutor`: the shards one after another in this process,
+for checking the sharding), or an executor object you keep across calls (its actors keep their model replicas)::
+
+    with circuitlab.distributed.RayExecutor(workers=4, address="auto") as ex:
+        res = circuitlab.patching.sweep("gemma-3-270m", clean, corrupted, metric, executor=ex)
+
+A replica is loaded in each actor by name (a zoo name, a real model's name, a TransformerLens pretrained name)
+or from a directory written by :func:`circuitlab.save_model`; a model object is sent by its name and its weights
+are checked in the worker against the caller's (a fingerprint): a model changed after loading must be saved
+first and passed as its directory.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+from circuitlab.errors import CircuitlabError, InputError
+
+#: environment variables a worker inherits from the caller (the cache of converted models, test switches)
+_ENV_PREFIXES = ("CIRCUITLAB_", "HF_", "TRANSFORMERS_")
+
+
+class ShardError(CircuitlabError):
+    """A shard failed in a worker: the message names the shard and carries the worker's error."""
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """How a worker gets its model replica: ``spec`` for :func:`circuitlab.load_model` (or ``load_encoder``),
+    the weights' fingerprint it must match, and the device to load onto."""
+
+    spec: str
+    fingerprint: Optional[str] = None
+    device: Optional[str] = None
+
+    def load(self):
+        from circuitlab.models.real import real_models
+        from circuitlab.probing.activations import probe_model
+
+        real = real_models().get(self.spec)
+        if real is not None and real.kind == "encoder":
+            model = probe_model(self.spec)
+            if self.device is not None:
+                model = model.to(self.device)
+        else:
+            from circuitlab.models.loading import load_model
+
+            model = load_model(self.spec, device=self.device)
+        if self.fingerprint is not None and exact_fingerprint(model) != self.fingerprint:
+            raise CircuitlabError(
+                f"the model loaded as {self.spec!r} in a worker has other weights than the caller's model (it was "
+                "changed after loading?). Save it with circuitlab.save_model(model, DIR) and pass DIR as the model.")
+        return model
+
+
+def exact_fingerprint(model: Any) -> str:
+    """A hash of every parameter's name, shape, dtype and bytes: equal exactly when the weights are equal (a sum
+    or a norm would depend on the thread count that computed it)."""
+    import hashlib
+
+    h = hashlib.blake2b(digest_size=16)
+    for name, p in model.named_parameters():
+        t = p.detach().to("cpu").contiguous()
+        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
+        h.update(t.view(-1).view(torch_uint8()).numpy().data if t.numel() else b"")
+    return h.hexdigest()
+
+
+def torch_uint8():
+    import torch
+
+    return torch.uint8
+
+
+def model_source(model: Any) -> ModelSource:
+    """The :class:`ModelSource` of ``model``: a name or a saved directory as given, or a loaded model's name
+    with its weights' fingerprint (checked in each worker)."""
+    if isinstance(model, (str, Path)):
+        return ModelSource(str(model))
+    name = str(getattr(getattr(model, "cfg", None), "model_name", "") or "")
+    if not name:
+        raise InputError("model: a model without a name cannot be reloaded in a worker. Save it with "
+                         "circuitlab.save_model(model, DIR) and pass DIR as the model.")
+    device = str(getattr(model.cfg, "device", None) or "cpu")
+    return ModelSource(name, exact_fingerprint(model), device)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Executors
+# ---------------------------------------------------------------------------------------------------------
+
+@dataclass
+class LocalExecutor:
+    """The shards one after another, in this process, on the caller's model: the sharding and gathering of the
+    distributed path with no Ray (for tests, and for timing one shard). ``workers``: how many shards to cut the
+    work into, as for that many Ray workers."""
+
+    workers: int = 1
+    shard_seconds: list[float] = field(default_factory=list)
+
+    def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
+        if isinstance(model, (str, Path, ModelSource)):
+            model = (model if isinstance(model, ModelSource) else ModelSource(str(model))).load()
+        out = []
+        for i, kwargs in enumerate(shards):
+            t0 = time.perf_counter()
+            try:
+                out.append(fn(model, **kwargs))
+            except CircuitlabError:
+                raise
+            except Exception as exc:  # the same report as a Ray worker's
+                raise ShardError(f"shard {i} of {len(shards)} ({_describe(kwargs)}) failed: "
+                                 f"{type(exc).__name__}: {exc}") from exc
+            self.shard_seconds.append(time.perf_counter() - t0)
+        return out
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError:
+        raise CircuitlabError("executor='ray' needs Ray, which is not installed. Install the extra: "
+                              "pip install 'circuitlab[distributed]' (or pip install ray).") from None
+    return ray
+
+
+class RayExecutor:
+    """Ray actors, each holding one model replica, that run shards of an analysis.
+
+    Args:
+        workers: how many actors (model replicas).
+        address: the Ray cluster to join (``"auto"``, ``"ray://host:10001"``...); default: ``RAY_ADDRESS`` or
+            ``CIRCUITLAB_RAY_ADDRESS`` from the environment, else a local Ray instance started here (and shut down
+            by :meth:`close`).
+        cpus_per_worker: CPUs Ray reserves for each actor (its torch threads).
+        gpus_per_worker: GPUs per actor (default: 1 when the model is on CUDA, else 0).
+        init: more keyword arguments for ``ray.init`` (e.g. ``num_cpus`` of a local instance).
+
+    The actors start on first use and keep their replica between calls for the same model; :meth:`close` (or
+    leaving a ``with`` block) ends them.
+    """
+
+    def __init__(self, workers: int = 2, *, address: Optional[str] = None, cpus_per_worker: float = 1,
+                 gpus_per_worker: Optional[float] = None, init: Optional[dict] = None) -> None:
+        from circuitlab.core import check_count
+
+        self._workers = check_count(workers, "workers")
+        if not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
+            raise InputError(f"cpus_per_worker must be a positive number; got {cpus_per_worker!r}.")
+        self.address = address or os.environ.get("CIRCUITLAB_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
+        self.cpus_per_worker = cpus_per_worker
+        self.gpus_per_worker = gpus_per_worker
+        self.init = dict(init or {})
+        self._started_ray = False
+        self._actors: list = []
+        self._source: Optional[ModelSource] = None
+        self.shard_seconds: list[float] = []
+        self.startup_seconds = 0.0
+
+    @property
+    def workers(self) -> int:
+        return self._workers
+
+    def _start(self, source: Optional[ModelSource]) -> None:
+        ray = _ray()
+        t0 = time.perf_counter()
+        if not ray.is_initialized():
+            env = {k: v for k, v in os.environ.items() if k.startswith(_ENV_PREFIXES)}
+            kwargs = dict(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                          runtime_env={"env_vars": env})
+            if self.address:
+                kwargs["address"] = self.address
+            else:
+                kwargs.setdefault("num_cpus", max(1, int(self._workers * self.cpus_per_worker)))
+            kwargs.update(self.init)
+            ray.init(**kwargs)
+            self._started_ray = True
+        if self._actors and (source is None or _same_model(self._source, source)):
+            return  # the replicas serve (a task that needs no model runs on any actors)
+        self._stop_actors()
+        gpus = self.gpus_per_worker
+        if gpus is None:
+            gpus = 1 if source is not None and (source.device or "").startswith("cuda") else 0
+        actor = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus)(_Replica)
+        self._actors = [actor.remote(source, self.cpus_per_worker) for _ in range(self._workers)]
+        ready = [a.ready.remote() for a in self._actors]
+        try:
+            prints = ray.get(ready)
+        except Exception as exc:
+            self._stop_actors()
+            raise ShardError(f"a worker could not load its model replica ({source.spec if source else 'none'}): "
+                             f"{_worker_message(exc)}") from None
+        self._source = None if source is None else dataclasses.replace(source, fingerprint=prints[0])
+        self.startup_seconds += time.perf_counter() - t0
+
+    def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
+        source = None if model is None else model if isinstance(model, ModelSource) else model_source(model)
+        self._start(source)
+        ray = _ray()
+        pending = {}
+        for i, kwargs in enumerate(shards):
+            actor = self._actors[i % len(self._actors)]
+            pending[actor.run.remote(fn, kwargs)] = i
+        out: list = [None] * len(shards)
+        for ref, i in pending.items():
+            try:
+                value, seconds = ray.get(ref)
+            except Exception as exc:
+                raise ShardError(f"shard {i} of {len(shards)} ({_describe(shards[i])}) failed in a Ray worker: "
+                                 f"{_worker_message(exc)}") from None
+            out[i] = value
+            self.shard_seconds.append(seconds)
+        return out
+
+    def _stop_actors(self) -> None:
+        if self._actors:
+            ray = _ray()
+            for a in self._actors:
+                ray.kill(a)
+        self._actors, self._source = [], None
+
+    def close(self) -> None:
+        """End the actors, and the local Ray instance if this executor started it."""
+        self._stop_actors()
+        if self._started_ray:
+            _ray().shutdown()
+            self._started_ray = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return (f"RayExecutor(workers={self._workers}, address={self.address!r}, "
+                f"cpus_per_worker={self.cpus_per_worker}, gpus_per_worker={self.gpus_per_worker})")
+
+
+class _Replica:
+    """A Ray actor: one model replica and the shards it runs."""
+
+    def __init__(self, source: Optional[ModelSource], threads: float) -> None:
+        import torch
+
+        torch.set_num_threads(max(1, int(threads)))
+        self.model = None if source is None else source.load()
+
+    def ready(self) -> Optional[str]:
+        """The fingerprint of the replica's weights (``None`` without a model)."""
+        return None if self.model is None else exact_fingerprint(self.model)
+
+    def run(self, fn: Callable, kwargs: dict):
+        t0 = time.perf_counter()
+        value = fn(self.model, **kwargs)
+        return value, time.perf_counter() - t0
+
+
+def _same_model(a: Optional[ModelSource], b: ModelSource) -> bool:
+    """Whether actors holding ``a`` (with the fingerprint of the weights they loaded) serve ``b``: same name or
+    directory, same device, and the same weights where ``b`` is a loaded model."""
+    if a is None:
+        return False
+    dev = lambda d: d or "cpu"  # noqa: E731
+    return a.spec == b.spec and dev(a.device) == dev(b.device) and b.fingerprint in (None, a.fingerprint)
+
+
+def _worker_message(exc: BaseException) -> str:
+    cause = getattr(exc, "cause", None)
+    if cause is not None:
+        return f"{type(cause).__name__}: {cause}"
+    text = str(exc).strip().splitlines()
+    return text[-1] if text else type(exc).__name__
+
+
+def _describe(kwargs: dict) -> str:
+    parts = []
+    for k, v in kwargs.items():
+        if isinstance(v, (list, tuple)) and len(v) > 6:
+            parts.append(f"{k}: {len(v)} items")
+        elif hasattr(v, "shape"):
+            parts.append(f"{k}: shape {tuple(v.shape)}")
+        else:
+            parts.append(f"{k}={v!r:.60}")
+    return ", ".join(parts)
+
+
+def as_executor(executor: Any) -> tuple[Any, bool]:
+    """``(executor, owned)``: ``"ray"`` and ``"local"`` make a fresh executor the caller must close (``owned``);
+    an executor object is used as given."""
+    if isinstance(executor, str):
+        if executor == "ray":
+            return RayExecutor(), True
+        if executor == "local":
+            return LocalExecutor(), True
+        raise InputError(f"executor must be None, 'ray', 'local' or an executor object; got {executor!r}.")
+    if not callable(getattr(executor, "map", None)):
+        raise InputError(f"executor must be None, 'ray', 'local' or an object with a map(model, fn, shards) "
+                         f"method (RayExecutor, LocalExecutor); got {type(executor).__name__}.")
+    return executor, False
+
+
+def run_shards(executor: Any, model: Any, fn: Callable, shards: Sequence[dict]) -> tuple[list, dict]:
+    """Run ``fn(model_replica, **shard)`` for every shard on ``executor``; returns the parts and a record for the
+    result's ``meta["executor"]`` (kind, workers, shards, seconds per shard)."""
+    ex, owned = as_executor(executor)
+    t0 = time.perf_counter()
+    before = len(getattr(ex, "shard_seconds", []))
+    try:
+        parts = ex.map(model, fn, shards)
+    finally:
+        if owned:
+            ex.close()
+    record = {"kind": type(ex).__name__, "workers": ex.workers, "shards": len(shards),
+              "seconds": time.perf_counter() - t0,
+              "shard_seconds": list(getattr(ex, "shard_seconds", [])[before:]),
+              "startup_seconds": getattr(ex, "startup_seconds", 0.0)}
+    return parts, record
+
+
+def split(items: Sequence, n: int, interleave: bool = False) -> list[list]:
+    """``items`` cut into at most ``n`` non-empty parts: contiguous blocks, or every n-th item (``interleave``)."""
+    items = list(items)
+    n = max(1, min(n, len(items)))
+    if interleave:
+        return [items[i::n] for i in range(n)]
+    size, extra = divmod(len(items), n)
+    out, at = [], 0
+    for i in range(n):
+        step = size + (1 if i < extra else 0)
+        out.append(items[at:at + step])
+        at += step
+    return out
+
+
+def shard_count(executor: Any, n_items: int, per_worker: int = 1) -> int:
+    """How many shards to cut ``n_items`` into for ``executor``: ``per_worker`` per worker, at most one per item."""
+    workers = getattr(executor, "workers", 2) if not isinstance(executor, str) else 2
+    return max(1, min(n_items, workers * per_worker))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The sharded analyses: shards out, parts back
+# ---------------------------------------------------------------------------------------------------------
+
+def _source_of(model: Any) -> Any:
+    """What the workers load: the name or directory the caller gave, else the loaded model (sent by name)."""
+    return model
+
+
+def _sweep_shard(model, **kwargs):
+    from circuitlab.patching.exact import sweep as one_process
+
+    return one_process(model, **kwargs)
+
+
+def sweep(model: Any, clean_tokens: Any, corrupted_tokens: Any, metric: Any, site: str, by: Any, direction: str, *,
+          layers: Any, fast: bool, max_memory: int, executor: Any):
+    """:func:`circuitlab.patching.sweep` with its layers shared out among ``executor``'s workers."""
+    import dataclasses
+
+    import torch
+
+    from circuitlab.core import as_model, check_layers, check_max_memory
+    from circuitlab.patching.sites import get_site, parse_by
+
+    t0 = time.perf_counter()
+    loaded = as_model(model)
+    ex, owned = as_executor(executor)
+    try:
+        axes = parse_by(get_site(site), by)
+        layer_list = check_layers(loaded, layers)
+        check_max_memory(max_memory)
+        groups = (split(layer_list, shard_count(ex, len(layer_list)), interleave=True) if "layer" in axes
+                  else [layer_list])
+        shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, site=site,
+                       by=by, direction=direction, layers=g, fast=fast, max_memory=max_memory, progress=False)
+                  for g in groups]
+        parts, record = run_shards(ex, model if isinstance(model, (str, Path)) else loaded, _sweep_shard, shards)
+    finally:
+        if owned:
+            ex.close()
+    first = parts[0]
+    if len(parts) == 1:
+        return dataclasses.replace(first, meta={**first.meta, "executor": record})
+    dim = first.axes.index("layer")
+    order = [l for g in groups for l in g]
+    perm = torch.tensor([order.index(l) for l in layer_list])
+    values = torch.cat([p.values for p in parts], dim=dim).index_select(dim, perm)
+    labels = dict(first.labels)
+    joined = [lab for p in parts for lab in p.labels["layer"]]
+    labels["layer"] = [joined[i] for i in perm.tolist()]
+    meta = {**first.meta, "layers": layer_list, "n_patches": int(values.numel()),
+            "seconds": time.perf_counter() - t0, "executor": record,
+            "peak_chunk_bytes": max(p.meta.get("peak_chunk_bytes", 0) for p in parts)}
+    return dataclasses.replace(first, values=values, labels=labels, meta=meta)
+
+
+def _edges_shard(model, **kwargs):
+    from circuitlab.circuits.patch import run_passes
+
+    return run_passes(model, **kwargs)
+
+
+def patch_edges(model: Any, clean_tokens: Any, corrupted_tokens: Any, removed: Any, metric: Any, *, ablation: str,
+                max_memory: int, executor: Any):
+    """:func:`circuitlab.circuits.patch_edges` with its passes (the edge sets in the batches one process would
+    run) shared out among ``executor``'s workers in contiguous blocks; the values come back in order."""
+    import torch
+
+    from circuitlab.circuits.patch import plan_passes
+    from circuitlab.core import as_model
+
+    loaded = as_model(model)
+    passes = plan_passes(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
+                         max_memory=max_memory)
+    ex, owned = as_executor(executor)
+    try:
+        blocks = split(passes, shard_count(ex, len(passes), per_worker=2))
+        shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, passes=block, metric=metric,
+                       ablation=ablation, max_memory=max_memory) for block in blocks]
+        parts, _ = run_shards(ex, model if isinstance(model, (str, Path)) else loaded, _edges_shard, shards)
+    finally:
+        if owned:
+            ex.close()
+    return torch.cat(parts)
+
+
+def _tracing_shard(model, facts, **kwargs):
+    from circuitlab.tracing import average_indirect_effect as one_process
+
+    res = one_process(model, facts, **kwargs)
+    return res.meta["per_fact"], res.meta["facts"], res.meta["seconds"]
+
+
+def average_indirect_effect(model: Any, triples: list, *, kinds: list, window: int, noise: float, sigma: float,
+                            samples: int, seed: int, max_memory: int, executor: Any):
+    """The per-fact table of :func:`circuitlab.tracing.average_indirect_effect`, its facts shared out among
+    ``executor``'s workers in contiguous blocks (every fact is traced with the same seed, so a fact's trace does
+    not depend on its shard). Returns ``(per_fact, rows, seconds, record)`` for the caller to average."""
+    import torch
+
+    ex, owned = as_executor(executor)
+    try:
+        blocks = split(triples, shard_count(ex, len(triples)))
+        shards = [dict(facts=block, kinds=kinds, window=window, noise=noise, sigma=sigma, samples=samples, seed=seed,
+                       max_memory=max_memory, progress=False) for block in blocks]
+        parts, record = run_shards(ex, model, _tracing_shard, shards)
+    finally:
+        if owned:
+            ex.close()
+    per_fact = torch.cat([p[0] for p in parts])
+    rows = [r for p in parts for r in p[1]]
+    return per_fact, rows, sum(p[2] for p in parts), record
+
+
+def _collect_shard(model, sentences, batches, hooks, pool, dtype):
+    from circuitlab.probing.activations import _run
+    from circuitlab.probing.align import align
+
+    al = align(model, sentences)
+    n_rows = sum(1 for pieces in al.pieces for p in pieces if p)
+    return _run(model, al, hooks, pool, 0, None, dtype, False, n_rows, batches=batches)
+
+
+def collect(source: Any, model: Any, al: Any, sentences: Sequence, hooks: list[str], pool: str,
+            batches: list[list[int]], dtype: Any, n_rows: int, executor: Any) -> dict:
+    """The activations of :func:`circuitlab.probing.collect`, its batches (as one process cuts them) shared out
+    among ``executor``'s workers; each worker's rows are put back in sentence order."""
+    import torch
+
+    ex, owned = as_executor(executor)
+    try:
+        groups = split(batches, shard_count(ex, len(batches), per_worker=2), interleave=True)
+        # rows are in sentence order; a sentence's rows are contiguous, starting at starts[i]
+        counts = [sum(1 for p in pieces if p) for pieces in al.pieces]
+        starts = [0]
+        for c in counts[:-1]:
+            starts.append(starts[-1] + c)
+        shards, row_index = [], []
+        for group in groups:
+            mine = sorted(i for batch in group for i in batch)
+            local = {i: j for j, i in enumerate(mine)}
+            shards.append(dict(sentences=[sentences[i] for i in mine], batches=[[local[i] for i in b] for b in group],
+                               hooks=hooks, pool=pool, dtype=dtype))
+            row_index.append(torch.tensor([r for i in mine for r in range(starts[i], starts[i] + counts[i])],
+                                          dtype=torch.long))
+        parts, _ = run_shards(ex, source if isinstance(source, (str, Path)) else model, _collect_shard, shards)
+    finally:
+        if owned:
+            ex.close()
+    out = {}
+    for h in hooks:
+        width = parts[0][h].shape[1]
+        full = torch.empty((n_rows, width), dtype=dtype)
+        for rows, part in zip(row_index, parts):
+            full[rows] = part[h]
+        out[h] = full
+    return out

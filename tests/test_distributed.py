@@ -1,0 +1,220 @@
+"""circuitlab.distributed: sharded analyses equal the single-process call.
+
+The reference is always the same analysis run in one process (``executor=None``). The sharded path is checked
+twice: with :class:`LocalExecutor` (the same shards, one after another, no Ray: cheap, every analysis) and on a
+local Ray instance with two workers (``num_cpus=2``), started once for the module and shut down at its end.
+
+In one process the shards of edge patching, causal tracing and activation collection run the very batches of the
+single-process call, so they must be equal to the bit (``torch.equal``). An activation-patching pass batches
+patches at several layers together; a shard's passes hold fewer of them and round differently (float32, a few
+1e-6 on logit differences of about 7), so sweeps are compared within :data:`ATOL`, as is everything on Ray, whose
+workers run one torch thread where this process runs two.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+
+import pytest
+import torch
+
+import circuitlab as cl
+from circuitlab import circuits, distributed, patching, probing, tracing
+from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.metrics import LogitDiff
+from circuitlab.tasks.facts import load_world
+from circuitlab.tasks.factual import toy_facts
+from circuitlab.zoo import toy_lm
+
+TOY = "zoo/toy-lm"
+CLEAN = "When Mary and John went to the store, John gave a drink to"
+CORRUPTED = "When Mary and John went to the store, Mary gave a drink to"
+LD = LogitDiff(" Mary", " John")
+#: float32 rounding of the same arithmetic grouped differently (see the module docstring)
+ATOL = 2e-5
+#: max_memory for edge patching: a few masks per pass, so the 16 masks take several passes
+MASKS_MEMORY = 2**21
+
+
+@pytest.fixture(scope="module")
+def model():
+    return cl.load_model(TOY)
+
+
+@pytest.fixture(scope="module")
+def facts():
+    return toy_facts(load_world(toy_lm.zoo_dir()))[:3]
+
+
+@pytest.fixture(scope="module")
+def masks(model):
+    g = circuits.Graph.from_model(model)
+    gen = torch.Generator().manual_seed(0)
+    return torch.rand(16, len(g.edges), generator=gen) < 0.3
+
+
+def _same_result(a, b, atol: float = 0.0) -> None:
+    assert a.axes == b.axes and a.labels == b.labels
+    assert a.values.isnan().equal(b.values.isnan())
+    assert torch.allclose(a.values.nan_to_num(), b.values.nan_to_num(), rtol=0, atol=atol)
+
+
+# -- the shards, in one process --------------------------------------------------------------------------------
+
+def test_sharded_sweep_equals_one_process(model):
+    ex = distributed.LocalExecutor(workers=3)
+    for site, by in (("z", ("head", "layer")),):
+        one = patching.sweep(model, CLEAN, CORRUPTED, LD, site, by, progress=False)
+        sharded = patching.sweep(model, CLEAN, CORRUPTED, LD, site, by, progress=False, executor=ex)
+        _same_result(one, sharded, ATOL)
+        assert sharded.meta["executor"]["shards"] == 3
+    layers = [3, 1]  # an order of the caller's: kept
+    one = patching.sweep(model, CLEAN, CORRUPTED, LD, "mlp_out", ("layer",), layers=layers, progress=False)
+    sharded = patching.sweep(model, CLEAN, CORRUPTED, LD, "mlp_out", ("layer",), layers=layers, progress=False,
+                             executor=distributed.LocalExecutor(workers=2))
+    _same_result(one, sharded, ATOL)
+
+
+def test_sharded_edge_patching_runs_the_same_passes(model, masks):
+    # a small max_memory makes many passes, cut differently than an even split of the masks would be
+    one = circuits.patch_edges(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY)
+    sharded = circuits.patch_edges(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY,
+                                   executor=distributed.LocalExecutor(workers=3))
+    assert len(circuits.patch.plan_passes(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY)) > 3
+    assert torch.equal(one, sharded)
+
+
+def test_sharded_causal_tracing_averages_the_same_table(model, facts):
+    kw = dict(samples=2, window=1, progress=False)
+    one = tracing.average_indirect_effect(model, facts, **kw)
+    sharded = tracing.average_indirect_effect(model, facts, executor=distributed.LocalExecutor(workers=2), **kw)
+    _same_result(one, sharded)
+    assert torch.equal(one.meta["per_fact"].nan_to_num(-7.0), sharded.meta["per_fact"].nan_to_num(-7.0))
+    assert one.meta["facts"] == sharded.meta["facts"]
+
+
+def test_sharded_collection_puts_rows_back_by_sentence(model):
+    sentences = probing.template_sentences(30, seed=3)
+    one = probing.collect(model, sentences, cache=False, progress=False, batch_size=4)
+    sharded = probing.collect(model, sentences, cache=False, progress=False, batch_size=4,
+                              executor=distributed.LocalExecutor(workers=3))
+    assert one.hooks == sharded.hooks
+    for h in one.hooks:
+        assert torch.equal(one[h], sharded[h])
+    assert torch.equal(one.sentence, sharded.sentence) and torch.equal(one.word, sharded.word)
+
+
+def test_split_covers_every_item_once():
+    for n_items in (1, 5, 12):
+        for n in (1, 2, 5, 20):
+            for interleave in (False, True):
+                parts = distributed.split(range(n_items), n, interleave)
+                assert sorted(x for p in parts for x in p) == list(range(n_items))
+                assert all(parts) and len(parts) == min(n, n_items)
+
+
+# -- errors ----------------------------------------------------------------------------------------------------
+
+def test_missing_ray_names_the_extra(monkeypatch, model):
+    monkeypatch.setitem(sys.modules, "ray", None)  # "import ray" raises ImportError
+    with pytest.raises(CircuitlabError, match=r"circuitlab\[distributed\]"):
+        patching.sweep(model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False, executor="ray")
+
+
+def test_a_bad_executor_is_named(model):
+    for bad in ("dask", 3):
+        with pytest.raises(InputError, match="executor"):
+            patching.sweep(model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False, executor=bad)
+
+
+def test_a_changed_model_must_be_saved_first(model, tmp_path):
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed.blocks[1].mlp.W_in[3, 4] += 1.0  # one weight: a sum or a sample might miss it, the hash does not
+    source = distributed.model_source(changed)
+    assert source.spec == TOY
+    with pytest.raises(CircuitlabError, match="save_model"):
+        source.load()
+    cl.save_model(changed, tmp_path)
+    again = distributed.ModelSource(str(tmp_path), distributed.exact_fingerprint(changed)).load()
+    assert distributed.exact_fingerprint(again) == source.fingerprint
+
+
+def test_a_failing_shard_is_named(model):
+    with pytest.raises(distributed.ShardError, match=r"shard 1 of 2 \(x=2\).*ZeroDivisionError"):
+        distributed.run_shards(distributed.LocalExecutor(), model, _divide, [dict(x=1), dict(x=2)])
+
+
+def _divide(model, x):
+    if x == 2:
+        return 1 / 0
+    return x
+
+
+# -- Ray: two workers on a local instance ----------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def ray_executor():
+    pytest.importorskip("ray", reason="Ray is the optional extra circuitlab[distributed]")
+    ex = distributed.RayExecutor(workers=2, init={"num_cpus": 2})
+    yield ex
+    ex.close()
+
+
+@pytest.mark.slow
+def test_ray_workers_give_the_single_process_numbers(model, facts, masks, ray_executor):
+    one = patching.sweep(model, CLEAN, CORRUPTED, LD, "z", ("layer", "head"), progress=False)
+    on_ray = patching.sweep(model, CLEAN, CORRUPTED, LD, "z", ("layer", "head"), progress=False,
+                            executor=ray_executor)
+    _same_result(one, on_ray, ATOL)
+    rec = on_ray.meta["executor"]
+    assert rec["kind"] == "RayExecutor" and rec["workers"] == 2 and rec["shards"] == 2
+
+    # the same replicas serve the model given by name, and every other sharded analysis
+    assert torch.allclose(circuits.patch_edges(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY),
+                          circuits.patch_edges(TOY, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY, executor=ray_executor),
+                          rtol=0, atol=ATOL)
+    kw = dict(samples=2, window=1, progress=False)
+    _same_result(tracing.average_indirect_effect(model, facts, **kw),
+                 tracing.average_indirect_effect(model, facts, executor=ray_executor, **kw), ATOL)
+    sentences = probing.template_sentences(30, seed=3)
+    one = probing.collect(model, sentences, cache=False, progress=False, batch_size=4)
+    on_ray = probing.collect(model, sentences, cache=False, progress=False, batch_size=4, executor=ray_executor)
+    assert all(torch.allclose(one[h], on_ray[h], rtol=0, atol=ATOL) for h in one.hooks)
+    from circuitlab.reproduce.registry import run_many
+
+    local = run_many(CHEAP[:1])[0]
+    remote = run_many(CHEAP[:1], executor=ray_executor)[0]  # a task with no model runs on the same actors
+    assert (remote.verdict, remote.measurement.figures) == (local.verdict, local.measurement.figures)
+    startups = ray_executor.startup_seconds
+
+    # a worker's error comes back naming its shard
+    def divide(model, x):  # defined here, so that Ray sends it by value (workers cannot import the tests)
+        return x if x == 1 else 1 / 0
+
+    with pytest.raises(distributed.ShardError, match=r"shard 1 of 2 \(x=2\).*ZeroDivisionError"):
+        distributed.run_shards(ray_executor, model, divide, [dict(x=1), dict(x=2)])
+    assert ray_executor.startup_seconds == startups  # no replica was reloaded along the way
+
+
+# -- reproduce --all -------------------------------------------------------------------------------------------
+
+CHEAP = ["induction-heads-need-two-layers", "induction-reads-previous-token-heads"]
+
+
+def test_findings_as_shards_give_the_same_reproductions():
+    from circuitlab.reproduce.registry import run_many
+
+    one = run_many(CHEAP)
+    sharded = run_many(CHEAP, executor=distributed.LocalExecutor(workers=2))
+    assert [r.finding.id for r in sharded] == CHEAP
+    assert [(r.verdict, r.measurement.figures, r.model) for r in one] == \
+           [(r.verdict, r.measurement.figures, r.model) for r in sharded]
+
+
+def test_the_reproduce_command_shares_out_only_all(capsys):
+    from circuitlab.cli import main
+
+    assert main(["reproduce", CHEAP[0], "--executor", "local"]) != 0
+    assert "--executor shares out the findings of --all" in capsys.readouterr().err
