@@ -190,6 +190,10 @@ def test_records_do_not_depend_on_batching_and_random_excerpts_follow_the_seed(m
     reseeded = neuron_records(model, texts[:12], LAYER, NEURONS[:1], n_explain=3, n_top=3, n_random=4, seed=2,
                               progress=False)
     assert [e.text for e in reseeded[0].random] != [e.text for e in records[0].random]
+    blank = neuron_records(model, ["", "  ", *texts[:8]], LAYER, NEURONS[:1], n_explain=2, n_top=2, n_random=3,
+                           progress=False)[0]
+    for e in blank.explain + blank.top + blank.random:  # blank texts are skipped, and still counted
+        assert e.text >= 2 and "".join(e.tokens) == texts[e.text - 2]
     with pytest.raises(InputError, match="n_explain"):
         neuron_records(model, texts[:4], LAYER, NEURONS, n_explain=3, n_top=3, progress=False)
     with pytest.raises(InputError, match="neuron"):

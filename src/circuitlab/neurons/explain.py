@@ -95,8 +95,9 @@ class SimulationError(CircuitlabError):
 class Excerpt:
     """A stretch of text and one neuron's activation on each of its tokens.
 
-    ``kind`` is ``"top"`` (chosen because the neuron fires on it) or ``"random"``; ``text`` is the corpus item it
-    came from (its index in the stream); ``max_activation`` is the largest of ``activations``.
+    ``kind`` is ``"top"`` (chosen because the neuron fires on it) or ``"random"``; ``text`` is the index of the
+    corpus item it came from (blank texts are skipped but counted); ``max_activation`` is the largest of
+    ``activations``.
     """
 
     tokens: list[str]
@@ -154,8 +155,9 @@ def corpus_lines(n: int = 2000, seed: int = 0) -> list[str]:
     return lines
 
 
-def _rows(model, texts: Iterable[Union[str, Sequence[int], Tensor]], max_tokens: int) -> Iterable[Tensor]:
-    """Each text as a 1-D row of token ids (BOS prepended by the model's default), cut to ``max_tokens``."""
+def _rows(model, texts: Iterable[Union[str, Sequence[int], Tensor]], max_tokens: int) -> Iterable[tuple[int, Tensor]]:
+    """``(index, row)``: each non-empty text as a 1-D row of token ids (BOS prepended by the model's default), cut to
+    ``max_tokens``, with its index in ``texts``."""
     if isinstance(texts, (str, Tensor)):
         texts = [texts] if isinstance(texts, str) else list(texts if texts.ndim == 2 else texts[None])
     cap = min(max_tokens, model.cfg.n_ctx)
@@ -174,7 +176,7 @@ def _rows(model, texts: Iterable[Union[str, Sequence[int], Tensor]], max_tokens:
             if row.numel() and (int(row.min()) < 0 or int(row.max()) >= model.cfg.d_vocab):
                 raise InputError(f"texts[{i}] holds token ids outside [0, {model.cfg.d_vocab}).")
         if row.numel():
-            yield row[:cap].to(model.cfg.device)
+            yield i, row[:cap].to(model.cfg.device)
 
 
 @torch.no_grad()
@@ -234,7 +236,7 @@ def neuron_records(
     reservoir: list[int] = []
     seen = 0
 
-    def run(rows: list[Tensor], first: int) -> None:
+    def run(rows: list[Tensor], ids: list[int]) -> None:
         nonlocal best, best_text
         lengths = [len(r) for r in rows]
         toks = torch.zeros(len(rows), max(lengths), dtype=torch.long, device=rows[0].device)
@@ -254,45 +256,43 @@ def neuron_records(
             excerpts.append((r[start:].tolist(), acts[i, start: lengths[i]]))
         peaks = torch.stack([a.max(0).values for _, a in excerpts])  # [batch, N]
         cand = torch.cat([best, peaks.T], dim=1)
-        cand_text = torch.cat([best_text, torch.arange(first, first + len(rows)).expand(N, -1)], dim=1)
-        top = cand.topk(k, dim=1)  # ties keep the earlier text (it comes first in cand)
+        cand_text = torch.cat([best_text, torch.tensor(ids).expand(N, -1)], dim=1)
+        top = cand.topk(k, dim=1)
         best, best_text = top.values, cand_text.gather(1, top.indices)
-        for j, (ids, a) in enumerate(excerpts):
-            t = first + j
+        for t, (token_ids, a) in zip(ids, excerpts):
             if bool((best_text == t).any()) or t in reservoir:
-                kept[t] = (ids, a)
+                kept[t] = (token_ids, a)
         alive = set(best_text.flatten().tolist()) | set(reservoir)
         for t in [t for t in kept if t not in alive]:
             del kept[t]
 
     rows: list[Tensor] = []
-    first = 0
-    for row in progress_bar(_rows(model, texts, max_tokens), progress=progress, desc=f"L{layer} neuron records",
-                            unit="text"):
+    ids: list[int] = []
+    for i, row in progress_bar(_rows(model, texts, max_tokens), progress=progress, desc=f"L{layer} neuron records",
+                               unit="text"):
         # reservoir sampling (Algorithm R): after m texts, each is in the sample with probability n_random / m
         if len(reservoir) < n_random:
-            reservoir.append(seen)
+            reservoir.append(i)
         else:
             j = rng.randrange(seen + 1)
             if j < n_random:
-                reservoir[j] = seen  # the text it replaces leaves `kept` at the next batch
+                reservoir[j] = i  # the text it replaces leaves `kept` at the next batch
         seen += 1
         longest = max([len(row)] + [len(r) for r in rows])
         if rows and (len(rows) + 1) * row_bytes(model, longest) > max_memory:
-            run(rows, first)
-            first += len(rows)
-            rows = []
+            run(rows, ids)
+            rows, ids = [], []
         rows.append(row)
+        ids.append(i)
         if len(rows) == batch_size:
-            run(rows, first)
-            first += len(rows)
-            rows = []
+            run(rows, ids)
+            rows, ids = [], []
     if rows:
-        run(rows, first)
+        run(rows, ids)
     if seen < k:
         raise InputError(f"texts gave {seen} excerpts, fewer than n_explain + n_top = {k}: give more texts (a few "
                          "hundred at least, so that top-activating excerpts are rare), or ask for fewer excerpts.")
-    strings = {t: str_tokens(model, torch.tensor(ids)) for t, (ids, _) in kept.items()}
+    strings = {t: str_tokens(model, torch.tensor(token_ids)) for t, (token_ids, _) in kept.items()}
 
     def excerpt(t: int, col: int, kind: str) -> Excerpt:
         return Excerpt(strings[t], kept[t][1][:, col].tolist(), kind, t)
