@@ -258,8 +258,8 @@ def elastic_net_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: i
             L *= 2.0
         residual = L * max(float(dW.abs().max()), float(db.abs().max()))
         new_objective = f_new + l1 * float(W_new.abs().sum())
-        if new_objective > objective:  # restart the momentum from the last iterate
-            VW, Vb, t = W.clone(), b.clone(), 1.0
+        if new_objective > objective + 1e-12 * max(1.0, abs(objective)) and t > 1.0:
+            VW, Vb, t = W.clone(), b.clone(), 1.0  # the momentum overshot: restart from the last iterate
             continue
         t_new = (1 + math.sqrt(1 + 4 * t * t)) / 2
         VW = W_new + (t - 1) / t_new * (W_new - W)
