@@ -47,3 +47,16 @@ def test_probe_bad_inputs(capsys):
     assert "no fact whose answer is one token" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["probe", "parse", "-m", "zoo/toy-lm"])
+
+
+def test_probe_edges_prints_the_library_numbers(capsys):
+    from circuitlab.probing import edge_probe, template_sentences
+
+    assert main(["probe", "edges", "-m", "zoo/toy-lm", "-n", "10", "--task", "pos", "-q"]) == 0
+    text = capsys.readouterr().out
+    res = edge_probe(circuitlab.load_model("zoo/toy-lm"), template_sentences(10), "pos", cache=False, progress=False)
+    assert res.summary() in text
+    for name, acc in zip(res.scores.labels["probe"], res.scores.values.tolist()):
+        assert re.search(rf"{name}\s+{acc:.3f}", text), (name, acc, text)
+    with pytest.raises(SystemExit):
+        main(["probe", "edges", "-m", "zoo/toy-lm", "--task", "srl"])

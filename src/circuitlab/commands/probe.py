@@ -5,6 +5,7 @@
     circuitlab probe heads -m minilm-l6                                 # attention heads as dependency parsers
     circuitlab probe pairs -m gemma-3-270m --method prefix              # minimal pairs (template or --blimp FILE)
     circuitlab probe cloze -m smollm2-135m -o cloze.html                # LAMA-style P@1 / P@10 with baseline
+    circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix vs lexical
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
 """
@@ -15,25 +16,30 @@ import argparse
 
 from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
 
-KINDS = ("pos", "structural", "heads", "pairs", "cloze")
+KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="pos: part-of-speech classifier probes with control tasks; structural: "
                                               "distance and depth probes; heads: attention-head dependency accuracy; "
-                                              "pairs: minimal pairs; cloze: factual cloze P@1/P@10")
+                                              "pairs: minimal pairs; cloze: factual cloze P@1/P@10; edges: edge "
+                                              "probing (scalar mix over layers vs the lexical baseline)")
     add_model_option(p)
     p.add_argument("--data", default="templates",
-                   help="pos/structural/heads: 'templates' (a small grammar, default), 'default' (KJV and fortunes "
-                        "labelled by spaCy) or a CoNLL-U file")
+                   help="pos/structural/heads/edges: 'templates' (a small grammar, default), 'default' (KJV and "
+                        "fortunes labelled by spaCy) or a CoNLL-U file")
     p.add_argument("-n", "--sentences", type=positive_int, default=300,
-                   help="pos/structural/heads: how many sentences (default 300; a CoNLL-U file: its first N)")
+                   help="pos/structural/heads/edges: how many sentences (default 300; a CoNLL-U file: its first N)")
+    p.add_argument("--task", choices=("deprel", "pos", "ent"), default="deprel",
+                   help="edges: dependency arc labels (two spans, default), part of speech, or entity types")
+    p.add_argument("--pool", choices=("mean", "attention"), default="mean",
+                   help="edges: span pooling, mean (default) or self-attentive")
     p.add_argument("--blimp", metavar="FILE", help="pairs: a BLiMP .jsonl file instead of the template pairs")
     p.add_argument("--method", choices=("sentence", "prefix"), default="sentence",
                    help="pairs: whole-sentence log-probability (default) or the one-prefix method")
     p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
     p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data sampling (default 0)")
+    p.add_argument("--seed", type=int, default=0, help="seed of data sampling, and of the edge probe (default 0)")
     add_out_option(p)
     add_quiet_option(p)
 
@@ -79,8 +85,8 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
 
     progress = not args.quiet
-    if args.kind in ("pos", "structural", "heads"):
-        from circuitlab.probing import head_sweep, probe_sweep, structural_sweep
+    if args.kind in ("pos", "structural", "heads", "edges"):
+        from circuitlab.probing import edge_probe, head_sweep, probe_sweep, structural_sweep
         from circuitlab.probing.activations import probe_model
 
         model = probe_model(args.model)
@@ -89,10 +95,18 @@ def run(args: argparse.Namespace) -> int:
             res = probe_sweep(model, sentences, "upos", cache=False, progress=progress)
         elif args.kind == "structural":
             res = structural_sweep(model, sentences, cache=False, progress=progress)
+        elif args.kind == "edges":
+            res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed, cache=False,
+                             progress=progress)
         else:
             res = head_sweep(model, sentences, progress=progress)
-        print(f"{res.title} on {res.model or args.model}, {len(sentences)} sentences ({args.data})")
-        if args.kind == "heads":
+        title, name = (res.scores.title, res.scores.model) if args.kind == "edges" else (res.title, res.model)
+        print(f"{title} on {name or args.model}, {len(sentences)} sentences ({args.data})")
+        if args.kind == "edges":
+            print(res.summary())
+            print(table(res.scores))
+            print(table(res.mix))
+        elif args.kind == "heads":
             base = res.meta.get("baseline", {})
             print(f"{'relation':<12} {'best head':>10} {'accuracy':>9} {'baseline':>9}")
             for rel, b in res.meta["best"].items():
@@ -133,4 +147,4 @@ def run(args: argparse.Namespace) -> int:
 
 run.arguments = arguments
 command("probe", "probing: POS probes with control tasks, structural probes, attention heads, minimal pairs, "
-                 "cloze")(run)
+                 "cloze, edge probing")(run)
