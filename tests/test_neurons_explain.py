@@ -213,8 +213,9 @@ class Stub:
             def do_POST(self):
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 stub.requests.append((self.path, dict(self.headers), body))
-                if stub.hang:
+                if stub.hang:  # the client has given up by now: answer nothing
                     time.sleep(stub.hang)
+                    return
                 if stub.fail:
                     stub.fail -= 1
                     self.send_response(500)
@@ -231,6 +232,7 @@ class Stub:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.handle_error = lambda request, address: None  # a client that hung up is no error here
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
         threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
