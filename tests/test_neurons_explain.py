@@ -149,8 +149,8 @@ def test_shuffled_control_scores_each_neuron_with_another_neurons_explanation(mo
     res = score_explanations(model, records, progress=False, seed=3)
     sim = NgramSimulator()
     for i, r in enumerate(records):
-        by_other = [score_simulation(r.held_out, [sim.simulate(res.explanations[j], e.tokens) for e in r.held_out])["all"]
-                    for j in range(len(records)) if j != i]
+        by_other = [score_simulation(r.held_out, [sim.simulate(res.explanations[j], e.tokens)
+                                                  for e in r.held_out])["all"] for j in range(len(records)) if j != i]
         got = float(res.shuffled.values[i, 0])
         assert any(got == pytest.approx(0.0 if math.isnan(s) else s, abs=1e-12) for s in by_other)
     for n in (2, 3, 10):

@@ -23,7 +23,7 @@ A neuron page gathers what one MLP neuron does, each part from the analysis that
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterable, Sequence, Union
+from typing import Iterable, Sequence, Union
 
 import torch
 from jaxtyping import Float

@@ -342,6 +342,8 @@ class Simulator(Protocol):
 
 #: what opens an n-gram explanation; the JSON list of ``[tokens, weight]`` pairs follows it
 NGRAM_MARK = "n-gram baseline:"
+#: what precedes the exact n-grams (token strings) in an n-gram explanation
+NGRAM_JSON = "| n-grams:"
 
 
 def _norm(token: str, normalize: bool) -> str:
@@ -355,11 +357,12 @@ class NgramExplainer:
     In each explanation excerpt, every token whose activation reaches ``threshold`` times the largest activation
     over all excerpts is a firing token; the n-grams of length 1 to ``max_n`` that end on it collect its
     normalised activation (activation / largest). The ``n_terms`` n-grams with the largest total are the
-    explanation, each with its weight (its total over the largest total), as text::
+    explanation, each with its weight (its total over the largest total), as text: first readable, then exactly
+    (token strings as the tokenizer shows them, so a simulator can match them)::
 
-        n-gram baseline: [[[" Lord"], 1.0], [[" the", " Lord"], 0.83], ...]
-
-    (token strings as the tokenizer shows them, so a simulator can match them exactly). A longer n-gram can only
+        n-gram baseline: fires on ' Lord' (1.00), ' the Lord' (0.83), ... | n-grams: [[[" Lord"], 1.0],
+        [[" the", " Lord"], 0.83], ...]
+ A longer n-gram can only
     be matched where its last token is, so it refines a unigram rather than adding new places.
     """
 
@@ -383,7 +386,9 @@ class NgramExplainer:
                                 totals[gram] = totals.get(gram, 0.0) + a / peak
         ranked = sorted(totals.items(), key=lambda kv: (-kv[1], len(kv[0]), kv[0]))[: self.n_terms]
         top = ranked[0][1] if ranked else 1.0
-        return NGRAM_MARK + " " + json.dumps([[list(g), round(w / top, 4)] for g, w in ranked], ensure_ascii=False)
+        words = ", ".join(f"{''.join(g)!r} ({w / top:.2f})" for g, w in ranked) or "nothing (the neuron never fires)"
+        grams = json.dumps([[list(g), round(w / top, 4)] for g, w in ranked], ensure_ascii=False)
+        return f"{NGRAM_MARK} fires on {words} {NGRAM_JSON} {grams}"
 
 
 def parse_ngrams(explanation: str) -> list[tuple[tuple[str, ...], float]]:
@@ -393,7 +398,8 @@ def parse_ngrams(explanation: str) -> list[tuple[tuple[str, ...], float]]:
             f"the n-gram simulator reads explanations written by NgramExplainer (they start {NGRAM_MARK!r}); got "
             f"{explanation!r:.80}. Simulate free-text explanations with an LLMSimulator.")
     try:
-        items = json.loads(explanation.split(NGRAM_MARK, 1)[1])
+        rest = explanation.split(NGRAM_MARK, 1)[1]
+        items = json.loads(rest.rsplit(NGRAM_JSON, 1)[1] if NGRAM_JSON in rest else rest)
         return [(tuple(str(t) for t in g), float(w)) for g, w in items]
     except (ValueError, TypeError):
         raise InputError(f"cannot read the n-grams of the explanation {explanation!r:.80}: after {NGRAM_MARK!r} "
@@ -676,7 +682,7 @@ class ExplanationScores(Bundle):
         """The score distribution of the explanations beside the controls', one line each."""
         lines = [f"Explanation scores of {len(self.neurons)} neurons of MLP layer {self.layer}"
                  f"{' of ' + self.model if self.model else ''} (explainer: {self.explainer}; simulator: "
-                 f"{self.simulator}); correlation of simulated with true activations over held-out excerpts:"]
+                 f"{self.simulator}):", "  correlation of simulated with true activations over held-out excerpts:"]
         rows = [("explanations", "scores"), ("shuffled control", "shuffled"), ("chance (random)", "chance")]
         for label, which in rows:
             if getattr(self, which) is None:
@@ -734,11 +740,11 @@ def score_explanations(
     """
     explainer = NgramExplainer() if explainer is None else explainer
     simulator = NgramSimulator() if simulator is None else simulator
-    for what, obj, proto in (("explainer", explainer, Explainer), ("simulator", simulator, Simulator)):
+    for what, obj, proto, method in (("explainer", explainer, Explainer, "explain(excerpts)"),
+                                     ("simulator", simulator, Simulator, "simulate(explanation, tokens)")):
         if not isinstance(obj, proto):
-            raise InputError(f"{what}={obj!r} is not a{'n' if what[0] == 'e' else ''} {proto.__name__}: give an object "
-                             f"with a name and a {'explain(excerpts)' if what[0] == 'e' else 'simulate(explanation, tokens)'}"
-                             " method (e.g. the n-gram baseline's).")
+            raise InputError(f"{what}={obj!r} is not {proto.__name__}: give an object with a name and a {method} "
+                             "method (e.g. the n-gram baseline's).")
     if isinstance(texts, Sequence) and texts and all(isinstance(r, NeuronRecord) for r in texts):
         records = list(texts)
         name = model_name(as_model(model)) if model is not None else ""

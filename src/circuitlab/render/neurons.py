@@ -59,7 +59,8 @@ def histogram_svg(edges: Sequence[float], series: Sequence[tuple[str, Sequence[f
         if filled:
             for i, c in enumerate(counts):
                 if c > 0:
-                    out.append(f"<rect x='{x(edges[i]):.1f}' y='{y(c):.1f}' width='{max(0.5, x(edges[i + 1]) - x(edges[i]) - 0.5):.1f}' "
+                    w = max(0.5, x(edges[i + 1]) - x(edges[i]) - 0.5)
+                    out.append(f"<rect x='{x(edges[i]):.1f}' y='{y(c):.1f}' width='{w:.1f}' "
                                f"height='{y(0) - y(c):.1f}' fill='{col}' fill-opacity='0.75'><title>"
                                f"{html.escape(label)}: {c:g} in [{edges[i]:.3g}, {edges[i + 1]:.3g})</title></rect>")
         else:
