@@ -218,3 +218,23 @@ def test_the_reproduce_command_shares_out_only_all(capsys):
 
     assert main(["reproduce", CHEAP[0], "--executor", "local"]) != 0
     assert "--executor shares out the findings of --all" in capsys.readouterr().err
+
+
+# -- one model over several devices ----------------------------------------------------------------------------
+
+def test_transformer_lens_block_split_on_cpu_gives_the_same_numbers(model):
+    # TransformerLens's n_devices moves the residual stream to each block's device in its forward pass; on CPU
+    # every block's device is "cpu", so this checks that nothing in the engines assumes n_devices == 1
+    split_model = copy.deepcopy(model)
+    split_model.cfg.n_devices = 2
+    one = patching.sweep(model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False)
+    _same_result(one, patching.sweep(split_model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False))
+    a, b = circuits.eap(model, CLEAN, CORRUPTED, LD), circuits.eap(split_model, CLEAN, CORRUPTED, LD)
+    assert a.edges == b.edges and a.scores == b.scores
+
+
+def test_parameters_on_two_devices_are_named(model):
+    split_model = copy.deepcopy(model)
+    split_model.blocks[2].to("meta")  # a second device that exists on every machine
+    with pytest.raises(CircuitlabError, match=r"2 devices \(cpu: .*meta: blocks\.2\..*model\.to\(device\)"):
+        patching.sweep(split_model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False)

@@ -61,18 +61,26 @@ _FINITE_WEIGHTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictio
 
 
 def check_weights_finite(model: HookedTransformer) -> None:
-    """Raise :class:`~circuitlab.errors.NonFiniteError` naming the first parameter that holds NaN or inf.
+    """Raise :class:`~circuitlab.errors.NonFiniteError` naming the first parameter that holds NaN or inf, and a
+    :class:`~circuitlab.errors.CircuitlabError` when the parameters live on more than one device.
 
     Checked once per state of the weights: the check is skipped while no parameter has been replaced or
     modified in place since it last passed (PyTorch counts in-place changes in each tensor's ``_version``).
     """
     params = list(model.named_parameters())
-    state = tuple((name, id(p), p._version) for name, p in params)
+    state = tuple((name, id(p), p._version, p.device) for name, p in params)
     try:
         if _FINITE_WEIGHTS.get(model) == state:
             return
     except TypeError:  # not weak-referenceable: check every time
         pass
+    devices = sorted({str(p.device) for _, p in params})
+    if len(devices) > 1:
+        first = {d: next(name for name, p in params if str(p.device) == d) for d in devices}
+        raise CircuitlabError(
+            f"the model's parameters live on {len(devices)} devices ({', '.join(f'{d}: {n}...' for d, n in first.items())}). "
+            "circuitlab's engines run a model on one device: move it there with model.to(device) (see the README's "
+            "'Scaling up' for models larger than one device).")
     with torch.no_grad():
         bad = [name for name, p in params if p.is_floating_point() and not bool(torch.isfinite(p).all())]
     if bad:
