@@ -51,10 +51,10 @@ shipped with toy-lm without them.
     code(SETUP),
     code("""
 model = cl.load_model("zoo/toy-lm")
-texts = corpus_lines(240, seed=0)
+texts = corpus_lines(160, seed=0)
 neurons = list(range(0, 512, 16))  # 32 neurons of layer 2
 res = score_explanations(model, texts, layer=2, neurons=neurons, n_explain=8, n_top=8, n_random=8, seed=0,
-                         progress=False)
+                         batch_size=80, progress=False)
 print(res.summary())
 assert res.distribution()["mean"] > res.distribution("shuffled")["mean"]
 """),
@@ -80,7 +80,7 @@ what the explanation predicts. Each side is scaled to its own maximum: the score
 the neuron fires matters. Now the page of the same neuron over the same texts:
 """),
     code("""
-page = neuron_page(model, texts, layer=2, neuron=res.neurons[best], k=8, progress=False)
+page = neuron_page(model, texts, layer=2, neuron=res.neurons[best], k=8, batch_size=80, progress=False)
 top = page.examples.examples[0]
 print(f"fires most on {top.token!r} in {top.text!r} ({top.activation:.3f})")
 page
