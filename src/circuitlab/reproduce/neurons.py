@@ -90,7 +90,7 @@ def ablation_measure(model, seed: int, **settings) -> Measurement:
 
     opts = {**ABLATION_SETTINGS, **settings}
     hooks = opts.get("hooks") or _mlp_hooks(model)
-    acts = collect(model, _sentences(opts, seed), hooks, progress=False)
+    acts = collect(model, _sentences(opts, seed), hooks, progress=False, cache=opts.get("cache", True))
     ranking = rank_neurons(acts, task=opts["task"], split_seed=seed, progress=False)
     N = int(ranking.meta["order"].shape[0])
     ks = sorted({max(1, round(f * N)) for f in (*opts["fractions"], RULE_FRACTION)})
@@ -180,8 +180,8 @@ def correlation_measure(model, seed: int, **settings) -> Measurement:
     other = probe_model(other)
     other_hooks = opts.get("other_hooks") or _mlp_hooks(other)
     sents = _sentences(opts, seed)
-    a = collect(model, sents, hooks, progress=False)
-    b = collect(other, sents, other_hooks, progress=False)
+    a = collect(model, sents, hooks, progress=False, cache=opts.get("cache", True))
+    b = collect(other, sents, other_hooks, progress=False, cache=opts.get("cache", True))
     res = correlation_ranking(a, b, progress=False)
     maxcorr = res.values.flatten()
     maxcorr = maxcorr[~maxcorr.isnan()]
