@@ -31,6 +31,7 @@ from circuitlab.concepts import gradients, tcav
 from circuitlab import probing
 from circuitlab.probing import heads as probing_heads
 from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
+from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -137,6 +138,13 @@ class Analysis:
 M = Lazy(toy, TOY)
 LD = LogitDiff(" mat", " cat")
 SENTENCES = Lazy(lambda: probing.template_sentences(30), "30 template sentences")
+
+
+@functools.lru_cache(maxsize=None)
+def toy_ranking():
+    return neuron_ranking.rank_neurons(toy(), probing.template_sentences(30), method="anova", hooks=[1],
+                                       progress=False, cache=False)
+
 PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_tokens": ("prompt", CORRUPTED),
          "metric": ("metric", LD)}
 
@@ -240,6 +248,24 @@ ANALYSES = [
              {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
               "layer": ("layer", 3), "neurons": ("neuron", 511), "n_explain": ("count", 2), "n_top": ("count", 2),
               "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.ranking.rank_neurons", functools.partial(neuron_ranking.rank_neurons, progress=False, cache=False),
+             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"),
+              "method": ("choice", "anova"), "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "bins": ("count", 4),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.ranking.correlation_ranking", functools.partial(neuron_ranking.correlation_ranking,
+                                                                      progress=False, cache=False),
+             {"source": ("model", M), "others": ("model", M), "sentences": ("sentences", SENTENCES),
+              "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.ablation.ablation_curves", functools.partial(neuron_ablation.ablation_curves, progress=False,
+                                                                   cache=False, random_seeds=(0,)),
+             {"source": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
+              "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"), "ks": ("count", [1, 4]),
+              "modes": ("choice", ("keep",)), "protocols": ("choice", ("retrained",))}),
+    Analysis("neurons.ablation.loss_curves", functools.partial(neuron_ablation.loss_curves, progress=False,
+                                                               random_seeds=(0,)),
+             {"model": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
+              "sentences": ("prompts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
+              "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -257,6 +283,8 @@ SKIP = {
     ("probing.collect", "hooks"): {3, None},  # a layer number (its residual stream output); None: the defaults
     ("probing.probe_sweep", "hooks"): {3, None},
     ("probing.structural_sweep", "hooks"): {3, None},  # a layer number (its residual stream output); None: every layer
+    ("neurons.ranking.rank_neurons", "hooks"): {3, None},  # a layer number (its MLP neurons); None: every layer's
+    ("neurons.ranking.correlation_ranking", "hooks"): {3, None},
 }
 
 
