@@ -382,6 +382,8 @@ def rank_neurons(source: Any, sentences: Optional[Sequence[Sentence]] = None, ta
     if method not in METHODS:
         raise InputError(f"method={method!r}: use one of {', '.join(map(repr, METHODS))}.")
     max_memory = check_max_memory(max_memory)
+    bins = check_count(bins, "bins", minimum=2)
+    max_iter = check_count(max_iter, "max_iter")
     if not isinstance(source, WordActivations):
         collect_options["max_memory"] = max_memory
     acts = neuron_activations(source, sentences, hooks, progress=progress, **collect_options)
