@@ -58,7 +58,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, progress_bar
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, progress_bar, row_chunks
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, check_hooks, collect, hook_layer_label, probe_model
 from circuitlab.probing.classifier import Probe, TASKS, split_sentences
@@ -249,11 +249,10 @@ def elastic_net_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: i
             W_new = _soft(VW - gW / L, l1 / L)
             b_new = Vb - gb / L
             dW, db = W_new - VW, b_new - Vb
-            f_new = smooth_value = float(torch.nn.functional.cross_entropy(xs @ W_new.T + b_new, y)
-                                         + 0.5 * l2 * W_new.pow(2).sum())
-            bound = float(f) + float((gW * dW).sum() + (gb * db).sum()) + 0.5 * L * float(dW.pow(2).sum()
-                                                                                           + db.pow(2).sum())
-            if smooth_value <= bound + 1e-12 * max(1.0, abs(bound)) or L > 1e12:
+            f_new = float(torch.nn.functional.cross_entropy(xs @ W_new.T + b_new, y) + 0.5 * l2 * W_new.pow(2).sum())
+            bound = float(f) + float((gW * dW).sum() + (gb * db).sum()) \
+                + 0.5 * L * float(dW.pow(2).sum() + db.pow(2).sum())
+            if f_new <= bound + 1e-12 * max(1.0, abs(bound)) or L > 1e12:
                 break
             L *= 2.0
         residual = L * max(float(dW.abs().max()), float(db.abs().max()))
@@ -331,9 +330,7 @@ def binned_mutual_information(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], bins
     n, d = x.shape
     p_y = torch.bincount(y, minlength=C).double() / n
     out = torch.empty(d, dtype=torch.float64)
-    # per column: an [n] long code, an [bins * C] count table
-    for sl in [slice(lo, min(lo + max(1, max_memory // max(1, 24 * n)), d))
-               for lo in range(0, d, max(1, max_memory // max(1, 24 * n)))]:
+    for sl in row_chunks(d, 24 * n, max_memory):  # per column: n float64 values and n long codes, and a few more
         xc = x[:, sl].double()
         lo, hi = xc.min(0).values, xc.max(0).values
         width = (hi - lo).clamp(min=1e-300)
