@@ -238,3 +238,11 @@ def test_parameters_on_two_devices_are_named(model):
     split_model.blocks[2].to("meta")  # a second device that exists on every machine
     with pytest.raises(CircuitlabError, match=r"2 devices \(cpu: .*meta: blocks\.2\..*model\.to\(device\)"):
         patching.sweep(split_model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False)
+
+
+def test_a_model_loaded_from_a_directory_is_reloaded_from_it(model, tmp_path):
+    cl.save_model(model, tmp_path / "saved")
+    loaded = cl.load_model(tmp_path / "saved")
+    source = distributed.model_source(loaded)
+    assert source.spec == str((tmp_path / "saved").resolve())
+    assert distributed.exact_fingerprint(source.load()) == source.fingerprint

@@ -41,6 +41,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
+import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
@@ -89,12 +90,28 @@ def exact_fingerprint(model: Any) -> str:
     or a norm would depend on the thread count that computed it)."""
     import hashlib
 
+    params = list(model.named_parameters())
+    state = tuple((name, id(p), p._version, p.device) for name, p in params)
+    try:
+        known = _FINGERPRINTS.get(model)
+    except TypeError:
+        known = None
+    if known is not None and known[0] == state:  # kept while no parameter is replaced or changed in place
+        return known[1]
     h = hashlib.blake2b(digest_size=16)
-    for name, p in model.named_parameters():
+    for name, p in params:
         t = p.detach().to("cpu").contiguous()
         h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
         h.update(t.view(-1).view(torch_uint8()).numpy().data if t.numel() else b"")
-    return h.hexdigest()
+    digest = h.hexdigest()
+    try:
+        _FINGERPRINTS[model] = (state, digest)
+    except TypeError:
+        pass
+    return digest
+
+
+_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
 def torch_uint8():
@@ -104,11 +121,12 @@ def torch_uint8():
 
 
 def model_source(model: Any) -> ModelSource:
-    """The :class:`ModelSource` of ``model``: a name or a saved directory as given, or a loaded model's name
-    with its weights' fingerprint (checked in each worker)."""
+    """The :class:`ModelSource` of ``model``: a name or a saved directory as given, or a loaded model's directory
+    (when it was loaded from one) or name, with its weights' fingerprint (checked in each worker)."""
     if isinstance(model, (str, Path)):
         return ModelSource(str(model))
-    name = str(getattr(getattr(model, "cfg", None), "model_name", "") or "")
+    name = getattr(model, "_circuitlab_source", None) or str(getattr(getattr(model, "cfg", None), "model_name", "")
+                                                              or "")
     if not name:
         raise InputError("model: a model without a name cannot be reloaded in a worker. Save it with "
                          "circuitlab.save_model(model, DIR) and pass DIR as the model.")

@@ -208,5 +208,7 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
         return load_model_dir(entry.path, device=device, name=name)
     path = Path(name).expanduser()
     if path.exists():
-        return load_model_dir(path, device=device)
+        model = load_model_dir(path, device=device)
+        model._circuitlab_source = str(path.resolve())  # where a worker reloads it (circuitlab.distributed)
+        return model
     return load_pretrained(name, device=device, **kwargs)
