@@ -40,7 +40,7 @@ def histogram_svg(edges: Sequence[float], series: Sequence[tuple[str, Sequence[f
                   x_label: str, width: int = 420, height: int = 200, sqrt: bool = False) -> str:
     """A histogram with shared bins: ``series`` are ``(label, counts, colour, filled)``; filled ones as bars,
     the others as step outlines over them. ``sqrt`` draws counts on a square-root axis."""
-    pad_l, pad_r, pad_t, pad_b = 36, 8, 18, 34
+    pad_l, pad_r, pad_t, pad_b = 46, 10, 18, 34
     f = (lambda c: c ** 0.5) if sqrt else (lambda c: c)
     top = max([f(float(c)) for _, counts, _, _ in series for c in counts] + [1e-12])
     lo, hi = float(edges[0]), float(edges[-1])
@@ -70,12 +70,12 @@ def histogram_svg(edges: Sequence[float], series: Sequence[tuple[str, Sequence[f
             pts.append(f"{x(edges[-1]):.1f},{y(0):.1f}")
             out.append(f"<polyline points='{' '.join(pts)}' fill='none' stroke='{col}' stroke-width='1.5'>"
                        f"<title>{html.escape(label)}</title></polyline>")
-    for v in (lo, (lo + hi) / 2, hi):
-        out.append(f"<text x='{x(v):.1f}' y='{height - pad_b + 12}' text-anchor='middle'>{v:.3g}</text>")
+    for v, anchor in ((lo, "start"), ((lo + hi) / 2, "middle"), (hi, "end")):
+        out.append(f"<text x='{x(v):.1f}' y='{height - pad_b + 12}' text-anchor='{anchor}'>{v:.3g}</text>")
     out.append(f"<text x='{pad_l + plot_w / 2:.1f}' y='{height - 6}' text-anchor='middle' fill='#555'>"
                f"{html.escape(x_label)}</text>")
     peak = top ** 2 if sqrt else top
-    out.append(f"<text x='{pad_l - 4}' y='{pad_t + 3}' text-anchor='end'>{peak:.3g}</text>"
+    out.append(f"<text x='{pad_l - 4}' y='{pad_t + 3}' text-anchor='end'>{peak:,.0f}</text>"
                f"<text x='{pad_l - 4}' y='{y(0) + 3:.1f}' text-anchor='end'>0</text>")
     lx = pad_l + 6
     for label, _, col, filled in series:
