@@ -137,6 +137,18 @@ def ensure_cached(name: str) -> Path:
     dest = cache_dir(spec.name)
     if not spec.cached or _cache_fresh(spec, dest):
         return dest
+    # one process converts while others wait for it (two test processes, or notebooks, sharing one cache)
+    import fcntl
+
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    with open(dest.with_name(dest.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _cache_fresh(spec, dest):
+            return dest
+        return _convert(spec, dest)
+
+
+def _convert(spec: "RealModel", dest: Path) -> Path:
     _say(f"converting {spec.name} from its PyPI package to fp32, once; cached in {dest} (about a minute)")
     start = time.perf_counter()
     tmp = dest.with_name(dest.name + f".tmp-{os.getpid()}")

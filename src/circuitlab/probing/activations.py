@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 import time
 import warnings
@@ -342,7 +343,7 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
             acts[h] = computed[h]
             if folder is not None:
                 folder.mkdir(parents=True, exist_ok=True)
-                tmp = paths[h].with_suffix(".tmp")
+                tmp = paths[h].with_suffix(f".tmp-{os.getpid()}")  # one per process (concurrent collections)
                 torch.save(computed[h], tmp)
                 tmp.replace(paths[h])
     seconds = time.perf_counter() - t0

@@ -35,6 +35,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import random
 import re
 import warnings
@@ -571,7 +572,7 @@ def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
         raise InputError(f"n={n}: the Debian corpora give only {len(labelled)} plain single-sentence lines; ask "
                          "for fewer.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
+    tmp = path.with_suffix(f".tmp-{os.getpid()}")  # one per process: two processes may fill the cache at once
     tmp.write_text(write_conllu(labelled), encoding="utf-8")
     tmp.replace(path)
     return labelled
