@@ -14,8 +14,9 @@ n-grams of each neuron (the n-gram baseline, SASC's first step, Singh et al. 202
 
 Measured on ``N_NEURONS`` neurons of the middle MLP layer (``n_layers // 2``), drawn with the seed, over
 ``N_LINES`` corpus lines (:func:`circuitlab.neurons.explain.corpus_lines`: King James verses and fortune lines;
-offline), 10 explanation, 10 held-out top and 10 random excerpts per neuron. The rule was written before any
-measurement with these settings.
+offline), 10 explanation, 10 held-out top and 10 random excerpts per neuron. What had been seen when the rule was
+written: the n-gram baseline on zoo/toy-lm with other settings (layer 2, 64 neurons, 1000 lines: mean score 0.44
+against -0.01 for the shuffled control); nothing on smollm2-135m or gemma-3-270m, which were measured after.
 """
 
 from __future__ import annotations
