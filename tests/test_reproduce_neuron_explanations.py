@@ -21,7 +21,7 @@ def rule(scores, shuffled, chance):
 
 def test_registered_with_a_fixed_rule():
     f = reproduce.get_finding("neuron-explanations-beat-controls")
-    assert f is F.FINDING and f.models[0] == "zoo/toy-lm"
+    assert f is F.FINDING and f.models[0] == "smollm2-135m" and "zoo/toy-lm" in f.models
     assert "Bills et al." in f.citation.authors and "1,000" in f.published and "0.8" in f.published
     assert "0.05" in f.rule and "majority" in f.rule and "shuffled" in f.rule
 

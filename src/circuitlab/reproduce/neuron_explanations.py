@@ -17,6 +17,9 @@ Measured on ``N_NEURONS`` neurons of the middle MLP layer (``n_layers // 2``), d
 offline), 10 explanation, 10 held-out top and 10 random excerpts per neuron. What had been seen when the rule was
 written: the n-gram baseline on zoo/toy-lm with other settings (layer 2, 64 neurons, 1000 lines: mean score 0.44
 against -0.01 for the shuffled control); nothing on smollm2-135m or gemma-3-270m, which were measured after.
+
+The default model is smollm2-135m (the finding is about language models; a few minutes on 2 CPU cores);
+``--model zoo/toy-lm`` runs in seconds.
 """
 
 from __future__ import annotations
@@ -87,12 +90,12 @@ FINDING = register(Finding(
               "tokens alone are a baseline that also scores above chance. No per-baseline mean is quoted here: we "
               "could not check the paper's exact figures offline.",
     published_model="GPT-2 XL (explained by GPT-4)",
-    models=("zoo/toy-lm", "smollm2-135m", "gemma-3-270m"),
+    models=("smollm2-135m", "gemma-3-270m", "zoo/toy-lm"),
     measure=measure,
     rule=f"n-gram baseline explanations of {N_NEURONS} neurons of the middle MLP layer drawn with the seed, "
          f"{N_LINES} corpus lines, {EXCERPTS} excerpts per set; score = correlation over all held-out tokens at once. "
          f"(a) the mean score is at least {MARGIN} above the mean of random predictions (chance); (b) it is at least "
          f"{MARGIN} above the mean of the shuffled control (each neuron scored with another's explanation) and the "
          "neuron's own explanation scores higher for a majority of neurons. Reproduced if both hold, partly if one.",
-    seconds=20.0,
+    seconds=180.0,
 ))
