@@ -86,9 +86,9 @@ FINDING = register(Finding(
     claim="Explanations read off a neuron's top-activating text predict its activations on held-out text better "
           "than chance and better than another neuron's explanation.",
     published="GPT-4's explanations of GPT-2 XL's 307,200 MLP neurons mostly score low; more than 1,000 of them "
-              "score at least 0.8 (Bills et al. 2023, as stated in the paper's release); explanations built from "
-              "tokens alone are a baseline that also scores above chance. No per-baseline mean is quoted here: we "
-              "could not check the paper's exact figures offline.",
+              "score at least 0.8 (Bills et al. 2023, as stated with the release). The paper also compares its "
+              "explanations with baseline explanations; those figures could not be checked offline and are not "
+              "quoted here.",
     published_model="GPT-2 XL (explained by GPT-4)",
     models=("smollm2-135m", "gemma-3-270m", "zoo/toy-lm"),
     measure=measure,
