@@ -2,8 +2,8 @@
 
 Bills et al. (2023) explain each MLP neuron of GPT-2 XL with GPT-4, simulate the neuron from the explanation, and
 score the explanation by the correlation of simulated with true activations on held-out top-activating and random
-excerpts. Their explanations are far from perfect (most score low) but carry real information about the neurons,
-and simple token-based explanations already do: the point of comparing with baselines.
+excerpts. Their explanations are far from perfect (most score low); whether a score says anything is judged
+against baselines and controls.
 
 Offline there is no GPT-4. What can be checked is the baseline half of the comparison with circuitlab's own
 pipeline (:func:`circuitlab.neurons.explain.score_explanations`): explanations made from the top-activating
