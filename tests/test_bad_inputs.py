@@ -266,6 +266,9 @@ ANALYSES = [
              {"model": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
               "sentences": ("prompts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
               "max_memory": ("memory", 2**20)}),
+    Analysis("probing.edge_probe", functools.partial(probing.edge_probe, progress=False, cache=False, epochs=1),
+             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "pos"),
+              "pool": ("choice", "mean"), "proj": ("count", 8)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
