@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 
 import pytest
+import torch
 
 import circuitlab
 from circuitlab.cli import main
@@ -49,7 +50,16 @@ def test_probe_bad_inputs(capsys):
         main(["probe", "parse", "-m", "zoo/toy-lm"])
 
 
-def test_probe_edges_prints_the_library_numbers(capsys):
+@pytest.fixture
+def one_thread():
+    """Small probes: one thread is faster, and steady on a busy machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def test_probe_edges_prints_the_library_numbers(capsys, one_thread):
     from circuitlab.probing import edge_probe, template_sentences
 
     assert main(["probe", "edges", "-m", "zoo/toy-lm", "-n", "10", "--task", "pos", "-q"]) == 0

@@ -16,6 +16,15 @@ from circuitlab.probing.edge import (EdgeScores, ScalarMix, center_of_gravity, e
                                      entity_spans, pool_spans)
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """The probes here are tiny: one thread is faster, and steady on a busy machine (restored after)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_scalar_mix_is_the_weighted_sum():
     gen = torch.Generator().manual_seed(0)
     x = torch.randn(5, 3, 4, generator=gen)
