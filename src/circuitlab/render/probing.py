@@ -64,13 +64,13 @@ def tree_svg(words: Sequence[str], head: Sequence[int], predicted: Optional[Iter
                    f"<circle cx='{x(d):.1f}' cy='{y0}' r='2.5' fill='{GOLD}'/>")
     for a, b in pred:
         ok = (a, b) in gold_set
+        tip = f"predicted: {words[a]} - {words[b]} ({'in' if ok else 'not in'} the gold tree)"
         drop = 12 + rise * abs(a - b) / span
         y0 = base - 6
         out.append(f"<path class='cl-arc-pred' data-correct='{str(ok).lower()}' d='M {x(a):.1f} {y0} C {x(a):.1f} "
                    f"{y0 + drop:.1f}, {x(b):.1f} {y0 + drop:.1f}, {x(b):.1f} {y0}' fill='none' "
                    f"stroke='{CORRECT if ok else WRONG}' stroke-width='1.6'><title>"
-                   f"{html.escape(f'predicted: {words[a]} - {words[b]} (' + ('in' if ok else 'not in') + ' the gold tree)')}"
-                   f"</title></path>")
+                   f"{html.escape(tip)}</title></path>")
     out.append("</svg>")
     return "".join(out)
 
