@@ -55,3 +55,17 @@ def test_edge_scores_view():
     page = EdgeScores(scores, mix, 1.6, 1.1).to_html()
     assert "0.900" in page and "0.700" in page and "majority class" in page
     assert "center of gravity 1.60" in page and page.count("class='cl-bar'") == 3
+
+
+def test_a_head_sweep_result_renders_as_heatmaps_per_relation():
+    from dataclasses import dataclass
+
+    @dataclass
+    class HeadSweep(Result):  # the kind the renderer is registered for
+        pass
+
+    sents = template_sentences(20)
+    att = [torch.rand(2, 3, len(s), len(s), generator=torch.Generator().manual_seed(1)) for s in sents]
+    res = score_heads(att, sents, ["det"], min_count=1)
+    page = HeadSweep(res.values, res.axes, res.labels, res.title, res.metric, meta=res.meta).to_html()
+    assert page.count("class='cl-heatmap'") == 1 and "det: best L" in page

@@ -142,3 +142,9 @@ def edge_scores(res: Any, **_: Any) -> str:
                f"{res.center_of_gravity:.2f}.")
     return fragment(heading(res.scores.title or "Edge probing", facts), table(["probe", "test accuracy"], rows),
                     f"<div class='cl-view'>{mix}</div>", f"<p class='cl-caption'>{html.escape(caption)}</p>")
+
+
+@renders("HeadSweep")
+def head_sweep(result: Any, **_: Any) -> str:
+    """A head sweep's result (a ``Result`` subclass named ``HeadSweep``): :func:`head_accuracy_html`."""
+    return head_accuracy_html(result)
