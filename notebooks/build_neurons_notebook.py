@@ -86,10 +86,12 @@ print(f"fires most on {top.token!r} in {top.text!r} ({top.activation:.3f})")
 page
 """),
     md("""
-On real models, with the same pipeline (`circuitlab neurons explain -m smollm2-135m --layer 15 --n-neurons 100
--n 3000`), the figures are in the issue's closing note; the reproduction `neuron-explanations-beat-controls`
-(`circuitlab reproduce neuron-explanations-beat-controls --model smollm2-135m`) checks the baseline comparison with
-a rule fixed in advance.
+On a real model the baseline still beats both controls, by less: on `smollm2-135m`, 100 random neurons of MLP
+layer 15 over 3,000 corpus lines (`circuitlab neurons explain -m smollm2-135m --layer 15 --n-neurons 100 -n 3000`),
+the n-gram explanations score mean 0.232 (median 0.209, quartiles 0.086 to 0.343) against -0.003 (median -0.009)
+for the shuffled control and 0.004 for chance; on `zoo/toy-lm` (layer 2, same settings) 0.529 against -0.003. The
+reproduction `neuron-explanations-beat-controls` (`circuitlab reproduce neuron-explanations-beat-controls`) checks
+this comparison with a rule fixed in advance.
 """),
     code("""
 path = render.report([res, true_vs_simulated(res, best), page], OUT / "neurons_report.html",
