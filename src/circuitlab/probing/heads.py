@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter, defaultdict
+from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
@@ -42,6 +43,11 @@ from circuitlab.probing.activations import _batches, probe_model
 from circuitlab.probing.align import align, check_sentences, is_encoder
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
+
+
+@dataclass(repr=False)
+class HeadSweep(Result):
+    """:func:`score_heads` / :func:`head_sweep`'s result: renders as one layer x head heatmap per relation."""
 
 DIRECTIONS = ("dependent", "head")
 
@@ -177,7 +183,7 @@ def score_heads(attention: Sequence[Optional[Tensor]], sentences: Sequence[Sente
         best[r] = {"layer": layer, "head": head, "accuracy": float(values[index[r], layer, head])}
     meta = {"baseline": baseline, "best": best, "counts": {r: int(totals[index[r]]) for r in rels},
             "direction": direction, "n_sentences": len(used), "max_offset": max_offset}
-    return Result(values=values, axes=("relation", "layer", "head"), labels={"relation": rels},
+    return HeadSweep(values=values, axes=("relation", "layer", "head"), labels={"relation": rels},
                   title=f"Attention heads as dependency parsers ({direction} attends to "
                         f"{'head' if direction == 'dependent' else 'dependent'})",
                   metric="share of edges whose most-attended other word is the right one", task="dependencies",
