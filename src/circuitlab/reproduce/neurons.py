@@ -147,7 +147,7 @@ ABLATION_FINDING = register(Finding(
          f"trained elastic-net probe lowers its test accuracy by at least {REMOVE_RATIO:g} times as much as removing "
          f"as many random neurons (mean of 3 draws), and by at least {100 * REMOVE_MIN_DROP:.0f} points. "
          "Reproduced if both hold, partly if one.",
-    seconds=300.0,
+    seconds=600.0,  # minilm-l6: about 9 CPU-minutes at one thread (22 min wall on 2 busy shared cores)
 ))
 
 
@@ -235,5 +235,5 @@ CORRELATION_FINDING = register(Finding(
          f"(gemma-3-270m; smollm2-135m for Gemma), 300 default sentences, word-aligned: (a) the mean MaxCorr of the "
          f"top 1% of the model's neurons is at least {TOP_MAXCORR}; (b) it exceeds the median neuron's MaxCorr by at "
          f"least {ABOVE_MEDIAN}. Reproduced if both hold, partly if one.",
-    seconds=120.0,
+    seconds=180.0,  # smollm2-135m against gemma-3-270m: 135-235 s on 2 busy shared cores, loading included
 ))
