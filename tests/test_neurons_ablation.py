@@ -43,7 +43,7 @@ def planted(acts):
 @pytest.fixture(scope="module")
 def curves(planted):
     ranking = R.rank_neurons(planted, method="anova", progress=False)
-    return ranking, A.ablation_curves(planted, ranking, ks=[1, 24], random_seeds=(0,), max_iter=200,
+    return ranking, A.ablation_curves(planted, ranking, ks=[1, 24], random_seeds=(0,), max_iter=100,
                                       progress=False)
 
 
@@ -94,7 +94,7 @@ def test_masked_protocol_is_the_probe_on_mean_imputed_activations(planted, curve
     y, classes = R.encode(planted.labels("upos"))
     rows = R.train_rows(planted, (0.8, 0.1, 0.1), 0)
     x = planted.acts["h"]
-    probe = R.elastic_net_probe(x[rows["train"]], y[rows["train"]], len(classes), max_iter=200)
+    probe = R.elastic_net_probe(x[rows["train"]], y[rows["train"]], len(classes), max_iter=100)
     order = ranking.meta["order"][:, 1]
     for k in (1, 24):
         removed = order[:k]

@@ -45,7 +45,7 @@ def planted(acts: WordActivations, seed: int = 0) -> WordActivations:
 
 @pytest.fixture(scope="module")
 def probe_ranking(acts):
-    return R.rank_neurons(planted(acts), method="probe", progress=False)
+    return R.rank_neurons(planted(acts), method="probe", max_iter=150, progress=False)
 
 
 # -- the elastic-net probe ----------------------------------------------------------------------------------------

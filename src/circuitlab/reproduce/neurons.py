@@ -91,12 +91,14 @@ def ablation_measure(model, seed: int, **settings) -> Measurement:
     opts = {**ABLATION_SETTINGS, **settings}
     hooks = opts.get("hooks") or _mlp_hooks(model)
     acts = collect(model, _sentences(opts, seed), hooks, progress=False, cache=opts.get("cache", True))
-    ranking = rank_neurons(acts, task=opts["task"], split_seed=seed, progress=False)
+    max_iter = opts.get("max_iter", 500)  # the elastic-net probes' iteration cap
+    ranking = rank_neurons(acts, task=opts["task"], split_seed=seed, max_iter=max_iter, progress=False)
     N = int(ranking.meta["order"].shape[0])
     ks = sorted({max(1, round(f * N)) for f in (*opts["fractions"], RULE_FRACTION)})
     k_rule = str(max(1, round(RULE_FRACTION * N)))
     cur = ablation_curves(acts, ranking, task=opts["task"], ks=ks, split_seed=seed, control_seed=seed,
-                          random_seeds=tuple(seed + s for s in range(opts["n_random"])), progress=False)
+                          random_seeds=tuple(seed + s for s in range(opts["n_random"])), max_iter=max_iter,
+                          progress=False)
     V, full, lab = cur.values, cur.meta["full"], cur.labels
     a, b, v = ablation_judge(V, lab, full.tolist(), k_rule)
     verdict = "reproduced" if a and b else "partly" if a or b else "not reproduced"
