@@ -4,3 +4,17 @@ Submodules: :mod:`~circuitlab.neurons.ranking` (probe-weight, per-neuron statist
 rankings), :mod:`~circuitlab.neurons.ablation` (ablation curves), :mod:`~circuitlab.neurons.examples`
 (max-activating examples), :mod:`~circuitlab.neurons.explain` (explain, simulate, score).
 """
+
+from circuitlab.neurons.ablation import ablation_curves, loss_curves
+from circuitlab.neurons.examples import NeuronPage, activations, neuron_page
+from circuitlab.neurons.explain import (Excerpt, ExplanationScores, Explainer, LLMClient, LLMError, LLMExplainer,
+                                        LLMSimulator, NeuronRecord, NgramExplainer, NgramSimulator, SimulationError,
+                                        Simulator, corpus_lines, correlation_score, neuron_records,
+                                        score_explanations, score_simulation)
+from circuitlab.neurons.ranking import correlation_ranking, elastic_net_probe, max_correlation, rank_neurons
+
+__all__ = ["Excerpt", "ExplanationScores", "Explainer", "LLMClient", "LLMError", "LLMExplainer", "LLMSimulator",
+           "NeuronPage", "NeuronRecord", "NgramExplainer", "NgramSimulator", "SimulationError", "Simulator",
+           "ablation_curves", "activations", "corpus_lines", "correlation_ranking", "correlation_score",
+           "elastic_net_probe", "loss_curves", "max_correlation", "neuron_page", "neuron_records", "rank_neurons",
+           "score_explanations", "score_simulation"]
