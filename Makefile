@@ -42,11 +42,12 @@ test: venv
 	  || echo "warning: could not install the corpora; the toy-lm recipe test will be skipped"; \
 	fi
 	@# the real-model tests must run here, not skip: their packages were installed with the venv;
-	@# the 20 slowest tests are listed at the end, to keep the suite's time (budget: 10 minutes) in view
-	CIRCUITLAB_REQUIRE_REAL=1 CIRCUITLAB_REQUIRE_BROWSER=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1) $(BIN)/python -m pytest -q --durations=20
+	@# the 20 slowest tests are listed at the end, to keep the suite's time (budget: 10 minutes) in view;
+	@# two processes, a file's tests in one (tests/conftest.py gives each one torch thread)
+	CIRCUITLAB_REQUIRE_REAL=1 CIRCUITLAB_REQUIRE_BROWSER=$$([ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && echo 1) $(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=20
 
 test-fast: venv
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
 bench: venv
 	$(BIN)/python benchmarks/patching.py

@@ -1,0 +1,18 @@
+"""Test-session settings.
+
+``make test`` runs the suite in two processes (pytest-xdist, ``-n 2 --dist loadfile``: a file's tests stay in one
+process, so module fixtures are built once). Each process then runs torch on one thread, and so do the processes
+it starts (notebook kernels, command-line subprocesses): two processes with two threads each on two cores would
+make OpenMP's threads wait on each other, which slows small tensor operations by an order of magnitude.
+"""
+
+from __future__ import annotations
+
+import os
+
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = "1"
+    import torch
+
+    torch.set_num_threads(1)
