@@ -170,10 +170,12 @@ class Result(Rendered):
         return self.labels[axis]
 
     def top(self, k: int = 5, largest: bool = True, absolute: bool = False) -> list[tuple[tuple[int, ...], float]]:
-        """The ``k`` largest (or smallest) entries as ``(index tuple, value)`` pairs, best first."""
+        """The ``k`` largest (or smallest) entries as ``(index tuple, value)`` pairs, best first. NaN entries
+        (padding, or nothing measured there) are never among them."""
         flat = self.values.detach().float().flatten()
         key = flat.abs() if absolute else flat
-        k = min(k, flat.numel())
+        key = key.masked_fill(key.isnan(), float("-inf") if largest else float("inf"))
+        k = min(k, int((~flat.isnan()).sum()))
         idx = torch.topk(key, k, largest=largest).indices
         out = []
         for i in idx.tolist():
