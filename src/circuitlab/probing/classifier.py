@@ -159,6 +159,34 @@ def _check_xy(x: Any, y: Any, what: str) -> tuple[Tensor, Tensor]:
     return x.float(), y.long()
 
 
+
+class EarlyStopping:
+    """Early stopping on a dev score: keeps a copy of the module's best state, says when ``patience`` epochs in a
+    row have not improved on it, and puts the best state back (:meth:`restore`). ``higher``: a higher score is
+    better (accuracy) or a lower one (loss); a new score must beat the best by more than ``min_delta``."""
+
+    def __init__(self, module: nn.Module, patience: int, higher: bool = True, min_delta: float = 0.0) -> None:
+        self.module, self.patience, self.higher, self.min_delta = module, patience, higher, min_delta
+        self.best = -math.inf if higher else math.inf
+        self.state: Optional[dict] = None
+        self.stale = 0
+
+    def update(self, score: float) -> bool:
+        """Record one epoch's dev score; ``True`` when training should stop."""
+        better = score > self.best + self.min_delta if self.higher else score < self.best - self.min_delta
+        if better:
+            self.best, self.stale = score, 0
+            self.state = {k: v.clone() for k, v in self.module.state_dict().items()}
+            return False
+        self.stale += 1
+        return self.stale >= self.patience
+
+    def restore(self) -> None:
+        """Load the best state seen (nothing happens if no score was recorded)."""
+        if self.state is not None:
+            self.module.load_state_dict(self.state)
+
+
 def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, kind: str = "linear", *,
                 x_dev: Optional[Tensor] = None, y_dev: Optional[Tensor] = None, seed: int = 0,
                 weight_decay: Optional[float] = None, hidden: int = 256, max_iter: int = 100,
@@ -207,7 +235,7 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=lam)
     gen = torch.Generator().manual_seed(seed)
     have_dev = x_dev is not None and y_dev is not None and len(y_dev) > 0
-    best, best_state, stale = -1.0, None, 0
+    stopping = EarlyStopping(probe, patience)
     step = min(batch_size, max(32, math.ceil(x.shape[0] / 8)))  # at least 8 steps an epoch on small data
     for _ in range(epochs):
         probe.train()
@@ -216,17 +244,9 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
             nn.functional.cross_entropy(probe(x[idx]), y[idx]).backward()
             opt.step()
         probe.eval()
-        if have_dev:
-            acc = probe.accuracy(x_dev, y_dev.long())
-            if acc > best:
-                best, stale = acc, 0
-                best_state = {k: v.clone() for k, v in probe.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= patience:
-                    break
-    if best_state is not None:
-        probe.load_state_dict(best_state)
+        if have_dev and stopping.update(probe.accuracy(x_dev, y_dev.long())):
+            break
+    stopping.restore()
     return probe
 
 

@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import split_sentences, word_activations
+from circuitlab.probing.classifier import EarlyStopping, split_sentences, word_activations
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Bundle, Result
 
@@ -220,7 +220,7 @@ def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encode
     rest = [p for n, p in probe.named_parameters() if not n.startswith("mix.")]
     opt = torch.optim.Adam([{"params": rest, "lr": lr}, {"params": mix, "lr": mix_lr * lr}])
     gen = torch.Generator().manual_seed(seed)
-    best, best_state, stale = -1.0, None, 0
+    stopping = EarlyStopping(probe, patience)
     for _ in range(epochs):
         probe.train()
         for idx in train[torch.randperm(len(train), generator=gen)].split(batch_size):
@@ -228,15 +228,9 @@ def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encode
             logits = probe(_features(layers, data.rows[idx]), data.mask[idx])
             nn.functional.cross_entropy(logits, data.y[idx]).backward()
             opt.step()
-        acc = accuracy(probe, layers, data, dev)
-        if acc > best:
-            best, stale, best_state = acc, 0, {k: v.clone() for k, v in probe.state_dict().items()}
-        else:
-            stale += 1
-            if stale >= patience:
-                break
-    if best_state is not None:
-        probe.load_state_dict(best_state)
+        if stopping.update(accuracy(probe, layers, data, dev)):
+            break
+    stopping.restore()
     return probe
 
 

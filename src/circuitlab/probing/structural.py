@@ -51,7 +51,7 @@ from torch import Tensor, nn
 from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import check_seeds, ci95, split_sentences, word_activations
+from circuitlab.probing.classifier import EarlyStopping, check_seeds, ci95, split_sentences, word_activations
 from circuitlab.probing.data import PUNCT_UPOS, Sentence
 from circuitlab.results import Result
 
@@ -277,7 +277,7 @@ def train_structural_probe(acts: Tensor, rows: list[Tensor], sentences: list[Sen
     dev = None
     if dev_rows:
         dev = _padded(acts, dev_rows, [_targets(tuple(s.head), kind) for s in dev_sentences], kind)
-    best, best_state, stale = float("inf"), None, 0
+    stopping = EarlyStopping(probe, patience, higher=False, min_delta=1e-6)
     for _ in range(epochs):
         for idx in torch.randperm(len(rows), generator=gen).split(batch_size):
             n = int(lengths[idx].max())
@@ -287,15 +287,9 @@ def train_structural_probe(acts: Tensor, rows: list[Tensor], sentences: list[Sen
             opt.step()
         if dev is not None:
             with torch.no_grad():
-                loss = float(_loss(probe, *dev))
-            if loss < best - 1e-6:
-                best, stale, best_state = loss, 0, {k: v.clone() for k, v in probe.state_dict().items()}
-            else:
-                stale += 1
-                if stale >= patience:
+                if stopping.update(float(_loss(probe, *dev))):
                     break
-    if best_state is not None:
-        probe.load_state_dict(best_state)
+    stopping.restore()
     return probe
 
 
