@@ -7,9 +7,7 @@ minute on 2 CPU cores; the figures on real models are quoted in its text.
 
 from __future__ import annotations
 
-import nbformat
-
-from build_notebooks import HERE, code, md, notebook
+from build_notebooks import code, md, notebook, write
 
 SETUP = """\
 import os
@@ -141,13 +139,7 @@ print(f"wrote {path}")
 
 
 def main() -> None:
-    nb = notebook(CELLS, zoo=("zoo/toy-lm",))
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"c{i:02d}"
-    nbformat.validate(nb)
-    name = "08_concepts_and_debugging.ipynb"
-    nbformat.write(nb, HERE / name)
-    print(f"wrote notebooks/{name}")
+    write(notebook(CELLS, zoo=("zoo/toy-lm",)), "08_concepts_and_debugging.ipynb")
 
 
 if __name__ == "__main__":

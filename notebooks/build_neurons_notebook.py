@@ -7,9 +7,7 @@ cores; the figures on a real model are quoted in its text.
 
 from __future__ import annotations
 
-import nbformat
-
-from build_notebooks import HERE, code, md, notebook
+from build_notebooks import code, md, notebook, write
 
 SETUP = """\
 import os
@@ -102,13 +100,7 @@ print(f"wrote {path}")
 
 
 def main() -> None:
-    nb = notebook(CELLS, zoo=("zoo/toy-lm",))
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"c{i:02d}"
-    nbformat.validate(nb)
-    name = "09_neurons.ipynb"
-    nbformat.write(nb, HERE / name)
-    print(f"wrote notebooks/{name}")
+    write(notebook(CELLS, zoo=("zoo/toy-lm",)), "09_neurons.ipynb")
 
 
 if __name__ == "__main__":

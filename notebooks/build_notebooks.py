@@ -1211,11 +1211,17 @@ def main() -> None:
         "07_circuit_discovery.ipynb": notebook(DISCOVERY, zoo=("zoo/attn-only-2l",)),
     }
     for name, nb in books.items():
-        for i, cell in enumerate(nb.cells):  # stable ids, so regenerating changes only what was edited
-            cell.id = f"c{i:02d}"
-        nbformat.validate(nb)
-        nbformat.write(nb, HERE / name)
-        print(f"wrote notebooks/{name}")
+        write(nb, name)
+
+
+def write(nb, name: str) -> None:
+    """Validate ``nb`` and write it to ``notebooks/<name>``, with stable cell ids (so regenerating a notebook
+    changes only what was edited)."""
+    for i, cell in enumerate(nb.cells):
+        cell.id = f"c{i:02d}"
+    nbformat.validate(nb)
+    nbformat.write(nb, HERE / name)
+    print(f"wrote notebooks/{name}")
 
 
 if __name__ == "__main__":

@@ -8,9 +8,7 @@ text (``circuitlab reproduce`` measures them).
 
 from __future__ import annotations
 
-import nbformat
-
-from build_notebooks import HERE, code, md, notebook
+from build_notebooks import code, md, notebook, write
 
 SETUP = """\
 import os
@@ -170,13 +168,7 @@ print(f"wrote {path}")
 
 
 def main() -> None:
-    nb = notebook(CELLS, zoo=("zoo/toy-lm",))
-    for i, cell in enumerate(nb.cells):
-        cell.id = f"c{i:02d}"
-    nbformat.validate(nb)
-    name = "10_probing.ipynb"
-    nbformat.write(nb, HERE / name)
-    print(f"wrote notebooks/{name}")
+    write(notebook(CELLS, zoo=("zoo/toy-lm",)), "10_probing.ipynb")
 
 
 if __name__ == "__main__":
