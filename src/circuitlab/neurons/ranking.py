@@ -61,7 +61,7 @@ from torch import Tensor
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, progress_bar, row_chunks
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, check_hooks, collect, hook_layer_label, probe_model
-from circuitlab.probing.classifier import Probe, TASKS, split_sentences
+from circuitlab.probing.classifier import Probe, TASKS, split_rows
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
 
@@ -151,15 +151,7 @@ def word_labels(acts: WordActivations, task: Optional[str], labels: Any) -> list
 
 def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Tensor]:
     """Row indices of the train, dev and test sentences (the probes' split)."""
-    parts = split_sentences(len(acts.sentences), split, split_seed)
-    out = {}
-    for name, idx in parts.items():
-        member = torch.zeros(len(acts.sentences), dtype=torch.bool)
-        member[idx] = True
-        out[name] = member[acts.sentence].nonzero().flatten()
-        if out[name].numel() == 0:
-            raise InputError(f"the {name} split holds no aligned word; use more sentences.")
-    return out
+    return split_rows(acts.sentence, len(acts.sentences), split, split_seed)[0]
 
 
 def encode(values: Sequence[Any]) -> tuple[Tensor, list]:

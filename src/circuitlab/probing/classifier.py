@@ -296,17 +296,24 @@ class _Split:
     sentences: dict[str, Tensor]
 
 
-def _row_splits(acts: WordActivations, fractions: Sequence[float], seed: int) -> _Split:
-    by_sentence = split_sentences(len(acts.sentences), fractions, seed)
+def split_rows(row_sentence: Int[Tensor, "rows"], n_sentences: int, fractions: Sequence[float], seed: int,
+               what: str = "aligned word") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """The rows (words, spans, examples) of each split of the sentences (:func:`split_sentences`), given each
+    row's sentence index: ``(rows, sentences)``, each a dict over ``train``/``dev``/``test``. A split without a
+    row is an error naming ``what`` it lacks."""
+    by_sentence = split_sentences(n_sentences, fractions, seed)
     rows = {}
     for name, idx in by_sentence.items():
-        member = torch.zeros(len(acts.sentences), dtype=torch.bool)
+        member = torch.zeros(n_sentences, dtype=torch.bool)
         member[idx] = True
-        rows[name] = member[acts.sentence].nonzero().flatten()
+        rows[name] = member[row_sentence].nonzero().flatten()
         if rows[name].numel() == 0:
-            raise InputError(f"the {name} split holds no aligned word (its {idx.numel()} sentence(s) lost every "
-                             "word to alignment); use more sentences.")
-    return _Split(rows, by_sentence)
+            raise InputError(f"the {name} split ({idx.numel()} sentence(s)) holds no {what}; use more sentences.")
+    return rows, by_sentence
+
+
+def _row_splits(acts: WordActivations, fractions: Sequence[float], seed: int) -> _Split:
+    return _Split(*split_rows(acts.sentence, len(acts.sentences), fractions, seed))
 
 
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "upos", *, hooks: Any = None,

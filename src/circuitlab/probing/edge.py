@@ -50,7 +50,7 @@ from torch import Tensor, nn
 from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import EarlyStopping, split_sentences, word_activations
+from circuitlab.probing.classifier import EarlyStopping, split_rows, word_activations
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Bundle, Result
 
@@ -318,14 +318,7 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
         raise InputError(f"task {task!r}: {'no example' if not classes else 'every example has one label'} in "
                          "these sentences; a probe needs two labels or more (use more or other sentences).")
     data, dropped = _encode(acts, examples, {c: i for i, c in enumerate(classes)})
-    parts = split_sentences(len(acts.sentences), split, split_seed)
-    idx = {}
-    for name, ids in parts.items():
-        member = torch.zeros(len(acts.sentences), dtype=torch.bool)
-        member[ids] = True
-        idx[name] = member[data.sentence].nonzero().flatten()
-        if idx[name].numel() == 0:
-            raise InputError(f"the {name} split holds no {task} example; use more sentences.")
+    idx = split_rows(data.sentence, len(acts.sentences), split, split_seed, f"{task} example")[0]
     opts = dict(pool=pool, seed=seed, lr=float(lr), **sizes)
     hooks_used = acts.hooks
     probes = {"scalar mix": [acts.acts[h] for h in hooks_used]}
