@@ -74,6 +74,56 @@ def test_read_conllu_errors_name_the_line(line_no, new, words):
     assert f"line {line_no}:" in str(err.value) or words in ("cycle", "exactly one root", "holds whitespace") and "line 3:" in str(err.value)
 
 
+MWT = """# sent_id = m1
+1\tI\tI\tPRON\tPRP\t_\t3\tnsubj\t_\t_
+2-3\tdon't\t_\t_\t_\t_\t_\t_\t_\t_
+2\tdo\tdo\tAUX\tVBP\t_\t4\taux\t_\t_
+3\tn't\tnot\tPART\tRB\t_\t4\tadvmod\t_\t_
+4\tknow\tknow\tVERB\tVB\t_\t0\troot\t_\tSpaceAfter=No
+5\t.\t.\tPUNCT\t.\t_\t4\tpunct\t_\t_
+
+# sent_id = m2
+1\tGo\tgo\tVERB\tVB\t_\t0\troot\t_\t_
+2-3\tdu\t_\t_\t_\t_\t_\t_\t_\tSpaceAfter=No
+2\tde\tde\tADP\t_\t_\t4\tcase\t_\t_
+3\tle\tle\tDET\t_\t_\t4\tdet\t_\t_
+4\tpain\tpain\tNOUN\t_\t_\t1\tobl\t_\t_
+"""
+
+
+def test_read_conllu_multiword_tokens_error_by_default_and_split_on_request():
+    # the syntactic words carry the annotation (as in the file); a two-part token that spells its surface form is
+    # read as that form (`I don't know.`), one that does not (`du` = `de` + `le`) with spaces, and a warning says so
+    with pytest.raises(InputError, match="line 3: multiword token 2-3 .*multiword='split'"):
+        data.read_conllu(MWT)
+    with pytest.warns(UserWarning, match="1 of 2 multiword tokens .*'du' = 'de' \\+ 'le'"):
+        m1, m2 = data.read_conllu(MWT, multiword="split")
+    assert m1.words == ("I", "do", "n't", "know", ".") and m1.head == (3, 4, 4, 0, 4)
+    assert m1.upos == ("PRON", "AUX", "PART", "VERB", "PUNCT") and m1.text == "I don't know."
+    assert m1.word_spans() == [(0, 1), (2, 4), (4, 7), (8, 12), (12, 13)]
+    assert m2.words == ("Go", "de", "le", "pain") and m2.text == "Go de lepain"  # the range's SpaceAfter=No kept
+    with pytest.raises(InputError, match="multiword must be one of"):
+        data.read_conllu(MWT, multiword="merge")
+
+
+@pytest.mark.parametrize("bad, words", [
+    ("2-3\tdon't", "2-7\tdon't"),   # a range past the sentence's words
+    ("2-3\tdon't", "3-4\tdon't"),   # a range that does not start at the next word
+])
+def test_read_conllu_bad_multiword_ranges_name_the_line(bad, words):
+    with pytest.raises(InputError, match="line 3: multiword token"):
+        data.read_conllu(MWT.replace(bad, words), multiword="split")
+
+
+def test_split_multiword_tokens_align_to_the_model_s_tokens(toy):
+    # the model reads "I don't know." as BOS, I, " don", "'t", " know", "."; " don" goes to `do` (two of its
+    # three characters), "'t" to `n't`: each syntactic word keeps a token of its own
+    (m1,) = data.read_conllu(MWT.split("\n\n")[0] + "\n", multiword="split")
+    al = align.align(toy, [m1])
+    assert [toy.tokenizer.decode([t]) for t in al.tokens[0][1:]] == ["I", " don", "'t", " know", "."]
+    assert al.pieces == [[(1,), (2,), (3,), (4,), (5,)]] and al.n_skipped == 0
+
+
 def test_conllu_round_trip_keeps_everything(tmp_path):
     sents = data.template_sentences(30, seed=4)
     back = data._read_cached_conllu(data.write_conllu(sents))

@@ -50,6 +50,15 @@ def test_probe_bad_inputs(capsys):
         main(["probe", "parse", "-m", "zoo/toy-lm"])
 
 
+def test_probe_reads_a_conllu_file_with_multiword_tokens(capsys, tmp_path):
+    # a UD treebank's contractions (a 2-3 range over `do`, `n't`) are read as their syntactic words
+    from tests.test_probing import MWT
+    path = tmp_path / "ud.conllu"
+    path.write_text("\n".join(MWT.split("\n\n")[0].replace("m1", f"m{k}") + "\n" for k in range(25)))
+    assert main(["probe", "heads", "-m", "zoo/toy-lm", "--data", str(path), "-q"]) == 0
+    assert "best head" in capsys.readouterr().out
+
+
 @pytest.fixture
 def one_thread():
     """Small probes: one thread is faster, and steady on a busy machine (restored after)."""

@@ -27,7 +27,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     add_model_option(p)
     p.add_argument("--data", default="templates",
                    help="pos/structural/heads/edges: 'templates' (a small grammar, default), 'default' (KJV and "
-                        "fortunes labelled by spaCy) or a CoNLL-U file")
+                        "fortunes labelled by spaCy) or a CoNLL-U file (multiword tokens read as their syntactic "
+                        "words)")
     p.add_argument("-n", "--sentences", type=positive_int, default=300,
                    help="pos/structural/heads/edges: how many sentences (default 300; a CoNLL-U file: its first N)")
     p.add_argument("--task", choices=("deprel", "pos", "ent"), default="deprel",
@@ -78,7 +79,7 @@ def _sentences(args):
     if not Path(args.data).is_file():
         raise InputError(f"--data {args.data!r} is neither 'templates', 'default' nor a CoNLL-U file; give one of "
                          "them.")
-    return read_conllu(args.data)[:args.sentences]
+    return read_conllu(args.data, multiword="split")[:args.sentences]
 
 
 def run(args: argparse.Namespace) -> int:

