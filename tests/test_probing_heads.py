@@ -84,13 +84,54 @@ def test_score_heads_finds_the_planted_parser_head_and_the_offset_baseline():
     assert float(res.values[det, 1, 0]) < 0.5  # uniform attention: ties go to the first other word
 
 
+def test_a_word_that_attends_to_no_other_word_predicts_nothing():
+    # a decoder's uniform causal head: word 0 attends only to itself, so it has no guess (argmax over its zero
+    # row would have "found" word 1, the head of every sentence-initial determiner); word i > 0 ties over the
+    # words before it, and the tie goes to word 0
+    sents = data.template_sentences(150, seed=4)
+    causal = []
+    for s in sents:
+        n = len(s)
+        causal.append((torch.tril(torch.ones(n, n)) / torch.arange(1, n + 1)[:, None])[None, None])
+    res = heads.score_heads(causal, sents, min_count=10)
+    for r, rel in enumerate(res.labels["relation"]):
+        edges = [(i, h - 1) for s in sents for i, (d, h) in enumerate(zip(s.deprel, s.head)) if d == rel and h]
+        want = sum(1 for i, h in edges if i > 0 and h == 0) / len(edges)
+        assert float(res.values[r, 0, 0]) == pytest.approx(want), rel
+    det = res.labels["relation"].index("det")
+    assert any(s.deprel[0] == "det" and s.head[0] == 2 for s in sents)  # the case the old argmax counted
+    assert float(res.values[det, 0, 0]) == 0.0
+
+
+def test_the_head_direction_finds_a_planted_head_to_dependent_pattern():
+    # each head word attends to its last dependent: the "head" direction scores 1 for every dependent that is
+    # its head's last one, and exactly that share
+    sents = data.template_sentences(150, seed=6)
+    maps, last = [], []
+    for s in sents:
+        n = len(s)
+        a = torch.zeros(1, 1, n, n)
+        deps = {}
+        for i, h in enumerate(s.head):
+            if h:
+                deps[h - 1] = i  # the last dependent wins
+        for h, i in deps.items():
+            a[0, 0, h, i] = 1.0
+        maps.append(a)
+        last.append(deps)
+    res = heads.score_heads(maps, sents, "det", direction="head")
+    edges = [(k, i, h - 1) for k, s in enumerate(sents) for i, (d, h) in enumerate(zip(s.deprel, s.head))
+             if d == "det" and h]
+    want = sum(1 for k, i, h in edges if last[k][h] == i) / len(edges)
+    assert 0 < want < 1 and float(res.values[0, 0, 0]) == pytest.approx(want)
+
+
 def test_head_sweep_on_toy_lm_and_bad_input():
     toy = circuitlab.load_model("zoo/toy-lm")
     sents = data.template_sentences(40, seed=5)
     res = heads.head_sweep(toy, sents, ["det", "nsubj"], layers=[1, 3], progress=False)
     assert res.shape == (2, 2, toy.cfg.n_heads) and res.labels["layer"] == ["L1", "L3"]
     assert res.model == "zoo/toy-lm" and res.meta["best"]["det"]["layer"] in (1, 3)
-    assert ((res.values >= 0) & (res.values <= 1)).all()
     with pytest.raises(InputError, match="direction="):
         heads.score_heads([None], sents[:1], direction="both")
     with pytest.raises(InputError, match="do not occur"):

@@ -12,7 +12,8 @@ attention *to* a word is the sum over its tokens, the attention *from* a word th
 tokens (BOS, ``[CLS]``, ``[SEP]``) belong to no word and are dropped (rows then need not sum to one).
 
 **The prediction.** For each word with dependency label ``r``, a head predicts the word it attends to most among
-the *other* words of the sentence (a word is never its own head). ``direction="dependent"``: the dependent's
+the *other* words of the sentence (a word is never its own head); a word that gives no attention to any other
+word (a decoder's first word, or one attending only to itself and special tokens) predicts nothing, a miss. ``direction="dependent"``: the dependent's
 most-attended word should be its head (Clark et al.'s main direction); ``"head"``: the head's most-attended word
 should be the dependent. Accuracy per relation, layer and head.
 
@@ -22,8 +23,8 @@ should be the dependent. Accuracy per relation, layer and head.
 40.0), determiners at 94.3% (baseline 51.7).
 
 Sentences with a word that could not be aligned to tokens are left out and counted. A decoder's attention is
-causal: a word can attend only to words before it, which is reported as it is (its accuracy for heads to the
-right is 0).
+causal: a word can attend only to words before it, which is reported as it is (a dependent whose head lies to
+its right is never found in the ``"dependent"`` direction).
 """
 
 from __future__ import annotations
@@ -162,7 +163,8 @@ def score_heads(attention: Sequence[Optional[Tensor]], sentences: Sequence[Sente
         n = len(s)
         a = att.clone()
         a[..., torch.arange(n), torch.arange(n)] = float("-inf")  # a word is never its own head
-        guess = a.argmax(-1)  # [layer, head, n]: the most-attended other word of each word
+        most, guess = a.max(-1)  # [layer, head, n]: the most-attended other word of each word
+        guess[~(most > 0)] = -1  # no attention to any other word (a decoder's first word): no guess, a miss
         for i, (r, h) in enumerate(zip(s.deprel, s.head)):
             if not h or r not in index:
                 continue
