@@ -57,6 +57,7 @@ import re
 import socket
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Protocol, Sequence, Union, runtime_checkable
@@ -199,8 +200,10 @@ def neuron_records(
     The activation of neuron ``n`` of layer ``layer`` is ``blocks.{layer}.mlp.hook_post[..., n]``. Each text is
     one excerpt (cut to ``max_tokens`` tokens; a prepended BOS token is dropped from it, as it says nothing
     about the text). The texts are streamed in batches; per neuron only a running top ``n_explain + n_top``
-    (by the excerpt's largest activation) is kept, and a seeded reservoir of ``n_random`` texts for all of them,
-    so memory does not grow with the corpus.
+    (by the excerpt's largest activation) is kept, and a seeded reservoir of ``n_random + n_explain + n_top``
+    texts for all of them, so memory does not grow with the corpus. A neuron's random excerpts are held out
+    like its top ones: the first ``n_random`` of the (shuffled) reservoir that are neither among its
+    explanation excerpts nor among its held-out top excerpts (fewer only where the corpus has too few texts).
 
     Args:
         model: a model with MLPs.
@@ -208,7 +211,8 @@ def neuron_records(
         layer, neurons: which neurons (one, a list, or None for all ``d_mlp``).
         n_explain, n_top: top excerpts for the explainer, and held-out top excerpts for scoring; they alternate
             in the ranking (1, 3, 5, ... explain; 2, 4, 6, ... score).
-        n_random: held-out random excerpts (a uniform sample of the texts, drawn with ``seed``).
+        n_random: held-out random excerpts (a uniform sample of the texts, drawn with ``seed``, that the
+            neuron's explanation did not see and that are not also its held-out top excerpts).
         max_tokens: longest excerpt, in tokens.
         batch_size: texts per forward pass (fewer where ``max_memory`` needs it).
         progress: show a progress bar over the texts.
@@ -224,6 +228,7 @@ def neuron_records(
     if texts is None or isinstance(texts, (int, float)):
         raise InputError(f"texts must be an iterable of texts or token-id rows; got {texts!r}.")
     k = n_explain + n_top
+    n_reservoir = n_random + k  # enough for each neuron to leave out its own top texts
     N = len(neurons)
     idx = torch.tensor(neurons, device=model.cfg.device)
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
@@ -270,12 +275,12 @@ def neuron_records(
     ids: list[int] = []
     for i, row in progress_bar(_rows(model, texts, max_tokens), progress=progress, desc=f"L{layer} neuron records",
                                unit="text"):
-        # reservoir sampling (Algorithm R): after m texts, each is in the sample with probability n_random / m
-        if len(reservoir) < n_random:
+        # reservoir sampling (Algorithm R): after m texts, each is in the sample with probability n_reservoir / m
+        if len(reservoir) < n_reservoir:
             reservoir.append(i)
         else:
             j = rng.randrange(seen + 1)
-            if j < n_random:
+            if j < n_reservoir:
                 reservoir[j] = i  # the text it replaces leaves `kept` at the next batch
         seen += 1
         longest = max([len(row)] + [len(r) for r in rows])
@@ -297,13 +302,17 @@ def neuron_records(
     def excerpt(t: int, col: int, kind: str) -> Excerpt:
         return Excerpt(strings[t], kept[t][1][:, col].tolist(), kind, t)
 
+    order = sorted(reservoir)
+    rng.shuffle(order)
     records = []
     for col, n in enumerate(neurons):
         ranked = [t for t in best_text[col].tolist() if t >= 0]
+        explain, top = ranked[0::2][:n_explain], ranked[1::2][:n_top]
+        held_out = [t for t in order if t not in explain and t not in top][:n_random]
         records.append(NeuronRecord(
-            layer=layer, neuron=n, explain=[excerpt(t, col, "top") for t in ranked[0::2][:n_explain]],
-            top=[excerpt(t, col, "top") for t in ranked[1::2][:n_top]],
-            random=[excerpt(t, col, "random") for t in sorted(reservoir)]))
+            layer=layer, neuron=n, explain=[excerpt(t, col, "top") for t in explain],
+            top=[excerpt(t, col, "top") for t in top],
+            random=[excerpt(t, col, "random") for t in sorted(held_out)]))
     return records
 
 
@@ -458,12 +467,20 @@ class LLMClient:
     temperature: float = 0.0
 
     def __post_init__(self) -> None:
+        given = "url" if self.url else ENV_URL
         self.url = self.url or os.environ.get(ENV_URL) or None
         self.model = self.model or os.environ.get(ENV_MODEL) or None
         self.key = self.key or os.environ.get(ENV_KEY) or os.environ.get("OPENAI_API_KEY") or None
-        if not (isinstance(self.timeout, (int, float)) and self.timeout > 0):
-            raise InputError(f"timeout must be a positive number of seconds; got {self.timeout!r}.")
+        for arg, value, least in (("timeout", self.timeout, "a positive"), ("backoff", self.backoff, "a non-negative")):
+            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+            if not ok or value < 0 or (arg == "timeout" and value == 0):
+                raise InputError(f"{arg} must be {least} number of seconds; got {value!r}.")
         self.retries = check_count(self.retries, "retries", 0)
+        if self.url is not None:
+            parts = urllib.parse.urlsplit(str(self.url))
+            if parts.scheme not in ("http", "https") or not parts.netloc:
+                raise InputError(f"{given}={self.url!r} is not an http(s) URL; give the API base with its scheme, "
+                                 "e.g. http://127.0.0.1:8000/v1.")
 
     @property
     def configured(self) -> bool:
@@ -624,16 +641,23 @@ def score_simulation(excerpts: Sequence[Excerpt], simulated: Sequence[Sequence[f
 
 def _simulate(simulator: Simulator, explanation: str, excerpts: Sequence[Excerpt]) -> list[list[float]]:
     sims = []
+    who = getattr(simulator, "name", type(simulator).__name__)
     for e in excerpts:
-        s = list(simulator.simulate(explanation, e.tokens))
+        out = simulator.simulate(explanation, e.tokens)
+        if isinstance(out, (str, bytes)) or not isinstance(out, Iterable):
+            raise SimulationError(f"simulator {who!r} returned {type(out).__name__}, not a sequence of numbers (one "
+                                  "per token).")
+        s = list(out)
         if len(s) != len(e.tokens):
-            raise SimulationError(f"simulator {getattr(simulator, 'name', type(simulator).__name__)!r} returned "
-                                  f"{len(s)} values for an excerpt of {len(e.tokens)} tokens; it must give one per "
-                                  "token.")
+            raise SimulationError(f"simulator {who!r} returned {len(s)} values for an excerpt of {len(e.tokens)} "
+                                  "tokens; it must give one per token.")
         try:
             s = [float(v) for v in s]
         except (TypeError, ValueError):
-            raise SimulationError("the simulator returned values that are not numbers.") from None
+            raise SimulationError(f"simulator {who!r} returned values that are not numbers.") from None
+        if not all(math.isfinite(v) for v in s):
+            raise SimulationError(f"simulator {who!r} returned NaN or infinite values; it must predict a finite "
+                                  "activation for every token.")
         sims.append(s)
     return sims
 
@@ -748,6 +772,10 @@ def score_explanations(
     if isinstance(texts, Sequence) and texts and all(isinstance(r, NeuronRecord) for r in texts):
         records = list(texts)
         name = model_name(as_model(model)) if model is not None else ""
+        layers = sorted({r.layer for r in records})
+        if len(layers) > 1:
+            raise InputError(f"texts: records of layers {layers}; one call scores the neurons of one layer (the "
+                             "result is labelled by it): score each layer's records separately.")
     else:
         m = as_model(model)
         if layer is None:
