@@ -85,6 +85,14 @@ def test_sharded_edge_patching_runs_the_same_passes(model, masks):
     assert torch.equal(one, sharded)
 
 
+def test_no_edge_sets_give_what_one_process_gives(model):
+    n_edges = len(circuits.Graph.from_model(model).edges)
+    for removed in ([], torch.zeros(0, n_edges, dtype=torch.bool)):
+        one = circuits.patch_edges(model, CLEAN, CORRUPTED, removed)
+        sharded = circuits.patch_edges(model, CLEAN, CORRUPTED, removed, executor=distributed.LocalExecutor(workers=2))
+        assert sharded.shape == (0,) and sharded.dtype == one.dtype and torch.equal(one, sharded)
+
+
 def test_sharded_causal_tracing_averages_the_same_table(model, facts):
     kw = dict(samples=2, window=1, progress=False)
     one = tracing.average_indirect_effect(model, facts, **kw)
@@ -223,8 +231,9 @@ def test_the_reproduce_command_shares_out_only_all(capsys):
 # -- one model over several devices ----------------------------------------------------------------------------
 
 def test_transformer_lens_block_split_on_cpu_gives_the_same_numbers(model):
-    # TransformerLens's n_devices moves the residual stream to each block's device in its forward pass; on CPU
-    # every block's device is "cpu", so this checks that nothing in the engines assumes n_devices == 1
+    # What this checks, and no more: cfg.n_devices=2 on a machine without GPUs runs through the engines and gives
+    # the same numbers. On CPU, TransformerLens puts every block on "cpu" whatever n_devices says, so the model is
+    # not split at all: no test here runs blocks on two devices (that needs two GPUs)
     split_model = copy.deepcopy(model)
     split_model.cfg.n_devices = 2
     one = patching.sweep(model, CLEAN, CORRUPTED, LD, "resid_pre", progress=False)

@@ -444,7 +444,8 @@ def sweep(model: Any, clean_tokens: Any, corrupted_tokens: Any, metric: Any, sit
     dim = first.axes.index("layer")
     order = [l for g in groups for l in g]
     perm = torch.tensor([order.index(l) for l in layer_list])
-    values = torch.cat([p.values for p in parts], dim=dim).index_select(dim, perm)
+    values = torch.cat([p.values for p in parts], dim=dim)
+    values = values.index_select(dim, perm.to(values.device))
     labels = dict(first.labels)
     joined = [lab for p in parts for lab in p.labels["layer"]]
     labels["layer"] = [joined[i] for i in perm.tolist()]
@@ -555,3 +556,10 @@ def collect(source: Any, model: Any, al: Any, sentences: Sequence, hooks: list[s
             full[rows] = part[h]
         out[h] = full
     return out
+    if not passes:  # no edge sets: nothing to share out, and one process's (empty) answer
+        if owned:
+            ex.close()
+        from circuitlab.circuits.patch import patch_edges as one_process
+
+        return one_process(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
+                           max_memory=max_memory)
