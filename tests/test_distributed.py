@@ -171,6 +171,7 @@ def ray_executor():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(300)
 def test_ray_workers_give_the_single_process_numbers(model, facts, masks, ray_executor):
     one = patching.sweep(model, CLEAN, CORRUPTED, LD, "z", ("layer", "head"), progress=False)
     on_ray = patching.sweep(model, CLEAN, CORRUPTED, LD, "z", ("layer", "head"), progress=False,
@@ -204,6 +205,30 @@ def test_ray_workers_give_the_single_process_numbers(model, facts, masks, ray_ex
     with pytest.raises(distributed.ShardError, match=r"shard 1 of 2 \(x=2\).*ZeroDivisionError"):
         distributed.run_shards(ray_executor, model, divide, [dict(x=1), dict(x=2)])
     assert ray_executor.startup_seconds == startups  # no replica was reloaded along the way
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_ray_workers_that_do_not_fit_are_refused_and_a_stuck_start_ends(ray_executor):
+    def echo(model, x):  # defined here, so that Ray sends it by value
+        return x
+
+    # the fixture's two workers hold the local instance's 2 CPUs
+    assert distributed.run_shards(ray_executor, None, echo, [dict(x=1), dict(x=2)])[0] == [1, 2]
+    # more than the cluster has: refused before any actor starts (Ray would wait for them forever)
+    with pytest.raises(InputError, match=r"RayExecutor\(workers=3, cpus_per_worker=1, gpus_per_worker=0\) asks for "
+                                         r"3 CPUs and 0 GPUs, but the Ray cluster has 2 CPUs and 0 GPUs on 1 node: "
+                                         r"room for 2 such workers"):
+        distributed.run_shards(distributed.RayExecutor(workers=3), None, echo, [dict(x=1)])
+    with pytest.raises(InputError, match=r"gpus_per_worker=1\).*has 2 CPUs and 0 GPUs.*room for 0 such workers"):
+        distributed.run_shards(distributed.RayExecutor(workers=1, gpus_per_worker=1), None, echo, [dict(x=1)])
+    # a worker that fits the cluster but not what is free now: a bounded wait, then its name
+    stuck = distributed.RayExecutor(workers=1, start_timeout=1)
+    with pytest.raises(distributed.ShardError, match=r"worker 0 of 1 \(no model; 1 CPU and 0 GPU each\) did not "
+                                                     r"start within start_timeout=1 s.*0 CPUs and 0 GPUs free now"):
+        distributed.run_shards(stuck, None, echo, [dict(x=1)])
+    stuck.close()
+    assert distributed.run_shards(ray_executor, None, echo, [dict(x=3)])[0] == [3]  # the fixture's workers serve
 
 
 # -- reproduce --all -------------------------------------------------------------------------------------------

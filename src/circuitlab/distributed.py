@@ -39,6 +39,7 @@ first and passed as its directory.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import time
 import weakref
@@ -193,18 +194,34 @@ class RayExecutor:
         cpus_per_worker: CPUs Ray reserves for each actor (its torch threads).
         gpus_per_worker: GPUs per actor (default: 1 when the model is on CUDA, else 0).
         init: more keyword arguments for ``ray.init`` (e.g. ``num_cpus`` of a local instance).
+        start_timeout: seconds to wait for the actors to start and load their replicas (``None``: no limit);
+            then a :class:`ShardError` names the actors still waiting and the cluster's free CPUs and GPUs.
 
     The actors start on first use and keep their replica between calls for the same model; :meth:`close` (or
-    leaving a ``with`` block) ends them.
+    leaving a ``with`` block) ends them. Workers that ask for more CPUs or GPUs than the cluster's nodes have
+    (e.g. two workers of one GPU each on a one-GPU machine) are an :class:`~circuitlab.errors.InputError` before
+    any actor starts: Ray would wait for them forever.
     """
 
     def __init__(self, workers: int = 2, *, address: Optional[str] = None, cpus_per_worker: float = 1,
-                 gpus_per_worker: Optional[float] = None, init: Optional[dict] = None) -> None:
+                 gpus_per_worker: Optional[float] = None, init: Optional[dict] = None,
+                 start_timeout: Optional[float] = 300.0) -> None:
         from circuitlab.core import check_count
 
         self._workers = check_count(workers, "workers")
-        if not isinstance(cpus_per_worker, (int, float)) or cpus_per_worker <= 0:
+        if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) or \
+                not cpus_per_worker > 0 or math.isinf(cpus_per_worker):
             raise InputError(f"cpus_per_worker must be a positive number; got {cpus_per_worker!r}.")
+        if gpus_per_worker is not None and (isinstance(gpus_per_worker, bool) or
+                                            not isinstance(gpus_per_worker, (int, float)) or
+                                            not gpus_per_worker >= 0 or math.isinf(gpus_per_worker)):
+            raise InputError(f"gpus_per_worker must be None (1 for a model on CUDA, else 0) or a number >= 0; got "
+                             f"{gpus_per_worker!r}.")
+        if start_timeout is not None and (isinstance(start_timeout, bool) or
+                                          not isinstance(start_timeout, (int, float)) or not start_timeout > 0):
+            raise InputError(f"start_timeout must be None (no limit) or a positive number of seconds; got "
+                             f"{start_timeout!r}.")
+        self.start_timeout = start_timeout
         self.address = address or os.environ.get("CIRCUITLAB_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
         self.cpus_per_worker = cpus_per_worker
         self.gpus_per_worker = gpus_per_worker
@@ -229,7 +246,7 @@ class RayExecutor:
             if self.address:
                 kwargs["address"] = self.address
             else:
-                kwargs.setdefault("num_cpus", max(1, int(self._workers * self.cpus_per_worker)))
+                kwargs.setdefault("num_cpus", max(1, math.ceil(self._workers * self.cpus_per_worker - 1e-9)))
             kwargs.update(self.init)
             ray.init(**kwargs)
             self._started_ray = True
@@ -239,9 +256,21 @@ class RayExecutor:
         gpus = self.gpus_per_worker
         if gpus is None:
             gpus = 1 if source is not None and (source.device or "").startswith("cuda") else 0
+        self._check_resources(ray, gpus)
         actor = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus)(_Replica)
         self._actors = [actor.remote(source, self.cpus_per_worker) for _ in range(self._workers)]
         ready = [a.ready.remote() for a in self._actors]
+        what = f"model replica {source.spec!r}" if source else "no model"
+        done, waiting = ray.wait(ready, num_returns=len(ready), timeout=self.start_timeout)
+        if waiting:
+            late = [i for i, r in enumerate(ready) if r in waiting]
+            self._stop_actors()
+            raise ShardError(
+                f"worker{'s' if len(late) > 1 else ''} {', '.join(map(str, late))} of {len(ready)} ({what}; "
+                f"{self.cpus_per_worker:g} CPU and {gpus:g} GPU each) did not start within start_timeout="
+                f"{self.start_timeout:g} s. The cluster has {_resources(ray.available_resources())} free now (of "
+                f"{_resources(ray.cluster_resources())}): other jobs may hold them, or loading the model takes longer "
+                "(raise start_timeout).")
         try:
             prints = ray.get(ready)
         except Exception as exc:
@@ -250,6 +279,27 @@ class RayExecutor:
                              f"{_worker_message(exc)}") from None
         self._source = None if source is None else dataclasses.replace(source, fingerprint=prints[0])
         self.startup_seconds += time.perf_counter() - t0
+
+    def _check_resources(self, ray, gpus: float) -> None:
+        """An InputError when the cluster's nodes have no room for ``workers`` actors of ``cpus_per_worker`` CPUs
+        and ``gpus`` GPUs each (an actor runs on one node): Ray would wait for them forever."""
+        cpus = self.cpus_per_worker
+        try:
+            nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive", True)]
+        except Exception:  # a client without the nodes table: the cluster's totals only
+            nodes = [ray.cluster_resources()]
+        room = sum(_room(n.get("CPU", 0.0), cpus) if gpus <= 0 else
+                   min(_room(n.get("CPU", 0.0), cpus), _room(n.get("GPU", 0.0), gpus)) for n in nodes)
+        if room >= self._workers:
+            return
+        total = ray.cluster_resources()
+        fix = "a larger cluster" + (" (init={'num_cpus': N} for the local instance)" if self._started_ray else "")
+        raise InputError(
+            f"RayExecutor(workers={self._workers}, cpus_per_worker={cpus:g}, gpus_per_worker={gpus:g}) asks for "
+            f"{self._workers * cpus:g} CPUs and {self._workers * gpus:g} GPUs, but the Ray cluster has "
+            f"{_resources(total)} on {len(nodes)} node{'s' if len(nodes) != 1 else ''}: room for {room} such "
+            f"worker{'s' if room != 1 else ''}, and Ray would wait forever for the rest. Use fewer workers, fewer "
+            f"cpus_per_worker or gpus_per_worker, or {fix}.")
 
     def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
         source = None if model is None else model if isinstance(model, ModelSource) else model_source(model)
@@ -292,7 +342,18 @@ class RayExecutor:
 
     def __repr__(self) -> str:
         return (f"RayExecutor(workers={self._workers}, address={self.address!r}, "
-                f"cpus_per_worker={self.cpus_per_worker}, gpus_per_worker={self.gpus_per_worker})")
+                f"cpus_per_worker={self.cpus_per_worker}, gpus_per_worker={self.gpus_per_worker}, "
+                f"start_timeout={self.start_timeout})")
+
+
+def _room(have: float, each: float) -> int:
+    """How many actors needing ``each`` of a resource fit in ``have`` of it."""
+    return int(math.floor(have / each + 1e-9))
+
+
+def _resources(res: dict) -> str:
+    cpus, gpus = res.get("CPU", 0.0), res.get("GPU", 0.0)
+    return f"{cpus:g} CPU{'' if cpus == 1 else 's'} and {gpus:g} GPU{'' if gpus == 1 else 's'}"
 
 
 class _Replica:
