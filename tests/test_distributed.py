@@ -149,6 +149,77 @@ def test_a_changed_model_must_be_saved_first(model, tmp_path):
     assert distributed.exact_fingerprint(again) == source.fingerprint
 
 
+def test_a_model_built_in_memory_must_be_saved_first(model):
+    from transformer_lens import HookedTransformer
+
+    from circuitlab.testing import architecture_config
+
+    cfg = architecture_config("gpt2")
+    cfg.model_name = "custom"  # TransformerLens's name for a model built from a config
+    built = HookedTransformer(cfg)
+    for name in ("custom", "random-gpt2", "zoo/no-such-model"):
+        built.cfg.model_name = name
+        with pytest.raises(InputError, match=rf"model: a model named '{name}'.*save_model\(model, DIR\)"):
+            distributed.model_source(built)
+    # before any Ray instance starts (with or without Ray installed)
+    with pytest.raises(InputError, match="save_model"):
+        distributed.run_shards(distributed.RayExecutor(workers=1), built, _divide, [dict(x=1)])
+    # names a worker can load: a zoo name (the fixture), and a TransformerLens pretrained name (resolved offline)
+    assert distributed.model_source(model).spec == TOY
+    built.cfg.model_name = "gpt2"
+    assert distributed.model_source(built).spec == "gpt2"
+
+
+def test_a_model_given_by_name_carries_its_loaded_device(model):
+    source = distributed.model_source(TOY, loaded=model)
+    assert (source.spec, source.device, source.fingerprint) == (TOY, "cpu", None)
+    assert distributed.model_source(model).device == "cpu"
+    on_meta = copy.deepcopy(model).to("meta")  # a device other than "cpu" that exists on every machine
+    assert distributed.device_of(on_meta) == "meta"
+    # a worker sees its GPUs numbered from 0: a caller's cuda:1 is a worker's "cuda"
+    assert [distributed.worker_device(d) for d in ("cuda:1", "cuda:0", "cuda", "cpu", None)] == \
+           ["cuda", "cuda", "cuda", "cpu", None]
+
+
+def test_tensors_are_moved_inside_nested_arguments_and_metrics(model):
+    from collections import namedtuple
+
+    from circuitlab.metrics import KLDivergence, Normalized
+    from circuitlab.results import Result
+
+    Pair = namedtuple("Pair", "clean corrupted")
+    tokens = torch.tensor([[1, 2, 3]])
+    metric = LogitDiff(torch.tensor([5]), torch.tensor([6]), model=model)
+    args = {"tokens": tokens, "nested": [tokens, (tokens, "text", 3)], "pair": Pair(tokens, tokens),
+            "metric": metric, "normalized": Normalized(metric, 1.0, 0.0), "kl": KLDivergence(torch.randn(1, 10)),
+            "result": Result(torch.zeros(2), ("layer",), meta={"per_prompt": torch.ones(3)}), "dtype": torch.float32}
+
+    def tensors(x):
+        if isinstance(x, torch.Tensor):
+            return [x]
+        if isinstance(x, dict):
+            return [t for v in x.values() for t in tensors(v)]
+        if isinstance(x, (list, tuple)):
+            return [t for v in x for t in tensors(v)]
+        if hasattr(x, "__dict__") and not isinstance(x, torch.nn.Module):
+            return tensors(vars(x))
+        return []
+
+    n = len(tensors(args))
+    assert n == 13
+    # "meta" stands in for a GPU: every tensor moves, however deep, and the arguments themselves are unchanged
+    moved = distributed.move_tensors(args, "meta", drop_models=True)
+    assert len(tensors(moved)) == n and all(t.device.type == "meta" for t in tensors(moved))
+    assert all(t.device.type == "cpu" for t in tensors(args))
+    assert moved["nested"][1][1:] == ("text", 3) and isinstance(moved["pair"], Pair)
+    assert moved["dtype"] is torch.float32 and moved["result"].axes == ("layer",)
+    # the metric's copies hold no model (an analysis binds the metric to the replica); the caller's keeps its own
+    assert moved["metric"].model is None and moved["normalized"].metric.model is None and metric.model is model
+    assert moved["normalized"].clean == 1.0
+    # nothing to move: the very same object comes back (nothing is copied)
+    assert distributed.move_tensors(args, "cpu") is args
+
+
 def test_a_failing_shard_is_named(model):
     with pytest.raises(distributed.ShardError, match=r"shard 1 of 2 \(x=2\).*ZeroDivisionError"):
         distributed.run_shards(distributed.LocalExecutor(), model, _divide, [dict(x=1), dict(x=2)])

@@ -31,13 +31,17 @@ for checking the sharding), or an executor object you keep across calls (its act
         res = circuitlab.patching.sweep("gemma-3-270m", clean, corrupted, metric, executor=ex)
 
 A replica is loaded in each actor by name (a zoo name, a real model's name, a TransformerLens pretrained name)
-or from a directory written by :func:`circuitlab.save_model`; a model object is sent by its name and its weights
-are checked in the worker against the caller's (a fingerprint): a model changed after loading must be saved
-first and passed as its directory.
+or from a directory written by :func:`circuitlab.save_model`, onto the caller's model's device (a caller's
+``cuda:N`` is a worker's ``cuda``: Ray numbers each worker's GPUs from 0); a model object is sent by its name and
+its weights are checked in the worker against the caller's (a fingerprint): a model changed after loading, or built
+in memory (``HookedTransformer(cfg)``, named ``"custom"``), must be saved first and passed as its directory.
+Tensor arguments (tokens, masks, the tensors a metric holds) travel as CPU tensors and are moved to the replica's
+device in the worker; parts come back as CPU tensors.
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import math
 import os
@@ -121,18 +125,106 @@ def torch_uint8():
     return torch.uint8
 
 
-def model_source(model: Any) -> ModelSource:
-    """The :class:`ModelSource` of ``model``: a name or a saved directory as given, or a loaded model's directory
-    (when it was loaded from one) or name, with its weights' fingerprint (checked in each worker)."""
+def model_source(model: Any, loaded: Any = None) -> ModelSource:
+    """The :class:`ModelSource` of ``model``: a name or a saved directory as given (with the device of ``loaded``,
+    the caller's model loaded from it, when given), or a loaded model's directory (when it was loaded from one) or
+    name, with its device and its weights' fingerprint (checked in each worker).
+
+    A model whose name :func:`circuitlab.load_model` cannot resolve here without the network (one built in memory,
+    ``HookedTransformer(cfg)``, is named ``"custom"``) is an :class:`~circuitlab.errors.InputError`: a worker could
+    not load it."""
     if isinstance(model, (str, Path)):
-        return ModelSource(str(model))
+        return ModelSource(str(model), None, None if loaded is None else device_of(loaded))
     name = getattr(model, "_circuitlab_source", None) or str(getattr(getattr(model, "cfg", None), "model_name", "")
                                                               or "")
-    if not name:
-        raise InputError("model: a model without a name cannot be reloaded in a worker. Save it with "
-                         "circuitlab.save_model(model, DIR) and pass DIR as the model.")
-    device = str(getattr(model.cfg, "device", None) or "cpu")
-    return ModelSource(name, exact_fingerprint(model), device)
+    if not name or not _resolvable(name):
+        what = f"named {name!r}" if name else "without a name"
+        raise InputError(f"model: a model {what} (built in memory, or renamed) cannot be reloaded in a worker: "
+                         "circuitlab.load_model does not know that name. Save it with circuitlab.save_model(model, "
+                         "DIR) and pass DIR as the model.")
+    return ModelSource(name, exact_fingerprint(model), device_of(model))
+
+
+def _resolvable(name: str) -> bool:
+    """Whether :func:`circuitlab.load_model` (or ``load_encoder``) resolves ``name`` without the network: a real
+    model, a zoo name, an existing directory, or a TransformerLens pretrained name (not its default ``"custom"``)."""
+    from circuitlab.models.loading import ZOO_PREFIX, zoo_entries
+    from circuitlab.models.real import real_models
+
+    if name == "custom":  # HookedTransformerConfig's default model_name
+        return False
+    if name in real_models():
+        return True
+    if name.startswith(ZOO_PREFIX):
+        return any(e.name == name for e in zoo_entries())
+    if Path(name).expanduser().exists():
+        return True
+    from transformer_lens.loading_from_pretrained import get_official_model_name
+
+    try:
+        get_official_model_name(name)
+    except ValueError:
+        return False
+    return True
+
+
+def device_of(model: Any) -> str:
+    """The device ``model``'s parameters live on (``"cpu"``, ``"cuda:1"``...), else its ``cfg.device``."""
+    for p in model.parameters():
+        return str(p.device)
+    return str(getattr(getattr(model, "cfg", None), "device", None) or "cpu")
+
+
+def worker_device(device: Optional[str]) -> Optional[str]:
+    """The device a Ray worker loads onto for a caller's ``device``: ``"cuda"`` for any ``"cuda:N"`` (Ray shows a
+    worker only its own GPUs, numbered from 0), anything else as it is."""
+    if device is not None and str(device).startswith("cuda"):
+        return "cuda"
+    return device
+
+
+def move_tensors(obj: Any, device: Any, *, drop_models: bool = False, _seen: Optional[dict] = None) -> Any:
+    """``obj`` with every tensor in it on ``device``: tensors nested in dicts, lists and tuples, in the fields of
+    dataclasses (a :class:`~circuitlab.results.Result`) and in the attributes of circuitlab's metric objects.
+    Containers and objects holding a tensor that moves are copied (``obj`` is left unchanged); everything else is
+    returned as it is. ``drop_models``: a model held by a metric becomes ``None`` (every analysis binds the metric
+    to the model it runs, so a worker's replica takes its place; the caller's weights are not sent)."""
+    import torch
+
+    from circuitlab.metrics import LogitMetric
+
+    seen = {} if _seen is None else _seen
+    if id(obj) in seen:
+        return seen[id(obj)]
+    move = lambda v: move_tensors(v, device, drop_models=drop_models, _seen=seen)  # noqa: E731
+    if isinstance(obj, torch.Tensor):
+        return obj if obj.device == torch.device(device) else obj.detach().to(device)
+    if isinstance(obj, (str, bytes, int, float, bool, type(None), torch.nn.Module)):
+        return obj
+    seen[id(obj)] = obj  # a container that holds itself is left as it is
+    out = obj
+    if type(obj) in (dict, list, tuple) or (isinstance(obj, tuple) and hasattr(obj, "_fields")):
+        items = list(obj.items()) if isinstance(obj, dict) else list(obj)
+        moved = [(k, move(v)) for k, v in items] if isinstance(obj, dict) else [move(v) for v in items]
+        if any((m[1] is not v[1]) if isinstance(obj, dict) else (m is not v) for m, v in zip(moved, items)):
+            out = (dict(moved) if isinstance(obj, dict) else moved if isinstance(obj, list)
+                   else tuple(moved) if type(obj) is tuple else type(obj)(*moved))
+    elif isinstance(obj, LogitMetric) or (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
+        attrs = getattr(obj, "__dict__", {})
+        changed = {}
+        for k, v in attrs.items():
+            if drop_models and isinstance(obj, LogitMetric) and isinstance(v, torch.nn.Module):
+                changed[k] = None
+                continue
+            m = move(v)
+            if m is not v:
+                changed[k] = m
+        if changed:
+            out = copy.copy(obj)
+            for k, v in changed.items():
+                object.__setattr__(out, k, v)  # frozen dataclasses too
+    seen[id(obj)] = out
+    return out
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -258,7 +350,9 @@ class RayExecutor:
             gpus = 1 if source is not None and (source.device or "").startswith("cuda") else 0
         self._check_resources(ray, gpus)
         actor = ray.remote(num_cpus=self.cpus_per_worker, num_gpus=gpus)(_Replica)
-        self._actors = [actor.remote(source, self.cpus_per_worker) for _ in range(self._workers)]
+        # a worker sees its own GPUs only, numbered from 0: a caller's "cuda:1" is the worker's "cuda"
+        sent = None if source is None else dataclasses.replace(source, device=worker_device(source.device))
+        self._actors = [actor.remote(sent, self.cpus_per_worker) for _ in range(self._workers)]
         ready = [a.ready.remote() for a in self._actors]
         what = f"model replica {source.spec!r}" if source else "no model"
         done, waiting = ray.wait(ready, num_returns=len(ready), timeout=self.start_timeout)
@@ -308,7 +402,8 @@ class RayExecutor:
         pending = {}
         for i, kwargs in enumerate(shards):
             actor = self._actors[i % len(self._actors)]
-            pending[actor.run.remote(fn, kwargs)] = i
+            # tensors go as CPU tensors (a worker may have no GPU, or other GPUs); the replica moves them to its own
+            pending[actor.run.remote(fn, move_tensors(kwargs, "cpu", drop_models=True))] = i
         out: list = [None] * len(shards)
         for ref, i in pending.items():
             try:
@@ -371,7 +466,9 @@ class _Replica:
 
     def run(self, fn: Callable, kwargs: dict):
         t0 = time.perf_counter()
-        value = fn(self.model, **kwargs)
+        if self.model is not None:  # the caller sent CPU tensors: put them on this replica's device
+            kwargs = move_tensors(kwargs, device_of(self.model))
+        value = move_tensors(fn(self.model, **kwargs), "cpu")  # the caller may have no GPU, or other GPUs
         return value, time.perf_counter() - t0
 
 
@@ -462,9 +559,10 @@ def shard_count(executor: Any, n_items: int, per_worker: int = 1) -> int:
 # The sharded analyses: shards out, parts back
 # ---------------------------------------------------------------------------------------------------------
 
-def _source_of(model: Any) -> Any:
-    """What the workers load: the name or directory the caller gave, else the loaded model (sent by name)."""
-    return model
+def _source_of(given: Any, loaded: Any) -> Any:
+    """What the workers load: the name or directory the caller gave (with the device the caller loaded it onto),
+    else the loaded model (sent by name)."""
+    return model_source(given, loaded) if isinstance(given, (str, Path)) else loaded
 
 
 def _sweep_shard(model, **kwargs):
@@ -495,7 +593,7 @@ def sweep(model: Any, clean_tokens: Any, corrupted_tokens: Any, metric: Any, sit
         shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, site=site,
                        by=by, direction=direction, layers=g, fast=fast, max_memory=max_memory, progress=False)
                   for g in groups]
-        parts, record = run_shards(ex, model if isinstance(model, (str, Path)) else loaded, _sweep_shard, shards)
+        parts, record = run_shards(ex, _source_of(model, loaded), _sweep_shard, shards)
     finally:
         if owned:
             ex.close()
@@ -535,11 +633,18 @@ def patch_edges(model: Any, clean_tokens: Any, corrupted_tokens: Any, removed: A
     passes = plan_passes(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
                          max_memory=max_memory)
     ex, owned = as_executor(executor)
+    if not passes:  # no edge sets: nothing to share out, and one process's (empty) answer
+        if owned:
+            ex.close()
+        from circuitlab.circuits.patch import patch_edges as one_process
+
+        return one_process(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
+                           max_memory=max_memory)
     try:
         blocks = split(passes, shard_count(ex, len(passes), per_worker=2))
         shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, passes=block, metric=metric,
                        ablation=ablation, max_memory=max_memory) for block in blocks]
-        parts, _ = run_shards(ex, model if isinstance(model, (str, Path)) else loaded, _edges_shard, shards)
+        parts, _ = run_shards(ex, _source_of(model, loaded), _edges_shard, shards)
     finally:
         if owned:
             ex.close()
@@ -554,10 +659,11 @@ def _tracing_shard(model, facts, **kwargs):
 
 
 def average_indirect_effect(model: Any, triples: list, *, kinds: list, window: int, noise: float, sigma: float,
-                            samples: int, seed: int, max_memory: int, executor: Any):
+                            samples: int, seed: int, max_memory: int, executor: Any, loaded: Any = None):
     """The per-fact table of :func:`circuitlab.tracing.average_indirect_effect`, its facts shared out among
     ``executor``'s workers in contiguous blocks (every fact is traced with the same seed, so a fact's trace does
-    not depend on its shard). Returns ``(per_fact, rows, seconds, record)`` for the caller to average."""
+    not depend on its shard). ``loaded``: the caller's model loaded from ``model`` (a name or directory), whose
+    device the workers then load onto. Returns ``(per_fact, rows, seconds, record)`` for the caller to average."""
     import torch
 
     ex, owned = as_executor(executor)
@@ -565,7 +671,8 @@ def average_indirect_effect(model: Any, triples: list, *, kinds: list, window: i
         blocks = split(triples, shard_count(ex, len(triples)))
         shards = [dict(facts=block, kinds=kinds, window=window, noise=noise, sigma=sigma, samples=samples, seed=seed,
                        max_memory=max_memory, progress=False) for block in blocks]
-        parts, record = run_shards(ex, model, _tracing_shard, shards)
+        parts, record = run_shards(ex, model if loaded is None else _source_of(model, loaded), _tracing_shard,
+                                   shards)
     finally:
         if owned:
             ex.close()
@@ -605,7 +712,7 @@ def collect(source: Any, model: Any, al: Any, sentences: Sequence, hooks: list[s
                                hooks=hooks, pool=pool, dtype=dtype))
             row_index.append(torch.tensor([r for i in mine for r in range(starts[i], starts[i] + counts[i])],
                                           dtype=torch.long))
-        parts, _ = run_shards(ex, source if isinstance(source, (str, Path)) else model, _collect_shard, shards)
+        parts, _ = run_shards(ex, _source_of(source, model), _collect_shard, shards)
     finally:
         if owned:
             ex.close()
@@ -617,10 +724,3 @@ def collect(source: Any, model: Any, al: Any, sentences: Sequence, hooks: list[s
             full[rows] = part[h]
         out[h] = full
     return out
-    if not passes:  # no edge sets: nothing to share out, and one process's (empty) answer
-        if owned:
-            ex.close()
-        from circuitlab.circuits.patch import patch_edges as one_process
-
-        return one_process(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
-                           max_memory=max_memory)
