@@ -127,6 +127,7 @@ def test_sweep_result_holds_accuracy_control_selectivity_and_intervals():
     acts = planted_activations()
     res = classifier.sweep(acts, task="upos", probes=("linear", "mlp"), seeds=(0, 1), mlp={"hidden": 16})
     assert res.axes == ("probe", "layer", "measure") and res.shape == (2, 2, 3)
+    assert isinstance(res, classifier.ProbeSweep)  # the kind that renders as layer curves with intervals
     assert res.labels["layer"] == ["L0", "L1"] and res.labels["measure"] == ["accuracy", "control", "selectivity"]
     per_seed = res.meta["per_seed"]
     torch.testing.assert_close(per_seed[:, :, 2], per_seed[:, :, 0] - per_seed[:, :, 1])
@@ -158,7 +159,7 @@ def test_sentence_probes_read_a_planted_sentence_property():
     assert aligned.all()
     has_name = [("PROPN" in s.upos) for s in acts.sentences]  # the planted features hold each word's tag
     res = classifier.sentence_sweep(acts, lambda s: "PROPN" in s.upos, probes=("linear", "mlp"), seeds=(0, 1))
-    assert res.shape == (2, 2, 1) and res.labels["measure"] == ["accuracy"]
+    assert res.shape == (2, 2, 1) and res.labels["measure"] == ["accuracy"] and isinstance(res, classifier.ProbeSweep)
     assert (res.values[:, 0, 0] > 0.9).all()  # the planted layer
     assert (res.values[:, 1, 0] < res.meta["majority_baseline"] + 0.15).all()  # noise
     same = classifier.sentence_sweep(acts, has_name, probes="linear", seeds=(0,))

@@ -13,7 +13,8 @@ import torch
 import circuitlab
 from circuitlab.errors import InputError
 from circuitlab.probing import data, structural
-from circuitlab.probing.activations import WordActivations
+from circuitlab.probing.activations import WordActivations, collect
+from circuitlab.probing.classifier import split_sentences
 from circuitlab.probing.data import Sentence
 
 
@@ -148,9 +149,59 @@ def test_probes_recover_a_planted_tree_geometry():
     planted_row, noise_row, base_row = res.values
     assert planted_row[0] > 0.97 and planted_row[1] > 0.9 and planted_row[2] > 0.97 and planted_row[3] > 0.9
     assert noise_row[0] < base_row[0] and noise_row[2] < 0.6
-    test_ids = [int(i) for i in data_split_test(len(sents))]
-    base = structural.linear_baseline([sents[i] for i in test_ids])
-    assert base_row.tolist() == pytest.approx([base[m] for m in structural.MEASURES], nan_ok=True)
+    test = [sents[int(i)] for i in data_split_test(len(sents))]
+    assert base_row.tolist() == pytest.approx(chain_baseline_by_hand(test))
+    assert type(res).__name__ == "StructuralSweep"
+
+
+def _pearson_of_ranks(a, b):
+    """Spearman's rho from pandas' average ranks (independent of the module's ranking); None if constant."""
+    import pandas as pd
+
+    ra, rb = pd.Series(list(a)).rank(), pd.Series(list(b)).rank()
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = math.sqrt(float((ra ** 2).sum() * (rb ** 2).sum()))
+    return float((ra * rb).sum()) / den if den else None
+
+
+def chain_baseline_by_hand(sentences):
+    """The linear-chain baseline from its definition: the chain joins each scored word (not PUNCT/SYM) to the next
+    scored word; UUAS = chain edges in the gold tree / gold edges between scored words, over all sentences; root
+    accuracy: the first scored word is the root; DSpr/NSpr: Spearman of |i - j| (of i) against gold distances
+    (depths), per word (sentence), averaged within each length, then over lengths 5 to 50."""
+    correct = total = roots = 0
+    dspr, nspr = {}, {}
+    for s in sentences:
+        n = len(s)
+        scored = [i for i in range(n) if s.upos[i] not in ("PUNCT", "SYM")]
+        gold = {(min(i, s.head[i] - 1), max(i, s.head[i] - 1)) for i in scored
+                if s.head[i] and s.head[i] - 1 in scored}
+        chain = set(zip(scored, scored[1:]))
+        correct += len(chain & gold)
+        total += len(gold)
+        roots += s.head[scored[0]] == 0
+        dist, depth = structural.tree_distances(s.head).tolist(), structural.tree_depths(s.head).tolist()
+        rhos = [_pearson_of_ranks([abs(i - j) for j in range(n)], dist[i]) for i in range(n)]
+        dspr.setdefault(n, []).extend(r for r in rhos if r is not None)
+        rho = _pearson_of_ranks(range(n), depth)
+        if rho is not None:
+            nspr.setdefault(n, []).append(rho)
+
+    def by_length(d):
+        means = [sum(v) / len(v) for n, v in d.items() if 5 <= n <= 50 and v]
+        return sum(means) / len(means)
+
+    return [correct / total, by_length(dspr), roots / len(sentences), by_length(nspr)]
+
+
+def test_chain_baseline_by_hand_on_a_sentence_with_inner_punctuation():
+    # "a , b c ." with gold a <- b (root c): a-b is gold between scored words, the chain a-b-c skips the comma
+    s = Sentence(("a", ",", "b", "c", "."), upos=("NOUN", "PUNCT", "NOUN", "VERB", "PUNCT"), head=(3, 1, 4, 0, 4))
+    t = Sentence(("x", "y", "z", "w", "v"), upos=("NOUN",) * 5, head=(0, 1, 1, 3, 3))
+    want = chain_baseline_by_hand([s, t])
+    assert want[0] == pytest.approx((2 + 2) / (2 + 4)) and want[2] == pytest.approx(1 / 2)
+    base = structural.linear_baseline([s, t])
+    assert [base[m] for m in structural.MEASURES] == pytest.approx(want)
 
 
 def data_split_test(n):
@@ -164,7 +215,31 @@ def test_sweep_on_toy_lm_and_bad_input(tmp_path):
     sents = data.template_sentences(60, seed=2)
     res = structural.sweep(toy, sents, hooks=[2], rank=8, options={"epochs": 3}, cache=tmp_path)
     assert res.shape == (2, 4) and res.model == "zoo/toy-lm" and res.meta["sentences_left_out"] == 0
-    assert 0 <= float(res.values[0, 0]) <= 1
+    # the sweep's UUAS and example tree are those of a probe trained by hand on the documented split
+    acts = collect(toy, sents, hooks=[2], cache=tmp_path, progress=False)
+    hook = acts.hooks[0]
+    rows, _ = structural.sentence_rows(acts)
+    parts = {k: v.tolist() for k, v in split_sentences(len(sents), (0.8, 0.1, 0.1), 0).items()}
+    probe = structural.train_structural_probe(acts[hook], [rows[i] for i in parts["train"]],
+                                              [sents[i] for i in parts["train"]], "distance",
+                                              dev_rows=[rows[i] for i in parts["dev"]],
+                                              dev_sentences=[sents[i] for i in parts["dev"]], rank=8, seed=0, epochs=3)
+    pred = structural.predict(probe, acts[hook], [rows[i] for i in parts["test"]])
+    correct = total = 0
+    for k, i in enumerate(parts["test"]):
+        keep = [u != "PUNCT" for u in sents[i].upos]
+        gold = structural.tree_edges(sents[i].head, keep)
+        correct += len(structural.mst_edges(pred[k], keep) & gold)
+        total += len(gold)
+    assert float(res.values[0, 0]) == pytest.approx(correct / total)
+    ex = res.meta["example"]
+    k = next(k for k, i in enumerate(parts["test"]) if 5 <= len(sents[i]) <= 20)  # the documented choice
+    i = parts["test"][k]
+    keep = [u != "PUNCT" for u in sents[i].upos]
+    assert ex["sentence"] == i and ex["words"] == list(sents[i].words) and ex["head"] == list(sents[i].head)
+    assert ex["layer"] == "L2" and ex["keep"] == keep
+    assert set(ex["predicted"]) == structural.mst_edges(pred[k], keep) and len(ex["predicted"]) == sum(keep) - 1
+    assert ex["correct"] == len(set(ex["predicted"]) & structural.tree_edges(sents[i].head, keep))
     no_trees = [Sentence(s.words, upos=s.upos) for s in sents]
     with pytest.raises(InputError, match="no dependency tree"):
         structural.sweep(toy, no_trees, hooks=[2], cache=False)

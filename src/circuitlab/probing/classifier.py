@@ -254,6 +254,11 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
 # The sweep
 # ---------------------------------------------------------------------------------------------------------
 
+class ProbeSweep(Result):
+    """:func:`sweep` / :func:`sentence_sweep`'s result (axes ``("probe", "layer", "measure")``, seed means, the
+    95% intervals in ``meta["ci95"]``): renders as layer curves with the intervals as whiskers."""
+
+
 def _check_probes(probes: Any) -> tuple[str, ...]:
     if not isinstance(probes, (str, Sequence)):
         raise InputError(f"probes={probes!r}: give probe kinds from {PROBES}, e.g. probes=('linear', 'mlp').")
@@ -320,9 +325,9 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
           probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2), control: bool = True,
           split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, lowercase: bool = False,
           linear: Optional[dict] = None, mlp: Optional[dict] = None, progress: bool = True,
-          **collect_options: Any) -> Result:
-    """Probe accuracy, control accuracy and selectivity at every hook: a :class:`~circuitlab.results.Result`
-    with axes ``("probe", "layer", "measure")``, seed means; test split.
+          **collect_options: Any) -> ProbeSweep:
+    """Probe accuracy, control accuracy and selectivity at every hook: a :class:`ProbeSweep` (a
+    :class:`~circuitlab.results.Result`) with axes ``("probe", "layer", "measure")``, seed means; test split.
 
     Args:
         source: :class:`~circuitlab.probing.activations.WordActivations`, or a model (or name) to collect them
@@ -389,7 +394,7 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
         "probe_options": options, "lowercase": lowercase, "seconds": time.perf_counter() - t0,
         "activations": {k: v for k, v in acts.meta.items() if k in ("seconds", "sentences_per_second", "alignment")},
     }
-    return Result(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
+    return ProbeSweep(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
                   labels={"probe": list(probes), "layer": [hook_layer_label(h) for h in hooks_used],
                           "measure": list(MEASURES)},
                   title=f"Probe accuracy and selectivity ({task})",
@@ -410,9 +415,9 @@ def sentence_features(acts: WordActivations, hook: str) -> tuple[Float[Tensor, "
 def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None,
                    probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2),
                    split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, linear: Optional[dict] = None,
-                   mlp: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> Result:
+                   mlp: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> ProbeSweep:
     """Sentence-level probes: test accuracy of predicting one label per sentence from the mean of its words'
-    representations, at every hook; a :class:`~circuitlab.results.Result` with axes ``("probe", "layer",
+    representations, at every hook; a :class:`ProbeSweep` with axes ``("probe", "layer",
     "measure")`` and the one measure ``"accuracy"`` (seed means; intervals in ``meta["ci95"]``).
 
     ``labels``: one label per sentence (a sequence), or a function of a :class:`Sentence` (e.g.
@@ -467,7 +472,7 @@ def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Senten
             "n_sentences": {k: int(v.numel()) for k, v in idx.items()},
             "sentences_left_out": int((~aligned).sum()), "split": tuple(split), "split_seed": split_seed,
             "pool": acts.pool, "probe_options": options, "seconds": time.perf_counter() - t0}
-    return Result(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
+    return ProbeSweep(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
                   labels={"probe": list(probes), "layer": [hook_layer_label(h) for h in acts.hooks],
                           "measure": ["accuracy"]},
                   title="Sentence-level probe accuracy", metric="test accuracy (sentence = mean of its words)",

@@ -33,6 +33,10 @@ left-to-right chain (distance ``|i - j|``, depth = position, root = first word; 
 the last row of :func:`sweep`'s result. Published (PTB, BERT-large layer 16): UUAS 82.5, DSpr 0.86; the linear
 baseline UUAS 48.9, DSpr 0.58.
 
+**Example tree**: :func:`sweep` keeps one test sentence (the first whose length is within
+:data:`EXAMPLE_LENGTHS`, else the nearest to it) with its gold tree and the minimum spanning tree that the first
+seed's distance probe predicts at the layer of best mean UUAS, in ``meta["example"]``, for the rendered view.
+
 Sentences whose words could not all be aligned to tokens (see :mod:`circuitlab.probing.align`) have no complete
 tree of representations: they are left out and counted in ``meta["sentences_left_out"]``.
 """
@@ -56,6 +60,8 @@ from circuitlab.probing.data import PUNCT_UPOS, Sentence
 from circuitlab.results import Result
 
 MEASURES = ("uuas", "dspr", "root_acc", "nspr")
+#: the preferred length (in words) of the example sentence kept for the rendered tree
+EXAMPLE_LENGTHS = (5, 20)
 #: the sentence lengths whose Spearman correlations are averaged (as in the paper)
 SPEARMAN_LENGTHS = (5, 50)
 
@@ -307,6 +313,18 @@ def predict(probe: StructuralProbe, acts: Tensor, rows: list[Tensor]) -> list[Te
 # The sweep
 # ---------------------------------------------------------------------------------------------------------
 
+class StructuralSweep(Result):
+    """:func:`sweep`'s result (axes ``("layer", "measure")``, the linear baseline as the last layer row):
+    renders as layer curves with the baseline and the intervals over seeds, and the example sentence's gold and
+    predicted trees."""
+
+
+def example_index(sentences: Sequence[Sentence], lengths: tuple[int, int] = EXAMPLE_LENGTHS) -> int:
+    """The first sentence whose length lies within ``lengths`` (inclusive), else the first of those nearest to it."""
+    lo, hi = lengths
+    return min(range(len(sentences)), key=lambda k: (max(0, lo - len(sentences[k]), len(sentences[k]) - hi), k))
+
+
 def sentence_rows(acts: WordActivations) -> tuple[dict[int, Tensor], int]:
     """Rows of each sentence whose every word has a row (in word order), and how many sentences were left out."""
     rows: dict[int, list[int]] = defaultdict(list)
@@ -318,10 +336,13 @@ def sentence_rows(acts: WordActivations) -> tuple[dict[int, Tensor], int]:
 
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None, rank: int = 64,
           seeds: Sequence[int] = (0,), split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-          options: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> Result:
+          options: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> StructuralSweep:
     """UUAS and DSpr (distance probe), root accuracy and NSpr (depth probe) at every hook, on the test split,
-    plus the linear-structure baseline as a last row: a :class:`~circuitlab.results.Result` with axes
-    ``("layer", "measure")`` (seed means; ``meta["per_seed"]`` ``[layer, measure, seed]`` and ``meta["ci95"]``).
+    plus the linear-structure baseline as a last row: a :class:`StructuralSweep` (a
+    :class:`~circuitlab.results.Result`) with axes ``("layer", "measure")`` (seed means; ``meta["per_seed"]``
+    ``[layer, measure, seed]`` and ``meta["ci95"]``). ``meta["example"]``: one test sentence's words, UPOS, gold
+    heads, the words scored (``keep``: not punctuation), and the tree the first seed's distance probe predicts at
+    the layer of best mean UUAS (``predicted``: 0-based word pairs; ``correct`` of its ``gold_edges``).
 
     ``source``: :class:`~circuitlab.probing.activations.WordActivations`, or a model (or name) to collect them
     from on ``sentences`` (``collect_options`` go to :func:`~circuitlab.probing.activations.collect`).
@@ -346,6 +367,10 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks:
     hooks_used = acts.hooks
     per_seed = torch.full((len(hooks_used) + 1, len(MEASURES), len(seeds)), float("nan"))
     jobs = [(h, s) for h in range(len(hooks_used)) for s in range(len(seeds))]
+    ex = example_index(sents["test"])
+    ex_sent = sents["test"][ex]
+    ex_keep = [u not in PUNCT_UPOS for u in ex_sent.upos] if ex_sent.upos is not None else [True] * len(ex_sent)
+    ex_edges: dict[int, set[tuple[int, int]]] = {}  # the first seed's predicted tree of the example, per hook
     for h, s in progress_bar(jobs, progress=progress, desc="structural probes", unit="layer"):
         x = acts.acts[hooks_used[h]]
         preds = {}
@@ -355,13 +380,24 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks:
             preds[kind] = predict(probe, x, rows["test"])
         scores = score_trees(preds["distance"], preds["depth"], sents["test"])
         per_seed[h, :, s] = torch.tensor([scores[m] for m in MEASURES])
+        if s == 0:
+            ex_edges[h] = mst_edges(preds["distance"][ex], ex_keep)
     base = linear_baseline(sents["test"])
     per_seed[-1] = torch.tensor([base[m] for m in MEASURES])[:, None]
+    uuas = per_seed[:-1, 0].mean(-1)
+    best = int(uuas.nan_to_num(float("-inf")).argmax())
+    gold_edges = tree_edges(ex_sent.head, ex_keep)
+    example = {"sentence": use["test"][ex], "id": ex_sent.id, "words": list(ex_sent.words),
+               "upos": list(ex_sent.upos) if ex_sent.upos is not None else None, "head": list(ex_sent.head),
+               "keep": ex_keep, "layer": hook_layer_label(hooks_used[best]), "hook": hooks_used[best],
+               "seed": seeds[0], "predicted": sorted(ex_edges[best]),
+               "correct": len(ex_edges[best] & gold_edges), "gold_edges": len(gold_edges)}
     meta = {"per_seed": per_seed, "ci95": ci95(per_seed), "seeds": seeds, "rank": rank, "hooks": hooks_used,
             "n_sentences": {k: len(v) for k, v in use.items()}, "sentences_left_out": left_out,
             "skipped": dict(acts.skipped), "split": tuple(split), "split_seed": split_seed, "pool": acts.pool,
-            "spearman_lengths": SPEARMAN_LENGTHS, "options": opts, "seconds": time.perf_counter() - t0}
-    return Result(values=per_seed.mean(-1), axes=("layer", "measure"),
+            "spearman_lengths": SPEARMAN_LENGTHS, "options": opts, "example": example,
+            "seconds": time.perf_counter() - t0}
+    return StructuralSweep(values=per_seed.mean(-1), axes=("layer", "measure"),
                   labels={"layer": [hook_layer_label(h) for h in hooks_used] + ["linear baseline"],
                           "measure": list(MEASURES)},
                   title="Structural probes (Hewitt & Manning 2019)",
