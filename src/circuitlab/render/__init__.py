@@ -18,7 +18,7 @@ from circuitlab.render.heatmap import heatmap_html, result_html
 from circuitlab.render.kinds import renders, to_html
 from circuitlab.render import graph as _graph  # noqa: F401,E402  registers Circuit and RocCurve
 from circuitlab.render import concepts as _concepts  # noqa: F401,E402  token attributions, TCAV, ER table
-from circuitlab.render import probing as _probing  # noqa: F401,E402  EdgeScores, HeadSweep, dependency trees
+from circuitlab.render import probing as _probing  # noqa: F401,E402  ProbeSweep, StructuralSweep, EdgeScores, HeadSweep
 from circuitlab.render import neurons as _neurons  # noqa: F401,E402  registers NeuronPage and ExplanationScores
 from circuitlab.render.report import HTML, Bullets, Section, count_views, external_references, report, report_html
 from circuitlab.render.views import (
