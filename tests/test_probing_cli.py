@@ -79,3 +79,67 @@ def test_probe_edges_prints_the_library_numbers(capsys, one_thread):
         assert re.search(rf"{name}\s+{acc:.3f}", text), (name, acc, text)
     with pytest.raises(SystemExit):
         main(["probe", "edges", "-m", "zoo/toy-lm", "--task", "srl"])
+
+
+def _report_svgs(path):
+    """The report's inline SVGs, each parsed as XML (so each is well-formed), by class."""
+    import xml.etree.ElementTree as ET
+
+    out = {}
+    for s in re.findall(r"<svg\b.*?</svg>", path.read_text(), re.S):
+        svg = ET.fromstring(s)
+        out.setdefault(svg.get("class"), []).append(svg)
+    return out
+
+
+def _cell(v, c):
+    return f"{v:.3f}" + (f" \u00b1 {c:.3f}" if c == c else "")
+
+
+def test_probe_pos_prints_the_library_numbers_with_intervals(capsys, tmp_path, one_thread):
+    from circuitlab.probing import probe_sweep, template_sentences
+
+    out = tmp_path / "pos.html"
+    assert main(["probe", "pos", "-m", "zoo/toy-lm", "-n", "30", "--seeds", "2", "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    res = probe_sweep(circuitlab.load_model("zoo/toy-lm"), template_sentences(30), "upos", seeds=(0, 1), cache=False,
+                      progress=False)
+    assert "mean \u00b1 95% interval over seeds 0, 1" in text
+    ci = res.meta["ci95"]
+    assert bool((ci[:, :, 1] > 0).any())  # some interval is not zero, so its printing is tested
+    for i, probe in enumerate(res.labels["probe"]):
+        for j, layer in enumerate(res.labels["layer"]):
+            cells = r"\s+".join(re.escape(_cell(float(res.values[i, j, k]), float(ci[i, j, k]))) for k in range(3))
+            assert re.search(rf"^{probe} {layer}\s+{cells}$", text, re.M), (probe, layer, text)
+    svgs = _report_svgs(out)
+    assert len(svgs["cl-curves"]) == 3  # accuracy, control, selectivity
+    whiskers = sum(p.get("class") == "cl-ci" for s in svgs["cl-curves"] for p in s.iter())
+    assert whiskers == int((ci > 0).sum())  # one per interval above zero
+
+
+def test_probe_structural_prints_the_library_numbers_and_draws_the_trees(capsys, tmp_path, one_thread):
+    from circuitlab.probing import structural_sweep, template_sentences
+
+    out = tmp_path / "tree.html"
+    assert main(["probe", "structural", "-m", "zoo/toy-lm", "-n", "30", "--seeds", "2", "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    res = structural_sweep(circuitlab.load_model("zoo/toy-lm"), template_sentences(30), seeds=(0, 1), cache=False,
+                           progress=False)
+    ci = res.meta["ci95"]
+    for j, layer in enumerate(res.labels["layer"]):
+        last = j == len(res.labels["layer"]) - 1  # the linear baseline: no interval
+        cells = r"\s+".join(re.escape(_cell(float(res.values[j, k]), float("nan") if last else float(ci[j, k])))
+                            for k in range(4))
+        assert re.search(rf"^{layer}\s+{cells}$", text, re.M), (layer, text)
+    ex = res.meta["example"]
+    assert (f"best layer by UUAS: {ex['layer']}; its tree of test sentence {ex['id']}: {ex['correct']} of "
+            f"{ex['gold_edges']} gold edges") in text
+    svgs = _report_svgs(out)
+    assert len(svgs["cl-curves"]) == 4
+    (tree,) = svgs["cl-tree"]
+    arcs = [p for p in tree.iter() if p.get("class") in ("cl-arc-gold", "cl-arc-pred")]
+    gold = [p for p in arcs if p.get("class") == "cl-arc-gold"]
+    pred = [p for p in arcs if p.get("class") == "cl-arc-pred"]
+    assert len(gold) == len(ex["words"]) - 1 and len(pred) == len(ex["predicted"]) == sum(ex["keep"]) - 1
+    assert sum(p.get("data-correct") == "true" for p in pred) == ex["correct"]
+    assert f"{ex['correct']} of {ex['gold_edges']} gold edges recovered" in out.read_text()

@@ -41,12 +41,21 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
     p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
     p.add_argument("--seed", type=int, default=0, help="seed of data sampling, and of the edge probe (default 0)")
+    p.add_argument("--seeds", type=positive_int, metavar="N",
+                   help="pos/structural: train each probe with seeds 0..N-1; the table and report show 95%% intervals "
+                        "over them (default 3 for pos, 1 for structural; intervals need 2 or more)")
     add_out_option(p)
     add_quiet_option(p)
 
 
-def table(res, max_rows: int = 40) -> str:
-    """A :class:`~circuitlab.results.Result` as text: its last axis as columns, the other axes joined as rows."""
+def _cell(v: float, c: float | None) -> str:
+    """``0.953 ± 0.004``, or the value alone where there is no interval (``c`` None or NaN)."""
+    return f"{v:.3f}" + (f" \u00b1 {c:.3f}" if c is not None and c == c and v == v else "")
+
+
+def table(res, max_rows: int = 40, ci=None) -> str:
+    """A :class:`~circuitlab.results.Result` as text: its last axis as columns, the other axes joined as rows;
+    with ``ci`` (half-widths, the values' shape), each cell as ``mean ± half-width``."""
     vals = res.values.detach().float()
     if vals.ndim == 1:
         vals = vals[:, None]
@@ -54,13 +63,15 @@ def table(res, max_rows: int = 40) -> str:
     else:
         cols, rows_axes = res.labels[res.axes[-1]], list(res.axes[:-1])
     flat = vals.reshape(-1, vals.shape[-1])
+    half = ci.detach().float().reshape(flat.shape).tolist() if ci is not None else [[None] * flat.shape[1]] * len(flat)
     import itertools
 
     names = [" ".join(parts) for parts in itertools.product(*[res.labels[a] for a in rows_axes])]
     width = max([len(n) for n in names] + [4])
-    lines = [" " * width + "".join(f" {c[:12]:>12}" for c in cols)]
-    for name, row in list(zip(names, flat.tolist()))[:max_rows]:
-        lines.append(f"{name:<{width}}" + "".join(f" {v:>12.3f}" for v in row))
+    cw = 16 if ci is not None else 12
+    lines = [" " * width + "".join(f" {c[:cw]:>{cw}}" for c in cols)]
+    for name, row, hw in list(zip(names, flat.tolist(), half))[:max_rows]:
+        lines.append(f"{name:<{width}}" + "".join(f" {_cell(v, c):>{cw}}" for v, c in zip(row, hw)))
     if len(names) > max_rows:
         lines.append(f"... {len(names) - max_rows} more rows")
     return "\n".join(lines)
@@ -92,10 +103,11 @@ def run(args: argparse.Namespace) -> int:
 
         model = probe_model(args.model)
         sentences = _sentences(args)
+        seeds = {} if args.seeds is None else {"seeds": tuple(range(args.seeds))}
         if args.kind == "pos":
-            res = probe_sweep(model, sentences, "upos", cache=False, progress=progress)
+            res = probe_sweep(model, sentences, "upos", cache=False, progress=progress, **seeds)
         elif args.kind == "structural":
-            res = structural_sweep(model, sentences, cache=False, progress=progress)
+            res = structural_sweep(model, sentences, cache=False, progress=progress, **seeds)
         elif args.kind == "edges":
             res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed, cache=False,
                              progress=progress)
@@ -116,7 +128,18 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{rel:<12} {'L%d H%d' % (b['layer'], b['head']):>10} {b['accuracy']:>9.3f} "
                       f"{bl if bl is None else format(bl, '9.3f'):>9}")
         else:
-            print(table(res))
+            n_seeds = len(res.meta["seeds"])
+            print(f"test split; mean ± 95% interval over seeds {', '.join(map(str, res.meta['seeds']))}" if n_seeds > 1
+                  else f"test split; one seed ({res.meta['seeds'][0]}), so no intervals (--seeds N for them)")
+            ci = res.meta["ci95"]
+            if args.kind == "structural":
+                ci = ci.clone()
+                ci[-1] = float("nan")  # the linear baseline does not depend on the seed
+            print(table(res, ci=ci))
+            if args.kind == "structural":
+                ex = res.meta["example"]
+                print(f"best layer by UUAS: {ex['layer']}; its tree of test sentence {ex['id'] or ex['sentence']}: "
+                      f"{ex['correct']} of {ex['gold_edges']} gold edges (punctuation left out)")
         items = [res]
     else:
         model = load_model(args.model)
