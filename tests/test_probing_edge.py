@@ -1,6 +1,7 @@
-"""Edge probing: the scalar mix, its center of gravity and span pooling against brute force; the tasks' spans by
-hand; learning on synthetic activations whose answer is known (which layer holds the label, and that arc labels
-need both spans); one small run on zoo/toy-lm; bad input."""
+"""Edge probing: the scalar mix, its center of gravity, the differential scores' expected layer and span pooling
+against brute force; the tasks' spans by hand; learning on synthetic activations whose answer is known (which layer
+holds the label, and that arc labels need both spans), per layer and cumulatively; one small run on zoo/toy-lm
+against probes trained by hand; bad input."""
 
 from __future__ import annotations
 
@@ -12,8 +13,9 @@ import torch
 import circuitlab
 from circuitlab.errors import InputError
 from circuitlab.probing import Sentence, WordActivations, split_sentences, template_sentences
-from circuitlab.probing.edge import (EdgeScores, ScalarMix, center_of_gravity, edge_examples, edge_probe,
-                                     entity_spans, pool_spans)
+from circuitlab.probing.classifier import split_rows
+from circuitlab.probing.edge import (EdgeScores, ScalarMix, _encode, accuracy, center_of_gravity, edge_examples,
+                                     edge_probe, entity_spans, expected_layer, pool_spans, train_edge_probe)
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -42,6 +44,13 @@ def test_scalar_mix_is_the_weighted_sum():
     w = [math.exp(v) / z for v in a]
     assert abs(center_of_gravity(mix.weights()) - sum(l * w[l] for l in range(5))) < 1e-6  # float32 weights
     assert center_of_gravity(torch.tensor([0.0, 0.0, 1.0])) == 2.0
+
+
+def test_expected_layer_of_the_differential_scores_by_hand():
+    # Tenney, Das & Pavlick: E[l] = sum_l l * Delta(l) / sum_l Delta(l), the Deltas of layers 1, 2, ...
+    assert abs(expected_layer([0.1, 0.3, -0.1]) - (1 * 0.1 + 2 * 0.3 + 3 * -0.1) / 0.3) < 1e-12
+    assert abs(expected_layer([0.0, 0.0, 0.2]) - 3.0) < 1e-12
+    assert math.isnan(expected_layer([0.1, -0.1])) and math.isnan(expected_layer([-0.2, 0.1]))
 
 
 def test_span_pooling_is_the_mean_or_the_softmax_weighted_sum():
@@ -104,7 +113,7 @@ def synthetic():
 
 def test_learns_arc_labels_from_both_spans_on_the_layer_that_holds_them(synthetic):
     res = edge_probe(synthetic, task="deprel", proj=16, hidden=32, epochs=10, lr=1e-2, batch_size=64,
-                     progress=False)
+                     cumulative=True, progress=False)
     assert isinstance(res, EdgeScores)
     acc = dict(zip(res.scores.labels["probe"], res.scores.values.tolist()))
     assert acc["scalar mix"] > 0.95  # four labels, each from two bits: both spans are used
@@ -113,27 +122,65 @@ def test_learns_arc_labels_from_both_spans_on_the_layer_that_holds_them(syntheti
     assert res.mix.labels["layer"] == ["emb", "L0", "L1", "L2"]
     assert int(w.argmax()) == 2 and float(w[2]) > 0.4 and abs(float(w.sum()) - 1) < 1e-6
     assert abs(res.center_of_gravity - sum(i * float(v) for i, v in enumerate(w))) < 1e-6
+    # each layer alone: only L1 (blocks.1.hook_resid_post) holds the bits; the embedding's probe is the lexical one
+    per = res.layers.values.tolist()
+    assert res.layers.axes == ("layer",) and res.layers.labels["layer"] == ["emb", "L0", "L1", "L2"]
+    assert per[2] > 0.95 and max(per[0], per[1], per[3]) < 0.45 and per[0] == acc["lexical"]
+    # cumulatively: the mixes up to emb and up to L0 see noise, from L1 on they see the bits; the differential
+    # scores put the gain at L1 (index 2)
+    cum = res.cumulative.values.tolist()
+    assert max(cum[:2]) < 0.45 and min(cum[2:]) > 0.9 and cum[0] == per[0] and cum[-1] == acc["scalar mix"]
+    assert res.differential.labels["layer"] == ["L0", "L1", "L2"]
+    assert torch.allclose(res.differential.values, torch.tensor(cum[1:]) - torch.tensor(cum[:-1]))
+    assert 1.5 < res.expected_layer < 2.5
+    assert abs(res.expected_layer - expected_layer(res.differential.values.tolist())) < 1e-6
+    assert "best single layer L1" in res.summary() and "expected layer" in res.summary()
 
 
 def test_one_span_task_and_attention_pooling(synthetic):
-    res = edge_probe(synthetic, task="pos", pool="attention", baseline=False, proj=8, hidden=16, epochs=6,
-                     lr=1e-2, batch_size=64, progress=False)
+    res = edge_probe(synthetic, task="pos", pool="attention", baseline=False, per_layer=False, proj=8, hidden=16,
+                     epochs=6, lr=1e-2, batch_size=64, progress=False)
     assert res.scores.labels["probe"] == ["scalar mix"] and float(res.scores.values[0]) > 0.95
-    assert "center of gravity" in res.summary()
+    assert "center of gravity" in res.summary() and "best single layer" not in res.summary()
+    assert res.layers is None and res.cumulative is None and set(res.results()) == {"scores", "mix"}
 
 
 def test_on_toy_lm_returns_labelled_results():
+    from circuitlab.probing import collect
+
     model = circuitlab.load_model("zoo/toy-lm")
-    res = edge_probe(model, template_sentences(24), "deprel", epochs=1, proj=16, hidden=16, cache=False,
-                     progress=False)
+    acts = collect(model, template_sentences(24), cache=False, progress=False)
+    opts = dict(epochs=2, proj=16, hidden=16, batch_size=64, seed=3)
+    res = edge_probe(acts, task="deprel", progress=False, **opts)
     assert res.scores.axes == ("probe",) and res.scores.labels["probe"] == ["scalar mix", "lexical"]
-    assert res.mix.labels["layer"] == ["emb", "L0", "L1", "L2", "L3"]
-    assert 0 <= res.center_of_gravity <= 4 and res.scores.model
+    assert res.mix.labels["layer"] == res.layers.labels["layer"] == ["emb", "L0", "L1", "L2", "L3"]
+    assert res.scores.model
     assert res.scores.meta["examples_left_out"] == 0  # template words are whole tokens of toy-lm
     examples = edge_examples(template_sentences(24), "deprel")
     for name, ids in split_sentences(24).items():  # the same sentence split, by hand
         assert res.scores.meta["n_examples"][name] == sum(e.sentence in ids.tolist() for e in examples)
-    assert "<table" in res.to_html() or "<svg" in res.to_html()
+
+    # the same probes trained by hand: the mix over every hook (its weights, gamma and center of gravity), and
+    # each hook alone (a wrong hook for a layer label would show)
+    classes = sorted({e.label for e in examples})
+    data, _ = _encode(acts, examples, {c: i for i, c in enumerate(classes)})
+    idx = split_rows(data.sentence, 24, (0.8, 0.1, 0.1), 0)[0]
+    hand = dict(pool="mean", seed=3, lr=1e-3, proj=16, hidden=16, epochs=2, batch_size=64, patience=3)
+    layers = [acts.acts[h] for h in acts.hooks]
+    mix = train_edge_probe(layers, data, len(classes), idx["train"], idx["dev"], **hand)
+    logits = mix.mix.a.detach().double()
+    w = torch.exp(logits) / torch.exp(logits).sum()  # softmax by hand
+    assert torch.allclose(res.mix.values.double(), w, atol=1e-6) and abs(res.gamma - float(mix.mix.gamma.detach())) < 1e-6
+    assert abs(res.center_of_gravity - sum(l * float(w[l]) for l in range(5))) < 1e-6
+    assert abs(float(res.scores.values[0]) - accuracy(mix, layers, data, idx["test"])) < 1e-6
+    for l, hook in enumerate(acts.hooks):
+        alone = train_edge_probe([acts.acts[hook]], data, len(classes), idx["train"], idx["dev"], **hand)
+        assert abs(float(res.layers.values[l]) - accuracy(alone, [acts.acts[hook]], data, idx["test"])) < 1e-6, hook
+
+    html = res.to_html()  # the task, each probe's accuracy and the center of gravity as the report prints them
+    assert "deprel" in html and f"{res.center_of_gravity:.2f}" in html
+    for v in res.scores.values.tolist():
+        assert f"{v:.3f}" in html
 
 
 def test_bad_inputs(synthetic):
@@ -149,3 +196,8 @@ def test_bad_inputs(synthetic):
         edge_probe(synthetic, task="pos", hidden=0, progress=False)
     with pytest.raises(InputError, match="two labels"):
         edge_probe(synthetic, task="ent", progress=False)  # every word is "O": no entity
+    for flag in ("per_layer", "cumulative"):
+        with pytest.raises(InputError, match=f"{flag}="):
+            edge_probe(synthetic, task="pos", progress=False, **{flag: "yes"})
+    with pytest.raises(InputError, match="cumulative=True"):
+        edge_probe(synthetic, task="pos", hooks=["blocks.0.hook_resid_pre"], cumulative=True, progress=False)
