@@ -77,6 +77,16 @@ def test_probe_edges_prints_the_library_numbers(capsys, one_thread):
     assert res.summary() in text
     for name, acc in zip(res.scores.labels["probe"], res.scores.values.tolist()):
         assert re.search(rf"{name}\s+{acc:.3f}", text), (name, acc, text)
+    per_layer = text.split(res.layers.title)[1]  # the table of each layer alone, under its title
+    for name, acc in zip(res.layers.labels["layer"], res.layers.values.tolist()):
+        assert re.search(rf"\n{name}\s+{acc:.3f}\n", per_layer), (name, acc, text)
+    assert main(["probe", "edges", "-m", "zoo/toy-lm", "-n", "10", "--task", "pos", "--cumulative", "-q"]) == 0
+    text = capsys.readouterr().out
+    res = edge_probe(circuitlab.load_model("zoo/toy-lm"), template_sentences(10), "pos", cumulative=True, cache=False,
+                     progress=False)
+    assert res.summary() in text and res.differential.title in text
+    for name, delta in zip(res.differential.labels["layer"], res.differential.values.tolist()):
+        assert re.search(rf"\n{name}\s+{delta:.3f}", text.split(res.differential.title)[1]), (name, delta, text)
     with pytest.raises(SystemExit):
         main(["probe", "edges", "-m", "zoo/toy-lm", "--task", "srl"])
 

@@ -5,7 +5,7 @@
     circuitlab probe heads -m minilm-l6                                 # attention heads as dependency parsers
     circuitlab probe pairs -m gemma-3-270m --method prefix              # minimal pairs (template or --blimp FILE)
     circuitlab probe cloze -m smollm2-135m -o cloze.html                # LAMA-style P@1 / P@10 with baseline
-    circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix vs lexical
+    circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix, lexical, per layer
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
 """
@@ -35,6 +35,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="edges: dependency arc labels (two spans, default), part of speech, or entity types")
     p.add_argument("--pool", choices=("mean", "attention"), default="mean",
                    help="edges: span pooling, mean (default) or self-attentive")
+    p.add_argument("--cumulative", action="store_true",
+                   help="edges: also Tenney et al.'s cumulative scoring (the mix of layers 0..l for each l), its "
+                        "differential scores and their expected layer (L - 1 more probes)")
     p.add_argument("--blimp", metavar="FILE", help="pairs: a BLiMP .jsonl file instead of the template pairs")
     p.add_argument("--method", choices=("sentence", "prefix"), default="sentence",
                    help="pairs: whole-sentence log-probability (default) or the one-prefix method")
@@ -109,8 +112,8 @@ def run(args: argparse.Namespace) -> int:
         elif args.kind == "structural":
             res = structural_sweep(model, sentences, cache=False, progress=progress, **seeds)
         elif args.kind == "edges":
-            res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed, cache=False,
-                             progress=progress)
+            res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed,
+                             cumulative=args.cumulative, cache=False, progress=progress)
         else:
             res = head_sweep(model, sentences, progress=progress)
         title, name = (res.scores.title, res.scores.model) if args.kind == "edges" else (res.title, res.model)
@@ -119,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
             print(res.summary())
             print(table(res.scores))
             print(table(res.mix))
+            for extra in (res.layers, res.cumulative, res.differential):
+                if extra is not None:
+                    print(extra.title)
+                    print(table(extra))
         elif args.kind == "heads":
             base = res.meta.get("baseline", {})
             print(f"{'relation':<12} {'best head':>10} {'accuracy':>9} {'baseline':>9}")
