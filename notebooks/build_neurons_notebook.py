@@ -42,6 +42,8 @@ What does one MLP neuron of `zoo/toy-lm` (4 layers, 512 neurons each, bundled wi
 2. **The figure**: true and simulated activations of one neuron, side by side, as token colouring.
 3. **A neuron page**: top-activating contexts, the tokens its value vector promotes, and the histogram of its
    activations.
+4. **Which neurons carry a property** (Dalvi et al. 2019): neurons ranked by the weight an elastic-net probe for
+   part of speech gives them, and the probe's accuracy as the top-, random- and bottom-ranked neurons are removed.
 
 The corpus is offline: King James verses and fortune-cookie lines (Debian packages), or the held-out Bible books
 shipped with toy-lm without them.
@@ -91,9 +93,42 @@ for the shuffled control and 0.004 for chance; on `zoo/toy-lm` (layer 2, same se
 reproduction `neuron-explanations-beat-controls` (`circuitlab reproduce neuron-explanations-beat-controls`) checks
 this comparison with a rule fixed in advance.
 """),
+    md("""
+## Which neurons carry part of speech?
+
+Rank the MLP neurons of blocks 1 and 2 by the weight mass an elastic-net probe for universal part of speech puts
+on them (Dalvi et al. 2019's linguistic correlation analysis), on template sentences with gold tags, then remove
+the top-, random- and bottom-ranked `k` neurons from the trained probe (their inputs held at the training mean)
+and read its test accuracy, its control-task accuracy (Hewitt & Liang: a random tag per word type) and the
+selectivity between them:
+"""),
     code("""
-path = render.report([res, true_vs_simulated(res, best), page], OUT / "neurons_report.html",
-                     title="Neurons of zoo/toy-lm, MLP layer 2")
+from circuitlab import neurons, probing
+
+sents = probing.template_sentences(300, seed=0)
+acts = probing.collect(model, sents, ["blocks.1.mlp.hook_post", "blocks.2.mlp.hook_post"], progress=False)
+rank = neurons.rank_neurons(acts, task="upos", max_iter=200, progress=False)
+print("top neurons:", rank.meta["ranking"][:8])
+curves = neurons.ablation_curves(acts, rank, ks=[8, 64, 256], protocols=["masked"], modes=["remove"],
+                                 max_iter=200, progress=False)
+acc = curves.values[0, 0]  # [selection, k]: accuracy with top / random / bottom neurons removed
+for sel, row in zip(curves.labels["selection"], acc.tolist()):
+    print(f"{sel:14s}", "  ".join(f"k={k}: {v:.3f}" for k, v in zip(curves.labels["k"], row)))
+n = sum(a.shape[1] for a in acts.acts.values())
+print(f"all {n} neurons: {float(curves.meta['full'][0, 0]):.3f}; majority tag: {curves.meta['majority_baseline']:.3f}")
+# by hand: removing the 256 top-ranked neurons costs the probe far more than removing 256 random or bottom ones
+assert acc[0, -1] < acc[1, -1] - 0.2 and acc[0, -1] < acc[2, -1] - 0.2
+"""),
+    md("""
+The template sentences use few words, each always with the same tag, so the control task is about as learnable as
+the real one here and selectivity is near zero: judge selectivity on real text. On MiniLM (4,608 MLP neurons of
+three blocks, the default KJV and fortune sentences labelled by spaCy), removing the top 10% (461 neurons) from the
+probe drops UPOS accuracy from 93.1 to 74.9 against 92.3 for random neurons: the reproduction
+`neuron-ablation-top-vs-random` (`circuitlab reproduce neuron-ablation-top-vs-random`, about 10 minutes).
+"""),
+    code("""
+path = render.report([res, true_vs_simulated(res, best), page, rank, curves], OUT / "neurons_report.html",
+                     title="Neurons of zoo/toy-lm")
 print(f"wrote {path}")
 """),
 ]
