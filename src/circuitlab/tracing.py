@@ -628,7 +628,7 @@ def average_indirect_effect(
 
         per_fact, rows, seconds, record = distributed.average_indirect_effect(
             source, triples, kinds=kinds, window=window, noise=noise, sigma=float(sigma), samples=samples, seed=seed,
-            max_memory=max_memory, executor=executor)
+            max_memory=max_memory, executor=executor, loaded=model)
     for i, (prompt, subject, answer) in enumerate(progress_bar(triples if executor is None else [], progress=progress,
                                                                desc="causal tracing")):
         try:
