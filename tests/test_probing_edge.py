@@ -170,7 +170,8 @@ def test_on_toy_lm_returns_labelled_results():
     mix = train_edge_probe(layers, data, len(classes), idx["train"], idx["dev"], **hand)
     logits = mix.mix.a.detach().double()
     w = torch.exp(logits) / torch.exp(logits).sum()  # softmax by hand
-    assert torch.allclose(res.mix.values.double(), w, atol=1e-6) and abs(res.gamma - float(mix.mix.gamma.detach())) < 1e-6
+    assert torch.allclose(res.mix.values.double(), w, atol=1e-6)
+    assert abs(res.gamma - float(mix.mix.gamma.detach())) < 1e-6
     assert abs(res.center_of_gravity - sum(l * float(w[l]) for l in range(5))) < 1e-6
     assert abs(float(res.scores.values[0]) - accuracy(mix, layers, data, idx["test"])) < 1e-6
     for l, hook in enumerate(acts.hooks):

@@ -37,8 +37,9 @@ counted.
 
 **Per layer** (``per_layer=True``, the default): the same probe (pooling, classifier, seed, early stopping) trained
 on each hook alone, its test accuracy per layer; the embedding's is the lexical baseline (trained once). It costs
-one probe per hook besides the embedding, each about as much as the lexical probe (on MiniLM-L6 and 2,000
-sentences the default run takes about four times as long: 6 more probes beside 2).
+one probe per hook besides the embedding, each about as much as the lexical probe: on MiniLM-L6 (7 hooks) and
+2,000 sentences, 8 probes instead of 2, about three times as long (one thread: POS 18 s -> 53 s, dependency
+labels 25 s -> 83 s, entity types 4 s -> 11 s).
 
 **Cumulative** (``cumulative=True``; off by default: L - 1 more probes, each mixing up to L hooks): Tenney, Das &
 Pavlick's cumulative scoring, the scalar-mix probe over hooks ``0..l`` for each ``l`` (``0``: the first hook alone;
@@ -49,8 +50,12 @@ accuracy, so a Delta smaller than the test set's sampling error (about ``sqrt(p 
 
 **Small tasks.** Early stopping reads the dev accuracy after each epoch; with a few hundred dev examples (entity
 types on 2,000 sentences: 157 dev and 127 test spans) one example moves it by more than half a point, and a lucky
-early epoch can stop a probe while it is still learning. Compare probes on such tasks over several seeds and
-splits, not from one run.
+early epoch can stop a probe while it is still learning. An epoch is also only a few optimizer steps there (5
+batches), so the mix weights barely leave their equal start and the center of gravity stays near the middle
+hook, ``L / 2``. On MiniLM-L6 (split seed 0, seed 0) the entity-type mix keeps its 5th epoch (test 73.2, dev
+78.3) while the lexical probe keeps its 15th (test 78.0, dev 79.6); over 3 splits x 3 seeds the two score
+74.2 +- 1.5 and 73.4 +- 3.1 (mix minus lexical +0.8 +- 3.6 points). Compare probes on such tasks over several
+seeds and splits, not from one run.
 """
 
 from __future__ import annotations
@@ -319,9 +324,9 @@ def expected_layer(differential: Sequence[float]) -> float:
 
 def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "deprel", *,
                hooks: Any = None, pool: str = "mean", baseline: bool = True, per_layer: bool = True,
-               cumulative: bool = False, split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, seed: int = 0, proj: int = 256,
-               hidden: int = 256, epochs: int = 20, batch_size: int = 256, patience: int = 3, lr: float = 1e-3,
-               progress: bool = True, **collect_options: Any) -> EdgeScores:
+               cumulative: bool = False, split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
+               seed: int = 0, proj: int = 256, hidden: int = 256, epochs: int = 20, batch_size: int = 256,
+               patience: int = 3, lr: float = 1e-3, progress: bool = True, **collect_options: Any) -> EdgeScores:
     """Edge probing with a learned scalar mix over ``hooks``, and the lexical baseline (see the module notes).
 
     Args:
