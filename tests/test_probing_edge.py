@@ -182,6 +182,8 @@ def test_on_toy_lm_returns_labelled_results():
     assert "deprel" in html and f"{res.center_of_gravity:.2f}" in html
     for v in res.scores.values.tolist():
         assert f"{v:.3f}" in html
+    for label, v in zip(res.layers.labels["layer"], res.layers.values.tolist()):  # the per-layer curve's points
+        assert f"each layer alone at {label}: {v:.3f}" in html, label
 
 
 def test_bad_inputs(synthetic):

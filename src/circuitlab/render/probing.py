@@ -368,8 +368,26 @@ def edge_scores(res: Any, **_: Any) -> str:
     mix = _mix_svg(res.mix.values.tolist(), res.mix.labels["layer"], res.center_of_gravity)
     caption = (f"Scalar-mix weights per layer (softmax; gamma {res.gamma:.2f}); dashed: the center of gravity "
                f"{res.center_of_gravity:.2f}.")
-    return fragment(heading(res.scores.title or "Edge probing", facts), table(["probe", "test accuracy"], rows),
-                    f"<div class='cl-view'>{mix}</div>", f"<p class='cl-caption'>{html.escape(caption)}</p>")
+    parts = [heading(res.scores.title or "Edge probing", facts), table(["probe", "test accuracy"], rows),
+             f"<div class='cl-view'>{mix}</div>", f"<p class='cl-caption'>{html.escape(caption)}</p>"]
+    # the same probe on each layer alone, and on the mix of layers 0..l (Tenney et al.'s cumulative scoring)
+    series, labels = [], None
+    for name, colour in (("layers", PALETTE[0]), ("cumulative", PALETTE[1 % len(PALETTE)])):
+        r = getattr(res, name, None)
+        if r is not None:
+            labels = labels or r.labels["layer"]
+            series.append(("each layer alone" if name == "layers" else "mix of layers 0..l", r.values.tolist(),
+                           [float("nan")] * len(r.values), colour))
+    if series:
+        base = [("majority class", float(m["majority_baseline"]), "#888")]
+        curve = layer_curve_svg(labels, series, title="test accuracy by layer", baselines=base, width=360)
+        expected = getattr(res, "expected_layer", None)
+        note = ("Each layer alone" + (" (blue) and the mix of layers 0..l (orange)" if len(series) > 1 else "")
+                + "; dashed: the majority class."
+                + (f" Expected layer of the differential scores: {expected:.2f}." if expected is not None
+                   and math.isfinite(expected) else ""))
+        parts += [f"<div class='cl-view'>{curve}</div>", f"<p class='cl-caption'>{html.escape(note)}</p>"]
+    return fragment(*parts)
 
 
 @renders("HeadSweep")

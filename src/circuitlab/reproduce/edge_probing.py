@@ -12,6 +12,14 @@ measured while edge probing was built (POS 2.32, dependency labels 2.64, entity 
 on ``minilm-l6`` this check is not independent; the finding records that, and the decoders (``smollm2-135m``,
 ``gemma-3-270m``) had not been measured when the rule was written. The three tasks are the ones circuitlab's
 offline data labels; the paper's constituents, semantic roles and coreference have no offline labels here.
+
+**A caution found after the rule was fixed** (the rule is unchanged). The entity-type task is small on the default
+sentences (about 1,200 training spans, 127 test spans), so its probe takes few optimizer steps and its mix weights
+stay near their uniform start, whose center of gravity is the middle layer (3.0 on MiniLM's 0..6). Over 3 splits x
+3 seeds on MiniLM the centers were POS 2.38 +- 0.03, dependency labels 2.63 +- 0.02, entity types 2.70 +- 0.16
+(range 2.42-2.83): the full order held in 7 of 9 runs, POS before entity types in 9 of 9. "Entity types latest"
+here partly reflects how little that mix moved; the measurement reports the entity mix's distance from uniform.
+Only the mix is trained (``per_layer=False``): the finding reads its center of gravity alone.
 """
 
 from __future__ import annotations
@@ -43,20 +51,26 @@ def measure(model, seed: int, **settings) -> Measurement:
     acts = collect(model, sentences, progress=False, cache=settings.get("cache", True))
     cog, acc, results = {}, {}, []
     for task in ORDER:
-        res = edge_probe(acts, task=task, seed=seed, progress=False, **settings.get("probe", {}))
+        res = edge_probe(acts, task=task, seed=seed, progress=False,
+                         **{"per_layer": False, **settings.get("probe", {})})
         cog[task] = float(res.center_of_gravity)
         acc[task] = dict(zip(res.scores.labels["probe"], res.scores.values.tolist()))
         results.append(res)
     verdict, v = order_judge(cog)
     n_layers = len(results[0].mix.labels["layer"]) - 1
-    figures = (f"center of gravity (0 = embedding, {n_layers} = last layer) on {len(sentences)} sentences: "
+    # how far each mix moved from its uniform start (largest |weight - 1/(L+1)|): a mix that barely moved has the
+    # middle layer as its center whatever the task
+    moved = {t: float((r.mix.values - 1.0 / len(r.mix.values)).abs().max()) for t, r in zip(ORDER, results)}
+    figures = (f"center of gravity (0 = embedding, {n_layers} = last layer; uniform weights give {n_layers / 2:g}) on "
+               f"{len(sentences)} sentences: "
                + "; ".join(f"{t} {cog[t]:.2f} (scalar mix {100 * acc[t]['scalar mix']:.1f}, lexical "
-                           f"{100 * acc[t].get('lexical', float('nan')):.1f})" for t in ORDER))
+                           f"{100 * acc[t].get('lexical', float('nan')):.1f}; largest weight change from uniform "
+                           f"{moved[t]:.3f})" for t in ORDER))
     why = (f"{' < '.join(ORDER)} {'holds' if v['in_order'] else 'does not hold'}"
            + ("" if v["in_order"] else f"; pos before ent {'holds' if v['pos_before_ent'] else 'does not hold'}")
            + (" (on minilm-l6 these figures had been seen before the rule was written)"
               if model_name(model) == "minilm-l6" else ""))
-    return Measurement(figures, verdict, why, dict(v, center_of_gravity=cog, accuracy=acc),
+    return Measurement(figures, verdict, why, dict(v, center_of_gravity=cog, accuracy=acc, moved_from_uniform=moved),
                        [r.mix for r in results])
 
 
