@@ -88,8 +88,8 @@ page
     md("""
 On a real model the baseline still beats both controls, by less: on `smollm2-135m`, 100 random neurons of MLP
 layer 15 over 3,000 corpus lines (`circuitlab neurons explain -m smollm2-135m --layer 15 --n-neurons 100 -n 3000`),
-the n-gram explanations score mean 0.232 (median 0.209, quartiles 0.086 to 0.343) against -0.003 (median -0.009)
-for the shuffled control and 0.004 for chance; on `zoo/toy-lm` (layer 2, same settings) 0.529 against -0.003. The
+the n-gram explanations score mean 0.228 (median 0.204, quartiles 0.079 to 0.327) against -0.004 (median -0.000)
+for the shuffled control and 0.004 for chance; on `zoo/toy-lm` (layer 2, same settings) 0.523 against -0.004. The
 reproduction `neuron-explanations-beat-controls` (`circuitlab reproduce neuron-explanations-beat-controls`) checks
 this comparison with a rule fixed in advance.
 """),
