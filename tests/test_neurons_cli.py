@@ -82,3 +82,21 @@ def test_rank_and_ablate_wrap_the_ranking_and_the_ablation_curves(capsys, tmp_pa
     rows = [line for line in text.splitlines() if line.startswith("masked accuracy top keep")]
     assert len(rows) == 1 and all(0 <= float(v) <= 1 for v in rows[0].split()[4:])
     assert "Ablation curves" in out.read_text()
+
+
+def test_rank_reads_a_task_and_labelled_sentences_from_a_conllu_file(capsys, tmp_path):
+    from circuitlab.neurons.ranking import rank_neurons
+    from circuitlab.probing import read_conllu, template_sentences, write_conllu
+
+    path = tmp_path / "gold.conllu"
+    path.write_text(write_conllu(template_sentences(40, seed=5)))
+    assert main(["neurons", "rank", "-m", "zoo/toy-lm", "--layer", "1", "--labelled", str(path), "--task", "deprel",
+                 "--method", "anova", "-q"]) == 0
+    text = capsys.readouterr().out
+    r = rank_neurons(circuitlab.load_model("zoo/toy-lm"), read_conllu(path), "deprel", method="anova", hooks=[1],
+                     progress=False, cache=False)
+    best = int(r.meta["order"][0][1])
+    assert f"({path}), deprel" in text
+    assert f"top: {r.meta['ranking'][0]} ({float(r.values[0, best]):.3g})" in text
+    assert main(["neurons", "rank", "-m", "zoo/toy-lm", "--labelled", "nowhere.conllu", "-q"]) == 1
+    assert "--labelled 'nowhere.conllu' is neither" in capsys.readouterr().err

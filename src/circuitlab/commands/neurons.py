@@ -13,11 +13,12 @@ explanations (or, with ``--llm``, a language model's: ``--llm-url``/``--llm-mode
 score distribution beside the shuffled control and chance, and the best-explained neurons; the report adds the
 histogram and true-vs-simulated activations of the best neuron.
 
-``rank`` ranks the layer's MLP neurons by how much they carry part of speech (UPOS) on ``--sentences`` template
-sentences (:func:`circuitlab.neurons.ranking.rank_neurons`: ``--method probe``, the elastic-net probe's weight
-mass, Dalvi et al. 2019; or ``anova``, ``mi``) and prints the top neurons, overall and per class. ``ablate`` then
-keeps and removes the top-, random- and bottom-ranked neurons and prints the probe's accuracy, control accuracy and
-selectivity (:func:`circuitlab.neurons.ablation.ablation_curves`).
+``rank`` ranks the layer's MLP neurons by how much they carry a per-word property (``--task upos|deprel|ent``) on
+``--sentences`` labelled sentences (``--labelled templates|default|FILE.conllu``;
+:func:`circuitlab.neurons.ranking.rank_neurons`: ``--method probe``, the elastic-net probe's weight mass, Dalvi et
+al. 2019; or ``anova``, ``mi``) and prints the top neurons, overall and per class. ``ablate`` then keeps and
+removes the top-, random- and bottom-ranked neurons and prints the probe's accuracy, control accuracy and
+selectivity (:func:`circuitlab.neurons.ablation.ablation_curves`; random selections averaged over three seeds).
 
 The corpus (``--data``): ``default`` (King James verses and fortune-cookie lines from Debian packages, offline; the
 held-out Bible books shipped with zoo/toy-lm without them), or a text file, one text per line.
@@ -56,7 +57,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                      "$CIRCUITLAB_LLM_URL)")
     p.add_argument("--llm-model", help="explain --llm: the model name (default $CIRCUITLAB_LLM_MODEL)")
     p.add_argument("--sentences", type=positive_int, default=300,
-                   help="rank/ablate: template sentences labelled with UPOS (default 300)")
+                   help="rank/ablate: how many labelled sentences (default 300)")
+    p.add_argument("--labelled", default="templates",
+                   help="rank/ablate: the labelled sentences: 'templates' (a small grammar with gold labels, "
+                        "default), 'default' (KJV and fortunes labelled by spaCy) or a CoNLL-U file")
+    p.add_argument("--task", choices=("upos", "deprel", "ent"), default="upos",
+                   help="rank/ablate: the per-word property (default upos)")
     p.add_argument("--method", choices=("probe", "anova", "mi"), default="probe",
                    help="rank/ablate: probe (elastic-net weight mass, default), anova (F statistic) or mi (binned "
                         "mutual information)")
@@ -163,19 +169,19 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
-    from circuitlab.commands.probe import table
+    from circuitlab.commands.probe import _sentences, table
     from circuitlab.neurons.ranking import neuron_activations, rank_neurons
-    from circuitlab.probing import template_sentences
 
     progress = not args.quiet
-    sentences = template_sentences(args.sentences, seed=args.seed)
+    sentences = _sentences(argparse.Namespace(data=args.labelled, option="--labelled", sentences=args.sentences,
+                                              seed=args.seed, quiet=args.quiet))
     acts = neuron_activations(model, sentences, [layer], progress=progress, cache=False)
-    ranking = rank_neurons(acts, task="upos", method=args.method, progress=progress)
+    ranking = rank_neurons(acts, task=args.task, method=args.method, progress=progress)
     m = ranking.meta
     top = ", ".join(f"{lab} ({float(ranking.values[0, int(o[1])]):.3g})" for lab, o in zip(m["ranking"][:10],
                                                                                            m["order"][:10]))
     print(f"{ranking.title} of MLP layer {layer} of {name}, {m['n_train']} training words of {len(sentences)} "
-          f"template sentences:\n  top: {top}")
+          f"sentences ({args.labelled}), {args.task}:\n  top: {top}")
     for cls, labels in list(m.get("per_class", {}).items())[:12]:
         print(f"  {cls:<6} {', '.join(labels[:5])}")
     items = [ranking]
@@ -183,13 +189,14 @@ def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
         from circuitlab.neurons.ablation import PROTOCOLS, ablation_curves
 
         protocols = PROTOCOLS if args.protocol == "both" else (args.protocol,)
-        curves = ablation_curves(acts, ranking, task="upos", protocols=protocols, random_seeds=(args.seed,),
-                                 progress=progress)
+        curves = ablation_curves(acts, ranking, task=args.task, protocols=protocols,
+                                 random_seeds=tuple(args.seed + i for i in range(3)), progress=progress)
         print(f"{curves.title or 'Ablation curves'} (test split; columns: k neurons)")
         print(table(curves, max_rows=60))
         items.append(curves)
     write_report(items, args.out, title=f"Neurons of MLP layer {layer} ({args.kind}): {name}",
-                 intro=f"{len(sentences)} template sentences, UPOS, method {args.method}, seed {args.seed}.")
+                 intro=f"{len(sentences)} sentences ({args.labelled}), {args.task}, method {args.method}, seed "
+                       f"{args.seed}; random selections: the mean of seeds {args.seed}..{args.seed + 2}.")
     return 0
 
 

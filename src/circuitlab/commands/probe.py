@@ -91,8 +91,8 @@ def _sentences(args):
     if args.data == "default":
         return default_sentences(args.sentences, seed=args.seed, progress=not args.quiet)
     if not Path(args.data).is_file():
-        raise InputError(f"--data {args.data!r} is neither 'templates', 'default' nor a CoNLL-U file; give one of "
-                         "them.")
+        raise InputError(f"{getattr(args, 'option', '--data')} {args.data!r} is neither 'templates', 'default' nor "
+                         "a CoNLL-U file; give one of them.")
     return read_conllu(args.data, multiword="split")[:args.sentences]
 
 
