@@ -52,8 +52,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _cell(v: float, c: float | None) -> str:
-    """``0.953 ± 0.004``, or the value alone where there is no interval (``c`` None or NaN)."""
-    return f"{v:.3f}" + (f" \u00b1 {c:.3f}" if c is not None and c == c and v == v else "")
+    """``0.953 ± 0.004`` as the report writes it (:func:`circuitlab.render.probing.plus_minus`), the value alone
+    where there is no interval (``c`` None or NaN); a NaN value prints as ``nan``."""
+    from circuitlab.render.probing import plus_minus
+
+    return plus_minus(v, float("nan") if c is None else c) if v == v else f"{v:.3f}"
 
 
 def table(res, max_rows: int = 40, ci=None) -> str:
