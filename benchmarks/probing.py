@@ -32,7 +32,7 @@ from pathlib import Path  # noqa: E402
 import torch  # noqa: E402
 
 from circuitlab import probing  # noqa: E402
-from circuitlab.probing.activations import probe_model  # noqa: E402
+from circuitlab.models.loading import as_any_model  # noqa: E402
 from circuitlab.probing.align import align  # noqa: E402
 
 OUT = Path(__file__).resolve().parent / "results" / "probing.json"
@@ -64,7 +64,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     n = 300 if args.quick else 2000
     seeds = (0,) if args.quick else (0, 1, 2)
-    model = probe_model("minilm-l6")
+    model = as_any_model("minilm-l6")
     sentences = probing.default_sentences(n)
     n_words = sum(len(s.words) for s in sentences)
     out = {"model": "minilm-l6", "sentences": n, "words": n_words, "threads": args.threads,

@@ -72,11 +72,11 @@ class ModelSource:
 
     def load(self):
         from circuitlab.models.real import real_models
-        from circuitlab.probing.activations import probe_model
+        from circuitlab.models.loading import as_any_model
 
         real = real_models().get(self.spec)
         if real is not None and real.kind == "encoder":
-            model = probe_model(self.spec)
+            model = as_any_model(self.spec)
             if self.device is not None:
                 model = model.to(self.device)
         else:

@@ -105,9 +105,9 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if args.kind in ("pos", "structural", "heads", "edges"):
         from circuitlab.probing import edge_probe, head_sweep, probe_sweep, structural_sweep
-        from circuitlab.probing.activations import probe_model
+        from circuitlab.models.loading import as_any_model
 
-        model = probe_model(args.model)
+        model = as_any_model(args.model)
         sentences = _sentences(args)
         seeds = {} if args.seeds is None else {"seeds": tuple(range(args.seeds))}
         if args.kind == "pos":

@@ -212,3 +212,26 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
         model._circuitlab_source = str(path.resolve())  # where a worker reloads it (circuitlab.distributed)
         return model
     return load_pretrained(name, device=device, **kwargs)
+
+
+def as_any_model(model: Any):
+    """A loaded model of any kind the analyses take: a ``HookedTransformer``, a ``TransformerBridge``, a ``HookedEncoder``, or a
+    name (``"zoo/toy-lm"``, ``"gemma-3-270m"``, ``"minilm-l6"``: encoders load with ``load_encoder``)."""
+    from transformer_lens import HookedEncoder
+
+    from circuitlab.core import as_model, check_weights_finite
+
+    if isinstance(model, HookedEncoder):
+        check_weights_finite(model)
+        return model
+    if isinstance(model, str):
+        from circuitlab.models.real import real_models
+
+        spec = real_models().get(model)
+        if spec is not None and spec.kind == "encoder":
+            from circuitlab.models import load_encoder
+
+            model = load_encoder(model)
+            check_weights_finite(model)
+            return model
+    return as_model(model)

@@ -60,7 +60,8 @@ from torch import Tensor
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, progress_bar, row_chunks
 from circuitlab.errors import InputError
-from circuitlab.probing.activations import WordActivations, check_hooks, collect, hook_layer_label, probe_model
+from circuitlab.models.loading import as_any_model
+from circuitlab.probing.activations import WordActivations, check_hooks, collect, hook_layer_label
 from circuitlab.probing.classifier import Probe, TASKS, split_rows
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
@@ -107,7 +108,7 @@ def neuron_activations(source: Any, sentences: Optional[Sequence[Sentence]] = No
     if sentences is None:
         raise InputError("sentences are needed to collect activations from a model: pass sentences=... "
                          "(e.g. circuitlab.probing.default_sentences(300)), or pass WordActivations.")
-    model = probe_model(source)
+    model = as_any_model(source)
     return collect(model, sentences, neuron_hooks(model, hooks), progress=progress, **collect_options)
 
 

@@ -51,6 +51,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, check_max_memory, check_weights
 from circuitlab.errors import InputError
 from circuitlab.probing.align import Alignment, align, check_pool, check_sentences, is_encoder
 from circuitlab.probing.data import Sentence
+from circuitlab.models.loading import as_any_model
 
 #: bump when what a cached file holds changes: older files are then ignored
 CACHE_FORMAT = 1
@@ -109,29 +110,6 @@ class WordActivations:
 # ---------------------------------------------------------------------------------------------------------
 # Models and hooks
 # ---------------------------------------------------------------------------------------------------------
-
-def probe_model(model: Any):
-    """A loaded model for probing: a ``HookedTransformer``, a ``TransformerBridge``, a ``HookedEncoder``, or a
-    name (``"zoo/toy-lm"``, ``"gemma-3-270m"``, ``"minilm-l6"``: encoders load with ``load_encoder``)."""
-    from transformer_lens import HookedEncoder
-
-    from circuitlab.core import as_model
-
-    if isinstance(model, HookedEncoder):
-        check_weights_finite(model)
-        return model
-    if isinstance(model, str):
-        from circuitlab.models.real import real_models
-
-        spec = real_models().get(model)
-        if spec is not None and spec.kind == "encoder":
-            from circuitlab.models import load_encoder
-
-            model = load_encoder(model)
-            check_weights_finite(model)
-            return model
-    return as_model(model)
-
 
 def default_hooks(model: Any) -> list[str]:
     """The embedding (``blocks.0.hook_resid_pre``) and every block's ``hook_resid_post``: one per layer."""
@@ -277,7 +255,7 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
     """Word-level activations of ``model`` on ``sentences`` at every hook in ``hooks``, one pass per batch.
 
     Args:
-        model: a model or a name (see :func:`probe_model`): decoder, bridge or encoder.
+        model: a model or a name (see :func:`as_any_model`): decoder, bridge or encoder.
         sentences: labelled sentences (:mod:`circuitlab.probing.data`).
         hooks: hook names or layer indices (see :func:`check_hooks`); default: the embedding and every layer's
             residual stream.
@@ -295,7 +273,7 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
         (with a warning).
     """
     t0 = time.perf_counter()
-    source, model = model, probe_model(model)
+    source, model = model, as_any_model(model)
     pool = check_pool(pool)
     hooks = check_hooks(model, hooks)
     max_memory = check_max_memory(max_memory)

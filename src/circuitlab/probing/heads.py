@@ -40,7 +40,8 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory, model_name, progress_bar,
                              row_bytes)
 from circuitlab.errors import InputError
-from circuitlab.probing.activations import _batches, probe_model
+from circuitlab.models.loading import as_any_model
+from circuitlab.probing.activations import _batches
 from circuitlab.probing.align import align, check_sentences, is_encoder
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
@@ -74,7 +75,7 @@ def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None
                    max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = True) -> tuple[list[Optional[Tensor]], int]:
     """Per sentence, word-level attention ``[layer, head, n_words, n_words]`` (None for a sentence with a word
     that could not be aligned), and the number of such sentences; one forward pass per batch of sentences."""
-    model = probe_model(model)
+    model = as_any_model(model)
     layers = check_layers(model, layers)
     max_memory = check_max_memory(max_memory)
     sentences = check_sentences(sentences)
@@ -198,7 +199,7 @@ def head_sweep(model: Any, sentences: Sequence[Sentence], relations: Any = None,
     """:func:`word_attention` then :func:`score_heads`: a :class:`~circuitlab.results.Result` with axes
     ``("relation", "layer", "head")``; ``meta`` adds the sentences left out and the time taken."""
     t0 = time.perf_counter()
-    model = probe_model(model)
+    model = as_any_model(model)
     layers = check_layers(model, layers)
     att, left_out = word_attention(model, sentences, layers, max_memory=max_memory, progress=progress)
     res = score_heads(att, sentences, relations, direction=direction, min_count=min_count, max_offset=max_offset)

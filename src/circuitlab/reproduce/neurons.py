@@ -174,12 +174,12 @@ def correlation_judge(top_mean: float, median: float) -> tuple[bool, bool]:
 def correlation_measure(model, seed: int, **settings) -> Measurement:
     from circuitlab.neurons.ranking import correlation_ranking, max_correlation, features
     from circuitlab.probing import collect
-    from circuitlab.probing.activations import probe_model
+    from circuitlab.models.loading import as_any_model
 
     opts = {**CORRELATION_SETTINGS, **settings}
     hooks = opts.get("hooks") or _mlp_hooks(model)
     other = opts.get("other") or partner_of(model)
-    other = probe_model(other)
+    other = as_any_model(other)
     other_hooks = opts.get("other_hooks") or _mlp_hooks(other)
     sents = _sentences(opts, seed)
     a = collect(model, sents, hooks, progress=False, cache=opts.get("cache", True))

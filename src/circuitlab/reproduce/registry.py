@@ -173,12 +173,12 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     ``seed`` (default: its own) and apply its verdict rule. A model the finding does not apply to gives the
     verdict ``"not applicable"``; the time includes loading the model."""
     from circuitlab.core import model_name
-    from circuitlab.probing.activations import probe_model  # as_model, and encoders (minilm-l6) by name
+    from circuitlab.models.loading import as_any_model  # as_model, and encoders (minilm-l6) by name
 
     finding = get_finding(finding) if isinstance(finding, str) else finding
     seed = finding.seed if seed is None else seed
     started = time.perf_counter()
-    loaded = probe_model(model if model is not None else finding.models[0])
+    loaded = as_any_model(model if model is not None else finding.models[0])
     name = model if isinstance(model, str) else finding.models[0] if model is None else model_name(loaded) or "model"
     try:
         measurement = finding.measure(loaded, seed)
