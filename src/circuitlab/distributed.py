@@ -682,12 +682,9 @@ def average_indirect_effect(model: Any, triples: list, *, kinds: list, window: i
 
 
 def _collect_shard(model, sentences, batches, hooks, pool, dtype):
-    from circuitlab.probing.activations import _run
-    from circuitlab.probing.align import align
+    from circuitlab.probing.activations import collect_shard
 
-    al = align(model, sentences)
-    n_rows = sum(1 for pieces in al.pieces for p in pieces if p)
-    return _run(model, al, hooks, pool, 0, None, dtype, False, n_rows, batches=batches)
+    return collect_shard(model, sentences, batches, hooks, pool, dtype)
 
 
 def collect(source: Any, model: Any, al: Any, sentences: Sequence, hooks: list[str], pool: str,

@@ -25,10 +25,8 @@ layer's actual contribution ``mlp_out - b_out`` term for term.
 
 from __future__ import annotations
 
-import warnings
-
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Iterable, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -38,8 +36,9 @@ from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count, check_finite,
                              check_max_memory, check_mlp_layer, check_neurons, check_pos, decode, model_name,
-                             output_norm, output_norm_scale_hook, progress_bar, row_bytes, str_tokens, to_tokens,
+                             output_norm, output_norm_scale_hook, progress_bar, str_tokens, to_tokens,
                              unembed_matrix)
+from circuitlab.engine.collect import stream_activations, token_rows
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
 
@@ -295,28 +294,6 @@ class KeyExamples(Bundle):
     model: str = ""
 
 
-def _iter_rows(model: HookedTransformer, data: Any) -> Iterable[Tensor]:
-    """Each item of ``data`` as a 1-D LongTensor (texts tokenized with BOS, cut to the context length)."""
-    if isinstance(data, str):
-        data = [data]
-    if isinstance(data, Tensor):
-        data = data if data.ndim == 2 else data[None]
-    n_ctx = model.cfg.n_ctx
-    cut = 0
-    for i, item in enumerate(data):
-        if isinstance(item, str):
-            row = model.to_tokens(item, truncate=False)[0]
-        else:
-            row = torch.as_tensor(item, dtype=torch.long).reshape(-1)
-        if len(row) > n_ctx:
-            cut += 1
-            if cut == 1:
-                warnings.warn(f"key_examples: item {i} is {len(row)} tokens, longer than the model's context "
-                              f"(n_ctx={n_ctx}); it and any other such items are scanned up to their first "
-                              f"{n_ctx} tokens only.", stacklevel=3)
-        yield to_tokens(model, row[:n_ctx])[0]
-
-
 def key_examples(
     model: ModelLike,
     tokens_or_texts: Union[Prompts, Iterable[Union[str, Sequence[int], Tensor]]],
@@ -364,20 +341,9 @@ def key_examples(
     best_info: list[tuple[int, int, list[int], list[float], int]] = []
     n_prompts = n_tokens = 0
 
-    def run_batch(rows: list[Tensor], first_idx: int) -> None:
+    def scan(ids: list[int], lengths: Tensor, padded: Tensor, acts: Tensor) -> None:
+        """Fold one batch's activations ``[batch, pos]`` into the running top-k."""
         nonlocal best_acts, best_info, n_tokens
-        lengths = torch.tensor([len(r) for r in rows])
-        padded = torch.zeros(len(rows), int(lengths.max()), dtype=torch.long, device=rows[0].device)
-        for i, r in enumerate(rows):
-            padded[i, : len(r)] = r
-        store: dict[str, Tensor] = {}
-
-        def grab(act: Tensor, hook) -> None:  # keep only our neuron's column
-            store["a"] = act[:, :, neuron].detach().float().cpu()
-
-        with torch.no_grad():
-            model.run_with_hooks(padded, fwd_hooks=[(hook, grab)], stop_at_layer=layer + 1)
-        acts = store["a"]  # [batch, pos]
         valid = torch.arange(acts.shape[1])[None, :] < lengths[:, None]
         check_finite(model, padded, f"L{layer} N{neuron}'s activations", acts[valid])
         if exclude_bos and bos is not None:
@@ -392,30 +358,20 @@ def key_examples(
         for v, f in zip(vals.tolist(), flat.tolist()):
             b, q = divmod(f, acts.shape[1])
             lo, hi = max(0, q - before), min(int(lengths[b]), q + after + 1)
-            cand_info.append((first_idx + b, q, padded[b, lo:hi].tolist(), acts[b, lo:hi].tolist(), q - lo))
+            cand_info.append((ids[b], q, padded[b, lo:hi].tolist(), acts[b, lo:hi].tolist(), q - lo))
         all_acts = torch.cat([best_acts, vals])
         all_info = best_info + cand_info
         keep = all_acts.topk(min(k, len(all_info))).indices.tolist()
         best_acts = all_acts[keep]
         best_info = [all_info[i] for i in keep]
 
-    rows: list[Tensor] = []
-    first = 0
-    for row in progress_bar(_iter_rows(model, tokens_or_texts), progress=progress, desc=f"L{layer} N{neuron} keys",
-                            unit="prompt"):
-        longest = max([len(row)] + [len(r) for r in rows])
-        if rows and (len(rows) + 1) * row_bytes(model, longest) > max_memory:
-            run_batch(rows, first)
-            first += len(rows)
-            rows = []
-        rows.append(row)
-        n_prompts += 1
-        if len(rows) == batch_size:
-            run_batch(rows, first)
-            first += len(rows)
-            rows = []
-    if rows:
-        run_batch(rows, first)
+    rows = progress_bar(enumerate(token_rows(model, tokens_or_texts)), progress=progress,
+                        desc=f"L{layer} N{neuron} keys", unit="prompt")
+    for batch, padded, acts in stream_activations(model, rows, hook, lambda act: act[:, :, neuron].float().cpu(),
+                                                  row=lambda item: item[1], batch_size=batch_size,
+                                                  max_memory=max_memory):
+        n_prompts += len(batch)
+        scan([i for i, _ in batch], torch.tensor([len(r) for _, r in batch]), padded, acts)
     if n_prompts == 0:
         raise InputError("key_examples got no data: pass a non-empty list of texts, token rows, or an iterable.")
 

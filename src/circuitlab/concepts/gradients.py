@@ -52,7 +52,6 @@ prompt, as circuitlab's can, is also split by prompt when one step does not fit)
 from __future__ import annotations
 
 import math
-import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -61,11 +60,11 @@ from typing import Any, Callable, Optional, Sequence, Union
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
-from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
                              final_norm, final_residual, metric_name, model_name, position_labels, progress_bar,
                              row_bytes, softcap, str_tokens, to_tokens)
+from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
 from circuitlab.results import Result
@@ -196,23 +195,8 @@ def _capture(model, tokens: Tensor, hook: str, embed: Optional[Tensor] = None, s
     hooks = [("hook_embed", put_embed)] if embed is not None else []
     hooks.append((hook, keep))
     with torch.no_grad():
-        model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None, **stop_after(model, [hook]))
+        model.run_with_hooks(tokens, fwd_hooks=hooks, return_type=None, **stop_kwargs(model, [hook]))
     return got["act"]
-
-
-def stop_after(model, hooks: list[str]) -> dict[str, int]:
-    """``{"stop_at_layer": l + 1}`` where every hook lies in blocks ``<= l`` (or before them) of a
-    HookedTransformer, so that activations are read without running later blocks and the unembedding."""
-    if not isinstance(model, HookedTransformer):
-        return {}
-    last = -1
-    for h in hooks:
-        m = re.match(r"blocks\.(\d+)\.", h)
-        if m:
-            last = max(last, int(m.group(1)))
-        elif not h.startswith(("hook_embed", "hook_pos_embed", "hook_tokens")):
-            return {}
-    return {"stop_at_layer": last + 1}
 
 
 def starts_with_bos(model, tokens: Int[Tensor, "batch pos"]) -> bool:

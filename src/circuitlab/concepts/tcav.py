@@ -48,17 +48,17 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_layer,
-                             check_max_memory,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
-from circuitlab.concepts.gradients import NOT_PER_TOKEN, check_hook, forward_for_metric, metric_from, stop_after
+from circuitlab.concepts.gradients import NOT_PER_TOKEN, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
+from circuitlab.engine.collect import check_hooks, check_pool, collect_rows, residual_hooks, same_length_runs
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
 from circuitlab.results import Bundle, Result
 
-#: how a text's activations ``[pos, d]`` become one vector
-POOLINGS = ("mean", "last")
+#: how a text's activations ``[pos, d]`` become one vector (the choices of ``pool``)
+POOLINGS = {"mean": "over the text's tokens, BOS left out", "last": "the last token"}
 
 Texts = Union[Sequence[str], Tensor]
 
@@ -66,31 +66,6 @@ Texts = Union[Sequence[str], Tensor]
 # ---------------------------------------------------------------------------------------------------------
 # Inputs: texts as token rows, hooks, pooling
 # ---------------------------------------------------------------------------------------------------------
-
-def check_pool(pool: Any) -> str:
-    if pool not in POOLINGS:
-        raise InputError(f"pool={pool!r}: use 'mean' (over the text's tokens, BOS left out) or 'last' (the last "
-                         "token).")
-    return pool
-
-
-def check_hooks(model, hooks: Any) -> list[str]:
-    """Hook names, each checked, none repeated: a name, or a list of names and layer numbers (a layer ``l`` is its
-    residual stream output, ``blocks.{l}.hook_resid_post``; negative counts from the end); ``None``: every
-    block's ``hook_resid_post``."""
-    if hooks is None:
-        return [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
-    one = isinstance(hooks, (str, int)) and not isinstance(hooks, bool)
-    items = [hooks] if one else list(hooks) if isinstance(hooks, Sequence) else None
-    if not items:
-        raise InputError(f"hooks={hooks!r}: give a hook name, a layer number, or a list of them, e.g. "
-                         "'blocks.1.hook_resid_post' or [2, 5, 8] (None: every block's residual stream output).")
-    out = [f"blocks.{check_layer(model, h, 'hooks layer')}.hook_resid_post"
-           if isinstance(h, int) and not isinstance(h, bool) else check_hook(model, h, "hooks") for h in items]
-    if len(set(out)) != len(out):
-        raise InputError(f"hooks={items} repeats a hook; give each once.")
-    return out
-
 
 def text_tokens(model, texts: Texts, what: str) -> list[Tensor]:
     """Each text as a 1-D row of token ids (the model's BOS prepended by its default); texts may differ in length.
@@ -124,18 +99,6 @@ def pooled_positions(model, row: Tensor, pool: str) -> list[int]:
     return list(range(first, n))
 
 
-def _same_length_runs(rows: list[Tensor], bytes_of: Callable[[int], int], max_memory: int) -> list[list[int]]:
-    """Indices of ``rows`` cut into batches: consecutive rows of one length, as many as fit ``max_memory``
-    (``bytes_of(n)``: the bytes one row of ``n`` tokens needs)."""
-    out: list[list[int]] = []
-    for i, r in enumerate(rows):
-        if out and len(rows[out[-1][0]]) == len(r) and (len(out[-1]) + 1) * bytes_of(len(r)) <= max_memory:
-            out[-1].append(i)
-        else:
-            out.append([i])
-    return out
-
-
 # ---------------------------------------------------------------------------------------------------------
 # 1. Pooled activations
 # ---------------------------------------------------------------------------------------------------------
@@ -150,8 +113,8 @@ def pooled_activations(model: ModelLike, texts: Texts, hooks: Union[str, Sequenc
     flattened into ``d``); float64.
     """
     model = as_model(model)
-    hooks = check_hooks(model, hooks)
-    pool = check_pool(pool)
+    hooks = check_hooks(model, hooks, residual_hooks(model))
+    pool = check_pool(pool, POOLINGS)
     max_memory = check_max_memory(max_memory)
     rows = text_tokens(model, texts, "texts")
     return _pooled(model, rows, hooks, pool, max_memory, progress)
@@ -159,27 +122,19 @@ def pooled_activations(model: ModelLike, texts: Texts, hooks: Union[str, Sequenc
 
 def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: int,
             progress: bool) -> dict[str, Tensor]:
-    out: dict[str, list[Optional[Tensor]]] = {h: [None] * len(rows) for h in hooks}
-    stop = stop_after(model, hooks)
-    for batch in progress_bar(_same_length_runs(rows, lambda n: row_bytes(model, n), max_memory), progress=progress,
-                              desc="concept activations"):
-        toks = torch.stack([rows[i] for i in batch])
-        got: dict[str, Tensor] = {}
-
-        def keep(name):
-            def hook(act, hook=None):  # by closure: a bridge's hook points may report alias names
-                got[name] = act.detach()
-            return hook
-
-        model.run_with_hooks(toks, fwd_hooks=[(h, keep(h)) for h in hooks], return_type=None, **stop)
-        where = pooled_positions(model, toks[0], pool)
-        for h in hooks:
-            act = got[h]
-            _check_per_token(h, act, toks)
-            pooled = act[:, where].flatten(2).double().mean(1)
-            for j, i in enumerate(batch):
-                out[h][i] = pooled[j]
-    result = {h: torch.stack(v) for h, v in out.items()}  # type: ignore[arg-type]
+    """The pooled activations through the collector: texts of one length run together, unpadded; each text one
+    span (:func:`pooled_positions`, decided by the first text of its batch, as every text of a batch has its
+    length), averaged in float64."""
+    batches = same_length_runs([len(r) for r in rows], lambda n: row_bytes(model, n), max_memory)
+    spans: list[list[list[int]]] = [[] for _ in rows]
+    for batch in batches:
+        where = pooled_positions(model, rows[batch[0]], pool)
+        for i in batch:
+            spans[i] = [where]
+    device = rows[0].device
+    result = collect_rows(model, rows, spans, hooks, batches=batches, dtype=torch.float64, accumulate=torch.float64,
+                          progress=progress, desc="concept activations")
+    result = {h: t.to(device) for h, t in result.items()}
     check_finite(model, None, "the pooled activations", *result.values())
     return result
 
@@ -276,8 +231,8 @@ def sensitivities(model: ModelLike, inputs: Texts, metric: Union[LogitMetric, Ca
     with its answers shared by every input.
     """
     model = as_model(model)
-    hooks = check_hooks(model, hooks)
-    pool = check_pool(pool)
+    hooks = check_hooks(model, hooks, residual_hooks(model))
+    pool = check_pool(pool, POOLINGS)
     max_memory = check_max_memory(max_memory)
     metric = bind_metric(metric, model)
     rows = text_tokens(model, inputs, "inputs")
@@ -289,7 +244,7 @@ def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> di
     split = can_split(metric)
     cfg = model.cfg
     size = next(model.parameters()).element_size()
-    batches = _same_length_runs(rows, lambda n: cfg.n_layers * row_bytes(model, n) + 3 * size * cfg.d_vocab_out *
+    batches = same_length_runs([len(r) for r in rows], lambda n: cfg.n_layers * row_bytes(model, n) + 3 * size * cfg.d_vocab_out *
                                 (1 if is_declarative(metric) else n), max_memory)
     out: dict[str, list[Optional[Tensor]]] = {h: [None] * N for h in hooks}
     for batch in progress_bar(batches, progress=progress, desc="directional derivatives"):
@@ -444,8 +399,8 @@ def tcav(
     """
     t0 = time.perf_counter()
     model = as_model(model)
-    hooks = check_hooks(model, hooks)
-    pool = check_pool(pool)
+    hooks = check_hooks(model, hooks, residual_hooks(model))
+    pool = check_pool(pool, POOLINGS)
     max_memory = check_max_memory(max_memory)
     metric = bind_metric(metric, model)
     concepts = _check_concepts(concepts)

@@ -31,9 +31,10 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar, row_bytes)
+                             check_mlp_layer, check_neurons, model_name, progress_bar)
 from circuitlab.errors import InputError
-from circuitlab.ffn import KeyExamples, ValueTokens, _iter_rows, key_examples, value_tokens
+from circuitlab.engine.collect import stream_activations, token_rows
+from circuitlab.ffn import KeyExamples, ValueTokens, key_examples, value_tokens
 from circuitlab.results import Bundle, Result
 
 __all__ = ["NeuronPage", "activations", "neuron_page"]
@@ -56,7 +57,8 @@ def activations(
     ``texts``, in corpus order, as one flat float32 tensor (4 bytes a token; the forward passes are bounded by
     ``max_memory`` as elsewhere).
 
-    Texts are read as :func:`circuitlab.ffn.key_examples` reads them (BOS prepended, cut to ``n_ctx``);
+    Texts are read as :func:`circuitlab.ffn.key_examples` reads them (:func:`circuitlab.engine.collect.token_rows`:
+    BOS prepended, cut to ``n_ctx``);
     ``exclude_bos`` leaves out position 0 where it holds the BOS token.
     """
     model = as_model(model)
@@ -69,35 +71,14 @@ def activations(
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     hook = get_act_name("post", layer)
     out: list[Tensor] = []
-
-    def run(rows: list[Tensor]) -> None:
-        toks = torch.zeros(len(rows), max(len(r) for r in rows), dtype=torch.long, device=rows[0].device)
-        for i, r in enumerate(rows):
-            toks[i, : len(r)] = r
-        store: dict[str, Tensor] = {}
-
-        def grab(act: Tensor, hook) -> None:
-            store["a"] = act[:, :, neuron].detach().float().cpu()
-
-        model.run_with_hooks(toks, fwd_hooks=[(hook, grab)], stop_at_layer=layer + 1)
-        check_finite(model, toks, f"L{layer} N{neuron}'s activations", store["a"])
-        for i, r in enumerate(rows):
+    rows = progress_bar(token_rows(model, texts), progress=progress, desc=f"L{layer} N{neuron} activations",
+                        unit="text")
+    for batch, toks, acts in stream_activations(model, rows, hook, lambda act: act[:, :, neuron].float().cpu(),
+                                                batch_size=batch_size, max_memory=max_memory):
+        check_finite(model, toks, f"L{layer} N{neuron}'s activations", acts)
+        for i, r in enumerate(batch):
             start = 1 if exclude_bos and bos is not None and int(r[0]) == bos else 0
-            out.append(store["a"][i, start: len(r)])
-
-    rows: list[Tensor] = []
-    for row in progress_bar(_iter_rows(model, texts), progress=progress, desc=f"L{layer} N{neuron} activations",
-                            unit="text"):
-        longest = max([len(row)] + [len(r) for r in rows])
-        if rows and (len(rows) + 1) * row_bytes(model, longest) > max_memory:
-            run(rows)
-            rows = []
-        rows.append(row)
-        if len(rows) == batch_size:
-            run(rows)
-            rows = []
-    if rows:
-        run(rows)
+            out.append(acts[i, start: len(r)])
     if not out:
         raise InputError("texts held no data: pass a non-empty list of texts, token rows, or an iterable.")
     return torch.cat(out)

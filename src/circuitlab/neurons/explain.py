@@ -68,7 +68,8 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar, row_bytes, str_tokens)
+                             check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
+from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result
 
@@ -241,19 +242,10 @@ def neuron_records(
     reservoir: list[int] = []
     seen = 0
 
-    def run(rows: list[Tensor], ids: list[int]) -> None:
+    def fold(ids: list[int], rows: list[Tensor], toks: Tensor, acts: Tensor) -> None:
+        """One batch's activations ``[batch, pos, N]`` into the running top-k and the kept excerpts."""
         nonlocal best, best_text
         lengths = [len(r) for r in rows]
-        toks = torch.zeros(len(rows), max(lengths), dtype=torch.long, device=rows[0].device)
-        for i, r in enumerate(rows):
-            toks[i, : len(r)] = r
-        store: dict[str, Tensor] = {}
-
-        def grab(act: Tensor, hook) -> None:
-            store["a"] = act[..., idx].detach().float().cpu()
-
-        model.run_with_hooks(toks, fwd_hooks=[(hook, grab)], stop_at_layer=layer + 1)
-        acts = store["a"]  # [batch, pos, N]
         check_finite(model, toks, f"MLP L{layer} activations", acts)
         excerpts = []
         for i, r in enumerate(rows):
@@ -271,29 +263,26 @@ def neuron_records(
         for t in [t for t in kept if t not in alive]:
             del kept[t]
 
-    rows: list[Tensor] = []
-    ids: list[int] = []
-    for i, row in progress_bar(_rows(model, texts, max_tokens), progress=progress, desc=f"L{layer} neuron records",
-                               unit="text"):
-        # reservoir sampling (Algorithm R): after m texts, each is in the sample with probability n_reservoir / m
-        if len(reservoir) < n_reservoir:
-            reservoir.append(i)
-        else:
-            j = rng.randrange(seen + 1)
-            if j < n_reservoir:
-                reservoir[j] = i  # the text it replaces leaves `kept` at the next batch
-        seen += 1
-        longest = max([len(row)] + [len(r) for r in rows])
-        if rows and (len(rows) + 1) * row_bytes(model, longest) > max_memory:
-            run(rows, ids)
-            rows, ids = [], []
-        rows.append(row)
-        ids.append(i)
-        if len(rows) == batch_size:
-            run(rows, ids)
-            rows, ids = [], []
-    if rows:
-        run(rows, ids)
+    def sampled(items: Iterable[tuple[int, Tensor]]) -> Iterable[tuple[int, Tensor]]:
+        """The texts as they arrive, each offered to the reservoir first."""
+        nonlocal seen
+        for i, row in items:
+            # reservoir sampling (Algorithm R): after m texts, each is in the sample with probability n_reservoir / m
+            if len(reservoir) < n_reservoir:
+                reservoir.append(i)
+            else:
+                j = rng.randrange(seen + 1)
+                if j < n_reservoir:
+                    reservoir[j] = i  # the text it replaces leaves `kept` at the next batch
+            seen += 1
+            yield i, row
+
+    items = sampled(progress_bar(_rows(model, texts, max_tokens), progress=progress, desc=f"L{layer} neuron records",
+                                 unit="text"))
+    for batch, toks, acts in stream_activations(model, items, hook, lambda act: act[..., idx].float().cpu(),
+                                                row=lambda item: item[1], batch_size=batch_size,
+                                                max_memory=max_memory):
+        fold([i for i, _ in batch], [r for _, r in batch], toks, acts)
     if seen < k:
         raise InputError(f"texts gave {seen} excerpts, fewer than n_explain + n_top = {k}: give more texts (a few "
                          "hundred at least, so that top-activating excerpts are rare), or ask for fewer excerpts.")

@@ -34,11 +34,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import warnings
-import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
@@ -46,17 +44,16 @@ from typing import Any, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, check_max_memory, check_weights_finite, model_name, progress_bar,
-                             row_bytes)
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_max_memory, model_name
+from circuitlab.engine.collect import (DiskCache, batches_by_length, bytes_per_row, check_hooks, check_pool,
+                                       collect_rows, default_hooks, weights_fingerprint)
 from circuitlab.errors import InputError
-from circuitlab.probing.align import Alignment, align, check_pool, check_sentences, is_encoder
+from circuitlab.probing.align import POOLS, Alignment, align, check_sentences
 from circuitlab.probing.data import Sentence
 from circuitlab.models.loading import as_any_model
 
 #: bump when what a cached file holds changes: older files are then ignored
 CACHE_FORMAT = 1
-#: hooks whose activations have no position axis after batch (attention patterns and scores)
-_NO_POSITIONS = re.compile(r"hook_pattern$|hook_attn_scores$")
 
 
 @dataclass
@@ -111,11 +108,6 @@ class WordActivations:
 # Models and hooks
 # ---------------------------------------------------------------------------------------------------------
 
-def default_hooks(model: Any) -> list[str]:
-    """The embedding (``blocks.0.hook_resid_pre``) and every block's ``hook_resid_post``: one per layer."""
-    return ["blocks.0.hook_resid_pre"] + [f"blocks.{l}.hook_resid_post" for l in range(model.cfg.n_layers)]
-
-
 def hook_layer_label(hook: str) -> str:
     """A short label for a hook on a layer axis: ``"emb"`` for the embedding, ``"L3"`` for block 3's
     ``hook_resid_post``, the hook name otherwise."""
@@ -125,86 +117,6 @@ def hook_layer_label(hook: str) -> str:
     return f"L{m.group(1)}" if m else hook
 
 
-def check_hooks(model: Any, hooks: Any) -> list[str]:
-    """``hooks`` as a list of the model's hook names: ``None`` for :func:`default_hooks`; an int ``l`` means
-    ``blocks.{l}.hook_resid_post`` (negative counts from the end)."""
-    from circuitlab.core import check_layer
-
-    if hooks is None:
-        return default_hooks(model)
-    if isinstance(hooks, (str, int)):
-        hooks = [hooks]
-    if not isinstance(hooks, Sequence) or not hooks:
-        raise InputError(f"hooks must be a hook name, a layer index, or a non-empty list of them; got {hooks!r}.")
-    names = list(model.hook_dict)
-    out = []
-    for h in hooks:
-        if isinstance(h, int) and not isinstance(h, bool):
-            h = f"blocks.{check_layer(model, h, what='hooks layer')}.hook_resid_post"
-        if not isinstance(h, str):
-            raise InputError(f"hooks: {h!r} is neither a hook name nor a layer index.")
-        if h not in model.hook_dict:
-            close = [n for n in names if n.endswith(h.split(".")[-1])][:4]
-            hint = f" Hooks with that ending: {', '.join(close)}." if close else ""
-            raise InputError(f"hooks: the model has no hook {h!r}.{hint} See model.hook_dict for every name "
-                             "(e.g. blocks.0.hook_resid_post).")
-        if _NO_POSITIONS.search(h):
-            raise InputError(f"hooks: {h!r} holds attention patterns [batch, head, query, key], not one vector per "
-                             "token, so it cannot give word representations. Probe attention heads through "
-                             "attn.hook_z or hook_attn_out.")
-        if h in out:
-            raise InputError(f"hooks lists {h!r} twice.")
-        out.append(h)
-    return out
-
-
-def _stop_layer(model: Any, hooks: list[str]) -> Optional[int]:
-    """The block after the last one ``hooks`` need, for ``stop_at_layer`` (None: run the whole model)."""
-    from transformer_lens import HookedTransformer
-
-    if type(model) is not HookedTransformer and not isinstance(model, HookedTransformer):
-        return None
-    last = -1
-    for h in hooks:
-        m = re.match(r"blocks\.(\d+)\.", h)
-        if m:
-            last = max(last, int(m.group(1)))
-        elif not h.startswith(("hook_embed", "hook_pos_embed", "hook_tokens", "embed.")):
-            return None
-    return last + 1
-
-
-_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
-
-
-def weights_fingerprint(model: Any) -> str:
-    """A short hash of the model's parameters, for cache keys: per parameter its name, shape, sum, norm and an
-    evenly strided sample of about 4,096 entries. Kept per model while no parameter is replaced or changed in
-    place (PyTorch's ``_version`` counters), so repeated collections do not re-read the weights."""
-    params = list(model.named_parameters())
-    state = tuple((name, id(p), p._version) for name, p in params)
-    try:
-        known = _FINGERPRINTS.get(model)
-    except TypeError:
-        known = None
-    if known is not None and known[0] == state:
-        return known[1]
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in params:
-            flat = p.detach().reshape(-1)
-            sample = flat[::max(1, flat.numel() // 4096)].float()
-            h.update(f"{name}{tuple(p.shape)}{float(flat.sum()):.8e}{float(torch.linalg.vector_norm(flat)):.8e}"
-                     .encode())
-            h.update(sample.cpu().numpy().tobytes())
-    digest = h.hexdigest()[:16]
-    try:
-        _FINGERPRINTS[model] = (state, digest)
-    except TypeError:
-        pass
-    return digest
-
-
 def _alignment_hash(al: Alignment, pool: str) -> str:
     h = hashlib.sha256(pool.encode())
     for toks, pieces in zip(al.tokens, al.pieces):
@@ -212,41 +124,9 @@ def _alignment_hash(al: Alignment, pool: str) -> str:
     return h.hexdigest()[:20]
 
 
-def _cache_dir(cache: Any, model: Any) -> Optional[Path]:
-    if cache is False or cache is None:
-        return None
-    if cache is True:
-        from circuitlab.models.real import cache_root
-
-        root = cache_root() / "probing" / "activations"
-    elif isinstance(cache, (str, Path)):
-        root = Path(cache).expanduser()
-    else:
-        raise InputError(f"cache must be True (the circuitlab cache), False (none) or a directory; got {cache!r}.")
-    safe = re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name(model) or "model")
-    return root / safe
-
-
 # ---------------------------------------------------------------------------------------------------------
 # Collection
 # ---------------------------------------------------------------------------------------------------------
-
-def _batches(lengths: list[int], per_row: Any, max_memory: int, batch_size: Optional[int]) -> list[list[int]]:
-    """Sentence indices in batches: longest first, each batch as many rows as fit ``max_memory``."""
-    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
-    out, current, longest = [], [], 0
-    for i in order:
-        n = max(longest, lengths[i])
-        full = batch_size is not None and len(current) >= batch_size
-        if current and (full or (len(current) + 1) * per_row(n) > max_memory):
-            out.append(current)
-            current, n = [], lengths[i]
-        current.append(i)
-        longest = n
-    if current:
-        out.append(current)
-    return out
-
 
 def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, pool: str = "mean",
             max_memory: int = DEFAULT_MAX_MEMORY, batch_size: Optional[int] = None,
@@ -274,7 +154,7 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
     """
     t0 = time.perf_counter()
     source, model = model, as_any_model(model)
-    pool = check_pool(pool)
+    pool = check_pool(pool, POOLS)
     hooks = check_hooks(model, hooks)
     max_memory = check_max_memory(max_memory)
     if batch_size is not None:
@@ -292,38 +172,23 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
     sentence = torch.tensor([r[0] for r in rows], dtype=torch.long)
     word = torch.tensor([r[1] for r in rows], dtype=torch.long)
 
-    folder = _cache_dir(cache, model)
-    paths = {}
-    if folder is not None:
-        base = {"format": CACHE_FORMAT, "model": model_name(model), "weights": weights_fingerprint(model),
-                "pool": pool, "data": _alignment_hash(al, pool), "dtype": str(dtype)}
-        paths = {h: folder / (hashlib.sha256(json.dumps({**base, "hook": h}).encode()).hexdigest()[:24] + ".pt")
-                 for h in hooks}
-    acts: dict[str, Tensor] = {}
-    for h, path in paths.items():
-        if path.is_file():
-            try:
-                t = torch.load(path, weights_only=True)
-            except Exception:  # a damaged file is recomputed
-                continue
-            if t.ndim == 2 and t.shape[0] == len(rows):
-                acts[h] = t
+    store = DiskCache(DiskCache.folder_for(cache, model, "probing/activations"), {})
+    if store.folder is not None:
+        store.key = {"format": CACHE_FORMAT, "model": model_name(model), "weights": weights_fingerprint(model),
+                     "pool": pool, "data": _alignment_hash(al, pool), "dtype": str(dtype)}
+    acts: dict[str, Tensor] = store.load(hooks, len(rows))
     todo = [h for h in hooks if h not in acts]
     if todo:
         if executor is None:
-            computed = _run(model, al, todo, pool, max_memory, batch_size, dtype, progress, len(rows))
+            computed = word_rows(model, al, todo, pool, dtype=dtype, max_memory=max_memory, batch_size=batch_size,
+                                 progress=progress)
         else:
             from circuitlab import distributed
 
             computed = distributed.collect(source, model, al, sentences, todo, pool,
                                            plan_batches(model, al, max_memory, batch_size), dtype, len(rows), executor)
-        for h in todo:
-            acts[h] = computed[h]
-            if folder is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                tmp = paths[h].with_suffix(f".tmp-{os.getpid()}")  # one per process (concurrent collections)
-                torch.save(computed[h], tmp)
-                tmp.replace(paths[h])
+        acts.update(computed)
+        store.save({h: computed[h] for h in todo})
     seconds = time.perf_counter() - t0
     meta = {"seconds": seconds, "sentences_per_second": len(sentences) / seconds if seconds > 0 else float("inf"),
             "from_cache": [h for h in hooks if h not in todo], "computed": todo, "n_sentences": len(sentences),
@@ -333,80 +198,37 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
 
 
 def plan_batches(model: Any, al: Alignment, max_memory: int, batch_size: Optional[int]) -> list[list[int]]:
-    """The sentence indices of each forward pass (:func:`_batches` with the model's bytes per row)."""
-    try:
-        per_row = lambda n: row_bytes(model, n)  # noqa: E731
-        per_row(4)
-    except Exception:  # a config without the fields row_bytes reads: a rough guess from the width
-        per_row = lambda n: 4 * n * 16 * int(model.cfg.d_model)  # noqa: E731
-    return _batches([len(t) for t in al.tokens], per_row, max_memory, batch_size)
+    """The sentence indices of each forward pass: longest first, as many as fit ``max_memory``
+    (:func:`circuitlab.engine.collect.batches_by_length` with the model's bytes per row)."""
+    return batches_by_length([len(t) for t in al.tokens], bytes_per_row(model), max_memory, batch_size)
 
 
-@torch.no_grad()
-def _run(model: Any, al: Alignment, hooks: list[str], pool: str, max_memory: int, batch_size: Optional[int],
-         dtype: torch.dtype, progress: bool, n_rows: int, batches: Optional[list[list[int]]] = None
-         ) -> dict[str, Tensor]:
-    """The forward passes: per batch (``batches``, default :func:`plan_batches`), every hook pools its activation
-    to the batch's words."""
-    encoder = is_encoder(model)
-    device = model.cfg.device if getattr(model.cfg, "device", None) is not None else "cpu"
-    pad = getattr(model.tokenizer, "pad_token_id", None)
-    pad = 0 if pad is None else int(pad)
-    # row offsets: the first output row of each sentence (rows are in sentence order)
-    starts, at = [], 0
-    for pieces in al.pieces:
-        starts.append(at)
-        at += sum(1 for p in pieces if p)
-    out: dict[str, Optional[Tensor]] = {h: None for h in hooks}
-    stop = _stop_layer(model, hooks)
+def word_spans(al: Alignment, pool: str) -> list[list[tuple[int, ...]]]:
+    """Per sentence, the token positions each aligned word's row pools: all of the word's tokens (``"mean"``) or its
+    first (``"first"``); skipped words have no span (and no row)."""
+    return [[p if pool == "mean" else p[:1] for p in pieces if p] for pieces in al.pieces]
+
+
+def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: torch.dtype = torch.float32,
+              batches: Optional[list[list[int]]] = None, max_memory: int = DEFAULT_MAX_MEMORY,
+              batch_size: Optional[int] = None, progress: bool = False) -> dict[str, Tensor]:
+    """The forward passes behind :func:`collect`: per batch of sentences (``batches``, default
+    :func:`plan_batches`), every hook pools its activation to the batch's words; ``{hook: [n_rows, d]}`` with one
+    row per aligned word, in sentence order (:func:`circuitlab.engine.collect.collect_rows`)."""
     if batches is None:
         batches = plan_batches(model, al, max_memory, batch_size)
-    for batch in progress_bar(batches, progress=progress, desc="activations", unit="batch"):
-        width = max(len(al.tokens[i]) for i in batch)
-        tokens = torch.full((len(batch), width), pad, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
-        tok_index, row_index, weight = [], [], []
-        for b, i in enumerate(batch):
-            tokens[b, :len(al.tokens[i])] = torch.tensor(al.tokens[i])
-            mask[b, :len(al.tokens[i])] = 1
-            r = starts[i]
-            for p in al.pieces[i]:
-                if not p:
-                    continue
-                use = p if pool == "mean" else p[:1]
-                for t in use:
-                    tok_index.append(b * width + t)
-                    row_index.append(r)
-                    weight.append(1.0 / len(use))
-                r += 1
-        tok_index_t = torch.tensor(tok_index, device=device)
-        rows_t = torch.tensor(row_index)
-        order = torch.unique(rows_t)  # the output rows of this batch's words, sorted
-        local = torch.searchsorted(order, rows_t).to(device)
-        weight_t = torch.tensor(weight, device=device)
+    return collect_rows(model, al.tokens, word_spans(al, pool), hooks, batches=batches, dtype=dtype,
+                        accumulate=torch.float32, progress=progress, desc="activations")
 
-        def pool_hook(act: Tensor, name: str, batch=batch, width=width, tok_index_t=tok_index_t, order=order,
-                      local=local, weight_t=weight_t) -> None:
-            if act.ndim < 3 or act.shape[0] != len(batch) or act.shape[1] != width:
-                raise InputError(f"hooks: {name!r} has activations of shape {tuple(act.shape)}, not [batch, pos, "
-                                 f"...] = [{len(batch)}, {width}, ...]; probing needs one vector per token.")
-            flat = act.reshape(len(batch) * width, -1)[tok_index_t].float() * weight_t[:, None]
-            words = torch.zeros((order.numel(), flat.shape[1]), dtype=flat.dtype, device=flat.device)
-            words.index_add_(0, local, flat)
-            if out[name] is None:
-                out[name] = torch.empty((n_rows, flat.shape[1]), dtype=dtype)
-            out[name][order] = words.to("cpu", dtype)
 
-        fwd = [(h, (lambda act, hook, _h=h, _f=pool_hook: _f(act, _h))) for h in hooks]
-        tokens = tokens.to(device)
-        if encoder:
-            model.run_with_hooks(tokens, return_type=None, one_zero_attention_mask=mask.to(device),
-                                 token_type_ids=torch.zeros_like(tokens), fwd_hooks=fwd)
-        elif stop is not None:
-            model.run_with_hooks(tokens, stop_at_layer=stop, fwd_hooks=fwd)
-        else:
-            model.run_with_hooks(tokens, return_type=None, fwd_hooks=fwd)
-    missing = [h for h, t in out.items() if t is None]
-    if missing:
-        raise InputError(f"hooks {missing} never ran in the model's forward pass (is the hook point used?).")
-    return out  # type: ignore[return-value]
+def collect_shard(model: Any, sentences: Sequence[Sentence], batches: list[list[int]], hooks: list[str], pool: str,
+                  dtype: torch.dtype) -> dict[str, Tensor]:
+    """One shard of a sharded :func:`collect`: the rows of ``sentences`` (a part of the caller's, aligned again on
+    this replica), run in ``batches`` (indices into ``sentences``, as the caller's process cut them)."""
+    return word_rows(model, align(model, sentences), hooks, pool, dtype=dtype, batches=batches)
+
+
+#: ``check_hooks``, ``default_hooks`` and ``weights_fingerprint`` live in the collector
+#: (:mod:`circuitlab.engine.collect`) and are re-exported here for users of this module
+__all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "word_spans", "plan_batches", "check_hooks",
+           "default_hooks", "hook_layer_label", "weights_fingerprint", "CACHE_FORMAT"]

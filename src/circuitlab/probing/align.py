@@ -30,10 +30,12 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from circuitlab.engine.collect import is_encoder
 from circuitlab.errors import InputError
 from circuitlab.probing.data import Sentence
 
-POOLS = ("mean", "first")
+#: how a word's row pools its tokens (the choices of ``pool``; :func:`circuitlab.engine.collect.check_pool`)
+POOLS = {"mean": "the mean of a word's tokens, as Hewitt & Manning did", "first": "its first token"}
 
 #: the reasons a word can be skipped, as :attr:`Alignment.skipped` counts them
 SKIP_REASONS = {
@@ -76,13 +78,6 @@ class Alignment:
             shown = ", ".join(repr(w) for _, _, w in self.examples.get(reason, [])[:3])
             parts.append(f"{count} {reason} ({SKIP_REASONS[reason]}; e.g. {shown})")
         return f"{self.n_words:,} words, {self.n_skipped} skipped: " + "; ".join(parts)
-
-
-def is_encoder(model: Any) -> bool:
-    """Whether ``model`` reads text in both directions (a BERT-style ``HookedEncoder``)."""
-    from transformer_lens import HookedEncoder
-
-    return isinstance(model, HookedEncoder) or getattr(model.cfg, "attention_dir", "causal") == "bidirectional"
 
 
 def _tokenizer(model: Any):
@@ -183,10 +178,3 @@ def align(model: Any, sentences: Sequence[Sentence]) -> Alignment:
         all_tokens.append(tokens)
         all_pieces.append(out)
     return Alignment(all_tokens, all_pieces, dict(skipped), examples)
-
-
-def check_pool(pool: Any) -> str:
-    if pool not in POOLS:
-        raise InputError(f"pool={pool!r}: use 'mean' (the mean of a word's tokens, as Hewitt & Manning did) or "
-                         "'first' (its first token).")
-    return pool

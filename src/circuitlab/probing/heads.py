@@ -41,8 +41,8 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory,
                              row_bytes)
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
-from circuitlab.probing.activations import _batches
-from circuitlab.probing.align import align, check_sentences, is_encoder
+from circuitlab.engine.collect import batches_by_length, is_encoder
+from circuitlab.probing.align import align, check_sentences
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
 
@@ -94,7 +94,7 @@ def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None
     def per_row(n: int) -> int:
         return row_bytes(model, n) + 4 * len(layers) * model.cfg.n_heads * n * n
 
-    for batch in progress_bar(_batches(lengths, per_row, max_memory, None), progress=progress, desc="attention",
+    for batch in progress_bar(batches_by_length(lengths, per_row, max_memory, None), progress=progress, desc="attention",
                               unit="batch"):
         ids = [todo[b] for b in batch]
         width = max(len(al.tokens[i]) for i in ids)
