@@ -59,9 +59,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, progress_bar, row_chunks
+from circuitlab.engine.collect import check_hooks
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
-from circuitlab.probing.activations import WordActivations, check_hooks, collect, hook_layer_label
+from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.probing.classifier import Probe, TASKS, split_rows
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
@@ -77,7 +78,7 @@ DEFAULT_L1, DEFAULT_L2 = 1e-3, 1e-3
 
 def neuron_hooks(model: Any, hooks: Any) -> list[str]:
     """Hook names for neurons: ``None`` is every block's ``mlp.hook_post``; an int ``l`` is
-    ``blocks.{l}.mlp.hook_post``; names are checked as :func:`circuitlab.probing.activations.check_hooks` does."""
+    ``blocks.{l}.mlp.hook_post``; names are checked as :func:`circuitlab.engine.collect.check_hooks` does."""
     from circuitlab.core import check_layer
 
     if hooks is None:
