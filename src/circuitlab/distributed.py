@@ -41,229 +41,24 @@ device in the worker; parts come back as CPU tensors.
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import math
 import os
 import time
-import weakref
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
 from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.engine.executor import (  # noqa: F401  (re-exported: the names users had here)
+    InProcessExecutor, LocalExecutor, ShardError, as_executor, describe_shard, move_tensors, run_shards, shard_count,
+    split)
+from circuitlab.models.identity import ModelSource, device_of, model_source, weight_fingerprint, worker_device  # noqa: F401
+
+#: the former name of :func:`circuitlab.models.identity.weight_fingerprint`
+exact_fingerprint = weight_fingerprint
 
 #: environment variables a worker inherits from the caller (the cache of converted models, test switches)
 _ENV_PREFIXES = ("CIRCUITLAB_", "HF_", "TRANSFORMERS_")
-
-
-class ShardError(CircuitlabError):
-    """A shard failed in a worker: the message names the shard and carries the worker's error."""
-
-
-@dataclass(frozen=True)
-class ModelSource:
-    """How a worker gets its model replica: ``spec`` for :func:`circuitlab.load_model` (or ``load_encoder``),
-    the weights' fingerprint it must match, and the device to load onto."""
-
-    spec: str
-    fingerprint: Optional[str] = None
-    device: Optional[str] = None
-
-    def load(self):
-        from circuitlab.models.real import real_models
-        from circuitlab.models.loading import as_any_model
-
-        real = real_models().get(self.spec)
-        if real is not None and real.kind == "encoder":
-            model = as_any_model(self.spec)
-            if self.device is not None:
-                model = model.to(self.device)
-        else:
-            from circuitlab.models.loading import load_model
-
-            model = load_model(self.spec, device=self.device)
-        if self.fingerprint is not None and exact_fingerprint(model) != self.fingerprint:
-            raise CircuitlabError(
-                f"the model loaded as {self.spec!r} in a worker has other weights than the caller's model (it was "
-                "changed after loading?). Save it with circuitlab.save_model(model, DIR) and pass DIR as the model.")
-        return model
-
-
-def exact_fingerprint(model: Any) -> str:
-    """A hash of every parameter's name, shape, dtype and bytes: equal exactly when the weights are equal (a sum
-    or a norm would depend on the thread count that computed it)."""
-    import hashlib
-
-    params = list(model.named_parameters())
-    state = tuple((name, id(p), p._version, p.device) for name, p in params)
-    try:
-        known = _FINGERPRINTS.get(model)
-    except TypeError:
-        known = None
-    if known is not None and known[0] == state:  # kept while no parameter is replaced or changed in place
-        return known[1]
-    h = hashlib.blake2b(digest_size=16)
-    for name, p in params:
-        t = p.detach().to("cpu").contiguous()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(-1).view(torch_uint8()).numpy().data if t.numel() else b"")
-    digest = h.hexdigest()
-    try:
-        _FINGERPRINTS[model] = (state, digest)
-    except TypeError:
-        pass
-    return digest
-
-
-_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
-
-
-def torch_uint8():
-    import torch
-
-    return torch.uint8
-
-
-def model_source(model: Any, loaded: Any = None) -> ModelSource:
-    """The :class:`ModelSource` of ``model``: a name or a saved directory as given (with the device of ``loaded``,
-    the caller's model loaded from it, when given), or a loaded model's directory (when it was loaded from one) or
-    name, with its device and its weights' fingerprint (checked in each worker).
-
-    A model whose name :func:`circuitlab.load_model` cannot resolve here without the network (one built in memory,
-    ``HookedTransformer(cfg)``, is named ``"custom"``) is an :class:`~circuitlab.errors.InputError`: a worker could
-    not load it."""
-    if isinstance(model, (str, Path)):
-        return ModelSource(str(model), None, None if loaded is None else device_of(loaded))
-    name = getattr(model, "_circuitlab_source", None) or str(getattr(getattr(model, "cfg", None), "model_name", "")
-                                                              or "")
-    if not name or not _resolvable(name):
-        what = f"named {name!r}" if name else "without a name"
-        raise InputError(f"model: a model {what} (built in memory, or renamed) cannot be reloaded in a worker: "
-                         "circuitlab.load_model does not know that name. Save it with circuitlab.save_model(model, "
-                         "DIR) and pass DIR as the model.")
-    return ModelSource(name, exact_fingerprint(model), device_of(model))
-
-
-def _resolvable(name: str) -> bool:
-    """Whether :func:`circuitlab.load_model` (or ``load_encoder``) resolves ``name`` without the network: a real
-    model, a zoo name, an existing directory, or a TransformerLens pretrained name (not its default ``"custom"``)."""
-    from circuitlab.models.loading import ZOO_PREFIX, zoo_entries
-    from circuitlab.models.real import real_models
-
-    if name == "custom":  # HookedTransformerConfig's default model_name
-        return False
-    if name in real_models():
-        return True
-    if name.startswith(ZOO_PREFIX):
-        return any(e.name == name for e in zoo_entries())
-    if Path(name).expanduser().exists():
-        return True
-    from transformer_lens.loading_from_pretrained import get_official_model_name
-
-    try:
-        get_official_model_name(name)
-    except ValueError:
-        return False
-    return True
-
-
-def device_of(model: Any) -> str:
-    """The device ``model``'s parameters live on (``"cpu"``, ``"cuda:1"``...), else its ``cfg.device``."""
-    for p in model.parameters():
-        return str(p.device)
-    return str(getattr(getattr(model, "cfg", None), "device", None) or "cpu")
-
-
-def worker_device(device: Optional[str]) -> Optional[str]:
-    """The device a Ray worker loads onto for a caller's ``device``: ``"cuda"`` for any ``"cuda:N"`` (Ray shows a
-    worker only its own GPUs, numbered from 0), anything else as it is."""
-    if device is not None and str(device).startswith("cuda"):
-        return "cuda"
-    return device
-
-
-def move_tensors(obj: Any, device: Any, *, drop_models: bool = False, _seen: Optional[dict] = None) -> Any:
-    """``obj`` with every tensor in it on ``device``: tensors nested in dicts, lists and tuples, in the fields of
-    dataclasses (a :class:`~circuitlab.results.Result`) and in the attributes of circuitlab's metric objects.
-    Containers and objects holding a tensor that moves are copied (``obj`` is left unchanged); everything else is
-    returned as it is. ``drop_models``: a model held by a metric becomes ``None`` (every analysis binds the metric
-    to the model it runs, so a worker's replica takes its place; the caller's weights are not sent)."""
-    import torch
-
-    from circuitlab.metrics import LogitMetric
-
-    seen = {} if _seen is None else _seen
-    if id(obj) in seen:
-        return seen[id(obj)]
-    move = lambda v: move_tensors(v, device, drop_models=drop_models, _seen=seen)  # noqa: E731
-    if isinstance(obj, torch.Tensor):
-        return obj if obj.device == torch.device(device) else obj.detach().to(device)
-    if isinstance(obj, (str, bytes, int, float, bool, type(None), torch.nn.Module)):
-        return obj
-    seen[id(obj)] = obj  # a container that holds itself is left as it is
-    out = obj
-    if type(obj) in (dict, list, tuple) or (isinstance(obj, tuple) and hasattr(obj, "_fields")):
-        items = list(obj.items()) if isinstance(obj, dict) else list(obj)
-        moved = [(k, move(v)) for k, v in items] if isinstance(obj, dict) else [move(v) for v in items]
-        if any((m[1] is not v[1]) if isinstance(obj, dict) else (m is not v) for m, v in zip(moved, items)):
-            out = (dict(moved) if isinstance(obj, dict) else moved if isinstance(obj, list)
-                   else tuple(moved) if type(obj) is tuple else type(obj)(*moved))
-    elif isinstance(obj, LogitMetric) or (dataclasses.is_dataclass(obj) and not isinstance(obj, type)):
-        attrs = getattr(obj, "__dict__", {})
-        changed = {}
-        for k, v in attrs.items():
-            if drop_models and isinstance(obj, LogitMetric) and isinstance(v, torch.nn.Module):
-                changed[k] = None
-                continue
-            m = move(v)
-            if m is not v:
-                changed[k] = m
-        if changed:
-            out = copy.copy(obj)
-            for k, v in changed.items():
-                object.__setattr__(out, k, v)  # frozen dataclasses too
-    seen[id(obj)] = out
-    return out
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Executors
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclass
-class LocalExecutor:
-    """The shards one after another, in this process, on the caller's model: the sharding and gathering of the
-    distributed path with no Ray (for tests, and for timing one shard). ``workers``: how many shards to cut the
-    work into, as for that many Ray workers."""
-
-    workers: int = 1
-    shard_seconds: list[float] = field(default_factory=list)
-
-    def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
-        if isinstance(model, (str, Path, ModelSource)):
-            model = (model if isinstance(model, ModelSource) else ModelSource(str(model))).load()
-        out = []
-        for i, kwargs in enumerate(shards):
-            t0 = time.perf_counter()
-            try:
-                out.append(fn(model, **kwargs))
-            except CircuitlabError:
-                raise
-            except Exception as exc:  # the same report as a Ray worker's
-                raise ShardError(f"shard {i} of {len(shards)} ({_describe(kwargs)}) failed: "
-                                 f"{type(exc).__name__}: {exc}") from exc
-            self.shard_seconds.append(time.perf_counter() - t0)
-        return out
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 def _ray():
@@ -371,7 +166,7 @@ class RayExecutor:
             self._stop_actors()
             raise ShardError(f"a worker could not load its model replica ({source.spec if source else 'none'}): "
                              f"{_worker_message(exc)}") from None
-        self._source = None if source is None else dataclasses.replace(source, fingerprint=prints[0])
+        self._source = None if source is None else dataclasses.replace(source, fingerprint=prints[0], loaded=None)
         self.startup_seconds += time.perf_counter() - t0
 
     def _check_resources(self, ray, gpus: float) -> None:
@@ -409,7 +204,7 @@ class RayExecutor:
             try:
                 value, seconds = ray.get(ref)
             except Exception as exc:
-                raise ShardError(f"shard {i} of {len(shards)} ({_describe(shards[i])}) failed in a Ray worker: "
+                raise ShardError(f"shard {i} of {len(shards)} ({describe_shard(shards[i])}) failed in a Ray worker: "
                                  f"{_worker_message(exc)}") from None
             out[i] = value
             self.shard_seconds.append(seconds)
@@ -462,7 +257,7 @@ class _Replica:
 
     def ready(self) -> Optional[str]:
         """The fingerprint of the replica's weights (``None`` without a model)."""
-        return None if self.model is None else exact_fingerprint(self.model)
+        return None if self.model is None else weight_fingerprint(self.model)
 
     def run(self, fn: Callable, kwargs: dict):
         t0 = time.perf_counter()
@@ -487,72 +282,6 @@ def _worker_message(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
-
-
-def _describe(kwargs: dict) -> str:
-    parts = []
-    for k, v in kwargs.items():
-        if isinstance(v, (list, tuple)) and len(v) > 6:
-            parts.append(f"{k}: {len(v)} items")
-        elif hasattr(v, "shape"):
-            parts.append(f"{k}: shape {tuple(v.shape)}")
-        else:
-            parts.append(f"{k}={v!r:.60}")
-    return ", ".join(parts)
-
-
-def as_executor(executor: Any) -> tuple[Any, bool]:
-    """``(executor, owned)``: ``"ray"`` and ``"local"`` make a fresh executor the caller must close (``owned``);
-    an executor object is used as given."""
-    if isinstance(executor, str):
-        if executor == "ray":
-            return RayExecutor(), True
-        if executor == "local":
-            return LocalExecutor(), True
-        raise InputError(f"executor must be None, 'ray', 'local' or an executor object; got {executor!r}.")
-    if not callable(getattr(executor, "map", None)):
-        raise InputError(f"executor must be None, 'ray', 'local' or an object with a map(model, fn, shards) "
-                         f"method (RayExecutor, LocalExecutor); got {type(executor).__name__}.")
-    return executor, False
-
-
-def run_shards(executor: Any, model: Any, fn: Callable, shards: Sequence[dict]) -> tuple[list, dict]:
-    """Run ``fn(model_replica, **shard)`` for every shard on ``executor``; returns the parts and a record for the
-    result's ``meta["executor"]`` (kind, workers, shards, seconds per shard)."""
-    ex, owned = as_executor(executor)
-    t0 = time.perf_counter()
-    before = len(getattr(ex, "shard_seconds", []))
-    try:
-        parts = ex.map(model, fn, shards)
-    finally:
-        if owned:
-            ex.close()
-    record = {"kind": type(ex).__name__, "workers": ex.workers, "shards": len(shards),
-              "seconds": time.perf_counter() - t0,
-              "shard_seconds": list(getattr(ex, "shard_seconds", [])[before:]),
-              "startup_seconds": getattr(ex, "startup_seconds", 0.0)}
-    return parts, record
-
-
-def split(items: Sequence, n: int, interleave: bool = False) -> list[list]:
-    """``items`` cut into at most ``n`` non-empty parts: contiguous blocks, or every n-th item (``interleave``)."""
-    items = list(items)
-    n = max(1, min(n, len(items)))
-    if interleave:
-        return [items[i::n] for i in range(n)]
-    size, extra = divmod(len(items), n)
-    out, at = [], 0
-    for i in range(n):
-        step = size + (1 if i < extra else 0)
-        out.append(items[at:at + step])
-        at += step
-    return out
-
-
-def shard_count(executor: Any, n_items: int, per_worker: int = 1) -> int:
-    """How many shards to cut ``n_items`` into for ``executor``: ``per_worker`` per worker, at most one per item."""
-    workers = getattr(executor, "workers", 2) if not isinstance(executor, str) else 2
-    return max(1, min(n_items, workers * per_worker))
 
 
 # ---------------------------------------------------------------------------------------------------------
