@@ -222,8 +222,11 @@ def split(items: Sequence, n: int, interleave: bool = False) -> list[list]:
 
 
 def shard_count(executor: Any, n_items: int, per_worker: int = 1) -> int:
-    """How many shards to cut ``n_items`` into for ``executor``: ``per_worker`` per worker, at most one per item."""
-    workers = getattr(executor, "workers", 2) if not isinstance(executor, str) else 2
+    """How many shards to cut ``n_items`` into for ``executor``: ``per_worker`` per worker (shards for several
+    workers to balance), at most one per item; one worker (one process) runs one shard."""
+    workers = 1 if executor is None else 2 if isinstance(executor, str) else getattr(executor, "workers", 2)
+    if workers == 1:
+        return 1
     return max(1, min(n_items, workers * per_worker))
 
 

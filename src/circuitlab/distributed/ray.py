@@ -1,42 +1,17 @@
-"""Beyond one process: the same call, its work cut into shards that Ray actors run, each on its own model replica.
+"""Ray's executor: actors, each holding one model replica, that run the shards of an analysis.
 
-An analysis that takes ``executor=`` splits its work into independent shards, runs each shard with the
-single-process code on a replica of the model, and gathers the parts into the Result the single-process call
-returns. Nothing is scheduled here: Ray (``pip install 'circuitlab[distributed]'``) places the actors and moves
-the data; this module only decides the shards and puts the parts back together.
-
-=====================================  =========================================  ================================
-analysis                               one shard                                  gathered by
-=====================================  =========================================  ================================
-``patching.sweep``                     a set of layers (interleaved, for balance)  the layer axis, in order
-``circuits.patch_edges``               a block of edge sets (masks)               concatenation
-``tracing.average_indirect_effect``    a block of facts                           the per-fact table, then the
-                                                                                  same average as one process
-``probing.collect``                    whole batches of sentences, cut as one     rows put back by sentence
-                                       process cuts them
-``circuitlab reproduce --all``         one finding                                the list of reproductions
-=====================================  =========================================  ================================
-
-Every shard runs the single-process code. Edge patching, causal tracing and activation collection shards run the
-very batches one process would, so in one process their parts are equal to the bit; an activation-patching pass
-batches patches at several layers, a shard's passes hold fewer, and float32 rounds them differently (a few 1e-6
-on logit differences of about 7 in the tests). A Ray worker runs ``cpus_per_worker`` torch threads, which may
-round matrix products differently from the caller's thread count: compare with a float tolerance.
-
-``executor`` is ``None`` (one process, the default), ``"ray"`` (a :class:`RayExecutor` with its defaults, made for
-the call and closed after it), ``"local"`` (:class:`LocalExecutor`: the shards one after another in this process,
-for checking the sharding), or an executor object you keep across calls (its actors keep their model replicas)::
-
-    with circuitlab.distributed.RayExecutor(workers=4, address="auto") as ex:
-        res = circuitlab.patching.sweep("gemma-3-270m", clean, corrupted, metric, executor=ex)
+:class:`RayExecutor` implements the :class:`~circuitlab.engine.executor.Executor` protocol (``map(model, fn,
+shards)``, ``workers``, ``close()``, a context manager) on Ray (``pip install 'circuitlab[distributed]'``). It knows
+nothing of the analyses: each analysis cuts its own work into shards and gathers the parts
+(:mod:`circuitlab.engine.executor`); Ray places the actors and moves the data.
 
 A replica is loaded in each actor by name (a zoo name, a real model's name, a TransformerLens pretrained name)
 or from a directory written by :func:`circuitlab.save_model`, onto the caller's model's device (a caller's
 ``cuda:N`` is a worker's ``cuda``: Ray numbers each worker's GPUs from 0); a model object is sent by its name and
-its weights are checked in the worker against the caller's (a fingerprint): a model changed after loading, or built
-in memory (``HookedTransformer(cfg)``, named ``"custom"``), must be saved first and passed as its directory.
-Tensor arguments (tokens, masks, the tensors a metric holds) travel as CPU tensors and are moved to the replica's
-device in the worker; parts come back as CPU tensors.
+its weights are checked in the worker against the caller's (:func:`~circuitlab.models.identity.weight_fingerprint`):
+a model changed after loading, or built in memory (``HookedTransformer(cfg)``, named ``"custom"``), must be saved
+first and passed as its directory. Tensor arguments (tokens, masks, the tensors a metric holds) travel as CPU
+tensors and are moved to the replica's device in the worker; parts come back as CPU tensors.
 """
 
 from __future__ import annotations
@@ -45,17 +20,13 @@ import dataclasses
 import math
 import os
 import time
-from pathlib import Path
 from typing import Any, Callable, Optional, Sequence
 
+from circuitlab.engine.executor import ShardError, describe_shard, move_tensors
 from circuitlab.errors import CircuitlabError, InputError
-from circuitlab.engine.executor import (  # noqa: F401  (re-exported: the names users had here)
-    InProcessExecutor, LocalExecutor, ShardError, as_executor, describe_shard, move_tensors, run_shards, shard_count,
-    split)
-from circuitlab.models.identity import ModelSource, device_of, model_source, weight_fingerprint, worker_device  # noqa: F401
+from circuitlab.models.identity import ModelSource, device_of, model_source, weight_fingerprint, worker_device
 
-#: the former name of :func:`circuitlab.models.identity.weight_fingerprint`
-exact_fingerprint = weight_fingerprint
+__all__ = ["RayExecutor"]
 
 #: environment variables a worker inherits from the caller (the cache of converted models, test switches)
 _ENV_PREFIXES = ("CIRCUITLAB_", "HF_", "TRANSFORMERS_")
@@ -282,174 +253,3 @@ def _worker_message(exc: BaseException) -> str:
         return f"{type(cause).__name__}: {cause}"
     text = str(exc).strip().splitlines()
     return text[-1] if text else type(exc).__name__
-
-
-# ---------------------------------------------------------------------------------------------------------
-# The sharded analyses: shards out, parts back
-# ---------------------------------------------------------------------------------------------------------
-
-def _source_of(given: Any, loaded: Any) -> Any:
-    """What the workers load: the name or directory the caller gave (with the device the caller loaded it onto),
-    else the loaded model (sent by name)."""
-    return model_source(given, loaded) if isinstance(given, (str, Path)) else loaded
-
-
-def _sweep_shard(model, **kwargs):
-    from circuitlab.patching.exact import sweep as one_process
-
-    return one_process(model, **kwargs)
-
-
-def sweep(model: Any, clean_tokens: Any, corrupted_tokens: Any, metric: Any, site: str, by: Any, direction: str, *,
-          layers: Any, fast: bool, max_memory: int, executor: Any):
-    """:func:`circuitlab.patching.sweep` with its layers shared out among ``executor``'s workers."""
-    import dataclasses
-
-    import torch
-
-    from circuitlab.core import as_model, check_layers, check_max_memory
-    from circuitlab.patching.sites import get_site, parse_by
-
-    t0 = time.perf_counter()
-    loaded = as_model(model)
-    ex, owned = as_executor(executor)
-    try:
-        axes = parse_by(get_site(site), by)
-        layer_list = check_layers(loaded, layers)
-        check_max_memory(max_memory)
-        groups = (split(layer_list, shard_count(ex, len(layer_list)), interleave=True) if "layer" in axes
-                  else [layer_list])
-        shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, site=site,
-                       by=by, direction=direction, layers=g, fast=fast, max_memory=max_memory, progress=False)
-                  for g in groups]
-        parts, record = run_shards(ex, _source_of(model, loaded), _sweep_shard, shards)
-    finally:
-        if owned:
-            ex.close()
-    first = parts[0]
-    if len(parts) == 1:
-        return dataclasses.replace(first, meta={**first.meta, "executor": record})
-    dim = first.axes.index("layer")
-    order = [l for g in groups for l in g]
-    perm = torch.tensor([order.index(l) for l in layer_list])
-    values = torch.cat([p.values for p in parts], dim=dim)
-    values = values.index_select(dim, perm.to(values.device))
-    labels = dict(first.labels)
-    joined = [lab for p in parts for lab in p.labels["layer"]]
-    labels["layer"] = [joined[i] for i in perm.tolist()]
-    meta = {**first.meta, "layers": layer_list, "n_patches": int(values.numel()),
-            "seconds": time.perf_counter() - t0, "executor": record,
-            "peak_chunk_bytes": max(p.meta.get("peak_chunk_bytes", 0) for p in parts)}
-    return dataclasses.replace(first, values=values, labels=labels, meta=meta)
-
-
-def _edges_shard(model, **kwargs):
-    from circuitlab.circuits.patch import run_passes
-
-    return run_passes(model, **kwargs)
-
-
-def patch_edges(model: Any, clean_tokens: Any, corrupted_tokens: Any, removed: Any, metric: Any, *, ablation: str,
-                max_memory: int, executor: Any):
-    """:func:`circuitlab.circuits.patch_edges` with its passes (the edge sets in the batches one process would
-    run) shared out among ``executor``'s workers in contiguous blocks; the values come back in order."""
-    import torch
-
-    from circuitlab.circuits.patch import plan_passes
-    from circuitlab.core import as_model
-
-    loaded = as_model(model)
-    passes = plan_passes(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
-                         max_memory=max_memory)
-    ex, owned = as_executor(executor)
-    if not passes:  # no edge sets: nothing to share out, and one process's (empty) answer
-        if owned:
-            ex.close()
-        from circuitlab.circuits.patch import patch_edges as one_process
-
-        return one_process(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
-                           max_memory=max_memory)
-    try:
-        blocks = split(passes, shard_count(ex, len(passes), per_worker=2))
-        shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, passes=block, metric=metric,
-                       ablation=ablation, max_memory=max_memory) for block in blocks]
-        parts, _ = run_shards(ex, _source_of(model, loaded), _edges_shard, shards)
-    finally:
-        if owned:
-            ex.close()
-    return torch.cat(parts)
-
-
-def _tracing_shard(model, facts, **kwargs):
-    from circuitlab.tracing import average_indirect_effect as one_process
-
-    res = one_process(model, facts, **kwargs)
-    return res.meta["per_fact"], res.meta["facts"], res.meta["seconds"]
-
-
-def average_indirect_effect(model: Any, triples: list, *, kinds: list, window: int, noise: float, sigma: float,
-                            samples: int, seed: int, max_memory: int, executor: Any, loaded: Any = None):
-    """The per-fact table of :func:`circuitlab.tracing.average_indirect_effect`, its facts shared out among
-    ``executor``'s workers in contiguous blocks (every fact is traced with the same seed, so a fact's trace does
-    not depend on its shard). ``loaded``: the caller's model loaded from ``model`` (a name or directory), whose
-    device the workers then load onto. Returns ``(per_fact, rows, seconds, record)`` for the caller to average."""
-    import torch
-
-    ex, owned = as_executor(executor)
-    try:
-        blocks = split(triples, shard_count(ex, len(triples)))
-        shards = [dict(facts=block, kinds=kinds, window=window, noise=noise, sigma=sigma, samples=samples, seed=seed,
-                       max_memory=max_memory, progress=False) for block in blocks]
-        parts, record = run_shards(ex, model if loaded is None else _source_of(model, loaded), _tracing_shard,
-                                   shards)
-    finally:
-        if owned:
-            ex.close()
-    per_fact = torch.cat([p[0] for p in parts])
-    rows = [r for p in parts for r in p[1]]
-    return per_fact, rows, sum(p[2] for p in parts), record
-
-
-def _collect_shard(model, sentences, batches, hooks, pool, dtype):
-    from circuitlab.probing.activations import _run
-    from circuitlab.probing.align import align
-
-    al = align(model, sentences)
-    n_rows = sum(1 for pieces in al.pieces for p in pieces if p)
-    return _run(model, al, hooks, pool, 0, None, dtype, False, n_rows, batches=batches)
-
-
-def collect(source: Any, model: Any, al: Any, sentences: Sequence, hooks: list[str], pool: str,
-            batches: list[list[int]], dtype: Any, n_rows: int, executor: Any) -> dict:
-    """The activations of :func:`circuitlab.probing.collect`, its batches (as one process cuts them) shared out
-    among ``executor``'s workers; each worker's rows are put back in sentence order."""
-    import torch
-
-    ex, owned = as_executor(executor)
-    try:
-        groups = split(batches, shard_count(ex, len(batches), per_worker=2), interleave=True)
-        # rows are in sentence order; a sentence's rows are contiguous, starting at starts[i]
-        counts = [sum(1 for p in pieces if p) for pieces in al.pieces]
-        starts = [0]
-        for c in counts[:-1]:
-            starts.append(starts[-1] + c)
-        shards, row_index = [], []
-        for group in groups:
-            mine = sorted(i for batch in group for i in batch)
-            local = {i: j for j, i in enumerate(mine)}
-            shards.append(dict(sentences=[sentences[i] for i in mine], batches=[[local[i] for i in b] for b in group],
-                               hooks=hooks, pool=pool, dtype=dtype))
-            row_index.append(torch.tensor([r for i in mine for r in range(starts[i], starts[i] + counts[i])],
-                                          dtype=torch.long))
-        parts, _ = run_shards(ex, _source_of(source, model), _collect_shard, shards)
-    finally:
-        if owned:
-            ex.close()
-    out = {}
-    for h in hooks:
-        width = parts[0][h].shape[1]
-        full = torch.empty((n_rows, width), dtype=dtype)
-        for rows, part in zip(row_index, parts):
-            full[rows] = part[h]
-        out[h] = full
-    return out
