@@ -81,16 +81,38 @@ def test_sharded_edge_patching_runs_the_same_passes(model, masks):
     one = circuits.patch_edges(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY)
     sharded = circuits.patch_edges(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY,
                                    executor=distributed.LocalExecutor(workers=3))
-    assert len(circuits.patch.plan_passes(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY)) > 3
+    assert len(circuits.patch._plan_passes(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY)) > 3
     assert torch.equal(one, sharded)
 
 
-def test_no_edge_sets_give_what_one_process_gives(model):
+def test_sharded_edge_patching_equals_one_edge_at_a_time_by_hooks(model):
+    # the reference: each edge patched alone with plain TransformerLens hooks, one forward pass per edge set
+    from circuitlab.circuits.reference import edge_patched_value
+    from circuitlab.core import to_tokens
+    from circuitlab.metrics import bind_metric
+
+    graph = circuits.Graph.from_model(model)
+    edges = list(graph.edges)
+    chosen = edges[::max(1, len(edges) // 7)][:7]  # edges into heads' q/k/v, MLPs and the logits
+    clean, corrupted = to_tokens(model, CLEAN), to_tokens(model, CORRUPTED)
+    metric = bind_metric(LD, model)
+    with torch.no_grad():
+        expected = torch.tensor([edge_patched_value(model, graph, clean, corrupted, metric, e) for e in chosen],
+                                dtype=torch.float64)
+        clean_value = float(metric(model(clean)))
+    sharded = circuits.patch_edges(model, CLEAN, CORRUPTED, [[e] for e in chosen], LD, max_memory=MASKS_MEMORY,
+                                   executor=distributed.LocalExecutor(workers=3))
+    assert sharded.shape == (len(chosen),) and sharded.dtype == torch.float64
+    torch.testing.assert_close(sharded, expected, rtol=0, atol=1e-4)  # float32 arithmetic grouped differently
+    assert (expected - clean_value).abs().max() > 1e-3  # the edges matter: not the clean value everywhere
+
+
+def test_no_edge_sets_give_no_values(model):
     n_edges = len(circuits.Graph.from_model(model).edges)
     for removed in ([], torch.zeros(0, n_edges, dtype=torch.bool)):
-        one = circuits.patch_edges(model, CLEAN, CORRUPTED, removed)
-        sharded = circuits.patch_edges(model, CLEAN, CORRUPTED, removed, executor=distributed.LocalExecutor(workers=2))
-        assert sharded.shape == (0,) and sharded.dtype == one.dtype and torch.equal(one, sharded)
+        for executor in (None, distributed.LocalExecutor(workers=2)):
+            values = circuits.patch_edges(model, CLEAN, CORRUPTED, removed, executor=executor)
+            assert values.shape == (0,) and values.dtype == torch.float64
 
 
 def test_sharded_causal_tracing_averages_the_same_table(model, facts):
@@ -111,6 +133,62 @@ def test_sharded_collection_puts_rows_back_by_sentence(model):
     for h in one.hooks:
         assert torch.equal(one[h], sharded[h])
     assert torch.equal(one.sentence, sharded.sentence) and torch.equal(one.word, sharded.word)
+
+
+# -- the in-process default: one shard, the plain call ---------------------------------------------------------
+
+def test_the_default_executor_is_the_plain_call(model, masks, facts):
+    from circuitlab.circuits.patch import EdgePatcher
+    from circuitlab.core import to_tokens
+    from circuitlab.patching.exact import _sweep_shard
+    from circuitlab.tracing import _trace_facts, as_fact
+
+    # the default runs every shard on the caller's very model and tensors: nothing loaded, nothing copied
+    tokens = torch.tensor([[1, 2, 3]])
+    seen = distributed.run_shards(None, model, lambda m, t: (m, t), [dict(t=tokens)])[0][0]
+    assert seen[0] is model and seen[1] is tokens
+    by_name = distributed.model_source(TOY, loaded=model)
+    assert distributed.InProcessExecutor().map(by_name, lambda m: m, [{}])[0] is model
+    assert distributed.InProcessExecutor().workers == 1 and distributed.shard_count(None, 12) == 1
+
+    # sweep: equal to the bit to the unsharded code, the same labels and meta, no executor record
+    kw = dict(site="z", by=("layer", "head"), layers=[-1, 0], progress=False)
+    default = patching.sweep(model, CLEAN, CORRUPTED, LD, **kw)
+    plain = _sweep_shard(model, CLEAN, CORRUPTED, LD, **kw)
+    assert torch.equal(default.values, plain.values) and default.labels == plain.labels
+    assert {k: v for k, v in default.meta.items() if k != "seconds"} == \
+           {k: v for k, v in plain.meta.items() if k != "seconds"}
+    assert "executor" not in default.meta and default.meta["layers"] == [3, 0]
+
+    # edge patching: equal to the bit to the engine's own batched passes
+    clean, corrupted = to_tokens(model, CLEAN), to_tokens(model, CORRUPTED)
+    patcher = EdgePatcher(model, clean, corrupted, [LD], max_memory=MASKS_MEMORY)
+    assert torch.equal(circuits.patch_edges(model, CLEAN, CORRUPTED, masks, LD, max_memory=MASKS_MEMORY),
+                       patcher.run(patcher.as_masks(masks))[:, 0])
+
+    # causal tracing: the per-fact table of every fact traced in order, the same average and no executor record
+    kw = dict(samples=2, window=1, progress=False)
+    default = tracing.average_indirect_effect(model, facts, **kw)
+    triples = [as_fact(f, i) for i, f in enumerate(facts)]
+    per_fact, rows, _ = _trace_facts(model, triples, kinds=default.labels["kind"], window=1, noise=3.0,
+                                     sigma=default.meta["sigma"], samples=2, seed=0, max_memory=cl.core.DEFAULT_MAX_MEMORY,
+                                     progress=False)
+    assert torch.equal(default.meta["per_fact"].nan_to_num(-7.0), per_fact.nan_to_num(-7.0))
+    assert default.meta["facts"] == rows and "executor" not in default.meta
+    assert torch.equal(default.values.nan_to_num(-7.0), per_fact.nanmean(0).nan_to_num(-7.0))
+
+
+def test_the_execution_layer_imports_no_analysis():
+    import subprocess
+
+    code = ("import sys, circuitlab.distributed, circuitlab.engine.executor; "
+            "print(' '.join(sorted(m for m in sys.modules if m == 'ray' or m.startswith('circuitlab.'))))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    assert "circuitlab.distributed.ray" in out and "circuitlab.engine.executor" in out
+    rooms = ("induction", "patching", "circuits", "tracing", "attribution", "ffn", "probing", "neurons", "concepts",
+             "reproduce", "render", "commands", "cli")
+    assert [m for m in out if m.split(".")[-1 if m.count(".") == 1 else 1] in rooms] == []
+    assert "ray" not in out  # Ray itself is imported when a RayExecutor starts
 
 
 def test_split_covers_every_item_once():

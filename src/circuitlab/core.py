@@ -57,6 +57,15 @@ def as_model(model: ModelLike) -> HookedTransformer:
     return model
 
 
+def weight_state(model: Any) -> tuple:
+    """A cheap key for the current state of ``model``'s weights, for memoising what is computed from them: per
+    parameter its name, identity, ``_version`` (PyTorch counts in-place changes) and device. It changes whenever a
+    parameter is replaced, modified in place or moved; equal keys mean the weights were not touched in between
+    (it says nothing about two different models: for that, compare
+    :func:`circuitlab.models.identity.weight_fingerprint`)."""
+    return tuple((name, id(p), p._version, p.device) for name, p in model.named_parameters())
+
+
 _FINITE_WEIGHTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
@@ -68,7 +77,7 @@ def check_weights_finite(model: HookedTransformer) -> None:
     modified in place since it last passed (PyTorch counts in-place changes in each tensor's ``_version``).
     """
     params = list(model.named_parameters())
-    state = tuple((name, id(p), p._version, p.device) for name, p in params)
+    state = weight_state(model)
     try:
         if _FINITE_WEIGHTS.get(model) == state:
             return

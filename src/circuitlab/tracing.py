@@ -621,27 +621,9 @@ def average_indirect_effect(
     window = check_window(model, window)
     sigma = embedding_std(model) if sigma is None else sigma
     L = model.cfg.n_layers
-    per_fact = torch.full((len(triples), len(kinds), len(POSITION_KINDS), L), float("nan"), dtype=torch.float64)
-    rows, seconds, record = [], 0.0, None
-    if executor is not None:
-        from circuitlab import distributed
-
-        per_fact, rows, seconds, record = distributed.average_indirect_effect(
-            source, triples, kinds=kinds, window=window, noise=noise, sigma=float(sigma), samples=samples, seed=seed,
-            max_memory=max_memory, executor=executor, loaded=model)
-    for i, (prompt, subject, answer) in enumerate(progress_bar(triples if executor is None else [], progress=progress,
-                                                               desc="causal tracing")):
-        try:
-            res = trace(model, prompt, subject, answer, kinds=kinds, window=window, noise=noise, sigma=sigma,
-                        samples=samples, seed=seed, max_memory=max_memory, progress=False)
-        except InputError as e:
-            raise InputError(f"facts[{i}] ({prompt!r}): {e}") from None
-        effect = res.indirect_effect().values  # [kind, pos, layer]
-        for k, where in enumerate(position_kinds(res.meta["subject"], effect.shape[1])):
-            if where:
-                per_fact[i, :, k] = effect[:, where].mean(1)
-        rows.append((prompt, res.meta["subject"], res.clean_prob, res.corrupted_prob))
-        seconds += res.meta["seconds"]
+    per_fact, rows, seconds, record = _sharded_facts(
+        source, model, triples, kinds=kinds, window=window, noise=noise, sigma=sigma, samples=samples, seed=seed,
+        max_memory=max_memory, progress=progress, executor=executor)
     counts = (~per_fact[:, 0, :, 0].isnan()).sum(0).tolist()
     values = per_fact.nanmean(0)  # NaN where no fact has that kind of position
     meta = dict(n_facts=len(triples), counts=dict(zip(POSITION_KINDS, counts)),
@@ -654,3 +636,64 @@ def average_indirect_effect(
                   title=f"Average indirect effect over {len(triples)} facts",
                   metric="average indirect effect: P(answer) restored - corrupted", model=model_name(model),
                   task=f"{len(triples)} facts", meta=meta)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sharding (the executor contract, circuitlab.engine.executor): split the facts into contiguous blocks, trace
+# each block with _trace_facts, gather the per-fact table (the average is then taken by the caller, as in one
+# process). One process is one shard: every fact traced here, on the caller's model.
+# ---------------------------------------------------------------------------------------------------------
+
+def _trace_facts(model: ModelLike, facts: list, *, kinds: list, window: int, noise: float, sigma: float,
+                 samples: int, seed: int, max_memory: int, progress: bool, first: int = 0) -> tuple:
+    """One shard of :func:`average_indirect_effect`: ``(per_fact, rows, seconds)`` for ``facts`` (triples; the
+    ``first`` of them is the caller's ``facts[first]``, for its errors). Every fact is traced with the same seed,
+    so a fact's trace does not depend on its shard."""
+    per_fact = torch.full((len(facts), len(kinds), len(POSITION_KINDS), model.cfg.n_layers), float("nan"),
+                          dtype=torch.float64)
+    rows, seconds = [], 0.0
+    for i, (prompt, subject, answer) in enumerate(progress_bar(facts, progress=progress, desc="causal tracing")):
+        try:
+            res = trace(model, prompt, subject, answer, kinds=kinds, window=window, noise=noise, sigma=sigma,
+                        samples=samples, seed=seed, max_memory=max_memory, progress=False)
+        except InputError as e:
+            raise InputError(f"facts[{first + i}] ({prompt!r}): {e}") from None
+        effect = res.indirect_effect().values  # [kind, pos, layer]
+        for k, where in enumerate(position_kinds(res.meta["subject"], effect.shape[1])):
+            if where:
+                per_fact[i, :, k] = effect[:, where].mean(1)
+        rows.append((prompt, res.meta["subject"], res.clean_prob, res.corrupted_prob))
+        seconds += res.meta["seconds"]
+    return per_fact, rows, seconds
+
+
+def _sharded_facts(given: ModelLike, model: HookedTransformer, triples: list, *, kinds: list, window: int,
+                   noise: float, sigma: float, samples: int, seed: int, max_memory: int, progress: bool,
+                   executor: Any) -> tuple:
+    """The per-fact table of :func:`average_indirect_effect` on ``executor``, its facts shared out in contiguous
+    blocks: ``(per_fact, rows, seconds, record)``, ``record`` (``None`` in this process, by default) for the
+    result's ``meta["executor"]``. ``given``: the caller's model argument; ``model``: the model loaded from it."""
+    from pathlib import Path  # imported here to keep this section self-contained
+
+    from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
+    from circuitlab.models.identity import model_source
+
+    ex, owned = as_executor(executor)
+    try:
+        blocks = split(triples, shard_count(ex, len(triples)))
+        starts = [sum(len(b) for b in blocks[:j]) for j in range(len(blocks))]
+        shards = [dict(facts=block, kinds=kinds, window=window, noise=noise, sigma=sigma, samples=samples, seed=seed,
+                       max_memory=max_memory, progress=progress and executor is None, first=start)
+                  for block, start in zip(blocks, starts)]
+        source = model_source(given, model) if isinstance(given, (str, Path)) else model
+        parts, record = run_shards(ex, source, _trace_facts, shards)
+    finally:
+        if owned:
+            ex.close()
+    if len(parts) == 1:
+        per_fact, rows, seconds = parts[0]
+    else:
+        per_fact = torch.cat([p[0] for p in parts])
+        rows = [r for p in parts for r in p[1]]
+        seconds = sum(p[2] for p in parts)
+    return per_fact, rows, seconds, None if executor is None else record

@@ -661,38 +661,17 @@ def patch_edges(
     Returns:
         ``[n_masks]`` float64 metric values.
     """
-    if executor is not None:
-        from circuitlab import distributed
+    return _sharded_patch_edges(model, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
+                                max_memory=max_memory, progress=progress, executor=executor)
 
-        return distributed.patch_edges(model, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
-                                       max_memory=max_memory, executor=executor)
+
+def _patch_edges_shard(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
+                       metric: Optional[Metric] = None, *, ablation: str = "corrupted",
+                       max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, "mask"]:
+    """:func:`patch_edges` as one shard of all its edge sets: the call in this process."""
     model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                max_memory=max_memory, what="edge patching")
     values = patcher.run(patcher.as_masks(removed), progress=progress)[:, 0]
-    check_finite(model, patcher.clean_t, "the patched metric values", values)
-    return values
-
-
-def plan_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
-                metric: Optional[Metric] = None, *, ablation: str = "corrupted",
-                max_memory: int = DEFAULT_MAX_MEMORY) -> list[Bool[Tensor, "n sender receiver"]]:
-    """The edge sets of :func:`patch_edges` as masks, cut into the batches its passes take (for sharing them out
-    among workers that then run exactly these passes, :func:`run_passes`)."""
-    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
-                               max_memory=max_memory, what="edge patching")
-    masks = patcher.as_masks(removed)
-    step = patcher.masks_per_pass(patcher.start_layer(masks))
-    return [masks[i:i + step] for i in range(0, masks.shape[0], step)]
-
-
-def run_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts,
-               passes: Sequence[Bool[Tensor, "n sender receiver"]], metric: Optional[Metric] = None, *,
-               ablation: str = "corrupted", max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, "mask"]:
-    """The metric for every mask of ``passes`` (from :func:`plan_passes`), each pass as one batched forward pass:
-    the same passes, so the same numbers, as :func:`patch_edges` in one process."""
-    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
-                               max_memory=max_memory, what="edge patching")
-    values = torch.cat([patcher.run(p)[:, 0] for p in passes])  # a pass's masks fit in one pass by construction
     check_finite(model, patcher.clean_t, "the patched metric values", values)
     return values
 
@@ -799,3 +778,66 @@ def _faithfulness(model, clean_tokens, corrupted_tokens, circuits: list[Circuit]
 
 
 __all__ = ["EdgePatcher", "patch_edges", "faithfulness", "faithfulness_curve", "ABLATIONS"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sharding (the executor contract, circuitlab.engine.executor): split the edge sets into the passes one process
+# would run, run blocks of passes with _run_passes, gather by concatenation. One process is one shard: the plain
+# call (_patch_edges_shard), on the caller's model, its passes planned where they run.
+# ---------------------------------------------------------------------------------------------------------
+
+def _sharded_patch_edges(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
+                         metric: Optional[Metric], *, ablation: str, max_memory: int, progress: bool,
+                         executor: Any) -> Float[Tensor, "mask"]:
+    """:func:`patch_edges` on ``executor``: with several workers, its passes (the edge sets in the batches one
+    process would run) shared out in contiguous blocks, the values back in order; the same passes, so the same
+    numbers, as one process."""
+    from pathlib import Path  # imported here to keep this section self-contained
+
+    from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
+    from circuitlab.models.identity import model_source
+
+    loaded = as_model(model)
+    ex, owned = as_executor(executor)
+    try:
+        source = model_source(model, loaded) if isinstance(model, (str, Path)) else loaded
+        common = dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, ablation=ablation,
+                      max_memory=max_memory)
+        if ex.workers == 1:  # one worker (this process, by default): the whole call is its one shard
+            parts, _ = run_shards(ex, source, _patch_edges_shard,
+                                  [dict(common, removed=removed, progress=progress and executor is None)])
+            return parts[0]
+        passes = _plan_passes(loaded, clean_tokens, corrupted_tokens, removed, metric, ablation=ablation,
+                              max_memory=max_memory)
+        if not passes:  # no edge sets: nothing to share out; the call's empty answer, here
+            return _patch_edges_shard(loaded, removed=removed, progress=False, **common)
+        blocks = split(passes, shard_count(ex, len(passes), per_worker=2))
+        parts, _ = run_shards(ex, source, _run_passes, [dict(common, passes=block) for block in blocks])
+    finally:
+        if owned:
+            ex.close()
+    return torch.cat(parts)
+
+
+def _plan_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
+                 metric: Optional[Metric] = None, *, ablation: str = "corrupted",
+                 max_memory: int = DEFAULT_MAX_MEMORY) -> list[Bool[Tensor, "n sender receiver"]]:
+    """The edge sets of :func:`patch_edges` as masks, cut into the batches its passes take (for sharing them out
+    among workers that then run exactly these passes, :func:`_run_passes`)."""
+    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                               max_memory=max_memory, what="edge patching")
+    masks = patcher.as_masks(removed)
+    step = patcher.masks_per_pass(patcher.start_layer(masks))
+    return [masks[i:i + step] for i in range(0, masks.shape[0], step)]
+
+
+def _run_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts,
+                passes: Sequence[Bool[Tensor, "n sender receiver"]], metric: Optional[Metric] = None, *,
+                ablation: str = "corrupted", max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, "mask"]:
+    """The metric for every mask of ``passes`` (from :func:`_plan_passes`), each pass as one batched forward pass:
+    the same passes, so the same numbers, as :func:`patch_edges` in one process."""
+    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+                               max_memory=max_memory, what="edge patching")
+    values = torch.cat([patcher.run(p)[:, 0] for p in passes])  # a pass's masks fit in one pass by construction
+    check_finite(model, patcher.clean_t, "the patched metric values", values)
+    return values

@@ -39,7 +39,6 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from circuitlab.core import progress_bar
     from circuitlab.reproduce import findings, get_finding
     from circuitlab.reproduce import run as run_finding
 
@@ -58,21 +57,25 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--executor shares out the findings of --all; run one finding without it.")
     chosen = list(known.values()) if args.all else [get_finding(args.finding)]
 
-    runs = []
-    if args.executor:
-        from circuitlab.distributed import LocalExecutor, RayExecutor
+    if args.all:  # the findings are the shards: in this process, or shared out among --executor's workers
+        from circuitlab.engine.executor import LocalExecutor
         from circuitlab.reproduce.registry import run_many
 
-        executor = (RayExecutor(args.workers, address=args.ray_address) if args.executor == "ray"
-                    else LocalExecutor(workers=args.workers))
-        with executor:
-            runs = run_many(chosen, seed=args.seed, executor=executor)
-        for r in runs:
-            _print_run(r)
-    for f in progress_bar(chosen if not args.executor else [], progress=not args.quiet and len(chosen) > 1,
-                          desc="findings", unit="finding"):
-        r = run_finding(f, model=args.model, seed=args.seed)
-        runs.append(r)
+        executor = None  # this process
+        if args.executor == "ray":
+            from circuitlab.distributed import RayExecutor
+
+            executor = RayExecutor(args.workers, address=args.ray_address)
+        elif args.executor == "local":
+            executor = LocalExecutor(workers=args.workers)
+        try:
+            runs = run_many(chosen, seed=args.seed, executor=executor, progress=not args.quiet)
+        finally:
+            if executor is not None:
+                executor.close()
+    else:
+        runs = [run_finding(f, model=args.model, seed=args.seed) for f in chosen]
+    for r in runs:
         _print_run(r)
     _print_table(runs, markdown=args.markdown)
     if args.out:

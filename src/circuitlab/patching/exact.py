@@ -141,11 +141,15 @@ def sweep(
         res = sweep(model, clean, corrupted, metric, site="z", by=("layer", "head"))
         res.top(5)
     """
-    if executor is not None:
-        from circuitlab import distributed
+    return _sharded_sweep(model, clean_tokens, corrupted_tokens, metric, site, by, direction, layers=layers,
+                          fast=fast, max_memory=max_memory, progress=progress, executor=executor)
 
-        return distributed.sweep(model, clean_tokens, corrupted_tokens, metric, site, by, direction, layers=layers,
-                                 fast=fast, max_memory=max_memory, executor=executor)
+
+def _sweep_shard(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric: Metric,
+                 site: str = "resid_pre", by: Sequence[str] | str = ("layer", "pos"), direction: str = "denoising", *,
+                 layers: Optional[Sequence[int]] = None, fast: bool = True, max_memory: int = DEFAULT_MAX_MEMORY,
+                 progress: bool = True) -> Result:
+    """One shard of :func:`sweep` (its arguments, ``layers`` a shard's layers): the sweep in this process."""
     started = time.perf_counter()
     model = as_model(model)
     spec = get_site(site)
@@ -595,3 +599,53 @@ class _Engine:
         grouped = self.site.name in ("k", "v") and heads != self.model.cfg.n_heads
         out["head"] = [f"KV{h}" if grouped else f"H{h}" for h in range(heads)]
         return out
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Sharding (the executor contract, circuitlab.engine.executor): split the layers, run each shard with
+# _sweep_shard, gather the layer axis. One process is one shard: the plain sweep, on the caller's model.
+# ---------------------------------------------------------------------------------------------------------
+
+def _sharded_sweep(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric: Metric, site: str,
+                   by: Sequence[str] | str, direction: str, *, layers: Optional[Sequence[int]], fast: bool,
+                   max_memory: int, progress: bool, executor: Any) -> Result:
+    """:func:`sweep` on ``executor``: its layers shared out among the workers (interleaved, for balance) and the
+    parts put back along the layer axis in the caller's order."""
+    import dataclasses  # imported here to keep this section self-contained
+    from pathlib import Path
+
+    from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
+    from circuitlab.models.identity import model_source
+
+    started = time.perf_counter()
+    loaded = as_model(model)
+    ex, owned = as_executor(executor)
+    try:
+        axes = parse_by(get_site(site), by)
+        layer_list = check_layers(loaded, layers)
+        check_max_memory(max_memory)
+        groups = (split(layer_list, shard_count(ex, len(layer_list)), interleave=True) if "layer" in axes
+                  else [layer_list])
+        shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, site=site,
+                       by=by, direction=direction, layers=layers if len(groups) == 1 else g, fast=fast,
+                       max_memory=max_memory, progress=progress and executor is None) for g in groups]
+        source = model_source(model, loaded) if isinstance(model, (str, Path)) else loaded
+        parts, record = run_shards(ex, source, _sweep_shard, shards)
+    finally:
+        if owned:
+            ex.close()
+    first = parts[0]
+    if len(parts) == 1:
+        return first if executor is None else dataclasses.replace(first, meta={**first.meta, "executor": record})
+    dim = first.axes.index("layer")
+    order = [l for g in groups for l in g]
+    perm = torch.tensor([order.index(l) for l in layer_list])
+    values = torch.cat([p.values for p in parts], dim=dim)
+    values = values.index_select(dim, perm.to(values.device))
+    labels = dict(first.labels)
+    joined = [lab for p in parts for lab in p.labels["layer"]]
+    labels["layer"] = [joined[i] for i in perm.tolist()]
+    meta = {**first.meta, "layers": layer_list, "n_patches": int(values.numel()),
+            "seconds": time.perf_counter() - started, "executor": record,
+            "peak_chunk_bytes": max(p.meta.get("peak_chunk_bytes", 0) for p in parts)}
+    return dataclasses.replace(first, values=values, labels=labels, meta=meta)

@@ -187,20 +187,37 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     return Reproduction(finding, name, measurement, time.perf_counter() - started, seed)
 
 
-def _run_remote(_model, finding_id: str, seed: Optional[int]) -> tuple:
-    """A worker's run of one finding (it loads the finding's model itself): what comes back is the measurement."""
-    r = run(finding_id, seed=seed)
-    return r.model, r.measurement, r.seconds, r.seed
+def _run_findings(_model, findings: list, seed: Optional[int], progress: bool = False) -> list[tuple]:
+    """One shard of :func:`run_many`: each finding run on its default model (loaded here: a finding's model is
+    its own), ``(model, measurement, seconds, seed)`` for each."""
+    from circuitlab.core import progress_bar
+
+    out = []
+    for f in progress_bar(findings, progress=progress and len(findings) > 1, desc="findings", unit="finding"):
+        r = run(f, seed=seed)
+        out.append((r.model, r.measurement, r.seconds, r.seed))
+    return out
 
 
-def run_many(chosen: list, seed: Optional[int] = None, executor: Any = None) -> list[Reproduction]:
-    """:func:`run` for every finding of ``chosen`` (ids or Findings) on its default model: here one after another,
-    or with ``executor`` (``"ray"`` or an executor of :mod:`circuitlab.distributed`) one finding per shard on the
-    workers, in the order given."""
+def run_many(chosen: list, seed: Optional[int] = None, executor: Any = None, *,
+             progress: bool = False) -> list[Reproduction]:
+    """:func:`run` for every finding of ``chosen`` (ids or Findings) on its default model, in the order given. The
+    findings are the shards: here one after another (``executor=None``), or with ``executor`` (``"ray"`` or an
+    executor of :mod:`circuitlab.engine.executor` / :mod:`circuitlab.distributed`) shared out among the workers,
+    finding ``i`` to worker ``i % workers``. ``progress``: a bar over the findings run in this process."""
+    from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
+
     chosen = [get_finding(f) if isinstance(f, str) else f for f in chosen]
-    if executor is None:
-        return [run(f, seed=seed) for f in chosen]
-    from circuitlab.distributed import run_shards
-
-    parts, _ = run_shards(executor, None, _run_remote, [dict(finding_id=f.id, seed=seed) for f in chosen])
-    return [Reproduction(f, *part) for f, part in zip(chosen, parts)]
+    if not chosen:
+        return []
+    ex, owned = as_executor(executor)
+    try:
+        blocks = split(range(len(chosen)), shard_count(ex, len(chosen)), interleave=True)
+        shards = [dict(findings=[chosen[i] for i in block], seed=seed, progress=progress and executor is None)
+                  for block in blocks]
+        parts, _ = run_shards(ex, None, _run_findings, shards)
+    finally:
+        if owned:
+            ex.close()
+    done = {i: part for block, shard in zip(blocks, parts) for i, part in zip(block, shard)}
+    return [Reproduction(f, *done[i]) for i, f in enumerate(chosen)]
