@@ -30,8 +30,8 @@ from torch import Tensor
 from circuitlab.core import answer_ids, check_distinct_answers, check_pos, metric_name
 from circuitlab.errors import InputError
 
-Answers = Union[str, int, Sequence[Union[str, int]], Tensor]
-Positions = Union[int, Sequence[int], Tensor]
+Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
+Positions = Union[int, Sequence[int], Int[Tensor, "*batch"]]
 
 
 def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, "batch"]:
@@ -74,7 +74,8 @@ def can_split(metric) -> bool:
 
 
 def select_logits(
-    logits: Float[Tensor, "batch pos d_vocab"], positions: Int[Tensor, "batch k"], columns: Optional[Tensor]
+    logits: Float[Tensor, "batch pos d_vocab"], positions: Int[Tensor, "batch k"],
+    columns: Optional[Int[Tensor, "batch c"]],
 ) -> Float[Tensor, "batch k c"]:
     """``logits[b, positions[b, j], columns[b, c]]``: the entries a declarative metric reads."""
     positions = positions.to(logits.device)
@@ -248,7 +249,7 @@ class Normalized(LogitMetric):
             raise NotImplementedError
         return self.metric.reads(batch, seq_len)
 
-    def from_selected(self, selected: Tensor) -> Tensor:
+    def from_selected(self, selected: Float[Tensor, "... batch k c"]) -> Float[Tensor, "..."]:
         return self._scale(self.metric.from_selected(selected))
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
