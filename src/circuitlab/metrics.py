@@ -27,7 +27,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import answer_ids, check_distinct_answers, check_pos, metric_name
+from circuitlab.core import Prompts, answer_ids, check_distinct_answers, check_pos, metric_name
 from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
@@ -154,7 +154,7 @@ class LogitDiff(LogitMetric):
         self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
         self.name = "logit_diff"
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], Int[Tensor, "batch 2"]]:
         correct = _resolve_answers(self.correct, batch, self.model, "correct answer")
         wrong = _resolve_answers(self.wrong, batch, self.model, "wrong answer")
         check_distinct_answers(correct, wrong, self.model, what="correct")
@@ -181,7 +181,7 @@ class Probability(LogitMetric):
         self.name = "log_prob" if log else "prob"
         self._ids: Optional[Tensor] = None
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], None]:
         self._ids = _resolve_answers(self.answer, batch, self.model)
         return _resolve_positions(self.pos, batch, seq_len), None
 
@@ -217,7 +217,7 @@ class Normalized(LogitMetric):
         self.name = f"normalized {metric_name(metric)}"
 
     @classmethod
-    def fit(cls, metric, model, clean_tokens, corrupted_tokens) -> "Normalized":
+    def fit(cls, metric, model, clean_tokens: Prompts, corrupted_tokens: Prompts) -> "Normalized":
         """Measure ``metric`` on the clean and corrupted runs of ``model`` and normalise between them."""
         from circuitlab.core import as_model, to_tokens
 
@@ -244,7 +244,7 @@ class Normalized(LogitMetric):
     def _scale(self, value: Tensor) -> Tensor:
         return (value - self.corrupted) / (self.clean - self.corrupted)
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch k"], Optional[Int[Tensor, "batch c"]]]:
         if not isinstance(self.metric, LogitMetric):
             raise NotImplementedError
         return self.metric.reads(batch, seq_len)
@@ -277,7 +277,7 @@ class KLDivergence(LogitMetric):
         self._ref_logp = reference.double().log_softmax(-1)
 
     @classmethod
-    def fit(cls, model, tokens, pos: Positions = -1) -> "KLDivergence":
+    def fit(cls, model, tokens: Prompts, pos: Positions = -1) -> "KLDivergence":
         """The divergence from ``model``'s own predictions on ``tokens`` at ``pos`` (default: the last position)."""
         from circuitlab.core import as_model, to_tokens
 
@@ -288,7 +288,7 @@ class KLDivergence(LogitMetric):
             logits = model(tokens)
         return cls(select_logits(logits, positions, None), pos)
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], None]:
         if self.reference.shape[0] != batch:
             raise InputError(f"KLDivergence was fitted on {self.reference.shape[0]} prompts but is applied to {batch}; "
                              "fit it on the same prompts (KLDivergence.fit(model, clean_tokens)).")

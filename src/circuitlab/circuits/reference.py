@@ -77,7 +77,8 @@ class InductionLogProb:
         return logp.gather(-1, self.targets.to(logp.device)[..., None])[..., 0].mean()
 
 
-def induction_task(model: ModelLike, seq_len: int = 12, n_seqs: int = 16, seed: int = 0):
+def induction_task(model: ModelLike, seq_len: int = 12, n_seqs: int = 16, seed: int = 0
+                   ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], InductionLogProb]:
     """Clean repeated random sequences, corrupted sequences of fresh random tokens (same length, same BOS), and
     the :class:`InductionLogProb` metric. Returns ``(clean, corrupted, metric)``."""
     from circuitlab.induction import _special_ids, repeated_sequences
