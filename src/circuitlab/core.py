@@ -26,15 +26,16 @@ import weakref
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
 
 from circuitlab.errors import CircuitlabError, InputError, NonFiniteError
 
-Prompts = Union[str, Sequence[str], Tensor, Sequence[int], Sequence[Sequence[int]]]
-Answer = Union[str, int, Sequence[Union[str, int]], Tensor]
+Prompts = Union[str, Sequence[str], Int[Tensor, "pos"], Int[Tensor, "batch pos"], Sequence[int],
+                Sequence[Sequence[int]]]
+Answer = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
 ModelLike = Union[HookedTransformer, str, Any]  # a model, a TransformerBridge, or a name/path for load_model
 Head = tuple[int, int]
 
@@ -181,7 +182,8 @@ def to_tokens(model: HookedTransformer, prompts: Prompts, prepend_bos: bool | No
     return toks.long().to(device)
 
 
-def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Tensor], what: str = "answer") -> int:
+def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Int[Tensor, "..."]],
+              what: str = "answer") -> int:
     """One answer as a single token id. A string must be exactly one token (leading space included)."""
     if isinstance(answer, Tensor):
         if answer.numel() != 1:
@@ -256,8 +258,8 @@ def check_known_words(model: HookedTransformer, text: str, what: str = "the prom
     )
 
 
-def check_distinct_answers(correct: Tensor, wrong: Tensor, model: Optional[HookedTransformer] = None,
-                           what: str = "answer") -> None:
+def check_distinct_answers(correct: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"],
+                           model: Optional[HookedTransformer] = None, what: str = "answer") -> None:
     """Raise if a prompt's correct and wrong answers are the same token: their difference is 0 by construction."""
     same = (correct == wrong).nonzero().flatten().tolist()
     if same:
@@ -508,7 +510,8 @@ def final_norm(model: HookedTransformer, resid: Float[Tensor, "... d_model"]) ->
 
 
 def final_residual(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], names: Iterable[str] = (),
-                   fwd_hooks: Sequence = ()) -> tuple[Float[Tensor, "batch pos d_model"], dict[str, Tensor]]:
+                   fwd_hooks: Sequence = ()
+                   ) -> tuple[Float[Tensor, "batch pos d_model"], dict[str, Float[Tensor, "..."]]]:
     """Run ``model`` to the residual stream after its last block (before the final norm), without unembedding.
 
     Returns that residual stream and the activations named in ``names``; ``fwd_hooks`` run as usual (e.g. an
@@ -533,7 +536,7 @@ def final_residual(model: HookedTransformer, tokens: Int[Tensor, "batch pos"], n
     return captured[final], captured
 
 
-def softcap(logits: Tensor, cap: Optional[float]) -> Tensor:
+def softcap(logits: Float[Tensor, "..."], cap: Optional[float]) -> Float[Tensor, "..."]:
     """Gemma-style output soft cap ``cap * tanh(x / cap)``, as TransformerLens applies it (off when cap <= 0)."""
     if cap is None or cap <= 0:
         return logits
@@ -620,7 +623,8 @@ def row_chunks(n_rows: int, bytes_per_row: int, max_memory: int) -> list[slice]:
 # Non-finite values: say where they come from
 # ---------------------------------------------------------------------------------------------------------
 
-def check_finite(model: HookedTransformer, tokens: Optional[Tensor], what: str, *tensors: Optional[Tensor]) -> None:
+def check_finite(model: HookedTransformer, tokens: Optional[Int[Tensor, "batch pos"]], what: str,
+                 *tensors: Optional[Shaped[Tensor, "..."]]) -> None:
     """Raise :class:`~circuitlab.errors.NonFiniteError` if any of ``tensors`` holds NaN or inf, naming where the
     non-finite values first appear in ``model`` on ``tokens`` (a weight, or the first hook in forward order).
 
@@ -635,7 +639,7 @@ def check_finite(model: HookedTransformer, tokens: Optional[Tensor], what: str, 
     )
 
 
-def where_nonfinite(model: HookedTransformer, tokens: Optional[Tensor]) -> str:
+def where_nonfinite(model: HookedTransformer, tokens: Optional[Int[Tensor, "batch pos"]]) -> str:
     """Where NaN or inf first appear: a parameter's name, else the first hook (and prompt) on ``tokens``."""
     params = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
     if params:

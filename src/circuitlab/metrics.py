@@ -27,11 +27,11 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import answer_ids, check_distinct_answers, check_pos, metric_name
+from circuitlab.core import Prompts, answer_ids, check_distinct_answers, check_pos, metric_name
 from circuitlab.errors import InputError
 
-Answers = Union[str, int, Sequence[Union[str, int]], Tensor]
-Positions = Union[int, Sequence[int], Tensor]
+Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
+Positions = Union[int, Sequence[int], Int[Tensor, "*batch"]]
 
 
 def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, "batch"]:
@@ -74,7 +74,8 @@ def can_split(metric) -> bool:
 
 
 def select_logits(
-    logits: Float[Tensor, "batch pos d_vocab"], positions: Int[Tensor, "batch k"], columns: Optional[Tensor]
+    logits: Float[Tensor, "batch pos d_vocab"], positions: Int[Tensor, "batch k"],
+    columns: Optional[Int[Tensor, "batch c"]],
 ) -> Float[Tensor, "batch k c"]:
     """``logits[b, positions[b, j], columns[b, c]]``: the entries a declarative metric reads."""
     positions = positions.to(logits.device)
@@ -153,7 +154,7 @@ class LogitDiff(LogitMetric):
         self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
         self.name = "logit_diff"
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], Int[Tensor, "batch 2"]]:
         correct = _resolve_answers(self.correct, batch, self.model, "correct answer")
         wrong = _resolve_answers(self.wrong, batch, self.model, "wrong answer")
         check_distinct_answers(correct, wrong, self.model, what="correct")
@@ -180,7 +181,7 @@ class Probability(LogitMetric):
         self.name = "log_prob" if log else "prob"
         self._ids: Optional[Tensor] = None
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], None]:
         self._ids = _resolve_answers(self.answer, batch, self.model)
         return _resolve_positions(self.pos, batch, seq_len), None
 
@@ -216,7 +217,7 @@ class Normalized(LogitMetric):
         self.name = f"normalized {metric_name(metric)}"
 
     @classmethod
-    def fit(cls, metric, model, clean_tokens, corrupted_tokens) -> "Normalized":
+    def fit(cls, metric, model, clean_tokens: Prompts, corrupted_tokens: Prompts) -> "Normalized":
         """Measure ``metric`` on the clean and corrupted runs of ``model`` and normalise between them."""
         from circuitlab.core import as_model, to_tokens
 
@@ -243,12 +244,12 @@ class Normalized(LogitMetric):
     def _scale(self, value: Tensor) -> Tensor:
         return (value - self.corrupted) / (self.clean - self.corrupted)
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch k"], Optional[Int[Tensor, "batch c"]]]:
         if not isinstance(self.metric, LogitMetric):
             raise NotImplementedError
         return self.metric.reads(batch, seq_len)
 
-    def from_selected(self, selected: Tensor) -> Tensor:
+    def from_selected(self, selected: Float[Tensor, "... batch k c"]) -> Float[Tensor, "..."]:
         return self._scale(self.metric.from_selected(selected))
 
     def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
@@ -276,7 +277,7 @@ class KLDivergence(LogitMetric):
         self._ref_logp = reference.double().log_softmax(-1)
 
     @classmethod
-    def fit(cls, model, tokens, pos: Positions = -1) -> "KLDivergence":
+    def fit(cls, model, tokens: Prompts, pos: Positions = -1) -> "KLDivergence":
         """The divergence from ``model``'s own predictions on ``tokens`` at ``pos`` (default: the last position)."""
         from circuitlab.core import as_model, to_tokens
 
@@ -287,7 +288,7 @@ class KLDivergence(LogitMetric):
             logits = model(tokens)
         return cls(select_logits(logits, positions, None), pos)
 
-    def reads(self, batch: int, seq_len: int):
+    def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], None]:
         if self.reference.shape[0] != batch:
             raise InputError(f"KLDivergence was fitted on {self.reference.shape[0]} prompts but is applied to {batch}; "
                              "fit it on the same prompts (KLDivergence.fit(model, clean_tokens)).")

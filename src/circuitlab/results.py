@@ -28,6 +28,7 @@ from dataclasses import fields
 from typing import Any, Callable, Optional, Protocol, Sequence, runtime_checkable
 
 import torch
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
 from circuitlab.errors import InputError
@@ -134,7 +135,7 @@ class Result(Rendered):
         meta: anything else worth keeping (seeds, settings, per-prompt values...).
     """
 
-    values: Tensor
+    values: Shaped[Tensor, "*axes"]
     axes: tuple[str, ...]
     labels: dict[str, list[str]] = field(default_factory=dict)
     title: str = ""
@@ -229,7 +230,7 @@ class TopTokens(Result):
     the same tokens as strings, nested like ``values.tolist()``.
     """
 
-    token_ids: Optional[Tensor] = None
+    token_ids: Optional[Int[Tensor, "*axes"]] = None
     tokens: list = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -243,7 +244,8 @@ class TopTokens(Result):
         super().__post_init__()
 
     @classmethod
-    def from_scores(cls, scores: Tensor, k: int, strings: Callable[[Tensor], list[str]], *,
+    def from_scores(cls, scores: Float[Tensor, "... vocab"], k: int,
+                    strings: Callable[[Int[Tensor, "n"]], list[str]], *,
                     axes: Sequence[str], largest: bool = True, **fields: Any) -> "TopTokens":
         """The ``k`` best columns of ``scores [..., vocab]`` (lowest first with ``largest=False``).
 

@@ -72,12 +72,13 @@ class InductionLogProb:
         self.targets = clean[:, start + 1: stop + 1].clone()
         self.start, self.stop = start, stop
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
         logp = logits[:, self.start: self.stop].log_softmax(-1)
         return logp.gather(-1, self.targets.to(logp.device)[..., None])[..., 0].mean()
 
 
-def induction_task(model: ModelLike, seq_len: int = 12, n_seqs: int = 16, seed: int = 0):
+def induction_task(model: ModelLike, seq_len: int = 12, n_seqs: int = 16, seed: int = 0
+                   ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], InductionLogProb]:
     """Clean repeated random sequences, corrupted sequences of fresh random tokens (same length, same BOS), and
     the :class:`InductionLogProb` metric. Returns ``(clean, corrupted, metric)``."""
     from circuitlab.induction import _special_ids, repeated_sequences
@@ -176,7 +177,8 @@ def _induction_reference(model, seq_len: int, n_seqs: int, seed: int, threshold:
 
 
 @torch.no_grad()
-def edge_patched_value(model, graph: Graph, clean: Tensor, corrupted: Tensor, metric, edge: Edge) -> float:
+def edge_patched_value(model, graph: Graph, clean: Int[Tensor, "batch pos"], corrupted: Int[Tensor, "batch pos"],
+                       metric, edge: Edge) -> float:
     """The metric on ``clean`` with one edge corrupted: receiver ``edge[1]`` reads sender ``edge[0]``'s output from
     the ``corrupted`` run, every other reader the clean one (exact, one forward pass per run)."""
     from circuitlab.circuits.eap import _capture_senders, _stack_senders, receiver_inputs

@@ -233,7 +233,8 @@ def pad_token_id(model, pad_token: Any = None) -> int:
 
 
 def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
-                        keep_bos: bool = False, x: Optional[Tensor] = None) -> tuple[Tensor, str]:
+                        keep_bos: bool = False, x: Optional[Float[Tensor, "batch pos ..."]] = None
+                        ) -> tuple[Float[Tensor, "batch pos ..."], str]:
     """The baseline activation at ``hook`` for prompts ``tokens``, and a description of it (see the module
     docstring). With ``keep_bos`` and prompts that begin with BOS, the reference input keeps its BOS token and the
     baseline equals the input at position 0 (so BOS gets no attribution). ``x``: the input's activation there,
@@ -266,7 +267,8 @@ def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, base
 # The metric
 # ---------------------------------------------------------------------------------------------------------
 
-def forward_for_metric(model, tokens: Int[Tensor, "batch pos"], fwd_hooks: Sequence, metric) -> Tensor:
+def forward_for_metric(model, tokens: Int[Tensor, "batch pos"], fwd_hooks: Sequence, metric
+                       ) -> Union[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_vocab"]]:
     """Run ``model`` on ``tokens`` with ``fwd_hooks`` as far as ``metric`` needs: for a declarative circuitlab
     metric (one that says which logits it reads) the final residual stream ``[batch, pos, d_model]``, whose
     readout :func:`metric_from` computes at those positions and vocabulary columns only; else the logits."""
@@ -276,7 +278,8 @@ def forward_for_metric(model, tokens: Int[Tensor, "batch pos"], fwd_hooks: Seque
     return model.run_with_hooks(tokens, fwd_hooks=list(fwd_hooks))
 
 
-def metric_from(model, out: Tensor, metric, what: str) -> Tensor:
+def metric_from(model, out: Union[Float[Tensor, "batch pos d_model"], Float[Tensor, "batch pos d_vocab"]], metric,
+                what: str) -> Float[Tensor, ""]:
     """``metric`` on the output of :func:`forward_for_metric`, checked: one number, differentiable where
     gradients are being taken."""
     if is_declarative(metric):
@@ -313,7 +316,7 @@ def metric_from(model, out: Tensor, metric, what: str) -> Tensor:
 def integrated_gradients(
     model: ModelLike,
     prompts: Prompts,
-    metric: Union[LogitMetric, Callable[[Tensor], Tensor]],
+    metric: Union[LogitMetric, Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]],
     *,
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
@@ -358,7 +361,7 @@ def integrated_gradients(
 def gradient_x_input(
     model: ModelLike,
     prompts: Prompts,
-    metric: Union[LogitMetric, Callable[[Tensor], Tensor]],
+    metric: Union[LogitMetric, Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]],
     *,
     hook: str = "hook_embed",
     baseline: Baseline = "zero",

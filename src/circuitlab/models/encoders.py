@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Float, Int
 from transformer_lens import HookedEncoder, HookedTransformerConfig
 
 from circuitlab.errors import CircuitlabError, InputError
@@ -29,9 +30,9 @@ class SentenceEncoder(HookedEncoder):
         self,
         input: Any,
         return_type: str | None = "hidden",
-        token_type_ids: torch.Tensor | None = None,
-        one_zero_attention_mask: torch.Tensor | None = None,
-    ):
+        token_type_ids: Int[torch.Tensor, "batch pos"] | None = None,
+        one_zero_attention_mask: Int[torch.Tensor, "batch pos"] | None = None,
+    ) -> Float[torch.Tensor, "batch pos d_model"] | None:
         if return_type in ("logits", "predictions"):
             raise CircuitlabError(
                 f"{self.cfg.model_name} is a sentence encoder with no masked-LM head, so it has no "
@@ -114,7 +115,7 @@ def load_bert_sentence_encoder(path: str | Path, device: str | None = None, name
     return model
 
 
-def embed_sentences(model: HookedEncoder, texts: list[str] | str) -> torch.Tensor:
+def embed_sentences(model: HookedEncoder, texts: list[str] | str) -> Float[torch.Tensor, "n_texts d_model"]:
     """Sentence embeddings as sentence-transformers makes them for all-MiniLM-L6-v2: the mean of the final
     hidden states over the real (non-padding) tokens, scaled to unit length. Shape ``[n_texts, d_model]``."""
     if isinstance(texts, str):

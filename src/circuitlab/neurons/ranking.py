@@ -151,12 +151,12 @@ def word_labels(acts: WordActivations, task: Optional[str], labels: Any) -> list
     return acts.labels(task)
 
 
-def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Tensor]:
+def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Int[Tensor, "k"]]:
     """Row indices of the train, dev and test sentences (the probes' split)."""
     return split_rows(acts.sentence, len(acts.sentences), split, split_seed)[0]
 
 
-def encode(values: Sequence[Any]) -> tuple[Tensor, list]:
+def encode(values: Sequence[Any]) -> tuple[Int[Tensor, "n"], list]:
     """Labels as class ids (classes sorted by their text) and the classes."""
     classes = sorted(set(values), key=str)
     if len(classes) < 2:
@@ -165,7 +165,8 @@ def encode(values: Sequence[Any]) -> tuple[Tensor, list]:
     return torch.tensor([index[v] for v in values]), classes
 
 
-def grid(scores: Tensor, where: Tensor, n_hooks: int) -> Tensor:
+def grid(scores: Float[Tensor, "neurons"], where: Int[Tensor, "neurons 2"],
+         n_hooks: int) -> Float[Tensor, "hook neuron"]:
     """Per-column scores laid out as ``[hook, neuron]`` (NaN where a hook is narrower than the widest)."""
     width = int(where[:, 1].max()) + 1
     out = torch.full((n_hooks, width), float("nan"), dtype=scores.dtype)
@@ -173,12 +174,12 @@ def grid(scores: Tensor, where: Tensor, n_hooks: int) -> Tensor:
     return out
 
 
-def order_of(scores: Tensor) -> Tensor:
+def order_of(scores: Float[Tensor, "n"]) -> Int[Tensor, "n"]:
     """Column indices best first: by score, descending; ties by column index (a stable order)."""
     return torch.sort(scores, descending=True, stable=True).indices
 
 
-def neuron_names(where: Tensor, layers: Sequence[str], order: Tensor) -> list[str]:
+def neuron_names(where: Int[Tensor, "neurons 2"], layers: Sequence[str], order: Int[Tensor, "k"]) -> list[str]:
     return [f"{layers[int(where[j, 0])]} N{int(where[j, 1])}" for j in order.tolist()]
 
 

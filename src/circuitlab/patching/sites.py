@@ -26,6 +26,8 @@ import re
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
+from jaxtyping import Int
+from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from circuitlab.core import Prompts, to_tokens
@@ -118,7 +120,9 @@ def parse_by(site: Site, by: Sequence[str] | str) -> tuple[str, ...]:
     return names
 
 
-def prepare_tokens(model: HookedTransformer, clean: Prompts, corrupted: Prompts, direction: str):
+def prepare_tokens(model: HookedTransformer, clean: Prompts, corrupted: Prompts, direction: str
+                   ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], Int[Tensor, "batch pos"],
+                              Int[Tensor, "batch pos"]]:
     """Clean and corrupted tokens checked against each other, ordered as (base run, source of patches).
 
     ``"denoising"`` (TransformerLens's default) runs the corrupted prompt and patches in clean activations;

@@ -42,7 +42,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
 from circuitlab.core import check_count, progress_bar
@@ -65,7 +65,7 @@ def t_quantile(df: int) -> float:
     return _T975[df - 1] if 1 <= df <= len(_T975) else 1.96
 
 
-def ci95(values: Tensor, dim: int = -1) -> Tensor:
+def ci95(values: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
     """Half-width of the 95% t-interval of the mean along ``dim`` (NaN for fewer than two values)."""
     n = values.shape[dim]
     if n < 2:
@@ -78,7 +78,7 @@ def ci95(values: Tensor, dim: int = -1) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                    seed: int = 0) -> dict[str, Tensor]:
+                    seed: int = 0) -> dict[str, Int[Tensor, "k"]]:
     """Sentence indices for ``"train"``, ``"dev"`` and ``"test"``: a seeded shuffle cut at ``fractions``
     (each split at least one sentence)."""
     if len(fractions) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in fractions) \
@@ -188,7 +188,8 @@ class EarlyStopping:
 
 
 def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, kind: str = "linear", *,
-                x_dev: Optional[Tensor] = None, y_dev: Optional[Tensor] = None, seed: int = 0,
+                x_dev: Optional[Float[Tensor, "n_dev d"]] = None, y_dev: Optional[Int[Tensor, "n_dev"]] = None,
+                seed: int = 0,
                 weight_decay: Optional[float] = None, hidden: int = 256, max_iter: int = 100,
                 epochs: int = 100, lr: float = 3e-3, batch_size: int = 512, patience: int = 3,
                 dtype: torch.dtype = torch.float32) -> Probe:
@@ -302,7 +303,7 @@ class _Split:
 
 
 def split_rows(row_sentence: Int[Tensor, "rows"], n_sentences: int, fractions: Sequence[float], seed: int,
-               what: str = "aligned word") -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+               what: str = "aligned word") -> tuple[dict[str, Int[Tensor, "k"]], dict[str, Int[Tensor, "k"]]]:
     """The rows (words, spans, examples) of each split of the sentences (:func:`split_sentences`), given each
     row's sentence index: ``(rows, sentences)``, each a dict over ``train``/``dev``/``test``. A split without a
     row is an error naming ``what`` it lacks."""
@@ -402,7 +403,8 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
                   model=acts.model, task=task, meta=meta)
 
 
-def sentence_features(acts: WordActivations, hook: str) -> tuple[Float[Tensor, "n_sentences d"], Tensor]:
+def sentence_features(acts: WordActivations,
+                      hook: str) -> tuple[Float[Tensor, "n_sentences d"], Bool[Tensor, "n_sentences"]]:
     """Each sentence's representation at ``hook``: the mean of its aligned words' rows; and a ``[n_sentences]``
     bool mask of the sentences that have at least one aligned word (the others get zeros)."""
     x = acts[hook].float()

@@ -226,7 +226,8 @@ def _features(layers: list[Tensor], rows: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, n_classes: int,
-                     train: Tensor, dev: Tensor, *, pool: str = "mean", proj: int = 256, hidden: int = 256,
+                     train: Int[Tensor, "n_train"], dev: Int[Tensor, "n_dev"], *,
+                     pool: str = "mean", proj: int = 256, hidden: int = 256,
                      seed: int = 0, lr: float = 1e-3, epochs: int = 20, batch_size: int = 256,
                      patience: int = 3, mix_lr: float = 10.0) -> EdgeProbe:
     """An :class:`EdgeProbe` over ``layers`` (one ``[n_words, d]`` matrix per hook), trained on the examples
@@ -258,7 +259,7 @@ def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encode
 
 
 @torch.no_grad()
-def accuracy(probe: EdgeProbe, layers: Sequence[Tensor], data: _Encoded, idx: Tensor,
+def accuracy(probe: EdgeProbe, layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, idx: Int[Tensor, "k"],
              batch_size: int = 1024) -> float:
     """The share of examples ``idx`` whose argmax class is the label."""
     probe.eval()

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory, model_name, progress_bar,
@@ -54,7 +55,7 @@ class HeadSweep(Result):
 DIRECTIONS = ("dependent", "head")
 
 
-def pieces_matrix(pieces: Sequence[Sequence[int]], n_tokens: int) -> Tensor:
+def pieces_matrix(pieces: Sequence[Sequence[int]], n_tokens: int) -> Float[Tensor, "n_words n_tokens"]:
     """``[n_words, n_tokens]``: 1 where a token belongs to a word (the tokens of each word, from the alignment)."""
     m = torch.zeros(len(pieces), n_tokens)
     for w, p in enumerate(pieces):
@@ -62,7 +63,8 @@ def pieces_matrix(pieces: Sequence[Sequence[int]], n_tokens: int) -> Tensor:
     return m
 
 
-def to_word_attention(pattern: Tensor, pieces: Sequence[Sequence[int]]) -> Tensor:
+def to_word_attention(pattern: Float[Tensor, "... q k"],
+                      pieces: Sequence[Sequence[int]]) -> Float[Tensor, "... n_words n_words"]:
     """Token attention ``[..., q, k]`` as word attention ``[..., n_words, n_words]``: mean over the attending
     word's tokens, sum over the attended word's tokens; tokens of no word are dropped."""
     m = pieces_matrix(pieces, pattern.shape[-1]).to(pattern.dtype)
@@ -72,7 +74,8 @@ def to_word_attention(pattern: Tensor, pieces: Sequence[Sequence[int]]) -> Tenso
 
 @torch.no_grad()
 def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None, *,
-                   max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = True) -> tuple[list[Optional[Tensor]], int]:
+                   max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = True
+                   ) -> tuple[list[Optional[Float[Tensor, "layer head n_words n_words"]]], int]:
     """Per sentence, word-level attention ``[layer, head, n_words, n_words]`` (None for a sentence with a word
     that could not be aligned), and the number of such sentences; one forward pass per batch of sentences."""
     model = as_any_model(model)
@@ -134,7 +137,8 @@ def _relations(sentences: Sequence[Sentence], relations: Any, min_count: int) ->
     return relations
 
 
-def score_heads(attention: Sequence[Optional[Tensor]], sentences: Sequence[Sentence], relations: Any = None, *,
+def score_heads(attention: Sequence[Optional[Float[Tensor, "layer head n_words n_words"]]], sentences: Sequence[Sentence],
+                relations: Any = None, *,
                 direction: str = "dependent", min_count: int = 20, max_offset: int = 5) -> Result:
     """Accuracy per (relation, layer, head) of word-level ``attention`` (one ``[layer, head, n, n]`` per
     sentence, or None to leave it out) at finding each dependency (see the module notes), with the fixed-offset

@@ -46,10 +46,10 @@ from __future__ import annotations
 import functools
 import time
 from collections import defaultdict
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int
+from jaxtyping import Float, Int, Real
 from torch import Tensor, nn
 
 from circuitlab.core import check_count, progress_bar
@@ -151,7 +151,7 @@ def _ranks(v: Tensor) -> Tensor:
     return ranks
 
 
-def spearman(a: Tensor, b: Tensor) -> float:
+def spearman(a: Real[Tensor, "n"], b: Real[Tensor, "n"]) -> float:
     """Spearman's rank correlation of two vectors (average ranks for ties); NaN if either is constant."""
     ra, rb = _ranks(a.detach().double().flatten()), _ranks(b.detach().double().flatten())
     ra, rb = ra - ra.mean(), rb - rb.mean()
@@ -166,8 +166,8 @@ def _length_average(by_length: dict[int, list[float]]) -> float:
     return sum(means) / len(means) if means else float("nan")
 
 
-def score_trees(pred_dist: Sequence[Tensor], pred_depth: Sequence[Tensor], sentences: Sequence[Sentence]
-                ) -> dict[str, float]:
+def score_trees(pred_dist: Sequence[Float[Tensor, "n n"]], pred_depth: Sequence[Float[Tensor, "n"]],
+                sentences: Sequence[Sentence]) -> dict[str, float]:
     """UUAS, DSpr, root accuracy and NSpr of predicted distance matrices and depths against the sentences' gold
     trees (see the module notes). Either prediction list may be empty (its measures are then NaN)."""
     correct = total = 0
@@ -225,7 +225,7 @@ class StructuralProbe(nn.Module):
         self.B = nn.Parameter(torch.empty(rank, d_in).uniform_(-0.05, 0.05))
         self.register_buffer("scale", torch.tensor(float(scale)))
 
-    def forward(self, h: Float[Tensor, "batch n d"]) -> Tensor:
+    def forward(self, h: Float[Tensor, "batch n d"]) -> Union[Float[Tensor, "batch n n"], Float[Tensor, "batch n"]]:
         """``[batch, n, n]`` squared distances (distance probe) or ``[batch, n]`` squared norms (depth probe)."""
         z = (h / self.scale) @ self.B.T
         if self.kind == "depth":
@@ -263,8 +263,9 @@ def _loss(probe: StructuralProbe, h: Tensor, y: Tensor, mask: Tensor, lengths: T
     return per.mean()
 
 
-def train_structural_probe(acts: Tensor, rows: list[Tensor], sentences: list[Sentence], kind: str = "distance", *,
-                           dev_rows: Optional[list[Tensor]] = None, dev_sentences: Optional[list[Sentence]] = None,
+def train_structural_probe(acts: Float[Tensor, "rows d"], rows: list[Int[Tensor, "n"]], sentences: list[Sentence],
+                           kind: str = "distance", *, dev_rows: Optional[list[Int[Tensor, "n"]]] = None,
+                           dev_sentences: Optional[list[Sentence]] = None,
                            rank: int = 64, seed: int = 0, lr: float = 1e-3, epochs: int = 40, batch_size: int = 20,
                            patience: int = 4) -> StructuralProbe:
     """Train a distance or depth probe on sentences (each ``rows[k]``: the rows of ``acts`` holding sentence
@@ -300,7 +301,8 @@ def train_structural_probe(acts: Tensor, rows: list[Tensor], sentences: list[Sen
 
 
 @torch.no_grad()
-def predict(probe: StructuralProbe, acts: Tensor, rows: list[Tensor]) -> list[Tensor]:
+def predict(probe: StructuralProbe, acts: Float[Tensor, "rows d"], rows: list[Int[Tensor, "n"]]
+            ) -> list[Union[Float[Tensor, "n n"], Float[Tensor, "n"]]]:
     """Per sentence, the probe's predicted squared distances ``[n, n]`` or depths ``[n]``."""
     out = []
     for r in rows:
@@ -325,7 +327,7 @@ def example_index(sentences: Sequence[Sentence], lengths: tuple[int, int] = EXAM
     return min(range(len(sentences)), key=lambda k: (max(0, lo - len(sentences[k]), len(sentences[k]) - hi), k))
 
 
-def sentence_rows(acts: WordActivations) -> tuple[dict[int, Tensor], int]:
+def sentence_rows(acts: WordActivations) -> tuple[dict[int, Int[Tensor, "n"]], int]:
     """Rows of each sentence whose every word has a row (in word order), and how many sentences were left out."""
     rows: dict[int, list[int]] = defaultdict(list)
     for r, (s, w) in enumerate(zip(acts.sentence.tolist(), acts.word.tolist())):

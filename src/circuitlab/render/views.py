@@ -33,7 +33,7 @@ VIEW_CLASS = "cl-view"
 SIGNIFICANT_DIGITS = 4
 
 
-def round_significant(x: Tensor, digits: int = SIGNIFICANT_DIGITS) -> Tensor:
+def round_significant(x: Float[Tensor, "*shape"], digits: int = SIGNIFICANT_DIGITS) -> Float[Tensor, "*shape"]:
     """``x`` (as float64) rounded to ``digits`` significant digits, so each number prints short in JSON."""
     x = x.detach().double()
     finite = torch.isfinite(x) & (x != 0)
