@@ -8,6 +8,7 @@ import torch
 
 import circuitlab
 from circuitlab import testing, tracing
+from circuitlab.engine import blocks
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.tasks.factual import Fact
 from circuitlab.testing import ARCHITECTURES, random_model, reference_trace
@@ -41,7 +42,7 @@ def test_trace_equals_the_one_restoration_per_pass_reference(arch, window):
 
 
 def test_without_the_key_value_shortcut_still_equals_the_reference(monkeypatch):
-    monkeypatch.setattr(tracing, "SELF_CHECK_TOLERANCE", -1.0)  # every self-check fails
+    monkeypatch.setattr(blocks, "SELF_CHECK_TOLERANCE", -1.0)  # every self-check fails
     model = random_model("llama", n_layers=3)
     res = trace(model, TOKENS, SPAN, ANSWER, window=2, samples=2, progress=False)
     assert "every position" in res.meta["engine"]
