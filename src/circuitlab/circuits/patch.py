@@ -43,7 +43,8 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
    from its positions and columns only; any other callable gets full logits per mask. Nothing after the last
    block reads other positions, so the last block runs only from the first position read on, with the keys and
    values of the earlier positions computed (with their corrections) into a key/value cache entry; this runs
-   only on configurations where :mod:`circuitlab.patching.exact` verifies key/value reuse.
+   only under the block runner's one rule for key/value reuse (:mod:`circuitlab.engine.blocks`: a verified
+   configuration and a start-up self-check on the clean run).
 
 The same masks are evaluated with plain hooks and one forward per mask by the reference in the tests.
 """
@@ -64,7 +65,8 @@ from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.eap import capture_senders, compute_dtype, receiver_inputs, stack_senders
 from circuitlab.circuits.graph import Edge, Graph
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             final_norm, progress_bar, readout, row_bytes, softcap, to_tokens)
+                             progress_bar, readout, row_bytes, to_tokens)
+from circuitlab.engine.blocks import BlockRunner, gather_positions, read_logits
 from circuitlab.errors import InputError
 from circuitlab.metrics import KLDivergence, Metric, bind_metric, is_declarative
 from circuitlab.patching.sites import scalar
@@ -104,6 +106,8 @@ class EdgePatcher:
     Attributes:
         graph: the model's graph.
         passes: batched forward passes run so far; ``masks_run``: masks evaluated so far.
+        engine: the block runner's key/value reuse decision (``kv_reuse``, ``last_block``, ``why``) for the
+            last-block shortcut.
     """
 
     def __init__(self, model: HookedTransformer, clean_t: Int[Tensor, "batch pos"],
@@ -122,6 +126,9 @@ class EdgePatcher:
             keep |= {f"blocks.{layer}.hook_resid_mid" for layer in range(cfg.n_layers)}
         if cfg.positional_embedding_type == "shortformer":  # added to queries and keys, not to the stream
             keep.add("hook_pos_embed")
+        kv_names = [(f"blocks.{layer}.attn.hook_k", f"blocks.{layer}.attn.hook_v") for layer in range(cfg.n_layers)]
+        if all(is_declarative(m) for m in self.metrics):  # the clean keys and values, for the block runner's check
+            keep |= {name for pair in kv_names for name in pair}
         outputs: dict[str, Tensor] = {}
 
         def cache(name: str):
@@ -138,6 +145,7 @@ class EdgePatcher:
             self.clean_mlp_stream = [outputs.get(f"blocks.{layer}.hook_resid_mid", self.clean_resid[layer])
                                      for layer in range(cfg.n_layers)]
             self.pos_embed = outputs.get("hook_pos_embed") if cfg.positional_embedding_type == "shortformer" else None
+            clean_kv = [(outputs[k], outputs[v]) for k, v in kv_names] if kv_names[0][0] in outputs else None
             clean = stack_senders(model, graph, outputs)  # [sender, batch, pos, d_model]
             if ablation == "zero":
                 ablated = torch.zeros_like(clean)
@@ -171,7 +179,7 @@ class EdgePatcher:
         for i, node in enumerate(graph.receivers):
             self.receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
         with receiver_inputs(model, split_qkv=False):
-            self.first_read = self._first_read()
+            self.first_read = self._first_read(clean_kv)
         with torch.no_grad():
             self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
 
@@ -202,15 +210,22 @@ class EdgePatcher:
         touched = masks.any(0).any(0).nonzero().flatten().tolist()
         return min([self.graph.receivers[r].layer for r in touched], default=self.model.cfg.n_layers)
 
-    def _first_read(self) -> int:
+    def _first_read(self, clean_kv: Optional[list[tuple[Tensor, Tensor]]]) -> int:
         """The first position any metric reads, when the last block may run from it on alone (else 0).
 
         That shortcut reuses keys and values of earlier positions through TransformerLens's key/value cache
-        entries, so it runs only where :func:`circuitlab.patching.exact.kv_reuse_blockers` finds the model's
-        configuration verified (with grouped-query attention ungrouped for the receivers, it is not)."""
-        from circuitlab.patching.exact import kv_reuse_blockers
-
-        if not all(is_declarative(m) for m in self.metrics) or kv_reuse_blockers(self.model):
+        entries, so it runs only under the block runner's one rule (:class:`circuitlab.engine.blocks.BlockRunner`:
+        a verified configuration, with the receivers' inputs as this patcher sets them, and a start-up self-check
+        on the clean run); :attr:`engine` records the decision. (With grouped-query attention ungrouped for the
+        receivers, the configuration is not verified.)"""
+        if clean_kv is None:
+            self.engine = {"kv_reuse": False, "last_block": False,
+                           "why": "a metric that is not declarative may read any position: every position is computed"}
+            return 0
+        runner = BlockRunner(self.model, self.clean_resid + [self.clean_final], [k for k, _ in clean_kv],
+                             [v for _, v in clean_kv], self.pos_embed)
+        self.engine = runner.describe()
+        if not runner.kv_reuse:
             return 0
         return min(int(m.reads(self.batch, self.seq_len)[0].min()) for m in self.metrics)
 
@@ -488,26 +503,15 @@ class EdgePatcher:
         return out
 
     def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int, offset: int = 0) -> Float[Tensor, "n metric"]:
-        """Each metric on each mask's rows of the final residual stream (only the logits it reads); ``resid``
-        holds positions ``offset...``."""
+        """Each metric on each mask's rows of the final residual stream (only the logits it reads, by the block
+        runner's readout); ``resid`` holds positions ``offset...``."""
         B = self.batch
         values = []
         for metric in self.metrics:
             if is_declarative(metric):
                 positions, columns = metric.reads(B, self.seq_len)
-                positions = positions - offset
-                index = einops.repeat(positions.to(resid.device), "b k -> (n b) k d", n=n, d=resid.shape[-1])
-                x = resid.gather(1, index)
-                if columns is None:
-                    logits = readout(self.model, x)
-                else:
-                    cols = einops.repeat(columns.to(resid.device), "b c -> (n b) c", n=n)
-                    x = final_norm(self.model, x)
-                    logits = einops.einsum(x, self.model.W_U[:, cols], "r k d, d r c -> r k c") + \
-                        self.model.b_U[cols][:, None, :]
-                    logits = softcap(logits, self.model.cfg.output_logits_soft_cap)
-                grouped = einops.rearrange(logits, "(n b) k c -> n b k c", n=n)
-                values.append(metric.from_selected(grouped).double().cpu().reshape(n))
+                logits = read_logits(self.model, gather_positions(resid, positions, n, offset), n, B, columns)
+                values.append(metric.from_selected(logits).double().cpu().reshape(n))
             else:
                 logits = readout(self.model, resid)
                 values.append(torch.tensor([scalar(metric(logits[i * B:(i + 1) * B])) for i in range(n)],
