@@ -466,3 +466,39 @@ def test_path_patch_head_grammar():
 
 
 # -- command line --------------------------------------------------------------------------------------------------
+
+
+GEMMA3_CASES = [CASES[i] for i in (0, 2, 4, 6, 8)]
+
+
+@pytest.mark.parametrize("site,by,tl_fn", GEMMA3_CASES, ids=[case_id(c) for c in GEMMA3_CASES])
+def test_gemma3_shape_reuses_keys_and_values_with_transformer_lens_numbers(site, by, tl_fn):
+    """A random Gemma-3-shaped model (per-head q/k norms after hook_k, sandwich norms, local windows shorter than
+    the prompt, one key/value head) is a verified configuration: key/value reuse and the last-block shortcut run,
+    and the numbers are TransformerLens's."""
+    model = model_of("gemma3")
+    clean, corrupted = prompts()
+    _, clean_cache = model.run_with_cache(clean)
+    with torch.no_grad():
+        ref = tl_fn(model, corrupted, clean_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, site, by, progress=False)
+    engine = ours.meta["engine"]
+    assert engine["kv_reuse"] and engine["last_block"] and "self-check passed" in engine["why"]
+    assert ours.shape == tuple(ref.shape) and ref.abs().max() > 0.1
+    assert (ours.values - ref).abs().max() < TOL
+
+
+def test_gemma3_keys_must_be_normalised_before_reuse(monkeypatch):
+    """hook_k fires before Gemma-3's per-head k_norm: reusing the hooked keys unnormalised would be wrong, and the
+    start-up self-check says so (the sweep then takes the exact path with the same numbers)."""
+    from circuitlab.engine.blocks import BlockRunner
+
+    monkeypatch.setattr(BlockRunner, "cached_keys", lambda self, layer, keys: keys)
+    model = model_of("gemma3")
+    clean, corrupted = prompts()
+    _, clean_cache = model.run_with_cache(clean)
+    with torch.no_grad():
+        ref = tlp.get_act_patch_resid_pre(model, corrupted, clean_cache, METRIC)
+    ours = sweep(model, clean, corrupted, METRIC, "resid_pre", ("layer", "pos"), progress=False)
+    assert not ours.meta["engine"]["kv_reuse"] and "self-check failed" in ours.meta["engine"]["why"]
+    assert (ours.values - ref).abs().max() < TOL

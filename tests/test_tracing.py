@@ -8,6 +8,7 @@ import torch
 
 import circuitlab
 from circuitlab import testing, tracing
+from circuitlab.engine import blocks
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.tasks.factual import Fact
 from circuitlab.testing import ARCHITECTURES, random_model, reference_trace
@@ -41,7 +42,7 @@ def test_trace_equals_the_one_restoration_per_pass_reference(arch, window):
 
 
 def test_without_the_key_value_shortcut_still_equals_the_reference(monkeypatch):
-    monkeypatch.setattr(tracing, "SELF_CHECK_TOLERANCE", -1.0)  # every self-check fails
+    monkeypatch.setattr(blocks, "SELF_CHECK_TOLERANCE", -1.0)  # every self-check fails
     model = random_model("llama", n_layers=3)
     res = trace(model, TOKENS, SPAN, ANSWER, window=2, samples=2, progress=False)
     assert "every position" in res.meta["engine"]
@@ -213,3 +214,13 @@ def test_gemma_trace_equals_single_restorations():
         assert float(res.values[k, pos, layer]) == pytest.approx(want, rel=1e-3, abs=1e-6), (kind, pos, layer)
     with pytest.raises(InputError, match="answer ' ruble' is 2 tokens"):
         trace(model, prompt, subject, " ruble", progress=False)
+
+
+def test_gemma3_shape_traces_with_cached_keys_and_values():
+    """The block runner's one rule serves tracing too: a random Gemma-3-shaped model (keys normalised after
+    hook_k, local attention windows) reuses the corrupted run's keys and values, with the reference's numbers."""
+    model = random_model("gemma3", n_layers=3)
+    res = trace(model, TOKENS, SPAN, ANSWER, window=2, samples=2, seed=1, progress=False)
+    assert "cached keys and values" in res.meta["engine"]
+    assert res.values.std() > 1e-4
+    torch.testing.assert_close(res.values, reference_for(model, res), atol=1e-7, rtol=1e-5)

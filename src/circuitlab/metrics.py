@@ -21,7 +21,7 @@ the fast path and the plain call cannot disagree.
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -32,6 +32,8 @@ from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
 Positions = Union[int, Sequence[int], Int[Tensor, "*batch"]]
+#: a metric: logits ``[batch, pos, d_vocab]`` -> one number (a 0-d tensor or a float)
+Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Union[Float[Tensor, ""], float]]
 
 
 def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, "batch"]:
@@ -40,7 +42,7 @@ def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answ
     return answer_ids(model, answers, batch, what=what).cpu()
 
 
-def _resolve_positions(pos: Positions, batch: int, seq_len: int) -> Int[Tensor, "batch 1"]:
+def resolve_positions(pos: Positions, batch: int, seq_len: int) -> Int[Tensor, "batch 1"]:
     """Positions (negative ones count from the end), one per prompt, as a ``[batch, 1]`` tensor."""
     if isinstance(pos, Tensor):
         items = pos.flatten().tolist()
@@ -158,7 +160,7 @@ class LogitDiff(LogitMetric):
         correct = _resolve_answers(self.correct, batch, self.model, "correct answer")
         wrong = _resolve_answers(self.wrong, batch, self.model, "wrong answer")
         check_distinct_answers(correct, wrong, self.model, what="correct")
-        return _resolve_positions(self.pos, batch, seq_len), torch.stack([correct, wrong], dim=1)
+        return resolve_positions(self.pos, batch, seq_len), torch.stack([correct, wrong], dim=1)
 
     def rows(self, rows: slice, batch: int) -> "LogitDiff":
         part = copy.copy(self)
@@ -183,7 +185,7 @@ class Probability(LogitMetric):
 
     def reads(self, batch: int, seq_len: int) -> tuple[Int[Tensor, "batch 1"], None]:
         self._ids = _resolve_answers(self.answer, batch, self.model)
-        return _resolve_positions(self.pos, batch, seq_len), None
+        return resolve_positions(self.pos, batch, seq_len), None
 
     def rows(self, rows: slice, batch: int) -> "Probability":
         part = copy.copy(self)
@@ -283,7 +285,7 @@ class KLDivergence(LogitMetric):
 
         model = as_model(model)
         tokens = to_tokens(model, tokens)
-        positions = _resolve_positions(pos, tokens.shape[0], tokens.shape[1])
+        positions = resolve_positions(pos, tokens.shape[0], tokens.shape[1])
         with torch.no_grad():
             logits = model(tokens)
         return cls(select_logits(logits, positions, None), pos)
@@ -292,7 +294,7 @@ class KLDivergence(LogitMetric):
         if self.reference.shape[0] != batch:
             raise InputError(f"KLDivergence was fitted on {self.reference.shape[0]} prompts but is applied to {batch}; "
                              "fit it on the same prompts (KLDivergence.fit(model, clean_tokens)).")
-        positions = _resolve_positions(self.pos, batch, seq_len)
+        positions = resolve_positions(self.pos, batch, seq_len)
         if positions.shape[1] != self.reference.shape[1]:
             raise InputError("KLDivergence reads one position per prompt; its reference has "
                              f"{self.reference.shape[1]}. Refit it with KLDivergence.fit.")

@@ -12,6 +12,9 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 #: the architectures every analysis is checked on
 ARCHITECTURES = ("gpt2", "attn_only", "pythia", "llama")
+#: further shapes :func:`architecture_config` builds for the engine's tests only (the block runner's verified
+#: configurations, ``circuitlab.engine.blocks.KV_REUSE_VERIFIED``), not run through every analysis
+ENGINE_ARCHITECTURES = ("gemma3",)
 
 
 def architecture_config(arch: str, n_layers: int = 2, d_model: int = 32, n_heads: int = 4, d_vocab: int = 50,
@@ -22,6 +25,10 @@ def architecture_config(arch: str, n_layers: int = 2, d_model: int = 32, n_heads
     - ``attn_only``: LayerNorm, learned positions, no MLPs.
     - ``pythia``: rotary positions (partial rotary_dim), parallel attention + MLP, untied LayerNorms.
     - ``llama``: RMSNorm, rotary, gated SiLU MLP, grouped-query attention (fewer key/value heads).
+    - ``gemma3`` (:data:`ENGINE_ARCHITECTURES`): Gemma-3's attention: per-head query/key RMSNorms (``hook_k``
+      fires before ``k_norm``), sandwich norms around attention and MLP, local sliding-window layers (window 3)
+      with their own rotary base beside global ones, one key/value head, ``d_head`` wider than
+      ``d_model / n_heads``, gated tanh-GELU MLP.
     """
     common = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,
                   d_vocab=d_vocab, n_ctx=n_ctx, seed=seed, default_prepend_bos=True, device="cpu")
@@ -39,7 +46,17 @@ def architecture_config(arch: str, n_layers: int = 2, d_model: int = 32, n_heads
         return HookedTransformerConfig(**common, d_mlp=3 * d_model, act_fn="silu", normalization_type="RMS",
                                        final_rms=True, gated_mlp=True, positional_embedding_type="rotary",
                                        n_key_value_heads=max(1, n_heads // 2), model_name="random-llama")
-    raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES}")
+    if arch == "gemma3":
+        attn_types = ["local" if (layer + 1) % 3 else "global" for layer in range(n_layers)]
+        attn_types[-1] = "global"
+        return HookedTransformerConfig(**{**common, "d_head": 2 * d_model // n_heads}, d_mlp=2 * d_model,
+                                       act_fn="gelu_pytorch_tanh", normalization_type="RMS", final_rms=True,
+                                       gated_mlp=True, positional_embedding_type="rotary", rotary_base=1_000_000,
+                                       rotary_base_local=10_000, n_key_value_heads=1, use_qk_norm=True,
+                                       use_normalization_before_and_after=True, use_local_attn=True,
+                                       attn_types=attn_types, window_size=3,
+                                       original_architecture="Gemma3ForCausalLM", model_name="random-gemma3")
+    raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES + ENGINE_ARCHITECTURES}")
 
 
 def random_model(arch: str, seed: int = 0, **kwargs) -> HookedTransformer:

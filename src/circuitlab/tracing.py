@@ -32,17 +32,17 @@ GPT-2 XL (48 layers) and GPT-J (28 layers); by default this is scaled to shallow
 
 **Exact and fast.** :func:`circuitlab.testing.reference_trace` restores one (layer, token) per forward pass with
 hooks, as the paper's code does. :func:`trace` gives the same numbers (up to float rounding; a test checks on every
-architecture family) with far less arithmetic, using the patching engine's levers (see
-:mod:`circuitlab.patching.exact`):
+architecture family) with far less arithmetic, using the block runner's levers (see
+:mod:`circuitlab.engine.blocks`):
 
 - **batching**: every restoration at one token is a group of ``samples`` rows of one forward pass, chunked
   under ``max_memory``;
 - **start at the restored layer**: before its first restored layer a run equals the corrupted run, so its rows
   join the batch there, from the cached corrupted residual stream (a staircase: every block runs once);
 - **causal attention**: restoring token ``t`` changes no earlier position, so only positions ``t...`` are computed,
-  reading the earlier positions' keys and values from the corrupted run (TransformerLens's key/value cache,
-  filled by TransformerLens itself and checked block by block at start-up; a model that fails the check is
-  traced without this shortcut, and ``meta["engine"]`` says so). Tokens before the subject are not computed
+  reading the earlier positions' keys and values from the corrupted run, under the block runner's one safety
+  rule (:class:`circuitlab.engine.blocks.BlockRunner`: a verified configuration and a start-up self-check; a model
+  that fails it is traced without this shortcut, and ``meta["engine"]`` says so). Tokens before the subject are not computed
   at all: the clean and corrupted runs agree there, so restoring them changes nothing (their entries are
   ``P_corrupted``);
 - **read only what is needed**: the final norm and unembedding run on the last position only.
@@ -58,16 +58,15 @@ import weakref
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence, Union
 
-import einops
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_finite,
                              check_max_memory, final_residual, model_name, progress_bar, readout, row_bytes,
-                             str_tokens, to_tokens)
+                             row_chunks, str_tokens, to_tokens)
+from circuitlab.engine.blocks import BlockRunner, Replace
 from circuitlab.errors import InputError
 from circuitlab.results import Result
 
@@ -86,8 +85,6 @@ POSITION_KINDS = ("first subject token", "middle subject tokens", "last subject 
 
 #: the window the paper used, and the depth of the shallower of its two models (GPT-J)
 PAPER_WINDOW, PAPER_LAYERS = 10, 28
-#: largest difference (relative to the activation's scale) the key/value shortcut's self-check allows
-SELF_CHECK_TOLERANCE = 1e-4
 
 Subject = Union[str, tuple[int, int]]
 
@@ -404,59 +401,22 @@ class _Tracer:
             self.engine = "TransformerBridge: whole forward passes with hooks, many restorations per pass"
             self.start_of = lambda t: 0
             return
-        names = {f"blocks.{l}.hook_resid_pre" for l in range(cfg.n_layers)} | {
-            f"blocks.{cfg.n_layers - 1}.hook_resid_post"}
-        if cfg.positional_embedding_type == "shortformer":
-            names.add("hook_pos_embed")
+        names = BlockRunner.hook_names(model)
         resid, cache = final_residual(model, rows, names, hooks)
         logits = readout(model, resid[:, -1])
         check_finite(model, self.tokens, "the corrupted run (noise on the subject)", logits)
         self.corrupted_prob = self._prob(logits).mean().item()
-        self.resid_pre = [cache[f"blocks.{l}.hook_resid_pre"] for l in range(cfg.n_layers)]
-        self.resid_pre.append(cache[f"blocks.{cfg.n_layers - 1}.hook_resid_post"])
-        self.pos_embed = cache["hook_pos_embed"] if cfg.positional_embedding_type == "shortformer" else None
-        # the keys and values as TransformerLens caches them: each block run once more into an empty cache entry
-        self.kv = []
-        for l in range(cfg.n_layers):
-            entry = TransformerLensKeyValueCacheEntry.init_cache_entry(cfg, cfg.device, self.S)
-            model.blocks[l](self.resid_pre[l], shortformer_pos_embed=self.pos_embed, past_kv_cache_entry=entry)
-            self.kv.append((entry.past_keys, entry.past_values))
-        problem = self._self_check()
-        if problem is None:
+        # the corrupted run as the block runner's base run: its residual stream, keys and values, and the one rule
+        # deciding whether those keys and values may be reused
+        self.blocks = BlockRunner.from_cache(model, cache)
+        if self.blocks.kv_reuse:
             self.engine = ("block by block from the restored layer; positions from the restored token on, with the "
                            "corrupted run's cached keys and values; last position read out")
             self.start_of = lambda t: t
         else:
-            self.engine = (f"block by block from the restored layer, every position ({problem}); last position "
-                           "read out")
+            self.engine = (f"block by block from the restored layer, every position ({self.blocks.why}); last "
+                           "position read out")
             self.start_of = lambda t: 0
-
-    def _self_check(self) -> Optional[str]:
-        """Each block, run on the last position from the cached keys and values of the earlier ones, must give
-        the corrupted run's output there; ``None`` if it does, else what differed."""
-        if self.n < 2:
-            return "a one-token prompt"
-        for l in range(self.model.cfg.n_layers):
-            got = self._block(l, self.resid_pre[l][:, -1:], self.n - 1, 1)
-            want = self.resid_pre[l + 1][:, -1:]
-            err = float((got - want).abs().max() / want.abs().max().clamp_min(1e-30))
-            if not err <= SELF_CHECK_TOLERANCE:
-                return f"cached keys and values did not reproduce block {l} (relative difference {err:.2g})"
-        return None
-
-    def _block(self, layer: int, resid: Tensor, start: int, n_restorations: int) -> Tensor:
-        """Block ``layer`` on positions ``start...`` of ``resid`` (``n_restorations * samples`` rows)."""
-        model = self.model
-        entry = None
-        if start > 0:
-            keys, values = (einops.repeat(x[:, :start], "s p h d -> (r s) p h d", r=n_restorations)
-                            for x in self.kv[layer])
-            entry = TransformerLensKeyValueCacheEntry(keys, values, frozen=True)
-        pos_embed = None
-        if self.pos_embed is not None:
-            pos_embed = einops.repeat(self.pos_embed[:, start:], "b p d -> (r b) p d",
-                                      r=resid.shape[0] // self.pos_embed.shape[0])
-        return model.blocks[layer](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
 
     def _prob(self, last_logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, "rows"]:
         """Softmax probability of the answer (log-sum-exp in the logits' own precision, the rest in float64)."""
@@ -474,9 +434,8 @@ class _Tracer:
         positions = list(range(self.span[0], self.n))
         per_row = row_bytes(self.model, self.n) + 2 * 8 * cfg.d_vocab  # activations, plus one row of logits
         per_restoration = self.S * per_row
-        chunk = max(1, self.max_memory // per_restoration)
         every = [(k, l) for k in self.kinds for l in range(cfg.n_layers)]  # the restorations at each token
-        work = [(t, every[i:i + chunk]) for t in positions for i in range(0, len(every), chunk)]
+        work = [(t, every[part]) for t in positions for part in row_chunks(len(every), per_restoration, self.max_memory)]
         kind_index = {k: i for i, k in enumerate(self.kinds)}
         for t, todo in progress_bar(work, progress=progress, desc="causal tracing"):
             start = self.start_of(t)
@@ -510,31 +469,33 @@ class _Tracer:
     @torch.no_grad()
     def _restored(self, t: int, start: int, todo: list[tuple[str, int]]) -> Tensor:
         """Mean P(answer) over the samples for each restoration at token ``t``, computing positions ``start...``:
-        the staircase (rows join at their first restored layer)."""
+        the block runner's staircase (rows join at their first restored layer)."""
         cfg, S = self.model.cfg, self.S
         # a resid restoration at layer L replaces the residual stream entering block L + 1
         enter = [layer + 1 if kind == "resid" else self.layers_of(kind, layer)[0] for kind, layer in todo]
         order = sorted(range(len(todo)), key=lambda i: enter[i])
         todo, enter = [todo[i] for i in order], [enter[i] for i in order]
-        resid: Optional[Tensor] = None
-        joined = 0
-        for l in range(enter[0], cfg.n_layers + 1):
-            new = [i for i in range(joined, len(todo)) if enter[i] == l]
-            if new:
-                rows = einops.repeat(self.resid_pre[l][:, start:], "s p d -> (r s) p d", r=len(new)).clone()
-                for j, i in enumerate(new):
-                    kind, layer = todo[i]
-                    if kind == "resid":
-                        rows[j * S:(j + 1) * S, t - start] = self.clean["resid"][layer, t]
-                resid = rows if resid is None else torch.cat([resid, rows])
-                joined += len(new)
-            if l == cfg.n_layers:
-                break
-            patches = self._patches(t, todo[:joined], 0)
-            hooks = [(KINDS[kind].format(layer=l), self._hook(kind, l, rows_, t, start))
-                     for (layer_, kind), rows_ in patches.items() if layer_ == l and kind != "resid"]
-            with self.model.hooks(fwd_hooks=hooks):
-                resid = self._block(l, resid, start, joined)
+
+        def join(layer: int, groups: list[int], rows: Tensor) -> Tensor:
+            for j, i in enumerate(groups):
+                kind, restored = todo[i]
+                if kind == "resid":
+                    rows[j * S:(j + 1) * S, t - start] = self.clean["resid"][restored, t]
+            return rows
+
+        def restore(clean: Tensor):
+            def fn(act: Tensor) -> Tensor:  # in place: no gradients here, and the tensor is this pass's own
+                act[:, t - start] = clean
+                return act
+            return fn
+
+        def replacements(layer: int, joined: int) -> list[Replace]:
+            return [Replace(KINDS[kind].format(layer=layer), slice(i * S, (i + 1) * S),
+                            restore(self.clean[kind][layer, t]))
+                    for i, (kind, restored) in enumerate(todo[:joined])
+                    if kind != "resid" and layer in self.layers_of(kind, restored)]
+
+        resid = self.blocks.run(start, enter, join, replacements)
         probs = self._prob(readout(self.model, resid[:, -1]))
         means = probs.reshape(len(todo), S).mean(1)
         back = torch.empty_like(means)

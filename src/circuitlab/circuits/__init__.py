@@ -7,7 +7,7 @@
 - :func:`eap` and :func:`eap_ig` (:mod:`circuitlab.circuits.eap`): edge attribution patching and its
   integrated-gradients variant, a score for every edge from one (or ``steps``) backward passes;
 - :func:`patch_edges` (:mod:`circuitlab.circuits.patch`): exact edge patching, many edge sets per batched pass;
-  :func:`faithfulness` and :func:`faithfulness_curve`: how much of the behaviour a circuit (or its top-k edges)
+  :func:`faithfulness` and :func:`faithfulness_curve` (:mod:`circuitlab.circuits.faithfulness`): how much of the behaviour a circuit (or its top-k edges)
   carries;
 - :func:`acdc` (:mod:`circuitlab.circuits.acdc`): ACDC (Conmy et al. 2023), exact, with speculative batching;
 - :func:`roc` and :func:`roc_auc` (:mod:`circuitlab.circuits.roc`): ROC curve and AUC of any scorer against a
@@ -18,8 +18,9 @@
 from circuitlab.circuits.acdc import acdc
 from circuitlab.circuits.circuit import Circuit, Comparison
 from circuitlab.circuits.eap import eap, eap_ig, receiver_inputs
+from circuitlab.circuits.faithfulness import faithfulness, faithfulness_curve
 from circuitlab.circuits.graph import Edge, Graph, Node
-from circuitlab.circuits.patch import EdgePatcher, faithfulness, faithfulness_curve, patch_edges
+from circuitlab.circuits.patch import EdgePatcher, patch_edges
 from circuitlab.circuits.reference import induction_reference, reference_from_edges
 from circuitlab.circuits.roc import RocCurve, roc, roc_auc
 

@@ -53,7 +53,7 @@ import torch
 from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit
-from circuitlab.circuits.patch import _setup
+from circuitlab.circuits.patch import setup_patcher
 from circuitlab.core import DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, metric_name, model_name, progress_bar
 from circuitlab.errors import InputError
 
@@ -103,7 +103,7 @@ def acdc(
             or threshold < 0:
         raise InputError(f"threshold must be a finite number >= 0 (ACDC's tau, e.g. 1e-3); got {threshold!r}.")
     threshold = float(threshold)
-    model, clean_t, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+    model, clean_t, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                      max_memory=max_memory, what="ACDC")
     graph = patcher.graph
     setup_seconds = time.perf_counter() - started

@@ -157,7 +157,7 @@ NORMS = {"LayerNorm": ("center", "weight"), "LayerNormPre": ("center",), "RMSNor
          "RMSNormPre": (), "Identity": None}
 
 
-def _norm_of(model: HookedTransformer, layer: int) -> Optional[tuple[str, ...]]:
+def norm_of(model: HookedTransformer, layer: int) -> Optional[tuple[str, ...]]:
     """What block ``layer``'s ``ln1`` does (see :data:`NORMS`); an error for a norm the method does not know."""
     name = type(model.blocks[layer].ln1).__name__
     if name not in NORMS:
@@ -179,7 +179,7 @@ def _through_norm(model: HookedTransformer, layer: int, letter: str, grad: Float
     """
     attn = model.blocks[layer].attn
     W = {"q": attn.W_Q, "k": attn.W_K, "v": attn.W_V}[letter].detach().to(grad.dtype)  # [head, d_model, d_head]
-    norm = _norm_of(model, layer)
+    norm = norm_of(model, layer)
     if norm is None:
         return einops.einsum(grad, W, "b p h e, h d e -> b p h d")
     if "weight" in norm:
@@ -269,7 +269,7 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
     metric's value. ``diff`` is ``[sender, batch, pos, d_model]``; without it, it is ``corrupted`` minus this
     pass's own sender outputs. ``embed`` replaces the embedding (``blocks.0.hook_resid_pre``) when given.
     """
-    dtype = _compute_dtype(model)
+    dtype = compute_dtype(model)
     scores = torch.zeros(len(graph.senders), len(graph.receivers), dtype=dtype, device=model.cfg.device)
     # a zero that every receiver's input is shifted by: the backward pass from the metric to it runs through every
     # receiver (whose gradient hooks do the work) without computing any parameter's gradient
@@ -314,13 +314,13 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
 
     hooks = []
     for layer in range(graph.n_layers):
-        if _norm_of(model, layer) is not None:
+        if norm_of(model, layer) is not None:
             hooks += [(f"blocks.{layer}.ln1.hook_normalized", keep_norm(layer, "normalized")),
                       (f"blocks.{layer}.ln1.hook_scale", keep_norm(layer, "scale"))]
     hooks += [(name, receive(node, columns)) for name, node, columns in _receiver_hooks(graph)]
     outputs: dict[str, Tensor] = {}
     if corrupted is not None:
-        hooks = _capture_senders(model, graph, outputs) + hooks
+        hooks = capture_senders(model, graph, outputs) + hooks
     if embed is not None:
         hooks = [("blocks.0.hook_resid_pre", lambda act, hook=None: embed)] + hooks
 
@@ -332,7 +332,7 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
             raise InputError(f"the metric {metric_name(metric)!r} is not differentiable (its value has no gradient); "
                              "edge attribution needs a metric computed from the logits with torch operations.")
         if corrupted is not None:
-            state["diff"] = corrupted - _stack_senders(model, graph, outputs)
+            state["diff"] = corrupted - stack_senders(model, graph, outputs)
         torch.autograd.grad(value, zero, allow_unused=True)
     return scores, float(value.detach())
 
@@ -341,12 +341,12 @@ def _sender_outputs(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, 
                     metric) -> tuple[Float[Tensor, "sender batch pos d_model"], float]:
     """Every sender's output on ``tokens``, stacked in the graph's order, and the metric's value."""
     outputs: dict[str, Tensor] = {}
-    resid = model.run_with_hooks(tokens, fwd_hooks=_capture_senders(model, graph, outputs),
+    resid = model.run_with_hooks(tokens, fwd_hooks=capture_senders(model, graph, outputs),
                                  stop_at_layer=model.cfg.n_layers)
-    return _stack_senders(model, graph, outputs), scalar(_metric_on_resid(model, metric, resid))
+    return stack_senders(model, graph, outputs), scalar(_metric_on_resid(model, metric, resid))
 
 
-def _capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, Tensor]) -> list:
+def capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, Tensor]) -> list:
     """Hooks that keep each sender's activation (detached) in ``outputs``, by hook name."""
     def keep(name: str):
         def hook(act: Tensor, hook=None) -> None:
@@ -357,11 +357,11 @@ def _capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, 
     return [(name, keep(name)) for name in names]
 
 
-def _stack_senders(model: HookedTransformer, graph: Graph,
+def stack_senders(model: HookedTransformer, graph: Graph,
                    outputs: dict[str, Tensor]) -> Float[Tensor, "sender batch pos d_model"]:
     """The senders' outputs ``[sender, batch, pos, d_model]`` from their hooks: heads' ``z`` times their ``W_O``.
     (Senders first: the senders feeding a receiver are a prefix, a contiguous block of memory.)"""
-    dtype = _compute_dtype(model)
+    dtype = compute_dtype(model)
     pieces = [outputs["blocks.0.hook_resid_pre"].to(dtype)[None]]
     for layer in range(graph.n_layers):
         z = outputs[f"blocks.{layer}.attn.hook_z"].to(dtype)
@@ -399,7 +399,7 @@ def _metric_on_resid(model: HookedTransformer, metric, resid: Float[Tensor, "bat
     return metric.from_selected(softcap(logits, model.cfg.output_logits_soft_cap))
 
 
-def _compute_dtype(model: HookedTransformer) -> torch.dtype:
+def compute_dtype(model: HookedTransformer) -> torch.dtype:
     """Scores are summed in at least float32 (float64 models stay float64)."""
     return torch.promote_types(model.cfg.dtype, torch.float32)
 
@@ -410,7 +410,7 @@ def _bytes_per_prompt(model: HookedTransformer, graph: Graph, seq_len: int, metr
     heads' gradients at their inputs (``[3 * n_heads, d_model]`` per token, a few copies), and the senders'
     outputs on both runs and their difference."""
     cfg = model.cfg
-    size = torch.tensor([], dtype=_compute_dtype(model)).element_size()
+    size = torch.tensor([], dtype=compute_dtype(model)).element_size()
     heads = 3 * size * seq_len * 3 * cfg.n_heads * cfg.d_model
     senders = 3 * size * seq_len * len(graph.senders) * cfg.d_model
     logits = 0 if is_declarative(metric) else 2 * size * seq_len * cfg.d_vocab_out

@@ -43,7 +43,8 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
    from its positions and columns only; any other callable gets full logits per mask. Nothing after the last
    block reads other positions, so the last block runs only from the first position read on, with the keys and
    values of the earlier positions computed (with their corrections) into a key/value cache entry; this runs
-   only on configurations where :mod:`circuitlab.patching.exact` verifies key/value reuse.
+   only under the block runner's one rule for key/value reuse (:mod:`circuitlab.engine.blocks`: a verified
+   configuration and a start-up self-check on the clean run).
 
 The same masks are evaluated with plain hooks and one forward per mask by the reference in the tests.
 """
@@ -51,8 +52,6 @@ The same masks are evaluated with plain hooks and one forward per mask by the re
 from __future__ import annotations
 
 import contextlib
-import math
-import time
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import einops
@@ -63,17 +62,15 @@ from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from circuitlab.circuits.circuit import Circuit
-from circuitlab.circuits.eap import _capture_senders, _compute_dtype, _stack_senders, receiver_inputs
+from circuitlab.circuits.eap import capture_senders, compute_dtype, receiver_inputs, stack_senders
 from circuitlab.circuits.graph import Edge, Graph
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             final_norm, metric_name, model_name, progress_bar, readout, row_bytes, softcap,
-                             to_tokens)
+                             progress_bar, readout, row_bytes, to_tokens)
+from circuitlab.engine.blocks import BlockRunner, gather_positions, read_logits
 from circuitlab.errors import InputError
-from circuitlab.metrics import KLDivergence, bind_metric, is_declarative
+from circuitlab.metrics import KLDivergence, Metric, bind_metric, is_declarative
 from circuitlab.patching.sites import scalar
-from circuitlab.results import Result
 
-Metric = Callable[[Tensor], Tensor]
 ABLATIONS = ("corrupted", "mean", "zero")
 Masks = Union[Bool[Tensor, "mask edge"], Sequence[Iterable]]
 
@@ -109,6 +106,8 @@ class EdgePatcher:
     Attributes:
         graph: the model's graph.
         passes: batched forward passes run so far; ``masks_run``: masks evaluated so far.
+        engine: the block runner's key/value reuse decision (``kv_reuse``, ``last_block``, ``why``) for the
+            last-block shortcut.
     """
 
     def __init__(self, model: HookedTransformer, clean_t: Int[Tensor, "batch pos"],
@@ -119,7 +118,7 @@ class EdgePatcher:
         self.metrics = [bind_metric(m, model) for m in metrics]
         self.clean_t = clean_t
         self.batch, self.seq_len = clean_t.shape
-        self.dtype = _compute_dtype(model)
+        self.dtype = compute_dtype(model)
         cfg = model.cfg
         graph = self.graph
         keep = {f"blocks.{layer}.hook_resid_pre" for layer in range(cfg.n_layers)}
@@ -127,6 +126,9 @@ class EdgePatcher:
             keep |= {f"blocks.{layer}.hook_resid_mid" for layer in range(cfg.n_layers)}
         if cfg.positional_embedding_type == "shortformer":  # added to queries and keys, not to the stream
             keep.add("hook_pos_embed")
+        kv_names = [(f"blocks.{layer}.attn.hook_k", f"blocks.{layer}.attn.hook_v") for layer in range(cfg.n_layers)]
+        if all(is_declarative(m) for m in self.metrics):  # the clean keys and values, for the block runner's check
+            keep |= {name for pair in kv_names for name in pair}
         outputs: dict[str, Tensor] = {}
 
         def cache(name: str):
@@ -136,21 +138,22 @@ class EdgePatcher:
 
         with torch.no_grad():
             self.clean_final = model.run_with_hooks(
-                clean_t, fwd_hooks=_capture_senders(model, graph, outputs) + [(n, cache(n)) for n in keep
+                clean_t, fwd_hooks=capture_senders(model, graph, outputs) + [(n, cache(n)) for n in keep
                                                                              if n != "blocks.0.hook_resid_pre"],
                 stop_at_layer=cfg.n_layers)
             self.clean_resid = [outputs[f"blocks.{layer}.hook_resid_pre"] for layer in range(cfg.n_layers)]
             self.clean_mlp_stream = [outputs.get(f"blocks.{layer}.hook_resid_mid", self.clean_resid[layer])
                                      for layer in range(cfg.n_layers)]
             self.pos_embed = outputs.get("hook_pos_embed") if cfg.positional_embedding_type == "shortformer" else None
-            clean = _stack_senders(model, graph, outputs)  # [sender, batch, pos, d_model]
+            clean_kv = [(outputs[k], outputs[v]) for k, v in kv_names] if kv_names[0][0] in outputs else None
+            clean = stack_senders(model, graph, outputs)  # [sender, batch, pos, d_model]
             if ablation == "zero":
                 ablated = torch.zeros_like(clean)
             else:
                 outputs = {}
-                model.run_with_hooks(corrupted_t, fwd_hooks=_capture_senders(model, graph, outputs),
+                model.run_with_hooks(corrupted_t, fwd_hooks=capture_senders(model, graph, outputs),
                                      stop_at_layer=cfg.n_layers)
-                ablated = _stack_senders(model, graph, outputs)
+                ablated = stack_senders(model, graph, outputs)
                 if ablation == "mean":
                     ablated = ablated.mean(1, keepdim=True).expand_as(ablated).contiguous()
             # each layer's ablated z (what a head outputs when nothing reads its own output: see _pass)
@@ -176,7 +179,7 @@ class EdgePatcher:
         for i, node in enumerate(graph.receivers):
             self.receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
         with receiver_inputs(model, split_qkv=False):
-            self.first_read = self._first_read()
+            self.first_read = self._first_read(clean_kv)
         with torch.no_grad():
             self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
 
@@ -207,15 +210,22 @@ class EdgePatcher:
         touched = masks.any(0).any(0).nonzero().flatten().tolist()
         return min([self.graph.receivers[r].layer for r in touched], default=self.model.cfg.n_layers)
 
-    def _first_read(self) -> int:
+    def _first_read(self, clean_kv: Optional[list[tuple[Tensor, Tensor]]]) -> int:
         """The first position any metric reads, when the last block may run from it on alone (else 0).
 
         That shortcut reuses keys and values of earlier positions through TransformerLens's key/value cache
-        entries, so it runs only where :func:`circuitlab.patching.exact.kv_reuse_blockers` finds the model's
-        configuration verified (with grouped-query attention ungrouped for the receivers, it is not)."""
-        from circuitlab.patching.exact import kv_reuse_blockers
-
-        if not all(is_declarative(m) for m in self.metrics) or kv_reuse_blockers(self.model):
+        entries, so it runs only under the block runner's one rule (:class:`circuitlab.engine.blocks.BlockRunner`:
+        a verified configuration, with the receivers' inputs as this patcher sets them, and a start-up self-check
+        on the clean run); :attr:`engine` records the decision. (With grouped-query attention ungrouped for the
+        receivers, the configuration is not verified.)"""
+        if clean_kv is None:
+            self.engine = {"kv_reuse": False, "last_block": False,
+                           "why": "a metric that is not declarative may read any position: every position is computed"}
+            return 0
+        runner = BlockRunner(self.model, self.clean_resid + [self.clean_final], [k for k, _ in clean_kv],
+                             [v for _, v in clean_kv], self.pos_embed)
+        self.engine = runner.describe()
+        if not runner.kv_reuse:
             return 0
         return min(int(m.reads(self.batch, self.seq_len)[0].min()) for m in self.metrics)
 
@@ -493,26 +503,15 @@ class EdgePatcher:
         return out
 
     def _read(self, resid: Float[Tensor, "rows pos d_model"], n: int, offset: int = 0) -> Float[Tensor, "n metric"]:
-        """Each metric on each mask's rows of the final residual stream (only the logits it reads); ``resid``
-        holds positions ``offset...``."""
+        """Each metric on each mask's rows of the final residual stream (only the logits it reads, by the block
+        runner's readout); ``resid`` holds positions ``offset...``."""
         B = self.batch
         values = []
         for metric in self.metrics:
             if is_declarative(metric):
                 positions, columns = metric.reads(B, self.seq_len)
-                positions = positions - offset
-                index = einops.repeat(positions.to(resid.device), "b k -> (n b) k d", n=n, d=resid.shape[-1])
-                x = resid.gather(1, index)
-                if columns is None:
-                    logits = readout(self.model, x)
-                else:
-                    cols = einops.repeat(columns.to(resid.device), "b c -> (n b) c", n=n)
-                    x = final_norm(self.model, x)
-                    logits = einops.einsum(x, self.model.W_U[:, cols], "r k d, d r c -> r k c") + \
-                        self.model.b_U[cols][:, None, :]
-                    logits = softcap(logits, self.model.cfg.output_logits_soft_cap)
-                grouped = einops.rearrange(logits, "(n b) k c -> n b k c", n=n)
-                values.append(metric.from_selected(grouped).double().cpu().reshape(n))
+                logits = read_logits(self.model, gather_positions(resid, positions, n, offset), n, B, columns)
+                values.append(metric.from_selected(logits).double().cpu().reshape(n))
             else:
                 logits = readout(self.model, resid)
                 values.append(torch.tensor([scalar(metric(logits[i * B:(i + 1) * B])) for i in range(n)],
@@ -542,12 +541,12 @@ class _AttentionInputs:
     def __init__(self, model: HookedTransformer, layer: int, x: Float[Tensor, "rows pos d_model"],
                  pos_embed: Optional[Tensor], n: int, positions: slice = slice(None),
                  heads: Optional[list[int]] = None):
-        from circuitlab.circuits.eap import _norm_of
+        from circuitlab.circuits.eap import norm_of
 
         self.model, self.layer, self.n, self.positions = model, layer, n, positions  # x holds these positions
         # the heads whose inputs are corrected (the corrections come in this order); default: every head
         self.heads = None if heads is None or list(heads) == list(range(model.cfg.n_heads)) else list(heads)
-        self.norm = _norm_of(model, layer)  # None, or what it does: ("center", "weight")
+        self.norm = norm_of(model, layer)  # None, or what it does: ("center", "weight")
         self.attn, self.ln = model.blocks[layer].attn, model.blocks[layer].ln1
         self.pos_embed = pos_embed
         if self.norm is not None:
@@ -604,7 +603,7 @@ class _AttentionInputs:
         return K + (scale * (act - K) - as_act(proj)) / new_scale
 
 
-def _setup(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric, *, ablation: str,
+def setup_patcher(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric, *, ablation: str,
            max_memory: int, what: str, kl_pos=-1, with_kl: bool = False):
     """The model, token tensors and an :class:`EdgePatcher` reading ``metric`` (KL to the clean run when None),
     plus the KL as a second metric with ``with_kl``."""
@@ -622,11 +621,11 @@ def _setup(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, m
 
 def _clean_logits_at(model: HookedTransformer, tokens: Tensor, pos) -> Tensor:
     """The clean run's logits at ``pos`` (one per prompt), ``[batch, 1, d_vocab]``: the KL metric's reference."""
-    from circuitlab.metrics import _resolve_positions, select_logits
+    from circuitlab.metrics import resolve_positions, select_logits
 
     with torch.no_grad():
         logits = model(tokens)
-    return select_logits(logits, _resolve_positions(pos, tokens.shape[0], tokens.shape[1]), None)
+    return select_logits(logits, resolve_positions(pos, tokens.shape[0], tokens.shape[1]), None)
 
 
 def patch_edges(
@@ -669,115 +668,14 @@ def _patch_edges_shard(model: ModelLike, clean_tokens: Prompts, corrupted_tokens
                        metric: Optional[Metric] = None, *, ablation: str = "corrupted",
                        max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, "mask"]:
     """:func:`patch_edges` as one shard of all its edge sets: the call in this process."""
-    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+    model, _, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                max_memory=max_memory, what="edge patching")
     values = patcher.run(patcher.as_masks(removed), progress=progress)[:, 0]
     check_finite(model, patcher.clean_t, "the patched metric values", values)
     return values
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Faithfulness
-# ---------------------------------------------------------------------------------------------------------
-
-def faithfulness(
-    model: ModelLike,
-    clean_tokens: Prompts,
-    corrupted_tokens: Prompts,
-    circuit: Circuit,
-    metric: Optional[Metric] = None,
-    *,
-    ablation: str = "corrupted",
-    max_memory: int = DEFAULT_MAX_MEMORY,
-) -> Result:
-    """How much of the model's behaviour a circuit alone carries: run with only its edges (all others removed).
-
-    Returns a :class:`~circuitlab.results.Result` with axis ``"measure"``: ``metric recovered``
-    (``(m(circuit) - m(nothing)) / (m(full) - m(nothing))``: 0 = every edge removed, 1 = the full model) and
-    ``KL to clean`` (the circuit's last-position KL divergence from the clean run, in nats). ``meta`` holds the
-    raw metric values of the circuit, the full model and the empty circuit. ``metric`` defaults to that KL.
-    """
-    if not isinstance(circuit, Circuit):
-        raise InputError(f"faithfulness needs a Circuit; got {type(circuit).__name__}.")
-    curve = _faithfulness(model, clean_tokens, corrupted_tokens, [circuit], metric, ablation=ablation,
-                          max_memory=max_memory, progress=False)
-    values = curve.values[0]
-    return Result(values=values, axes=("measure",), labels={"measure": curve.labels["measure"]},
-                  title=f"Faithfulness of a circuit of {len(circuit)} edges", metric=curve.metric, model=curve.model,
-                  task=curve.task, meta={**curve.meta, "circuit_value": curve.meta["values"][0]})
-
-
-def faithfulness_curve(
-    model: ModelLike,
-    clean_tokens: Prompts,
-    corrupted_tokens: Prompts,
-    scores: Circuit,
-    ks: Optional[Sequence[int]] = None,
-    metric: Optional[Metric] = None,
-    *,
-    ablation: str = "corrupted",
-    max_memory: int = DEFAULT_MAX_MEMORY,
-    progress: bool = False,
-) -> Result:
-    """Faithfulness of the top-``k`` edges by ``|score|`` of a scored circuit, for each ``k`` in ``ks``.
-
-    Every ``k`` is one mask (all edges but the top ``k`` removed), all evaluated in batched passes together with
-    the full model and the empty circuit (the normalisation's two ends).
-
-    Args:
-        scores: a scored :class:`~circuitlab.circuits.circuit.Circuit` (EAP, EAP-IG, ACDC).
-        ks: numbers of edges (default: 0, 1, 2, 4, ... up to every scored edge).
-        metric, ablation, max_memory: as for :func:`patch_edges` (metric default: KL to the clean run).
-
-    Returns:
-        a :class:`~circuitlab.results.Result` ``[k, measure]``: axis ``"edges"`` (labelled by ``k``) and axis
-        ``"measure"`` (``metric recovered``, ``KL to clean``; see :func:`faithfulness`).
-    """
-    if not isinstance(scores, Circuit):
-        raise InputError(f"faithfulness needs a Circuit; got {type(scores).__name__}.")
-    if scores.scores is None:
-        raise InputError("a faithfulness curve ranks edges by |score|; this circuit has no scores. Use a scorer's "
-                         "result (eap, eap_ig, acdc), or faithfulness() for one unscored circuit.")
-    if ks is None:
-        ks = sorted({0, len(scores), *[2 ** i for i in range(int(math.log2(max(1, len(scores)))) + 1)]})
-    ks = list(ks)
-    if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ks):
-        raise InputError(f"ks must be a non-empty list of edge counts (ints >= 0); got {ks!r}.")
-    return _faithfulness(model, clean_tokens, corrupted_tokens, [scores.top(k) for k in ks], metric,
-                         ablation=ablation, max_memory=max_memory, progress=progress)
-
-
-def _faithfulness(model, clean_tokens, corrupted_tokens, circuits: list[Circuit], metric, *, ablation: str,
-                  max_memory: int, progress: bool) -> Result:
-    """Each circuit alone (every other edge removed), with the full model and the empty circuit, in one batch."""
-    started = time.perf_counter()
-    model, clean_t, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
-                                     max_memory=max_memory, what="faithfulness", with_kl=True)
-    graph = patcher.graph
-    if not graph.same_shape(circuits[0].graph):
-        raise InputError(f"the circuit belongs to a different graph ({circuits[0].graph.describe()}) than the model's "
-                         f"({graph.describe()}).")
-    full = graph.mask
-    masks = [full & ~patcher.mask_matrix(c.edges) for c in circuits] + [torch.zeros_like(full), full]
-    values = patcher.run(torch.stack(masks), progress=progress)  # [k + 2, metric (, kl)]
-    check_finite(model, clean_t, "the faithfulness values", values)
-    m, whole, nothing = values[:-2, 0], values[-2, 0], values[-1, 0]
-    kl = values[:-2, -1]
-    recovered = (m - nothing) / (whole - nothing) if abs(float(whole - nothing)) > 1e-12 else torch.full_like(m, math.nan)
-    labels = [str(len(c)) for c in circuits]
-    name = metric_name(patcher.metrics[0])
-    return Result(
-        values=torch.stack([recovered, kl], dim=1),
-        axes=("edges", "measure"),
-        labels={"edges": labels, "measure": [f"{name} recovered", "KL to clean"]},
-        title=f"Faithfulness of the top-k edges ({ablation} ablation)",
-        metric=name, model=model_name(model), task=f"{clean_t.shape[0]} prompt pair(s), {clean_t.shape[1]} tokens",
-        meta={"ablation": ablation, "values": m.tolist(), "full_value": float(whole), "empty_value": float(nothing),
-              "ks": [len(c) for c in circuits], "passes": patcher.passes, "seconds": time.perf_counter() - started},
-    )
-
-
-__all__ = ["EdgePatcher", "patch_edges", "faithfulness", "faithfulness_curve", "ABLATIONS"]
+__all__ = ["EdgePatcher", "patch_edges", "ABLATIONS"]
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -824,7 +722,7 @@ def _plan_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prom
                  max_memory: int = DEFAULT_MAX_MEMORY) -> list[Bool[Tensor, "n sender receiver"]]:
     """The edge sets of :func:`patch_edges` as masks, cut into the batches its passes take (for sharing them out
     among workers that then run exactly these passes, :func:`_run_passes`)."""
-    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+    model, _, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                max_memory=max_memory, what="edge patching")
     masks = patcher.as_masks(removed)
     step = patcher.masks_per_pass(patcher.start_layer(masks))
@@ -836,7 +734,7 @@ def _run_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Promp
                 ablation: str = "corrupted", max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, "mask"]:
     """The metric for every mask of ``passes`` (from :func:`_plan_passes`), each pass as one batched forward pass:
     the same passes, so the same numbers, as :func:`patch_edges` in one process."""
-    model, _, patcher = _setup(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
+    model, _, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                max_memory=max_memory, what="edge patching")
     values = torch.cat([patcher.run(p)[:, 0] for p in passes])  # a pass's masks fit in one pass by construction
     check_finite(model, patcher.clean_t, "the patched metric values", values)

@@ -181,7 +181,8 @@ def edge_patched_value(model, graph: Graph, clean: Int[Tensor, "batch pos"], cor
                        metric, edge: Edge) -> float:
     """The metric on ``clean`` with one edge corrupted: receiver ``edge[1]`` reads sender ``edge[0]``'s output from
     the ``corrupted`` run, every other reader the clean one (exact, one forward pass per run)."""
-    from circuitlab.circuits.eap import _capture_senders, _stack_senders, receiver_inputs
+    from circuitlab.circuits.eap import capture_senders as _capture_senders
+    from circuitlab.circuits.eap import receiver_inputs, stack_senders as _stack_senders
 
     sender, receiver = graph.check_edge(edge)
     outputs: dict[str, Tensor] = {}

@@ -19,75 +19,42 @@ one slice of one activation by its value on the other prompt (the *source*), and
 Any other callable metric still works: the engine then unembeds every position and calls the metric once per
 patch on ``[batch, pos, d_vocab]`` logits, like TransformerLens.
 
-**Which shortcuts run where.** Facts 2 and 3 need a ``HookedTransformer`` (its blocks are run one at a time);
-any other model, e.g. a ``TransformerBridge`` in compatibility mode, is patched with full forward passes and
-hooks, as TransformerLens does, still many patches per pass. Fact 4 (reusing cached keys and values, and the
-last-block shortcut built on it) is exact only where the attention's key/value cache holds exactly what
-``hook_k``/``hook_v`` hold, so it is enabled by an allowlist, not a denylist: only when every configuration
-field that shapes attention has a value the test-suite verifies (:data:`KV_REUSE_VERIFIED`), and then only after
-a self-check at start-up (each block, run on the base prompt's last position from the cached keys and values of
-the earlier ones, must reproduce the base run). Anything else takes the exact path without it.
-``Result.meta["engine"]`` records which path ran and why.
+**Which shortcuts run where.** Facts 2 to 4 run on the block runner (:class:`circuitlab.engine.blocks.BlockRunner`),
+which needs a ``HookedTransformer`` (its blocks are run one at a time); any other model, e.g. a
+``TransformerBridge`` in compatibility mode, is patched with full forward passes and hooks, as TransformerLens
+does, still many patches per pass. Fact 4 (reusing cached keys and values, and the last-block shortcut built on
+it) follows the runner's one safety rule: the configuration is in its allowlist of verified configurations
+(:data:`~circuitlab.engine.blocks.KV_REUSE_VERIFIED`) and its start-up self-check against the plain forward pass
+passes. Anything else takes the exact path without it. ``Result.meta["engine"]`` records which path ran and why.
+This module maps each site of :mod:`circuitlab.patching.sites` onto the runner's "replace this hook's value for
+these rows" (:class:`~circuitlab.engine.blocks.Replace`).
 """
 
 from __future__ import annotations
 
-import math
 import time
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence
 
 import einops
 import torch
 from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
-from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_layers,
-                             check_max_memory, final_norm, metric_name, model_name, position_labels, progress_bar,
-                             readout, row_bytes, softcap)
-from circuitlab.metrics import bind_metric, is_declarative, select_logits
+                             check_max_memory, metric_name, model_name, position_labels, progress_bar, readout,
+                             row_bytes)
+from circuitlab.engine.blocks import (KV_REUSE_VERIFIED, BlockRunner, Replace, gather_positions, group_chunks,
+                                      kv_reuse_blockers, read_logits)
+from circuitlab.metrics import Metric, bind_metric, is_declarative, select_logits
 from circuitlab.patching.sites import (Site, check_site_exists, get_site, parse_by, patch_spec, prepare_tokens,
                                        scalar, split_prompts)
 from circuitlab.results import Result
 
-Metric = Callable[[Tensor], Union[Tensor, float]]
+__all__ = ["sweep", "KV_REUSE_VERIFIED", "kv_reuse_blockers", "POSITIONS_PER_GROUP"]
 
 #: positions per causal group (see ``_Engine._groups``)
 POSITIONS_PER_GROUP = 8
-
-#: The configurations under which reusing cached keys and values (and the last-block shortcut) is verified by the
-#: test-suite: every field of ``model.cfg`` that shapes how attention computes and caches keys and values, with
-#: the values the tests cover (``circuitlab.testing.ARCHITECTURES``: GPT-2, attention-only, Pythia-style rotary
-#: with parallel attention and MLP, Llama-style RMSNorm, rotary and grouped-query attention; shortformer
-#: positions; attention-only without LayerNorm; and the HookedTransformer twins of
-#: ``circuitlab.testing.random_bridge``, converted by TransformerLens from GPT-2, GPT-NeoX and Llama checkpoints).
-#: A model with any other value takes the exact path without the shortcut. Extend this only together with a test
-#: (tests/test_patching.py, tests/test_bridges.py).
-KV_REUSE_VERIFIED: dict[str, tuple] = {
-    "attention_dir": ("causal",),
-    "positional_embedding_type": ("standard", "rotary", "shortformer"),
-    "normalization_type": (None, "LN", "LNPre", "RMS", "RMSPre"),
-    "original_architecture": (None, "GPT2LMHeadModel", "GPTNeoXForCausalLM", "LlamaForCausalLM"),
-    "use_qk_norm": (False,),
-    "clip_qkv": (None,),
-    "use_attn_in": (False,),
-    "use_split_qkv_input": (False,),
-    "use_normalization_before_and_after": (False,),
-    "ungroup_grouped_query_attention": (False,),
-    "attn_types": (None,),
-    "use_local_attn": (False,),
-    "attn_scores_soft_cap": (-1.0,),
-    "use_attention_sinks": (False,),
-    "use_logn_attn": (False,),
-    "use_dynamic_ntk_rope": (False,),
-    "use_yarn_rope": (False,),
-    "use_NTK_by_parts_rope": (False,),
-    "rotary_adjacent_pairs": (False,),
-    "scale_attn_by_inverse_layer_idx": (False,),
-    "num_experts": (None,),
-}
-
 
 def sweep(
     model: ModelLike,
@@ -208,28 +175,12 @@ def _prompt_parts(model: HookedTransformer, shape: tuple[int, int], metric, max_
     return split_prompts(batch, per_prompt, metric, max_memory)
 
 
-def kv_reuse_blockers(model) -> list[str]:
-    """Why cached keys and values may not be reused on ``model`` (empty: a verified configuration).
-
-    See :data:`KV_REUSE_VERIFIED`. Only a ``HookedTransformer`` qualifies: the shortcut runs its blocks one at a
-    time with TransformerLens's key/value cache entries.
-    """
-    if not isinstance(model, HookedTransformer):
-        return [f"the model is a {type(model).__name__}, not a HookedTransformer, so it is run whole with hooks"]
-    out = []
-    for field, verified in KV_REUSE_VERIFIED.items():
-        value = getattr(model.cfg, field, None)
-        if value not in verified:
-            out.append(f"cfg.{field}={value!r} is not a verified value ({', '.join(map(repr, verified))})")
-    return out
-
-
 class _Engine:
     """Caches of the two runs plus the batched patched forward pass. Internal to :func:`sweep`.
 
     Runners: ``"blocks"`` (a HookedTransformer: patched rows start at the patched layer, block by block) or
     ``"forward"`` (any other model: whole forward passes with hooks). ``kv_reuse`` and ``last_only`` switch the
-    causal shortcuts (fact 4) on; see :func:`kv_reuse_blockers` and :meth:`_self_check`.
+    causal shortcuts (fact 4) on, as the block runner decides (:class:`~circuitlab.engine.blocks.BlockRunner`).
     """
 
     def __init__(self, model: HookedTransformer, site: Site, by: tuple[str, ...], base: Tensor, source: Tensor,
@@ -249,7 +200,7 @@ class _Engine:
         site_hooks = {site.hook_name(layer) for layer in range(n)}
         final = f"blocks.{n - 1}.hook_resid_post"
         keep = site_hooks | {f"blocks.{layer}.hook_resid_pre" for layer in range(n)} | {final, "hook_pos_embed"}
-        keep |= {f"blocks.{layer}.attn.hook_{kv}" for layer in range(n) for kv in "kv"}
+        keep |= BlockRunner.hook_names(model) if self.runner == "blocks" else set()
         # a declarative metric needs no full logits, not even for the two unpatched runs
         return_type = None if self.select_only else "logits"
         with torch.no_grad():
@@ -277,24 +228,19 @@ class _Engine:
             self.base_value = scalar(self.metric(base_logits))
             self.source_value = scalar(self.metric(source_logits))
 
-        # reading keys/values of earlier positions from the cache (fact 4): verified configurations only, and
-        # only after the self-check; with only the last position read, the last block then needs its other
-        # positions' keys and values only
-        self.kv_reuse = self.last_only = False
+        # reading keys/values of earlier positions from the cache (fact 4): the block runner's one rule (verified
+        # configurations only, and only after its self-check); with only the last position read, the last block
+        # then needs its other positions' keys and values only
+        self.blocks: Optional[BlockRunner] = None
+        if self.runner == "blocks":
+            last = self.declarative and self.read_pos.shape[1] == 1 and bool((self.read_pos == self.seq_len - 1).all())
+            self.blocks = BlockRunner.from_cache(model, base_cache, reuse=fast, last_position=last)
+            self.kv_reuse, self.last_only, self.why = self.blocks.kv_reuse, self.blocks.last_only, self.blocks.why
+        else:
+            self.kv_reuse = self.last_only = False
+            self.why = "cached keys/values not reused: " + "; ".join(kv_reuse_blockers(model))
         if not fast:
             self.why = "fast=False: one patch per forward pass, every position, full logits"
-        elif blockers := kv_reuse_blockers(model):
-            self.why = "cached keys/values not reused: " + "; ".join(blockers)
-        else:
-            self.kv_reuse = True
-            self.last_only = (self.declarative and self.read_pos.shape[1] == 1
-                              and bool((self.read_pos == self.seq_len - 1).all()))
-            failed = self._self_check()
-            if failed:
-                self.kv_reuse = self.last_only = False
-                self.why = f"cached keys/values not reused: the start-up self-check failed ({failed})"
-            else:
-                self.why = "verified configuration (see KV_REUSE_VERIFIED); start-up self-check passed"
 
         # the sizes of the swept axes, read off the activation itself (k/v have n_key_value_heads heads)
         act = source_cache[site.hook_name(0)]
@@ -310,45 +256,6 @@ class _Engine:
         """Which path the sweep took, for ``Result.meta["engine"]``."""
         return {"runner": self.runner, "batched": self.fast, "declarative_readout": self.select_only,
                 "kv_reuse": self.kv_reuse, "last_block": self.last_only, "why": self.why}
-
-    @torch.no_grad()
-    def _self_check(self) -> Optional[str]:
-        """Check, on the base run, that the cached keys/values reproduce it; the reason if not, else None.
-
-        Each block is run on the last position of the base prompt with the cached ``hook_k``/``hook_v`` of the
-        earlier positions as its key/value cache, and must give the base run's output there; with
-        ``last_only``, so must the last-block shortcut. Costs about one block per layer on one position.
-        """
-        model, cfg, cache = self.model, self.model.cfg, self.base_cache
-        n, s = cfg.n_layers, self.seq_len - 1
-        if s < 1:
-            return None  # one position: nothing is ever read from the cache
-        tol = 1e-4 if cache["blocks.0.hook_resid_pre"].dtype in (torch.float32, torch.float64) else 1e-2
-        shortformer = cfg.positional_embedding_type == "shortformer"
-
-        def differs(got: Tensor, want: Tensor) -> Optional[float]:
-            err = float((got.float() - want.float()).abs().max())
-            return err if err > tol * (1 + float(want.float().abs().max())) else None
-
-        def resid_out(layer: int) -> Tensor:
-            return cache[f"blocks.{layer + 1}.hook_resid_pre" if layer < n - 1 else f"blocks.{n - 1}.hook_resid_post"]
-
-        for layer in range(n):
-            entry = TransformerLensKeyValueCacheEntry(cache[f"blocks.{layer}.attn.hook_k"][:, :s],
-                                                      cache[f"blocks.{layer}.attn.hook_v"][:, :s], frozen=True)
-            pos_embed = cache["hook_pos_embed"][:, s:] if shortformer else None
-            got = model.blocks[layer](cache[f"blocks.{layer}.hook_resid_pre"][:, s:], shortformer_pos_embed=pos_embed,
-                                      past_kv_cache_entry=entry)
-            err = differs(got, resid_out(layer)[:, s:])
-            if err is not None:
-                return f"block {layer} from cached keys/values differs from the base run by {err:.3g}"
-        if self.last_only:
-            pos_embed = cache["hook_pos_embed"] if shortformer else None
-            got = self._last_block(cache[f"blocks.{n - 1}.hook_resid_pre"], [], 0, pos_embed, None)
-            err = differs(got, resid_out(n - 1)[:, -1:])
-            if err is not None:
-                return f"the last-block shortcut differs from the base run by {err:.3g}"
-        return None
 
     # -- the sweep ---------------------------------------------------------------------------------------------
     def run(self, layers: list[int], progress: bool = True) -> Tensor:
@@ -374,11 +281,8 @@ class _Engine:
             group.sort(key=lambda patch: patch[0])  # by layer: a chunk's rows join the batch layer by layer
             # as many patches per forward pass as the memory bound allows (shorter rows when start > 0), in
             # chunks of equal size
-            fit = self.max_rows * self.seq_len // ((self.seq_len - start) * self.batch)
-            n_chunks = len(group) if not self.fast else math.ceil(len(group) / max(1, fit))
-            per_chunk = math.ceil(len(group) / n_chunks)
-            for i in range(0, len(group), per_chunk):
-                chunk = group[i:i + per_chunk]
+            for part in group_chunks(len(group), self.batch, self.seq_len, self.max_rows, start, self.fast):
+                chunk = group[part]
                 values = self._patched(start, chunk, other) if self.runner == "blocks" else \
                     self._forward(chunk, other)
                 for patch, value in zip(chunk, values.tolist()):
@@ -437,106 +341,57 @@ class _Engine:
 
     @torch.no_grad()
     def _patched(self, start: int, patches: list[tuple[int, tuple]], other: list[str]) -> Tensor:
-        """The metric for each patch (sorted by layer), computing positions ``start...`` only.
+        """The metric for each patch (sorted by layer), computing positions ``start...`` only, on the block runner.
 
         One forward pass serves patches at several layers: the rows of a patch at layer ``L`` join the batch at
         block ``L`` (before it, they would equal the base run, which is cached), so the batch grows layer by
         layer like a staircase and every block runs once per chunk.
         """
-        model, site, cfg = self.model, self.site, self.model.cfg
-        B = self.batch
+        site, B = self.site, self.batch
         n_total = len(patches)
         self.peak_chunk_bytes = max(self.peak_chunk_bytes,
                                     n_total * B * self.row_bytes * (self.seq_len - start) // self.seq_len)
         # a patch on resid_post of layer L is a patch on the residual stream entering block L + 1
         enter = [layer + 1 if site.name == "resid_post" else layer for layer, _ in patches]
-        resid = None
-        for l in range(enter[0], cfg.n_layers + 1):
-            joining = [i for i, e in enumerate(enter) if e == l]
-            if joining:
-                resid = self._join(resid, l, start, [patches[i] for i in joining], other)
-            if l == cfg.n_layers:
-                break
-            at_layer = [p for p in patches if p[0] == l]
-            hooks = []
-            if at_layer and site.name not in ("resid_pre", "resid_post"):
-                hooks = [(site.hook_name(l), self._patch_hook(l, start, at_layer, other))]
-            rows = resid.shape[0]
-            pos_embed = None
-            if cfg.positional_embedding_type == "shortformer":
-                pos_embed = einops.repeat(self.base_cache["hook_pos_embed"][:, start:], "b p d -> (n b) p d",
-                                          n=rows // B)
-            entry = None
-            if start > 0:  # keys and values of the unchanged earlier positions, from the base run
-                keys, vals = (einops.repeat(self.base_cache[f"blocks.{l}.attn.hook_{kv}"][:, :start],
-                                            "b p h d -> (n b) p h d", n=rows // B) for kv in "kv")
-                entry = TransformerLensKeyValueCacheEntry(keys, vals, frozen=True)
-            if l == cfg.n_layers - 1 and self.last_only and resid.shape[1] > 1:
-                out = self._last_block(resid, hooks, len(at_layer) * B if hooks else 0, pos_embed, entry)
-                late = [patches[i] for i, e in enumerate(enter) if e == cfg.n_layers]  # resid_post of this block
-                if late:
-                    out = torch.cat([out, self._join(None, cfg.n_layers, start, late, other)[:, -1:]])
-                return self._readout(out, self.seq_len - 1, n_total)
-            with model.hooks(fwd_hooks=hooks):
-                resid = model.blocks[l](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
-        return self._readout(resid, start, n_total)
+        resid_site = site.name in ("resid_pre", "resid_post")
 
-    def _last_block(self, resid: Tensor, hooks: list, hooked: int, pos_embed: Optional[Tensor],
-                    entry: Optional[TransformerLensKeyValueCacheEntry]) -> Tensor:
-        """The last block's output at the last position only (all the metric reads).
+        def join(layer: int, groups: list[int], rows: Tensor) -> Tensor:  # a resid site is patched as it joins
+            if not resid_site:
+                return rows
+            joining = [patches[i] for i in groups]
+            return self._replacement(joining[0][0], start, joining, other)(rows)
 
-        Rows without a patch in this block need, from the earlier positions, only their keys and values; those
-        rows run the block on the last position alone. The last ``hooked`` rows carry a patch in this block and
-        run it whole.
-        """
-        block, free = self.model.blocks[-1], resid.shape[0] - hooked
+        def replacements(layer: int, joined: int) -> list[Replace]:  # the patches of this layer: the newest rows
+            at_layer = [i for i in range(joined) if patches[i][0] == layer]
+            if not at_layer or resid_site:
+                return []
+            fn = self._replacement(layer, start, [patches[i] for i in at_layer], other)
+            return [Replace(site.hook_name(layer), slice(at_layer[0] * B, (at_layer[-1] + 1) * B), fn)]
 
-        def rows(sl: slice):
-            return (None if pos_embed is None else pos_embed[sl],
-                    None if entry is None else TransformerLensKeyValueCacheEntry(
-                        entry.past_keys[sl], entry.past_values[sl], frozen=True))
+        resid = self.blocks.run(start, enter, join, replacements)
+        return self._readout(resid, self.seq_len - resid.shape[1], n_total)
 
-        outs = []
-        if free:
-            pe, prefix = rows(slice(0, free))
-            normed = block.ln1(resid[:free, :-1])
-            keys_in = normed if pe is None else normed + pe[:, :-1]
-            _, k, v = block.attn.calculate_qkv_matrices(keys_in[:, :1], keys_in, normed)  # (a 1-position query)
-            if prefix is not None:
-                k, v = torch.cat([prefix.past_keys, k], dim=1), torch.cat([prefix.past_values, v], dim=1)
-            outs.append(block(resid[:free, -1:], shortformer_pos_embed=None if pe is None else pe[:, -1:],
-                              past_kv_cache_entry=TransformerLensKeyValueCacheEntry(k, v, frozen=True)))
-        if hooked:
-            pe, prefix = rows(slice(free, None))
-            with self.model.hooks(fwd_hooks=hooks):
-                outs.append(block(resid[free:], shortformer_pos_embed=pe, past_kv_cache_entry=prefix)[:, -1:])
-        return torch.cat(outs)
-
-    def _join(self, resid: Optional[Tensor], layer: int, start: int, joining: list, other: list[str]) -> Tensor:
-        """Append the rows of patches entering at ``layer``: the base residual stream (patched, for resid sites)."""
-        cfg = self.model.cfg
-        name = f"blocks.{layer}.hook_resid_pre" if layer < cfg.n_layers else f"blocks.{layer - 1}.hook_resid_post"
-        new = einops.repeat(self.base_cache[name][:, start:], "b p d -> (n b) p d", n=len(joining)).clone()
-        if self.site.name in ("resid_pre", "resid_post"):
-            new = self._patch_hook(joining[0][0], start, joining, other)(new)
-        return new if resid is None else torch.cat([resid, new])
-
-    def _patch_hook(self, layer: int, start: int, patches: list, other: list[str],
-                    rows: Optional[tuple[int, int]] = None):
-        """A hook replacing each patch's slice by the source value in that patch's batch rows.
-
-        The patches own rows ``rows[0]...rows[1]`` in order, ``batch`` rows each (default: the last
-        ``len(patches) * batch`` rows).
-        """
+    def _replacement(self, layer: int, start: int, patches: list, other: list[str]):
+        """``fn(act) -> act`` for the rows of ``patches`` (``batch`` rows each, in order): each patch's slice
+        replaced by the source value."""
         site, n, B = self.site, len(patches), self.batch
         mask = self._mask([index for _, index in patches], other, start)
         source = self.source_cache[site.hook_name(layer)]
         source = source[(slice(None),) * (1 + site.dims.index(site.pos_axis)) + (slice(start, None),)]
 
+        def replace(act: Tensor) -> Tensor:
+            grouped = act.reshape(n, B, *act.shape[1:])
+            return torch.where(mask, source[None], grouped).reshape(act.shape)
+
+        return replace
+
+    def _patch_hook(self, layer: int, start: int, patches: list, other: list[str], rows: tuple[int, int]):
+        """A hook applying :meth:`_replacement` to rows ``rows[0]...rows[1]`` (the whole-forward runner)."""
+        replace = self._replacement(layer, start, patches, other)
+
         def patch(act: Tensor, hook=None) -> Tensor:
-            lo, hi = rows if rows is not None else (act.shape[0] - n * B, act.shape[0])
-            grouped = act[lo:hi].reshape(n, B, *act.shape[1:])
-            act[lo:hi] = torch.where(mask, source[None], grouped).reshape(hi - lo, *act.shape[1:])
+            lo, hi = rows
+            act[lo:hi] = replace(act[lo:hi])
             return act
 
         return patch
@@ -562,22 +417,11 @@ class _Engine:
     @torch.no_grad()
     def _readout(self, resid: Tensor, start: int, n: int) -> Tensor:
         """The metric for each of ``n`` patches from the final residual stream of positions ``start...``."""
-        model, B = self.model, self.batch
         if self.select_only:
-            rel = (self.read_pos - start).to(resid.device)  # [B, k]
-            grouped = resid.reshape(n, B, *resid.shape[1:])
-            x = grouped.gather(2, einops.repeat(rel, "b k -> n b k d", n=n, d=resid.shape[-1]))
-            x = x.reshape(n * B, rel.shape[1], -1)
-            if self.read_cols is None:
-                logits = readout(model, x).reshape(n, B, rel.shape[1], -1)
-            else:  # each prompt's own columns of W_U: the readout of core.readout, column by column
-                x = final_norm(model, x).reshape(n, B, rel.shape[1], -1)
-                cols = self.read_cols.to(resid.device)  # [B, c]
-                w = model.W_U[:, cols]  # [d_model, B, c]
-                logits = torch.einsum("nbkd,dbc->nbkc", x, w) + model.b_U[cols][None, :, None, :]
-                logits = softcap(logits, model.cfg.output_logits_soft_cap)
+            x = gather_positions(resid, self.read_pos, n, offset=start)
+            logits = read_logits(self.model, x, n, self.batch, self.read_cols)
             return self.metric.from_selected(logits).float().cpu()
-        return self._from_logits(readout(model, resid), start, n)
+        return self._from_logits(readout(self.model, resid), start, n)
 
     def _from_logits(self, logits: Tensor, start: int, n: int) -> Tensor:
         """The metric for each of ``n`` patches from their logits ``[n * batch, pos - start, d_vocab]``."""
