@@ -200,12 +200,6 @@ def plan_batches(model: Any, al: Alignment, max_memory: int, batch_size: Optiona
     return batches_by_length([len(t) for t in al.tokens], bytes_per_row(model), max_memory, batch_size)
 
 
-def word_spans(al: Alignment, pool: str) -> list[list[tuple[int, ...]]]:
-    """Per sentence, the token positions each aligned word's row pools: all of the word's tokens (``"mean"``) or its
-    first (``"first"``); skipped words have no span (and no row)."""
-    return [[p if pool == "mean" else p[:1] for p in pieces if p] for pieces in al.pieces]
-
-
 def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: torch.dtype = torch.float32,
               batches: Optional[list[list[int]]] = None, max_memory: int = DEFAULT_MAX_MEMORY,
               batch_size: Optional[int] = None, progress: bool = False) -> dict[str, Tensor]:
@@ -214,7 +208,7 @@ def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: 
     row per aligned word, in sentence order (:func:`circuitlab.engine.collect.collect_rows`)."""
     if batches is None:
         batches = plan_batches(model, al, max_memory, batch_size)
-    return collect_rows(model, al.tokens, word_spans(al, pool), hooks, batches=batches, dtype=dtype,
+    return collect_rows(model, al.tokens, al.spans(pool), hooks, batches=batches, dtype=dtype,
                         accumulate=torch.float32, progress=progress, desc="activations")
 
 
@@ -283,5 +277,5 @@ def _sharded_rows(given: Any, model: Any, al: Alignment, sentences: Sequence[Sen
 
 #: ``check_hooks``, ``default_hooks`` and ``weights_fingerprint`` live in the collector
 #: (:mod:`circuitlab.engine.collect`) and are re-exported here for users of this module
-__all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "word_spans", "plan_batches", "check_hooks",
+__all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "plan_batches", "check_hooks",
            "default_hooks", "hook_layer_label", "weights_fingerprint", "CACHE_FORMAT"]
