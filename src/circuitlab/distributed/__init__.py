@@ -36,7 +36,6 @@ keep their model replicas)::
 How a replica is loaded and checked: :mod:`circuitlab.distributed.ray`.
 """
 
-from circuitlab.distributed._collect import collect
 from circuitlab.distributed.ray import RayExecutor
 from circuitlab.engine.executor import (Executor, InProcessExecutor, LocalExecutor, ShardError, as_executor,
                                         describe_shard, move_tensors, register_executor, run_shards, shard_count,
@@ -47,6 +46,6 @@ from circuitlab.models.identity import ModelSource, device_of, model_source, wei
 exact_fingerprint = weight_fingerprint
 
 __all__ = ["Executor", "InProcessExecutor", "LocalExecutor", "ModelSource", "RayExecutor", "ShardError",
-           "as_executor", "collect", "describe_shard", "device_of", "exact_fingerprint", "model_source",
+           "as_executor", "describe_shard", "device_of", "exact_fingerprint", "model_source",
            "move_tensors", "register_executor", "run_shards", "shard_count", "split", "weight_fingerprint",
            "worker_device"]

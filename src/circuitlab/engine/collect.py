@@ -17,7 +17,7 @@ run the model over token rows with hooks and keep a little of each activation. T
   (:mod:`circuitlab.probing.align` converts words to spans), a text's tokens without BOS, its last token;
 - **per-token activations streamed**: :func:`stream_activations`: each batch's rows with what a reader keeps of the
   hook's activation (a neuron's column, say), for running top-k scans;
-- **a disk cache** keyed by the weights' fingerprint: :class:`DiskCache`.
+- **a disk cache** keyed by the weights' fingerprint (:func:`weights_fingerprint`): :class:`DiskCache`.
 
 Decoders are padded on the right, which changes no real token's activation under causal attention; encoders get an
 attention mask. A row's activations do not depend on how rows are batched, up to floating-point rounding
@@ -45,6 +45,7 @@ from torch import Tensor
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes
 from circuitlab.errors import InputError
+from circuitlab.models.identity import weight_fingerprint
 
 T = TypeVar("T")
 
@@ -385,27 +386,41 @@ def stream_activations(model: Any, items: Iterable[T], hook: str, read: Callable
 _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
 
 
+def weights_now(model: Any) -> tuple:
+    """A cheap key for the weights' current state, finer than :func:`circuitlab.core.weight_state`: per parameter
+    its name, identity, the address of its storage (which changes when ``p.data = ...`` replaces it), ``_version``
+    (in-place changes), device, dtype and shape."""
+    return tuple((name, id(p), p.data_ptr(), p._version, str(p.device), p.dtype, tuple(p.shape))
+                 for name, p in model.named_parameters())
+
+
+class _Parameters:
+    """A model's parameters under a fresh identity, so that :func:`circuitlab.models.identity.weight_fingerprint`
+    hashes their bytes now instead of answering from its memo (kept per model object by
+    :func:`circuitlab.core.weight_state`, which does not see ``p.data = ...``)."""
+
+    def __init__(self, model: Any):
+        self._model = model
+
+    def named_parameters(self):
+        return self._model.named_parameters()
+
+
 def weights_fingerprint(model: Any) -> str:
-    """A short hash of the model's parameters, for cache keys: per parameter its name, shape, sum, norm and an
-    evenly strided sample of about 4,096 entries. Kept per model while no parameter is replaced or changed in
-    place (PyTorch's ``_version`` counters), so repeated collections do not re-read the weights."""
-    params = list(model.named_parameters())
-    state = tuple((name, id(p), p._version) for name, p in params)
+    """The weights' fingerprint for cache keys: :func:`circuitlab.models.identity.weight_fingerprint` (a hash of every
+    parameter's bytes), computed again whenever :func:`weights_now` changes: a parameter replaced, its data replaced
+    (``p.data = ...``), changed in place, moved or cast. Hashing every byte costs about 12 ns a parameter (2 s for
+    a GPT-2-small-sized model), hence the memo. Not seen: writes into ``p.data`` in place (``p.data.mul_(2)``),
+    which PyTorch does not count in any version counter; replace the tensor, or change it under ``torch.no_grad()``
+    (``p.mul_(2)``), or pass ``cache=False``."""
+    state = weights_now(model)
     try:
         known = _FINGERPRINTS.get(model)
     except TypeError:
         known = None
     if known is not None and known[0] == state:
         return known[1]
-    h = hashlib.sha256()
-    with torch.no_grad():
-        for name, p in params:
-            flat = p.detach().reshape(-1)
-            sample = flat[::max(1, flat.numel() // 4096)].float()
-            h.update(f"{name}{tuple(p.shape)}{float(flat.sum()):.8e}{float(torch.linalg.vector_norm(flat)):.8e}"
-                     .encode())
-            h.update(sample.cpu().numpy().tobytes())
-    digest = h.hexdigest()[:16]
+    digest = weight_fingerprint(_Parameters(model))
     try:
         _FINGERPRINTS[model] = (state, digest)
     except TypeError:
@@ -485,4 +500,4 @@ def text_hash(*parts: Any) -> str:
 __all__ = ["NO_POSITIONS", "is_encoder", "default_hooks", "residual_hooks", "check_hooks", "check_pool",
            "stop_layer", "stop_kwargs", "bytes_per_row", "batches_by_length", "same_length_runs", "stream_batches",
            "pad_right", "token_rows", "run_hooks", "pad_token", "collect_rows", "stream_activations",
-           "weights_fingerprint", "DiskCache", "text_hash"]
+           "weights_now", "weights_fingerprint", "DiskCache", "text_hash"]

@@ -47,10 +47,12 @@ from torch import Tensor
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_max_memory, model_name
 from circuitlab.engine.collect import (DiskCache, batches_by_length, bytes_per_row, check_hooks, check_pool,
                                        collect_rows, default_hooks, weights_fingerprint)
+from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
 from circuitlab.errors import InputError
+from circuitlab.models.identity import model_source
+from circuitlab.models.loading import as_any_model
 from circuitlab.probing.align import POOLS, Alignment, align, check_sentences
 from circuitlab.probing.data import Sentence
-from circuitlab.models.loading import as_any_model
 
 #: bump when what a cached file holds changes: older files are then ignored
 CACHE_FORMAT = 1
@@ -145,8 +147,9 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
         cache: ``True`` (the circuitlab cache directory), ``False``, or a directory.
         dtype: the stored activations' dtype.
         progress: show a progress bar over batches.
-        executor: ``None`` (this process), ``"ray"``, or an executor of :mod:`circuitlab.distributed`: the batches
-            (cut as one process cuts them) are shared out among workers that each hold a model replica.
+        executor: ``None`` (this process), ``"ray"``, ``"local"``, or an executor object
+            (:mod:`circuitlab.engine.executor`, :mod:`circuitlab.distributed`): the batches (cut as one process cuts
+            them) are shared out among workers that each hold a model replica.
 
     Returns:
         a :class:`WordActivations`; words that could not be aligned are left out and counted in ``skipped``
@@ -179,14 +182,8 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
     acts: dict[str, Tensor] = store.load(hooks, len(rows))
     todo = [h for h in hooks if h not in acts]
     if todo:
-        if executor is None:
-            computed = word_rows(model, al, todo, pool, dtype=dtype, max_memory=max_memory, batch_size=batch_size,
-                                 progress=progress)
-        else:
-            from circuitlab import distributed
-
-            computed = distributed.collect(source, model, al, sentences, todo, pool,
-                                           plan_batches(model, al, max_memory, batch_size), dtype, len(rows), executor)
+        computed = _sharded_rows(source, model, al, sentences, todo, pool, dtype=dtype, max_memory=max_memory,
+                                 batch_size=batch_size, progress=progress, executor=executor)
         acts.update(computed)
         store.save({h: computed[h] for h in todo})
     seconds = time.perf_counter() - t0
@@ -203,12 +200,6 @@ def plan_batches(model: Any, al: Alignment, max_memory: int, batch_size: Optiona
     return batches_by_length([len(t) for t in al.tokens], bytes_per_row(model), max_memory, batch_size)
 
 
-def word_spans(al: Alignment, pool: str) -> list[list[tuple[int, ...]]]:
-    """Per sentence, the token positions each aligned word's row pools: all of the word's tokens (``"mean"``) or its
-    first (``"first"``); skipped words have no span (and no row)."""
-    return [[p if pool == "mean" else p[:1] for p in pieces if p] for pieces in al.pieces]
-
-
 def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: torch.dtype = torch.float32,
               batches: Optional[list[list[int]]] = None, max_memory: int = DEFAULT_MAX_MEMORY,
               batch_size: Optional[int] = None, progress: bool = False) -> dict[str, Tensor]:
@@ -217,9 +208,16 @@ def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: 
     row per aligned word, in sentence order (:func:`circuitlab.engine.collect.collect_rows`)."""
     if batches is None:
         batches = plan_batches(model, al, max_memory, batch_size)
-    return collect_rows(model, al.tokens, word_spans(al, pool), hooks, batches=batches, dtype=dtype,
+    return collect_rows(model, al.tokens, al.spans(pool), hooks, batches=batches, dtype=dtype,
                         accumulate=torch.float32, progress=progress, desc="activations")
 
+
+# ---------------------------------------------------------------------------------------------------------
+# Sharding (the executor contract, circuitlab.engine.executor): the batches one process would run, cut as it cuts
+# them, shared out among the workers (interleaved, for balance); each shard aligns its own sentences again on its
+# replica and runs its batches (collect_shard); the rows are put back in sentence order. One process is one shard:
+# the plain call (word_rows) on the caller's model.
+# ---------------------------------------------------------------------------------------------------------
 
 def collect_shard(model: Any, sentences: Sequence[Sentence], batches: list[list[int]], hooks: list[str], pool: str,
                   dtype: torch.dtype) -> dict[str, Tensor]:
@@ -228,7 +226,56 @@ def collect_shard(model: Any, sentences: Sequence[Sentence], batches: list[list[
     return word_rows(model, align(model, sentences), hooks, pool, dtype=dtype, batches=batches)
 
 
+def _one_shard(model: Any, al: Alignment, hooks: list[str], pool: str, dtype: torch.dtype, max_memory: int,
+               batch_size: Optional[int], progress: bool) -> dict[str, Tensor]:
+    """The whole collection as one shard (one worker: the plain call)."""
+    return word_rows(model, al, hooks, pool, dtype=dtype, max_memory=max_memory, batch_size=batch_size,
+                     progress=progress)
+
+
+def _sharded_rows(given: Any, model: Any, al: Alignment, sentences: Sequence[Sentence], hooks: list[str], pool: str,
+                  *, dtype: torch.dtype, max_memory: int, batch_size: Optional[int], progress: bool,
+                  executor: Any) -> dict[str, Tensor]:
+    """:func:`word_rows` on ``executor`` (``None``: this process). ``given``: the caller's model argument (a name or
+    directory is what workers load); ``model``: the model loaded from it."""
+    ex, owned = as_executor(executor)
+    try:
+        source = model_source(given, model) if isinstance(given, (str, Path)) else model
+        if ex.workers == 1:
+            parts, _ = run_shards(ex, source, _one_shard, [dict(
+                al=al, hooks=hooks, pool=pool, dtype=dtype, max_memory=max_memory, batch_size=batch_size,
+                progress=progress and executor is None)])
+            return parts[0]
+        batches = plan_batches(model, al, max_memory, batch_size)
+        groups = split(batches, shard_count(ex, len(batches), per_worker=2), interleave=True)
+        # rows are in sentence order; a sentence's rows are contiguous, starting at starts[i]
+        counts = [sum(1 for p in pieces if p) for pieces in al.pieces]
+        starts = [0]
+        for c in counts[:-1]:
+            starts.append(starts[-1] + c)
+        shards, row_index = [], []
+        for group in groups:
+            mine = sorted(i for batch in group for i in batch)
+            local = {i: j for j, i in enumerate(mine)}
+            shards.append(dict(sentences=[sentences[i] for i in mine], batches=[[local[i] for i in b] for b in group],
+                               hooks=hooks, pool=pool, dtype=dtype))
+            row_index.append(torch.tensor([r for i in mine for r in range(starts[i], starts[i] + counts[i])],
+                                          dtype=torch.long))
+        parts, _ = run_shards(ex, source, collect_shard, shards)
+    finally:
+        if owned:
+            ex.close()
+    n_rows = sum(counts)
+    out = {}
+    for h in hooks:
+        full = torch.empty((n_rows, parts[0][h].shape[1]), dtype=dtype)
+        for rows, part in zip(row_index, parts):
+            full[rows] = part[h]
+        out[h] = full
+    return out
+
+
 #: ``check_hooks``, ``default_hooks`` and ``weights_fingerprint`` live in the collector
 #: (:mod:`circuitlab.engine.collect`) and are re-exported here for users of this module
-__all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "word_spans", "plan_batches", "check_hooks",
+__all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "plan_batches", "check_hooks",
            "default_hooks", "hook_layer_label", "weights_fingerprint", "CACHE_FORMAT"]

@@ -69,6 +69,12 @@ class Alignment:
     def n_skipped(self) -> int:
         return sum(self.skipped.values())
 
+    def spans(self, pool: str = "mean") -> list[list[tuple[int, ...]]]:
+        """Per sentence, the token positions each aligned word's row pools, for the collector
+        (:func:`circuitlab.engine.collect.collect_rows`): all of the word's tokens (``"mean"``) or its first
+        (``"first"``); a skipped word has no span (and no row)."""
+        return [[p if pool == "mean" else p[:1] for p in pieces if p] for pieces in self.pieces]
+
     def summary(self) -> str:
         """``"1,234 words, 3 skipped (2 unknown: 'Mowgli', ...; 1 no_token: ...)"``."""
         if not self.n_skipped:

@@ -42,7 +42,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory,
                              row_bytes)
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
-from circuitlab.engine.collect import batches_by_length, is_encoder
+from circuitlab.engine.collect import batches_by_length, pad_token, run_hooks, stop_layer
 from circuitlab.probing.align import align, check_sentences
 from circuitlab.probing.data import Sentence
 from circuitlab.results import Result
@@ -88,10 +88,9 @@ def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None
     todo = [i for i in range(len(sentences)) if ok[i]]
     if not todo:
         raise InputError(f"no sentence has all its words aligned to tokens ({al.summary()}).")
-    encoder = is_encoder(model)
     device = model.cfg.device if getattr(model.cfg, "device", None) is not None else "cpu"
-    pad = getattr(model.tokenizer, "pad_token_id", None)
-    pad = 0 if pad is None else int(pad)
+    pad = pad_token(model)
+    stop = stop_layer(model, [f"blocks.{l}.attn.hook_pattern" for l in layers])  # no block after the last layer read
     lengths = [len(al.tokens[i]) for i in todo]
 
     def per_row(n: int) -> int:
@@ -112,12 +111,7 @@ def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None
             patterns[layer] = act.detach().float().cpu()
 
         fwd = [(f"blocks.{l}.attn.hook_pattern", (lambda act, hook, _l=l: keep(act, hook, _l))) for l in layers]
-        tokens = tokens.to(device)
-        if encoder:
-            model.run_with_hooks(tokens, return_type=None, one_zero_attention_mask=mask.to(device),
-                                 token_type_ids=torch.zeros_like(tokens), fwd_hooks=fwd)
-        else:
-            model.run_with_hooks(tokens, return_type=None, fwd_hooks=fwd)
+        run_hooks(model, tokens.to(device), fwd, stop=stop, mask=mask)
         for b, i in enumerate(ids):
             n = len(al.tokens[i])
             stacked = torch.stack([patterns[l][b, :, :n, :n] for l in layers])  # [layer, head, q, k]
