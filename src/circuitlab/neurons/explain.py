@@ -140,10 +140,10 @@ def corpus_lines(n: int = 2000, seed: int = 0) -> list[str]:
     packages, the held-out Bible books shipped beside ``zoo/toy-lm`` (Ruth, Jonah, Titus, Philemon), a verse a
     line."""
     n = check_count(n, "n")
-    from circuitlab.probing.data import _corpus_lines
+    from circuitlab.tasks.sentences import debian_corpus_lines
 
     try:
-        kjv, cookies = _corpus_lines(seed)
+        kjv, cookies = debian_corpus_lines(seed)
     except CircuitlabError:
         from circuitlab.zoo.toy_lm import load_heldout_text
 

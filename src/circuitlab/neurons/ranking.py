@@ -63,7 +63,7 @@ from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
 from circuitlab.probing.activations import WordActivations, check_hooks, collect, hook_layer_label
 from circuitlab.probing.classifier import Probe, TASKS, split_rows
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
 METHODS = ("probe", "anova", "mi")

@@ -20,7 +20,7 @@ from circuitlab.probing.activations import WordActivations, collect, default_hoo
 from circuitlab.probing.align import Alignment
 from circuitlab.probing.classifier import control_labels, sentence_sweep, split_sentences, train_probe
 from circuitlab.probing.classifier import sweep as probe_sweep
-from circuitlab.probing.data import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
+from circuitlab.tasks.sentences import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
     write_conllu
 from circuitlab.probing.heads import head_sweep, score_heads, word_attention
 from circuitlab.probing.structural import linear_baseline, mst_edges, score_trees, train_structural_probe

@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 from circuitlab.errors import InputError
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 
 POOLS = ("mean", "first")
 

@@ -43,7 +43,7 @@ from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
 from circuitlab.probing.activations import _batches
 from circuitlab.probing.align import align, check_sentences, is_encoder
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
 
