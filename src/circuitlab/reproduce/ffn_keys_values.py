@@ -6,7 +6,7 @@ example that activates it most and compared the value's top token with the token
 the text: the two agree more and more often towards the upper layers, and hardly ever in the lower ones.
 
 Measured here in one streamed pass over a fixed synthetic corpus (fact and indirect-object sentences about the
-invented people of :mod:`circuitlab.tasks.facts`: the world shipped beside a zoo model's weights, or a world made
+invented people of :mod:`circuitlab.tasks.toy_world`: the world shipped beside a zoo model's weights, or a world made
 with the finding's seed), for ``N_NEURONS`` neurons per layer drawn with the seed: each neuron's top-activating
 position (a running maximum, so memory does not grow with the corpus) and the token after it, and the value
 vector's top token through the unembedding (the final norm's weight folded in, :func:`circuitlab.core.unembed_matrix`).
@@ -24,7 +24,7 @@ from circuitlab.ffn import _value_vectors
 from circuitlab.reproduce.logit_lens import world_dir
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.results import Result
-from circuitlab.tasks.facts import load_world, make_world, synthetic_text
+from circuitlab.tasks.toy_world import load_world, make_world, synthetic_text
 
 N_NEURONS = 256  # neurons sampled per layer (all of them where d_mlp is smaller)
 N_LINES = 400  # corpus lines of each kind (facts, indirect objects)
