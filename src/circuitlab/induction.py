@@ -38,10 +38,9 @@ from transformer_lens.utilities import get_act_name
 from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, check_count, check_finite, check_heads,
                              check_max_memory, final_residual, head_label, model_name, progress_bar, readout,
                              row_bytes, row_chunks, str_tokens, to_tokens)
-from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
-from circuitlab.tasks.repeated import (DEFAULT_N_SEQS, DEFAULT_SEQ_LEN, RepeatedTokens, bos_token_id, repeated_sequences,
-                                       special_ids)
+from circuitlab.tasks.repeated import (DEFAULT_N_SEQS, RepeatedTokens, bos_token_id, repeated_sequences, special_ids)
 
 __all__ = [
     "KINDS",

@@ -47,7 +47,6 @@ import functools
 from typing import Any, Iterable
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit

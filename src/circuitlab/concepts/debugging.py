@@ -55,7 +55,7 @@ from circuitlab.concepts.tcav import logistic_regression
 from circuitlab.core import ModelLike, as_model, check_count, check_layer, model_name
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
-from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, SIGNATURE, TRAIN_CORRELATION, Example,
+from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
                                       name_positions, shortcut_positions, shortcut_reviews)
 
 # ---------------------------------------------------------------------------------------------------------
@@ -382,7 +382,8 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
                meta=meta, **common),
         Result(torch.tensor([x["share"] for x in details], dtype=torch.float64), ("classifier",),
                {"classifier": kinds}, title="Shortcut share of integrated gradients (sum |attribution| on the "
-               "shortcut / all tokens)", metric="share of attribution mass", meta={**meta, "scale": "sequential"}, **common),
+               "shortcut / all tokens)", metric="share of attribution mass", meta={**meta, "scale": "sequential"},
+               **common),
         example)
 
 
@@ -423,7 +424,8 @@ class RegularisationResult(Bundle):
         rows = [head] + self.table()
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         m = self.accuracy.meta
-        lines = [f"Explanation regularisation ({self.accuracy.model}, layer {m['layer']}; penalty: {penalty_description(m)}); "
+        lines = [f"Explanation regularisation ({self.accuracy.model}, layer {m['layer']}; "
+                 f"penalty: {penalty_description(m)}); "
                  f"shortcut share: IG ({m['ig_steps']} steps) on signed in-distribution test inputs"]
         lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
         return "\n".join(lines)

@@ -27,8 +27,8 @@ import torch
 
 from circuitlab.core import ModelLike, as_model
 from circuitlab.metrics import LogitDiff
-from circuitlab.tasks.reviews import (ANIMALS, FRAMES, NEGATIVE, NEUTRAL, NOUNS, POSITIVE, RANDOM_WORDS, concept_texts,
-                                      random_texts, reviews)
+from circuitlab.tasks.reviews import (ANIMALS, NEGATIVE, NEUTRAL, POSITIVE, RANDOM_WORDS, concept_texts, random_texts,
+                                      reviews)
 
 #: what follows a review in the classifier's prompt, and the label words compared after it
 CUE = " Overall, the experience was"

@@ -23,8 +23,9 @@ agreement, determiner-noun agreement, negative-polarity *ever*), for tests and d
     res = score_pairs(model, template_pairs())
     print(res.to_dataframe())
 
-The pairs and their readers live in :mod:`circuitlab.tasks.minimal_pairs` (re-exported here). Scoring is batched: token sequences are grouped by length (no padding), cut into chunks under ``max_memory`` and
-each sequence's log-probabilities are summed in float64.
+The pairs and their readers live in :mod:`circuitlab.tasks.minimal_pairs` (re-exported here). Scoring is batched:
+token sequences are grouped by length (no padding), cut into chunks under ``max_memory`` and each sequence's
+log-probabilities are summed in float64.
 """
 
 from __future__ import annotations
@@ -70,7 +71,7 @@ class PairScores(Result):
 # ---------------------------------------------------------------------------------------------------------
 
 def sequence_logprob(model: ModelLike, rows: Sequence[Tensor], starts: Sequence[int], *,
-                     max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, "n"]:
+                     max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, " n"]:
     """For each 1-D token row, the summed log-probability of its tokens from position ``starts[i]`` on (each given
     all tokens before it). ``starts[i]`` must be at least 1: the first token has no context to be scored from.
 
@@ -104,7 +105,7 @@ def sequence_logprob(model: ModelLike, rows: Sequence[Tensor], starts: Sequence[
 
 
 def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos: Optional[bool] = None,
-                     max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, "n"]:
+                     max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, " n"]:
     """Each sentence's log-probability: the sum of its tokens' log-probabilities (natural log, float64).
 
     With a BOS token (the model's default) every token of the sentence is scored; without one the first token
@@ -142,7 +143,7 @@ def _continuation_row(model, prefix: str, word: str, prepend_bos: Optional[bool]
 
 def continuation_logprob(model: ModelLike, prefixes: Sequence[str], words: Sequence[str], *,
                          prepend_bos: Optional[bool] = None, max_memory: int = DEFAULT_MAX_MEMORY,
-                         progress: bool = False) -> Float[Tensor, "n"]:
+                         progress: bool = False) -> Float[Tensor, " n"]:
     """The log-probability of ``words[i]`` (all its tokens) right after ``prefixes[i]``; a space is put between
     them (a prefix's trailing whitespace is dropped first). An empty prefix scores the word as the start of a
     text (after BOS)."""

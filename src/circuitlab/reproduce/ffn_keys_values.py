@@ -20,7 +20,7 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, row_bytes, row_chunks, to_tokens, unembed_matrix
-from circuitlab.ffn import _value_vectors
+from circuitlab.ffn import value_vectors
 from circuitlab.reproduce.logit_lens import world_dir
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.results import Result
@@ -82,7 +82,7 @@ def measure(model, seed: int) -> Measurement:
     U = unembed_matrix(model)  # [d_model, d_vocab]
     rates, hits = [], []
     for l in range(cfg.n_layers):
-        top = (_value_vectors(model, l)[neurons[l]] @ U).argmax(-1).cpu()  # each value's top token
+        top = (value_vectors(model, l)[neurons[l]] @ U).argmax(-1).cpu()  # each value's top token
         hits.append(int((top == following[l]).sum()))
         rates.append(hits[-1] / n)
     half = cfg.n_layers // 2

@@ -8,10 +8,10 @@ earlier heads (S-inhibition heads) steering that attention.
 
 Measured here with circuitlab's own analyses on a fixed, seeded set of IOI prompts:
 
-- prompts (:func:`circuitlab.tasks.ioi.ioi_prompts`) from a few templates of the paper's kind, in both name orders (ABBA and BABA), with names, places and
-  objects that are single tokens for the model (checked with its tokenizer); for ``zoo/toy-lm`` the prompts
-  come from :func:`circuitlab.tasks.toy_world.ioi_sentence` with the world shipped beside its weights (held-out name
-  pairs);
+- prompts (:func:`circuitlab.tasks.ioi.ioi_prompts`) from a few templates of the paper's kind, in both name orders
+  (ABBA and BABA), with names, places and objects that are single tokens for the model (checked with its
+  tokenizer); for ``zoo/toy-lm`` the prompts come from :func:`circuitlab.tasks.toy_world.ioi_sentence` with the
+  world shipped beside its weights (held-out name pairs);
 - :class:`~circuitlab.metrics.LogitDiff` ``logit(IO) - logit(S)`` at the last position, per prompt;
 - :func:`~circuitlab.attribution.direct_logit_attribution` by head: the top three heads, their share of the
   summed positive head contributions, their layers; their attention from the final position to the IO token
@@ -23,14 +23,12 @@ Measured here with circuitlab's own analyses on a fixed, seeded set of IOI promp
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from typing import Optional
 
 import torch
 
 from circuitlab.attribution import DLAResult, direct_logit_attribution
-from circuitlab.core import final_residual, head_label, model_name, readout, to_tokens
+from circuitlab.core import final_residual, head_label, model_name, readout
 from circuitlab.errors import CircuitlabError
 from circuitlab.metrics import LogitDiff
 from circuitlab.patching import path_patch

@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from circuitlab.errors import InputError, NotApplicable
+from circuitlab.errors import CircuitlabError, InputError, NotApplicable
 
 #: the verdicts a run can give, strongest first
 VERDICTS = ("reproduced", "partly", "not reproduced", "not applicable")

@@ -36,8 +36,8 @@ class CopyTask:
 
     clean: Int[Tensor, "batch pos"]
     corrupted: Int[Tensor, "batch pos"]
-    answer: Int[Tensor, "batch"]
-    wrong: Int[Tensor, "batch"]
+    answer: Int[Tensor, " batch"]
+    wrong: Int[Tensor, " batch"]
     changed_pos: int
     description: str
 

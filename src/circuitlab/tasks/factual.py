@@ -440,7 +440,8 @@ def toy_facts(world: World, template: Optional[int] = None) -> list[Fact]:
     that the fact is stored with the person; ``template=i`` asks every fact with template ``i`` instead.
     """
     if not isinstance(world, World):
-        raise InputError(f"toy_facts needs a World (circuitlab.tasks.toy_world.load_world); got {type(world).__name__}.")
+        raise InputError(f"toy_facts needs a World (circuitlab.tasks.toy_world.load_world); got "
+                         f"{type(world).__name__}.")
     if template is not None:
         n = min(len(spec["templates"]) for spec in world.relations.values())
         if isinstance(template, bool) or not isinstance(template, int) or not 0 <= template < n:

@@ -152,7 +152,8 @@ def repeated_sequences(
 
 class InductionLogProb:
     """Mean log-probability of the correct next token over the second copy of repeated sequences: the metric of
-    :func:`circuitlab.circuits.induction_reference` (a plain callable on ``[batch, pos, d_vocab]`` logits of the clean tokens).
+    :func:`circuitlab.circuits.induction_reference` (a plain callable on ``[batch, pos, d_vocab]`` logits of the
+    clean tokens).
 
     ``targets[b, t]`` is the token after position ``t`` of the clean sequence; positions ``start .. stop - 1`` are
     read (the second copy's ``r_1 .. r_{n-1}``, predicting ``r_2 .. r_n``)."""

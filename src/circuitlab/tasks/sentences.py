@@ -1,4 +1,4 @@
-"""Labelled sentences (the task data of probing and neurons): gold CoNLL-U files, spaCy-labelled text, and offline default data.
+"""Labelled sentences (the data of probing and neurons): gold CoNLL-U files, spaCy-labelled text, offline defaults.
 
 Every source gives the same thing, a list of :class:`Sentence`: the words of one sentence and, per word, its
 universal part of speech (``upos``), its head (1-based word index, ``0`` for the root, as in CoNLL-U), its
