@@ -40,7 +40,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, chec
                              row_bytes, row_chunks, str_tokens, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
-from circuitlab.tasks.repeated import (DEFAULT_N_SEQS, RepeatedTokens, bos_token_id, repeated_sequences, special_ids)
+from circuitlab.tasks.repeated import DEFAULT_N_SEQS, RepeatedTokens, bos_token_id, repeated_sequences, special_ids
 
 __all__ = [
     "KINDS",
@@ -57,6 +57,10 @@ __all__ = [
 
 #: the head types :func:`head_scores` measures
 KINDS = ("induction", "previous_token", "duplicate_token")
+
+# ----------------------------------------------------------------------------------------------------------
+# Inputs: the repeated sequences come from circuitlab.tasks.repeated; user tokens and their special positions
+# ----------------------------------------------------------------------------------------------------------
 
 
 def _user_tokens(model: HookedTransformer, tokens: Any) -> tuple[Tensor, Tensor]:

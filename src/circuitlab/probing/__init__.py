@@ -1,6 +1,7 @@
 """Probing: what linguistic knowledge a model's representations hold, and how much of it the probe supplies.
 
-- :mod:`~circuitlab.probing.data`: labelled sentences (:class:`Sentence`) from CoNLL-U (:func:`read_conllu`),
+- :mod:`~circuitlab.tasks.sentences` (also importable as ``circuitlab.probing.data``): labelled sentences
+  (:class:`Sentence`) from CoNLL-U (:func:`read_conllu`),
   spaCy (:func:`label_text`), a grammar with gold trees (:func:`template_sentences`), and the default offline
   data (:func:`default_sentences`: King James verses and fortune cookies from Debian, labelled by spaCy);
 - :mod:`~circuitlab.probing.align`: words to subword tokens (``align.align``), skipped words counted;

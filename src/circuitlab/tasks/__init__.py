@@ -18,8 +18,15 @@ Tasks sit below the analyses: they import only ``errors``, ``results``, ``core``
 
 from circuitlab.tasks.copying import CopyTask, copy_task
 from circuitlab.tasks.factual import FACTS, Fact, known_facts, known_facts_report, toy_facts
-from circuitlab.tasks.repeated import RepeatedTokens, repeated_tokens
+from circuitlab.tasks.ioi import ioi_groups, ioi_prompts
+from circuitlab.tasks.minimal_pairs import MinimalPair, read_blimp, template_pairs
+from circuitlab.tasks.repeated import RepeatedTokens, induction_task, repeated_sequences, repeated_tokens
+from circuitlab.tasks.reviews import concept_texts, random_texts, reviews, shortcut_reviews
+from circuitlab.tasks.sentences import Sentence, default_sentences, read_conllu, template_sentences
 from circuitlab.tasks.toy_world import World, fact_sentence, ioi_sentence, load_world, make_world
 
-__all__ = ["CopyTask", "FACTS", "Fact", "RepeatedTokens", "World", "copy_task", "fact_sentence", "ioi_sentence",
-           "known_facts", "known_facts_report", "load_world", "make_world", "repeated_tokens", "toy_facts"]
+__all__ = ["CopyTask", "FACTS", "Fact", "MinimalPair", "RepeatedTokens", "Sentence", "World", "concept_texts",
+           "copy_task", "default_sentences", "fact_sentence", "induction_task", "ioi_groups", "ioi_prompts",
+           "ioi_sentence", "known_facts", "known_facts_report", "load_world", "make_world", "random_texts",
+           "read_blimp", "read_conllu", "repeated_sequences", "repeated_tokens", "reviews", "shortcut_reviews",
+           "template_pairs", "template_sentences", "toy_facts"]
