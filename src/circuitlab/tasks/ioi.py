@@ -21,8 +21,6 @@ from circuitlab.core import model_name, to_tokens
 from circuitlab.errors import NotApplicable
 from circuitlab.tasks.toy_world import ioi_sentence, load_world
 
-TOY_LM = "zoo/toy-lm"
-
 # Templates of the paper's kind (its BABA/ABBA templates), cut before the indirect object. {a} and {b} are the
 # two names in order, {s} the repeated subject.
 TEMPLATES = (
@@ -35,6 +33,7 @@ NAMES = ("Mary", "John", "Peter", "Paul", "David", "Simon", "James", "Sarah", "A
          "Tom", "Susan", "Helen", "Andrew", "Richard", "William")
 PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "station", "market", "house", "park")
 OBJECTS = ("ring", "drink", "book", "bone", "computer", "necklace", "snack", "letter", "flower", "coin")
+#: the zoo model whose prompts come from its own world (held-out name pairs), not from TEMPLATES
 TOY_LM = "zoo/toy-lm"
 
 
