@@ -52,7 +52,8 @@ class DemoOutcome:
 
 def _induction(model, seed: int, progress: bool, findings: list[str]):
     from circuitlab.core import head_label
-    from circuitlab.induction import find_induction_circuit, repeated_sequences
+    from circuitlab.induction import find_induction_circuit
+    from circuitlab.tasks.repeated import repeated_sequences
     from circuitlab.render import Section, attention_patterns
 
     circuit = find_induction_circuit(model, seed=seed, progress=progress)

@@ -148,7 +148,7 @@ class Example:
 
 def shortcut_reviews(n: int = 100, correlation: float = TRAIN_CORRELATION, *, shortcut: str = SHORTCUT,
                      names: Sequence[str] = NAMES, split: str = "train", seed: int = 0) -> list[Example]:
-    """``n`` reviews per label (:func:`circuitlab.concepts.sentiment.reviews`), each signed by a name: the shortcut
+    """``n`` reviews per label (:func:`reviews`), each signed by a name: the shortcut
     signs ``round(correlation * n)`` of the positive reviews and ``round((1 - correlation) * n)`` of the negative
     ones (chosen at random, seeded), another name from ``names`` the rest. Shuffled."""
     if isinstance(correlation, bool) or not isinstance(correlation, (int, float)) or not 0 <= correlation <= 1:
