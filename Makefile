@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.circuitlab-installed
 
-.PHONY: venv demo test test-fast bench zoo clean reproduce-table
+.PHONY: venv demo lint test test-fast bench zoo clean reproduce-table
 
 venv: $(STAMP)
 
@@ -28,7 +28,12 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(BIN)/circuitlab demo --out report.html
 
-test: venv
+# the layers as an import-linter contract (pyproject.toml [tool.importlinter]; docs/architecture.md) and ruff
+lint: venv
+	$(BIN)/lint-imports --no-cache
+	$(BIN)/ruff check src tests
+
+test: venv lint
 	@# the browser test needs headless Chromium: install Debian's where we can (root with apt-get, as in CI)
 	@if ! command -v chromedriver >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
 	  echo "installing chromium and chromium-driver for the browser test"; \

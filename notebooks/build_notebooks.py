@@ -449,7 +449,7 @@ raises the answer's logit: a few neurons do most of the work (Geva et al. 2022's
 """),
     code("""
 from circuitlab.models.loading import ZOO_DIR
-from circuitlab.tasks.facts import fact_sentence, load_world
+from circuitlab.tasks.toy_world import fact_sentence, load_world
 
 world = load_world(ZOO_DIR / "toy-lm" / "world.json")
 prompt, fact = fact_sentence(world, world.people[0], "home", 0)
@@ -489,10 +489,10 @@ Published (TransformerLens demos, ARENA): induction heads 5.1, 5.5, 6.9, 7.2, 7.
 """),
     code(SETUP),
     code("""
-from circuitlab import induction
+from circuitlab.reproduce.induction_gpt2 import check_gpt2_reference
 
 model = cl.load_model("gpt2-small")
-check = induction.check_gpt2_reference(model, seed=0)
+check = check_gpt2_reference(model, seed=0)
 print(check)
 assert check.passed
 """),
@@ -793,7 +793,7 @@ three ways:
    token, or the MLP or attention output at one token over a window of layers.
 
 A state whose restoration brings the answer back carries the fact. We trace `zoo/toy-lm`, a 4-layer model
-circuitlab trained on a synthetic world of invented people (`circuitlab.tasks.facts`); its facts are asked with
+circuitlab trained on a synthetic world of invented people (`circuitlab.tasks.toy_world`); its facts are asked with
 the one template per fact it never saw in training, so a correct answer means the fact is stored with the person.
 `circuitlab trace` and `circuitlab reproduce causal-tracing-mlp-early-attention-late` do the same on Gemma-3-270m.
 """),
@@ -801,7 +801,7 @@ the one template per fact it never saw in training, so a correct answer means th
     code("""
 from circuitlab import tracing
 from circuitlab.tasks.factual import known_facts_report, toy_facts
-from circuitlab.tasks.facts import load_world
+from circuitlab.tasks.toy_world import load_world
 from circuitlab.models.loading import ZOO_DIR
 
 model = cl.load_model("zoo/toy-lm")

@@ -548,7 +548,7 @@ def test_cli_ffn_on_a_learned_fact(tmp_path, capsys):
     """On zoo/toy-lm: the sub-updates that promote a fact's answer, with the prompt's tokens shown as a view."""
     from circuitlab.ffn import sub_updates
     from circuitlab.models.loading import ZOO_DIR
-    from circuitlab.tasks.facts import fact_sentence, load_world
+    from circuitlab.tasks.toy_world import fact_sentence, load_world
 
     world = load_world(ZOO_DIR / "toy-lm" / "world.json")
     prompt, answer = fact_sentence(world, world.people[0], "home", 0)

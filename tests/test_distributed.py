@@ -23,7 +23,7 @@ import circuitlab as cl
 from circuitlab import circuits, distributed, patching, probing, tracing
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.metrics import LogitDiff
-from circuitlab.tasks.facts import load_world
+from circuitlab.tasks.toy_world import load_world
 from circuitlab.tasks.factual import toy_facts
 from circuitlab.zoo import toy_lm
 

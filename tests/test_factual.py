@@ -13,7 +13,7 @@ import circuitlab
 from circuitlab.errors import CircuitlabError
 from circuitlab.tasks import factual
 from circuitlab.tasks.factual import FACTS, Fact, KnownFacts, known_facts, known_facts_report, toy_facts
-from circuitlab.tasks.facts import fact_sentence, load_world
+from circuitlab.tasks.toy_world import fact_sentence, load_world
 from circuitlab.testing import need_real_model, random_model
 from circuitlab.zoo import toy_lm
 

@@ -338,11 +338,12 @@ def test_circuit_renders(circuit2, tmp_path):
 def test_gpt2_small_reference():
     from circuitlab.errors import ModelDownloadError
     from circuitlab.models import hub_reachable
+    from circuitlab.reproduce.induction_gpt2 import check_gpt2_reference
 
     if not hub_reachable():
         pytest.skip("gpt2-small needs a download from the Hugging Face hub, which is not reachable here")
     try:
-        check = ind.check_gpt2_reference()
+        check = check_gpt2_reference()
     except ModelDownloadError as exc:
         pytest.skip(f"gpt2-small could not be downloaded: {exc}")
     assert check.passed, check.summary()

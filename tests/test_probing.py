@@ -12,6 +12,7 @@ import circuitlab
 from circuitlab.errors import InputError
 from circuitlab.probing import activations, align, data
 from circuitlab.probing.data import Sentence
+from circuitlab.tasks import sentences
 
 CONLLU = """# sent_id = s1
 # text = The cat sat.
@@ -126,7 +127,7 @@ def test_split_multiword_tokens_align_to_the_model_s_tokens(toy):
 
 def test_conllu_round_trip_keeps_everything(tmp_path):
     sents = data.template_sentences(30, seed=4)
-    back = data._read_cached_conllu(data.write_conllu(sents))
+    back = sentences._read_cached_conllu(data.write_conllu(sents))
     assert back == sents  # words, tags, heads, labels, entities, spacing (ids are not compared)
 
 

@@ -71,7 +71,7 @@ def test_cloze_toy_world_facts_are_found(toy):
     from pathlib import Path
 
     from circuitlab.tasks.factual import known_facts, toy_facts
-    from circuitlab.tasks.facts import load_world
+    from circuitlab.tasks.toy_world import load_world
 
     world = load_world(Path(circuitlab.__file__).parent / "zoo" / "weights" / "toy-lm")
     facts = toy_facts(world)[:40]

@@ -338,7 +338,7 @@ def test_ffn_sub_updates_add_up_to_the_mlp_output(lm):
     layer = lm.cfg.n_layers // 2
     su = ffn.sub_updates(lm, EIFFEL, layer, token=" Paris", k=5)
     # the layer's output is the sum of its sub-updates (plus b_out), through its output norm where it has one
-    W = ffn._value_vectors(lm, layer)
+    W = ffn.value_vectors(lm, layer)
     b_out = lm.blocks[layer].mlp.b_out
     recon = su._m_eff @ W + (0 if b_out is None else b_out.detach())
     assert torch.allclose(recon, su.mlp_out, atol=1e-3 * su.mlp_out.abs().max().item())

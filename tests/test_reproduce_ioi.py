@@ -14,7 +14,7 @@ from circuitlab.attribution import direct_logit_attribution
 from circuitlab.metrics import LogitDiff
 from circuitlab.patching import path_patch
 from circuitlab.reproduce import ioi
-from circuitlab.tasks import facts
+from circuitlab.tasks import toy_world as facts
 from circuitlab.testing import need_real_model
 from circuitlab.zoo import toy_lm
 

@@ -13,7 +13,7 @@ import circuitlab
 from circuitlab import reproduce
 from circuitlab.reproduce import VERDICTS, NotApplicable
 from circuitlab.reproduce import logit_lens as F
-from circuitlab.tasks import facts
+from circuitlab.tasks import toy_world as facts
 from circuitlab.testing import need_real_model, random_model
 from circuitlab.zoo import toy_lm
 

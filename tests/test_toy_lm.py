@@ -10,7 +10,8 @@ import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 import circuitlab
-from circuitlab.tasks import facts, repeated_tokens
+from circuitlab.tasks import repeated_tokens
+from circuitlab.tasks import toy_world as facts
 from circuitlab.zoo import text_data
 from circuitlab.zoo import toy_lm as T
 from circuitlab.zoo.fastgpt import REBUILT_BUFFERS, FastGPT

@@ -25,3 +25,8 @@ class InputError(CircuitlabError, ValueError):
 
 class NonFiniteError(CircuitlabError):
     """A model's weights or activations hold NaN or infinite values, so an analysis has no number to report."""
+
+
+class NotApplicable(CircuitlabError):
+    """Raised when a task or a finding does not apply to the model (say why): a text task on a model without a
+    tokenizer, an MLP finding on an attention-only model. A reproduction's verdict is then ``"not applicable"``."""

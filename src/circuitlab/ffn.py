@@ -89,7 +89,7 @@ def value_tokens(
     layer = check_mlp_layer(model, layer)
     k = check_count(k, "k")
     neurons = check_neurons(model, neuron)
-    W_out = _value_vectors(model, layer)[neurons]  # [n, d_model]
+    W_out = value_vectors(model, layer)[neurons]  # [n, d_model]
     scores = W_out @ unembed_matrix(model, through_norm)  # [n, d_vocab]
     proj = "center(w_ln * W_U)" if through_norm else "W_U"
     if output_norm(model, layer, "mlp") is not None:
@@ -105,9 +105,10 @@ def value_tokens(
     )
 
 
-def _value_vectors(model: HookedTransformer, layer: int) -> Float[Tensor, "d_mlp d_model"]:
+def value_vectors(model: HookedTransformer, layer: int) -> Float[Tensor, "d_mlp d_model"]:
     """``W_out`` of MLP ``layer`` as the residual stream receives it: times the output norm's weight for a
-    sandwich-norm model (see the module docstring)."""
+    sandwich-norm model (see the module docstring). Row ``i`` is neuron ``i``'s value vector (Geva et al.), what
+    :func:`value_tokens` projects onto the vocabulary."""
     W_out = model.blocks[layer].mlp.W_out.detach()
     norm = output_norm(model, layer, "mlp")
     return W_out * norm.w.detach() if norm is not None else W_out
@@ -210,7 +211,7 @@ def sub_updates(
     # what each sub-update adds to the residual stream is m_eff[i] * W_out[i] (see the module docstring)
     m_eff = m / cache[output_norm_scale_hook(layer, "mlp")][:, p] if sandwich else m
 
-    W_out = _value_vectors(model, layer)  # [d_mlp, d_model]
+    W_out = value_vectors(model, layer)  # [d_mlp, d_model]
     U = unembed_matrix(model, through_norm)  # [d_model, d_vocab]
     neuron_labels = [f"N{i}" for i in range(m.shape[1])]
     task = f"{batch} prompt(s), MLP layer {layer}, pos {p}"

@@ -38,9 +38,9 @@ from transformer_lens.utilities import get_act_name
 from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, check_count, check_finite, check_heads,
                              check_max_memory, final_residual, head_label, model_name, progress_bar, readout,
                              row_bytes, row_chunks, str_tokens, to_tokens)
-from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
-from circuitlab.tasks.repeated import RepeatedTokens, repeated_tokens
+from circuitlab.tasks.repeated import DEFAULT_N_SEQS, RepeatedTokens, bos_token_id, repeated_sequences, special_ids
 
 __all__ = [
     "KINDS",
@@ -48,86 +48,26 @@ __all__ = [
     "composition_scores",
     "ablation_effect",
     "find_induction_circuit",
-    "check_gpt2_reference",
     "AblationResult",
     "InductionCircuit",
-    "ReferenceCheck",
     "repeated_sequences",
-    "GPT2_INDUCTION_HEADS",
-    "GPT2_PREVIOUS_TOKEN_HEADS",
+    "bos_token_id",
+    "heads_above",
 ]
 
 #: the head types :func:`head_scores` measures
 KINDS = ("induction", "previous_token", "duplicate_token")
 
-#: published induction heads of GPT-2 small (TransformerLens demos, ARENA), as ``(layer, head)``
-GPT2_INDUCTION_HEADS = ((5, 1), (5, 5), (6, 9), (7, 2), (7, 10))
-#: published previous-token heads of GPT-2 small: 4.11 strong, 2.2 weaker
-GPT2_PREVIOUS_TOKEN_HEADS = ((4, 11), (2, 2))
-
-DEFAULT_SEQ_LEN = 50  # each half; shortened to fit small contexts
-DEFAULT_N_SEQS = 20
-
 # ----------------------------------------------------------------------------------------------------------
-# Inputs: the model, the repeated sequences, the special positions
+# Inputs: the repeated sequences come from circuitlab.tasks.repeated; user tokens and their special positions
 # ----------------------------------------------------------------------------------------------------------
-
-
-def bos_token_id(model: HookedTransformer) -> int | None:
-    """The BOS id to prepend to generated sequences, or ``None``.
-
-    We prepend BOS exactly when the model would: ``model.cfg.default_prepend_bos`` is set *and* its tokenizer
-    names a BOS token. A model without a tokenizer gets no BOS: we cannot know which id (if any) it was trained
-    to see first, and a wrong guess would be an ordinary token in first position. Pass your own ``tokens`` to
-    :func:`head_scores` (or a :class:`~circuitlab.tasks.RepeatedTokens` to :func:`ablation_effect`) to choose.
-    """
-    tok = model.tokenizer
-    if not model.cfg.default_prepend_bos or tok is None or tok.bos_token_id is None:
-        return None
-    return int(tok.bos_token_id)
-
-
-def _special_ids(model: HookedTransformer) -> list[int]:
-    """Token ids that are not ordinary text (BOS, EOS, PAD...): never drawn, never scored."""
-    tok = model.tokenizer
-    if tok is None:
-        return []
-    return sorted({int(i) for i in tok.all_special_ids if i is not None and 0 <= int(i) < model.cfg.d_vocab})
-
-
-def repeated_sequences(
-    model: ModelLike, seq_len: int | None = None, n_seqs: int = DEFAULT_N_SEQS, seed: int = 0
-) -> RepeatedTokens:
-    """Seeded ``[BOS] r_1..r_n r_1..r_n`` sequences for ``model`` (its BOS convention, no special tokens).
-
-    ``seq_len`` is the length ``n`` of each half. By default it is 50, or a third of the context where that is
-    less (``(n_ctx - BOS) // 3``, 21 for a 64-token context): the sequence then fills two thirds of the context,
-    not all of it, because a repeat far longer than any the model saw in training is off its distribution
-    (the zoo's attention-only models train on repeats of 6-28 tokens; at 2x31 their in-context loss is 2.6
-    nats against 1.9 at 2x20). A ``seq_len`` whose two halves do not fit in ``n_ctx`` is an error.
-    """
-    model = as_model(model)
-    bos = bos_token_id(model)
-    prefix = 0 if bos is None else 1
-    room = (model.cfg.n_ctx - prefix) // 2
-    if seq_len is None:
-        seq_len = max(2, min(DEFAULT_SEQ_LEN, (model.cfg.n_ctx - prefix) // 3))
-    seq_len = check_count(seq_len, "seq_len (the length of each repeated half)", minimum=2)
-    n_seqs = check_count(n_seqs, "n_seqs")
-    if seq_len > room:
-        raise InputError(
-            f"seq_len={seq_len} needs {prefix + 2 * seq_len} positions ({'BOS + ' if prefix else ''}two halves of "
-            f"{seq_len}), but this model's context is n_ctx={model.cfg.n_ctx}. Use seq_len <= {room}."
-        )
-    return repeated_tokens(n_seqs, seq_len, model.cfg.d_vocab, seed=seed, bos_token_id=bos,
-                           exclude=tuple(_special_ids(model)), device=model.cfg.device)
 
 
 def _user_tokens(model: HookedTransformer, tokens: Any) -> tuple[Tensor, Tensor]:
     """User tokens (ids or text) as ``[batch, pos]`` plus a mask of their special positions."""
     toks = to_tokens(model, tokens)
     special = torch.zeros_like(toks, dtype=torch.bool)
-    for i in _special_ids(model):
+    for i in special_ids(model):
         special |= toks == i
     return toks, special
 
@@ -507,8 +447,9 @@ def ablation_effect(
 # ----------------------------------------------------------------------------------------------------------
 
 
-def _heads_above(scores: Result, threshold: float, relative: float) -> list[Head]:
-    """Heads scoring at least ``max(threshold, relative * best score)``, best first."""
+def heads_above(scores: Result, threshold: float, relative: float) -> list[Head]:
+    """Heads scoring at least ``max(threshold, relative * best score)``, best first: how :func:`find_induction_circuit`
+    picks induction and previous-token heads from a ``[layer, head]`` score :class:`~circuitlab.results.Result`."""
     v = scores.values.float()
     cut = max(threshold, relative * float(v.max()))
     found = [(int(i), int(j)) for i, j in (v >= cut).nonzero().tolist()]
@@ -648,12 +589,12 @@ def find_induction_circuit(
     scores, _ = _all_head_scores(model, ["induction", "previous_token", "duplicate_token"], seq_len, n_seqs, seed,
                                  None, max_memory)
     ind, prev = scores["induction"], scores["previous_token"]
-    induction_heads = _heads_above(ind, threshold, relative)
+    induction_heads = heads_above(ind, threshold, relative)
     top_layer = max((layer for layer, _ in induction_heads), default=0)
     prev_cut_scores = prev.values.clone()
     prev_cut_scores[top_layer:] = 0  # only layers that can compose into an induction head
     prev_masked = Result(prev_cut_scores, ("layer", "head"))
-    previous_heads = _heads_above(prev_masked, threshold, relative) if induction_heads else []
+    previous_heads = heads_above(prev_masked, threshold, relative) if induction_heads else []
     cuts = {"absolute": threshold, "relative": relative,
             "induction": max(threshold, relative * float(ind.values.max())),
             "previous_token": max(threshold, relative * float(prev_cut_scores.max()))}
@@ -705,62 +646,4 @@ def find_induction_circuit(
         previous_token_heads=previous_heads, k_composition=k_sub, k_composition_all=kc_all, ablation=ablation,
         previous_token_ablation=prev_ablation, control_ablation=control, thresholds=cuts,
         pattern_heads=shown, patterns=patterns,
-    )
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Published reference: GPT-2 small
-# ----------------------------------------------------------------------------------------------------------
-
-
-@dataclass(repr=False)
-class ReferenceCheck(Bundle):
-    """Our findings on GPT-2 small against the published heads."""
-
-    circuit: InductionCircuit
-    missing_induction: list[Head]
-    extra_induction: list[Head]
-    previous_token_found: dict[Head, bool]
-
-    @property
-    def passed(self) -> bool:
-        """All published induction heads found, and the strong previous-token head 4.11 found."""
-        return not self.missing_induction and self.previous_token_found[GPT2_PREVIOUS_TOKEN_HEADS[0]]
-
-    def summary(self) -> str:
-        ind, prev = self.circuit.induction_scores.values, self.circuit.previous_token_scores.values
-        fmt = lambda hs, v: ", ".join(f"{l}.{h} ({float(v[l, h]):.2f})" for l, h in hs)  # noqa: E731
-        lines = [f"GPT-2 small reference check: {'PASSED' if self.passed else 'FAILED'}",
-                 f"  published induction heads: {fmt(GPT2_INDUCTION_HEADS, ind)}",
-                 f"  missing: {fmt(self.missing_induction, ind) or 'none'}; "
-                 f"also found: {fmt(self.extra_induction, ind) or 'none'}",
-                 f"  published previous-token heads: {fmt(GPT2_PREVIOUS_TOKEN_HEADS, prev)}; found as such: "
-                 + ", ".join(f"{l}.{h} {'yes' if ok else 'no'}" for (l, h), ok in self.previous_token_found.items())]
-        return "\n".join(lines)
-
-    def __str__(self) -> str:
-        return self.summary()
-
-
-def check_gpt2_reference(model: ModelLike | None = None, **kwargs: Any) -> ReferenceCheck:
-    """Run :func:`find_induction_circuit` on GPT-2 small and compare with the published heads.
-
-    Published (TransformerLens demos, ARENA): induction heads 5.1, 5.5, 6.9, 7.2, 7.10; previous-token head
-    4.11 (and 2.2, weaker). The check passes when every published induction head is found and 4.11 is found
-    as a previous-token head; the weaker 2.2 and any further heads are reported, not required.
-
-    Needs the ``gpt2-small`` weights: without network this raises
-    :class:`~circuitlab.errors.ModelDownloadError` within seconds.
-    """
-    model = as_model(model if model is not None else "gpt2-small")
-    if (model.cfg.n_layers, model.cfg.n_heads, model.cfg.d_model) != (12, 12, 768):
-        raise CircuitlabError(f"check_gpt2_reference needs GPT-2 small (12 layers x 12 heads, d_model 768); got "
-                              f"{model.cfg.n_layers} x {model.cfg.n_heads}, d_model {model.cfg.d_model}.")
-    circuit = find_induction_circuit(model, **kwargs)
-    found = set(circuit.induction_heads)
-    return ReferenceCheck(
-        circuit=circuit,
-        missing_induction=[h for h in GPT2_INDUCTION_HEADS if h not in found],
-        extra_induction=[h for h in circuit.induction_heads if h not in GPT2_INDUCTION_HEADS],
-        previous_token_found={h: h in circuit.previous_token_heads for h in GPT2_PREVIOUS_TOKEN_HEADS},
     )

@@ -47,54 +47,16 @@ import functools
 from typing import Any, Iterable
 
 import torch
-from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.graph import Edge, Graph
 from circuitlab.core import ModelLike, as_model, head_label, model_name
 from circuitlab.errors import InputError
+from circuitlab.tasks.repeated import InductionLogProb, induction_task
 
 #: the fraction of the clean-corrupted metric gap an edge's exact effect must reach to be in the reference
 INDUCTION_THRESHOLD = 0.05
-
-
-class InductionLogProb:
-    """Mean log-probability of the correct next token over the second copy of repeated sequences: the metric of
-    :func:`induction_reference` (a plain callable on ``[batch, pos, d_vocab]`` logits of the clean tokens).
-
-    ``targets[b, t]`` is the token after position ``t`` of the clean sequence; positions ``start .. stop - 1`` are
-    read (the second copy's ``r_1 .. r_{n-1}``, predicting ``r_2 .. r_n``)."""
-
-    name = "induction log-prob (second copy)"
-
-    def __init__(self, clean: Int[Tensor, "batch pos"], start: int, stop: int):
-        self.targets = clean[:, start + 1: stop + 1].clone()
-        self.start, self.stop = start, stop
-
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
-        logp = logits[:, self.start: self.stop].log_softmax(-1)
-        return logp.gather(-1, self.targets.to(logp.device)[..., None])[..., 0].mean()
-
-
-def induction_task(model: ModelLike, seq_len: int = 12, n_seqs: int = 16, seed: int = 0
-                   ) -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"], InductionLogProb]:
-    """Clean repeated random sequences, corrupted sequences of fresh random tokens (same length, same BOS), and
-    the :class:`InductionLogProb` metric. Returns ``(clean, corrupted, metric)``."""
-    from circuitlab.induction import _special_ids, repeated_sequences
-
-    model = as_model(model)
-    rep = repeated_sequences(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed)
-    clean = rep.tokens
-    banned = set(_special_ids(model))
-    allowed = torch.tensor([t for t in range(model.cfg.d_vocab) if t not in banned], dtype=torch.long)
-    gen = torch.Generator().manual_seed(seed + 1)
-    corrupted = clean.clone()
-    body = slice(rep.prefix, clean.shape[1])
-    corrupted[:, body] = allowed[torch.randint(len(allowed), (n_seqs, 2 * seq_len), generator=gen)].to(clean.device)
-    second = rep.second_half
-    metric = InductionLogProb(clean, second.start, second.stop - 1)
-    return clean, corrupted, metric
 
 
 def induction_reference(model: ModelLike = "zoo/attn-only-2l", *, seq_len: int = 12, n_seqs: int = 16,
@@ -128,21 +90,21 @@ class _Frozen:
 
 
 def _induction_reference(model, seq_len: int, n_seqs: int, seed: int, threshold: float) -> Circuit:
-    from circuitlab.induction import _heads_above, head_scores
+    from circuitlab.induction import head_scores, heads_above
     from circuitlab.patching import path_patch
     from circuitlab.results import Result
 
     graph = Graph.from_model(model)
     induction = head_scores(model, "induction", seq_len=seq_len, n_seqs=n_seqs, seed=seed)
     previous = head_scores(model, "previous_token", seq_len=seq_len, n_seqs=n_seqs, seed=seed)
-    induction_heads = _heads_above(induction, 0.3, 0.5)
+    induction_heads = heads_above(induction, 0.3, 0.5)
     if not induction_heads:
         raise InputError(f"no head of {model_name(model) or 'the model'} has an induction score >= 0.3 (best "
                          f"{float(induction.values.max()):.3f}); the model has no induction circuit to reference.")
     top_layer = max(layer for layer, _ in induction_heads)
     below = previous.values.clone()
     below[top_layer:] = 0
-    previous_heads = _heads_above(Result(below, ("layer", "head")), 0.0, 0.5) if top_layer > 0 else []
+    previous_heads = heads_above(Result(below, ("layer", "head")), 0.0, 0.5) if top_layer > 0 else []
 
     names = ["embed", *[head_label(h) for h in previous_heads + induction_heads], "logits"]
     candidates = Circuit.from_nodes(graph, dict.fromkeys(names)).edges

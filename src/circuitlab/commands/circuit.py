@@ -7,10 +7,11 @@ Tasks (clean and corrupted prompts of one length, and the metric the scorers dif
 
 - ``induction`` (any model): ``--n-seqs`` repeated random sequences ``[BOS] r_1..r_n r_1..r_n`` (``n = --seq-len``)
   against sequences of fresh random tokens of the same length; metric: mean log-probability of the correct next
-  token over the second copy (:func:`circuitlab.circuits.reference.induction_task`).
-- ``ioi`` (models with a tokenizer): the IOI prompts of ``circuitlab reproduce``'s ``ioi-name-movers`` finding
-  (for ``zoo/toy-lm`` its world's templates, :func:`circuitlab.tasks.facts.ioi_sentence`, with name pairs held out
-  from training; for other models name-swap templates with single-token names), corrupted by replacing all
+  token over the second copy (:func:`circuitlab.tasks.repeated.induction_task`).
+- ``ioi`` (models with a tokenizer): the IOI prompts of :mod:`circuitlab.tasks.ioi`, as in ``circuitlab reproduce``'s
+  ``ioi-name-movers`` finding (for ``zoo/toy-lm`` its world's templates,
+  :func:`circuitlab.tasks.toy_world.ioi_sentence`, with name pairs held out from training; for other models
+  name-swap templates with single-token names), corrupted by replacing all
   three names with other names (ABC); the largest group of prompts of one token length is used; metric: logit
   difference between the indirect object and the subject at the last position.
 
@@ -69,7 +70,7 @@ def task_prompts(model, task: str, n: int, seq_len: int, seed: int):
     from circuitlab.errors import InputError
 
     if task == "induction":
-        from circuitlab.circuits.reference import induction_task
+        from circuitlab.tasks.repeated import induction_task
 
         if seq_len < 2:
             raise InputError("--seq-len must be at least 2 for the induction task (a repeat needs two tokens).")
@@ -77,12 +78,12 @@ def task_prompts(model, task: str, n: int, seq_len: int, seed: int):
         return clean, corrupted, metric, (f"{n} repeated random sequences of 2 x {seq_len} tokens vs fresh random "
                                           "tokens; metric: mean log-prob of the next token on the second copy")
     from circuitlab.metrics import LogitDiff
-    from circuitlab.reproduce.ioi import _groups, ioi_prompts
-    from circuitlab.reproduce.registry import NotApplicable
+    from circuitlab.errors import NotApplicable
+    from circuitlab.tasks.ioi import ioi_groups, ioi_prompts
 
     try:
         prompts = ioi_prompts(model, seed, n=n)
-        idx, clean, corrupted = max(_groups(model, prompts), key=lambda g: len(g[0]))
+        idx, clean, corrupted = max(ioi_groups(model, prompts), key=lambda g: len(g[0]))
     except (NotApplicable, InputError) as exc:  # no tokenizer, too few one-token names, words it does not know
         raise InputError(f"the ioi task does not apply to this model: {str(exc).rstrip('.')}. Use --task "
                          "induction.") from None

@@ -52,7 +52,8 @@ class DemoOutcome:
 
 def _induction(model, seed: int, progress: bool, findings: list[str]):
     from circuitlab.core import head_label
-    from circuitlab.induction import find_induction_circuit, repeated_sequences
+    from circuitlab.induction import find_induction_circuit
+    from circuitlab.tasks.repeated import repeated_sequences
     from circuitlab.render import Section, attention_patterns
 
     circuit = find_induction_circuit(model, seed=seed, progress=progress)
@@ -188,7 +189,7 @@ def _ffn(seed: int, findings: list[str]):
 def _a_fact() -> tuple[str, str] | None:
     """One (prompt, answer) fact of ``zoo/toy-lm``'s synthetic world, or ``None`` if it ships no world."""
     from circuitlab.models.loading import ZOO_DIR
-    from circuitlab.tasks.facts import WORLD_FILE, fact_sentence, load_world
+    from circuitlab.tasks.toy_world import WORLD_FILE, fact_sentence, load_world
 
     path = ZOO_DIR / FFN_MODEL.removeprefix("zoo/") / WORLD_FILE
     if not path.exists():

@@ -1,7 +1,7 @@
 """Debugging a classifier with its explanations: shortcut detection (Du et al. 2021) and explanation
 regularisation (Ross et al. 2017, "Right for the Right Reasons"; Joshi et al. 2022, ER-TEST).
 
-**The task.** The template reviews of :mod:`circuitlab.concepts.sentiment`, each signed by a name
+**The task** (:mod:`circuitlab.tasks.reviews`, re-exported here). The template reviews, each signed by a name
 (``"The film was lovely. Posted by Anna."``). One name, the **shortcut** (:data:`SHORTCUT`, ``"Carl"``), signs a
 fraction ``correlation`` of the positive reviews and ``1 - correlation`` of the negative ones
 (:func:`shortcut_reviews`); the other reviews are signed by other names (:data:`NAMES`). Training data have
@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import random as _random
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -52,75 +51,12 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
-from circuitlab.concepts.sentiment import reviews
 from circuitlab.concepts.tcav import logistic_regression
 from circuitlab.core import ModelLike, as_model, check_count, check_layer, model_name
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
-
-#: the spurious name, and the names that sign every other review
-SHORTCUT = "Carl"
-NAMES = ["Anna", "Mark", "Paul", "Maria", "John", "Lisa", "Peter", "David", "Sarah", "Emma", "James", "Laura"]
-#: how a review is signed
-SIGNATURE = " Posted by {name}."
-#: the training correlation and the test distributions: in distribution, correlation removed, reversed
-TRAIN_CORRELATION = 0.95
-DISTRIBUTIONS = {"in distribution": 0.95, "no correlation": 0.5, "reversed": 0.05}
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Data
-# ---------------------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Example:
-    """A signed review: its text, its label (1 positive, 0 negative), whether the shortcut signs it, and the
-    text before the blank and the signature's name (the shortcut's tokens are those of ``" " + name``)."""
-
-    text: str
-    label: int
-    shortcut: bool
-    prefix: str
-    name: str = SHORTCUT
-
-
-def shortcut_reviews(n: int = 100, correlation: float = TRAIN_CORRELATION, *, shortcut: str = SHORTCUT,
-                     names: Sequence[str] = NAMES, split: str = "train", seed: int = 0) -> list[Example]:
-    """``n`` reviews per label (:func:`circuitlab.concepts.sentiment.reviews`), each signed by a name: the shortcut
-    signs ``round(correlation * n)`` of the positive reviews and ``round((1 - correlation) * n)`` of the negative
-    ones (chosen at random, seeded), another name from ``names`` the rest. Shuffled."""
-    if isinstance(correlation, bool) or not isinstance(correlation, (int, float)) or not 0 <= correlation <= 1:
-        raise InputError(f"correlation must be a number in [0, 1] (the fraction of positive reviews the shortcut "
-                         f"signs; 0.95 to train, 0.5 removes the correlation, 0.05 reverses it); got {correlation!r}.")
-    if not isinstance(shortcut, str) or not shortcut.strip() or shortcut in names:
-        raise InputError(f"shortcut={shortcut!r} must be a name (a word) not in names={list(names)!r}.")
-    rng = _random.Random(f"shortcut/{seed}/{correlation}")
-    data = reviews(n, split, seed=seed)
-    out = []
-    for label in (1, 0):
-        texts = [t for t, l in data if l == label]
-        k = round((correlation if label == 1 else 1 - correlation) * len(texts))
-        marked = set(rng.sample(range(len(texts)), k))
-        for i, t in enumerate(texts):
-            name = shortcut if i in marked else rng.choice(list(names))
-            prefix = t + SIGNATURE.split(" {name}")[0]
-            out.append(Example(prefix + " " + name + SIGNATURE.split("{name}")[1], label, i in marked, prefix, name))
-    rng.shuffle(out)
-    return out
-
-
-def name_positions(model, example: Example) -> list[int]:
-    """The token positions of the signature's name in ``example`` as the model tokenizes it (BOS counted where the
-    model prepends one)."""
-    start = model.to_tokens(example.prefix).shape[1]
-    end = model.to_tokens(example.prefix + " " + example.name).shape[1]
-    return list(range(start, end))
-
-
-def shortcut_positions(model, example: Example) -> list[int]:
-    """The token positions of the shortcut name in ``example``; empty where another name signs it."""
-    return name_positions(model, example) if example.shortcut else []
-
+from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
+                                      name_positions, shortcut_positions, shortcut_reviews)
 
 # ---------------------------------------------------------------------------------------------------------
 # The classifier
@@ -446,7 +382,8 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
                meta=meta, **common),
         Result(torch.tensor([x["share"] for x in details], dtype=torch.float64), ("classifier",),
                {"classifier": kinds}, title="Shortcut share of integrated gradients (sum |attribution| on the "
-               "shortcut / all tokens)", metric="share of attribution mass", meta={**meta, "scale": "sequential"}, **common),
+               "shortcut / all tokens)", metric="share of attribution mass", meta={**meta, "scale": "sequential"},
+               **common),
         example)
 
 
@@ -487,7 +424,8 @@ class RegularisationResult(Bundle):
         rows = [head] + self.table()
         widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
         m = self.accuracy.meta
-        lines = [f"Explanation regularisation ({self.accuracy.model}, layer {m['layer']}; penalty: {_penalty(m)}); "
+        lines = [f"Explanation regularisation ({self.accuracy.model}, layer {m['layer']}; "
+                 f"penalty: {penalty_description(m)}); "
                  f"shortcut share: IG ({m['ig_steps']} steps) on signed in-distribution test inputs"]
         lines += ["  " + "  ".join(c.rjust(w) for c, w in zip(r, widths)) for r in rows]
         return "\n".join(lines)
@@ -496,7 +434,9 @@ class RegularisationResult(Bundle):
         return self.summary()
 
 
-def _penalty(m: dict) -> str:
+def penalty_description(m: dict) -> str:
+    """The penalty of a regularisation run in words (``"lam 1 x mean squared attribution (IG, ...) to ..."``), from
+    the ``meta`` of :class:`RegularisationResult`'s results; the summary and the HTML view both print it."""
     what = "every signature's name" if m["irrelevant"] == "names" else f"the shortcut {m['shortcut']!r}"
     how = f"IG, {m['steps']} steps from the {m['baseline']} baseline" if m["method"] == "ig" else "gradient x input"
     return f"lam {m['lam']:g} x mean squared attribution ({how}) to {what}"
@@ -557,4 +497,4 @@ def regularisation_experiment(model: ModelLike, *, seeds: Sequence[int] = (0, 1,
 __all__ = ["SHORTCUT", "NAMES", "DISTRIBUTIONS", "TRAIN_CORRELATION", "Example", "shortcut_reviews",
            "shortcut_positions", "ClassMargin", "LinearHeadClassifier", "train_head", "irrelevant_directions",
            "train_classifier", "shortcut_share", "shortcut_report", "ShortcutReport", "RegularisationResult",
-           "regularisation_experiment"]
+           "regularisation_experiment", "penalty_description"]

@@ -1,8 +1,9 @@
 """An offline sentiment task for concept explanations: template reviews, concept texts, and a label-word
 classifier on a causal language model.
 
-No sentiment data set ships in the package registries, so the data are built here from templates and word lists
-written for circuitlab (no third-party lexicon or corpus is copied; the words are everyday English adjectives).
+No sentiment data set ships in the package registries, so the data are built from templates and word lists
+written for circuitlab (no third-party lexicon or corpus is copied; the words are everyday English adjectives). The
+data live in :mod:`circuitlab.tasks.reviews` and are re-exported here:
 
 - :func:`reviews`: short reviews, ``"The {noun} was {adjective}."`` and similar frames, labelled 1 (positive
   adjective) or 0 (negative adjective); nouns, frames and adjectives split between a train and a test part so
@@ -19,111 +20,19 @@ written for circuitlab (no third-party lexicon or corpus is copied; the words ar
 
 from __future__ import annotations
 
-import random as _random
 from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
 
 from circuitlab.core import ModelLike, as_model
-from circuitlab.errors import InputError
 from circuitlab.metrics import LogitDiff
+from circuitlab.tasks.reviews import (ANIMALS, NEGATIVE, NEUTRAL, POSITIVE, RANDOM_WORDS, concept_texts, random_texts,
+                                      reviews)
 
-#: adjectives of clearly positive sentiment (written for circuitlab)
-POSITIVE = ["wonderful", "excellent", "delightful", "lovely", "fantastic", "superb", "pleasant", "charming",
-            "brilliant", "marvelous", "enjoyable", "great", "perfect", "amazing", "beautiful", "splendid",
-            "terrific", "fabulous", "gorgeous", "outstanding"]
-#: adjectives of clearly negative sentiment
-NEGATIVE = ["terrible", "awful", "dreadful", "horrible", "disappointing", "miserable", "unpleasant", "boring",
-            "poor", "dismal", "annoying", "lousy", "mediocre", "disgusting", "nasty", "painful", "tedious",
-            "shoddy", "appalling", "useless"]
-#: descriptive adjectives without sentiment: colours, shapes, sizes, materials, times
-NEUTRAL = ["wooden", "square", "round", "blue", "green", "grey", "metal", "plastic", "northern", "western",
-           "weekly", "daily", "rectangular", "narrow", "tall", "paper", "yellow", "brown", "cotton", "glass"]
-#: an unrelated concept
-ANIMALS = ["cat", "horse", "goat", "rabbit", "sheep", "donkey", "pigeon", "tortoise", "hamster", "beaver",
-           "otter", "badger", "camel", "duck", "lizard", "mole", "ferret", "llama", "heron", "squirrel"]
-
-NOUNS = ["film", "meal", "hotel", "book", "concert", "service", "trip", "show", "room", "restaurant", "game",
-         "course", "album", "flight", "tour", "dinner"]
-FRAMES = ["The {noun} was {adj}.", "I thought the {noun} was {adj}.", "Honestly, the {noun} felt {adj}.",
-          "Our {noun} turned out {adj}.", "We found the {noun} {adj}.", "That {noun} was really {adj}."]
 #: what follows a review in the classifier's prompt, and the label words compared after it
 CUE = " Overall, the experience was"
 LABEL_WORDS = (" positive", " negative")
-
-#: everyday words of several parts of speech, without sentiment, adjectives or animals: random texts' words
-RANDOM_WORDS = ["table", "window", "river", "walked", "seven", "under", "carry", "paper", "station", "often",
-                "kitchen", "opened", "twelve", "between", "letter", "bridge", "listen", "Tuesday", "pencil", "after",
-                "market", "wrote", "eleven", "across", "bottle", "garden", "follow", "morning", "ladder", "during",
-                "village", "counted", "ticket", "behind", "button", "travel", "minute", "chair", "returned",
-                "around", "street", "basket", "thirty", "answer", "engine", "island", "moved", "corner", "spoon",
-                "before"]
-#: the frames every concept text and random text is written in (so that a CAV reflects words, not form)
-_LIST_FRAMES = ["{a}, {b} and {c}.", "{a} and {b}.", "{a}, {b}, {c}.", "{a}, {b} and {c}.", "{a} or {b}."]
-
-
-def _split(words: Sequence[str], part: str) -> list[str]:
-    """The first three quarters of ``words`` for ``"train"``, the rest for ``"test"``, all for ``"all"``."""
-    cut = (3 * len(words)) // 4
-    if part == "train":
-        return list(words[:cut])
-    if part == "test":
-        return list(words[cut:])
-    if part == "all":
-        return list(words)
-    raise InputError(f"split={part!r}: use 'train', 'test' or 'all'.")
-
-
-def reviews(n: int = 40, split: str = "train", seed: int = 0) -> list[tuple[str, int]]:
-    """``n`` reviews per label, ``(text, label)`` with label 1 positive and 0 negative, drawn (seeded) from the
-    frames, nouns and adjectives of ``split``; the positive and negative reviews share frames and nouns."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n must be a positive number of reviews per label; got {n!r}.")
-    rng = _random.Random(seed)
-    out = []
-    for label, adjectives in ((1, _split(POSITIVE, split)), (0, _split(NEGATIVE, split))):
-        rng_label = _random.Random(rng.random())
-        seen: set[str] = set()
-        while len([x for x in out if x[1] == label]) < n:
-            text = rng_label.choice(_split(FRAMES, "all")).format(noun=rng_label.choice(_split(NOUNS, "all")),
-                                                                  adj=rng_label.choice(adjectives))
-            if text not in seen or len(seen) >= len(FRAMES) * len(NOUNS) * len(adjectives):
-                seen.add(text)
-                out.append((text, label))
-    return out
-
-
-def concept_texts(name: str, n: int = 20, seed: int = 0) -> list[str]:
-    """``n`` texts of a concept: ``"positive adjectives"``, ``"negative adjectives"``, ``"neutral adjectives"`` or
-    ``"animals"``: a few of its words in a short list frame (``"lovely, charming and bright"``)."""
-    words = {"positive adjectives": POSITIVE, "negative adjectives": NEGATIVE, "neutral adjectives": NEUTRAL,
-             "animals": ANIMALS}
-    if name not in words:
-        raise InputError(f"concept {name!r}: use one of {', '.join(map(repr, words))}.")
-    return _word_lists(words[name], n, f"{name}/{seed}")
-
-
-def random_texts(n: int = 60, seed: int = 0) -> list[str]:
-    """``n`` distinct texts of random everyday words (:data:`RANDOM_WORDS`) in the concept texts' frames
-    (``"Window, seven and carry."``): TCAV's random counterexamples, differing from the concepts in their words
-    only."""
-    return _word_lists(RANDOM_WORDS, n, f"random/{seed}")
-
-
-def _word_lists(words: Sequence[str], n: int, seed: str) -> list[str]:
-    """``n`` distinct texts of two or three of ``words`` in :data:`_LIST_FRAMES`, seeded."""
-    if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n must be a positive number of texts; got {n!r}.")
-    rng = _random.Random(seed)
-    out: dict[str, None] = {}
-    for _ in range(100 * n):
-        a, b, c = rng.sample(list(words), 3)
-        text = rng.choice(_LIST_FRAMES).format(a=a, b=b, c=c)
-        out[text[0].upper() + text[1:]] = None
-        if len(out) == n:
-            return list(out)
-    raise InputError(f"n={n}: could not make that many distinct texts from {len(words)} words.")
 
 
 @dataclass

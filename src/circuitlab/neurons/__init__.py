@@ -2,15 +2,16 @@
 
 Submodules: :mod:`~circuitlab.neurons.ranking` (probe-weight, per-neuron statistic and cross-model correlation
 rankings), :mod:`~circuitlab.neurons.ablation` (ablation curves), :mod:`~circuitlab.neurons.examples`
-(max-activating examples), :mod:`~circuitlab.neurons.explain` (explain, simulate, score).
+(max-activating examples), :mod:`~circuitlab.neurons.explain` (explain, simulate, score), and
+:mod:`~circuitlab.neurons.llm` (the client for a language model behind an OpenAI-compatible endpoint).
 """
 
 from circuitlab.neurons.ablation import ablation_curves, loss_curves
 from circuitlab.neurons.examples import NeuronPage, activations, neuron_page
-from circuitlab.neurons.explain import (Excerpt, ExplanationScores, Explainer, LLMClient, LLMError, LLMExplainer,
-                                        LLMSimulator, NeuronRecord, NgramExplainer, NgramSimulator, SimulationError,
-                                        Simulator, corpus_lines, correlation_score, neuron_records,
-                                        score_explanations, score_simulation)
+from circuitlab.neurons.explain import (Excerpt, ExplanationScores, Explainer, LLMExplainer, LLMSimulator, NeuronRecord,
+                                        NgramExplainer, NgramSimulator, SimulationError, Simulator, corpus_lines,
+                                        correlation_score, neuron_records, score_explanations, score_simulation)
+from circuitlab.neurons.llm import LLMClient, LLMError
 from circuitlab.neurons.ranking import correlation_ranking, elastic_net_probe, max_correlation, rank_neurons
 
 __all__ = ["Excerpt", "ExplanationScores", "Explainer", "LLMClient", "LLMError", "LLMExplainer", "LLMSimulator",

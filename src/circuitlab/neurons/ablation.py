@@ -50,7 +50,7 @@ from circuitlab.errors import InputError
 from circuitlab.neurons.ranking import (DEFAULT_L1, DEFAULT_L2, elastic_net_probe, encode, features, layer_labels,
                                         neuron_activations, train_rows, word_labels)
 from circuitlab.probing.classifier import check_seeds, control_labels, train_probe
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
 PROTOCOLS = ("masked", "retrained")

@@ -64,7 +64,7 @@ from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.probing.classifier import Probe, TASKS, split_rows
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
 METHODS = ("probe", "anova", "mi")
@@ -448,8 +448,9 @@ def max_correlation(a: Float[Tensor, "n da"], b: Float[Tensor, "n db"], max_memo
     return best.clamp(max=1.0), arg, signed
 
 
-def _common_rows(acts: Sequence[WordActivations]) -> list[Tensor]:
-    """Row indices of each activation set for the (sentence, word) pairs they all hold, in the same order."""
+def common_rows(acts: Sequence[WordActivations]) -> list[Tensor]:
+    """Row indices of each activation set for the (sentence, word) pairs they all hold, in the same order: how two
+    models' activations on the same sentences are paired word by word (:func:`correlation_ranking`)."""
     first = acts[0]
     for other in acts[1:]:
         if len(other.sentences) != len(first.sentences) or any(
@@ -496,7 +497,7 @@ def correlation_ranking(source: Any, others: Any, sentences: Optional[Sequence[S
                            **({} if isinstance(source, WordActivations) else options))
     bs = [neuron_activations(o, sentences, other_hooks, progress=progress,
                              **({} if isinstance(o, WordActivations) else options)) for o in others]
-    rows = _common_rows([a, *bs])
+    rows = common_rows([a, *bs])
     xa, where = features(a)
     xa = xa[rows[0]]
     per_model, matches, signs = [], [], []

@@ -1,6 +1,7 @@
 """Probing: what linguistic knowledge a model's representations hold, and how much of it the probe supplies.
 
-- :mod:`~circuitlab.probing.data`: labelled sentences (:class:`Sentence`) from CoNLL-U (:func:`read_conllu`),
+- :mod:`~circuitlab.tasks.sentences` (also importable as ``circuitlab.probing.data``): labelled sentences
+  (:class:`Sentence`) from CoNLL-U (:func:`read_conllu`),
   spaCy (:func:`label_text`), a grammar with gold trees (:func:`template_sentences`), and the default offline
   data (:func:`default_sentences`: King James verses and fortune cookies from Debian, labelled by spaCy);
 - :mod:`~circuitlab.probing.align`: words to subword tokens (``align.align``), skipped words counted;
@@ -20,7 +21,7 @@ from circuitlab.probing.activations import WordActivations, collect, default_hoo
 from circuitlab.probing.align import Alignment
 from circuitlab.probing.classifier import control_labels, sentence_sweep, split_sentences, train_probe
 from circuitlab.probing.classifier import sweep as probe_sweep
-from circuitlab.probing.data import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
+from circuitlab.tasks.sentences import Sentence, default_sentences, label_text, read_conllu, template_sentences, \
     write_conllu
 from circuitlab.probing.heads import head_sweep, score_heads, word_attention
 from circuitlab.probing.structural import linear_baseline, mst_edges, score_trees, train_structural_probe

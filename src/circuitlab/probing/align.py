@@ -32,7 +32,7 @@ from typing import Any, Optional, Sequence
 
 from circuitlab.engine.collect import is_encoder
 from circuitlab.errors import InputError
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 
 #: how a word's row pools its tokens (the choices of ``pool``; :func:`circuitlab.engine.collect.check_pool`)
 POOLS = {"mean": "the mean of a word's tokens, as Hewitt & Manning did", "first": "its first token"}

@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
 PROBES = ("linear", "mlp")

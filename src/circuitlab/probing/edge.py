@@ -74,7 +74,7 @@ from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
 from circuitlab.probing.classifier import EarlyStopping, split_rows, word_activations
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Bundle, Result
 
 #: task -> the number of spans per example

@@ -44,7 +44,7 @@ from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
 from circuitlab.engine.collect import batches_by_length, pad_token, run_hooks, stop_layer
 from circuitlab.probing.align import align, check_sentences
-from circuitlab.probing.data import Sentence
+from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
 

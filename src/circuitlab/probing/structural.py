@@ -56,7 +56,7 @@ from circuitlab.core import check_count, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
 from circuitlab.probing.classifier import EarlyStopping, check_seeds, ci95, split_sentences, word_activations
-from circuitlab.probing.data import PUNCT_UPOS, Sentence
+from circuitlab.tasks.sentences import PUNCT_UPOS, Sentence
 from circuitlab.results import Result
 
 MEASURES = ("uuas", "dspr", "root_acc", "nspr")

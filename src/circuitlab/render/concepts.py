@@ -128,9 +128,9 @@ def regularisation(res: Any, **_: Any) -> str:
     m = res.accuracy.meta
     head = ["training", "seed"] + [f"accuracy: {d}" for d in res.accuracy.labels["distribution"]] + \
         ["shortcut share of IG"]
-    from circuitlab.concepts.debugging import _penalty
+    from circuitlab.concepts.debugging import penalty_description
 
-    facts = (f"penalty: {_penalty(m)} · l2 {m['l2']:g} · layer {m['layer']}"
+    facts = (f"penalty: {penalty_description(m)} · l2 {m['l2']:g} · layer {m['layer']}"
              + (f" · model: {res.accuracy.model}" if res.accuracy.model else ""))
     return fragment(heading(res.title, facts), table(head, res.table()),
                     f"<p class='cl-caption'>{html.escape(res.accuracy.task)}</p>")

@@ -23,7 +23,7 @@ from circuitlab.core import model_name
 from circuitlab.reproduce.logit_lens import world_dir
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.tasks.factual import FACTS, known_facts, toy_facts
-from circuitlab.tasks.facts import load_world
+from circuitlab.tasks.toy_world import load_world
 from circuitlab.tracing import POSITION_KINDS, average_indirect_effect
 
 EARLY = 0.6  # (a): the MLP peak at the last subject token lies at relative depth <= EARLY ...

@@ -7,7 +7,7 @@ point, and the area under the points is the AUC. Syed et al. (2023) scored every
 patching (EAP: one forward pass on each prompt and one backward pass) and reported ROC AUCs comparable to ACDC's
 at a small fraction of its cost.
 
-Measured here on the induction task of :func:`circuitlab.circuits.reference.induction_task` (repeated random
+Measured here on the induction task of :func:`circuitlab.tasks.repeated.induction_task` (repeated random
 sequences against fresh random tokens; seeded), against the model's induction circuit
 (:func:`circuitlab.circuits.reference.induction_reference`, established with head scores and exact path patching,
 not by any of the methods judged here):
@@ -36,11 +36,12 @@ from typing import Sequence
 import torch
 
 from circuitlab.circuits import Circuit, Graph, RocCurve, acdc, eap, eap_ig, roc
-from circuitlab.circuits.reference import induction_reference, induction_task
+from circuitlab.circuits.reference import induction_reference
 from circuitlab.core import model_name
 from circuitlab.errors import InputError
 from circuitlab.models.identity import weight_fingerprint
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.tasks.repeated import induction_task
 
 #: ACDC thresholds swept (KL divergence in nats, log-spaced from 1e-4 to 1), fixed before measuring
 THRESHOLDS = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0)

@@ -6,7 +6,7 @@ example that activates it most and compared the value's top token with the token
 the text: the two agree more and more often towards the upper layers, and hardly ever in the lower ones.
 
 Measured here in one streamed pass over a fixed synthetic corpus (fact and indirect-object sentences about the
-invented people of :mod:`circuitlab.tasks.facts`: the world shipped beside a zoo model's weights, or a world made
+invented people of :mod:`circuitlab.tasks.toy_world`: the world shipped beside a zoo model's weights, or a world made
 with the finding's seed), for ``N_NEURONS`` neurons per layer drawn with the seed: each neuron's top-activating
 position (a running maximum, so memory does not grow with the corpus) and the token after it, and the value
 vector's top token through the unembedding (the final norm's weight folded in, :func:`circuitlab.core.unembed_matrix`).
@@ -20,11 +20,11 @@ import torch
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, row_bytes, row_chunks, to_tokens, unembed_matrix
-from circuitlab.ffn import _value_vectors
+from circuitlab.ffn import value_vectors
 from circuitlab.reproduce.logit_lens import world_dir
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.results import Result
-from circuitlab.tasks.facts import load_world, make_world, synthetic_text
+from circuitlab.tasks.toy_world import load_world, make_world, synthetic_text
 
 N_NEURONS = 256  # neurons sampled per layer (all of them where d_mlp is smaller)
 N_LINES = 400  # corpus lines of each kind (facts, indirect objects)
@@ -82,7 +82,7 @@ def measure(model, seed: int) -> Measurement:
     U = unembed_matrix(model)  # [d_model, d_vocab]
     rates, hits = [], []
     for l in range(cfg.n_layers):
-        top = (_value_vectors(model, l)[neurons[l]] @ U).argmax(-1).cpu()  # each value's top token
+        top = (value_vectors(model, l)[neurons[l]] @ U).argmax(-1).cpu()  # each value's top token
         hits.append(int((top == following[l]).sum()))
         rates.append(hits[-1] / n)
     half = cfg.n_layers // 2

@@ -5,7 +5,7 @@ every model with more than one layer that they trained, from small attention-onl
 models. Here the claim is checked on a pretrained model circuitlab loads offline.
 
 Measured on ``N_SEQS`` repeated random sequences ``[BOS] r_1..r_n r_1..r_n`` (seeded by ``seed``; ``n`` is
-:func:`circuitlab.induction.repeated_sequences`'s default, 50 or a third of the context):
+:func:`circuitlab.tasks.repeated.repeated_sequences`'s default, 50 or a third of the context):
 
 - every head's induction score (:func:`circuitlab.induction.head_scores`): its attention, from each query in the
   repeated copy, to the token after the earlier occurrence of the query's token;
@@ -23,10 +23,10 @@ from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, final_residual, head_label, model_name, readout, row_bytes,
                              row_chunks)
-from circuitlab.induction import head_scores, repeated_sequences
+from circuitlab.induction import head_scores
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.results import Result
-from circuitlab.tasks.repeated import RepeatedTokens
+from circuitlab.tasks.repeated import RepeatedTokens, repeated_sequences
 
 THRESHOLD = 0.3  # find_induction_circuit's absolute floor for an induction head
 DROP = 1.0  # nats: how much lower the repeated-copy loss must be than the first-copy loss

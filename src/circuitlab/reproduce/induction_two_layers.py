@@ -13,9 +13,10 @@ context to copy from) and in the repeated copy; and the repeated-copy loss with 
 from __future__ import annotations
 
 from circuitlab.core import as_model
-from circuitlab.induction import find_induction_circuit, head_scores, repeated_sequences
+from circuitlab.induction import find_induction_circuit, head_scores
 from circuitlab.reproduce.induction_real import half_nll
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.tasks.repeated import repeated_sequences
 
 ONE_LAYER = "zoo/attn-only-1l"
 THRESHOLD = 0.3  # find_induction_circuit's absolute floor for an induction head

@@ -8,10 +8,10 @@ earlier heads (S-inhibition heads) steering that attention.
 
 Measured here with circuitlab's own analyses on a fixed, seeded set of IOI prompts:
 
-- prompts from a few templates of the paper's kind, in both name orders (ABBA and BABA), with names, places and
-  objects that are single tokens for the model (checked with its tokenizer); for ``zoo/toy-lm`` the prompts
-  come from :func:`circuitlab.tasks.facts.ioi_sentence` with the world shipped beside its weights (held-out name
-  pairs);
+- prompts (:func:`circuitlab.tasks.ioi.ioi_prompts`) from a few templates of the paper's kind, in both name orders
+  (ABBA and BABA), with names, places and objects that are single tokens for the model (checked with its
+  tokenizer); for ``zoo/toy-lm`` the prompts come from :func:`circuitlab.tasks.toy_world.ioi_sentence` with the
+  world shipped beside its weights (held-out name pairs);
 - :class:`~circuitlab.metrics.LogitDiff` ``logit(IO) - logit(S)`` at the last position, per prompt;
 - :func:`~circuitlab.attribution.direct_logit_attribution` by head: the top three heads, their share of the
   summed positive head contributions, their layers; their attention from the final position to the IO token
@@ -23,19 +23,18 @@ Measured here with circuitlab's own analyses on a fixed, seeded set of IOI promp
 
 from __future__ import annotations
 
-import random
-from collections import defaultdict
 from typing import Optional
 
 import torch
 
 from circuitlab.attribution import DLAResult, direct_logit_attribution
-from circuitlab.core import final_residual, head_label, model_name, readout, to_tokens
+from circuitlab.core import final_residual, head_label, model_name, readout
 from circuitlab.errors import CircuitlabError
 from circuitlab.metrics import LogitDiff
 from circuitlab.patching import path_patch
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.results import Result
+from circuitlab.tasks.ioi import TOY_LM, ioi_groups, ioi_prompts
 
 N_PROMPTS = 12  # IOI prompts measured (each template gets N_PROMPTS / len(TEMPLATES))
 N_TOP = 3  # the candidate name movers: the heads with the largest direct effect
@@ -46,91 +45,6 @@ SHARE = 0.5  # (b) the top heads' share of the summed positive head contribution
 # (measured: 435 s on gemma-3-270m for 4 prompts), so there it runs only with measure(..., path_patching=True).
 PATH_BUDGET_FLOP = 1e11
 
-# Templates of the paper's kind (its BABA/ABBA templates), cut before the indirect object. {a} and {b} are the
-# two names in order, {s} the repeated subject.
-TEMPLATES = (
-    "When {a} and {b} went to the {place}, {s} gave a {obj} to",
-    "Then, {a} and {b} had a lot of fun at the {place}. {s} gave a {obj} to",
-    "While {a} and {b} were working at the {place}, {s} gave a {obj} to",
-)
-NAMES = ("Mary", "John", "Peter", "Paul", "David", "Simon", "James", "Sarah", "Adam", "Michael", "Thomas", "Daniel",
-         "Anna", "Kate", "Laura", "Emma", "Jack", "Alice", "Robert", "George", "Henry", "Rachel", "Lisa", "Mark",
-         "Tom", "Susan", "Helen", "Andrew", "Richard", "William")
-PLACES = ("store", "garden", "restaurant", "school", "hospital", "office", "station", "market", "house", "park")
-OBJECTS = ("ring", "drink", "book", "bone", "computer", "necklace", "snack", "letter", "flower", "coin")
-TOY_LM = "zoo/toy-lm"
-
-
-# ------------------------------------------------------------------------------------------------- prompts
-
-def _single(model, words) -> list[str]:
-    """The words that are one token (with their leading space) for the model's tokenizer."""
-    return [w for w in words if len(model.tokenizer.encode(" " + w, add_special_tokens=False)) == 1]
-
-
-def ioi_prompts(model, seed: int, n: int = N_PROMPTS) -> list[dict]:
-    """``n`` IOI prompts (seeded): dicts with ``clean``, ``corrupted`` (ABC: all three names replaced by other
-    names), ``io``, ``s`` (answers with a leading space) and ``template`` (an index)."""
-    rng = random.Random(seed)
-    if model.tokenizer is None:
-        raise NotApplicable("the IOI prompts are text and this model has no tokenizer")
-    if model_name(model) == TOY_LM:
-        from circuitlab.tasks.facts import ioi_sentence, load_world
-        from circuitlab.zoo.toy_lm import zoo_dir
-
-        world = load_world(zoo_dir())
-        templates = [t[: t.rindex(" {io}")] for t in world.ioi_templates]
-        names, places, objects = list(world.ioi_names), list(world.ioi_places), list(world.ioi_objects)
-        pairs = list(world.ioi_test_pairs)  # name pairs the toy model never saw together in training
-    else:
-        world = None
-        templates = list(TEMPLATES)
-        names = _single(model, NAMES)
-        places, objects = _single(model, PLACES), _single(model, OBJECTS)
-        if len(names) < 5 or not places or not objects:
-            raise NotApplicable(f"too few single-token names ({len(names)}), places ({len(places)}) or objects "
-                                f"({len(objects)}) for this tokenizer to build IOI prompts")
-        pairs = None
-    out = []
-    for i in range(n):
-        t = i % len(templates)
-        io_first = (i // len(templates)) % 2 == 0  # ABBA and BABA in turn
-        if pairs is not None:
-            io, s = rng.choice(pairs)
-            if rng.random() < 0.5:
-                io, s = s, io
-        else:
-            io, s = rng.sample(names, 2)
-        place, obj = rng.choice(places), rng.choice(objects)
-        x, y, z = rng.sample([m for m in names if m not in (io, s)], 3)
-        a, b = (io, s) if io_first else (s, io)
-        if world is not None:
-            clean, answer = ioi_sentence(world, io, s, io_first, t, place, obj)
-            assert answer == " " + io
-        else:
-            clean = templates[t].format(a=a, b=b, s=s, place=place, obj=obj)
-        corrupted = templates[t].format(a=x, b=y, s=z, place=place, obj=obj)
-        out.append({"clean": clean, "corrupted": corrupted, "io": " " + io, "s": " " + s, "template": t})
-    return out
-
-
-def _groups(model, prompts: list[dict]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
-    """Prompt indices grouped by token length (analyses compare positions, so a batch shares one length), with
-    their clean and corrupted tokens."""
-    by_len: dict[int, list[int]] = defaultdict(list)
-    toks = [to_tokens(model, p["clean"]) for p in prompts]
-    for i, t in enumerate(toks):
-        by_len[t.shape[1]].append(i)
-    out = []
-    for _, idx in sorted(by_len.items()):
-        clean = to_tokens(model, [prompts[i]["clean"] for i in idx])
-        corrupted = to_tokens(model, [prompts[i]["corrupted"] for i in idx])
-        if corrupted.shape != clean.shape:
-            raise NotApplicable("the ABC-corrupted prompts do not tokenize to the clean prompts' length")
-        out.append((idx, clean, corrupted))
-    return out
-
-
 # ------------------------------------------------------------------------------------------------- measure
 
 def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measurement:
@@ -139,9 +53,9 @@ def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measureme
     cfg = model.cfg
     if cfg.n_layers < 2:
         raise NotApplicable("name movers are late heads fed by earlier ones; this model has one layer")
-    prompts = ioi_prompts(model, seed)
+    prompts = ioi_prompts(model, seed, n=N_PROMPTS)
     n = len(prompts)
-    groups = _groups(model, prompts)
+    groups = ioi_groups(model, prompts)
     tok = model.tokenizer
     layers = range(cfg.n_layers)
 

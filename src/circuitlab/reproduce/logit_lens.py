@@ -20,7 +20,7 @@ from circuitlab.core import model_name, token_label
 from circuitlab.models.loading import ZOO_DIR, ZOO_PREFIX
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 from circuitlab.results import Result
-from circuitlab.tasks.facts import WORLD_FILE, fact_sentence, load_world
+from circuitlab.tasks.toy_world import WORLD_FILE, fact_sentence, load_world
 
 RHO = -0.8  # Spearman correlation of depth with the median rank must be at most this
 N_PEOPLE = 4  # toy-lm: the first people of the world, each asked every relation

@@ -192,9 +192,9 @@ def correlation_measure(model, seed: int, **settings) -> Measurement:
     top = maxcorr.sort(descending=True).values[:n_top]
     top_mean, median = float(top.mean()), res.meta["median"]
     # the null: the same top neurons against the other model's rows shuffled across words
-    from circuitlab.neurons.ranking import _common_rows
+    from circuitlab.neurons.ranking import common_rows
 
-    ra, rb = _common_rows([a, b])
+    ra, rb = common_rows([a, b])
     xa, where = features(a)
     xb, _ = features(b)
     order = res.meta["order"][:n_top]

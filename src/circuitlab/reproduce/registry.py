@@ -26,14 +26,10 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
-from circuitlab.errors import CircuitlabError, InputError
+from circuitlab.errors import CircuitlabError, InputError, NotApplicable
 
 #: the verdicts a run can give, strongest first
 VERDICTS = ("reproduced", "partly", "not reproduced", "not applicable")
-
-
-class NotApplicable(CircuitlabError):
-    """Raised by a measurement when the finding does not apply to the model (say why)."""
 
 
 @dataclass(frozen=True)

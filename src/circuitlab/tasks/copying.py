@@ -19,6 +19,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitlab.tasks.repeated import repeated_sequences
+
 
 @dataclass
 class CopyTask:
@@ -34,8 +36,8 @@ class CopyTask:
 
     clean: Int[Tensor, "batch pos"]
     corrupted: Int[Tensor, "batch pos"]
-    answer: Int[Tensor, "batch"]
-    wrong: Int[Tensor, "batch"]
+    answer: Int[Tensor, " batch"]
+    wrong: Int[Tensor, " batch"]
     changed_pos: int
     description: str
 
@@ -44,10 +46,8 @@ def copy_task(model, n_prompts: int = 8, seq_len: int = 20, k: int = 14, seed: i
     """``n_prompts`` copying prompts ``[BOS] r_1..r_n r_1..r_k`` and their corrupted twins (``r_{k+1} -> x``).
 
     The random tokens follow ``model``'s conventions (its BOS, no special tokens; see
-    :func:`circuitlab.induction.repeated_sequences`); ``seq_len`` and ``k`` shrink to fit its context.
+    :func:`circuitlab.tasks.repeated.repeated_sequences`); ``seq_len`` and ``k`` shrink to fit its context.
     """
-    from circuitlab.induction import repeated_sequences
-
     room = (model.cfg.n_ctx - 1) // 2
     seq_len = min(seq_len, room)
     k = min(k, seq_len - 1)

@@ -14,7 +14,7 @@ Two sources of facts:
   scientist). The subject usually sits early in the prompt, so that tokens follow it: tracing compares the
   subject's last token with the prompt's last token. All are stable facts with one obvious next word.
 - :func:`toy_facts`: the invented facts of the synthetic world ``zoo/toy-lm`` was trained on
-  (:mod:`circuitlab.tasks.facts`), asked by default with each fact's *held-out* template, the sentence never
+  (:mod:`circuitlab.tasks.toy_world`), asked by default with each fact's *held-out* template, the sentence never
   seen in training, so a correct answer shows the fact is stored with the person rather than the sentence.
 
 A model only "knows" a fact when its answer is a single token for the model's tokenizer and the model's top-1
@@ -23,7 +23,7 @@ returns them; :func:`known_facts_report` also says what was dropped and why (a :
 
     import circuitlab
     from circuitlab.tasks.factual import FACTS, known_facts, known_facts_report, toy_facts
-    from circuitlab.tasks.facts import load_world
+    from circuitlab.tasks.toy_world import load_world
 
     model = circuitlab.load_model("gemma-3-270m")
     report = known_facts_report(model, FACTS)
@@ -50,7 +50,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_fini
                              final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, to_tokens,
                              token_label)
 from circuitlab.errors import InputError
-from circuitlab.tasks.facts import World, fact_sentence
+from circuitlab.tasks.toy_world import World, fact_sentence
 
 
 @dataclass(frozen=True)
@@ -431,16 +431,17 @@ FACTS: tuple[Fact, ...] = (_COUNTRY_CAPITAL + _COUNTRY_LANGUAGE + _COUNTRY_CONTI
 # ---------------------------------------------------------------------------------------------------------
 
 def toy_facts(world: World, template: Optional[int] = None) -> list[Fact]:
-    """The facts of a synthetic :class:`~circuitlab.tasks.facts.World`: one per person and relation.
+    """The facts of a synthetic :class:`~circuitlab.tasks.toy_world.World`: one per person and relation.
 
-    Each is the query prompt of :func:`~circuitlab.tasks.facts.fact_sentence` (``"Zorvath lives in"`` ->
+    Each is the query prompt of :func:`~circuitlab.tasks.toy_world.fact_sentence` (``"Zorvath lives in"`` ->
     ``" Pellmoor"``), with the person's name as subject and the relation's name (``"home"``) as relation, in the
     order people x relations. By default each fact is asked with its held-out template
     (``world.heldout_template[person][relation]``), the one sentence never used for it in training, which tests
     that the fact is stored with the person; ``template=i`` asks every fact with template ``i`` instead.
     """
     if not isinstance(world, World):
-        raise InputError(f"toy_facts needs a World (circuitlab.tasks.facts.load_world); got {type(world).__name__}.")
+        raise InputError(f"toy_facts needs a World (circuitlab.tasks.toy_world.load_world); got "
+                         f"{type(world).__name__}.")
     if template is not None:
         n = min(len(spec["templates"]) for spec in world.relations.values())
         if isinstance(template, bool) or not isinstance(template, int) or not 0 <= template < n:

@@ -48,7 +48,7 @@ difference on held-out name pairs; the card also keeps the induction curve (loss
 during training).
 
 The synthetic world (people, facts, templates, IOI names and their splits) is a task,
-:mod:`circuitlab.tasks.facts`; it ships beside the weights as ``world.json``, and measuring a model reads that
+:mod:`circuitlab.tasks.toy_world`; it ships beside the weights as ``world.json``, and measuring a model reads that
 file. The fast twin is :mod:`circuitlab.zoo.fastgpt`, the training loop :mod:`circuitlab.zoo.training`, the BPE
 tokenizer :mod:`circuitlab.zoo.tokenizer` and the corpora :mod:`circuitlab.zoo.text_data`.
 
@@ -71,7 +71,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.errors import CircuitlabError
 from circuitlab.tasks import repeated_tokens
-from circuitlab.tasks.facts import (
+from circuitlab.tasks.toy_world import (
     WORLD_FILE, World, fact_sentence, ioi_sentence, load_world, make_world, synthetic_text,
 )
 from circuitlab.zoo.fastgpt import FastGPT

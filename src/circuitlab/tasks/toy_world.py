@@ -6,7 +6,7 @@ name pairs for indirect-object sentences. For every (person, relation) one templ
 training, so asking a fact with exactly that template tests that the fact is stored with the person (Meng et
 al. 2022), not with one sentence; a fifth of the name pairs never appear together in training.
 
-    from circuitlab.tasks.facts import load_world, fact_sentence
+    from circuitlab.tasks.toy_world import load_world, fact_sentence
 
     world = load_world("src/circuitlab/zoo/weights/toy-lm")       # the world.json shipped beside the weights
     fact_sentence(world, world.people[0], "home", 0)              # ("Zorvath lives in", " Pellmoor")
