@@ -68,7 +68,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar, row_bytes, str_tokens)
+                             check_mlp_layer, check_number, check_neurons, model_name, progress_bar, row_bytes, str_tokens)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result
 
@@ -471,10 +471,8 @@ class LLMClient:
         self.url = self.url or os.environ.get(ENV_URL) or None
         self.model = self.model or os.environ.get(ENV_MODEL) or None
         self.key = self.key or os.environ.get(ENV_KEY) or os.environ.get("OPENAI_API_KEY") or None
-        for arg, value, least in (("timeout", self.timeout, "a positive"), ("backoff", self.backoff, "a non-negative")):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or value < 0 or (arg == "timeout" and value == 0):
-                raise InputError(f"{arg} must be {least} number of seconds; got {value!r}.")
+        check_number(self.timeout, "timeout", low=0, low_open=True, what="a positive number of seconds")
+        check_number(self.backoff, "backoff", low=0, what="a non-negative number of seconds")
         self.retries = check_count(self.retries, "retries", 0)
         if self.url is not None:
             parts = urllib.parse.urlsplit(str(self.url))
