@@ -80,3 +80,23 @@ def test_max_memory_infinity_is_an_input_error_not_an_overflow():
             check_max_memory(bad)
     assert check_max_memory(2.5 * 2**20) == int(2.5 * 2**20)
     assert check_max_memory(2**20) == 2**20
+
+
+# ---------------------------------------------------------------------------------------------------------
+# verdict
+# ---------------------------------------------------------------------------------------------------------
+
+def test_verdict_truth_table():
+    from circuitlab.reproduce import VERDICTS, verdict
+
+    assert verdict(True, True) == "reproduced"
+    assert verdict(True, False) == "reproduced"  # the whole claim holding wins
+    assert verdict(False, True) == "partly"
+    assert verdict(False, False) == "not reproduced"
+    # the rule's usual shapes: two parts that both must hold, one number against two thresholds
+    for a in (False, True):
+        for b in (False, True):
+            assert verdict(a and b, a or b) == ["not reproduced", "partly", "partly", "reproduced"][2 * a + b]
+    assert [verdict(r >= 10, r >= 3) for r in (2.9, 3, 9.99, 10)] == \
+        ["not reproduced", "partly", "partly", "reproduced"]
+    assert {verdict(x, y) for x in (0, 1) for y in (0, 1)} < set(VERDICTS)
