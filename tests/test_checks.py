@@ -100,3 +100,113 @@ def test_verdict_truth_table():
     assert [verdict(r >= 10, r >= 3) for r in (2.9, 3, 9.99, 10)] == \
         ["not reproduced", "partly", "partly", "reproduced"]
     assert {verdict(x, y) for x in (0, 1) for y in (0, 1)} < set(VERDICTS)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# spearman: one implementation (circuitlab.core), against pandas' and SciPy's
+# ---------------------------------------------------------------------------------------------------------
+
+def _random_with_ties(gen: torch.Generator, n: int) -> torch.Tensor:
+    return torch.randint(0, max(2, n // 3), (n,), generator=gen).double()  # many ties
+
+
+def test_spearman_against_pandas_average_ranks_with_ties():
+    import pandas as pd
+
+    from circuitlab.core import average_ranks, spearman
+
+    gen = torch.Generator().manual_seed(0)
+    for n in (2, 3, 7, 50, 301):
+        a, b = _random_with_ties(gen, n), torch.randn(n, generator=gen, dtype=torch.float64).round(decimals=1)
+        want = pd.Series(a.numpy()).rank().corr(pd.Series(b.numpy()).rank())
+        got = spearman(a, b)
+        assert (math.isnan(got) and math.isnan(want)) or got == pytest.approx(want, abs=1e-12)
+        assert spearman(a.tolist(), b.tolist()) == pytest.approx(got, abs=1e-15, nan_ok=True)  # lists too
+        assert average_ranks(a).tolist() == (pd.Series(a.numpy()).rank() - 1).tolist()
+    assert math.isnan(spearman([1.0, 1.0, 1.0], [1.0, 2.0, 3.0]))
+
+
+def test_spearman_against_scipy():
+    stats = pytest.importorskip("scipy.stats")
+    from circuitlab.core import spearman
+
+    gen = torch.Generator().manual_seed(1)
+    for n in (5, 40, 400):
+        a, b = _random_with_ties(gen, n), _random_with_ties(gen, n)
+        assert spearman(a, b) == pytest.approx(stats.spearmanr(a.numpy(), b.numpy())[0], abs=1e-12)
+
+
+def test_the_probing_and_reproduction_spearman_are_the_one_in_core():
+    from circuitlab import core
+    from circuitlab.probing import structural
+    from circuitlab.reproduce import logit_lens
+
+    assert structural.spearman is core.spearman and logit_lens.spearman is core.spearman
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The L-BFGS logistic regressions and the probes' standardiser, against closed forms
+# ---------------------------------------------------------------------------------------------------------
+
+def _logit(p: float) -> float:
+    return math.log(p / (1 - p))
+
+
+def test_binary_logistic_regression_without_penalty_fits_the_group_frequencies():
+    # one 0/1 feature: the unpenalised fit is saturated, so sigmoid(b) and sigmoid(w + b) are the fractions of
+    # positives among x = 0 and x = 1 (the maximum-likelihood estimate, in closed form)
+    from circuitlab.concepts.tcav import logistic_regression
+
+    x = torch.tensor([0.0] * 10 + [1.0] * 20)[:, None]
+    y = torch.tensor([1] * 3 + [0] * 7 + [1] * 16 + [0] * 4)
+    w, b = logistic_regression(x, y, l2=0.0, max_iter=1000)
+    assert b == pytest.approx(_logit(0.3), abs=1e-6)
+    assert float(w[0]) == pytest.approx(_logit(0.8) - _logit(0.3), abs=1e-6)
+
+
+def test_linear_probe_without_weight_decay_fits_the_class_frequencies_of_each_group():
+    # one-hot groups: the softmax probe is saturated, so its probabilities in each group are the class frequencies
+    from circuitlab.probing import train_probe
+
+    counts = [[6, 3, 1], [1, 1, 8], [2, 5, 3], [4, 4, 2]]  # [group][class]
+    x, y = [], []
+    for g, row in enumerate(counts):
+        for c, k in enumerate(row):
+            x += [torch.nn.functional.one_hot(torch.tensor(g), len(counts)).double()] * k
+            y += [c] * k
+    x, y = torch.stack(x), torch.tensor(y)
+    probe = train_probe(x, y, 3, "linear", weight_decay=0.0, max_iter=2000, dtype=torch.float64)
+    with torch.no_grad():
+        p = torch.softmax(probe(torch.eye(len(counts), dtype=torch.float64)), -1)
+    want = torch.tensor(counts, dtype=torch.float64)
+    torch.testing.assert_close(p, want / want.sum(1, keepdim=True), atol=1e-5, rtol=0)
+
+
+def test_the_probes_standardiser_uses_the_sample_mean_and_standard_deviation():
+    import statistics
+
+    from circuitlab.probing.classifier import Probe
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(9, 4, generator=gen, dtype=torch.float64) * torch.tensor([1.0, 10.0, 0.1, 0.0]) + 3
+    probe = Probe(4, 2).double()
+    xs = probe.standardise_on(x)
+    cols = x.T.tolist()
+    assert probe.mean.tolist() == pytest.approx([statistics.mean(c) for c in cols], abs=1e-12)
+    # Bessel-corrected, and a constant column divided by the floor 1e-6 instead of zero
+    assert probe.std.tolist() == pytest.approx([max(statistics.stdev(c), 1e-6) for c in cols], rel=1e-12)
+    torch.testing.assert_close(xs[:, :3].mean(0), torch.zeros(3, dtype=torch.float64), atol=1e-12, rtol=0)
+    torch.testing.assert_close(xs[:, :3].std(0), torch.ones(3, dtype=torch.float64))
+    one = Probe(4, 2).double()
+    assert one.standardise_on(x[:1]).abs().max() == 0 and one.std.tolist() == [1.0] * 4  # a single row
+
+
+def test_the_elastic_net_probe_standardises_like_the_probe():
+    from circuitlab.neurons.ranking import elastic_net_probe
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(30, 3, generator=gen) * torch.tensor([1.0, 5.0, 0.2]) + 1
+    y = (x[:, 0] > 1).long()
+    probe = elastic_net_probe(x, y, 2, l1=0.0, l2=0.1)
+    torch.testing.assert_close(probe.mean, x.mean(0))
+    torch.testing.assert_close(probe.std, x.std(0))

@@ -750,3 +750,50 @@ def _tqdm():
 
         return plain
     return tqdm
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Statistics and fitting that several rooms share
+# ---------------------------------------------------------------------------------------------------------
+
+def average_ranks(v: Union[Tensor, Sequence[float]]) -> Float[Tensor, "n"]:
+    """Ranks from 0 (float64) with ties given their average rank, as Spearman's rho needs: ``[10, 20, 20, 5]``
+    -> ``[1, 2.5, 2.5, 0]``."""
+    v = torch.as_tensor(v).detach().double().flatten()
+    sorted_v, order = torch.sort(v, stable=True)
+    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
+    start = torch.cumsum(counts, 0) - counts
+    average = start.double() + (counts.double() - 1) / 2
+    ranks = torch.empty(len(v), dtype=torch.float64)
+    ranks[order] = average[inverse]
+    return ranks
+
+
+def spearman(a: Union[Tensor, Sequence[float]], b: Union[Tensor, Sequence[float]]) -> float:
+    """Spearman's rank correlation of two vectors (tensors or lists of numbers; average ranks for ties): Pearson's
+    correlation of :func:`average_ranks`, in float64. NaN if either is constant."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else float("nan")
+
+
+def minimise_lbfgs(params: Sequence[Tensor], loss: Any, *, max_iter: int, tolerance_grad: float,
+                   tolerance_change: float, history_size: int = 20) -> None:
+    """Minimise ``loss()`` (a function of no arguments returning a scalar tensor built from ``params``) over
+    ``params`` in place, with full-batch L-BFGS (``lr=1``, strong Wolfe line search, at most ``max_iter``
+    iterations): the solver behind the package's convex fits (the linear probe of
+    :func:`circuitlab.probing.train_probe`, the logistic regression of TCAV and explanation regularisation,
+    :func:`circuitlab.concepts.tcav.logistic_regression`). Gradients are on inside, whatever the caller's mode."""
+    opt = torch.optim.LBFGS(list(params), lr=1, max_iter=max_iter, history_size=history_size,
+                            tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        opt.step(closure)

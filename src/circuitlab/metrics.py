@@ -21,7 +21,7 @@ the fast path and the plain call cannot disagree.
 from __future__ import annotations
 
 import copy
-from typing import Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -29,6 +29,11 @@ from torch import Tensor
 
 from circuitlab.core import answer_ids, check_distinct_answers, check_pos, metric_name
 from circuitlab.errors import InputError
+
+#: a metric: logits ``[batch, pos, d_vocab]`` -> one number (a 0-d tensor or a float). Every analysis that takes a
+#: ``metric`` takes this; the declarative metrics here (:class:`LogitMetric`) are such callables and also say which
+#: logits they read.
+Metric = Callable[[Tensor], Union[Tensor, float]]
 
 Answers = Union[str, int, Sequence[Union[str, int]], Tensor]
 Positions = Union[int, Sequence[int], Tensor]
