@@ -210,3 +210,54 @@ def test_the_elastic_net_probe_standardises_like_the_probe():
     probe = elastic_net_probe(x, y, 2, l1=0.0, l2=0.1)
     torch.testing.assert_close(probe.mean, x.mean(0))
     torch.testing.assert_close(probe.std, x.std(0))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# svg_open: the one opening of an inline SVG
+# ---------------------------------------------------------------------------------------------------------
+
+def test_svg_open_is_well_formed_svg_with_an_escaped_title():
+    import xml.etree.ElementTree as ET
+
+    from circuitlab.render.style import svg_open
+
+    ns = "{http://www.w3.org/2000/svg}"
+    root = ET.fromstring("".join(svg_open(120, "45.5", "cl-x", "a < b & 'c'", role="img") + ["</svg>"]))
+    assert root.tag == f"{ns}svg" and root.get("class") == "cl-x" and root.get("role") == "img"
+    assert (root.get("viewBox"), root.get("width"), root.get("height")) == ("0 0 120 45.5", "120", "45.5")
+    assert root.get("font-size") == "10" and root.find(f"{ns}title").text == "a < b & 'c'"
+    bare = ET.fromstring("".join(svg_open(3, 4, "cl-y", font_size=12) + ["</svg>"]))
+    assert bare.get("font-size") == "12" and bare.find(f"{ns}title") is None and bare.get("role") is None
+
+
+def test_every_renderer_opens_its_svg_with_svg_open():
+    import inspect
+
+    from circuitlab import render
+    from circuitlab.render import concepts, graph, neurons, probing, style
+
+    for module in (concepts, graph, neurons, probing):
+        text = inspect.getsource(module)
+        assert "<svg " not in text and "svg_open(" in text, module.__name__
+    assert "<svg " in inspect.getsource(style) and render is not None
+
+
+# ---------------------------------------------------------------------------------------------------------
+# labelled_sentences: the one loader of sentences by name
+# ---------------------------------------------------------------------------------------------------------
+
+def test_labelled_sentences_reads_each_source(tmp_path):
+    from circuitlab.probing import template_sentences, write_conllu
+    from circuitlab.probing.sentences import labelled_sentences
+
+    want = template_sentences(12, seed=3)
+    got = labelled_sentences("templates", 12, seed=3)
+    assert [s.words for s in got] == [s.words for s in want] and [s.head for s in got] == [s.head for s in want]
+    path = tmp_path / "s.conllu"
+    path.write_text(write_conllu(want))
+    read = labelled_sentences(str(path), 5)
+    assert [s.words for s in read] == [s.words for s in want[:5]] and [s.upos for s in read] == \
+        [s.upos for s in want[:5]]
+    assert labelled_sentences(want, 3) is want  # loaded sentences pass through
+    with pytest.raises(InputError, match=r"^--labelled 'nope\.conllu' is neither 'templates', 'default' nor a CoNLL-U"):
+        labelled_sentences("nope.conllu", 5, option="--labelled")
