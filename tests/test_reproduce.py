@@ -113,7 +113,13 @@ def test_cli_lists_runs_and_reports(tmp_path, capsys, monkeypatch):
     out = tmp_path / "r" / "repro.html"
     assert main(["reproduce", "induction-heads-need-two-layers", "-o", str(out), "-q"]) == 0
     text = capsys.readouterr().out
-    assert "REPRODUCED" in text or "PARTLY" in text or "NOT REPRODUCED" in text
+    # the verdict printed is the rule's on this run's numbers (seed 0, the default model), recomputed here
+    v = reproduce.run("induction-heads-need-two-layers").measurement.values
+    a = v["best_induction"] >= 0.3 and v["best_induction_one_layer"] < 0.3
+    drop = v["first_half_loss"] - v["repeated_half_loss"]
+    b = (v["ablated_loss"] - v["repeated_half_loss"]) / drop >= 0.5
+    want = "reproduced" if a and b else "partly" if a or b else "not reproduced"
+    assert f"]  {want.upper()}  (" in text
     assert "seed 0" in text and "not the published model" in text and "zoo/attn-only-2l" in text
     page = out.read_text()
     assert "Elhage et al." in page and "Rule, fixed in advance" in page

@@ -66,7 +66,7 @@ def test_finding_is_registered_with_its_source_and_rule():
 def test_toy_lm_run_gives_a_row_and_follows_the_rule(toy_run):
     row = toy_run.row()
     assert row["finding"] == FINDING_ID and row["model"] == "zoo/toy-lm (differs)"
-    assert row["verdict"] in reproduce.VERDICTS
+    assert row["verdict"] == verdict_from_values(toy_run.measurement.values)
     v = toy_run.measurement.values
     assert v["n_prompts"] == ioi.N_PROMPTS == len(v["per_prompt_logit_diff"])
     assert toy_run.verdict == verdict_from_values(v)

@@ -11,7 +11,7 @@ import torch
 
 import circuitlab
 from circuitlab import reproduce
-from circuitlab.reproduce import VERDICTS, NotApplicable
+from circuitlab.reproduce import NotApplicable
 from circuitlab.reproduce import logit_lens as F
 from circuitlab.tasks import toy_world as facts
 from circuitlab.testing import need_real_model, random_model
@@ -49,8 +49,16 @@ def test_registered_with_a_fixed_rule_and_the_three_models():
     assert f.published and "GPT-2" in f.published_model and f.citation.where
 
 
+def test_the_rule_gives_the_known_verdict_on_constructed_ranks():
+    # median ranks that fall to 1 before the last row; that never fall; that reach 1 only where they start
+    for ranks, want in (([[5, 3, 2, 1, 1], [7, 4, 2, 1, 1]], "reproduced"), ([[3, 4, 5, 6, 7]], "not reproduced"),
+                        ([[1, 2, 3, 4, 1]], "partly")):
+        med = [statistics.median(col) for col in zip(*ranks)]
+        values = {"ranks": ranks, "median_rank": med, "spearman_rho": F.spearman(list(range(len(med))), med)}
+        assert rule(values) == want
+
+
 def test_verdict_is_the_rule_applied_to_the_values(measured):
-    assert measured.verdict in VERDICTS
     assert measured.verdict == rule(measured.values)
     first = measured.values["first_top1_row"]
     med = measured.values["median_rank"]
@@ -111,6 +119,9 @@ def test_on_a_real_model(name):
     need_real_model(name)
     r = reproduce.run("logit-lens-rank-falls-with-depth", name)
     print(r.row())
-    assert r.verdict in VERDICTS
+    v = r.measurement.values  # the rule again, from the reported rho and the first row where the median is 1
+    first = v["first_top1_row"]
+    assert r.verdict == ("not reproduced", "partly", "reproduced")[
+        int(v["spearman_rho"] <= -0.8) + int(first is not None and first < len(v["rows"]) - 1)]
     assert r.verdict == rule(r.measurement.values)
     assert r.measurement.values["prompts"] == list(F.PROMPTS)

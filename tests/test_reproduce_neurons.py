@@ -11,7 +11,6 @@ import torch
 
 import circuitlab as cl
 from circuitlab import probing, reproduce
-from circuitlab.reproduce import VERDICTS
 from circuitlab.reproduce import neurons as F
 
 
@@ -67,7 +66,17 @@ def toy():
 def test_ablation_verdict_on_toy_lm_is_the_rule(toy):
     m = F.ablation_measure(toy, 0, sentences=probing.template_sentences(30), hooks=["blocks.3.mlp.hook_post"],
                            fractions=(0.1,), n_random=1, max_iter=60, cache=False)
-    assert m.verdict in VERDICTS
+    # the rule on constructed curves whose verdict is known (accuracy only; full accuracy 0.9 for both protocols)
+    labels = {"protocol": ["masked", "retrained"], "measure": ["accuracy", "control", "selectivity"],
+              "selection": ["top keep", "random keep", "bottom keep", "top remove", "random remove", "bottom remove"],
+              "k": ["10"]}
+    full = [[0.9, 0.5, 0.4], [0.9, 0.5, 0.4]]
+    for top_keep, top_remove, want in ((0.85, 0.5, "reproduced"), (0.5, 0.5, "partly"), (0.5, 0.85, "not reproduced")):
+        values = torch.full((2, 3, 6, 1), 0.85, dtype=torch.float64)  # random removal costs 0.05
+        values[1, 0, 0, 0], values[0, 0, 3, 0] = top_keep, top_remove  # retrained top keep; masked top remove
+        assert ablation_rule(values.tolist(), full, labels, "10") == want
+        a, b, _ = F.ablation_judge(values, labels, full, "10")
+        assert reproduce.verdict(a and b, a or b) == want
     v = m.values
     assert v["n_neurons"] == 512 and v["k_rule"] == 51
     assert m.verdict == ablation_rule(v["values"], v["full"], v["labels"], "51")

@@ -21,6 +21,7 @@ rejects bad input with the same words:
 from __future__ import annotations
 
 import functools
+import math
 import re
 import weakref
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -354,6 +355,75 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
     return value
 
 
+def _bound_words(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool,
+                 finite: bool) -> str:
+    """``"a positive number"``, ``"a finite number >= 0"``, ``"a number in (0, 1)"``: what the bounds ask for."""
+    if low is not None and high is not None:
+        return f"a number in {'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    # one bound or none: infinity on the open side is excluded only by ``finite``
+    kind = "a finite number" if finite else "a number"
+    if low is not None:
+        if low == 0 and low_open:
+            return "a finite positive number" if finite else "a positive number"
+        return f"{kind} {'>' if low_open else '>='} {low:g}"
+    if high is not None:
+        return f"{kind} {'<' if high_open else '<='} {high:g}"
+    return kind
+
+
+def check_number(value: Any, name: str, low: Optional[float] = None, high: Optional[float] = None,
+                 finite: bool = True, *, low_open: bool = False, high_open: bool = False,
+                 what: Optional[str] = None, message: Optional[str] = None) -> float:
+    """A real-number argument (a learning rate, a penalty, a fraction, a tolerance, a noise scale), as a ``float``.
+
+    One rule for the package: the value is an ``int`` or a ``float`` (not a ``bool``, a string, a tensor or
+    ``None``) and never NaN; it is at least ``low`` (more than ``low`` with ``low_open``) and at most ``high``
+    (less than ``high`` with ``high_open``) where they are given; and with ``finite`` (the default) it is not
+    ``+inf`` or ``-inf`` even where the bounds would allow it.
+
+    **What infinity means**, decided once per kind of argument:
+
+    - a scale, a rate or a penalty (a noise's standard deviation, ``sigma``, a learning rate, an ``l1`` / ``l2``
+      penalty, a temperature, a timeout or a back-off in seconds, a number of CPUs): **finite**. Infinity there is
+      not a setting but a mistake (an infinite penalty or step gives NaN or a zero model), so it is an
+      :class:`~circuitlab.errors.InputError` like any other bad value;
+    - a threshold that selects (ACDC's tau, a score threshold, a fraction in ``(0, 1)``): **finite** (the bounds
+      exclude it for fractions; an infinite threshold selects nothing, which is never what was meant);
+    - ``max_memory``: **finite** (:func:`check_max_memory`): it is a number of bytes that batches are cut to, and a
+      large finite number already means "one batch";
+    - an upper bound where infinity is documented as **"no bound"** (a tolerance that never warns,
+      ``tolerance=math.inf``): ``finite=False``, and the site's docstring says so.
+
+    The message names the argument and what it must be: ``"{name} must be {what}; got {value!r}."``, where
+    ``what`` defaults to the bounds in words (``"a positive number"``, ``"a finite number >= 0"``, ``"a number in
+    [0, 1]"``); give ``what`` to say what the number is (``"a positive number of bytes (e.g. 512 * 2**20)"``).
+    ``message`` replaces the whole text, for sites whose wording differs (``f"lr={lr!r}: give a positive learning
+    rate, e.g. 1e-3."``).
+
+    >>> check_number(1e-3, "lr", low=0, low_open=True)
+    0.001
+    >>> check_number(float("inf"), "tolerance", low=0, finite=False)
+    inf
+    """
+    ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if ok:
+        # an int is always finite (and may be too large for float(); compare it as it is)
+        infinite = isinstance(value, float) and math.isinf(value)
+        ok = (value == value  # not NaN
+              and not (finite and infinite)
+              and (low is None or (value > low if low_open else value >= low))
+              and (high is None or (value < high if high_open else value <= high)))
+    if ok:
+        try:
+            return float(value)
+        except OverflowError:  # an int beyond float's range
+            pass
+    if message is not None:
+        raise InputError(message)
+    words = what if what is not None else _bound_words(low, high, low_open, high_open, finite)
+    raise InputError(f"{name} must be {words}; got {value!r}.")
+
+
 def check_mlp_layer(model: HookedTransformer, layer: Any) -> int:
     """A layer index of a model that has one dense MLP per layer."""
     cfg = model.cfg
@@ -588,14 +658,16 @@ DEFAULT_MAX_MEMORY = 512 * 2**20
 
 
 def check_max_memory(max_memory: Any) -> int:
-    """``max_memory`` checked: a positive number of bytes.
+    """``max_memory`` checked: a positive, finite number of bytes (an :class:`~circuitlab.errors.InputError`
+    otherwise, ``inf`` included: a bound of infinite bytes is not a size to cut batches to, and a large finite
+    number, e.g. ``2**40``, already means "everything in one batch").
 
     One meaning everywhere: a rough bound on the activations that one batched forward (or backward) pass holds
     at once. Every analysis that loops over data cuts its batches to fit it, so its peak memory does not grow
     with the amount of data (only the results do: one number per sequence, patch or example).
     """
-    if isinstance(max_memory, bool) or not isinstance(max_memory, (int, float)) or not max_memory > 0:
-        raise InputError(f"max_memory must be a positive number of bytes (e.g. 512 * 2**20); got {max_memory!r}.")
+    check_number(max_memory, "max_memory", low=0, low_open=True,
+                 what="a positive number of bytes (e.g. 512 * 2**20)")
     return int(max_memory)
 
 
@@ -691,3 +763,50 @@ def _tqdm():
 
         return plain
     return tqdm
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Statistics and fitting that several rooms share
+# ---------------------------------------------------------------------------------------------------------
+
+def average_ranks(v: Union[Tensor, Sequence[float]]) -> Float[Tensor, "n"]:
+    """Ranks from 0 (float64) with ties given their average rank, as Spearman's rho needs: ``[10, 20, 20, 5]``
+    -> ``[1, 2.5, 2.5, 0]``."""
+    v = torch.as_tensor(v).detach().double().flatten()
+    sorted_v, order = torch.sort(v, stable=True)
+    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
+    start = torch.cumsum(counts, 0) - counts
+    average = start.double() + (counts.double() - 1) / 2
+    ranks = torch.empty(len(v), dtype=torch.float64)
+    ranks[order] = average[inverse]
+    return ranks
+
+
+def spearman(a: Union[Tensor, Sequence[float]], b: Union[Tensor, Sequence[float]]) -> float:
+    """Spearman's rank correlation of two vectors (tensors or lists of numbers; average ranks for ties): Pearson's
+    correlation of :func:`average_ranks`, in float64. NaN if either is constant."""
+    ra, rb = average_ranks(a), average_ranks(b)
+    ra, rb = ra - ra.mean(), rb - rb.mean()
+    den = float(ra.norm() * rb.norm())
+    return float((ra * rb).sum()) / den if den > 0 else float("nan")
+
+
+def minimise_lbfgs(params: Sequence[Tensor], loss: Any, *, max_iter: int, tolerance_grad: float,
+                   tolerance_change: float, history_size: int = 20) -> None:
+    """Minimise ``loss()`` (a function of no arguments returning a scalar tensor built from ``params``) over
+    ``params`` in place, with full-batch L-BFGS (``lr=1``, strong Wolfe line search, at most ``max_iter``
+    iterations): the solver behind the package's convex fits (the linear probe of
+    :func:`circuitlab.probing.train_probe`, the logistic regression of TCAV and explanation regularisation,
+    :func:`circuitlab.concepts.tcav.logistic_regression`). Gradients are on inside, whatever the caller's mode."""
+    opt = torch.optim.LBFGS(list(params), lr=1, max_iter=max_iter, history_size=history_size,
+                            tolerance_grad=tolerance_grad, tolerance_change=tolerance_change,
+                            line_search_fn="strong_wolfe")
+
+    def closure():
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    with torch.enable_grad():
+        opt.step(closure)

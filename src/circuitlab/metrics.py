@@ -32,7 +32,9 @@ from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
 Positions = Union[int, Sequence[int], Int[Tensor, "*batch"]]
-#: a metric: logits ``[batch, pos, d_vocab]`` -> one number (a 0-d tensor or a float)
+#: a metric: logits ``[batch, pos, d_vocab]`` -> one number (a 0-d tensor or a float). Every analysis that takes a
+#: ``metric`` takes this; the declarative metrics here (:class:`LogitMetric`) are such callables and also say which
+#: logits they read.
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Union[Float[Tensor, ""], float]]
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from circuitlab.circuits.graph import Edge, Graph
+from circuitlab.core import check_number
 from circuitlab.errors import InputError
 from circuitlab.results import Rendered
 
@@ -161,8 +162,7 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         """The edges with ``|score| >= value`` as a new circuit."""
         if self.scores is None:
             raise InputError("threshold() needs scores; this circuit has none.")
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not value >= 0:
-            raise InputError(f"a score threshold must be a number >= 0; got {value!r}.")
+        check_number(value, "threshold", low=0, message=f"a score threshold must be a finite number >= 0; got {value!r}.")
         return self._subset([i for i, s in enumerate(self.scores) if abs(s) >= value], f"|score| >= {value:g}")
 
     def _subset(self, keep: list[int], how: str) -> "Circuit":

@@ -38,13 +38,17 @@ ACDC_DEFAULT_THRESHOLD = 0.01
 
 def non_negative_float(text: str) -> float:
     """An argparse ``type`` for ``--threshold``: a finite number >= 0."""
+    from circuitlab.core import check_number
+    from circuitlab.errors import InputError
+
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
-    if not (value >= 0 and value != float("inf")):
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}")
-    return value
+    try:
+        return check_number(value, "--threshold", low=0)
+    except InputError:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text}") from None
 
 
 def arguments(p: argparse.ArgumentParser) -> None:

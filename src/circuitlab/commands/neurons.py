@@ -169,12 +169,13 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
-    from circuitlab.commands.probe import _sentences, table
+    from circuitlab.commands.probe import table
     from circuitlab.neurons.ranking import neuron_activations, rank_neurons
+    from circuitlab.probing.sentences import labelled_sentences
 
     progress = not args.quiet
-    sentences = _sentences(argparse.Namespace(data=args.labelled, option="--labelled", sentences=args.sentences,
-                                              seed=args.seed, quiet=args.quiet))
+    sentences = labelled_sentences(args.labelled, args.sentences, seed=args.seed, progress=progress,
+                                   option="--labelled")
     acts = neuron_activations(model, sentences, [layer], progress=progress, cache=False)
     ranking = rank_neurons(acts, task=args.task, method=args.method, progress=progress)
     m = ranking.meta

@@ -83,22 +83,6 @@ def table(res, max_rows: int = 40, ci=None) -> str:
     return "\n".join(lines)
 
 
-def _sentences(args):
-    from pathlib import Path
-
-    from circuitlab.errors import InputError
-    from circuitlab.probing import default_sentences, read_conllu, template_sentences
-
-    if args.data == "templates":
-        return template_sentences(args.sentences, seed=args.seed)
-    if args.data == "default":
-        return default_sentences(args.sentences, seed=args.seed, progress=not args.quiet)
-    if not Path(args.data).is_file():
-        raise InputError(f"{getattr(args, 'option', '--data')} {args.data!r} is neither 'templates', 'default' nor "
-                         "a CoNLL-U file; give one of them.")
-    return read_conllu(args.data, multiword="split")[:args.sentences]
-
-
 def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
 
@@ -106,9 +90,10 @@ def run(args: argparse.Namespace) -> int:
     if args.kind in ("pos", "structural", "heads", "edges"):
         from circuitlab.probing import edge_probe, head_sweep, probe_sweep, structural_sweep
         from circuitlab.models.loading import as_any_model
+        from circuitlab.probing.sentences import labelled_sentences
 
         model = as_any_model(args.model)
-        sentences = _sentences(args)
+        sentences = labelled_sentences(args.data, args.sentences, seed=args.seed, progress=progress)
         seeds = {} if args.seeds is None else {"seeds": tuple(range(args.seeds))}
         if args.kind == "pos":
             res = probe_sweep(model, sentences, "upos", cache=False, progress=progress, **seeds)

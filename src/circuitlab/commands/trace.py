@@ -18,14 +18,14 @@ from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, 
 
 
 def positive_float(text: str) -> float:
-    """An argparse ``type`` for the noise scale: a number > 0."""
+    """An argparse ``type`` for the noise scale: a finite number > 0 (:func:`circuitlab.core.check_number`)."""
+    from circuitlab.core import check_number
+    from circuitlab.errors import InputError
+
     try:
-        value = float(text)
-    except ValueError:
+        return check_number(float(text), "--noise", low=0, low_open=True)
+    except (ValueError, InputError):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def arguments(p: argparse.ArgumentParser) -> None:

@@ -52,7 +52,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
 from circuitlab.concepts.tcav import logistic_regression
-from circuitlab.core import ModelLike, as_model, check_count, check_layer, model_name
+from circuitlab.core import ModelLike, as_model, check_count, check_layer, check_number, model_name
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
@@ -204,8 +204,7 @@ def train_head(features: Float[Tensor, "n d"], labels: Tensor, *, l2: float = 1.
     :func:`irrelevant_directions`), by L-BFGS in float64 on the full batch. Features are centred and scaled by one
     number first (so ``l2`` and ``lam`` are in those units); ``w`` is returned in the features' own coordinates."""
     for name, v in (("l2", l2), ("lam", lam)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0:
-            raise InputError(f"{name} must be a number >= 0; got {v!r}.")
+        check_number(v, name, low=0)  # a penalty: finite (see circuitlab.core.check_number)
     X = features.double()
     y = torch.as_tensor(labels).double()
     if X.ndim != 2 or y.shape != (X.shape[0],):

@@ -55,18 +55,18 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             final_norm, final_residual, metric_name, model_name, position_labels, progress_bar,
+                             check_number, final_norm, final_residual, metric_name, model_name, position_labels, progress_bar,
                              row_bytes, softcap, str_tokens, to_tokens)
 from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
+from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative
 from circuitlab.results import Result
 
 #: the quadrature rules (Captum's names)
@@ -316,7 +316,7 @@ def metric_from(model, out: Union[Float[Tensor, "batch pos d_model"], Float[Tens
 def integrated_gradients(
     model: ModelLike,
     prompts: Prompts,
-    metric: Union[LogitMetric, Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]],
+    metric: Metric,
     *,
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
@@ -361,7 +361,7 @@ def integrated_gradients(
 def gradient_x_input(
     model: ModelLike,
     prompts: Prompts,
-    metric: Union[LogitMetric, Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]]],
+    metric: Metric,
     *,
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
@@ -384,10 +384,9 @@ def gradient_x_input(
 
 
 def _check_tolerance(tolerance: Any) -> float:
-    if isinstance(tolerance, bool) or not isinstance(tolerance, (int, float)) or math.isnan(tolerance) or tolerance < 0:
-        raise InputError(f"tolerance must be a number >= 0 (the relative completeness gap that triggers a warning, "
-                         f"e.g. 0.05); got {tolerance!r}.")
-    return float(tolerance)
+    # an upper bound on the gap: math.inf means "no bound" (never warn), so infinity is allowed
+    return check_number(tolerance, "tolerance", low=0, finite=False,
+                        what="a number >= 0 (the relative completeness gap that triggers a warning, e.g. 0.05)")
 
 
 def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, alphas, weights, tolerance, max_memory,

@@ -48,13 +48,14 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_layer,
+                             check_max_memory, check_number, minimise_lbfgs,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
 from circuitlab.concepts.gradients import NOT_PER_TOKEN, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.engine.collect import check_hooks, check_pool, collect_rows, residual_hooks, same_length_runs
 from circuitlab.errors import InputError
-from circuitlab.metrics import LogitMetric, bind_metric, can_split, is_declarative
+from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative
 from circuitlab.results import Bundle, Result
 
 #: how a text's activations ``[pos, d]`` become one vector (the choices of ``pool``)
@@ -172,19 +173,14 @@ def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01,
         G = penalty.double() / scale  # w_x . G = (w_z / scale) . G
     w = torch.zeros(X.shape[1], dtype=torch.float64, requires_grad=True)
     b = torch.zeros((), dtype=torch.float64, requires_grad=True)
-    opt = torch.optim.LBFGS([w, b], lr=1, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14,
-                            history_size=20, line_search_fn="strong_wolfe")
 
-    def closure():
-        opt.zero_grad()
-        loss = torch.nn.functional.softplus(-s * (Z @ w + b)).mean() + 0.5 * l2 * (w * w).sum()
+    def loss():
+        value = torch.nn.functional.softplus(-s * (Z @ w + b)).mean() + 0.5 * l2 * (w * w).sum()
         if G is not None:
-            loss = loss + lam * (G @ w).pow(2).mean()
-        loss.backward()
-        return loss
+            value = value + lam * (G @ w).pow(2).mean()
+        return value
 
-    with torch.enable_grad():
-        opt.step(closure)
+    minimise_lbfgs([w, b], loss, max_iter=max_iter, tolerance_grad=1e-10, tolerance_change=1e-14)
     w_x = w.detach() / scale
     return w_x, float(b.detach() - (w_x * mu).sum())
 
@@ -219,7 +215,7 @@ def train_cav(concept: Float[Tensor, "n d"], random: Float[Tensor, "m d"], *, l2
 # 3. Directional derivatives
 # ---------------------------------------------------------------------------------------------------------
 
-def sensitivities(model: ModelLike, inputs: Texts, metric: Union[LogitMetric, Callable[[Tensor], Tensor]],
+def sensitivities(model: ModelLike, inputs: Texts, metric: Metric,
                   hooks: Union[str, Sequence[str], None] = None, *, pool: str = "mean",
                   max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> dict[str, Float[Tensor, "input d"]]:
     """``{hook: [n_inputs, d]}``: for each input, the gradient of the class score with respect to its pooled
@@ -357,7 +353,7 @@ def _check_concepts(concepts: Any) -> dict[str, list[str]]:
 def tcav(
     model: ModelLike,
     inputs: Texts,
-    metric: Union[LogitMetric, Callable[[Tensor], Tensor]],
+    metric: Metric,
     concepts: Mapping[str, Sequence[str]],
     random_texts: Sequence[str],
     *,
@@ -422,10 +418,9 @@ def tcav(
         raise InputError(f"random_texts has {len(pool_texts)} texts, too few for two disjoint random sets of "
                          f"set_size={set_size} per run (random vs random): give at least {2 * set_size} "
                          "(the paper used 500 random examples per set), or a smaller set_size.")
-    if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < 1:
-        raise InputError(f"alpha must be a significance level between 0 and 1 (e.g. 0.05); got {alpha!r}.")
-    if isinstance(l2, bool) or not isinstance(l2, (int, float)) or not l2 >= 0:
-        raise InputError(f"l2 must be a number >= 0 (the classifier's penalty, e.g. 0.01); got {l2!r}.")
+    check_number(alpha, "alpha", 0, 1, low_open=True, high_open=True,
+                 what="a significance level between 0 and 1 (e.g. 0.05)")
+    check_number(l2, "l2", low=0, what="a finite number >= 0 (the classifier's penalty, e.g. 0.01)")
     if isinstance(seed, bool) or not isinstance(seed, int):
         raise InputError(f"seed must be an integer; got {seed!r}.")
 

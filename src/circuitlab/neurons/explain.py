@@ -62,7 +62,8 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
+                             check_mlp_layer, check_neurons, check_number, model_name, progress_bar, row_bytes,
+                             str_tokens)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError

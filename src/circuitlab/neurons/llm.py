@@ -19,7 +19,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from circuitlab.core import check_count
+from circuitlab.core import check_count, check_number
 from circuitlab.errors import CircuitlabError, InputError
 
 
@@ -58,10 +58,8 @@ class LLMClient:
         self.url = self.url or os.environ.get(ENV_URL) or None
         self.model = self.model or os.environ.get(ENV_MODEL) or None
         self.key = self.key or os.environ.get(ENV_KEY) or os.environ.get("OPENAI_API_KEY") or None
-        for arg, value, least in (("timeout", self.timeout, "a positive"), ("backoff", self.backoff, "a non-negative")):
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
-            if not ok or value < 0 or (arg == "timeout" and value == 0):
-                raise InputError(f"{arg} must be {least} number of seconds; got {value!r}.")
+        check_number(self.timeout, "timeout", low=0, low_open=True, what="a positive number of seconds")
+        check_number(self.backoff, "backoff", low=0, what="a non-negative number of seconds")
         self.retries = check_count(self.retries, "retries", 0)
         if self.url is not None:
             parts = urllib.parse.urlsplit(str(self.url))

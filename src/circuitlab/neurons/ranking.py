@@ -58,7 +58,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, progress_bar, row_chunks
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, check_number, progress_bar, row_chunks
 from circuitlab.engine.collect import check_hooks
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
@@ -211,15 +211,12 @@ def elastic_net_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: i
         raise InputError(f"labels must be an integer tensor with one label per row of the features ({x.shape[0]}).")
     n_classes = check_count(n_classes, "n_classes", minimum=2)
     for name, v in (("l1", l1), ("l2", l2)):
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not v >= 0 or math.isinf(v):
-            raise InputError(f"{name}={v!r}: give a finite penalty >= 0 (e.g. {name}=1e-3).")
+        check_number(v, name, low=0, message=f"{name}={v!r}: give a finite penalty >= 0 (e.g. {name}=1e-3).")
     if x.shape[0] == 0 or int(y.min()) < 0 or int(y.max()) >= n_classes:
         raise InputError(f"labels must lie in [0, {n_classes}) and there must be at least one row.")
     x = x.to(dtype)
     probe = Probe(x.shape[1], n_classes, "linear").to(dtype)
-    probe.mean.copy_(x.mean(0))
-    probe.std.copy_(x.std(0).clamp(min=1e-6) if x.shape[0] > 1 else torch.ones(x.shape[1], dtype=dtype))
-    xs = (x - probe.mean) / probe.std
+    xs = probe.standardise_on(x)
     y = y.long()
     n = x.shape[0]
 

@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, progress_bar
+from circuitlab.core import check_count, check_number, minimise_lbfgs, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
@@ -81,10 +81,14 @@ def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.
                     seed: int = 0) -> dict[str, Int[Tensor, "k"]]:
     """Sentence indices for ``"train"``, ``"dev"`` and ``"test"``: a seeded shuffle cut at ``fractions``
     (each split at least one sentence)."""
-    if len(fractions) != 3 or any(not isinstance(f, (int, float)) or f <= 0 for f in fractions) \
-            or sum(fractions) > 1 + 1e-9:
-        raise InputError(f"split={tuple(fractions)!r}: give three positive fractions (train, dev, test) summing to "
-                         "at most 1, e.g. (0.8, 0.1, 0.1).")
+    bad = (f"split={tuple(fractions)!r}: give three positive fractions (train, dev, test) summing to at most 1, "
+           "e.g. (0.8, 0.1, 0.1).")
+    if len(fractions) != 3:
+        raise InputError(bad)
+    for f in fractions:
+        check_number(f, "split", low=0, low_open=True, message=bad)
+    if sum(fractions) > 1 + 1e-9:
+        raise InputError(bad)
     if n_sentences < 3:
         raise InputError(f"{n_sentences} sentences cannot be split into train, dev and test; give at least 3 "
                          "(a few hundred for meaningful probes).")
@@ -134,6 +138,16 @@ class Probe(nn.Module):
             self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
         else:
             raise InputError(f"probe kind {kind!r}: use one of {PROBES}.")
+
+    def standardise_on(self, x: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
+        """Fit the standardisation to training features ``x`` (per-feature mean, and standard deviation with
+        Bessel's correction, floored at ``1e-6``; ones for a single row) and return ``x`` standardised.
+
+        The one standardiser of the probes: :func:`train_probe` and the elastic-net probe of
+        :func:`circuitlab.neurons.ranking.elastic_net_probe` both start here."""
+        self.mean.copy_(x.mean(0))
+        self.std.copy_(x.std(0).clamp(min=1e-6) if x.shape[0] > 1 else torch.ones(x.shape[1], dtype=x.dtype))
+        return (x - self.mean) / self.std
 
     def forward(self, x: Float[Tensor, "n d"]) -> Float[Tensor, "n classes"]:
         return self.net((x.to(self.mean.dtype) - self.mean) / self.std)
@@ -211,26 +225,17 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, ki
         raise InputError(f"probe kind {kind!r}: use one of {PROBES}.")
     torch.manual_seed(seed)
     probe = Probe(x.shape[1], n_classes, kind, hidden).to(dtype)
-    probe.mean.copy_(x.mean(0))
-    probe.std.copy_(x.std(0).clamp(min=1e-6) if x.shape[0] > 1 else torch.ones(x.shape[1]))
+    xs = probe.standardise_on(x)
     if kind == "linear":
         lam = 1e-3 if weight_decay is None else float(weight_decay)
         with torch.no_grad():
             probe.net.weight.zero_()
             probe.net.bias.zero_()
-        xs = (x - probe.mean) / probe.std
         single = dtype == torch.float32
-        opt = torch.optim.LBFGS(probe.net.parameters(), lr=1, max_iter=max_iter, history_size=20,
-                                tolerance_grad=1e-7 if single else 1e-11, tolerance_change=1e-12 if single else 1e-18,
-                                line_search_fn="strong_wolfe")
-
-        def closure():
-            opt.zero_grad()
-            loss = nn.functional.cross_entropy(probe.net(xs), y) + 0.5 * lam * probe.net.weight.pow(2).sum()
-            loss.backward()
-            return loss
-
-        opt.step(closure)
+        minimise_lbfgs(probe.net.parameters(),
+                       lambda: nn.functional.cross_entropy(probe.net(xs), y) + 0.5 * lam * probe.net.weight.pow(2).sum(),
+                       max_iter=max_iter, tolerance_grad=1e-7 if single else 1e-11,
+                       tolerance_change=1e-12 if single else 1e-18)
         return probe
     lam = 0.0 if weight_decay is None else float(weight_decay)
     opt = torch.optim.AdamW(probe.parameters(), lr=lr, weight_decay=lam)

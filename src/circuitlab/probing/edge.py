@@ -60,7 +60,6 @@ seeds and splits, not from one run.
 
 from __future__ import annotations
 
-import math
 import time
 from collections import Counter
 from dataclasses import dataclass
@@ -70,7 +69,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, progress_bar
+from circuitlab.core import check_count, check_number, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
 from circuitlab.probing.classifier import EarlyStopping, split_rows, word_activations
@@ -358,8 +357,7 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
     sizes = {name: check_count(v, name) for name, v in
              dict(proj=proj, hidden=hidden, epochs=epochs, batch_size=batch_size, patience=patience).items()}
     seed = check_count(seed, "seed", minimum=0)
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not math.isfinite(lr) or lr <= 0:
-        raise InputError(f"lr={lr!r}: give a positive learning rate, e.g. 1e-3.")
+    check_number(lr, "lr", low=0, low_open=True, message=f"lr={lr!r}: give a positive learning rate, e.g. 1e-3.")
     for name, flag in dict(baseline=baseline, per_layer=per_layer, cumulative=cumulative).items():
         if not isinstance(flag, bool):
             raise InputError(f"{name}={flag!r}: give True or False.")

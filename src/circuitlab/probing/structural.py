@@ -52,7 +52,7 @@ import torch
 from jaxtyping import Float, Int, Real
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, progress_bar
+from circuitlab.core import check_count, progress_bar, spearman
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
 from circuitlab.probing.classifier import EarlyStopping, check_seeds, ci95, split_sentences, word_activations
@@ -138,25 +138,6 @@ def mst_edges(dist: Float[Tensor, "n n"], keep: Optional[Sequence[bool]] = None)
             if float(d[v, w]) < best[w][0]:
                 best[w] = (float(d[v, w]), v)
     return edges
-
-
-def _ranks(v: Tensor) -> Tensor:
-    """Ranks from 0 with ties given their average rank (as Spearman's rho needs)."""
-    sorted_v, order = torch.sort(v, stable=True)
-    _, inverse, counts = torch.unique_consecutive(sorted_v, return_inverse=True, return_counts=True)
-    start = torch.cumsum(counts, 0) - counts
-    average = start.double() + (counts.double() - 1) / 2
-    ranks = torch.empty(len(v), dtype=torch.float64)
-    ranks[order] = average[inverse]
-    return ranks
-
-
-def spearman(a: Real[Tensor, "n"], b: Real[Tensor, "n"]) -> float:
-    """Spearman's rank correlation of two vectors (average ranks for ties); NaN if either is constant."""
-    ra, rb = _ranks(a.detach().double().flatten()), _ranks(b.detach().double().flatten())
-    ra, rb = ra - ra.mean(), rb - rb.mean()
-    den = float(ra.norm() * rb.norm())
-    return float((ra * rb).sum()) / den if den > 0 else float("nan")
 
 
 def _length_average(by_length: dict[int, list[float]]) -> float:

@@ -19,6 +19,7 @@ from typing import Any
 
 from circuitlab.render.kinds import fragment, heading, renders, table
 from circuitlab.render.scale import DIVERGING, Scale, colour
+from circuitlab.render.style import svg_open
 
 #: prompts shown by the token-attribution renderer
 MAX_PROMPTS = 24
@@ -74,9 +75,7 @@ def tcav_svg(res: Any, hook: int, width: int = 360, height: int = 210) -> str:
     def y(v: float) -> float:
         return pad_t + (1 - max(0.0, min(1.0, v))) * plot_h
 
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' class='cl-tcav' viewBox='0 0 {width} {height}' width='{width}' "
-           f"height='{height}' font-family='system-ui, sans-serif' font-size='10'>",
-           f"<title>{html.escape('TCAV scores at ' + res.hooks[hook])}</title>"]
+    out = svg_open(width, height, "cl-tcav", "TCAV scores at " + res.hooks[hook])
     for v in (0.0, 0.5, 1.0):
         out.append(f"<line x1='{pad_l}' x2='{width - 6}' y1='{y(v):.1f}' y2='{y(v):.1f}' stroke='#e5e7eb'/>"
                    f"<text x='{pad_l - 4}' y='{y(v) + 3:.1f}' text-anchor='end'>{v:g}</text>")

@@ -27,6 +27,7 @@ from typing import Any, Optional
 
 from circuitlab.render.kinds import fragment, heading, renders
 from circuitlab.render.scale import colour
+from circuitlab.render.style import svg_open
 
 #: drawing constants (px)
 COL_W, BOX_W, BOX_H, ROW_H, MARGIN, LEGEND_H = 70, 50, 22, 96, 24, 58
@@ -104,10 +105,8 @@ def circuit_svg(circuit: Any, max_edges: int = DEFAULT_MAX_EDGES) -> tuple[str, 
     centre, out, ports, width, height = _layout(graph)
     height_all = height + LEGEND_H
     touched = {edges[i][0] for i in order} | {graph.receiver(edges[i][1]).component for i in order}
-    parts = [f"<svg xmlns='http://www.w3.org/2000/svg' class='cl-circuit' viewBox='0 0 {_fmt(width)} "
-             f"{_fmt(height_all)}' width='{_fmt(width)}' height='{_fmt(height_all)}' role='img' "
-             f"font-family='system-ui, sans-serif' font-size='10'>",
-             f"<title>{html.escape(circuit.title or 'Circuit')}: {len(order)} of {len(edges)} edges drawn</title>"]
+    parts = svg_open(_fmt(width), _fmt(height_all), "cl-circuit",
+                     f"{circuit.title or 'Circuit'}: {len(order)} of {len(edges)} edges drawn", role="img")
 
     # edges first (nodes on top of their ends)
     parts.append("<g class='cl-edges' fill='none' stroke-linecap='round'>")
@@ -204,9 +203,7 @@ def roc_svg(curve: Any, size: int = 240) -> str:
     pad = 34
     side = size - 2 * pad
     pts = " ".join(f"{_fmt(pad + f * side)},{_fmt(pad + (1 - t) * side)}" for f, t in zip(curve.fpr, curve.tpr))
-    return (f"<svg xmlns='http://www.w3.org/2000/svg' class='cl-roc' viewBox='0 0 {size} {size}' width='{size}' "
-            f"height='{size}' font-family='system-ui, sans-serif' font-size='10'>"
-            f"<title>{html.escape(curve.title)}</title>"
+    return ("".join(svg_open(size, size, "cl-roc", curve.title)) +
             f"<rect x='{pad}' y='{pad}' width='{side}' height='{side}' fill='#ffffff' stroke='#9ca3af'/>"
             f"<line x1='{pad}' y1='{pad + side}' x2='{pad + side}' y2='{pad}' stroke='#d1d5db' stroke-dasharray='4 3'/>"
             f"<polyline points='{pts}' fill='none' stroke='{colour(1.0, 1.0)}' stroke-width='2'/>"

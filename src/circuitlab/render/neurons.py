@@ -22,18 +22,12 @@ import torch
 from circuitlab.errors import InputError
 from circuitlab.render.bundle import bundle_script, fragment_mode, in_fragment_mode
 from circuitlab.render.kinds import fragment, heading, key_examples, renders, table, value_tokens
-from circuitlab.render.style import stylesheet
+from circuitlab.render.style import stylesheet, svg_open
 from circuitlab.render.views import colored_tokens
 
 #: colours of the distributions in the score histogram (explanations filled, controls as outlines)
 SERIES = (("scores", "explanations", "#1d4ed8"), ("shuffled", "shuffled control", "#dc2626"),
           ("chance", "chance (random predictions)", "#6b7280"))
-
-
-def _svg_open(width: int, height: int, cls: str, title: str) -> list[str]:
-    return [f"<svg xmlns='http://www.w3.org/2000/svg' class='{cls}' viewBox='0 0 {width} {height}' width='{width}' "
-            f"height='{height}' font-family='system-ui, sans-serif' font-size='10'>",
-            f"<title>{html.escape(title)}</title>"]
 
 
 def histogram_svg(edges: Sequence[float], series: Sequence[tuple[str, Sequence[float], str, bool]], *, title: str,
@@ -53,7 +47,7 @@ def histogram_svg(edges: Sequence[float], series: Sequence[tuple[str, Sequence[f
     def y(c: float) -> float:
         return pad_t + (1 - f(c) / top) * plot_h
 
-    out = _svg_open(width, height, "cl-histogram", title)
+    out = svg_open(width, height, "cl-histogram", title)
     out.append(f"<line x1='{pad_l}' x2='{width - pad_r}' y1='{y(0):.1f}' y2='{y(0):.1f}' stroke='#111'/>")
     for label, counts, col, filled in series:
         if filled:

@@ -32,8 +32,8 @@ import torch
 
 from circuitlab.render.heatmap import heatmap_html
 from circuitlab.render.kinds import fragment, heading, renders, table
-from circuitlab.render.neurons import _svg_open
 from circuitlab.render.scale import colour
+from circuitlab.render.style import svg_open
 
 CORRECT, WRONG, GOLD = "#15803d", "#dc2626", "#6b7280"
 #: line colours of the probes in a layer curve (in order); baselines are grey and dashed
@@ -75,8 +75,7 @@ def tree_svg(words: Sequence[str], head: Sequence[int], predicted: Optional[Iter
     def x(i: int) -> float:
         return 10 + step * (i + 0.5)
 
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' class='cl-tree' viewBox='0 0 {width} {height}' "
-           f"width='{width}' height='{height}' font-family='system-ui, sans-serif' font-size='12'>"]
+    out = svg_open(width, height, "cl-tree", font_size=12)
     if title:
         out.append(f"<text x='10' y='14' font-weight='600'>{html.escape(title)}</text>")
     for i, w in enumerate(words):
@@ -166,7 +165,7 @@ def layer_curve_svg(layers: Sequence[str], series: Sequence[tuple[str, Sequence[
     def y(v: float) -> float:
         return pad_t + (hi - v) / (hi - lo) * plot_h
 
-    out = _svg_open(width, height, "cl-curves", title)
+    out = svg_open(width, height, "cl-curves", title)
     out.append(f"<text x='4' y='12' font-weight='600' font-size='11'>{html.escape(title)}</text>")
     step = next(t for t in (0.05, 0.1, 0.2, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0) if (hi - lo) / t <= 5.0 + 1e-9) \
         if hi - lo <= 50 else (hi - lo) / 4
@@ -342,8 +341,7 @@ def _mix_svg(weights: Sequence[float], labels: Sequence[str], cog: float, width:
     plot_h = height - pad_b - pad_t
     top = max(max(weights), 1e-9)
     bw = (width - pad_l - 8) / max(1, len(weights))
-    out = [f"<svg xmlns='http://www.w3.org/2000/svg' class='cl-mix' viewBox='0 0 {width} {height}' width='{width}' "
-           f"height='{height}' font-family='system-ui, sans-serif' font-size='10'>"]
+    out = svg_open(width, height, "cl-mix")
     for i, (w, name) in enumerate(zip(weights, labels)):
         h = plot_h * w / top
         x0 = pad_l + i * bw + 0.15 * bw

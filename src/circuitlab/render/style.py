@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import html
+from typing import Optional, Union
+
 from circuitlab.render.bundle import in_fragment_mode
 
 CSS = """
@@ -48,3 +51,17 @@ table.cl-grid tr:nth-child(even) td { background: #f6f6f6; }
 def stylesheet() -> str:
     """The stylesheet as a ``<style>`` element (empty inside a report, whose ``<head>`` carries it once)."""
     return "" if in_fragment_mode() else f"<style>{CSS}</style>"
+
+
+def svg_open(width: Union[int, float, str], height: Union[int, float, str], cls: str, title: Optional[str] = None, *,
+             font_size: int = 10, role: Optional[str] = None) -> list[str]:
+    """The opening of every inline SVG a renderer draws: the ``<svg>`` tag (namespace, ``class=cls``, a viewBox of
+    ``width`` x ``height`` at that size, an optional ``role``, the system font at ``font_size``) and, with
+    ``title``, its ``<title>`` (escaped; screen readers and hover text). A list, for the renderer to append its
+    shapes and ``"</svg>"`` to; ``width`` and ``height`` are written as given (pre-format floats)."""
+    role_attr = f" role='{role}'" if role else ""
+    out = [f"<svg xmlns='http://www.w3.org/2000/svg' class='{cls}' viewBox='0 0 {width} {height}' width='{width}' "
+           f"height='{height}'{role_attr} font-family='system-ui, sans-serif' font-size='{font_size}'>"]
+    if title is not None:
+        out.append(f"<title>{html.escape(title)}</title>")
+    return out

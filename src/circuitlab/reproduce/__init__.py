@@ -12,7 +12,7 @@ From the shell: ``circuitlab reproduce --list``, ``circuitlab reproduce ID [--mo
 """
 
 from circuitlab.reproduce.registry import (VERDICTS, Citation, Finding, Measurement, NotApplicable, Reproduction,
-                                           findings, get_finding, register, run)
+                                           findings, get_finding, register, run, verdict)
 
 __all__ = ["VERDICTS", "Citation", "Finding", "Measurement", "NotApplicable", "Reproduction", "findings",
-           "get_finding", "register", "run"]
+           "get_finding", "register", "run", "verdict"]

@@ -21,7 +21,7 @@ import torch
 
 from circuitlab.core import model_name
 from circuitlab.reproduce.logit_lens import world_dir
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.tasks.factual import FACTS, known_facts, toy_facts
 from circuitlab.tasks.toy_world import load_world
 from circuitlab.tracing import POSITION_KINDS, average_indirect_effect
@@ -88,7 +88,7 @@ def measure(model, seed: int, n_facts: int | None = None, samples: int | None = 
     stable = (held / BOOTSTRAP).tolist()
 
     L = model.cfg.n_layers
-    verdict = "reproduced" if early and late else "partly" if early or late else "not reproduced"
+    outcome = verdict(early and late, early or late)
     window = aie.meta["window"]["mlp"]
     figures = (f"{len(facts)} facts ({known_text}), {samples} noise samples each, window {window} of {L} layers: "
                f"MLP AIE at the last subject token peaks at layer {v['mlp_peak']} ({v['mlp_peak_value']:+.3f}; "
@@ -105,7 +105,7 @@ def measure(model, seed: int, n_facts: int | None = None, samples: int | None = 
                   bootstrap_late=stable[1], clean_prob=aie.meta["clean_prob"],
                   corrupted_prob=aie.meta["corrupted_prob"], facts=[f.prompt for f in facts])
     aie.title = f"Average indirect effect over {len(facts)} known facts ({model_name(model)})"
-    return Measurement(figures, verdict, why, values, [aie])
+    return Measurement(figures, outcome, why, values, [aie])
 
 
 FINDING = register(Finding(

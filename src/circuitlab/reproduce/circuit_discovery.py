@@ -40,7 +40,7 @@ from circuitlab.circuits.reference import induction_reference
 from circuitlab.core import model_name
 from circuitlab.errors import InputError
 from circuitlab.models.identity import weight_fingerprint
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.tasks.repeated import induction_task
 
 #: ACDC thresholds swept (KL divergence in nats, log-spaced from 1e-4 to 1), fixed before measuring
@@ -222,7 +222,7 @@ def measure_acdc(model, seed: int) -> Measurement:
     kept = len(v["acdc_edges"][b])
     a_ok = auc >= ACDC_AUC
     b_ok = tpr >= RECALL and fpr <= FALSE_POSITIVES
-    verdict = "reproduced" if a_ok and b_ok else "partly" if a_ok or b_ok else "not reproduced"
+    outcome = verdict(a_ok and b_ok, a_ok or b_ok)
     n_ref = len(v["reference_edges"])
     v.update({"best_index": b, "best_threshold": THRESHOLDS[b], "best_fpr": fpr, "best_tpr": tpr})
     figures = (f"ACDC edge ROC AUC {auc:.3f} over {len(THRESHOLDS)} thresholds against the induction reference "
@@ -233,7 +233,7 @@ def measure_acdc(model, seed: int) -> Measurement:
            f"{'>=' if tpr >= RECALL else '<'} {RECALL} and false-positive rate {fpr:.2f} "
            f"{'<=' if fpr <= FALSE_POSITIVES else '>'} {FALSE_POSITIVES}: {'holds' if b_ok else 'fails'}")
     best = run["circuits"][b]
-    return Measurement(figures, verdict, why, v, [run["reference"], best, run["sweep"]])
+    return Measurement(figures, outcome, why, v, [run["reference"], best, run["sweep"]])
 
 
 register(Finding(
@@ -272,7 +272,7 @@ def measure_eap(model, seed: int) -> Measurement:
     eap_s, acdc_s = v["eap_seconds"], v["acdc_median_seconds"]
     close = eap_auc >= acdc_auc - AUC_MARGIN
     cheap = eap_s <= acdc_s / SPEEDUP
-    verdict = "reproduced" if close and cheap else "partly" if close or cheap else "not reproduced"
+    outcome = verdict(close and cheap, close or cheap)
     ratio = acdc_s / eap_s if eap_s > 0 else math.inf
     v["speedup"] = ratio
     figures = (f"edge ROC AUC: EAP {eap_auc:.3f}, ACDC {acdc_auc:.3f} (swept; EAP-IG, 5 steps, "
@@ -282,7 +282,7 @@ def measure_eap(model, seed: int) -> Measurement:
            f"{acdc_auc - AUC_MARGIN:.3f}: {'holds' if close else 'fails'}; (b) EAP {eap_s * 1e3:.1f} ms "
            f"{'<=' if cheap else '>'} ACDC {acdc_s * 1e3:.1f} ms / {SPEEDUP:g}: {'holds' if cheap else 'fails'}")
     evidence = [run["eap_roc"], run["sweep"], run["scores"].top(len(run["reference"]))]
-    return Measurement(figures, verdict, why, v, evidence)
+    return Measurement(figures, outcome, why, v, evidence)
 
 
 register(Finding(

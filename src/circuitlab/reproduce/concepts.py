@@ -24,7 +24,7 @@ regularisation on smollm2-135m with these settings.
 from __future__ import annotations
 
 from circuitlab.core import model_name
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 # -- 1. TCAV ------------------------------------------------------------------------------------------------
 
@@ -66,7 +66,7 @@ def tcav_measure(model, seed: int, **settings) -> Measurement:
     sig = res.significant.tolist()
     a, b, v = tcav_judge(scores, sig)
     p = res.p_values.values.tolist()
-    verdict = "reproduced" if a and b else "partly" if a or b else "not reproduced"
+    outcome = verdict(a and b, a or b)
     parts = []
     for j, h in enumerate(res.hooks):
         parts.append(f"{h}: positive {scores[0][j]:.2f} (p={p[0][j]:.2g}{'' if sig[0][j] else ', n.s.'}), neutral "
@@ -80,7 +80,7 @@ def tcav_measure(model, seed: int, **settings) -> Measurement:
            f"of {H} hooks: {'holds' if b else 'fails'}")
     values = dict(v, hooks=res.hooks, scores=scores, p_values=p, significant=sig, label_words=list(words),
                   concepts=list(TCAV_CONCEPTS))
-    return Measurement(figures, verdict, why, values, [res])
+    return Measurement(figures, outcome, why, values, [res])
 
 
 TCAV_FINDING = register(Finding(
@@ -140,7 +140,7 @@ def er_measure(model, seed: int, **settings) -> Measurement:
     opts["seeds"] = tuple(seed + s for s in opts["seeds"])
     res = regularisation_experiment(model, **opts)
     a, b, v = er_judge(res.accuracy.values, res.accuracy.labels)
-    verdict = "reproduced" if a and b else "partly" if b else "not reproduced"
+    outcome = verdict(a and b, b)
     S = res.share.values
     figures = (f"seeds {list(opts['seeds'])}: in-distribution accuracy {v['id_plain']:.3f} -> "
                f"{v['id_regularised']:.3f}; "
@@ -156,7 +156,7 @@ def er_measure(model, seed: int, **settings) -> Measurement:
     values = dict(v, accuracy=res.accuracy.values.tolist(), share=S.tolist(), seeds=list(opts["seeds"]),
                   distributions=res.accuracy.labels["distribution"], layer=res.accuracy.meta["layer"])
     res.title = f"Explanation regularisation ({model_name(model)})"
-    return Measurement(figures, verdict, why, values, [res])
+    return Measurement(figures, outcome, why, values, [res])
 
 
 ER_FINDING = register(Finding(

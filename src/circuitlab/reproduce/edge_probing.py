@@ -25,7 +25,7 @@ Only the mix is trained (``per_layer=False``): the finding reads its center of g
 from __future__ import annotations
 
 from circuitlab.core import model_name
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 #: the tasks in the published order, earliest first
 ORDER = ("pos", "deprel", "ent")
@@ -37,8 +37,8 @@ def order_judge(cog: dict[str, float]) -> tuple[str, dict]:
     before entity types; not reproduced otherwise."""
     full = cog["pos"] < cog["deprel"] < cog["ent"]
     ends = cog["pos"] < cog["ent"]
-    verdict = "reproduced" if full else "partly" if ends else "not reproduced"
-    return verdict, dict(in_order=full, pos_before_ent=ends)
+    outcome = verdict(full, ends)
+    return outcome, dict(in_order=full, pos_before_ent=ends)
 
 
 def measure(model, seed: int, **settings) -> Measurement:

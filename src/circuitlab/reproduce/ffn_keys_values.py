@@ -22,7 +22,7 @@ from transformer_lens.utilities import get_act_name
 from circuitlab.core import DEFAULT_MAX_MEMORY, row_bytes, row_chunks, to_tokens, unembed_matrix
 from circuitlab.ffn import value_vectors
 from circuitlab.reproduce.logit_lens import world_dir
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.results import Result
 from circuitlab.tasks.toy_world import load_world, make_world, synthetic_text
 
@@ -89,7 +89,7 @@ def measure(model, seed: int) -> Measurement:
     lower, upper = sum(rates[:half]) / half, sum(rates[half:]) / (cfg.n_layers - half)
     rises = upper > lower
     above_chance = upper >= 10 / cfg.d_vocab_out
-    verdict = "reproduced" if rises and above_chance else "partly" if rises or above_chance else "not reproduced"
+    outcome = verdict(rises and above_chance, rises or above_chance)
     figures = (f"value top token = token after the key's top trigger for {lower:.1%} of neurons in the lower half "
                f"({sum(hits[:half])} of {half * n}) vs {upper:.1%} in the upper half ({sum(hits[half:])} of "
                f"{(cfg.n_layers - half) * n}) (by layer " + ", ".join(f"L{l} {r:.1%}" for l, r in enumerate(rates)) +
@@ -101,7 +101,7 @@ def measure(model, seed: int) -> Measurement:
     evidence = [Result(torch.tensor(rates)[None], ("metric", "layer"), {"metric": ["agreement"]},
                        title="Value's top token = token after the key's top trigger", metric="share of sampled neurons",
                        model=cfg.model_name, task=f"{n} neurons per layer, {len(lines)} synthetic lines")]
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 FINDING = register(Finding(

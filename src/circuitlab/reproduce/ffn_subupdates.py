@@ -17,7 +17,7 @@ import statistics
 
 from circuitlab.ffn import sub_updates
 from circuitlab.reproduce.logit_lens import prompts_for
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 TOP = 10
 REPRODUCED, PARTLY = 10.0, 3.0  # the median top-10 share must be this many times the uniform share
@@ -42,7 +42,7 @@ def measure(model, seed: int) -> Measurement:
     per_layer = {layer: statistics.median(v) for layer, v in shares.items()}
     overall = statistics.median([s for v in shares.values() for s in v])
     ratio = overall / uniform
-    verdict = "reproduced" if ratio >= REPRODUCED else "partly" if ratio >= PARTLY else "not reproduced"
+    outcome = verdict(ratio >= REPRODUCED, ratio >= PARTLY)
     figures = (f"top {TOP} of {cfg.d_mlp} sub-updates hold a median {overall:.1%} of the layer's |m|*||v|| "
                f"({ratio:.0f}x the uniform {uniform:.2%}); by layer " +
                ", ".join(f"L{layer} {s:.1%}" for layer, s in per_layer.items()) +
@@ -51,7 +51,7 @@ def measure(model, seed: int) -> Measurement:
            f"(reproduced at >= {REPRODUCED:.0f}x, partly at >= {PARTLY:.0f}x)")
     values = {"median_share": overall, "uniform_share": uniform, "ratio": ratio, "per_layer": per_layer,
               "shares": shares, "layers": layers, "n_prompts": len(prompts)}
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 FINDING = register(Finding(

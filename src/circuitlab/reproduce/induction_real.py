@@ -24,7 +24,7 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, final_residual, head_label, model_name, readout, row_bytes,
                              row_chunks)
 from circuitlab.induction import head_scores
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.results import Result
 from circuitlab.tasks.repeated import RepeatedTokens, repeated_sequences
 
@@ -72,7 +72,7 @@ def measure(model, seed: int) -> Measurement:
 
     heads_ok = best >= THRESHOLD
     loss_ok = drop >= DROP
-    verdict = "reproduced" if heads_ok and loss_ok else "partly" if heads_ok or loss_ok else "not reproduced"
+    outcome = verdict(heads_ok and loss_ok, heads_ok or loss_ok)
     names = ", ".join(f"{head_label(h)} {v:.2f}" for h, v in top)
     figures = (f"best induction heads {names} ({n_heads} of {scores.values.numel()} heads >= {THRESHOLD}); loss on "
                f"r_2..r_n {first:.2f} nats in the first copy -> {second:.2f} in the repeated copy (drop {drop:.2f}; "
@@ -88,7 +88,7 @@ def measure(model, seed: int) -> Measurement:
                             "token": [f"r{k + 2}" for k in range(rep.seq_len - 1)]},
                     title="Next-token loss on the first and the repeated copy", metric="cross-entropy (nats)",
                     model=model_name(model), task=scores.task, meta={"seed": seed})
-    return Measurement(figures, verdict, why, values, [scores, losses])
+    return Measurement(figures, outcome, why, values, [scores, losses])
 
 
 FINDING = register(Finding(

@@ -15,7 +15,7 @@ from __future__ import annotations
 from circuitlab.core import as_model
 from circuitlab.induction import find_induction_circuit, head_scores
 from circuitlab.reproduce.induction_real import half_nll
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.tasks.repeated import repeated_sequences
 
 ONE_LAYER = "zoo/attn-only-1l"
@@ -45,7 +45,7 @@ def measure(model, seed: int) -> Measurement:
 
     two_vs_one = best >= THRESHOLD and best_one < THRESHOLD
     ablation_ok = removed == removed and removed >= REMOVED
-    verdict = "reproduced" if two_vs_one and ablation_ok else "partly" if two_vs_one or ablation_ok else "not reproduced"
+    outcome = verdict(two_vs_one and ablation_ok, two_vs_one or ablation_ok)
     names = ", ".join(f"L{l}H{h} {float(circuit.induction_scores.values[l, h]):.2f}" for l, h in heads) or "none"
     figures = (f"induction heads {names} (best {best:.2f}) vs best {best_one:.2f} in {ONE_LAYER}; in-context loss "
                f"{first:.2f} -> {second:.2f} nats; ablating the induction heads removes {removed:.0%} of the drop")
@@ -58,7 +58,7 @@ def measure(model, seed: int) -> Measurement:
               "drop_removed": removed}
     evidence = [circuit.induction_scores, one, circuit.ablation] if circuit.ablation is not None else \
         [circuit.induction_scores, one]
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 FINDING = register(Finding(

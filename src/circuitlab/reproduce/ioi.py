@@ -32,7 +32,7 @@ from circuitlab.core import final_residual, head_label, model_name, readout
 from circuitlab.errors import CircuitlabError
 from circuitlab.metrics import LogitDiff
 from circuitlab.patching import path_patch
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.results import Result
 from circuitlab.tasks.ioi import TOY_LM, ioi_groups, ioi_prompts
 
@@ -115,8 +115,7 @@ def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measureme
     to_s = [float(x) for x in attn[:, 1] + attn[:, 2]]
     c_ok = all(i > s_ for i, s_ in zip(to_io, to_s))
 
-    verdict = ("reproduced" if a_ok and b_ok and c_ok else "partly" if a_ok and (b_ok or c_ok)
-               else "not reproduced")
+    outcome = verdict(a_ok and b_ok and c_ok, a_ok and (b_ok or c_ok))
 
     # path patching into the top head's query (evidence only): ABC-corrupted values of each earlier head's output,
     # reaching the clean run only through that query (noising, as in the paper); MLPs recompute, as in the
@@ -141,7 +140,7 @@ def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measureme
                          title="Attention of the top DLA heads from the last position", metric="mean attention",
                          model=model_name(model), task=f"{n} IOI prompts (clean)")
     evidence = [dla, attn_result] + [r for r in (paths, all_earlier) if r is not None]
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 def sweep_flop(model, n_senders: int, batch: int, seq_len: int) -> float:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from circuitlab.core import head_label
 from circuitlab.induction import find_induction_circuit
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 N_SEQS = 20
 
@@ -37,7 +37,7 @@ def measure(model, seed: int) -> Measurement:
                      "k_composition": score, "median_earlier": float(earlier.median()),
                      "writer_previous_token_score": float(prev_scores[writer]), "writer_is_previous_token_head": hit})
     n = len(rows)
-    verdict = "reproduced" if hits == n else "partly" if hits else "not reproduced"
+    outcome = verdict(hits == n, hits > 0)
     figures = "; ".join(f"{r['induction_head']} reads {r['strongest_writer']} (K-comp {r['k_composition']:.2f} vs "
                         f"median {r['median_earlier']:.2f}; its previous-token score "
                         f"{r['writer_previous_token_score']:.2f})" for r in rows)
@@ -46,7 +46,7 @@ def measure(model, seed: int) -> Measurement:
     values = {"rows": rows, "previous_token_heads": sorted(prev), "induction_heads": circuit.induction_heads}
     evidence = [r for r in (circuit.previous_token_scores, circuit.induction_scores, circuit.k_composition)
                 if r is not None]
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 FINDING = register(Finding(

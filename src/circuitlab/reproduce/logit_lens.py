@@ -16,9 +16,9 @@ from __future__ import annotations
 import torch
 
 from circuitlab.attribution import logit_lens
-from circuitlab.core import model_name, token_label
+from circuitlab.core import model_name, spearman, token_label
 from circuitlab.models.loading import ZOO_DIR, ZOO_PREFIX
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.results import Result
 from circuitlab.tasks.toy_world import WORLD_FILE, fact_sentence, load_world
 
@@ -72,27 +72,6 @@ def median(values: list[float]) -> float:
     return float(s[mid]) if len(s) % 2 else (s[mid - 1] + s[mid]) / 2
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (ties get their mean rank); ``nan`` when either side is constant."""
-    def ranks(v: list[float]) -> torch.Tensor:
-        order = sorted(range(len(v)), key=lambda i: v[i])
-        r = [0.0] * len(v)
-        i = 0
-        while i < len(v):
-            j = i
-            while j + 1 < len(v) and v[order[j + 1]] == v[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2 + 1
-            i = j + 1
-        return torch.tensor(r, dtype=torch.float64)
-
-    rx, ry = ranks(x), ranks(y)
-    rx, ry = rx - rx.mean(), ry - ry.mean()
-    den = float((rx.square().sum() * ry.square().sum()).sqrt())
-    return float((rx * ry).sum()) / den if den > 0 else float("nan")
-
-
 def measure(model, seed: int) -> Measurement:
     if model.tokenizer is None:
         raise NotApplicable("the finding reads natural-language prompts, and this model has no tokenizer")
@@ -113,7 +92,7 @@ def measure(model, seed: int) -> Measurement:
 
     falls = rho == rho and rho <= RHO
     early = first_top is not None and first_top < last
-    verdict = "reproduced" if falls and early else "partly" if falls or early else "not reproduced"
+    outcome = verdict(falls and early, falls or early)
     depths = sorted({round(f * last) for f in (0, 0.25, 0.5, 0.75, 1)})
     shown = ", ".join(f"{rows[i]} {med[i]:g}" for i in depths)
     first_label = rows[first_top] if first_top is not None else "never"
@@ -135,7 +114,7 @@ def measure(model, seed: int) -> Measurement:
                title="Logit lens: rank of the final prediction, per prompt", **common),
         first_lens,
     ]
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 FINDING = register(Finding(

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import random
 
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 N_NEURONS = 64  # neurons of the middle layer, drawn with the seed
 N_LINES = 2000  # corpus lines
@@ -61,7 +61,7 @@ def measure(model, seed: int, n_neurons: int = N_NEURONS, n_lines: int = N_LINES
     col = lambda r: r.values[:, 0].tolist()  # noqa: E731
     a, b, v = judge(col(res.scores), col(res.shuffled), col(res.chance))
     d, ds = res.distribution(), res.distribution("shuffled")
-    verdict = "reproduced" if a and b else "partly" if a or b else "not reproduced"
+    outcome = verdict(a and b, a or b)
     figures = (f"n-gram explanations score mean {d['mean']:.3f} (median {d['median']:.3f}, quartiles {d['q1']:.3f} to "
                f"{d['q3']:.3f}) vs shuffled control {ds['mean']:.3f} (median {ds['median']:.3f}) and chance "
                f"{v['mean_chance']:.3f}; own explanation better for {v['wins']} of {v['n']} neurons (MLP layer {layer},"
@@ -72,7 +72,7 @@ def measure(model, seed: int, n_neurons: int = N_NEURONS, n_lines: int = N_LINES
     values = {**v, "layer": layer, "neurons": neurons, "n_lines": n_lines, "distribution": d,
               "distribution_shuffled": ds, "undefined": int(res.undefined.sum())}
     evidence = [res.scores, res.shuffled, res.chance]
-    return Measurement(figures, verdict, why, values, evidence)
+    return Measurement(figures, outcome, why, values, evidence)
 
 
 FINDING = register(Finding(

@@ -30,7 +30,7 @@ from typing import Any
 import torch
 
 from circuitlab.core import model_name
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 
 def neuron_layers(model: Any) -> list[int]:
@@ -48,11 +48,9 @@ def _mlp_hooks(model: Any) -> list[str]:
 
 
 def _sentences(settings: dict, seed: int):
-    from circuitlab.probing import default_sentences
+    from circuitlab.probing.sentences import labelled_sentences
 
-    if settings.get("sentences") is not None:
-        return settings["sentences"]
-    return default_sentences(settings["n_sentences"], seed=seed, progress=False)
+    return labelled_sentences(settings.get("sentences"), settings["n_sentences"], seed=seed)
 
 
 # -- 1. Ablation (Dalvi et al. 2019) ------------------------------------------------------------------------------
@@ -101,7 +99,7 @@ def ablation_measure(model, seed: int, **settings) -> Measurement:
                           progress=False)
     V, full, lab = cur.values, cur.meta["full"], cur.labels
     a, b, v = ablation_judge(V, lab, full.tolist(), k_rule)
-    verdict = "reproduced" if a and b else "partly" if a or b else "not reproduced"
+    outcome = verdict(a and b, a or b)
     P, M, S = lab["protocol"], lab["measure"], lab["selection"]
     acc, sel = M.index("accuracy"), M.index("selectivity")
 
@@ -125,7 +123,7 @@ def ablation_measure(model, seed: int, **settings) -> Measurement:
                   labels=lab, hooks=hooks, random_sd=cur.meta["random_sd"].tolist(),
                   majority_baseline=cur.meta["majority_baseline"], n_words=cur.meta["n_words"])
     cur.title = f"Ablation curves, UPOS ({model_name(model)})"
-    return Measurement(figures, verdict, why, values, [cur])
+    return Measurement(figures, outcome, why, values, [cur])
 
 
 ABLATION_FINDING = register(Finding(
@@ -203,7 +201,7 @@ def correlation_measure(model, seed: int, **settings) -> Measurement:
     null, _, _ = max_correlation(xa[ra][:, cols], xb[rb][perm])
     null_mean = float(null.mean())
     a_ok, b_ok = correlation_judge(top_mean, median)
-    verdict = "reproduced" if a_ok and b_ok else "partly" if a_ok or b_ok else "not reproduced"
+    outcome = verdict(a_ok and b_ok, a_ok or b_ok)
     q = torch.quantile(maxcorr, torch.tensor([0.5, 0.9, 0.99])).tolist()
     figures = (f"{model_name(model)} MLP neurons ({N}, {', '.join(res.labels['layer'])}) against "
                f"{model_name(other)}'s ({', '.join(other_hooks)}) on {res.meta['n_words']} shared words: MaxCorr "
@@ -215,7 +213,7 @@ def correlation_measure(model, seed: int, **settings) -> Measurement:
     values = dict(top_mean=top_mean, top_best=float(top[0]), median=median, quantiles=q, null_mean=null_mean,
                   n_top=n_top, n_neurons=N, n_words=res.meta["n_words"], other=model_name(other),
                   ranking=res.meta["ranking"][:20])
-    return Measurement(figures, verdict, why, values, [res])
+    return Measurement(figures, outcome, why, values, [res])
 
 
 CORRELATION_FINDING = register(Finding(

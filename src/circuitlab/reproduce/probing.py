@@ -32,7 +32,7 @@ from __future__ import annotations
 from typing import Any
 
 from circuitlab.core import model_name
-from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
+from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 #: the sentences every probing finding reads (default offline data)
 N_SENTENCES = 2000
@@ -40,13 +40,11 @@ N_SENTENCES = 2000
 
 def _sentences(model: Any, settings: dict):
     """``settings["sentences"]`` if given (tests, other data), else the first ``n_sentences`` default ones."""
-    from circuitlab.probing import default_sentences
+    from circuitlab.probing.sentences import labelled_sentences
 
     if getattr(model, "tokenizer", None) is None:
         raise NotApplicable("the findings read English sentences, and this model has no tokenizer")
-    if settings.get("sentences") is not None:
-        return settings["sentences"]
-    return default_sentences(settings.get("n_sentences", N_SENTENCES), progress=False)
+    return labelled_sentences(settings.get("sentences"), settings.get("n_sentences", N_SENTENCES))
 
 
 # -- 1. Control tasks (Hewitt & Liang 2019) -----------------------------------------------------------------------
@@ -86,7 +84,7 @@ def control_measure(model, seed: int, **settings) -> Measurement:
     measures = res.labels["measure"]
     linear, mlp = (dict(zip(measures, row)) for row in v)
     a, b, gaps = control_judge(linear, mlp)
-    verdict = "reproduced" if a and b else "partly" if b else "not reproduced"
+    outcome = verdict(a and b, b)
     ci = res.meta["ci95"][:, 0].tolist()
     figures = (f"UPOS at {res.labels['layer'][0]} ({res.meta['n_words']['test']} test words, "
                f"{len(res.meta['seeds'])} seeds): linear accuracy {100 * linear['accuracy']:.1f} / control "
@@ -100,7 +98,7 @@ def control_measure(model, seed: int, **settings) -> Measurement:
     values = dict(gaps, hook=hook, linear=linear, mlp=mlp, ci95=ci, seeds=res.meta["seeds"],
                   majority_baseline=res.meta["majority_baseline"], n_words=res.meta["n_words"])
     res.title = f"Probe accuracy and selectivity, UPOS ({model_name(model)})"
-    return Measurement(figures, verdict, why, values, [res])
+    return Measurement(figures, outcome, why, values, [res])
 
 
 CONTROL_FINDING = register(Finding(
@@ -154,7 +152,7 @@ def structural_measure(model, seed: int, **settings) -> Measurement:
     uuas = res.values[:-1, m].tolist()
     chain = float(res.values[-1, m])
     a, b, v = structural_judge(uuas, chain)
-    verdict = "reproduced" if a and b else "partly" if a or b else "not reproduced"
+    outcome = verdict(a and b, a or b)
     best = layers[v["best_index"]]
     figures = (f"UUAS on {res.meta['n_sentences']['test']} test sentences: "
                + ", ".join(f"{name} {100 * u:.1f}" for name, u in zip(layers, uuas))
@@ -166,7 +164,7 @@ def structural_measure(model, seed: int, **settings) -> Measurement:
     values = dict(v, best=best, layers=layers, uuas=uuas, chain=chain,
                   dspr=res.values[:, res.labels["measure"].index("dspr")].tolist())
     res.title = f"Structural probes ({model_name(model)})"
-    return Measurement(figures, verdict, why, values, [res])
+    return Measurement(figures, outcome, why, values, [res])
 
 
 STRUCTURAL_FINDING = register(Finding(
@@ -206,8 +204,8 @@ def heads_judge(best: dict[str, float], baseline: dict[str, float]) -> tuple[str
     partly if 1 or 2, not reproduced if none."""
     counted = [r for r in RELATIONS if best[r] - baseline[r] >= HEAD_MARGIN]
     n = len(counted)
-    verdict = "reproduced" if n >= 3 else "partly" if n >= 1 else "not reproduced"
-    return verdict, dict(tracked=counted, n_tracked=n)
+    outcome = verdict(n >= 3, n >= 1)
+    return outcome, dict(tracked=counted, n_tracked=n)
 
 
 def heads_measure(model, seed: int, **settings) -> Measurement:

@@ -32,6 +32,18 @@ from circuitlab.errors import CircuitlabError, InputError, NotApplicable
 VERDICTS = ("reproduced", "partly", "not reproduced", "not applicable")
 
 
+def verdict(reproduced: bool, partly: bool) -> str:
+    """The verdict of a rule with two levels: ``"reproduced"`` where the whole claim holds (``reproduced``),
+    ``"partly"`` where only part of it does (``partly``), ``"not reproduced"`` otherwise.
+
+    Every finding's ``measure`` ends with it, e.g. ``verdict(a and b, a or b)`` for a claim of two parts that
+    both must hold, or ``verdict(ratio >= 10, ratio >= 3)`` for one number read against two thresholds.
+    ``reproduced`` wins whatever ``partly`` says. (``"not applicable"`` is not a verdict of the rule: the
+    measurement raises :class:`NotApplicable` instead.)
+    """
+    return "reproduced" if reproduced else "partly" if partly else "not reproduced"
+
+
 @dataclass(frozen=True)
 class Citation:
     """Where a finding was published: ``where`` points into the paper (a section, figure or table)."""
