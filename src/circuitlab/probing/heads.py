@@ -131,8 +131,8 @@ def _relations(sentences: Sequence[Sentence], relations: Any, min_count: int) ->
     return relations
 
 
-def score_heads(attention: Sequence[Optional[Float[Tensor, "layer head n_words n_words"]]], sentences: Sequence[Sentence],
-                relations: Any = None, *,
+def score_heads(attention: Sequence[Optional[Float[Tensor, "layer head n_words n_words"]]],
+                sentences: Sequence[Sentence], relations: Any = None, *,
                 direction: str = "dependent", min_count: int = 20, max_offset: int = 5) -> Result:
     """Accuracy per (relation, layer, head) of word-level ``attention`` (one ``[layer, head, n, n]`` per
     sentence, or None to leave it out) at finding each dependency (see the module notes), with the fixed-offset
