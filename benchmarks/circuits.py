@@ -384,7 +384,7 @@ def estimate_auto_circuit_acdc(pm, clean, corrupted, repeats: int = 3) -> dict:
                 best = min(best, time.perf_counter() - t0)
             seconds_per_edge[layer] = best
     total = sum(per_layer[layer] * seconds_per_edge[layer] for layer in per_layer)
-    print(f"  auto-circuit per-edge seconds by receiver layer: "
+    print("  auto-circuit per-edge seconds by receiver layer: "
           + ", ".join(f"{layer}: {seconds_per_edge[layer]:.3f}" for layer in sorted(per_layer)), flush=True)
     return {"seconds": total, "seconds_per_edge_by_layer": seconds_per_edge,
             "edges_by_layer": dict(per_layer), "method": estimate_auto_circuit_acdc.__doc__.split("\n\n")[0]}

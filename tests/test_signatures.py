@@ -171,7 +171,7 @@ def test_the_check_sees_bare_tensors():
     assert has_bare_tensor(dict[str, list[Tensor]])
     assert has_bare_tensor(Callable[[Tensor], float])
     assert has_bare_tensor("Optional[Tensor]")
-    assert has_bare_tensor('tuple[Float[Tensor, "batch"], Tensor]')
+    assert has_bare_tensor('tuple[Float[Tensor, " batch"], Tensor]')
     assert not has_bare_tensor(Float[Tensor, "batch pos d_model"])
     assert not has_bare_tensor(Optional[Union[str, Int[Tensor, "batch pos"]]])
     assert not has_bare_tensor(Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]])

@@ -96,7 +96,7 @@ class DLAResult(Result):
     """
 
     per_prompt: Optional[Float[Tensor, "batch *axes"]] = None
-    model_logit: Optional[Float[Tensor, "batch"]] = None
+    model_logit: Optional[Float[Tensor, " batch"]] = None
 
     def for_prompt(self, i: int) -> Result:
         """The attribution on prompt ``i`` alone, as a plain :class:`Result`."""
@@ -276,7 +276,7 @@ def _attribute(model, cache, toks, p, d_eff, const, by, layer):
         W_out_d = einops.einsum(model.blocks[l].mlp.W_out.detach(), d_sub(l, "mlp"), "n m, b m -> b n")
         return cache[get_act_name("post", l)][:, p] * W_out_d
 
-    def bias(vec: Optional[Tensor], l: int, sub: str) -> Float[Tensor, "batch"]:
+    def bias(vec: Optional[Tensor], l: int, sub: str) -> Float[Tensor, " batch"]:
         # a TransformerBridge of a model without biases has None where a HookedTransformer has zeros
         return d_eff.new_zeros(d_eff.shape[0]) if vec is None else d_sub(l, sub) @ vec.detach()
 
@@ -332,7 +332,7 @@ def _attribute(model, cache, toks, p, d_eff, const, by, layer):
     return values, ("component",), {"component": names}
 
 
-def _each_dot(x: Float[Tensor, "batch d_model"], d: Float[Tensor, "batch d_model"]) -> Float[Tensor, "batch"]:
+def _each_dot(x: Float[Tensor, "batch d_model"], d: Float[Tensor, "batch d_model"]) -> Float[Tensor, " batch"]:
     return (x * d).sum(-1)
 
 
@@ -388,7 +388,7 @@ class LogitLens(Bundle):
     """
 
     logits: Float[Tensor, "layer batch d_vocab"]
-    answer: Int[Tensor, "batch"]
+    answer: Int[Tensor, " batch"]
     answer_logit: Result
     answer_prob: Result
     answer_rank: Result

@@ -34,7 +34,7 @@ from transformer_lens import HookedTransformer
 
 from circuitlab.errors import CircuitlabError, InputError, NonFiniteError
 
-Prompts = Union[str, Sequence[str], Int[Tensor, "pos"], Int[Tensor, "batch pos"], Sequence[int],
+Prompts = Union[str, Sequence[str], Int[Tensor, " pos"], Int[Tensor, "batch pos"], Sequence[int],
                 Sequence[Sequence[int]]]
 Answer = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
 ModelLike = Union[HookedTransformer, str, Any]  # a model, a TransformerBridge, or a name/path for load_model
@@ -217,7 +217,7 @@ def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Int[Te
 
 
 def answer_ids(model: Optional[HookedTransformer], answers: Answer, batch: int,
-               what: str = "answer") -> Int[Tensor, "batch"]:
+               what: str = "answer") -> Int[Tensor, " batch"]:
     """Answers for a batch of prompts, by one rule: one answer shared by every prompt, or one per prompt.
 
     A single answer is a string, an int, a one-element list or a one-element tensor; ``batch`` answers give one
@@ -259,7 +259,7 @@ def check_known_words(model: HookedTransformer, text: str, what: str = "the prom
     )
 
 
-def check_distinct_answers(correct: Int[Tensor, "batch"], wrong: Int[Tensor, "batch"],
+def check_distinct_answers(correct: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"],
                            model: Optional[HookedTransformer] = None, what: str = "answer") -> None:
     """Raise if a prompt's correct and wrong answers are the same token: their difference is 0 by construction."""
     same = (correct == wrong).nonzero().flatten().tolist()
@@ -274,7 +274,7 @@ def check_distinct_answers(correct: Int[Tensor, "batch"], wrong: Int[Tensor, "ba
         )
 
 
-def str_tokens(model: HookedTransformer, tokens: Int[Tensor, "pos"]) -> list[str]:
+def str_tokens(model: HookedTransformer, tokens: Int[Tensor, " pos"]) -> list[str]:
     """Readable labels for a row of token ids: the tokenizer's strings, or ``"#17"``-style ids without one."""
     ids = torch.as_tensor(tokens).reshape(-1).tolist()
     if model.tokenizer is None:
@@ -519,7 +519,7 @@ def final_norm_kind(model: HookedTransformer) -> str:
     return "none"
 
 
-def final_norm_weight(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
+def final_norm_weight(model: HookedTransformer) -> Optional[Float[Tensor, " d_model"]]:
     """The final norm's elementwise weight ``w``, or None where it is folded into ``W_U`` or absent."""
     if final_norm_kind(model) == "none":
         return None
@@ -527,7 +527,7 @@ def final_norm_weight(model: HookedTransformer) -> Optional[Float[Tensor, "d_mod
     return w.detach() if isinstance(w, Tensor) else None
 
 
-def final_norm_bias(model: HookedTransformer) -> Optional[Float[Tensor, "d_model"]]:
+def final_norm_bias(model: HookedTransformer) -> Optional[Float[Tensor, " d_model"]]:
     """The final LayerNorm's bias ``b`` (added after normalising), or None."""
     if final_norm_kind(model) == "none":
         return None
@@ -769,7 +769,7 @@ def _tqdm():
 # Statistics and fitting that several rooms share
 # ---------------------------------------------------------------------------------------------------------
 
-def average_ranks(v: Union[Tensor, Sequence[float]]) -> Float[Tensor, "n"]:
+def average_ranks(v: Union[Tensor, Sequence[float]]) -> Float[Tensor, " n"]:
     """Ranks from 0 (float64) with ties given their average rank, as Spearman's rho needs: ``[10, 20, 20, 5]``
     -> ``[1, 2.5, 2.5, 0]``."""
     v = torch.as_tensor(v).detach().double().flatten()

@@ -148,7 +148,7 @@ class SubUpdates(Bundle):
     promotes: TopTokens
     top_activations: Result
     mlp_out: Float[Tensor, "batch d_model"]
-    token: Optional[Int[Tensor, "batch"]]
+    token: Optional[Int[Tensor, " batch"]]
     through_norm: bool
     model: str = ""
     prompt_strings: list[list[str]] = field(default_factory=list)

@@ -38,7 +38,7 @@ Positions = Union[int, Sequence[int], Int[Tensor, "*batch"]]
 Metric = Callable[[Float[Tensor, "batch pos d_vocab"]], Union[Float[Tensor, ""], float]]
 
 
-def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, "batch"]:
+def _resolve_answers(answers: Answers, batch: int, model=None, what: str = "answer") -> Int[Tensor, " batch"]:
     """Answers as token ids on the CPU, one per prompt, by the package's one rule (:func:`circuitlab.core.answer_ids`):
     one answer shared by every prompt, or one per prompt. Text needs ``model``'s tokenizer."""
     return answer_ids(model, answers, batch, what=what).cpu()

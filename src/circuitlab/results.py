@@ -245,7 +245,7 @@ class TopTokens(Result):
 
     @classmethod
     def from_scores(cls, scores: Float[Tensor, "... vocab"], k: int,
-                    strings: Callable[[Int[Tensor, "n"]], list[str]], *,
+                    strings: Callable[[Int[Tensor, " n"]], list[str]], *,
                     axes: Sequence[str], largest: bool = True, **fields: Any) -> "TopTokens":
         """The ``k`` best columns of ``scores [..., vocab]`` (lowest first with ``largest=False``).
 

@@ -291,7 +291,7 @@ class CausalTrace(Result):
 
 def trace(
     model: ModelLike,
-    prompt: Union[str, Int[Tensor, "pos"], Int[Tensor, "1 pos"]],
+    prompt: Union[str, Int[Tensor, " pos"], Int[Tensor, "1 pos"]],
     subject: Subject,
     answer: Union[str, int],
     *,
@@ -418,7 +418,7 @@ class _Tracer:
                            "position read out")
             self.start_of = lambda t: 0
 
-    def _prob(self, last_logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, "rows"]:
+    def _prob(self, last_logits: Float[Tensor, "rows d_vocab"]) -> Float[Tensor, " rows"]:
         """Softmax probability of the answer (log-sum-exp in the logits' own precision, the rest in float64)."""
         logits = last_logits.float()
         return (logits[:, self.answer] - torch.logsumexp(logits, -1)).double().exp()

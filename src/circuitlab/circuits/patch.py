@@ -63,7 +63,7 @@ from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValue
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.eap import capture_senders, compute_dtype, receiver_inputs, stack_senders
-from circuitlab.circuits.graph import Edge, Graph
+from circuitlab.circuits.graph import Graph
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
                              progress_bar, readout, row_bytes, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, gather_positions, read_logits
@@ -639,7 +639,7 @@ def patch_edges(
     max_memory: int = DEFAULT_MAX_MEMORY,
     progress: bool = False,
     executor: Any = None,
-) -> Float[Tensor, "mask"]:
+) -> Float[Tensor, " mask"]:
     """The metric with each set of edges removed: exact edge patching, many edge sets per forward pass.
 
     Args:
@@ -666,7 +666,7 @@ def patch_edges(
 
 def _patch_edges_shard(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
                        metric: Optional[Metric] = None, *, ablation: str = "corrupted",
-                       max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, "mask"]:
+                       max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, " mask"]:
     """:func:`patch_edges` as one shard of all its edge sets: the call in this process."""
     model, _, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                max_memory=max_memory, what="edge patching")
@@ -686,7 +686,7 @@ __all__ = ["EdgePatcher", "patch_edges", "ABLATIONS"]
 
 def _sharded_patch_edges(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, removed: Masks,
                          metric: Optional[Metric], *, ablation: str, max_memory: int, progress: bool,
-                         executor: Any) -> Float[Tensor, "mask"]:
+                         executor: Any) -> Float[Tensor, " mask"]:
     """:func:`patch_edges` on ``executor``: with several workers, its passes (the edge sets in the batches one
     process would run) shared out in contiguous blocks, the values back in order; the same passes, so the same
     numbers, as one process."""
@@ -731,7 +731,7 @@ def _plan_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prom
 
 def _run_passes(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts,
                 passes: Sequence[Bool[Tensor, "n sender receiver"]], metric: Optional[Metric] = None, *,
-                ablation: str = "corrupted", max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, "mask"]:
+                ablation: str = "corrupted", max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, " mask"]:
     """The metric for every mask of ``passes`` (from :func:`_plan_passes`), each pass as one batched forward pass:
     the same passes, so the same numbers, as :func:`patch_edges` in one process."""
     model, _, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,

@@ -89,7 +89,7 @@ class CompletenessWarning(UserWarning):
 # The quadrature
 # ---------------------------------------------------------------------------------------------------------
 
-def quadrature(steps: int, method: str = "gausslegendre") -> tuple[Float[Tensor, "steps"], Float[Tensor, "steps"]]:
+def quadrature(steps: int, method: str = "gausslegendre") -> tuple[Float[Tensor, " steps"], Float[Tensor, " steps"]]:
     """Points ``alphas`` in [0, 1] and weights for ``integral_0^1 f(a) da ~ sum_i weights[i] * f(alphas[i])``.
 
     - ``"gausslegendre"``: Gauss-Legendre nodes and weights mapped from [-1, 1] to [0, 1] (exact for polynomials
@@ -207,7 +207,7 @@ def starts_with_bos(model, tokens: Int[Tensor, "batch pos"]) -> bool:
 
 
 @torch.no_grad()
-def mean_embedding(model, chunk: int = 8192) -> Float[Tensor, "d_model"]:
+def mean_embedding(model, chunk: int = 8192) -> Float[Tensor, " d_model"]:
     """The mean of ``model.embed(t)`` over every token ``t`` of the vocabulary (what ``hook_embed`` would hold)."""
     V = model.cfg.d_vocab
     total = None

@@ -42,14 +42,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Mapping, Optional, Sequence, Union
+from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_layer,
-                             check_max_memory, check_number, minimise_lbfgs,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory, check_number, minimise_lbfgs,
                              metric_name, model_name, progress_bar, row_bytes, to_tokens)
 from circuitlab.concepts.gradients import NOT_PER_TOKEN, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
@@ -153,7 +152,7 @@ def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
 
 def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01, max_iter: int = 500,
                         penalty: Optional[Float[Tensor, "m d"]] = None,
-                        lam: float = 0.0) -> tuple[Float[Tensor, "d"], float]:
+                        lam: float = 0.0) -> tuple[Float[Tensor, " d"], float]:
     """L2-regularised logistic regression, ``y`` in {0, 1}: minimises ``mean(log(1 + exp(-s (X w + b)))) +
     l2 / 2 * |w|^2`` (``s = 2 y - 1``) with L-BFGS in float64, full batch, so the answer does not depend on the
     order of the examples or a seed. Returns ``(w, b)`` in the coordinates of ``X``.
@@ -190,8 +189,8 @@ class CAV:
     """A concept activation vector: ``vector`` (unit length, pointing towards the concept's side), the classifier's
     ``weight`` and ``bias`` in activation coordinates, and its training ``accuracy``."""
 
-    vector: Float[Tensor, "d"]
-    weight: Float[Tensor, "d"]
+    vector: Float[Tensor, " d"]
+    weight: Float[Tensor, " d"]
     bias: float
     accuracy: float
 

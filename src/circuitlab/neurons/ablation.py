@@ -82,7 +82,7 @@ def check_ks(ks: Any, n: int) -> list[int]:
     return sorted(set(out))
 
 
-def ranked_columns(ranking: Any, hooks: Sequence[str], widths: Sequence[int]) -> Int[Tensor, "neurons"]:
+def ranked_columns(ranking: Any, hooks: Sequence[str], widths: Sequence[int]) -> Int[Tensor, " neurons"]:
     """The ranking's order as column indices of the features of ``hooks`` side by side (best first)."""
     if not isinstance(ranking, Result) or not isinstance(ranking.meta.get("order"), Tensor) \
             or "hooks" not in ranking.meta:

@@ -52,7 +52,7 @@ def activations(
     exclude_bos: bool = True,
     progress: bool = True,
     max_memory: int = DEFAULT_MAX_MEMORY,
-) -> Float[Tensor, "token"]:
+) -> Float[Tensor, " token"]:
     """Neuron ``neuron`` of MLP layer ``layer`` (``blocks.{layer}.mlp.hook_post[..., neuron]``) on every token of
     ``texts``, in corpus order, as one flat float32 tensor (4 bytes a token; the forward passes are bounded by
     ``max_memory`` as elsewhere).

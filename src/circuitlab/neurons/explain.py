@@ -62,8 +62,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, check_number, model_name, progress_bar, row_bytes,
-                             str_tokens)
+                             check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError
@@ -493,7 +492,7 @@ class LLMSimulator:
 # Scoring
 # ---------------------------------------------------------------------------------------------------------
 
-def correlation_score(true: Float[Tensor, "token"], simulated: Float[Tensor, "token"]) -> float:
+def correlation_score(true: Float[Tensor, " token"], simulated: Float[Tensor, " token"]) -> float:
     """Pearson correlation of simulated with true activations; ``nan`` where either side has no variance
     (see the module docstring: :func:`score_simulation` reports those as 0 and flags them)."""
     x = torch.as_tensor(true, dtype=torch.float64).flatten()

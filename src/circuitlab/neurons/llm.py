@@ -9,7 +9,6 @@ that does not answer, refuses, or answers something unreadable is an :class:`LLM
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time

@@ -151,12 +151,12 @@ def word_labels(acts: WordActivations, task: Optional[str], labels: Any) -> list
     return acts.labels(task)
 
 
-def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Int[Tensor, "k"]]:
+def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Int[Tensor, " k"]]:
     """Row indices of the train, dev and test sentences (the probes' split)."""
     return split_rows(acts.sentence, len(acts.sentences), split, split_seed)[0]
 
 
-def encode(values: Sequence[Any]) -> tuple[Int[Tensor, "n"], list]:
+def encode(values: Sequence[Any]) -> tuple[Int[Tensor, " n"], list]:
     """Labels as class ids (classes sorted by their text) and the classes."""
     classes = sorted(set(values), key=str)
     if len(classes) < 2:
@@ -165,7 +165,7 @@ def encode(values: Sequence[Any]) -> tuple[Int[Tensor, "n"], list]:
     return torch.tensor([index[v] for v in values]), classes
 
 
-def grid(scores: Float[Tensor, "neurons"], where: Int[Tensor, "neurons 2"],
+def grid(scores: Float[Tensor, " neurons"], where: Int[Tensor, "neurons 2"],
          n_hooks: int) -> Float[Tensor, "hook neuron"]:
     """Per-column scores laid out as ``[hook, neuron]`` (NaN where a hook is narrower than the widest)."""
     width = int(where[:, 1].max()) + 1
@@ -174,12 +174,12 @@ def grid(scores: Float[Tensor, "neurons"], where: Int[Tensor, "neurons 2"],
     return out
 
 
-def order_of(scores: Float[Tensor, "n"]) -> Int[Tensor, "n"]:
+def order_of(scores: Float[Tensor, " n"]) -> Int[Tensor, " n"]:
     """Column indices best first: by score, descending; ties by column index (a stable order)."""
     return torch.sort(scores, descending=True, stable=True).indices
 
 
-def neuron_names(where: Int[Tensor, "neurons 2"], layers: Sequence[str], order: Int[Tensor, "k"]) -> list[str]:
+def neuron_names(where: Int[Tensor, "neurons 2"], layers: Sequence[str], order: Int[Tensor, " k"]) -> list[str]:
     return [f"{layers[int(where[j, 0])]} N{int(where[j, 1])}" for j in order.tolist()]
 
 
@@ -191,7 +191,7 @@ def _soft(w: Tensor, t: float) -> Tensor:
     return torch.sign(w) * (w.abs() - t).clamp(min=0)
 
 
-def elastic_net_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, *, l1: float = DEFAULT_L1,
+def elastic_net_probe(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], n_classes: int, *, l1: float = DEFAULT_L1,
                       l2: float = DEFAULT_L2, max_iter: int = 500, tol: float = 1e-5,
                       dtype: torch.dtype = torch.float32) -> Probe:
     """A linear :class:`~circuitlab.probing.classifier.Probe` minimising ``mean cross-entropy + l1 * |W|_1 +
@@ -289,7 +289,7 @@ def mass_entry(weight: Float[Tensor, "classes d"]) -> Float[Tensor, "classes d"]
 # Per-neuron statistics
 # ---------------------------------------------------------------------------------------------------------
 
-def anova_f(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: Optional[int] = None) -> Float[Tensor, "d"]:
+def anova_f(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], n_classes: Optional[int] = None) -> Float[Tensor, " d"]:
     """The one-way ANOVA F statistic of every column of ``x`` across the classes ``y``:
     ``(sum_c n_c (mean_c - mean)^2 / (C - 1)) / (sum_c sum_i (x_i - mean_c)^2 / (n - C))``, with ``C`` the
     classes present. A column constant within every class gives ``inf`` (``nan`` if it is constant overall)."""
@@ -310,9 +310,9 @@ def anova_f(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: Optional[in
     return (between / within).float()
 
 
-def binned_mutual_information(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], bins: int = 10,
+def binned_mutual_information(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], bins: int = 10,
                               n_classes: Optional[int] = None,
-                              max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, "d"]:
+                              max_memory: int = DEFAULT_MAX_MEMORY) -> Float[Tensor, " d"]:
     """Mutual information (nats) between ``y`` and each column of ``x`` cut into ``bins`` equal-width bins
     between the column's minimum and maximum (a constant column: one bin, information 0), from the plug-in joint
     frequencies. Columns are processed in chunks under ``max_memory``."""
@@ -417,7 +417,7 @@ def rank_neurons(source: Any, sentences: Optional[Sequence[Sentence]] = None, ta
 
 
 def max_correlation(a: Float[Tensor, "n da"], b: Float[Tensor, "n db"], max_memory: int = DEFAULT_MAX_MEMORY,
-                    ) -> tuple[Float[Tensor, "da"], Int[Tensor, "da"], Float[Tensor, "da"]]:
+                    ) -> tuple[Float[Tensor, " da"], Int[Tensor, " da"], Float[Tensor, " da"]]:
     """For each column of ``a``: the largest ``|Pearson r|`` with any column of ``b``, the index of that column,
     and the signed ``r`` there. Constant columns (either side) correlate 0. ``[chunk, db]`` blocks of the
     correlation matrix are computed under ``max_memory``."""

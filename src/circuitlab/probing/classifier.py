@@ -78,7 +78,7 @@ def ci95(values: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
 # ---------------------------------------------------------------------------------------------------------
 
 def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                    seed: int = 0) -> dict[str, Int[Tensor, "k"]]:
+                    seed: int = 0) -> dict[str, Int[Tensor, " k"]]:
     """Sentence indices for ``"train"``, ``"dev"`` and ``"test"``: a seeded shuffle cut at ``fractions``
     (each split at least one sentence)."""
     bad = (f"split={tuple(fractions)!r}: give three positive fractions (train, dev, test) summing to at most 1, "
@@ -153,11 +153,11 @@ class Probe(nn.Module):
         return self.net((x.to(self.mean.dtype) - self.mean) / self.std)
 
     @torch.no_grad()
-    def predict(self, x: Float[Tensor, "n d"]) -> Int[Tensor, "n"]:
+    def predict(self, x: Float[Tensor, "n d"]) -> Int[Tensor, " n"]:
         return self(x).argmax(-1)
 
     @torch.no_grad()
-    def accuracy(self, x: Float[Tensor, "n d"], y: Int[Tensor, "n"]) -> float:
+    def accuracy(self, x: Float[Tensor, "n d"], y: Int[Tensor, " n"]) -> float:
         return float((self.predict(x) == y).float().mean()) if len(y) else float("nan")
 
 
@@ -201,8 +201,8 @@ class EarlyStopping:
             self.module.load_state_dict(self.state)
 
 
-def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, "n"], n_classes: int, kind: str = "linear", *,
-                x_dev: Optional[Float[Tensor, "n_dev d"]] = None, y_dev: Optional[Int[Tensor, "n_dev"]] = None,
+def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], n_classes: int, kind: str = "linear", *,
+                x_dev: Optional[Float[Tensor, "n_dev d"]] = None, y_dev: Optional[Int[Tensor, " n_dev"]] = None,
                 seed: int = 0,
                 weight_decay: Optional[float] = None, hidden: int = 256, max_iter: int = 100,
                 epochs: int = 100, lr: float = 3e-3, batch_size: int = 512, patience: int = 3,
@@ -307,8 +307,8 @@ class _Split:
     sentences: dict[str, Tensor]
 
 
-def split_rows(row_sentence: Int[Tensor, "rows"], n_sentences: int, fractions: Sequence[float], seed: int,
-               what: str = "aligned word") -> tuple[dict[str, Int[Tensor, "k"]], dict[str, Int[Tensor, "k"]]]:
+def split_rows(row_sentence: Int[Tensor, " rows"], n_sentences: int, fractions: Sequence[float], seed: int,
+               what: str = "aligned word") -> tuple[dict[str, Int[Tensor, " k"]], dict[str, Int[Tensor, " k"]]]:
     """The rows (words, spans, examples) of each split of the sentences (:func:`split_sentences`), given each
     row's sentence index: ``(rows, sentences)``, each a dict over ``train``/``dev``/``test``. A split without a
     row is an error naming ``what`` it lacks."""
@@ -409,7 +409,7 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
 
 
 def sentence_features(acts: WordActivations,
-                      hook: str) -> tuple[Float[Tensor, "n_sentences d"], Bool[Tensor, "n_sentences"]]:
+                      hook: str) -> tuple[Float[Tensor, "n_sentences d"], Bool[Tensor, " n_sentences"]]:
     """Each sentence's representation at ``hook``: the mean of its aligned words' rows; and a ``[n_sentences]``
     bool mask of the sentences that have at least one aligned word (the others get zeros)."""
     x = acts[hook].float()

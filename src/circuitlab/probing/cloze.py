@@ -119,8 +119,8 @@ def fill(template: str, subject: str) -> str:
     return text
 
 
-def answer_ranks(model: ModelLike, prompts: Sequence[str], answers: Int[Tensor, "n"], *,
-                 max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Int[Tensor, "n"]:
+def answer_ranks(model: ModelLike, prompts: Sequence[str], answers: Int[Tensor, " n"], *,
+                 max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Int[Tensor, " n"]:
     """The rank of ``answers[i]`` among the next-token logits after ``prompts[i]``: the number of tokens with a
     strictly higher logit (0 = the model's top prediction)."""
     model = as_model(model)

@@ -135,7 +135,7 @@ class ScalarMix(nn.Module):
         self.a = nn.Parameter(torch.zeros(n_layers))
         self.gamma = nn.Parameter(torch.ones(()))
 
-    def weights(self) -> Float[Tensor, "layer"]:
+    def weights(self) -> Float[Tensor, " layer"]:
         return torch.softmax(self.a, 0)
 
     def forward(self, x: Float[Tensor, "layer *rest"]) -> Float[Tensor, "*rest"]:
@@ -143,7 +143,7 @@ class ScalarMix(nn.Module):
         return self.gamma * (s.view(-1, *([1] * (x.ndim - 1))) * x).sum(0)
 
 
-def center_of_gravity(weights: Float[Tensor, "layer"]) -> float:
+def center_of_gravity(weights: Float[Tensor, " layer"]) -> float:
     """``sum_l l * s_l``: the expected layer index under the mix weights (0 = the first hook)."""
     w = weights.detach().double()
     return float((torch.arange(len(w), dtype=torch.float64) * w).sum() / w.sum())
@@ -188,8 +188,8 @@ class EdgeProbe(nn.Module):
 class _Encoded:
     rows: Int[Tensor, "n spans span_len"]  # rows of the activations (0 where padded)
     mask: Bool[Tensor, "n spans span_len"]
-    y: Int[Tensor, "n"]
-    sentence: Int[Tensor, "n"]
+    y: Int[Tensor, " n"]
+    sentence: Int[Tensor, " n"]
 
 
 def _encode(acts: WordActivations, examples: list[EdgeExample], index: dict[str, int]) -> tuple[_Encoded, int]:
@@ -225,7 +225,7 @@ def _features(layers: list[Tensor], rows: Tensor) -> Tensor:
 # ---------------------------------------------------------------------------------------------------------
 
 def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, n_classes: int,
-                     train: Int[Tensor, "n_train"], dev: Int[Tensor, "n_dev"], *,
+                     train: Int[Tensor, " n_train"], dev: Int[Tensor, " n_dev"], *,
                      pool: str = "mean", proj: int = 256, hidden: int = 256,
                      seed: int = 0, lr: float = 1e-3, epochs: int = 20, batch_size: int = 256,
                      patience: int = 3, mix_lr: float = 10.0) -> EdgeProbe:
@@ -258,7 +258,7 @@ def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encode
 
 
 @torch.no_grad()
-def accuracy(probe: EdgeProbe, layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, idx: Int[Tensor, "k"],
+def accuracy(probe: EdgeProbe, layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, idx: Int[Tensor, " k"],
              batch_size: int = 1024) -> float:
     """The share of examples ``idx`` whose argmax class is the label."""
     probe.eval()

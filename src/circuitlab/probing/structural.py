@@ -49,7 +49,7 @@ from collections import defaultdict
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int, Real
+from jaxtyping import Float, Int
 from torch import Tensor, nn
 
 from circuitlab.core import check_count, progress_bar, spearman
@@ -98,7 +98,7 @@ def _targets(head: tuple[int, ...], kind: str) -> Tensor:
     return tree_distances(head) if kind == "distance" else tree_depths(head)
 
 
-def tree_depths(head: Sequence[int]) -> Int[Tensor, "n"]:
+def tree_depths(head: Sequence[int]) -> Int[Tensor, " n"]:
     """Each word's depth: the number of edges to the root (the root's depth is 0)."""
     depth = []
     for i in range(len(head)):
@@ -147,7 +147,7 @@ def _length_average(by_length: dict[int, list[float]]) -> float:
     return sum(means) / len(means) if means else float("nan")
 
 
-def score_trees(pred_dist: Sequence[Float[Tensor, "n n"]], pred_depth: Sequence[Float[Tensor, "n"]],
+def score_trees(pred_dist: Sequence[Float[Tensor, "n n"]], pred_depth: Sequence[Float[Tensor, " n"]],
                 sentences: Sequence[Sentence]) -> dict[str, float]:
     """UUAS, DSpr, root accuracy and NSpr of predicted distance matrices and depths against the sentences' gold
     trees (see the module notes). Either prediction list may be empty (its measures are then NaN)."""
@@ -244,8 +244,8 @@ def _loss(probe: StructuralProbe, h: Tensor, y: Tensor, mask: Tensor, lengths: T
     return per.mean()
 
 
-def train_structural_probe(acts: Float[Tensor, "rows d"], rows: list[Int[Tensor, "n"]], sentences: list[Sentence],
-                           kind: str = "distance", *, dev_rows: Optional[list[Int[Tensor, "n"]]] = None,
+def train_structural_probe(acts: Float[Tensor, "rows d"], rows: list[Int[Tensor, " n"]], sentences: list[Sentence],
+                           kind: str = "distance", *, dev_rows: Optional[list[Int[Tensor, " n"]]] = None,
                            dev_sentences: Optional[list[Sentence]] = None,
                            rank: int = 64, seed: int = 0, lr: float = 1e-3, epochs: int = 40, batch_size: int = 20,
                            patience: int = 4) -> StructuralProbe:
@@ -282,8 +282,8 @@ def train_structural_probe(acts: Float[Tensor, "rows d"], rows: list[Int[Tensor,
 
 
 @torch.no_grad()
-def predict(probe: StructuralProbe, acts: Float[Tensor, "rows d"], rows: list[Int[Tensor, "n"]]
-            ) -> list[Union[Float[Tensor, "n n"], Float[Tensor, "n"]]]:
+def predict(probe: StructuralProbe, acts: Float[Tensor, "rows d"], rows: list[Int[Tensor, " n"]]
+            ) -> list[Union[Float[Tensor, "n n"], Float[Tensor, " n"]]]:
     """Per sentence, the probe's predicted squared distances ``[n, n]`` or depths ``[n]``."""
     out = []
     for r in rows:
@@ -308,7 +308,7 @@ def example_index(sentences: Sequence[Sentence], lengths: tuple[int, int] = EXAM
     return min(range(len(sentences)), key=lambda k: (max(0, lo - len(sentences[k]), len(sentences[k]) - hi), k))
 
 
-def sentence_rows(acts: WordActivations) -> tuple[dict[int, Int[Tensor, "n"]], int]:
+def sentence_rows(acts: WordActivations) -> tuple[dict[int, Int[Tensor, " n"]], int]:
     """Rows of each sentence whose every word has a row (in word order), and how many sentences were left out."""
     rows: dict[int, list[int]] = defaultdict(list)
     for r, (s, w) in enumerate(zip(acts.sentence.tolist(), acts.word.tolist())):

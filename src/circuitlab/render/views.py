@@ -192,7 +192,7 @@ def attention_patterns(model, tokens, layers: Sequence[int] | None = None, batch
 
 def colored_tokens(
     tokens: Sequence[str],
-    values: Float[Tensor, "pos"],
+    values: Float[Tensor, " pos"],
     title: str = "",
     caption: str = "",
     model: str = "",
