@@ -36,7 +36,7 @@ keep their model replicas)::
 How a replica is loaded and checked: :mod:`circuitlab.distributed.ray`.
 """
 
-from circuitlab.distributed._collect import collect
+from circuitlab.distributed.adapters import collect
 from circuitlab.distributed.ray import RayExecutor
 from circuitlab.engine.executor import (Executor, InProcessExecutor, LocalExecutor, ShardError, as_executor,
                                         describe_shard, move_tensors, register_executor, run_shards, shard_count,

@@ -21,6 +21,7 @@ def _source_of(given: Any, loaded: Any) -> Any:
 
 
 def _collect_shard(model, sentences, batches, hooks, pool, dtype):
+    # the last import of an analysis's private name from this layer: it goes with this adapter
     from circuitlab.probing.activations import _run
     from circuitlab.probing.align import align
 
