@@ -22,6 +22,7 @@ import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
+from circuitlab.core import check_number
 from circuitlab.engine.executor import ShardError, describe_shard, move_tensors
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.models.identity import ModelSource, device_of, model_source, weight_fingerprint, worker_device
@@ -67,18 +68,13 @@ class RayExecutor:
         from circuitlab.core import check_count
 
         self._workers = check_count(workers, "workers")
-        if isinstance(cpus_per_worker, bool) or not isinstance(cpus_per_worker, (int, float)) or \
-                not cpus_per_worker > 0 or math.isinf(cpus_per_worker):
-            raise InputError(f"cpus_per_worker must be a positive number; got {cpus_per_worker!r}.")
-        if gpus_per_worker is not None and (isinstance(gpus_per_worker, bool) or
-                                            not isinstance(gpus_per_worker, (int, float)) or
-                                            not gpus_per_worker >= 0 or math.isinf(gpus_per_worker)):
-            raise InputError(f"gpus_per_worker must be None (1 for a model on CUDA, else 0) or a number >= 0; got "
-                             f"{gpus_per_worker!r}.")
-        if start_timeout is not None and (isinstance(start_timeout, bool) or
-                                          not isinstance(start_timeout, (int, float)) or not start_timeout > 0):
-            raise InputError(f"start_timeout must be None (no limit) or a positive number of seconds; got "
-                             f"{start_timeout!r}.")
+        check_number(cpus_per_worker, "cpus_per_worker", low=0, low_open=True, what="a positive number")
+        if gpus_per_worker is not None:
+            check_number(gpus_per_worker, "gpus_per_worker", low=0,
+                         what="None (1 for a model on CUDA, else 0) or a number >= 0")
+        if start_timeout is not None:
+            check_number(start_timeout, "start_timeout", low=0, low_open=True,
+                         what="None (no limit) or a positive number of seconds")
         self.start_timeout = start_timeout
         self.address = address or os.environ.get("CIRCUITLAB_RAY_ADDRESS") or os.environ.get("RAY_ADDRESS")
         self.cpus_per_worker = cpus_per_worker
