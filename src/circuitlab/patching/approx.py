@@ -22,8 +22,7 @@ from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_layers,
                              check_max_memory, metric_name, model_name, position_labels, row_bytes)
-from circuitlab.metrics import bind_metric
-from circuitlab.patching.exact import Metric
+from circuitlab.metrics import Metric, bind_metric
 from circuitlab.patching.sites import (check_site_exists, get_site, parse_by, patch_spec, prepare_tokens, scalar,
                                        split_prompts)
 from circuitlab.results import Result

@@ -36,8 +36,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, c
                              check_max_memory, head_label, metric_name, model_name, parse_head, progress_bar,
                              row_bytes)
 from circuitlab.errors import InputError
-from circuitlab.metrics import bind_metric
-from circuitlab.patching.exact import Metric
+from circuitlab.metrics import Metric, bind_metric
 from circuitlab.patching.sites import prepare_tokens, scalar, split_prompts
 from circuitlab.results import Result
 
