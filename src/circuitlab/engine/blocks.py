@@ -57,8 +57,9 @@ self-check fails until that is right.
         x = gather_positions(final, positions, n, offset=seq_len - final.shape[1])
         logits = runner.read(x, n, columns)                             # [n, batch, k, columns]
 
-Edge patching (:mod:`circuitlab.circuits.patch`) corrects every receiver's input in closed form inside its own
-block loop; it takes the runner's rule (for its last-block shortcut) and readout (:func:`read_logits`).
+Edge patching (:mod:`circuitlab.circuits.patch`) runs its blocks on the runner too (:meth:`BlockRunner.block`,
+each receiver's input corrected in closed form by hooks), takes its rule for its last-block shortcut (whose keys
+carry those corrections, so it computes them itself) and reads logits with :func:`read_logits`.
 
 The engine imports nothing from the analyses (it is layer 4, below them).
 """
