@@ -8,9 +8,9 @@ the largest difference between the two results, and writes ``benchmarks/results/
 4 query heads / 1 key-value head, 262k vocabulary) with an IOI-style prompt pair ("... John gave a drink to" /
 "... Mary gave a drink to", LogitDiff " Mary" - " John" at the last position), left-padded with a fixed
 preamble to exactly 16 and 64 tokens. Its rows go to the ``models["gemma-3-270m"]`` section of the same JSON;
-the GPT-2 rows (top-level ``results``) are kept as they were, and vice versa. Gemma's configuration is outside
-``KV_REUSE_VERIFIED``, so circuitlab takes its exact path without key/value reuse; each row records
-``result.meta["engine"]``. TransformerLens unembeds all 262k columns at every position for every patch (seconds
+the GPT-2 rows (top-level ``results``) are kept as they were, and vice versa. Gemma-3 is a verified configuration
+of the block runner (``circuitlab.engine.blocks.KV_REUSE_VERIFIED``), so circuitlab reuses cached keys and
+values on it; each row records ``result.meta["engine"]``. TransformerLens unembeds all 262k columns at every position for every patch (seconds
 per patch on 2 cores), so for Gemma it is always timed on a subset (``--tl-patches``, default 24 per sweep) and
 extrapolated as below, the subset spread over the patches that can change the metric.
 

@@ -274,6 +274,39 @@ def test_patching_sweep_matches_hand_patches(lm):
     assert res.values[0, diff_pos].item() == pytest.approx(res.meta["clean_value"], abs=1e-3)
 
 
+GEMMA_CLEAN = "When Mary and John went to the big store, John gave a drink to"
+GEMMA_CORRUPT = "When Mary and John went to the big store, Mary gave a drink to"
+
+
+def test_gemma_patching_reuses_keys_and_values_with_transformer_lens_numbers(gemma):
+    """Gemma-3-270m is a verified configuration of the block runner (its keys normalised by k_norm after hook_k):
+    a resid_pre sweep over a local and a global layer of a 16-token prompt reuses cached keys and values and gives
+    transformer_lens.patching's numbers within 1e-4 (fp32 through 18 blocks, logit differences near 5; measured
+    2.5e-5). TransformerLens runs the positions from the one where the prompts differ on, and the unpatched
+    corrupted run, which every earlier patch must equal."""
+    import pandas as pd
+    import transformer_lens.patching as tlp
+
+    clean, corrupt = gemma.to_tokens(GEMMA_CLEAN), gemma.to_tokens(GEMMA_CORRUPT)
+    assert clean.shape == corrupt.shape == (1, 16)
+    metric = _ioi_metric(gemma)
+    layers = [2, gemma.cfg.n_layers - 1]  # local and global attention
+    assert [gemma.blocks[layer].attn.attn_type for layer in layers] == ["local", "global"]
+    res = patching.sweep(gemma, clean, corrupt, metric, site="resid_pre", by=("layer", "pos"), layers=layers,
+                         progress=False)
+    assert res.meta["engine"]["kv_reuse"] and res.meta["engine"]["last_block"], res.meta["engine"]["why"]
+    diff = int((clean != corrupt).nonzero()[0, 1])
+    _, clean_cache = gemma.run_with_cache(clean, names_filter=lambda n: n.endswith("hook_resid_pre"))
+    index = pd.DataFrame([(layer, pos) for layer in layers for pos in range(diff, 16)], columns=["layer", "pos"])
+    with torch.no_grad():
+        ref = tlp.generic_activation_patch(gemma, corrupt, clean_cache, metric, tlp.layer_pos_patch_setter,
+                                           "resid_pre", index_df=index).reshape(len(layers), 16 - diff)
+        unpatched = metric(gemma(corrupt)).item()
+    assert ref.abs().max() > 1.0 and (ref - unpatched).abs().max() > 1.0  # the comparison is not trivial
+    assert (res.values[:, diff:] - ref).abs().max() < 1e-4
+    assert (res.values[:, :diff] - unpatched).abs().max() < 1e-4
+
+
 def test_head_sweep_and_attribution_patching_agree_in_sign(lm):
     clean, corrupt = lm.to_tokens(IOI_CLEAN), lm.to_tokens(IOI_CORRUPT)
     metric = _ioi_metric(lm)

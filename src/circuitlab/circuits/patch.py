@@ -106,6 +106,7 @@ class EdgePatcher:
     Attributes:
         graph: the model's graph.
         passes: batched forward passes run so far; ``masks_run``: masks evaluated so far.
+        blocks: the block runner on the clean run, which runs every block but the shortcut last one.
         engine: the block runner's key/value reuse decision (``kv_reuse``, ``last_block``, ``why``) for the
             last-block shortcut.
     """
@@ -127,8 +128,7 @@ class EdgePatcher:
         if cfg.positional_embedding_type == "shortformer":  # added to queries and keys, not to the stream
             keep.add("hook_pos_embed")
         kv_names = [(f"blocks.{layer}.attn.hook_k", f"blocks.{layer}.attn.hook_v") for layer in range(cfg.n_layers)]
-        if all(is_declarative(m) for m in self.metrics):  # the clean keys and values, for the block runner's check
-            keep |= {name for pair in kv_names for name in pair}
+        keep |= {name for pair in kv_names for name in pair}  # the clean keys and values, for the block runner
         outputs: dict[str, Tensor] = {}
 
         def cache(name: str):
@@ -145,7 +145,7 @@ class EdgePatcher:
             self.clean_mlp_stream = [outputs.get(f"blocks.{layer}.hook_resid_mid", self.clean_resid[layer])
                                      for layer in range(cfg.n_layers)]
             self.pos_embed = outputs.get("hook_pos_embed") if cfg.positional_embedding_type == "shortformer" else None
-            clean_kv = [(outputs[k], outputs[v]) for k, v in kv_names] if kv_names[0][0] in outputs else None
+            clean_kv = [(outputs[k], outputs[v]) for k, v in kv_names]
             clean = stack_senders(model, graph, outputs)  # [sender, batch, pos, d_model]
             if ablation == "zero":
                 ablated = torch.zeros_like(clean)
@@ -179,7 +179,7 @@ class EdgePatcher:
         for i, node in enumerate(graph.receivers):
             self.receivers_at.setdefault(node.layer, {}).setdefault(node.kind, []).append(i)
         with receiver_inputs(model, split_qkv=False):
-            self.first_read = self._first_read(clean_kv)
+            self.first_read = self._first_read(clean_kv)  # builds self.blocks, the block runner on the clean run
         with torch.no_grad():
             self.clean_values = self._read(self.clean_final, 1)[0]  # [n_metrics]
 
@@ -218,14 +218,13 @@ class EdgePatcher:
         a verified configuration, with the receivers' inputs as this patcher sets them, and a start-up self-check
         on the clean run); :attr:`engine` records the decision. (With grouped-query attention ungrouped for the
         receivers, the configuration is not verified.)"""
-        if clean_kv is None:
-            self.engine = {"kv_reuse": False, "last_block": False,
-                           "why": "a metric that is not declarative may read any position: every position is computed"}
-            return 0
-        runner = BlockRunner(self.model, self.clean_resid + [self.clean_final], [k for k, _ in clean_kv],
-                             [v for _, v in clean_kv], self.pos_embed)
-        self.engine = runner.describe()
-        if not runner.kv_reuse:
+        declarative = all(is_declarative(m) for m in self.metrics)
+        self.blocks = BlockRunner(self.model, self.clean_resid + [self.clean_final], [k for k, _ in clean_kv],
+                                  [v for _, v in clean_kv], self.pos_embed, reuse=declarative)
+        self.engine = self.blocks.describe()
+        if not declarative:
+            self.engine["why"] = "a metric that is not declarative may read any position: every position is computed"
+        if not self.blocks.kv_reuse:
             return 0
         return min(int(m.reads(self.batch, self.seq_len)[0].min()) for m in self.metrics)
 
@@ -298,10 +297,8 @@ class EdgePatcher:
         self.passes += 1
         self.masks_run += n
         start = self.start_layer(masks)
-        if start >= cfg.n_layers:  # only the logits' input changes: no block runs
-            resid = einops.repeat(self.clean_final, "b p d -> (n b) p d", n=n)
-        else:
-            resid = einops.repeat(self.clean_resid[start], "b p d -> (n b) p d", n=n)
+        # the clean stream entering the first block that runs (after the last block: only the logits' input changes)
+        resid = self.blocks.base(min(start, cfg.n_layers), 0, n)
         masks = masks.to(resid.device)
         n_early = self.first_sender[min(start, cfg.n_layers)]
         # a_u(now) - a_u(ablated) of the senders this pass computes, filled in as the pass reaches them
@@ -461,8 +458,8 @@ class EdgePatcher:
                 resid = subtract(self.receivers_at[cfg.n_layers]["logits"], self.clean_final, ahead)(resid)
                 return self._read(resid, n, offset=first_read)
             norm = attention_inputs(layer, resid, self.pos_embed)
-            with model.hooks(fwd_hooks=layer_hooks(layer, norm, qkv)), self._dead_mlp(layer, dead, n):
-                resid = block(resid, shortformer_pos_embed=pos_embed)
+            with self._dead_mlp(layer, dead, n):
+                resid = self.blocks.block(layer, resid, 0, layer_hooks(layer, norm, qkv))
         resid = subtract(self.receivers_at[cfg.n_layers]["logits"], self.clean_final)(resid)
         return self._read(resid, n)
 

@@ -36,21 +36,30 @@ Otherwise every position is computed. :attr:`BlockRunner.kv_reuse`, :attr:`Block
 :attr:`BlockRunner.why` record the decision and its reason; each analysis puts them in ``Result.meta["engine"]``.
 
 **Adding a verified configuration.** Add the field's new value to :data:`KV_REUSE_VERIFIED` *together with* a
-random model of that shape in the tests whose fast results equal the plain path and TransformerLens's
-(``circuitlab.testing.ARCHITECTURES``; tests/test_patching.py, tests/test_bridges.py), and a real-model test where
-one exists. If the architecture caches something other than what ``hook_k``/``hook_v`` hold, say so in
-:meth:`BlockRunner.cached_keys` (Gemma-3's keys are normalised per head by ``k_norm`` after ``hook_k``).
+random model of that shape whose fast results equal the plain path and TransformerLens's
+(:func:`circuitlab.testing.architecture_config`: ``ARCHITECTURES``, which every analysis is tested on, or
+``ENGINE_ARCHITECTURES``, tested by the engines only; tests/test_patching.py, tests/test_tracing.py,
+tests/test_bridges.py), and a real-model test where one exists (tests/test_real_models.py). If the architecture's
+key/value cache holds something other than what ``hook_k``/``hook_v`` hold, convert it in
+:meth:`BlockRunner.cached_keys` (Gemma-3's keys are normalised per head by ``k_norm`` after ``hook_k``); the
+self-check fails until that is right.
 
-**How an analysis uses it.**
+**How an analysis uses it** (activation patching and causal tracing are built this way)::
 
-    runner = BlockRunner(model, resid, keys, values, pos_embed, max_memory=max_memory, last_position=True)
-    # resid: the base run's residual stream entering each block, and after the last (n_layers + 1 tensors);
-    # keys, values: its attn.hook_k / attn.hook_v per layer (BlockRunner.from_cache builds all from a cache)
+    _, cache = model.run_with_cache(base_tokens, names_filter=lambda n: n in BlockRunner.hook_names(model))
+    runner = BlockRunner.from_cache(model, cache, last_position=True)   # the rule runs here: runner.why
+    start = first_changed_position if runner.kv_reuse else 0
     max_rows = max(batch, max_memory // runner.row_bytes())
-    for part in runner.chunks(n_groups, max_rows, start):           # groups per pass under max_memory
-        final = runner.run(start, enter[part], join, replacements)  # [groups * batch, positions start..., d_model]
-        x = gather_positions(final, positions, n, offset)           # the positions the metric reads
-        logits = runner.read(x, n, columns)                         # [n, batch, k, columns]
+    for part in runner.chunks(n_groups, max_rows, start):               # groups per pass under max_memory
+        # enter[i]: the layer group i joins at; join(layer, groups, rows): their entering stream (e.g. patched);
+        # replacements(layer, joined): [Replace(hook, rows, fn), ...] inside block `layer`
+        final = runner.run(start, enter[part], join, replacements)      # [groups * batch, positions, d_model]
+        x = gather_positions(final, positions, n, offset=seq_len - final.shape[1])
+        logits = runner.read(x, n, columns)                             # [n, batch, k, columns]
+
+Edge patching (:mod:`circuitlab.circuits.patch`) runs its blocks on the runner too (:meth:`BlockRunner.block`,
+each receiver's input corrected in closed form by hooks), takes its rule for its last-block shortcut (whose keys
+carry those corrections, so it computes them itself) and reads logits with :func:`read_logits`.
 
 The engine imports nothing from the analyses (it is layer 4, below them).
 """
