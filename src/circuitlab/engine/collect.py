@@ -27,6 +27,12 @@ attention mask. A row's activations do not depend on how rows are batched, up to
 
     rows = collect_rows(model, [[50256, 464, 3797], [50256, 32]], [[(1, 2)], [(1,)]], ["blocks.1.hook_resid_post"])
     rows["blocks.1.hook_resid_post"]    # [2, d_model]: the mean of tokens 1-2 of the first row; token 1 of the second
+
+**A new analysis** that reads activations over data (an SAE's training activations, say) checks its hooks with
+:func:`check_hooks`, turns its units (words, texts, tokens) into token rows and spans, and calls
+:func:`collect_rows` (pooled rows) or :func:`stream_activations` (per-token reads over a stream); it caches with
+:class:`DiskCache` under a key holding :func:`weights_fingerprint`, and shards by cutting its batch plan among an
+executor's workers (:mod:`circuitlab.engine.executor`; :func:`circuitlab.probing.activations.collect` shows how).
 """
 
 from __future__ import annotations
@@ -489,15 +495,7 @@ class DiskCache:
             tmp.replace(path)
 
 
-def text_hash(*parts: Any) -> str:
-    """A short hash of JSON-able ``parts`` (token ids, spans, settings), for cache keys."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, separators=(",", ":")).encode())
-    return h.hexdigest()[:20]
-
-
 __all__ = ["NO_POSITIONS", "is_encoder", "default_hooks", "residual_hooks", "check_hooks", "check_pool",
            "stop_layer", "stop_kwargs", "bytes_per_row", "batches_by_length", "same_length_runs", "stream_batches",
            "pad_right", "token_rows", "run_hooks", "pad_token", "collect_rows", "stream_activations",
-           "weights_now", "weights_fingerprint", "DiskCache", "text_hash"]
+           "weights_now", "weights_fingerprint", "DiskCache"]
