@@ -33,7 +33,8 @@ probes and layers then read the disk, and only the hooks not yet cached run. ``c
 puts it elsewhere.
 
 **Sharding**: ``executor=`` shares the batches (cut as one process cuts them) out among workers that each hold a
-model replica; the rows come back in sentence order, the same bits as one process (see the end of this module).
+model replica; the rows come back in sentence order (in one process, with ``"local"``, the very bits of the plain
+call; see the end of this module).
 """
 
 from __future__ import annotations
