@@ -171,8 +171,8 @@ def test_the_default_executor_is_the_plain_call(model, masks, facts):
     default = tracing.average_indirect_effect(model, facts, **kw)
     triples = [as_fact(f, i) for i, f in enumerate(facts)]
     per_fact, rows, _ = _trace_facts(model, triples, kinds=default.labels["kind"], window=1, noise=3.0,
-                                     sigma=default.meta["sigma"], samples=2, seed=0, max_memory=cl.core.DEFAULT_MAX_MEMORY,
-                                     progress=False)
+                                     sigma=default.meta["sigma"], samples=2, seed=0,
+                                     max_memory=cl.core.DEFAULT_MAX_MEMORY, progress=False)
     assert torch.equal(default.meta["per_fact"].nan_to_num(-7.0), per_fact.nan_to_num(-7.0))
     assert default.meta["facts"] == rows and "executor" not in default.meta
     assert torch.equal(default.values.nan_to_num(-7.0), per_fact.nanmean(0).nan_to_num(-7.0))

@@ -644,7 +644,7 @@ def average_indirect_effect(
 # process). One process is one shard: every fact traced here, on the caller's model.
 # ---------------------------------------------------------------------------------------------------------
 
-def _trace_facts(model: ModelLike, facts: list, *, kinds: list, window: int, noise: float, sigma: float,
+def _trace_facts(model: HookedTransformer, facts: list, *, kinds: list, window: int, noise: float, sigma: float,
                  samples: int, seed: int, max_memory: int, progress: bool, first: int = 0) -> tuple:
     """One shard of :func:`average_indirect_effect`: ``(per_fact, rows, seconds)`` for ``facts`` (triples; the
     ``first`` of them is the caller's ``facts[first]``, for its errors). Every fact is traced with the same seed,

@@ -171,7 +171,11 @@ def _names() -> str:
 def as_executor(executor: Any) -> tuple[Any, bool]:
     """``(executor, owned)``: ``None`` is the :class:`InProcessExecutor`; a name (``"ray"``, ``"local"``, see
     :func:`register_executor`) makes a fresh executor; the caller must close both (``owned``). An executor object
-    is used as given."""
+    is used as given.
+
+    ``"ray"`` imports ``circuitlab.distributed`` (its ``RayExecutor``) here, on first use: the one import of a
+    layer above the engine, lazy and by name, so that the execution layer loads without Ray or the distributed
+    layer, and an executor registered under another name plugs in the same way."""
     if executor is None:
         return InProcessExecutor(), True
     if isinstance(executor, str):

@@ -39,6 +39,7 @@ from circuitlab.circuits import Circuit, Graph, RocCurve, acdc, eap, eap_ig, roc
 from circuitlab.circuits.reference import induction_reference, induction_task
 from circuitlab.core import model_name
 from circuitlab.errors import InputError
+from circuitlab.models.identity import weight_fingerprint
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register
 
 #: ACDC thresholds swept (KL divergence in nats, log-spaced from 1e-4 to 1), fixed before measuring
@@ -121,11 +122,6 @@ def sweep_roc(circuits: Sequence[Circuit], reference: Circuit, title: str = "") 
 # The measurement shared by both findings
 # ---------------------------------------------------------------------------------------------------------------
 
-def _fingerprint(model) -> tuple:
-    """The model's weights in a few numbers (the cache below must not mix two models of one name)."""
-    return tuple(round(float(p.detach().double().sum()), 6) for p in model.parameters())
-
-
 _CACHE: dict[tuple, dict] = {}
 
 
@@ -145,7 +141,7 @@ def discovery_run(model, seed: int = 0) -> dict:
 
     Raises :class:`~circuitlab.reproduce.registry.NotApplicable` when the graph does not support the model, is
     larger than :data:`MAX_EDGES`, or the model has no induction heads (no reference)."""
-    key = (model_name(model), seed, _fingerprint(model))
+    key = (model_name(model), seed, weight_fingerprint(model))  # two models of one name are not mixed
     if key not in _CACHE:
         with _one_thread():
             _CACHE[key] = _discovery_run(model, seed)
