@@ -49,7 +49,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes, weight_state
 from circuitlab.errors import InputError
 from circuitlab.models.identity import weight_fingerprint
 
@@ -393,11 +393,10 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictiona
 
 
 def weights_now(model: Any) -> tuple:
-    """A cheap key for the weights' current state, finer than :func:`circuitlab.core.weight_state`: per parameter
-    its name, identity, the address of its storage (which changes when ``p.data = ...`` replaces it), ``_version``
-    (in-place changes), device, dtype and shape."""
-    return tuple((name, id(p), p.data_ptr(), p._version, str(p.device), p.dtype, tuple(p.shape))
-                 for name, p in model.named_parameters())
+    """A cheap key for the weights' current state: :func:`circuitlab.core.weight_state` (each parameter's identity,
+    ``_version`` and device) and the address of each parameter's storage, which ``p.data = ...`` changes while
+    leaving the parameter and its version counter as they were."""
+    return weight_state(model), tuple(p.data_ptr() for p in model.parameters())
 
 
 class _Parameters:
