@@ -127,12 +127,13 @@ def check_pool(pool: Any, choices: Mapping[str, str]) -> str:
 
 
 def stop_layer(model: Any, hooks: Sequence[str]) -> Optional[int]:
-    """The block after the last one ``hooks`` read, for ``stop_at_layer``: a ``HookedTransformer`` then runs no
-    later block and no unembedding. ``None``: run the whole model (another kind of model, or a hook after the
-    blocks)."""
+    """The block after the last one ``hooks`` read, for ``stop_at_layer``: a ``HookedTransformer`` or a
+    ``TransformerBridge`` then runs no later block and no unembedding. ``None``: run the whole model (an encoder,
+    or a hook after the blocks)."""
     from transformer_lens import HookedTransformer
+    from transformer_lens.model_bridge import TransformerBridge
 
-    if not isinstance(model, HookedTransformer):
+    if not isinstance(model, (HookedTransformer, TransformerBridge)):
         return None
     last = -1
     for h in hooks:
