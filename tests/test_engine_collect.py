@@ -123,3 +123,23 @@ def test_the_cache_notices_replaced_weight_data(toy, tmp_path):
     assert not torch.allclose(again["blocks.2.hook_resid_post"], first["blocks.2.hook_resid_post"])
     model.load_state_dict(toy.state_dict())  # the first weights again, copied in place: the first file serves
     assert activations.collect(model, sents, [2], cache=tmp_path, progress=False).meta["computed"] == []
+
+
+def test_a_bridge_stops_after_the_last_block_read_with_the_same_rows():
+    from circuitlab.testing import random_bridge
+
+    bridge, _ = random_bridge("gpt2", n_layers=3)
+    tokens = torch.randint(0, 50, (2, 7))
+    hooks = ["blocks.0.hook_resid_post", "blocks.1.attn.hook_z"]
+    assert C.stop_layer(bridge, hooks) == 2
+    got, fired = {}, []
+    fwd = [(h, (lambda act, hook, _h=h: got.__setitem__(_h, act.detach()))) for h in hooks]
+    bridge.run_with_hooks(tokens, fwd_hooks=fwd, return_type=None)  # the whole model
+    rows = C.collect_rows(bridge, tokens.tolist(), [[[1, 2], [6]]] * 2, hooks)
+    for h in hooks:
+        act = got[h].reshape(2, 7, -1)
+        want = torch.stack([act[0, [1, 2]].mean(0), act[0, 6], act[1, [1, 2]].mean(0), act[1, 6]])
+        torch.testing.assert_close(rows[h], want, atol=1e-6, rtol=1e-5)
+    bridge.run_with_hooks(tokens, fwd_hooks=fwd + [("blocks.2.hook_resid_pre", lambda act, hook: fired.append(1))],
+                          stop_at_layer=C.stop_layer(bridge, hooks))
+    assert fired == []

@@ -239,8 +239,8 @@ def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> di
     split = can_split(metric)
     cfg = model.cfg
     size = next(model.parameters()).element_size()
-    batches = same_length_runs([len(r) for r in rows], lambda n: cfg.n_layers * row_bytes(model, n) + 3 * size * cfg.d_vocab_out *
-                                (1 if is_declarative(metric) else n), max_memory)
+    batches = same_length_runs([len(r) for r in rows], lambda n: cfg.n_layers * row_bytes(model, n) + 3 * size *
+                               cfg.d_vocab_out * (1 if is_declarative(metric) else n), max_memory)
     out: dict[str, list[Optional[Tensor]]] = {h: [None] * N for h in hooks}
     for batch in progress_bar(batches, progress=progress, desc="directional derivatives"):
         toks = torch.stack([rows[i] for i in batch])

@@ -27,6 +27,12 @@ attention mask. A row's activations do not depend on how rows are batched, up to
 
     rows = collect_rows(model, [[50256, 464, 3797], [50256, 32]], [[(1, 2)], [(1,)]], ["blocks.1.hook_resid_post"])
     rows["blocks.1.hook_resid_post"]    # [2, d_model]: the mean of tokens 1-2 of the first row; token 1 of the second
+
+**A new analysis** that reads activations over data (an SAE's training activations, say) checks its hooks with
+:func:`check_hooks`, turns its units (words, texts, tokens) into token rows and spans, and calls
+:func:`collect_rows` (pooled rows) or :func:`stream_activations` (per-token reads over a stream); it caches with
+:class:`DiskCache` under a key holding :func:`weights_fingerprint`, and shards by cutting its batch plan among an
+executor's workers (:mod:`circuitlab.engine.executor`; :func:`circuitlab.probing.activations.collect` shows how).
 """
 
 from __future__ import annotations
@@ -43,7 +49,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes, weight_state
 from circuitlab.errors import InputError
 from circuitlab.models.identity import weight_fingerprint
 
@@ -121,12 +127,13 @@ def check_pool(pool: Any, choices: Mapping[str, str]) -> str:
 
 
 def stop_layer(model: Any, hooks: Sequence[str]) -> Optional[int]:
-    """The block after the last one ``hooks`` read, for ``stop_at_layer``: a ``HookedTransformer`` then runs no
-    later block and no unembedding. ``None``: run the whole model (another kind of model, or a hook after the
-    blocks)."""
+    """The block after the last one ``hooks`` read, for ``stop_at_layer``: a ``HookedTransformer`` or a
+    ``TransformerBridge`` then runs no later block and no unembedding. ``None``: run the whole model (an encoder,
+    or a hook after the blocks)."""
     from transformer_lens import HookedTransformer
+    from transformer_lens.model_bridge import TransformerBridge
 
-    if not isinstance(model, HookedTransformer):
+    if not isinstance(model, (HookedTransformer, TransformerBridge)):
         return None
     last = -1
     for h in hooks:
@@ -387,11 +394,10 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictiona
 
 
 def weights_now(model: Any) -> tuple:
-    """A cheap key for the weights' current state, finer than :func:`circuitlab.core.weight_state`: per parameter
-    its name, identity, the address of its storage (which changes when ``p.data = ...`` replaces it), ``_version``
-    (in-place changes), device, dtype and shape."""
-    return tuple((name, id(p), p.data_ptr(), p._version, str(p.device), p.dtype, tuple(p.shape))
-                 for name, p in model.named_parameters())
+    """A cheap key for the weights' current state: :func:`circuitlab.core.weight_state` (each parameter's identity,
+    ``_version`` and device) and the address of each parameter's storage, which ``p.data = ...`` changes while
+    leaving the parameter and its version counter as they were."""
+    return weight_state(model), tuple(p.data_ptr() for p in model.parameters())
 
 
 class _Parameters:
@@ -489,15 +495,7 @@ class DiskCache:
             tmp.replace(path)
 
 
-def text_hash(*parts: Any) -> str:
-    """A short hash of JSON-able ``parts`` (token ids, spans, settings), for cache keys."""
-    h = hashlib.sha256()
-    for p in parts:
-        h.update(json.dumps(p, separators=(",", ":")).encode())
-    return h.hexdigest()[:20]
-
-
 __all__ = ["NO_POSITIONS", "is_encoder", "default_hooks", "residual_hooks", "check_hooks", "check_pool",
            "stop_layer", "stop_kwargs", "bytes_per_row", "batches_by_length", "same_length_runs", "stream_batches",
            "pad_right", "token_rows", "run_hooks", "pad_token", "collect_rows", "stream_activations",
-           "weights_now", "weights_fingerprint", "DiskCache", "text_hash"]
+           "weights_now", "weights_fingerprint", "DiskCache"]

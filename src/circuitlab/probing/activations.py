@@ -8,9 +8,10 @@
     acts.labels("upos")                                 # the label of each row
     acts.sentence, acts.word                            # which sentence, which word each row is
 
-**One pass, many hooks.** Each batch of sentences runs through the model once with a hook at every requested
-point; each hook pools its activation to words at once (:mod:`circuitlab.probing.align`: the mean of a word's
-tokens, or its first), so a batch holds one full activation at a time plus a ``[words, d]`` matrix per hook. A
+**One pass, many hooks.** The words are aligned to token spans (:mod:`circuitlab.probing.align`: the mean of a
+word's tokens, or its first) and the activation collector (:mod:`circuitlab.engine.collect`) does the rest: each
+batch of sentences runs through the model once with a hook at every requested point, and each hook pools its
+activation to words at once, so a batch holds one full activation at a time plus a ``[words, d]`` matrix per hook. A
 decoder (``HookedTransformer``) stops after the last block a hook needs (``stop_at_layer``) and never computes
 logits.
 
@@ -26,8 +27,14 @@ patterns), is an :class:`~circuitlab.errors.InputError`.
 
 **Cache**: each hook's matrix is written to ``$CIRCUITLAB_CACHE/probing/activations/<model>/`` under a key made
 of the model's name and a fingerprint of its weights, the hook, the pooling, and a hash of the aligned token ids
-(which covers the data and the tokenizer). Sweeps over probes and layers then read the disk, and only the hooks
-not yet cached run. ``cache=False`` turns it off; a path puts it elsewhere.
+(which covers the data and the tokenizer). The fingerprint hashes every weight
+(:func:`circuitlab.engine.collect.weights_fingerprint`), so a model changed in any way gets new files. Sweeps over
+probes and layers then read the disk, and only the hooks not yet cached run. ``cache=False`` turns it off; a path
+puts it elsewhere.
+
+**Sharding**: ``executor=`` shares the batches (cut as one process cuts them) out among workers that each hold a
+model replica; the rows come back in sentence order (in one process, with ``"local"``, the very bits of the plain
+call; see the end of this module).
 """
 
 from __future__ import annotations

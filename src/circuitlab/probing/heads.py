@@ -96,8 +96,8 @@ def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None
     def per_row(n: int) -> int:
         return row_bytes(model, n) + 4 * len(layers) * model.cfg.n_heads * n * n
 
-    for batch in progress_bar(batches_by_length(lengths, per_row, max_memory, None), progress=progress, desc="attention",
-                              unit="batch"):
+    batches = batches_by_length(lengths, per_row, max_memory, None)
+    for batch in progress_bar(batches, progress=progress, desc="attention", unit="batch"):
         ids = [todo[b] for b in batch]
         width = max(len(al.tokens[i]) for i in ids)
         tokens = torch.full((len(ids), width), pad, dtype=torch.long)
