@@ -273,7 +273,7 @@ def run_gpt2(args):
 
 def run_gemma(args):
     from circuitlab import load_model
-    from circuitlab.patching.exact import kv_reuse_blockers
+    from circuitlab.engine.blocks import kv_reuse_blockers
 
     t = time.perf_counter()
     model = load_model("gemma-3-270m")

@@ -25,8 +25,9 @@ def runner_for(model, toks, **kwargs) -> BlockRunner:
 @pytest.mark.parametrize("arch", ARCHITECTURES + ENGINE_ARCHITECTURES)
 def test_a_replacement_equals_the_forward_pass_with_that_hook(arch):
     """Group 0 replaces nothing (the base run); group 1 zeroes head 1's z at position 5 in layer 1; group 2 adds
-    a vector to the residual stream entering layer 2 at position 4. From position 3 on, with cached keys and values and the
-    last-block shortcut, every group's last-position logits equal TransformerLens's forward pass with that hook."""
+    a vector to the residual stream entering layer 2 at position 4. From position 3 on, with cached keys and values
+    and the last-block shortcut, every group's last-position logits equal TransformerLens's forward pass with that
+    hook."""
     model = random_model(arch, n_layers=3)
     toks = tokens()
     push = torch.randn(model.cfg.d_model, generator=torch.Generator().manual_seed(4))  # (a constant would be

@@ -42,8 +42,8 @@ architecture family) with far less arithmetic, using the block runner's levers (
 - **causal attention**: restoring token ``t`` changes no earlier position, so only positions ``t...`` are computed,
   reading the earlier positions' keys and values from the corrupted run, under the block runner's one safety
   rule (:class:`circuitlab.engine.blocks.BlockRunner`: a verified configuration and a start-up self-check; a model
-  that fails it is traced without this shortcut, and ``meta["engine"]`` says so). Tokens before the subject are not computed
-  at all: the clean and corrupted runs agree there, so restoring them changes nothing (their entries are
+  that fails it is traced without this shortcut, and ``meta["engine"]`` says so). Tokens before the subject are
+  not computed at all: the clean and corrupted runs agree there, so restoring them changes nothing (their entries are
   ``P_corrupted``);
 - **read only what is needed**: the final norm and unembedding run on the last position only.
 
@@ -435,7 +435,8 @@ class _Tracer:
         per_row = row_bytes(self.model, self.n) + 2 * 8 * cfg.d_vocab  # activations, plus one row of logits
         per_restoration = self.S * per_row
         every = [(k, l) for k in self.kinds for l in range(cfg.n_layers)]  # the restorations at each token
-        work = [(t, every[part]) for t in positions for part in row_chunks(len(every), per_restoration, self.max_memory)]
+        parts = row_chunks(len(every), per_restoration, self.max_memory)
+        work = [(t, every[part]) for t in positions for part in parts]
         kind_index = {k: i for i, k in enumerate(self.kinds)}
         for t, todo in progress_bar(work, progress=progress, desc="causal tracing"):
             start = self.start_of(t)

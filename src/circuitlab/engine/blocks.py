@@ -381,8 +381,10 @@ class BlockRunner:
             ``[n_groups * batch, seq_len - start, d_model]``; with :attr:`last_only`, ``[n_groups * batch, 1,
             d_model]`` (the last position).
         """
-        n, B = self.cfg.n_layers, self.batch
+        n = self.cfg.n_layers
         enter = list(enter)
+        if not enter:
+            raise ValueError("BlockRunner.run: give at least one group")
         if any(a > b for a, b in zip(enter, enter[1:])):
             raise ValueError("BlockRunner.run: groups must be sorted by the layer they enter at")
         resid: Optional[Tensor] = None
