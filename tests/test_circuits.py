@@ -97,7 +97,8 @@ def test_graph_structure(arch):
     assert graph.inputs_of("L1H2") == ["L1H2.q", "L1H2.k", "L1H2.v"] and graph.inputs_of("embed") == []
     assert graph.senders_of("L1H0.k") == ["embed", *[f"L0H{h}" for h in range(H)], *(["MLP0"] if mlp else [])]
     assert graph.senders_of("logits") == [n.name for n in graph.senders]
-    assert graph.receivers[-1].name == "logits" and sum(1 for _, r in graph.edges if r == "logits") == len(graph.senders)
+    assert (graph.receivers[-1].name == "logits"
+            and sum(1 for _, r in graph.edges if r == "logits") == len(graph.senders))
 
 
 def test_unsupported_models_are_named():

@@ -136,7 +136,8 @@ def test_patch_edges_equals_reference(arch):
     # all but a few: most removed, the state ACDC works in (the engine sums kept senders' outputs instead)
     sets += [[e for e in edges if e not in set(few)] for few in (sets[-3], sets[-2])]
     # every edge out of an MLP and a head, plus a few others: such dead components are not computed
-    dying = [n.name for n in graph.senders if n.kind == "mlp"][:1] + [n.name for n in graph.senders if n.kind == "head"][1:2]
+    dying = ([n.name for n in graph.senders if n.kind == "mlp"][:1]
+             + [n.name for n in graph.senders if n.kind == "head"][1:2])
     sets.append([e for e in edges if e[0] in dying] + sets[-4])
     clean_logits = reference_logits(model, clean, corrupted, [])
     for ablation in ("corrupted", "mean", "zero"):
@@ -250,7 +251,8 @@ def test_faithfulness_and_curve():
     graph = Graph.from_model(model)
     metric = LogitDiff(correct=[2, 3, 4], wrong=[7, 8, 9])
     full = faithfulness(model, clean, corrupted, Circuit.full(graph), metric)
-    assert full.axes == ("measure",) and full.values[0] == pytest.approx(1) and full.values[1] == pytest.approx(0, abs=1e-12)
+    assert (full.axes == ("measure",) and full.values[0] == pytest.approx(1)
+            and full.values[1] == pytest.approx(0, abs=1e-12))
     empty = faithfulness(model, clean, corrupted, Circuit(graph, []), metric)
     assert empty.values[0] == pytest.approx(0, abs=1e-12)
 

@@ -223,8 +223,9 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
 
 
 #: every int option of every command that is not a count: indices (negative counts from the end) and seeds
-NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"), ("probe", "seed"),
-              ("neurons", "layer"), ("neurons", "seed"), ("reproduce", "seed"), ("trace", "seed"), ("circuit", "seed")}
+NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"),
+              ("probe", "seed"), ("neurons", "layer"), ("neurons", "seed"), ("reproduce", "seed"), ("trace", "seed"),
+              ("circuit", "seed")}
 
 
 def _int_options():

@@ -331,7 +331,8 @@ def test_ray_workers_give_the_single_process_numbers(model, facts, masks, ray_ex
 
     # the same replicas serve the model given by name, and every other sharded analysis
     assert torch.allclose(circuits.patch_edges(model, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY),
-                          circuits.patch_edges(TOY, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY, executor=ray_executor),
+                          circuits.patch_edges(TOY, CLEAN, CORRUPTED, masks, max_memory=MASKS_MEMORY,
+                                               executor=ray_executor),
                           rtol=0, atol=ATOL)
     kw = dict(samples=2, window=1, progress=False)
     _same_result(tracing.average_indirect_effect(model, facts, **kw),

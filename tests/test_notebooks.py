@@ -62,7 +62,8 @@ def test_stderr_lines_keeps_warnings_and_drops_progress_bars():
                                     new_output("stream", name="stdout", text="Warning: printed, not stderr\n")]),
         new_code_cell("b", outputs=[new_output("stream", name="stderr", text=bar + warning + "\n  import x\n")]),
         new_code_cell("c", outputs=[new_output("stream", name="stderr", text=(
-            "circuitlab: converting gemma-3-270m from its PyPI package to fp32, once; cached in cache (about a minute)\n"
+            "circuitlab: converting gemma-3-270m from its PyPI package to fp32, once; "
+            "cached in cache (about a minute)\n"
             "circuitlab: converted gemma-3-270m in 55 s\ncircuitlab: something else\n"))]),
     ])
     assert stderr_lines(nb) == [(1, warning), (1, "  import x"), (2, "circuitlab: something else")]

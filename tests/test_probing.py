@@ -72,7 +72,8 @@ def test_read_conllu_errors_name_the_line(line_no, new, words):
         data.read_conllu(_break(line_no, new))
     assert words in str(err.value)
     # the line: the broken row itself, or (tree errors) the sentence's first row, line 3
-    assert f"line {line_no}:" in str(err.value) or words in ("cycle", "exactly one root", "holds whitespace") and "line 3:" in str(err.value)
+    assert (f"line {line_no}:" in str(err.value)
+            or words in ("cycle", "exactly one root", "holds whitespace") and "line 3:" in str(err.value))
 
 
 MWT = """# sent_id = m1

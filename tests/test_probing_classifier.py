@@ -117,7 +117,8 @@ def planted_activations(n_sentences=120, seed=0, noise=0.2):
     upos = sorted({u for s in sents for u in s.upos})
     rows = [(i, j) for i, s in enumerate(sents) for j in range(len(s))]
     y = torch.tensor([upos.index(sents[i].upos[j]) for i, j in rows])
-    planted = torch.nn.functional.one_hot(y, len(upos)).float() + noise * torch.randn(len(rows), len(upos), generator=gen)
+    planted = (torch.nn.functional.one_hot(y, len(upos)).float()
+               + noise * torch.randn(len(rows), len(upos), generator=gen))
     noise = torch.randn(len(rows), 8, generator=gen)
     return WordActivations({"blocks.0.hook_resid_post": planted, "blocks.1.hook_resid_post": noise},
                            torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]), sents, "planted")

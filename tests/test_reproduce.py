@@ -166,7 +166,8 @@ def test_run_takes_a_loaded_model_and_says_when_no_seed_is_used():
     model = cl.load_model("zoo/toy-lm")
     r = reproduce.run("ffn-few-sub-updates-dominate", model=model)
     assert r.model == "zoo/toy-lm" and r.row()["seed"] == "none" and not r.finding.uses_seed
-    assert reproduce.run("induction-heads-need-two-layers", model=cl.load_model("zoo/attn-only-2l")).row()["seed"] == "0"
+    assert reproduce.run("induction-heads-need-two-layers",
+                         model=cl.load_model("zoo/attn-only-2l")).row()["seed"] == "0"
 
 
 # -- FFN keys and values -----------------------------------------------------------------------------------------

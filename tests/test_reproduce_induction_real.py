@@ -116,5 +116,6 @@ def test_on_a_real_model(name):
     r = reproduce.run("induction-heads-in-real-lms", name)
     print(r.row())
     v = r.measurement.values  # the rule again, from the top head's score and the reported drop
-    assert r.verdict == ("not reproduced", "partly", "reproduced")[(v["top_heads"][0][1] >= 0.3) + (v["loss_drop"] >= 1.0)]
+    assert r.verdict == ("not reproduced", "partly",
+                         "reproduced")[(v["top_heads"][0][1] >= 0.3) + (v["loss_drop"] >= 1.0)]
     assert r.verdict == rule(r.measurement.values)

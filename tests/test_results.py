@@ -11,7 +11,8 @@ from circuitlab.results import Result
 
 def _brute(values: torch.Tensor, k: int, largest: bool, absolute: bool):
     entries = [(idx, float(values[idx])) for idx in
-               [tuple(int(j) for j in torch.unravel_index(torch.tensor(i), values.shape)) for i in range(values.numel())]]
+               [tuple(int(j) for j in torch.unravel_index(torch.tensor(i), values.shape))
+                for i in range(values.numel())]]
     entries = [e for e in entries if not math.isnan(e[1])]
     key = (lambda e: abs(e[1])) if absolute else (lambda e: e[1])
     return sorted(entries, key=key, reverse=largest)[:k]

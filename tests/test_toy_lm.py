@@ -222,7 +222,8 @@ def test_heldout_loss_matches_transformer_lens_loss(small_tokenizer):
         counts[i] = counts.get(i, 0) + 1
     total = sum(counts.values())
     import math
-    assert got["unigram_entropy"] == pytest.approx(-sum(c / total * math.log(c / total) for c in counts.values()), rel=1e-5)
+    assert got["unigram_entropy"] == pytest.approx(-sum(c / total * math.log(c / total) for c in counts.values()),
+                                                   rel=1e-5)
 
 
 def test_repeated_passage_losses_by_brute_force(small_tokenizer):
@@ -256,7 +257,8 @@ def test_fact_and_ioi_measures_read_the_right_logits(small_tokenizer, world):
                                                 rng.choice(world.ioi_objects))
                 with torch.no_grad():
                     logits = model(model.to_tokens(prompt))[0, -1]
-                diffs.append((logits[small_tokenizer.encode(answer)[-1]] - logits[small_tokenizer.encode(" " + s)[-1]]).item())
+                diffs.append((logits[small_tokenizer.encode(answer)[-1]]
+                              - logits[small_tokenizer.encode(" " + s)[-1]]).item())
     assert got["n_prompts"] == len(diffs) == 12
     assert got["mean"] == pytest.approx(sum(diffs) / len(diffs), abs=1e-4)
 

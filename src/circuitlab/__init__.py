@@ -5,8 +5,9 @@
     circuit = cl.induction.find_induction_circuit(model)
 
 Analyses live in submodules (``circuitlab.induction``, ``circuitlab.patching``, ``circuitlab.attribution``,
-``circuitlab.ffn``, ``circuitlab.tracing``, ``circuitlab.circuits``) and return labelled :class:`~circuitlab.results.Result` objects (or bundles of them) that
-render to HTML; ``circuitlab.core`` holds what they share (model coercion, index checks, answers, the readout).
+``circuitlab.ffn``, ``circuitlab.tracing``, ``circuitlab.circuits``) and return labelled
+:class:`~circuitlab.results.Result` objects (or bundles of them) that render to HTML; ``circuitlab.core`` holds
+what they share (model coercion, index checks, answers, the readout).
 """
 
 import warnings as _warnings
@@ -19,7 +20,8 @@ from circuitlab.errors import CircuitlabError  # noqa: E402  (no dependencies: c
 
 __version__ = "0.1.0"
 
-__all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_model", "save_model", "zoo_card", "__version__"]
+__all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_model", "save_model", "zoo_card",
+           "__version__"]
 
 # `import circuitlab` stays light (no torch, no TransformerLens: `circuitlab --help` answers at once); the public
 # functions and the analysis modules load on first use.

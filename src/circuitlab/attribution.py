@@ -95,7 +95,7 @@ class DLAResult(Result):
         model_logit: ``[batch]``, the logit (or logit difference) the model actually produced at ``pos``.
     """
 
-    per_prompt: Optional[Float[Tensor, "batch *axes"]] = None
+    per_prompt: Optional[Float[Tensor, " batch *axes"]] = None
     model_logit: Optional[Float[Tensor, " batch"]] = None
 
     def for_prompt(self, i: int) -> Result:

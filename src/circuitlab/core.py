@@ -89,13 +89,15 @@ def check_weights_finite(model: HookedTransformer) -> None:
     if len(devices) > 1:
         first = {d: next(name for name, p in params if str(p.device) == d) for d in devices}
         raise CircuitlabError(
-            f"the model's parameters live on {len(devices)} devices ({', '.join(f'{d}: {n}...' for d, n in first.items())}). "
+            f"the model's parameters live on {len(devices)} devices "
+            f"({', '.join(f'{d}: {n}...' for d, n in first.items())}). "
             "circuitlab's engines run a model on one device: move it there with model.to(device) (see the README's "
             "'Scaling up' for models larger than one device).")
     with torch.no_grad():
         bad = [name for name, p in params if p.is_floating_point() and not bool(torch.isfinite(p).all())]
     if bad:
-        more = f" (and {len(bad) - 1} more: {', '.join(bad[1:4])}{'...' if len(bad) > 4 else ''})" if len(bad) > 1 else ""
+        more = (f" (and {len(bad) - 1} more: {', '.join(bad[1:4])}{'...' if len(bad) > 4 else ''})"
+                if len(bad) > 1 else "")
         raise NonFiniteError(
             f"the model's weights hold NaN or infinite values, first in {bad[0]}{more}. Every analysis would "
             "report numbers computed from them (TransformerLens even turns NaN attention into zeros, so some "
@@ -723,7 +725,8 @@ def where_nonfinite(model: HookedTransformer, tokens: Optional[Int[Tensor, "batc
 
     def spot(offset: int):
         def hook(act: Tensor, hook) -> None:
-            if not found and isinstance(act, Tensor) and act.is_floating_point() and not bool(torch.isfinite(act).all()):
+            if (not found and isinstance(act, Tensor) and act.is_floating_point()
+                    and not bool(torch.isfinite(act).all())):
                 rows = (~torch.isfinite(act)).flatten(1).any(1).nonzero().flatten().tolist()
                 found.append(f"at {hook.name} (prompt {offset + rows[0]})" if rows else f"at {hook.name}")
         return hook

@@ -238,7 +238,8 @@ class TopTokens(Result):
             raise InputError(f"TopTokens needs 'rank' as its last axis; got axes {tuple(self.axes)}.")
         if self.token_ids is None or tuple(self.token_ids.shape) != tuple(self.values.shape):
             got = None if self.token_ids is None else tuple(self.token_ids.shape)
-            raise InputError(f"TopTokens.token_ids must have the shape of values {tuple(self.values.shape)}; got {got}.")
+            raise InputError(
+                f"TopTokens.token_ids must have the shape of values {tuple(self.values.shape)}; got {got}.")
         if self.labels.get("rank") is None:
             self.labels = {**self.labels, "rank": [f"#{i + 1}" for i in range(self.values.shape[-1])]}
         super().__post_init__()

@@ -7,8 +7,8 @@
 - :func:`eap` and :func:`eap_ig` (:mod:`circuitlab.circuits.eap`): edge attribution patching and its
   integrated-gradients variant, a score for every edge from one (or ``steps``) backward passes;
 - :func:`patch_edges` (:mod:`circuitlab.circuits.patch`): exact edge patching, many edge sets per batched pass;
-  :func:`faithfulness` and :func:`faithfulness_curve` (:mod:`circuitlab.circuits.faithfulness`): how much of the behaviour a circuit (or its top-k edges)
-  carries;
+  :func:`faithfulness` and :func:`faithfulness_curve` (:mod:`circuitlab.circuits.faithfulness`): how much of the
+  behaviour a circuit (or its top-k edges) carries;
 - :func:`acdc` (:mod:`circuitlab.circuits.acdc`): ACDC (Conmy et al. 2023), exact, with speculative batching;
 - :func:`roc` and :func:`roc_auc` (:mod:`circuitlab.circuits.roc`): ROC curve and AUC of any scorer against a
   reference circuit, edge and node level; :func:`induction_reference` (:mod:`circuitlab.circuits.reference`): a

@@ -162,7 +162,8 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         """The edges with ``|score| >= value`` as a new circuit."""
         if self.scores is None:
             raise InputError("threshold() needs scores; this circuit has none.")
-        check_number(value, "threshold", low=0, message=f"a score threshold must be a finite number >= 0; got {value!r}.")
+        check_number(value, "threshold", low=0,
+                     message=f"a score threshold must be a finite number >= 0; got {value!r}.")
         return self._subset([i for i, s in enumerate(self.scores) if abs(s) >= value], f"|score| >= {value:g}")
 
     def _subset(self, keep: list[int], how: str) -> "Circuit":

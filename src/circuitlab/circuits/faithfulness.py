@@ -106,7 +106,8 @@ def _faithfulness(model, clean_tokens, corrupted_tokens, circuits: list[Circuit]
     check_finite(model, clean_t, "the faithfulness values", values)
     m, whole, nothing = values[:-2, 0], values[-2, 0], values[-1, 0]
     kl = values[:-2, -1]
-    recovered = (m - nothing) / (whole - nothing) if abs(float(whole - nothing)) > 1e-12 else torch.full_like(m, math.nan)
+    recovered = ((m - nothing) / (whole - nothing) if abs(float(whole - nothing)) > 1e-12
+                 else torch.full_like(m, math.nan))
     labels = [str(len(c)) for c in circuits]
     name = metric_name(patcher.metrics[0])
     return Result(

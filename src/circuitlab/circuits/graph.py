@@ -214,7 +214,8 @@ class Graph:
             raise InputError(
                 f"there is no edge {sender} -> {receiver}: {receiver} reads only what is written before it "
                 f"(sender layer {s.layer} is not before receiver layer {r.layer}"
-                f"{' in a model with parallel attention and MLP' if self.parallel_attn_mlp and r.kind == 'mlp' else ''})."
+                f"{' in a model with parallel attention and MLP' if self.parallel_attn_mlp and r.kind == 'mlp' else ''}"
+                ")."
             )
         return sender, receiver
 

@@ -33,9 +33,9 @@ each over half the best), so every component is a candidate and path patching al
 is 3.07 nats (-1.56 clean, -4.63 corrupted); **44 of the 81 edges** reach 5% of it: each induction head -> logits
 (29-54%), the embedding -> every layer-0 head's value (41-61%) and each induction head's query (18-35%) and
 value (11-19%) and three of their keys (7-9%), layer-0 heads -> induction heads' keys (14 of 16 pairs, 5-15%)
-and queries (7 pairs), the embedding -> L0H0 and L0H3's queries and keys. Out: the direct path embed -> logits (0.6%), every layer-0 head
--> logits and -> induction heads' values (<1%). Against it, EAP's edge ROC AUC is 0.654 and EAP-IG's (5 steps)
-0.883 (node level, ACDC's nodes: 0.775 and 0.858).
+and queries (7 pairs), the embedding -> L0H0 and L0H3's queries and keys. Out: the direct path embed -> logits
+(0.6%), every layer-0 head -> logits and -> induction heads' values (<1%). Against it, EAP's edge ROC AUC is 0.654
+and EAP-IG's (5 steps) 0.883 (node level, ACDC's nodes: 0.775 and 0.858).
 
 :func:`reference_from_edges` checks a hand-written reference against a model's graph: a name the model lacks is
 an :class:`~circuitlab.errors.InputError` naming it.
@@ -47,6 +47,7 @@ import functools
 from typing import Any, Iterable
 
 import torch
+from jaxtyping import Int
 from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit

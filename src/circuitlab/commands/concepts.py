@@ -117,4 +117,5 @@ def tcav_run(args: argparse.Namespace) -> int:
 
 
 tcav_run.arguments = tcav_arguments
-command("tcav", "TCAV of sentiment concepts (positive and neutral adjectives, animals) with significance tests")(tcav_run)
+command("tcav",
+        "TCAV of sentiment concepts (positive and neutral adjectives, animals) with significance tests")(tcav_run)

@@ -105,7 +105,8 @@ def _print_table(runs, markdown: bool) -> None:
         for r in runs:
             row = r.row()
             cell = lambda s: str(s).replace("|", "/")  # noqa: E731
-            print(f"| `{row['finding']}` | {cell(row['paper'])} | {cell(row['published'])} ({cell(row['published_model'])}) "
+            print(f"| `{row['finding']}` | {cell(row['paper'])} | {cell(row['published'])} "
+                  f"({cell(row['published_model'])}) "
                   f"| {cell(row['measured'])} ({cell(row['model'])}) | **{row['verdict']}** | {row['seconds']} |")
         return
     width = max(len(r.finding.id) for r in runs)

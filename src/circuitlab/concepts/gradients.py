@@ -62,8 +62,8 @@ from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             check_number, final_norm, final_residual, metric_name, model_name, position_labels, progress_bar,
-                             row_bytes, softcap, str_tokens, to_tokens)
+                             check_number, final_norm, final_residual, metric_name, model_name, position_labels,
+                             progress_bar, row_bytes, softcap, str_tokens, to_tokens)
 from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative

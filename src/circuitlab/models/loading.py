@@ -215,8 +215,9 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
 
 
 def as_any_model(model: Any):
-    """A loaded model of any kind the analyses take: a ``HookedTransformer``, a ``TransformerBridge``, a ``HookedEncoder``, or a
-    name (``"zoo/toy-lm"``, ``"gemma-3-270m"``, ``"minilm-l6"``: encoders load with ``load_encoder``)."""
+    """A loaded model of any kind the analyses take: a ``HookedTransformer``, a ``TransformerBridge``, a
+    ``HookedEncoder``, or a name (``"zoo/toy-lm"``, ``"gemma-3-270m"``, ``"minilm-l6"``: encoders load with
+    ``load_encoder``)."""
     from transformer_lens import HookedEncoder
 
     from circuitlab.core import as_model, check_weights_finite

@@ -3,13 +3,14 @@
 A site is a TransformerLens activation name (``utils.get_act_name``'s short names). Each has a fixed layout
 after the batch axis; the axes a sweep may walk (``by``) are ``layer`` plus that layout's named axes:
 
-==================================================  ===============================  ============================
-site                                                activation ``[batch, ...]``      sweepable axes
-==================================================  ===============================  ============================
-``resid_pre resid_mid resid_post attn_out mlp_out``  ``[batch, pos, d_model]``        layer, pos
-``z q k v``                                          ``[batch, pos, head, d_head]``   layer, pos, head
-``pattern attn_scores``                              ``[batch, head, dest_pos, src_pos]``  layer, head, dest_pos, src_pos
-==================================================  ===============================  ============================
+====================================================  ====================================  =================
+site                                                  activation ``[batch, ...]``           sweepable axes
+====================================================  ====================================  =================
+``resid_pre resid_mid resid_post attn_out mlp_out``   ``[batch, pos, d_model]``             layer, pos
+``z q k v``                                           ``[batch, pos, head, d_head]``        layer, pos, head
+``pattern attn_scores``                               ``[batch, head, dest_pos, src_pos]``  layer, head,
+                                                                                            dest_pos, src_pos
+====================================================  ====================================  =================
 
 An axis left out of ``by`` is patched whole: ``site="z", by=("layer", "head")`` patches one head at every
 position at once, exactly like ``transformer_lens.patching.get_act_patch_attn_head_out_all_pos``.

@@ -27,24 +27,27 @@ from circuitlab.probing.heads import head_sweep, score_heads, word_attention
 from circuitlab.probing.structural import linear_baseline, mst_edges, score_trees, train_structural_probe
 from circuitlab.probing.structural import sweep as structural_sweep
 
-__all__ = ["Alignment", "Sentence", "WordActivations", "collect", "control_labels", "default_hooks",
-           "default_sentences", "head_sweep", "label_text", "linear_baseline", "mst_edges", "probe_sweep", "read_conllu",
-           "score_heads", "score_trees", "sentence_sweep", "split_sentences", "structural_sweep", "template_sentences", "train_probe",
-           "train_structural_probe", "word_attention", "write_conllu"]
-
 # minimal pairs (parameter-free probing): :mod:`~circuitlab.probing.minimal_pairs`
 from circuitlab.probing.minimal_pairs import MinimalPair, PairScores, continuation_logprob, read_blimp, score_pairs, \
     sentence_logprob, template_pairs
 
-__all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "score_pairs", "sentence_logprob",
-            "template_pairs"]
-
 # cloze (LAMA-style, parameter-free probing): :mod:`~circuitlab.probing.cloze`
 from circuitlab.probing.cloze import CLOZE_TEMPLATES, ClozeScores, cloze, frequency_baseline
-
-__all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]
 
 # edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
 from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
 
+__all__ = ["Alignment", "Sentence", "WordActivations", "collect", "control_labels", "default_hooks",
+           "default_sentences", "head_sweep", "label_text", "linear_baseline", "mst_edges", "probe_sweep",
+           "read_conllu", "score_heads", "score_trees", "sentence_sweep", "split_sentences", "structural_sweep",
+           "template_sentences", "train_probe", "train_structural_probe", "word_attention", "write_conllu"]
+
+# minimal pairs
+__all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "score_pairs", "sentence_logprob",
+            "template_pairs"]
+
+# cloze
+__all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]
+
+# edge probing
 __all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]

@@ -233,7 +233,8 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], n_classes: int, k
             probe.net.bias.zero_()
         single = dtype == torch.float32
         minimise_lbfgs(probe.net.parameters(),
-                       lambda: nn.functional.cross_entropy(probe.net(xs), y) + 0.5 * lam * probe.net.weight.pow(2).sum(),
+                       lambda: (nn.functional.cross_entropy(probe.net(xs), y)
+                                + 0.5 * lam * probe.net.weight.pow(2).sum()),
                        max_iter=max_iter, tolerance_grad=1e-7 if single else 1e-11,
                        tolerance_change=1e-12 if single else 1e-18)
         return probe

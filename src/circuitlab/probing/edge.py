@@ -138,7 +138,7 @@ class ScalarMix(nn.Module):
     def weights(self) -> Float[Tensor, " layer"]:
         return torch.softmax(self.a, 0)
 
-    def forward(self, x: Float[Tensor, "layer *rest"]) -> Float[Tensor, "*rest"]:
+    def forward(self, x: Float[Tensor, " layer *rest"]) -> Float[Tensor, "*rest"]:
         s = self.weights()
         return self.gamma * (s.view(-1, *([1] * (x.ndim - 1))) * x).sum(0)
 

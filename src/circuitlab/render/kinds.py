@@ -131,7 +131,8 @@ def token_chip_label(token: str, token_id: int | None = None) -> str:
 def _row_items(tt, index: Sequence[int], skip: set[int] = frozenset()) -> list[tuple[str, float]]:
     """(label, value) chips of one row of a TopTokens, leaving out token ids in ``skip``."""
     ids = tt.token_ids[tuple(index)].tolist()
-    return [(token_chip_label(tok, i), v) for tok, i, v in zip(tt.row_tokens(index), ids, tt.values[tuple(index)].tolist())
+    return [(token_chip_label(tok, i), v)
+            for tok, i, v in zip(tt.row_tokens(index), ids, tt.values[tuple(index)].tolist())
             if i not in skip]
 
 

@@ -370,12 +370,12 @@ def edge_scores(res: Any, **_: Any) -> str:
              f"<div class='cl-view'>{mix}</div>", f"<p class='cl-caption'>{html.escape(caption)}</p>"]
     # the same probe on each layer alone, and on the mix of layers 0..l (Tenney et al.'s cumulative scoring)
     series, labels = [], None
-    for name, colour in (("layers", PALETTE[0]), ("cumulative", PALETTE[1 % len(PALETTE)])):
+    for name, line_colour in (("layers", PALETTE[0]), ("cumulative", PALETTE[1 % len(PALETTE)])):
         r = getattr(res, name, None)
         if r is not None:
             labels = labels or r.labels["layer"]
             series.append(("each layer alone" if name == "layers" else "mix of layers 0..l", r.values.tolist(),
-                           [float("nan")] * len(r.values), colour))
+                           [float("nan")] * len(r.values), line_colour))
     if series:
         base = [("majority class", float(m["majority_baseline"]), "#888")]
         curve = layer_curve_svg(labels, series, title="test accuracy by layer", baselines=base, width=360)

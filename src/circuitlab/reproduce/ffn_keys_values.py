@@ -97,7 +97,8 @@ def measure(model, seed: int) -> Measurement:
     why = (f"(a) upper-half agreement {upper:.1%} {'>' if rises else '<='} lower-half {lower:.1%}; (b) upper half "
            f"{'>=' if above_chance else '<'} 10x chance (10/d_vocab = {10 / cfg.d_vocab_out:.3%})")
     values = {"rates": rates, "hits": hits, "lower": lower, "upper": upper, "n_neurons": n, "n_lines": len(lines),
-              "neurons": {l: v.tolist() for l, v in neurons.items()}, "following": {l: v.tolist() for l, v in following.items()}}
+              "neurons": {l: v.tolist() for l, v in neurons.items()},
+              "following": {l: v.tolist() for l, v in following.items()}}
     evidence = [Result(torch.tensor(rates)[None], ("metric", "layer"), {"metric": ["agreement"]},
                        title="Value's top token = token after the key's top trigger", metric="share of sampled neurons",
                        model=cfg.model_name, task=f"{n} neurons per layer, {len(lines)} synthetic lines")]

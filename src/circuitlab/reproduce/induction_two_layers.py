@@ -49,7 +49,8 @@ def measure(model, seed: int) -> Measurement:
     names = ", ".join(f"L{l}H{h} {float(circuit.induction_scores.values[l, h]):.2f}" for l, h in heads) or "none"
     figures = (f"induction heads {names} (best {best:.2f}) vs best {best_one:.2f} in {ONE_LAYER}; in-context loss "
                f"{first:.2f} -> {second:.2f} nats; ablating the induction heads removes {removed:.0%} of the drop")
-    why = (f"(a) best induction score {best:.2f} {'>=' if best >= THRESHOLD else '<'} {THRESHOLD} here and {best_one:.2f} "
+    why = (f"(a) best induction score {best:.2f} {'>=' if best >= THRESHOLD else '<'} {THRESHOLD} here and "
+           f"{best_one:.2f} "
            f"{'<' if best_one < THRESHOLD else '>='} {THRESHOLD} in {ONE_LAYER}: {'holds' if two_vs_one else 'fails'}; "
            f"(b) mean-ablating them removes {removed:.0%} of the {drop:.2f}-nat drop "
            f"({'>=' if ablation_ok else 'not >='} {REMOVED:.0%}): {'holds' if ablation_ok else 'fails'}")

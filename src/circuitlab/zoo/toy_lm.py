@@ -229,17 +229,20 @@ def heldout_loss(model: HookedTransformer, text: str) -> dict[str, float]:
     counts = torch.bincount(ids[: n * body], minlength=model.cfg.d_vocab).float()
     p = counts[counts > 0] / counts.sum()
     unigram = -(p * p.log()).sum().item()
-    return {"loss": loss, "unigram_entropy": unigram, "n_tokens": n * body, "bytes_per_token": len(text.encode()) / len(ids)}
+    return {"loss": loss, "unigram_entropy": unigram, "n_tokens": n * body,
+            "bytes_per_token": len(text.encode()) / len(ids)}
 
 
-def repeated_passage_losses(model: HookedTransformer, text: str, passage_len: int = 40, n_passages: int = 64) -> dict[str, float]:
+def repeated_passage_losses(model: HookedTransformer, text: str, passage_len: int = 40,
+                            n_passages: int = 64) -> dict[str, float]:
     """Loss on the first vs the second occurrence of ``BOS P P``, for passages ``P`` of held-out ``text``.
 
     Each occurrence's loss averages the predictions of its tokens 2..L (its first token follows BOS or the end
     of the first copy, and cannot be predicted by copying). The drop is first minus second.
     """
     if 2 * passage_len + 1 > model.cfg.n_ctx:
-        raise CircuitlabError(f"passage_len={passage_len} does not fit twice in n_ctx={model.cfg.n_ctx}; use a shorter one.")
+        raise CircuitlabError(
+            f"passage_len={passage_len} does not fit twice in n_ctx={model.cfg.n_ctx}; use a shorter one.")
     ids = torch.tensor(model.tokenizer.encode(text, add_special_tokens=False))
     n = min(n_passages, len(ids) // passage_len)
     passages = ids[: n * passage_len].view(n, passage_len)
@@ -287,10 +290,12 @@ def fact_accuracy(model: HookedTransformer, world: World, heldout: bool = True) 
     correct = pred == torch.tensor(answers)
     by_rel = {r: correct[[i for i, x in enumerate(rels) if x == r]].float().mean().item() for r in world.relations}
     chance = sum(1 / len(s["values"]) for s in world.relations.values()) / len(world.relations)
-    return {"accuracy": correct.float().mean().item(), "by_relation": by_rel, "chance": chance, "n_queries": len(prompts)}
+    return {"accuracy": correct.float().mean().item(), "by_relation": by_rel, "chance": chance,
+            "n_queries": len(prompts)}
 
 
-def ioi_logit_diff(model: HookedTransformer, world: World, pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+def ioi_logit_diff(model: HookedTransformer, world: World,
+                   pairs: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """Logit of the indirect object minus logit of the subject, on IOI prompts built from held-out name pairs.
 
     Every pair is used both ways round (either name as the indirect object), with the indirect object named
@@ -312,8 +317,9 @@ def ioi_logit_diff(model: HookedTransformer, world: World, pairs: list[tuple[str
     idx = torch.arange(len(prompts))
     diff = logits[idx, torch.tensor(io_ids)] - logits[idx, torch.tensor(s_ids)]
     top1 = logits.argmax(-1) == torch.tensor(io_ids)
-    return {"mean": diff.mean().item(), "median": diff.median().item(), "fraction_positive": (diff > 0).float().mean().item(),
-            "top1_accuracy": top1.float().mean().item(), "n_prompts": len(prompts)}
+    return {"mean": diff.mean().item(), "median": diff.median().item(),
+            "fraction_positive": (diff > 0).float().mean().item(), "top1_accuracy": top1.float().mean().item(),
+            "n_prompts": len(prompts)}
 
 
 def _rounded(d: dict[str, Any]) -> dict[str, Any]:
