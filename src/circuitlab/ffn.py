@@ -34,9 +34,9 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count, check_finite,
-                             check_max_memory, check_mlp_layer, check_neurons, check_pos, decode, model_name,
-                             output_norm, output_norm_scale_hook, progress_bar, str_tokens, to_tokens,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count,
+                             check_finite, check_max_memory, check_mlp_layer, check_neurons, check_pos, decode,
+                             model_name, output_norm, output_norm_scale_hook, progress_bar, str_tokens, to_tokens,
                              unembed_matrix)
 from circuitlab.engine.collect import stream_activations, token_rows
 from circuitlab.errors import InputError

@@ -64,8 +64,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_finite,
-                             check_max_memory, final_residual, model_name, progress_bar, readout, row_bytes,
-                             row_chunks, str_tokens, to_tokens)
+                             check_number, check_max_memory, final_residual, model_name, progress_bar, readout,
+                             row_bytes, row_chunks, str_tokens, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, Replace
 from circuitlab.errors import InputError
 from circuitlab.results import Result
@@ -220,10 +220,9 @@ def embedding_std(model: ModelLike, subjects: Optional[Iterable[str]] = None) ->
 
 
 def check_noise(noise: Any) -> float:
-    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or not math.isfinite(noise) or noise <= 0:
-        raise InputError(f"noise must be a positive number (the noise's standard deviation in units of the "
-                         f"embeddings' standard deviation; the paper used 3); got {noise!r}.")
-    return float(noise)
+    return check_number(noise, "noise", low=0, low_open=True,
+                        what="a positive number (the noise's standard deviation in units of the embeddings' "
+                             "standard deviation; the paper used 3)")
 
 
 def subject_noise(model: HookedTransformer, n_tokens: int, samples: int, scale: float,
@@ -345,8 +344,9 @@ def trace(
     ans = answer_id(model, answer)
     if sigma is None:
         sigma = embedding_std(model)
-    elif isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not math.isfinite(sigma) or sigma <= 0:
-        raise InputError(f"sigma must be a positive number (the embeddings' standard deviation); got {sigma!r}.")
+    else:
+        sigma = check_number(sigma, "sigma", low=0, low_open=True,
+                             what="a positive number (the embeddings' standard deviation)")
     draws = subject_noise(model, span[1] - span[0], samples, noise * sigma, seed)
 
     t0 = time.perf_counter()
@@ -392,7 +392,7 @@ class _Tracer:
 
     @torch.no_grad()
     def _corrupted_run(self) -> None:
-        model, cfg = self.model, self.model.cfg
+        model = self.model
         rows = self.tokens.expand(self.S, -1)
         hooks = [("hook_embed", noise_hook(self.span, self.noise))]
         if not self.block_level:
@@ -471,7 +471,7 @@ class _Tracer:
     def _restored(self, t: int, start: int, todo: list[tuple[str, int]]) -> Tensor:
         """Mean P(answer) over the samples for each restoration at token ``t``, computing positions ``start...``:
         the block runner's staircase (rows join at their first restored layer)."""
-        cfg, S = self.model.cfg, self.S
+        S = self.S
         # a resid restoration at layer L replaces the residual stream entering block L + 1
         enter = [layer + 1 if kind == "resid" else self.layers_of(kind, layer)[0] for kind, layer in todo]
         order = sorted(range(len(todo)), key=lambda i: enter[i])

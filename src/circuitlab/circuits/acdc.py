@@ -47,17 +47,16 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.patch import setup_patcher
-from circuitlab.core import DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, metric_name, model_name, progress_bar
-from circuitlab.errors import InputError
-
-Metric = Callable[[Tensor], Tensor]
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, check_number, metric_name,
+                             model_name, progress_bar)
+from circuitlab.metrics import Metric
 
 
 def acdc(
@@ -99,9 +98,7 @@ def acdc(
         ``seconds`` (in all) and ``setup_seconds`` (of which: the clean and corrupted runs cached first).
     """
     started = time.perf_counter()
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not math.isfinite(threshold) \
-            or threshold < 0:
-        raise InputError(f"threshold must be a finite number >= 0 (ACDC's tau, e.g. 1e-3); got {threshold!r}.")
+    check_number(threshold, "threshold", low=0, what="a finite number >= 0 (ACDC's tau, e.g. 1e-3)")
     threshold = float(threshold)
     model, clean_t, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                      max_memory=max_memory, what="ACDC")
@@ -239,7 +236,8 @@ def acdc(
         meta={"method": "acdc", "threshold": threshold, "ablation": ablation, "final_value": current,
               "score": "metric change caused by removing the edge (at its decision)",
               "passes": patcher.passes, "runs": patcher.masks_run, "decisions": decisions, "skipped": skipped,
-              "setup_seconds": setup_seconds, "speculate": speculate, "receivers": None if receivers is None else list(receivers),
+              "setup_seconds": setup_seconds, "speculate": speculate,
+              "receivers": None if receivers is None else list(receivers),
               "max_memory": patcher.max_memory, "seconds": time.perf_counter() - started},
     )
 

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator, Optional
+from typing import Iterator, Optional
 
 import einops
 import torch
@@ -63,10 +63,9 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, c
                              final_norm, metric_name, model_name, progress_bar, readout, row_bytes, softcap,
                              to_tokens)
 from circuitlab.errors import InputError
-from circuitlab.metrics import bind_metric, is_declarative
+from circuitlab.metrics import Metric, bind_metric, is_declarative
 from circuitlab.patching.sites import scalar, split_prompts
 
-Metric = Callable[[Tensor], Tensor]
 
 #: the configuration flags :func:`receiver_inputs` sets (and restores)
 RECEIVER_FLAGS = ("use_split_qkv_input", "use_attn_in", "use_hook_mlp_in", "ungroup_grouped_query_attention")

@@ -23,8 +23,8 @@ sender's output) and the ablated outputs once. Then each *mask* (a set of remove
    product per hook: ``[mask, sender] x [sender, batch * pos * d_model]`` over the senders before the start layer
    (whose differences ``a_u(clean) - a_u(ablated)`` are cached once and shared by every mask, so only the
    distinct mask columns are multiplied, each from the fewer of its removed or kept senders: a sum over most
-   senders is a cached prefix sum minus the few left out), plus a batched product over the senders computed in this pass (their
-   current outputs are captured at ``hook_z`` times ``W_O[h]``, and at ``hook_mlp_out``, as the pass reaches
+   senders is a cached prefix sum minus the few left out), plus a batched product over the senders computed in this
+   pass (their current outputs are captured at ``hook_z`` times ``W_O[h]``, and at ``hook_mlp_out``, as the pass reaches
    them). An MLP's correction is subtracted at ``hook_mlp_in``, the logits' from the final residual stream.
    Heads' query, key and value inputs are not copied per head (as TransformerLens's ``use_split_qkv_input``
    does, at about twice a block's cost): the block runs on the shared stream and each head's ``q``/``k``/``v``
@@ -169,7 +169,8 @@ class EdgePatcher:
         self.ablated = ablated
         self.diff = clean.sub_(ablated)  # a_u(clean) - a_u(ablated): what removing u's edge subtracts, unchanged runs
         del clean
-        # prefix[j] = diff[0] + ... + diff[j] (summed in float64): a sum over most senders is the prefix minus the few left out
+        # prefix[j] = diff[0] + ... + diff[j] (summed in float64): a sum over most senders is the prefix minus the
+        # few left out
         self.prefix = self.diff.flatten(1).double().cumsum(0).to(self.dtype)
         # the first sender of each layer (heads of layer l read senders [:first_sender[l]])
         self.first_sender = [1 + layer * (cfg.n_heads + (0 if cfg.attn_only else 1)) for layer in range(cfg.n_layers)]

@@ -48,8 +48,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory, check_number, minimise_lbfgs,
-                             metric_name, model_name, progress_bar, row_bytes, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
+                             check_number, minimise_lbfgs, metric_name, model_name, progress_bar, row_bytes, to_tokens)
 from circuitlab.concepts.gradients import NOT_PER_TOKEN, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.engine.collect import check_hooks, check_pool, collect_rows, residual_hooks, same_length_runs

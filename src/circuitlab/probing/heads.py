@@ -13,9 +13,9 @@ tokens (BOS, ``[CLS]``, ``[SEP]``) belong to no word and are dropped (rows then 
 
 **The prediction.** For each word with dependency label ``r``, a head predicts the word it attends to most among
 the *other* words of the sentence (a word is never its own head); a word that gives no attention to any other
-word (a decoder's first word, or one attending only to itself and special tokens) predicts nothing, a miss. ``direction="dependent"``: the dependent's
-most-attended word should be its head (Clark et al.'s main direction); ``"head"``: the head's most-attended word
-should be the dependent. Accuracy per relation, layer and head.
+word (a decoder's first word, or one attending only to itself and special tokens) predicts nothing, a miss.
+``direction="dependent"``: the dependent's most-attended word should be its head (Clark et al.'s main direction);
+``"head"``: the head's most-attended word should be the dependent. Accuracy per relation, layer and head.
 
 **Baseline**: for each relation, the best *fixed offset*: predict the word ``k`` positions away for the ``k`` in
 ``-max_offset..max_offset`` that is right most often (Clark et al.'s "fixed offset" baseline). Published

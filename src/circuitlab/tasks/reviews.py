@@ -23,6 +23,7 @@ import random as _random
 from dataclasses import dataclass
 from typing import Sequence
 
+from circuitlab.core import check_number
 from circuitlab.errors import InputError
 
 #: adjectives of clearly positive sentiment (written for circuitlab)
@@ -151,9 +152,9 @@ def shortcut_reviews(n: int = 100, correlation: float = TRAIN_CORRELATION, *, sh
     """``n`` reviews per label (:func:`reviews`), each signed by a name: the shortcut
     signs ``round(correlation * n)`` of the positive reviews and ``round((1 - correlation) * n)`` of the negative
     ones (chosen at random, seeded), another name from ``names`` the rest. Shuffled."""
-    if isinstance(correlation, bool) or not isinstance(correlation, (int, float)) or not 0 <= correlation <= 1:
-        raise InputError(f"correlation must be a number in [0, 1] (the fraction of positive reviews the shortcut "
-                         f"signs; 0.95 to train, 0.5 removes the correlation, 0.05 reverses it); got {correlation!r}.")
+    check_number(correlation, "correlation", low=0, high=1,
+                 what="a number in [0, 1] (the fraction of positive reviews the shortcut signs; 0.95 to train, 0.5 "
+                      "removes the correlation, 0.05 reverses it)")
     if not isinstance(shortcut, str) or not shortcut.strip() or shortcut in names:
         raise InputError(f"shortcut={shortcut!r} must be a name (a word) not in names={list(names)!r}.")
     rng = _random.Random(f"shortcut/{seed}/{correlation}")
