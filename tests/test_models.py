@@ -263,3 +263,28 @@ def test_transformer_bridge_needs_compatibility_mode(tiny_bridge):
         circuitlab.load_model(tiny_bridge)
     tiny_bridge.enable_compatibility_mode(disable_warnings=True)
     assert circuitlab.load_model(tiny_bridge) is tiny_bridge
+
+
+def test_weight_fingerprint_sees_every_kind_of_weight_change():
+    """The one fingerprint (models.identity) against a recomputation from scratch: a parameter's data replaced
+    (``p.data = ...``, which moves no version counter), two MLP neurons swapped, an in-place change under no_grad,
+    and a change undone (equal weights give the equal fingerprint again)."""
+    import copy
+
+    from circuitlab.models.identity import weight_fingerprint
+
+    model = circuitlab.load_model("zoo/toy-lm")
+    fresh = lambda: weight_fingerprint(copy.deepcopy(model))  # noqa: E731  (a new object: no memo)
+    before = weight_fingerprint(model)
+    assert before == fresh()
+    W = model.blocks[0].mlp.W_in
+    original = W.data.clone()
+    W.data = original[:, [1, 0, *range(2, W.shape[1])]]  # swap two neurons' input weights
+    swapped = weight_fingerprint(model)
+    assert swapped != before and swapped == fresh()
+    with torch.no_grad():
+        W.mul_(2.0)
+    doubled = weight_fingerprint(model)
+    assert doubled not in (before, swapped) and doubled == fresh()
+    W.data = original.clone()
+    assert weight_fingerprint(model) == before

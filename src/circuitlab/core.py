@@ -61,11 +61,14 @@ def as_model(model: ModelLike) -> HookedTransformer:
 
 def weight_state(model: Any) -> tuple:
     """A cheap key for the current state of ``model``'s weights, for memoising what is computed from them: per
-    parameter its name, identity, ``_version`` (PyTorch counts in-place changes) and device. It changes whenever a
-    parameter is replaced, modified in place or moved; equal keys mean the weights were not touched in between
-    (it says nothing about two different models: for that, compare
-    :func:`circuitlab.models.identity.weight_fingerprint`)."""
-    return tuple((name, id(p), p._version, p.device) for name, p in model.named_parameters())
+    parameter its name, identity, ``_version`` (PyTorch counts in-place changes), device and the address of its
+    storage (which ``p.data = ...`` changes while leaving the parameter and its version counter as they were). It
+    changes whenever a parameter is replaced, its data replaced, modified in place or moved; equal keys mean the
+    weights were not touched in between (it says nothing about two different models: for that, compare
+    :func:`circuitlab.models.identity.weight_fingerprint`). Not seen: writes into ``p.data`` in place
+    (``p.data.mul_(2)``), which PyTorch counts in no version counter; change a weight under ``torch.no_grad()``
+    (``p.mul_(2)``) or replace it instead."""
+    return tuple((name, id(p), p._version, p.device, p.data_ptr()) for name, p in model.named_parameters())
 
 
 _FINITE_WEIGHTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()

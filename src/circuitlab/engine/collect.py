@@ -17,7 +17,8 @@ run the model over token rows with hooks and keep a little of each activation. T
   (:mod:`circuitlab.probing.align` converts words to spans), a text's tokens without BOS, its last token;
 - **per-token activations streamed**: :func:`stream_activations`: each batch's rows with what a reader keeps of the
   hook's activation (a neuron's column, say), for running top-k scans;
-- **a disk cache** keyed by the weights' fingerprint (:func:`weights_fingerprint`): :class:`DiskCache`.
+- **a disk cache** keyed by the weights' one fingerprint
+  (:func:`circuitlab.models.identity.weight_fingerprint`): :class:`DiskCache`.
 
 Decoders are padded on the right, which changes no real token's activation under causal attention; encoders get an
 attention mask. A row's activations do not depend on how rows are batched, up to floating-point rounding
@@ -31,8 +32,9 @@ attention mask. A row's activations do not depend on how rows are batched, up to
 **A new analysis** that reads activations over data (an SAE's training activations, say) checks its hooks with
 :func:`check_hooks`, turns its units (words, texts, tokens) into token rows and spans, and calls
 :func:`collect_rows` (pooled rows) or :func:`stream_activations` (per-token reads over a stream); it caches with
-:class:`DiskCache` under a key holding :func:`weights_fingerprint`, and shards by cutting its batch plan among an
-executor's workers (:mod:`circuitlab.engine.executor`; :func:`circuitlab.probing.activations.collect` shows how).
+:class:`DiskCache` under a key holding :func:`~circuitlab.models.identity.weight_fingerprint`, and shards by cutting
+its batch plan among an executor's workers (:mod:`circuitlab.engine.executor`;
+:func:`circuitlab.probing.activations.collect` shows how).
 """
 
 from __future__ import annotations
@@ -41,7 +43,6 @@ import hashlib
 import json
 import os
 import re
-import weakref
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
@@ -49,9 +50,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes, weight_state
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes
 from circuitlab.errors import InputError
-from circuitlab.models.identity import weight_fingerprint
 
 T = TypeVar("T")
 
@@ -390,49 +390,6 @@ def stream_activations(model: Any, items: Iterable[T], hook: str, read: Callable
 # The disk cache
 # ---------------------------------------------------------------------------------------------------------
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
-
-
-def weights_now(model: Any) -> tuple:
-    """A cheap key for the weights' current state: :func:`circuitlab.core.weight_state` (each parameter's identity,
-    ``_version`` and device) and the address of each parameter's storage, which ``p.data = ...`` changes while
-    leaving the parameter and its version counter as they were."""
-    return weight_state(model), tuple(p.data_ptr() for p in model.parameters())
-
-
-class _Parameters:
-    """A model's parameters under a fresh identity, so that :func:`circuitlab.models.identity.weight_fingerprint`
-    hashes their bytes now instead of answering from its memo (kept per model object by
-    :func:`circuitlab.core.weight_state`, which does not see ``p.data = ...``)."""
-
-    def __init__(self, model: Any):
-        self._model = model
-
-    def named_parameters(self):
-        return self._model.named_parameters()
-
-
-def weights_fingerprint(model: Any) -> str:
-    """The weights' fingerprint for cache keys: :func:`circuitlab.models.identity.weight_fingerprint` (a hash of every
-    parameter's bytes), computed again whenever :func:`weights_now` changes: a parameter replaced, its data replaced
-    (``p.data = ...``), changed in place, moved or cast. Hashing every byte costs about 12 ns a parameter (2 s for
-    a GPT-2-small-sized model), hence the memo. Not seen: writes into ``p.data`` in place (``p.data.mul_(2)``),
-    which PyTorch does not count in any version counter; replace the tensor, or change it under ``torch.no_grad()``
-    (``p.mul_(2)``), or pass ``cache=False``."""
-    state = weights_now(model)
-    try:
-        known = _FINGERPRINTS.get(model)
-    except TypeError:
-        known = None
-    if known is not None and known[0] == state:
-        return known[1]
-    digest = weight_fingerprint(_Parameters(model))
-    try:
-        _FINGERPRINTS[model] = (state, digest)
-    except TypeError:
-        pass
-    return digest
-
 
 class DiskCache:
     """Collected rows on disk, one file per hook, under ``folder``, keyed by what decides them.
@@ -498,4 +455,4 @@ class DiskCache:
 __all__ = ["NO_POSITIONS", "is_encoder", "default_hooks", "residual_hooks", "check_hooks", "check_pool",
            "stop_layer", "stop_kwargs", "bytes_per_row", "batches_by_length", "same_length_runs", "stream_batches",
            "pad_right", "token_rows", "run_hooks", "pad_token", "collect_rows", "stream_activations",
-           "weights_now", "weights_fingerprint", "DiskCache"]
+           "DiskCache"]

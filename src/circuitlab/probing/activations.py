@@ -28,7 +28,7 @@ patterns), is an :class:`~circuitlab.errors.InputError`.
 **Cache**: each hook's matrix is written to ``$CIRCUITLAB_CACHE/probing/activations/<model>/`` under a key made
 of the model's name and a fingerprint of its weights, the hook, the pooling, and a hash of the aligned token ids
 (which covers the data and the tokenizer). The fingerprint hashes every weight
-(:func:`circuitlab.engine.collect.weights_fingerprint`), so a model changed in any way gets new files. Sweeps over
+(:func:`circuitlab.models.identity.weight_fingerprint`), so a model changed in any way gets new files. Sweeps over
 probes and layers then read the disk, and only the hooks not yet cached run. ``cache=False`` turns it off; a path
 puts it elsewhere.
 
@@ -53,10 +53,10 @@ from torch import Tensor
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_max_memory, model_name
 from circuitlab.engine.collect import (DiskCache, batches_by_length, bytes_per_row, check_hooks, check_pool,
-                                       collect_rows, default_hooks, weights_fingerprint)
+                                       collect_rows, default_hooks)
 from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
 from circuitlab.errors import InputError
-from circuitlab.models.identity import model_source
+from circuitlab.models.identity import model_source, weight_fingerprint
 from circuitlab.models.loading import as_any_model
 from circuitlab.probing.align import POOLS, Alignment, align, check_sentences
 from circuitlab.probing.data import Sentence
@@ -184,7 +184,7 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
 
     store = DiskCache(DiskCache.folder_for(cache, model, "probing/activations"), {})
     if store.folder is not None:
-        store.key = {"format": CACHE_FORMAT, "model": model_name(model), "weights": weights_fingerprint(model),
+        store.key = {"format": CACHE_FORMAT, "model": model_name(model), "weights": weight_fingerprint(model),
                      "pool": pool, "data": _alignment_hash(al, pool), "dtype": str(dtype)}
     acts: dict[str, Tensor] = store.load(hooks, len(rows))
     todo = [h for h in hooks if h not in acts]
@@ -282,7 +282,10 @@ def _sharded_rows(given: Any, model: Any, al: Alignment, sentences: Sequence[Sen
     return out
 
 
-#: ``check_hooks``, ``default_hooks`` and ``weights_fingerprint`` live in the collector
-#: (:mod:`circuitlab.engine.collect`) and are re-exported here for users of this module
+#: the weights' fingerprint under this module's earlier name (the one fingerprint lives in circuitlab.models.identity)
+weights_fingerprint = weight_fingerprint
+
+#: ``check_hooks`` and ``default_hooks`` live in the collector (:mod:`circuitlab.engine.collect`) and are re-exported
+#: here for users of this module
 __all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "plan_batches", "check_hooks",
            "default_hooks", "hook_layer_label", "weights_fingerprint", "CACHE_FORMAT"]
