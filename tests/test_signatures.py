@@ -5,11 +5,7 @@ analyses), reads the type hints of its public functions, of the public methods o
 annotated fields (``typing.get_type_hints``, so an alias such as ``core.Prompts`` is seen through), and lists every
 one whose hint holds a bare ``torch.Tensor``: one that is not inside ``Float[Tensor, "..."]``, ``Int[...]``,
 ``Bool[...]`` or another jaxtyping array type. An annotation that cannot be evaluated at run time (a name imported
-only for type checkers) is read as text instead.
-
-``UNFINISHED`` names the modules whose signatures are still to be shaped (they are being rewritten or moved; they are
-to be annotated once that lands), and ``UNFINISHED_ALIASES`` the aliases they define that other modules import.
-Shorten both lists as that work lands; the test says which entries no longer need to be there.
+only for type checkers) is read as text instead. There are no exceptions: every module is checked.
 """
 
 from __future__ import annotations
@@ -29,18 +25,6 @@ import circuitlab
 
 NOT_ANALYSES = ("circuitlab.zoo", "circuitlab.commands", "circuitlab.cli", "circuitlab.testing", "circuitlab.__main__")
 
-# Still to be shaped: modules being rewritten or moved; their public signatures are annotated once that lands.
-# (``distributed``, ``probing.data`` and ``tasks`` are being rewritten too, but have no unshaped signature today.)
-UNFINISHED = (
-    "circuitlab.patching.exact", "circuitlab.circuits.patch", "circuitlab.circuits.acdc", "circuitlab.circuits.eap",
-    "circuitlab.tracing", "circuitlab.probing.activations", "circuitlab.probing.minimal_pairs",
-    "circuitlab.concepts.tcav", "circuitlab.concepts.sentiment", "circuitlab.concepts.debugging",
-    "circuitlab.neurons.explain", "circuitlab.neurons.examples", "circuitlab.ffn", "circuitlab.induction",
-    "circuitlab.reproduce",
-)
-# Aliases defined in those modules and imported elsewhere (module, name): a signature using one is not counted.
-UNFINISHED_ALIASES = (("circuitlab.patching.exact", "Metric"),)
-
 _SHAPED = re.compile(r"\b(?:Float|Int|Bool|Shaped|Num|Real|Integer|UInt|Inexact|Complex)"
                      r"\[\s*(?:torch\.)?Tensor\s*,[^\]]*\]")  # a jaxtyping array type, written out
 
@@ -50,34 +34,17 @@ def _modules() -> list[str]:
     return [n for n in names if not n.startswith(NOT_ANALYSES)]
 
 
-def _unfinished(module: str) -> bool:
-    return any(module == u or module.startswith(u + ".") for u in UNFINISHED)
-
-
-def _allowed_aliases() -> list:
-    """The aliases of ``UNFINISHED_ALIASES`` that still exist (one moved elsewhere is checked where it now lives)."""
-    found = []
-    for mod, name in UNFINISHED_ALIASES:
-        try:
-            found.append(getattr(importlib.import_module(mod), name))
-        except (ImportError, AttributeError):
-            pass
-    return found
-
-
-def has_bare_tensor(hint, allowed=()) -> bool:
-    """Whether ``hint`` holds ``torch.Tensor`` outside a jaxtyping array type (aliases in ``allowed`` aside)."""
+def has_bare_tensor(hint) -> bool:
+    """Whether ``hint`` holds ``torch.Tensor`` outside a jaxtyping array type."""
     if isinstance(hint, str):  # an annotation that could not be evaluated: read the text
         return re.search(r"\bTensor\b", _SHAPED.sub("", hint)) is not None
     if hint is Tensor:
         return True
     if isinstance(hint, (list, tuple)):  # the parameter list of a Callable
-        return any(has_bare_tensor(arg, allowed) for arg in hint)
+        return any(has_bare_tensor(arg) for arg in hint)
     if isinstance(hint, type) and issubclass(hint, jaxtyping.AbstractArray):
         return False
-    if any(hint == a for a in allowed):
-        return False
-    return any(has_bare_tensor(arg, allowed) for arg in typing.get_args(hint)
+    return any(has_bare_tensor(arg) for arg in typing.get_args(hint)
                if not isinstance(arg, (str, int, float, bool, type(...), type(None))))
 
 
@@ -119,13 +86,12 @@ def _callables(cls):
             yield name, member
 
 
-def unshaped_signatures(modules: list[str], allowed: Sequence = ()) -> dict[str, list[str]]:
-    """``{"module.function": [parameters (and "return") whose hint holds a bare Tensor]}``, aliases in ``allowed``
-    aside."""
+def unshaped_signatures(modules: list[str]) -> dict[str, list[str]]:
+    """``{"module.function": [parameters (and "return") whose hint holds a bare Tensor]}``."""
     found: dict[str, list[str]] = {}
 
     def check(label: str, hints: dict) -> None:
-        bad = [name for name, hint in hints.items() if has_bare_tensor(hint, allowed)]
+        bad = [name for name, hint in hints.items() if has_bare_tensor(hint)]
         if bad:
             found[label] = bad
 
@@ -144,20 +110,12 @@ def unshaped_signatures(modules: list[str], allowed: Sequence = ()) -> dict[str,
 
 
 def test_public_signatures_say_tensor_shapes():
-    found = unshaped_signatures([m for m in _modules() if not _unfinished(m)], _allowed_aliases())
+    found = unshaped_signatures(_modules())
     listing = "\n".join(f"  {label}: {', '.join(names)}" for label, names in sorted(found.items()))
     assert not found, (
         f"{len(found)} public signatures hold a bare torch.Tensor; say each one's shape with jaxtyping "
         f"(Float[Tensor, \"batch pos d_model\"], Int[Tensor, \"batch pos\"], ...):\n{listing}"
     )
-
-
-def test_unfinished_lists_only_modules_that_still_need_it():
-    modules = _modules()
-    for prefix in UNFINISHED:
-        covered = [m for m in modules if m == prefix or m.startswith(prefix + ".")]
-        if covered:  # a module moved or deleted elsewhere is simply gone from the list
-            assert unshaped_signatures(covered), f"{prefix} has every signature shaped: take it out of UNFINISHED"
 
 
 def test_the_check_sees_bare_tensors():
@@ -176,5 +134,4 @@ def test_the_check_sees_bare_tensors():
     assert not has_bare_tensor(Optional[Union[str, Int[Tensor, "batch pos"]]])
     assert not has_bare_tensor(Callable[[Float[Tensor, "batch pos d_vocab"]], Float[Tensor, ""]])
     assert not has_bare_tensor('Optional[Float[Tensor, "layer head"]]')
-    assert not has_bare_tensor(Callable[[Tensor], float], allowed=[Callable[[Tensor], float]])
     assert not has_bare_tensor(int)

@@ -775,7 +775,7 @@ def _tqdm():
 # Statistics and fitting that several rooms share
 # ---------------------------------------------------------------------------------------------------------
 
-def average_ranks(v: Union[Tensor, Sequence[float]]) -> Float[Tensor, " n"]:
+def average_ranks(v: Union[Shaped[Tensor, "..."], Sequence[float]]) -> Float[Tensor, " n"]:
     """Ranks from 0 (float64) with ties given their average rank, as Spearman's rho needs: ``[10, 20, 20, 5]``
     -> ``[1, 2.5, 2.5, 0]``."""
     v = torch.as_tensor(v).detach().double().flatten()
@@ -788,7 +788,8 @@ def average_ranks(v: Union[Tensor, Sequence[float]]) -> Float[Tensor, " n"]:
     return ranks
 
 
-def spearman(a: Union[Tensor, Sequence[float]], b: Union[Tensor, Sequence[float]]) -> float:
+def spearman(a: Union[Shaped[Tensor, "..."], Sequence[float]], b: Union[Shaped[Tensor, "..."], Sequence[float]]
+             ) -> float:
     """Spearman's rank correlation of two vectors (tensors or lists of numbers; average ranks for ties): Pearson's
     correlation of :func:`average_ranks`, in float64. NaN if either is constant."""
     ra, rb = average_ranks(a), average_ranks(b)
@@ -797,7 +798,7 @@ def spearman(a: Union[Tensor, Sequence[float]], b: Union[Tensor, Sequence[float]
     return float((ra * rb).sum()) / den if den > 0 else float("nan")
 
 
-def minimise_lbfgs(params: Sequence[Tensor], loss: Any, *, max_iter: int, tolerance_grad: float,
+def minimise_lbfgs(params: Sequence[Float[Tensor, "..."]], loss: Any, *, max_iter: int, tolerance_grad: float,
                    tolerance_change: float, history_size: int = 20) -> None:
     """Minimise ``loss()`` (a function of no arguments returning a scalar tensor built from ``params``) over
     ``params`` in place, with full-batch L-BFGS (``lr=1``, strong Wolfe line search, at most ``max_iter``

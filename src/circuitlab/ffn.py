@@ -297,7 +297,7 @@ class KeyExamples(Bundle):
 
 def key_examples(
     model: ModelLike,
-    tokens_or_texts: Union[Prompts, Iterable[Union[str, Sequence[int], Tensor]]],
+    tokens_or_texts: Union[Prompts, Iterable[Union[str, Sequence[int], Int[Tensor, " pos"]]]],
     layer: int,
     neuron: int,
     k: int = 10,

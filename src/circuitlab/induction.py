@@ -319,7 +319,7 @@ class AblationResult(Result):
         return float(self.values[0])
 
     @property
-    def increase(self) -> Tensor:
+    def increase(self) -> Float[Tensor, " ablated"]:
         """Loss with each ablation minus the unablated loss (0 for ``"none"``)."""
         return self.values - self.values[0]
 

@@ -136,8 +136,8 @@ def check_window(model: HookedTransformer, window: Any) -> int:
     return window
 
 
-def subject_span(model: HookedTransformer, prompt: Union[str, Tensor], subject: Subject,
-                 tokens: Optional[Int[Tensor, "1 pos"]] = None) -> tuple[int, int]:
+def subject_span(model: HookedTransformer, prompt: Union[str, Int[Tensor, " pos"], Int[Tensor, "1 pos"]],
+                 subject: Subject, tokens: Optional[Int[Tensor, "1 pos"]] = None) -> tuple[int, int]:
     """The token positions ``[start, end)`` of ``subject`` in ``prompt``.
 
     ``subject`` is text that occurs in the prompt (its first occurrence), and must begin and end on token

@@ -345,7 +345,8 @@ def _sender_outputs(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, 
     return stack_senders(model, graph, outputs), scalar(_metric_on_resid(model, metric, resid))
 
 
-def capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, Tensor]) -> list:
+def capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, Float[Tensor, "batch pos ..."]]
+                    ) -> list:
     """Hooks that keep each sender's activation (detached) in ``outputs``, by hook name."""
     def keep(name: str):
         def hook(act: Tensor, hook=None) -> None:
@@ -357,7 +358,7 @@ def capture_senders(model: HookedTransformer, graph: Graph, outputs: dict[str, T
 
 
 def stack_senders(model: HookedTransformer, graph: Graph,
-                   outputs: dict[str, Tensor]) -> Float[Tensor, "sender batch pos d_model"]:
+                   outputs: dict[str, Float[Tensor, "batch pos ..."]]) -> Float[Tensor, "sender batch pos d_model"]:
     """The senders' outputs ``[sender, batch, pos, d_model]`` from their hooks: heads' ``z`` times their ``W_O``.
     (Senders first: the senders feeding a receiver are a prefix, a contiguous block of memory.)"""
     dtype = compute_dtype(model)

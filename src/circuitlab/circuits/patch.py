@@ -76,7 +76,7 @@ Masks = Union[Bool[Tensor, "mask edge"], Sequence[Iterable]]
 
 
 def check_prompt_pair(model: HookedTransformer, clean_tokens: Prompts, corrupted_tokens: Prompts,
-                      what: str = "edge patching") -> tuple[Tensor, Tensor]:
+                      what: str = "edge patching") -> tuple[Int[Tensor, "batch pos"], Int[Tensor, "batch pos"]]:
     """Clean and corrupted prompts as token tensors of one shape, or an error saying how to make them so."""
     clean_t, corrupted_t = to_tokens(model, clean_tokens), to_tokens(model, corrupted_tokens)
     if clean_t.shape != corrupted_t.shape:

@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -71,10 +71,10 @@ class ClassMargin:
     def __init__(self, first: int):
         self.first = int(first)
 
-    def per_prompt(self, logits: Tensor) -> Tensor:
+    def per_prompt(self, logits: Float[Tensor, "batch pos 2"]) -> Float[Tensor, " batch"]:
         return (logits[:, self.first:, 1] - logits[:, self.first:, 0]).mean(1)
 
-    def __call__(self, logits: Tensor) -> Tensor:
+    def __call__(self, logits: Float[Tensor, "batch pos 2"]) -> Float[Tensor, ""]:
         return self.per_prompt(logits).mean()
 
 
@@ -88,7 +88,7 @@ class LinearHeadClassifier:
 
     model: HookedTransformer
     layer: int
-    weight: Optional[Tensor] = None
+    weight: Optional[Float[Tensor, " d_model"]] = None
     bias: float = 0.0
     _as_model: Optional[HookedTransformer] = field(default=None, repr=False)
 
@@ -96,14 +96,14 @@ class LinearHeadClassifier:
         self.layer = check_layer(self.model, self.layer)
 
     # -- features ------------------------------------------------------------------------------------------
-    def first_pooled(self, tokens: Tensor) -> int:
+    def first_pooled(self, tokens: Int[Tensor, "batch pos"]) -> int:
         """The first pooled position: 1 where the texts begin with a prepended BOS, else 0."""
         tok = self.model.tokenizer
         bos = getattr(tok, "bos_token_id", None) if tok is not None else None
         return int(bool(self.model.cfg.default_prepend_bos) and bos is not None and tokens.shape[1] > 1
                    and bool((tokens[:, 0] == bos).all()))
 
-    def pooled(self, resid: Tensor, first: int) -> Tensor:
+    def pooled(self, resid: Float[Tensor, "batch pos d_model"], first: int) -> Float[Tensor, "batch d_model"]:
         """``ln_final`` of a residual stream ``[batch, pos, d]``, averaged over positions from ``first`` on."""
         return self.model.ln_final(resid)[:, first:].double().mean(1)
 
@@ -124,12 +124,14 @@ class LinearHeadClassifier:
             raise InputError("this classifier has no head yet: train one (train_classifier, or set weight and bias).")
         return self.weight.double()
 
-    def scores(self, texts: Sequence[str] = (), features: Optional[Tensor] = None) -> Tensor:
+    def scores(self, texts: Sequence[str] = (), features: Optional[Float[Tensor, "text d_model"]] = None
+               ) -> Float[Tensor, " text"]:
         w = self._check_trained()
         f = self.features(texts) if features is None else features
         return f @ w + self.bias
 
-    def accuracy(self, examples: Sequence[Example], features: Optional[Tensor] = None) -> float:
+    def accuracy(self, examples: Sequence[Example], features: Optional[Float[Tensor, "text d_model"]] = None
+                 ) -> float:
         s = self.scores([e.text for e in examples], features)
         y = torch.tensor([e.label for e in examples])
         return float(((s > 0).long() == y).double().mean())
@@ -167,7 +169,7 @@ class LinearHeadClassifier:
             clf.unembed.b_U[1] = float(self.bias)
         return clf
 
-    def metric(self, tokens: Tensor) -> ClassMargin:
+    def metric(self, tokens: Int[Tensor, "batch pos"]) -> ClassMargin:
         """The score as a function of :meth:`as_model`'s logits on ``tokens`` (pooling from the right position)."""
         return ClassMargin(self.first_pooled(tokens))
 
@@ -196,9 +198,9 @@ def _by_length(rows: Sequence[Tensor]) -> dict[int, list[int]]:
 # Training the head, with or without explanation regularisation
 # ---------------------------------------------------------------------------------------------------------
 
-def train_head(features: Float[Tensor, "n d"], labels: Tensor, *, l2: float = 1.0,
+def train_head(features: Float[Tensor, "n d"], labels: Shaped[Tensor, " n"], *, l2: float = 1.0,
                penalty: Optional[Float[Tensor, "m d"]] = None, lam: float = 0.0,
-               max_iter: int = 500) -> tuple[Tensor, float]:
+               max_iter: int = 500) -> tuple[Float[Tensor, " d"], float]:
     """The head ``(w, b)`` minimising ``mean softplus(-s (X w + b)) + l2 / 2 |w|^2 + lam * mean_j (w . G_j)^2``
     (``s = 2 y - 1``; ``G`` = ``penalty``, one row per irrelevant-token attribution, e.g. from
     :func:`irrelevant_directions`), by L-BFGS in float64 on the full batch. Features are centred and scaled by one
@@ -268,7 +270,8 @@ def irrelevant_directions(clf: LinearHeadClassifier, examples: Sequence[Example]
 
 def train_classifier(model: ModelLike, train: Sequence[Example], *, layer: Optional[int] = None, l2: float = 1.0,
                      lam: float = 0.0, method: str = "ig", steps: int = 2,
-                     features: Optional[Tensor] = None, penalty: Optional[Tensor] = None) -> LinearHeadClassifier:
+                     features: Optional[Float[Tensor, "text d_model"]] = None,
+                     penalty: Optional[Float[Tensor, "m d_model"]] = None) -> LinearHeadClassifier:
     """A :class:`LinearHeadClassifier` on ``model`` at ``layer`` (default: a third of the way up) trained on
     ``train``; with ``lam > 0``, explanation-regularised on the shortcut's tokens (``method``, ``steps``: the
     attribution penalised, see :func:`irrelevant_directions`). ``features`` and ``penalty``: precomputed ones."""

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
+from jaxtyping import Float
 
 from circuitlab.core import ModelLike, as_model
 from circuitlab.metrics import LogitDiff
@@ -54,7 +55,7 @@ class LabelWordClassifier:
         return LogitDiff(pos, neg) if label == 1 else LogitDiff(neg, pos)
 
     @torch.no_grad()
-    def scores(self, texts: Sequence[str]) -> torch.Tensor:
+    def scores(self, texts: Sequence[str]) -> Float[torch.Tensor, " text"]:
         """The positive-minus-negative logit difference of each text (one forward pass per text length)."""
         model = self.model
         ids = [model.to_single_token(w) for w in self.words]

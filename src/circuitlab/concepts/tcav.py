@@ -45,7 +45,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
@@ -60,14 +60,14 @@ from circuitlab.results import Bundle, Result
 #: how a text's activations ``[pos, d]`` become one vector (the choices of ``pool``)
 POOLINGS = {"mean": "over the text's tokens, BOS left out", "last": "the last token"}
 
-Texts = Union[Sequence[str], Tensor]
+Texts = Union[Sequence[str], Int[Tensor, "text pos"]]
 
 
 # ---------------------------------------------------------------------------------------------------------
 # Inputs: texts as token rows, hooks, pooling
 # ---------------------------------------------------------------------------------------------------------
 
-def text_tokens(model, texts: Texts, what: str) -> list[Tensor]:
+def text_tokens(model, texts: Texts, what: str) -> list[Int[Tensor, " pos"]]:
     """Each text as a 1-D row of token ids (the model's BOS prepended by its default); texts may differ in length.
     A token tensor ``[n, pos]`` gives its rows."""
     if isinstance(texts, Tensor):
@@ -89,7 +89,7 @@ def _starts_with_bos(model, row: Tensor) -> bool:
     return bool(model.cfg.default_prepend_bos) and bos is not None and int(row[0]) == int(bos)
 
 
-def pooled_positions(model, row: Tensor, pool: str) -> list[int]:
+def pooled_positions(model, row: Int[Tensor, " pos"], pool: str) -> list[int]:
     """The positions of a text ``row`` that ``pool`` reads: its last, or all but a prepended BOS (all of a
     one-token text)."""
     n = int(row.shape[0])
@@ -150,7 +150,7 @@ def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
 # 2. The classifier and the CAV
 # ---------------------------------------------------------------------------------------------------------
 
-def logistic_regression(X: Float[Tensor, "n d"], y: Tensor, *, l2: float = 0.01, max_iter: int = 500,
+def logistic_regression(X: Float[Tensor, "n d"], y: Shaped[Tensor, " n"], *, l2: float = 0.01, max_iter: int = 500,
                         penalty: Optional[Float[Tensor, "m d"]] = None,
                         lam: float = 0.0) -> tuple[Float[Tensor, " d"], float]:
     """L2-regularised logistic regression, ``y`` in {0, 1}: minimises ``mean(log(1 + exp(-s (X w + b)))) +
@@ -274,7 +274,7 @@ def _sensitivities(model, rows, metric, hooks, pool, max_memory, progress) -> di
     return result
 
 
-def tcav_score(sens: Float[Tensor, "input d"], cav: Union[CAV, Tensor]) -> float:
+def tcav_score(sens: Float[Tensor, "input d"], cav: Union[CAV, Float[Tensor, " d"]]) -> float:
     """The fraction of inputs whose directional derivative along ``cav`` is positive."""
     v = cav.vector if isinstance(cav, CAV) else cav
     return float((sens.double() @ v.double() > 0).double().mean())
@@ -301,10 +301,10 @@ class TCAVResult(Bundle):
     run_scores: Result
     random_scores: Result
     accuracy: Result
-    significant: Tensor = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
+    significant: Bool[Tensor, "concept hook"] = field(default_factory=lambda: torch.zeros(0, dtype=torch.bool))
     alpha: float = 0.05
-    cavs: Optional[Tensor] = None
-    random_cavs: Optional[Tensor] = None
+    cavs: Optional[Float[Tensor, "concept hook run d"]] = None
+    random_cavs: Optional[Float[Tensor, "hook run d"]] = None
 
     @property
     def concepts(self) -> list[str]:

@@ -160,10 +160,10 @@ class Replace:
 
     hook: str
     rows: slice
-    fn: Callable[[Tensor], Tensor]
+    fn: Callable[[Float[Tensor, "rows ..."]], Float[Tensor, "rows ..."]]
 
 
-Join = Callable[[int, list[int], Tensor], Tensor]
+Join = Callable[[int, list[int], Float[Tensor, "rows pos d_model"]], Float[Tensor, "rows pos d_model"]]
 Replacements = Callable[[int, int], Sequence[Replace]]
 
 
@@ -185,7 +185,8 @@ class BlockRunner:
     """
 
     def __init__(self, model: HookedTransformer, resid: Sequence[Float[Tensor, "batch pos d_model"]],
-                 keys: Sequence[Tensor], values: Sequence[Tensor],
+                 keys: Sequence[Float[Tensor, "batch pos kv_head d_head"]],
+                 values: Sequence[Float[Tensor, "batch pos kv_head d_head"]],
                  pos_embed: Optional[Float[Tensor, "batch pos d_model"]] = None, *, reuse: bool = True,
                  last_position: bool = False):
         self.model, self.cfg = model, model.cfg
@@ -230,7 +231,8 @@ class BlockRunner:
         pos_embed = cache["hook_pos_embed"] if model.cfg.positional_embedding_type == "shortformer" else None
         return cls(model, resid, keys, values, pos_embed, **kwargs)
 
-    def cached_keys(self, layer: int, keys: Tensor) -> Tensor:
+    def cached_keys(self, layer: int, keys: Float[Tensor, "batch pos kv_head d_head"]
+                    ) -> Float[Tensor, "batch pos kv_head d_head"]:
         """``attn.hook_k`` as TransformerLens's key/value cache holds it: after the per-head ``k_norm`` where the
         model has query/key norms (Gemma-3: ``hook_k`` fires before the norm, the cache is filled after it)."""
         attn = self.model.blocks[layer].attn

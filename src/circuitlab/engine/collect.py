@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes
@@ -218,7 +218,7 @@ def stream_batches(items: Iterable[T], length: Callable[[T], int], per_row: Call
         yield current
 
 
-def pad_right(rows: Sequence[Tensor], pad: int = 0) -> Tensor:
+def pad_right(rows: Sequence[Int[Tensor, " pos"]], pad: int = 0) -> Int[Tensor, "batch pos"]:
     """1-D token rows as one ``[batch, longest]`` tensor, padded on the right with ``pad`` (on the rows' device)."""
     toks = torch.full((len(rows), max(len(r) for r in rows)), pad, dtype=torch.long, device=rows[0].device)
     for i, r in enumerate(rows):
@@ -230,7 +230,7 @@ def pad_right(rows: Sequence[Tensor], pad: int = 0) -> Tensor:
 # Token rows from texts
 # ---------------------------------------------------------------------------------------------------------
 
-def token_rows(model: Any, data: Any, what: str = "key_examples") -> Iterator[Tensor]:
+def token_rows(model: Any, data: Any, what: str = "key_examples") -> Iterator[Int[Tensor, " pos"]]:
     """Each item of ``data`` (texts, token-id rows, a ``[batch, pos]`` tensor, or any iterable of them) as a 1-D
     LongTensor: texts tokenized with BOS, every row cut to the context length (with one warning naming ``what``)."""
     import warnings
@@ -261,8 +261,8 @@ def token_rows(model: Any, data: Any, what: str = "key_examples") -> Iterator[Te
 # Running the model
 # ---------------------------------------------------------------------------------------------------------
 
-def run_hooks(model: Any, tokens: Tensor, fwd_hooks: list, *, stop: Optional[int] = None,
-              mask: Optional[Tensor] = None) -> None:
+def run_hooks(model: Any, tokens: Int[Tensor, "batch pos"], fwd_hooks: list, *, stop: Optional[int] = None,
+              mask: Optional[Int[Tensor, "batch pos"]] = None) -> None:
     """One forward pass of ``tokens`` with ``fwd_hooks``, for what the hooks read: an encoder with its attention
     ``mask`` (``[batch, pos]``, 1 on real tokens), a decoder up to block ``stop`` (``None``: every block, no
     logits kept)."""
@@ -365,9 +365,11 @@ def collect_rows(model: Any, tokens: Sequence[Sequence[int]], spans: Sequence[Se
     return out  # type: ignore[return-value]
 
 
-def stream_activations(model: Any, items: Iterable[T], hook: str, read: Callable[[Tensor], Tensor], *,
-                       row: Callable[[T], Tensor] = lambda item: item, batch_size: Optional[int] = None,
-                       max_memory: int = DEFAULT_MAX_MEMORY) -> Iterator[tuple[list[T], Tensor, Tensor]]:
+def stream_activations(model: Any, items: Iterable[T], hook: str,
+                       read: Callable[[Float[Tensor, "batch pos ..."]], Shaped[Tensor, "..."]], *,
+                       row: Callable[[T], Int[Tensor, " pos"]] = lambda item: item, batch_size: Optional[int] = None,
+                       max_memory: int = DEFAULT_MAX_MEMORY
+                       ) -> Iterator[tuple[list[T], Int[Tensor, "batch pos"], Shaped[Tensor, "..."]]]:
     """Per batch of ``items`` (in arrival order, :func:`stream_batches`): ``(items, tokens, kept)``, where ``tokens``
     is the batch's token rows (``row(item)``, 1-D) padded on the right with 0 and ``kept`` is ``read`` of the
     activation at ``hook`` (``[batch, pos, ...]``; keep only what you need, e.g. ``act[..., neuron].float().cpu()``).
@@ -426,7 +428,7 @@ class DiskCache:
         digest = hashlib.sha256(json.dumps({**self.key, "hook": hook}).encode()).hexdigest()[:24]
         return self.folder / (digest + ".pt")
 
-    def load(self, hooks: Sequence[str], n_rows: int) -> dict[str, Tensor]:
+    def load(self, hooks: Sequence[str], n_rows: int) -> dict[str, Float[Tensor, "row d"]]:
         """The hooks whose rows are on disk (a damaged file is skipped, to be recomputed)."""
         found = {}
         for h in hooks:
@@ -441,7 +443,7 @@ class DiskCache:
                 found[h] = t
         return found
 
-    def save(self, rows: Mapping[str, Tensor]) -> None:
+    def save(self, rows: Mapping[str, Float[Tensor, "row d"]]) -> None:
         for h, t in rows.items():
             path = self.path(h)
             if path is None:

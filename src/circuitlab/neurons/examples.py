@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence, Union
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
@@ -39,7 +39,8 @@ from circuitlab.results import Bundle, Result
 
 __all__ = ["NeuronPage", "activations", "neuron_page"]
 
-Texts = Union[str, Tensor, Iterable[Union[str, Sequence[int], Tensor]]]
+Texts = Union[str, Int[Tensor, " pos"], Int[Tensor, "batch pos"],
+              Iterable[Union[str, Sequence[int], Int[Tensor, " pos"]]]]
 
 
 @torch.no_grad()

@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Protocol, Sequence, Union, runtime_checkable
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
@@ -175,7 +175,8 @@ def _rows(model, texts: Iterable[Union[str, Sequence[int], Tensor]], max_tokens:
 @torch.no_grad()
 def neuron_records(
     model: ModelLike,
-    texts: Iterable[Union[str, Sequence[int], Tensor]],
+    texts: Union[Int[Tensor, " pos"], Int[Tensor, "batch pos"],
+                 Iterable[Union[str, Sequence[int], Int[Tensor, " pos"]]]],
     layer: int,
     neurons: Union[int, Sequence[int], None] = None,
     n_explain: int = 10,
@@ -565,7 +566,7 @@ class ExplanationScores(Bundle):
     shuffled: Optional[Result]
     chance: Result
     explanations: list[str]
-    undefined: Tensor
+    undefined: Bool[Tensor, " neuron"]
     records: list[NeuronRecord]
     simulations: list[list[list[float]]]
     layer: int
@@ -618,7 +619,8 @@ def _derangement(n: int, rng: random.Random) -> list[int]:
 
 def score_explanations(
     model: ModelLike,
-    texts: Union[Iterable[Union[str, Sequence[int], Tensor]], Sequence[NeuronRecord]],
+    texts: Union[Int[Tensor, " pos"], Int[Tensor, "batch pos"],
+                 Iterable[Union[str, Sequence[int], Int[Tensor, " pos"]]], Sequence[NeuronRecord]],
     layer: Optional[int] = None,
     neurons: Union[int, Sequence[int], None] = None,
     *,

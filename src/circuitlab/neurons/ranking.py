@@ -445,7 +445,7 @@ def max_correlation(a: Float[Tensor, "n da"], b: Float[Tensor, "n db"], max_memo
     return best.clamp(max=1.0), arg, signed
 
 
-def common_rows(acts: Sequence[WordActivations]) -> list[Tensor]:
+def common_rows(acts: Sequence[WordActivations]) -> list[Int[Tensor, " common"]]:
     """Row indices of each activation set for the (sentence, word) pairs they all hold, in the same order: how two
     models' activations on the same sentences are paired word by word (:func:`correlation_ranking`)."""
     first = acts[0]

@@ -49,6 +49,7 @@ from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
 import torch
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, check_max_memory, model_name
@@ -80,9 +81,9 @@ class WordActivations:
         meta: timings and settings (``seconds``, ``sentences_per_second``, ``from_cache``, ...).
     """
 
-    acts: dict[str, Tensor]
-    sentence: Tensor
-    word: Tensor
+    acts: dict[str, Float[Tensor, "word d"]]
+    sentence: Int[Tensor, " word"]
+    word: Int[Tensor, " word"]
     sentences: list[Sentence]
     model: str = ""
     pool: str = "mean"
@@ -93,7 +94,7 @@ class WordActivations:
     def hooks(self) -> list[str]:
         return list(self.acts)
 
-    def __getitem__(self, hook: str) -> Tensor:
+    def __getitem__(self, hook: str) -> Float[Tensor, "word d"]:
         if hook not in self.acts:
             raise InputError(f"no activations for hook {hook!r}; collected: {', '.join(self.acts)}.")
         return self.acts[hook]
@@ -209,7 +210,7 @@ def plan_batches(model: Any, al: Alignment, max_memory: int, batch_size: Optiona
 
 def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: torch.dtype = torch.float32,
               batches: Optional[list[list[int]]] = None, max_memory: int = DEFAULT_MAX_MEMORY,
-              batch_size: Optional[int] = None, progress: bool = False) -> dict[str, Tensor]:
+              batch_size: Optional[int] = None, progress: bool = False) -> dict[str, Float[Tensor, "word d"]]:
     """The forward passes behind :func:`collect`: per batch of sentences (``batches``, default
     :func:`plan_batches`), every hook pools its activation to the batch's words; ``{hook: [n_rows, d]}`` with one
     row per aligned word, in sentence order (:func:`circuitlab.engine.collect.collect_rows`)."""
@@ -227,7 +228,7 @@ def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: 
 # ---------------------------------------------------------------------------------------------------------
 
 def collect_shard(model: Any, sentences: Sequence[Sentence], batches: list[list[int]], hooks: list[str], pool: str,
-                  dtype: torch.dtype) -> dict[str, Tensor]:
+                  dtype: torch.dtype) -> dict[str, Float[Tensor, "word d"]]:
     """One shard of a sharded :func:`collect`: the rows of ``sentences`` (a part of the caller's, aligned again on
     this replica), run in ``batches`` (indices into ``sentences``, as the caller's process cut them)."""
     return word_rows(model, align(model, sentences), hooks, pool, dtype=dtype, batches=batches)

@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, model_name,
@@ -57,12 +57,12 @@ class PairScores(Result):
     (pairs without a one-prefix split, for ``method="prefix"``).
     """
 
-    good: Optional[Tensor] = None
-    bad: Optional[Tensor] = None
+    good: Optional[Float[Tensor, " pair"]] = None
+    bad: Optional[Float[Tensor, " pair"]] = None
     phenomena: list = field(default_factory=list)
 
     @property
-    def correct(self) -> Tensor:
+    def correct(self) -> Bool[Tensor, " pair"]:
         return self.good > self.bad
 
 
@@ -70,7 +70,7 @@ class PairScores(Result):
 # Log-probabilities of token sequences
 # ---------------------------------------------------------------------------------------------------------
 
-def sequence_logprob(model: ModelLike, rows: Sequence[Tensor], starts: Sequence[int], *,
+def sequence_logprob(model: ModelLike, rows: Sequence[Int[Tensor, " pos"]], starts: Sequence[int], *,
                      max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, " n"]:
     """For each 1-D token row, the summed log-probability of its tokens from position ``starts[i]`` on (each given
     all tokens before it). ``starts[i]`` must be at least 1: the first token has no context to be scored from.

@@ -18,6 +18,7 @@ from __future__ import annotations
 import random
 
 import torch
+from jaxtyping import Float
 
 from circuitlab.core import model_name
 from circuitlab.reproduce.logit_lens import world_dir
@@ -49,11 +50,12 @@ def facts_for(model, seed: int, n: int | None = None) -> tuple[list, int, str]:
     return known[:n], len(known), f"{len(known)} of {len(candidates)} facts known"
 
 
-def peak(curve: torch.Tensor) -> int:
+def peak(curve: Float[torch.Tensor, " layer"]) -> int:
     return int(torch.argmax(curve))
 
 
-def judge(mlp_last_subject: torch.Tensor, attn_last: torch.Tensor) -> tuple[bool, bool, dict]:
+def judge(mlp_last_subject: Float[torch.Tensor, " layer"], attn_last: Float[torch.Tensor, " layer"]
+          ) -> tuple[bool, bool, dict]:
     """The rule on one pair of AIE curves over layers (see :data:`FINDING`'s rule)."""
     n = len(mlp_last_subject)
     depth = max(n - 1, 1)

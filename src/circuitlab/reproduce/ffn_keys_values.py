@@ -17,6 +17,7 @@ from __future__ import annotations
 import random
 
 import torch
+from jaxtyping import Int
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import DEFAULT_MAX_MEMORY, row_bytes, row_chunks, to_tokens, unembed_matrix
@@ -39,7 +40,8 @@ def corpus(model, seed: int) -> list[str]:
 
 
 @torch.no_grad()
-def top_triggers(model, lines: list[str], neurons: dict[int, torch.Tensor]) -> dict[int, torch.Tensor]:
+def top_triggers(model, lines: list[str], neurons: dict[int, Int[torch.Tensor, " neuron"]]
+                 ) -> dict[int, Int[torch.Tensor, " neuron"]]:
     """For each layer's chosen neurons, the token that follows the position where the neuron fires most."""
     layers = sorted(neurons)
     best = {l: torch.full((len(neurons[l]),), float("-inf")) for l in layers}

@@ -16,6 +16,7 @@ import random
 from collections import defaultdict
 
 import torch
+from jaxtyping import Int
 
 from circuitlab.core import model_name, to_tokens
 from circuitlab.errors import NotApplicable
@@ -87,7 +88,8 @@ def ioi_prompts(model, seed: int, n: int = 12) -> list[dict]:
     return out
 
 
-def ioi_groups(model, prompts: list[dict]) -> list[tuple[list[int], torch.Tensor, torch.Tensor]]:
+def ioi_groups(model, prompts: list[dict]
+               ) -> list[tuple[list[int], Int[torch.Tensor, "batch pos"], Int[torch.Tensor, "batch pos"]]]:
     """Prompt indices grouped by token length (analyses compare positions, so a batch shares one length), with
     their clean and corrupted tokens: ``[(indices, clean [batch, pos], corrupted [batch, pos]), ...]`` by length.
     A corrupted prompt that tokenizes to another length than its clean prompt is :class:`NotApplicable`."""

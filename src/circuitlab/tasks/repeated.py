@@ -164,7 +164,7 @@ class InductionLogProb:
         self.targets = clean[:, start + 1: stop + 1].clone()
         self.start, self.stop = start, stop
 
-    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Tensor:
+    def __call__(self, logits: Float[Tensor, "batch pos d_vocab"]) -> Float[Tensor, ""]:
         logp = logits[:, self.start: self.stop].log_softmax(-1)
         return logp.gather(-1, self.targets.to(logp.device)[..., None])[..., 0].mean()
 
