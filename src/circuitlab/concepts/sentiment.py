@@ -1,17 +1,10 @@
 """An offline sentiment task for concept explanations: template reviews, concept texts, and a label-word
 classifier on a causal language model.
 
-No sentiment data set ships in the package registries, so the data are built from templates and word lists
-written for circuitlab (no third-party lexicon or corpus is copied; the words are everyday English adjectives). The
-data live in :mod:`circuitlab.tasks.reviews` and are re-exported here:
+The data (:func:`reviews`, :func:`concept_texts`, :func:`random_texts`: template reviews labelled by their
+adjective, TCAV's concept and random texts) live in :mod:`circuitlab.tasks.reviews`, which says how they are
+written, and are re-exported here. The method is:
 
-- :func:`reviews`: short reviews, ``"The {noun} was {adjective}."`` and similar frames, labelled 1 (positive
-  adjective) or 0 (negative adjective); nouns, frames and adjectives split between a train and a test part so
-  that the held-out reviews share no adjective with the training ones.
-- :func:`concept_texts`: texts for TCAV concepts: ``"positive adjectives"`` and ``"negative adjectives"`` (lists of
-  adjectives, outside any review frame: ``"Lovely, charming and superb."``), ``"neutral adjectives"`` (colours,
-  shapes, materials: descriptive words without sentiment), and ``"animals"`` (a concept unrelated to the label).
-- :func:`random_texts`: lists of random everyday words in the same frames, the pool of TCAV's random sets.
 - :class:`LabelWordClassifier`: a prompt that ends in a cue (``"... Overall, the experience was"``) and the
   logit difference of two label words (``" positive"`` - ``" negative"``) with a threshold fitted on training
   reviews: a sentiment classifier made from a pretrained model without training it (its score is a circuitlab

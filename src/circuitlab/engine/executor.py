@@ -88,16 +88,8 @@ def _here(model: Any) -> Any:
     return model
 
 
-class InProcessExecutor:
-    """The default (``executor=None``): the shards in this process, on the caller's model, exactly as a plain call
-    runs them. Analyses cut their work into ``workers`` (one) shard, so the one-process path is the plain code:
-    no tensor is copied, no error is wrapped, and the numbers are those of the unsharded computation."""
-
-    workers = 1
-
-    def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
-        model = _here(model)
-        return [fn(model, **kwargs) for kwargs in shards]
+class _InProcess:
+    """What the two in-process executors share: the caller's model, nothing to close, a context manager."""
 
     def close(self) -> None:
         pass
@@ -108,12 +100,24 @@ class InProcessExecutor:
     def __exit__(self, *exc) -> None:
         self.close()
 
+
+class InProcessExecutor(_InProcess):
+    """The default (``executor=None``): the shards in this process, on the caller's model, exactly as a plain call
+    runs them. Analyses cut their work into ``workers`` (one) shard, so the one-process path is the plain code:
+    no tensor is copied, no error is wrapped, and the numbers are those of the unsharded computation."""
+
+    workers = 1
+
+    def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
+        model = _here(model)
+        return [fn(model, **kwargs) for kwargs in shards]
+
     def __repr__(self) -> str:
         return "InProcessExecutor()"
 
 
 @dataclass
-class LocalExecutor:
+class LocalExecutor(_InProcess):
     """The shards one after another, in this process, on the caller's model: the sharding and gathering of the
     distributed path with no Ray (for tests, and for timing one shard). ``workers``: how many shards to cut the
     work into, as for that many Ray workers."""
@@ -135,15 +139,6 @@ class LocalExecutor:
                                  f"{type(exc).__name__}: {exc}") from exc
             self.shard_seconds.append(time.perf_counter() - t0)
         return out
-
-    def close(self) -> None:
-        pass
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
 
 # ---------------------------------------------------------------------------------------------------------
