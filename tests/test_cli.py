@@ -639,3 +639,17 @@ def test_cli_trace_prints_the_library_numbers_and_writes_a_report(tmp_path, caps
             assert e == pytest.approx(float(effect[pos, layer]), abs=6e-5)
     page = check_page(out, "Causal tracing: " + (circuitlab.load_model(TOY).cfg.model_name or TOY))
     assert "Causal trace" in page and "Indirect effect" in page
+
+
+def test_ctrl_c_is_one_line_and_exit_code_130(tmp_path):
+    """SIGINT while a command runs (a real signal, in a child process): one line on stderr, no traceback, exit
+    code 130, and no report file left behind."""
+    out = tmp_path / "report.html"
+    code = ("import os, signal, sys, threading\n"
+            "from circuitlab.cli import main\n"
+            "threading.Timer(3.0, lambda: os.kill(os.getpid(), signal.SIGINT)).start()\n"
+            f"sys.exit(main(['reproduce', '--all', '-q', '-o', {str(out)!r}]))\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines() == ["circuitlab: interrupted."], proc.stderr[-2000:]
+    assert not out.exists()

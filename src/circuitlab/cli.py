@@ -216,7 +216,8 @@ def parse_args(parser: argparse.ArgumentParser, argv: Sequence[str] | None = Non
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``circuitlab ARGV``; a :class:`~circuitlab.errors.CircuitlabError` is one line on stderr, exit code 1."""
+    """Run ``circuitlab ARGV``; a :class:`~circuitlab.errors.CircuitlabError` is one line on stderr, exit code 1;
+    Ctrl-C is one line, exit code 130 (the shell's code for SIGINT)."""
     _load_commands()
     parser = build_parser()
     args = parse_args(parser, argv)
@@ -229,6 +230,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CircuitlabError as exc:
         print(f"circuitlab: error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # Ctrl-C: one line, not a traceback; reports are written whole or not at all
+        print("circuitlab: interrupted.", file=sys.stderr)
+        return 130
 
 
 def _load_commands() -> None:
