@@ -239,6 +239,9 @@ def test_acdc_bad_inputs():
         acdc(model, clean, corrupted[:, :-1], 1e-3)
     with pytest.raises(InputError, match="ablation"):
         acdc(model, clean, corrupted, 1e-3, ablation="resample")
+    for empty in ([], ()):  # visiting nothing would return the full graph with every score NaN
+        with pytest.raises(InputError, match="receivers is empty"):
+            acdc(model, clean, corrupted, 1e-3, receivers=empty)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -56,6 +56,7 @@ from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.patch import setup_patcher
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, check_number, metric_name,
                              model_name, progress_bar)
+from circuitlab.errors import InputError
 from circuitlab.metrics import Metric
 
 
@@ -119,6 +120,9 @@ def acdc(
         if isinstance(receivers, str):
             receivers = [receivers]
         chosen = {graph.receiver_index[graph.receiver(name).name] for name in receivers}
+        if not chosen:  # nothing visited would return the full graph with every score NaN: a plausible wrong answer
+            raise InputError("receivers is empty: name the receivers to visit (e.g. ['logits', 'L1H0.q']), or "
+                             "leave it out to visit every receiver.")
         order = [r for r in order if r in chosen]
 
     # the receivers of one layer form one group: a speculative window may run across its receivers (their
