@@ -7,6 +7,7 @@ a scale ``alpha`` to one receiver's input only) and differentiates the metric of
 """
 
 import json
+import re
 
 import pytest
 import torch
@@ -138,6 +139,20 @@ def test_circuit_json_compare_top_and_names():
     assert Circuit.from_json(full.top(0).to_json()).scores == []
     with pytest.raises(InputError, match="not a circuit's JSON"):
         Circuit.from_json('{"edges": []}')
+    # hand-edited files: every broken structure is an InputError naming the field, never a KeyError / TypeError
+    good = json.loads(top.to_json())
+    broken = {
+        "edges": {**good, "edges": None},
+        "edges[0]": {**good, "edges": [{"sender": "L0H1"}]},
+        "edges[1]": {**good, "edges": [good["edges"][0], ["L0H1", "logits"]]},
+        "edges[0].score": {**good, "edges": [{**good["edges"][0], "score": "high"}]},
+    }
+    for field, data in broken.items():
+        with pytest.raises(InputError, match=re.escape(f"field '{field}'")):
+            Circuit.from_json(json.dumps(data))
+    for data in ({**good, "graph": None}, {**good, "graph": {**good["graph"], "n_layerz": 2}}):
+        with pytest.raises(InputError, match="field 'graph'"):
+            Circuit.from_json(json.dumps(data))
 
     induction = Circuit.from_edges(graph, ["L0H2 -> L1H1.k", ("L1H1", "logits"), "embed -> L1H1.q"])
     assert induction.nodes == ["embed", "L0H2", "L1H1", "logits"] and induction.scores is None

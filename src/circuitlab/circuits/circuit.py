@@ -223,15 +223,36 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
             raise InputError(f"not a circuit's JSON (expected format {JSON_FORMAT!r}); pass the text written by "
                              "Circuit.to_json().")
+        def bad(field: str, what: str) -> InputError:
+            return InputError(f"not a circuit's JSON: field {field!r} {what}; pass the text written by "
+                              "Circuit.to_json() (a hand-edited file must keep its structure).")
+
+        if not isinstance(data.get("graph"), dict):
+            raise bad("graph", "must be an object holding the graph's shape")
         spec = dict(data["graph"])
         n_edges = spec.pop("n_edges", None)
-        graph = Graph(**spec, model=data.get("model", ""))
+        try:
+            graph = Graph(**spec, model=data.get("model", ""))
+        except TypeError as err:  # a key missing or unknown
+            raise bad("graph", f"does not describe a graph ({err})") from None
         if n_edges is not None and n_edges != graph.n_edges:
             raise InputError(f"the saved graph had {n_edges} edges but its shape gives {graph.n_edges}; the JSON was "
                              "written by a different version or edited.")
-        edges = [(e["sender"], e["receiver"]) for e in data["edges"]]
-        scored = bool(data.get("scored", all("score" in e for e in data["edges"])))
-        return cls(graph, edges, [e["score"] for e in data["edges"]] if scored else None, title=data.get("title", ""),
+        items = data.get("edges")
+        if not isinstance(items, list):
+            raise bad("edges", "must be a list of {\"sender\": ..., \"receiver\": ...} objects")
+        for i, e in enumerate(items):
+            if not (isinstance(e, dict) and isinstance(e.get("sender"), str) and isinstance(e.get("receiver"), str)):
+                raise bad(f"edges[{i}]", f"must be an object with string 'sender' and 'receiver'; got {str(e)[:80]}")
+        edges = [(e["sender"], e["receiver"]) for e in items]
+        scored = bool(data.get("scored", all("score" in e for e in items)))
+        if scored:
+            for i, e in enumerate(items):
+                score = e.get("score")
+                if isinstance(score, bool) or not isinstance(score, (int, float)):
+                    raise bad(f"edges[{i}].score", f"must be a number (the file says the circuit is scored); "
+                                                   f"got {score!r}")
+        return cls(graph, edges, [e["score"] for e in items] if scored else None, title=data.get("title", ""),
                    metric=data.get("metric", ""), model=data.get("model", ""), task=data.get("task", ""),
                    meta=data.get("meta", {}))
 
