@@ -57,6 +57,29 @@ def _break(line_no: int, new: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def test_read_conllu_quotes_a_huge_field_shortened():
+    """A megabyte-long HEAD field: an InputError of a line's length naming the line (it was a raw ValueError from
+    int() on a million digits)."""
+    bad = CONLLU.replace("\t3\tnsubj", "\t" + "9" * 1_000_000 + "\tnsubj", 1)
+    with pytest.raises(InputError, match=r"line 4: HEAD '9{79}\.\.\. \(1,000,002 characters\) is not a word") as err:
+        data.read_conllu(bad)
+    assert len(str(err.value)) < 300
+
+
+def test_read_conllu_files_in_other_encodings_and_with_a_byte_order_mark(tmp_path):
+    """A UTF-8 file with a BOM reads as without one; a Latin-1 file is an InputError naming the file, the line and
+    the column of the first non-UTF-8 byte (not a raw UnicodeDecodeError)."""
+    # an accented word in line 2 of the file (its "# text = " comment), column 12
+    text = CONLLU.replace("The", "Th\u00e9", 1)
+    bom = tmp_path / "bom.conllu"
+    bom.write_bytes(b"\xef\xbb\xbf" + text.encode("utf-8"))
+    assert data.read_conllu(bom) == data.read_conllu(text)
+    latin = tmp_path / "latin.conllu"
+    latin.write_bytes(text.encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin\.conllu' is not UTF-8: line 2, column 12 holds byte 0xe9"):
+        data.read_conllu(latin)
+
+
 @pytest.mark.parametrize("line_no, new, words", [  # line 3 is "The", line 4 "cat"
     (4, "2-3\tcatsat\t_\t_\t_\t_\t_\t_\t_\t_", "multiword token"),
     (4, "2\tcat\tcat\tNOUN\tNN\t_\t3\tnsubj\t_", "9 tab-separated fields"),

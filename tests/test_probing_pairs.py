@@ -107,6 +107,14 @@ def test_read_blimp(tmp_path):
     assert read_blimp([json.dumps(rows[1])], phenomenon="x")[0].phenomenon == "x"
     off = read_blimp([json.dumps({**rows[0], "one_prefix_method": False})])[0]
     assert not off.has_prefix and off.good == rows[0]["sentence_good"]
+    latin = tmp_path / "latin.jsonl"  # another encoding: an InputError with the line, not a UnicodeDecodeError
+    latin.write_bytes((json.dumps(rows[1]) + "\n" + json.dumps({**rows[0], "UID": "caf\u00e9"}, ensure_ascii=False)
+                       ).encode("latin-1"))
+    with pytest.raises(InputError, match=r"latin\.jsonl' is not UTF-8: line 2"):
+        read_blimp(latin)
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + path.read_bytes())
+    assert read_blimp(bom) == pairs
 
 
 @pytest.mark.parametrize("lines, match", [

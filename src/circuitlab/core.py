@@ -24,6 +24,7 @@ import functools
 import math
 import re
 import weakref
+from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
@@ -349,6 +350,30 @@ def check_pos(pos: Any, seq_len: int, what: str = "pos") -> int:
     if not -seq_len <= pos < seq_len:
         raise InputError(f"{what}={pos} is outside prompts of {seq_len} tokens; use -{seq_len} <= {what} < {seq_len}.")
     return pos % seq_len
+
+
+def shorten(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters (``...`` and the length said), for quoting a user's value in
+    a message: a megabyte-long field must not make a megabyte-long error."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def read_text_file(path: Union[str, Path], what: str) -> str:
+    """The text of a UTF-8 file (a byte-order mark at its start is accepted and dropped), for every reader of user
+    files. A file in another encoding is an :class:`~circuitlab.errors.InputError` naming ``what`` (e.g.
+    ``"CoNLL-U file"``), the file, the line and column of the first byte that is not UTF-8, and the fix."""
+    data = Path(path).read_bytes()
+    if data.startswith(b"\xef\xbb\xbf"):
+        data = data[3:]
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data.count(b"\n", 0, err.start) + 1
+        column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        raise InputError(f"{what} {str(path)!r} is not UTF-8: line {line}, column {column} holds byte "
+                         f"0x{data[err.start]:02x} ({err.reason}). Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 "
+                         f"FILE`), or give the text itself.") from None
 
 
 def check_count(value: Any, what: str, minimum: int = 1) -> int:

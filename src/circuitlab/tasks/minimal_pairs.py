@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from circuitlab.core import read_text_file
 from circuitlab.errors import InputError
 
 @dataclass(frozen=True)
@@ -64,7 +65,7 @@ def read_blimp(source: Union[str, Path, Iterable[str]], phenomenon: Optional[str
         path = Path(source)
         if not path.is_file():
             raise InputError(f"read_blimp: no file at {str(path)!r}; give the path of a BLiMP .jsonl file.")
-        lines: Iterable[str] = path.read_text(encoding="utf-8").splitlines()
+        lines: Iterable[str] = read_text_file(path, "BLiMP file").splitlines()
         where = path.name
     else:
         lines, where = source, "the input"

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
+from circuitlab.core import read_text_file, shorten
 from circuitlab.errors import CircuitlabError, InputError
 
 #: the annotation layers a Sentence may carry, by name (what probes call a "task")
@@ -80,7 +81,7 @@ class Sentence:
             raise InputError(f"sentence {self.id or '(unnamed)'} has no words; every sentence needs at least one.")
         for w in self.words:
             if not isinstance(w, str) or not w or any(c.isspace() for c in w):
-                raise InputError(f"sentence {self.id or '(unnamed)'}: word {w!r} is empty or holds whitespace; "
+                raise InputError(f"sentence {self.id or '(unnamed)'}: word {shorten(w)} is empty or holds whitespace; "
                                  "give words without spaces (one token per word).")
         for name in ("upos", "head", "deprel", "ent", "space_after"):
             value = getattr(self, name)
@@ -133,7 +134,7 @@ def check_tree(head: Sequence[int], where: str) -> None:
     roots = [i + 1 for i, h in enumerate(head) if h == 0]
     for i, h in enumerate(head):
         if isinstance(h, bool) or not isinstance(h, int) or not 0 <= h <= n:
-            raise InputError(f"sentence {where}: word {i + 1} has head {h!r}, outside 0..{n} (0 is the root).")
+            raise InputError(f"sentence {where}: word {i + 1} has head {shorten(h)}, outside 0..{n} (0 is the root).")
         if h == i + 1:
             raise InputError(f"sentence {where}: word {i + 1} is its own head; a dependency tree has no self-loops.")
     if len(roots) != 1:
@@ -184,7 +185,7 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword:
         if not path.is_file():
             raise InputError(f"CoNLL-U file {str(path)!r} does not exist; give a path to a .conllu file, or the "
                              "CoNLL-U text itself.")
-        text, name = path.read_text(encoding="utf-8"), name or path.name
+        text, name = read_text_file(path, "CoNLL-U file"), name or path.name
     elif isinstance(source, str):
         text, name = source, name or "<text>"
     else:
@@ -225,7 +226,7 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword:
         wid = cols[0]
         if re.fullmatch(r"\d+-\d+", wid):
             if multiword == "error":
-                raise InputError(f"{name} line {lineno}: multiword token {wid} ({cols[1]!r}). Pass "
+                raise InputError(f"{name} line {lineno}: multiword token {wid} ({shorten(cols[1])}). Pass "
                                  "multiword='split' to keep its syntactic words (the rows that follow it), or "
                                  "remove the range lines beforehand.")
             first, last = map(int, wid.split("-"))
@@ -237,7 +238,7 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword:
         if re.fullmatch(r"\d+\.\d+", wid):
             continue  # an empty node (enhanced dependencies only)
         if not re.fullmatch(r"\d+", wid):
-            raise InputError(f"{name} line {lineno}: ID {wid!r} is not a word index (1, 2, ...).")
+            raise InputError(f"{name} line {lineno}: ID {shorten(wid)} is not a word index (1, 2, ...).")
         rows.append((lineno, cols))
         if mwt is not None and int(wid) == mwt[1]:  # the range's last word: how the model reads its parts
             first, last, surface, _, space = mwt
@@ -286,9 +287,9 @@ def _conllu_sentence(rows: list[tuple[int, list[str]]], sent_id: str, name: str,
     if heads is not None:
         n, out = len(rows), []
         for (lineno, cols), h in zip(rows, heads):
-            if not re.fullmatch(r"\d+", h) or int(h) > n:
-                raise InputError(f"{name} line {lineno}: HEAD {h!r} is not a word of this sentence (0..{n}, 0 for "
-                                 "the root).")
+            if not re.fullmatch(r"\d+", h) or len(h) > 9 or int(h) > n:
+                raise InputError(f"{name} line {lineno}: HEAD {shorten(h)} is not a word of this sentence (0..{n}, "
+                                 "0 for the root).")
             out.append(int(h))
         head = tuple(out)
         try:
