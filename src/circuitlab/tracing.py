@@ -635,10 +635,8 @@ def _sharded_facts(given: ModelLike, model: HookedTransformer, triples: list, *,
     """The per-fact table of :func:`average_indirect_effect` on ``executor``, its facts shared out in contiguous
     blocks: ``(per_fact, rows, seconds, record)``, ``record`` (``None`` in this process, by default) for the
     result's ``meta["executor"]``. ``given``: the caller's model argument; ``model``: the model loaded from it."""
-    from pathlib import Path  # imported here to keep this section self-contained
-
     from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
-    from circuitlab.models.identity import model_source
+    from circuitlab.models.identity import shard_source
 
     ex, owned = as_executor(executor)
     try:
@@ -647,7 +645,7 @@ def _sharded_facts(given: ModelLike, model: HookedTransformer, triples: list, *,
         shards = [dict(facts=block, kinds=kinds, window=window, noise=noise, sigma=sigma, samples=samples, seed=seed,
                        max_memory=max_memory, progress=progress and executor is None, first=start)
                   for block, start in zip(blocks, starts)]
-        source = model_source(given, model) if isinstance(given, (str, Path)) else model
+        source = shard_source(given, model)
         parts, record = run_shards(ex, source, _trace_facts, shards)
     finally:
         if owned:

@@ -688,15 +688,13 @@ def _sharded_patch_edges(model: ModelLike, clean_tokens: Prompts, corrupted_toke
     """:func:`patch_edges` on ``executor``: with several workers, its passes (the edge sets in the batches one
     process would run) shared out in contiguous blocks, the values back in order; the same passes, so the same
     numbers, as one process."""
-    from pathlib import Path  # imported here to keep this section self-contained
-
     from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
-    from circuitlab.models.identity import model_source
+    from circuitlab.models.identity import shard_source
 
     loaded = as_model(model)
     ex, owned = as_executor(executor)
     try:
-        source = model_source(model, loaded) if isinstance(model, (str, Path)) else loaded
+        source = shard_source(model, loaded)
         common = dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, ablation=ablation,
                       max_memory=max_memory)
         if ex.workers == 1:  # one worker (this process, by default): the whole call is its one shard

@@ -8,7 +8,7 @@ Result one process returns). It hands the shards to an executor and never asks w
     ex, owned = as_executor(executor)          # None: the in-process default
     try:
         shards = [dict(layers=g, ...) for g in split(layers, shard_count(ex, len(layers)))]
-        parts, record = run_shards(ex, model_source(model, loaded) if given_by_name else loaded, run_one, shards)
+        parts, record = run_shards(ex, shard_source(model, loaded), run_one, shards)
     finally:
         if owned:
             ex.close()

@@ -88,6 +88,13 @@ def weight_fingerprint(model: Any) -> str:
     return digest
 
 
+def shard_source(given: Any, loaded: Any) -> Any:
+    """What an executor's workers load for a call given ``given`` (a name, a directory or a model) and holding
+    ``loaded`` (the caller's model): the name or directory as given, with ``loaded`` (its device, and the model
+    itself for executors in this process), else the loaded model, which the executor turns into its source."""
+    return model_source(given, loaded) if isinstance(given, (str, Path)) else loaded
+
+
 def model_source(model: Any, loaded: Any = None) -> ModelSource:
     """The :class:`ModelSource` of ``model``: a name or a saved directory as given (with the device of ``loaded``,
     the caller's model loaded from it, when given, kept as ``loaded`` for executors in this process), or a

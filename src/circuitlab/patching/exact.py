@@ -456,10 +456,9 @@ def _sharded_sweep(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Pr
     """:func:`sweep` on ``executor``: its layers shared out among the workers (interleaved, for balance) and the
     parts put back along the layer axis in the caller's order."""
     import dataclasses  # imported here to keep this section self-contained
-    from pathlib import Path
 
     from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
-    from circuitlab.models.identity import model_source
+    from circuitlab.models.identity import shard_source
 
     started = time.perf_counter()
     loaded = as_model(model)
@@ -473,7 +472,7 @@ def _sharded_sweep(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Pr
         shards = [dict(clean_tokens=clean_tokens, corrupted_tokens=corrupted_tokens, metric=metric, site=site,
                        by=by, direction=direction, layers=layers if len(groups) == 1 else g, fast=fast,
                        max_memory=max_memory, progress=progress and executor is None) for g in groups]
-        source = model_source(model, loaded) if isinstance(model, (str, Path)) else loaded
+        source = shard_source(model, loaded)
         parts, record = run_shards(ex, source, _sweep_shard, shards)
     finally:
         if owned:

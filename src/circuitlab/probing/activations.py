@@ -57,7 +57,7 @@ from circuitlab.engine.collect import (DiskCache, batches_by_length, bytes_per_r
                                        collect_rows, default_hooks)
 from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
 from circuitlab.errors import InputError
-from circuitlab.models.identity import model_source, weight_fingerprint
+from circuitlab.models.identity import shard_source, weight_fingerprint
 from circuitlab.models.loading import as_any_model
 from circuitlab.probing.align import POOLS, Alignment, align, check_sentences
 from circuitlab.probing.data import Sentence
@@ -248,7 +248,7 @@ def _sharded_rows(given: Any, model: Any, al: Alignment, sentences: Sequence[Sen
     directory is what workers load); ``model``: the model loaded from it."""
     ex, owned = as_executor(executor)
     try:
-        source = model_source(given, model) if isinstance(given, (str, Path)) else model
+        source = shard_source(given, model)
         if ex.workers == 1:
             parts, _ = run_shards(ex, source, _one_shard, [dict(
                 al=al, hooks=hooks, pool=pool, dtype=dtype, max_memory=max_memory, batch_size=batch_size,
