@@ -385,6 +385,107 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
     return value
 
 
+#: seeds are integers in [0, SEED_LIMIT): what every random generator the package uses accepts (torch's and NumPy's)
+SEED_LIMIT = 2**63
+
+
+def check_seed(value: Any, what: str = "seed") -> int:
+    """A seed for a random generator: an ``int`` in ``[0, 2**63)`` (not a ``bool``, a float or a string). One rule
+    for every seed argument, library and command line, so a seed beyond what torch or NumPy accept, or of the
+    wrong type, is an :class:`~circuitlab.errors.InputError` naming ``what``, never their raw error."""
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+        value = int(value.item())
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
+        raise InputError(f"{what} must be an integer in [0, 2**63); got {shorten(value, 40)}.")
+    return value
+
+
+def check_texts(value: Any, what: str, *, item: str = "text", allow_empty: bool = False) -> list[str]:
+    """A list of strings. A bare string is refused (iterating over it would read it letter by letter) with the
+    fix, ``[value]``; so is anything that is not a sequence of ``str``, and an empty list unless ``allow_empty``."""
+    if isinstance(value, str):
+        raise InputError(f"{what} must be a list of {item}s; got the single string {shorten(value, 60)}, which "
+                         f"would be read letter by letter. Wrap it in a list: [{shorten(value, 60)}].")
+    if isinstance(value, (bytes, dict)) or not isinstance(value, (Sequence, Iterable)) or isinstance(value, Tensor):
+        raise InputError(f"{what} must be a list of {item}s; got {type(value).__name__}.")
+    items = list(value)
+    for i, v in enumerate(items):
+        if not isinstance(v, str):
+            raise InputError(f"{what}[{i}] is {shorten(v, 40)} ({type(v).__name__}); {what} must hold {item}s only.")
+    if not items and not allow_empty:
+        raise InputError(f"{what} is empty; give at least one {item}.")
+    return items
+
+
+def check_distinct(items: Sequence[Any], what: str, *, why: str = "") -> None:
+    """Refuse repeated items where a method assumes distinct ones (a control shuffles them, a split holds them
+    out): the :class:`~circuitlab.errors.InputError` names the first repeat and where it occurs, and ``why``."""
+    seen: dict[Any, int] = {}
+    for i, v in enumerate(items):
+        key = v if _hashable(v) else repr(v)
+        if key in seen:
+            reason = f" ({why})" if why else ""
+            raise InputError(f"{what} repeats {shorten(v, 60)} (items {seen[key]} and {i}){reason}. Give each item "
+                             "once (e.g. list(dict.fromkeys(items))).")
+        seen[key] = i
+
+
+def _hashable(v: Any) -> bool:
+    try:
+        hash(v)
+    except TypeError:
+        return False
+    return True
+
+
+def memory_available() -> int:
+    """Bytes this process may still allocate, roughly: the smaller of the system's available memory
+    (``MemAvailable`` on Linux, else the physical memory) and the address-space limit (``ulimit -v``) if set."""
+    import os
+
+    limit = None
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    limit = int(line.split()[1]) * 1024
+                    break
+    except OSError:
+        pass
+    if limit is None:
+        try:
+            limit = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+        except (ValueError, OSError, AttributeError):
+            limit = 2**62
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_AS)
+        if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
+            limit = min(limit, soft)
+    except (ImportError, ValueError, OSError):
+        pass
+    return int(limit)
+
+
+def format_bytes(n: float) -> str:
+    """``1.5 GiB``, ``12 MiB``, ``800 B``."""
+    for unit, size in (("TiB", 2**40), ("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def check_affordable(nbytes: float, what: str, fix: str) -> None:
+    """Refuse up front an allocation that cannot be cut into ``max_memory`` chunks and would not fit: an
+    :class:`~circuitlab.errors.InputError` saying ``what`` asks for it, how much it needs, how much there is, and
+    ``fix`` (e.g. ``"use fewer samples"``). Sizes that stream never call this."""
+    available = memory_available()
+    if nbytes > available:
+        raise InputError(f"{what} would need about {format_bytes(nbytes)} at once, and this process has about "
+                         f"{format_bytes(available)}; {fix}.")
+
+
 def _bound_words(low: Optional[float], high: Optional[float], low_open: bool, high_open: bool,
                  finite: bool) -> str:
     """``"a positive number"``, ``"a finite number >= 0"``, ``"a number in (0, 1)"``: what the bounds ask for."""
