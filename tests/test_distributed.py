@@ -23,6 +23,7 @@ import circuitlab as cl
 from circuitlab import circuits, distributed, patching, probing, tracing
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.metrics import LogitDiff
+from circuitlab.models import identity
 from circuitlab.tasks.toy_world import load_world
 from circuitlab.tasks.factual import toy_facts
 from circuitlab.zoo import toy_lm
@@ -251,6 +252,8 @@ def test_a_model_built_in_memory_must_be_saved_first(model):
 def test_a_model_given_by_name_carries_its_loaded_device(model):
     source = distributed.model_source(TOY, loaded=model)
     assert (source.spec, source.device, source.fingerprint) == (TOY, "cpu", None)
+    # an executor that keeps replicas compares them with the loaded model's weights
+    assert identity.replica_source(source).fingerprint == distributed.weight_fingerprint(model)
     assert distributed.model_source(model).device == "cpu"
     on_meta = copy.deepcopy(model).to("meta")  # a device other than "cpu" that exists on every machine
     assert distributed.device_of(on_meta) == "meta"
@@ -379,6 +382,30 @@ def test_ray_workers_that_do_not_fit_are_refused_and_a_stuck_start_ends(ray_exec
         distributed.run_shards(stuck, None, echo, [dict(x=1)])
     stuck.close()
     assert distributed.run_shards(ray_executor, None, echo, [dict(x=3)])[0] == [3]  # the fixture's workers serve
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_ray_replicas_follow_the_callers_weights(model, masks, ray_executor, tmp_path):
+    """Replicas loaded for one version of the weights must not go on computing on them: after a directory is
+    saved again with other weights, edge patching on the workers equals one process on the new weights; a model
+    object changed through ``.data`` in place (no version counter moves) is compared byte for byte, and refused
+    (its name loads other weights)."""
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        for b in changed.blocks:
+            b.mlp.W_in.mul_(-1.0)
+    cl.save_model(model, tmp_path)
+    circuits.patch_edges(str(tmp_path), CLEAN, CORRUPTED, masks[:4], executor=ray_executor)
+    cl.save_model(changed, tmp_path)
+    on_ray = circuits.patch_edges(str(tmp_path), CLEAN, CORRUPTED, masks[:4], executor=ray_executor)
+    assert torch.allclose(on_ray, circuits.patch_edges(changed, CLEAN, CORRUPTED, masks[:4]), rtol=0, atol=ATOL)
+    loaded = cl.load_model(tmp_path)
+    circuits.patch_edges(loaded, CLEAN, CORRUPTED, masks[:4], executor=ray_executor)
+    W = loaded.blocks[0].mlp.W_in
+    W.data[:, [0, 1]] = W.data[:, [1, 0]]
+    with pytest.raises(CircuitlabError, match="save_model"):
+        circuits.patch_edges(loaded, CLEAN, CORRUPTED, masks[:4], executor=ray_executor)
 
 
 # -- bfloat16 --------------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from typing import Any, Callable, Optional, Sequence
 from circuitlab.core import check_number
 from circuitlab.engine.executor import ShardError, describe_shard, move_tensors
 from circuitlab.errors import CircuitlabError, InputError
-from circuitlab.models.identity import ModelSource, device_of, model_source, weight_fingerprint, worker_device
+from circuitlab.models.identity import ModelSource, device_of, replica_source, weight_fingerprint, worker_device
 
 __all__ = ["RayExecutor"]
 
@@ -158,7 +158,7 @@ class RayExecutor:
             f"cpus_per_worker or gpus_per_worker, or {fix}.")
 
     def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
-        source = None if model is None else model if isinstance(model, ModelSource) else model_source(model)
+        source = replica_source(model)  # the caller's weights, hashed again: replicas of other weights restart
         self._start(source)
         ray = _ray()
         pending = {}

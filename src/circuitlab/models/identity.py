@@ -2,7 +2,8 @@
 
 - :func:`weight_fingerprint`: a hash of every parameter's name, shape, dtype and bytes, equal exactly when the
   weights are equal; the one answer to "same model?" (caches keyed by model, a worker's replica checked against the
-  caller's model). Memoised per model while :func:`circuitlab.core.weight_state` is unchanged.
+  caller's model). Memoised per parameter while its state (:func:`circuitlab.core.weight_state`) is unchanged;
+  ``recheck=True`` hashes every byte again (for what outlives a weight state: caches on disk, replicas).
 - :class:`ModelSource` and :func:`model_source`: what an executor's worker loads (a name or a saved directory), the
   fingerprint its weights must match, and the device to load onto.
 - :func:`device_of` and :func:`worker_device`: the device a model lives on, and the one a worker loads onto.
@@ -17,10 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from circuitlab.core import weight_state
 from circuitlab.errors import CircuitlabError, InputError
 
-__all__ = ["ModelSource", "device_of", "model_source", "weight_fingerprint", "worker_device"]
+__all__ = ["ModelSource", "device_of", "model_source", "replica_source", "weight_fingerprint", "worker_device"]
 
 
 @dataclass(frozen=True)
@@ -59,33 +59,79 @@ class ModelSource:
         return model
 
 
-_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, tuple]" = weakref.WeakKeyDictionary()
+#: per model: ``{parameter name: (its state, the digest of its bytes)}`` (see :func:`weight_fingerprint`)
+_FINGERPRINTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+#: parameters are hashed in pieces of this many bytes, several at once (``hashlib`` releases the GIL); the pieces
+#: are fixed, so the digest does not depend on the thread count
+_PIECE = 64 * 2**20
 
 
-def weight_fingerprint(model: Any) -> str:
-    """A hash of every parameter's name, shape, dtype and bytes: equal exactly when the weights are equal (a sum
-    or a norm would depend on the thread count that computed it). Kept per model while no parameter is replaced,
-    changed in place or moved (:func:`circuitlab.core.weight_state`), so asking again costs nothing."""
-    import torch
+def weight_fingerprint(model: Any, *, recheck: bool = False) -> str:
+    """A hash of every parameter's name, shape, dtype and bytes (SHA-256): equal exactly when the weights are
+    equal (a sum or a norm would depend on the thread count that computed it). The one answer to "same model?".
 
-    state = weight_state(model)
+    Each parameter's digest is kept while its state is unchanged (:func:`circuitlab.core.weight_state`: the same
+    tensor, version counter, storage address and device), so asking again costs nothing and a change to one
+    parameter rehashes that parameter only. The state does not see writes into ``p.data`` in place
+    (``p.data[:, [0, 1]] = p.data[:, [1, 0]]``, ``p.data.mul_(2)``), which PyTorch counts in no version counter:
+    ``recheck=True`` hashes every byte again. Whatever reuses numbers computed from weights at another time or in
+    another process (the activation cache on disk, Ray replicas, result memos) asks with ``recheck=True``."""
+    params = list(model.named_parameters())
     try:
         known = _FINGERPRINTS.get(model)
-    except TypeError:
+    except TypeError:  # not weak-referenceable: nothing is kept
         known = None
-    if known is not None and known[0] == state:
-        return known[1]
-    h = hashlib.blake2b(digest_size=16)
-    for name, p in model.named_parameters():
-        t = p.detach().to("cpu").contiguous()
-        h.update(f"{name}{tuple(t.shape)}{t.dtype}".encode())
-        h.update(t.view(-1).view(torch.uint8).numpy().data if t.numel() else b"")
-    digest = h.hexdigest()
+    known = {} if known is None or recheck else known
+    states = {name: _param_state(p) for name, p in params}
+    todo = [(name, p) for name, p in params if known.get(name, (None,))[0] != states[name]]
+    digests = {name: known[name][1] for name, _ in params if name in known and known[name][0] == states[name]}
+    digests.update(_param_digests(todo))
+    h = hashlib.sha256()
+    for name, p in params:
+        h.update(f"{name}{tuple(p.shape)}{p.dtype}".encode())
+        h.update(digests[name])
     try:
-        _FINGERPRINTS[model] = (state, digest)
+        _FINGERPRINTS[model] = {name: (states[name], digests[name]) for name, _ in params}
     except TypeError:
         pass
-    return digest
+    return h.hexdigest()[:32]
+
+
+def _param_state(p: Any) -> tuple:
+    """What :func:`circuitlab.core.weight_state` keys one parameter on (identity, version, storage, device), with
+    its shape, strides and dtype."""
+    return (id(p), p._version, p.data_ptr(), str(p.device), tuple(p.shape), p.stride(), p.dtype)
+
+
+def _param_digests(params: list) -> dict[str, bytes]:
+    """``{name: digest}`` of each parameter's bytes: the SHA-256 of its pieces' SHA-256 digests (pieces of
+    :data:`_PIECE` bytes, hashed on a few threads)."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    import torch
+
+    if not params:
+        return {}
+    pieces, owners = [], []
+    for name, p in params:
+        t = p.detach().to("cpu").contiguous().reshape(-1)
+        raw = t.view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+        n = raw.numel()
+        for at in range(0, max(n, 1), _PIECE):
+            pieces.append(raw[at:at + _PIECE])
+            owners.append(name)
+    sha = lambda piece: hashlib.sha256(piece.numpy().data).digest()  # noqa: E731
+    workers = max(1, min(len(pieces), os.cpu_count() or 1, 16))
+    if workers == 1:
+        parts = [sha(piece) for piece in pieces]
+    else:
+        with ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(sha, pieces))
+    out: dict[str, "hashlib._Hash"] = {}
+    for name, part in zip(owners, parts):
+        out.setdefault(name, hashlib.sha256()).update(part)
+    return {name: h.digest() for name, h in out.items()}
 
 
 def shard_source(given: Any, loaded: Any) -> Any:
@@ -99,7 +145,9 @@ def model_source(model: Any, loaded: Any = None) -> ModelSource:
     """The :class:`ModelSource` of ``model``: a name or a saved directory as given (with the device of ``loaded``,
     the caller's model loaded from it, when given, kept as ``loaded`` for executors in this process), or a
     loaded model's directory (when it was loaded from one) or name, with its device and its weights' fingerprint
-    (checked in each worker).
+    (every byte hashed again, ``recheck=True``: writes into ``p.data`` in place are seen; checked in each worker).
+    A name or directory as given has no fingerprint here (most calls run in this process and need none):
+    :func:`replica_source` adds it for executors that keep replicas.
 
     A model whose name :func:`circuitlab.load_model` cannot resolve here without the network (one built in memory,
     ``HookedTransformer(cfg)``, is named ``"custom"``) is an :class:`~circuitlab.errors.InputError`: a worker could
@@ -115,7 +163,21 @@ def model_source(model: Any, loaded: Any = None) -> ModelSource:
         raise InputError(f"model: a model {what} (built in memory, or renamed) cannot be reloaded in a worker: "
                          "circuitlab.load_model does not know that name. Save it with circuitlab.save_model(model, "
                          "DIR) and pass DIR as the model.")
-    return ModelSource(name, weight_fingerprint(model), device_of(model))
+    return ModelSource(name, weight_fingerprint(model, recheck=True), device_of(model))
+
+
+def replica_source(model: Any) -> Optional[ModelSource]:
+    """What an executor that keeps model replicas between calls (Ray's) compares its replicas against: the
+    :class:`ModelSource` of ``model`` (see :func:`model_source`) with the fingerprint of the caller's weights
+    always set, every byte hashed again. A name or directory given with the model loaded from it gets that
+    model's fingerprint, so a directory saved again with other weights is not served by replicas of the old
+    ones. ``None`` for no model."""
+    if model is None:
+        return None
+    source = model_source(model)
+    if source.fingerprint is None and source.loaded is not None:
+        source = dataclasses.replace(source, fingerprint=weight_fingerprint(source.loaded, recheck=True))
+    return source
 
 
 def _resolvable(name: str) -> bool:

@@ -142,7 +142,8 @@ def discovery_run(model, seed: int = 0) -> dict:
 
     Raises :class:`~circuitlab.reproduce.registry.NotApplicable` when the graph does not support the model, is
     larger than :data:`MAX_EDGES`, or the model has no induction heads (no reference)."""
-    key = (model_name(model), seed, weight_fingerprint(model))  # two models of one name are not mixed
+    # two models of one name are not mixed; every byte hashed again (recheck): writes into p.data in place are seen
+    key = (model_name(model), seed, weight_fingerprint(model, recheck=True))
     if key not in _CACHE:
         with _one_thread():
             _CACHE[key] = _discovery_run(model, seed)
