@@ -400,6 +400,90 @@ def test_a_weight_modified_in_place_is_checked_again():
         induction.composition_scores(model)
 
 
+# -- caches: damaged files, weights changed after caching ----------------------------------------------------------
+
+FEW = Lazy(lambda: probing.template_sentences(12, seed=1), "12 template sentences")
+
+#: the analyses that cache activations on disk, ``(model, cache) -> result``; the reference is ``cache=False``
+CACHED = {
+    "probing.collect": lambda m, cache: probing.collect(
+        m, real(FEW), ["blocks.1.mlp.hook_post"], progress=False, cache=cache),
+    "probing.probe_sweep": lambda m, cache: probing.probe_sweep(
+        m, real(FEW), "upos", hooks=["blocks.1.hook_resid_post"], probes=("linear",), seeds=(0,),
+        progress=False, cache=cache),
+    "neurons.ranking.rank_neurons": lambda m, cache: neuron_ranking.rank_neurons(
+        m, real(FEW), "upos", method="anova", hooks=["blocks.1.mlp.hook_post"], progress=False, cache=cache),
+}
+
+
+def _flip_middle(path):  # same size, bytes changed
+    data = bytearray(path.read_bytes())
+    for i in range(len(data) // 2, len(data) // 2 + 8):
+        data[i] ^= 0x5A
+    path.write_bytes(bytes(data))
+
+
+#: damage done to every cached file between two calls
+DAMAGED_FILES = {
+    "flip middle bytes": _flip_middle,
+    "truncate": lambda path: path.write_bytes(path.read_bytes()[: path.stat().st_size // 2]),
+    "append junk": lambda path: path.write_bytes(path.read_bytes() + b"junk" * 8),
+    "empty file": lambda path: path.write_bytes(b""),
+}
+
+
+def _swap_w_in_columns(m):  # through .data, in place: no version counter moves
+    W = m.blocks[0].mlp.W_in
+    W.data[:, [0, 1]] = W.data[:, [1, 0]]
+
+
+def _scale_under_no_grad(m):
+    with torch.no_grad():
+        m.blocks[0].mlp.W_in.mul_(1.5)
+
+
+#: weight changes made between two calls
+WEIGHT_CHANGES = {
+    "p.data = ...": lambda m: setattr(m.blocks[0].mlp.W_in, "data", m.blocks[0].mlp.W_in.data * 1.5),
+    "swap two W_in columns": _swap_w_in_columns,
+    "in place under no_grad": _scale_under_no_grad,
+}
+
+
+def _same(got, want) -> None:
+    got_parts, want_parts = _parts(got), _parts(want)
+    assert len(got_parts) == len(want_parts)
+    for g, w in zip(got_parts, want_parts):
+        if isinstance(g, torch.Tensor):
+            assert g.shape == w.shape and bool(((g == w) | (g.isnan() & w.isnan())).all())
+        else:
+            assert g == w
+
+
+@pytest.mark.parametrize("damage", list(DAMAGED_FILES))
+@pytest.mark.parametrize("name", list(CACHED))
+def test_damaged_cache_files_are_recomputed(name: str, damage: str, tmp_path):
+    run = CACHED[name]
+    run(toy(), tmp_path)
+    files = sorted(tmp_path.rglob("*.pt"))
+    assert files
+    for f in files:
+        DAMAGED_FILES[damage](f)
+    with pytest.warns(UserWarning, match="cache entry .*recomputed"):
+        got = run(toy(), tmp_path)
+    _same(got, run(toy(), False))
+
+
+@pytest.mark.parametrize("change", list(WEIGHT_CHANGES))
+@pytest.mark.parametrize("name", list(CACHED))
+def test_weights_changed_after_caching_are_not_served_from_the_cache(name: str, change: str, tmp_path):
+    run = CACHED[name]
+    model = copy.deepcopy(toy())
+    run(model, tmp_path)
+    WEIGHT_CHANGES[change](model)
+    _same(run(model, tmp_path), run(model, False))
+
+
 # -- the command line --------------------------------------------------------------------------------------------
 
 #: each subcommand with bad arguments; every row must end in a one-line error, never a traceback

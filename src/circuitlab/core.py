@@ -943,3 +943,100 @@ def minimise_lbfgs(params: Sequence[Float[Tensor, "..."]], loss: Any, *, max_ite
 
     with torch.enable_grad():
         opt.step(closure)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Cache entries on disk: a checksum of the payload and the count it promised, checked on every read
+# ---------------------------------------------------------------------------------------------------------
+
+#: the first line of every cache entry circuitlab writes; a JSON header line follows, then the payload
+CACHE_ENTRY_MAGIC = b"circuitlab cache entry"
+#: the header's format: an entry of any other format (or none: written before entries had a checksum) is not used
+CACHE_ENTRY_FORMAT = 1
+
+
+def _payload_checksum(payload: bytes) -> str:
+    import hashlib
+
+    return "sha256:" + hashlib.sha256(payload).hexdigest()
+
+
+def write_cache_entry(path: Union[str, Path], payload: bytes, count: int, key: Any = None) -> None:
+    """Write a cache entry to ``path``: a header line holding the checksum of ``payload`` (SHA-256), its length,
+    ``count`` (what the entry holds: rows, sentences...) and ``key`` (what decides it, JSON), then ``payload``.
+    Written to a temporary name and renamed, so a reader never sees half an entry. Read it back with
+    :func:`read_cache_entry`."""
+    import json
+    import os
+    import threading
+
+    path = Path(path)
+    header = {"format": CACHE_ENTRY_FORMAT, "checksum": _payload_checksum(payload), "bytes": len(payload),
+              "count": int(count), "key": key}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(CACHE_ENTRY_MAGIC + b"\n" + json.dumps(header, sort_keys=True).encode() + b"\n")
+            f.write(payload)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def read_cache_entry(path: Union[str, Path], key: Any = None) -> Optional[tuple[bytes, int]]:
+    """``(payload, count)`` of the cache entry at ``path`` (:func:`write_cache_entry`), or ``None``: no file
+    (silently), or a file that is not an intact entry of ``key`` (with a warning naming the file and what is
+    wrong: cut short, longer than promised, bytes changed, no header, another format or key). The caller
+    recomputes the entry and writes it again; it checks the decoded payload against ``count`` itself
+    (:func:`warn_cache_entry` when they differ)."""
+    import json
+
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        warn_cache_entry(path, f"cannot be read ({type(exc).__name__}: {shorten(exc)})")
+        return None
+    if not data:
+        warn_cache_entry(path, "is empty")
+        return None
+    first, _, rest = data.partition(b"\n")
+    if first != CACHE_ENTRY_MAGIC:
+        warn_cache_entry(path, "has no circuitlab cache header (written by an older version without a checksum, "
+                               "or not a cache entry)")
+        return None
+    line, newline, payload = rest.partition(b"\n")
+    try:
+        header = json.loads(line) if newline else None
+        promised, checksum, count = int(header["bytes"]), str(header["checksum"]), int(header["count"])
+        fmt = header["format"]
+    except (ValueError, TypeError, KeyError):
+        warn_cache_entry(path, "has a damaged header")
+        return None
+    if fmt != CACHE_ENTRY_FORMAT:
+        warn_cache_entry(path, f"is of format {shorten(fmt)}, not {CACHE_ENTRY_FORMAT}")
+        return None
+    if len(payload) < promised:
+        warn_cache_entry(path, f"is cut short ({len(payload)} of the {promised} bytes its header promised)")
+        return None
+    if len(payload) > promised:
+        warn_cache_entry(path, f"holds {len(payload) - promised} bytes more than the {promised} its header "
+                               "promised")
+        return None
+    if _payload_checksum(payload) != checksum:
+        warn_cache_entry(path, "does not match its checksum (bytes were changed)")
+        return None
+    if key is not None and header.get("key") != json.loads(json.dumps(key)):
+        warn_cache_entry(path, "was written for another key")
+        return None
+    return payload, count
+
+
+def warn_cache_entry(path: Union[str, Path], problem: str) -> None:
+    """The one warning for a cache entry that is not used: ``cache entry PATH PROBLEM; not used, recomputed``."""
+    import warnings
+
+    warnings.warn(f"cache entry {path} {problem}; not used, recomputed.", stacklevel=3)

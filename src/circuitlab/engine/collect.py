@@ -40,8 +40,8 @@ its batch plan among an executor's workers (:mod:`circuitlab.engine.executor`;
 from __future__ import annotations
 
 import hashlib
+import io
 import json
-import os
 import re
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Optional, Sequence, TypeVar
@@ -50,7 +50,8 @@ import torch
 from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, row_bytes
+from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, read_cache_entry, row_bytes,
+                             warn_cache_entry, write_cache_entry)
 from circuitlab.errors import InputError
 
 T = TypeVar("T")
@@ -397,8 +398,11 @@ class DiskCache:
     """Collected rows on disk, one file per hook, under ``folder``, keyed by what decides them.
 
     ``key`` holds everything the rows depend on besides the hook (the model's name and weights' fingerprint, the
-    data, the pooling, the dtype...); a file is used only if its key matches and it holds ``n_rows`` rows. Files are
-    written to a temporary name and renamed, so concurrent collections never read a half-written file.
+    data, the pooling, the dtype...). Each file is a cache entry (:func:`circuitlab.core.write_cache_entry`): a
+    checksum of its bytes, its row count and its key, then the tensor. A file is used only if it is intact (same
+    length, same checksum), its key matches and it holds ``n_rows`` rows; any other file (damaged, cut short,
+    written by an older version) is recomputed, with a warning naming it. Files are written to a temporary name
+    and renamed, so concurrent collections never read a half-written file.
     """
 
     def __init__(self, folder: Optional[Path], key: Mapping[str, Any]):
@@ -422,25 +426,39 @@ class DiskCache:
                              f"{cache!r}.")
         return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name(model) or "model")
 
+    def _key(self, hook: str) -> dict:
+        return {**self.key, "hook": hook}
+
     def path(self, hook: str) -> Optional[Path]:
         if self.folder is None:
             return None
-        digest = hashlib.sha256(json.dumps({**self.key, "hook": hook}).encode()).hexdigest()[:24]
+        digest = hashlib.sha256(json.dumps(self._key(hook)).encode()).hexdigest()[:24]
         return self.folder / (digest + ".pt")
 
     def load(self, hooks: Sequence[str], n_rows: int) -> dict[str, Float[Tensor, "row d"]]:
-        """The hooks whose rows are on disk (a damaged file is skipped, to be recomputed)."""
+        """The hooks whose rows are on disk, intact; a file that is not (see the class) is left out, with a
+        warning, to be recomputed."""
         found = {}
         for h in hooks:
             path = self.path(h)
-            if path is None or not path.is_file():
+            if path is None:
                 continue
+            entry = read_cache_entry(path, key=self._key(h))
+            if entry is None:
+                continue
+            payload, count = entry
             try:
-                t = torch.load(path, weights_only=True)
-            except Exception:
+                t = torch.load(io.BytesIO(payload), weights_only=True)
+            except Exception as exc:
+                warn_cache_entry(path, f"cannot be read as a tensor ({type(exc).__name__})")
                 continue
-            if t.ndim == 2 and t.shape[0] == n_rows:
-                found[h] = t
+            rows = t.shape[0] if isinstance(t, Tensor) and t.ndim == 2 else None
+            if rows != count or count != n_rows:
+                what = f"{rows} rows" if rows is not None else "no [rows, d] tensor"
+                warn_cache_entry(path, f"holds {what}; its header promised {count} and the collection needs "
+                                       f"{n_rows}")
+                continue
+            found[h] = t
         return found
 
     def save(self, rows: Mapping[str, Float[Tensor, "row d"]]) -> None:
@@ -448,10 +466,9 @@ class DiskCache:
             path = self.path(h)
             if path is None:
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(f".tmp-{os.getpid()}")  # one per process (concurrent collections)
-            torch.save(t, tmp)
-            tmp.replace(path)
+            buffer = io.BytesIO()
+            torch.save(t.contiguous(), buffer)
+            write_cache_entry(path, buffer.getvalue(), count=t.shape[0], key=self._key(h))
 
 
 __all__ = ["NO_POSITIONS", "is_encoder", "default_hooks", "residual_hooks", "check_hooks", "check_pool",

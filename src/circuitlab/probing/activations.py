@@ -27,8 +27,9 @@ patterns), is an :class:`~circuitlab.errors.InputError`.
 
 **Cache**: each hook's matrix is written to ``$CIRCUITLAB_CACHE/probing/activations/<model>/`` under a key made
 of the model's name and a fingerprint of its weights, the hook, the pooling, and a hash of the aligned token ids
-(which covers the data and the tokenizer). The fingerprint hashes every weight
-(:func:`circuitlab.models.identity.weight_fingerprint`), so a model changed in any way gets new files. Sweeps over
+(which covers the data and the tokenizer). The fingerprint hashes every weight's bytes on each call
+(:func:`circuitlab.models.identity.weight_fingerprint` with ``recheck=True``), so a model changed in any way gets
+new files. Each file carries a checksum and its row count: a damaged one is recomputed, with a warning. Sweeps over
 probes and layers then read the disk, and only the hooks not yet cached run. ``cache=False`` turns it off; a path
 puts it elsewhere.
 
@@ -62,8 +63,9 @@ from circuitlab.models.loading import as_any_model
 from circuitlab.probing.align import POOLS, Alignment, align, check_sentences
 from circuitlab.probing.data import Sentence
 
-#: bump when what a cached file holds changes: older files are then ignored
-CACHE_FORMAT = 1
+#: bump when what a cached file holds changes: older files are then ignored (2: files are checksummed cache entries,
+#: :func:`circuitlab.core.write_cache_entry`, and the weights' fingerprint is SHA-256)
+CACHE_FORMAT = 2
 
 
 @dataclass
@@ -185,8 +187,11 @@ def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, poo
 
     store = DiskCache(DiskCache.folder_for(cache, model, "probing/activations"), {})
     if store.folder is not None:
-        store.key = {"format": CACHE_FORMAT, "model": model_name(model), "weights": weight_fingerprint(model),
-                     "pool": pool, "data": _alignment_hash(al, pool), "dtype": str(dtype)}
+        # every byte hashed again (recheck): the files outlive this weight state, and writes into p.data in place
+        # move no version counter
+        store.key = {"format": CACHE_FORMAT, "model": model_name(model),
+                     "weights": weight_fingerprint(model, recheck=True), "pool": pool,
+                     "data": _alignment_hash(al, pool), "dtype": str(dtype)}
     acts: dict[str, Tensor] = store.load(hooks, len(rows))
     todo = [h for h in hooks if h not in acts]
     if todo:

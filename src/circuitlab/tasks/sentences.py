@@ -36,7 +36,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import random
 import re
 import warnings
@@ -44,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from circuitlab.core import read_text_file, shorten
+from circuitlab.core import read_cache_entry, read_text_file, shorten, warn_cache_entry, write_cache_entry
 from circuitlab.errors import CircuitlabError, InputError
 
 #: the annotation layers a Sentence may carry, by name (what probes call a "task")
@@ -544,8 +543,9 @@ def template_sentences(n: int = 500, seed: int = 0) -> list[Sentence]:
 # Default data
 # ---------------------------------------------------------------------------------------------------------
 
-#: bump when the default data's selection or labelling changes: older cached copies are then rebuilt
-DEFAULT_DATA_FORMAT = 2
+#: bump when the default data's selection or labelling changes: older cached copies are then rebuilt (3: the cached
+#: file is a checksummed cache entry, :func:`circuitlab.core.write_cache_entry`)
+DEFAULT_DATA_FORMAT = 3
 _PLAIN = re.compile(r"^[A-Z][A-Za-z ,;:'\-]*[a-z][.!?]$")
 
 
@@ -607,8 +607,9 @@ def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
 
     key = json.dumps({"n": n, "seed": seed, "format": DEFAULT_DATA_FORMAT, "spacy": spacy.__version__})
     path = cache_root() / "probing" / "data" / f"debian-{hashlib.sha256(key.encode()).hexdigest()[:16]}.conllu"
-    if path.is_file():
-        return _read_cached_conllu(path.read_text(encoding="utf-8"))
+    cached = _read_cached_corpus(path, key, n)
+    if cached is not None:
+        return cached
     kjv, cookies = debian_corpus_lines(seed)
     extra = n // 8 + 8  # spaCy splits a few lines in two; those are left out, so label a few more
     half = min((n + extra) // 2, len(cookies))
@@ -624,11 +625,28 @@ def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
     if len(labelled) < n:
         raise InputError(f"n={n}: the Debian corpora give only {len(labelled)} plain single-sentence lines; ask "
                          "for fewer.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".tmp-{os.getpid()}")  # one per process: two processes may fill the cache at once
-    tmp.write_text(write_conllu(labelled), encoding="utf-8")
-    tmp.replace(path)
+    # a checksum and the count: a damaged or cut-short file is not read back as a smaller corpus
+    write_cache_entry(path, write_conllu(labelled).encode("utf-8"), count=len(labelled), key=json.loads(key))
     return labelled
+
+
+def _read_cached_corpus(path: Path, key: str, n: int) -> Optional[list[Sentence]]:
+    """The ``n`` sentences cached at ``path`` under ``key``, or ``None`` (no file, or one that is not an intact
+    entry of ``n`` sentences: then with a warning, and the corpus is labelled again)."""
+    entry = read_cache_entry(path, key=json.loads(key))
+    if entry is None:
+        return None
+    payload, count = entry
+    try:
+        sentences = _read_cached_conllu(payload.decode("utf-8"))
+    except (UnicodeDecodeError, CircuitlabError, ValueError, IndexError) as exc:
+        warn_cache_entry(path, f"cannot be read as CoNLL-U ({type(exc).__name__})")
+        return None
+    if not len(sentences) == count == n:
+        warn_cache_entry(path, f"holds {len(sentences)} sentences; its header promised {count} and {n} were asked "
+                               "for")
+        return None
+    return sentences
 
 
 def data_hash(sentences: Sequence[Sentence]) -> str:
