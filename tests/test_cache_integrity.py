@@ -321,3 +321,21 @@ def test_a_copy_converted_before_cards_held_checksums_is_kept(fake_real):
     with pytest.warns(UserWarning, match="checksum"):
         load()
     assert len(conversions) == 2
+
+
+def test_the_induction_reference_of_a_directory_saved_again_is_established_again(tmp_path):
+    """``induction_reference`` caches what it establishes for a model given by name; a directory saved again
+    with other weights is another model, not the cached one."""
+    from circuitlab.circuits import induction_reference
+
+    base = cl.load_model("zoo/attn-only-2l")
+    cl.save_model(base, tmp_path)
+    kw = dict(seq_len=6, n_seqs=4)
+    first = induction_reference(str(tmp_path), **kw)
+    changed = copy.deepcopy(base)
+    with torch.no_grad():
+        changed.blocks[1].attn.W_V.mul_(0.5)
+    cl.save_model(changed, tmp_path)
+    again = induction_reference(str(tmp_path), **kw)
+    want = induction_reference(changed, **kw)
+    assert again.meta["effects"] == want.meta["effects"] != first.meta["effects"]

@@ -24,8 +24,8 @@ helps. It is established in three steps, each with circuitlab's own analyses, no
    An edge is kept when ``|effect| >= threshold x |metric(clean) - metric(corrupted)|``, with **threshold = 0.05**
    (5% of the whole behaviour), fixed before looking at the result.
 
-The result is cached per model name and settings (a circuit of the model's graph; its ``meta`` keeps the roles,
-the head scores, every candidate's effect and the threshold).
+For a model given by name, the result is cached per name, weights (their fingerprint) and settings (a circuit of
+the model's graph; its ``meta`` keeps the roles, the head scores, every candidate's effect and the threshold).
 
 **On zoo/attn-only-2l** (2 layers x 4 heads; defaults: 16 sequences of 2 x 12 tokens, seed 0): the four layer-1
 heads are induction heads (scores 0.75-0.78), and all four layer-0 heads share the previous-token job (0.26-0.31,
@@ -43,7 +43,7 @@ an :class:`~circuitlab.errors.InputError` naming it.
 
 from __future__ import annotations
 
-import functools
+import collections
 from typing import Any, Iterable
 
 import torch
@@ -54,6 +54,7 @@ from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.graph import Edge, Graph
 from circuitlab.core import ModelLike, as_model, check_number, head_label, model_name
 from circuitlab.errors import InputError
+from circuitlab.models.identity import weight_fingerprint
 from circuitlab.tasks.repeated import InductionLogProb, induction_task
 
 #: the fraction of the clean-corrupted metric gap an edge's exact effect must reach to be in the reference
@@ -62,7 +63,7 @@ INDUCTION_THRESHOLD = 0.05
 
 def induction_reference(model: ModelLike = "zoo/attn-only-2l", *, seq_len: int = 12, n_seqs: int = 16,
                         seed: int = 0, threshold: float = INDUCTION_THRESHOLD) -> Circuit:
-    """The induction circuit of ``model``, established as the module docstring says (cached per model name).
+    """The induction circuit of ``model``, established as the module docstring says (cached per name and weights).
 
     Returns an unscored :class:`~circuitlab.circuits.Circuit` (the reference edges) whose ``meta`` holds
     ``previous_token_heads``, ``induction_heads``, ``head_scores``, ``effects`` (every candidate edge's exact
@@ -71,13 +72,21 @@ def induction_reference(model: ModelLike = "zoo/attn-only-2l", *, seq_len: int =
     check_number(threshold, "threshold", 0, 1, low_open=True, high_open=True,
                  message=f"threshold is a fraction of the clean-corrupted metric gap, in (0, 1); got {threshold!r}.")
     if isinstance(model, str):
-        return _cached_reference(model, seq_len, n_seqs, seed, float(threshold)).copy()
+        return _cached_reference(as_model(model), seq_len, n_seqs, seed, float(threshold)).copy()
     return _induction_reference(as_model(model), seq_len, n_seqs, seed, float(threshold))
 
 
-@functools.lru_cache(maxsize=8)
-def _cached_reference(name: str, seq_len: int, n_seqs: int, seed: int, threshold: float) -> "_Frozen":
-    return _Frozen(_induction_reference(as_model(name), seq_len, n_seqs, seed, threshold))
+#: references established for a model given by name, keyed by its weights (a name's directory may be saved again)
+_REFERENCES: "collections.OrderedDict[tuple, _Frozen]" = collections.OrderedDict()
+
+
+def _cached_reference(model: Any, seq_len: int, n_seqs: int, seed: int, threshold: float) -> "_Frozen":
+    key = (model_name(model), weight_fingerprint(model, recheck=True), seq_len, n_seqs, seed, threshold)
+    if key not in _REFERENCES:
+        _REFERENCES[key] = _Frozen(_induction_reference(model, seq_len, n_seqs, seed, threshold))
+        while len(_REFERENCES) > 8:
+            _REFERENCES.popitem(last=False)
+    return _REFERENCES[key]
 
 
 class _Frozen:
