@@ -67,8 +67,9 @@ def weight_state(model: Any) -> tuple:
     changes whenever a parameter is replaced, its data replaced, modified in place or moved; equal keys mean the
     weights were not touched in between (it says nothing about two different models: for that, compare
     :func:`circuitlab.models.identity.weight_fingerprint`). Not seen: writes into ``p.data`` in place
-    (``p.data.mul_(2)``), which PyTorch counts in no version counter; change a weight under ``torch.no_grad()``
-    (``p.mul_(2)``) or replace it instead."""
+    (``p.data.mul_(2)``, ``p.data[:, [0, 1]] = p.data[:, [1, 0]]``), which PyTorch counts in no version counter;
+    change a weight under ``torch.no_grad()`` (``p.mul_(2)``) or replace it instead. What outlives a weight state
+    (caches on disk, replicas) hashes every byte again (``weight_fingerprint(model, recheck=True)``)."""
     return tuple((name, id(p), p._version, p.device, p.data_ptr()) for name, p in model.named_parameters())
 
 
