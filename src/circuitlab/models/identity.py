@@ -64,6 +64,8 @@ _FINGERPRINTS: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionar
 #: parameters are hashed in pieces of this many bytes, several at once (``hashlib`` releases the GIL); the pieces
 #: are fixed, so the digest does not depend on the thread count
 _PIECE = 64 * 2**20
+#: at most this many bytes of parameters copied to the CPU (from a GPU, or made contiguous) wait to be hashed
+_COPIED = 512 * 2**20
 
 
 def weight_fingerprint(model: Any, *, recheck: bool = False) -> str:
@@ -105,7 +107,8 @@ def _param_state(p: Any) -> tuple:
 
 def _param_digests(params: list) -> dict[str, bytes]:
     """``{name: digest}`` of each parameter's bytes: the SHA-256 of its pieces' SHA-256 digests (pieces of
-    :data:`_PIECE` bytes, hashed on a few threads)."""
+    :data:`_PIECE` bytes, hashed on a few threads). Parameters on another device than the CPU are copied to it a
+    few at a time (at most :data:`_COPIED` bytes held at once: a model on a GPU is never copied whole)."""
     import os
     from concurrent.futures import ThreadPoolExecutor
 
@@ -113,25 +116,33 @@ def _param_digests(params: list) -> dict[str, bytes]:
 
     if not params:
         return {}
-    pieces, owners = [], []
-    for name, p in params:
-        t = p.detach().to("cpu").contiguous().reshape(-1)
-        raw = t.view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
-        n = raw.numel()
-        for at in range(0, max(n, 1), _PIECE):
-            pieces.append(raw[at:at + _PIECE])
-            owners.append(name)
     sha = lambda piece: hashlib.sha256(piece.numpy().data).digest()  # noqa: E731
-    workers = max(1, min(len(pieces), os.cpu_count() or 1, 16))
-    if workers == 1:
-        parts = [sha(piece) for piece in pieces]
-    else:
-        with ThreadPoolExecutor(workers) as pool:
-            parts = list(pool.map(sha, pieces))
-    out: dict[str, "hashlib._Hash"] = {}
-    for name, part in zip(owners, parts):
-        out.setdefault(name, hashlib.sha256()).update(part)
-    return {name: h.digest() for name, h in out.items()}
+    workers = max(1, min(os.cpu_count() or 1, 16))
+    hashes: dict[str, "hashlib._Hash"] = {}
+    pieces: list = []  # (name, piece) waiting to be hashed
+    copied = 0
+
+    def flush(pool) -> None:
+        nonlocal copied
+        parts = pool.map(sha, [piece for _, piece in pieces]) if pool is not None else map(
+            sha, [piece for _, piece in pieces])
+        for (name, _), part in zip(pieces, parts):
+            hashes[name].update(part)
+        pieces.clear()
+        copied = 0
+
+    with ThreadPoolExecutor(workers) as pool:
+        for name, p in params:
+            t = p.detach().to("cpu").contiguous().reshape(-1)
+            if p.device.type != "cpu" or t.data_ptr() != p.data_ptr():
+                copied += t.numel() * t.element_size()
+            raw = t.view(torch.uint8) if t.numel() else torch.empty(0, dtype=torch.uint8)
+            hashes[name] = hashlib.sha256()
+            pieces.extend((name, raw[at:at + _PIECE]) for at in range(0, max(raw.numel(), 1), _PIECE))
+            if copied > _COPIED:
+                flush(pool)
+        flush(pool if workers > 1 else None)
+    return {name: h.digest() for name, h in hashes.items()}
 
 
 def shard_source(given: Any, loaded: Any) -> Any:
