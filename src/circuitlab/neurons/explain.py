@@ -61,8 +61,8 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
+                             check_max_memory, check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError
@@ -617,6 +617,11 @@ def _derangement(n: int, rng: random.Random) -> list[int]:
     return out
 
 
+#: why score_explanations refuses a neuron twice
+_REPEATS = ("a repeated neuron's shuffled control can be its own explanation, so the control equals the real "
+            "score, and the summaries count it twice")
+
+
 def score_explanations(
     model: ModelLike,
     texts: Union[Int[Tensor, " pos"], Int[Tensor, "batch pos"],
@@ -663,10 +668,13 @@ def score_explanations(
         if len(layers) > 1:
             raise InputError(f"texts: records of layers {layers}; one call scores the neurons of one layer (the "
                              "result is labelled by it): score each layer's records separately.")
+        check_distinct([r.neuron for r in records], "the records' neurons", why=_REPEATS)
     else:
         m = as_model(model)
         if layer is None:
             raise InputError("layer is needed to score neurons from texts: give the MLP layer, e.g. layer=2.")
+        if neurons is not None:
+            check_distinct(check_neurons(m, neurons), "neurons", why=_REPEATS)
         records = neuron_records(m, texts, layer, neurons, n_explain=n_explain, n_top=n_top, n_random=n_random,
                                  max_tokens=max_tokens, seed=seed, batch_size=batch_size, progress=progress,
                                  max_memory=max_memory)
