@@ -218,3 +218,15 @@ def test_tcav_refuses_repeats_and_concepts_inside_the_random_pool(concepts, rand
     pool = random_texts or ["the sea", "a hill", "old bread", "the king", "a door", "the road", "my coat", "the rain"]
     with pytest.raises(InputError, match=match):
         tcav.tcav(toy(), [CLEAN], LD, concepts, pool, hooks="blocks.1.hook_resid_pre", runs=2, set_size=2)
+
+
+def test_an_explanation_score_against_activations_constant_within_float_noise_is_undefined():
+    """True activations 0.5 + 1e-8 noise: the old correlation was a number (of the noise); now NaN (scored 0 and
+    flagged undefined by score_simulation's caller, as for exactly constant activations)."""
+    gen = torch.Generator().manual_seed(0)
+    true = 0.5 + 1e-8 * torch.randn(40, generator=gen)
+    simulated = torch.randn(40, generator=gen)
+    assert math.isnan(explain.correlation_score(true, simulated))
+    assert math.isnan(explain.correlation_score(simulated, torch.full((40,), 3.0) + 1e-12 * torch.randn(40)))
+    # a simulation on a tiny scale is still a simulation (it is scale-free)
+    assert explain.correlation_score(simulated, 1e-6 * simulated) == pytest.approx(1.0)

@@ -217,9 +217,9 @@ class Normalized(LogitMetric):
         # KL is quadratic in the logits' change, so its two values are compared as sqrt(KL), in logit units
         kl = isinstance(metric, KLDivergence)
         ends = (math.sqrt(abs(float(clean))), math.sqrt(abs(float(corrupted)))) if kl else (clean, corrupted)
-        check_difference(*ends, f"cannot normalise: the metric{' (as sqrt(KL))' if kl else ''} on the clean and the "
-                         "corrupted run", "Choose prompts (or answers) on which the model behaves differently.",
-                         dtype=dtype)
+        check_difference(*ends, f"cannot normalise: the metric's values{' (as sqrt(KL))' if kl else ''} on both the "
+                         "clean and the corrupted run", "Choose prompts (or answers) on which the model behaves "
+                         "differently.", dtype=dtype)
         self.metric, self.clean, self.corrupted = metric, float(clean), float(corrupted)
         self.name = f"normalized {metric_name(metric)}"
 

@@ -62,7 +62,8 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
-                             check_max_memory, check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
+                             check_max_memory, check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens,
+                             unresolved)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError
@@ -500,6 +501,10 @@ def correlation_score(true: Float[Tensor, " token"], simulated: Float[Tensor, " 
     y = torch.as_tensor(simulated, dtype=torch.float64).flatten()
     if x.shape != y.shape:
         raise SimulationError(f"{len(y)} simulated values for {len(x)} true ones; give one per token.")
+    # a side constant within float noise (core.resolution) has no variance to correlate: the model's activations
+    # carry float32 errors of the scale of its states (floor 1); a simulation is on any scale (floor 0)
+    if x.numel() == 0 or bool(unresolved(x.max(), x.min())) or bool(unresolved(y.max(), y.min(), floor=0.0)):
+        return float("nan")
     x, y = x - x.mean(), y - y.mean()
     den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
     if den == 0.0 or not math.isfinite(den):
