@@ -270,7 +270,9 @@ class CausalTrace(Result):
         return float(self.meta["corrupted_prob"])
 
     def indirect_effect(self, normalized: bool = False) -> Result:
-        """``P_restored - P_corrupted`` for every state; ``normalized``: divided by ``P_clean - P_corrupted``."""
+        """``P_restored - P_corrupted`` for every state; ``normalized``: divided by ``P_clean - P_corrupted`` (an
+        :class:`~circuitlab.errors.InputError` when that gap is within float noise, see
+        :func:`circuitlab.core.resolution`)."""
         effect = self.values - self.corrupted_prob
         metric = "indirect effect: P(answer) restored - corrupted"
         if normalized:

@@ -40,6 +40,9 @@ def faithfulness(
     (``(m(circuit) - m(nothing)) / (m(full) - m(nothing))``: 0 = every edge removed, 1 = the full model) and
     ``KL to clean`` (the circuit's last-position KL divergence from the clean run, in nats). ``meta`` holds the
     raw metric values of the circuit, the full model and the empty circuit. ``metric`` defaults to that KL.
+    A corruption (or ablation) under which the full model and the empty circuit agree within float noise
+    (:func:`circuitlab.core.resolution`; KL compared as ``sqrt(KL)``) leaves nothing to recover: an
+    :class:`~circuitlab.errors.InputError`, not a ratio of noise.
     """
     if not isinstance(circuit, Circuit):
         raise InputError(f"faithfulness needs a Circuit; got {type(circuit).__name__}.")
