@@ -119,6 +119,18 @@ KINDS: dict[str, Kind] = {
     "concepts": Kind(("concept",), bad=[{}, {"pets": []}, {"pets": ["the cat"]}, ["the cat"], None, {"": ["a", "b"]}]),
     "sentences": Kind(("sentence",), bad=[[], 3, "The cat sat.", [None], ["The cat sat."]]),
     "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
+    # a corrupted prompt that does not move the metric: a ratio over the difference would be float noise
+    "near-zero denominators": Kind(("corrupt", "resolution", "float noise"), bad=[CLEAN]),
+    # repeated items where a method assumes distinct ones (a control, a split); one kind per type of argument
+    "repeated neurons": Kind(("neuron", "repeat"), bad=[[511, 511], [511, -1]]),
+    "repeated sentences": Kind(("sentence", "distinct"), bad=[
+        Lazy(lambda: probing.template_sentences(30)[:1] * 30, "one sentence x 30"),
+        Lazy(lambda: probing.template_sentences(2) * 15, "two sentences x 15")]),
+    "repeated texts": Kind(("repeat", "random_texts"), bad=[
+        ["the sea", "the sea", "a hill", "old bread", "the king", "a door", "the road", "the rain"]]),
+    "repeated concept texts": Kind(("concept",), bad=[
+        {"pets": ["the cat", "the cat", "a dog", "my cat"]},
+        {"pets": ["the sea", "a hill", "old bread", "the king"]}]),  # the concept is drawn from the random pool
 }
 
 
@@ -145,6 +157,14 @@ SENTENCES = Lazy(lambda: probing.template_sentences(30), "30 template sentences"
 def toy_ranking():
     return neuron_ranking.rank_neurons(toy(), probing.template_sentences(30), method="anova", hooks=[1],
                                        progress=False, cache=False)
+
+@functools.lru_cache(maxsize=None)
+def toy_scores():
+    return circuits.eap(toy(), CLEAN, CORRUPTED, LD)
+
+
+#: sentences that a method splits into train / dev / test (repeats must not leak across the split)
+SPLIT = ("sentences", "repeated sentences")
 
 PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_tokens": ("prompt", CORRUPTED),
          "metric": ("metric", LD)}
@@ -207,8 +227,13 @@ ANALYSES = [
     Analysis("circuits.patch_edges", circuits.patch_edges, {**PATCH, "removed": ("circuit", [["L0H0 -> logits"]]),
                                                             "ablation": ("choice", "mean")}),
     Analysis("circuits.faithfulness", circuits.faithfulness,
-             {**PATCH, "circuit": ("circuit", Lazy(lambda: circuits.Circuit.from_edges(
+             {**PATCH, "corrupted_tokens": (("prompt", "near-zero denominators"), CORRUPTED),
+              "circuit": ("circuit", Lazy(lambda: circuits.Circuit.from_edges(
                  circuits.Graph.from_model(toy()), ["L0H0 -> logits"]), "a one-edge circuit"))}),
+    Analysis("circuits.faithfulness_curve", functools.partial(circuits.faithfulness_curve, ks=[0, 1]),
+             {"model": ("model", M), "clean_tokens": ("prompt", CLEAN),
+              "corrupted_tokens": ("near-zero denominators", CORRUPTED), "metric": ("metric", LD),
+              "scores": ("circuit", Lazy(lambda: toy_scores(), "EAP scores"))}),
     Analysis("concepts.integrated_gradients", gradients.integrated_gradients,
              {"model": ("model", M), "prompts": ("prompt", CLEAN), "metric": ("metric", LD),
               "hook": ("hook", "hook_embed"), "baseline": ("choice", "mean"), "steps": ("count", 4),
@@ -218,9 +243,9 @@ ANALYSES = [
               "hook": ("hook", "blocks.1.hook_resid_pre"), "max_memory": ("memory", 2**20)}),
     Analysis("concepts.tcav", tcav.tcav,
              {"model": ("model", M), "inputs": ("prompts", [CLEAN, CORRUPTED]), "metric": ("metric", LD),
-              "concepts": ("concepts", {"pets": ["the cat", "a dog", "my cat", "the dog"]}),
-              "random_texts": ("prompts", ["the sea", "a hill", "old bread", "the king", "a door", "the road",
-                                           "my coat", "the rain"]),
+              "concepts": (("concepts", "repeated concept texts"), {"pets": ["the cat", "a dog", "my cat", "the dog"]}),
+              "random_texts": (("prompts", "repeated texts"), ["the sea", "a hill", "old bread", "the king", "a door",
+                                                               "the road", "my coat", "the rain"]),
               "hooks": ("hook", "blocks.1.hook_resid_pre"), "runs": ("count", 2), "set_size": ("count", 3),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.collect", functools.partial(probing.collect, progress=False, cache=False),
@@ -228,10 +253,10 @@ ANALYSES = [
               "hooks": ("hook", ["blocks.1.hook_resid_post"]), "pool": ("choice", "first"),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.probe_sweep", functools.partial(probing.probe_sweep, progress=False, cache=False, seeds=(0,)),
-             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"),
+             {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "upos"),
               "hooks": ("hook", ["blocks.1.hook_resid_post"]), "probes": ("choice", ("linear",))}),
     Analysis("probing.structural_sweep", functools.partial(probing.structural_sweep, progress=False, cache=False),
-             {"source": ("model", M), "sentences": ("sentences", SENTENCES),
+             {"source": ("model", M), "sentences": (SPLIT, SENTENCES),
               "hooks": ("hook", ["blocks.1.hook_resid_post"]), "rank": ("count", 4)}),
     Analysis("probing.head_sweep", functools.partial(probing_heads.head_sweep, progress=False, min_count=1),
              {"model": ("model", M), "sentences": ("sentences", SENTENCES), "layers": ("layers", [3]),
@@ -242,7 +267,7 @@ ANALYSES = [
              {"answer": ("answer", " mat"), "pos": ("pos", 7)}),
     Analysis("metrics.Normalized.fit", Normalized.fit,
              {"metric": ("metric", LD), "model": ("model", M), "clean_tokens": ("prompt", CLEAN),
-              "corrupted_tokens": ("prompt", CORRUPTED)}),
+              "corrupted_tokens": (("prompt", "near-zero denominators"), CORRUPTED)}),
     Analysis("neurons.examples.neuron_page", functools.partial(neuron_examples.neuron_page, progress=False),
              {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
               "neuron": ("neuron", 511), "k": ("count", 3), "bins": ("count", 4), "batch_size": ("count", 1),
@@ -250,11 +275,12 @@ ANALYSES = [
     Analysis("neurons.explain.score_explanations", functools.partial(neuron_explain.score_explanations,
                                                                       shuffled=False, progress=False),
              {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
-              "layer": ("layer", 3), "neurons": ("neuron", 511), "n_explain": ("count", 2), "n_top": ("count", 2),
+              "layer": ("layer", 3), "neurons": (("neuron", "repeated neurons"), 511), "n_explain": ("count", 2),
+              "n_top": ("count", 2),
               "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
     Analysis("neurons.ranking.rank_neurons",
              functools.partial(neuron_ranking.rank_neurons, progress=False, cache=False),
-             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"),
+             {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "upos"),
               "method": ("choice", "anova"), "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "bins": ("count", 4),
               "max_memory": ("memory", 2**20)}),
     Analysis("neurons.ranking.correlation_ranking", functools.partial(neuron_ranking.correlation_ranking,
@@ -272,7 +298,7 @@ ANALYSES = [
               "sentences": ("prompts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.edge_probe", functools.partial(probing.edge_probe, progress=False, cache=False, epochs=1),
-             {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "pos"),
+             {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "pos"),
               "pool": ("choice", "mean"), "proj": ("count", 8)}),
 ]
 
@@ -286,6 +312,7 @@ SKIP = {
     ("circuits.acdc", "metric"): {None},  # None: KL divergence from the clean output, as in the ACDC paper
     ("circuits.patch_edges", "metric"): {None},
     ("circuits.faithfulness", "metric"): {None},
+    ("circuits.faithfulness_curve", "metric"): {None},
     ("concepts.integrated_gradients", "baseline"): {3},  # a token id: the baseline is that token at every position
     ("concepts.tcav", "hooks"): {3, None},
     ("probing.collect", "hooks"): {3, None},  # a layer number (its residual stream output); None: the defaults
@@ -296,19 +323,24 @@ SKIP = {
 }
 
 
+def _kinds(spec) -> tuple[str, ...]:
+    """An argument's kinds: one name, or a tuple of names (``("prompt", "near-zero denominators")``)."""
+    return spec if isinstance(spec, tuple) else (spec,)
+
+
 def _cases():
     for a in ANALYSES:
-        for arg, (kind, _) in a.args.items():
+        for arg, (spec, _) in a.args.items():
             skip = SKIP.get((a.name, arg), set())
-            for value in KINDS[kind].bad:
+            for value in (v for kind in _kinds(spec) for v in KINDS[kind].bad):
                 if not any(value is s or (type(value) is type(s) and value == s) for s in skip):
                     yield pytest.param(a, arg, value, id=f"{a.name}-{arg}={_short(value)}")
 
 
 def _same_cases():
     for a in ANALYSES:
-        for arg, (kind, _) in a.args.items():
-            for value, plain in KINDS[kind].same:
+        for arg, (spec, _) in a.args.items():
+            for value, plain in (p for kind in _kinds(spec) for p in KINDS[kind].same):
                 yield pytest.param(a, arg, value, plain, id=f"{a.name}-{arg}={_short(value)}=={_short(plain)}")
 
 
@@ -319,12 +351,12 @@ def _short(value) -> str:
 
 @pytest.mark.parametrize("analysis,arg,value", list(_cases()))
 def test_bad_input_is_a_circuitlab_error_naming_the_argument(analysis: Analysis, arg: str, value):
-    kind = KINDS[analysis.args[arg][0]]
+    words = [w for kind in _kinds(analysis.args[arg][0]) for w in KINDS[kind].words]
     try:
         out = analysis.call(**{arg: value})
     except CircuitlabError as exc:
         message = str(exc).lower()
-        assert any(w.lower() in message for w in (arg, *kind.words)), (
+        assert any(w.lower() in message for w in (arg, *words)), (
             f"{analysis.name}({arg}={value!r}) raised a message that does not name {arg!r}: {exc}")
         if isinstance(real(value), type(nan_model())) and real(value) is nan_model():
             assert isinstance(exc, NonFiniteError) and "blocks.2.mlp.W_in" in str(exc)

@@ -91,7 +91,8 @@ def _synthetic(n_sentences=100, n_words=6, seed=0):
     for k in range(n_sentences):
         b = bits[k].tolist()
         head = tuple(range(2, n_words + 1)) + (0,)
-        sents.append(Sentence(tuple(f"w{i}" for i in range(n_words)), upos=tuple("AB"[v] for v in b), head=head,
+        # distinct words per sentence: identical sentences would share a split (they are one input to a model)
+        sents.append(Sentence(tuple(f"s{k}w{i}" for i in range(n_words)), upos=tuple("AB"[v] for v in b), head=head,
                               deprel=tuple(f"r{b[i]}{b[i + 1]}" for i in range(n_words - 1)) + ("root",),
                               ent=("O",) * n_words))
     n = n_sentences * n_words

@@ -149,7 +149,7 @@ def test_probes_recover_a_planted_tree_geometry():
     planted_row, noise_row, base_row = res.values
     assert planted_row[0] > 0.97 and planted_row[1] > 0.9 and planted_row[2] > 0.97 and planted_row[3] > 0.9
     assert noise_row[0] < base_row[0] and noise_row[2] < 0.6
-    test = [sents[int(i)] for i in data_split_test(len(sents))]
+    test = [sents[int(i)] for i in data_split_test(sents)]
     assert base_row.tolist() == pytest.approx(chain_baseline_by_hand(test))
     assert type(res).__name__ == "StructuralSweep"
 
@@ -204,10 +204,11 @@ def test_chain_baseline_by_hand_on_a_sentence_with_inner_punctuation():
     assert [base[m] for m in structural.MEASURES] == pytest.approx(want)
 
 
-def data_split_test(n):
+def data_split_test(sentences):
+    """The test split: identical sentences (by their words) share one split."""
     from circuitlab.probing.classifier import split_sentences
 
-    return split_sentences(n, (0.8, 0.1, 0.1), 0)["test"].tolist()
+    return split_sentences(len(sentences), (0.8, 0.1, 0.1), 0, keys=[s.words for s in sentences])["test"].tolist()
 
 
 def test_sweep_on_toy_lm_and_bad_input(tmp_path):

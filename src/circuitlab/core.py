@@ -946,6 +946,49 @@ def minimise_lbfgs(params: Sequence[Float[Tensor, "..."]], loss: Any, *, max_ite
         opt.step(closure)
 
 
+#: How many units in the last place (``eps`` of the values' dtype, times their magnitude) a difference must exceed
+#: to mean something: the one rule behind every ratio of a difference and every decision by a comparison
+#: (:func:`resolution`). The same metric computed by two code paths that should agree (the plain forward pass and
+#: the edge patcher with nothing patched) differs by about 16 ulps on ``zoo/toy-lm`` (1.9e-6 for a logit difference,
+#: logits up to 11); 1024 leaves room for deeper models with larger logits. In float32 a logit-scale difference
+#: under 1.2e-4 is noise: a ratio over it is not reported as a number.
+RESOLUTION_ULPS = 1024
+
+
+def resolution(scale: float, dtype: Any = torch.float32, *, floor: float = 1.0) -> float:
+    """The smallest difference between two values of magnitude ``scale`` (their larger ``|value|``) computed in
+    ``dtype`` that means something: ``RESOLUTION_ULPS * eps(dtype) * max(scale, floor)``. ``floor`` (default 1, the
+    magnitude of logits and log-probabilities, whose rounding errors a metric of them inherits) is 0 for values
+    whose errors are relative to themselves (probabilities)."""
+    eps = torch.finfo(dtype).eps if isinstance(dtype, torch.dtype) and dtype.is_floating_point else \
+        torch.finfo(torch.float32).eps
+    return RESOLUTION_ULPS * eps * max(abs(float(scale)), float(floor))
+
+
+def unresolved(a: Union[Tensor, Sequence[float]], b: Union[Tensor, Sequence[float]], dtype: Any = torch.float32, *,
+               floor: float = 1.0) -> Tensor:
+    """Elementwise: True where ``a`` and ``b`` differ by no more than their :func:`resolution` (ties and float
+    noise); a per-item score decided or divided by such a difference is undefined (NaN, counted and warned)."""
+    a = torch.as_tensor(a, dtype=torch.float64)
+    b = torch.as_tensor(b, dtype=torch.float64)
+    scale = torch.maximum(a.abs(), b.abs()).clamp(min=float(floor))
+    return (a - b).abs() <= resolution(1.0, dtype, floor=0.0) * scale
+
+
+def check_difference(a: float, b: float, what: str, fix: str, *, dtype: Any = torch.float32,
+                     floor: float = 1.0) -> float:
+    """``a - b``, or an :class:`~circuitlab.errors.InputError` when the difference is within :func:`resolution`
+    (the user's inputs do not move the quantity: a ratio over it, or a decision by it, would be float noise).
+    ``what`` names the two values (e.g. "the metric on the clean and corrupted runs"); ``fix`` says what to do."""
+    a, b = float(a), float(b)
+    res = resolution(max(abs(a), abs(b)), dtype, floor=floor)
+    if not abs(a - b) > res:  # also NaN
+        raise InputError(f"{what} are {a:.6g} and {b:.6g}: they differ by {abs(a - b):.2g}, within the resolution "
+                         f"of {str(dtype).replace('torch.', '')} values of that size ({res:.2g}), so a ratio or a "
+                         f"decision by their difference would be float noise. {fix}")
+    return a - b
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Cache entries on disk: a checksum of the payload and the count it promised, checked on every read
 # ---------------------------------------------------------------------------------------------------------

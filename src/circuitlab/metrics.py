@@ -21,13 +21,14 @@ the fast path and the plain call cannot disagree.
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import Prompts, answer_ids, check_distinct_answers, check_pos, metric_name
+from circuitlab.core import Prompts, answer_ids, check_difference, check_distinct_answers, check_pos, metric_name
 from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
@@ -211,12 +212,14 @@ class Normalized(LogitMetric):
     keeps the engine's fast path.
     """
 
-    def __init__(self, metric, clean: float, corrupted: float):
-        if abs(float(clean) - float(corrupted)) < 1e-12:
-            raise InputError(
-                f"cannot normalise: the metric is {float(clean):.6g} on both the clean and the corrupted run. "
-                "Choose prompts (or answers) on which the model behaves differently."
-            )
+    def __init__(self, metric, clean: float, corrupted: float, *, dtype: torch.dtype = torch.float32):
+        # a difference within the resolution of the model's dtype (core.resolution) is float noise, not a scale;
+        # KL is quadratic in the logits' change, so its two values are compared as sqrt(KL), in logit units
+        kl = isinstance(metric, KLDivergence)
+        ends = (math.sqrt(abs(float(clean))), math.sqrt(abs(float(corrupted)))) if kl else (clean, corrupted)
+        check_difference(*ends, f"cannot normalise: the metric's values{' (as sqrt(KL))' if kl else ''} on both the "
+                         "clean and the corrupted run", "Choose prompts (or answers) on which the model behaves "
+                         "differently.", dtype=dtype)
         self.metric, self.clean, self.corrupted = metric, float(clean), float(corrupted)
         self.name = f"normalized {metric_name(metric)}"
 
@@ -230,7 +233,7 @@ class Normalized(LogitMetric):
         with torch.no_grad():
             clean = float(bound(model(to_tokens(model, clean_tokens))))
             corrupted = float(bound(model(to_tokens(model, corrupted_tokens))))
-        return cls(metric, clean, corrupted)
+        return cls(metric, clean, corrupted, dtype=model.cfg.dtype)
 
     def bind(self, model) -> "Normalized":
         bound = copy.copy(self)

@@ -63,9 +63,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_finite,
-                             check_number, check_max_memory, final_residual, model_name, progress_bar, readout,
-                             row_bytes, row_chunks, str_tokens, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_difference,
+                             check_finite, check_number, check_max_memory, final_residual, model_name, progress_bar,
+                             readout, row_bytes, row_chunks, str_tokens, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, Replace
 from circuitlab.errors import InputError
 from circuitlab.results import Result
@@ -270,15 +270,16 @@ class CausalTrace(Result):
         return float(self.meta["corrupted_prob"])
 
     def indirect_effect(self, normalized: bool = False) -> Result:
-        """``P_restored - P_corrupted`` for every state; ``normalized``: divided by ``P_clean - P_corrupted``."""
+        """``P_restored - P_corrupted`` for every state; ``normalized``: divided by ``P_clean - P_corrupted`` (an
+        :class:`~circuitlab.errors.InputError` when that gap is within float noise, see
+        :func:`circuitlab.core.resolution`)."""
         effect = self.values - self.corrupted_prob
         metric = "indirect effect: P(answer) restored - corrupted"
         if normalized:
-            gap = self.clean_prob - self.corrupted_prob
-            if abs(gap) < 1e-12:
-                raise InputError("the noise did not change the answer's probability (clean and corrupted are "
-                                 f"both {self.clean_prob:.4g}), so a normalised effect is undefined. Use a larger "
-                                 "noise scale, or the unnormalised indirect effect.")
+            # probabilities' rounding errors are relative to themselves (floor 0; float32 logits or finer)
+            gap = check_difference(self.clean_prob, self.corrupted_prob, "the answer's probability clean and with "
+                                   "noise on the subject (a normalised effect divides by their difference)",
+                                   "Use a larger noise scale, or the unnormalised indirect effect.", floor=0.0)
             effect, metric = effect / gap, "normalised indirect effect: (restored - corrupted) / (clean - corrupted)"
         return Result(effect, self.axes, dict(self.labels), title=f"Indirect effect ({self.task})", metric=metric,
                       model=self.model, task=self.task, meta=dict(self.meta))

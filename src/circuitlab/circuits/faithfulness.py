@@ -16,9 +16,10 @@ import torch
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.patch import setup_patcher
-from circuitlab.core import DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, metric_name, model_name
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_difference, check_finite, metric_name,
+                             model_name)
 from circuitlab.errors import InputError
-from circuitlab.metrics import Metric
+from circuitlab.metrics import KLDivergence, Metric
 from circuitlab.results import Result
 
 
@@ -39,6 +40,9 @@ def faithfulness(
     (``(m(circuit) - m(nothing)) / (m(full) - m(nothing))``: 0 = every edge removed, 1 = the full model) and
     ``KL to clean`` (the circuit's last-position KL divergence from the clean run, in nats). ``meta`` holds the
     raw metric values of the circuit, the full model and the empty circuit. ``metric`` defaults to that KL.
+    A corruption (or ablation) under which the full model and the empty circuit agree within float noise
+    (:func:`circuitlab.core.resolution`; KL compared as ``sqrt(KL)``) leaves nothing to recover: an
+    :class:`~circuitlab.errors.InputError`, not a ratio of noise.
     """
     if not isinstance(circuit, Circuit):
         raise InputError(f"faithfulness needs a Circuit; got {type(circuit).__name__}.")
@@ -106,10 +110,17 @@ def _faithfulness(model, clean_tokens, corrupted_tokens, circuits: list[Circuit]
     check_finite(model, clean_t, "the faithfulness values", values)
     m, whole, nothing = values[:-2, 0], values[-2, 0], values[-1, 0]
     kl = values[:-2, -1]
-    recovered = ((m - nothing) / (whole - nothing) if abs(float(whole - nothing)) > 1e-12
-                 else torch.full_like(m, math.nan))
-    labels = [str(len(c)) for c in circuits]
     name = metric_name(patcher.metrics[0])
+    # KL is quadratic in the logits' change: its resolution is judged on sqrt(KL), in logit units
+    kl_metric = isinstance(patcher.metrics[0], KLDivergence)
+    ends = (math.sqrt(abs(float(whole))), math.sqrt(abs(float(nothing)))) if kl_metric else (whole, nothing)
+    check_difference(*ends, f"the full model's {name}{' (as sqrt(KL))' if kl_metric else ''} and the empty circuit's "
+                     f"({ablation} ablation; faithfulness divides by their difference)",
+                     "The corruption (or ablation) does not move the metric, so no share of it can be recovered: "
+                     "choose a corrupted prompt that changes the model's output, or another metric.",
+                     dtype=model.cfg.dtype)
+    recovered = (m - nothing) / (whole - nothing)
+    labels = [str(len(c)) for c in circuits]
     return Result(
         values=torch.stack([recovered, kl], dim=1),
         axes=("edges", "measure"),

@@ -94,6 +94,7 @@ def _induction(model, seed: int, progress: bool, findings: list[str]):
 def _patching(model, task: CopyTask, progress: bool, findings: list[str]):
     import torch
 
+    from circuitlab.core import unresolved
     from circuitlab.metrics import LogitDiff, Normalized
     from circuitlab.patching import sweep
     from circuitlab.render import Section
@@ -103,7 +104,7 @@ def _patching(model, task: CopyTask, progress: bool, findings: list[str]):
         clean, corrupted = (float(metric(model(t))) for t in (task.clean, task.corrupted))
     findings.append(f"copying task: logit difference (answer - corrupted answer) {clean:+.2f} clean, "
                     f"{corrupted:+.2f} corrupted")
-    recovered = abs(clean - corrupted) > 1e-6
+    recovered = not bool(unresolved(clean, corrupted, model.cfg.dtype))  # else the fraction would be noise
     if recovered:
         # the sweeps measure the fraction of the clean logit difference each patch recovers: 0 = corrupted, 1 = clean
         metric = Normalized(metric, clean, corrupted)

@@ -39,6 +39,7 @@ def _index(flat: int, shape: tuple[int, ...]) -> tuple[int, ...]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from circuitlab.core import unresolved
     from circuitlab.metrics import LogitDiff
     from circuitlab.models import load_model
     from circuitlab.patching import sweep
@@ -54,6 +55,7 @@ def run(args: argparse.Namespace) -> int:
                 progress=not args.quiet)
     clean_v, corrupted_v = res.meta["clean_value"], res.meta["corrupted_value"]
     span = clean_v - corrupted_v
+    resolved = not bool(unresolved(clean_v, corrupted_v, model.cfg.dtype))  # else 'recovered' is noise
 
     print(f"{res.title}  [{model.cfg.model_name}]")
     print(f"logit difference: clean {clean_v:+.4f}, corrupted {corrupted_v:+.4f}")
@@ -67,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     for rank, i in enumerate(ranked, 1):
         index = _index(i, res.shape)
         value = float(res.values[index])
-        recovered = f"{(value - corrupted_v) / span:9.3f}" if abs(span) > 1e-9 else f"{'n/a':>9}"
+        recovered = f"{(value - corrupted_v) / span:9.3f}" if resolved else f"{'n/a':>9}"
         print(f"  {rank:>3}  {res.label_of(index):<{width}}  {value:10.4f}  {value - baseline:+10.4f}  {recovered}")
     intro = (f"Clean prompt {args.clean!r}, corrupted prompt {args.corrupted!r}; metric logit({args.answer!r}) - "
              f"logit({args.wrong!r}): {clean_v:+.4f} clean, {corrupted_v:+.4f} corrupted.")

@@ -145,9 +145,12 @@ def run(args: argparse.Namespace) -> int:
             res = score_pairs(model, pairs, args.method, progress=progress)
             print(f"{res.title} on {res.model}: {res.task}, overall {res.meta['overall']:.3f}"
                   + (f", {res.meta['skipped']} pairs without a one-prefix split skipped" if res.meta["skipped"]
-                     else ""))
-            for name, acc, n in zip(res.labels["phenomenon"], res.values.tolist(), res.meta["n"]):
-                print(f"  {name:<40} {acc:.3f}  ({n} pairs)")
+                     else "")
+                  + (f", {sum(res.meta['undefined'])} tied pairs (within float noise) left out"
+                     if sum(res.meta["undefined"]) else ""))
+            for name, acc, n, u in zip(res.labels["phenomenon"], res.values.tolist(), res.meta["n"],
+                                       res.meta["undefined"]):
+                print(f"  {name:<40} {acc:.3f}  ({n} pairs{f', {u} tied' if u else ''})")
             items = [res]
         else:
             from circuitlab.probing import cloze

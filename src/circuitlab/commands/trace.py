@@ -65,6 +65,7 @@ def _subject(model, text: str, prompt: str):
 
 def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
+    from circuitlab.core import unresolved
     from circuitlab.tracing import KIND_NAMES, trace
 
     model = load_model(args.model)
@@ -80,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"  subject tokens {s0}..{s1 - 1}; noise {m['noise']:g} x sigma {m['sigma']:.4f}, {m['samples']} samples, "
           f"seed {m['seed']}; window: {', '.join(f'{k} {w}' for k, w in m['window'].items())}")
     gap = res.clean_prob - res.corrupted_prob
+    if unresolved(res.clean_prob, res.corrupted_prob, model.cfg.dtype, floor=0.0):
+        gap = 0.0  # a share of a gap within float noise is no number
     if gap <= 0:
         print(f"  note: the noise did not lower P({args.answer!r}) (the model may not know this fact: it gives the "
               "answer little probability clean), so the effects below say little")

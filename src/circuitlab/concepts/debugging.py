@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
@@ -52,7 +53,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
 from circuitlab.concepts.tcav import logistic_regression
-from circuitlab.core import ModelLike, as_model, check_count, check_layer, check_number, model_name
+from circuitlab.core import ModelLike, as_model, check_count, check_layer, check_number, model_name, unresolved
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
@@ -314,10 +315,14 @@ def shortcut_share(clf: LinearHeadClassifier, examples: Sequence[Example], *, st
             a = ig.values[j]
             pos = shortcut_positions(model, marked[i])
             shares[i] = float(a[pos].abs().sum() / a.abs().sum())
-            signed[i] = float(a[pos].sum() / a.sum()) if float(a.sum()) != 0 else 0.0
+            # a signed share of a total within float noise of 0 is no number (NaN, left out of the mean)
+            signed[i] = float(a[pos].sum() / a.sum()) if not unresolved(float(a.sum()), 0.0) else math.nan
             top[i] = int(a.abs().argmax()) in pos
-    return dict(share=sum(shares) / len(shares), shares=shares, signed_share=sum(signed) / len(signed),
-                top_token=sum(top) / len(top), max_relative_gap=max(gaps), n=len(marked))
+    defined = [v for v in signed if not math.isnan(v)]
+    return dict(share=sum(shares) / len(shares), shares=shares,
+                signed_share=sum(defined) / len(defined) if defined else math.nan,
+                top_token=sum(top) / len(top), n=len(marked),
+                max_relative_gap=max((g for g in gaps if not math.isnan(g)), default=math.nan))
 
 
 @dataclass(repr=False)

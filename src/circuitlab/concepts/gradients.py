@@ -63,7 +63,7 @@ from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
                              check_number, final_norm, final_residual, metric_name, model_name, position_labels,
-                             progress_bar, row_bytes, softcap, str_tokens, to_tokens)
+                             progress_bar, resolution, row_bytes, softcap, str_tokens, to_tokens, unresolved)
 from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative
@@ -160,7 +160,8 @@ class TokenAttributions(Result):
     ``meta`` holds what was run (``method``: ``"integrated gradients"`` or ``"gradient x input"``, ``hook``,
     ``baseline``, ``steps``, ``quadrature``) and the completeness check: ``metric_input``, ``metric_baseline``,
     ``difference`` (their difference), ``sum`` (of every attribution), ``gap`` (``sum - difference``),
-    ``relative_gap`` (``|gap| / |difference|``) and ``prompt_sums`` (each row's sum).
+    ``relative_gap`` (``|gap| / |difference|``; NaN where the difference is within float noise, see
+    :func:`circuitlab.core.resolution`) and ``prompt_sums`` (each row's sum).
     """
 
     tokens: list = field(default_factory=list)
@@ -457,8 +458,18 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, a
     difference = m_input - m_base
     total = float(per_token.sum())
     gap = total - difference
-    rel = abs(gap) / abs(difference) if difference != 0 else (0.0 if gap == 0 else math.inf)
-    if rel > tolerance:
+    if unresolved(m_input, m_base, model.cfg.dtype):
+        # the metric does not move between baseline and input: a gap relative to that difference is undefined
+        # (NaN), and completeness is judged on the gap alone, against the same resolution
+        rel = math.nan
+        if abs(gap) > resolution(max(abs(m_input), abs(m_base)), model.cfg.dtype):
+            warnings.warn(
+                f"integrated gradients are not complete: the attributions sum to {total:.6g} but metric(input) and "
+                f"metric(baseline) are equal within float noise ({m_input:.6g}, {m_base:.6g}), so the sum should be "
+                f"about 0. Use more steps (e.g. steps={4 * settings['steps']}); and a baseline on which the metric "
+                "differs from the input's, or the attributions explain no difference.", CompletenessWarning,
+                stacklevel=3)
+    elif (rel := abs(gap) / abs(difference)) > tolerance:
         warnings.warn(
             f"integrated gradients are not complete: the attributions sum to {total:.6g} but metric(input) - "
             f"metric(baseline) = {difference:.6g} (gap {gap:.3g}, {100 * rel:.2g}% of the difference, tolerance "

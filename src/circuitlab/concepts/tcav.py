@@ -48,8 +48,9 @@ import torch
 from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_number, minimise_lbfgs, metric_name, model_name, progress_bar, row_bytes, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
+                             check_max_memory, check_number, minimise_lbfgs, metric_name, model_name, progress_bar,
+                             row_bytes, shorten, to_tokens)
 from circuitlab.concepts.gradients import NOT_PER_TOKEN, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.engine.collect import check_hooks, check_pool, collect_rows, residual_hooks, same_length_runs
@@ -345,6 +346,8 @@ def _check_concepts(concepts: Any) -> dict[str, list[str]]:
     for name, texts in concepts.items():
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
             raise InputError(f"concepts[{name!r}] must be a list of texts; got {texts!r:.80}.")
+        check_distinct(list(texts), f"concepts[{shorten(name, 40)}]", why="a CAV is trained on a sample of distinct "
+                       "texts: a repeat counts one text twice and the runs' subsamples overlap")
         out[str(name)] = list(texts)
     return out
 
@@ -405,6 +408,15 @@ def tcav(
         raise InputError("random_texts must be a list of texts (the pool random counterexample sets are drawn "
                          f"from); got {random_texts!r:.80}.")
     pool_texts = list(random_texts)
+    check_distinct(pool_texts, "random_texts", why="each run draws two disjoint random sets (random vs random, the "
+                   "test's null); a repeated text can fall on both sides")
+    in_pool = set(pool_texts)
+    for name, texts in concepts.items():
+        shared = [t for t in texts if t in in_pool]
+        if shared:
+            raise InputError(f"concepts[{shorten(name, 40)}] shares {len(shared)} text(s) with random_texts (e.g. "
+                             f"{shorten(shared[0], 60)}): a CAV separates the concept from random texts, and a text on "
+                             "both sides leaves it nothing to learn. Remove them from random_texts.")
     if set_size is None:
         set_size = max(2, min(min(len(t) for t in concepts.values()), len(pool_texts) // 2))
     set_size = check_count(set_size, "set_size", minimum=2)

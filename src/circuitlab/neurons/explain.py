@@ -61,8 +61,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
+                             check_max_memory, check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens,
+                             unresolved)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError
@@ -500,6 +501,10 @@ def correlation_score(true: Float[Tensor, " token"], simulated: Float[Tensor, " 
     y = torch.as_tensor(simulated, dtype=torch.float64).flatten()
     if x.shape != y.shape:
         raise SimulationError(f"{len(y)} simulated values for {len(x)} true ones; give one per token.")
+    # a side constant within float noise (core.resolution) has no variance to correlate: the model's activations
+    # carry float32 errors of the scale of its states (floor 1); a simulation is on any scale (floor 0)
+    if x.numel() == 0 or bool(unresolved(x.max(), x.min())) or bool(unresolved(y.max(), y.min(), floor=0.0)):
+        return float("nan")
     x, y = x - x.mean(), y - y.mean()
     den = math.sqrt(float((x * x).sum()) * float((y * y).sum()))
     if den == 0.0 or not math.isfinite(den):
@@ -617,6 +622,11 @@ def _derangement(n: int, rng: random.Random) -> list[int]:
     return out
 
 
+#: why score_explanations refuses a neuron twice
+_REPEATS = ("a repeated neuron's shuffled control can be its own explanation, so the control equals the real "
+            "score, and the summaries count it twice")
+
+
 def score_explanations(
     model: ModelLike,
     texts: Union[Int[Tensor, " pos"], Int[Tensor, "batch pos"],
@@ -663,10 +673,13 @@ def score_explanations(
         if len(layers) > 1:
             raise InputError(f"texts: records of layers {layers}; one call scores the neurons of one layer (the "
                              "result is labelled by it): score each layer's records separately.")
+        check_distinct([r.neuron for r in records], "the records' neurons", why=_REPEATS)
     else:
         m = as_model(model)
         if layer is None:
             raise InputError("layer is needed to score neurons from texts: give the MLP layer, e.g. layer=2.")
+        if neurons is not None:
+            check_distinct(check_neurons(m, neurons), "neurons", why=_REPEATS)
         records = neuron_records(m, texts, layer, neurons, n_explain=n_explain, n_top=n_top, n_random=n_random,
                                  max_tokens=max_tokens, seed=seed, batch_size=batch_size, progress=progress,
                                  max_memory=max_memory)

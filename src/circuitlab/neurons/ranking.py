@@ -63,7 +63,7 @@ from circuitlab.engine.collect import check_hooks
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
-from circuitlab.probing.classifier import Probe, TASKS, split_rows
+from circuitlab.probing.classifier import Probe, TASKS, sentence_keys, split_rows
 from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
@@ -153,7 +153,7 @@ def word_labels(acts: WordActivations, task: Optional[str], labels: Any) -> list
 
 def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Int[Tensor, " k"]]:
     """Row indices of the train, dev and test sentences (the probes' split)."""
-    return split_rows(acts.sentence, len(acts.sentences), split, split_seed)[0]
+    return split_rows(acts.sentence, len(acts.sentences), split, split_seed, keys=sentence_keys(acts))[0]
 
 
 def encode(values: Sequence[Any]) -> tuple[Int[Tensor, " n"], list]:

@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, check_number, minimise_lbfgs, progress_bar
+from circuitlab.core import check_count, check_number, minimise_lbfgs, progress_bar, shorten
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
@@ -78,9 +78,15 @@ def ci95(values: Float[Tensor, "..."], dim: int = -1) -> Float[Tensor, "..."]:
 # ---------------------------------------------------------------------------------------------------------
 
 def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.1),
-                    seed: int = 0) -> dict[str, Int[Tensor, " k"]]:
+                    seed: int = 0, *, keys: Optional[Sequence[Any]] = None) -> dict[str, Int[Tensor, " k"]]:
     """Sentence indices for ``"train"``, ``"dev"`` and ``"test"``: a seeded shuffle cut at ``fractions``
-    (each split at least one sentence)."""
+    (each split at least one sentence).
+
+    ``keys`` (one hashable per sentence, e.g. its words) groups identical sentences: the shuffle and the cut are
+    over the distinct keys, and every copy of a sentence lands in the split its first copy's key drew, so no
+    sentence is both trained and tested on (a repeated sentence would otherwise score its own memorised label).
+    Fewer than 3 distinct sentences is an :class:`~circuitlab.errors.InputError`. Without repeats the split is the
+    same as without ``keys``."""
     bad = (f"split={tuple(fractions)!r}: give three positive fractions (train, dev, test) summing to at most 1, "
            "e.g. (0.8, 0.1, 0.1).")
     if len(fractions) != 3:
@@ -89,6 +95,22 @@ def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.
         check_number(f, "split", low=0, low_open=True, message=bad)
     if sum(fractions) > 1 + 1e-9:
         raise InputError(bad)
+    if keys is not None:
+        if len(keys) != n_sentences:
+            raise InputError(f"split_sentences got {len(keys)} keys for {n_sentences} sentences; give one each.")
+        first: dict[Any, int] = {}
+        group = torch.tensor([first.setdefault(k, len(first)) for k in keys], dtype=torch.long)
+        n_unique = len(first)
+        if n_unique < 3:
+            example = next(iter(first), "")
+            example = " ".join(map(str, example)) if isinstance(example, tuple) else example
+            raise InputError(f"the {n_sentences} sentences hold only {n_unique} distinct one(s) (e.g. "
+                             f"{shorten(example, 60)}); identical sentences stay in one split (else a test sentence "
+                             "is also a training one), so train, dev and test need at least 3 distinct sentences (a "
+                             "few hundred for meaningful probes).")
+        if n_unique < n_sentences:
+            parts = split_sentences(n_unique, fractions, seed)
+            return {name: torch.isin(group, idx).nonzero().flatten() for name, idx in parts.items()}
     if n_sentences < 3:
         raise InputError(f"{n_sentences} sentences cannot be split into train, dev and test; give at least 3 "
                          "(a few hundred for meaningful probes).")
@@ -309,11 +331,13 @@ class _Split:
 
 
 def split_rows(row_sentence: Int[Tensor, " rows"], n_sentences: int, fractions: Sequence[float], seed: int,
-               what: str = "aligned word") -> tuple[dict[str, Int[Tensor, " k"]], dict[str, Int[Tensor, " k"]]]:
+               what: str = "aligned word", *, keys: Optional[Sequence[Any]] = None
+               ) -> tuple[dict[str, Int[Tensor, " k"]], dict[str, Int[Tensor, " k"]]]:
     """The rows (words, spans, examples) of each split of the sentences (:func:`split_sentences`), given each
     row's sentence index: ``(rows, sentences)``, each a dict over ``train``/``dev``/``test``. A split without a
-    row is an error naming ``what`` it lacks."""
-    by_sentence = split_sentences(n_sentences, fractions, seed)
+    row is an error naming ``what`` it lacks. ``keys``: see :func:`split_sentences` (identical sentences share
+    a split)."""
+    by_sentence = split_sentences(n_sentences, fractions, seed, keys=keys)
     rows = {}
     for name, idx in by_sentence.items():
         member = torch.zeros(n_sentences, dtype=torch.bool)
@@ -325,7 +349,13 @@ def split_rows(row_sentence: Int[Tensor, " rows"], n_sentences: int, fractions: 
 
 
 def _row_splits(acts: WordActivations, fractions: Sequence[float], seed: int) -> _Split:
-    return _Split(*split_rows(acts.sentence, len(acts.sentences), fractions, seed))
+    return _Split(*split_rows(acts.sentence, len(acts.sentences), fractions, seed, keys=sentence_keys(acts)))
+
+
+def sentence_keys(acts: WordActivations) -> list[tuple[str, ...]]:
+    """One key per sentence of ``acts`` for :func:`split_sentences`: its words (identical words, identical
+    activations: such sentences must share a split)."""
+    return [tuple(s.words) for s in acts.sentences]
 
 
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "upos", *, hooks: Any = None,
@@ -452,7 +482,7 @@ def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Senten
     if len(classes) < 2:
         raise InputError(f"every sentence has the label {classes[0]!r}; a probe needs two labels or more.")
     y = torch.tensor([classes.index(v) for v in values])
-    parts = split_sentences(n, split, split_seed)
+    parts = split_sentences(n, split, split_seed, keys=sentence_keys(acts))
     _, aligned = sentence_features(acts, acts.hooks[0])
     idx = {k: v[aligned[v]] for k, v in parts.items()}
     for k, v in idx.items():

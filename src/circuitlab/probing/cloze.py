@@ -35,7 +35,8 @@ from jaxtyping import Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory,
-                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, to_tokens)
+                             final_residual, model_name, progress_bar, readout, resolution, row_bytes, row_chunks,
+                             to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 
@@ -121,8 +122,9 @@ def fill(template: str, subject: str) -> str:
 
 def answer_ranks(model: ModelLike, prompts: Sequence[str], answers: Int[Tensor, " n"], *,
                  max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Int[Tensor, " n"]:
-    """The rank of ``answers[i]`` among the next-token logits after ``prompts[i]``: the number of tokens with a
-    strictly higher logit (0 = the model's top prediction)."""
+    """The rank of ``answers[i]`` among the next-token logits after ``prompts[i]``: the number of other tokens whose
+    logit is higher, or equal within float noise (:func:`circuitlab.core.resolution` of the answer's logit in the
+    model's dtype: a tie is not a win), so 0 = the model's clear top prediction."""
     model = as_model(model)
     max_memory = check_max_memory(max_memory)
     rows = [to_tokens(model, p)[0] for p in prompts]
@@ -140,7 +142,8 @@ def answer_ranks(model: ModelLike, prompts: Sequence[str], answers: Int[Tensor, 
             logits = readout(model, resid[:, -1]).float()
             check_finite(model, tokens, "the next-token logits", logits)
             target = logits.gather(-1, answers[idx].to(logits.device)[:, None])
-            out[torch.tensor(idx)] = (logits > target).sum(-1).cpu()
+            res = resolution(1.0, model.cfg.dtype, floor=0.0) * target.abs().clamp(min=1.0)
+            out[torch.tensor(idx)] = ((logits >= target - res).sum(-1) - 1).cpu()  # minus the answer itself
     return out
 
 

@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from circuitlab.core import check_count, check_number, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import EarlyStopping, split_rows, word_activations
+from circuitlab.probing.classifier import EarlyStopping, sentence_keys, split_rows, word_activations
 from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Bundle, Result
 
@@ -374,7 +374,8 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
         raise InputError(f"task {task!r}: {'no example' if not classes else 'every example has one label'} in "
                          "these sentences; a probe needs two labels or more (use more or other sentences).")
     data, dropped = _encode(acts, examples, {c: i for i, c in enumerate(classes)})
-    idx = split_rows(data.sentence, len(acts.sentences), split, split_seed, f"{task} example")[0]
+    idx = split_rows(data.sentence, len(acts.sentences), split, split_seed, f"{task} example",
+                     keys=sentence_keys(acts))[0]
     opts = dict(pool=pool, seed=seed, lr=float(lr), **sizes)
     hooks_used = list(acts.hooks)
     layer_labels = [hook_layer_label(h) for h in hooks_used]

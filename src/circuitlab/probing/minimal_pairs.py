@@ -30,6 +30,7 @@ log-probabilities are summed in float64.
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Optional, Sequence
@@ -39,7 +40,7 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, model_name,
-                             progress_bar, row_bytes, row_chunks, to_tokens)
+                             progress_bar, row_bytes, row_chunks, shorten, to_tokens, unresolved)
 from circuitlab.errors import InputError
 from circuitlab.results import Result
 from circuitlab.tasks.minimal_pairs import PHENOMENA, MinimalPair, read_blimp, template_pairs
@@ -52,18 +53,24 @@ class PairScores(Result):
     """Accuracy per phenomenon (``values``, axis ``"phenomenon"``) plus every scored pair's log-probabilities.
 
     ``good[i]`` and ``bad[i]`` are pair ``i``'s log-probabilities (natural log; whole sentence or critical word, as
-    ``meta["method"]`` says); ``phenomena[i]`` is its phenomenon. A pair counts as correct when ``good > bad``.
-    ``meta`` also holds ``n`` (pairs per phenomenon), ``overall`` (accuracy over all scored pairs) and ``skipped``
-    (pairs without a one-prefix split, for ``method="prefix"``).
+    ``meta["method"]`` says); ``phenomena[i]`` is its phenomenon. A pair counts as correct when ``good > bad`` by
+    more than the resolution of the model's dtype (:func:`circuitlab.core.resolution`); a pair whose two
+    log-probabilities are closer than that is **undefined** (``decided[i]`` False: which is higher is float noise)
+    and left out of the accuracies, with a warning. ``meta`` also holds ``n`` (pairs per phenomenon), ``overall``
+    (accuracy over all decided pairs), ``undefined`` (pairs per phenomenon left out as ties) and ``skipped`` (pairs
+    without a one-prefix split, for ``method="prefix"``).
     """
 
     good: Optional[Float[Tensor, " pair"]] = None
     bad: Optional[Float[Tensor, " pair"]] = None
     phenomena: list = field(default_factory=list)
+    decided: Optional[Bool[Tensor, " pair"]] = None
 
     @property
     def correct(self) -> Bool[Tensor, " pair"]:
-        return self.good > self.bad
+        """True where the good one is higher by more than the resolution (a tie within it is not correct)."""
+        decided = torch.ones_like(self.good, dtype=torch.bool) if self.decided is None else self.decided
+        return (self.good > self.bad) & decided
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -179,6 +186,7 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
         if not isinstance(p, MinimalPair):
             raise InputError(f"pair {i} is a {type(p).__name__}; give MinimalPair objects.")
     skipped = 0
+    _check_pairs_differ(model, pairs, method, prepend_bos)
     if method == "prefix":
         used = [p for p in pairs if p.has_prefix]
         skipped = len(pairs) - len(used)
@@ -195,16 +203,44 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
     good, bad = lp[:len(used)], lp[len(used):]
     names = list(dict.fromkeys(p.phenomenon for p in used))
     phen = [p.phenomenon for p in used]
-    correct = good > bad
-    acc = torch.tensor([float(correct[[i for i, q in enumerate(phen) if q == name]].double().mean())
-                        for name in names])
+    # a difference within the resolution of the model's dtype decides nothing: that pair is undefined, not scored
+    decided = ~unresolved(good, bad, model.cfg.dtype)
+    correct = (good > bad) & decided
+    members = {name: torch.tensor([q == name for q in phen]) for name in names}
+    acc = torch.tensor([float(correct[members[n] & decided].double().mean()) if bool((members[n] & decided).any())
+                        else float("nan") for n in names])
+    undefined = [int((members[n] & ~decided).sum()) for n in names]
+    if sum(undefined):
+        warnings.warn(f"score_pairs: {sum(undefined)} of {len(used)} pairs have log-probabilities within float noise "
+                      f"of each other (their difference is below the resolution of {model.cfg.dtype}); they are left "
+                      "out of the accuracies as undefined (meta['undefined'] per phenomenon).", stacklevel=2)
+    overall = float(correct[decided].double().mean()) if bool(decided.any()) else float("nan")
     counts = Counter(phen)
     return PairScores(values=acc, axes=("phenomenon",), labels={"phenomenon": names},
                       title=f"Minimal-pair accuracy ({method})", metric=f"accuracy: P(good) > P(bad), {method} method",
                       model=model_name(model), task=f"{len(used)} minimal pairs",
-                      meta={"method": method, "n": [counts[n] for n in names],
-                            "overall": float(correct.double().mean()), "skipped": skipped},
-                      good=good, bad=bad, phenomena=phen)
+                      meta={"method": method, "n": [counts[n] for n in names], "overall": overall,
+                            "undefined": undefined, "skipped": skipped},
+                      good=good, bad=bad, phenomena=phen, decided=decided)
+
+
+def _check_pairs_differ(model, pairs: Sequence[MinimalPair], method: str, prepend_bos: Optional[bool]) -> None:
+    """Refuse a pair whose two sides are the same token sequence (identical text, or texts the tokenizer reads
+    alike): it is not a minimal pair, and which side scores higher would be float noise."""
+    for i, p in enumerate(pairs):
+        if method == "prefix":
+            if not p.has_prefix:
+                continue
+            sides = [_continuation_row(model, p.prefix, w, prepend_bos)[0] for w in (p.word_good, p.word_bad)]
+            what, texts = "critical words", (p.word_good, p.word_bad)
+        else:
+            sides = [to_tokens(model, t, prepend_bos=prepend_bos)[0] for t in (p.good, p.bad)]
+            what, texts = "sentences", (p.good, p.bad)
+        if sides[0].shape == sides[1].shape and torch.equal(sides[0], sides[1]):
+            how = "are the same text" if texts[0] == texts[1] else "tokenise identically for this model"
+            raise InputError(f"pair {i}{f' ({p.uid})' if p.uid else ''} is not a minimal pair: its two {what} "
+                             f"{how} ({shorten(texts[0], 60)} / {shorten(texts[1], 60)}), so neither can score higher. "
+                             "Remove it, or give sides that differ.")
 
 
 __all__ = ["METHODS", "PHENOMENA", "MinimalPair", "PairScores", "continuation_logprob", "read_blimp",

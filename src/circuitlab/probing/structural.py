@@ -55,7 +55,8 @@ from torch import Tensor, nn
 from circuitlab.core import check_count, progress_bar, spearman
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import EarlyStopping, check_seeds, ci95, split_sentences, word_activations
+from circuitlab.probing.classifier import (EarlyStopping, check_seeds, ci95, sentence_keys, split_sentences,
+                                          word_activations)
 from circuitlab.tasks.sentences import PUNCT_UPOS, Sentence
 from circuitlab.results import Result
 
@@ -339,7 +340,7 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks:
             raise InputError(f"sentence {s.id or k} has no dependency tree (head); structural probes need trees "
                              "(CoNLL-U with HEAD, or text labelled by spaCy).")
     complete, left_out = sentence_rows(acts)
-    parts = split_sentences(len(acts.sentences), split, split_seed)
+    parts = split_sentences(len(acts.sentences), split, split_seed, keys=sentence_keys(acts))
     use = {name: [int(i) for i in idx.tolist() if int(i) in complete] for name, idx in parts.items()}
     for name, ids in use.items():
         if not ids:

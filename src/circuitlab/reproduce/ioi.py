@@ -28,7 +28,7 @@ from typing import Optional
 import torch
 
 from circuitlab.attribution import DLAResult, direct_logit_attribution
-from circuitlab.core import final_residual, head_label, model_name, readout
+from circuitlab.core import final_residual, head_label, model_name, readout, unresolved
 from circuitlab.errors import CircuitlabError
 from circuitlab.metrics import LogitDiff
 from circuitlab.patching import path_patch
@@ -175,8 +175,11 @@ def _path_patching(model, prompts, groups, receiver_head, run: Optional[bool]):
     (sl, sh) = divmod(int(effects.flatten().argmin()), model.cfg.n_heads)
     strongest = float(effects[sl, sh])
     total = float(together.values[0]) - clean_v
-    rel_total = strongest / total if total != 0 else float("nan")
-    rel_gap = strongest / (corrupted_v - clean_v) if corrupted_v != clean_v else float("nan")
+    # a share of a difference within float noise is no number (core.resolution)
+    rel_total = strongest / total if not unresolved(float(together.values[0]), clean_v, model.cfg.dtype) \
+        else float("nan")
+    rel_gap = strongest / (corrupted_v - clean_v) if not unresolved(corrupted_v, clean_v, model.cfg.dtype) \
+        else float("nan")
     text = (f"path patching ABC into {receiver} ({len(idx)} prompts): largest drop from one earlier sender: L{sl}H{sh} "
             f"{strongest:+.2f} ({rel_total:.0%} of all earlier heads together, {total:+.2f}; "
             f"{rel_gap:.0%} of clean - ABC {clean_v - corrupted_v:+.2f})")

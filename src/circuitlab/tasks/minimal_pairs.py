@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from circuitlab.core import read_text_file
+from circuitlab.core import read_text_file, shorten
 from circuitlab.errors import InputError
 
 @dataclass(frozen=True)
@@ -41,6 +41,10 @@ class MinimalPair:
         if any(given) and not all(given):
             raise InputError(f"MinimalPair {self.good!r}: give prefix, word_good and word_bad together (or none of "
                              "them) for the one-prefix method.")
+        # two identical sentences are not a pair: their log-probabilities tie, and which is "higher" is float noise
+        if self.good.strip() == self.bad.strip():
+            raise InputError(f"MinimalPair{' ' + self.uid if self.uid else ''}: good and bad are the same sentence "
+                             f"({shorten(self.good, 60)}), not a minimal pair; give two sentences that differ.")
 
     @property
     def has_prefix(self) -> bool:
@@ -90,8 +94,11 @@ def read_blimp(source: Union[str, Path, Iterable[str]], phenomenon: Optional[str
         split = [row.get(k) for k in keys]
         if row.get("one_prefix_method") is False or not all(isinstance(v, str) for v in split):
             split = [None, None, None]
-        pairs.append(MinimalPair(row["sentence_good"], row["sentence_bad"], phenomenon or row["UID"], *split,
-                                 uid=str(row.get("pairID", n))))
+        try:
+            pairs.append(MinimalPair(row["sentence_good"], row["sentence_bad"], phenomenon or row["UID"], *split,
+                                     uid=str(row.get("pairID", n))))
+        except InputError as e:
+            raise InputError(f"{where} line {n}: {e}") from None
     if not pairs:
         raise InputError(f"{where} holds no BLiMP records; give a JSONL file with one record per line.")
     return pairs
