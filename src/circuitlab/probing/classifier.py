@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, check_number, minimise_lbfgs, progress_bar
+from circuitlab.core import check_count, check_number, check_texts, minimise_lbfgs, progress_bar
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
@@ -105,6 +105,7 @@ def control_labels(words: Sequence[str], labels: Sequence[Any], seed: int = 0,
     """Hewitt & Liang's control task: each word type gets one label drawn from the empirical distribution of
     ``labels`` (over all the given words); every occurrence of the type carries it. Types are drawn in sorted
     order with a generator seeded by ``seed``, so a type's control label does not depend on the data's order."""
+    words = check_texts(words, "words", item="word", allow_empty=True)
     if len(words) != len(labels):
         raise InputError(f"{len(words)} words but {len(labels)} labels; give one label per word.")
     if not words:

@@ -44,7 +44,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from circuitlab.core import read_text_file, shorten
+from circuitlab.core import check_texts, read_text_file, shorten
 from circuitlab.errors import CircuitlabError, InputError
 
 #: the annotation layers a Sentence may carry, by name (what probes call a "task")
@@ -76,6 +76,10 @@ class Sentence:
     id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("words", "upos", "deprel", "ent"):  # a bare string would be read letter by letter
+            if isinstance(getattr(self, name), str):
+                check_texts(getattr(self, name), f"sentence {self.id or '(unnamed)'}: {name}",
+                            item="word" if name == "words" else "label")
         n = len(self.words)
         if n == 0:
             raise InputError(f"sentence {self.id or '(unnamed)'} has no words; every sentence needs at least one.")
