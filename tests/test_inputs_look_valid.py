@@ -177,3 +177,63 @@ def test_a_circuit_of_a_same_shaped_graph_of_another_model_warns():
     circuit = circuits.Circuit.from_edges(renamed, ["L0H0 -> logits"])
     with pytest.warns(UserWarning, match="'another-model' and is evaluated on 'zoo/toy-lm'"):
         circuits.patch_edges(toy(), CLEAN, CORRUPTED, [circuit], LogitDiff(" mat", " cat"))
+
+
+# -- structured inputs and hook names at the boundary (item 8) -----------------------------------------------------
+
+@pytest.mark.parametrize("hook", ["ln_final.hook_normalized", "ln_final.hook_scale"])
+def test_the_final_norms_hooks_are_refused_by_gradient_methods_with_the_choices(hook):
+    """The metric reads the final residual stream through the final norm itself: no gradient reaches ln_final.*
+    (it was a raw RuntimeError from autograd, or a KeyError in TCAV)."""
+    from circuitlab.concepts import gradients, tcav
+
+    model, ld = toy(), LogitDiff(" mat", " cat")
+    calls = {"hook": [lambda: gradients.integrated_gradients(model, CLEAN, ld, hook=hook, steps=2),
+                      lambda: gradients.gradient_x_input(model, CLEAN, ld, hook=hook)],
+             "hooks": [lambda: tcav.sensitivities(model, [CLEAN], ld, hook),
+                       lambda: tcav.tcav(model, [CLEAN, CORRUPTED], ld, {"pets": ["the cat", "a dog", "my cat"]},
+                                         ["the sea", "a hill", "old bread", "the king"], hooks=hook, runs=2,
+                                         set_size=2)]}
+    for arg, fns in calls.items():
+        for call in fns:
+            with pytest.raises(InputError, match=rf"{arg}='{hook}' is not on the path .* 'blocks\.3\.hook_resid_post'"):
+                call()
+
+
+def test_the_final_norms_output_is_still_collected_exactly():
+    """The collector runs the whole model for hooks after the blocks: ln_final's output is a valid probe site."""
+    from circuitlab.engine.collect import collect_rows
+
+    model = toy()
+    tokens = model.to_tokens(CLEAN)
+    rows = collect_rows(model, [tokens[0].tolist()], [[(2,)]], ["ln_final.hook_normalized"])
+    _, cache = model.run_with_cache(tokens)
+    torch.testing.assert_close(rows["ln_final.hook_normalized"][0], cache["ln_final.hook_normalized"][0, 2])
+
+
+@pytest.mark.parametrize("by", [None, {"layer": 1}, ("layer", 3)])
+def test_a_by_that_is_not_a_tuple_of_axis_names_is_refused(by):
+    from circuitlab import patching
+
+    with pytest.raises(InputError, match=r"by=.* must name the axes to sweep as a tuple of strings"):
+        patching.sweep(toy(), CLEAN, CORRUPTED, LogitDiff(" mat", " cat"), site="z", by=by, layers=[3],
+                       progress=False)
+
+
+def test_a_concept_name_that_is_not_text_is_refused():
+    from circuitlab.concepts import tcav
+
+    with pytest.raises(InputError, match="concepts: the name 3 of a concept must be non-empty text"):
+        tcav.tcav(toy(), [CLEAN], LogitDiff(" mat", " cat"), {3: ["the cat", "a dog"]}, ["the sea", "a hill"],
+                  hooks="blocks.1.hook_resid_pre")
+
+
+def test_answer_ranks_wants_one_answer_per_prompt():
+    with pytest.raises(InputError, match="2 prompts but 1 answers"):
+        module("probing.cloze").answer_ranks(toy(), [CLEAN, CORRUPTED], torch.tensor([5]))
+
+
+def test_label_word_classifier_examples_must_be_text_label_pairs():
+    sentiment = module("concepts.sentiment")
+    with pytest.raises(InputError, match=r"examples\[0\] is \('good',\); each example must be a \(text, label\)"):
+        sentiment.LabelWordClassifier(toy()).fit([("good",)])

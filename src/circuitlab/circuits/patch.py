@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import einops
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
@@ -96,7 +96,7 @@ def check_ablation(ablation: str) -> str:
     return ablation
 
 
-def check_boolean_mask(mask: Tensor, what: str) -> Bool[Tensor, "..."]:
+def check_boolean_mask(mask: Shaped[Tensor, "..."], what: str) -> Bool[Tensor, "..."]:
     """An edge mask as a CPU boolean tensor: a boolean tensor as it is, a numeric one only when every value is
     exactly 0 or 1. A fractional value (0.4, a score, NaN) is an :class:`~circuitlab.errors.InputError` naming
     ``what``: ``.bool()`` would silently read every non-zero value as "removed"."""
