@@ -302,7 +302,7 @@ def trace(
     samples: int = 10,
     seed: int = 0,
     max_memory: int = DEFAULT_MAX_MEMORY,
-    progress: bool = True,
+    progress: bool = False,
 ) -> CausalTrace:
     """Causal tracing of one factual prompt: the answer's probability with each clean state restored.
 
@@ -554,7 +554,7 @@ def average_indirect_effect(
     samples: int = 10,
     seed: int = 0,
     max_memory: int = DEFAULT_MAX_MEMORY,
-    progress: bool = True,
+    progress: bool = False,
     executor: Any = None,
 ) -> Result:
     """The average indirect effect (AIE) over ``facts`` at the paper's kinds of position (its Figure 2).

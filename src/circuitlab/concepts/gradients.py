@@ -259,7 +259,7 @@ def pad_token_id(model, pad_token: Any = None) -> int:
 
 
 def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
-                        keep_bos: bool = False, x: Optional[Float[Tensor, "batch pos ..."]] = None
+                        keep_bos: bool = True, x: Optional[Float[Tensor, "batch pos ..."]] = None
                         ) -> tuple[Float[Tensor, "batch pos ..."], str]:
     """The baseline activation at ``hook`` for prompts ``tokens``, and a description of it (see the module
     docstring). With ``keep_bos`` and prompts that begin with BOS, the reference input keeps its BOS token and the
@@ -392,13 +392,14 @@ def gradient_x_input(
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
     pad_token: Any = None,
-    keep_bos: bool = False,
+    keep_bos: bool = True,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> TokenAttributions:
     """Gradient x input: ``(x - x') * d metric / dx`` at the input ``x`` itself, summed per token.
 
-    With the defaults (``baseline="zero"``, ``keep_bos=False``) this is the classic ``x * grad`` at every position
-    (Shrikumar et al. 2016); it is
+    With ``baseline="zero"`` (the default) and ``keep_bos=False`` this is the classic ``x * grad`` at every
+    position (Shrikumar et al. 2016); by default (``keep_bos=True``, as in :func:`integrated_gradients`) a leading
+    BOS token stays in the baseline and gets no attribution, and every other position is ``x * grad``. It is
     integrated gradients with one step at the input (``riemann_right``, ``steps=1``). Its sum is a first-order
     estimate of ``metric(x) - metric(x')``: the gap in ``meta`` says how far from linear the model is, and no
     warning is given.

@@ -51,7 +51,7 @@ def activations(
     neuron: int,
     batch_size: int = 32,
     exclude_bos: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Float[Tensor, " token"]:
     """Neuron ``neuron`` of MLP layer ``layer`` (``blocks.{layer}.mlp.hook_post[..., neuron]``) on every token of
@@ -122,7 +122,7 @@ def neuron_page(
     bins: int = 40,
     context: tuple[int, int] = (10, 3),
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> NeuronPage:
     """The page of neuron ``neuron`` of MLP layer ``layer`` over ``texts`` (see the module docstring).

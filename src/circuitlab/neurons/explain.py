@@ -187,7 +187,7 @@ def neuron_records(
     max_tokens: int = 64,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> list[NeuronRecord]:
     """Explanation and held-out excerpts of MLP neurons over a stream of texts, all neurons in one pass.
@@ -635,7 +635,7 @@ def score_explanations(
     shuffled: bool = True,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> ExplanationScores:
     """Explain, simulate and score MLP neurons (Bills et al. 2023), with the shuffled and chance controls.

@@ -332,7 +332,7 @@ def _row_splits(acts: WordActivations, fractions: Sequence[float], seed: int) ->
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "upos", *, hooks: Any = None,
           probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2), control: bool = True,
           split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, lowercase: bool = False,
-          linear: Optional[dict] = None, mlp: Optional[dict] = None, progress: bool = True,
+          linear: Optional[dict] = None, mlp: Optional[dict] = None, progress: bool = False,
           **collect_options: Any) -> ProbeSweep:
     """Probe accuracy, control accuracy and selectivity at every hook: a :class:`ProbeSweep` (a
     :class:`~circuitlab.results.Result`) with axes ``("probe", "layer", "measure")``, seed means; test split.
@@ -424,7 +424,7 @@ def sentence_features(acts: WordActivations,
 def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None,
                    probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2),
                    split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, linear: Optional[dict] = None,
-                   mlp: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> ProbeSweep:
+                   mlp: Optional[dict] = None, progress: bool = False, **collect_options: Any) -> ProbeSweep:
     """Sentence-level probes: test accuracy of predicting one label per sentence from the mean of its words'
     representations, at every hook; a :class:`ProbeSweep` with axes ``("probe", "layer",
     "measure")`` and the one measure ``"accuracy"`` (seed means; intervals in ``meta["ci95"]``).

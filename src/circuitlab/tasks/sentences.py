@@ -581,7 +581,7 @@ def debian_corpus_lines(seed: int) -> tuple[list[str], list[str]]:
 
 
 def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
-                      progress: bool = True) -> list[Sentence]:
+                      progress: bool = False) -> list[Sentence]:
     """The default probing data: ``n`` real English sentences, labelled by spaCy, cached on disk.
 
     ``source="debian"``: half King James verses, half fortune cookies (see the module notes for the selection and
