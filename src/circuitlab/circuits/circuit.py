@@ -113,7 +113,9 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         An edge is kept when its sender is named and its receiver's component is (a head's q, k and v inputs all
         belong to the head). Raises :class:`~circuitlab.errors.InputError` for a name the model's graph lacks.
         """
-        names = check_texts(nodes, "nodes", item="component name", allow_empty=True)
+        if isinstance(nodes, str):  # one name would be read letter by letter: refused with the fix
+            check_texts(nodes, "nodes", item="component name")
+        names = list(nodes)
         known = set(graph.components)
         for name in names:
             if not isinstance(name, str) or name not in known:
