@@ -94,6 +94,8 @@ KINDS: dict[str, Kind] = {
         torch.tensor([[0.5, 1.5]]), torch.tensor([[1, 10**7]]), torch.tensor([[[1, 2]]]), [[]],
     ]),
     "prompts": Kind(("prompt", "token", "data"), bad=[[], 3.5, None]),
+    # a list of texts: a bare string would be read letter by letter (or as a corpus of one), so it is refused
+    "texts": Kind(("text", "prompt", "sentence", "input"), bad=[[], 3.5, None, "Wexmira", "the cat"]),
     "answer": Kind(("answer", "token", "wrong"), bad=["", " the cat", 10**7, -1, 2.5, True, []]),
     "layer": Kind(("layer",), bad=[99, -99, "1", 1.5, True, None], same=[(-1, 3), (-4, 0)]),
     "layers": Kind(("layer",), bad=[[], [99], [0, 0], "x", [1.5]], same=[([-1], [3]), ([0, -1], [0, 3])]),
@@ -116,7 +118,8 @@ KINDS: dict[str, Kind] = {
     "threshold": Kind(("threshold",), bad=[-1.0, float("nan"), float("inf"), "1e-3", None, True]),
     "circuit": Kind(("circuit", "edge"), bad=[None, "L0H0 -> logits", 3, ["nope -> logits"]]),
     "hook": Kind(("hook",), bad=["blocks.99.hook_resid_pre", "nope", 3, None, "blocks.0.attn.hook_pattern"]),
-    "concepts": Kind(("concept",), bad=[{}, {"pets": []}, {"pets": ["the cat"]}, ["the cat"], None, {"": ["a", "b"]}]),
+    "concepts": Kind(("concept",), bad=[{}, {"pets": []}, {"pets": ["the cat"]}, ["the cat"], None, {"": ["a", "b"]},
+                                        {"pets": "the cat"}, {3: ["the cat", "a dog", "my cat"]}]),
     "sentences": Kind(("sentence",), bad=[[], 3, "The cat sat.", [None], ["The cat sat."]]),
     "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
     # a corrupted prompt that does not move the metric: a ratio over the difference would be float noise
@@ -242,10 +245,10 @@ ANALYSES = [
              {"model": ("model", M), "prompts": ("prompt", CLEAN), "metric": ("metric", LD),
               "hook": ("hook", "blocks.1.hook_resid_pre"), "max_memory": ("memory", 2**20)}),
     Analysis("concepts.tcav", tcav.tcav,
-             {"model": ("model", M), "inputs": ("prompts", [CLEAN, CORRUPTED]), "metric": ("metric", LD),
+             {"model": ("model", M), "inputs": ("texts", [CLEAN, CORRUPTED]), "metric": ("metric", LD),
               "concepts": (("concepts", "repeated concept texts"), {"pets": ["the cat", "a dog", "my cat", "the dog"]}),
-              "random_texts": (("prompts", "repeated texts"), ["the sea", "a hill", "old bread", "the king", "a door",
-                                                               "the road", "my coat", "the rain"]),
+              "random_texts": (("texts", "repeated texts"), ["the sea", "a hill", "old bread", "the king", "a door",
+                                                             "the road", "my coat", "the rain"]),
               "hooks": ("hook", "blocks.1.hook_resid_pre"), "runs": ("count", 2), "set_size": ("count", 3),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.collect", functools.partial(probing.collect, progress=False, cache=False),
@@ -269,12 +272,12 @@ ANALYSES = [
              {"metric": ("metric", LD), "model": ("model", M), "clean_tokens": ("prompt", CLEAN),
               "corrupted_tokens": (("prompt", "near-zero denominators"), CORRUPTED)}),
     Analysis("neurons.examples.neuron_page", functools.partial(neuron_examples.neuron_page, progress=False),
-             {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
+             {"model": ("model", M), "texts": ("texts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
               "neuron": ("neuron", 511), "k": ("count", 3), "bins": ("count", 4), "batch_size": ("count", 1),
               "max_memory": ("memory", 2**20)}),
     Analysis("neurons.explain.score_explanations", functools.partial(neuron_explain.score_explanations,
                                                                       shuffled=False, progress=False),
-             {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
+             {"model": ("model", M), "texts": ("texts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
               "layer": ("layer", 3), "neurons": (("neuron", "repeated neurons"), 511), "n_explain": ("count", 2),
               "n_top": ("count", 2),
               "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
@@ -295,7 +298,7 @@ ANALYSES = [
     Analysis("neurons.ablation.loss_curves", functools.partial(neuron_ablation.loss_curves, progress=False,
                                                                random_seeds=(0,)),
              {"model": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
-              "sentences": ("prompts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
+              "sentences": ("texts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.edge_probe", functools.partial(probing.edge_probe, progress=False, cache=False, epochs=1),
              {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "pos"),
@@ -410,6 +413,34 @@ def test_words_outside_a_word_level_vocabulary_are_named():
         patching.sweep(model, "t1 t2 t3", "t1 t5 zz", LogitDiff("t3", "t4"), progress=False)
     # the unknown token written out is not an unknown word
     assert attribution.direct_logit_attribution(model, "<bos> t1 t2", "t3").values.numel() > 0
+
+
+#: texts with no token of their own on a word-level vocabulary (on a byte-level BPE one, whitespace is tokens)
+WHITESPACE = ["   ", "\n"]
+
+
+def _whitespace_cases():
+    for a in ANALYSES:
+        models = [arg for arg, (kind, _) in a.args.items() if "model" in _kinds(kind)]
+        for arg, (kind, _) in a.args.items():
+            if "prompt" in _kinds(kind) and models:
+                for value in WHITESPACE:
+                    yield pytest.param(a, models[0], arg, value, id=f"{a.name}-{arg}={value!r}")
+
+
+@pytest.mark.parametrize("analysis,model_arg,arg,value", list(_whitespace_cases()))
+def test_whitespace_prompts_on_a_word_level_model_are_refused(analysis: Analysis, model_arg: str, arg: str, value):
+    """The "prompt" kind on zoo/attn-only-2l: whitespace tokenizes to nothing there, and the analysis used to run on
+    the start token alone. Other prompts of the row are replaced by one the model knows."""
+    other = {a: "t1 t2 t3 t4" for a, (kind, _) in analysis.args.items() if "prompt" in _kinds(kind) and a != arg}
+    try:
+        out = analysis.call(**{model_arg: words(), **other, arg: value})
+    except CircuitlabError as exc:
+        if "tokenizes to no tokens" not in str(exc):
+            pytest.skip(f"another argument of this row does not fit the word-level model: {exc}")
+        assert arg in str(exc) or "prompt" in str(exc)
+        return
+    pytest.fail(f"{analysis.name}({arg}={value!r}) on {WORDS} returned {type(out).__name__}")
 
 
 def test_non_finite_activations_are_traced_to_where_they_first_appear():

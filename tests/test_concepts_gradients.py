@@ -136,7 +136,7 @@ def test_at_a_later_hook_equals_captum_on_that_layer(model, tokens):
 
 
 def test_gradient_x_input_equals_captums_layer_gradient_x_activation(model, tokens):
-    ours = gradient_x_input(model, PROMPTS, LogitDiff(MAT, CAT))
+    ours = gradient_x_input(model, PROMPTS, LogitDiff(MAT, CAT), keep_bos=False)  # the classic x * grad everywhere
     f = per_example_logit_diff(model)
     theirs = captum_attr.LayerGradientXActivation(lambda t: f(model(t)), model.embed).attribute(tokens)
     theirs = theirs.detach().double().sum(-1)

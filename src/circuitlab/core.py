@@ -156,6 +156,9 @@ def to_tokens(model: HookedTransformer, prompts: Prompts, prepend_bos: bool | No
             check_known_words(model, t, what)
         # truncate=False: TransformerLens would cut text at n_ctx silently; the length check below says so instead
         rows = [model.to_tokens(t, prepend_bos=prepend_bos, truncate=False)[0] for t in texts]
+        for i, (t, r) in enumerate(zip(texts, rows)):
+            if len(r) <= 1:
+                check_text_tokens(model, t, "the prompt" if isinstance(prompts, str) else f"prompt {i}")
         lengths = {len(r) for r in rows}
         if len(lengths) > 1:
             detail = "; ".join(f"{t!r}: {len(r)} tokens" for t, r in zip(texts, rows))
@@ -264,6 +267,18 @@ def check_known_words(model: HookedTransformer, text: str, what: str = "the prom
         f"unknown token {unk!r}, and the analysis would measure that token instead. Use words from its vocabulary "
         f"(it has {len(tok)} tokens, e.g. {examples}), or pass token ids."
     )
+
+
+def check_text_tokens(model: HookedTransformer, text: str, what: str = "the prompt") -> None:
+    """Raise if ``text`` tokenizes to nothing (no token beyond the start token the model would prepend): a
+    whitespace-only text on a word-level tokenizer, say. The analysis would then run on the start token alone
+    and measure nothing about the text; a non-empty string is not enough, the rule applies after tokenisation."""
+    if len(model.to_tokens(text, prepend_bos=False, truncate=False)[0]) == 0:
+        raise InputError(
+            f"{what} {shorten(text, 60)} tokenizes to no tokens with this model's tokenizer (only the start token "
+            "would remain), so the analysis would measure nothing about the text. Give text with at least one "
+            "token (check with model.to_str_tokens), or pass token ids."
+        )
 
 
 def check_distinct_answers(correct: Int[Tensor, " batch"], wrong: Int[Tensor, " batch"],

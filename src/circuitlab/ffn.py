@@ -304,7 +304,7 @@ def key_examples(
     batch_size: int = 32,
     context: tuple[int, int] = (10, 3),
     exclude_bos: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> KeyExamples:
     """The ``k`` positions of a dataset where neuron ``neuron`` of MLP layer ``layer`` fires most.

@@ -19,10 +19,10 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator, Optional, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence
 
 from circuitlab.circuits.graph import Edge, Graph
-from circuitlab.core import check_number
+from circuitlab.core import check_number, check_texts, shorten
 from circuitlab.errors import InputError
 from circuitlab.results import Rendered
 
@@ -48,6 +48,18 @@ class Comparison:
                 f"{len(self.only_other)} only in other, jaccard={self.jaccard:.3f})")
 
 
+def _edge_list(edges: Any) -> list:
+    """``edges`` as a list; a bare string (one edge, which iterating would read letter by letter) or a non-iterable
+    is an :class:`~circuitlab.errors.InputError` with the fix."""
+    if isinstance(edges, (str, bytes)):
+        raise InputError(f"edges must be a list of edges; got the single string {shorten(edges, 60)}, which would be "
+                         f"read letter by letter. Wrap it in a list: [{shorten(edges, 60)}].")
+    if isinstance(edges, Mapping) or not isinstance(edges, Iterable):
+        raise InputError(f"edges must be a list of edges (('L0H1', 'L1H2.k') pairs or 'L0H1 -> L1H2.k' strings); "
+                         f"got {type(edges).__name__}.")
+    return list(edges)
+
+
 @dataclass(repr=False)
 class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.graph
     """Edges of a :class:`~circuitlab.circuits.graph.Graph`, in the graph's order, with optional scores.
@@ -70,6 +82,7 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
     _position: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        self.edges = _edge_list(self.edges)
         checked = [self.graph.check_edge(e) for e in self.edges]
         if len(set(checked)) != len(checked):
             raise InputError("a circuit names an edge twice; give each edge once.")
@@ -91,7 +104,7 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
     def from_edges(cls, graph: Graph, edges: Iterable[Any], scores: Optional[Sequence[float]] = None,
                    **fields: Any) -> "Circuit":
         """A circuit of the given edges: ``("L0H1", "L1H2.k")`` pairs or ``"L0H1 -> L1H2.k"`` strings."""
-        return cls(graph, [graph.check_edge(e) for e in edges], scores, **fields)
+        return cls(graph, [graph.check_edge(e) for e in _edge_list(edges)], scores, **fields)
 
     @classmethod
     def from_nodes(cls, graph: Graph, nodes: Iterable[str], **fields: Any) -> "Circuit":
@@ -100,6 +113,8 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         An edge is kept when its sender is named and its receiver's component is (a head's q, k and v inputs all
         belong to the head). Raises :class:`~circuitlab.errors.InputError` for a name the model's graph lacks.
         """
+        if isinstance(nodes, str):  # one name would be read letter by letter: refused with the fix
+            check_texts(nodes, "nodes", item="component name")
         names = list(nodes)
         known = set(graph.components)
         for name in names:

@@ -101,9 +101,7 @@ def _faithfulness(model, clean_tokens, corrupted_tokens, circuits: list[Circuit]
     model, clean_t, patcher = setup_patcher(model, clean_tokens, corrupted_tokens, metric, ablation=ablation,
                                      max_memory=max_memory, what="faithfulness", with_kl=True)
     graph = patcher.graph
-    if not graph.same_shape(circuits[0].graph):
-        raise InputError(f"the circuit belongs to a different graph ({circuits[0].graph.describe()}) than the model's "
-                         f"({graph.describe()}).")
+    graph.check_same(circuits[0].graph, "the circuit")
     full = graph.mask
     masks = [full & ~patcher.mask_matrix(c.edges) for c in circuits] + [torch.zeros_like(full), full]
     values = patcher.run(torch.stack(masks), progress=progress)  # [k + 2, metric (, kl)]

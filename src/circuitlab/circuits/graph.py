@@ -45,6 +45,7 @@ it is (so one head's share of it is exactly its own ``z_h @ W_O[h]``). Anything 
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional, Sequence
 
@@ -227,6 +228,24 @@ class Graph:
 
     def same_shape(self, other: "Graph") -> bool:
         return self.spec() == other.spec()
+
+    def check_same(self, other: Any, what: str = "the circuit") -> None:
+        """Raise an :class:`~circuitlab.errors.InputError` describing both graphs unless ``other`` (the graph of
+        ``what``, e.g. a circuit to evaluate on this graph's model) has this graph's shape, so the same nodes and
+        edges: an edge of a circuit found on another model would otherwise be read as whichever edge of this model
+        carries its name. Same shape but another model's name: a warning (a circuit may be transferred on purpose,
+        e.g. to a fine-tuned copy)."""
+        if not isinstance(other, Graph):
+            raise InputError(f"{what} has no circuit graph (got {type(other).__name__}); build it with "
+                             "Graph.from_model(model).")
+        if not self.same_shape(other):
+            raise InputError(f"{what} was built on a different graph ({other.describe()}) than this model's "
+                             f"({self.describe()}). Find or build the circuit on this model's graph "
+                             "(Graph.from_model(model)).")
+        if self.model and other.model and self.model != other.model:
+            warnings.warn(f"{what} was built on the graph of {other.model!r} and is evaluated on {self.model!r}; the "
+                          "graphs have the same shape, so its edges are read as this model's edges of those names.",
+                          stacklevel=3)
 
     def __eq__(self, other: object) -> bool:  # two graphs of the same shape have the same nodes and edges
         return isinstance(other, Graph) and self.same_shape(other)

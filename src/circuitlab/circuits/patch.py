@@ -56,7 +56,7 @@ from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import einops
 import torch
-from jaxtyping import Bool, Float, Int
+from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
@@ -65,7 +65,7 @@ from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.eap import capture_senders, compute_dtype, receiver_inputs, stack_senders
 from circuitlab.circuits.graph import Graph
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             progress_bar, readout, row_bytes, to_tokens)
+                             progress_bar, readout, row_bytes, shorten, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, gather_positions, read_logits
 from circuitlab.errors import InputError
 from circuitlab.metrics import KLDivergence, Metric, bind_metric, is_declarative
@@ -94,6 +94,21 @@ def check_ablation(ablation: str) -> str:
         raise InputError(f"ablation={ablation!r}: use 'corrupted' (the sender's output on the corrupted prompt), "
                          "'mean' (its mean over the corrupted batch) or 'zero'.")
     return ablation
+
+
+def check_boolean_mask(mask: Shaped[Tensor, "..."], what: str) -> Bool[Tensor, "..."]:
+    """An edge mask as a CPU boolean tensor: a boolean tensor as it is, a numeric one only when every value is
+    exactly 0 or 1. A fractional value (0.4, a score, NaN) is an :class:`~circuitlab.errors.InputError` naming
+    ``what``: ``.bool()`` would silently read every non-zero value as "removed"."""
+    if mask.dtype == torch.bool:
+        return mask.cpu()
+    exact = (mask == 0) | (mask == 1)
+    if mask.is_complex() or not bool(exact.all()):
+        bad = mask[~exact].flatten()[:3].tolist()
+        raise InputError(f"{what} must be a boolean mask (True = edge removed) or hold only 0 and 1; got a "
+                         f"{str(mask.dtype).replace('torch.', '')} tensor with values such as {shorten(bad, 40)}. "
+                         f"Decide each edge yourself, e.g. {what}=scores > 0.5.")
+    return mask.bool().cpu()
 
 
 class EdgePatcher:
@@ -245,7 +260,7 @@ class EdgePatcher:
         order), or from a list of edge collections."""
         graph = self.graph
         if isinstance(masks, Tensor):
-            masks = masks.bool().cpu()
+            masks = check_boolean_mask(masks, "removed")
             if masks.ndim == 3 and masks.shape[1:] == graph.mask.shape:
                 if (masks & ~graph.mask).any():
                     raise InputError("a mask removes a (sender, receiver) pair that is not an edge of the graph.")
@@ -266,6 +281,11 @@ class EdgePatcher:
             if isinstance(m, (str, bytes)) or not isinstance(m, Iterable):
                 raise InputError(f"removed[{i}] is {m!r:.60}: each edge set must be a Circuit or a list of edges "
                                  "(e.g. ['L0H1 -> L1H2.k']).")
+            if isinstance(m, Circuit):
+                graph.check_same(m.graph, f"removed[{i}] (a circuit)")
+            if isinstance(m, Tensor):
+                raise InputError(f"removed[{i}] is a tensor: give all masks as one boolean tensor [n_masks, n_edges] "
+                                 "(True = removed), or each edge set as a Circuit or a list of edges.")
         return torch.stack([self.mask_matrix(m) for m in masks]) if len(masks) else \
             torch.zeros(0, *graph.mask.shape, dtype=torch.bool)
 

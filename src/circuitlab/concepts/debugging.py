@@ -53,7 +53,8 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
 from circuitlab.concepts.tcav import logistic_regression
-from circuitlab.core import ModelLike, as_model, check_count, check_layer, check_number, model_name, unresolved
+from circuitlab.core import (ModelLike, as_model, check_count, check_layer, check_number, check_texts, model_name,
+                             to_tokens, unresolved)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
@@ -111,7 +112,8 @@ class LinearHeadClassifier:
     @torch.no_grad()
     def features(self, texts: Sequence[str]) -> Float[Tensor, "text d_model"]:
         """Each text's pooled features (texts of one token length run together), float64."""
-        rows = [self.model.to_tokens(t)[0] for t in texts]
+        texts = check_texts(texts, "texts", allow_empty=True)
+        rows = [to_tokens(self.model, t)[0] for t in texts]
         out = torch.empty(len(rows), self.model.cfg.d_model, dtype=torch.float64)
         for idx in _by_length(rows).values():
             toks = torch.stack([rows[i] for i in idx])

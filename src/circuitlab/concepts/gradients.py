@@ -52,6 +52,7 @@ prompt, as circuitlab's can, is also split by prompt when one step does not fit)
 from __future__ import annotations
 
 import math
+import re
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -63,7 +64,7 @@ from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
                              check_number, final_norm, final_residual, metric_name, model_name, position_labels,
-                             progress_bar, resolution, row_bytes, softcap, str_tokens, to_tokens, unresolved)
+                             progress_bar, resolution, row_bytes, shorten, softcap, str_tokens, to_tokens, unresolved)
 from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative
@@ -139,13 +140,38 @@ def check_method(method: Any) -> str:
 
 
 def check_hook(model, hook: Any, what: str = "hook") -> str:
-    """``hook`` checked: a hook name the model has."""
+    """``hook`` checked: a hook name the model has, and one a gradient of the metric can reach
+    (:func:`check_gradient_hook`)."""
     names = getattr(model, "hook_dict", {})
     if not isinstance(hook, str) or hook not in names:
         last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
         examples = [n for n in ("hook_embed", "blocks.0.hook_resid_pre", last) if n in names]
-        raise InputError(f"{what}={hook!r} is not a hook of this model. Give a TransformerLens hook name it has, e.g. "
-                         f"{', '.join(map(repr, examples))} (all of them: model.hook_dict).")
+        raise InputError(f"{what}={shorten(hook, 60)} is not a hook of this model. Give a TransformerLens hook name it "
+                         f"has, e.g. {', '.join(map(repr, examples))} (all of them: model.hook_dict).")
+    return check_gradient_hook(model, hook, what)
+
+
+#: hooks a metric's gradient flows through: the embeddings and every hook inside the blocks
+_GRADIENT_PATH = re.compile(r"^(hook_embed|hook_pos_embed|blocks\.\d+\..+)$")
+
+
+def check_gradient_hook(model, hook: str, what: str = "hook") -> str:
+    """Refuse a hook that a gradient-based method (integrated gradients, gradient x input, TCAV's directional
+    derivatives) cannot use, with the hooks it can: one outside the path from the embeddings to the final norm's
+    input (the final norm's own hooks ``ln_final.*`` and the unembedding are not run when a circuitlab metric reads
+    the logits through :func:`circuitlab.core.readout`, so no gradient would reach them; ``hook_tokens`` holds token
+    ids), or one without one vector per token (attention patterns and scores)."""
+    if not _GRADIENT_PATH.match(hook) or hook.endswith(NOT_PER_TOKEN):
+        last = model.cfg.n_layers - 1
+        why = ("holds attention patterns or scores [batch, head, query, key], not one vector per token"
+               if hook.endswith(NOT_PER_TOKEN) else
+               "is not on the path from the embeddings to the final norm's input, so the metric's gradient does not "
+               "reach it (the metric reads the final residual stream through the final norm itself)")
+        pos = ", 'hook_pos_embed'" if "hook_pos_embed" in model.hook_dict else ""
+        raise InputError(f"{what}={hook!r} {why}. This method takes 'hook_embed'{pos} or a hook inside a "
+                         f"block with one vector per token: blocks.{{l}}.hook_resid_pre / hook_resid_mid / "
+                         f"hook_resid_post / hook_attn_out / hook_mlp_out / attn.hook_z / mlp.hook_post ..., l in "
+                         f"0..{last} (for the final norm's input, 'blocks.{last}.hook_resid_post').")
     return hook
 
 
@@ -234,7 +260,7 @@ def pad_token_id(model, pad_token: Any = None) -> int:
 
 
 def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
-                        keep_bos: bool = False, x: Optional[Float[Tensor, "batch pos ..."]] = None
+                        keep_bos: bool = True, x: Optional[Float[Tensor, "batch pos ..."]] = None
                         ) -> tuple[Float[Tensor, "batch pos ..."], str]:
     """The baseline activation at ``hook`` for prompts ``tokens``, and a description of it (see the module
     docstring). With ``keep_bos`` and prompts that begin with BOS, the reference input keeps its BOS token and the
@@ -367,13 +393,14 @@ def gradient_x_input(
     hook: str = "hook_embed",
     baseline: Baseline = "zero",
     pad_token: Any = None,
-    keep_bos: bool = False,
+    keep_bos: bool = True,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> TokenAttributions:
     """Gradient x input: ``(x - x') * d metric / dx`` at the input ``x`` itself, summed per token.
 
-    With the defaults (``baseline="zero"``, ``keep_bos=False``) this is the classic ``x * grad`` at every position
-    (Shrikumar et al. 2016); it is
+    With ``baseline="zero"`` (the default) and ``keep_bos=False`` this is the classic ``x * grad`` at every
+    position (Shrikumar et al. 2016); by default (``keep_bos=True``, as in :func:`integrated_gradients`) a leading
+    BOS token stays in the baseline and gets no attribution, and every other position is ``x * grad``. It is
     integrated gradients with one step at the input (``riemann_right``, ``steps=1``). Its sum is a first-order
     estimate of ``metric(x) - metric(x')``: the gap in ``meta`` says how far from linear the model is, and no
     warning is given.

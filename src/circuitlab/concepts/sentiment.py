@@ -14,12 +14,13 @@ written, and are re-exported here. The method is:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import torch
 from jaxtyping import Float
 
-from circuitlab.core import ModelLike, as_model
+from circuitlab.core import ModelLike, as_model, check_texts, shorten, to_tokens
+from circuitlab.errors import InputError
 from circuitlab.metrics import LogitDiff
 from circuitlab.tasks.reviews import (ANIMALS, NEGATIVE, NEUTRAL, POSITIVE, RANDOM_WORDS, concept_texts, random_texts,
                                       reviews)
@@ -51,10 +52,11 @@ class LabelWordClassifier:
     def scores(self, texts: Sequence[str]) -> Float[torch.Tensor, " text"]:
         """The positive-minus-negative logit difference of each text (one forward pass per text length)."""
         model = self.model
+        texts = check_texts(texts, "texts", allow_empty=True)
         ids = [model.to_single_token(w) for w in self.words]
         out = torch.empty(len(texts), dtype=torch.float64)
         by_len: dict[int, list[int]] = {}
-        toks = [model.to_tokens(self.prompt(t))[0] for t in texts]
+        toks = [to_tokens(model, self.prompt(t))[0] for t in texts]
         for i, t in enumerate(toks):
             by_len.setdefault(len(t), []).append(i)
         for idx in by_len.values():
@@ -64,6 +66,7 @@ class LabelWordClassifier:
 
     def fit(self, examples: Sequence[tuple[str, int]]) -> "LabelWordClassifier":
         """Set ``threshold`` to the midpoint that classifies ``examples`` best (ties: the middle one)."""
+        examples = _labelled(examples)
         s = self.scores([t for t, _ in examples])
         y = torch.tensor([l for _, l in examples])
         cuts = torch.sort(s).values
@@ -74,9 +77,23 @@ class LabelWordClassifier:
         return self
 
     def accuracy(self, examples: Sequence[tuple[str, int]]) -> float:
+        examples = _labelled(examples)
         s = self.scores([t for t, _ in examples])
         y = torch.tensor([l for _, l in examples])
         return float(((s > self.threshold).long() == y).double().mean())
+
+
+def _labelled(examples: Any) -> list[tuple[str, int]]:
+    """``examples`` as a non-empty list of ``(text, label)`` pairs with labels 0 or 1, or an InputError."""
+    if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence) or not examples:
+        raise InputError(f"examples must be a non-empty list of (text, label) pairs, label 1 positive and 0 "
+                         f"negative; got {shorten(examples, 60)}.")
+    for i, e in enumerate(examples):
+        if (not isinstance(e, (tuple, list)) or len(e) != 2 or not isinstance(e[0], str)
+                or isinstance(e[1], bool) or e[1] not in (0, 1)):
+            raise InputError(f"examples[{i}] is {shorten(e, 60)}; each example must be a (text, label) pair with "
+                             "label 0 (negative) or 1 (positive).")
+    return [(t, int(label)) for t, label in examples]
 
 
 def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, int]]] = None) -> LabelWordClassifier:
@@ -105,6 +122,7 @@ def sentiment_tcav(model: ModelLike = "gemma-3-270m", *, concepts: Sequence[str]
     from circuitlab.concepts.tcav import tcav
 
     model = as_model(model)
+    concepts = check_texts(concepts, "concepts", item="concept name")
     clf = LabelWordClassifier(model, words=tuple(words))
     negative = [t for t, label in reviews(n_inputs, "test", seed=seed + 2) if label == 0]
     texts = {c: concept_texts(c, 2 * set_size, seed=seed) for c in concepts}

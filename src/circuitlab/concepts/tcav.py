@@ -49,9 +49,9 @@ from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
-                             check_max_memory, check_number, minimise_lbfgs, metric_name, model_name, progress_bar,
+                             check_max_memory, check_number, metric_name, minimise_lbfgs, model_name, progress_bar,
                              row_bytes, shorten, to_tokens)
-from circuitlab.concepts.gradients import NOT_PER_TOKEN, forward_for_metric, metric_from
+from circuitlab.concepts.gradients import NOT_PER_TOKEN, check_gradient_hook, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.engine.collect import check_hooks, check_pool, collect_rows, residual_hooks, same_length_runs
 from circuitlab.errors import InputError
@@ -227,7 +227,7 @@ def sensitivities(model: ModelLike, inputs: Texts, metric: Metric,
     with its answers shared by every input.
     """
     model = as_model(model)
-    hooks = check_hooks(model, hooks, residual_hooks(model))
+    hooks = [check_gradient_hook(model, h, "hooks") for h in check_hooks(model, hooks, residual_hooks(model))]
     pool = check_pool(pool, POOLINGS)
     max_memory = check_max_memory(max_memory)
     metric = bind_metric(metric, model)
@@ -344,6 +344,9 @@ def _check_concepts(concepts: Any) -> dict[str, list[str]]:
                          "['a wonderful day', ...]}; got " + f"{concepts!r:.80}.")
     out = {}
     for name, texts in concepts.items():
+        if not isinstance(name, str) or not name.strip():
+            raise InputError(f"concepts: the name {name!r} of a concept must be non-empty text (it labels the "
+                             "concept in the result), e.g. {'positive adjectives': [...]}.")
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
             raise InputError(f"concepts[{name!r}] must be a list of texts; got {texts!r:.80}.")
         check_distinct(list(texts), f"concepts[{shorten(name, 40)}]", why="a CAV is trained on a sample of distinct "
@@ -397,7 +400,7 @@ def tcav(
     """
     t0 = time.perf_counter()
     model = as_model(model)
-    hooks = check_hooks(model, hooks, residual_hooks(model))
+    hooks = [check_gradient_hook(model, h, "hooks") for h in check_hooks(model, hooks, residual_hooks(model))]
     pool = check_pool(pool, POOLINGS)
     max_memory = check_max_memory(max_memory)
     metric = bind_metric(metric, model)

@@ -236,7 +236,7 @@ def token_rows(model: Any, data: Any, what: str = "key_examples") -> Iterator[In
     LongTensor: texts tokenized with BOS, every row cut to the context length (with one warning naming ``what``)."""
     import warnings
 
-    from circuitlab.core import to_tokens
+    from circuitlab.core import check_text_tokens, to_tokens
 
     if isinstance(data, str):
         data = [data]
@@ -247,6 +247,8 @@ def token_rows(model: Any, data: Any, what: str = "key_examples") -> Iterator[In
     for i, item in enumerate(data):
         if isinstance(item, str):
             row = model.to_tokens(item, truncate=False)[0]
+            if len(row) <= 1:
+                check_text_tokens(model, item, f"text {i}")
         else:
             row = torch.as_tensor(item, dtype=torch.long).reshape(-1)
         if len(row) > n_ctx:

@@ -123,7 +123,7 @@ def ablation_curves(source: Any, ranking: Result, sentences: Optional[Sequence[S
                     control: bool = True, control_seed: int = 0, lowercase: bool = False,
                     split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, l1: float = DEFAULT_L1,
                     l2: float = DEFAULT_L2, max_iter: int = 500, weight_decay: Optional[float] = None,
-                    progress: bool = True, **collect_options: Any) -> Result:
+                    progress: bool = False, **collect_options: Any) -> Result:
     """Probe accuracy, control accuracy and selectivity as the top-, random- and bottom-ranked ``k`` neurons are
     kept or removed: a :class:`~circuitlab.results.Result` with axes ``("protocol", "measure", "selection",
     "k")`` on the test split (random selections: the mean over ``random_seeds``).
@@ -249,7 +249,7 @@ def _texts(texts: Any) -> list[str]:
 @torch.no_grad()
 def loss_curves(model: Any, ranking: Result, sentences: Any, *, ks: Any = None, method: str = "zero",
                 random_seeds: Sequence[int] = (0, 1, 2), max_memory: int = DEFAULT_MAX_MEMORY,
-                progress: bool = True) -> Result:
+                progress: bool = False) -> Result:
     """The model's mean next-token cross-entropy on ``sentences`` with its top-, random- and bottom-ranked ``k``
     MLP neurons ablated: a :class:`~circuitlab.results.Result` with axes ``("selection", "k")`` (selections
     ``"top"``, ``"random"`` (mean over ``random_seeds``), ``"bottom"``).

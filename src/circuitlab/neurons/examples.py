@@ -31,7 +31,7 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_mlp_layer, check_neurons, model_name, progress_bar)
+                             check_texts, check_mlp_layer, check_neurons, model_name, progress_bar)
 from circuitlab.errors import InputError
 from circuitlab.engine.collect import stream_activations, token_rows
 from circuitlab.ffn import KeyExamples, ValueTokens, key_examples, value_tokens
@@ -39,7 +39,7 @@ from circuitlab.results import Bundle, Result
 
 __all__ = ["NeuronPage", "activations", "neuron_page"]
 
-Texts = Union[str, Int[Tensor, " pos"], Int[Tensor, "batch pos"],
+Texts = Union[Int[Tensor, " pos"], Int[Tensor, "batch pos"],
               Iterable[Union[str, Sequence[int], Int[Tensor, " pos"]]]]
 
 
@@ -51,7 +51,7 @@ def activations(
     neuron: int,
     batch_size: int = 32,
     exclude_bos: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Float[Tensor, " token"]:
     """Neuron ``neuron`` of MLP layer ``layer`` (``blocks.{layer}.mlp.hook_post[..., neuron]``) on every token of
@@ -63,6 +63,8 @@ def activations(
     ``exclude_bos`` leaves out position 0 where it holds the BOS token.
     """
     model = as_model(model)
+    if isinstance(texts, str):
+        check_texts(texts, "texts")  # a corpus is a list of texts; a bare string is refused, not read as one text
     layer = check_mlp_layer(model, layer)
     (neuron,) = check_neurons(model, neuron)
     batch_size = check_count(batch_size, "batch_size")
@@ -120,7 +122,7 @@ def neuron_page(
     bins: int = 40,
     context: tuple[int, int] = (10, 3),
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> NeuronPage:
     """The page of neuron ``neuron`` of MLP layer ``layer`` over ``texts`` (see the module docstring).
@@ -137,6 +139,8 @@ def neuron_page(
         batch_size, progress, max_memory: as in :func:`circuitlab.ffn.key_examples`.
     """
     model = as_model(model)
+    if isinstance(texts, str):
+        check_texts(texts, "texts")  # a corpus is a list of texts; a bare string is refused, not read as one text
     layer = check_mlp_layer(model, layer)
     (neuron,) = check_neurons(model, neuron)
     bins = check_count(bins, "bins")

@@ -62,8 +62,8 @@ from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
-                             check_max_memory, check_mlp_layer, check_neurons, model_name, progress_bar, str_tokens,
-                             unresolved)
+                             check_max_memory, check_mlp_layer, check_neurons, check_texts, model_name, progress_bar,
+                             str_tokens, unresolved)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError
@@ -152,8 +152,10 @@ def corpus_lines(n: int = 2000, seed: int = 0) -> list[str]:
 def _rows(model, texts: Iterable[Union[str, Sequence[int], Tensor]], max_tokens: int) -> Iterable[tuple[int, Tensor]]:
     """``(index, row)``: each non-empty text as a 1-D row of token ids (BOS prepended by the model's default), cut to
     ``max_tokens``, with its index in ``texts``."""
-    if isinstance(texts, (str, Tensor)):
-        texts = [texts] if isinstance(texts, str) else list(texts if texts.ndim == 2 else texts[None])
+    if isinstance(texts, str):
+        check_texts(texts, "texts")  # a corpus is a list of texts; a bare string is refused, not read as one text
+    if isinstance(texts, Tensor):
+        texts = list(texts if texts.ndim == 2 else texts[None])
     cap = min(max_tokens, model.cfg.n_ctx)
     for i, item in enumerate(texts):
         if isinstance(item, str):
@@ -186,7 +188,7 @@ def neuron_records(
     max_tokens: int = 64,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> list[NeuronRecord]:
     """Explanation and held-out excerpts of MLP neurons over a stream of texts, all neurons in one pass.
@@ -643,7 +645,7 @@ def score_explanations(
     shuffled: bool = True,
     seed: int = 0,
     batch_size: int = 32,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> ExplanationScores:
     """Explain, simulate and score MLP neurons (Bills et al. 2023), with the shuffled and chance controls.

@@ -91,7 +91,7 @@ def neuron_hooks(model: Any, hooks: Any) -> list[str]:
 
 
 def neuron_activations(source: Any, sentences: Optional[Sequence[Sentence]] = None, hooks: Any = None, *,
-                       progress: bool = True, **collect_options: Any) -> WordActivations:
+                       progress: bool = False, **collect_options: Any) -> WordActivations:
     """``source`` itself if it is :class:`WordActivations` (narrowed to ``hooks`` if given), else the word-level
     activations of the model ``source`` on ``sentences`` at :func:`neuron_hooks` ``(hooks)``."""
     if isinstance(source, WordActivations):
@@ -345,7 +345,7 @@ def rank_neurons(source: Any, sentences: Optional[Sequence[Sentence]] = None, ta
                  labels: Any = None, method: str = "probe", hooks: Any = None, l1: float = DEFAULT_L1,
                  l2: float = DEFAULT_L2, bins: int = 10, split: Sequence[float] = (0.8, 0.1, 0.1),
                  split_seed: int = 0, max_iter: int = 500, max_memory: int = DEFAULT_MAX_MEMORY,
-                 progress: bool = True, **collect_options: Any) -> Result:
+                 progress: bool = False, **collect_options: Any) -> Result:
     """Rank neurons by how much they carry a per-word property: a :class:`~circuitlab.results.Result` with axes
     ``("layer", "neuron")`` holding each neuron's score (higher: more important), computed on the training split.
 
@@ -462,7 +462,7 @@ def common_rows(acts: Sequence[WordActivations]) -> list[Int[Tensor, " common"]]
 
 def correlation_ranking(source: Any, others: Any, sentences: Optional[Sequence[Sentence]] = None, *,
                         hooks: Any = None, other_hooks: Any = None, max_memory: int = DEFAULT_MAX_MEMORY,
-                        progress: bool = True, **collect_options: Any) -> Result:
+                        progress: bool = False, **collect_options: Any) -> Result:
     """Bau et al.'s cross-model correlation ranking of ``source``'s neurons: for each, the largest ``|Pearson r|``
     with any neuron of another model over the same words (``MaxCorr``); a
     :class:`~circuitlab.results.Result` with axes ``("layer", "neuron")`` over ``source``'s neurons.

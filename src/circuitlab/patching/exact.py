@@ -68,7 +68,7 @@ def sweep(
     layers: Optional[Sequence[int]] = None,
     fast: bool = True,
     max_memory: int = DEFAULT_MAX_MEMORY,
-    progress: bool = True,
+    progress: bool = False,
     executor: Any = None,
 ) -> Result:
     """Patch one slice of ``site`` at a time and record ``metric``: exact activation patching.
@@ -115,7 +115,7 @@ def sweep(
 def _sweep_shard(model: ModelLike, clean_tokens: Prompts, corrupted_tokens: Prompts, metric: Metric,
                  site: str = "resid_pre", by: Sequence[str] | str = ("layer", "pos"), direction: str = "denoising", *,
                  layers: Optional[Sequence[int]] = None, fast: bool = True, max_memory: int = DEFAULT_MAX_MEMORY,
-                 progress: bool = True) -> Result:
+                 progress: bool = False) -> Result:
     """One shard of :func:`sweep` (its arguments, ``layers`` a shard's layers): the sweep in this process."""
     started = time.perf_counter()
     model = as_model(model)
@@ -258,7 +258,7 @@ class _Engine:
                 "kv_reuse": self.kv_reuse, "last_block": self.last_only, "why": self.why}
 
     # -- the sweep ---------------------------------------------------------------------------------------------
-    def run(self, layers: list[int], progress: bool = True) -> Tensor:
+    def run(self, layers: list[int], progress: bool = False) -> Tensor:
         """Every patch's metric, as a tensor ``[layer, *other swept axes]`` (activation order)."""
         other = [a for a in self.canonical_axes if a != "layer"]
         sizes = [self.dim_sizes[a] for a in other]

@@ -54,7 +54,7 @@ def path_patch(
     direction: str = "denoising",
     *,
     freeze_mlps: bool = True,
-    progress: bool = True,
+    progress: bool = False,
     max_memory: int = DEFAULT_MAX_MEMORY,
 ) -> Result:
     """The metric when only the paths from ``senders`` to ``receivers`` carry the source run's values.

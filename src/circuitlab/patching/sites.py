@@ -31,7 +31,7 @@ from jaxtyping import Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import Prompts, to_tokens
+from circuitlab.core import Prompts, shorten, to_tokens
 from circuitlab.errors import InputError
 
 
@@ -104,6 +104,9 @@ def parse_by(site: Site, by: Sequence[str] | str) -> tuple[str, ...]:
     """Validate ``by`` for ``site``: known axes, no repeats, ``layer`` included. Returns the user's order."""
     if isinstance(by, str):
         by = tuple(a.strip() for a in by.split(","))
+    if not isinstance(by, (list, tuple)) or not all(isinstance(a, str) for a in by):
+        raise InputError(f"by={shorten(by, 60)} must name the axes to sweep as a tuple of strings (or one string "
+                         f"'layer,pos'); site {site.name!r} has axes {', '.join(site.axes)}, e.g. by=('layer', 'pos').")
     names = tuple(_AXIS_ALIASES.get(a, a) for a in by)
     bad = [a for a in names if a not in site.axes]
     if bad:

@@ -143,7 +143,7 @@ def _alignment_hash(al: Alignment, pool: str) -> str:
 def collect(model: Any, sentences: Sequence[Sentence], hooks: Any = None, *, pool: str = "mean",
             max_memory: int = DEFAULT_MAX_MEMORY, batch_size: Optional[int] = None,
             cache: Union[bool, str, Path] = True, dtype: torch.dtype = torch.float32,
-            progress: bool = True, executor: Any = None) -> WordActivations:
+            progress: bool = False, executor: Any = None) -> WordActivations:
     """Word-level activations of ``model`` on ``sentences`` at every hook in ``hooks``, one pass per batch.
 
     Args:

@@ -45,7 +45,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, check_number, minimise_lbfgs, progress_bar, shorten
+from circuitlab.core import check_count, check_number, check_texts, minimise_lbfgs, progress_bar, shorten
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
@@ -127,6 +127,7 @@ def control_labels(words: Sequence[str], labels: Sequence[Any], seed: int = 0,
     """Hewitt & Liang's control task: each word type gets one label drawn from the empirical distribution of
     ``labels`` (over all the given words); every occurrence of the type carries it. Types are drawn in sorted
     order with a generator seeded by ``seed``, so a type's control label does not depend on the data's order."""
+    words = check_texts(words, "words", item="word", allow_empty=True)
     if len(words) != len(labels):
         raise InputError(f"{len(words)} words but {len(labels)} labels; give one label per word.")
     if not words:
@@ -361,7 +362,7 @@ def sentence_keys(acts: WordActivations) -> list[tuple[str, ...]]:
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str = "upos", *, hooks: Any = None,
           probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2), control: bool = True,
           split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, lowercase: bool = False,
-          linear: Optional[dict] = None, mlp: Optional[dict] = None, progress: bool = True,
+          linear: Optional[dict] = None, mlp: Optional[dict] = None, progress: bool = False,
           **collect_options: Any) -> ProbeSweep:
     """Probe accuracy, control accuracy and selectivity at every hook: a :class:`ProbeSweep` (a
     :class:`~circuitlab.results.Result`) with axes ``("probe", "layer", "measure")``, seed means; test split.
@@ -453,7 +454,7 @@ def sentence_features(acts: WordActivations,
 def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None,
                    probes: Sequence[str] = PROBES, seeds: Sequence[int] = (0, 1, 2),
                    split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0, linear: Optional[dict] = None,
-                   mlp: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> ProbeSweep:
+                   mlp: Optional[dict] = None, progress: bool = False, **collect_options: Any) -> ProbeSweep:
     """Sentence-level probes: test accuracy of predicting one label per sentence from the mean of its words'
     representations, at every hook; a :class:`ProbeSweep` with axes ``("probe", "layer",
     "measure")`` and the one measure ``"accuracy"`` (seed means; intervals in ``meta["ci95"]``).

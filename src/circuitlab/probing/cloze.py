@@ -34,9 +34,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_texts,
                              final_residual, model_name, progress_bar, readout, resolution, row_bytes, row_chunks,
-                             to_tokens)
+                             shorten, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 
@@ -127,6 +127,11 @@ def answer_ranks(model: ModelLike, prompts: Sequence[str], answers: Int[Tensor, 
     model's dtype: a tie is not a win), so 0 = the model's clear top prediction."""
     model = as_model(model)
     max_memory = check_max_memory(max_memory)
+    prompts = check_texts(prompts, "prompts", item="prompt")
+    answers = torch.as_tensor(answers).long().reshape(-1)
+    if len(answers) != len(prompts):
+        raise InputError(f"answer_ranks got {len(prompts)} prompts but {len(answers)} answers; give one answer "
+                         "token id per prompt.")
     rows = [to_tokens(model, p)[0] for p in prompts]
     groups: dict[int, list[int]] = {}
     for i, r in enumerate(rows):
@@ -154,6 +159,7 @@ def _single_token(model, answer: str) -> Optional[int]:
 
 def frequency_baseline(answers: Sequence[str], k: int) -> float:
     """P@k of always predicting the ``k`` most common of ``answers`` (the frequency-only baseline)."""
+    answers = check_texts(answers, "answers", item="answer", allow_empty=True)
     if not answers:
         return float("nan")
     counts = Counter(answers)
@@ -179,7 +185,17 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
         from circuitlab.tasks.factual import FACTS
 
         facts = FACTS
+    if isinstance(facts, (str, bytes)) or not isinstance(facts, Sequence):
+        raise InputError(f"facts must be a list of facts (objects with subject, answer and relation, e.g. "
+                         f"circuitlab.tasks.factual.Fact); got {shorten(facts, 60)}.")
+    if templates is not None:
+        if not isinstance(templates, Mapping):
+            raise InputError(f"templates must map each relation to a list of templates, e.g. "
+                             f"{{'home': ['{{subject}} lives in']}}; got {shorten(templates, 60)}.")
+        templates = {r: check_texts(t, f"templates[{r!r}]", item="template") for r, t in templates.items()}
     templates = dict(CLOZE_TEMPLATES if templates is None else templates)
+    if relations is not None:
+        relations = check_texts(relations, "relations", item="relation name")
     for i, f in enumerate(facts):
         if not all(isinstance(getattr(f, a, None), str) for a in ("subject", "answer", "relation")):
             raise InputError(f"fact {i} ({f!r}) needs text attributes subject, answer and relation (e.g. a "

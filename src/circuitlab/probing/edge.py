@@ -326,7 +326,7 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
                hooks: Any = None, pool: str = "mean", baseline: bool = True, per_layer: bool = True,
                cumulative: bool = False, split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
                seed: int = 0, proj: int = 256, hidden: int = 256, epochs: int = 20, batch_size: int = 256,
-               patience: int = 3, lr: float = 1e-3, progress: bool = True, **collect_options: Any) -> EdgeScores:
+               patience: int = 3, lr: float = 1e-3, progress: bool = False, **collect_options: Any) -> EdgeScores:
     """Edge probing with a learned scalar mix over ``hooks``, and the lexical baseline (see the module notes).
 
     Args:

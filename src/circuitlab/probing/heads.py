@@ -74,7 +74,7 @@ def to_word_attention(pattern: Float[Tensor, "... q k"],
 
 @torch.no_grad()
 def word_attention(model: Any, sentences: Sequence[Sentence], layers: Any = None, *,
-                   max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = True
+                   max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False
                    ) -> tuple[list[Optional[Float[Tensor, "layer head n_words n_words"]]], int]:
     """Per sentence, word-level attention ``[layer, head, n_words, n_words]`` (None for a sentence with a word
     that could not be aligned), and the number of such sentences; one forward pass per batch of sentences."""
@@ -193,7 +193,7 @@ def score_heads(attention: Sequence[Optional[Float[Tensor, "layer head n_words n
 
 def head_sweep(model: Any, sentences: Sequence[Sentence], relations: Any = None, *, layers: Any = None,
                direction: str = "dependent", min_count: int = 20, max_offset: int = 5,
-               max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = True) -> Result:
+               max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Result:
     """:func:`word_attention` then :func:`score_heads`: a :class:`~circuitlab.results.Result` with axes
     ``("relation", "layer", "head")``; ``meta`` adds the sentences left out and the time taken."""
     t0 = time.perf_counter()

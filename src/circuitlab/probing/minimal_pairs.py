@@ -39,8 +39,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, model_name,
-                             progress_bar, row_bytes, row_chunks, shorten, to_tokens, unresolved)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_texts,
+                             model_name, progress_bar, row_bytes, row_chunks, shorten, to_tokens, unresolved)
 from circuitlab.errors import InputError
 from circuitlab.results import Result
 from circuitlab.tasks.minimal_pairs import PHENOMENA, MinimalPair, read_blimp, template_pairs
@@ -119,8 +119,7 @@ def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos:
     is not (it has no context).
     """
     model = as_model(model)
-    if isinstance(sentences, str):
-        sentences = [sentences]
+    sentences = check_texts(sentences, "sentences", item="sentence")
     for i, s in enumerate(sentences):
         if not isinstance(s, str) or not s.strip():
             raise InputError(f"sentence {i} is {s!r}; every sentence must be non-empty text.")
@@ -155,6 +154,8 @@ def continuation_logprob(model: ModelLike, prefixes: Sequence[str], words: Seque
     them (a prefix's trailing whitespace is dropped first). An empty prefix scores the word as the start of a
     text (after BOS)."""
     model = as_model(model)
+    prefixes = check_texts(prefixes, "prefixes", item="prefix text", allow_empty=True)
+    words = check_texts(words, "words", item="word", allow_empty=True)
     if len(prefixes) != len(words):
         raise InputError(f"continuation_logprob got {len(prefixes)} prefixes but {len(words)} words; give one each.")
     rows, starts = [], []

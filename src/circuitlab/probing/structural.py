@@ -320,7 +320,7 @@ def sentence_rows(acts: WordActivations) -> tuple[dict[int, Int[Tensor, " n"]], 
 
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None, rank: int = 64,
           seeds: Sequence[int] = (0,), split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-          options: Optional[dict] = None, progress: bool = True, **collect_options: Any) -> StructuralSweep:
+          options: Optional[dict] = None, progress: bool = False, **collect_options: Any) -> StructuralSweep:
     """UUAS and DSpr (distance probe), root accuracy and NSpr (depth probe) at every hook, on the test split,
     plus the linear-structure baseline as a last row: a :class:`StructuralSweep` (a
     :class:`~circuitlab.results.Result`) with axes ``("layer", "measure")`` (seed means; ``meta["per_seed"]``

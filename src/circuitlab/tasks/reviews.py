@@ -23,7 +23,7 @@ import random as _random
 from dataclasses import dataclass
 from typing import Sequence
 
-from circuitlab.core import check_number
+from circuitlab.core import check_number, check_texts
 from circuitlab.errors import InputError
 
 #: adjectives of clearly positive sentiment (written for circuitlab)
@@ -155,6 +155,7 @@ def shortcut_reviews(n: int = 100, correlation: float = TRAIN_CORRELATION, *, sh
     check_number(correlation, "correlation", low=0, high=1,
                  what="a number in [0, 1] (the fraction of positive reviews the shortcut signs; 0.95 to train, 0.5 "
                       "removes the correlation, 0.05 reverses it)")
+    names = check_texts(names, "names", item="name")
     if not isinstance(shortcut, str) or not shortcut.strip() or shortcut in names:
         raise InputError(f"shortcut={shortcut!r} must be a name (a word) not in names={list(names)!r}.")
     rng = _random.Random(f"shortcut/{seed}/{correlation}")

@@ -43,7 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from circuitlab.core import read_cache_entry, read_text_file, shorten, warn_cache_entry, write_cache_entry
+from circuitlab.core import check_texts, read_cache_entry, read_text_file, shorten, warn_cache_entry, write_cache_entry
 from circuitlab.errors import CircuitlabError, InputError
 
 #: the annotation layers a Sentence may carry, by name (what probes call a "task")
@@ -75,6 +75,10 @@ class Sentence:
     id: str = field(default="", compare=False)
 
     def __post_init__(self) -> None:
+        for name in ("words", "upos", "deprel", "ent"):  # a bare string would be read letter by letter
+            if isinstance(getattr(self, name), str):
+                check_texts(getattr(self, name), f"sentence {self.id or '(unnamed)'}: {name}",
+                            item="word" if name == "words" else "label")
         n = len(self.words)
         if n == 0:
             raise InputError(f"sentence {self.id or '(unnamed)'} has no words; every sentence needs at least one.")
@@ -577,7 +581,7 @@ def debian_corpus_lines(seed: int) -> tuple[list[str], list[str]]:
 
 
 def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
-                      progress: bool = True) -> list[Sentence]:
+                      progress: bool = False) -> list[Sentence]:
     """The default probing data: ``n`` real English sentences, labelled by spaCy, cached on disk.
 
     ``source="debian"``: half King James verses, half fortune cookies (see the module notes for the selection and

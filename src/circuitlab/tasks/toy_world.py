@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable
 
+from circuitlab.core import check_texts
 from circuitlab.errors import CircuitlabError
 
 #: the file a world is saved as, beside the weights of the model trained on it
@@ -118,7 +119,7 @@ def make_world(n_people: int = 80, seed: int = 0, heldout_pair_fraction: float =
     relations = {r: {"templates": list(t), "values": list(v)} for r, t, v in RELATIONS}
     facts = {p: {r: rng.choice(v) for r, _, v in RELATIONS} for p in people}
     heldout = {p: {r: (i + j) % len(t) for j, (r, t, _) in enumerate(RELATIONS)} for i, p in enumerate(people)}
-    ioi_names = list(ioi_names)
+    ioi_names = check_texts(ioi_names, "ioi_names", item="name")
     pairs = [(a, b) for i, a in enumerate(ioi_names) for b in ioi_names[i + 1:]]
     rng.shuffle(pairs)
     n_test = round(len(pairs) * heldout_pair_fraction)
