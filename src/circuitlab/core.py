@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float, Int, Shaped
+from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 from tqdm.auto import tqdm
 from transformer_lens import HookedTransformer
@@ -980,8 +980,8 @@ def resolution(scale: float, dtype: Any = torch.float32, *, floor: float = 1.0) 
     return RESOLUTION_ULPS * eps * max(abs(float(scale)), float(floor))
 
 
-def unresolved(a: Union[Tensor, Sequence[float]], b: Union[Tensor, Sequence[float]], dtype: Any = torch.float32, *,
-               floor: float = 1.0) -> Tensor:
+def unresolved(a: Union[Float[Tensor, "*shape"], Sequence[float]], b: Union[Float[Tensor, "*shape"], Sequence[float]],
+               dtype: Any = torch.float32, *, floor: float = 1.0) -> Bool[Tensor, "*shape"]:
     """Elementwise: True where ``a`` and ``b`` differ by no more than their :func:`resolution` (ties and float
     noise); a per-item score decided or divided by such a difference is undefined (NaN, counted and warned)."""
     a = torch.as_tensor(a, dtype=torch.float64)
