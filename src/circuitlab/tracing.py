@@ -64,8 +64,8 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_finite,
-                             check_number, check_max_memory, final_residual, model_name, progress_bar, readout,
-                             row_bytes, row_chunks, str_tokens, to_tokens)
+                             check_number, check_max_memory, check_texts, final_residual, model_name, progress_bar,
+                             readout, row_bytes, row_chunks, str_tokens, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, Replace
 from circuitlab.errors import InputError
 from circuitlab.results import Result
@@ -213,6 +213,7 @@ def embedding_std(model: ModelLike, subjects: Optional[Iterable[str]] = None) ->
         value = float(((x - x.mean()) ** 2).mean().sqrt() * math.sqrt(x.numel() / max(1, x.numel() - 1)))
         _EMBEDDING_STD[model] = (key, value)
         return value
+    subjects = check_texts(subjects, "subjects", item="subject")
     ids = [i for s in subjects for i in to_tokens(model, s, prepend_bos=False)[0].tolist()]
     if not ids:
         raise InputError("subjects is empty: give the subject texts whose embeddings set the noise scale.")

@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Optional, Sequence
 
 from circuitlab.circuits.graph import Edge, Graph
-from circuitlab.core import check_number
+from circuitlab.core import check_number, shorten
 from circuitlab.errors import InputError
 from circuitlab.results import Rendered
 
@@ -91,6 +91,8 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
     def from_edges(cls, graph: Graph, edges: Iterable[Any], scores: Optional[Sequence[float]] = None,
                    **fields: Any) -> "Circuit":
         """A circuit of the given edges: ``("L0H1", "L1H2.k")`` pairs or ``"L0H1 -> L1H2.k"`` strings."""
+        if isinstance(edges, (str, bytes)) or not isinstance(edges, Iterable):
+            raise InputError(f"edges must be a list of edges, e.g. ['L0H1 -> L1H2.k']; got {shorten(edges)}.")
         return cls(graph, [graph.check_edge(e) for e in edges], scores, **fields)
 
     @classmethod

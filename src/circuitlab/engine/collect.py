@@ -71,8 +71,11 @@ def is_encoder(model: Any) -> bool:
 
 
 def default_hooks(model: Any) -> list[str]:
-    """The embedding (``blocks.0.hook_resid_pre``) and every block's ``hook_resid_post``: one per layer."""
-    return ["blocks.0.hook_resid_pre"] + residual_hooks(model)
+    """The embedding (``blocks.0.hook_resid_pre``) and every block's ``hook_resid_post``: one per layer.
+    ``model``: a loaded model or a name (see :func:`~circuitlab.models.loading.as_any_model`)."""
+    from circuitlab.models.loading import as_any_model
+
+    return ["blocks.0.hook_resid_pre"] + residual_hooks(as_any_model(model))
 
 
 def residual_hooks(model: Any) -> list[str]:

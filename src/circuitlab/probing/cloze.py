@@ -28,14 +28,15 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory,
-                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_texts,
+                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, shorten,
+                             to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 
@@ -176,11 +177,25 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
         from circuitlab.tasks.factual import FACTS
 
         facts = FACTS
+    if isinstance(facts, (str, bytes, dict)) or not isinstance(facts, Iterable):
+        raise InputError(f"facts must be a list of facts (e.g. circuitlab.tasks.factual.FACTS); got {shorten(facts)}.")
+    facts = list(facts)
+    if templates is not None and not isinstance(templates, Mapping):
+        raise InputError(f"templates must be a dict relation -> list of templates with a {{subject}} slot; got "
+                         f"{shorten(templates)}.")
     templates = dict(CLOZE_TEMPLATES if templates is None else templates)
+    for r, ts in templates.items():
+        if isinstance(ts, str) or not isinstance(ts, Sequence) or not all(isinstance(t, str) for t in ts):
+            raise InputError(f"templates[{r!r}] must be a list of templates (strings with a {{subject}} slot); got "
+                             f"{shorten(ts)}.")
+        for t in ts:
+            fill(t, "X")  # a template without its slot, or ending in whitespace, is an error naming it
     for i, f in enumerate(facts):
         if not all(isinstance(getattr(f, a, None), str) for a in ("subject", "answer", "relation")):
-            raise InputError(f"fact {i} ({f!r}) needs text attributes subject, answer and relation (e.g. a "
+            raise InputError(f"facts[{i}] ({shorten(f)}) needs text attributes subject, answer and relation (e.g. a "
                              "circuitlab.tasks.factual.Fact).")
+    if relations is not None:
+        relations = check_texts(relations, "relations", item="relation")
     names = list(dict.fromkeys(f.relation for f in facts)) if relations is None else list(relations)
     if not names:
         raise InputError("cloze got no facts; give facts with subject, answer and relation.")

@@ -38,8 +38,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, model_name,
-                             progress_bar, row_bytes, row_chunks, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_texts,
+                             model_name, progress_bar, row_bytes, row_chunks, shorten, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Result
 from circuitlab.tasks.minimal_pairs import PHENOMENA, MinimalPair, read_blimp, template_pairs
@@ -79,12 +79,13 @@ def sequence_logprob(model: ModelLike, rows: Sequence[Int[Tensor, " pos"]], star
     """
     model = as_model(model)
     max_memory = check_max_memory(max_memory)
+    rows, starts = _check_rows(model, rows), _check_list(starts, "starts", "start positions (ints)")
     if len(rows) != len(starts):
         raise InputError(f"sequence_logprob got {len(rows)} token rows but {len(starts)} starts; give one per row.")
     out = torch.zeros(len(rows), dtype=torch.float64)
     groups: dict[int, list[int]] = {}
     for i, (row, start) in enumerate(zip(rows, starts)):
-        if not 1 <= int(start) < len(row):
+        if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start < len(row):
             raise InputError(f"row {i} has {len(row)} tokens and start={start}: the scored part must start at 1 or "
                              "later (the first token has no context) and hold at least one token.")
         groups.setdefault(len(row), []).append(i)
@@ -104,6 +105,26 @@ def sequence_logprob(model: ModelLike, rows: Sequence[Int[Tensor, " pos"]], star
     return out
 
 
+def _check_list(value, what: str, items: str) -> list:
+    """``value`` as a non-empty list (a list, tuple or other sequence; not a string, tensor or single value)."""
+    if isinstance(value, (str, bytes, dict, Tensor)) or not isinstance(value, Sequence):
+        raise InputError(f"{what} must be a list of {items}; got {shorten(value)}.")
+    if not value:
+        raise InputError(f"{what} is empty; give at least one.")
+    return list(value)
+
+
+def _check_rows(model, rows) -> list[Tensor]:
+    """Token rows: 1-D integer tensors of ids in the model's vocabulary."""
+    rows = _check_list(rows, "rows", "1-D token id tensors")
+    for i, r in enumerate(rows):
+        if not isinstance(r, Tensor) or r.ndim != 1 or r.is_floating_point() or r.dtype == torch.bool:
+            raise InputError(f"rows[{i}] must be a 1-D tensor of token ids; got {shorten(r)}.")
+        if r.numel() and not (0 <= int(r.min()) and int(r.max()) < model.cfg.d_vocab):
+            raise InputError(f"rows[{i}] holds token ids outside the vocabulary [0, {model.cfg.d_vocab}).")
+    return rows
+
+
 def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos: Optional[bool] = None,
                      max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> Float[Tensor, " n"]:
     """Each sentence's log-probability: the sum of its tokens' log-probabilities (natural log, float64).
@@ -114,6 +135,7 @@ def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos:
     model = as_model(model)
     if isinstance(sentences, str):
         sentences = [sentences]
+    sentences = check_texts(sentences, "sentences", item="sentence")
     for i, s in enumerate(sentences):
         if not isinstance(s, str) or not s.strip():
             raise InputError(f"sentence {i} is {s!r}; every sentence must be non-empty text.")
@@ -148,6 +170,8 @@ def continuation_logprob(model: ModelLike, prefixes: Sequence[str], words: Seque
     them (a prefix's trailing whitespace is dropped first). An empty prefix scores the word as the start of a
     text (after BOS)."""
     model = as_model(model)
+    prefixes = check_texts(prefixes, "prefixes", item="prefix")
+    words = check_texts(words, "words", item="word")
     if len(prefixes) != len(words):
         raise InputError(f"continuation_logprob got {len(prefixes)} prefixes but {len(words)} words; give one each.")
     rows, starts = [], []
@@ -170,6 +194,9 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
     """Accuracy on minimal pairs per phenomenon: the share of pairs whose good sentence (``method="sentence"``) or
     good critical word (``method="prefix"``) gets the higher log-probability. See the module docstring."""
     model = as_model(model)
+    if isinstance(pairs, (str, bytes, MinimalPair)) or not isinstance(pairs, Iterable):
+        raise InputError(f"pairs must be a list of MinimalPair objects (e.g. template_pairs() or read_blimp(...)); "
+                         f"got {shorten(pairs)}.")
     pairs = list(pairs)
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}; got {method!r}.")
