@@ -50,7 +50,8 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
+from circuitlab.concepts.gradients import (baseline_activation, check_baseline, check_steps, integrated_gradients,
+                                          quadrature)
 from circuitlab.concepts.tcav import logistic_regression
 from circuitlab.core import ModelLike, as_model, check_count, check_layer, check_number, model_name, shorten
 from circuitlab.errors import InputError
@@ -383,6 +384,7 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
     check_count(n_train, "n_train")
     check_count(n_test, "n_test")
     check_count(steps, "steps")
+    check_baseline(baseline)  # before training: the baseline is first used after it
     tests = {d: shortcut_reviews(n_test, c, seed=seed + 1000) for d, c in DISTRIBUTIONS.items()}
     signed = [e for e in tests["in distribution"] if e.shortcut][:n_attributed]
     A = torch.zeros(2, len(tests), dtype=torch.float64)
@@ -490,6 +492,7 @@ def regularisation_experiment(model: ModelLike, *, seeds: Sequence[int] = (0, 1,
                         (ig_steps, "ig_steps")):
         check_count(value, what)
     _check_method(method, steps, "method", "steps")
+    check_baseline(baseline)
     seeds = list(seeds)
     if not seeds:
         raise InputError("seeds is empty: give at least one seed (three or more to see the spread).")

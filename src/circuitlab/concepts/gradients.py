@@ -241,6 +241,16 @@ def pad_token_id(model, pad_token: Any = None, what: str = "pad_token") -> int:
     return int(pid)
 
 
+def check_baseline(baseline: Any) -> None:
+    """``baseline``: ``'zero'``, ``'pad'``, ``'mean'`` or a token id (checked against a model where it is used)."""
+    if isinstance(baseline, Tensor):
+        raise InputError("baseline must be 'zero', 'pad', 'mean' or a token id; got a tensor. For baseline token ids "
+                         "per position, compute their activation yourself and compare.")
+    if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
+        raise InputError(f"baseline={baseline!r}: use 'zero', 'pad' (the tokenizer's pad token, or pad_token=...), "
+                         "'mean' (the mean token embedding), or a token id.")
+
+
 def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
                         keep_bos: bool = False, x: Optional[Float[Tensor, "batch pos ..."]] = None
                         ) -> tuple[Float[Tensor, "batch pos ..."], str]:
@@ -248,12 +258,7 @@ def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, base
     docstring). With ``keep_bos`` and prompts that begin with BOS, the reference input keeps its BOS token and the
     baseline equals the input at position 0 (so BOS gets no attribution). ``x``: the input's activation there,
     if already computed."""
-    if isinstance(baseline, Tensor):
-        raise InputError("baseline must be 'zero', 'pad', 'mean' or a token id; got a tensor. For baseline token ids "
-                         "per position, compute their activation yourself and compare.")
-    if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
-        raise InputError(f"baseline={baseline!r}: use 'zero', 'pad' (the tokenizer's pad token, or pad_token=...), "
-                         "'mean' (the mean token embedding), or a token id.")
+    check_baseline(baseline)
     x = _capture(model, tokens, hook) if x is None else x
     keep = bool(keep_bos) and starts_with_bos(model, tokens)
     if baseline == "zero":
