@@ -17,7 +17,7 @@ import torch
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.patch import setup_patcher
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_difference, check_finite, metric_name,
-                             model_name)
+                             model_name, shorten)
 from circuitlab.errors import InputError
 from circuitlab.metrics import KLDivergence, Metric
 from circuitlab.results import Result
@@ -87,9 +87,11 @@ def faithfulness_curve(
                          "result (eap, eap_ig, acdc), or faithfulness() for one unscored circuit.")
     if ks is None:
         ks = sorted({0, len(scores), *[2 ** i for i in range(int(math.log2(max(1, len(scores)))) + 1)]})
+    if not isinstance(ks, (list, tuple, range)):
+        raise InputError(f"ks must be a list of edge counts (ints >= 0), e.g. ks=[0, 1, 10]; got {shorten(ks)}.")
     ks = list(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ks):
-        raise InputError(f"ks must be a non-empty list of edge counts (ints >= 0); got {ks!r}.")
+        raise InputError(f"ks must be a non-empty list of edge counts (ints >= 0); got {shorten(ks)}.")
     return _faithfulness(model, clean_tokens, corrupted_tokens, [scores.top(k) for k in ks], metric,
                          ablation=ablation, max_memory=max_memory, progress=progress)
 

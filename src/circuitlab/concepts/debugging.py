@@ -51,10 +51,11 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from circuitlab.concepts.gradients import baseline_activation, check_steps, integrated_gradients, quadrature
+from circuitlab.concepts.gradients import (baseline_activation, check_baseline, check_steps, integrated_gradients,
+                                          quadrature)
 from circuitlab.concepts.tcav import logistic_regression
 from circuitlab.core import (ModelLike, as_model, check_count, check_layer, check_number, check_texts, model_name,
-                             to_tokens, unresolved)
+                             shorten, to_tokens, unresolved)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
@@ -271,6 +272,27 @@ def irrelevant_directions(clf: LinearHeadClassifier, examples: Sequence[Example]
     return out
 
 
+def _check_examples(examples: Any, what: str) -> list[Example]:
+    """A non-empty list of :class:`Example` (labelled reviews, e.g. ``shortcut_reviews(...)``)."""
+    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
+        raise InputError(f"{what} must be a list of labelled reviews (Example objects, e.g. shortcut_reviews(...)); "
+                         f"got {shorten(examples)}.")
+    if not examples:
+        raise InputError(f"{what} is empty: give labelled examples (shortcut_reviews(...)).")
+    for i, e in enumerate(examples):
+        if not isinstance(e, Example):
+            raise InputError(f"{what}[{i}] is {shorten(e)}; give Example objects (e.g. shortcut_reviews(...)).")
+    return list(examples)
+
+
+def _check_method(method: Any, steps: Any, what: str, steps_what: str) -> None:
+    """The attribution an explanation penalty uses: ``'ig'`` (with ``steps`` points) or ``'gxi'``; checked even
+    when no penalty is trained (``lam=0``), so a misspelt method is never silently ignored."""
+    if method not in ("ig", "gxi"):
+        raise InputError(f"{what}={shorten(method)}: use 'ig' (integrated gradients) or 'gxi' (gradient x input).")
+    check_count(steps, steps_what)
+
+
 def train_classifier(model: ModelLike, train: Sequence[Example], *, layer: Optional[int] = None, l2: float = 1.0,
                      lam: float = 0.0, method: str = "ig", steps: int = 2,
                      features: Optional[Float[Tensor, "text d_model"]] = None,
@@ -282,8 +304,8 @@ def train_classifier(model: ModelLike, train: Sequence[Example], *, layer: Optio
     if layer is None:
         layer = max(0, model.cfg.n_layers // 3)
     clf = LinearHeadClassifier(model, layer)
-    if not train:
-        raise InputError("train is empty: give labelled examples (shortcut_reviews(...)).")
+    train = _check_examples(train, "train")
+    _check_method(method, steps, "method", "steps")
     X = clf.features([e.text for e in train]) if features is None else features
     y = torch.tensor([e.label for e in train])
     if lam > 0 and penalty is None:
@@ -366,6 +388,10 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
     t0 = time.perf_counter()
     model = as_model(model)
     check_count(n_attributed, "n_attributed")
+    check_count(n_train, "n_train")
+    check_count(n_test, "n_test")
+    check_count(steps, "steps")
+    check_baseline(baseline)  # before training: the baseline is first used after it
     tests = {d: shortcut_reviews(n_test, c, seed=seed + 1000) for d, c in DISTRIBUTIONS.items()}
     signed = [e for e in tests["in distribution"] if e.shortcut][:n_attributed]
     A = torch.zeros(2, len(tests), dtype=torch.float64)
@@ -468,6 +494,12 @@ def regularisation_experiment(model: ModelLike, *, seeds: Sequence[int] = (0, 1,
     model = as_model(model)
     if layer is None:
         layer = max(0, model.cfg.n_layers // 3)
+    layer = check_layer(model, layer)
+    for value, what in ((n_train, "n_train"), (n_test, "n_test"), (n_attributed, "n_attributed"),
+                        (ig_steps, "ig_steps")):
+        check_count(value, what)
+    _check_method(method, steps, "method", "steps")
+    check_baseline(baseline)
     seeds = list(seeds)
     if not seeds:
         raise InputError("seeds is empty: give at least one seed (three or more to see the spread).")

@@ -62,9 +62,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             check_number, final_norm, final_residual, metric_name, model_name, position_labels,
-                             progress_bar, resolution, row_bytes, shorten, softcap, str_tokens, to_tokens, unresolved)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_count, check_finite,
+                             check_max_memory, check_number, final_norm, final_residual, metric_name, model_name,
+                             position_labels, progress_bar, resolution, row_bytes, shorten, softcap, str_tokens,
+                             to_tokens, unresolved)
 from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative
@@ -235,7 +236,10 @@ def starts_with_bos(model, tokens: Int[Tensor, "batch pos"]) -> bool:
 
 @torch.no_grad()
 def mean_embedding(model, chunk: int = 8192) -> Float[Tensor, " d_model"]:
-    """The mean of ``model.embed(t)`` over every token ``t`` of the vocabulary (what ``hook_embed`` would hold)."""
+    """The mean of ``model.embed(t)`` over every token ``t`` of the vocabulary (what ``hook_embed`` would hold);
+    ``chunk`` tokens embedded at a time."""
+    model = as_model(model)
+    chunk = check_count(chunk, "chunk")
     V = model.cfg.d_vocab
     total = None
     for lo in range(0, V, chunk):
@@ -245,18 +249,34 @@ def mean_embedding(model, chunk: int = 8192) -> Float[Tensor, " d_model"]:
     return (total / V).to(model.cfg.dtype)
 
 
-def pad_token_id(model, pad_token: Any = None) -> int:
-    """The pad token's id: ``pad_token`` (an id or one token's text), else the tokenizer's ``pad_token_id``."""
+def pad_token_id(model, pad_token: Any = None, what: str = "pad_token") -> int:
+    """The pad token's id: ``pad_token`` (an id or one token's text), else the tokenizer's ``pad_token_id``.
+    An id is an input token: it is checked against the input vocabulary (``d_vocab``), not the output's (a
+    classifier made of the model has two outputs and the model's whole vocabulary as input)."""
     from circuitlab.core import answer_id
 
+    if isinstance(pad_token, int) and not isinstance(pad_token, bool):
+        if not 0 <= pad_token < model.cfg.d_vocab:
+            raise InputError(f"{what} token id {pad_token} is outside the vocabulary [0, {model.cfg.d_vocab}).")
+        return pad_token
     if pad_token is not None:
-        return answer_id(model, pad_token, what="pad_token")
+        return answer_id(model, pad_token, what=what)
     tok = getattr(model, "tokenizer", None)
     pid = getattr(tok, "pad_token_id", None) if tok is not None else None
     if pid is None:
         raise InputError("baseline='pad' needs a pad token, and this model's tokenizer has none. Pass its id: "
                          "baseline=<token id>, or pad_token=<id or text>.")
     return int(pid)
+
+
+def check_baseline(baseline: Any) -> None:
+    """``baseline``: ``'zero'``, ``'pad'``, ``'mean'`` or a token id (checked against a model where it is used)."""
+    if isinstance(baseline, Tensor):
+        raise InputError("baseline must be 'zero', 'pad', 'mean' or a token id; got a tensor. For baseline token ids "
+                         "per position, compute their activation yourself and compare.")
+    if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
+        raise InputError(f"baseline={baseline!r}: use 'zero', 'pad' (the tokenizer's pad token, or pad_token=...), "
+                         "'mean' (the mean token embedding), or a token id.")
 
 
 def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
@@ -266,12 +286,7 @@ def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, base
     docstring). With ``keep_bos`` and prompts that begin with BOS, the reference input keeps its BOS token and the
     baseline equals the input at position 0 (so BOS gets no attribution). ``x``: the input's activation there,
     if already computed."""
-    if isinstance(baseline, Tensor):
-        raise InputError("baseline must be 'zero', 'pad', 'mean' or a token id; got a tensor. For baseline token ids "
-                         "per position, compute their activation yourself and compare.")
-    if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
-        raise InputError(f"baseline={baseline!r}: use 'zero', 'pad' (the tokenizer's pad token, or pad_token=...), "
-                         "'mean' (the mean token embedding), or a token id.")
+    check_baseline(baseline)
     x = _capture(model, tokens, hook) if x is None else x
     keep = bool(keep_bos) and starts_with_bos(model, tokens)
     if baseline == "zero":
@@ -279,7 +294,8 @@ def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, base
     elif baseline == "mean":
         base, name = _capture(model, tokens, hook, embed=mean_embedding(model), start=int(keep)), "mean embedding"
     else:
-        pid = pad_token_id(model, baseline if isinstance(baseline, int) else pad_token)
+        pid = (pad_token_id(model, baseline, what="baseline") if isinstance(baseline, int)
+               else pad_token_id(model, pad_token))
         ref = torch.full_like(tokens, pid)
         if keep:
             ref[:, 0] = tokens[:, 0]

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from jaxtyping import Float
 
-from circuitlab.core import ModelLike, as_model, check_texts, shorten, to_tokens
+from circuitlab.core import ModelLike, answer_id, as_model, check_count, check_texts, shorten, to_tokens
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitDiff
 from circuitlab.tasks.reviews import (ANIMALS, NEGATIVE, NEUTRAL, POSITIVE, RANDOM_WORDS, concept_texts, random_texts,
@@ -39,6 +39,18 @@ class LabelWordClassifier:
     threshold: float = 0.0
     cue: str = CUE
     words: tuple[str, str] = LABEL_WORDS
+
+    def __post_init__(self) -> None:
+        # each label word one token of this model, the two different: checked here, not at the first forward pass
+        words = self.words
+        if isinstance(words, str) or not isinstance(words, Sequence) or len(words) != 2:
+            raise InputError(f"words must be the two label words, positive first, e.g. (' good', ' bad'); got "
+                             f"{shorten(words)}.")
+        ids = [answer_id(self.model, w, what="label word") for w in words]
+        if ids[0] == ids[1]:
+            raise InputError(f"words {shorten(tuple(words))}: the two label words are the same token; give two "
+                             "different words.")
+        self.words = tuple(words)
 
     def prompt(self, text: str) -> str:
         return text + self.cue
@@ -66,6 +78,7 @@ class LabelWordClassifier:
 
     def fit(self, examples: Sequence[tuple[str, int]]) -> "LabelWordClassifier":
         """Set ``threshold`` to the midpoint that classifies ``examples`` best (ties: the middle one)."""
+        _check_reviews(examples, "examples")
         examples = _labelled(examples)
         s = self.scores([t for t, _ in examples])
         y = torch.tensor([l for _, l in examples])
@@ -96,10 +109,29 @@ def _labelled(examples: Any) -> list[tuple[str, int]]:
     return [(t, int(label)) for t, label in examples]
 
 
-def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, int]]] = None) -> LabelWordClassifier:
-    """A :class:`LabelWordClassifier` on ``model``, its threshold fitted on ``train`` (default: :func:`reviews`)."""
+def _check_reviews(examples, what: str) -> None:
+    """``examples``: a list of ``(text, label)`` pairs, labels 0 (negative) and 1 (positive), both present."""
+    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
+        raise InputError(f"{what} must be a list of (text, label) pairs, e.g. reviews(20, 'train'); got "
+                         f"{shorten(examples)}.")
+    for i, e in enumerate(examples):
+        if not (isinstance(e, Sequence) and not isinstance(e, str) and len(e) == 2 and isinstance(e[0], str)
+                and e[0].strip() and e[1] in (0, 1) and not isinstance(e[1], float)):
+            raise InputError(f"{what}[{i}] must be a (text, label) pair with a non-empty text and the label 0 "
+                             f"(negative) or 1 (positive); got {shorten(e)}.")
+    if len({int(e[1]) for e in examples}) < 2:
+        raise InputError(f"{what} needs reviews of both labels (0 and 1) to fit the threshold; got "
+                         f"{len(examples)} review(s) with labels {sorted({int(e[1]) for e in examples})}.")
+
+
+def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, int]]] = None, *,
+                          words: tuple[str, str] = LABEL_WORDS) -> LabelWordClassifier:
+    """A :class:`LabelWordClassifier` on ``model`` comparing the label ``words`` (positive first; each one token of
+    the model), its threshold fitted on ``train`` (default: :func:`reviews`)."""
     model = as_model(model)
-    return LabelWordClassifier(model).fit(train if train is not None else reviews(20, "train"))
+    if train is not None:
+        _check_reviews(train, "train")
+    return LabelWordClassifier(model, words=words).fit(train if train is not None else reviews(20, "train"))
 
 
 __all__ = ["POSITIVE", "NEGATIVE", "NEUTRAL", "ANIMALS", "RANDOM_WORDS", "CUE", "LABEL_WORDS", "reviews",
@@ -123,7 +155,9 @@ def sentiment_tcav(model: ModelLike = "gemma-3-270m", *, concepts: Sequence[str]
 
     model = as_model(model)
     concepts = check_texts(concepts, "concepts", item="concept name")
-    clf = LabelWordClassifier(model, words=tuple(words))
+    for value, what in ((n_inputs, "n_inputs"), (set_size, "set_size"), (n_random, "n_random"), (runs, "runs")):
+        check_count(value, what)
+    clf = LabelWordClassifier(model, words=words)
     negative = [t for t, label in reviews(n_inputs, "test", seed=seed + 2) if label == 0]
     texts = {c: concept_texts(c, 2 * set_size, seed=seed) for c in concepts}
     return tcav(model, [clf.prompt(t) for t in negative], clf.metric(0), texts, random_texts(n_random, seed=seed),

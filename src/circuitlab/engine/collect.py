@@ -72,8 +72,11 @@ def is_encoder(model: Any) -> bool:
 
 
 def default_hooks(model: Any) -> list[str]:
-    """The embedding (``blocks.0.hook_resid_pre``) and every block's ``hook_resid_post``: one per layer."""
-    return ["blocks.0.hook_resid_pre"] + residual_hooks(model)
+    """The embedding (``blocks.0.hook_resid_pre``) and every block's ``hook_resid_post``: one per layer.
+    ``model``: a loaded model or a name (see :func:`~circuitlab.models.loading.as_any_model`)."""
+    from circuitlab.models.loading import as_any_model
+
+    return ["blocks.0.hook_resid_pre"] + residual_hooks(as_any_model(model))
 
 
 def residual_hooks(model: Any) -> list[str]:
@@ -249,8 +252,13 @@ def token_rows(model: Any, data: Any, what: str = "key_examples") -> Iterator[In
             row = model.to_tokens(item, truncate=False)[0]
             if len(row) <= 1:
                 check_text_tokens(model, item, f"text {i}")
-        else:
+        elif isinstance(item, Tensor) or (isinstance(item, Sequence) and not isinstance(item, (bytes, Mapping))):
             row = torch.as_tensor(item, dtype=torch.long).reshape(-1)
+        else:  # a number or None is neither a text nor a row (a bare 3 would be read as the one-token row [3])
+            from circuitlab.core import shorten
+
+            raise InputError(f"{what}: item {i} of the texts is {shorten(item, 40)} ({type(item).__name__}); each item "
+                             "must be a text or a row of token ids.")
         if len(row) > n_ctx:
             cut += 1
             if cut == 1:

@@ -46,6 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional, Protocol, Sequence, Union, runtime_checkable
 
+from circuitlab.core import check_count, shorten
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.models.identity import ModelSource
 
@@ -125,6 +126,9 @@ class LocalExecutor(_InProcess):
     workers: int = 1
     shard_seconds: list[float] = field(default_factory=list)
 
+    def __post_init__(self) -> None:
+        self.workers = check_count(self.workers, "workers")  # as RayExecutor checks its own
+
     def map(self, model: Any, fn: Callable, shards: Sequence[dict]) -> list:
         model = _here(model)
         out = []
@@ -189,7 +193,22 @@ def as_executor(executor: Any) -> tuple[Any, bool]:
 
 def run_shards(executor: Any, model: Any, fn: Callable, shards: Sequence[dict]) -> tuple[list, dict]:
     """Run ``fn(model_replica, **shard)`` for every shard on ``executor``; returns the parts and a record for the
-    result's ``meta["executor"]`` (kind, workers, shards, seconds per shard)."""
+    result's ``meta["executor"]`` (kind, workers, shards, seconds per shard).
+
+    ``model``: a loaded model, a name or directory, a :class:`ModelSource`, or ``None`` (no model); ``shards``: a
+    list of dicts, the keyword arguments of each ``fn`` call."""
+    if not (model is None or isinstance(model, (str, Path, ModelSource))
+            or callable(getattr(model, "parameters", None))):
+        raise InputError(f"model must be a loaded model, a model name or directory, a ModelSource, or None; got "
+                         f"{shorten(model)}.")
+    if not callable(fn):
+        raise InputError(f"fn must be a function fn(model, **shard) that runs one shard; got {shorten(fn)}.")
+    if isinstance(shards, (str, bytes, dict)) or not isinstance(shards, Sequence):
+        raise InputError(f"shards must be a list of dicts (the keyword arguments of each fn call); got "
+                         f"{shorten(shards)}.")
+    for i, kwargs in enumerate(shards):
+        if not isinstance(kwargs, dict) or not all(isinstance(k, str) for k in kwargs):
+            raise InputError(f"shards[{i}] must be a dict of fn's keyword arguments; got {shorten(kwargs)}.")
     ex, owned = as_executor(executor)
     t0 = time.perf_counter()
     before = len(getattr(ex, "shard_seconds", []))

@@ -216,6 +216,10 @@ def _resolvable(name: str) -> bool:
 
 def device_of(model: Any) -> str:
     """The device ``model``'s parameters live on (``"cpu"``, ``"cuda:1"``...), else its ``cfg.device``."""
+    if not callable(getattr(model, "parameters", None)):
+        from circuitlab.core import shorten
+
+        raise InputError(f"model must be a loaded model (a torch module); got {shorten(model)}.")
     for p in model.parameters():
         return str(p.device)
     return str(getattr(getattr(model, "cfg", None), "device", None) or "cpu")

@@ -58,7 +58,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, check_number, progress_bar, row_chunks
+from circuitlab.core import (DEFAULT_MAX_MEMORY, check_count, check_max_memory, check_number, progress_bar, row_chunks,
+                             shorten)
 from circuitlab.engine.collect import check_hooks
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
@@ -421,6 +422,11 @@ def max_correlation(a: Float[Tensor, "n da"], b: Float[Tensor, "n db"], max_memo
     """For each column of ``a``: the largest ``|Pearson r|`` with any column of ``b``, the index of that column,
     and the signed ``r`` there. Constant columns (either side) correlate 0. ``[chunk, db]`` blocks of the
     correlation matrix are computed under ``max_memory``."""
+    for name, x in (("a", a), ("b", b)):
+        if not isinstance(x, Tensor) or x.dtype == torch.bool or x.is_complex():
+            raise InputError(f"{name} must be a real [n, d] activation matrix (a tensor); got {shorten(x)}.")
+        if x.ndim == 2 and x.shape[1] == 0:
+            raise InputError(f"{name} has no columns (shape {tuple(x.shape)}); give at least one activation column.")
     if a.ndim != 2 or b.ndim != 2 or a.shape[0] != b.shape[0]:
         raise InputError(f"activations must be [n, d] matrices over the same n rows; got {tuple(a.shape)} and "
                          f"{tuple(b.shape)}.")

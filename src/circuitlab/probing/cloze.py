@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass, field
-from typing import Mapping, Optional, Sequence
+from typing import Iterable, Mapping, Optional, Sequence
 
 import torch
 from jaxtyping import Int
@@ -185,21 +185,24 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
         from circuitlab.tasks.factual import FACTS
 
         facts = FACTS
-    if isinstance(facts, (str, bytes)) or not isinstance(facts, Sequence):
-        raise InputError(f"facts must be a list of facts (objects with subject, answer and relation, e.g. "
-                         f"circuitlab.tasks.factual.Fact); got {shorten(facts, 60)}.")
+    if isinstance(facts, (str, bytes, dict)) or not isinstance(facts, Iterable):
+        raise InputError(f"facts must be a list of facts (e.g. circuitlab.tasks.factual.FACTS); got {shorten(facts)}.")
+    facts = list(facts)
     if templates is not None:
         if not isinstance(templates, Mapping):
-            raise InputError(f"templates must map each relation to a list of templates, e.g. "
+            raise InputError(f"templates must map each relation to a list of templates with a {{subject}} slot, e.g. "
                              f"{{'home': ['{{subject}} lives in']}}; got {shorten(templates, 60)}.")
         templates = {r: check_texts(t, f"templates[{r!r}]", item="template") for r, t in templates.items()}
     templates = dict(CLOZE_TEMPLATES if templates is None else templates)
-    if relations is not None:
-        relations = check_texts(relations, "relations", item="relation name")
+    for r, ts in templates.items():
+        for t in ts:
+            fill(t, "X")  # a template without its slot, or ending in whitespace, is an error naming it
     for i, f in enumerate(facts):
         if not all(isinstance(getattr(f, a, None), str) for a in ("subject", "answer", "relation")):
-            raise InputError(f"fact {i} ({f!r}) needs text attributes subject, answer and relation (e.g. a "
+            raise InputError(f"facts[{i}] ({shorten(f)}) needs text attributes subject, answer and relation (e.g. a "
                              "circuitlab.tasks.factual.Fact).")
+    if relations is not None:
+        relations = check_texts(relations, "relations", item="relation")
     names = list(dict.fromkeys(f.relation for f in facts)) if relations is None else list(relations)
     if not names:
         raise InputError("cloze got no facts; give facts with subject, answer and relation.")

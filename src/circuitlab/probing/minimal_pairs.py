@@ -86,12 +86,13 @@ def sequence_logprob(model: ModelLike, rows: Sequence[Int[Tensor, " pos"]], star
     """
     model = as_model(model)
     max_memory = check_max_memory(max_memory)
+    rows, starts = _check_rows(model, rows), _check_list(starts, "starts", "start positions (ints)")
     if len(rows) != len(starts):
         raise InputError(f"sequence_logprob got {len(rows)} token rows but {len(starts)} starts; give one per row.")
     out = torch.zeros(len(rows), dtype=torch.float64)
     groups: dict[int, list[int]] = {}
     for i, (row, start) in enumerate(zip(rows, starts)):
-        if not 1 <= int(start) < len(row):
+        if isinstance(start, bool) or not isinstance(start, int) or not 1 <= start < len(row):
             raise InputError(f"row {i} has {len(row)} tokens and start={start}: the scored part must start at 1 or "
                              "later (the first token has no context) and hold at least one token.")
         groups.setdefault(len(row), []).append(i)
@@ -109,6 +110,26 @@ def sequence_logprob(model: ModelLike, rows: Sequence[Int[Tensor, " pos"]], star
             keep = torch.arange(length - 1, device=tok_lp.device)[None, :] >= first[:, None]
             out[torch.tensor(idx)] = (tok_lp * keep).sum(-1).cpu()
     return out
+
+
+def _check_list(value, what: str, items: str) -> list:
+    """``value`` as a non-empty list (a list, tuple or other sequence; not a string, tensor or single value)."""
+    if isinstance(value, (str, bytes, dict, Tensor)) or not isinstance(value, Sequence):
+        raise InputError(f"{what} must be a list of {items}; got {shorten(value)}.")
+    if not value:
+        raise InputError(f"{what} is empty; give at least one.")
+    return list(value)
+
+
+def _check_rows(model, rows) -> list[Tensor]:
+    """Token rows: 1-D integer tensors of ids in the model's vocabulary."""
+    rows = _check_list(rows, "rows", "1-D token id tensors")
+    for i, r in enumerate(rows):
+        if not isinstance(r, Tensor) or r.ndim != 1 or r.is_floating_point() or r.dtype == torch.bool:
+            raise InputError(f"rows[{i}] must be a 1-D tensor of token ids; got {shorten(r)}.")
+        if r.numel() and not (0 <= int(r.min()) and int(r.max()) < model.cfg.d_vocab):
+            raise InputError(f"rows[{i}] holds token ids outside the vocabulary [0, {model.cfg.d_vocab}).")
+    return rows
 
 
 def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos: Optional[bool] = None,
@@ -178,6 +199,9 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
     """Accuracy on minimal pairs per phenomenon: the share of pairs whose good sentence (``method="sentence"``) or
     good critical word (``method="prefix"``) gets the higher log-probability. See the module docstring."""
     model = as_model(model)
+    if isinstance(pairs, (str, bytes, MinimalPair)) or not isinstance(pairs, Iterable):
+        raise InputError(f"pairs must be a list of MinimalPair objects (e.g. template_pairs() or read_blimp(...)); "
+                         f"got {shorten(pairs)}.")
     pairs = list(pairs)
     if method not in METHODS:
         raise InputError(f"method must be one of {METHODS}; got {method!r}.")

@@ -180,9 +180,12 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     """Measure ``finding`` on ``model`` (a name, or a loaded model; default: the finding's first model) with
     ``seed`` (default: its own) and apply its verdict rule. A model the finding does not apply to gives the
     verdict ``"not applicable"``; the time includes loading the model."""
-    from circuitlab.core import model_name
+    from circuitlab.core import model_name, shorten
     from circuitlab.models.loading import as_any_model  # as_model, and encoders (minilm-l6) by name
 
+    if not isinstance(finding, (str, Finding)):
+        raise InputError(f"finding must be a finding id (circuitlab reproduce --list shows them) or a Finding; got "
+                         f"{shorten(finding)}.")
     finding = get_finding(finding) if isinstance(finding, str) else finding
     seed = finding.seed if seed is None else seed
     started = time.perf_counter()

@@ -102,8 +102,10 @@ def bos_token_id(model: HookedTransformer) -> int | None:
     names a BOS token. A model without a tokenizer gets no BOS: we cannot know which id (if any) it was trained
     to see first, and a wrong guess would be an ordinary token in first position. Pass your own ``tokens`` to
     :func:`circuitlab.induction.head_scores` (or a :class:`RepeatedTokens` to
-    :func:`circuitlab.induction.ablation_effect`) to choose.
+    :func:`circuitlab.induction.ablation_effect`) to choose. ``model``: a loaded model or a name.
     """
+    if not hasattr(model, "cfg"):
+        model = as_model(model)
     tok = model.tokenizer
     if not model.cfg.default_prepend_bos or tok is None or tok.bos_token_id is None:
         return None
