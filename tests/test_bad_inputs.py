@@ -495,9 +495,8 @@ SKIP = {
     ("distributed.device_of", "model"): {NAN},
     ("distributed.run_shards", "model"): {NAN, None},  # None: shards that load their own models (reproduce --all)
     ("distributed.run_shards", "shards"): {()},  # no shards: no parts
-    # issue 30 item 1: owned by another branch (weight identity is rewritten there; a non-model is a raw
-    # AttributeError today); NAN: a fingerprint of any weights, finite or not
-    ("distributed.weight_fingerprint", "model"): {NAN, 42, None, "zoo/no-such-model"},
+    # NAN: a fingerprint of any weights, finite or not
+    ("distributed.weight_fingerprint", "model"): {NAN},
     ("reproduce.run", "model"): {None},  # None: the finding's own model
 }
 

@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
+from circuitlab.core import shorten
 from circuitlab.errors import CircuitlabError, InputError
 
 __all__ = ["ModelSource", "device_of", "model_source", "replica_source", "weight_fingerprint", "worker_device"]
@@ -78,6 +79,10 @@ def weight_fingerprint(model: Any, *, recheck: bool = False) -> str:
     (``p.data[:, [0, 1]] = p.data[:, [1, 0]]``, ``p.data.mul_(2)``), which PyTorch counts in no version counter:
     ``recheck=True`` hashes every byte again. Whatever reuses numbers computed from weights at another time or in
     another process (the activation cache on disk, Ray replicas, result memos) asks with ``recheck=True``."""
+    if not callable(getattr(model, "named_parameters", None)):
+        raise InputError(f"model must be a loaded model (a torch module with parameters) to fingerprint its weights; "
+                         f"got {shorten(model, 40)} ({type(model).__name__}). Load it first: "
+                         "circuitlab.load_model(name).")
     params = list(model.named_parameters())
     try:
         known = _FINGERPRINTS.get(model)
