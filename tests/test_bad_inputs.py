@@ -18,8 +18,10 @@ import copy
 import dataclasses
 import functools
 import io
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -119,6 +121,7 @@ KINDS: dict[str, Kind] = {
     "concepts": Kind(("concept",), bad=[{}, {"pets": []}, {"pets": ["the cat"]}, ["the cat"], None, {"": ["a", "b"]}]),
     "sentences": Kind(("sentence",), bad=[[], 3, "The cat sat.", [None], ["The cat sat."]]),
     "facts": Kind(("facts",), bad=[[], "Wexmira has a house in", [("Wexmira has a house in", "Kelmira", " x")], 3]),
+    "seed": Kind(("seed",), bad=[2**64, -1, 1.5, "3", True]),
 }
 
 
@@ -152,18 +155,19 @@ PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_to
 #: every public analysis, one line each (see the module docstring)
 ANALYSES = [
     Analysis("induction.repeated_sequences", induction.repeated_sequences,
-             {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2)}),
+             {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2), "seed": ("seed", 0)}),
     Analysis("induction.head_scores", induction.head_scores,
              {"model": ("model", M), "kind": ("choice", "induction"), "seq_len": ("count", 5), "n_seqs": ("count", 2),
-              "tokens": ("prompt", "The cat sat. The cat sat."), "max_memory": ("memory", 2**20)}),
+              "tokens": ("prompt", "The cat sat. The cat sat."), "max_memory": ("memory", 2**20),
+              "seed": ("seed", 0)}),
     Analysis("induction.composition_scores", induction.composition_scores,
              {"model": ("model", M), "kind": ("choice", "K")}),
     Analysis("induction.ablation_effect", induction.ablation_effect,
              {"model": ("model", M), "heads": ("heads", [(1, 2)]), "method": ("choice", "mean"),
-              "seq_len": ("count", 5), "n_seqs": ("count", 2), "max_memory": ("memory", 2**20)}),
+              "seq_len": ("count", 5), "n_seqs": ("count", 2), "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("induction.find_induction_circuit", induction.find_induction_circuit,
              {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2), "method": ("choice", "zero"),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("attribution.direct_logit_attribution", attribution.direct_logit_attribution,
              {"model": ("model", M), "tokens": ("prompt", CLEAN), "answer": ("answer", " mat"),
               "wrong": ("answer", " cat"), "by": ("choice", "head"), "pos": ("pos", 7),
@@ -195,11 +199,11 @@ ANALYSES = [
     Analysis("tracing.trace", functools.partial(tracing.trace, progress=False),
              {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
               "answer": ("answer", " Brindlecote"), "kinds": ("kinds", ["resid", "attn"]), "window": ("window", 2),
-              "noise": ("noise", 3.0), "samples": ("count", 2), "max_memory": ("memory", 2**20)}),
+              "noise": ("noise", 3.0), "samples": ("count", 2), "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("tracing.average_indirect_effect", functools.partial(tracing.average_indirect_effect, progress=False),
              {"model": ("model", M), "facts": ("facts", [(FACT, "Wexmira", " Brindlecote")]),
               "kinds": ("kinds", "attn"), "window": ("window", 1), "noise": ("noise", 3.0),
-              "samples": ("count", 1), "max_memory": ("memory", 2**20)}),
+              "samples": ("count", 1), "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("circuits.eap", circuits.eap, {**PATCH}),
     Analysis("circuits.eap_ig", circuits.eap_ig, {**PATCH, "steps": ("count", 2), "max_memory": ("memory", 2**20)}),
     Analysis("circuits.acdc", circuits.acdc, {**PATCH, "threshold": ("threshold", 0.5),
@@ -222,17 +226,19 @@ ANALYSES = [
               "random_texts": ("prompts", ["the sea", "a hill", "old bread", "the king", "a door", "the road",
                                            "my coat", "the rain"]),
               "hooks": ("hook", "blocks.1.hook_resid_pre"), "runs": ("count", 2), "set_size": ("count", 3),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("probing.collect", functools.partial(probing.collect, progress=False, cache=False),
              {"model": ("model", M), "sentences": ("sentences", SENTENCES),
               "hooks": ("hook", ["blocks.1.hook_resid_post"]), "pool": ("choice", "first"),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.probe_sweep", functools.partial(probing.probe_sweep, progress=False, cache=False, seeds=(0,)),
              {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"),
-              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "probes": ("choice", ("linear",))}),
+              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "probes": ("choice", ("linear",)),
+              "seeds": ("seed", (0,)), "split_seed": ("seed", 0)}),
     Analysis("probing.structural_sweep", functools.partial(probing.structural_sweep, progress=False, cache=False),
              {"source": ("model", M), "sentences": ("sentences", SENTENCES),
-              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "rank": ("count", 4)}),
+              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "rank": ("count", 4), "seeds": ("seed", (0,)),
+              "split_seed": ("seed", 0)}),
     Analysis("probing.head_sweep", functools.partial(probing_heads.head_sweep, progress=False, min_count=1),
              {"model": ("model", M), "sentences": ("sentences", SENTENCES), "layers": ("layers", [3]),
               "direction": ("choice", "dependent"), "max_memory": ("memory", 2**20)}),
@@ -251,12 +257,13 @@ ANALYSES = [
                                                                       shuffled=False, progress=False),
              {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
               "layer": ("layer", 3), "neurons": ("neuron", 511), "n_explain": ("count", 2), "n_top": ("count", 2),
-              "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
+              "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20),
+              "seed": ("seed", 0)}),
     Analysis("neurons.ranking.rank_neurons",
              functools.partial(neuron_ranking.rank_neurons, progress=False, cache=False),
              {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"),
               "method": ("choice", "anova"), "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "bins": ("count", 4),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "split_seed": ("seed", 0)}),
     Analysis("neurons.ranking.correlation_ranking", functools.partial(neuron_ranking.correlation_ranking,
                                                                       progress=False, cache=False),
              {"source": ("model", M), "others": ("model", M), "sentences": ("sentences", SENTENCES),
@@ -265,15 +272,16 @@ ANALYSES = [
                                                                    cache=False, random_seeds=(0,)),
              {"source": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
               "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"), "ks": ("count", [1, 4]),
-              "modes": ("choice", ("keep",)), "protocols": ("choice", ("retrained",))}),
+              "modes": ("choice", ("keep",)), "protocols": ("choice", ("retrained",)),
+              "random_seeds": ("seed", (0,)), "split_seed": ("seed", 0), "control_seed": ("seed", 0)}),
     Analysis("neurons.ablation.loss_curves", functools.partial(neuron_ablation.loss_curves, progress=False,
                                                                random_seeds=(0,)),
              {"model": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
               "sentences": ("prompts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "random_seeds": ("seed", (0,))}),
     Analysis("probing.edge_probe", functools.partial(probing.edge_probe, progress=False, cache=False, epochs=1),
              {"source": ("model", M), "sentences": ("sentences", SENTENCES), "task": ("choice", "pos"),
-              "pool": ("choice", "mean"), "proj": ("count", 8)}),
+              "pool": ("choice", "mean"), "proj": ("count", 8), "seed": ("seed", 0), "split_seed": ("seed", 0)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -402,6 +410,21 @@ def test_a_weight_modified_in_place_is_checked_again():
 
 # -- the command line --------------------------------------------------------------------------------------------
 
+def _bad_files() -> dict[str, str]:
+    """Data files in another encoding than UTF-8 (Latin-1: 'Caf\xe9'), written once into a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="circuitlab-bad-files-"))
+    files = {
+        "latin1.txt": "The cat sat on the mat.\nCaf\xe9 au lait, the dog said.\n",
+        "latin1.conllu": "# text = Caf\xe9\n1\tCaf\xe9\tcaf\xe9\tNOUN\t_\t_\t0\troot\t_\t_\n\n",
+        "latin1.jsonl": '{"sentence_good": "The caf\xe9 is open.", "sentence_bad": "The caf\xe9 are open."}\n',
+    }
+    for name, text in files.items():
+        (folder / name).write_bytes(text.encode("latin-1"))
+    return {name: str(folder / name) for name in files}
+
+
+BAD_FILES = _bad_files()
+
 #: each subcommand with bad arguments; every row must end in a one-line error, never a traceback
 COMMANDS = [
     ["induction", "-m", "zoo/no-such-model"],
@@ -441,6 +464,19 @@ COMMANDS = [
     ["neurons", "explain", "-m", TOY, "--layer", "9"],
     ["neurons", "explain", "-m", WORDS],
     ["neurons", "rank", "-m", WORDS],
+    # seeds beyond what the random generators take, negative, or not whole numbers: usage errors naming --seed
+    ["induction", "-m", WORDS, "--seed", str(2**64)],
+    ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--seed", "-1"],
+    ["circuit", "-m", WORDS, "--seed", "1.5"],
+    ["neurons", "explain", "-m", TOY, "--seed", "3x"],
+    ["probe", "pos", "-m", TOY, "--seed", str(2**63)],
+    ["demo", "--seed", "9" * 100_000],
+    ["reproduce", "induction-heads-need-two-layers", "--seed", str(2**64)],
+    # data files that are not UTF-8: an error naming the file, the line and the column
+    ["ffn", "-m", TOY, "--layer", "1", "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
+    ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
+    ["probe", "pos", "-m", TOY, "--data", BAD_FILES["latin1.conllu"]],
+    ["probe", "pairs", "-m", TOY, "--blimp", BAD_FILES["latin1.jsonl"]],
 ]
 
 
@@ -456,3 +492,8 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
     assert code not in (0, None), f"{argv} succeeded: {out.getvalue()[-300:]}"
     assert "Traceback" not in text
     assert "circuitlab: error:" in text or "error:" in text.splitlines()[-1], text
+    assert len(text.splitlines()[-1]) < 400, f"{argv}: an error line of {len(text.splitlines()[-1]):,} characters"
+    if "--seed" in argv:
+        assert "--seed" in text.splitlines()[-1], text
+    if any(a in BAD_FILES.values() for a in argv):
+        assert "not UTF-8: line 2" in text or "not UTF-8: line 1" in text, text

@@ -4,8 +4,9 @@ Each subcommand lives in its own file in ``circuitlab/commands/``: a small funct
 calls the library and prints a readable summary; the analysis itself lives in the library so that notebooks
 and the CLI give the same numbers. This module holds what they share: the registry (:func:`command`), the
 options every analysis spells the same way (``--model/-m``, ``--out/-o``, ``--quiet/-q``), the argument types
-(:func:`positive_int` for every count), options that only make sense together (:func:`requires`), the parsers of
-prompts and answers given on the command line, the report writer, and :func:`main`.
+(:func:`positive_int` for every count, :func:`seed_int` for every seed), options that only make sense together
+(:func:`requires`), the parsers of prompts and answers given on the command line, the report writer, and
+:func:`main`.
 
 Start-up stays fast: this module and the command files import nothing heavy at module level (no torch, no
 TransformerLens); each command imports the library inside its ``run``, so ``--help`` and argument errors answer
@@ -47,6 +48,24 @@ def positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), got {value}")
+    return value
+
+
+#: ``core.SEED_LIMIT`` (this module imports nothing heavy, so the bound is repeated here; a test keeps them equal)
+SEED_LIMIT = 2**63
+
+
+def seed_int(text: str) -> int:
+    """An argparse ``type`` for every ``--seed``: a whole number in [0, 2**63), the rule of
+    :func:`circuitlab.core.check_seed` (a seed beyond it, negative or not a whole number is a usage error here,
+    not a raw error from the random generator later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {text[:40]!r}") from None
+    if not 0 <= value < SEED_LIMIT:
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {shown}")
     return value
 
 

@@ -16,7 +16,7 @@ import torch
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.patch import setup_patcher
-from circuitlab.core import DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, metric_name, model_name
+from circuitlab.core import DEFAULT_MAX_MEMORY, ModelLike, Prompts, check_finite, metric_name, model_name, shorten
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric
 from circuitlab.results import Result
@@ -85,7 +85,7 @@ def faithfulness_curve(
         ks = sorted({0, len(scores), *[2 ** i for i in range(int(math.log2(max(1, len(scores)))) + 1)]})
     ks = list(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, int) or k < 0 for k in ks):
-        raise InputError(f"ks must be a non-empty list of edge counts (ints >= 0); got {ks!r}.")
+        raise InputError(f"ks must be a non-empty list of edge counts (ints >= 0); got {shorten(ks)}.")
     return _faithfulness(model, clean_tokens, corrupted_tokens, [scores.top(k) for k in ks], metric,
                          ablation=ablation, max_memory=max_memory, progress=progress)
 

@@ -65,7 +65,7 @@ from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.eap import capture_senders, compute_dtype, receiver_inputs, stack_senders
 from circuitlab.circuits.graph import Graph
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             progress_bar, readout, row_bytes, to_tokens)
+                             progress_bar, readout, row_bytes, shorten, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, gather_positions, read_logits
 from circuitlab.errors import InputError
 from circuitlab.metrics import KLDivergence, Metric, bind_metric, is_declarative
@@ -91,7 +91,8 @@ def check_prompt_pair(model: HookedTransformer, clean_tokens: Prompts, corrupted
 
 def check_ablation(ablation: str) -> str:
     if ablation not in ABLATIONS:
-        raise InputError(f"ablation={ablation!r}: use 'corrupted' (the sender's output on the corrupted prompt), "
+        raise InputError(f"ablation={shorten(ablation)}: use 'corrupted' (the sender's output on the corrupted "
+                         "prompt), "
                          "'mean' (its mean over the corrupted batch) or 'zero'.")
     return ablation
 
@@ -260,11 +261,12 @@ class EdgePatcher:
             masks = [masks]
         if isinstance(masks, (str, bytes)) or not isinstance(masks, Iterable):
             raise InputError(f"removed must be a list of edge sets (each a Circuit or a list of edges such as "
-                             f"'L0H1 -> L1H2.k'), a Circuit, or a boolean mask tensor; got {masks!r:.60}.")
+                             f"'L0H1 -> L1H2.k'), a Circuit, or a boolean mask tensor; got {shorten(masks, 60)}.")
         masks = list(masks)
         for i, m in enumerate(masks):
             if isinstance(m, (str, bytes)) or not isinstance(m, Iterable):
-                raise InputError(f"removed[{i}] is {m!r:.60}: each edge set must be a Circuit or a list of edges "
+                raise InputError(f"removed[{i}] is {shorten(m, 60)}: each edge set must be a Circuit or a list of "
+                                 "edges "
                                  "(e.g. ['L0H1 -> L1H2.k']).")
         return torch.stack([self.mask_matrix(m) for m in masks]) if len(masks) else \
             torch.zeros(0, *graph.mask.shape, dtype=torch.bool)

@@ -19,7 +19,7 @@ from typing import Optional, Sequence
 import torch
 from jaxtyping import Float
 
-from circuitlab.core import ModelLike, as_model
+from circuitlab.core import ModelLike, as_model, check_seed
 from circuitlab.metrics import LogitDiff
 from circuitlab.tasks.reviews import (ANIMALS, NEGATIVE, NEUTRAL, POSITIVE, RANDOM_WORDS, concept_texts, random_texts,
                                       reviews)
@@ -102,6 +102,7 @@ def sentiment_tcav(model: ModelLike = "gemma-3-270m", *, concepts: Sequence[str]
     TCAV of "positive adjectives" low compared with "neutral adjectives"; an unrelated concept ("animals") not
     significant. Returns the :class:`~circuitlab.concepts.tcav.TCAVResult`.
     """
+    seed = check_seed(seed)
     from circuitlab.concepts.tcav import tcav
 
     model = as_model(model)

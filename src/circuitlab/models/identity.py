@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
-from circuitlab.core import weight_state
+from circuitlab.core import shorten, weight_state
 from circuitlab.errors import CircuitlabError, InputError
 
 __all__ = ["ModelSource", "device_of", "model_source", "weight_fingerprint", "worker_device"]
@@ -54,7 +54,8 @@ class ModelSource:
             model = load_model(self.spec, device=self.device)
         if self.fingerprint is not None and weight_fingerprint(model) != self.fingerprint:
             raise CircuitlabError(
-                f"the model loaded as {self.spec!r} in a worker has other weights than the caller's model (it was "
+                f"the model loaded as {shorten(self.spec)} in a worker has other weights than the caller's model (it "
+                "was "
                 "changed after loading?). Save it with circuitlab.save_model(model, DIR) and pass DIR as the model.")
         return model
 

@@ -34,8 +34,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory,
-                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, final_residual,
+                             model_name, progress_bar, readout, row_bytes, row_chunks, shorten, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 
@@ -108,13 +108,13 @@ def fill(template: str, subject: str) -> str:
     """``template`` with ``{subject}`` replaced; a subject starting with "The " is lower-cased to "the " when it
     does not open the sentence ("To see the Eiffel Tower, ...")."""
     if "{subject}" not in template:
-        raise InputError(f"the template {template!r} has no {{subject}} slot; write one, e.g. "
+        raise InputError(f"the template {shorten(template)} has no {{subject}} slot; write one, e.g. "
                          "'The capital of {subject} is'.")
     if not template.startswith("{subject}") and subject.startswith("The "):
         subject = "the " + subject[4:]
     text = template.replace("{subject}", subject)
     if text != text.rstrip():
-        raise InputError(f"the template {template!r} ends with whitespace; end it at its last word (the answer "
+        raise InputError(f"the template {shorten(template)} ends with whitespace; end it at its last word (the answer "
                          "carries the space).")
     return text
 
@@ -179,7 +179,7 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
     templates = dict(CLOZE_TEMPLATES if templates is None else templates)
     for i, f in enumerate(facts):
         if not all(isinstance(getattr(f, a, None), str) for a in ("subject", "answer", "relation")):
-            raise InputError(f"fact {i} ({f!r}) needs text attributes subject, answer and relation (e.g. a "
+            raise InputError(f"fact {i} ({shorten(f)}) needs text attributes subject, answer and relation (e.g. a "
                              "circuitlab.tasks.factual.Fact).")
     names = list(dict.fromkeys(f.relation for f in facts)) if relations is None else list(relations)
     if not names:
@@ -205,7 +205,8 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
         if kept:
             by_rel[r] = kept
         elif relations is not None:
-            raise InputError(f"relation {r!r} has no fact whose answer is one token for this model ({skip} skipped); "
+            raise InputError(f"relation {shorten(r)} has no fact whose answer is one token for this model ({skip} "
+                             "skipped); "
                              "leave it out of relations=[...] or give single-token answers.")
     if not by_rel:
         raise InputError(f"no fact has an answer that is one token for this model (skipped per relation: {skipped}); "

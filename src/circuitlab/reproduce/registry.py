@@ -180,6 +180,9 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     """Measure ``finding`` on ``model`` (a name, or a loaded model; default: the finding's first model) with
     ``seed`` (default: its own) and apply its verdict rule. A model the finding does not apply to gives the
     verdict ``"not applicable"``; the time includes loading the model."""
+    from circuitlab.core import check_seed
+
+    seed = None if seed is None else check_seed(seed)
     from circuitlab.core import model_name
     from circuitlab.models.loading import as_any_model  # as_model, and encoders (minilm-l6) by name
 
@@ -213,6 +216,9 @@ def run_many(chosen: list, seed: Optional[int] = None, executor: Any = None, *,
     findings are the shards: here one after another (``executor=None``), or with ``executor`` (``"ray"`` or an
     executor of :mod:`circuitlab.engine.executor` / :mod:`circuitlab.distributed`) shared out among the workers,
     finding ``i`` to worker ``i % workers``. ``progress``: a bar over the findings run in this process."""
+    from circuitlab.core import check_seed
+
+    seed = None if seed is None else check_seed(seed)
     from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
 
     chosen = [get_finding(f) if isinstance(f, str) else f for f in chosen]
