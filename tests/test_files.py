@@ -122,3 +122,21 @@ def test_a_megabyte_argument_on_the_command_line_makes_one_short_error_line():
     lines = err.getvalue().strip().splitlines()
     assert code == 1 and len(lines) == 1 and lines[0].startswith("circuitlab: error:")
     assert len(lines[0]) < 400, f"an error line of {len(lines[0]):,} characters"
+
+
+@pytest.mark.parametrize("argv", [
+    ["attribute", "-m", "zoo/toy-lm", "--prompt", "The cat", "--answer", " mat", "--top", HUGE],
+    ["induction", "-m", "zoo/toy-lm", "--seed", HUGE],
+    ["reproduce", HUGE],
+], ids=["--top", "--seed", "finding id"])
+def test_a_megabyte_argument_makes_a_short_usage_error(argv):
+    err = io.StringIO()
+    with redirect_stderr(err), redirect_stdout(io.StringIO()):
+        try:
+            code = main(argv)
+        except SystemExit as exc:
+            code = exc.code
+    last = err.getvalue().strip().splitlines()[-1]
+    assert code not in (0, None) and "error:" in last
+    # the value shortened (an unknown finding's message also lists the known ones)
+    assert len(last) < 2000, f"an error line of {len(last):,} characters"

@@ -53,7 +53,8 @@ from circuitlab.cli import main
 from circuitlab.concepts import gradients, tcav
 from circuitlab.errors import CircuitlabError
 from circuitlab.metrics import LogitDiff
-from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain, ranking as neuron_ranking
+from circuitlab.neurons import ablation as neuron_ablation, examples as neuron_examples, explain as neuron_explain
+from circuitlab.neurons import ranking as neuron_ranking
 from circuitlab.probing import structural
 from circuitlab.tasks import copying, ioi, repeated
 task_reviews = importlib.import_module("circuitlab.tasks.reviews")  # circuitlab.tasks.reviews: a function
@@ -103,6 +104,9 @@ REFUSED = [
     ("proj", f"probing.edge_probe(m, S, 'pos', proj={BILLION}, epochs=1, progress=False, cache=False)"),
     ("proj", f"probing.edge_probe(m, S, 'pos', proj={MILLION}, epochs=1, progress=False, cache=False)"),
     ("hidden", f"probing.edge_probe(m, S, 'pos', hidden={BILLION}, epochs=1, progress=False, cache=False)"),
+    ("hidden", f"probing.probe_sweep(m, S, hooks=HOOK, probes=('mlp',), seeds=(0,), mlp={{'hidden': {BILLION}}}, "
+               "control=False, progress=False, cache=False)"),
+    ("ks", f"neuron_ablation.check_ks(range(1, {BILLION}), 512)"),
     ("rank", f"probing.structural_sweep(m, S, hooks=HOOK, rank={BILLION}, progress=False, cache=False)"),
     ("rank", f"probing.structural_sweep(m, S, hooks=HOOK, rank={MILLION}, progress=False, cache=False)"),
     ("runs", f"tcav.tcav(m, [CLEAN, CORRUPTED], LD, CONCEPTS, RANDOM, hooks=HOOK[0], runs={BILLION}, set_size=3)"),

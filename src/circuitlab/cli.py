@@ -40,12 +40,20 @@ def command(name: str, help: str):
 # Argument types and options that go together
 # ---------------------------------------------------------------------------------------------------------
 
+def quote(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, its length said: :func:`circuitlab.core.shorten`'s rule,
+    here because this module imports nothing heavy (a megabyte-long argument must not make a megabyte-long
+    error line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def positive_int(text: str) -> int:
     """An argparse ``type`` for every count option (``--top``, ``-k``, ``--n-seqs``, ...): an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {quote(text)}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), got {value}")
     return value
@@ -62,7 +70,7 @@ def seed_int(text: str) -> int:
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {text[:40]!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {quote(text, 40)}") from None
     if not 0 <= value < SEED_LIMIT:
         shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
         raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {shown}")
@@ -183,7 +191,7 @@ def token_ids(text: str, what: str) -> list[int]:
     except ValueError:
         ids = []
     if not ids:
-        raise InputError(f"{what} {text!r} should be token ids separated by spaces or commas, e.g. '3 17 42' "
+        raise InputError(f"{what} {quote(text)} should be token ids separated by spaces or commas, e.g. '3 17 42' "
                          "(the model has no tokenizer, or ids were asked for).")
     return ids
 

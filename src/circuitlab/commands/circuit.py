@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
                            write_report)
 
 TASKS = ("induction", "ioi")
@@ -45,7 +45,7 @@ def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {quote(text)}") from None
     try:
         return check_number(value, "--threshold", low=0)
     except InputError:

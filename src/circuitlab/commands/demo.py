@@ -210,14 +210,12 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
         ffn: also analyse the MLPs of ``zoo/toy-lm`` when it is installed.
         echo: where lines of output go.
     """
-    from circuitlab.core import check_seed
-
-    seed = check_seed(seed)
     from circuitlab import list_models, load_model
-    from circuitlab.core import progress_bar
+    from circuitlab.core import check_seed, progress_bar
     from circuitlab.render import Bullets, count_views, report
     from circuitlab.tasks.copying import copy_task
 
+    seed = check_seed(seed)
     started = time.perf_counter()
     loaded = load_model(model)
     name = model if isinstance(model, str) else loaded.cfg.model_name

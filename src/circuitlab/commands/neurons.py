@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
                            write_report)
 
 KINDS = ("examples", "explain", "rank", "ablate")
@@ -87,10 +87,10 @@ def _texts(args) -> list[str]:
         return corpus_lines(args.texts, seed=args.seed)
     path = Path(args.data)
     if not path.is_file():
-        raise InputError(f"--data {args.data!r} is neither 'default' nor a text file; give one of them.")
+        raise InputError(f"--data {quote(args.data, 300)} is neither 'default' nor a text file; give one of them.")
     lines = [line.strip() for line in read_text_file(path, "--data file").splitlines() if line.strip()]
     if not lines:
-        raise InputError(f"--data {args.data!r} holds no text; give a file with one text per line.")
+        raise InputError(f"--data {quote(args.data, 300)} holds no text; give a file with one text per line.")
     return lines[: args.texts]
 
 
@@ -100,7 +100,7 @@ def _neurons(text: str, what: str = "--neuron") -> list[int]:
     try:
         return [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
-        raise InputError(f"{what} {text!r}: give neuron indices separated by commas, e.g. 17,40.") from None
+        raise InputError(f"{what} {quote(text)}: give neuron indices separated by commas, e.g. 17,40.") from None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -72,6 +72,8 @@ def check_ks(ks: Any, n: int) -> list[int]:
     """``ks`` checked against ``n`` neurons: distinct counts from 1 to ``n``, sorted (default :func:`log_grid`)."""
     if ks is None:
         return log_grid(n)
+    if isinstance(ks, (list, tuple, range)) and len(ks) > n:  # more counts than neurons: some repeat or exceed n
+        raise InputError(f"ks has {len(ks):,} counts for {n} ranked neurons; give distinct counts from 1 to {n}.")
     items = [ks] if isinstance(ks, int) else list(ks) if isinstance(ks, (list, tuple, range)) else None
     if not items:
         raise InputError(f"ks={shorten(ks)}: give neuron counts, e.g. ks=[1, 10, 100].")

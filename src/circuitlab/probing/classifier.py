@@ -45,7 +45,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, check_number, check_seed, check_seeds, minimise_lbfgs, progress_bar, shorten
+from circuitlab.core import (check_affordable, check_count, check_number, check_seed, check_seeds, minimise_lbfgs,
+                             progress_bar, shorten)
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
@@ -226,6 +227,11 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], n_classes: int, k
         raise InputError(f"labels must lie in [0, {n_classes}); got range [{int(y.min())}, {int(y.max())}].")
     if kind not in PROBES:
         raise InputError(f"probe kind {shorten(kind)}: use one of {PROBES}.")
+    if kind == "mlp":  # its weights (with gradients, AdamW's moments and early stopping's copy), and a batch's
+        hidden = check_count(hidden, "hidden")  # hidden activations (with their gradients)
+        size = torch.empty((), dtype=dtype).element_size()
+        check_affordable(size * (5 * hidden * (x.shape[1] + n_classes) + 3 * min(batch_size, x.shape[0]) * hidden),
+                         f"an MLP probe with hidden={hidden:,}", "use a smaller hidden (Hewitt & Liang used 1000)")
     torch.manual_seed(seed)
     probe = Probe(x.shape[1], n_classes, kind, hidden).to(dtype)
     xs = probe.standardise_on(x)
