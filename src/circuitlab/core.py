@@ -217,8 +217,7 @@ def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Int[Te
             pieces = str_tokens(model, torch.tensor(ids))  # (TransformerLens's to_str_tokens fails on Gemma)
             raise InputError(
                 f"{what} {shorten(answer)} is {len(ids)} tokens ({shorten(pieces)}), but an {what} must be a single "
-                "token. "
-                "Use its first token, a different word, or check the leading space (' Paris' vs 'Paris')."
+                "token. Use its first token, a different word, or check the leading space (' Paris' vs 'Paris')."
             )
         return ids[0]
     raise InputError(f"an {what} must be a string or a token id; got {type(answer).__name__}.")
@@ -263,8 +262,7 @@ def check_known_words(model: HookedTransformer, text: str, what: str = "the prom
     raise InputError(
         f"{what} {shorten(text)} has words this model's tokenizer does not know ({shown}): it would read each as its "
         f"unknown token {shorten(unk)}, and the analysis would measure that token instead. Use words from its "
-        "vocabulary "
-        f"(it has {len(tok)} tokens, e.g. {examples}), or pass token ids."
+        f"vocabulary (it has {len(tok)} tokens, e.g. {examples}), or pass token ids."
     )
 
 

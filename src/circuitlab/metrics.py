@@ -153,8 +153,7 @@ class LogitDiff(LogitMetric):
         if isinstance(correct, (str, int)) and not isinstance(correct, bool) and correct == wrong:
             raise InputError(
                 f"LogitDiff(correct={shorten(correct)}, wrong={shorten(wrong)}): the two answers are the same token, "
-                "so the "
-                "difference is 0 by construction. Pick a competing token for wrong."
+                "so the difference is 0 by construction. Pick a competing token for wrong."
             )
         self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
         self.name = "logit_diff"

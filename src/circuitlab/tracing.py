@@ -165,8 +165,7 @@ def subject_span(model: HookedTransformer, prompt: Union[str, Int[Tensor, " pos"
     at = prompt.find(subject)
     if at < 0:
         raise InputError(f"subject {shorten(subject)} does not occur in the prompt {shorten(prompt)}. Give it "
-                         "exactly as it is "
-                         "written there (case and spaces included).")
+                         "exactly as it is written there (case and spaces included).")
     full = toks[0].tolist()
 
     def prefix_len(text: str, where: str) -> int:
@@ -551,8 +550,7 @@ def as_fact(fact: Any, i: int) -> tuple[str, Subject, Union[str, int]]:
     if isinstance(fact, (tuple, list)) and len(fact) == 3:
         return tuple(fact)
     raise InputError(f"facts[{i}] is {shorten(fact)}: give Fact objects (circuitlab.tasks.factual) or (prompt, "
-                     "subject, "
-                     "answer) triples.")
+                     "subject, answer) triples.")
 
 
 def average_indirect_effect(

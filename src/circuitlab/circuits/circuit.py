@@ -108,8 +108,7 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
                         "single inputs)" if isinstance(name, str) and name.split(".")[0] in known else "")
                 raise InputError(
                     f"node {shorten(name)} is not in this model's graph ({graph.describe()}){hint}. Components are "
-                    "'embed', "
-                    f"heads L0H0...L{graph.n_layers - 1}H{graph.n_heads - 1}"
+                    f"'embed', heads L0H0...L{graph.n_layers - 1}H{graph.n_heads - 1}"
                     f"{f', MLP0...MLP{graph.n_layers - 1}' if not graph.attn_only else ''} and 'logits'."
                 )
         chosen = set(names)

@@ -92,8 +92,7 @@ def check_prompt_pair(model: HookedTransformer, clean_tokens: Prompts, corrupted
 def check_ablation(ablation: str) -> str:
     if ablation not in ABLATIONS:
         raise InputError(f"ablation={shorten(ablation)}: use 'corrupted' (the sender's output on the corrupted "
-                         "prompt), "
-                         "'mean' (its mean over the corrupted batch) or 'zero'.")
+                         "prompt), 'mean' (its mean over the corrupted batch) or 'zero'.")
     return ablation
 
 
@@ -266,8 +265,7 @@ class EdgePatcher:
         for i, m in enumerate(masks):
             if isinstance(m, (str, bytes)) or not isinstance(m, Iterable):
                 raise InputError(f"removed[{i}] is {shorten(m, 60)}: each edge set must be a Circuit or a list of "
-                                 "edges "
-                                 "(e.g. ['L0H1 -> L1H2.k']).")
+                                 "edges (e.g. ['L0H1 -> L1H2.k']).")
         return torch.stack([self.mask_matrix(m) for m in masks]) if len(masks) else \
             torch.zeros(0, *graph.mask.shape, dtype=torch.bool)
 

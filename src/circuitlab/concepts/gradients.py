@@ -151,8 +151,7 @@ def check_hook(model, hook: Any, what: str = "hook") -> str:
         last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
         examples = [n for n in ("hook_embed", "blocks.0.hook_resid_pre", last) if n in names]
         raise InputError(f"{what}={shorten(hook)} is not a hook of this model. Give a TransformerLens hook name it "
-                         "has, e.g. "
-                         f"{', '.join(map(repr, examples))} (all of them: model.hook_dict).")
+                         f"has, e.g. {', '.join(map(repr, examples))} (all of them: model.hook_dict).")
     return hook
 
 
@@ -251,8 +250,7 @@ def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, base
                          "per position, compute their activation yourself and compare.")
     if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
         raise InputError(f"baseline={shorten(baseline)}: use 'zero', 'pad' (the tokenizer's pad token, or "
-                         "pad_token=...), "
-                         "'mean' (the mean token embedding), or a token id.")
+                         "pad_token=...), 'mean' (the mean token embedding), or a token id.")
     x = _capture(model, tokens, hook) if x is None else x
     keep = bool(keep_bos) and starts_with_bos(model, tokens)
     if baseline == "zero":

@@ -143,8 +143,7 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
 def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
     if hook.endswith(NOT_PER_TOKEN) or act.ndim < 3 or act.shape[:2] != toks.shape:
         raise InputError(f"hooks: {shorten(hook)} holds activations of shape {tuple(act.shape)}, not [batch, pos, "
-                         "...], so "
-                         "they cannot be pooled per text. Use a residual stream or sub-layer output hook "
+                         "...], so they cannot be pooled per text. Use a residual stream or sub-layer output hook "
                          "(e.g. 'blocks.1.hook_resid_post').")
 
 

@@ -348,8 +348,7 @@ def collect_rows(model: Any, tokens: Sequence[Sequence[int]], spans: Sequence[Se
                       local=local, weight_t=weight_t) -> None:
             if act.ndim < 3 or act.shape[0] != n or act.shape[1] != width:
                 raise InputError(f"hooks: {shorten(name)} has activations of shape {tuple(act.shape)}, not [batch, "
-                                 "pos, "
-                                 f"...] = [{n}, {width}, ...]: pooling needs one vector per token. Use a residual "
+                                 f"pos, ...] = [{n}, {width}, ...]: pooling needs one vector per token. Use a residual "
                                  "stream or sub-layer output hook (e.g. 'blocks.1.hook_resid_post').")
             flat = act.reshape(n * width, -1)[tok_index_t].to(accumulate) * weight_t[:, None]
             pooled = torch.zeros((order.numel(), flat.shape[1]), dtype=flat.dtype, device=flat.device)

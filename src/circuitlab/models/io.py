@@ -119,8 +119,7 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
     if not is_model_dir(path):
         raise ModelNotFoundError(
             f"{shorten(str(path), 300)} is not a circuitlab model directory: it needs {CONFIG_FILE} and "
-            f"{WEIGHTS_FILE}. "
-            "Write one with circuitlab.save_model(model, path)."
+            f"{WEIGHTS_FILE}. Write one with circuitlab.save_model(model, path)."
         )
     cfg = config_from_dict(json.loads(read_text_file(path / CONFIG_FILE, "model config")), device=device)
     if name is not None:

@@ -393,16 +393,14 @@ def parse_ngrams(explanation: str) -> list[tuple[tuple[str, ...], float]]:
     if not isinstance(explanation, str) or NGRAM_MARK not in explanation:
         raise InputError(
             f"the n-gram simulator reads explanations written by NgramExplainer (they start {shorten(NGRAM_MARK)}); "
-            "got "
-            f"{shorten(explanation, 80)}. Simulate free-text explanations with an LLMSimulator.")
+            f"got {shorten(explanation, 80)}. Simulate free-text explanations with an LLMSimulator.")
     try:
         rest = explanation.split(NGRAM_MARK, 1)[1]
         items = json.loads(rest.rsplit(NGRAM_JSON, 1)[1] if NGRAM_JSON in rest else rest)
         return [(tuple(str(t) for t in g), float(w)) for g, w in items]
     except (ValueError, TypeError):
         raise InputError(f"cannot read the n-grams of the explanation {shorten(explanation, 80)}: after "
-                         f"{shorten(NGRAM_MARK)} "
-                         "it must hold a JSON list of [tokens, weight] pairs.") from None
+                         f"{shorten(NGRAM_MARK)} it must hold a JSON list of [tokens, weight] pairs.") from None
 
 
 @dataclass
@@ -541,8 +539,7 @@ def _simulate(simulator: Simulator, explanation: str, excerpts: Sequence[Excerpt
         out = simulator.simulate(explanation, e.tokens)
         if isinstance(out, (str, bytes)) or not isinstance(out, Iterable):
             raise SimulationError(f"simulator {shorten(who)} returned {type(out).__name__}, not a sequence of "
-                                  "numbers (one "
-                                  "per token).")
+                                  "numbers (one per token).")
         s = list(out)
         if len(s) != len(e.tokens):
             raise SimulationError(f"simulator {shorten(who)} returned {len(s)} values for an excerpt of "

@@ -64,8 +64,7 @@ class LLMClient:
             parts = urllib.parse.urlsplit(str(self.url))
             if parts.scheme not in ("http", "https") or not parts.netloc:
                 raise InputError(f"{given}={shorten(self.url)} is not an http(s) URL; give the API base with its "
-                                 "scheme, "
-                                 "e.g. http://127.0.0.1:8000/v1.")
+                                 "scheme, e.g. http://127.0.0.1:8000/v1.")
 
     @property
     def configured(self) -> bool:

@@ -89,8 +89,7 @@ def get_site(site: str) -> Site:
         short = key.split(".")[-1].removeprefix("hook_")
         raise InputError(
             f"site={shorten(site)} is a hook name for layer {layer.group(1)} alone, but a site names an activation "
-            "kind "
-            f"that the sweep visits in every layer. To patch only that layer write site={shorten(short)}, "
+            f"kind that the sweep visits in every layer. To patch only that layer write site={shorten(short)}, "
             f"layers=[{layer.group(1)}]."
         )
     key = key.split(".")[-1] if "." in key else key  # "attn.hook_z" -> "hook_z"
@@ -190,8 +189,7 @@ def split_prompts(batch: int, per_prompt_bytes: int, metric, max_memory: int) ->
         warnings.warn(
             f"{batch} prompt pairs need about {batch * per_prompt_bytes / 2**20:.1f} MiB at once, over "
             f"max_memory={max_memory / 2**20:.1f} MiB, but the metric {shorten(metric_name(metric))} must see the "
-            "whole "
-            "batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean over "
+            "whole batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean over "
             "prompts, split exactly), fewer prompts, or a larger max_memory.", stacklevel=3)
         return [slice(0, batch)]
     return parts

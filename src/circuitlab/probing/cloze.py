@@ -206,8 +206,7 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
             by_rel[r] = kept
         elif relations is not None:
             raise InputError(f"relation {shorten(r)} has no fact whose answer is one token for this model ({skip} "
-                             "skipped); "
-                             "leave it out of relations=[...] or give single-token answers.")
+                             "skipped); leave it out of relations=[...] or give single-token answers.")
     if not by_rel:
         raise InputError(f"no fact has an answer that is one token for this model (skipped per relation: {skipped}); "
                          "give facts with single-token answers.")

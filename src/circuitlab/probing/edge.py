@@ -379,8 +379,7 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
     acts = word_activations(source, sentences, hooks, progress, collect_options)
     if baseline and EMBEDDING_HOOK not in acts.hooks:
         raise InputError(f"baseline=True reads {shorten(EMBEDDING_HOOK)}, which hooks do not include; add it to "
-                         "hooks or "
-                         "pass baseline=False.")
+                         "hooks or pass baseline=False.")
     if cumulative and len(acts.hooks) < 2:
         raise InputError(f"cumulative=True compares mixes of the hooks 0..l, and hooks has {len(acts.hooks)}; give "
                          "two hooks or more, or pass cumulative=False.")

@@ -140,8 +140,7 @@ def score_heads(attention: Sequence[Optional[Float[Tensor, "layer head n_words n
     out unless named."""
     if direction not in DIRECTIONS:
         raise InputError(f"direction={shorten(direction, 300)}: use 'dependent' (the dependent attends to its head) "
-                         "or 'head' "
-                         "(the head attends to its dependent).")
+                         "or 'head' (the head attends to its dependent).")
     if len(attention) != len(sentences):
         raise InputError(f"{len(attention)} attention maps for {len(sentences)} sentences; give one per sentence.")
     used = [(a, s) for a, s in zip(attention, sentences) if a is not None]

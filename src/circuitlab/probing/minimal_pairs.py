@@ -122,8 +122,7 @@ def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos:
     for s, r in zip(sentences, rows):
         if len(r) < 2:
             raise InputError(f"the sentence {shorten(s)} is one token{' with BOS' if bos else ''}: nothing to score. "
-                             "Give "
-                             "a longer sentence, or prepend_bos=True.")
+                             "Give a longer sentence, or prepend_bos=True.")
     return sequence_logprob(model, rows, [1] * len(rows), max_memory=max_memory, progress=progress)
 
 

@@ -35,8 +35,7 @@ def labelled_sentences(data: Union[str, Path, Sequence[Sentence], None], n: int,
         return template_sentences(n, seed=seed)
     if not Path(data).is_file():
         raise InputError(f"{option} {shorten(str(data))} is neither 'templates', 'default' nor a CoNLL-U file; give "
-                         "one of "
-                         "them.")
+                         "one of them.")
     return read_conllu(data, multiword="split")[:n]
 
 

@@ -168,8 +168,7 @@ def true_vs_simulated(res: Any, neuron: int = 0, max_excerpts: int = 6,
     """
     if not (isinstance(neuron, int) and -len(res.neurons) <= neuron < len(res.neurons)):
         raise InputError(f"neuron={shorten(neuron)} is a position in res.neurons (0 to {len(res.neurons) - 1}); for "
-                         "neuron "
-                         f"number n use res.neurons.index(n).")
+                         f"neuron number n use res.neurons.index(n).")
     rec, sims = res.records[neuron], res.simulations[neuron]
     kinds = tuple(kinds or ("top", "random"))
     pairs = [(e, s) for e, s in zip(rec.held_out, sims) if e.kind in kinds][:max_excerpts]

@@ -79,8 +79,7 @@ def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measureme
             s_pos = (clean[j] == s_id).nonzero().flatten().tolist()
             if len(io_pos) != 1 or len(s_pos) != 2:
                 raise CircuitlabError(f"IOI prompt {shorten(prompts[i]['clean'])}: expected the IO token once and "
-                                      "the S "
-                                      f"token twice, found them at {io_pos} and {s_pos}")
+                                      f"the S token twice, found them at {io_pos} and {s_pos}")
             for layer in range(cfg.n_layers):
                 last = cache[f"blocks.{layer}.attn.hook_pattern"][j, :, -1]  # [head, key pos]
                 pattern_last[i, layer, :, 0] = last[:, io_pos[0]]

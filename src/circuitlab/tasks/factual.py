@@ -80,8 +80,7 @@ class Fact:
                              "'The Eiffel Tower is located in the city of'.")
         if self.prompt != self.prompt.rstrip():
             raise InputError(f"Fact prompt {shorten(self.prompt)} ends with whitespace; end the prompt at its last "
-                             "word "
-                             "and put the space on the answer (' Paris').")
+                             "word and put the space on the answer (' Paris').")
         if not self.subject.strip():
             raise InputError(f"Fact subject is empty for prompt {shorten(self.prompt)}; give the subject as it is "
                              "spelled in the prompt (e.g. 'The Eiffel Tower').")

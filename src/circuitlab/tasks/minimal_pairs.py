@@ -40,8 +40,7 @@ class MinimalPair:
         given = [x is not None for x in (self.prefix, self.word_good, self.word_bad)]
         if any(given) and not all(given):
             raise InputError(f"MinimalPair {shorten(self.good)}: give prefix, word_good and word_bad together (or "
-                             "none of "
-                             "them) for the one-prefix method.")
+                             "none of them) for the one-prefix method.")
 
     @property
     def has_prefix(self) -> bool:

@@ -123,8 +123,7 @@ class Sentence:
         value = getattr(self, layer)
         if value is None:
             raise InputError(f"sentence {self.id or '(unnamed)'} has no {shorten(layer)} labels. Use data that has "
-                             "them "
-                             "(a CoNLL-U file with that column filled, or text labelled with label_text).")
+                             "them (a CoNLL-U file with that column filled, or text labelled with label_text).")
         return value
 
 
@@ -185,8 +184,7 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword:
         path = Path(source)
         if not path.is_file():
             raise InputError(f"CoNLL-U file {shorten(str(path), 300)} does not exist; give a path to a .conllu file, "
-                             "or the "
-                             "CoNLL-U text itself.")
+                             "or the CoNLL-U text itself.")
         text, name = read_text_file(path, "CoNLL-U file"), name or path.name
     elif isinstance(source, str):
         text, name = source, name or "<text>"
