@@ -25,11 +25,13 @@ import functools
 import importlib
 import inspect
 import io
-import re
 import os
 import pkgutil
+import re
+import tempfile
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable
 
 import pytest
@@ -167,6 +169,7 @@ KINDS: dict[str, Kind] = {
     "templates": Kind(("template",), bad=[{}, {"home": []}, {"home": ["no slot here"]}, "x", 3,
                                           {"home": "{subject} lives in"}, {"home": [""]}]),
     "finding": Kind(("finding",), bad=["no-such-finding", "", 3, None, ["induction-heads-need-two-layers"]]),
+    "seed": Kind(("seed",), bad=[2**64, -1, 1.5, "3", True]),
 }
 
 
@@ -234,18 +237,19 @@ PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_to
 #: every public analysis, one line each (see the module docstring)
 ANALYSES = [
     Analysis("induction.repeated_sequences", induction.repeated_sequences,
-             {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2)}),
+             {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2), "seed": ("seed", 0)}),
     Analysis("induction.head_scores", induction.head_scores,
              {"model": ("model", M), "kind": ("choice", "induction"), "seq_len": ("count", 5), "n_seqs": ("count", 2),
-              "tokens": ("prompt", "The cat sat. The cat sat."), "max_memory": ("memory", 2**20)}),
+              "tokens": ("prompt", "The cat sat. The cat sat."), "max_memory": ("memory", 2**20),
+              "seed": ("seed", 0)}),
     Analysis("induction.composition_scores", induction.composition_scores,
              {"model": ("model", M), "kind": ("choice", "K")}),
     Analysis("induction.ablation_effect", induction.ablation_effect,
              {"model": ("model", M), "heads": ("heads", [(1, 2)]), "method": ("choice", "mean"),
-              "seq_len": ("count", 5), "n_seqs": ("count", 2), "max_memory": ("memory", 2**20)}),
+              "seq_len": ("count", 5), "n_seqs": ("count", 2), "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("induction.find_induction_circuit", induction.find_induction_circuit,
              {"model": ("model", M), "seq_len": ("count", 5), "n_seqs": ("count", 2), "method": ("choice", "zero"),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("attribution.direct_logit_attribution", attribution.direct_logit_attribution,
              {"model": ("model", M), "tokens": ("prompt", CLEAN), "answer": ("answer", " mat"),
               "wrong": ("answer", " cat"), "by": ("choice", "head"), "pos": ("pos", 7),
@@ -277,11 +281,11 @@ ANALYSES = [
     Analysis("tracing.trace", functools.partial(tracing.trace, progress=False),
              {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
               "answer": ("answer", " Brindlecote"), "kinds": ("kinds", ["resid", "attn"]), "window": ("window", 2),
-              "noise": ("noise", 3.0), "samples": ("count", 2), "max_memory": ("memory", 2**20)}),
+              "noise": ("noise", 3.0), "samples": ("count", 2), "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("tracing.average_indirect_effect", functools.partial(tracing.average_indirect_effect, progress=False),
              {"model": ("model", M), "facts": ("facts", [(FACT, "Wexmira", " Brindlecote")]),
               "kinds": ("kinds", "attn"), "window": ("window", 1), "noise": ("noise", 3.0),
-              "samples": ("count", 1), "max_memory": ("memory", 2**20)}),
+              "samples": ("count", 1), "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("circuits.eap", circuits.eap, {**PATCH}),
     Analysis("circuits.eap_ig", circuits.eap_ig, {**PATCH, "steps": ("count", 2), "max_memory": ("memory", 2**20)}),
     Analysis("circuits.acdc", circuits.acdc, {**PATCH, "threshold": ("threshold", 0.5),
@@ -305,17 +309,19 @@ ANALYSES = [
               "random_texts": (("texts", "repeated texts"), ["the sea", "a hill", "old bread", "the king", "a door",
                                                              "the road", "my coat", "the rain"]),
               "hooks": ("hook", "blocks.1.hook_resid_pre"), "runs": ("count", 2), "set_size": ("count", 3),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "seed": ("seed", 0)}),
     Analysis("probing.collect", functools.partial(probing.collect, progress=False, cache=False),
              {"model": ("model", M), "sentences": ("sentences", SENTENCES),
               "hooks": ("hook", ["blocks.1.hook_resid_post"]), "pool": ("choice", "first"),
               "max_memory": ("memory", 2**20)}),
     Analysis("probing.probe_sweep", functools.partial(probing.probe_sweep, progress=False, cache=False, seeds=(0,)),
              {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "upos"),
-              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "probes": ("choice", ("linear",))}),
+              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "probes": ("choice", ("linear",)),
+              "seeds": ("seed", (0,)), "split_seed": ("seed", 0)}),
     Analysis("probing.structural_sweep", functools.partial(probing.structural_sweep, progress=False, cache=False),
              {"source": ("model", M), "sentences": (SPLIT, SENTENCES),
-              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "rank": ("count", 4)}),
+              "hooks": ("hook", ["blocks.1.hook_resid_post"]), "rank": ("count", 4), "seeds": ("seed", (0,)),
+              "split_seed": ("seed", 0)}),
     Analysis("probing.head_sweep", functools.partial(probing_heads.head_sweep, progress=False, min_count=1),
              {"model": ("model", M), "sentences": ("sentences", SENTENCES), "layers": ("layers", [3]),
               "direction": ("choice", "dependent"), "max_memory": ("memory", 2**20)}),
@@ -335,12 +341,13 @@ ANALYSES = [
              {"model": ("model", M), "texts": ("texts", [CLEAN, CORRUPTED, FACT, "The king went to the sea."]),
               "layer": ("layer", 3), "neurons": (("neuron", "repeated neurons"), 511), "n_explain": ("count", 2),
               "n_top": ("count", 2),
-              "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
+              "n_random": ("count", 2), "batch_size": ("count", 1), "max_memory": ("memory", 2**20),
+              "seed": ("seed", 0)}),
     Analysis("neurons.ranking.rank_neurons",
              functools.partial(neuron_ranking.rank_neurons, progress=False, cache=False),
              {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "upos"),
               "method": ("choice", "anova"), "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "bins": ("count", 4),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "split_seed": ("seed", 0)}),
     Analysis("neurons.ranking.correlation_ranking", functools.partial(neuron_ranking.correlation_ranking,
                                                                       progress=False, cache=False),
              {"source": ("model", M), "others": ("model", M), "sentences": ("sentences", SENTENCES),
@@ -349,15 +356,16 @@ ANALYSES = [
                                                                    cache=False, random_seeds=(0,)),
              {"source": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
               "sentences": ("sentences", SENTENCES), "task": ("choice", "upos"), "ks": ("count", [1, 4]),
-              "modes": ("choice", ("keep",)), "protocols": ("choice", ("retrained",))}),
+              "modes": ("choice", ("keep",)), "protocols": ("choice", ("retrained",)),
+              "random_seeds": ("seed", (0,)), "split_seed": ("seed", 0), "control_seed": ("seed", 0)}),
     Analysis("neurons.ablation.loss_curves", functools.partial(neuron_ablation.loss_curves, progress=False,
                                                                random_seeds=(0,)),
              {"model": ("model", M), "ranking": ("choice", Lazy(lambda: toy_ranking(), "an ANOVA ranking")),
               "sentences": ("texts", [CLEAN, CORRUPTED]), "ks": ("count", [2]), "method": ("choice", "zero"),
-              "max_memory": ("memory", 2**20)}),
+              "max_memory": ("memory", 2**20), "random_seeds": ("seed", (0,))}),
     Analysis("probing.edge_probe", functools.partial(probing.edge_probe, progress=False, cache=False, epochs=1),
              {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "pos"),
-              "pool": ("choice", "mean"), "proj": ("count", 8)}),
+              "pool": ("choice", "mean"), "proj": ("count", 8), "seed": ("seed", 0), "split_seed": ("seed", 0)}),
     # -- issue 30: the rest of the public analyses (see test_every_public_analysis_is_in_the_battery) -----------
     Analysis("circuits.faithfulness_curve", functools.partial(circuits.faithfulness_curve, progress=False),
              {**PATCH, "corrupted_tokens": (("prompt", "near-zero denominators"), CORRUPTED),
@@ -760,6 +768,21 @@ def test_a_baseline_token_id_is_checked_against_the_input_vocabulary():
 
 # -- the command line --------------------------------------------------------------------------------------------
 
+def _bad_files() -> dict[str, str]:
+    """Data files in another encoding than UTF-8 (Latin-1: 'Caf\xe9'), written once into a temporary folder."""
+    folder = Path(tempfile.mkdtemp(prefix="circuitlab-bad-files-"))
+    files = {
+        "latin1.txt": "The cat sat on the mat.\nCaf\xe9 au lait, the dog said.\n",
+        "latin1.conllu": "# text = Caf\xe9\n1\tCaf\xe9\tcaf\xe9\tNOUN\t_\t_\t0\troot\t_\t_\n\n",
+        "latin1.jsonl": '{"sentence_good": "The caf\xe9 is open.", "sentence_bad": "The caf\xe9 are open."}\n',
+    }
+    for name, text in files.items():
+        (folder / name).write_bytes(text.encode("latin-1"))
+    return {name: str(folder / name) for name in files}
+
+
+BAD_FILES = _bad_files()
+
 #: each subcommand with bad arguments; every row must end in a one-line error, never a traceback
 COMMANDS = [
     ["induction", "-m", "zoo/no-such-model"],
@@ -833,10 +856,29 @@ COMMANDS = [
     ["probe", "edges", "-m", TOY, "--data", "no/such/file.conllu"],
     ["probe", "edges", "-m", TOY, "-n", "-3"],
     ["models", "-v", "extra"],
+    # seeds beyond what the random generators take, negative, or not whole numbers: usage errors naming --seed
+    ["induction", "-m", WORDS, "--seed", str(2**64)],
+    ["trace", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--answer", " Brindlecote", "--seed", "-1"],
+    ["circuit", "-m", WORDS, "--seed", "1.5"],
+    ["neurons", "explain", "-m", TOY, "--seed", "3x"],
+    ["probe", "pos", "-m", TOY, "--seed", str(2**63)],
+    ["demo", "--seed", "9" * 100_000],
+    ["reproduce", "induction-heads-need-two-layers", "--seed", str(2**64)],
+    # data files that are not UTF-8: an error naming the file, the line and the column
+    ["ffn", "-m", TOY, "--layer", "1", "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
+    ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
+    ["probe", "pos", "-m", TOY, "--data", BAD_FILES["latin1.conllu"]],
+    ["probe", "pairs", "-m", TOY, "--blimp", BAD_FILES["latin1.jsonl"]],
 ]
 
 
-@pytest.mark.parametrize("argv", COMMANDS, ids=[" ".join(a)[:60] for a in COMMANDS])
+def _command_id(argv: list[str]) -> str:
+    """A test id that is the same in every pytest-xdist worker (a temporary file's path is not: its name is)."""
+    names = {path: name for name, path in BAD_FILES.items()}
+    return " ".join(names.get(a, a) for a in argv)[:60]
+
+
+@pytest.mark.parametrize("argv", COMMANDS, ids=[_command_id(a) for a in COMMANDS])
 def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
     err, out = io.StringIO(), io.StringIO()
     with redirect_stderr(err), redirect_stdout(out):
@@ -848,6 +890,11 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
     assert code not in (0, None), f"{argv} succeeded: {out.getvalue()[-300:]}"
     assert "Traceback" not in text
     assert "circuitlab: error:" in text or "error:" in text.splitlines()[-1], text
+    assert len(text.splitlines()[-1]) < 1000, f"{argv}: an error line of {len(text.splitlines()[-1]):,} characters"
+    if "--seed" in argv:
+        assert "--seed" in text.splitlines()[-1], text
+    if any(a in BAD_FILES.values() for a in argv):
+        assert "not UTF-8: line 2" in text or "not UTF-8: line 1" in text, text
 
 
 # -- the battery's coverage ----------------------------------------------------------------------------------------
@@ -863,6 +910,8 @@ EXEMPT = {
                                                "on for EAP; takes no data",
     "circuitlab.tracing.check_kinds": "a check of trace's kinds=, run by trace and average_indirect_effect (rows)",
     "circuitlab.tracing.check_window": "a check of trace's window=, run by trace (row)",
+    "circuitlab.tracing.check_samples_affordable": "a check of trace's samples=, run by trace and "
+                                                   "average_indirect_effect (rows)",
     "circuitlab.tracing.subject_span": "a step of trace on a prompt and subject trace has checked (row)",
     "circuitlab.tracing.subject_noise": "a step of trace: the noise for a checked span, samples and seed (row)",
     "circuitlab.concepts.gradients.baseline_activation": "a step of integrated_gradients / gradient_x_input on token "

@@ -24,6 +24,9 @@ TOY, WORDS = "zoo/toy-lm", "zoo/attn-only-2l"
 CLEAN, CORRUPTED = "The cat sat on the mat and the dog", "The dog sat on the mat and the cat"
 
 
+GB = (" good", " bad")  # label words that are one token each on zoo/toy-lm
+
+
 @functools.lru_cache(maxsize=None)
 def toy():
     return cl.load_model(TOY)
@@ -104,8 +107,10 @@ def _sites():
         "shortcut_reviews(names)": ("names", lambda: reviews.shortcut_reviews(names="Bob")),
         "make_world(ioi_names)": ("ioi_names", lambda: world.make_world(ioi_names="Bob")),
         "sentiment_tcav(concepts)": ("concepts", lambda: sentiment.sentiment_tcav(m(), concepts="animals")),
-        "LabelWordClassifier.scores(texts)": ("texts", lambda: sentiment.LabelWordClassifier(m()).scores("good")),
-        "LabelWordClassifier.fit(examples)": ("examples", lambda: sentiment.LabelWordClassifier(m()).fit("good")),
+        "LabelWordClassifier.scores(texts)": ("texts",
+                                              lambda: sentiment.LabelWordClassifier(m(), words=GB).scores("good")),
+        "LabelWordClassifier.fit(examples)": ("examples",
+                                              lambda: sentiment.LabelWordClassifier(m(), words=GB).fit("good")),
         "LinearHeadClassifier.features(texts)": ("texts", lambda: debugging.LinearHeadClassifier(m(), 1)
                                                  .features("good")),
         "Circuit.from_nodes(nodes)": ("nodes", lambda: circuits.Circuit.from_nodes(graph(), "L0H0")),
@@ -235,5 +240,5 @@ def test_answer_ranks_wants_one_answer_per_prompt():
 
 def test_label_word_classifier_examples_must_be_text_label_pairs():
     sentiment = module("concepts.sentiment")
-    with pytest.raises(InputError, match=r"examples\[0\] is \('good',\); each example must be a \(text, label\)"):
-        sentiment.LabelWordClassifier(toy()).fit([("good",)])
+    with pytest.raises(InputError, match=r"examples\[0\] must be a \(text, label\) pair.*got \('good',\)"):
+        sentiment.LabelWordClassifier(toy(), words=(" good", " bad")).fit([("good",)])

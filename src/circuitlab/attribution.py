@@ -37,11 +37,11 @@ from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count,
-                             check_distinct_answers, check_finite, check_layer, check_max_memory, check_pos,
-                             final_norm, final_norm_bias, final_norm_kind, final_norm_weight, final_residual,
-                             model_name, output_norm, output_norm_scale_hook, position_labels, readout_directions,
-                             row_bytes, row_chunks, through_output_norm, to_tokens, token_label)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count_within,
+                             check_distinct_answers, check_finite, check_layer, check_max_memory, check_pos, final_norm,
+                             final_norm_bias, final_norm_kind, final_norm_weight, final_residual, model_name,
+                             output_norm, output_norm_scale_hook, position_labels, readout_directions, row_bytes,
+                             row_chunks, shorten, through_output_norm, to_tokens, token_label)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
 
@@ -68,7 +68,7 @@ def check_decomposable(model: HookedTransformer) -> None:
     if why:
         raise CircuitlabError(
             f"direct logit attribution needs a pre-norm transformer whose residual stream is a plain sum of "
-            f"component outputs, but model {cfg.model_name!r} is not: {why}. Use activation patching "
+            f"component outputs, but model {shorten(cfg.model_name)} is not: {why}. Use activation patching "
             "(circuitlab.patching) for this model instead."
         )
 
@@ -143,7 +143,7 @@ def direct_logit_attribution(
         a :class:`DLAResult`.
     """
     if by not in BY_CHOICES:
-        raise InputError(f"by={by!r} is not one of {BY_CHOICES}.")
+        raise InputError(f"by={shorten(by)} is not one of {BY_CHOICES}.")
     model = as_model(model)
     check_decomposable(model)
     cfg = model.cfg
@@ -157,13 +157,13 @@ def direct_logit_attribution(
     if by == "neuron":
         if cfg.attn_only:
             raise CircuitlabError(
-                f"model {cfg.model_name!r} is attention-only: it has no MLP neurons to attribute to. "
+                f"model {shorten(cfg.model_name)} is attention-only: it has no MLP neurons to attribute to. "
                 "Use by='head', 'position', 'layer' or 'component'."
             )
         if layer is not None:
             layer = check_layer(model, layer)
     elif layer is not None:
-        raise InputError(f"layer= is only used with by='neuron' (got by={by!r}); leave it out.")
+        raise InputError(f"layer= is only used with by='neuron' (got by={shorten(by)}); leave it out.")
 
     # The unembedding direction of the metric, and the constant the final biases add to it.
     W_U, b_U = model.W_U.detach(), model.b_U.detach()
@@ -450,9 +450,9 @@ def logit_lens(
         a :class:`LogitLens`.
     """
     if norm not in ("own", "frozen"):
-        raise InputError(f"norm={norm!r} must be 'own' (each layer's own statistics) or 'frozen' (final scale).")
+        raise InputError(f"norm={shorten(norm)} must be 'own' (each layer's own statistics) or 'frozen' (final scale).")
     model = as_model(model)
-    k = check_count(k, "k")
+    k = check_count_within(k, "k", model.cfg.d_vocab_out, "tokens in the vocabulary")
     toks = to_tokens(model, tokens)
     batch, seq_len = toks.shape
     p = check_pos(pos, seq_len)

@@ -4,8 +4,9 @@ Each subcommand lives in its own file in ``circuitlab/commands/``: a small funct
 calls the library and prints a readable summary; the analysis itself lives in the library so that notebooks
 and the CLI give the same numbers. This module holds what they share: the registry (:func:`command`), the
 options every analysis spells the same way (``--model/-m``, ``--out/-o``, ``--quiet/-q``), the argument types
-(:func:`positive_int` for every count), options that only make sense together (:func:`requires`), the parsers of
-prompts and answers given on the command line, the report writer, and :func:`main`.
+(:func:`positive_int` for every count, :func:`seed_int` for every seed), options that only make sense together
+(:func:`requires`), the parsers of prompts and answers given on the command line, the report writer, and
+:func:`main`.
 
 Start-up stays fast: this module and the command files import nothing heavy at module level (no torch, no
 TransformerLens); each command imports the library inside its ``run``, so ``--help`` and argument errors answer
@@ -39,14 +40,40 @@ def command(name: str, help: str):
 # Argument types and options that go together
 # ---------------------------------------------------------------------------------------------------------
 
+def quote(value: Any, limit: int = 80) -> str:
+    """``repr(value)`` cut to about ``limit`` characters, its length said: :func:`circuitlab.core.shorten`'s rule,
+    here because this module imports nothing heavy (a megabyte-long argument must not make a megabyte-long
+    error line)."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def positive_int(text: str) -> int:
     """An argparse ``type`` for every count option (``--top``, ``-k``, ``--n-seqs``, ...): an integer >= 1."""
     try:
         value = int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive whole number, got {quote(text)}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected a positive whole number (1 or more), got {value}")
+    return value
+
+
+#: ``core.SEED_LIMIT`` (this module imports nothing heavy, so the bound is repeated here; a test keeps them equal)
+SEED_LIMIT = 2**63
+
+
+def seed_int(text: str) -> int:
+    """An argparse ``type`` for every ``--seed``: a whole number in [0, 2**63), the rule of
+    :func:`circuitlab.core.check_seed` (a seed beyond it, negative or not a whole number is a usage error here,
+    not a raw error from the random generator later)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {quote(text, 40)}") from None
+    if not 0 <= value < SEED_LIMIT:
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text)} digits)"
+        raise argparse.ArgumentTypeError(f"expected a whole number in [0, 2**63), got {shown}")
     return value
 
 
@@ -164,7 +191,7 @@ def token_ids(text: str, what: str) -> list[int]:
     except ValueError:
         ids = []
     if not ids:
-        raise InputError(f"{what} {text!r} should be token ids separated by spaces or commas, e.g. '3 17 42' "
+        raise InputError(f"{what} {quote(text)} should be token ids separated by spaces or commas, e.g. '3 17 42' "
                          "(the model has no tokenizer, or ids were asked for).")
     return ids
 

@@ -209,7 +209,8 @@ def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Int[Te
     if isinstance(answer, str):
         if model is None:
             raise InputError(
-                f"the {what} {answer!r} is text; it needs a model's tokenizer (pass model=..., or give token ids)."
+                f"the {what} {shorten(answer)} is text; it needs a model's tokenizer (pass model=..., or give token "
+                "ids)."
             )
         _need_tokenizer(model, f"the {what} {answer!r}")
         if not answer:
@@ -219,8 +220,8 @@ def answer_id(model: Optional[HookedTransformer], answer: Union[str, int, Int[Te
         if len(ids) != 1:
             pieces = str_tokens(model, torch.tensor(ids))  # (TransformerLens's to_str_tokens fails on Gemma)
             raise InputError(
-                f"{what} {answer!r} is {len(ids)} tokens ({pieces!r}), but an {what} must be a single token. "
-                "Use its first token, a different word, or check the leading space (' Paris' vs 'Paris')."
+                f"{what} {shorten(answer)} is {len(ids)} tokens ({shorten(pieces)}), but an {what} must be a single "
+                "token. Use its first token, a different word, or check the leading space (' Paris' vs 'Paris')."
             )
         return ids[0]
     raise InputError(f"an {what} must be a string or a token id; got {type(answer).__name__}.")
@@ -263,9 +264,9 @@ def check_known_words(model: HookedTransformer, text: str, what: str = "the prom
     shown = ", ".join(repr(w) for w in dict.fromkeys(words)) or repr(text)
     examples = ", ".join(repr(t) for t in tok.convert_ids_to_tokens(list(range(1, min(6, len(tok))))))
     raise InputError(
-        f"{what} {text!r} has words this model's tokenizer does not know ({shown}): it would read each as its "
-        f"unknown token {unk!r}, and the analysis would measure that token instead. Use words from its vocabulary "
-        f"(it has {len(tok)} tokens, e.g. {examples}), or pass token ids."
+        f"{what} {shorten(text)} has words this model's tokenizer does not know ({shown}): it would read each as its "
+        f"unknown token {shorten(unk)}, and the analysis would measure that token instead. Use words from its "
+        f"vocabulary (it has {len(tok)} tokens, e.g. {examples}), or pass token ids."
     )
 
 
@@ -290,7 +291,7 @@ def check_distinct_answers(correct: Int[Tensor, " batch"], wrong: Int[Tensor, " 
         label = token_label(model, int(correct[i])) if model is not None else f"#{int(correct[i])}"
         where = f" for prompt {i}" if correct.numel() > 1 else ""
         raise InputError(
-            f"the {what} and wrong tokens are the same ({label!r}, id {int(correct[i])}){where}: their logit "
+            f"the {what} and wrong tokens are the same ({shorten(label)}, id {int(correct[i])}){where}: their logit "
             "difference is 0 by construction. Pick a competing token for wrong, or leave wrong out to read the "
             f"{what}'s own logit."
         )
@@ -336,7 +337,7 @@ def check_index(value: Any, size: int, what: str, unit: str) -> int:
         value = int(value.item())
     if isinstance(value, bool) or not isinstance(value, int) or not -size <= value < size:
         valid = f"0 to {size - 1}, or -{size} to -1 from the end" if size else "none"
-        raise InputError(f"{what}={value!r} is out of range: this model has {size} {unit} ({valid}).")
+        raise InputError(f"{what}={shorten(value)} is out of range: this model has {size} {unit} ({valid}).")
     return value % size
 
 
@@ -362,7 +363,7 @@ def check_layers(model: HookedTransformer, layers: Optional[Union[int, Sequence[
 def check_pos(pos: Any, seq_len: int, what: str = "pos") -> int:
     """A position in prompts of ``seq_len`` tokens (non-negative)."""
     if isinstance(pos, bool) or not isinstance(pos, int):
-        raise InputError(f"{what} must be an int position (negative counts from the end); got {pos!r}.")
+        raise InputError(f"{what} must be an int position (negative counts from the end); got {shorten(pos)}.")
     if not -seq_len <= pos < seq_len:
         raise InputError(f"{what}={pos} is outside prompts of {seq_len} tokens; use -{seq_len} <= {what} < {seq_len}.")
     return pos % seq_len
@@ -387,7 +388,7 @@ def read_text_file(path: Union[str, Path], what: str) -> str:
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
         column = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
-        raise InputError(f"{what} {str(path)!r} is not UTF-8: line {line}, column {column} holds byte "
+        raise InputError(f"{what} {shorten(str(path), 300)} is not UTF-8: line {line}, column {column} holds byte "
                          f"0x{data[err.start]:02x} ({err.reason}). Save it as UTF-8 (e.g. `iconv -f latin1 -t utf-8 "
                          f"FILE`), or give the text itself.") from None
 
@@ -397,7 +398,17 @@ def check_count(value: Any, what: str, minimum: int = 1) -> int:
     if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = int(value.item())
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InputError(f"{what} must be an integer >= {minimum}; got {value!r}.")
+        raise InputError(f"{what} must be an integer >= {minimum}; got {shorten(value, 40)}.")
+    return value
+
+
+def check_count_within(value: Any, what: str, bound: int, of: str, minimum: int = 1) -> int:
+    """A count with a natural bound (``k`` top tokens of a vocabulary, ``n_tokens`` of ``d_vocab``, ``k`` of the
+    ``d_mlp`` sub-updates): :func:`check_count`, and at most ``bound``, where ``of`` says what there are ``bound``
+    of (``"tokens in the vocabulary"``). More than there are is an error, not a silent cut to ``bound``."""
+    value = check_count(value, what, minimum)
+    if value > bound:
+        raise InputError(f"{what}={shorten(value, 30)} is more than the {bound:,} {of}; use {what} <= {bound}.")
     return value
 
 
@@ -414,6 +425,19 @@ def check_seed(value: Any, what: str = "seed") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < SEED_LIMIT:
         raise InputError(f"{what} must be an integer in [0, 2**63); got {shorten(value, 40)}.")
     return value
+
+
+def check_seeds(seeds: Any, what: str = "seeds") -> list[int]:
+    """Several seeds (e.g. one probe per seed): one seed or a list of distinct seeds, each by :func:`check_seed`
+    (a string, a float or a repeated seed is an :class:`~circuitlab.errors.InputError` naming ``what``)."""
+    if isinstance(seeds, (str, bytes)) or not isinstance(seeds, (int, Sequence, Tensor)):
+        raise InputError(f"{what} must be a seed or a list of distinct seeds (integers in [0, 2**63)); got "
+                         f"{shorten(seeds, 40)}.")
+    one = isinstance(seeds, int) or (isinstance(seeds, Tensor) and seeds.ndim == 0)
+    seeds = [check_seed(s, what) for s in ([seeds] if one else list(seeds))]
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise InputError(f"{what}={shorten(seeds, 60)}: give one or more distinct integer seeds.")
+    return seeds
 
 
 def check_texts(value: Any, what: str, *, item: str = "text", allow_empty: bool = False) -> list[str]:
@@ -456,7 +480,8 @@ def _hashable(v: Any) -> bool:
 
 def memory_available() -> int:
     """Bytes this process may still allocate, roughly: the smaller of the system's available memory
-    (``MemAvailable`` on Linux, else the physical memory) and the address-space limit (``ulimit -v``) if set."""
+    (``MemAvailable`` on Linux, else the physical memory) and, where an address-space limit (``ulimit -v``) is
+    set, what is left of it beyond what the process has mapped already."""
     import os
 
     limit = None
@@ -478,7 +503,14 @@ def memory_available() -> int:
 
         soft, _ = resource.getrlimit(resource.RLIMIT_AS)
         if soft not in (resource.RLIM_INFINITY, -1) and soft > 0:
-            limit = min(limit, soft)
+            # the limit is on the whole address space: what this process has mapped already does not count as free
+            used = 0
+            try:
+                with open("/proc/self/statm") as f:
+                    used = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
+            except (OSError, ValueError, IndexError):
+                pass
+            limit = min(limit, max(0, soft - used))
     except (ImportError, ValueError, OSError):
         pass
     return int(limit)
@@ -568,7 +600,7 @@ def check_number(value: Any, name: str, low: Optional[float] = None, high: Optio
     if message is not None:
         raise InputError(message)
     words = what if what is not None else _bound_words(low, high, low_open, high_open, finite)
-    raise InputError(f"{name} must be {words}; got {value!r}.")
+    raise InputError(f"{name} must be {words}; got {shorten(value)}.")
 
 
 def check_mlp_layer(model: HookedTransformer, layer: Any) -> int:
@@ -576,13 +608,14 @@ def check_mlp_layer(model: HookedTransformer, layer: Any) -> int:
     cfg = model.cfg
     if cfg.attn_only:
         raise CircuitlabError(
-            f"model {cfg.model_name!r} is attention-only (cfg.attn_only=True): it has no MLP layers. Use a model "
+            f"model {shorten(cfg.model_name)} is attention-only (cfg.attn_only=True): it has no MLP layers. Use a "
+            "model "
             "with MLPs (e.g. zoo/toy-lm, or circuitlab.testing.random_model('gpt2') for a random one), or analyse "
             "its attention heads with circuitlab.attribution."
         )
     if getattr(cfg, "num_experts", None):
         raise CircuitlabError(
-            f"model {cfg.model_name!r} has mixture-of-experts MLPs; this analysis needs one dense MLP per layer."
+            f"model {shorten(cfg.model_name)} has mixture-of-experts MLPs; this analysis needs one dense MLP per layer."
         )
     return check_layer(model, layer)
 
@@ -595,7 +628,7 @@ def check_neurons(model: HookedTransformer, neurons: Union[int, Sequence[int], N
     if isinstance(neurons, Tensor):
         neurons = neurons.flatten().tolist()
     if isinstance(neurons, (str, bytes)) or not isinstance(neurons, (int, Iterable)):
-        raise InputError(f"neuron={neurons!r}: give a neuron index (an int) or a list of them.")
+        raise InputError(f"neuron={shorten(neurons)}: give a neuron index (an int) or a list of them.")
     items = [neurons] if isinstance(neurons, int) else list(neurons)
     return [check_index(n, d_mlp, "neuron", "MLP neurons per layer") for n in items]
 
@@ -620,7 +653,7 @@ def parse_head(model: HookedTransformer, head: Any, what: str = "head", *, n_hea
         head = tuple(head)
     if not (isinstance(head, tuple) and len(head) == 2
             and all(isinstance(x, int) and not isinstance(x, bool) for x in head)):
-        raise InputError(f"cannot read {what} {shown!r}; write it as {forms}.")
+        raise InputError(f"cannot read {what} {shorten(shown)}; write it as {forms}.")
     layer = check_layer(model, head[0], what=f"{what} layer")
     n = model.cfg.n_heads if n_heads is None else n_heads
     return layer, check_index(head[1], n, f"{what} index", "heads per layer")
@@ -632,7 +665,7 @@ def check_heads(model: HookedTransformer, heads: Any, what: str = "heads") -> li
                                      and all(isinstance(x, int) for x in heads))
     if not one and not isinstance(heads, Iterable) or isinstance(heads, Tensor) and heads.ndim != 2:
         raise InputError(
-            f"{what}={heads!r} is not a list of heads; write [(layer, head), ...], e.g. [(1, 0)] or ['L1H0']."
+            f"{what}={shorten(heads)} is not a list of heads; write [(layer, head), ...], e.g. [(1, 0)] or ['L1H0']."
         )
     out: list[Head] = []
     for h in ([heads] if one else list(heads)):
@@ -693,11 +726,11 @@ def output_norm(model: HookedTransformer, layer: int, sublayer: str) -> Optional
     if not getattr(model.cfg, "use_normalization_before_and_after", False):
         return None
     if sublayer not in ("attn", "mlp"):
-        raise InputError(f"sublayer={sublayer!r}: use 'attn' or 'mlp'.")
+        raise InputError(f"sublayer={shorten(sublayer)}: use 'attn' or 'mlp'.")
     norm = getattr(model.blocks[layer], "ln1_post" if sublayer == "attn" else "ln2_post", None)
     if norm is not None and not type(norm).__name__.startswith("RMSNorm"):
         raise CircuitlabError(
-            f"model {model_name(model)!r} normalises sub-layer outputs with {type(norm).__name__}; only RMSNorm "
+            f"model {shorten(model_name(model))} normalises sub-layer outputs with {type(norm).__name__}; only RMSNorm "
             "output norms are supported by the linear decompositions (direct attribution, sub-updates)."
         )
     return norm

@@ -35,9 +35,9 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, Answer, ModelLike, Prompts, answer_ids, as_model, check_count,
-                             check_finite, check_max_memory, check_mlp_layer, check_neurons, check_pos, decode,
-                             model_name, output_norm, output_norm_scale_hook, progress_bar, str_tokens, to_tokens,
-                             unembed_matrix)
+                             check_count_within, check_finite, check_max_memory, check_mlp_layer, check_neurons,
+                             check_pos, decode, model_name, output_norm, output_norm_scale_hook, progress_bar, shorten,
+                             str_tokens, to_tokens, unembed_matrix)
 from circuitlab.engine.collect import stream_activations, token_rows
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
@@ -87,7 +87,7 @@ def value_tokens(
     """
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
-    k = check_count(k, "k")
+    k = check_count_within(k, "k", model.cfg.d_vocab_out, "tokens in the vocabulary")
     neurons = check_neurons(model, neuron)
     W_out = value_vectors(model, layer)[neurons]  # [n, d_model]
     scores = W_out @ unembed_matrix(model, through_norm)  # [n, d_vocab]
@@ -194,7 +194,8 @@ def sub_updates(
     """
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
-    k, n_tokens = check_count(k, "k"), check_count(n_tokens, "n_tokens")
+    k = check_count_within(k, "k", model.cfg.d_mlp, f"sub-updates (neurons) of MLP layer {layer}")
+    n_tokens = check_count_within(n_tokens, "n_tokens", model.cfg.d_vocab_out, "tokens in the vocabulary")
     toks = to_tokens(model, tokens)
     batch, seq_len = toks.shape
     p = check_pos(pos, seq_len)
@@ -331,7 +332,8 @@ def key_examples(
     (neuron,) = check_neurons(model, neuron)
     k, batch_size = check_count(k, "k"), check_count(batch_size, "batch_size")
     if isinstance(tokens_or_texts, (int, float)) or tokens_or_texts is None:
-        raise InputError(f"tokens_or_texts must be texts, token rows or an iterable of them; got {tokens_or_texts!r}.")
+        raise InputError(f"tokens_or_texts must be texts, token rows or an iterable of them; got "
+                         f"{shorten(tokens_or_texts)}.")
     max_memory = check_max_memory(max_memory)
     before, after = context
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None

@@ -36,8 +36,8 @@ from transformer_lens import HookedTransformer
 from transformer_lens.utilities import get_act_name
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, check_count, check_finite, check_heads,
-                             check_max_memory, final_residual, head_label, model_name, progress_bar, readout,
-                             row_bytes, row_chunks, str_tokens, to_tokens)
+                             check_max_memory, check_seed, final_residual, head_label, model_name, progress_bar,
+                             readout, row_bytes, row_chunks, shorten, str_tokens, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.repeated import DEFAULT_N_SEQS, RepeatedTokens, bos_token_id, repeated_sequences, special_ids
@@ -114,7 +114,7 @@ def target_mask(
 
 def _check_kind(kind: str) -> None:
     if kind not in KINDS:
-        raise InputError(f"unknown head kind {kind!r}; choose one of {', '.join(repr(k) for k in KINDS)}.")
+        raise InputError(f"unknown head kind {shorten(kind)}; choose one of {', '.join(repr(k) for k in KINDS)}.")
 
 
 def _attention_on_targets(
@@ -234,6 +234,7 @@ def head_scores(
     Returns:
         a :class:`~circuitlab.results.Result` of shape ``[n_layers, n_heads]`` (axes ``("layer", "head")``).
     """
+    seed = check_seed(seed)
     model = as_model(model)
     scores, _ = _all_head_scores(model, [kind], seq_len, n_seqs, seed, tokens, max_memory)
     return scores[kind]
@@ -273,7 +274,7 @@ def composition_scores(model: ModelLike, kind: str = "K") -> Result:
     """
     model = as_model(model)
     if kind not in ("Q", "K", "V"):
-        raise InputError(f"unknown composition kind {kind!r}; choose 'Q', 'K' or 'V'.")
+        raise InputError(f"unknown composition kind {shorten(kind)}; choose 'Q', 'K' or 'V'.")
     cfg = model.cfg
     with torch.no_grad():
         W_Q, W_K, W_V, W_O = (w.detach().to(torch.float64).cpu() for w in (model.W_Q, model.W_K, model.W_V, model.W_O))
@@ -368,12 +369,13 @@ def ablation_effect(
     Returns:
         an :class:`AblationResult`: loss for ``"none"``, each head, and (with several heads) all of them.
     """
+    seed = check_seed(seed)
     model = as_model(model)
     cfg = model.cfg
     heads = check_heads(model, heads)
     max_memory = check_max_memory(max_memory)
     if method not in ("zero", "mean"):
-        raise InputError(f"unknown ablation method {method!r}; choose 'zero' or 'mean'.")
+        raise InputError(f"unknown ablation method {shorten(method)}; choose 'zero' or 'mean'.")
     rep = tokens if tokens is not None else repeated_sequences(model, seq_len, n_seqs, seed)
     if not isinstance(rep, RepeatedTokens):
         raise InputError("tokens must be a circuitlab.tasks.RepeatedTokens (e.g. from repeated_sequences()).")
@@ -585,6 +587,7 @@ def find_induction_circuit(
     Returns:
         an :class:`InductionCircuit` (``print`` it for a table, ``.to_html()`` for a report section).
     """
+    seed = check_seed(seed)
     model = as_model(model)
     scores, _ = _all_head_scores(model, ["induction", "previous_token", "duplicate_token"], seq_len, n_seqs, seed,
                                  None, max_memory)

@@ -28,7 +28,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import Prompts, answer_ids, check_difference, check_distinct_answers, check_pos, metric_name
+from circuitlab.core import (Prompts, answer_ids, check_difference, check_distinct_answers, check_pos, metric_name,
+                             shorten)
 from circuitlab.errors import InputError
 
 Answers = Union[str, int, Sequence[Union[str, int]], Int[Tensor, "*batch"]]
@@ -153,8 +154,8 @@ class LogitDiff(LogitMetric):
                 )
         if isinstance(correct, (str, int)) and not isinstance(correct, bool) and correct == wrong:
             raise InputError(
-                f"LogitDiff(correct={correct!r}, wrong={wrong!r}): the two answers are the same token, so the "
-                "difference is 0 by construction. Pick a competing token for wrong."
+                f"LogitDiff(correct={shorten(correct)}, wrong={shorten(wrong)}): the two answers are the same token, "
+                "so the difference is 0 by construction. Pick a competing token for wrong."
             )
         self.correct, self.wrong, self.pos, self.model = correct, wrong, pos, model
         self.name = "logit_diff"
@@ -328,7 +329,7 @@ def bind_metric(metric, model):
         return metric.bind(model)
     if isinstance(metric, str):
         raise InputError(
-            f"metric={metric!r} is a name; pass a metric object that knows its answers, e.g. "
+            f"metric={shorten(metric)} is a name; pass a metric object that knows its answers, e.g. "
             "metric=LogitDiff(correct=' Mary', wrong=' John') or Probability(' Paris') from circuitlab.metrics, "
             "or any function logits [batch, pos, d_vocab] -> scalar."
         )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuitlab.core import check_seed, shorten
+
 #: the architectures every analysis is checked on
 ARCHITECTURES = ("gpt2", "attn_only", "pythia", "llama")
 #: further shapes :func:`architecture_config` builds for the engine's tests only (the block runner's verified
@@ -30,6 +32,7 @@ def architecture_config(arch: str, n_layers: int = 2, d_model: int = 32, n_heads
       with their own rotary base beside global ones, one key/value head, ``d_head`` wider than
       ``d_model / n_heads``, gated tanh-GELU MLP.
     """
+    seed = check_seed(seed)
     common = dict(n_layers=n_layers, d_model=d_model, n_heads=n_heads, d_head=d_model // n_heads,
                   d_vocab=d_vocab, n_ctx=n_ctx, seed=seed, default_prepend_bos=True, device="cpu")
     if arch == "gpt2":
@@ -56,11 +59,12 @@ def architecture_config(arch: str, n_layers: int = 2, d_model: int = 32, n_heads
                                        use_normalization_before_and_after=True, use_local_attn=True,
                                        attn_types=attn_types, window_size=3,
                                        original_architecture="Gemma3ForCausalLM", model_name="random-gemma3")
-    raise ValueError(f"unknown architecture {arch!r}; choose from {ARCHITECTURES + ENGINE_ARCHITECTURES}")
+    raise ValueError(f"unknown architecture {shorten(arch)}; choose from {ARCHITECTURES + ENGINE_ARCHITECTURES}")
 
 
 def random_model(arch: str, seed: int = 0, **kwargs) -> HookedTransformer:
     """A random-init HookedTransformer of ``arch`` (see :func:`architecture_config`), biases randomised, eval mode."""
+    seed = check_seed(seed)
     cfg = architecture_config(arch, seed=seed, **kwargs)
     model = HookedTransformer(cfg)
     gen = torch.Generator().manual_seed(seed + 1)
@@ -76,6 +80,7 @@ def random_model(arch: str, seed: int = 0, **kwargs) -> HookedTransformer:
 
 def gpt2_small_shaped(seed: int = 0, n_ctx: int = 1024) -> HookedTransformer:
     """GPT-2 small's shape (12 layers, 12 heads, d_model 768, vocabulary 50257) with random weights."""
+    seed = check_seed(seed)
     cfg = HookedTransformerConfig(n_layers=12, d_model=768, n_heads=12, d_head=64, d_mlp=3072, d_vocab=50257,
                                   n_ctx=n_ctx, act_fn="gelu_new", normalization_type="LN", seed=seed,
                                   positional_embedding_type="standard", model_name="random-gpt2-small",
@@ -106,6 +111,7 @@ def random_bridge(arch: str = "gpt2", seed: int = 0, n_layers: int = 2, d_model:
     Returns:
         ``(bridge, hooked)``.
     """
+    seed = check_seed(seed)
     import logging
     import shutil
     import tempfile
@@ -134,7 +140,7 @@ def random_bridge(arch: str = "gpt2", seed: int = 0, n_layers: int = 2, d_model:
                                           max_position_embeddings=n_ctx, tie_word_embeddings=False,
                                           initializer_range=std))
     else:
-        raise ValueError(f"unknown bridge architecture {arch!r}; choose from {BRIDGE_ARCHITECTURES}")
+        raise ValueError(f"unknown bridge architecture {shorten(arch)}; choose from {BRIDGE_ARCHITECTURES}")
     gen = torch.Generator().manual_seed(seed + 1)
     with torch.no_grad():
         for name, p in hf.named_parameters():
@@ -149,7 +155,7 @@ def random_bridge(arch: str = "gpt2", seed: int = 0, n_layers: int = 2, d_model:
     tmp = tempfile.mkdtemp(prefix="circuitlab-bridge-")
     if any(word in tmp.lower() for word in ("llama", "gemma")):
         shutil.rmtree(tmp, ignore_errors=True)
-        raise RuntimeError(f"the temporary directory {tmp!r} names a model family; set TMPDIR elsewhere.")
+        raise RuntimeError(f"the temporary directory {shorten(tmp)} names a model family; set TMPDIR elsewhere.")
     name = f"random-{arch}-bridge"
     quiet = logging.getLogger("transformers").level
     try:

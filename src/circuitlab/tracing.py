@@ -63,9 +63,10 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_count, check_difference,
-                             check_finite, check_max_memory, check_number, check_texts, final_residual, model_name,
-                             progress_bar, readout, row_bytes, row_chunks, str_tokens, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, answer_id, as_model, check_affordable, check_count,
+                             check_difference, check_finite, check_max_memory, check_number, check_seed, check_texts,
+                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, shorten,
+                             str_tokens, to_tokens)
 from circuitlab.engine.blocks import BlockRunner, Replace
 from circuitlab.errors import InputError
 from circuitlab.results import Result
@@ -111,10 +112,11 @@ def check_kinds(model: HookedTransformer, kinds: Any) -> tuple[str, ...]:
     if isinstance(kinds, str):
         kinds = (kinds,)
     if not isinstance(kinds, Sequence) or not kinds:
-        raise InputError(f"kinds must be one or more of {tuple(KINDS)}; got {kinds!r}.")
+        raise InputError(f"kinds must be one or more of {tuple(KINDS)}; got {shorten(kinds)}.")
     for k in kinds:
         if k not in KINDS:
-            raise InputError(f"kinds: unknown state {k!r}. Causal tracing restores {', '.join(map(repr, KINDS))} "
+            raise InputError(f"kinds: unknown state {shorten(k)}. Causal tracing restores "
+                             f"{', '.join(map(repr, KINDS))} "
                              "(the residual stream, MLP output and attention output).")
     if len(set(kinds)) != len(kinds):
         raise InputError(f"kinds lists a state twice: {tuple(kinds)}. Give each at most once.")
@@ -129,7 +131,7 @@ def check_window(model: HookedTransformer, window: Any) -> int:
     if window is None:
         return default_window(n)
     if isinstance(window, bool) or not isinstance(window, int) or window < 1:
-        raise InputError(f"window must be a whole number of layers, at least 1; got {window!r}.")
+        raise InputError(f"window must be a whole number of layers, at least 1; got {shorten(window)}.")
     if window > n:
         raise InputError(f"window={window} is larger than the model: it has {n} layers. Use a window of at most "
                          f"{n} (the default for this model is {default_window(n)}).")
@@ -150,21 +152,21 @@ def subject_span(model: HookedTransformer, prompt: Union[str, Int[Tensor, " pos"
                                                                 for i in subject):
         start, end = subject
         if not 0 <= start < end <= n:
-            raise InputError(f"subject={subject!r} is not a span of token positions of the prompt: it has {n} "
+            raise InputError(f"subject={shorten(subject)} is not a span of token positions of the prompt: it has {n} "
                              f"tokens, so give (start, end) with 0 <= start < end <= {n}.")
         return start, end
     if not isinstance(subject, str):
         raise InputError(f"subject must be text that occurs in the prompt, or a (start, end) pair of token "
-                         f"positions; got {type(subject).__name__} {subject!r}.")
+                         f"positions; got {type(subject).__name__} {shorten(subject)}.")
     if not isinstance(prompt, str):
         raise InputError("subject was given as text but the prompt as token ids: give the subject as a (start, end) "
                          "pair of token positions instead.")
     if not subject.strip():
-        raise InputError(f"subject={subject!r} is empty: give the words of the prompt that name the subject.")
+        raise InputError(f"subject={shorten(subject)} is empty: give the words of the prompt that name the subject.")
     at = prompt.find(subject)
     if at < 0:
-        raise InputError(f"subject {subject!r} does not occur in the prompt {prompt!r}. Give it exactly as it is "
-                         "written there (case and spaces included).")
+        raise InputError(f"subject {shorten(subject)} does not occur in the prompt {shorten(prompt)}. Give it "
+                         "exactly as it is written there (case and spaces included).")
     full = toks[0].tolist()
 
     def prefix_len(text: str, where: str) -> int:
@@ -178,8 +180,8 @@ def subject_span(model: HookedTransformer, prompt: Union[str, Int[Tensor, " pos"
             inside = diff[0] if diff else min(len(ids), len(full)) - 1
             label = str_tokens(model, toks[0, inside:inside + 1])[0]
             raise InputError(
-                f"subject {subject!r} is not a token span of the prompt: its {where} falls inside the token "
-                f"{label!r} (position {inside}). Choose a subject that starts and ends on token boundaries "
+                f"subject {shorten(subject)} is not a token span of the prompt: its {where} falls inside the token "
+                f"{shorten(label)} (position {inside}). Choose a subject that starts and ends on token boundaries "
                 "(see model.to_str_tokens(prompt)), or give (start, end) token positions."
             )
         return len(ids)
@@ -187,7 +189,7 @@ def subject_span(model: HookedTransformer, prompt: Union[str, Int[Tensor, " pos"
     start = prefix_len(prompt[:at].rstrip(), "start")
     end = prefix_len(prompt[:at + len(subject)], "end")
     if end <= start:  # pragma: no cover - a non-empty subject always adds a token
-        raise InputError(f"subject {subject!r} covers no token of the prompt.")
+        raise InputError(f"subject {shorten(subject)} covers no token of the prompt.")
     return start, end
 
 
@@ -232,9 +234,19 @@ def subject_noise(model: HookedTransformer, n_tokens: int, samples: int, scale: 
 
     Drawn on the CPU from ``seed`` (the same numbers on every device), then moved to the model's device and dtype.
     """
+    seed = check_seed(seed)
     gen = torch.Generator().manual_seed(int(seed))
     noise = torch.randn(samples, n_tokens, model.cfg.d_model, generator=gen, dtype=torch.float64) * scale
     return noise.to(device=model.cfg.device, dtype=model.cfg.dtype)
+
+
+def check_samples_affordable(model: HookedTransformer, samples: int, n_tokens: int, n_subject: int) -> None:
+    """Refuse up front a ``samples`` whose corrupted run does not fit: the noise draws (float64, then the model's
+    dtype) and the corrupted run's activations at every layer (the base the restored runs start from) are held
+    for all samples at once, so they cannot be cut into ``max_memory`` chunks."""
+    per_sample = (8 + 4) * n_subject * model.cfg.d_model + model.cfg.n_layers * row_bytes(model, n_tokens)
+    check_affordable(samples * per_sample, f"samples={samples:,} (the corrupted run holds every sample's activations)",
+                     "use fewer samples (the paper used 10)")
 
 
 def noise_hook(span: tuple[int, int], noise: Float[Tensor, "samples subject d_model"]):
@@ -330,14 +342,13 @@ def trace(
     model = as_model(model)
     if model.cfg.attention_dir != "causal":
         raise InputError("causal tracing needs a model that predicts the next token (causal attention); this model's "
-                         f"attention is {model.cfg.attention_dir!r}.")
+                         f"attention is {shorten(model.cfg.attention_dir, 300)}.")
     kinds = check_kinds(model, kinds)
     window = check_window(model, window)
     noise = check_noise(noise)
     samples = check_count(samples, "samples")
     max_memory = check_max_memory(max_memory)
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed must be an integer; got {seed!r}.")
+    seed = check_seed(seed)
     if isinstance(prompt, Tensor) and prompt.ndim == 2 and prompt.shape[0] != 1:
         raise InputError(f"causal tracing takes one prompt at a time; got token ids of shape {tuple(prompt.shape)}. "
                          "Use average_indirect_effect for many facts.")
@@ -349,6 +360,7 @@ def trace(
     else:
         sigma = check_number(sigma, "sigma", low=0, low_open=True,
                              what="a positive number (the embeddings' standard deviation)")
+    check_samples_affordable(model, samples, tokens.shape[1], span[1] - span[0])
     draws = subject_noise(model, span[1] - span[0], samples, noise * sigma, seed)
 
     t0 = time.perf_counter()
@@ -540,8 +552,8 @@ def as_fact(fact: Any, i: int) -> tuple[str, Subject, Union[str, int]]:
         return fact.prompt, fact.subject, fact.answer
     if isinstance(fact, (tuple, list)) and len(fact) == 3:
         return tuple(fact)
-    raise InputError(f"facts[{i}] is {fact!r}: give Fact objects (circuitlab.tasks.factual) or (prompt, subject, "
-                     "answer) triples.")
+    raise InputError(f"facts[{i}] is {shorten(fact)}: give Fact objects (circuitlab.tasks.factual) or (prompt, "
+                     "subject, answer) triples.")
 
 
 def average_indirect_effect(
@@ -579,8 +591,10 @@ def average_indirect_effect(
     source, model = model, as_model(model)
     if isinstance(facts, (str, bytes)) or not isinstance(facts, Sequence) or len(facts) == 0:
         raise InputError("facts must be a non-empty list of facts (Fact objects or (prompt, subject, answer) "
-                         f"triples); got {facts!r:.80}.")
+                         f"triples); got {shorten(facts)}.")
     triples = [as_fact(f, i) for i, f in enumerate(facts)]
+    samples, seed = check_count(samples, "samples"), check_seed(seed)
+    max_memory = check_max_memory(max_memory)
     kinds = check_kinds(model, kinds)
     window = check_window(model, window)
     sigma = embedding_std(model) if sigma is None else sigma
@@ -621,7 +635,7 @@ def _trace_facts(model: HookedTransformer, facts: list, *, kinds: list, window: 
             res = trace(model, prompt, subject, answer, kinds=kinds, window=window, noise=noise, sigma=sigma,
                         samples=samples, seed=seed, max_memory=max_memory, progress=False)
         except InputError as e:
-            raise InputError(f"facts[{first + i}] ({prompt!r}): {e}") from None
+            raise InputError(f"facts[{first + i}] ({shorten(prompt)}): {e}") from None
         effect = res.indirect_effect().values  # [kind, pos, layer]
         for k, where in enumerate(position_kinds(res.meta["subject"], effect.shape[1])):
             if where:

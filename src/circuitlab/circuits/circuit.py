@@ -122,8 +122,8 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
                 hint = (" (name a head's component, e.g. 'L1H2', not its input 'L1H2.q'; use from_edges for "
                         "single inputs)" if isinstance(name, str) and name.split(".")[0] in known else "")
                 raise InputError(
-                    f"node {name!r} is not in this model's graph ({graph.describe()}){hint}. Components are 'embed', "
-                    f"heads L0H0...L{graph.n_layers - 1}H{graph.n_heads - 1}"
+                    f"node {shorten(name)} is not in this model's graph ({graph.describe()}){hint}. Components are "
+                    f"'embed', heads L0H0...L{graph.n_layers - 1}H{graph.n_heads - 1}"
                     f"{f', MLP0...MLP{graph.n_layers - 1}' if not graph.attn_only else ''} and 'logits'."
                 )
         chosen = set(names)
@@ -169,7 +169,7 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         if self.scores is None:
             raise InputError("top(k) needs scores; this circuit has none. Score the graph first, e.g. with eap().")
         if isinstance(k, bool) or not isinstance(k, int) or k < 0:
-            raise InputError(f"k must be a non-negative int (a number of edges); got {k!r}.")
+            raise InputError(f"k must be a non-negative int (a number of edges); got {shorten(k)}.")
         order = sorted(range(len(self.edges)), key=lambda i: -abs(self.scores[i]))[:k]
         return self._subset(sorted(order), f"top {min(k, len(self.edges))} edges")
 
@@ -236,10 +236,10 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
         except (TypeError, ValueError) as err:
             raise InputError(f"not a circuit's JSON: {err}. Pass the text written by Circuit.to_json().") from None
         if not isinstance(data, dict) or data.get("format") != JSON_FORMAT:
-            raise InputError(f"not a circuit's JSON (expected format {JSON_FORMAT!r}); pass the text written by "
+            raise InputError(f"not a circuit's JSON (expected format {shorten(JSON_FORMAT)}); pass the text written by "
                              "Circuit.to_json().")
         def bad(field: str, what: str) -> InputError:
-            return InputError(f"not a circuit's JSON: field {field!r} {what}; pass the text written by "
+            return InputError(f"not a circuit's JSON: field {shorten(field)} {what}; pass the text written by "
                               "Circuit.to_json() (a hand-edited file must keep its structure).")
 
         if not isinstance(data.get("graph"), dict):
@@ -266,7 +266,7 @@ class Circuit(Rendered):  # to_html() and Jupyter display: circuitlab.render.gra
                 score = e.get("score")
                 if isinstance(score, bool) or not isinstance(score, (int, float)):
                     raise bad(f"edges[{i}].score", f"must be a number (the file says the circuit is scored); "
-                                                   f"got {score!r}")
+                                                   f"got {shorten(score)}")
         return cls(graph, edges, [e["score"] for e in items] if scored else None, title=data.get("title", ""),
                    metric=data.get("metric", ""), model=data.get("model", ""), task=data.get("task", ""),
                    meta=data.get("meta", {}))

@@ -60,7 +60,7 @@ from transformer_lens import HookedTransformer
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.graph import Graph, Node
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             final_norm, metric_name, model_name, progress_bar, readout, row_bytes, softcap,
+                             final_norm, metric_name, model_name, progress_bar, readout, row_bytes, shorten, softcap,
                              to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric, is_declarative
@@ -120,7 +120,8 @@ def eap_ig(
     on each prompt.
     """
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
-        raise InputError(f"steps must be a positive int (points along the integration path, e.g. 5); got {steps!r}.")
+        raise InputError(f"steps must be a positive int (points along the integration path, e.g. 5); got "
+                         f"{shorten(steps)}.")
     return _score_edges(model, clean_tokens, corrupted_tokens, metric, steps=steps, max_memory=max_memory,
                         progress=progress)
 
@@ -328,7 +329,8 @@ def _gradient_pass(model: HookedTransformer, graph: Graph, tokens: Int[Tensor, "
         value = _metric_on_resid(model, metric, resid)
         scalar(value)
         if not isinstance(value, Tensor) or not value.requires_grad:
-            raise InputError(f"the metric {metric_name(metric)!r} is not differentiable (its value has no gradient); "
+            raise InputError(f"the metric {shorten(metric_name(metric))} is not differentiable (its value has no "
+                             "gradient); "
                              "edge attribution needs a metric computed from the logits with torch operations.")
         if corrupted is not None:
             state["diff"] = corrupted - stack_senders(model, graph, outputs)

@@ -53,7 +53,7 @@ import torch
 from jaxtyping import Bool
 from torch import Tensor
 
-from circuitlab.core import head_label
+from circuitlab.core import head_label, shorten
 from circuitlab.errors import InputError
 
 Edge = tuple[str, str]  # (sender name, receiver name)
@@ -108,7 +108,7 @@ class Graph:
                  model: str = ""):
         for name, value in (("n_layers", n_layers), ("n_heads", n_heads)):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise InputError(f"a graph needs {name} >= 1 (an int); got {value!r}.")
+                raise InputError(f"a graph needs {name} >= 1 (an int); got {shorten(value)}.")
         self.n_layers, self.n_heads = n_layers, n_heads
         self.attn_only, self.parallel_attn_mlp = bool(attn_only), bool(parallel_attn_mlp)
         self.model = model
@@ -185,13 +185,14 @@ class Graph:
 
     def sender(self, name: str) -> Node:
         if name not in self.sender_index:
-            raise InputError(f"{name!r} is not a sender of this graph ({self.describe()}); senders are 'embed', "
-                             f"heads like {head_label((0, 0))!r}{' and MLPs like MLP0' if not self.attn_only else ''}.")
+            raise InputError(f"{shorten(name)} is not a sender of this graph ({self.describe()}); senders are 'embed', "
+                             f"heads like "
+                             f"{shorten(head_label((0, 0)))}{' and MLPs like MLP0' if not self.attn_only else ''}.")
         return self.senders[self.sender_index[name]]
 
     def receiver(self, name: str) -> Node:
         if name not in self.receiver_index:
-            raise InputError(f"{name!r} is not a receiver of this graph ({self.describe()}); receivers are head "
+            raise InputError(f"{shorten(name)} is not a receiver of this graph ({self.describe()}); receivers are head "
                              f"inputs like {head_label((0, 0))}.q / .k / .v"
                              f"{', MLPs like MLP0' if not self.attn_only else ''} and 'logits'.")
         return self.receivers[self.receiver_index[name]]
@@ -204,7 +205,7 @@ class Graph:
     def inputs_of(self, component: str) -> list[str]:
         """A component's receivers: a head's ``.q``, ``.k``, ``.v``; an MLP's input; ``logits``; none for ``embed``."""
         if component not in self.components:
-            raise InputError(f"{component!r} is not a component of this graph ({self.describe()}).")
+            raise InputError(f"{shorten(component)} is not a component of this graph ({self.describe()}).")
         return [n.name for n in self.receivers if n.component == component]
 
     def check_edge(self, edge: Edge) -> Edge:
@@ -271,7 +272,7 @@ def parse_edge(edge: Any) -> Edge:
             return parts[0], parts[1]
     elif isinstance(edge, Sequence) and len(edge) == 2 and all(isinstance(x, str) for x in edge):
         return edge[0], edge[1]
-    raise InputError(f"cannot read edge {edge!r}; write it as ('L0H1', 'L1H2.k') or 'L0H1 -> L1H2.k'.")
+    raise InputError(f"cannot read edge {shorten(edge)}; write it as ('L0H1', 'L1H2.k') or 'L0H1 -> L1H2.k'.")
 
 
 def unsupported(model: Any) -> str:

@@ -91,8 +91,8 @@ def check_prompt_pair(model: HookedTransformer, clean_tokens: Prompts, corrupted
 
 def check_ablation(ablation: str) -> str:
     if ablation not in ABLATIONS:
-        raise InputError(f"ablation={ablation!r}: use 'corrupted' (the sender's output on the corrupted prompt), "
-                         "'mean' (its mean over the corrupted batch) or 'zero'.")
+        raise InputError(f"ablation={shorten(ablation)}: use 'corrupted' (the sender's output on the corrupted "
+                         "prompt), 'mean' (its mean over the corrupted batch) or 'zero'.")
     return ablation
 
 
@@ -275,12 +275,12 @@ class EdgePatcher:
             masks = [masks]
         if isinstance(masks, (str, bytes)) or not isinstance(masks, Iterable):
             raise InputError(f"removed must be a list of edge sets (each a Circuit or a list of edges such as "
-                             f"'L0H1 -> L1H2.k'), a Circuit, or a boolean mask tensor; got {masks!r:.60}.")
+                             f"'L0H1 -> L1H2.k'), a Circuit, or a boolean mask tensor; got {shorten(masks, 60)}.")
         masks = list(masks)
         for i, m in enumerate(masks):
             if isinstance(m, (str, bytes)) or not isinstance(m, Iterable):
-                raise InputError(f"removed[{i}] is {m!r:.60}: each edge set must be a Circuit or a list of edges "
-                                 "(e.g. ['L0H1 -> L1H2.k']).")
+                raise InputError(f"removed[{i}] is {shorten(m, 60)}: each edge set must be a Circuit or a list of "
+                                 "edges (e.g. ['L0H1 -> L1H2.k']).")
             if isinstance(m, Circuit):
                 graph.check_same(m.graph, f"removed[{i}] (a circuit)")
             if isinstance(m, Tensor):

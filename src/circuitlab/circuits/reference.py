@@ -52,7 +52,7 @@ from torch import Tensor
 
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.graph import Edge, Graph
-from circuitlab.core import ModelLike, as_model, check_number, head_label, model_name
+from circuitlab.core import ModelLike, as_model, check_number, check_seed, head_label, model_name
 from circuitlab.errors import InputError
 from circuitlab.models.identity import weight_fingerprint
 from circuitlab.tasks.repeated import InductionLogProb, induction_task
@@ -69,6 +69,7 @@ def induction_reference(model: ModelLike = "zoo/attn-only-2l", *, seq_len: int =
     ``previous_token_heads``, ``induction_heads``, ``head_scores``, ``effects`` (every candidate edge's exact
     effect), ``gap`` (clean minus corrupted metric), ``threshold`` and ``how``.
     """
+    seed = check_seed(seed)
     check_number(threshold, "threshold", 0, 1, low_open=True, high_open=True,
                  message=f"threshold is a fraction of the clean-corrupted metric gap, in (0, 1); got {threshold!r}.")
     if isinstance(model, str):

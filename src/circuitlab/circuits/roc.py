@@ -38,6 +38,7 @@ from typing import Sequence
 
 import torch
 
+from circuitlab.core import shorten
 from circuitlab.circuits.circuit import Circuit
 from circuitlab.circuits.graph import Edge, Graph
 from circuitlab.errors import InputError
@@ -156,7 +157,7 @@ def trapezoid_auc(fpr: Sequence[float], tpr: Sequence[float]) -> float:
 def _ranked_items(scored: Circuit, reference: Circuit, level: str, by: str, nodes: str):
     for name, value, allowed in (("level", level, LEVELS), ("by", by, RANKINGS), ("nodes", nodes, NODE_KINDS)):
         if value not in allowed:
-            raise InputError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {value!r}.")
+            raise InputError(f"{name} must be one of {', '.join(map(repr, allowed))}; got {shorten(value)}.")
     for name, c in (("scored", scored), ("reference", reference)):
         if not isinstance(c, Circuit):
             raise InputError(f"roc() takes two Circuits; {name} is a {type(c).__name__}.")

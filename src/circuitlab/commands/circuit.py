@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
+                           write_report)
 
 TASKS = ("induction", "ioi")
 METHODS = ("eap", "eap-ig", "acdc")
@@ -44,7 +45,7 @@ def non_negative_float(text: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {quote(text)}") from None
     try:
         return check_number(value, "--threshold", low=0)
     except InputError:
@@ -64,13 +65,16 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-seqs", type=positive_int, default=16, help="prompt pairs (default 16)")
     p.add_argument("--seq-len", type=positive_int, default=12,
                    help="induction: length of each repeated half (default 12)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the prompts (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the prompts (default 0)")
     add_out_option(p)
     add_quiet_option(p)
 
 
 def task_prompts(model, task: str, n: int, seq_len: int, seed: int):
     """``(clean, corrupted, metric, description)`` for ``task`` on ``model`` (see the module docstring)."""
+    from circuitlab.core import check_seed
+
+    seed = check_seed(seed)
     from circuitlab.errors import InputError
 
     if task == "induction":

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
-                            prompt_arg, write_report)
+                            prompt_arg, quote, write_report)
 
 
 # -- ig ------------------------------------------------------------------------------------------------------
@@ -107,7 +107,8 @@ def tcav_run(args: argparse.Namespace) -> int:
         hooks = sorted({max(0, L // 4), L // 2, min(L - 1, 3 * L // 4)})
     words = tuple(args.words.split(","))
     if len(words) != 2:
-        raise InputError(f"--words needs two label words separated by a comma, e.g. ' good, bad'; got {args.words!r}")
+        raise InputError(f"--words needs two label words separated by a comma, e.g. ' good, bad'; got "
+                         f"{quote(args.words)}")
     res = sentiment_tcav(model, hooks=hooks, runs=args.runs, set_size=args.set_size, n_inputs=args.inputs,
                          n_random=args.random, words=words, progress=not args.quiet)
     print(res.summary())

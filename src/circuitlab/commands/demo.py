@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, prepare_out
+from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, prepare_out, seed_int
 
 if TYPE_CHECKING:  # the library (torch, TransformerLens) loads inside run: `circuitlab --help` stays fast
     from circuitlab.tasks.copying import CopyTask
@@ -212,10 +212,11 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
         echo: where lines of output go.
     """
     from circuitlab import list_models, load_model
-    from circuitlab.core import progress_bar
+    from circuitlab.core import check_seed, progress_bar
     from circuitlab.render import Bullets, count_views, report
     from circuitlab.tasks.copying import copy_task
 
+    seed = check_seed(seed)
     started = time.perf_counter()
     loaded = load_model(model)
     name = model if isinstance(model, str) else loaded.cfg.model_name
@@ -261,7 +262,7 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
 def arguments(p: argparse.ArgumentParser) -> None:
     add_model_option(p, default=DEFAULT_MODEL)
     add_out_option(p, default="report.html")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random prompts (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random prompts (default 0)")
     p.add_argument("--no-ffn", action="store_true", help=f"skip the FFN analysis on {FFN_MODEL}")
     add_quiet_option(p)
 

@@ -34,25 +34,29 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def data_lines(path: str, check_only: bool = False) -> Iterator[tuple[int, str]]:
     """The non-blank lines of the ``--data`` file, streamed, each with its 1-based line number in the file.
 
-    With ``check_only``, stop at the first non-blank line: what ``run`` calls before the model loads, so that a
-    missing, unreadable or empty file is an error naming ``--data`` at once.
+    With ``check_only``, read the whole file (line by line) and yield nothing: what ``run`` calls before the model
+    loads, so that a missing, unreadable, empty or non-UTF-8 file is an error naming ``--data`` at once. A
+    byte-order mark at the start is dropped (:func:`circuitlab.core.read_text_file`'s rule); a byte that is not
+    UTF-8 is an error naming its line and column.
     """
+    from circuitlab.core import read_text_file
+
     what = "give a UTF-8 text file with one example per line"
     found = False
     try:
-        with open(path, encoding="utf-8") as f:
+        with open(path, encoding="utf-8-sig") as f:
             for n, line in enumerate(f, 1):
                 if line.strip():
                     found = True
-                    if check_only:
-                        return
-                    yield n, line.rstrip("\r\n")
+                    if not check_only:
+                        yield n, line.rstrip("\r\n")
     except FileNotFoundError:
         raise InputError(f"--data {path}: no such file; {what}") from None
     except IsADirectoryError:
         raise InputError(f"--data {path} is a directory; {what}") from None
-    except UnicodeDecodeError as exc:
-        raise InputError(f"--data {path} is not UTF-8 text ({exc.reason}); {what}") from None
+    except UnicodeDecodeError:
+        read_text_file(path, "--data file")  # the error that names the line and column of the first bad byte
+        raise
     except OSError as exc:
         raise InputError(f"--data {path}: cannot read it ({exc.strerror}); {what}") from None
     if not found:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
+                           write_report)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -13,7 +14,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seq-len", type=positive_int, default=None,
                    help="length of each repeated half (default: 50, or a third of the context)")
     p.add_argument("--n-seqs", type=positive_int, default=20, help="number of repeated random sequences (default 20)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random sequences (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random sequences (default 0)")
     p.add_argument("--method", choices=("mean", "zero"), default="mean", help="ablation method (default mean)")
     p.add_argument("--threshold", type=float, default=0.3,
                    help="absolute floor on the scores that make a head count (default 0.3)")

@@ -28,7 +28,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
+                           write_report)
 
 KINDS = ("examples", "explain", "rank", "ablate")
 
@@ -69,7 +70,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=("masked", "retrained", "both"), default="both",
                    help="ablate: masked (the trained probe, unused neurons at their mean), retrained (a fresh probe "
                         "per selection) or both (default)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the corpus order, neuron draw and random excerpts "
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the corpus order, neuron draw and random excerpts "
                                                        "(default 0)")
     add_out_option(p)
     add_quiet_option(p)
@@ -78,6 +79,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def _texts(args) -> list[str]:
     from pathlib import Path
 
+    from circuitlab.core import read_text_file
     from circuitlab.errors import InputError
     from circuitlab.neurons.explain import corpus_lines
 
@@ -85,10 +87,10 @@ def _texts(args) -> list[str]:
         return corpus_lines(args.texts, seed=args.seed)
     path = Path(args.data)
     if not path.is_file():
-        raise InputError(f"--data {args.data!r} is neither 'default' nor a text file; give one of them.")
-    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        raise InputError(f"--data {quote(args.data, 300)} is neither 'default' nor a text file; give one of them.")
+    lines = [line.strip() for line in read_text_file(path, "--data file").splitlines() if line.strip()]
     if not lines:
-        raise InputError(f"--data {args.data!r} holds no text; give a file with one text per line.")
+        raise InputError(f"--data {quote(args.data, 300)} holds no text; give a file with one text per line.")
     return lines[: args.texts]
 
 
@@ -98,7 +100,7 @@ def _neurons(text: str, what: str = "--neuron") -> list[int]:
     try:
         return [int(n) for n in text.split(",") if n.strip()]
     except ValueError:
-        raise InputError(f"{what} {text!r}: give neuron indices separated by commas, e.g. 17,40.") from None
+        raise InputError(f"{what} {quote(text)}: give neuron indices separated by commas, e.g. 17,40.") from None
 
 
 def run(args: argparse.Namespace) -> int:

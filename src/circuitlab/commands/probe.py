@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, positive_int, write_report
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
+                           write_report)
 
 KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges")
 
@@ -43,7 +44,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="pairs: whole-sentence log-probability (default) or the one-prefix method")
     p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
     p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
-    p.add_argument("--seed", type=int, default=0, help="seed of data sampling, and of the edge probe (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of data sampling, and of the edge probe (default 0)")
     p.add_argument("--seeds", type=positive_int, metavar="N",
                    help="pos/structural: train each probe with seeds 0..N-1; the table and report show 95%% intervals "
                         "over them (default 3 for pos, 1 for structural; intervals need 2 or more)")
@@ -89,11 +90,14 @@ def run(args: argparse.Namespace) -> int:
     progress = not args.quiet
     if args.kind in ("pos", "structural", "heads", "edges"):
         from circuitlab.probing import edge_probe, head_sweep, probe_sweep, structural_sweep
+        from circuitlab.core import check_affordable
         from circuitlab.models.loading import as_any_model
         from circuitlab.probing.sentences import labelled_sentences
 
         model = as_any_model(args.model)
         sentences = labelled_sentences(args.data, args.sentences, seed=args.seed, progress=progress)
+        if args.seeds is not None:  # the seeds are listed (and each one's probes kept): refuse what cannot fit
+            check_affordable(64 * args.seeds, f"--seeds {args.seeds:,}", "use fewer seeds (3 to 10 is usual)")
         seeds = {} if args.seeds is None else {"seeds": tuple(range(args.seeds))}
         if args.kind == "pos":
             res = probe_sweep(model, sentences, "upos", cache=False, progress=progress, **seeds)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from circuitlab.cli import add_out_option, add_quiet_option, command, positive_int, write_report
+from circuitlab.cli import add_out_option, add_quiet_option, command, positive_int, seed_int, write_report
 from circuitlab.errors import InputError
 
 
@@ -26,7 +26,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--list", action="store_true", help="list the findings: id, paper, claim, models, runtime")
     p.add_argument("--all", action="store_true", help="run every finding on its default model")
     p.add_argument("--model", "-m", help="measure on this model instead of the finding's default")
-    p.add_argument("--seed", type=int, help="the seed of the finding's random inputs (default: the finding's own)")
+    p.add_argument("--seed", type=seed_int, help="the seed of the finding's random inputs (default: the finding's own)")
     p.add_argument("--markdown", action="store_true", help="print the summary as a Markdown table")
     p.add_argument("--executor", choices=("ray", "local"),
                    help="with --all: run the findings as shards on Ray workers (pip install 'circuitlab[distributed]')"

@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
-                            prompt_arg, write_report)
+                            prompt_arg, quote, seed_int, write_report)
 
 
 def positive_float(text: str) -> float:
@@ -25,7 +25,7 @@ def positive_float(text: str) -> float:
     try:
         return check_number(float(text), "--noise", low=0, low_open=True)
     except (ValueError, InputError):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {quote(text)}") from None
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -41,7 +41,7 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--noise", type=positive_float, default=3.0,
                    help="noise standard deviation, in standard deviations of the embeddings (default 3)")
     p.add_argument("--samples", type=positive_int, default=10, help="noise samples averaged (default 10)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the noise (default 0)")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the noise (default 0)")
     p.add_argument("--top", type=positive_int, default=3, help="states to list per kind (default 3)")
     add_out_option(p)
     add_quiet_option(p)
@@ -59,7 +59,7 @@ def _subject(model, text: str, prompt: str):
         return text
     if positions is None:
         raise InputError(f"--subject must be START:END token positions for a model without a tokenizer (e.g. 2:4); "
-                         f"got {text!r}.")
+                         f"got {quote(text)}.")
     return int(positions[1]), int(positions[2])
 
 

@@ -52,10 +52,10 @@ from torch import Tensor
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.concepts.gradients import (baseline_activation, check_baseline, check_steps, integrated_gradients,
-                                          quadrature)
+                                           quadrature)
 from circuitlab.concepts.tcav import logistic_regression
-from circuitlab.core import (ModelLike, as_model, check_count, check_layer, check_number, check_texts, model_name,
-                             shorten, to_tokens, unresolved)
+from circuitlab.core import (ModelLike, as_model, check_count, check_layer, check_number, check_seed, check_seeds,
+                             check_texts, model_name, shorten, to_tokens, unresolved)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 from circuitlab.tasks.reviews import (DISTRIBUTIONS, NAMES, SHORTCUT, TRAIN_CORRELATION, Example,
@@ -188,7 +188,7 @@ class LinearHeadClassifier:
             return integrated_gradients(clf, text, self.metric(toks), baseline=baseline, steps=steps)
         if method == "gxi":
             return gradient_x_input(clf, text, self.metric(toks), baseline=baseline)
-        raise InputError(f"method={method!r}: use 'ig' (integrated gradients) or 'gxi' (gradient x input).")
+        raise InputError(f"method={shorten(method)}: use 'ig' (integrated gradients) or 'gxi' (gradient x input).")
 
 
 def _by_length(rows: Sequence[Tensor]) -> dict[int, list[int]]:
@@ -236,9 +236,9 @@ def irrelevant_directions(clf: LinearHeadClassifier, examples: Sequence[Example]
         alphas, weights = torch.ones(1, dtype=torch.float64), torch.ones(1, dtype=torch.float64)
         baseline = "zero"
     else:
-        raise InputError(f"method={method!r}: use 'ig' (integrated gradients) or 'gxi' (gradient x input).")
+        raise InputError(f"method={shorten(method)}: use 'ig' (integrated gradients) or 'gxi' (gradient x input).")
     if irrelevant not in ("names", "shortcut"):
-        raise InputError(f"irrelevant={irrelevant!r}: use 'names' (every signature's name) or 'shortcut' (the "
+        raise InputError(f"irrelevant={shorten(irrelevant)}: use 'names' (every signature's name) or 'shortcut' (the "
                          "shortcut's tokens only).")
     marked = [e for e in examples if e.shortcut or irrelevant == "names"]
     positions = name_positions if irrelevant == "names" else shortcut_positions
@@ -385,6 +385,7 @@ def shortcut_report(model: ModelLike, *, layer: Optional[int] = None, n_train: i
     same reviews with the correlation removed (0.5); measure both on ``n_test`` fresh reviews per label of each of
     :data:`DISTRIBUTIONS`, and the shortcut's share of integrated gradients (``steps``, ``baseline``) on
     ``n_attributed`` in-distribution test inputs the shortcut signs."""
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     model = as_model(model)
     check_count(n_attributed, "n_attributed")
@@ -488,6 +489,7 @@ def regularisation_experiment(model: ModelLike, *, seeds: Sequence[int] = (0, 1,
     ``n_attributed`` signed in-distribution test inputs. The penalty: ``lam`` times the mean squared attribution
     (``method``, ``steps``, ``baseline``) to the tokens marked ``irrelevant`` (:func:`irrelevant_directions`: by
     default every signature's name) over the training texts."""
+    seeds = check_seeds(seeds, "seeds")
     from circuitlab.core import progress_bar
 
     t0 = time.perf_counter()

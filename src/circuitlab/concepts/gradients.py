@@ -62,10 +62,10 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_count, check_finite,
-                             check_max_memory, check_number, final_norm, final_residual, metric_name, model_name,
-                             position_labels, progress_bar, resolution, row_bytes, shorten, softcap, str_tokens,
-                             to_tokens, unresolved)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_affordable, check_count,
+                             check_finite, check_max_memory, check_number, final_norm, final_residual, metric_name,
+                             model_name, position_labels, progress_bar, resolution, row_bytes, shorten, softcap,
+                             str_tokens, to_tokens, unresolved)
 from circuitlab.engine.collect import stop_kwargs
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric, can_split, is_declarative
@@ -108,6 +108,11 @@ def quadrature(steps: int, method: str = "gausslegendre") -> tuple[Float[Tensor,
     steps = check_steps(steps)
     method = check_method(method)
     n = steps
+    # the points and weights are held at once (two float64 tensors; Gauss-Legendre's come from the eigenvalues of an
+    # n x n companion matrix, several copies of it): refuse up front what does not fit, with the memory it needs
+    need = 4 * 8 * n * n if method == "gausslegendre" else 4 * 8 * n
+    check_affordable(need, f"steps={n:,} with method={method!r}", "use fewer steps (20 to 300 is usual)"
+                     + (", or a Riemann method" if method == "gausslegendre" else ""))
     if method == "gausslegendre":
         import numpy as np
 
@@ -129,13 +134,14 @@ def quadrature(steps: int, method: str = "gausslegendre") -> tuple[Float[Tensor,
 def check_steps(steps: Any) -> int:
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
         raise InputError(f"steps must be an integer >= 1 (the number of points on the path from the baseline to the "
-                         f"input; 20 to 300 is usual); got {steps!r}.")
+                         f"input; 20 to 300 is usual); got {shorten(steps)}.")
     return steps
 
 
 def check_method(method: Any) -> str:
     if method not in METHODS:
-        raise InputError(f"method={method!r} is not a quadrature rule; use one of {', '.join(map(repr, METHODS))} "
+        raise InputError(f"method={shorten(method)} is not a quadrature rule; use one of "
+                         f"{', '.join(map(repr, METHODS))} "
                          "(Captum's names; 'gausslegendre' is the default).")
     return method
 
@@ -147,7 +153,7 @@ def check_hook(model, hook: Any, what: str = "hook") -> str:
     if not isinstance(hook, str) or hook not in names:
         last = f"blocks.{model.cfg.n_layers - 1}.hook_resid_post"
         examples = [n for n in ("hook_embed", "blocks.0.hook_resid_pre", last) if n in names]
-        raise InputError(f"{what}={shorten(hook, 60)} is not a hook of this model. Give a TransformerLens hook name it "
+        raise InputError(f"{what}={shorten(hook)} is not a hook of this model. Give a TransformerLens hook name it "
                          f"has, e.g. {', '.join(map(repr, examples))} (all of them: model.hook_dict).")
     return check_gradient_hook(model, hook, what)
 
@@ -169,7 +175,7 @@ def check_gradient_hook(model, hook: str, what: str = "hook") -> str:
                "is not on the path from the embeddings to the final norm's input, so the metric's gradient does not "
                "reach it (the metric reads the final residual stream through the final norm itself)")
         pos = ", 'hook_pos_embed'" if "hook_pos_embed" in model.hook_dict else ""
-        raise InputError(f"{what}={hook!r} {why}. This method takes 'hook_embed'{pos} or a hook inside a "
+        raise InputError(f"{what}={shorten(hook)} {why}. This method takes 'hook_embed'{pos} or a hook inside a "
                          f"block with one vector per token: blocks.{{l}}.hook_resid_pre / hook_resid_mid / "
                          f"hook_resid_post / hook_attn_out / hook_mlp_out / attn.hook_z / mlp.hook_post ..., l in "
                          f"0..{last} (for the final norm's input, 'blocks.{last}.hook_resid_post').")
@@ -275,8 +281,8 @@ def check_baseline(baseline: Any) -> None:
         raise InputError("baseline must be 'zero', 'pad', 'mean' or a token id; got a tensor. For baseline token ids "
                          "per position, compute their activation yourself and compare.")
     if isinstance(baseline, bool) or not (isinstance(baseline, int) or baseline in BASELINES):
-        raise InputError(f"baseline={baseline!r}: use 'zero', 'pad' (the tokenizer's pad token, or pad_token=...), "
-                         "'mean' (the mean token embedding), or a token id.")
+        raise InputError(f"baseline={shorten(baseline)}: use 'zero', 'pad' (the tokenizer's pad token, or "
+                         "pad_token=...), 'mean' (the mean token embedding), or a token id.")
 
 
 def baseline_activation(model, tokens: Int[Tensor, "batch pos"], hook: str, baseline: Any, pad_token: Any = None,
@@ -340,11 +346,11 @@ def metric_from(model, out: Union[Float[Tensor, "batch pos d_model"], Float[Tens
         value = metric(out)
     if not isinstance(value, Tensor) or value.numel() != 1:
         shape = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
-        raise InputError(f"metric={metric_name(metric)!r} must return one number (a 0-d tensor) from logits "
+        raise InputError(f"metric={shorten(metric_name(metric))} must return one number (a 0-d tensor) from logits "
                          f"[batch, pos, d_vocab]; got {shape}. Average or sum its per-prompt values.")
     if torch.is_grad_enabled() and not value.requires_grad:
         raise InputError(
-            f"metric={metric_name(metric)!r} is not differentiable: its value on {what} does not require grad "
+            f"metric={shorten(metric_name(metric))} is not differentiable: its value on {what} does not require grad "
             "(it detaches, rounds, takes an argmax, or converts to a Python number). Gradient attributions need the "
             "gradient of the metric with respect to the logits: give a differentiable metric, e.g. "
             "LogitDiff(correct=' Mary', wrong=' John') or Probability(' Paris', log=True)."
@@ -445,15 +451,15 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, a
     t0 = time.perf_counter()
 
     if pad_token is not None and not baseline == "pad":
-        raise InputError(f"pad_token={pad_token!r} is only read with baseline='pad' (this call has baseline="
-                         f"{baseline!r}); drop it, or use baseline='pad'.")
+        raise InputError(f"pad_token={shorten(pad_token)} is only read with baseline='pad' (this call has baseline="
+                         f"{shorten(baseline)}); drop it, or use baseline='pad'.")
     x = _capture(model, tokens, hook)
     if hook.endswith(NOT_PER_TOKEN) or x.ndim < 2 or x.shape[0] != B or x.shape[1] != n:
-        raise InputError(f"hook={hook!r} holds activations of shape {tuple(x.shape)}, not [batch, pos, ...] "
+        raise InputError(f"hook={shorten(hook)} holds activations of shape {tuple(x.shape)}, not [batch, pos, ...] "
                          f"([{B}, {n}, ...] here), so they cannot be attributed per token. Use a hook on the "
                          "residual stream or a sub-layer output (e.g. 'blocks.0.hook_resid_pre').")
     if not isinstance(keep_bos, bool):
-        raise InputError(f"keep_bos must be True or False; got {keep_bos!r}.")
+        raise InputError(f"keep_bos must be True or False; got {shorten(keep_bos)}.")
     base, base_name = baseline_activation(model, tokens, hook, baseline, pad_token, keep_bos, x)
     diff = x - base
 
@@ -471,21 +477,24 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, a
     per_row = cfg.n_layers * row_bytes(model, n) + 3 * logit_columns * size + 3 * x[0].numel() * size
     per_step = B * per_row
     S = len(alphas)
+    # the passes, generated as they run (a list of them would grow with steps): (a range of steps, a part of the rows)
     if per_step <= max_memory or not can_split(metric) or B == 1:
         k = max(1, max_memory // per_step)
-        passes = [(list(range(lo, min(S, lo + k))), slice(0, B)) for lo in range(0, S, k)]
+        n_passes = -(-S // k)
+        passes = ((range(lo, min(S, lo + k)), slice(0, B)) for lo in range(0, S, k))
     else:
         rows = max(1, max_memory // per_row)
-        passes = [([s], slice(lo, min(B, lo + rows))) for s in range(S) for lo in range(0, B, rows)]
+        n_passes = S * -(-B // rows)
+        passes = ((range(s, s + 1), slice(lo, min(B, lo + rows))) for s in range(S) for lo in range(0, B, rows))
 
     grad_sum = torch.zeros_like(x, dtype=torch.float64)
     a = alphas.to(x.device)
-    for step_ids, part in progress_bar(passes, progress=progress, desc=kind, unit="pass"):
+    for step_ids, part in progress_bar(passes, progress=progress, desc=kind, unit="pass", total=n_passes):
         b = part.stop - part.start
         m = metric if (part.start == 0 and part.stop == B) else metric.rows(part, B)
         share = b / B  # a splittable metric is a mean over prompts: a part of b prompts weighs b / B in it
         k = len(step_ids)
-        al = a[step_ids].to(x.dtype).reshape(k, *([1] * x.ndim))
+        al = a[step_ids.start:step_ids.stop].to(x.dtype).reshape(k, *([1] * x.ndim))
         path = (base[part][None] + al * diff[part][None]).reshape(k * b, *x.shape[1:]).detach().requires_grad_(True)
         out = forward_for_metric(model, tokens[part].repeat(k, 1), [(hook, _put(path))], m)
         out = out.reshape(k, b, *out.shape[1:])
@@ -521,7 +530,7 @@ def _attribute(model, prompts, metric, *, hook, baseline, pad_token, keep_bos, a
     tok_strings = [str_tokens(model, row) for row in tokens]
     meta = dict(method=kind, hook=hook, baseline=base_name, **settings, metric_input=m_input, metric_baseline=m_base,
                 difference=difference, sum=total, gap=gap, relative_gap=rel, tolerance=tolerance,
-                prompt_sums=per_token.sum(1).tolist(), passes=len(passes), seconds=time.perf_counter() - t0)
+                prompt_sums=per_token.sum(1).tolist(), passes=n_passes, seconds=time.perf_counter() - t0)
     text = prompts if isinstance(prompts, str) else (list(prompts) if isinstance(prompts, Sequence)
                                                      and prompts and isinstance(prompts[0], str) else None)
     prompt_labels = [f"p{i}" for i in range(B)] if text is None else ([text] if isinstance(text, str) else text)

@@ -19,7 +19,7 @@ from typing import Any, Mapping, Optional, Sequence
 import torch
 from jaxtyping import Float
 
-from circuitlab.core import ModelLike, answer_id, as_model, check_count, check_texts, shorten, to_tokens
+from circuitlab.core import ModelLike, answer_id, as_model, check_count, check_seed, check_texts, shorten, to_tokens
 from circuitlab.errors import InputError
 from circuitlab.metrics import LogitDiff
 from circuitlab.tasks.reviews import (ANIMALS, NEGATIVE, NEUTRAL, POSITIVE, RANDOM_WORDS, concept_texts, random_texts,
@@ -151,6 +151,7 @@ def sentiment_tcav(model: ModelLike = "gemma-3-270m", *, concepts: Sequence[str]
     TCAV of "positive adjectives" low compared with "neutral adjectives"; an unrelated concept ("animals") not
     significant. Returns the :class:`~circuitlab.concepts.tcav.TCAVResult`.
     """
+    seed = check_seed(seed)
     from circuitlab.concepts.tcav import tcav
 
     model = as_model(model)

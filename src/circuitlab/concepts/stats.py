@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
+from circuitlab.core import shorten
 from circuitlab.errors import InputError
 
 _TINY = 1e-300
@@ -40,9 +41,9 @@ def _beta_fraction(a: float, b: float, x: float, max_iter: int = 10_000) -> floa
 def betainc(a: float, b: float, x: float) -> float:
     """The regularized incomplete beta function ``I_x(a, b)`` for ``a, b > 0`` and ``0 <= x <= 1``."""
     if not (a > 0 and b > 0):
-        raise InputError(f"betainc needs a > 0 and b > 0; got a={a!r}, b={b!r}.")
+        raise InputError(f"betainc needs a > 0 and b > 0; got a={shorten(a)}, b={shorten(b)}.")
     if not 0.0 <= x <= 1.0:
-        raise InputError(f"betainc needs 0 <= x <= 1; got x={x!r}.")
+        raise InputError(f"betainc needs 0 <= x <= 1; got x={shorten(x)}.")
     if x == 0.0 or x == 1.0:
         return x
     log_front = (math.lgamma(a + b) - math.lgamma(a) - math.lgamma(b) + a * math.log(x) + b * math.log1p(-x))
@@ -54,7 +55,7 @@ def betainc(a: float, b: float, x: float) -> float:
 def t_two_sided_p(t: float, df: float) -> float:
     """``P(|T| >= |t|)`` for Student's t distribution with ``df`` degrees of freedom."""
     if not df > 0:
-        raise InputError(f"degrees of freedom must be positive; got df={df!r}.")
+        raise InputError(f"degrees of freedom must be positive; got df={shorten(df)}.")
     if math.isnan(t):
         return math.nan
     if math.isinf(t):

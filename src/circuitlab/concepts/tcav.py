@@ -48,9 +48,9 @@ import torch
 from jaxtyping import Bool, Float, Int, Shaped
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
-                             check_max_memory, check_number, metric_name, minimise_lbfgs, model_name, progress_bar,
-                             row_bytes, shorten, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_affordable, check_count, check_distinct,
+                             check_finite, check_max_memory, check_number, check_seed, format_bytes, metric_name,
+                             minimise_lbfgs, model_name, progress_bar, row_bytes, shorten, to_tokens)
 from circuitlab.concepts.gradients import NOT_PER_TOKEN, check_gradient_hook, forward_for_metric, metric_from
 from circuitlab.concepts.stats import ttest_ind
 from circuitlab.engine.collect import check_hooks, check_pool, collect_rows, residual_hooks, same_length_runs
@@ -75,7 +75,7 @@ def text_tokens(model, texts: Texts, what: str) -> list[Int[Tensor, " pos"]]:
         toks = to_tokens(model, texts)
         return [row for row in toks]
     if isinstance(texts, str) or not isinstance(texts, Sequence) or len(texts) == 0:
-        raise InputError(f"{what} must be a non-empty list of texts (or token ids [n, pos]); got {texts!r:.80}.")
+        raise InputError(f"{what} must be a non-empty list of texts (or token ids [n, pos]); got {shorten(texts, 80)}.")
     rows = []
     for i, t in enumerate(texts):
         if not isinstance(t, str):
@@ -142,8 +142,8 @@ def _pooled(model, rows: list[Tensor], hooks: list[str], pool: str, max_memory: 
 
 def _check_per_token(hook: str, act: Tensor, toks: Tensor) -> None:
     if hook.endswith(NOT_PER_TOKEN) or act.ndim < 3 or act.shape[:2] != toks.shape:
-        raise InputError(f"hooks: {hook!r} holds activations of shape {tuple(act.shape)}, not [batch, pos, ...], so "
-                         "they cannot be pooled per text. Use a residual stream or sub-layer output hook "
+        raise InputError(f"hooks: {shorten(hook)} holds activations of shape {tuple(act.shape)}, not [batch, pos, "
+                         "...], so they cannot be pooled per text. Use a residual stream or sub-layer output hook "
                          "(e.g. 'blocks.1.hook_resid_post').")
 
 
@@ -341,14 +341,14 @@ class TCAVResult(Bundle):
 def _check_concepts(concepts: Any) -> dict[str, list[str]]:
     if not isinstance(concepts, Mapping) or not concepts:
         raise InputError("concepts must be a non-empty dict {name: [texts]}, e.g. {'positive adjectives': "
-                         "['a wonderful day', ...]}; got " + f"{concepts!r:.80}.")
+                         "['a wonderful day', ...]}; got " + f"{shorten(concepts, 80)}.")
     out = {}
     for name, texts in concepts.items():
         if not isinstance(name, str) or not name.strip():
             raise InputError(f"concepts: the name {name!r} of a concept must be non-empty text (it labels the "
                              "concept in the result), e.g. {'positive adjectives': [...]}.")
         if isinstance(texts, str) or not isinstance(texts, Sequence) or not all(isinstance(t, str) for t in texts):
-            raise InputError(f"concepts[{name!r}] must be a list of texts; got {texts!r:.80}.")
+            raise InputError(f"concepts[{shorten(name)}] must be a list of texts; got {shorten(texts, 80)}.")
         check_distinct(list(texts), f"concepts[{shorten(name, 40)}]", why="a CAV is trained on a sample of distinct "
                        "texts: a repeat counts one text twice and the runs' subsamples overlap")
         out[str(name)] = list(texts)
@@ -398,6 +398,7 @@ def tcav(
     Returns:
         :class:`TCAVResult`.
     """
+    seed = check_seed(seed)
     t0 = time.perf_counter()
     model = as_model(model)
     hooks = [check_gradient_hook(model, h, "hooks") for h in check_hooks(model, hooks, residual_hooks(model))]
@@ -409,7 +410,7 @@ def tcav(
     if isinstance(random_texts, str) or not isinstance(random_texts, Sequence) or \
             not all(isinstance(t, str) for t in random_texts):
         raise InputError("random_texts must be a list of texts (the pool random counterexample sets are drawn "
-                         f"from); got {random_texts!r:.80}.")
+                         f"from); got {shorten(random_texts)}.")
     pool_texts = list(random_texts)
     check_distinct(pool_texts, "random_texts", why="each run draws two disjoint random sets (random vs random, the "
                    "test's null); a repeated text can fall on both sides")
@@ -425,7 +426,8 @@ def tcav(
     set_size = check_count(set_size, "set_size", minimum=2)
     for name, texts in concepts.items():
         if len(texts) < set_size:
-            raise InputError(f"concept {name!r} has {len(texts)} texts, too few for set_size={set_size} (each of the "
+            raise InputError(f"concept {shorten(name)} has {len(texts)} texts, too few for set_size={set_size} (each "
+                             "of the "
                              f"runs={runs} CAVs trains on {set_size} concept texts against {set_size} random ones). "
                              f"Give it at least {set_size} texts, or a smaller set_size.")
     if len(pool_texts) < 2 * set_size:
@@ -435,8 +437,12 @@ def tcav(
     check_number(alpha, "alpha", 0, 1, low_open=True, high_open=True,
                  what="a significance level between 0 and 1 (e.g. 0.05)")
     check_number(l2, "l2", low=0, what="a finite number >= 0 (the classifier's penalty, e.g. 0.01)")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise InputError(f"seed must be an integer; got {seed!r}.")
+    # the runs' sets (lists of text indices) and CAVs are all kept (the result holds every CAV): refuse up front
+    # what does not fit
+    width = max(model.cfg.d_model, getattr(model.cfg, "d_mlp", None) or 0)
+    per_run = (2 + len(concepts)) * set_size * 40 + (len(concepts) + 1) * len(hooks) * (width + 3) * 8
+    check_affordable(runs * per_run, f"runs={runs:,} (every run's CAVs are kept, {format_bytes(per_run)} a run)",
+                     "use fewer runs (the paper used up to 500)")
 
     # every text once: concept texts, then the random pool
     names = list(concepts)

@@ -51,7 +51,7 @@ from jaxtyping import Float, Int, Shaped
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layer, model_name, progress_bar, read_cache_entry, row_bytes,
-                             warn_cache_entry, write_cache_entry)
+                             shorten, warn_cache_entry, write_cache_entry)
 from circuitlab.errors import InputError
 
 T = TypeVar("T")
@@ -98,25 +98,26 @@ def check_hooks(model: Any, hooks: Any, default: Optional[Sequence[str]] = None)
         hooks = [hooks]
     if not isinstance(hooks, Sequence) or isinstance(hooks, bool) or not hooks:
         raise InputError(f"hooks must be a hook name, a layer index, or a non-empty list of them (e.g. "
-                         f"'blocks.1.hook_resid_post' or [2, 5, 8]); got {hooks!r}.")
+                         f"'blocks.1.hook_resid_post' or [2, 5, 8]); got {shorten(hooks)}.")
     names = list(model.hook_dict)
     out = []
     for h in hooks:
         if isinstance(h, int) and not isinstance(h, bool):
             h = f"blocks.{check_layer(model, h, what='hooks layer')}.hook_resid_post"
         if not isinstance(h, str):
-            raise InputError(f"hooks: {h!r} is neither a hook name nor a layer index.")
+            raise InputError(f"hooks: {shorten(h)} is neither a hook name nor a layer index.")
         if h not in model.hook_dict:
             close = [n for n in names if n.endswith(h.split(".")[-1])][:4]
             hint = f" Hooks with that ending: {', '.join(close)}." if close else ""
-            raise InputError(f"hooks: the model has no hook {h!r}.{hint} See model.hook_dict for every name "
+            raise InputError(f"hooks: the model has no hook {shorten(h)}.{hint} See model.hook_dict for every name "
                              "(e.g. blocks.0.hook_resid_post).")
         if NO_POSITIONS.search(h):
-            raise InputError(f"hooks: {h!r} holds attention patterns [batch, head, query, key], not one vector per "
+            raise InputError(f"hooks: {shorten(h)} holds attention patterns [batch, head, query, key], not one "
+                             "vector per "
                              "token, so its activations cannot be pooled over tokens. Probe attention heads through "
                              "attn.hook_z or hook_attn_out.")
         if h in out:
-            raise InputError(f"hooks lists {h!r} twice; give each hook once.")
+            raise InputError(f"hooks lists {shorten(h)} twice; give each hook once.")
         out.append(h)
     return out
 
@@ -126,7 +127,7 @@ def check_pool(pool: Any, choices: Mapping[str, str]) -> str:
     pools a word's tokens, TCAV a text's)."""
     if not isinstance(pool, str) or pool not in choices:
         ways = " or ".join(f"{name!r} ({meaning})" for name, meaning in choices.items())
-        raise InputError(f"pool={pool!r}: use {ways}.")
+        raise InputError(f"pool={shorten(pool)}: use {ways}.")
     return pool
 
 
@@ -357,8 +358,8 @@ def collect_rows(model: Any, tokens: Sequence[Sequence[int]], spans: Sequence[Se
         def pool_hook(act: Tensor, name: str, n=len(batch), width=width, tok_index_t=tok_index_t, order=order,
                       local=local, weight_t=weight_t) -> None:
             if act.ndim < 3 or act.shape[0] != n or act.shape[1] != width:
-                raise InputError(f"hooks: {name!r} has activations of shape {tuple(act.shape)}, not [batch, pos, "
-                                 f"...] = [{n}, {width}, ...]: pooling needs one vector per token. Use a residual "
+                raise InputError(f"hooks: {shorten(name)} has activations of shape {tuple(act.shape)}, not [batch, "
+                                 f"pos, ...] = [{n}, {width}, ...]: pooling needs one vector per token. Use a residual "
                                  "stream or sub-layer output hook (e.g. 'blocks.1.hook_resid_post').")
             flat = act.reshape(n * width, -1)[tok_index_t].to(accumulate) * weight_t[:, None]
             pooled = torch.zeros((order.numel(), flat.shape[1]), dtype=flat.dtype, device=flat.device)
@@ -433,7 +434,7 @@ class DiskCache:
             root = Path(cache).expanduser()
         else:
             raise InputError(f"cache must be True (the circuitlab cache), False (none) or a directory; got "
-                             f"{cache!r}.")
+                             f"{shorten(cache)}.")
         return root / re.sub(r"[^A-Za-z0-9_.-]+", "_", model_name(model) or "model")
 
     def _key(self, hook: str) -> dict:

@@ -158,7 +158,7 @@ def register_executor(name: str, factory: Union[Callable[[], Any], str]) -> None
     """Make ``executor=name`` build an executor with ``factory()`` (made for one call and closed after it).
     ``factory`` may be an import path ``"package.module:Class"``, imported only when the name is first used."""
     if not isinstance(name, str) or not name:
-        raise InputError(f"name must be a non-empty string; got {name!r}.")
+        raise InputError(f"name must be a non-empty string; got {shorten(name)}.")
     _NAMED[name] = factory
 
 
@@ -180,7 +180,7 @@ def as_executor(executor: Any) -> tuple[Any, bool]:
     if isinstance(executor, str):
         factory = _NAMED.get(executor)
         if factory is None:
-            raise InputError(f"executor must be {_names()} an executor object; got {executor!r}.")
+            raise InputError(f"executor must be {_names()} an executor object; got {shorten(executor)}.")
         if isinstance(factory, str):
             module, _, attr = factory.partition(":")
             factory = getattr(importlib.import_module(module), attr)

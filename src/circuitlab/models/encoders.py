@@ -17,6 +17,7 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedEncoder, HookedTransformerConfig
 
+from circuitlab.core import read_text_file, shorten
 from circuitlab.errors import CircuitlabError, InputError
 
 #: heads whose weights a sentence encoder does not have; they are zeroed and never used
@@ -41,7 +42,7 @@ class SentenceEncoder(HookedEncoder):
                 "embeddings."
             )
         if return_type not in ("hidden", None):
-            raise InputError(f"return_type={return_type!r}: use 'hidden' or None.")
+            raise InputError(f"return_type={shorten(return_type)}: use 'hidden' or None.")
         if isinstance(input, (str, list)):
             if self.tokenizer is None:
                 raise InputError("text input needs a tokenizer; pass token ids instead.")
@@ -64,7 +65,7 @@ def bert_config(hf_config: dict[str, Any], name: str, device: str | None = None)
                                                                         "absolute") != "absolute":
         raise CircuitlabError(
             f"{name}: only BERT encoders with gelu and absolute positions are supported "
-            f"(got {hf_config.get('hidden_act')!r}, {hf_config.get('position_embedding_type')!r})."
+            f"(got {shorten(hf_config.get('hidden_act'))}, {shorten(hf_config.get('position_embedding_type'))})."
         )
     return HookedTransformerConfig(
         d_model=hf_config["hidden_size"],
@@ -90,7 +91,7 @@ def load_bert_sentence_encoder(path: str | Path, device: str | None = None, name
     from transformer_lens.pretrained.weight_conversions.bert import convert_bert_weights
 
     path = Path(path)
-    hf_config = json.loads((path / "config.json").read_text())
+    hf_config = json.loads(read_text_file(path / "config.json", "encoder config"))
     cfg = bert_config(hf_config, name, device)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     bert = BertModel.from_pretrained(str(path), dtype=torch.float32)

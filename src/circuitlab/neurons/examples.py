@@ -30,8 +30,9 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
-                             check_texts, check_mlp_layer, check_neurons, model_name, progress_bar)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_affordable, check_count, check_count_within,
+                             check_finite, check_max_memory, check_mlp_layer, check_neurons, check_texts, model_name,
+                             progress_bar, shorten)
 from circuitlab.errors import InputError
 from circuitlab.engine.collect import stream_activations, token_rows
 from circuitlab.ffn import KeyExamples, ValueTokens, key_examples, value_tokens
@@ -70,7 +71,7 @@ def activations(
     batch_size = check_count(batch_size, "batch_size")
     max_memory = check_max_memory(max_memory)
     if texts is None or isinstance(texts, (int, float)):
-        raise InputError(f"texts must be texts, token rows or an iterable of them; got {texts!r}.")
+        raise InputError(f"texts must be texts, token rows or an iterable of them; got {shorten(texts)}.")
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     hook = get_act_name("post", layer)
     out: list[Tensor] = []
@@ -144,6 +145,9 @@ def neuron_page(
     layer = check_mlp_layer(model, layer)
     (neuron,) = check_neurons(model, neuron)
     bins = check_count(bins, "bins")
+    n_tokens = check_count_within(n_tokens, "n_tokens", model.cfg.d_vocab_out, "tokens in the vocabulary")
+    # the histogram's edges and a label for each bin are made at once
+    check_affordable(200 * bins, f"bins={bins:,}", "use fewer bins (40 is the default)")
     if isinstance(texts, Iterable) and iter(texts) is texts:
         raise InputError("texts is a one-shot iterator, but a neuron page reads the texts twice (top examples, "
                          "then the histogram): pass a list (or anything iterable more than once).")

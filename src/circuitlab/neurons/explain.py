@@ -61,9 +61,9 @@ from jaxtyping import Bool, Float, Int
 from torch import Tensor
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_distinct, check_finite,
-                             check_max_memory, check_mlp_layer, check_neurons, check_texts, model_name, progress_bar,
-                             str_tokens, unresolved)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_affordable, check_count, check_distinct,
+                             check_finite, check_max_memory, check_mlp_layer, check_neurons, check_seed, check_texts,
+                             model_name, progress_bar, shorten, str_tokens, unresolved)
 from circuitlab.engine.collect import stream_activations
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.neurons.llm import LLMClient, LLMError
@@ -132,6 +132,7 @@ def corpus_lines(n: int = 2000, seed: int = 0) -> list[str]:
     (the Debian corpora :func:`circuitlab.probing.default_sentences` uses), shuffled with ``seed``. Without those
     packages, the held-out Bible books shipped beside ``zoo/toy-lm`` (Ruth, Jonah, Titus, Philemon), a verse a
     line."""
+    seed = check_seed(seed)
     n = check_count(n, "n")
     from circuitlab.tasks.sentences import debian_corpus_lines
 
@@ -214,6 +215,7 @@ def neuron_records(
         progress: show a progress bar over the texts.
         max_memory: rough bound in bytes on one forward pass's activations (the package's one meaning).
     """
+    seed = check_seed(seed)
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
     neurons = check_neurons(model, neurons)
@@ -222,10 +224,14 @@ def neuron_records(
     max_tokens, batch_size = check_count(max_tokens, "max_tokens", 2), check_count(batch_size, "batch_size")
     max_memory = check_max_memory(max_memory)
     if texts is None or isinstance(texts, (int, float)):
-        raise InputError(f"texts must be an iterable of texts or token-id rows; got {texts!r}.")
+        raise InputError(f"texts must be an iterable of texts or token-id rows; got {shorten(texts)}.")
     k = n_explain + n_top
     n_reservoir = n_random + k  # enough for each neuron to leave out its own top texts
     N = len(neurons)
+    # the running top-k (values and text ids, and their concatenation with a batch) per neuron, and the reservoir
+    check_affordable(3 * 16 * N * k + 64 * n_reservoir,
+                     f"n_explain + n_top = {k:,} excerpts per neuron and n_random={n_random:,}",
+                     "ask for fewer excerpts (10 to 50 is usual)")
     idx = torch.tensor(neurons, device=model.cfg.device)
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     hook = get_act_name("post", layer)
@@ -388,15 +394,15 @@ def parse_ngrams(explanation: str) -> list[tuple[tuple[str, ...], float]]:
     """The ``(n-gram, weight)`` pairs of an :class:`NgramExplainer` explanation."""
     if not isinstance(explanation, str) or NGRAM_MARK not in explanation:
         raise InputError(
-            f"the n-gram simulator reads explanations written by NgramExplainer (they start {NGRAM_MARK!r}); got "
-            f"{explanation!r:.80}. Simulate free-text explanations with an LLMSimulator.")
+            f"the n-gram simulator reads explanations written by NgramExplainer (they start {shorten(NGRAM_MARK)}); "
+            f"got {shorten(explanation, 80)}. Simulate free-text explanations with an LLMSimulator.")
     try:
         rest = explanation.split(NGRAM_MARK, 1)[1]
         items = json.loads(rest.rsplit(NGRAM_JSON, 1)[1] if NGRAM_JSON in rest else rest)
         return [(tuple(str(t) for t in g), float(w)) for g, w in items]
     except (ValueError, TypeError):
-        raise InputError(f"cannot read the n-grams of the explanation {explanation!r:.80}: after {NGRAM_MARK!r} "
-                         "it must hold a JSON list of [tokens, weight] pairs.") from None
+        raise InputError(f"cannot read the n-grams of the explanation {shorten(explanation, 80)}: after "
+                         f"{shorten(NGRAM_MARK)} it must hold a JSON list of [tokens, weight] pairs.") from None
 
 
 @dataclass
@@ -470,7 +476,7 @@ def parse_simulation(reply: str, n: int) -> list[float]:
     except (ValueError, TypeError):
         values = None
     if values is None:
-        raise SimulationError(f"the simulator's reply holds no JSON list of numbers: {reply[:200]!r}.")
+        raise SimulationError(f"the simulator's reply holds no JSON list of numbers: {shorten(reply[:200])}.")
     if len(values) != n:
         raise SimulationError(f"the simulator returned {len(values)} values for a text of {n} tokens; it must give one "
                               "per token.")
@@ -538,18 +544,19 @@ def _simulate(simulator: Simulator, explanation: str, excerpts: Sequence[Excerpt
     for e in excerpts:
         out = simulator.simulate(explanation, e.tokens)
         if isinstance(out, (str, bytes)) or not isinstance(out, Iterable):
-            raise SimulationError(f"simulator {who!r} returned {type(out).__name__}, not a sequence of numbers (one "
-                                  "per token).")
+            raise SimulationError(f"simulator {shorten(who)} returned {type(out).__name__}, not a sequence of "
+                                  "numbers (one per token).")
         s = list(out)
         if len(s) != len(e.tokens):
-            raise SimulationError(f"simulator {who!r} returned {len(s)} values for an excerpt of {len(e.tokens)} "
+            raise SimulationError(f"simulator {shorten(who)} returned {len(s)} values for an excerpt of "
+                                  f"{len(e.tokens)} "
                                   "tokens; it must give one per token.")
         try:
             s = [float(v) for v in s]
         except (TypeError, ValueError):
-            raise SimulationError(f"simulator {who!r} returned values that are not numbers.") from None
+            raise SimulationError(f"simulator {shorten(who)} returned values that are not numbers.") from None
         if not all(math.isfinite(v) for v in s):
-            raise SimulationError(f"simulator {who!r} returned NaN or infinite values; it must predict a finite "
+            raise SimulationError(f"simulator {shorten(who)} returned NaN or infinite values; it must predict a finite "
                                   "activation for every token.")
         sims.append(s)
     return sims
@@ -589,7 +596,7 @@ class ExplanationScores(Bundle):
         if res is None:
             raise InputError(f"{which} was not computed (score_explanations(..., shuffled=False)).")
         if part not in PARTS:
-            raise InputError(f"part={part!r}: use one of {PARTS}.")
+            raise InputError(f"part={shorten(part)}: use one of {PARTS}.")
         v = res.values[:, PARTS.index(part)].double()
         q = torch.quantile(v, torch.tensor([0.25, 0.5, 0.75], dtype=torch.float64))
         return {"mean": float(v.mean()), "median": float(q[1]), "q1": float(q[0]), "q3": float(q[2]),
@@ -661,12 +668,14 @@ def score_explanations(
         seed: draws the random excerpts, the shuffle and the chance predictions.
         progress: show progress bars (records, then neurons).
     """
+    seed = check_seed(seed)
     explainer = NgramExplainer() if explainer is None else explainer
     simulator = NgramSimulator() if simulator is None else simulator
     for what, obj, proto, method in (("explainer", explainer, Explainer, "explain(excerpts)"),
                                      ("simulator", simulator, Simulator, "simulate(explanation, tokens)")):
         if not isinstance(obj, proto):
-            raise InputError(f"{what}={obj!r} is not {proto.__name__}: give an object with a name and a {method} "
+            raise InputError(f"{what}={shorten(obj)} is not {proto.__name__}: give an object with a name and a "
+                             f"{method} "
                              "method (e.g. the n-gram baseline's).")
     if isinstance(texts, Sequence) and texts and all(isinstance(r, NeuronRecord) for r in texts):
         records = list(texts)

@@ -18,7 +18,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
-from circuitlab.core import check_count, check_number
+from circuitlab.core import check_count, check_number, shorten
 from circuitlab.errors import CircuitlabError, InputError
 
 
@@ -63,8 +63,8 @@ class LLMClient:
         if self.url is not None:
             parts = urllib.parse.urlsplit(str(self.url))
             if parts.scheme not in ("http", "https") or not parts.netloc:
-                raise InputError(f"{given}={self.url!r} is not an http(s) URL; give the API base with its scheme, "
-                                 "e.g. http://127.0.0.1:8000/v1.")
+                raise InputError(f"{given}={shorten(self.url)} is not an http(s) URL; give the API base with its "
+                                 "scheme, e.g. http://127.0.0.1:8000/v1.")
 
     @property
     def configured(self) -> bool:

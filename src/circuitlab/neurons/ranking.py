@@ -58,8 +58,8 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, check_count, check_max_memory, check_number, progress_bar, row_chunks,
-                             shorten)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, check_affordable, check_count, check_max_memory, check_number,
+                             check_seed, progress_bar, row_chunks, shorten)
 from circuitlab.engine.collect import check_hooks
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
@@ -100,7 +100,7 @@ def neuron_activations(source: Any, sentences: Optional[Sequence[Sentence]] = No
             return source
         hooks = [hooks] if isinstance(hooks, str) else list(hooks) if isinstance(hooks, Sequence) else hooks
         if not isinstance(hooks, list) or not hooks or not all(isinstance(h, str) for h in hooks):
-            raise InputError(f"hooks={hooks!r}: with WordActivations give hook names among {source.hooks}.")
+            raise InputError(f"hooks={shorten(hooks)}: with WordActivations give hook names among {source.hooks}.")
         missing = [h for h in hooks if h not in source.acts]
         if missing:
             raise InputError(f"hooks {missing} were not collected; these activations hold {source.hooks}. Collect "
@@ -147,13 +147,14 @@ def word_labels(acts: WordActivations, task: Optional[str], labels: Any) -> list
             raise InputError(f"labels: row {list(labels).index(None)} has no label (None); label every row.")
         return list(labels)
     if task not in TASKS:
-        raise InputError(f"task={task!r}: token-level tasks are {', '.join(map(repr, TASKS))}; or give your own "
+        raise InputError(f"task={shorten(task)}: token-level tasks are {', '.join(map(repr, TASKS))}; or give your own "
                          "labels=[one per word row].")
     return acts.labels(task)
 
 
 def train_rows(acts: WordActivations, split: Sequence[float], split_seed: int) -> dict[str, Int[Tensor, " k"]]:
     """Row indices of the train, dev and test sentences (the probes' split)."""
+    split_seed = check_seed(split_seed, "split_seed")
     return split_rows(acts.sentence, len(acts.sentences), split, split_seed, keys=sentence_keys(acts))[0]
 
 
@@ -161,7 +162,7 @@ def encode(values: Sequence[Any]) -> tuple[Int[Tensor, " n"], list]:
     """Labels as class ids (classes sorted by their text) and the classes."""
     classes = sorted(set(values), key=str)
     if len(classes) < 2:
-        raise InputError(f"labels: every word has the label {classes[0]!r}; a ranking needs two labels or more.")
+        raise InputError(f"labels: every word has the label {shorten(classes[0])}; a ranking needs two labels or more.")
     index = {c: i for i, c in enumerate(classes)}
     return torch.tensor([index[v] for v in values]), classes
 
@@ -323,7 +324,11 @@ def binned_mutual_information(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], bin
     n, d = x.shape
     p_y = torch.bincount(y, minlength=C).double() / n
     out = torch.empty(d, dtype=torch.float64)
-    for sl in row_chunks(d, 24 * n, max_memory):  # per column: n float64 values and n long codes, and a few more
+    # per column: n float64 values and n long codes, and its joint table of bins x classes (four float64 copies)
+    per_column = 24 * n + 32 * bins * C
+    check_affordable(per_column, f"bins={bins:,} (a joint table of {bins:,} bins x {C} classes per neuron)",
+                     "use fewer bins (10 is the default)")
+    for sl in row_chunks(d, per_column, max_memory):
         xc = x[:, sl].double()
         lo, hi = xc.min(0).values, xc.max(0).values
         width = (hi - lo).clamp(min=1e-300)
@@ -368,9 +373,10 @@ def rank_neurons(source: Any, sentences: Optional[Sequence[Sentence]] = None, ta
     (``per_class``: class -> labels, best first, neurons with non-zero weight only), ``class_scores``
     (``[class, layer, neuron]``), the probe's train accuracy and convergence.
     """
+    split_seed = check_seed(split_seed, "split_seed")
     t0 = time.perf_counter()
     if method not in METHODS:
-        raise InputError(f"method={method!r}: use one of {', '.join(map(repr, METHODS))}.")
+        raise InputError(f"method={shorten(method)}: use one of {', '.join(map(repr, METHODS))}.")
     max_memory = check_max_memory(max_memory)
     bins = check_count(bins, "bins", minimum=2)
     max_iter = check_count(max_iter, "max_iter")

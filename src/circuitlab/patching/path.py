@@ -33,8 +33,8 @@ import torch
 from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_layer,
-                             check_max_memory, head_label, metric_name, model_name, parse_head, progress_bar,
-                             row_bytes)
+                             check_max_memory, head_label, metric_name, model_name, parse_head, progress_bar, row_bytes,
+                             shorten)
 from circuitlab.errors import InputError
 from circuitlab.metrics import Metric, bind_metric
 from circuitlab.patching.sites import prepare_tokens, scalar, split_prompts
@@ -276,12 +276,12 @@ def _parse_receivers(model: HookedTransformer, receivers):
         if isinstance(r, str):
             m = _RECEIVER_RE.fullmatch(r)
             if not m:
-                raise InputError(f"cannot read receiver {r!r}; write it as {forms}.")
+                raise InputError(f"cannot read receiver {shorten(r)}; write it as {forms}.")
             head, comp = m.group(1), m.group(2).lower()
         elif isinstance(r, (tuple, list)) and len(r) == 3 and isinstance(r[2], str) and r[2] in ("q", "k", "v"):
             head, comp = (r[0], r[1]), r[2]
         else:
-            raise InputError(f"cannot read receiver {r!r}; write it as {forms}.")
+            raise InputError(f"cannot read receiver {shorten(r)}; write it as {forms}.")
         grouped = comp in "kv" and n_kv != cfg.n_heads
         layer, h = parse_head(model, head, what="receiver" if not grouped else f"{comp} receiver (key/value head)",
                               n_heads=n_kv if grouped else None, forms=forms, given=r)

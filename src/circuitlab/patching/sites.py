@@ -82,21 +82,21 @@ _AXIS_ALIASES = {"head_index": "head", "layers": "layer", "heads": "head", "posi
 def get_site(site: str) -> Site:
     """The :class:`Site` for a short TransformerLens name (``"resid_pre"``, ``"hook_z"``, ``"z"``...)."""
     if not isinstance(site, str):
-        raise InputError(f"site must be an activation name such as 'resid_pre' or 'z'; got {site!r}.")
+        raise InputError(f"site must be an activation name such as 'resid_pre' or 'z'; got {shorten(site)}.")
     key = site.strip().lower()
     layer = re.match(r"blocks\.(-?\d+)\.", key)
     if layer:  # a full hook name names one layer; a site names an activation in every layer
         short = key.split(".")[-1].removeprefix("hook_")
         raise InputError(
-            f"site={site!r} is a hook name for layer {layer.group(1)} alone, but a site names an activation kind "
-            f"that the sweep visits in every layer. To patch only that layer write site={short!r}, "
+            f"site={shorten(site)} is a hook name for layer {layer.group(1)} alone, but a site names an activation "
+            f"kind that the sweep visits in every layer. To patch only that layer write site={shorten(short)}, "
             f"layers=[{layer.group(1)}]."
         )
     key = key.split(".")[-1] if "." in key else key  # "attn.hook_z" -> "hook_z"
     key = key[5:] if key.startswith("hook_") else key
     key = _SITE_ALIASES.get(key, key)
     if key not in SITES:
-        raise InputError(f"unknown site {site!r}. Choose one of: {', '.join(SITES)}.")
+        raise InputError(f"unknown site {shorten(site)}. Choose one of: {', '.join(SITES)}.")
     return SITES[key]
 
 
@@ -111,7 +111,7 @@ def parse_by(site: Site, by: Sequence[str] | str) -> tuple[str, ...]:
     bad = [a for a in names if a not in site.axes]
     if bad:
         raise InputError(
-            f"axis {bad[0]!r} does not fit site {site.name!r}, whose activation is "
+            f"axis {shorten(bad[0])} does not fit site {shorten(site.name)}, whose activation is "
             f"[batch, {', '.join(d or 'd' for d in site.dims)}]. Sweep over any of: {', '.join(site.axes)}."
         )
     if len(set(names)) != len(names):
@@ -143,7 +143,8 @@ def prepare_tokens(model: HookedTransformer, clean: Prompts, corrupted: Prompts,
         return clean_t, corrupted_t, corrupted_t, clean_t
     if direction == "noising":
         return clean_t, corrupted_t, clean_t, corrupted_t
-    raise InputError(f"direction must be 'denoising' (run corrupted, patch in clean) or 'noising'; got {direction!r}.")
+    raise InputError(f"direction must be 'denoising' (run corrupted, patch in clean) or 'noising'; got "
+                     f"{shorten(direction, 300)}.")
 
 
 def check_site_exists(model: HookedTransformer, site: Site, names: set[str]) -> None:
@@ -154,7 +155,7 @@ def check_site_exists(model: HookedTransformer, site: Site, names: set[str]) -> 
                          "attention+MLP)",
             "mlp_out": "it has no MLPs",
         }.get(site.name, "its forward pass never reaches that hook")
-        raise InputError(f"site {site.name!r} does not exist in this model: {why}. Choose another site.")
+        raise InputError(f"site {shorten(site.name)} does not exist in this model: {why}. Choose another site.")
 
 
 def scalar(value, what: str = "the metric") -> float:
@@ -190,8 +191,8 @@ def split_prompts(batch: int, per_prompt_bytes: int, metric, max_memory: int) ->
     if len(parts) > 1 and not can_split(metric):
         warnings.warn(
             f"{batch} prompt pairs need about {batch * per_prompt_bytes / 2**20:.1f} MiB at once, over "
-            f"max_memory={max_memory / 2**20:.1f} MiB, but the metric {metric_name(metric)!r} must see the whole "
-            "batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean over "
+            f"max_memory={max_memory / 2**20:.1f} MiB, but the metric {shorten(metric_name(metric))} must see the "
+            "whole batch, so it cannot be split: running it whole. Use a metric from circuitlab.metrics (a mean over "
             "prompts, split exactly), fewer prompts, or a larger max_memory.", stacklevel=3)
         return [slice(0, batch)]
     return parts

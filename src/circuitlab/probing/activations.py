@@ -53,7 +53,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, check_max_memory, model_name
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_max_memory, model_name, shorten
 from circuitlab.engine.collect import (DiskCache, batches_by_length, bytes_per_row, check_hooks, check_pool,
                                        collect_rows, default_hooks)
 from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
@@ -98,7 +98,7 @@ class WordActivations:
 
     def __getitem__(self, hook: str) -> Float[Tensor, "word d"]:
         if hook not in self.acts:
-            raise InputError(f"no activations for hook {hook!r}; collected: {', '.join(self.acts)}.")
+            raise InputError(f"no activations for hook {shorten(hook)}; collected: {', '.join(self.acts)}.")
         return self.acts[hook]
 
     def __len__(self) -> int:

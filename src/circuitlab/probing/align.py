@@ -30,6 +30,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any, Optional, Sequence
 
+from circuitlab.core import shorten
 from circuitlab.engine.collect import is_encoder
 from circuitlab.errors import InputError
 from circuitlab.tasks.sentences import Sentence
@@ -111,7 +112,7 @@ def _specials(model: Any, tok) -> tuple[list[int], list[int]]:
 def check_sentences(sentences: Any) -> list[Sentence]:
     """``sentences`` as a list of :class:`Sentence`, or an :class:`InputError` saying what to give."""
     if isinstance(sentences, (Sentence, str, bytes)) or not isinstance(sentences, Sequence) or not sentences:
-        raise InputError(f"sentences={sentences!r:.60} must be a non-empty list of Sentence (from read_conllu, "
+        raise InputError(f"sentences={shorten(sentences, 60)} must be a non-empty list of Sentence (from read_conllu, "
                          "label_text, template_sentences or default_sentences).")
     for i, s in enumerate(sentences):
         if not isinstance(s, Sentence):

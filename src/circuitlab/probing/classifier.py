@@ -45,7 +45,8 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, check_number, check_texts, minimise_lbfgs, progress_bar, shorten
+from circuitlab.core import (check_affordable, check_count, check_number, check_seed, check_seeds, check_texts,
+                             minimise_lbfgs, progress_bar, shorten)
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
@@ -87,6 +88,7 @@ def split_sentences(n_sentences: int, fractions: Sequence[float] = (0.8, 0.1, 0.
     sentence is both trained and tested on (a repeated sentence would otherwise score its own memorised label).
     Fewer than 3 distinct sentences is an :class:`~circuitlab.errors.InputError`. Without repeats the split is the
     same as without ``keys``."""
+    seed = check_seed(seed)
     bad = (f"split={tuple(fractions)!r}: give three positive fractions (train, dev, test) summing to at most 1, "
            "e.g. (0.8, 0.1, 0.1).")
     if len(fractions) != 3:
@@ -128,6 +130,7 @@ def control_labels(words: Sequence[str], labels: Sequence[Any], seed: int = 0,
     ``labels`` (over all the given words); every occurrence of the type carries it. Types are drawn in sorted
     order with a generator seeded by ``seed``, so a type's control label does not depend on the data's order."""
     words = check_texts(words, "words", item="word", allow_empty=True)
+    seed = check_seed(seed)
     if len(words) != len(labels):
         raise InputError(f"{len(words)} words but {len(labels)} labels; give one label per word.")
     if not words:
@@ -160,7 +163,7 @@ class Probe(nn.Module):
         elif kind == "mlp":
             self.net = nn.Sequential(nn.Linear(d_in, hidden), nn.ReLU(), nn.Linear(hidden, n_classes))
         else:
-            raise InputError(f"probe kind {kind!r}: use one of {PROBES}.")
+            raise InputError(f"probe kind {shorten(kind)}: use one of {PROBES}.")
 
     def standardise_on(self, x: Float[Tensor, "n d"]) -> Float[Tensor, "n d"]:
         """Fit the standardisation to training features ``x`` (per-feature mean, and standard deviation with
@@ -239,13 +242,19 @@ def train_probe(x: Float[Tensor, "n d"], y: Int[Tensor, " n"], n_classes: int, k
     improvement (without dev data: the last epoch). ``dtype``: the probe's arithmetic (float32 reaches the
     optimum to about 1e-4 in probability; float64 to rounding, at twice the cost).
     """
+    seed = check_seed(seed)
     x, y = _check_xy(x, y, "training")
     x = x.to(dtype)
     n_classes = check_count(n_classes, "n_classes", minimum=2)
     if int(y.min()) < 0 or int(y.max()) >= n_classes:
         raise InputError(f"labels must lie in [0, {n_classes}); got range [{int(y.min())}, {int(y.max())}].")
     if kind not in PROBES:
-        raise InputError(f"probe kind {kind!r}: use one of {PROBES}.")
+        raise InputError(f"probe kind {shorten(kind)}: use one of {PROBES}.")
+    if kind == "mlp":  # its weights (with gradients, AdamW's moments and early stopping's copy), and a batch's
+        hidden = check_count(hidden, "hidden")  # hidden activations (with their gradients)
+        size = torch.empty((), dtype=dtype).element_size()
+        check_affordable(size * (5 * hidden * (x.shape[1] + n_classes) + 3 * min(batch_size, x.shape[0]) * hidden),
+                         f"an MLP probe with hidden={hidden:,}", "use a smaller hidden (Hewitt & Liang used 1000)")
     torch.manual_seed(seed)
     probe = Probe(x.shape[1], n_classes, kind, hidden).to(dtype)
     xs = probe.standardise_on(x)
@@ -291,19 +300,11 @@ class ProbeSweep(Result):
 
 def _check_probes(probes: Any) -> tuple[str, ...]:
     if not isinstance(probes, (str, Sequence)):
-        raise InputError(f"probes={probes!r}: give probe kinds from {PROBES}, e.g. probes=('linear', 'mlp').")
+        raise InputError(f"probes={shorten(probes)}: give probe kinds from {PROBES}, e.g. probes=('linear', 'mlp').")
     probes = tuple([probes] if isinstance(probes, str) else probes)
     if not probes or any(p not in PROBES for p in probes) or len(set(probes)) != len(probes):
-        raise InputError(f"probes={probes!r}: give distinct probe kinds from {PROBES}.")
+        raise InputError(f"probes={shorten(probes)}: give distinct probe kinds from {PROBES}.")
     return probes
-
-
-def check_seeds(seeds: Any) -> list[int]:
-    """Seeds checked: one int or distinct non-negative ints."""
-    seeds = [check_count(s, "seed", minimum=0) for s in ([seeds] if isinstance(seeds, int) else list(seeds))]
-    if not seeds or len(set(seeds)) != len(seeds):
-        raise InputError(f"seeds={seeds!r}: give one or more distinct integer seeds.")
-    return seeds
 
 
 def word_activations(source: Any, sentences: Optional[Sequence[Sentence]], hooks: Any, progress: bool,
@@ -338,6 +339,7 @@ def split_rows(row_sentence: Int[Tensor, " rows"], n_sentences: int, fractions: 
     row's sentence index: ``(rows, sentences)``, each a dict over ``train``/``dev``/``test``. A split without a
     row is an error naming ``what`` it lacks. ``keys``: see :func:`split_sentences` (identical sentences share
     a split)."""
+    seed = check_seed(seed)
     by_sentence = split_sentences(n_sentences, fractions, seed, keys=keys)
     rows = {}
     for name, idx in by_sentence.items():
@@ -383,9 +385,10 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
     ``meta`` holds ``per_seed`` (``[probe, layer, measure, seed]``), ``ci95``, ``dev`` accuracies, the majority
     baseline (the most frequent training label's test accuracy), split sizes, classes, alignment skips, timings.
     """
+    split_seed = check_seed(split_seed, "split_seed")
     t0 = time.perf_counter()
     if task not in TASKS:
-        raise InputError(f"task={task!r}: token-level tasks are {', '.join(map(repr, TASKS))} (part of speech, "
+        raise InputError(f"task={shorten(task)}: token-level tasks are {', '.join(map(repr, TASKS))} (part of speech, "
                          "dependency label, entity type).")
     probes, seeds = _check_probes(probes), check_seeds(seeds)
     acts = word_activations(source, sentences, hooks, progress, collect_options)
@@ -395,11 +398,12 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
     classes = sorted(set(labels), key=str)
     index = {c: i for i, c in enumerate(classes)}
     if len(classes) < 2:
-        raise InputError(f"task {task!r}: every word has the label {classes[0]!r}; a probe needs two labels or more.")
+        raise InputError(f"task {shorten(task)}: every word has the label {shorten(classes[0])}; a probe needs two "
+                         "labels or more.")
     y_task = torch.tensor([index[c] for c in labels])
     train_classes = set(y_task[parts.rows["train"]].tolist())
     if len(train_classes) < 2:
-        raise InputError(f"task {task!r}: the training split holds only one label; use more sentences.")
+        raise InputError(f"task {shorten(task)}: the training split holds only one label; use more sentences.")
     controls = {s: torch.tensor([index[c] for c in control_labels(words, labels, s, lowercase)])
                 for s in seeds} if control else {}
     options = {"linear": dict(linear or {}), "mlp": dict(mlp or {})}
@@ -465,6 +469,7 @@ def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Senten
     reference. Sentences none of whose words aligned to tokens are left out and counted
     (``meta["sentences_left_out"]``). Other arguments as in :func:`sweep`.
     """
+    split_seed = check_seed(split_seed, "split_seed")
     t0 = time.perf_counter()
     probes, seeds = _check_probes(probes), check_seeds(seeds)
     acts = word_activations(source, sentences, hooks, progress, collect_options)
@@ -481,7 +486,7 @@ def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Senten
         raise InputError(f"labels: sentence {values.index(None)} has no label (None); give every sentence one.")
     classes = sorted(set(values), key=str)
     if len(classes) < 2:
-        raise InputError(f"every sentence has the label {classes[0]!r}; a probe needs two labels or more.")
+        raise InputError(f"every sentence has the label {shorten(classes[0])}; a probe needs two labels or more.")
     y = torch.tensor([classes.index(v) for v in values])
     parts = split_sentences(n, split, split_seed, keys=sentence_keys(acts))
     _, aligned = sentence_features(acts, acts.hooks[0])

@@ -109,13 +109,13 @@ def fill(template: str, subject: str) -> str:
     """``template`` with ``{subject}`` replaced; a subject starting with "The " is lower-cased to "the " when it
     does not open the sentence ("To see the Eiffel Tower, ...")."""
     if "{subject}" not in template:
-        raise InputError(f"the template {template!r} has no {{subject}} slot; write one, e.g. "
+        raise InputError(f"the template {shorten(template)} has no {{subject}} slot; write one, e.g. "
                          "'The capital of {subject} is'.")
     if not template.startswith("{subject}") and subject.startswith("The "):
         subject = "the " + subject[4:]
     text = template.replace("{subject}", subject)
     if text != text.rstrip():
-        raise InputError(f"the template {template!r} ends with whitespace; end it at its last word (the answer "
+        raise InputError(f"the template {shorten(template)} ends with whitespace; end it at its last word (the answer "
                          "carries the space).")
     return text
 
@@ -227,8 +227,8 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
         if kept:
             by_rel[r] = kept
         elif relations is not None:
-            raise InputError(f"relation {r!r} has no fact whose answer is one token for this model ({skip} skipped); "
-                             "leave it out of relations=[...] or give single-token answers.")
+            raise InputError(f"relation {shorten(r)} has no fact whose answer is one token for this model ({skip} "
+                             "skipped); leave it out of relations=[...] or give single-token answers.")
     if not by_rel:
         raise InputError(f"no fact has an answer that is one token for this model (skipped per relation: {skipped}); "
                          "give facts with single-token answers.")

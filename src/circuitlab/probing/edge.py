@@ -69,7 +69,7 @@ import torch
 from jaxtyping import Bool, Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, check_number, progress_bar
+from circuitlab.core import check_affordable, check_count, check_number, check_seed, progress_bar, shorten
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
 from circuitlab.probing.classifier import EarlyStopping, sentence_keys, split_rows, word_activations
@@ -107,7 +107,7 @@ def entity_spans(ent: Sequence[str]) -> list[tuple[int, int, str]]:
 def edge_examples(sentences: Sequence[Sentence], task: str) -> list[EdgeExample]:
     """The examples of ``task`` (``"pos"``, ``"deprel"``, ``"ent"``; see the module notes), in sentence order."""
     if task not in TASKS:
-        raise InputError(f"task={task!r}: edge-probing tasks are {', '.join(map(repr, TASKS))} (part of speech, "
+        raise InputError(f"task={shorten(task)}: edge-probing tasks are {', '.join(map(repr, TASKS))} (part of speech, "
                          "dependency arc labels, entity types).")
     layer = {"pos": "upos", "deprel": "deprel", "ent": "ent"}[task]
     out = []
@@ -224,6 +224,18 @@ def _features(layers: list[Tensor], rows: Tensor) -> Tensor:
 # Training
 # ---------------------------------------------------------------------------------------------------------
 
+def check_probe_affordable(n_layers: int, d_in: int, data: _Encoded, n_classes: int, n_train: int, *, proj: int,
+                           hidden: int, batch_size: int) -> None:
+    """Refuse up front a probe whose ``proj`` / ``hidden`` do not fit: its weights (with their gradients, Adam's two
+    moments and early stopping's best copy) and one batch's features and projections are held at once."""
+    spans, width = data.rows.shape[1], data.rows.shape[2]
+    params = d_in * proj + spans * proj * hidden + hidden * n_classes + spans * proj
+    rows = min(batch_size, max(n_train, 1)) * spans * width
+    need = 4 * (5 * params + rows * (n_layers * d_in + 3 * proj) + min(batch_size, max(n_train, 1)) * 2 * hidden)
+    check_affordable(need, f"an edge probe with proj={proj:,} and hidden={hidden:,}",
+                     "use a smaller proj / hidden (the paper used 256)")
+
+
 def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encoded, n_classes: int,
                      train: Int[Tensor, " n_train"], dev: Int[Tensor, " n_dev"], *,
                      pool: str = "mean", proj: int = 256, hidden: int = 256,
@@ -233,6 +245,9 @@ def train_edge_probe(layers: Sequence[Float[Tensor, "n_words d"]], data: _Encode
     ``train`` (indices into ``data``) and early-stopped on the accuracy of ``dev``. The mix's weights and
     ``gamma`` learn ``mix_lr`` times faster than the rest (a handful of numbers that otherwise barely leave their
     start in the few epochs a probe trains)."""
+    seed = check_seed(seed)
+    check_probe_affordable(len(layers), layers[0].shape[1], data, n_classes, len(train), proj=proj, hidden=hidden,
+                           batch_size=batch_size)
     torch.manual_seed(seed)
     probe = EdgeProbe(len(layers), layers[0].shape[1], data.rows.shape[1], n_classes, pool, proj, hidden)
     train_words = data.rows[train][data.mask[train]].unique()
@@ -350,28 +365,28 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
     """
     t0 = time.perf_counter()
     if task not in TASKS:
-        raise InputError(f"task={task!r}: edge-probing tasks are {', '.join(map(repr, TASKS))} (part of speech, "
+        raise InputError(f"task={shorten(task)}: edge-probing tasks are {', '.join(map(repr, TASKS))} (part of speech, "
                          "dependency arc labels, entity types).")
     if pool not in POOLS:
-        raise InputError(f"pool={pool!r}: span pooling is one of {POOLS}.")
+        raise InputError(f"pool={shorten(pool)}: span pooling is one of {POOLS}.")
     sizes = {name: check_count(v, name) for name, v in
              dict(proj=proj, hidden=hidden, epochs=epochs, batch_size=batch_size, patience=patience).items()}
-    seed = check_count(seed, "seed", minimum=0)
+    seed, split_seed = check_seed(seed), check_seed(split_seed, "split_seed")
     check_number(lr, "lr", low=0, low_open=True, message=f"lr={lr!r}: give a positive learning rate, e.g. 1e-3.")
     for name, flag in dict(baseline=baseline, per_layer=per_layer, cumulative=cumulative).items():
         if not isinstance(flag, bool):
-            raise InputError(f"{name}={flag!r}: give True or False.")
+            raise InputError(f"{name}={shorten(flag)}: give True or False.")
     acts = word_activations(source, sentences, hooks, progress, collect_options)
     if baseline and EMBEDDING_HOOK not in acts.hooks:
-        raise InputError(f"baseline=True reads {EMBEDDING_HOOK!r}, which hooks do not include; add it to hooks or "
-                         "pass baseline=False.")
+        raise InputError(f"baseline=True reads {shorten(EMBEDDING_HOOK)}, which hooks do not include; add it to "
+                         "hooks or pass baseline=False.")
     if cumulative and len(acts.hooks) < 2:
         raise InputError(f"cumulative=True compares mixes of the hooks 0..l, and hooks has {len(acts.hooks)}; give "
                          "two hooks or more, or pass cumulative=False.")
     examples = edge_examples(acts.sentences, task)
     classes = sorted({e.label for e in examples}, key=str)
     if len(classes) < 2:
-        raise InputError(f"task {task!r}: {'no example' if not classes else 'every example has one label'} in "
+        raise InputError(f"task {shorten(task)}: {'no example' if not classes else 'every example has one label'} in "
                          "these sentences; a probe needs two labels or more (use more or other sentences).")
     data, dropped = _encode(acts, examples, {c: i for i, c in enumerate(classes)})
     idx = split_rows(data.sentence, len(acts.sentences), split, split_seed, f"{task} example",

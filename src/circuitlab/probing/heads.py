@@ -38,8 +38,8 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory, model_name, progress_bar,
-                             row_bytes)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, check_layers, check_max_memory, model_name, progress_bar, row_bytes,
+                             shorten)
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
 from circuitlab.engine.collect import batches_by_length, pad_token, run_hooks, stop_layer
@@ -139,8 +139,8 @@ def score_heads(attention: Sequence[Optional[Float[Tensor, "layer head n_words n
     baseline and the best head per relation in ``meta``. Relations with fewer than ``min_count`` edges are left
     out unless named."""
     if direction not in DIRECTIONS:
-        raise InputError(f"direction={direction!r}: use 'dependent' (the dependent attends to its head) or 'head' "
-                         "(the head attends to its dependent).")
+        raise InputError(f"direction={shorten(direction, 300)}: use 'dependent' (the dependent attends to its head) "
+                         "or 'head' (the head attends to its dependent).")
     if len(attention) != len(sentences):
         raise InputError(f"{len(attention)} attention maps for {len(sentences)} sentences; give one per sentence.")
     used = [(a, s) for a, s in zip(attention, sentences) if a is not None]

@@ -143,13 +143,13 @@ def sentence_logprob(model: ModelLike, sentences: Sequence[str], *, prepend_bos:
     sentences = check_texts(sentences, "sentences", item="sentence")
     for i, s in enumerate(sentences):
         if not isinstance(s, str) or not s.strip():
-            raise InputError(f"sentence {i} is {s!r}; every sentence must be non-empty text.")
+            raise InputError(f"sentence {i} is {shorten(s)}; every sentence must be non-empty text.")
     rows = [to_tokens(model, s, prepend_bos=prepend_bos)[0] for s in sentences]
     bos = prepend_bos if prepend_bos is not None else model.cfg.default_prepend_bos
     for s, r in zip(sentences, rows):
         if len(r) < 2:
-            raise InputError(f"the sentence {s!r} is one token{' with BOS' if bos else ''}: nothing to score. Give "
-                             "a longer sentence, or prepend_bos=True.")
+            raise InputError(f"the sentence {shorten(s)} is one token{' with BOS' if bos else ''}: nothing to score. "
+                             "Give a longer sentence, or prepend_bos=True.")
     return sequence_logprob(model, rows, [1] * len(rows), max_memory=max_memory, progress=progress)
 
 
@@ -182,7 +182,7 @@ def continuation_logprob(model: ModelLike, prefixes: Sequence[str], words: Seque
     rows, starts = [], []
     for p, w in zip(prefixes, words):
         if not isinstance(w, str) or not w.strip():
-            raise InputError(f"the word after prefix {p!r} is {w!r}; give a non-empty word.")
+            raise InputError(f"the word after prefix {shorten(p)} is {shorten(w)}; give a non-empty word.")
         row, start = _continuation_row(model, p, w, prepend_bos)
         rows.append(row)
         starts.append(start)
@@ -204,7 +204,7 @@ def score_pairs(model: ModelLike, pairs: Iterable[MinimalPair], method: str = "s
                          f"got {shorten(pairs)}.")
     pairs = list(pairs)
     if method not in METHODS:
-        raise InputError(f"method must be one of {METHODS}; got {method!r}.")
+        raise InputError(f"method must be one of {METHODS}; got {shorten(method)}.")
     if not pairs:
         raise InputError("score_pairs got no pairs; give MinimalPair objects (e.g. template_pairs() or read_blimp).")
     for i, p in enumerate(pairs):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence, Union
 
+from circuitlab.core import check_seed, shorten
 from circuitlab.errors import InputError
 from circuitlab.probing.data import Sentence, default_sentences, read_conllu, template_sentences
 
@@ -25,6 +26,7 @@ def labelled_sentences(data: Union[str, Path, Sequence[Sentence], None], n: int,
     Anything else is an :class:`~circuitlab.errors.InputError` naming ``option`` (the command-line option or the
     argument the value came from).
     """
+    seed = check_seed(seed)
     if data is not None and not isinstance(data, (str, Path)):
         return data
     if data is None or data == "default":
@@ -32,8 +34,8 @@ def labelled_sentences(data: Union[str, Path, Sequence[Sentence], None], n: int,
     if data == "templates":
         return template_sentences(n, seed=seed)
     if not Path(data).is_file():
-        raise InputError(f"{option} {str(data)!r} is neither 'templates', 'default' nor a CoNLL-U file; give one of "
-                         "them.")
+        raise InputError(f"{option} {shorten(str(data))} is neither 'templates', 'default' nor a CoNLL-U file; give "
+                         "one of them.")
     return read_conllu(data, multiword="split")[:n]
 
 

@@ -52,7 +52,7 @@ import torch
 from jaxtyping import Float, Int
 from torch import Tensor, nn
 
-from circuitlab.core import check_count, progress_bar, spearman
+from circuitlab.core import check_affordable, check_count, check_seed, progress_bar, shorten, spearman
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
 from circuitlab.probing.classifier import (EarlyStopping, check_seeds, ci95, sentence_keys, split_sentences,
@@ -202,7 +202,7 @@ class StructuralProbe(nn.Module):
     def __init__(self, d_in: int, rank: int, kind: str = "distance", scale: float = 1.0) -> None:
         super().__init__()
         if kind not in ("distance", "depth"):
-            raise InputError(f"structural probe kind {kind!r}: use 'distance' or 'depth'.")
+            raise InputError(f"structural probe kind {shorten(kind)}: use 'distance' or 'depth'.")
         self.kind = kind
         self.B = nn.Parameter(torch.empty(rank, d_in).uniform_(-0.05, 0.05))
         self.register_buffer("scale", torch.tensor(float(scale)))
@@ -252,9 +252,15 @@ def train_structural_probe(acts: Float[Tensor, "rows d"], rows: list[Int[Tensor,
                            patience: int = 4) -> StructuralProbe:
     """Train a distance or depth probe on sentences (each ``rows[k]``: the rows of ``acts`` holding sentence
     ``k``'s words in order); early-stopped on the dev loss when dev data are given (the best epoch is kept)."""
-    rank = check_count(rank, "rank")
+    rank, seed = check_count(rank, "rank"), check_seed(seed)
+    # the probe's weights (with gradients, Adam's moments and early stopping's copy) and one batch's projections
+    # (with their squares and gradients)
+    check_affordable(4 * (5 * rank * acts.shape[1] + 4 * min(check_count(batch_size, "batch_size"), max(len(rows), 1))
+                          * max((len(r) for r in rows), default=1) * rank),
+                     f"a structural probe of rank={rank:,} on {acts.shape[1]}-dimensional activations",
+                     "use a smaller rank (the paper's probes have rank 64 to 1024)")
     if kind not in ("distance", "depth"):
-        raise InputError(f"structural probe kind {kind!r}: use 'distance' or 'depth'.")
+        raise InputError(f"structural probe kind {shorten(kind)}: use 'distance' or 'depth'.")
     if not rows:
         raise InputError("no training sentences with complete trees; use more sentences.")
     h, y, mask, lengths = _padded(acts, rows, [_targets(tuple(s.head), kind) for s in sentences], kind)
@@ -333,7 +339,7 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks:
     ``options`` go to :func:`train_structural_probe` (``lr``, ``epochs``, ``batch_size``, ``patience``).
     """
     t0 = time.perf_counter()
-    seeds = check_seeds(seeds)
+    seeds, split_seed, rank = check_seeds(seeds), check_seed(split_seed, "split_seed"), check_count(rank, "rank")
     acts = word_activations(source, sentences, hooks, progress, collect_options)
     for k, s in enumerate(acts.sentences):
         if s.head is None:

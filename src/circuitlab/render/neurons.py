@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from circuitlab.core import shorten
 from circuitlab.errors import InputError
 from circuitlab.render.bundle import bundle_script, fragment_mode, in_fragment_mode
 from circuitlab.render.kinds import fragment, heading, key_examples, renders, table, value_tokens
@@ -166,8 +167,8 @@ def true_vs_simulated(res: Any, neuron: int = 0, max_excerpts: int = 6,
         kinds: which excerpts: ``("top", "random")`` by default.
     """
     if not (isinstance(neuron, int) and -len(res.neurons) <= neuron < len(res.neurons)):
-        raise InputError(f"neuron={neuron!r} is a position in res.neurons (0 to {len(res.neurons) - 1}); for neuron "
-                         f"number n use res.neurons.index(n).")
+        raise InputError(f"neuron={shorten(neuron)} is a position in res.neurons (0 to {len(res.neurons) - 1}); for "
+                         f"neuron number n use res.neurons.index(n).")
     rec, sims = res.records[neuron], res.simulations[neuron]
     kinds = tuple(kinds or ("top", "random"))
     pairs = [(e, s) for e, s in zip(rec.held_out, sims) if e.kind in kinds][:max_excerpts]

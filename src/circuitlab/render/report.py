@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from circuitlab.core import shorten
 from circuitlab.errors import InputError
 from circuitlab.render.bundle import bundle_script, count_bundles, fragment_mode, strip_bundles
 from circuitlab.render.style import CSS
@@ -298,7 +299,7 @@ def report(items: Sequence[Any], path: str | Path, *, title: str = "circuitlab r
         raise AssertionError("the circuitsvis bundle appears more than once in the report")
     leaks = external_references(page)
     if leaks:
-        warnings.warn(f"the report refers to the network in {len(leaks)} place(s), e.g. {leaks[0]!r}; "
+        warnings.warn(f"the report refers to the network in {len(leaks)} place(s), e.g. {shorten(leaks[0])}; "
                       "it will not fully work offline.", stacklevel=2)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

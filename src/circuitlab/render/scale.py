@@ -36,6 +36,8 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
+from circuitlab.core import shorten
+
 DIVERGING = "diverging"
 SEQUENTIAL = "sequential"
 
@@ -140,7 +142,8 @@ class Scale:
         if kind is None:
             kind = scale_kind(values, *names, meta=meta)
         if kind not in (DIVERGING, SEQUENTIAL):
-            raise ValueError(f"unknown colour scale {kind!r}; use {DIVERGING!r} or {SEQUENTIAL!r}.")
+            raise ValueError(f"unknown colour scale {shorten(kind)}; use {shorten(DIVERGING)} or "
+                             f"{shorten(SEQUENTIAL)}.")
         if vmax is None:
             finite = _finite(values)
             vmax = float(finite.abs().max()) if finite.numel() else 0.0

@@ -20,7 +20,7 @@ import random
 import torch
 from jaxtyping import Float
 
-from circuitlab.core import model_name
+from circuitlab.core import check_seed, model_name
 from circuitlab.reproduce.logit_lens import world_dir
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.tasks.factual import FACTS, known_facts, toy_facts
@@ -40,6 +40,7 @@ LAST_SUBJECT, LAST = POSITION_KINDS.index("last subject token"), POSITION_KINDS.
 def facts_for(model, seed: int, n: int | None = None) -> tuple[list, int, str]:
     """The facts traced on ``model``: ``n`` known facts in a seeded random order; also how many were known
     of how many, as text."""
+    seed = check_seed(seed)
     folder = world_dir(model)
     candidates = toy_facts(load_world(folder)) if folder is not None else list(FACTS)
     known = known_facts(model, candidates)
@@ -69,6 +70,7 @@ def judge(mlp_last_subject: Float[torch.Tensor, " layer"], attn_last: Float[torc
 
 
 def measure(model, seed: int, n_facts: int | None = None, samples: int | None = None) -> Measurement:
+    seed = check_seed(seed)
     if model.tokenizer is None:
         raise NotApplicable("the finding reads factual sentences, and this model has no tokenizer")
     if model.cfg.attn_only:

@@ -35,9 +35,9 @@ from typing import Sequence
 
 import torch
 
+from circuitlab.core import check_seed, model_name
 from circuitlab.circuits import Circuit, Graph, RocCurve, acdc, eap, eap_ig, roc
 from circuitlab.circuits.reference import induction_reference
-from circuitlab.core import model_name
 from circuitlab.errors import InputError
 from circuitlab.models.identity import weight_fingerprint
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
@@ -142,6 +142,7 @@ def discovery_run(model, seed: int = 0) -> dict:
 
     Raises :class:`~circuitlab.reproduce.registry.NotApplicable` when the graph does not support the model, is
     larger than :data:`MAX_EDGES`, or the model has no induction heads (no reference)."""
+    seed = check_seed(seed)
     # two models of one name are not mixed; every byte hashed again (recheck): writes into p.data in place are seen
     key = (model_name(model), seed, weight_fingerprint(model, recheck=True))
     if key not in _CACHE:
@@ -215,6 +216,7 @@ def best_threshold(points: Sequence[Sequence[float]]) -> int:
 # ---------------------------------------------------------------------------------------------------------------
 
 def measure_acdc(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     run = discovery_run(model, seed)
     v = _values(run)
     auc, points = v["acdc_auc"], v["acdc_points"]
@@ -267,6 +269,7 @@ register(Finding(
 # ---------------------------------------------------------------------------------------------------------------
 
 def measure_eap(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     run = discovery_run(model, seed)
     v = _values(run)
     eap_auc, acdc_auc = v["eap_auc"], v["acdc_auc"]

@@ -23,7 +23,7 @@ regularisation on smollm2-135m with these settings.
 
 from __future__ import annotations
 
-from circuitlab.core import model_name
+from circuitlab.core import check_seed, model_name
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 # -- 1. TCAV ------------------------------------------------------------------------------------------------
@@ -50,6 +50,7 @@ def tcav_judge(scores: list[list[float]], significant: list[list[bool]]) -> tupl
 
 
 def tcav_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.concepts.sentiment import LABEL_WORDS, sentiment_tcav
 
     if model.tokenizer is None:
@@ -132,6 +133,7 @@ def er_judge(accuracy, labels: dict) -> tuple[bool, bool, dict]:
 
 
 def er_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.concepts.debugging import regularisation_experiment
 
     if model.tokenizer is None:

@@ -24,7 +24,7 @@ Only the mix is trained (``per_layer=False``): the finding reads its center of g
 
 from __future__ import annotations
 
-from circuitlab.core import model_name
+from circuitlab.core import check_seed, model_name
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 #: the tasks in the published order, earliest first
@@ -42,6 +42,7 @@ def order_judge(cog: dict[str, float]) -> tuple[str, dict]:
 
 
 def measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.probing import collect, default_sentences, edge_probe
 
     if getattr(model, "tokenizer", None) is None:

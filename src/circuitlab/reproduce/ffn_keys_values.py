@@ -20,7 +20,7 @@ import torch
 from jaxtyping import Int
 from transformer_lens.utilities import get_act_name
 
-from circuitlab.core import DEFAULT_MAX_MEMORY, row_bytes, row_chunks, to_tokens, unembed_matrix
+from circuitlab.core import DEFAULT_MAX_MEMORY, check_seed, row_bytes, row_chunks, to_tokens, unembed_matrix
 from circuitlab.ffn import value_vectors
 from circuitlab.reproduce.logit_lens import world_dir
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
@@ -33,6 +33,7 @@ N_LINES = 400  # corpus lines of each kind (facts, indirect objects)
 
 def corpus(model, seed: int) -> list[str]:
     """The fixed synthetic corpus for ``model`` (see the module docstring)."""
+    seed = check_seed(seed)
     folder = world_dir(model)
     world = load_world(folder) if folder is not None else make_world(seed=seed)
     rng = random.Random(seed)
@@ -71,6 +72,7 @@ def top_triggers(model, lines: list[str], neurons: dict[int, Int[torch.Tensor, "
 
 
 def measure(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     cfg = model.cfg
     if cfg.attn_only or not cfg.d_mlp:
         raise NotApplicable("the model has no MLP layers")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import statistics
 
+from circuitlab.core import check_seed
 from circuitlab.ffn import sub_updates
 from circuitlab.reproduce.logit_lens import prompts_for
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
@@ -24,6 +25,7 @@ REPRODUCED, PARTLY = 10.0, 3.0  # the median top-10 share must be this many time
 
 
 def measure(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     cfg = model.cfg
     if cfg.attn_only or not cfg.d_mlp:
         raise NotApplicable("the model has no MLP layers")

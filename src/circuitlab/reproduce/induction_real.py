@@ -21,7 +21,7 @@ import torch
 from jaxtyping import Float
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, final_residual, head_label, model_name, readout, row_bytes,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, check_seed, final_residual, head_label, model_name, readout, row_bytes,
                              row_chunks)
 from circuitlab.induction import head_scores
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
@@ -58,6 +58,7 @@ def half_nll(model, rep: RepeatedTokens,
 
 
 def measure(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     if model.cfg.n_layers < 2:
         raise NotApplicable(f"the claim is about models with more than one layer; this model has {model.cfg.n_layers}")
     rep = repeated_sequences(model, n_seqs=N_SEQS, seed=seed)

@@ -12,7 +12,7 @@ context to copy from) and in the repeated copy; and the repeated-copy loss with 
 
 from __future__ import annotations
 
-from circuitlab.core import as_model
+from circuitlab.core import as_model, check_seed
 from circuitlab.induction import find_induction_circuit, head_scores
 from circuitlab.reproduce.induction_real import half_nll
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
@@ -25,6 +25,7 @@ N_SEQS = 20
 
 
 def measure(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     if model.cfg.n_layers < 2:
         raise NotApplicable(f"the claim contrasts a model of two or more layers with {ONE_LAYER}; this model has "
                             f"{model.cfg.n_layers} layer")

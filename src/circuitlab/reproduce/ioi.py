@@ -27,8 +27,9 @@ from typing import Optional
 
 import torch
 
+from circuitlab.core import check_seed, final_residual, head_label, model_name, readout, shorten
 from circuitlab.attribution import DLAResult, direct_logit_attribution
-from circuitlab.core import final_residual, head_label, model_name, readout, unresolved
+from circuitlab.core import unresolved
 from circuitlab.errors import CircuitlabError
 from circuitlab.metrics import LogitDiff
 from circuitlab.patching import path_patch
@@ -50,6 +51,7 @@ PATH_BUDGET_FLOP = 1e11
 def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measurement:
     """The finding's measurement (see the module docstring); ``path_patching`` None runs the path-patching
     sweep only when it is cheap (:data:`PATH_BUDGET_FLOP`), True always, False never."""
+    seed = check_seed(seed)
     cfg = model.cfg
     if cfg.n_layers < 2:
         raise NotApplicable("name movers are late heads fed by earlier ones; this model has one layer")
@@ -77,8 +79,8 @@ def measure(model, seed: int, path_patching: Optional[bool] = None) -> Measureme
             io_pos = (clean[j] == io_id).nonzero().flatten().tolist()
             s_pos = (clean[j] == s_id).nonzero().flatten().tolist()
             if len(io_pos) != 1 or len(s_pos) != 2:
-                raise CircuitlabError(f"IOI prompt {prompts[i]['clean']!r}: expected the IO token once and the S "
-                                      f"token twice, found them at {io_pos} and {s_pos}")
+                raise CircuitlabError(f"IOI prompt {shorten(prompts[i]['clean'])}: expected the IO token once and "
+                                      f"the S token twice, found them at {io_pos} and {s_pos}")
             for layer in range(cfg.n_layers):
                 last = cache[f"blocks.{layer}.attn.hook_pattern"][j, :, -1]  # [head, key pos]
                 pattern_last[i, layer, :, 0] = last[:, io_pos[0]]

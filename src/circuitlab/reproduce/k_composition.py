@@ -12,7 +12,7 @@ Measured: the induction and previous-token heads of :func:`circuitlab.induction.
 
 from __future__ import annotations
 
-from circuitlab.core import head_label
+from circuitlab.core import check_seed, head_label
 from circuitlab.induction import find_induction_circuit
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
@@ -20,6 +20,7 @@ N_SEQS = 20
 
 
 def measure(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     circuit = find_induction_circuit(model, n_seqs=N_SEQS, seed=seed, method="zero")
     if not circuit.induction_heads:
         raise NotApplicable("no induction head was found in this model (best induction score "

@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import torch
 
+from circuitlab.core import check_seed, model_name, spearman, token_label
 from circuitlab.attribution import logit_lens
-from circuitlab.core import model_name, spearman, token_label
 from circuitlab.models.loading import ZOO_DIR, ZOO_PREFIX
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 from circuitlab.results import Result
@@ -73,6 +73,7 @@ def median(values: list[float]) -> float:
 
 
 def measure(model, seed: int) -> Measurement:
+    seed = check_seed(seed)
     if model.tokenizer is None:
         raise NotApplicable("the finding reads natural-language prompts, and this model has no tokenizer")
     prompts = prompts_for(model)

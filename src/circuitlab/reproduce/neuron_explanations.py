@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import random
 
+from circuitlab.core import check_seed
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 N_NEURONS = 64  # neurons of the middle layer, drawn with the seed
@@ -47,6 +48,7 @@ def judge(scores: list[float], shuffled: list[float], chance: list[float]) -> tu
 
 def measure(model, seed: int, n_neurons: int = N_NEURONS, n_lines: int = N_LINES,
             excerpts: int = EXCERPTS) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.neurons.explain import corpus_lines, score_explanations
 
     cfg = model.cfg

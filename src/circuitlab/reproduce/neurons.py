@@ -29,7 +29,7 @@ from typing import Any
 
 import torch
 
-from circuitlab.core import model_name
+from circuitlab.core import check_seed, model_name
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 
@@ -82,6 +82,7 @@ def ablation_judge(values, labels: dict, full, k: str) -> tuple[bool, bool, dict
 
 
 def ablation_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.neurons.ablation import ablation_curves
     from circuitlab.neurons.ranking import rank_neurons
     from circuitlab.probing import collect
@@ -170,6 +171,7 @@ def correlation_judge(top_mean: float, median: float) -> tuple[bool, bool]:
 
 
 def correlation_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.neurons.ranking import correlation_ranking, max_correlation, features
     from circuitlab.probing import collect
     from circuitlab.models.loading import as_any_model

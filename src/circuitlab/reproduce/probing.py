@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from circuitlab.core import model_name
+from circuitlab.core import check_seed, model_name
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
 #: the sentences every probing finding reads (default offline data)
@@ -72,6 +72,7 @@ def control_judge(linear: dict, mlp: dict) -> tuple[bool, bool, dict]:
 
 
 def control_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.probing import probe_sweep
 
     opts = {**CONTROL_SETTINGS, **settings}
@@ -141,6 +142,7 @@ def structural_judge(uuas: list[float], baseline: float) -> tuple[bool, bool, di
 
 
 def structural_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.probing import structural_sweep
 
     opts = {**STRUCTURAL_SETTINGS, **settings}
@@ -209,6 +211,7 @@ def heads_judge(best: dict[str, float], baseline: dict[str, float]) -> tuple[str
 
 
 def heads_measure(model, seed: int, **settings) -> Measurement:
+    seed = check_seed(seed)
     from circuitlab.probing import head_sweep
 
     sentences = _sentences(model, settings)

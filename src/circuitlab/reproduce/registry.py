@@ -171,7 +171,9 @@ def get_finding(finding_id: str) -> Finding:
     """The finding registered as ``finding_id``; an unknown id is an error listing the known ones."""
     known = findings()
     if finding_id not in known:
-        raise InputError(f"no finding {finding_id!r}. Known findings: {', '.join(known)} "
+        from circuitlab.core import shorten
+
+        raise InputError(f"no finding {shorten(finding_id)}. Known findings: {', '.join(known)} "
                          "(circuitlab reproduce --list describes them).")
     return known[finding_id]
 
@@ -180,12 +182,13 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     """Measure ``finding`` on ``model`` (a name, or a loaded model; default: the finding's first model) with
     ``seed`` (default: its own) and apply its verdict rule. A model the finding does not apply to gives the
     verdict ``"not applicable"``; the time includes loading the model."""
-    from circuitlab.core import model_name, shorten
+    from circuitlab.core import check_seed, model_name, shorten
     from circuitlab.models.loading import as_any_model  # as_model, and encoders (minilm-l6) by name
 
     if not isinstance(finding, (str, Finding)):
         raise InputError(f"finding must be a finding id (circuitlab reproduce --list shows them) or a Finding; got "
                          f"{shorten(finding)}.")
+    seed = None if seed is None else check_seed(seed)
     finding = get_finding(finding) if isinstance(finding, str) else finding
     seed = finding.seed if seed is None else seed
     started = time.perf_counter()
@@ -216,6 +219,9 @@ def run_many(chosen: list, seed: Optional[int] = None, executor: Any = None, *,
     findings are the shards: here one after another (``executor=None``), or with ``executor`` (``"ray"`` or an
     executor of :mod:`circuitlab.engine.executor` / :mod:`circuitlab.distributed`) shared out among the workers,
     finding ``i`` to worker ``i % workers``. ``progress``: a bar over the findings run in this process."""
+    from circuitlab.core import check_seed
+
+    seed = None if seed is None else check_seed(seed)
     from circuitlab.engine.executor import as_executor, run_shards, shard_count, split
 
     chosen = [get_finding(f) if isinstance(f, str) else f for f in chosen]

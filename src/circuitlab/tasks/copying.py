@@ -19,6 +19,7 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
+from circuitlab.core import check_affordable, check_count, check_seed
 from circuitlab.tasks.repeated import repeated_sequences
 
 
@@ -48,6 +49,11 @@ def copy_task(model, n_prompts: int = 8, seq_len: int = 20, k: int = 14, seed: i
     The random tokens follow ``model``'s conventions (its BOS, no special tokens; see
     :func:`circuitlab.tasks.repeated.repeated_sequences`); ``seq_len`` and ``k`` shrink to fit its context.
     """
+    seed, n_prompts = check_seed(seed), check_count(n_prompts, "n_prompts")
+    seq_len, k = check_count(seq_len, "seq_len", minimum=2), check_count(k, "k")
+    # the prompts are made at once: the repeated sequences, the clean, corrupted and answer copies (int64)
+    check_affordable(5 * 8 * n_prompts * (2 * seq_len + 1), f"n_prompts={n_prompts:,} copying prompts",
+                     "use fewer prompts")
     room = (model.cfg.n_ctx - 1) // 2
     seq_len = min(seq_len, room)
     k = min(k, seq_len - 1)

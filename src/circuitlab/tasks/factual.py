@@ -47,8 +47,8 @@ from typing import Optional, Sequence
 import torch
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_known_words, check_max_memory,
-                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, to_tokens,
-                             token_label)
+                             final_residual, model_name, progress_bar, readout, row_bytes, row_chunks, shorten,
+                             to_tokens, token_label)
 from circuitlab.errors import InputError
 from circuitlab.tasks.toy_world import World, fact_sentence
 
@@ -74,25 +74,26 @@ class Fact:
         for name in ("prompt", "subject", "answer", "relation"):
             value = getattr(self, name)
             if not isinstance(value, str):
-                raise InputError(f"Fact {name} must be a string; got {type(value).__name__} {value!r}.")
+                raise InputError(f"Fact {name} must be a string; got {type(value).__name__} {shorten(value)}.")
         if not self.prompt.strip():
             raise InputError("Fact prompt is empty; give the text before the answer, e.g. "
                              "'The Eiffel Tower is located in the city of'.")
         if self.prompt != self.prompt.rstrip():
-            raise InputError(f"Fact prompt {self.prompt!r} ends with whitespace; end the prompt at its last word "
-                             "and put the space on the answer (' Paris').")
+            raise InputError(f"Fact prompt {shorten(self.prompt)} ends with whitespace; end the prompt at its last "
+                             "word and put the space on the answer (' Paris').")
         if not self.subject.strip():
-            raise InputError(f"Fact subject is empty for prompt {self.prompt!r}; give the subject as it is "
+            raise InputError(f"Fact subject is empty for prompt {shorten(self.prompt)}; give the subject as it is "
                              "spelled in the prompt (e.g. 'The Eiffel Tower').")
         if self.subject not in self.prompt:
-            raise InputError(f"Fact subject {self.subject!r} does not occur in the prompt {self.prompt!r}; give the "
+            raise InputError(f"Fact subject {shorten(self.subject)} does not occur in the prompt "
+                             f"{shorten(self.prompt)}; give the "
                              "subject exactly as the prompt spells it (same case and spacing).")
         if not self.answer.startswith(" ") or not self.answer.strip():
-            raise InputError(f"Fact answer {self.answer!r} must be a word with a leading space, e.g. ' Paris': "
+            raise InputError(f"Fact answer {shorten(self.answer)} must be a word with a leading space, e.g. ' Paris': "
                              "the answer follows the prompt after a space, and most tokenizers attach that space "
                              "to the answer's token. Write ' ' + the word.")
         if not self.relation.strip():
-            raise InputError(f"Fact relation is empty for prompt {self.prompt!r}; name the kind of fact "
+            raise InputError(f"Fact relation is empty for prompt {shorten(self.prompt)}; name the kind of fact "
                              "(e.g. 'capital').")
 
     @property
@@ -445,7 +446,7 @@ def toy_facts(world: World, template: Optional[int] = None) -> list[Fact]:
     if template is not None:
         n = min(len(spec["templates"]) for spec in world.relations.values())
         if isinstance(template, bool) or not isinstance(template, int) or not 0 <= template < n:
-            raise InputError(f"template={template!r} is out of range: every relation of this world has at least "
+            raise InputError(f"template={shorten(template)} is out of range: every relation of this world has at least "
                              f"{n} templates (0 to {n - 1}). Give one of those, or None for the held-out ones.")
     out = []
     for person in world.people:

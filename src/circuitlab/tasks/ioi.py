@@ -18,7 +18,7 @@ from collections import defaultdict
 import torch
 from jaxtyping import Int
 
-from circuitlab.core import model_name, to_tokens
+from circuitlab.core import check_affordable, check_count, check_seed, model_name, to_tokens
 from circuitlab.errors import NotApplicable
 from circuitlab.tasks.toy_world import ioi_sentence, load_world
 
@@ -46,6 +46,9 @@ def _single(model, words) -> list[str]:
 def ioi_prompts(model, seed: int, n: int = 12) -> list[dict]:
     """``n`` IOI prompts (seeded): dicts with ``clean``, ``corrupted`` (ABC: all three names replaced by other
     names), ``io``, ``s`` (answers with a leading space) and ``template`` (an index)."""
+    seed, n = check_seed(seed), check_count(n, "n")
+    check_affordable(2000 * n, f"n={n:,} IOI prompts (made at once, a few hundred bytes each)",
+                     "use fewer prompts")
     rng = random.Random(seed)
     if model.tokenizer is None:
         raise NotApplicable("the IOI prompts are text and this model has no tokenizer")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from circuitlab.core import read_text_file, shorten
+from circuitlab.core import check_seed, read_text_file, shorten
 from circuitlab.errors import InputError
 
 @dataclass(frozen=True)
@@ -36,11 +36,11 @@ class MinimalPair:
         for name in ("good", "bad", "phenomenon"):
             value = getattr(self, name)
             if not isinstance(value, str) or not value.strip():
-                raise InputError(f"MinimalPair.{name} must be non-empty text; got {value!r}.")
+                raise InputError(f"MinimalPair.{name} must be non-empty text; got {shorten(value)}.")
         given = [x is not None for x in (self.prefix, self.word_good, self.word_bad)]
         if any(given) and not all(given):
-            raise InputError(f"MinimalPair {self.good!r}: give prefix, word_good and word_bad together (or none of "
-                             "them) for the one-prefix method.")
+            raise InputError(f"MinimalPair {shorten(self.good)}: give prefix, word_good and word_bad together (or "
+                             "none of them) for the one-prefix method.")
         # two identical sentences are not a pair: their log-probabilities tie, and which is "higher" is float noise
         if self.good.strip() == self.bad.strip():
             raise InputError(f"MinimalPair{' ' + self.uid if self.uid else ''}: good and bad are the same sentence "
@@ -68,7 +68,7 @@ def read_blimp(source: Union[str, Path, Iterable[str]], phenomenon: Optional[str
     if isinstance(source, (str, Path)):
         path = Path(source)
         if not path.is_file():
-            raise InputError(f"read_blimp: no file at {str(path)!r}; give the path of a BLiMP .jsonl file.")
+            raise InputError(f"read_blimp: no file at {shorten(str(path), 300)}; give the path of a BLiMP .jsonl file.")
         lines: Iterable[str] = read_text_file(path, "BLiMP file").splitlines()
         where = path.name
     else:
@@ -212,12 +212,13 @@ def template_pairs(phenomena: Optional[Sequence[str]] = None, n_per: Optional[in
     - ``determiner_noun_agreement``: "The girl bought these shoes." / "... these shoe.";
     - ``npi_licensing``: "The farmer has never seen the sea." / "The farmer has ever seen the sea.".
     """
+    seed = check_seed(seed)
     names = list(PHENOMENA) if phenomena is None else [phenomena] if isinstance(phenomena, str) else list(phenomena)
     unknown = [p for p in names if p not in _GRAMMARS]
     if unknown or not names:
         raise InputError(f"unknown phenomena {unknown or names}; choose from {list(PHENOMENA)}.")
     if n_per is not None and (isinstance(n_per, bool) or not isinstance(n_per, int) or n_per < 1):
-        raise InputError(f"n_per must be a positive whole number or None; got {n_per!r}.")
+        raise InputError(f"n_per must be a positive whole number or None; got {shorten(n_per)}.")
     out = []
     for name in names:
         pairs = _GRAMMARS[name]()

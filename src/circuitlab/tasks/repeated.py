@@ -19,7 +19,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import ModelLike, as_model, check_count
+from circuitlab.core import ModelLike, as_model, check_affordable, check_count, check_seed
 from circuitlab.errors import InputError
 
 
@@ -72,8 +72,11 @@ def repeated_tokens(
     Tokens are drawn uniformly (seeded, independent of the global RNG) from ``range(d_vocab)`` minus
     ``exclude`` and the BOS id. With ``bos_token_id`` given, each sequence starts with it.
     """
-    if n_seqs < 1 or seq_len < 1:
-        raise InputError(f"n_seqs and seq_len must be positive, got n_seqs={n_seqs}, seq_len={seq_len}.")
+    seed, n_seqs, seq_len = check_seed(seed), check_count(n_seqs, "n_seqs"), check_count(seq_len, "seq_len")
+    # the sequences are made at once (the analyses then cut them into max_memory batches): the halves, the whole
+    # rows, and the analyses' per-sequence copies (clean, corrupted, targets), int64
+    check_affordable(4 * 8 * n_seqs * (2 * seq_len + 1), f"n_seqs={n_seqs:,} sequences of 2 x {seq_len:,} tokens",
+                     "use fewer sequences (20 to a few thousand is usual)")
     banned = set(exclude) | ({bos_token_id} if bos_token_id is not None else set())
     allowed = torch.tensor([t for t in range(d_vocab) if t not in banned], dtype=torch.long)
     if len(allowed) < 2:
@@ -131,6 +134,7 @@ def repeated_sequences(
     (the zoo's attention-only models train on repeats of 6-28 tokens; at 2x31 their in-context loss is 2.6
     nats against 1.9 at 2x20). A ``seq_len`` whose two halves do not fit in ``n_ctx`` is an error.
     """
+    seed = check_seed(seed)
     model = as_model(model)
     bos = bos_token_id(model)
     prefix = 0 if bos is None else 1
@@ -174,6 +178,7 @@ class InductionLogProb:
 def induction_task(model: ModelLike, seq_len: int = 12, n_seqs: int = 16, seed: int = 0):
     """Clean repeated random sequences, corrupted sequences of fresh random tokens (same length, same BOS), and
     the :class:`InductionLogProb` metric. Returns ``(clean, corrupted, metric)``."""
+    seed = check_seed(seed)
     model = as_model(model)
     rep = repeated_sequences(model, seq_len=seq_len, n_seqs=n_seqs, seed=seed)
     clean = rep.tokens

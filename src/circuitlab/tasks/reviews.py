@@ -23,7 +23,7 @@ import random as _random
 from dataclasses import dataclass
 from typing import Sequence
 
-from circuitlab.core import check_number, check_texts
+from circuitlab.core import check_affordable, check_number, check_seed, check_texts, shorten
 from circuitlab.errors import InputError
 
 #: adjectives of clearly positive sentiment (written for circuitlab)
@@ -66,35 +66,40 @@ def _split(words: Sequence[str], part: str) -> list[str]:
         return list(words[cut:])
     if part == "all":
         return list(words)
-    raise InputError(f"split={part!r}: use 'train', 'test' or 'all'.")
+    raise InputError(f"split={shorten(part)}: use 'train', 'test' or 'all'.")
 
 
 def reviews(n: int = 40, split: str = "train", seed: int = 0) -> list[tuple[str, int]]:
     """``n`` reviews per label, ``(text, label)`` with label 1 positive and 0 negative, drawn (seeded) from the
     frames, nouns and adjectives of ``split``; the positive and negative reviews share frames and nouns."""
+    seed = check_seed(seed)
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n must be a positive number of reviews per label; got {n!r}.")
+        raise InputError(f"n must be a positive number of reviews per label; got {shorten(n, 40)}.")
+    check_affordable(2 * 300 * n, f"n={n:,} reviews per label (made at once)", "use fewer reviews")
     rng = _random.Random(seed)
     out = []
     for label, adjectives in ((1, _split(POSITIVE, split)), (0, _split(NEGATIVE, split))):
         rng_label = _random.Random(rng.random())
         seen: set[str] = set()
-        while len([x for x in out if x[1] == label]) < n:
+        made = 0  # this label's reviews so far (counted, not recounted from `out` each time)
+        while made < n:
             text = rng_label.choice(_split(FRAMES, "all")).format(noun=rng_label.choice(_split(NOUNS, "all")),
                                                                   adj=rng_label.choice(adjectives))
             if text not in seen or len(seen) >= len(FRAMES) * len(NOUNS) * len(adjectives):
                 seen.add(text)
                 out.append((text, label))
+                made += 1
     return out
 
 
 def concept_texts(name: str, n: int = 20, seed: int = 0) -> list[str]:
     """``n`` texts of a concept: ``"positive adjectives"``, ``"negative adjectives"``, ``"neutral adjectives"`` or
     ``"animals"``: a few of its words in a short list frame (``"lovely, charming and bright"``)."""
+    seed = check_seed(seed)
     words = {"positive adjectives": POSITIVE, "negative adjectives": NEGATIVE, "neutral adjectives": NEUTRAL,
              "animals": ANIMALS}
     if name not in words:
-        raise InputError(f"concept {name!r}: use one of {', '.join(map(repr, words))}.")
+        raise InputError(f"concept {shorten(name)}: use one of {', '.join(map(repr, words))}.")
     return _word_lists(words[name], n, f"{name}/{seed}")
 
 
@@ -102,13 +107,19 @@ def random_texts(n: int = 60, seed: int = 0) -> list[str]:
     """``n`` distinct texts of random everyday words (:data:`RANDOM_WORDS`) in the concept texts' frames
     (``"Window, seven and carry."``): TCAV's random counterexamples, differing from the concepts in their words
     only."""
+    seed = check_seed(seed)
     return _word_lists(RANDOM_WORDS, n, f"random/{seed}")
 
 
 def _word_lists(words: Sequence[str], n: int, seed: str) -> list[str]:
     """``n`` distinct texts of two or three of ``words`` in :data:`_LIST_FRAMES`, seeded."""
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
-        raise InputError(f"n must be a positive number of texts; got {n!r}.")
+        raise InputError(f"n must be a positive number of texts; got {shorten(n, 40)}.")
+    # at most this many distinct texts exist (ordered word triples in each frame): more is refused up front, not
+    # searched for 100 * n draws
+    most = len(words) * (len(words) - 1) * (len(words) - 2) * len(set(_LIST_FRAMES))
+    if n > most:
+        raise InputError(f"n={n:,}: {len(words)} words make at most {most:,} distinct texts; use n <= {most}.")
     rng = _random.Random(seed)
     out: dict[str, None] = {}
     for _ in range(100 * n):
@@ -152,12 +163,13 @@ def shortcut_reviews(n: int = 100, correlation: float = TRAIN_CORRELATION, *, sh
     """``n`` reviews per label (:func:`reviews`), each signed by a name: the shortcut
     signs ``round(correlation * n)`` of the positive reviews and ``round((1 - correlation) * n)`` of the negative
     ones (chosen at random, seeded), another name from ``names`` the rest. Shuffled."""
+    seed = check_seed(seed)
     check_number(correlation, "correlation", low=0, high=1,
                  what="a number in [0, 1] (the fraction of positive reviews the shortcut signs; 0.95 to train, 0.5 "
                       "removes the correlation, 0.05 reverses it)")
     names = check_texts(names, "names", item="name")
     if not isinstance(shortcut, str) or not shortcut.strip() or shortcut in names:
-        raise InputError(f"shortcut={shortcut!r} must be a name (a word) not in names={list(names)!r}.")
+        raise InputError(f"shortcut={shorten(shortcut)} must be a name (a word) not in names={shorten(list(names))}.")
     rng = _random.Random(f"shortcut/{seed}/{correlation}")
     data = reviews(n, split, seed=seed)
     out = []

@@ -43,7 +43,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterable, Optional, Sequence, Union
 
-from circuitlab.core import check_texts, read_cache_entry, read_text_file, shorten, warn_cache_entry, write_cache_entry
+from circuitlab.core import (check_seed, check_texts, read_cache_entry, read_text_file, shorten, warn_cache_entry,
+                             write_cache_entry)
 from circuitlab.errors import CircuitlabError, InputError
 
 #: the annotation layers a Sentence may carry, by name (what probes call a "task")
@@ -122,11 +123,11 @@ class Sentence:
         if layer == "word":
             return self.words
         if layer not in LAYERS:
-            raise InputError(f"unknown annotation {layer!r}; sentences carry {', '.join(LAYERS)} (and 'word').")
+            raise InputError(f"unknown annotation {shorten(layer)}; sentences carry {', '.join(LAYERS)} (and 'word').")
         value = getattr(self, layer)
         if value is None:
-            raise InputError(f"sentence {self.id or '(unnamed)'} has no {layer!r} labels. Use data that has them "
-                             "(a CoNLL-U file with that column filled, or text labelled with label_text).")
+            raise InputError(f"sentence {self.id or '(unnamed)'} has no {shorten(layer)} labels. Use data that has "
+                             "them (a CoNLL-U file with that column filled, or text labelled with label_text).")
         return value
 
 
@@ -182,12 +183,12 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword:
     tokens, with examples, and never drops a word.
     """
     if multiword not in MULTIWORD:
-        raise InputError(f"multiword must be one of {', '.join(map(repr, MULTIWORD))}; got {multiword!r}.")
+        raise InputError(f"multiword must be one of {', '.join(map(repr, MULTIWORD))}; got {shorten(multiword)}.")
     if isinstance(source, Path) or (isinstance(source, str) and "\n" not in source):
         path = Path(source)
         if not path.is_file():
-            raise InputError(f"CoNLL-U file {str(path)!r} does not exist; give a path to a .conllu file, or the "
-                             "CoNLL-U text itself.")
+            raise InputError(f"CoNLL-U file {shorten(str(path), 300)} does not exist; give a path to a .conllu file, "
+                             "or the CoNLL-U text itself.")
         text, name = read_text_file(path, "CoNLL-U file"), name or path.name
     elif isinstance(source, str):
         text, name = source, name or "<text>"
@@ -225,7 +226,8 @@ def read_conllu(source: Union[str, Path], name: Optional[str] = None, multiword:
         cols = line.split("\t")
         if len(cols) != 10:
             raise InputError(f"{name} line {lineno}: {len(cols)} tab-separated fields, CoNLL-U needs 10 "
-                             f"({' '.join(_CONLLU_FIELDS)}); missing fields are written '_'. Line: {line[:80]!r}")
+                             f"({' '.join(_CONLLU_FIELDS)}); missing fields are written '_'. Line: "
+                             f"{shorten(line[:80])}")
         wid = cols[0]
         if re.fullmatch(r"\d+-\d+", wid):
             if multiword == "error":
@@ -405,7 +407,7 @@ def _label_texts(texts: Union[str, Iterable[str]], nlp=None, batch_size: int = 6
                     h = h.head
                 heads.append(0 if h.i == t.i or h.i not in index else index[h.i])
             if heads.count(0) != 1:  # spaCy guarantees one root per sentence; say so if not
-                raise CircuitlabError(f"spaCy gave sentence {sent.text!r} {heads.count(0)} roots.")
+                raise CircuitlabError(f"spaCy gave sentence {shorten(sent.text)} {heads.count(0)} roots.")
             group.append(Sentence(
                 words=tuple(t.text for t in toks), upos=tuple(t.pos_ for t in toks), head=tuple(heads),
                 deprel=tuple("root" if h == 0 else t.dep_ for t, h in zip(toks, heads)),
@@ -536,9 +538,12 @@ def template_sentences(n: int = 500, seed: int = 0) -> list[Sentence]:
     ``det``, ``amod``, ``advmod``, ``cop``, ``punct``) and entity types (``PERSON``, ``GPE``). Deterministic in
     ``seed``; sentences may repeat when ``n`` is large.
     """
-    from circuitlab.core import check_count
+    seed = check_seed(seed)
+    from circuitlab.core import check_affordable, check_count
 
     n = check_count(n, "n")
+    check_affordable(4000 * n, f"n={n:,} template sentences (made at once, a few kilobytes each with their labels)",
+                     "use fewer sentences")
     rng = random.Random(seed)
     return [_template_sentence(rng, k) for k in range(n)]
 
@@ -560,6 +565,7 @@ def debian_corpus_lines(seed: int) -> tuple[list[str], list[str]]:
     labels, and the corpus neuron explanations draw their examples from. Needs the Debian corpora
     (:func:`circuitlab.zoo.text_data.require_corpora`).
     """
+    seed = check_seed(seed)
     from circuitlab.zoo import text_data
 
     def plain(line: str) -> bool:
@@ -591,13 +597,15 @@ def default_sentences(n: int = 2000, seed: int = 0, source: str = "auto",
     :func:`template_sentences`. ``source="auto"`` (default): the Debian corpora where they and spaCy are
     installed, else the templates, with a warning saying why.
     """
+    seed = check_seed(seed)
     from circuitlab.core import check_count
     from circuitlab.models.real import cache_root
     from circuitlab.zoo import text_data
 
     n = check_count(n, "n")
     if source not in ("auto", "debian", "templates"):
-        raise InputError(f"source={source!r}: use 'auto', 'debian' (KJV + fortunes, spaCy-labelled) or 'templates'.")
+        raise InputError(f"source={shorten(source)}: use 'auto', 'debian' (KJV + fortunes, spaCy-labelled) or "
+                         "'templates'.")
     if source == "templates":
         return template_sentences(n, seed)
     if source == "auto":

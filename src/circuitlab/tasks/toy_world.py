@@ -111,6 +111,9 @@ class World:
 def make_world(n_people: int = 80, seed: int = 0, heldout_pair_fraction: float = 0.2,
                ioi_names: Iterable[str] = IOI_NAMES) -> World:
     """Invent ``n_people`` people with one value per relation, and split the IOI name pairs (deterministic)."""
+    from circuitlab.core import check_seed
+
+    seed = check_seed(seed)
     rng = random.Random(seed)
     names = sorted({o + c for o in NAME_ONSETS for c in NAME_CODAS})
     if n_people > len(names):
@@ -135,7 +138,9 @@ def load_world(path: str | Path) -> World:
             f"No {WORLD_FILE} at {file}. A model trained on the synthetic facts ships its world beside its weights "
             "(e.g. the zoo's toy-lm folder); pass that folder or the file itself."
         )
-    return World.from_json(file.read_text())
+    from circuitlab.core import read_text_file
+
+    return World.from_json(read_text_file(file, "world file"))
 
 
 def fact_sentence(world: World, person: str, relation: str, template: int) -> tuple[str, str]:
