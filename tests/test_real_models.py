@@ -237,7 +237,8 @@ def test_the_start_token_has_the_lowest_loss_on_held_out_text(lm):
 
 
 def test_minilm_texts_start_with_cls_and_end_with_sep(minilm):
-    toks = minilm.to_tokens(HELD_OUT[1])[0].tolist()
+    tokens, _, _ = minilm.to_tokens(HELD_OUT[1])  # an encoder's: (tokens, token type ids, attention mask)
+    toks = tokens[0].tolist()
     cls, sep = minilm.tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
     assert toks[0] == cls and toks[-1] == sep and cls not in toks[1:] and toks.count(sep) == 1
 
@@ -278,7 +279,7 @@ def test_copies_repeated_random_tokens(lm):
     n = rep.seq_len
     first, second = nll[:, : n - 1].mean().item(), nll[:, n + 1:].mean().item()
     above, below = COPYING[lm.cfg.model_name]
-    # measured: gemma 16.5 -> 1.4, smollm2 14.3 -> 3.0 (20 sequences)
+    # measured: gemma 16.5 -> 1.4, smollm2 14.2 -> 3.5 (20 sequences; 14.3 -> 3.0 with <|im_start|> in front)
     assert first > above and second < below, (first, second)
 
 
@@ -287,7 +288,7 @@ def test_induction_heads(lm):
     top = scores.flatten().topk(3)
     top_heads = {divmod(int(i), scores.shape[1]) for i in top.indices}
     must, lowest = INDUCTION[lm.cfg.model_name]
-    # measured: gemma L5H1 0.86, L11H2 0.63, L5H2 0.53; smollm2 L18H6 0.89, L17H3 0.76, L17H4 0.74
+    # measured: gemma L5H1 0.86, L11H2 0.63, L5H2 0.53; smollm2 L18H6 0.85, L17H3 0.68, L17H4 0.64
     assert must <= top_heads, (top_heads, top.values)
     assert top.values[0] > lowest
 
@@ -296,7 +297,8 @@ def test_ioi_and_a_fact(lm):
     logits = _last_logits(lm, IOI_CLEAN)
     mary, john = lm.to_single_token(" Mary"), lm.to_single_token(" John")
     assert logits.argmax().item() == mary
-    assert (logits[mary] - logits[john]).item() > 4.0  # measured +5.2 (gemma), +5.3 (smollm2)
+    # measured +5.2 (gemma); smollm2 +3.7 with its pretraining's start token <|endoftext|> (+5.3 with <|im_start|>)
+    assert (logits[mary] - logits[john]).item() > {"gemma-3-270m": 4.0, "smollm2-135m": 3.0}[lm.cfg.model_name]
     assert _last_logits(lm, EIFFEL).argmax().item() == lm.to_single_token(" Paris")
 
 

