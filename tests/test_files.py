@@ -82,6 +82,17 @@ def test_a_model_config_in_latin1_is_an_input_error_naming_the_file(tmp_path):
         read_card(folder)
 
 
+@pytest.mark.parametrize("name", ["config.json", "card.json"])
+def test_a_hand_broken_model_json_file_is_an_input_error_naming_file_line_and_column(tmp_path, name):
+    """A config or card cut short or edited by hand was a raw JSONDecodeError from the loader."""
+    folder = tmp_path / "model"
+    shutil.copytree(ZOO_DIR / "attn-only-1l", folder)
+    text = (folder / name).read_text(encoding="utf-8")
+    (folder / name).write_text(text[: len(text) // 2], encoding="utf-8")  # cut short
+    with pytest.raises(InputError, match=rf"{name.replace('.', '[.]')}' is not valid JSON: line \d+, column \d+"):
+        cl.load_model(str(folder)) if name == "config.json" else read_card(folder)
+
+
 def test_world_files_with_a_byte_order_mark_or_in_latin1(tmp_path):
     text = (ZOO_DIR / "toy-lm" / "world.json").read_text(encoding="utf-8")
     want = load_world(ZOO_DIR / "toy-lm")

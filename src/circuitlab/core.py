@@ -393,6 +393,20 @@ def read_text_file(path: Union[str, Path], what: str) -> str:
                          f"FILE`), or give the text itself.") from None
 
 
+def read_json_file(path: Union[str, Path], what: str) -> Any:
+    """The JSON value of a UTF-8 file (:func:`read_text_file`'s rules); a file that is not valid JSON (a hand edit
+    gone wrong, a file cut short) is an :class:`~circuitlab.errors.InputError` naming ``what``, the file, the line
+    and column and what the parser expected, not a raw ``JSONDecodeError``."""
+    import json
+
+    text = read_text_file(path, what)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as err:
+        raise InputError(f"{what} {shorten(str(path), 300)} is not valid JSON: line {err.lineno}, column {err.colno}: "
+                         f"{err.msg}. Fix the file by hand, or write it again.") from None
+
+
 def check_count(value: Any, what: str, minimum: int = 1) -> int:
     """A count argument (``k``, ``n_seqs``, ...): an int of at least ``minimum``."""
     if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():

@@ -8,7 +8,6 @@ returning numbers from an untrained head. Every hook point of ``HookedEncoder`` 
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import torch
 from jaxtyping import Float, Int
 from transformer_lens import HookedEncoder, HookedTransformerConfig
 
-from circuitlab.core import read_text_file, shorten
+from circuitlab.core import read_json_file, shorten
 from circuitlab.errors import CircuitlabError, InputError
 
 #: heads whose weights a sentence encoder does not have; they are zeroed and never used
@@ -91,7 +90,7 @@ def load_bert_sentence_encoder(path: str | Path, device: str | None = None, name
     from transformer_lens.pretrained.weight_conversions.bert import convert_bert_weights
 
     path = Path(path)
-    hf_config = json.loads(read_text_file(path / "config.json", "encoder config"))
+    hf_config = read_json_file(path / "config.json", "encoder config")
     cfg = bert_config(hf_config, name, device)
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     bert = BertModel.from_pretrained(str(path), dtype=torch.float32)

@@ -20,7 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from circuitlab.core import read_text_file, shorten
+from circuitlab.core import read_json_file, shorten
 from circuitlab.errors import CircuitlabError, ModelNotFoundError
 
 CONFIG_FILE = "config.json"
@@ -96,7 +96,7 @@ def is_model_dir(path: Path) -> bool:
 
 def read_card(path: str | Path) -> dict[str, Any]:
     p = Path(path) / CARD_FILE
-    return json.loads(read_text_file(p, "model card")) if p.is_file() else {}
+    return read_json_file(p, "model card") if p.is_file() else {}
 
 
 def load_tokenizer(path: Path):
@@ -121,7 +121,7 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
             f"{shorten(str(path), 300)} is not a circuitlab model directory: it needs {CONFIG_FILE} and "
             f"{WEIGHTS_FILE}. Write one with circuitlab.save_model(model, path)."
         )
-    cfg = config_from_dict(json.loads(read_text_file(path / CONFIG_FILE, "model config")), device=device)
+    cfg = config_from_dict(read_json_file(path / CONFIG_FILE, "model config"), device=device)
     if name is not None:
         cfg.model_name = name
     tokenizer = load_tokenizer(path)
