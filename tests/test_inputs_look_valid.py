@@ -242,3 +242,18 @@ def test_label_word_classifier_examples_must_be_text_label_pairs():
     sentiment = module("concepts.sentiment")
     with pytest.raises(InputError, match=r"examples\[0\] must be a \(text, label\) pair.*got \('good',\)"):
         sentiment.LabelWordClassifier(toy(), words=(" good", " bad")).fit([("good",)])
+
+
+@pytest.mark.parametrize("call", ["structural_sweep", "rank_neurons"])
+def test_an_unknown_keyword_is_named_not_a_raw_type_error_from_collect(call):
+    """Extra keywords go to probing.collect; a training option at the top level (epochs=3) was a raw TypeError."""
+    from circuitlab import probing
+    from circuitlab.neurons import ranking
+
+    sentences = probing.template_sentences(12)
+    fn = {"structural_sweep": lambda: probing.structural_sweep(toy(), sentences, hooks=["blocks.1.hook_resid_post"],
+                                                               epochs=3, progress=False, cache=False),
+          "rank_neurons": lambda: ranking.rank_neurons(toy(), sentences, hooks=[1], epochs=3, progress=False,
+                                                       cache=False)}[call]
+    with pytest.raises(InputError, match=r"unknown keyword argument\(s\) epochs: .*collect, which takes pool"):
+        fn()

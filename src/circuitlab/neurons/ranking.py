@@ -63,7 +63,7 @@ from circuitlab.core import (DEFAULT_MAX_MEMORY, check_affordable, check_count, 
 from circuitlab.engine.collect import check_hooks
 from circuitlab.errors import InputError
 from circuitlab.models.loading import as_any_model
-from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
+from circuitlab.probing.activations import WordActivations, check_collect_options, collect, hook_layer_label
 from circuitlab.probing.classifier import Probe, TASKS, sentence_keys, split_rows
 from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
@@ -111,7 +111,8 @@ def neuron_activations(source: Any, sentences: Optional[Sequence[Sentence]] = No
         raise InputError("sentences are needed to collect activations from a model: pass sentences=... "
                          "(e.g. circuitlab.probing.default_sentences(300)), or pass WordActivations.")
     model = as_any_model(source)
-    return collect(model, sentences, neuron_hooks(model, hooks), progress=progress, **collect_options)
+    return collect(model, sentences, neuron_hooks(model, hooks), progress=progress,
+                   **check_collect_options(collect_options, "the neuron analysis"))
 
 
 def layer_labels(hooks: Sequence[str]) -> list[str]:

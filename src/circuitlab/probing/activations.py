@@ -232,6 +232,22 @@ def word_rows(model: Any, al: Alignment, hooks: list[str], pool: str, *, dtype: 
 # the plain call (word_rows) on the caller's model.
 # ---------------------------------------------------------------------------------------------------------
 
+def check_collect_options(options: dict, where: str) -> dict:
+    """The ``**collect_options`` an analysis forwards to :func:`collect`, checked: a keyword :func:`collect` does
+    not take (a training option such as ``epochs`` passed at the top level) is an
+    :class:`~circuitlab.errors.InputError` naming it and the keywords that are collect's, not a raw ``TypeError``
+    from deep inside."""
+    import inspect
+
+    known = [p for p in inspect.signature(collect).parameters if p not in ("model", "sentences", "hooks", "progress")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise InputError(f"{where} got unknown keyword argument(s) {', '.join(unknown)}: its extra keywords go to "
+                         f"collect, which takes {', '.join(known)}. Training settings (lr, epochs, batch_size, "
+                         "patience) go in the analysis's own options (see its docstring).")
+    return options
+
+
 def collect_shard(model: Any, sentences: Sequence[Sentence], batches: list[list[int]], hooks: list[str], pool: str,
                   dtype: torch.dtype) -> dict[str, Float[Tensor, "word d"]]:
     """One shard of a sharded :func:`collect`: the rows of ``sentences`` (a part of the caller's, aligned again on
@@ -293,5 +309,5 @@ weights_fingerprint = weight_fingerprint
 
 #: ``check_hooks`` and ``default_hooks`` live in the collector (:mod:`circuitlab.engine.collect`) and are re-exported
 #: here for users of this module
-__all__ = ["WordActivations", "collect", "collect_shard", "word_rows", "plan_batches", "check_hooks",
-           "default_hooks", "hook_layer_label", "weights_fingerprint", "CACHE_FORMAT"]
+__all__ = ["WordActivations", "collect", "check_collect_options", "collect_shard", "word_rows", "plan_batches",
+           "check_hooks", "default_hooks", "hook_layer_label", "weights_fingerprint", "CACHE_FORMAT"]

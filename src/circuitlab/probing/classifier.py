@@ -48,7 +48,7 @@ from torch import Tensor, nn
 from circuitlab.core import (check_affordable, check_count, check_number, check_seed, check_seeds, check_texts,
                              minimise_lbfgs, progress_bar, shorten)
 from circuitlab.errors import InputError
-from circuitlab.probing.activations import WordActivations, collect, hook_layer_label
+from circuitlab.probing.activations import WordActivations, check_collect_options, collect, hook_layer_label
 from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Result
 
@@ -323,7 +323,7 @@ def word_activations(source: Any, sentences: Optional[Sequence[Sentence]], hooks
     if sentences is None:
         raise InputError("sentences are needed to collect activations from a model: pass sentences=... "
                          "(e.g. circuitlab.probing.data.default_sentences()), or pass WordActivations.")
-    return collect(source, sentences, hooks, progress=progress, **collect_options)
+    return collect(source, sentences, hooks, progress=progress, **check_collect_options(collect_options, "the probe"))
 
 
 @dataclass
