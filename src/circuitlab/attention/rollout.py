@@ -1,0 +1,317 @@
+"""Attention rollout and attention flow (Abnar & Zuidema 2020, "Quantifying Attention Flow in Transformers"):
+how much each input token contributes to an output position, read from the attention weights of every layer.
+
+Raw attention of one layer says where a position reads from the layer below, not from the input: after the first
+layer every position already mixes several tokens. Abnar & Zuidema follow the weights down through the layers:
+
+- **the mixed attention of a layer** (:func:`mixed_attention`): the residual connection is modelled as attention
+  to the position itself, ``A' = residual * I + (1 - residual) * mean_heads(A)``, with ``residual=0.5`` as in the
+  paper, and each row renormalised to sum to 1 (the rows of ``A`` already do, so this only removes rounding; a
+  padded or masked row would otherwise leak mass). The heads are averaged with equal weights, as in the paper;
+- **rollout** (:func:`rollout`): the running product from the first layer to the last, ``R = A'_{L-1} ... A'_1
+  A'_0``; row ``q`` of ``R`` is the share of output position ``q`` that each input token accounts for (rows sum
+  to 1);
+- **flow** (:func:`attention_flow`): the layered attention graph has a node per (layer, position), ``layer = 0``
+  being the input tokens and ``layer = l + 1`` the output of block ``l``, and an edge from ``(l + 1, q)`` to
+  ``(l, k)`` of capacity ``A'_l[q, k]`` (on a causal model only ``k <= q``). The flow of input token ``j`` is the
+  maximum flow from the output node ``(L, pos)`` to ``(0, j)``. It is computed exactly, one maximum flow per input
+  token, with networkx's Edmonds-Karp (the solver of the paper's code), on float64 capacities (no scaling to
+  integers). The flows of different tokens do not add up to anything (each is a separate maximum flow);
+- **raw attention** (:func:`raw_attention`): the last layer's head-averaged attention from ``pos``: the baseline
+  the paper compares against;
+- **input ablation** (:func:`ablation_importance`): the drop of the log-probability of the model's prediction at
+  ``pos`` when one input token is replaced by a baseline token: the importance the paper correlates the three
+  attention scores with (Spearman, :func:`correlations`).
+
+    from circuitlab.attention.rollout import rollout, attention_flow, raw_attention, correlations
+
+    rollout(model, prompts).values           # [prompt, key]: relevance of each input token for the last position
+    attention_flow(model, prompts).values    # [prompt, key]: maximum flow to each input token
+    correlations(model, prompts).values      # [method, prompt]: Spearman with input-ablation importance
+
+networkx is imported only by :func:`attention_flow`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence, Union
+
+import torch
+from jaxtyping import Float, Int
+from torch import Tensor
+
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_number,
+                             check_pos, model_name, position_labels, progress_bar, row_bytes, row_chunks, shorten,
+                             spearman, to_tokens)
+from circuitlab.errors import InputError
+from circuitlab.results import Result
+
+#: the paper's weight of the identity (the residual connection) in the mixed attention
+DEFAULT_RESIDUAL = 0.5
+#: the methods :func:`correlations` compares with input ablation
+METHODS = ("raw", "rollout", "flow")
+
+Prompts = Union[str, Sequence[str], Int[Tensor, "batch pos"], Sequence[Sequence[int]]]
+
+
+def _tokens(model: Any, prompts: Any) -> Int[Tensor, "batch pos"]:
+    if prompts is None or (isinstance(prompts, (list, tuple)) and not prompts):
+        raise InputError("prompts is empty: give one prompt or more (text, a list of texts, or token ids).")
+    return to_tokens(model, prompts)
+
+
+def check_residual(residual: Any) -> float:
+    """``residual`` checked: the weight of the identity in the mixed attention, a number in ``[0, 1]``."""
+    return check_number(residual, "residual", low=0, high=1,
+                        what="a number in [0, 1] (the weight of the identity; the paper uses 0.5)")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Attention maps and the mixed attention
+# ---------------------------------------------------------------------------------------------------------
+
+def attention_maps(model: ModelLike, prompts: Prompts, *, max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """The head-averaged attention of every layer, ``values[layer, prompt, query, key]``.
+
+    Read from ``blocks.{l}.attn.hook_pattern`` (softmax weights, after masking) in one forward pass per batch of
+    prompts; batches are cut to fit ``max_memory``; the pass stops after the last block (no unembedding). Each
+    row sums to 1; on a causal model entries with ``key > query`` are 0.
+    """
+    model = as_model(model)
+    max_memory = check_max_memory(max_memory)
+    tokens = _tokens(model, prompts)
+    return _maps_result(model, tokens, _maps(model, tokens, max_memory))
+
+
+def _maps(model: Any, tokens: Int[Tensor, "batch pos"], max_memory: int) -> Float[Tensor, "layer batch query key"]:
+    n_layers, (batch, seq) = model.cfg.n_layers, tokens.shape
+    out = torch.empty(n_layers, batch, seq, seq)
+    for sl in row_chunks(batch, row_bytes(model, seq), max_memory):
+        def keep(pattern: Tensor, hook: Any, sl: slice = sl) -> None:
+            layer = int(hook.name.split(".")[1])
+            out[layer, sl] = pattern.detach().float().mean(1).cpu()  # [batch, head, q, k] -> heads averaged
+
+        with torch.no_grad():
+            model.run_with_hooks(tokens[sl], fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), keep)],
+                                 return_type=None, stop_at_layer=n_layers)
+    check_finite(model, tokens, "the attention patterns", out)
+    return out
+
+
+def _maps_result(model: Any, tokens: Int[Tensor, "batch pos"], maps: Float[Tensor, "layer batch query key"]
+                 ) -> Result:
+    labels = position_labels(model, tokens)
+    return Result(values=maps, axes=("layer", "prompt", "query", "key"), labels={"query": labels, "key": labels},
+                  title="Attention (heads averaged)", metric="attention weight", model=model_name(model),
+                  task=shorten(tokens.tolist()), meta={"hook": "blocks.{layer}.attn.hook_pattern"})
+
+
+def mixed_attention(maps: Float[Tensor, "*layer query key"], residual: float = DEFAULT_RESIDUAL
+                    ) -> Float[Tensor, "*layer query key"]:
+    """``residual * I + (1 - residual) * maps``, each row renormalised to sum to 1 (float64).
+
+    ``maps`` are head-averaged attention maps (any leading axes). A row that is all zero (and ``residual=0``)
+    stays zero rather than dividing by zero.
+    """
+    residual = check_residual(residual)
+    maps = torch.as_tensor(maps).double()
+    if maps.ndim < 2 or maps.shape[-1] != maps.shape[-2]:
+        raise InputError(f"maps must end in two equal axes [query, key]; got shape {tuple(maps.shape)}.")
+    eye = torch.eye(maps.shape[-1], dtype=torch.float64)
+    mixed = residual * eye + (1 - residual) * maps
+    total = mixed.sum(-1, keepdim=True)
+    return mixed / torch.where(total > 0, total, torch.ones_like(total))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Rollout, raw attention
+# ---------------------------------------------------------------------------------------------------------
+
+def rollout_matrix(maps: Float[Tensor, "layer batch query key"], residual: float = DEFAULT_RESIDUAL
+                   ) -> Float[Tensor, "batch query key"]:
+    """The rollout ``A'_{L-1} @ ... @ A'_0`` of head-averaged maps (float64): row ``q`` is the relevance of each
+    input token for output position ``q``."""
+    mixed = mixed_attention(maps, residual)
+    out = mixed[0]
+    for layer in range(1, mixed.shape[0]):
+        out = mixed[layer] @ out
+    return out
+
+
+def rollout(model: ModelLike, prompts: Prompts, *, pos: Optional[int] = -1, residual: float = DEFAULT_RESIDUAL,
+            max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """Attention rollout (Abnar & Zuidema 2020): the relevance of each input token for the output at ``pos``.
+
+    ``values[prompt, key]`` is row ``pos`` of the rollout matrix (it sums to 1); with ``pos=None`` the whole matrix,
+    ``values[prompt, query, key]``. Choices, as in the paper: heads averaged with equal weights, the residual
+    connection as ``residual * I`` (0.5), rows renormalised, product from the first layer to the last.
+    """
+    model = as_model(model)
+    residual = check_residual(residual)
+    max_memory = check_max_memory(max_memory)
+    tokens = _tokens(model, prompts)
+    if pos is not None:
+        pos = check_pos(pos, tokens.shape[1])
+    matrix = rollout_matrix(_maps(model, tokens, max_memory), residual).float()
+    labels = position_labels(model, tokens)
+    common = dict(title="Attention rollout", metric="share of the output position from each input token",
+                  model=model_name(model), task=shorten(tokens.tolist()),
+                  meta={"residual": residual, "heads": "averaged", "pos": pos})
+    if pos is None:
+        return Result(values=matrix, axes=("prompt", "query", "key"), labels={"query": labels, "key": labels},
+                      **common)
+    return Result(values=matrix[:, pos], axes=("prompt", "key"), labels={"key": labels}, **common)
+
+
+def raw_attention(model: ModelLike, prompts: Prompts, pos: int = -1, *,
+                  max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """The baseline: the last layer's head-averaged attention from ``pos``, ``values[prompt, key]``."""
+    model = as_model(model)
+    max_memory = check_max_memory(max_memory)
+    tokens = _tokens(model, prompts)
+    pos = check_pos(pos, tokens.shape[1])
+    maps = _maps(model, tokens, max_memory)
+    return Result(values=maps[-1, :, pos], axes=("prompt", "key"), labels={"key": position_labels(model, tokens)},
+                  title="Raw attention (last layer)", metric="attention weight, heads averaged",
+                  model=model_name(model), task=shorten(tokens.tolist()), meta={"pos": pos})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Flow
+# ---------------------------------------------------------------------------------------------------------
+
+def flow_graph(mixed: Float[Tensor, "layer query key"], pos: int, causal: bool = True) -> Any:
+    """The layered attention graph of one prompt as a ``networkx.DiGraph``: node ``(l, i)`` for layer
+    ``l = 0..L`` and position ``i``; an edge ``(l + 1, q) -> (l, k)`` of capacity ``mixed[l, q, k]`` wherever it is
+    positive. On a causal model only positions ``<= pos`` can carry flow from ``(L, pos)``, so only they are built.
+    """
+    import networkx as nx
+
+    mixed = torch.as_tensor(mixed).double()
+    n_layers, seq = mixed.shape[0], mixed.shape[-1]
+    n = pos + 1 if causal else seq
+    graph = nx.DiGraph()
+    graph.add_nodes_from((layer, i) for layer in range(n_layers + 1) for i in range(n))
+    for layer in range(n_layers):
+        caps = mixed[layer, :n, :n].tolist()
+        for q in range(n):
+            for k in range(n):
+                if caps[q][k] > 0:
+                    graph.add_edge((layer + 1, q), (layer, k), capacity=caps[q][k])
+    return graph
+
+
+def flow_values(mixed: Float[Tensor, "layer query key"], pos: int, causal: bool = True
+                ) -> Float[Tensor, " key"]:
+    """The maximum flow from ``(L, pos)`` to each input node ``(0, j)`` of :func:`flow_graph` (float64; 0 for
+    tokens no flow reaches, e.g. those after ``pos`` on a causal model). One Edmonds-Karp maximum flow per token."""
+    import networkx as nx
+    from networkx.algorithms.flow import edmonds_karp
+
+    graph = flow_graph(mixed, pos, causal)
+    n_layers, seq = mixed.shape[0], mixed.shape[-1]
+    out = torch.zeros(seq, dtype=torch.float64)
+    for j in range(pos + 1 if causal else seq):
+        out[j] = nx.maximum_flow_value(graph, (n_layers, pos), (0, j), flow_func=edmonds_karp)
+    return out
+
+
+def attention_flow(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual: float = DEFAULT_RESIDUAL,
+                   max_memory: float = DEFAULT_MAX_MEMORY, progress: bool = False) -> Result:
+    """Attention flow (Abnar & Zuidema 2020): the maximum flow from the output node ``(last layer, pos)`` to each
+    input token in the layered attention graph whose capacities are the mixed attention
+    (:func:`mixed_attention`: heads averaged, ``residual * I``, rows renormalised). ``values[prompt, key]``.
+
+    Exact: networkx's Edmonds-Karp on float64 capacities, one maximum flow per input token and prompt (the
+    reference the paper's code computes). On a causal model only edges ``key <= query`` exist and tokens after
+    ``pos`` get 0.
+    """
+    model = as_model(model)
+    residual = check_residual(residual)
+    max_memory = check_max_memory(max_memory)
+    tokens = _tokens(model, prompts)
+    pos = check_pos(pos, tokens.shape[1])
+    mixed = mixed_attention(_maps(model, tokens, max_memory), residual)
+    causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
+    flows = torch.stack([flow_values(mixed[:, b], pos, causal)
+                         for b in progress_bar(range(tokens.shape[0]), progress=progress, desc="attention flow")])
+    return Result(values=flows.float(), axes=("prompt", "key"), labels={"key": position_labels(model, tokens)},
+                  title="Attention flow", metric="maximum flow from the output position to each input token",
+                  model=model_name(model), task=shorten(tokens.tolist()),
+                  meta={"residual": residual, "heads": "averaged", "pos": pos, "solver": "networkx edmonds_karp"})
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Input ablation and the paper's evaluation
+# ---------------------------------------------------------------------------------------------------------
+
+def _baseline_token(model: Any, baseline: Any) -> int:
+    if baseline is None:
+        tok = model.tokenizer
+        for name in ("unk_token_id", "pad_token_id", "bos_token_id"):
+            value = getattr(tok, name, None) if tok is not None else None
+            if value is not None:
+                return int(value)
+        return 0
+    if isinstance(baseline, bool) or not isinstance(baseline, int) or not 0 <= baseline < model.cfg.d_vocab:
+        raise InputError(f"baseline must be a token id in [0, {model.cfg.d_vocab}) or None (the tokenizer's unknown, "
+                         f"padding or start token); got {shorten(baseline)}.")
+    return baseline
+
+
+def ablation_importance(model: ModelLike, prompts: Prompts, pos: int = -1, *, baseline: Optional[int] = None,
+                        max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """Input-ablation importance, ``values[prompt, key]``: ``log p(y) - log p_j(y)`` where ``y`` is the model's top
+    prediction at ``pos`` on the clean prompt and ``p_j`` the prediction with input token ``j`` replaced by
+    ``baseline`` (default: the tokenizer's unknown token, else its padding token, else its start token, else id
+    0). Tokens after ``pos`` on a causal model cannot matter and are 0 (not run). One batched forward pass for all
+    replacements of a prompt, cut to ``max_memory``; only the logits at ``pos`` are kept.
+    """
+    model = as_model(model)
+    max_memory = check_max_memory(max_memory)
+    tokens = _tokens(model, prompts)
+    batch, seq = tokens.shape
+    pos = check_pos(pos, seq)
+    base = _baseline_token(model, baseline)
+    causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
+    n = pos + 1 if causal else seq
+    out = torch.zeros(batch, seq)
+    chunks = row_chunks(n + 1, row_bytes(model, seq, logits=model.cfg.d_vocab_out), max_memory)
+    targets = []
+    for b in range(batch):
+        rows = tokens[b].repeat(n + 1, 1)
+        rows[torch.arange(1, n + 1), torch.arange(n)] = base  # row 0 clean, row j + 1 without token j
+        with torch.no_grad():
+            logp = torch.cat([model(rows[sl])[:, pos].float().log_softmax(-1).cpu() for sl in chunks])
+        check_finite(model, rows, "the log-probabilities", logp)
+        y = int(logp[0].argmax())
+        targets.append(y)
+        out[b, :n] = logp[0, y] - logp[1:, y]
+    return Result(values=out, axes=("prompt", "key"), labels={"key": position_labels(model, tokens)},
+                  title="Input ablation importance", metric="drop of the log-probability of the top prediction",
+                  model=model_name(model), task=shorten(tokens.tolist()),
+                  meta={"pos": pos, "baseline": base, "targets": targets})
+
+
+def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual: float = DEFAULT_RESIDUAL,
+                 baseline: Optional[int] = None, max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """The paper's evaluation: Spearman's rank correlation of raw attention, rollout and flow with input-ablation
+    importance over the input tokens ``0..pos`` of each prompt, ``values[method, prompt]`` (methods
+    :data:`METHODS`). ``meta["mean"]`` holds the mean over prompts per method. NaN where a score is constant."""
+    model = as_model(model)
+    tokens = _tokens(model, prompts)
+    pos = check_pos(pos, tokens.shape[1])
+    scores = {
+        "raw": raw_attention(model, tokens, pos, max_memory=max_memory).values,
+        "rollout": rollout(model, tokens, pos=pos, residual=residual, max_memory=max_memory).values,
+        "flow": attention_flow(model, tokens, pos, residual=residual, max_memory=max_memory).values,
+    }
+    ablation = ablation_importance(model, tokens, pos, baseline=baseline, max_memory=max_memory).values
+    n = pos + 1
+    values = torch.tensor([[spearman(scores[m][b, :n], ablation[b, :n]) for b in range(tokens.shape[0])]
+                           for m in METHODS])
+    return Result(values=values, axes=("method", "prompt"), labels={"method": list(METHODS)},
+                  title="Attention scores vs input ablation", metric="Spearman correlation",
+                  model=model_name(model), task=shorten(tokens.tolist()),
+                  meta={"pos": pos, "residual": residual,
+                        "mean": {m: float(values[i].nanmean()) for i, m in enumerate(METHODS)}})
