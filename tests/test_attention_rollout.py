@@ -94,8 +94,10 @@ def test_flow_on_a_hand_made_graph():
     caps = np.array([[[1.0, 0, 0], [0.7, 0.3, 0], [0.2, 0.2, 0.6]],
                      [[1.0, 0, 0], [0.1, 0.9, 0], [0.5, 0.4, 0.1]]])
     flows = ro.flow_values(torch.tensor(caps), pos=2).numpy()
+    scipy_flows = ro.flow_values(torch.tensor(caps), pos=2, solver="scipy").numpy()
     for j in range(3):
         assert flows[j] == pytest.approx(brute_force_max_flow(caps, 2, j), abs=1e-12)
+        assert scipy_flows[j] == pytest.approx(flows[j], abs=1e-8)
     # by hand: to token 2 only the path (2,2)->(1,2)->(0,2): min(0.1, 0.6) = 0.1
     assert flows[2] == pytest.approx(0.1)
     # token 1: the paths (2,2)->(1,1)->(0,1), min(0.4, 0.3), and (2,2)->(1,2)->(0,1), min(0.1, 0.2), share no edge
@@ -121,6 +123,16 @@ def test_flow_on_toy_lm_equals_networkx_run_here(model, patterns):
             assert got == pytest.approx(expected, abs=1e-5)
             # at most what leaves the output node (1) and what reaches the token from the layer above
             assert got <= min(1.0, caps[0][:, j].sum()) + 1e-6
+
+
+def test_scipy_solver_agrees_on_a_longer_prompt(model):
+    pytest.importorskip("scipy")
+    tokens = torch.randint(0, model.cfg.d_vocab, (1, 24), generator=torch.Generator().manual_seed(2))
+    exact = ro.attention_flow(model, tokens, pos=20)
+    fast = ro.attention_flow(model, tokens, pos=20, solver="scipy")
+    assert fast.meta["solver"] == "scipy"
+    np.testing.assert_allclose(fast.values.numpy(), exact.values.numpy(), atol=1e-6)
+    assert float(exact.values[0, 21:].abs().sum()) == 0
 
 
 def test_ablation_importance_equals_one_forward_per_token(model):
@@ -153,6 +165,8 @@ def test_correlations_shape(model):
     (lambda m: ro.rollout(m, PROMPTS, residual=-0.1), "residual"),
     (lambda m: ro.attention_flow(m, PROMPTS, residual=float("nan")), "residual"),
     (lambda m: ro.rollout(m, []), "prompts"),
+    (lambda m: ro.attention_flow(m, PROMPTS, solver="lp"), "solver"),
+    (lambda m: ro.flow_values(torch.zeros(2, 3, 3), pos=3), "pos"),
     (lambda m: ro.attention_flow(m, ""), "empty"),
     (lambda m: ro.attention_maps(m, PROMPTS, max_memory=0), "max_memory"),
     (lambda m: ro.ablation_importance(m, PROMPTS, baseline=-1), "baseline"),
