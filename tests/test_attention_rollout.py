@@ -150,10 +150,18 @@ def test_ablation_importance_equals_one_forward_per_token(model):
         assert res.meta["targets"][b] == y
 
 
-def test_correlations_shape(model):
-    res = ro.correlations(model, PROMPTS)
+def test_correlations_are_spearman_of_the_scores(model):
+    from scipy.stats import spearmanr
+
+    res = ro.correlations(model, PROMPTS, baseline=7)
     assert res.axes == ("method", "prompt") and res.values.shape == (3, 2)
-    assert set(res.meta["mean"]) == {"raw", "rollout", "flow"}
+    assert res.meta["first"] == 1  # the start token is left out
+    ablation = ro.ablation_importance(model, PROMPTS, baseline=7).values
+    for i, method in enumerate(("raw", "rollout", "flow")):
+        scores = {"raw": ro.raw_attention, "rollout": ro.rollout, "flow": ro.attention_flow}[method](model, PROMPTS)
+        for b in range(2):
+            expected = spearmanr(scores.values[b, 1:].numpy(), ablation[b, 1:].numpy()).statistic
+            assert float(res.values[i, b]) == pytest.approx(expected, abs=1e-6)
 
 
 @pytest.mark.parametrize("call, word", [
@@ -172,6 +180,7 @@ def test_correlations_shape(model):
     (lambda m: ro.ablation_importance(m, PROMPTS, baseline=-1), "baseline"),
     (lambda m: ro.mixed_attention(torch.zeros(2, 3), residual=2), "residual"),
     (lambda m: ro.mixed_attention(torch.zeros(2, 3)), "maps"),
+    (lambda m: ro.correlations(m, PROMPTS, skip_bos="yes"), "skip_bos"),
 ])
 def test_bad_input(model, call, word):
     with pytest.raises(InputError, match=word):

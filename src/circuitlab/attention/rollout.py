@@ -342,24 +342,34 @@ def ablation_importance(model: ModelLike, prompts: Prompts, pos: int = -1, *, ba
 
 
 def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual: float = DEFAULT_RESIDUAL,
-                 baseline: Optional[int] = None, max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+                 baseline: Optional[int] = None, skip_bos: bool = True, solver: str = "networkx",
+                 max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
     """The paper's evaluation: Spearman's rank correlation of raw attention, rollout and flow with input-ablation
     importance over the input tokens ``0..pos`` of each prompt, ``values[method, prompt]`` (methods
-    :data:`METHODS`). ``meta["mean"]`` holds the mean over prompts per method. NaN where a score is constant."""
+    :data:`METHODS`). ``meta["mean"]`` holds the mean over prompts per method. NaN where a score is constant.
+
+    With ``skip_bos`` (the default), position 0 is left out where every prompt starts with the tokenizer's start
+    token: it is an attention sink that holds most of the rollout and flow, and replacing it (often by itself, the
+    default baseline) measures nothing about the text.
+    """
     model = as_model(model)
     tokens = _tokens(model, prompts)
     pos = check_pos(pos, tokens.shape[1])
+    if not isinstance(skip_bos, bool):
+        raise InputError(f"skip_bos must be True or False; got {shorten(skip_bos)}.")
+    bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
+    first = 1 if skip_bos and bos is not None and bool((tokens[:, 0] == bos).all()) and pos > 0 else 0
     scores = {
         "raw": raw_attention(model, tokens, pos, max_memory=max_memory).values,
         "rollout": rollout(model, tokens, pos=pos, residual=residual, max_memory=max_memory).values,
-        "flow": attention_flow(model, tokens, pos, residual=residual, max_memory=max_memory).values,
+        "flow": attention_flow(model, tokens, pos, residual=residual, solver=solver, max_memory=max_memory).values,
     }
     ablation = ablation_importance(model, tokens, pos, baseline=baseline, max_memory=max_memory).values
-    n = pos + 1
-    values = torch.tensor([[spearman(scores[m][b, :n], ablation[b, :n]) for b in range(tokens.shape[0])]
+    span = slice(first, pos + 1)
+    values = torch.tensor([[spearman(scores[m][b, span], ablation[b, span]) for b in range(tokens.shape[0])]
                            for m in METHODS])
     return Result(values=values, axes=("method", "prompt"), labels={"method": list(METHODS)},
                   title="Attention scores vs input ablation", metric="Spearman correlation",
                   model=model_name(model), task=shorten(tokens.tolist()),
-                  meta={"pos": pos, "residual": residual,
+                  meta={"pos": pos, "residual": residual, "first": first,
                         "mean": {m: float(values[i].nanmean()) for i, m in enumerate(METHODS)}})
