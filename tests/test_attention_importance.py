@@ -156,6 +156,8 @@ def test_orders(model, tokens):
     lambda m, t: head_importance(m, []),
     lambda m, t: head_importance(m, t, metric="logit_diff"),
     lambda m, t: head_importance(m, t, metric=3),
+    lambda m, t: head_importance(m, t, metric=lambda logits: 1.0),
+    lambda m, t: head_importance(m, t, metric=lambda logits: logits[0, -1, 0].item()),
     lambda m, t: head_importance(m, t[:, :1]),
     lambda m, t: head_importance(m, t, normalise="yes"),
     lambda m, t: head_importance(m, t, max_memory=0),

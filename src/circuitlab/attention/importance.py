@@ -183,6 +183,10 @@ def _importance(model, tokens: Tensor, metric: Any, max_memory: int, keep: Optio
         xi = base.expand(rows, n_layers, n_heads).clone().requires_grad_(True)
         with torch.enable_grad():
             loss = _sequence_losses(model, tokens[sl], metric, xi, sl.start, n)
+            if not loss.requires_grad:
+                raise InputError(f"metric={shorten(metric_name(metric))} returned a number with no gradient (a "
+                                 "float, or a tensor detached from the logits); head importance needs the metric "
+                                 "as a differentiable function of the logits, e.g. LogitDiff from circuitlab.metrics.")
             (grad,) = torch.autograd.grad(loss.sum(), xi, allow_unused=True)
         if grad is None:
             grad = torch.zeros_like(xi)
