@@ -176,3 +176,19 @@ def test_orders(model, tokens):
 def test_bad_inputs_are_input_errors(model, tokens, call):
     with pytest.raises(InputError):
         call(model, tokens)
+
+
+def test_prune_curve_with_a_metric_equals_the_metric_on_the_masked_run(model):
+    prompts = ["the cat sat on the", "the dog sat on the"]
+    toks = model.to_tokens(prompts)
+    metric = LogitDiff(correct=[" mat", " cat"], wrong=[" cat", " dog"], model=model)
+    order = [(1, 2), (3, 0), (0, 1), (2, 2)]
+    curve = prune_curve(model, prompts, order, fractions_pruned=(0, 0.125, 0.25), metric=metric)
+    mat, cat, dog = (model.to_single_token(w) for w in (" mat", " cat", " dog"))
+    for value, count in zip(curve.values.tolist(), (0, 2, 4)):
+        hooks = [(f"blocks.{layer}.attn.hook_z", lambda z, hook, h=head: z.index_fill(2, torch.tensor([h]), 0.0))
+                 for layer, head in order[:count]]
+        with torch.no_grad():
+            last = model.run_with_hooks(toks, fwd_hooks=hooks)[:, -1]
+        expected = ((last[0, mat] - last[0, cat]) + (last[1, cat] - last[1, dog])) / 2
+        assert value == pytest.approx(float(expected), rel=1e-5, abs=1e-6)
