@@ -1,4 +1,4 @@
-"""Attention rollout and flow (circuitlab.attention.rollout) against independent references: the attention maps
+"""Attention rollout and flow (circuitlab.attention.flow) against independent references: the attention maps
 against TransformerLens's own cache; rollout against a hand-written numpy product of the cached patterns; flow on a
 hand-made graph against a brute-force enumeration of cuts (max-flow = min-cut), and on zoo/toy-lm against networkx
 run here on capacities built here; input ablation against one forward pass per replaced token; bad input."""
@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import circuitlab
-from circuitlab.attention import rollout as ro
+from circuitlab.attention import flow as ro
 from circuitlab.errors import InputError
 
 PROMPTS = ["the cat sat on the", "the dog sat on the"]  # 6 tokens each on zoo/toy-lm (BOS included)

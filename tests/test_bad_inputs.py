@@ -38,7 +38,7 @@ import pytest
 import torch
 
 import circuitlab as cl
-from circuitlab import attribution, circuits, ffn, induction, patching, tracing
+from circuitlab import attention, attribution, circuits, ffn, induction, patching, tracing
 from circuitlab.concepts import gradients, tcav
 from circuitlab import probing
 from circuitlab.probing import heads as probing_heads
@@ -464,6 +464,31 @@ ANALYSES = [
               "hooks": ("hook", ["blocks.1.hook_resid_post"]), "executor": ("executor", "local")}),
     Analysis("reproduce.run", reproduce.run,
              {"finding": ("finding", "induction-heads-need-two-layers"), "model": ("model", TOY)}),
+    # -- issue 34: attention as explanation --------------------------------------------------------------------
+    Analysis("attention.attention_maps", attention.attention_maps,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "max_memory": ("memory", 2**20)}),
+    Analysis("attention.rollout", attention.rollout,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7), "residual": ("threshold", 0.5),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("attention.raw_attention", attention.raw_attention,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7), "max_memory": ("memory", 2**20)}),
+    Analysis("attention.attention_flow", attention.attention_flow,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7), "residual": ("threshold", 0.5),
+              "solver": ("choice", "networkx"), "max_memory": ("memory", 2**20)}),
+    Analysis("attention.ablation_importance", attention.ablation_importance,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7), "max_memory": ("memory", 2**20)}),
+    Analysis("attention.correlations", attention.correlations,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7), "solver": ("choice", "networkx"),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("attention.head_importance", attention.head_importance,
+             {"model": ("model", M), "texts_or_tokens": ("prompt", CLEAN), "metric": ("metric", LD),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("attention.prune_curve", functools.partial(attention.prune_curve, fractions_pruned=(0.0, 0.5)),
+             {"model": ("model", M), "texts_or_tokens": ("prompt", CLEAN), "order": ("choice", "importance"),
+              "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("attention.masked_loss", attention.masked_loss,
+             {"model": ("model", M), "texts_or_tokens": ("prompt", CLEAN), "heads": ("heads", [(1, 2)]),
+              "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -507,6 +532,8 @@ SKIP = {
     # NAN: a fingerprint of any weights, finite or not
     ("distributed.weight_fingerprint", "model"): {NAN},
     ("reproduce.run", "model"): {None},  # None: the finding's own model
+    ("attention.head_importance", "metric"): {None},  # None: the LM loss, as in Michel et al.
+    ("attention.masked_loss", "heads"): {()},  # no heads: the plain loss
 }
 
 
@@ -902,7 +929,7 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 #: the rooms whose public analyses the battery must cover (packages: their submodules too)
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
-         "circuitlab.distributed", "circuitlab.reproduce")
+         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {

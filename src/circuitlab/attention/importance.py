@@ -46,8 +46,9 @@ import torch.nn.functional as F
 from jaxtyping import Float, Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_max_memory,
-                             check_seed, metric_name, model_name, row_bytes, row_chunks, shorten, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_heads,
+                             check_max_memory, check_seed, metric_name, model_name, parse_head, row_bytes, row_chunks,
+                             shorten, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.metrics import bind_metric, can_split
 from circuitlab.results import Result
@@ -105,19 +106,12 @@ def check_order(model, order: Any) -> Union[str, list[tuple[int, int]]]:
             raise InputError(f"order={shorten(order)} is not an order; use one of {', '.join(map(repr, ORDERS))} "
                              "or a list of (layer, head) pairs.")
         return order
-    n_layers, n_heads = model.cfg.n_layers, model.cfg.n_heads
     if not isinstance(order, (Sequence, Tensor)) or len(order) == 0:
         raise InputError(f"order must be one of {', '.join(map(repr, ORDERS))} or a non-empty list of (layer, head) "
                          f"pairs; got {shorten(order, 60)}.")
-    heads = []
-    for item in (order.tolist() if isinstance(order, Tensor) else list(order)):
-        ok = (isinstance(item, (tuple, list)) and len(item) == 2
-              and all(isinstance(v, int) and not isinstance(v, bool) for v in item)
-              and 0 <= item[0] < n_layers and 0 <= item[1] < n_heads)
-        if not ok:
-            raise InputError(f"order: {shorten(item, 30)} is not a (layer, head) pair of this model (layers "
-                             f"0..{n_layers - 1}, heads 0..{n_heads - 1}).")
-        heads.append((int(item[0]), int(item[1])))
+    # each head as core.parse_head reads one everywhere: (layer, head) with negative indices from the end, or "L1H2"
+    heads = [parse_head(model, item, what="order") for item in (order.tolist() if isinstance(order, Tensor)
+                                                               else list(order))]
     if len(set(heads)) != len(heads):
         raise InputError("order repeats a head; give each (layer, head) once.")
     return heads
@@ -244,7 +238,8 @@ def masked_loss(model: ModelLike, texts_or_tokens: Prompts, heads: Sequence[tupl
     max_memory = check_max_memory(max_memory)
     metric = check_loss_metric(model, metric)
     tokens = check_tokens(model, texts_or_tokens, metric)
-    heads = check_order(model, list(heads)) if len(heads) else []
+    empty = isinstance(heads, (list, tuple)) and len(heads) == 0  # nothing masked: the plain loss
+    heads = [] if empty else check_heads(model, heads)
     return _masked_loss(model, tokens, metric, _keep_mask(model, heads), max_memory)
 
 

@@ -24,7 +24,7 @@ layer every position already mixes several tokens. Abnar & Zuidema follow the we
   ``pos`` when one input token is replaced by a baseline token: the importance the paper correlates the three
   attention scores with (Spearman, :func:`correlations`).
 
-    from circuitlab.attention.rollout import rollout, attention_flow, raw_attention, correlations
+    from circuitlab.attention.flow import rollout, attention_flow, raw_attention, correlations
 
     rollout(model, prompts).values           # [prompt, key]: relevance of each input token for the last position
     attention_flow(model, prompts).values    # [prompt, key]: maximum flow to each input token
