@@ -78,8 +78,7 @@ class LabelWordClassifier:
 
     def fit(self, examples: Sequence[tuple[str, int]]) -> "LabelWordClassifier":
         """Set ``threshold`` to the midpoint that classifies ``examples`` best (ties: the middle one)."""
-        _check_reviews(examples, "examples")
-        examples = _labelled(examples)
+        examples = _labelled(examples, both_labels=True)
         s = self.scores([t for t, _ in examples])
         y = torch.tensor([l for _, l in examples])
         cuts = torch.sort(s).values
@@ -96,32 +95,22 @@ class LabelWordClassifier:
         return float(((s > self.threshold).long() == y).double().mean())
 
 
-def _labelled(examples: Any) -> list[tuple[str, int]]:
-    """``examples`` as a non-empty list of ``(text, label)`` pairs with labels 0 or 1, or an InputError."""
+def _labelled(examples: Any, what: str = "examples", *, both_labels: bool = False) -> list[tuple[str, int]]:
+    """``examples`` as a non-empty list of ``(text, label)`` pairs, each a non-empty text and the label 0 (negative)
+    or 1 (positive); with ``both_labels`` (fitting a threshold) both labels must occur. An InputError naming
+    ``what`` otherwise."""
     if isinstance(examples, (str, bytes, Mapping)) or not isinstance(examples, Sequence) or not examples:
-        raise InputError(f"examples must be a non-empty list of (text, label) pairs, label 1 positive and 0 "
-                         f"negative; got {shorten(examples, 60)}.")
-    for i, e in enumerate(examples):
-        if (not isinstance(e, (tuple, list)) or len(e) != 2 or not isinstance(e[0], str)
-                or isinstance(e[1], bool) or e[1] not in (0, 1)):
-            raise InputError(f"examples[{i}] is {shorten(e, 60)}; each example must be a (text, label) pair with "
-                             "label 0 (negative) or 1 (positive).")
-    return [(t, int(label)) for t, label in examples]
-
-
-def _check_reviews(examples, what: str) -> None:
-    """``examples``: a list of ``(text, label)`` pairs, labels 0 (negative) and 1 (positive), both present."""
-    if isinstance(examples, (str, bytes)) or not isinstance(examples, Sequence):
-        raise InputError(f"{what} must be a list of (text, label) pairs, e.g. reviews(20, 'train'); got "
-                         f"{shorten(examples)}.")
+        raise InputError(f"{what} must be a non-empty list of (text, label) pairs, label 1 positive and 0 negative, "
+                         f"e.g. reviews(20, 'train'); got {shorten(examples, 60)}.")
     for i, e in enumerate(examples):
         if not (isinstance(e, Sequence) and not isinstance(e, str) and len(e) == 2 and isinstance(e[0], str)
-                and e[0].strip() and e[1] in (0, 1) and not isinstance(e[1], float)):
+                and e[0].strip() and not isinstance(e[1], (bool, float)) and e[1] in (0, 1)):
             raise InputError(f"{what}[{i}] must be a (text, label) pair with a non-empty text and the label 0 "
-                             f"(negative) or 1 (positive); got {shorten(e)}.")
-    if len({int(e[1]) for e in examples}) < 2:
+                             f"(negative) or 1 (positive); got {shorten(e, 60)}.")
+    if both_labels and len({int(e[1]) for e in examples}) < 2:
         raise InputError(f"{what} needs reviews of both labels (0 and 1) to fit the threshold; got "
                          f"{len(examples)} review(s) with labels {sorted({int(e[1]) for e in examples})}.")
+    return [(t, int(label)) for t, label in examples]
 
 
 def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, int]]] = None, *,
@@ -130,7 +119,7 @@ def label_word_classifier(model: ModelLike, train: Optional[Sequence[tuple[str, 
     the model), its threshold fitted on ``train`` (default: :func:`reviews`)."""
     model = as_model(model)
     if train is not None:
-        _check_reviews(train, "train")
+        _labelled(train, "train", both_labels=True)
     return LabelWordClassifier(model, words=words).fit(train if train is not None else reviews(20, "train"))
 
 
