@@ -44,6 +44,7 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_number,
                              check_pos, model_name, position_labels, progress_bar, row_bytes, row_chunks, shorten,
                              spearman, to_tokens)
+from circuitlab.engine.collect import run_hooks
 from circuitlab.errors import InputError
 from circuitlab.results import Result
 
@@ -96,8 +97,7 @@ def _maps(model: Any, tokens: Int[Tensor, "batch pos"], max_memory: int) -> Floa
             out[layer, sl] = pattern.detach().float().mean(1).cpu()  # [batch, head, q, k] -> heads averaged
 
         with torch.no_grad():
-            model.run_with_hooks(tokens[sl], fwd_hooks=[(lambda name: name.endswith("attn.hook_pattern"), keep)],
-                                 return_type=None, stop_at_layer=n_layers)
+            run_hooks(model, tokens[sl], [(lambda name: name.endswith("attn.hook_pattern"), keep)], stop=n_layers)
     check_finite(model, tokens, "the attention patterns", out)
     return out
 
