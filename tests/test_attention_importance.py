@@ -150,6 +150,13 @@ def test_orders(model, tokens):
     # all heads pruned: every fraction's loss is that of its own mask
     full = prune_curve(model, tokens, "random", fractions_pruned=(1.0,))
     assert full.values[0].item() == pytest.approx(masked_loss(model, tokens, full.meta["order"]), rel=1e-6)
+    # by pattern class: the heads of the classes Kovaleva et al. tie to pre-training go first
+    from circuitlab.attention.patterns import CLASSES, PRUNE_FIRST, pattern_taxonomy
+
+    by_class = prune_curve(model, tokens, "taxonomy", fractions_pruned=(0, 1.0), seed=2)
+    tax = pattern_taxonomy(model, "random", n=32, length=32, seed=2)
+    ranks = [PRUNE_FIRST.index(CLASSES[int(tax.values[layer, head].argmax())]) for layer, head in by_class.meta["order"]]
+    assert ranks == sorted(ranks) and len(set(by_class.meta["order"])) == 16
 
 
 @pytest.mark.parametrize("call", [

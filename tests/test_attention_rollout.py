@@ -185,3 +185,29 @@ def test_correlations_are_spearman_of_the_scores(model):
 def test_bad_input(model, call, word):
     with pytest.raises(InputError, match=word):
         call(model)
+
+
+def test_gradient_importance_is_complete_against_a_direct_forward(model):
+    """Integrated gradients of log p(y) add up to log p(y) on the prompt minus log p(y) with every token but BOS
+    given the padding token's embedding, measured here by a forward pass with the embeddings replaced."""
+    imp = ro.gradient_importance(model, PROMPTS, pos=-1, steps=128)
+    tokens = model.to_tokens(PROMPTS)
+    pad = model.tokenizer.pad_token_id
+    assert pad is not None
+    for b in range(len(PROMPTS)):
+        y = imp.meta["targets"][b]
+        with torch.no_grad():
+            clean = model(tokens[b:b + 1])[0, -1].log_softmax(-1)[y]
+
+            def to_pad(embed, hook):
+                embed[:, 1:] = model.W_E[pad]
+                return embed
+
+            base = model.run_with_hooks(tokens[b:b + 1], fwd_hooks=[("hook_embed", to_pad)])[0, -1].log_softmax(-1)[y]
+        assert imp.values[b].sum().item() == pytest.approx((clean - base).item(), abs=2e-3)
+        assert imp.values[b, 0] == 0  # BOS stays in the baseline
+    corr = ro.correlations(model, PROMPTS, reference="gradients")
+    assert corr.meta["reference"] == "gradients" and corr.values.shape == (3, 2)
+    assert ((corr.values.abs() <= 1) | corr.values.isnan()).all()
+    with pytest.raises(InputError, match="reference"):
+        ro.correlations(model, PROMPTS, reference="saliency")

@@ -341,12 +341,47 @@ def ablation_importance(model: ModelLike, prompts: Prompts, pos: int = -1, *, ba
                   meta={"pos": pos, "baseline": base, "targets": targets})
 
 
+def gradient_importance(model: ModelLike, prompts: Prompts, pos: int = -1, *, steps: int = 64,
+                        max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """Token importance by integrated gradients, ``values[prompt, key]``: each input token's share of
+    ``log p(y) - log p_baseline(y)``, ``y`` the model's top prediction at ``pos`` on the clean prompt, the path
+    running over the token embeddings from the padding token's embedding (:func:`circuitlab.concepts.gradients.
+    integrated_gradients` with ``baseline="pad"``, a leading start token kept, ``steps`` Gauss-Legendre points).
+    Signed, like :func:`ablation_importance`, whose replacement it follows along a straight path. A prompt's values
+    add up to its own ``log p(y) - log p_baseline(y)`` up to the quadrature's error (``meta["gap"]``, of the mean
+    over prompts)."""
+    from circuitlab.concepts.gradients import integrated_gradients
+    from circuitlab.metrics import Probability
+
+    model = as_model(model)
+    max_memory = check_max_memory(max_memory)
+    tokens = _tokens(model, prompts)
+    pos = check_pos(pos, tokens.shape[1])
+    with torch.no_grad():
+        targets = [int(model(tokens[b:b + 1])[0, pos].argmax()) for b in range(tokens.shape[0])]
+    ig = integrated_gradients(model, tokens, Probability(targets, pos=pos, log=True, model=model), baseline="pad",
+                              steps=steps, max_memory=max_memory)
+    values = ig.values * tokens.shape[0]  # the metric is the mean over prompts: each prompt's own attribution
+    if getattr(model.cfg, "attention_dir", "causal") == "causal":
+        values[:, pos + 1:] = 0.0  # later tokens cannot matter (their gradient is 0 already)
+    return Result(values=values, axes=("prompt", "key"), labels={"key": position_labels(model, tokens)},
+                  title="Integrated-gradients importance", metric="IG of the log-probability of the top prediction",
+                  model=model_name(model), task=shorten(tokens.tolist()),
+                  meta={"pos": pos, "targets": targets, "steps": steps, "gap": ig.meta.get("gap")})
+
+
+#: the token importances :func:`correlations` compares the attention scores with
+REFERENCES = ("ablation", "gradients")
+
+
 def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual: float = DEFAULT_RESIDUAL,
                  baseline: Optional[int] = None, skip_bos: bool = True, solver: str = "networkx",
-                 max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
-    """The paper's evaluation: Spearman's rank correlation of raw attention, rollout and flow with input-ablation
-    importance over the input tokens ``0..pos`` of each prompt, ``values[method, prompt]`` (methods
-    :data:`METHODS`). ``meta["mean"]`` holds the mean over prompts per method. NaN where a score is constant.
+                 reference: str = "ablation", max_memory: float = DEFAULT_MAX_MEMORY) -> Result:
+    """The paper's evaluation: Spearman's rank correlation of raw attention, rollout and flow with token importance
+    over the input tokens ``0..pos`` of each prompt, ``values[method, prompt]`` (methods :data:`METHODS`).
+    ``reference="ablation"`` (the default) is input-ablation importance (:func:`ablation_importance`, the paper's
+    "blank-out"), ``"gradients"`` integrated gradients (:func:`gradient_importance`; the paper uses input
+    gradients). ``meta["mean"]`` holds the mean over prompts per method. NaN where a score is constant.
 
     With ``skip_bos`` (the default), position 0 is left out where every prompt starts with the tokenizer's start
     token: it is an attention sink that holds most of the rollout and flow, and replacing it (often by itself, the
@@ -355,6 +390,9 @@ def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual:
     model = as_model(model)
     tokens = _tokens(model, prompts)
     pos = check_pos(pos, tokens.shape[1])
+    if not isinstance(reference, str) or reference not in REFERENCES:
+        raise InputError(f"reference={shorten(reference)}: use 'ablation' (input ablation) or 'gradients' "
+                         "(integrated gradients).")
     if not isinstance(skip_bos, bool):
         raise InputError(f"skip_bos must be True or False; got {shorten(skip_bos)}.")
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
@@ -364,12 +402,16 @@ def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual:
         "rollout": rollout(model, tokens, pos=pos, residual=residual, max_memory=max_memory).values,
         "flow": attention_flow(model, tokens, pos, residual=residual, solver=solver, max_memory=max_memory).values,
     }
-    ablation = ablation_importance(model, tokens, pos, baseline=baseline, max_memory=max_memory).values
+    if reference == "ablation":
+        ablation = ablation_importance(model, tokens, pos, baseline=baseline, max_memory=max_memory).values
+    else:
+        ablation = gradient_importance(model, tokens, pos, max_memory=max_memory).values
     span = slice(first, pos + 1)
     values = torch.tensor([[spearman(scores[m][b, span], ablation[b, span]) for b in range(tokens.shape[0])]
                            for m in METHODS])
     return Result(values=values, axes=("method", "prompt"), labels={"method": list(METHODS)},
-                  title="Attention scores vs input ablation", metric="Spearman correlation",
+                  title=f"Attention scores vs {'input ablation' if reference == 'ablation' else 'integrated gradients'}",
+                  metric="Spearman correlation",
                   model=model_name(model), task=shorten(tokens.tolist()),
-                  meta={"pos": pos, "residual": residual, "first": first,
+                  meta={"pos": pos, "residual": residual, "first": first, "reference": reference,
                         "mean": {m: float(values[i].nanmean()) for i, m in enumerate(METHODS)}})

@@ -26,7 +26,8 @@ one backward pass each; no weight of the model receives a gradient (``torch.auto
 **Pruning curves.** :func:`prune_curve` masks heads (``z * 0`` by a hook; the weights are never touched) in an
 order (``"importance"``: least important first by :func:`head_importance` on the same data; ``"random"``: a seeded
 permutation; ``"greedy"``: Michel et al.'s iterative variant, importance recomputed with the pruned heads masked
-before each step; or an explicit list of ``(layer, head)``) and reports the loss at each fraction of heads pruned
+before each step; ``"taxonomy"``: by attention-pattern class, Kovaleva et al.'s least useful classes first; or an
+explicit list of ``(layer, head)``) and reports the loss at each fraction of heads pruned
 (``round(fraction * n_heads_total)`` heads).
 
     from circuitlab.attention.importance import head_importance, prune_curve
@@ -49,14 +50,18 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_finite, check_heads,
                              check_max_memory, check_seed, metric_name, model_name, parse_head, row_bytes, row_chunks,
                              shorten, to_tokens)
+from circuitlab.attention.patterns import pattern_taxonomy, taxonomy_order
 from circuitlab.errors import InputError
 from circuitlab.metrics import bind_metric, can_split
 from circuitlab.results import Result
 
 #: the orders :func:`prune_curve` takes by name
-ORDERS = ("importance", "random", "greedy")
+ORDERS = ("importance", "random", "greedy", "taxonomy")
 #: the default fractions of heads pruned
 DEFAULT_FRACTIONS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
+
+#: the random-token inputs the ``"taxonomy"`` order classifies heads on: how many, and their length
+TAXONOMY_INPUTS, TAXONOMY_LENGTH = 32, 32
 
 Order = Union[str, Sequence[tuple[int, int]]]
 
@@ -273,6 +278,9 @@ def prune_curve(model: ModelLike, texts_or_tokens: Prompts, order: Order = "impo
     - ``"greedy"``: Michel et al.'s iterative pruning: before each curve point the importance is recomputed with
       the heads pruned so far masked, and the least important of the remaining heads are pruned next;
     - ``"random"``: a permutation drawn with ``seed``;
+    - ``"taxonomy"``: by attention-pattern class (:func:`circuitlab.attention.patterns.taxonomy_order`: the
+      classes Kovaleva et al. tie to pre-training first, vertical, vertical+diagonal, diagonal, then block and
+      heterogeneous), the classes read on 32 random-token inputs of 32 tokens drawn with ``seed``;
     - a list of distinct ``(layer, head)``: that order (it must hold as many heads as the largest fraction needs).
 
     ``meta``: ``order`` (the heads in pruning order, as far as the curve went), ``counts`` (heads masked at each
@@ -298,6 +306,10 @@ def prune_curve(model: ModelLike, texts_or_tokens: Prompts, order: Order = "impo
     elif order == "random":
         g = torch.Generator().manual_seed(seed)
         ranked = [all_heads[i] for i in torch.randperm(n_total, generator=g).tolist()]
+    elif order == "taxonomy":
+        taxonomy = pattern_taxonomy(model, "random", n=TAXONOMY_INPUTS,
+                                    length=min(TAXONOMY_LENGTH, model.cfg.n_ctx), seed=seed, max_memory=max_memory)
+        ranked = taxonomy_order(taxonomy)
     elif order == "importance":
         raw, _ = _importance(model, tokens, metric, max_memory)
         scores = _normalise(raw).flatten()
