@@ -155,7 +155,8 @@ def test_orders(model, tokens):
 
     by_class = prune_curve(model, tokens, "taxonomy", fractions_pruned=(0, 1.0), seed=2)
     tax = pattern_taxonomy(model, "random", n=32, length=32, seed=2)
-    ranks = [PRUNE_FIRST.index(CLASSES[int(tax.values[layer, head].argmax())]) for layer, head in by_class.meta["order"]]
+    ranks = [PRUNE_FIRST.index(CLASSES[int(tax.values[layer, head].argmax())])
+             for layer, head in by_class.meta["order"]]
     assert ranks == sorted(ranks) and len(set(by_class.meta["order"])) == 16
 
 

@@ -200,3 +200,18 @@ def test_bad_input(toy):
         pt.pattern_taxonomy(toy, "random", length=10_000)
     with pytest.raises(InputError, match="taxonomy"):
         pt.taxonomy_order(torch.zeros(3))
+
+
+def test_the_command_line(capsys, tmp_path):
+    from circuitlab.cli import main
+
+    assert main(["attention", "patterns", "-m", "zoo/attn-only-2l", "-n", "2", "--seq-len", "8", "-q"]) == 0
+    out = capsys.readouterr().out
+    assert "L0 " in out and "L1 " in out and "heterogeneous" in out and "classifier accuracy" in out
+    assert main(["attention", "rollout", "-m", "zoo/toy-lm", "--prompt", "The cat sat on the mat", "-q",
+                 "-o", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    assert "rollout" in out and "Spearman with ablation" in out and (tmp_path / "r.html").stat().st_size > 1000
+    assert main(["attention", "prune", "-m", "zoo/toy-lm", "-n", "2", "--seq-len", "8", "--order", "random",
+                 "-q"]) == 0
+    assert "heads)" in capsys.readouterr().out

@@ -170,6 +170,8 @@ KINDS: dict[str, Kind] = {
                                           {"home": "{subject} lives in"}, {"home": [""]}]),
     "finding": Kind(("finding",), bad=["no-such-finding", "", 3, None, ["induction-heads-need-two-layers"]]),
     "seed": Kind(("seed",), bad=[2**64, -1, 1.5, "3", True]),
+    "sentence pairs": Kind(("input", "pair"), bad=["bogus", [], 3, None, [None], [("only one",)], [("", "a dog")],
+                                                   [("the cat", 7)]]),
 }
 
 
@@ -489,6 +491,15 @@ ANALYSES = [
     Analysis("attention.masked_loss", attention.masked_loss,
              {"model": ("model", M), "texts_or_tokens": ("prompt", CLEAN), "heads": ("heads", [(1, 2)]),
               "max_memory": ("memory", 2**20)}),
+    Analysis("attention.gradient_importance", attention.gradient_importance,
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7), "steps": ("count", 16),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("attention.correlations(reference='gradients')",
+             functools.partial(attention.correlations, reference="gradients"),
+             {"model": ("model", M), "prompts": ("prompt", CLEAN), "pos": ("pos", 7)}),
+    Analysis("attention.pattern_taxonomy", attention.pattern_taxonomy,
+             {"model": ("model", M), "inputs": ("sentence pairs", [("the cat sat on the mat", "a dog ran")]),
+              "n": ("count", 2), "length": ("count", 8), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -854,6 +865,16 @@ COMMANDS = [
     ["neurons", "ablate", "-m", TOY, "--sentences", "0"],
     ["neurons", "ablate", "-m", WORDS],
     ["neurons", "nope", "-m", TOY],
+    ["attention", "patterns", "-m", TOY, "-n", "0"],
+    ["attention", "patterns", "-m", TOY, "--seq-len", "3"],
+    ["attention", "patterns", "-m", TOY, "--prompt", CLEAN],
+    ["attention", "rollout", "-m", TOY],
+    ["attention", "rollout", "-m", TOY, "--prompt", ""],
+    ["attention", "rollout", "-m", TOY, "--prompt", "The"],
+    ["attention", "prune", "-m", TOY, "--order", "best"],
+    ["attention", "prune", "-m", TOY, "--data", "no/such/file.txt"],
+    ["attention", "prune", "-m", TOY, "-n", "100000"],
+    ["attention", "prune", "-m", "minilm-l6-not-loaded", "-n", "2"],
     ["ig", "-m", "zoo/no-such-model", "--prompt", CLEAN, "--answer", " mat"],
     ["ig", "-m", TOY, "--prompt", "", "--answer", " mat"],
     ["ig", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--steps", "0"],

@@ -379,8 +379,18 @@ def shorten(value: Any, limit: int = 80) -> str:
 def read_text_file(path: Union[str, Path], what: str) -> str:
     """The text of a UTF-8 file (a byte-order mark at its start is accepted and dropped), for every reader of user
     files. A file in another encoding is an :class:`~circuitlab.errors.InputError` naming ``what`` (e.g.
-    ``"CoNLL-U file"``), the file, the line and column of the first byte that is not UTF-8, and the fix."""
-    data = Path(path).read_bytes()
+    ``"CoNLL-U file"``), the file, the line and column of the first byte that is not UTF-8, and the fix; so is a
+    path that is missing, a directory or unreadable."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        raise InputError(f"{what} {shorten(str(path), 300)}: no such file; give the path of a UTF-8 text "
+                         "file.") from None
+    except IsADirectoryError:
+        raise InputError(f"{what} {shorten(str(path), 300)} is a directory; give the path of a UTF-8 text "
+                         "file.") from None
+    except OSError as exc:
+        raise InputError(f"{what} {shorten(str(path), 300)}: cannot read it ({exc.strerror}).") from None
     if data.startswith(b"\xef\xbb\xbf"):
         data = data[3:]
     try:

@@ -410,7 +410,8 @@ def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual:
     values = torch.tensor([[spearman(scores[m][b, span], ablation[b, span]) for b in range(tokens.shape[0])]
                            for m in METHODS])
     return Result(values=values, axes=("method", "prompt"), labels={"method": list(METHODS)},
-                  title=f"Attention scores vs {'input ablation' if reference == 'ablation' else 'integrated gradients'}",
+                  title="Attention scores vs "
+                        f"{'input ablation' if reference == 'ablation' else 'integrated gradients'}",
                   metric="Spearman correlation",
                   model=model_name(model), task=shorten(tokens.tolist()),
                   meta={"pos": pos, "residual": residual, "first": first, "reference": reference,

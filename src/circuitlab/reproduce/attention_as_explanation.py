@@ -149,8 +149,8 @@ register(Finding(
     models=("zoo/toy-lm", "gemma-3-270m", "smollm2-135m"),
     measure=measure_pruning,
     rule=f"on held-out text (importance measured on other text): reproduced if (a) >= {PRUNE_SHARE:.0%} of heads "
-         f"can be masked by ascending importance with the LM loss within +{PRUNE_RISE:.0%} of the full model's and (b) >= "
-         f"{LAYER_SHARE:.0%} of layers stay within +{PRUNE_RISE:.0%} keeping only their most important head; "
+         f"can be masked by ascending importance with the LM loss within +{PRUNE_RISE:.0%} of the full model's and "
+         f"(b) >= {LAYER_SHARE:.0%} of layers stay within +{PRUNE_RISE:.0%} keeping only their most important head; "
          "partly if one holds",
     seconds=30.0, uses_seed=False,
 ))
