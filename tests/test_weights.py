@@ -177,3 +177,21 @@ def test_path_expansion_reproduces_the_logits(one):
     assert pe.explained.values[3].item() == pytest.approx(1.0, abs=1e-6)
     with pytest.raises(CircuitlabError, match="one-layer"):
         path_expansion(cl.load_model("zoo/attn-only-2l"), toks)
+
+
+def test_the_weights_command_prints_the_scores_it_computes(two, capsys, tmp_path):
+    from circuitlab.cli import main
+
+    model, _ = two
+    assert main(["weights", "-m", "zoo/attn-only-2l", "-o", str(tmp_path / "w.html")]) == 0
+    out = capsys.readouterr().out
+    cs = copying_scores(model, heads=[(1, 2)])
+    kc = copying_scores(model, heads=[(1, 2)], path="k_composed")
+    line = next(row for row in out.splitlines() if row.strip().startswith("L1H2"))
+    assert line.split()[1:] == [f"{float(cs.copying.values[0]):+.3f}", f"{float(cs.self_top1.values[0]):.3f}",
+                                f"{float(kc.copying.values[0]):+.3f}", f"{float(kc.self_top1.values[0]):.3f}"]
+    assert (tmp_path / "w.html").exists()
+    assert main(["weights", "-m", "zoo/attn-only-2l", "--head", "1.2", "--token", "t5", "-k", "3"]) == 0
+    out = capsys.readouterr().out
+    top = ov_circuit(model, (1, 2), tokens=["t5"], k=3)
+    assert str(top.tokens[0]) in out

@@ -359,7 +359,9 @@ def qk_circuit(
     dtype = _dtype(model)
     with torch.no_grad():
         Qmap, Kmap, heads = qk_maps(model, hd, key, via, dtype)
-        keys_T = (Kmap.T @ Xk.to(dtype).T) if n_keys * model.cfg.d_head * 4 <= max_memory else None
+        # all keys through W_K once (d_head x d_model x n_keys) pays off for more than ~d_head query rows
+        cheap = len(ids) > 2 * model.cfg.d_head and n_keys * model.cfg.d_head * 4 <= max_memory
+        keys_T = (Kmap.T @ Xk.to(dtype).T) if cheap else None
 
         def rows(block: list[int]) -> Tensor:
             q = Xq[block].to(dtype) @ Qmap  # [n, d_head]
@@ -623,10 +625,11 @@ def _self_top1(model: HookedTransformer, hd: Head, path: str, via: Any, ids: lis
             return _unembed_rows(model, (E[block].to(dtype) @ L) @ R, dtype)
     else:
         Qmap, Kmap, _ = qk_maps(model, hd, "token" if path == "qk" else "k_composed", via, dtype)
-        keys_T = Kmap.T @ E.to(dtype).T  # [d_head, d_vocab]
+        keys_T = Kmap.T @ E.to(dtype).T if len(ids) > 2 * model.cfg.d_head else None  # [d_head, d_vocab]
 
         def rows(block: list[int]) -> Tensor:
-            return (E[block].to(dtype) @ Qmap) @ keys_T
+            q = E[block].to(dtype) @ Qmap
+            return q @ keys_T if keys_T is not None else (q @ Kmap.T) @ E.to(dtype).T
 
     _, idx = _stream_top(rows, ids, V, 1, max_memory, dtype)
     return float((idx[:, 0].cpu() == torch.tensor(ids)).double().mean())
