@@ -46,14 +46,15 @@ def rss() -> int:
 
 
 class Peak:
-    """Wall time and peak RSS above the RSS at entry (sampled every 5 ms)."""
+    """Wall time, CPU time (all threads; what a loaded machine does not inflate much) and peak RSS above the RSS
+    at entry (sampled every 5 ms)."""
 
     def __enter__(self):
         self.base = self.peak = rss()
         self.done = False
         self.thread = threading.Thread(target=self._watch, daemon=True)
         self.thread.start()
-        self.t0 = time.perf_counter()
+        self.t0, self.c0 = time.perf_counter(), time.process_time()
         return self
 
     def _watch(self):
@@ -63,6 +64,7 @@ class Peak:
 
     def __exit__(self, *exc):
         self.seconds = time.perf_counter() - self.t0
+        self.cpu = time.process_time() - self.c0
         self.done = True
         self.thread.join()
         self.peak = max(self.peak, rss())
@@ -70,7 +72,8 @@ class Peak:
         return False
 
     def record(self) -> dict:
-        return {"seconds": round(self.seconds, 2), "peak_rss_above_start_mib": round(self.above / 2**20, 1)}
+        return {"seconds": round(self.seconds, 2), "cpu_seconds": round(self.cpu, 2),
+                "peak_rss_above_start_mib": round(self.above / 2**20, 1)}
 
 
 def main() -> None:
@@ -78,7 +81,7 @@ def main() -> None:
     p.add_argument("--model", default="gemma-3-270m")
     p.add_argument("--rows", type=int, default=32, help="sample tokens whose OV / QK rows get a top-k")
     p.add_argument("-k", type=int, default=10)
-    p.add_argument("--fm-heads", type=int, default=3, help="heads timed with FactoredMatrix (then extrapolated)")
+    p.add_argument("--fm-heads", type=int, default=2, help="heads timed with FactoredMatrix (then extrapolated)")
     p.add_argument("--dense-limit", type=float, default=2 * 2**30)
     p.add_argument("--dense-eig-limit", type=int, default=1024, help="largest d_vocab whose dense eig is timed")
     p.add_argument("--threads", type=int, default=2)
@@ -107,7 +110,7 @@ def main() -> None:
                 qk_circuit(model, hd, tokens=rows, k=args.k)
         out["circuitlab"] = {
             "eigenvalues_all_heads": eig.record(), "top_k_rows_all_heads": top.record(),
-            "total_seconds": round(eig.seconds + top.seconds, 2),
+            "total_seconds": round(eig.seconds + top.seconds, 2), "total_cpu_seconds": round(eig.cpu + top.cpu, 2),
             "peak_rss_above_model_mib": round(max(eig.above, top.above) / 2**20, 1),
             "ov_copying": {f"L{l}H{h}": round(float(v), 4) for (l, h), v in zip(ov.heads, ov.copying.values)},
             "qk_copying": {f"L{l}H{h}": round(float(v), 4) for (l, h), v in zip(qk.heads, qk.copying.values)},
@@ -126,6 +129,7 @@ def main() -> None:
         out["factored_matrix"] = {
             "heads_timed": n_fm, **fm.record(),
             "seconds_extrapolated_all_heads": round(fm.seconds / n_fm * len(heads), 1),
+            "cpu_seconds_extrapolated_all_heads": round(fm.cpu / n_fm * len(heads), 1),
             "ov_copying_raw_weights": fm_scores,
             "top_k_needs_dense_AB_bytes": dense_bytes,
             "top_k_dense_AB_fits": dense_bytes <= args.dense_limit,

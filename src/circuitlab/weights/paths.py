@@ -29,6 +29,7 @@ centre), with the bias term in every approximation.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,7 +40,7 @@ from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, Prompts, as_model, check_count, check_finite,
                              check_max_memory, format_bytes, head_label, model_name, parse_head, position_labels,
-                             shorten, to_tokens)
+                             shorten, to_tokens, weight_state)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, token_strings
 from circuitlab.weights.circuits import check_rows, ov_maps, output_map, qk_maps
@@ -218,6 +219,30 @@ def _check_one_layer(model: HookedTransformer) -> None:
                               "it (for deeper models see circuitlab.attribution).")
 
 
+_KEPT: "weakref.WeakKeyDictionary[Any, dict]" = weakref.WeakKeyDictionary()
+
+
+def _kept_triples(model: HookedTransformer, h: int, k: int, max_memory: int) -> Tensor:
+    """``[src, dst, out]`` booleans: the top-``k`` skip-trigrams of head ``(0, h)`` over the whole vocabulary,
+    memoised per state of the weights (a path expansion of many prompts ranks them once)."""
+    cfg = model.cfg
+    if cfg.d_vocab ** 2 * cfg.d_vocab_out > 2 ** 28:
+        raise InputError("the top-k skip-trigram share needs d_vocab^3 <= 2^28 (a word-level toy model); this model "
+                         f"has d_vocab={cfg.d_vocab}.")
+    state = weight_state(model)
+    memo = _KEPT.get(model)
+    if memo is None or memo.get("state") != state:
+        memo = {"state": state}
+        _KEPT[model] = memo
+    key = (h, min(k, cfg.d_vocab ** 3))
+    if key not in memo:
+        _, src, dst, out = top_triples(model, (0, h), key[1], list(range(cfg.d_vocab)), max_memory)
+        keep = torch.zeros(cfg.d_vocab, cfg.d_vocab, cfg.d_vocab_out, dtype=torch.bool)
+        keep[src, dst, out] = True
+        memo[key] = keep
+    return memo[key]
+
+
 def path_expansion(
     model: ModelLike,
     prompt: Prompts,
@@ -296,14 +321,7 @@ def path_expansion(
         # the top-k skip-trigrams' share: keep OV entries (token(src), C) whose (token(src), token(dst), C) is top-k
         kept = torch.zeros_like(direct)
         for h in range(cfg.n_heads):
-            _, src, dst, out = top_triples(model, (0, h), min(k, cfg.d_vocab ** 3), list(range(cfg.d_vocab)),
-                                           max_memory)
-            keep = torch.zeros(cfg.d_vocab, cfg.d_vocab, cfg.d_vocab_out, dtype=torch.bool) \
-                if cfg.d_vocab ** 2 * cfg.d_vocab_out <= 2 ** 28 else None
-            if keep is None:
-                raise InputError("the top-k skip-trigram share needs d_vocab^3 <= 2^28 (a word-level toy model); "
-                                 f"this model has d_vocab={cfg.d_vocab}.")
-            keep[src, dst, out] = True
+            keep = _kept_triples(model, h, k, max_memory)
             L_, _ = ov_maps(model, (0, h), dtype)
             R_raw = model.blocks[0].attn.W_O[h].detach().to(dtype)
             ov_rows = (E_rows @ L_) @ R_raw  # [src, d_model]
