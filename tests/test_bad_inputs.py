@@ -44,7 +44,7 @@ from circuitlab import probing
 from circuitlab.probing import heads as probing_heads
 from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
 from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
-from circuitlab import distributed, neurons, reproduce
+from circuitlab import distributed, neurons, reproduce, weights
 from circuitlab.concepts import debugging, sentiment
 from circuitlab.probing import minimal_pairs
 from circuitlab.cli import main
@@ -172,6 +172,11 @@ KINDS: dict[str, Kind] = {
     "seed": Kind(("seed",), bad=[2**64, -1, 1.5, "3", True]),
     "sentence pairs": Kind(("input", "pair"), bad=["bogus", [], 3, None, [None], [("only one",)], [("", "a dog")],
                                                    [("the cat", 7)]]),
+    # one head (not a list); the same spellings as "heads"
+    "head": Kind(("head",), bad=[5, [], (99, 0), (0, 99), "LxHy", None, [(1, 2)]],
+                 same=[((-1, -1), (3, 3)), ("L1H2", (1, 2)), ("1.2", (1, 2))]),
+    # rows of a vocabulary-sized table: token ids or single-token strings
+    "vocabulary tokens": Kind(("token",), bad=[[], 10**7, [10**7], -10**7, 1.5, [1.5], " the cat sat", True]),
 }
 
 
@@ -500,6 +505,28 @@ ANALYSES = [
     Analysis("attention.pattern_taxonomy", attention.pattern_taxonomy,
              {"model": ("model", M), "inputs": ("sentence pairs", [("the cat sat on the mat", "a dog ran")]),
               "n": ("count", 2), "length": ("count", 8), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("weights.ov_circuit", weights.ov_circuit,
+             {"model": ("model", M), "head": ("head", (2, 1)), "tokens": ("vocabulary tokens", [5, 17]),
+              "k": ("count", 5), "side": ("choice", "token"), "max_memory": ("memory", 2**20)}),
+    Analysis("weights.qk_circuit", weights.qk_circuit,
+             {"model": ("model", M), "head": ("head", (2, 1)), "tokens": ("vocabulary tokens", [5, 17]),
+              "k": ("count", 5), "query_side": ("choice", "token"), "key_side": ("choice", "token"),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("weights.bigram_table", weights.bigram_table,
+             {"model": ("model", M), "tokens": ("vocabulary tokens", [5, 17]), "k": ("count", 5),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("weights.circuit_matrix", weights.circuit_matrix,
+             {"model": ("model", M), "head": ("head", (2, 1)), "kind": ("choice", "ov"),
+              "query_side": ("choice", "token"), "key_side": ("choice", "token"), "max_memory": ("memory", 2**27)}),
+    Analysis("weights.copying_scores", weights.copying_scores,
+             {"model": ("model", M), "heads": ("heads", [(1, 0)]), "path": ("choice", "ov"),
+              "tokens": ("vocabulary tokens", [5, 17]), "max_memory": ("memory", 2**20)}),
+    Analysis("weights.skip_trigrams", weights.skip_trigrams,
+             {"model": ("model", M), "head": ("head", (2, 1)), "k": ("count", 5),
+              "tokens": ("vocabulary tokens", [5, 17, 30, 99]), "max_memory": ("memory", 2**20)}),
+    Analysis("weights.path_expansion", weights.path_expansion,
+             {"model": ("model", Lazy(lambda: cl.load_model("zoo/attn-only-1l"), "zoo/attn-only-1l")),
+              "prompt": ("prompt", "t3 t5 t9 t3 t5"), "k": ("count", 50), "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -917,6 +944,12 @@ COMMANDS = [
     ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
     ["probe", "pos", "-m", TOY, "--data", BAD_FILES["latin1.conllu"]],
     ["probe", "pairs", "-m", TOY, "--blimp", BAD_FILES["latin1.jsonl"]],
+    ["weights", "-m", "zoo/no-such-model"],
+    ["weights", "-m", WORDS, "--head", "9.9"],
+    ["weights", "-m", WORDS, "--token", "t5"],
+    ["weights", "-m", WORDS, "--head", "1.0", "--token", "hello"],
+    ["weights", "-m", WORDS, "--prompt", "t1 t2"],
+    ["weights", "-m", WORDS, "--head", "1.0", "-k", "0"],
 ]
 
 
@@ -950,7 +983,7 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 #: the rooms whose public analyses the battery must cover (packages: their submodules too)
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
-         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention")
+         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention", "circuitlab.weights")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {

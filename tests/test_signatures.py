@@ -155,6 +155,7 @@ DIFFERENT_MEANINGS = {
     "epochs": "each probe trainer's own schedule (classifier, edge, structural probes as in their papers)",
     "facts": "cloze: None = the package's facts; known_facts: the facts themselves",
     "fmt": "number format of each figure",
+    "heads": "heads to analyse (None: every head, weights.copying_scores) vs heads masked (none: (), masked_loss)",
     "height": "each figure's own size",
     "width": "each figure's own size",
     "hooks": "sentiment_tcav's layers of its seed experiment; None = each analysis's default hooks; () = none",
