@@ -488,9 +488,13 @@ def feature_angles(toy: ToyModel) -> Result:
 def angle_gaps(angles: Float[Tensor, " feature"]) -> Float[Tensor, " feature"]:
     """The gaps in degrees between consecutive angles around the circle (sorted, the last gap wrapping round to
     the first): ``360 / n`` each for a regular polygon."""
-    a = torch.as_tensor(angles, dtype=torch.float64).flatten().sort().values
-    if a.numel() == 0:
-        raise InputError("angles is empty; give the angles of at least one feature.")
+    try:
+        a = torch.as_tensor(angles, dtype=torch.float64).flatten().sort().values
+    except (TypeError, ValueError, RuntimeError):
+        raise InputError(f"angles must be numbers (degrees), e.g. feature_angles(toy).values[0]; got "
+                         f"{shorten(angles, 60)}.") from None
+    if a.numel() == 0 or not bool(torch.isfinite(a).all()):
+        raise InputError(f"angles must be a non-empty list of finite numbers (degrees); got {shorten(angles, 60)}.")
     return torch.diff(torch.cat([a, a[:1] + 360]))
 
 
