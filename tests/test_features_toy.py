@@ -215,3 +215,50 @@ def test_figures_are_valid_svg_with_one_mark_per_item(corners):
     bars = [e for e in ET.fromstring(sweep_svg(sweep)).iter("{http://www.w3.org/2000/svg}rect")
             if e.get("class") == "cl-norm"]
     assert len(bars) == 5
+
+
+# -- the reproductions' rules and the command line --------------------------------------------------------------------
+
+def test_phase_rule_on_hand_made_grids():
+    from circuitlab.reproduce.superposition_phase import phase_verdict, row_in_order
+
+    assert row_in_order([0, 0, 2, 2], 0) and row_in_order([1, 1, 1, 1], 1) and row_in_order([1, 2, 2], 1)
+    assert not row_in_order([0, 2, 0, 2], 0) and not row_in_order([1, 2], 0) and not row_in_order([0, 1, 2], 0)
+    rel, sps = [0.1, 0.5, 1.0, 2.0, 10.0], [0.0, 0.5, 0.9, 0.99]
+    good = [[0, 0, 2, 2], [0, 2, 2, 2], [1, 2, 2, 2], [1, 1, 2, 2], [1, 1, 1, 2]]
+    assert phase_verdict(good, rel, sps)[0] == "reproduced"
+    # the sparsities given in another order are read in rising order
+    assert phase_verdict([row[::-1] for row in good], rel, sps[::-1])[0] == "reproduced"
+    wavering = [row[:] for row in good]
+    wavering[0], wavering[1] = [0, 2, 0, 2], [0, 2, 0, 2]  # (a), (b) hold; (c): 2 of 4 rows in order, 50% < 80%
+    assert phase_verdict(wavering, rel, sps)[0] == "partly"
+    wrong_dense = [row[:] for row in good]
+    wrong_dense[0][0] = 1  # r = 0.1 dense: dedicated; (a) fails, and (c) for that row (3 of 4 rows: 75% < 80%)
+    assert phase_verdict(wrong_dense, rel, sps)[0] == "not reproduced"
+    # no superposition anywhere: (a) holds, and (c) (no change of phase is in order); (b) fails
+    nothing = [[0] * 4, [0] * 4, [0] * 4, [1] * 4, [1] * 4]
+    assert phase_verdict(nothing, rel, sps)[0] == "partly"
+    reversed_rows = [[2, 2, 0, 0], [2, 0, 0, 0], [2, 2, 2, 1], [2, 1, 1, 1], [2, 2, 1, 1]]  # superposition when dense
+    assert phase_verdict(reversed_rows, rel, sps)[0] == "not reproduced"
+
+
+def test_a_toy_finding_takes_no_model():
+    from circuitlab import reproduce
+
+    r = reproduce.run("superposition-pentagon", model="zoo/toy-lm")
+    assert r.verdict == "not applicable" and "trains its own models" in r.measurement.why
+    assert not reproduce.get_finding("superposition-two-feature-phases").loads_model
+
+
+def test_cli_phase_and_geometry(tmp_path, capsys):
+    from circuitlab.cli import main
+
+    out = tmp_path / "phase.html"
+    assert main(["superposition", "phase", "--importances", "0.3,3", "--sparsities", "0,0.99", "--steps", "300",
+                 "--restarts", "2", "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "not represented" in text and "rule:" in text and len(text.splitlines()) >= 5
+    assert "cl-phase-cell" in out.read_text()
+    assert main(["superposition", "geometry", "--steps", "100", "--restarts", "1", "-q"]) == 0
+    text = capsys.readouterr().out
+    assert "sum of D_i" in text and text.count("\n      f") == 5
