@@ -951,6 +951,7 @@ COMMANDS = [
     ["superposition", "nope"],
     ["superposition", "phase", "--sparsities", "0,1", "--steps", "5"],
     ["superposition", "phase", "--importances", "x"],
+    ["superposition", "phase", "--importances", "0,2"],
     ["superposition", "geometry", "--hidden", "0"],
     ["superposition", "geometry", "--sparsity", "1.5", "--steps", "5"],
     ["superposition", "train", "--importance", "2", "--steps", "5"],

@@ -68,6 +68,12 @@ def _phase(args: argparse.Namespace) -> list:
     from circuitlab.render import HTML
     from circuitlab.render.superposition import phase_svg
 
+    from circuitlab.core import check_number
+
+    if args.sparsities:  # errors name the options, not the library's arguments
+        toy.check_sparsity(args.sparsities, "--sparsities")
+    for r in args.importances or ():
+        check_number(r, "--importances", low=0, low_open=True, what="a list of positive numbers, e.g. 0.3,3")
     diagram = toy.phase_diagram(args.importances or toy.PHASE_IMPORTANCES, args.sparsities or toy.PHASE_SPARSITIES,
                                 steps=args.steps, restarts=args.restarts, seed=args.seed, progress=not args.quiet)
     phase = diagram.phase
@@ -87,6 +93,9 @@ def _geometry(args: argparse.Namespace) -> list:
     from circuitlab.render.superposition import arrows_svg
 
     n, m = args.features or 5, args.hidden or 2
+    toy.check_sparsity(args.sparsity, "--sparsity")
+    if args.importance is not None:
+        toy.check_importance(args.importance, n, "--importance")
     model = toy.train(n, m, args.sparsity, 1.0 if args.importance is None else args.importance, kind=args.kind,
                       steps=args.steps, restarts=args.restarts, seed=args.seed, progress=not args.quiet)
     norms, dims, sup = toy.feature_norms(model), toy.dimensionality(model), toy.superposition(model)
@@ -113,6 +122,10 @@ def _train(args: argparse.Namespace) -> list:
     from circuitlab.render.superposition import sweep_svg
 
     n, m = args.features or 20, args.hidden or 5
+    if args.sparsities:
+        toy.check_sparsity(args.sparsities, "--sparsities")
+    if args.importance is not None:
+        toy.check_importance(args.importance, n, "--importance")
     sweep = toy.sparsity_sweep(n, m, args.sparsities or toy.SWEEP_SPARSITIES,
                                0.7 if args.importance is None else args.importance, kind=args.kind, steps=args.steps,
                                restarts=args.restarts, seed=args.seed, progress=not args.quiet)
