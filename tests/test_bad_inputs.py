@@ -47,6 +47,7 @@ from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ra
 from circuitlab import distributed, neurons, reproduce, weights
 from circuitlab.concepts import debugging, sentiment
 from circuitlab.probing import minimal_pairs
+from circuitlab.features import toy as toy_models
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -177,6 +178,17 @@ KINDS: dict[str, Kind] = {
                  same=[((-1, -1), (3, 3)), ("L1H2", (1, 2)), ("1.2", (1, 2))]),
     # rows of a vocabulary-sized table: token ids or single-token strings
     "vocabulary tokens": Kind(("token",), bad=[[], 10**7, [10**7], -10**7, 1.5, [1.5], " the cat sat", True]),
+    # toy models of superposition (circuitlab.features.toy)
+    "toy": Kind(("toy",), bad=[None, 3, "zoo/toy-lm", Lazy(lambda: nan_toy(), "a toy model with a NaN weight")]),
+    "sparsity": Kind(("sparsit",), bad=[-0.1, 1.0, float("nan"), "0.5", True, None, [], [0.5, 1.5]]),
+    "sparsities": Kind(("sparsit",), bad=[[], "0.5", None, [1.0], [-0.1], [float("nan")], [0.5, 0.5]]),
+    "importance": Kind(("importance",), bad=[0.0, -1.0, 1.5, "x", None, [1.0, -1.0, 1.0], [1.0, 1.0],
+                                             float("nan"), [[1.0, 1.0, float("inf")]]]),
+    "importances": Kind(("importance",), bad=[[], "x", None, [0.0], [-1.0], [float("nan")], [1.0, 1.0]]),
+    "lr": Kind(("lr",), bad=[0, -1.0, float("inf"), float("nan"), "1e-3", True, None]),
+    "features batch": Kind(("x", "batch"), bad=[None, "x", Lazy(lambda: torch.zeros(4, 1, 3), "[4, 1, 3]"),
+                                                Lazy(lambda: torch.zeros(4, 1, 5, dtype=torch.long), "ints")]),
+    "angles": Kind(("angle",), bad=[[], "x", None, [float("nan")]]),
 }
 
 
@@ -226,6 +238,23 @@ def _shard_fn(model, x):
 
 
 W = Lazy(words, WORDS)
+
+
+@functools.lru_cache(maxsize=None)
+def toy5():
+    """A toy model of superposition: 5 features in 2 dimensions, a few steps of training (its numbers do not
+    matter to the battery)."""
+    return toy_models.train(5, 2, 0.9, 1.0, steps=5, restarts=1)
+
+
+def nan_toy():
+    model = toy5()
+    W = model.W.clone()
+    W[0, 1, 2] = float("nan")
+    return dataclasses.replace(model, W=W)
+
+
+TOY5 = Lazy(toy5, "5 features in 2 dimensions")
 
 
 @functools.lru_cache(maxsize=None)
@@ -527,6 +556,34 @@ ANALYSES = [
     Analysis("weights.path_expansion", weights.path_expansion,
              {"model": ("model", Lazy(lambda: cl.load_model("zoo/attn-only-1l"), "zoo/attn-only-1l")),
               "prompt": ("prompt", "t3 t5 t9 t3 t5"), "k": ("count", 50), "max_memory": ("memory", 2**20)}),
+    # toy models of superposition: small and quick (a few steps), the trainings' arguments checked up front
+    Analysis("features.toy.train", toy_models.train,
+             {"n_features": ("count", 3), "n_hidden": ("count", 2), "sparsity": ("sparsity", 0.5),
+              "importance": ("importance", 0.9), "kind": ("choice", "relu"), "steps": ("count", 5),
+              "batch_size": ("count", 16), "lr": ("lr", 1e-2), "restarts": ("count", 1), "seed": ("seed", 0),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("features.toy.phase_diagram", toy_models.phase_diagram,
+             {"relative_importance": ("importances", [0.5, 2.0]), "sparsity_grid": ("sparsities", [0.0, 0.9]),
+              "threshold": ("threshold", 0.5), "steps": ("count", 5), "batch_size": ("count", 16), "lr": ("lr", 1e-2),
+              "restarts": ("count", 1), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("features.toy.sparsity_sweep", toy_models.sparsity_sweep,
+             {"n_features": ("count", 4), "n_hidden": ("count", 2), "sparsities": ("sparsities", [0.0, 0.9]),
+              "importance": ("importance", 0.7), "threshold": ("threshold", 0.5), "kind": ("choice", "relu"),
+              "steps": ("count", 5), "batch_size": ("count", 16), "lr": ("lr", 1e-2), "restarts": ("count", 1),
+              "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("features.toy.sample_features", toy_models.sample_features,
+             {"n_features": ("count", 3), "sparsity": ("sparsity", 0.5), "batch_size": ("count", 8),
+              "seed": ("seed", 0)}),
+    Analysis("features.toy.weighted_loss", toy_models.weighted_loss,
+             {"toy": ("toy", TOY5), "x": ("features batch", Lazy(lambda: torch.rand(4, 1, 5), "[4, 1, 5]"))}),
+    Analysis("features.toy.feature_norms", toy_models.feature_norms, {"toy": ("toy", TOY5)}),
+    Analysis("features.toy.superposition", toy_models.superposition, {"toy": ("toy", TOY5)}),
+    Analysis("features.toy.dimensionality", toy_models.dimensionality, {"toy": ("toy", TOY5)}),
+    Analysis("features.toy.feature_angles", toy_models.feature_angles, {"toy": ("toy", TOY5)}),
+    Analysis("features.toy.two_feature_phase", toy_models.two_feature_phase,
+             {"toy": ("toy", Lazy(lambda: toy_models.train(2, 1, 0.9, [1.0, 0.5], steps=5, restarts=1), "2 in 1")),
+              "threshold": ("threshold", 0.5)}),
+    Analysis("features.toy.angle_gaps", toy_models.angle_gaps, {"angles": ("angles", [0.0, 90.0, 200.0])}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -939,6 +996,14 @@ COMMANDS = [
     ["probe", "pos", "-m", TOY, "--seed", str(2**63)],
     ["demo", "--seed", "9" * 100_000],
     ["reproduce", "induction-heads-need-two-layers", "--seed", str(2**64)],
+    ["superposition", "nope"],
+    ["superposition", "phase", "--sparsities", "0,1", "--steps", "5"],
+    ["superposition", "phase", "--importances", "x"],
+    ["superposition", "phase", "--importances", "0,2"],
+    ["superposition", "geometry", "--hidden", "0"],
+    ["superposition", "geometry", "--sparsity", "1.5", "--steps", "5"],
+    ["superposition", "train", "--importance", "2", "--steps", "5"],
+    ["superposition", "train", "--seed", "-1"],
     # data files that are not UTF-8: an error naming the file, the line and the column
     ["ffn", "-m", TOY, "--layer", "1", "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
     ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
@@ -983,7 +1048,8 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 #: the rooms whose public analyses the battery must cover (packages: their submodules too)
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
-         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention", "circuitlab.weights")
+         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention", "circuitlab.weights",
+         "circuitlab.features")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {

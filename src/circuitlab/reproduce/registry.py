@@ -98,6 +98,7 @@ class Finding:
     seed: int = 0
     also: tuple[Citation, ...] = ()
     uses_seed: bool = True  # False where the measurement draws nothing at random (fixed prompts, weights)
+    loads_model: bool = True  # False where the measurement trains its own models (toy models): measure(None, seed)
 
     def papers(self) -> str:
         """The citations, short form: ``"Olsson et al. 2022; Elhage et al. 2021"``."""
@@ -192,8 +193,18 @@ def run(finding: Finding | str, model: Optional[str] = None, seed: Optional[int]
     finding = get_finding(finding) if isinstance(finding, str) else finding
     seed = finding.seed if seed is None else seed
     started = time.perf_counter()
-    loaded = as_any_model(model if model is not None else finding.models[0])
-    name = model if isinstance(model, str) else finding.models[0] if model is None else model_name(loaded) or "model"
+    if not finding.loads_model:  # the finding trains the models it measures (toy models): nothing to load
+        name = finding.models[0]
+        if model is not None:
+            measurement = Measurement(figures="-", verdict="not applicable",
+                                      why=f"{finding.id} trains its own models ({name}); it takes no model")
+            return Reproduction(finding, shorten(model, 60) if not isinstance(model, str) else model, measurement,
+                                time.perf_counter() - started, seed)
+        loaded = None
+    else:
+        loaded = as_any_model(model if model is not None else finding.models[0])
+        name = model if isinstance(model, str) else finding.models[0] if model is None else \
+            model_name(loaded) or "model"
     try:
         measurement = finding.measure(loaded, seed)
     except NotApplicable as exc:
