@@ -147,8 +147,8 @@ def test_splice_replaces_the_hook_and_the_error_term_restores_the_output(toy):
 
 
 def test_training_is_deterministic_and_resumes_to_the_same_weights(toy, texts, tmp_path):
-    kw = dict(architecture="topk", d_sae=128, k=8, tokens=6 * 128, batch_tokens=128, buffer_tokens=512,
-              context=16, seed=3, log_every=2)
+    kw = dict(architecture="topk", d_sae=128, k=8, training_tokens=6 * 128, batch_tokens=128, buffer_tokens=512,
+              context_size=16, seed=3, log_every=2)
     data = texts[:30]
     full = train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, **kw)
     again = train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, **kw)
@@ -166,10 +166,11 @@ def test_training_is_deterministic_and_resumes_to_the_same_weights(toy, texts, t
         train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, checkpoint=tmp_path, **{**kw, "seed": 4})
 
 
-@pytest.mark.parametrize("arch,kw", [("standard", {"l1": 0.5}), ("jumprelu", {"l0": 0.01})])
+@pytest.mark.parametrize("arch,kw", [("standard", {"l1_coefficient": 0.5}), ("jumprelu", {"l0_coefficient": 0.01})])
 def test_other_architectures_train(toy, texts, arch, kw):
-    run = train_sae(toy, HOOK, texts[:30], architecture=arch, k=None, d_sae=128, tokens=8 * 128, batch_tokens=128,
-                    buffer_tokens=512, context=16, log_every=2, **kw)
+    run = train_sae(toy, HOOK, texts[:30], architecture=arch, k=None, d_sae=128, training_tokens=8 * 128,
+                    batch_tokens=128,
+                    buffer_tokens=512, context_size=16, log_every=2, **kw)
     hist = run.history[HOOK]
     assert hist[-1]["loss"] < hist[0]["loss"]
 
@@ -203,7 +204,7 @@ def test_evaluation_against_direct_computation(toy, texts):
 
 
 def test_activation_sample_matches_transformerlens(toy, texts):
-    got = activation_sample(toy, [HOOK], texts[:3], 20, context=16)[HOOK]
+    got = activation_sample(toy, [HOOK], texts[:3], 20, context_size=16)[HOOK]
     toks = torch.cat([toy.to_tokens(t, prepend_bos=False)[0] for t in texts[:3]])
     row = torch.cat([toy.to_tokens("")[0, :1], toks[:15]])
     want = toy.run_with_cache(row[None], names_filter=HOOK)[1][HOOK][0, 1:]

@@ -34,7 +34,7 @@ from torch import Tensor
 from circuitlab.core import (DEFAULT_MAX_MEMORY, as_model, check_max_memory, check_number, check_texts, model_name,
                              progress_bar, row_bytes)
 from circuitlab.errors import InputError
-from circuitlab.features.sae import SAE, check_sae, sae_hook
+from circuitlab.features.sae import check_sae, sae_hook
 from circuitlab.results import Result
 
 
@@ -79,9 +79,10 @@ def _recovered(ablated: float, spliced: float, clean: float) -> float:
     return float("nan") if abs(gap) < 1e-12 else (ablated - spliced) / gap
 
 
-def density_histogram(density: Float[Tensor, " latent"], low: int = -6) -> tuple[list[str], list[int]]:
+def density_histogram(density: Float[Tensor, " latent"], lowest_exponent: int = -6) -> tuple[list[str], list[int]]:
     """Latent counts by log10 of firing frequency: ``"never"``, then ``"<1e-6"``, ``"1e-6..1e-5"``, ...,
     ``"1e-1..1"``."""
+    low = lowest_exponent
     labels, counts = ["never", f"<1e{low}"], [int((density == 0).sum()), int(((density > 0) &
                                                                              (density < 10.0 ** low)).sum())]
     for e in range(low, 0):
@@ -92,7 +93,7 @@ def density_histogram(density: Float[Tensor, " latent"], low: int = -6) -> tuple
 
 
 @torch.no_grad()
-def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook: Optional[str] = None, dense_above: float = 0.1,
+def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook_name: Optional[str] = None, dense_above: float = 0.1,
                  max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> SAEEvaluation:
     """The standard metrics of ``sae`` at its hook of ``model`` over ``texts`` (module notes).
 
@@ -100,7 +101,7 @@ def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook: Optional[str] = None
         model: a model or a registry name. sae: an :class:`~circuitlab.features.sae.SAE`, a shipped name
             (``"toy-lm/res-2"``) or a folder in SAELens's format.
         texts: held-out texts (each tokenized with BOS, cut to the context length).
-        hook: the hook (default the SAE's ``hook_name``); its width must be the SAE's ``d_in``.
+        hook_name: the hook (default the SAE's own); its width must be the SAE's ``d_in``.
         dense_above: the firing frequency above which a latent counts as dense.
         max_memory: bytes of activations per forward pass (:func:`circuitlab.core.check_max_memory`).
     """
@@ -108,7 +109,7 @@ def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook: Optional[str] = None
 
     model = as_model(model)
     sae = check_sae(sae)
-    name = sae_hook(model, sae, hook)
+    name = sae_hook(model, sae, hook_name)
     texts = check_texts(texts, "texts")
     dense_above = check_number(dense_above, "dense_above", low=0, high=1, low_open=True)
     max_memory = check_max_memory(max_memory)

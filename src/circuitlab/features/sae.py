@@ -326,13 +326,12 @@ def load_sae(sae: Any) -> SAE:
     return model
 
 
-def check_sae(sae: Any, model: Any = None, hook: Optional[str] = None) -> SAE:
+def check_sae(sae: Any, model: Any = None, hook_name: Optional[str] = None) -> SAE:
     """``sae`` (an :class:`SAE`, a shipped name or a folder) loaded, and, given ``model``, checked against the hook
-    it reads (``hook`` or the SAE's own ``hook_name``): the hook exists and its width is ``d_in``. Returns the
-    SAE; the hook is its ``cfg.hook_name`` or ``hook`` (:func:`sae_hook`)."""
+    it reads (``hook_name`` or the SAE's own): the hook exists and its width is ``d_in`` (:func:`sae_hook`)."""
     sae = load_sae(sae)
     if model is not None:
-        sae_hook(model, sae, hook)
+        sae_hook(model, sae, hook_name)
     return sae
 
 
@@ -352,14 +351,15 @@ def hook_width(model: Any, hook: str) -> int:
     return seen["d"]
 
 
-def sae_hook(model: Any, sae: SAE, hook: Optional[str] = None) -> str:
-    """The hook ``sae`` reads in ``model``: ``hook`` if given, else the SAE's ``hook_name``; checked to exist and to
+def sae_hook(model: Any, sae: SAE, hook_name: Optional[str] = None) -> str:
+    """The hook ``sae`` reads in ``model``: ``hook_name`` if given, else the SAE's own; checked to exist and to
     have ``d_in`` numbers per token."""
     from circuitlab.engine.collect import check_hooks
 
-    name = hook if hook is not None else sae.cfg.hook_name
+    name = hook_name if hook_name is not None else sae.cfg.hook_name
     if name is None:
-        raise InputError("hook: the SAE's config names no hook_name; pass hook= (e.g. 'blocks.2.hook_resid_post').")
+        raise InputError("hook_name: the SAE's config names no hook; pass hook_name= (e.g. "
+                         "'blocks.2.hook_resid_post').")
     (name,) = check_hooks(model, [name])
     width = hook_width(model, name)
     if width != sae.cfg.d_in:
@@ -370,7 +370,7 @@ def sae_hook(model: Any, sae: SAE, hook: Optional[str] = None) -> str:
 
 
 @contextmanager
-def splice(model: Any, sae: Any, hook: Optional[str] = None, *, error_term: bool = False) -> Iterator[SAE]:
+def splice(model: Any, sae: Any, hook_name: Optional[str] = None, *, error_term: bool = False) -> Iterator[SAE]:
     """Within the block, ``model``'s activation at the SAE's hook is replaced by the SAE's reconstruction.
 
     With ``error_term=True`` the reconstruction error ``x - x_hat`` is added back, so the model computes exactly
@@ -383,7 +383,7 @@ def splice(model: Any, sae: Any, hook: Optional[str] = None, *, error_term: bool
     sae = check_sae(sae)
     if not isinstance(error_term, bool):
         raise InputError(f"error_term must be True or False; got {shorten(error_term)}.")
-    name = sae_hook(model, sae, hook)
+    name = sae_hook(model, sae, hook_name)
     point = model.hook_dict[name]
 
     def replace_act(act: Tensor, hook=None) -> Tensor:

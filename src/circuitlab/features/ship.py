@@ -20,8 +20,9 @@ from pathlib import Path
 RECIPES = {
     "toy-lm": {"model": "zoo/toy-lm", "hooks": [f"blocks.{l}.hook_resid_post" for l in range(4)],
                "names": [f"res-{l}" for l in range(4)],
-               "train": {"architecture": "topk", "d_sae": 1024, "k": 16, "tokens": 2_000_000, "batch_tokens": 1024,
-                         "buffer_tokens": 65_536, "context": 128, "seed": 0}},
+               "train": {"architecture": "topk", "d_sae": 1024, "k": 16, "training_tokens": 2_000_000,
+                         "batch_tokens": 1024,
+                         "buffer_tokens": 65_536, "context_size": 128, "seed": 0}},
 }
 
 
@@ -30,7 +31,7 @@ def peak_rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
-def ship(which: str, out: Path, checkpoint: Path | None, progress: bool = True) -> dict:
+def ship(which: str, out: Path, checkpoint: Path | None, progress: bool = False) -> dict:
     import torch
 
     from circuitlab.core import as_model
@@ -55,7 +56,8 @@ def ship(which: str, out: Path, checkpoint: Path | None, progress: bool = True) 
         ev = evaluate_sae(model, sae, held)
         card = {"name": f"{which}/{name}", "model": recipe["model"], "hook": hook, "recipe": recipe["train"],
                 "corpus": {"what": "KJV (less Ruth, Jonah, Titus, Philemon) + BSD fortunes, Debian packages "
-                                   "bible-kjv, bible-kjv-text, fortunes-min, fortunes", "chars": sizes["used_train_chars"],
+                                   "bible-kjv, bible-kjv-text, fortunes-min, fortunes",
+                           "chars": sizes["used_train_chars"],
                            "windows": run.stats["settings"]["rows"]},
                 "training": {"train_tokens": run.stats["train_tokens"], "model_tokens": run.stats["model_tokens"],
                              "seconds_total_run": round(run.stats["seconds"], 1),
@@ -66,7 +68,7 @@ def ship(which: str, out: Path, checkpoint: Path | None, progress: bool = True) 
                 "heldout": {"what": "heldout.txt of zoo/toy-lm (Ruth, Jonah, Titus, Philemon), never trained on",
                             **ev.summary()}}
         folder = out / which / name
-        save_sae(sae, folder, extra={"context_size": recipe["train"]["context"], "prepend_bos": True,
+        save_sae(sae, folder, extra={"context_size": recipe["train"]["context_size"], "prepend_bos": True,
                                      "dataset_path": "circuitlab.zoo.text_data.real_documents"})
         (folder / "card.json").write_text(json.dumps(card, indent=1) + "\n")
         cards[name] = card
@@ -79,7 +81,7 @@ def main() -> None:
     p.add_argument("--out", default=str(Path(__file__).parent / "saes"))
     p.add_argument("--checkpoint", default=None)
     args = p.parse_args()
-    res = ship(args.which, Path(args.out), Path(args.checkpoint) if args.checkpoint else None)
+    res = ship(args.which, Path(args.out), Path(args.checkpoint) if args.checkpoint else None, progress=True)
     print(json.dumps({k: v["heldout"] for k, v in res["cards"].items()}, indent=1))
 
 

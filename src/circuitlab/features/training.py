@@ -1,8 +1,8 @@
 """Training sparse autoencoders on any hook of any circuitlab model, several hooks from one forward pass.
 
 **Activations.** The data (texts or token rows) is tokenized once, concatenated and cut into windows of
-``context`` tokens (``context - 1`` corpus tokens after a BOS, as SAELens's ``prepend_bos``); the BOS position is
-not trained on (its residual stream is an outlier many times the norm of the others). Windows run through the
+``context_size`` tokens (``context_size - 1`` corpus tokens after a BOS, as SAELens's ``prepend_bos``); the BOS
+position is not trained on (its residual stream is an outlier many times the norm of the others). Windows run through the
 model with the collector's :func:`~circuitlab.engine.collect.run_hooks` (a decoder stops after the last block a
 hook reads), as many per forward pass as fit ``max_memory``, and every hook's activations of the same tokens go
 into one **shuffled buffer** (``buffer_tokens`` tokens per hook): the buffer is filled, shuffled, half of it is
@@ -15,11 +15,11 @@ weights, so it reads and writes raw activations (``W_enc / s``, ``W_dec * s``, `
 **Losses** (on the scaled activations): the reconstruction error as a fraction of the activations' variance (the
 FVU, 1 - explained variance: one scale for every hook and model), plus
 
-- ``standard``: ``l1`` times the mean over tokens of ``sum_i f_i ||W_dec[i]||``, over the activations' RMS norm
-  (Anthropic's April 2024 update: the decoder norm in the penalty instead of a norm constraint);
+- ``standard``: ``l1_coefficient`` times the mean over tokens of ``sum_i f_i ||W_dec[i]||``, over the activations'
+  RMS norm (Anthropic's April 2024 update: the decoder norm in the penalty instead of a norm constraint);
 - ``topk``: nothing more (the ``k`` is the sparsity); decoder rows kept at unit norm (Gao et al. 2024);
-- ``jumprelu``: ``l0`` times the mean L0, through the straight-through estimator of the step function (rectangle
-  kernel of width ``bandwidth``; Rajamanoharan et al. 2024), decoder rows at unit norm, threshold kept >= 0.
+- ``jumprelu``: ``l0_coefficient`` times the mean L0, through the straight-through estimator of the step function
+  (rectangle kernel of width ``bandwidth``; Rajamanoharan et al. 2024), decoder rows at unit norm, threshold kept >= 0.
 
 **Dead latents**: a latent that has not fired for ``dead_tokens`` training tokens is dead. For every architecture
 the AuxK loss of Gao et al. 2024 revives them: the main reconstruction's error is reconstructed from the
@@ -44,7 +44,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from jaxtyping import Float, Int
@@ -121,9 +121,10 @@ def bos_id(model: Any) -> Optional[int]:
     return None if bos is None else int(bos)
 
 
-def windows(stream: Tensor, context: int, bos: Optional[int]) -> Int[Tensor, "window pos"]:
-    """The stream cut into rows of ``context`` tokens: BOS then ``context - 1`` stream tokens (no BOS: ``context``
-    stream tokens). The last partial window is dropped."""
+def windows(stream: Int[Tensor, " tokens"], context_size: int, bos: Optional[int]) -> Int[Tensor, "window pos"]:
+    """The stream cut into rows of ``context_size`` tokens: BOS then ``context_size - 1`` stream tokens (no BOS:
+    ``context_size`` stream tokens). The last partial window is dropped."""
+    context = context_size
     body = context - 1 if bos is not None else context
     n = stream.numel() // body
     if n == 0:
@@ -141,7 +142,8 @@ class ActivationBuffer:
     The whole state (``state_dict``) is plain tensors, so a checkpoint holds it and a resumed run serves the same
     batches in the same order."""
 
-    def __init__(self, model: Any, hooks: list[str], rows: Tensor, *, buffer_tokens: int, batch_tokens: int,
+    def __init__(self, model: Any, hooks: list[str], rows: Int[Tensor, "window pos"], *, buffer_tokens: int,
+                 batch_tokens: int,
                  rows_per_pass: int, skip_first: bool, generator: torch.Generator):
         self.model, self.hooks, self.rows = model, hooks, rows
         self.buffer_tokens, self.batch_tokens = buffer_tokens, batch_tokens
@@ -196,7 +198,7 @@ class ActivationBuffer:
         self.kept = {h: t[half:] for h, t in full.items()}
         self.served_at = 0
 
-    def next_batch(self) -> Optional[dict[str, Tensor]]:
+    def next_batch(self) -> Optional[dict[str, Float[Tensor, "token d"]]]:
         """The next ``batch_tokens`` activations of each hook (fewer at the very end), or ``None`` when the data is
         used up."""
         n = self.served[self.hooks[0]].shape[0] if self.served else 0
@@ -209,7 +211,7 @@ class ActivationBuffer:
         self.served_at += self.batch_tokens
         return {h: t[lo: lo + self.batch_tokens] for h, t in self.served.items()}
 
-    def peek(self) -> dict[str, Tensor]:
+    def peek(self) -> dict[str, Float[Tensor, "token d"]]:
         """The first buffer's activations (filled now if need be), to measure each hook's scale and mean."""
         if not self.served:
             self._fill()
@@ -331,9 +333,10 @@ def _loss(sae: SAE, x: Tensor, var: float, since: Tensor, a: dict) -> tuple[Tens
 
 
 def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", d_sae: Optional[int] = None,
-              k: Optional[int] = 32, l1: float = 5.0, l0: float = 0.01, lr: Optional[float] = None,
-              tokens: int = 200_000, batch_tokens: int = 1024, buffer_tokens: int = 32_768,
-              context: Optional[int] = None, aux_coefficient: float = 1 / 32, aux_k: Optional[int] = None,
+              k: Optional[int] = 32, l1_coefficient: float = 1.0, l0_coefficient: float = 0.01,
+              lr: Optional[float] = None, training_tokens: int = 200_000, batch_tokens: int = 1024,
+              buffer_tokens: int = 32_768,
+              context_size: Optional[int] = None, aux_coefficient: float = 1 / 32, aux_k: Optional[int] = None,
               dead_tokens: Optional[int] = None, bandwidth: float = 0.001, seed: int = 0,
               checkpoint: Union[str, Path, None] = None, checkpoint_every: int = 500, stop_after: Optional[int] = None,
               log_every: int = 50, max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> TrainedSAEs:
@@ -347,14 +350,15 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
         data: texts (tokenized without BOS and joined) or token rows (``[rows, pos]``).
         architecture: ``"topk"`` (default), ``"standard"`` (ReLU + L1; alias ``"relu"``) or ``"jumprelu"``.
         d_sae: latents per SAE (default 8 x the hook's width). ``k``: latents kept per token (``topk`` only; give
-            ``k=None`` for the others). ``l1``: the ``standard`` penalty. ``l0``: the ``jumprelu`` penalty.
-        lr: Adam's learning rate (default ``2e-4 / sqrt(d_sae / 2**14)``). ``tokens``: training tokens per SAE
+            ``k=None`` for the others). ``l1_coefficient``: the ``standard`` penalty. ``l0_coefficient``: the
+            ``jumprelu`` penalty.
+        lr: Adam's learning rate (default ``2e-4 / sqrt(d_sae / 2**14)``). ``training_tokens``: per SAE
             (the run ends sooner if the data has fewer). ``batch_tokens``: tokens per step. ``buffer_tokens``: the
             shuffle buffer per hook (``buffer_tokens x d_in x 4`` bytes each, held besides the model's own
             ``max_memory``-bounded forward passes).
-        context: tokens per window (default ``min(n_ctx, 128)``).
+        context_size: tokens per window (default ``min(n_ctx, 128)``).
         aux_coefficient, aux_k, dead_tokens: AuxK (default ``aux_k = d_in // 2``; a latent is dead after
-            ``dead_tokens`` tokens without firing, default ``min(tokens // 4, 1_000_000)``).
+            ``dead_tokens`` tokens without firing, default ``min(training_tokens // 4, 1_000_000)``).
         bandwidth: JumpReLU's straight-through kernel width (scaled units).
         seed: initialisation and shuffles. checkpoint, checkpoint_every, stop_after: see the module notes
             (``stop_after``: end this call after that many steps in all, checkpointed, to resume later).
@@ -368,7 +372,7 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
     arch = check_architecture(architecture)
     max_memory = check_max_memory(max_memory)
     seed = check_seed(seed)
-    tokens = check_count(tokens, "tokens")
+    tokens = check_count(training_tokens, "training_tokens")
     batch_tokens = check_count(batch_tokens, "batch_tokens")
     buffer_tokens = check_count(buffer_tokens, "buffer_tokens")
     if buffer_tokens < 2 * batch_tokens:
@@ -391,8 +395,8 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
         if k not in (None, 32):
             raise InputError(f"k={shorten(k)} is for architecture='topk'; the {arch} SAE has no k. Leave it out.")
         k = None
-    l1 = check_l_coefficient(l1, "l1")
-    l0 = check_l_coefficient(l0, "l0")
+    l1 = check_l_coefficient(l1_coefficient, "l1_coefficient")
+    l0 = check_l_coefficient(l0_coefficient, "l0_coefficient")
     if lr is None:
         lr = 2e-4 / math.sqrt(d_sae / 2**14)
     lr = check_number(lr, "lr", low=0, low_open=True)
@@ -402,9 +406,10 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
         max(batch_tokens, min(tokens // 4, 1_000_000))
     bandwidth = check_number(bandwidth, "bandwidth", low=0, low_open=True)
     n_ctx = model.cfg.n_ctx
-    context = check_count(context, "context", minimum=2) if context is not None else min(n_ctx, 128)
+    context = check_count(context_size, "context_size", minimum=2) if context_size is not None else min(n_ctx, 128)
     if context > n_ctx:
-        raise InputError(f"context={context} is longer than the model's n_ctx={n_ctx}; use context <= {n_ctx}.")
+        raise InputError(f"context_size={context} is longer than the model's n_ctx={n_ctx}; use context_size <= "
+                         f"{n_ctx}.")
     bos = bos_id(model)
     rows = windows(token_stream(model, data), context, bos)
     per_row = row_bytes(model, context)
@@ -552,7 +557,8 @@ def _load_checkpoint(path: Path, settings: dict) -> Optional[dict]:
     return state
 
 
-def activation_sample(model: Any, hooks: Sequence[str], data: Any, n_tokens: int, *, context: Optional[int] = None,
+def activation_sample(model: Any, hooks: Sequence[str], data: Any, n_tokens: int, *,
+                      context_size: Optional[int] = None,
                       max_memory: int = DEFAULT_MAX_MEMORY) -> dict[str, Float[Tensor, "token d"]]:
     """The first ``n_tokens`` activations (BOS positions left out) of each hook over ``data``, in order, as
     training reads them (for tests and benchmarks)."""
@@ -560,7 +566,7 @@ def activation_sample(model: Any, hooks: Sequence[str], data: Any, n_tokens: int
 
     model = as_model(model)
     hooks = check_hooks(model, hooks)
-    context = context or min(model.cfg.n_ctx, 128)
+    context = context_size or min(model.cfg.n_ctx, 128)
     bos = bos_id(model)
     rows = windows(token_stream(model, data), context, bos)
     buf = ActivationBuffer(model, hooks, rows, buffer_tokens=n_tokens, batch_tokens=n_tokens,
