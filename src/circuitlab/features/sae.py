@@ -380,6 +380,9 @@ def splice(model: Any, sae: Any, hook_name: Optional[str] = None, *, error_term:
     runs before their hooks on the same hook point (a cache there reads the reconstruction). It is removed on
     exit, even after an error. Yields the SAE.
     """
+    if not hasattr(model, "hook_dict") or not hasattr(model, "cfg"):
+        raise InputError(f"model: splice changes a loaded model's hooks, so it needs the model object itself (e.g. "
+                         f"model = circuitlab.load_model('zoo/toy-lm')); got {shorten(model, 40)}.")
     sae = check_sae(sae)
     if not isinstance(error_term, bool):
         raise InputError(f"error_term must be True or False; got {shorten(error_term)}.")
@@ -416,5 +419,4 @@ def check_l_coefficient(value: Any, name: str) -> float:
 
 
 __all__ = ["ARCHITECTURES", "SAEConfig", "SAE", "check_architecture", "save_sae", "load_sae", "shipped_saes",
-           "sae_folder", "check_sae", "sae_hook", "hook_width", "splice", "sae_to_saelens_cfg",
-           "sae_from_saelens_cfg", "config_dict", "check_l_coefficient"]
+           "sae_folder", "splice", "sae_to_saelens_cfg", "sae_from_saelens_cfg", "config_dict", "check_l_coefficient"]

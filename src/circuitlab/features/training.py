@@ -2,8 +2,8 @@
 
 **Activations.** The data (texts or token rows) is tokenized once, concatenated and cut into windows of
 ``context_size`` tokens (``context_size - 1`` corpus tokens after a BOS, as SAELens's ``prepend_bos``); the BOS
-position is not trained on (its residual stream is an outlier many times the norm of the others). Windows run through the
-model with the collector's :func:`~circuitlab.engine.collect.run_hooks` (a decoder stops after the last block a
+position is not trained on (its residual stream is an outlier many times the norm of the others). Windows run through
+the model with the collector's :func:`~circuitlab.engine.collect.run_hooks` (a decoder stops after the last block a
 hook reads), as many per forward pass as fit ``max_memory``, and every hook's activations of the same tokens go
 into one **shuffled buffer** (``buffer_tokens`` tokens per hook): the buffer is filled, shuffled, half of it is
 served in batches of ``batch_tokens`` and the other half kept to be mixed with the next fill (SAELens's scheme).
@@ -368,6 +368,9 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
     from circuitlab.engine.collect import check_hooks
 
     model = as_model(model)
+    if hooks is None:
+        raise InputError("hooks: give the hooks to train SAEs on (names or layer numbers, e.g. [1, 2] or "
+                         "'blocks.2.hook_resid_post').")
     hooks = check_hooks(model, hooks)
     arch = check_architecture(architecture)
     max_memory = check_max_memory(max_memory)
@@ -584,4 +587,4 @@ def activation_sample(model: Any, hooks: Sequence[str], data: Any, n_tokens: int
     return {h: torch.cat(v)[:n_tokens] for h, v in out.items()}
 
 
-__all__ = ["TrainedSAEs", "train_sae", "token_stream", "windows", "ActivationBuffer", "activation_sample"]
+__all__ = ["TrainedSAEs", "train_sae", "windows", "ActivationBuffer"]
