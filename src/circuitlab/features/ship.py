@@ -4,7 +4,8 @@
 (``blocks.{0..3}.hook_resid_post``, shipped as ``toy-lm/res-0`` ... ``res-3``), all four from the same forward
 passes, on the corpus the model itself was trained on (:func:`circuitlab.zoo.text_data.real_documents`: the King
 James Bible less four held-out books and the BSD fortune cookies, Debian packages ``bible-kjv`` and ``fortunes``),
-2,000,000 training tokens per SAE. Each card (``card.json``) gives the recipe, the tokens, time and peak memory
+600,000 training tokens per SAE (a third of the corpus, one pass: the budget two shared CPU cores allowed). Each
+card (``card.json``) gives the recipe, the tokens, time and peak memory
 of the run, and the metrics of :func:`circuitlab.features.evaluation.evaluate_sae` on the held-out books
 (``heldout.txt``, shipped with the model, never trained on). Checkpointed: a run that stops resumes where it was.
 """
@@ -20,7 +21,7 @@ from pathlib import Path
 RECIPES = {
     "toy-lm": {"model": "zoo/toy-lm", "hooks": [f"blocks.{l}.hook_resid_post" for l in range(4)],
                "names": [f"res-{l}" for l in range(4)],
-               "train": {"architecture": "topk", "d_sae": 1024, "k": 16, "training_tokens": 2_000_000,
+               "train": {"architecture": "topk", "d_sae": 1024, "k": 16, "training_tokens": 600_000,
                          "batch_tokens": 1024,
                          "buffer_tokens": 65_536, "context_size": 128, "seed": 0}},
 }
