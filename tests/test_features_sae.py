@@ -1,6 +1,6 @@
 """Sparse autoencoders (circuitlab.features): architectures against hand-written formulas, SAELens interop both
 ways (a fixture SAELens wrote, and SAELens's own classes where sae-lens is installed), splicing against
-TransformerLens hooks, training (determinism, resume = uninterrupted), evaluation against direct computations."""
+TransformerLens hooks, training (resume = uninterrupted, bit for bit), evaluation against direct computations."""
 
 from __future__ import annotations
 
@@ -134,8 +134,8 @@ def test_splice_replaces_the_hook_and_the_error_term_restores_the_output(toy):
         _, cache = toy.run_with_cache(tokens, names_filter=HOOK)  # resets its own hooks, keeps the splice
         assert s.last_latents.shape == (1, tokens.shape[1], 256)
     assert (spliced - reference).abs().max() < 1e-4
-    assert (cache[HOOK] - sae(cache[HOOK]) * 0 - sae(toy.run_with_cache(tokens, names_filter=HOOK)[1][HOOK])
-            ).abs().max() < 1e-4
+    clean_x = toy.run_with_cache(tokens, names_filter=HOOK)[1][HOOK]
+    assert (cache[HOOK] - sae(clean_x)).abs().max() < 1e-4  # the cache read the reconstruction
     assert (spliced - clean).abs().max() > 1e-2
     with splice(toy, sae, error_term=True):
         restored = toy(tokens)
@@ -146,19 +146,17 @@ def test_splice_replaces_the_hook_and_the_error_term_restores_the_output(toy):
             pass
 
 
-def test_training_is_deterministic_and_resumes_to_the_same_weights(toy, texts, tmp_path):
+def test_training_resumes_to_the_same_weights(toy, texts, tmp_path):
     kw = dict(architecture="topk", d_sae=128, k=8, training_tokens=6 * 128, batch_tokens=128, buffer_tokens=512,
               context_size=16, seed=3, log_every=2)
     data = texts[:30]
     full = train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, **kw)
-    again = train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, **kw)
     part = train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, checkpoint=tmp_path, stop_after=3, **kw)
     assert not part.stats["done"] and part.stats["steps"] == 3
     resumed = train_sae(toy, [HOOK, "blocks.2.hook_resid_post"], data, checkpoint=tmp_path, **kw)
     assert resumed.stats["done"] and resumed.stats["steps"] == 6
     for h in full.saes:
         for name, p in full.saes[h].state_dict().items():
-            assert torch.equal(p, again.saes[h].state_dict()[name]), name
             assert torch.equal(p, resumed.saes[h].state_dict()[name]), name
     hist = full.history[HOOK]
     assert hist[-1]["fvu"] < hist[0]["fvu"] and hist[-1]["l0"] == 8
