@@ -189,7 +189,8 @@ def test_evaluation_against_direct_computation(toy, texts):
     # cross-entropy: TransformerLens's own loss, token-weighted over the texts
     n = [toy.to_tokens(t).shape[1] - 1 for t in held]
     ce_clean = sum(float(toy(t, return_type="loss")) * m for t, m in zip(held, n)) / sum(n)
-    ce_zero = sum(float(toy.run_with_hooks(t, return_type="loss", fwd_hooks=[(HOOK, lambda a, hook: a * 0)])) * m
+    zero = [(HOOK, lambda a, hook: torch.cat([a[:, :1], a[:, 1:] * 0], dim=1))]  # BOS kept (evaluation's rule)
+    ce_zero = sum(float(toy.run_with_hooks(t, return_type="loss", fwd_hooks=zero)) * m
                   for t, m in zip(held, n)) / sum(n)
     assert ev.ce_clean == pytest.approx(ce_clean, rel=1e-4)
     assert ev.ce_zero_ablation == pytest.approx(ce_zero, rel=1e-4)

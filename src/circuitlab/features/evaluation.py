@@ -5,7 +5,7 @@ Over the tokens of ``texts`` (BOS positions left out of the activation metrics, 
 - **L0**: latents firing per token, averaged; **MSE**: ``||x - x_hat||^2 / d_in`` per token, averaged;
 - **explained variance**: ``1 - sum ||x - x_hat||^2 / sum ||x - mean(x)||^2`` (1 - FVU; the mean over the
   evaluated tokens);
-- **cross-entropy loss recovered** (next-token loss over every predicted position of each text):
+- **cross-entropy loss recovered** (next-token loss over every predicted position of each text; BOS kept, below):
   ``(CE_ablated - CE_spliced) / (CE_ablated - CE_clean)`` with the hook's activation replaced by zeros (against
   zero ablation) or by its mean over the evaluated tokens (against mean ablation); 1 is as good as the model, 0
   as bad as the ablation;
@@ -15,6 +15,11 @@ Over the tokens of ``texts`` (BOS positions left out of the activation metrics, 
 - **dead** / **dense** fractions: latents that never fire on the evaluated tokens / fire on more than
   ``dense_above`` of them (0.1, SAEBench's rule for "dense"); the **density histogram**: each latent's firing
   frequency, binned by log10 (never-firing latents in their own bin).
+
+**The BOS position** keeps its clean activation in every replacement (SAE, zero, mean): the SAEs are not
+trained on it (its residual stream is an outlier, :mod:`~circuitlab.features.training`), and replacing it would
+measure that choice rather than the SAE. (SAELens's evaluation replaces every position; where a model has no BOS
+every position is replaced here too.)
 
 One pass over the data: each batch runs the model clean (reading the hook), then with the hook replaced four ways
 (reconstruction, reconstruction + error, zeros, and the mean, which is measured in a first pass over the hook
@@ -177,6 +182,8 @@ def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook_name: Optional[str] =
                     new = torch.zeros_like(x)
                 else:
                     new = mean.to(x.dtype).expand_as(x)
+                if has_bos:  # the BOS position keeps its activation (module notes)
+                    new = torch.cat([x[:, :1], new[:, 1:]], dim=1)
                 return new.to(act.dtype).reshape(act.shape)
             return fn
 
@@ -202,7 +209,7 @@ def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook_name: Optional[str] =
         p_clean = logp_clean.exp()
         for mode, ce_key, kl_key in (("sae", "ce_sae", "kl_sae"), ("err", "ce_err", "kl_err"),
                                      ("zero", "ce_zero", None), ("mean", "ce_mean", None)):
-            if mode == "err":
+            if mode == "err":  # through splice itself: its error term must restore the clean output
                 from circuitlab.features.sae import splice
 
                 with splice(model, sae, name, error_term=True):
