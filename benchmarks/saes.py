@@ -8,7 +8,9 @@ from the same token windows (128 tokens, BOS first; the corpus the model was tra
 fortunes). SAELens gets the already-loaded model (``override_model``) and the windows as a pre-tokenized dataset
 (``override_dataset``), so it runs offline; no wandb, no evaluation batches, no checkpoints. Then both SAEs are
 evaluated with :func:`circuitlab.features.evaluation.evaluate_sae` on the held-out books (``heldout.txt``): L0 and
-explained variance side by side. Reports tokens/s, seconds, and the peak RSS increase of each run.
+explained variance side by side. Reports tokens/s, seconds, and how much each training raised the process's peak
+RSS (``ru_maxrss``, read before evaluation; the second run's figure is a lower bound, as the first's peak
+already counts).
 """
 
 from __future__ import annotations
@@ -62,10 +64,11 @@ def main() -> None:
                      batch_tokens=batch, buffer_tokens=32_768, context_size=context, seed=0,
                      max_memory=32 * row_bytes(model, context))  # 32 windows per forward pass, as SAELens's store
     sec = time.perf_counter() - t0
+    grew = rss() - base  # before any evaluation (its logits would dominate the peak)
     ev = evaluate_sae(model, ours.saes[hook], held)
     out["circuitlab"] = {"seconds": round(sec, 2), "tokens": ours.stats["train_tokens"],
                          "tokens_per_second": round(ours.stats["train_tokens"] / sec),
-                         "peak_rss_increase_bytes": rss() - base, "heldout_l0": round(ev.l0, 2),
+                         "peak_rss_increase_bytes": grew, "heldout_l0": round(ev.l0, 2),
                          "heldout_explained_variance": round(ev.explained_variance, 4),
                          "heldout_ce_loss_recovered_zero": round(ev.ce_loss_recovered_zero, 4)}
     print(json.dumps(out["circuitlab"]), flush=True)
@@ -95,12 +98,13 @@ def main() -> None:
         runner = LanguageModelSAETrainingRunner(cfg, override_dataset=ds, override_model=model)
         sae = runner.run()
         sec = time.perf_counter() - t0
+        grew = rss() - base
         folder = Path(tmp) / "final"
         sae.save_model(folder)
         theirs = load_sae(folder)
         ev = evaluate_sae(model, theirs, held)
         out["sae_lens"] = {"seconds": round(sec, 2), "tokens": args.tokens,
-                           "tokens_per_second": round(args.tokens / sec), "peak_rss_increase_bytes": rss() - base,
+                           "tokens_per_second": round(args.tokens / sec), "peak_rss_increase_bytes": grew,
                            "heldout_l0": round(ev.l0, 2), "heldout_explained_variance": round(ev.explained_variance, 4),
                            "heldout_ce_loss_recovered_zero": round(ev.ce_loss_recovered_zero, 4)}
         out["throughput_ratio"] = round(out["circuitlab"]["tokens_per_second"] / out["sae_lens"]["tokens_per_second"],
