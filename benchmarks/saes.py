@@ -8,7 +8,16 @@ from the same token windows (128 tokens, BOS first; the corpus the model was tra
 fortunes). SAELens gets the already-loaded model (``override_model``) and the windows as a pre-tokenized dataset
 (``override_dataset``), so it runs offline; no wandb, no evaluation batches, no checkpoints. Then both SAEs are
 evaluated with :func:`circuitlab.features.evaluation.evaluate_sae` on the held-out books (``heldout.txt``): L0 and
-explained variance side by side. Reports tokens/s, seconds, and how much each training raised the process's peak
+explained variance side by side.
+
+    python benchmarks/saes.py --interop toy-lm/res-0 toy-lm/res-1 toy-lm/res-2 toy-lm/res-3 \
+        --out benchmarks/results/saes_interop.json
+
+The interop round trip on shipped SAEs: circuitlab -> SAELens (``save_sae``, then ``sae_lens.SAE.load_from_disk``)
+and back (SAELens's ``save_model``, then ``load_sae``), the max |difference| of the latents and reconstructions
+on 4,096 held-out activations of the SAE's hook.
+
+The throughput run reports tokens/s, seconds, and how much each training raised the process's peak
 RSS (``ru_maxrss``, read before evaluation; the second run's figure is a lower bound, as the first's peak
 already counts).
 """
@@ -30,12 +39,50 @@ def rss() -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def interop(names: list[str]) -> dict:
+    import tempfile
+
+    import sae_lens
+
+    import circuitlab as cl
+    from circuitlab.features import load_sae, save_sae
+    from circuitlab.features.training import activation_sample
+
+    model = cl.load_model("zoo/toy-lm")
+    held = [t for t in (Path(cl.__file__).parent / "zoo" / "weights" / "toy-lm" / "heldout.txt").read_text()
+            .splitlines() if t.strip()]
+    out = {"sae_lens_version": sae_lens.__version__}
+    for name in names:
+        ours = load_sae(name)
+        x = activation_sample(model, [ours.cfg.hook_name], held, 4096)[ours.cfg.hook_name]
+        tmp = Path(tempfile.mkdtemp())
+        save_sae(ours, tmp / "a")
+        theirs = sae_lens.SAE.load_from_disk(str(tmp / "a"))
+        with torch.no_grad():
+            to_theirs = float((theirs.encode(x) - ours.encode(x)).abs().max())
+            recon = float((theirs(x) - ours(x)).abs().max())
+            theirs.save_model(tmp / "b")
+            back = load_sae(tmp / "b")
+            to_ours = float((back.encode(x) - theirs.encode(x)).abs().max())
+            scale = float(ours.encode(x).abs().max())
+        out[name] = {"tokens": x.shape[0], "circuitlab_to_saelens_max_abs_diff_latents": to_theirs,
+                     "circuitlab_to_saelens_max_abs_diff_reconstruction": recon,
+                     "saelens_to_circuitlab_max_abs_diff_latents": to_ours, "largest_latent": scale}
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=65_536)
+    p.add_argument("--interop", nargs="+", help="shipped SAE names: the round trip with SAELens instead")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "saes.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.interop:
+        res = interop(args.interop)
+        print(json.dumps(res, indent=1))
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        return
 
     import circuitlab as cl
     from circuitlab.features.evaluation import evaluate_sae

@@ -208,3 +208,19 @@ def test_activation_sample_matches_transformerlens(toy, texts):
     row = torch.cat([toy.to_tokens("")[0, :1], toks[:15]])
     want = toy.run_with_cache(row[None], names_filter=HOOK)[1][HOOK][0, 1:]
     assert (got[:15] - want).abs().max() < 1e-4
+
+
+@torch.no_grad()
+def test_shipped_saes_load_by_name_and_reconstruct_held_out_activations(toy, texts):
+    from circuitlab.features import shipped_saes
+
+    assert shipped_saes() == [f"toy-lm/res-{l}" for l in range(4)]
+    sae = load_sae("toy-lm/res-2")
+    assert sae.cfg.hook_name == "blocks.2.hook_resid_post" and sae.cfg.d_in == toy.cfg.d_model and sae.cfg.k == 16
+    assert torch.equal(load_sae("zoo/toy-lm/res-2").W_enc, sae.W_enc)
+    card = json.loads((Path(cl.features.__file__).parent / "saes" / "toy-lm" / "res-2" / "card.json").read_text())
+    xs = torch.cat([toy.run_with_cache(t, names_filter=sae.cfg.hook_name)[1][sae.cfg.hook_name][0, 1:]
+                    for t in texts[:20]])
+    explained = 1 - (xs - sae(xs)).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum()
+    assert explained > 0.5  # held-out text: the SAE learned the layer, not noise
+    assert abs(float(explained) - card["heldout"]["explained_variance"]) < 0.1  # the card's figure, on a fifth
