@@ -398,6 +398,15 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
         if k not in (None, 32):
             raise InputError(f"k={shorten(k)} is for architecture='topk'; the {arch} SAE has no k. Leave it out.")
         k = None
+    from circuitlab.core import check_affordable
+
+    n_hooks, widest = len(hooks), max(widths.values())
+    check_affordable(n_hooks * 4 * (4 * 2 * widest * d_sae + 3 * batch_tokens * d_sae),
+                     f"d_sae={d_sae:,} latents x {n_hooks} hook(s) (weights, Adam's moments, gradients and one batch's "
+                     "latents)", "use a smaller d_sae or batch_tokens, or fewer hooks per run")
+    check_affordable(n_hooks * 4 * 2 * buffer_tokens * widest,
+                     f"buffer_tokens={buffer_tokens:,} x {n_hooks} hook(s) of {widest} numbers (the shuffle buffer)",
+                     "use a smaller buffer_tokens")
     l1 = check_l_coefficient(l1_coefficient, "l1_coefficient")
     l0 = check_l_coefficient(l0_coefficient, "l0_coefficient")
     if lr is None:
