@@ -220,7 +220,7 @@ def test_shipped_saes_load_by_name_and_reconstruct_held_out_activations(toy, tex
     assert torch.equal(load_sae("zoo/toy-lm/res-2").W_enc, sae.W_enc)
     card = json.loads((Path(cl.features.__file__).parent / "saes" / "toy-lm" / "res-2" / "card.json").read_text())
     xs = torch.cat([toy.run_with_cache(t, names_filter=sae.cfg.hook_name)[1][sae.cfg.hook_name][0, 1:]
-                    for t in texts[:20]])
+                    for t in texts[:8]])
     explained = 1 - (xs - sae(xs)).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum()
     assert explained > 0.5  # held-out text: the SAE learned the layer, not noise
-    assert abs(float(explained) - card["heldout"]["explained_variance"]) < 0.1  # the card's figure, on a fifth
+    assert abs(float(explained) - card["heldout"]["explained_variance"]) < 0.1  # the card, on 8 of 204 verses
