@@ -224,3 +224,21 @@ def test_shipped_saes_load_by_name_and_reconstruct_held_out_activations(toy, tex
     explained = 1 - (xs - sae(xs)).pow(2).sum() / (xs - xs.mean(0)).pow(2).sum()
     assert explained > 0.5  # held-out text: the SAE learned the layer, not noise
     assert abs(float(explained) - card["heldout"]["explained_variance"]) < 0.1  # the card, on 8 of 204 verses
+
+
+def test_existing_analyses_run_with_the_sae_spliced_in(toy):
+    """The logit lens and direct logit attribution read the spliced model: with the error term they give the clean
+    numbers; without it, layer 2 onwards moves (the layers before the SAE's hook do not)."""
+    from circuitlab.attribution import direct_logit_attribution, logit_lens
+
+    prompt, answer = "And the LORD spake unto Moses, saying", " the"
+    sae = load_sae("toy-lm/res-1")
+    clean_lens = logit_lens(toy, prompt, answer).logits
+    clean_dla = direct_logit_attribution(toy, prompt, answer, by="layer").values
+    with splice(toy, sae, error_term=True):
+        assert (logit_lens(toy, prompt, answer).logits - clean_lens).abs().max() < 1e-3
+        assert (direct_logit_attribution(toy, prompt, answer, by="layer").values - clean_dla).abs().max() < 1e-3
+    with splice(toy, sae):
+        moved = logit_lens(toy, prompt, answer).logits - clean_lens
+    first = 2 if moved.shape[0] == toy.cfg.n_layers + 1 else 1  # the lens row after block 1 (row 0: embeddings)
+    assert moved[:first].abs().max() < 1e-4 and moved[first:].abs().max() > 1e-3
