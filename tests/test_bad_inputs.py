@@ -48,6 +48,8 @@ from circuitlab import distributed, neurons, reproduce, weights
 from circuitlab.concepts import debugging, sentiment
 from circuitlab.probing import minimal_pairs
 from circuitlab.features import toy as toy_models
+from circuitlab import features
+from circuitlab.features import evaluation as sae_evaluation
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -189,7 +191,59 @@ KINDS: dict[str, Kind] = {
     "features batch": Kind(("x", "batch"), bad=[None, "x", Lazy(lambda: torch.zeros(4, 1, 3), "[4, 1, 3]"),
                                                 Lazy(lambda: torch.zeros(4, 1, 5, dtype=torch.long), "ints")]),
     "angles": Kind(("angle",), bad=[[], "x", None, [float("nan")]]),
+    # an SAE: a name or folder that is not one, a cut-short weight file, NaN weights, a d_in the hook lacks
+    "sae": Kind(("sae",), bad=[None, 3, "no/such/sae", "toy-lm/res-99",
+                               Lazy(lambda: _bad_saes()["truncated"], "a truncated sae_weights.safetensors"),
+                               Lazy(lambda: _bad_saes()["nan"], "an SAE folder with NaN weights"),
+                               Lazy(lambda: _bad_saes()["d_in"], "an SAE with d_in 64 for a 128-wide hook"),
+                               Lazy(lambda: _bad_saes()["arch"], "an SAE folder of an unknown architecture")]),
 }
+
+
+def _toy_sae(d_in: int = 128):
+    """A TopK SAE (seeded random weights) on zoo/toy-lm's blocks.1.hook_resid_post."""
+    from circuitlab.features import SAE, SAEConfig
+
+    g = torch.Generator().manual_seed(0)
+    sae = SAE(SAEConfig("topk", d_in, 256, k=8, hook_name="blocks.1.hook_resid_post", model_name=TOY))
+    with torch.no_grad():
+        for p in sae.parameters():
+            p.copy_(torch.randn(p.shape, generator=g) * 0.1)
+    return sae
+
+
+@functools.lru_cache(maxsize=None)
+def _bad_saes() -> dict:
+    """SAE folders (SAELens's format) that must be refused, written once per run."""
+    import json
+
+    from circuitlab.features import save_sae
+
+    folder = Path(tempfile.mkdtemp(prefix="circuitlab-bad-saes-"))
+    good = save_sae(_toy_sae(), folder / "good")
+    out = {"d_in": _toy_sae(64)}
+    weights = (good / "sae_weights.safetensors").read_bytes()
+    cut = folder / "truncated"
+    cut.mkdir()
+    (cut / "cfg.json").write_text((good / "cfg.json").read_text())
+    (cut / "sae_weights.safetensors").write_bytes(weights[: len(weights) // 3])
+    out["truncated"] = str(cut)
+    nan = _toy_sae()
+    with torch.no_grad():
+        nan.W_enc[3, 5] = float("nan")
+    out["nan"] = str(save_sae(nan, folder / "nan"))
+    arch = save_sae(_toy_sae(), folder / "arch")
+    cfg = json.loads((arch / "cfg.json").read_text())
+    cfg["architecture"] = "gated"
+    (arch / "cfg.json").write_text(json.dumps(cfg))
+    out["arch"] = str(arch)
+    return out
+
+
+def _spliced_logits(model, sae, error_term=False):
+    """features.splice entered: the model's logits on one prompt with the SAE spliced in."""
+    with features.splice(model, sae, error_term=error_term):
+        return model(CLEAN)
 
 
 @dataclass
@@ -584,6 +638,22 @@ ANALYSES = [
              {"toy": ("toy", Lazy(lambda: toy_models.train(2, 1, 0.9, [1.0, 0.5], steps=5, restarts=1), "2 in 1")),
               "threshold": ("threshold", 0.5)}),
     Analysis("features.toy.angle_gaps", toy_models.angle_gaps, {"angles": ("angles", [0.0, 90.0, 200.0])}),
+    Analysis("features.train_sae", features.train_sae,
+             {"model": ("model", M), "hooks": ("hook", ["blocks.1.hook_resid_post"]), "data": ("texts", [CLEAN] * 4),
+              "architecture": ("choice", "topk"), "d_sae": ("count", 64), "k": ("count", 4),
+              "training_tokens": ("count", 64), "batch_tokens": ("count", 16), "buffer_tokens": ("count", 64),
+              "context_size": ("count", 8), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("features.train_sae(standard)", lambda l1_coefficient: features.train_sae(
+        toy(), 1, [CLEAN] * 4, architecture="standard", k=None, l1_coefficient=l1_coefficient, training_tokens=64,
+        batch_tokens=16, buffer_tokens=64, context_size=8), {"l1_coefficient": ("threshold", 1.0)}),
+    Analysis("features.train_sae(jumprelu)", lambda l0_coefficient: features.train_sae(
+        toy(), 1, [CLEAN] * 4, architecture="jumprelu", k=None, l0_coefficient=l0_coefficient, training_tokens=64,
+        batch_tokens=16, buffer_tokens=64, context_size=8), {"l0_coefficient": ("threshold", 0.01)}),
+    Analysis("features.evaluate_sae", sae_evaluation.evaluate_sae,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "texts": ("texts", [CLEAN]),
+              "hook_name": ("hook", "blocks.1.hook_resid_post"), "max_memory": ("memory", 2**20)}),
+    Analysis("features.splice(entered)", _spliced_logits,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE"))}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -629,6 +699,9 @@ SKIP = {
     ("reproduce.run", "model"): {None},  # None: the finding's own model
     ("attention.head_importance", "metric"): {None},  # None: the LM loss, as in Michel et al.
     ("attention.masked_loss", "heads"): {()},  # no heads: the plain loss
+    ("features.train_sae", "hooks"): {3},  # 3: layer 3's hook_resid_post
+    ("features.evaluate_sae", "hook_name"): {3, None},  # 3: layer 3's hook_resid_post (128 wide); None: the SAE's
+    ("features.splice(entered)", "model"): {NAN},  # splicing reads no weight; the analyses run inside check them
 }
 
 
@@ -1015,6 +1088,14 @@ COMMANDS = [
     ["weights", "-m", WORDS, "--head", "1.0", "--token", "hello"],
     ["weights", "-m", WORDS, "--prompt", "t1 t2"],
     ["weights", "-m", WORDS, "--head", "1.0", "-k", "0"],
+    ["sae", "train", "-m", TOY, "--hook", "blocks.1.attn.hook_pattern", "--save", HERE],
+    ["sae", "train", "-m", TOY, "--hook", "1", "--save", HERE, "--k", "0"],
+    ["sae", "train", "-m", TOY, "--hook", "1"],
+    ["sae", "train", "-m", TOY, "--hook", "1", "--save", HERE, "--architecture", "gated"],
+    ["sae", "train", "-m", TOY, "--hook", "1", "--save", HERE, "--data", BAD_FILES["latin1.txt"]],
+    ["sae", "eval", "-m", TOY, "--sae", "no/such/sae"],
+    ["sae", "eval", "-m", TOY],
+    ["sae", "list", "--k", "x"],
 ]
 
 
@@ -1071,6 +1152,7 @@ EXEMPT = {
     "circuitlab.engine.blocks.kv_reuse_blockers": "the block runner's own check of a model (engine), run by every "
                                                   "analysis that uses the runner",
     "circuitlab.engine.collect.check_hooks": "the collector's check of hooks=, run by every probing and neurons row",
+    "circuitlab.features.sae.splice": "a context manager; the battery enters it in the features.splice(entered) row",
     "circuitlab.probing.activations.collect_shard": "one shard of collect (the executor runs it; collect's rows)",
     "circuitlab.probing.activations.plan_batches": "a step of collect on sentences it has aligned (rows)",
     "circuitlab.probing.activations.word_rows": "a step of collect on sentences it has aligned (rows)",

@@ -1,0 +1,19 @@
+"""Features in superposition: sparse autoencoders trained and evaluated on any hook of any circuitlab model.
+
+- :mod:`~circuitlab.features.sae`: the architectures (ReLU + L1, TopK, JumpReLU; SAELens's names), SAELens's
+  on-disk format (:func:`save_sae`, :func:`load_sae`, by shipped name or folder), :func:`splice`;
+- :mod:`~circuitlab.features.training`: :func:`train_sae` (several hooks from one forward pass, a shuffled
+  buffer, AuxK for dead latents, checkpoints and resume);
+- :mod:`~circuitlab.features.evaluation`: :func:`evaluate_sae` (L0, explained variance, MSE, CE loss recovered,
+  KL with the SAE spliced in, dead and dense fractions, the density histogram).
+
+Shipped SAEs: ``toy-lm/res-0`` ... ``res-3`` (:func:`shipped_saes`; recipe in :mod:`~circuitlab.features.ship`,
+cards beside the weights in ``features/saes/``). The docs page is ``docs/saes.md``.
+"""
+
+from circuitlab.features.sae import SAE, SAEConfig, load_sae, save_sae, shipped_saes, splice
+from circuitlab.features.training import TrainedSAEs, train_sae
+from circuitlab.features.evaluation import SAEEvaluation, evaluate_sae
+
+__all__ = ["SAE", "SAEConfig", "load_sae", "save_sae", "shipped_saes", "splice", "TrainedSAEs", "train_sae",
+           "SAEEvaluation", "evaluate_sae"]

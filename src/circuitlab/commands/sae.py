@@ -1,0 +1,165 @@
+"""``circuitlab sae``: train, evaluate and list sparse autoencoders (:mod:`circuitlab.features`).
+
+    circuitlab sae train -m zoo/toy-lm --hook 1,2 --save saes/ --training-tokens 200000 --checkpoint ckpt/
+    circuitlab sae eval -m zoo/toy-lm --sae toy-lm/res-2              # held-out metrics of a shipped SAE
+    circuitlab sae eval -m zoo/toy-lm --sae saes/blocks.2.hook_resid_post --data my_texts.txt
+    circuitlab sae list                                               # the shipped SAEs
+
+``train`` trains one SAE per hook (all from the same forward passes) and writes each in SAELens's format to
+``--save/HOOK``; with ``--checkpoint`` a stopped run resumes where it was. ``--data``: ``default`` (the corpus
+zoo/toy-lm was trained on: KJV and fortunes, Debian packages) or a text file, one text per line. ``eval`` prints
+L0, explained variance, MSE, CE loss recovered (zero and mean ablation), KL with the SAE spliced in (with and
+without the error term), dead and dense fractions and the density histogram; ``--data heldout`` (default) is the
+held-out text shipped with zoo/toy-lm.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from circuitlab.cli import add_model_option, add_quiet_option, command, positive_int, quote, seed_int
+
+KINDS = ("train", "eval", "list")
+
+
+def positive_number(text: str) -> float:
+    """An argparse ``type``: a finite number >= 0."""
+    import math
+
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {quote(text)}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {quote(text)}")
+    return value
+
+
+def arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("kind", choices=KINDS, help="train: train SAEs on hooks; eval: the standard metrics of an SAE; "
+                                              "list: the shipped SAEs")
+    add_model_option(p, default="zoo/toy-lm")
+    p.add_argument("--hook", help="train: hook names or layer numbers (their hook_resid_post), comma-separated; "
+                                  "eval: the hook (default the SAE's own)")
+    p.add_argument("--sae", help="eval: a shipped SAE's name (e.g. toy-lm/res-2) or a folder in SAELens's format")
+    p.add_argument("--data", default=None, help="train: 'default' (KJV + fortunes, offline) or a text file, one text "
+                                                "per line; eval: 'heldout' (zoo/toy-lm's held-out text) or a file")
+    p.add_argument("--save", help="train: folder to write one SAE per hook into (SAELens's format)")
+    p.add_argument("--architecture", default="topk", help="topk (default), standard (ReLU + L1) or jumprelu")
+    p.add_argument("--d-sae", type=positive_int, help="latents per SAE (default 8 x the hook's width)")
+    p.add_argument("--k", type=positive_int, default=32, help="topk: latents kept per token (default 32)")
+    p.add_argument("--l1-coefficient", type=positive_number, default=1.0, help="standard: the L1 penalty (default 1)")
+    p.add_argument("--l0-coefficient", type=positive_number, default=0.01,
+                   help="jumprelu: the L0 penalty (default 0.01)")
+    p.add_argument("--training-tokens", type=positive_int, default=200_000, help="tokens per SAE (default 200,000)")
+    p.add_argument("--batch-tokens", type=positive_int, default=1024, help="tokens per step (default 1024)")
+    p.add_argument("--context-size", type=positive_int, help="tokens per window (default min(n_ctx, 128))")
+    p.add_argument("--checkpoint", help="train: folder for checkpoints; a later run with it resumes")
+    p.add_argument("--seed", type=seed_int, default=0, help="initialisation and shuffles (default 0)")
+    add_quiet_option(p)
+
+
+def _lines(data: str, default: str):
+    from pathlib import Path
+
+    from circuitlab.core import read_text_file
+    from circuitlab.errors import InputError
+
+    if data == default:
+        return None
+    path = Path(data)
+    if not path.is_file():
+        raise InputError(f"--data {quote(data, 300)} is neither {default!r} nor a text file; give one of them.")
+    lines = [line.strip() for line in read_text_file(path, "--data file").splitlines() if line.strip()]
+    if not lines:
+        raise InputError(f"--data {quote(data, 300)} holds no text; give a file with one text per line.")
+    return lines
+
+
+def _hooks(text: str):
+    parts = [h.strip() for h in text.split(",") if h.strip()]
+    return [int(h) if h.lstrip("-").isdigit() else h for h in parts]
+
+
+def run(args: argparse.Namespace) -> int:
+    from circuitlab.errors import InputError
+    from circuitlab.features.sae import shipped_saes
+
+    if args.kind == "list":
+        from circuitlab.features.sae import load_sae
+
+        for name in shipped_saes():
+            sae = load_sae(name)
+            print(f"{name}: {sae.cfg.architecture}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}"
+                  f"{f', k {sae.cfg.k}' if sae.cfg.k else ''}, {sae.cfg.model_name} {sae.cfg.hook_name}")
+        return 0
+    from circuitlab import load_model
+
+    if args.kind == "train":
+        if not args.hook:
+            raise InputError("sae train needs --hook: hook names or layer numbers, e.g. --hook 1,2.")
+        if not args.save:
+            raise InputError("sae train needs --save: the folder to write the SAEs into.")
+        from pathlib import Path
+
+        from circuitlab.features.sae import save_sae
+        from circuitlab.features.training import train_sae
+
+        from circuitlab.engine.collect import check_hooks
+        from circuitlab.features.sae import check_architecture
+
+        check_architecture(args.architecture)
+        data = _lines(args.data or "default", "default")
+        model = load_model(args.model)
+        check_hooks(model, _hooks(args.hook))  # before the corpus is read
+        if data is None:
+            from circuitlab.zoo import text_data
+
+            data = text_data.real_documents()[0]
+        run_ = train_sae(model, _hooks(args.hook), data, architecture=args.architecture, d_sae=args.d_sae,
+                         k=args.k if args.architecture == "topk" else None, l1_coefficient=args.l1_coefficient,
+                         l0_coefficient=args.l0_coefficient, training_tokens=args.training_tokens,
+                         batch_tokens=args.batch_tokens, buffer_tokens=max(32_768, 2 * args.batch_tokens),
+                         context_size=args.context_size, seed=args.seed, checkpoint=args.checkpoint,
+                         progress=not args.quiet)
+        s = run_.stats
+        print(f"Trained {len(run_.saes)} {args.architecture} SAE(s) on {s['train_tokens']:,} tokens each in "
+              f"{s['seconds']:.1f} s ({s['tokens_per_second']:,.0f} tokens/s per SAE)")
+        for hook, sae in run_.saes.items():
+            folder = save_sae(sae, Path(args.save) / hook)
+            last = run_.history[hook][-1] if run_.history[hook] else {}
+            print(f"  {hook}: {folder}  (last steps: FVU {last.get('fvu', float('nan')):.3f}, L0 "
+                  f"{last.get('l0', float('nan')):.1f}, dead {last.get('dead', float('nan')):.1%})")
+        return 0
+    if not args.sae:
+        raise InputError("sae eval needs --sae: a shipped SAE's name (e.g. toy-lm/res-2) or an SAE folder.")
+    from circuitlab.features.evaluation import evaluate_sae
+    from circuitlab.features.sae import load_sae
+
+    sae = load_sae(args.sae)
+    texts = _lines(args.data or "heldout", "heldout")
+    model = load_model(args.model)
+    if texts is None:
+        from pathlib import Path
+
+        import circuitlab
+
+        held = Path(circuitlab.__file__).parent / "zoo" / "weights" / "toy-lm" / "heldout.txt"
+        texts = [t for t in held.read_text(encoding="utf-8").splitlines() if t.strip()]
+    hook = _hooks(args.hook)[0] if args.hook else None
+    if isinstance(hook, int):
+        hook = f"blocks.{hook}.hook_resid_post"
+    ev = evaluate_sae(model, sae, texts, hook_name=hook, progress=not args.quiet)
+    print(f"SAE {args.sae} on {model.cfg.model_name or args.model}, {ev.tokens:,} tokens:")
+    for key, value in ev.summary().items():
+        if key == "density_histogram":
+            print("  density histogram (latents per firing frequency): "
+                  + ", ".join(f"{k} {v}" for k, v in value.items()))
+        else:
+            print(f"  {key}: {value}")
+    return 0
+
+
+run.arguments = arguments
+command("sae", "sparse autoencoders: train on hooks, evaluate (L0, explained variance, CE loss recovered, KL), list "
+               "the shipped ones")(run)
