@@ -30,15 +30,15 @@ import contextlib
 import copy
 import math
 from dataclasses import dataclass, field
-from typing import Any, Iterator, Optional, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (check_count, check_finite, check_known_words, check_mlp_layer, check_number, check_seed,
-                             readout, shorten, to_tokens)
+from circuitlab.core import (check_count, check_finite, check_known_words, check_mlp_layer, check_number, readout,
+                             shorten, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.tracing import subject_span
 
@@ -93,6 +93,26 @@ def check_request(model: HookedTransformer, prompt: Any, subject: Any, new: Any,
         raise InputError(f"{at}new={shorten(new)} is already the model's prediction after the prompt "
                          f"{shorten(prompt)}: there is nothing to edit. Give a different new object.")
     return Request(prompt, subject, new), tokens[0].tolist(), span, new_ids
+
+
+def check_requests(requests: Any) -> list[tuple]:
+    """Editing requests as ``(prompt, subject, new)`` triples: a non-empty list of Requests or triples, no fact
+    twice."""
+    if isinstance(requests, (str, bytes, Request)) or not isinstance(requests, Sequence) or not requests:
+        raise InputError("requests must be a non-empty list of Request(prompt, subject, new) or (prompt, subject, "
+                         f"new) triples; got {shorten(requests)}.")
+    out = []
+    for i, r in enumerate(requests):
+        if isinstance(r, Request):
+            r = (r.prompt, r.subject, r.new)
+        if not isinstance(r, (tuple, list)) or len(r) != 3:
+            raise InputError(f"requests[{i}] is {shorten(r)}: give Request(prompt, subject, new) or a (prompt, "
+                             "subject, new) triple.")
+        out.append(tuple(r))
+    subjects = [r[1] for r in out]
+    if len(set(zip(subjects, [r[0] for r in out]))) != len(out):
+        raise InputError("requests holds the same prompt and subject twice; give each fact once.")
+    return out
 
 
 def check_edit_layers(model: HookedTransformer, layers: Any, what: str = "layers") -> list[int]:
@@ -274,7 +294,7 @@ def essence_rows(model: HookedTransformer, subject: str) -> Rows:
     return Rows([toks], [span[1] - 1], [[len(toks) - 1]], [[]])
 
 
-def _pad(model: HookedTransformer) -> int:
+def pad_id(model: HookedTransformer) -> int:
     pad = getattr(model.tokenizer, "pad_token_id", None)
     return 0 if pad is None else int(pad)
 
@@ -290,7 +310,7 @@ def subject_keys(model: HookedTransformer, layer: int, contexts: list[tuple[list
     def keep(act: Tensor, hook=None) -> None:
         got["k"] = act[torch.arange(act.shape[0]), torch.tensor(rows.subject_last)].double()
 
-    model.run_with_hooks(rows.batch(_pad(model), model.cfg.device), stop_at_layer=layer + 1,
+    model.run_with_hooks(rows.batch(pad_id(model), model.cfg.device), stop_at_layer=layer + 1,
                          fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", keep)])
     check_finite(model, None, f"the MLP keys of layer {layer}", got["k"])
     return got["k"].mean(0).cpu()
@@ -359,7 +379,7 @@ def optimise_delta(model: HookedTransformer, site: str, layer: int, rewrite: Row
     ``layer``; returns it (float64) and a record of the optimisation (loss and P(new) per step)."""
     device = model.cfg.device
     module = site_module(model, site, layer)
-    pad = _pad(model)
+    pad = pad_id(model)
     batch = rewrite.batch(pad, device)
     ess = essence.batch(pad, device)
     delta = torch.zeros(model.cfg.d_model, device=device, dtype=torch.float32, requires_grad=True)
