@@ -44,7 +44,7 @@ from circuitlab import probing
 from circuitlab.probing import heads as probing_heads
 from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
 from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
-from circuitlab import distributed, neurons, reproduce
+from circuitlab import distributed, editing, neurons, reproduce
 from circuitlab.concepts import debugging, sentiment
 from circuitlab.probing import minimal_pairs
 from circuitlab.cli import main
@@ -170,6 +170,21 @@ KINDS: dict[str, Kind] = {
                                           {"home": "{subject} lives in"}, {"home": [""]}]),
     "finding": Kind(("finding",), bad=["no-such-finding", "", 3, None, ["induction-heads-need-two-layers"]]),
     "seed": Kind(("seed",), bad=[2**64, -1, 1.5, "3", True]),
+    # model editing (issue 35): the new object (the true answer, " Brindlecote", is refused: nothing to edit),
+    # layers to edit ('auto' or MLP layers), key covariances (NaN, wrong shape), requests, edits and cases
+    "new": Kind(("new",), bad=["", "   ", 3, None, " Brindlecote"]),
+    "edit layer": Kind(("layer",), bad=[99, -99, "1", "nope", 1.5, True, None]),
+    "edit layers": Kind(("layer",), bad=[[], [99], [0, 0], "x", [1.5], None]),
+    "covariance": Kind(("covariance",), bad=[Lazy(lambda: torch.full((512, 512), float("nan")), "a NaN covariance"),
+                                             torch.zeros(3, 3), "x", Lazy(lambda: torch.triu(torch.ones(512, 512)),
+                                                                          "an asymmetric matrix")]),
+    "covariances": Kind(("covariance",), bad=[{0: torch.zeros(3, 3)}, "x",
+                                              Lazy(lambda: {0: torch.full((512, 512), float("nan"))}, "{0: NaN}")]),
+    "requests": Kind(("request",), bad=[[], "x", [("a",)], 3, None, [(FACT, "Wexmira", " Pellmoor")] * 2]),
+    "edit": Kind(("edit",), bad=[None, 3, "x"]),
+    "case": Kind(("case",), bad=[None, 3, (FACT, "Wexmira", " Pellmoor")]),
+    "cases": Kind(("case",), bad=[[], None, 3, [None]]),
+    "methods": Kind(("method",), bad=[{}, None, 3]),
 }
 
 
@@ -230,6 +245,29 @@ def toy_facts():
 
     facts = facts_of(load_world(ZOO_DIR / "toy-lm"))
     return [f for f in facts if f.relation == "home"][:4]
+
+@functools.lru_cache(maxsize=None)
+def eye():
+    """An identity key covariance for zoo/toy-lm (d_mlp 512): a valid matrix that needs no corpus."""
+    return torch.eye(512, dtype=torch.float64)
+
+
+EYE = Lazy(eye, "I")
+
+
+@functools.lru_cache(maxsize=None)
+def edit_cases():
+    from circuitlab.models.loading import ZOO_DIR
+    from circuitlab.tasks.counterfact import toy_cases
+    from circuitlab.tasks.toy_world import load_world
+
+    return toy_cases(toy(), load_world(ZOO_DIR / "toy-lm"), n=1)
+
+
+def zero_edit():
+    case = edit_cases()[0]
+    return editing.Edit("rome", {0: torch.zeros(512, 128, dtype=torch.float64)}, (editing.Request(*case.request),))
+
 
 PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_tokens": ("prompt", CORRUPTED),
          "metric": ("metric", LD)}
@@ -489,6 +527,34 @@ ANALYSES = [
     Analysis("attention.masked_loss", attention.masked_loss,
              {"model": ("model", M), "texts_or_tokens": ("prompt", CLEAN), "heads": ("heads", [(1, 2)]),
               "max_memory": ("memory", 2**20)}),
+    # -- issue 35: model editing ----------------------------------------------------------------------------------
+    Analysis("editing.rome", editing.rome,
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "new": ("new", " Pellmoor"), "layer": ("edit layer", 0), "covariance": ("covariance", EYE),
+              "steps": ("count", 1), "seed": ("seed", 0)}),
+    Analysis("editing.memit", editing.memit,
+             {"model": ("model", M), "requests": ("requests", [(FACT, "Wexmira", " Pellmoor")]),
+              "layers": ("edit layers", [0]), "covariances": ("covariances", Lazy(lambda: {0: eye()}, "{0: I}")),
+              "steps": ("count", 1), "seed": ("seed", 0)}),
+    Analysis("editing.fine_tune", editing.fine_tune,
+             {"model": ("model", M), "requests": ("requests", [(FACT, "Wexmira", " Pellmoor")]),
+              "layer": ("edit layer", 0), "steps": ("count", 1), "seed": ("seed", 0)}),
+    Analysis("editing.key_covariance", functools.partial(editing.key_covariance, cache=False),
+             {"model": ("model", M), "layer": ("layer", 0), "texts": ("texts", [FACT, CLEAN]),
+              "n_tokens": ("count", 5), "max_memory": ("memory", 2**20)}),
+    Analysis("editing.default_layer", functools.partial(editing.default_layer, samples=1),
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "seed": ("seed", 0)}),
+    Analysis("editing.default_layers", editing.default_layers,
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "seed": ("seed", 0)}),
+    Analysis("editing.evaluate_edit", editing.evaluate_edit,
+             {"model": ("model", M), "edit": ("edit", Lazy(lambda: zero_edit(), "a zero edit")),
+              "case": ("case", Lazy(lambda: edit_cases()[0], "a toy case")), "generate_tokens": ("count", 2),
+              "seed": ("seed", 0)}),
+    Analysis("editing.edit_table", editing.edit_table,
+             {"model": ("model", M), "cases": ("cases", Lazy(lambda: edit_cases()[:1], "one toy case")),
+              "methods": ("methods", {"zero": lambda case: zero_edit()})}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -534,6 +600,7 @@ SKIP = {
     ("reproduce.run", "model"): {None},  # None: the finding's own model
     ("attention.head_importance", "metric"): {None},  # None: the LM loss, as in Michel et al.
     ("attention.masked_loss", "heads"): {()},  # no heads: the plain loss
+    ("editing.key_covariance", "texts"): {None},  # None: the default corpus
 }
 
 
@@ -896,6 +963,14 @@ COMMANDS = [
     ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
     ["probe", "pos", "-m", TOY, "--data", BAD_FILES["latin1.conllu"]],
     ["probe", "pairs", "-m", TOY, "--blimp", BAD_FILES["latin1.jsonl"]],
+    # issue 35: editing (subject not in the prompt, the true answer as the new object, a layer without an MLP, a
+    # layer the model does not have, several layers for ROME)
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Zorv", "--new", " Pellmoor"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Brindlecote", "--layer", "0"],
+    ["edit", "-m", WORDS, "--prompt", "t1 t2 t3", "--subject", "t2", "--new", " t4", "--layer", "0"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--layer", "9"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--layer", "0,1"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--prefixes", "-1"],
 ]
 
 
@@ -929,7 +1004,8 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 #: the rooms whose public analyses the battery must cover (packages: their submodules too)
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
-         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention")
+         "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention",
+         "circuitlab.editing")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {

@@ -63,6 +63,7 @@ def check_request(model: HookedTransformer, prompt: Any, subject: Any, new: Any,
     """``(request, prompt tokens, subject span, new tokens)``, checked: a text prompt, a subject that is a token
     span of it, a non-empty new object that is not what the model already predicts there."""
     at = f"{what}: " if what else ""
+    check_editable(model)
     if not isinstance(prompt, str) or not prompt.strip():
         raise InputError(f"{at}prompt must be non-empty text, the sentence up to the object (e.g. 'The Eiffel Tower "
                          f"is located in'); got {shorten(prompt)}.")
@@ -113,6 +114,17 @@ def check_requests(requests: Any) -> list[tuple]:
     if len(set(zip(subjects, [r[0] for r in out]))) != len(out):
         raise InputError("requests holds the same prompt and subject twice; give each fact once.")
     return out
+
+
+def check_editable(model: Any) -> None:
+    """Editing writes ``blocks[L].mlp.W_out`` in place: a ``HookedTransformer`` with MLPs. A ``TransformerBridge``'s
+    ``W_out`` is a view computed from the wrapped model's weights, so writing it would silently change nothing:
+    refused."""
+    if not isinstance(model, HookedTransformer):
+        raise InputError(f"editing needs a HookedTransformer; got a {type(model).__name__}, whose W_out is computed "
+                         "from the wrapped model's weights, so an edit written there would silently change nothing. "
+                         "Load the model as a HookedTransformer.")
+    check_mlp_layer(model, 0)
 
 
 def check_edit_layers(model: HookedTransformer, layers: Any, what: str = "layers") -> list[int]:

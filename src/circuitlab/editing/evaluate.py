@@ -27,7 +27,7 @@ import math
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Callable, Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -198,7 +198,8 @@ def edit_table(model: ModelLike, cases: Sequence[EditCase], methods: dict[str, C
     from circuitlab.core import progress_bar
 
     model = as_model(model)
-    if not cases or not all(isinstance(c, EditCase) for c in cases):
+    if not isinstance(cases, Sequence) or isinstance(cases, str) or not cases \
+            or not all(isinstance(c, EditCase) for c in cases):
         raise InputError("cases must be a non-empty list of EditCase (circuitlab.tasks.counterfact).")
     if not isinstance(methods, dict) or not methods:
         raise InputError("methods must be a dict {name: function(case) -> Edit}.")

@@ -16,9 +16,9 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from circuitlab.core import ModelLike, as_model, check_count, check_mlp_layer, check_number, check_seed, model_name
-from circuitlab.editing.edit import (Edit, Rows, check_request, check_requests, context_prefixes, frozen, pad_id,
-                                     prefixed, rewrite_rows)
+from circuitlab.core import ModelLike, as_model, check_count, check_number, check_seed, model_name
+from circuitlab.editing.edit import (Edit, Rows, check_editable, check_request, check_requests, context_prefixes,
+                                     frozen, pad_id, prefixed, rewrite_rows)
 from circuitlab.editing.rome import check_layer_choice
 from circuitlab.core import readout
 from circuitlab.errors import InputError
@@ -36,7 +36,7 @@ def fine_tune(model: ModelLike, requests: Sequence[Any], *, layer: Union[int, st
     """
     t0 = time.perf_counter()
     model = as_model(model)
-    check_mlp_layer(model, 0)
+    check_editable(model)
     triples = check_requests(requests)
     checked = [check_request(model, *r, what=f"requests[{i}]") for i, r in enumerate(triples)]
     steps = check_count(steps, "steps")

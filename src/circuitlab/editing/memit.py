@@ -35,9 +35,9 @@ from torch import Tensor
 from circuitlab.core import ModelLike, as_model, check_count, check_mlp_layer, check_number, check_seed, model_name, \
     shorten
 from circuitlab.editing.covariance import DEFAULT_TOKENS, key_covariance
-from circuitlab.editing.edit import (Edit, check_covariance, check_edit_layers, check_hyper, check_request,
-                                     check_requests, context_prefixes, essence_rows, optimise_delta, prefixed,
-                                     rewrite_rows, subject_keys)
+from circuitlab.editing.edit import (Edit, check_covariance, check_edit_layers, check_editable, check_hyper,
+                                     check_request, check_requests, context_prefixes, essence_rows, optimise_delta,
+                                     prefixed, rewrite_rows, subject_keys)
 from circuitlab.editing.rome import default_layer
 from circuitlab.errors import InputError
 
@@ -109,7 +109,7 @@ def memit(model: ModelLike, requests: Sequence[Any], *, layers: Union[str, int, 
     """
     t0 = time.perf_counter()
     model = as_model(model)
-    check_mlp_layer(model, 0)
+    check_editable(model)
     triples = check_requests(requests)
     checked = [check_request(model, *r, what=f"requests[{i}]") for i, r in enumerate(triples)]
     n_prefixes = check_count(n_prefixes, "n_prefixes", minimum=0)

@@ -41,11 +41,12 @@ from transformer_lens import HookedTransformer
 from circuitlab.core import (ModelLike, as_model, check_count, check_mlp_layer, check_seed, model_name, shorten,
                              to_tokens)
 from circuitlab.editing.covariance import DEFAULT_TOKENS, key_covariance
-from circuitlab.editing.edit import (Edit, check_covariance, check_hyper, check_request, context_prefixes,
-                                     essence_rows, optimise_delta, prefixed, rewrite_rows, subject_keys)
+from circuitlab.editing.edit import (Edit, check_covariance, check_editable, check_hyper, check_request,
+                                     context_prefixes, essence_rows, optimise_delta, prefixed, rewrite_rows,
+                                     subject_keys)
 from circuitlab.errors import InputError
 
-__all__ = ["rome", "rome_update", "default_layer", "check_layer_choice"]
+__all__ = ["rome", "rome_update", "default_layer"]
 
 
 @torch.no_grad()
@@ -118,7 +119,7 @@ def rome(model: ModelLike, prompt: str, subject: str, new: str, *, layer: Union[
     """
     t0 = time.perf_counter()
     model = as_model(model)
-    check_mlp_layer(model, 0)
+    check_editable(model)
     request, toks, span, new_ids = check_request(model, prompt, subject, new)
     n_prefixes = check_count(n_prefixes, "n_prefixes", minimum=0)
     prefix_length = check_count(prefix_length, "prefix_length")
