@@ -540,7 +540,7 @@ ANALYSES = [
              {"model": ("model", M), "requests": ("requests", [(FACT, "Wexmira", " Pellmoor")]),
               "layer": ("edit layer", 0), "steps": ("count", 1), "seed": ("seed", 0)}),
     Analysis("editing.key_covariance", functools.partial(editing.key_covariance, cache=False),
-             {"model": ("model", M), "layer": ("layer", 0), "texts": ("texts", [FACT, CLEAN]),
+             {"model": ("model", M), "layer": ("layer", 0), "corpus": ("texts", [FACT, CLEAN]),
               "n_tokens": ("count", 5), "max_memory": ("memory", 2**20)}),
     Analysis("editing.default_layer", functools.partial(editing.default_layer, samples=1),
              {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
@@ -600,7 +600,10 @@ SKIP = {
     ("reproduce.run", "model"): {None},  # None: the finding's own model
     ("attention.head_importance", "metric"): {None},  # None: the LM loss, as in Michel et al.
     ("attention.masked_loss", "heads"): {()},  # no heads: the plain loss
-    ("editing.key_covariance", "texts"): {None},  # None: the default corpus
+    ("editing.key_covariance", "corpus"): {None},  # None: the default corpus
+    ("editing.rome", "layer"): {None},  # None: the causal-tracing peak
+    ("editing.fine_tune", "layer"): {None},
+    ("editing.memit", "layers"): {None},
 }
 
 

@@ -91,27 +91,27 @@ def _cache_path(cache: Any, model: Any, key: dict) -> Optional[Path]:
     return root / name / f"layer{key['layer']}-{digest}.pt"
 
 
-def key_covariance(model: ModelLike, layer: int, texts: Optional[Sequence[str]] = None, *,
+def key_covariance(model: ModelLike, layer: int, corpus: Optional[Sequence[str]] = None, *,
                    n_tokens: int = DEFAULT_TOKENS, cache: Union[bool, str, Path] = True,
                    max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> KeyCovariance:
     """The second moment ``E[k k^T]`` of layer ``layer``'s MLP keys over the first ``n_tokens`` tokens of
-    ``texts`` (default :func:`default_corpus`), BOS positions left out; cached on disk (``cache``: True for the
-    circuitlab cache, a directory, or False). Fewer tokens than ``n_tokens`` in the corpus is an error."""
+    ``corpus`` (a list of texts; default :func:`default_corpus`), BOS positions left out; cached on disk (``cache``:
+    True for the circuitlab cache, a directory, or False). Fewer tokens than ``n_tokens`` in the corpus is an error."""
     model = as_model(model)
     layer = check_mlp_layer(model, layer)
     n_tokens = check_count(n_tokens, "n_tokens")
     max_memory = check_max_memory(max_memory)
-    if texts is None:
-        texts, corpus = default_corpus()
+    if corpus is None:
+        texts, corpus_name = default_corpus()
     else:
-        texts = check_texts(texts, "texts")
-        corpus = "texts-" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:20]
+        texts = check_texts(corpus, "corpus", item="text")
+        corpus_name = "texts-" + hashlib.sha256("\x00".join(texts).encode()).hexdigest()[:20]
     if model.tokenizer is None:
         raise InputError("key_covariance reads texts, but this model has no tokenizer.")
     from circuitlab.models.identity import weight_fingerprint
 
     key = {"format": COVARIANCE_FORMAT, "model": model_name(model), "weights": weight_fingerprint(model, recheck=True),
-           "layer": layer, "corpus": corpus, "n_tokens": n_tokens, "dtype": str(model.cfg.dtype)}
+           "layer": layer, "corpus": corpus_name, "n_tokens": n_tokens, "dtype": str(model.cfg.dtype)}
     path = _cache_path(cache, model, key)
     t0 = time.perf_counter()
     if path is not None:
@@ -125,7 +125,7 @@ def key_covariance(model: ModelLike, layer: int, texts: Optional[Sequence[str]] 
                 matrix = None
             d = model.cfg.d_mlp
             if matrix is not None and tuple(matrix.shape) == (d, d) and count == n_tokens:
-                return KeyCovariance(matrix, layer, n_tokens, corpus, True, time.perf_counter() - t0)
+                return KeyCovariance(matrix, layer, n_tokens, corpus_name, True, time.perf_counter() - t0)
             if matrix is not None:
                 warn_cache_entry(path, f"holds a {tuple(matrix.shape)} matrix of {count} tokens, not [{d}, {d}] of "
                                        f"{n_tokens}")
@@ -141,7 +141,7 @@ def key_covariance(model: ModelLike, layer: int, texts: Optional[Sequence[str]] 
         rows.append(ids[: bos + take])
         total += take
     if total < n_tokens:
-        raise InputError(f"n_tokens={n_tokens:,}: the corpus ({corpus}) has only {total:,} tokens for this model; "
+        raise InputError(f"n_tokens={n_tokens:,}: the corpus ({corpus_name}) has only {total:,} tokens for this model; "
                          "ask for fewer or give more texts.")
     d = model.cfg.d_mlp
     acc = torch.zeros(d, d, dtype=torch.float64)
@@ -161,4 +161,4 @@ def key_covariance(model: ModelLike, layer: int, texts: Optional[Sequence[str]] 
         buf = io.BytesIO()
         torch.save(matrix, buf)
         write_cache_entry(path, buf.getvalue(), count=n_tokens, key=key)
-    return KeyCovariance(matrix, layer, n_tokens, corpus, False, time.perf_counter() - t0)
+    return KeyCovariance(matrix, layer, n_tokens, corpus_name, False, time.perf_counter() - t0)

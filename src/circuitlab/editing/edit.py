@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -139,7 +139,8 @@ def check_edit_layers(model: HookedTransformer, layers: Any, what: str = "layers
     return sorted(out)
 
 
-def check_covariance(model: HookedTransformer, covariance: Any, what: str = "covariance") -> Tensor:
+def check_covariance(model: HookedTransformer, covariance: Any, what: str = "covariance"
+                     ) -> Float[Tensor, "d_mlp d_mlp"]:
     """A ``[d_mlp, d_mlp]`` second-moment matrix of keys: finite and symmetric, as float64."""
     d = model.cfg.d_mlp
     if not isinstance(covariance, Tensor):
@@ -173,7 +174,7 @@ class Edit:
     """
 
     method: str
-    deltas: dict[int, Tensor]
+    deltas: dict[int, Float[Tensor, "d_mlp d_model"]]
     requests: tuple[Request, ...]
     meta: dict[str, Any] = field(default_factory=dict)
 
@@ -271,7 +272,7 @@ class Rows:
     read: list[list[int]]
     targets: list[list[int]]
 
-    def batch(self, pad: int, device: Any) -> Tensor:
+    def batch(self, pad: int, device: Any) -> Int[Tensor, "batch pos"]:
         width = max(map(len, self.tokens))
         return torch.tensor([t + [pad] * (width - len(t)) for t in self.tokens], device=device)
 
@@ -380,13 +381,13 @@ def _log_probs(model: HookedTransformer, batch: Tensor, rows: Rows, module: torc
 
 def check_hyper(steps: Any, lr: Any, weight_decay: Any, kl_factor: Any, clamp: Any) -> tuple:
     return (check_count(steps, "steps"), check_number(lr, "lr", low=0, low_open=True),
-            check_number(weight_decay, "weight_decay", low=0), check_number(kl_factor, "kl_factor", low=0),
+            check_number(weight_decay, "v_weight_decay", low=0), check_number(kl_factor, "kl_factor", low=0),
             check_number(clamp, "clamp", low=0, low_open=True))
 
 
 def optimise_delta(model: HookedTransformer, site: str, layer: int, rewrite: Rows, essence: Rows,
                    v0: Float[Tensor, " d_model"], *, steps: int, lr: float, weight_decay: float, kl_factor: float,
-                   clamp: float, stop_nll: float = 0.05, seed: int = 0) -> tuple[Tensor, dict]:
+                   clamp: float, stop_nll: float = 0.05) -> tuple[Float[Tensor, " d_model"], dict]:
     """``delta`` minimising the paper's loss (see the module docstring) at ``site`` (``"mlp"`` or ``"resid"``) of
     ``layer``; returns it (float64) and a record of the optimisation (loss and P(new) per step)."""
     device = model.cfg.device

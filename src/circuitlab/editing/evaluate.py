@@ -30,6 +30,7 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Optional, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
@@ -81,7 +82,8 @@ def ngram_entropy(text: str, ns: Sequence[int] = (2, 3), weights: Sequence[float
 
 
 @torch.no_grad()
-def sequence_logprobs(model: HookedTransformer, prompts: Sequence[str], objects: Sequence[str]) -> Tensor:
+def sequence_logprobs(model: HookedTransformer, prompts: Sequence[str], objects: Sequence[str]
+                      ) -> Float[Tensor, " n"]:
     """``log P(object | prompt)`` per pair, summed over the object's tokens (teacher-forced), float64."""
     rows, reads, targets = [], [], []
     for p, o in zip(prompts, objects):

@@ -26,13 +26,13 @@ from circuitlab.errors import InputError
 __all__ = ["fine_tune"]
 
 
-def fine_tune(model: ModelLike, requests: Sequence[Any], *, layer: Union[int, str] = "auto", steps: int = 25,
+def fine_tune(model: ModelLike, requests: Sequence[Any], *, layer: Union[int, str, None] = None, steps: int = 25,
               lr: float = 5e-4, norm_constraint: Optional[float] = None, n_prefixes: int = 5, prefix_length: int = 10,
               seed: int = 0) -> Edit:
     """Fine-tune layer ``layer``'s ``W_out`` on ``requests`` (``(prompt, subject, new)`` triples or Requests).
 
-    ``layer="auto"``: the causal-tracing peak of the first request, as ROME's default. Returns an Edit with
-    ``meta["optimisation"]`` (loss and mean P(new) per step) and ``seconds``.
+    ``layer=None`` (or ``"auto"``): the causal-tracing peak of the first request, as ROME's default. Returns an
+    Edit with ``meta["optimisation"]`` (loss and mean P(new) per step) and ``seconds``.
     """
     t0 = time.perf_counter()
     model = as_model(model)

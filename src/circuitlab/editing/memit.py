@@ -87,18 +87,18 @@ def _resid_at(model, layer: int, tokens: list[list[int]], positions: list[int]) 
     return torch.stack(out)
 
 
-def memit(model: ModelLike, requests: Sequence[Any], *, layers: Union[str, int, Sequence[int]] = "auto",
-          covariances: Optional[dict] = None, texts: Optional[Sequence[str]] = None, n_tokens: int = DEFAULT_TOKENS,
+def memit(model: ModelLike, requests: Sequence[Any], *, layers: Union[str, int, Sequence[int], None] = None,
+          covariances: Optional[dict] = None, corpus: Optional[Sequence[str]] = None, n_tokens: int = DEFAULT_TOKENS,
           mom2_weight: Optional[float] = None, n_prefixes: int = 5, prefix_length: int = 10, steps: int = 20,
-          lr: float = 0.5, weight_decay: float = 0.5, kl_factor: float = 0.0625, clamp: float = 4.0, seed: int = 0,
+          lr: float = 0.5, v_weight_decay: float = 0.5, kl_factor: float = 0.0625, clamp: float = 4.0, seed: int = 0,
           cache: Any = True, progress: bool = False) -> Edit:
     """Write a batch of facts into the MLPs of ``layers`` with MEMIT (see the module docstring).
 
     Args:
         requests: :class:`~circuitlab.editing.edit.Request` objects or ``(prompt, subject, new)`` triples.
-        layers: ``"auto"`` (:func:`default_layers`), a layer, or a list of layers.
+        layers: ``None`` or ``"auto"`` (:func:`default_layers`), a layer, or a list of layers.
         covariances: ``{layer: [d_mlp, d_mlp] tensor}``; layers missing are computed by :func:`key_covariance`
-            (``texts``, ``n_tokens``, ``cache``).
+            (``corpus``, ``n_tokens``, ``cache``).
         mom2_weight: ``lambda``; default :func:`default_mom2_weight`.
         The rest as for :func:`circuitlab.editing.rome.rome`.
 
@@ -114,12 +114,12 @@ def memit(model: ModelLike, requests: Sequence[Any], *, layers: Union[str, int, 
     checked = [check_request(model, *r, what=f"requests[{i}]") for i, r in enumerate(triples)]
     n_prefixes = check_count(n_prefixes, "n_prefixes", minimum=0)
     prefix_length = check_count(prefix_length, "prefix_length")
-    steps, lr, weight_decay, kl_factor, clamp = check_hyper(steps, lr, weight_decay, kl_factor, clamp)
+    steps, lr, weight_decay, kl_factor, clamp = check_hyper(steps, lr, v_weight_decay, kl_factor, clamp)
     seed = check_seed(seed)
     lam = default_mom2_weight(model.cfg.d_mlp) if mom2_weight is None else \
         check_number(mom2_weight, "mom2_weight", low=0, low_open=True)
-    if isinstance(layers, str):
-        if layers != "auto":
+    if layers is None or isinstance(layers, str):
+        if layers not in (None, "auto"):
             raise InputError(f"layers={shorten(layers)}: give 'auto' (ending at the causal-tracing peak), a layer or "
                              "a list of layers.")
         layers = default_layers(model, triples[0][0], triples[0][1], seed=seed)
@@ -137,7 +137,7 @@ def memit(model: ModelLike, requests: Sequence[Any], *, layers: Union[str, int, 
         if l in given:
             C[l] = given[l]
         else:
-            cov = key_covariance(model, l, texts, n_tokens=n_tokens, cache=cache, progress=progress)
+            cov = key_covariance(model, l, corpus, n_tokens=n_tokens, cache=cache, progress=progress)
             C[l], seconds["covariance"] = cov.matrix, seconds["covariance"] + cov.seconds
     t1 = time.perf_counter()
     last = layers[-1]

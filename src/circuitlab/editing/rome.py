@@ -66,8 +66,8 @@ def default_layer(model: ModelLike, prompt: str, subject: str, *, samples: int =
 
 
 def check_layer_choice(model: HookedTransformer, layer: Any, prompt: str, subject: str, seed: int) -> int:
-    """``layer``: ``"auto"`` (the tracing peak, :func:`default_layer`) or a layer with an MLP."""
-    if isinstance(layer, str) and layer == "auto":
+    """``layer``: ``None`` or ``"auto"`` (the tracing peak, :func:`default_layer`) or a layer with an MLP."""
+    if layer is None or (isinstance(layer, str) and layer == "auto"):
         check_mlp_layer(model, 0)
         return default_layer(model, prompt, subject, seed=seed)
     if isinstance(layer, str):
@@ -94,10 +94,10 @@ def rome_update(W_out: Float[Tensor, "d_mlp d_model"], b_out: Float[Tensor, " d_
     return torch.outer(u, v - (k @ W + b)) / denom
 
 
-def rome(model: ModelLike, prompt: str, subject: str, new: str, *, layer: Union[int, str] = "auto",
-         covariance: Optional[Tensor] = None, texts: Optional[Sequence[str]] = None, n_tokens: int = DEFAULT_TOKENS,
-         n_prefixes: int = 5, prefix_length: int = 10, steps: int = 20, lr: float = 0.5, weight_decay: float = 0.5,
-         kl_factor: float = 0.0625, clamp: float = 4.0, seed: int = 0, cache: Any = True,
+def rome(model: ModelLike, prompt: str, subject: str, new: str, *, layer: Union[int, str, None] = None,
+         covariance: Optional[Float[Tensor, "d_mlp d_mlp"]] = None, corpus: Optional[Sequence[str]] = None,
+         n_tokens: int = DEFAULT_TOKENS, n_prefixes: int = 5, prefix_length: int = 10, steps: int = 20, lr: float = 0.5,
+         v_weight_decay: float = 0.5, kl_factor: float = 0.0625, clamp: float = 4.0, seed: int = 0, cache: Any = True,
          progress: bool = False) -> Edit:
     """Write ``subject -> new`` into one MLP layer with ROME (see the module docstring).
 
@@ -105,11 +105,11 @@ def rome(model: ModelLike, prompt: str, subject: str, new: str, *, layer: Union[
         model: a model with MLPs, or a name.
         prompt, subject, new: the prompt up to the object, the subject as written in it, the new object with its
             leading space (several tokens allowed: the NLL is over all of them, teacher-forced).
-        layer: ``"auto"`` (the causal-tracing peak at the last subject token) or a layer.
-        covariance: ``C`` as a ``[d_mlp, d_mlp]`` tensor; default :func:`key_covariance` of ``texts`` (default
+        layer: ``None`` or ``"auto"`` (the causal-tracing peak at the last subject token), or a layer.
+        covariance: ``C`` as a ``[d_mlp, d_mlp]`` tensor; default :func:`key_covariance` of ``corpus`` (texts; default
             corpus) over ``n_tokens`` tokens, cached on disk (``cache``).
         n_prefixes, prefix_length: generated context prefixes (ROME: 10 of 10 tokens; 5 here by default, for CPU).
-        steps, lr, weight_decay, kl_factor, clamp: the value's optimisation (ROME's GPT-2 XL settings).
+        steps, lr, v_weight_decay, kl_factor, clamp: the value's optimisation (ROME's GPT-2 XL settings).
         seed: the prefixes' sampling (and the tracing noise when ``layer="auto"``).
 
     Returns:
@@ -123,14 +123,14 @@ def rome(model: ModelLike, prompt: str, subject: str, new: str, *, layer: Union[
     request, toks, span, new_ids = check_request(model, prompt, subject, new)
     n_prefixes = check_count(n_prefixes, "n_prefixes", minimum=0)
     prefix_length = check_count(prefix_length, "prefix_length")
-    steps, lr, weight_decay, kl_factor, clamp = check_hyper(steps, lr, weight_decay, kl_factor, clamp)
+    steps, lr, weight_decay, kl_factor, clamp = check_hyper(steps, lr, v_weight_decay, kl_factor, clamp)
     seed = check_seed(seed)
     if covariance is not None:
         C = check_covariance(model, covariance)
     layer = check_layer_choice(model, layer, prompt, subject, seed)
     seconds = {}
     if covariance is None:
-        cov = key_covariance(model, layer, texts, n_tokens=n_tokens, cache=cache, progress=progress)
+        cov = key_covariance(model, layer, corpus, n_tokens=n_tokens, cache=cache, progress=progress)
         C, n_cov, cov_cached = cov.matrix, cov.n_tokens, cov.cached
         seconds["covariance"] = cov.seconds
     else:

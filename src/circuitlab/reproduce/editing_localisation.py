@@ -11,6 +11,7 @@ the R^2 of a least-squares line of rewrite score on tracing effect over all (fac
 from __future__ import annotations
 
 import torch
+from jaxtyping import Float
 
 from circuitlab.core import model_name
 from circuitlab.editing import evaluate_edit, key_covariance, rome
@@ -24,7 +25,7 @@ N_CASES = 4
 MAX_LAYERS = 6  # layers edited: every layer of a shallow model, else MAX_LAYERS spread over the depth
 
 
-def r_squared(x: torch.Tensor, y: torch.Tensor) -> float:
+def r_squared(x: Float[torch.Tensor, " n"], y: Float[torch.Tensor, " n"]) -> float:
     """R^2 of the least-squares line of ``y`` on ``x`` (the squared Pearson correlation)."""
     x, y = x.double() - x.double().mean(), y.double() - y.double().mean()
     denom = float((x * x).sum() * (y * y).sum())
