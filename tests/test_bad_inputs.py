@@ -45,6 +45,7 @@ from circuitlab.probing import heads as probing_heads
 from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
 from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
 from circuitlab import distributed, neurons, reproduce, weights
+from circuitlab import distributed, editing, neurons, reproduce
 from circuitlab.concepts import debugging, sentiment
 from circuitlab.probing import minimal_pairs
 from circuitlab.features import toy as toy_models
@@ -197,6 +198,21 @@ KINDS: dict[str, Kind] = {
                                Lazy(lambda: _bad_saes()["nan"], "an SAE folder with NaN weights"),
                                Lazy(lambda: _bad_saes()["d_in"], "an SAE with d_in 64 for a 128-wide hook"),
                                Lazy(lambda: _bad_saes()["arch"], "an SAE folder of an unknown architecture")]),
+    # model editing (issue 35): the new object (the true answer, " Brindlecote", is refused: nothing to edit),
+    # layers to edit ('auto' or MLP layers), key covariances (NaN, wrong shape), requests, edits and cases
+    "new": Kind(("new",), bad=["", "   ", 3, None, " Brindlecote"]),
+    "edit layer": Kind(("layer",), bad=[99, -99, "1", "nope", 1.5, True, None]),
+    "edit layers": Kind(("layer",), bad=[[], [99], [0, 0], "x", [1.5], None]),
+    "covariance": Kind(("covariance",), bad=[Lazy(lambda: torch.full((512, 512), float("nan")), "a NaN covariance"),
+                                             torch.zeros(3, 3), "x", Lazy(lambda: torch.triu(torch.ones(512, 512)),
+                                                                          "an asymmetric matrix")]),
+    "covariances": Kind(("covariance",), bad=[{0: torch.zeros(3, 3)}, "x",
+                                              Lazy(lambda: {0: torch.full((512, 512), float("nan"))}, "{0: NaN}")]),
+    "requests": Kind(("request",), bad=[[], "x", [("a",)], 3, None, [(FACT, "Wexmira", " Pellmoor")] * 2]),
+    "edit": Kind(("edit",), bad=[None, 3, "x"]),
+    "case": Kind(("case",), bad=[None, 3, (FACT, "Wexmira", " Pellmoor")]),
+    "cases": Kind(("case",), bad=[[], None, 3, [None]]),
+    "methods": Kind(("method",), bad=[{}, None, 3]),
 }
 
 
@@ -320,6 +336,29 @@ def toy_facts():
 
     facts = facts_of(load_world(ZOO_DIR / "toy-lm"))
     return [f for f in facts if f.relation == "home"][:4]
+
+@functools.lru_cache(maxsize=None)
+def eye():
+    """An identity key covariance for zoo/toy-lm (d_mlp 512): a valid matrix that needs no corpus."""
+    return torch.eye(512, dtype=torch.float64)
+
+
+EYE = Lazy(eye, "I")
+
+
+@functools.lru_cache(maxsize=None)
+def edit_cases():
+    from circuitlab.models.loading import ZOO_DIR
+    from circuitlab.tasks.counterfact import toy_cases
+    from circuitlab.tasks.toy_world import load_world
+
+    return toy_cases(toy(), load_world(ZOO_DIR / "toy-lm"), n=1)
+
+
+def zero_edit():
+    case = edit_cases()[0]
+    return editing.Edit("rome", {0: torch.zeros(512, 128, dtype=torch.float64)}, (editing.Request(*case.request),))
+
 
 PATCH = {"model": ("model", M), "clean_tokens": ("prompt", CLEAN), "corrupted_tokens": ("prompt", CORRUPTED),
          "metric": ("metric", LD)}
@@ -654,6 +693,34 @@ ANALYSES = [
               "hook_name": ("hook", "blocks.1.hook_resid_post"), "max_memory": ("memory", 2**20)}),
     Analysis("features.splice(entered)", _spliced_logits,
              {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE"))}),
+    # -- issue 35: model editing ----------------------------------------------------------------------------------
+    Analysis("editing.rome", editing.rome,
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "new": ("new", " Pellmoor"), "layer": ("edit layer", 0), "covariance": ("covariance", EYE),
+              "steps": ("count", 1), "seed": ("seed", 0)}),
+    Analysis("editing.memit", editing.memit,
+             {"model": ("model", M), "requests": ("requests", [(FACT, "Wexmira", " Pellmoor")]),
+              "layers": ("edit layers", [0]), "covariances": ("covariances", Lazy(lambda: {0: eye()}, "{0: I}")),
+              "steps": ("count", 1), "seed": ("seed", 0)}),
+    Analysis("editing.fine_tune", editing.fine_tune,
+             {"model": ("model", M), "requests": ("requests", [(FACT, "Wexmira", " Pellmoor")]),
+              "layer": ("edit layer", 0), "steps": ("count", 1), "seed": ("seed", 0)}),
+    Analysis("editing.key_covariance", functools.partial(editing.key_covariance, cache=False),
+             {"model": ("model", M), "layer": ("layer", 0), "corpus": ("texts", [FACT, CLEAN]),
+              "n_tokens": ("count", 5), "max_memory": ("memory", 2**20)}),
+    Analysis("editing.default_layer", functools.partial(editing.default_layer, samples=1),
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "seed": ("seed", 0)}),
+    Analysis("editing.default_layers", editing.default_layers,
+             {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
+              "seed": ("seed", 0)}),
+    Analysis("editing.evaluate_edit", editing.evaluate_edit,
+             {"model": ("model", M), "edit": ("edit", Lazy(lambda: zero_edit(), "a zero edit")),
+              "case": ("case", Lazy(lambda: edit_cases()[0], "a toy case")), "generate_tokens": ("count", 2),
+              "seed": ("seed", 0)}),
+    Analysis("editing.edit_table", editing.edit_table,
+             {"model": ("model", M), "cases": ("cases", Lazy(lambda: edit_cases()[:1], "one toy case")),
+              "methods": ("methods", {"zero": lambda case: zero_edit()})}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -702,6 +769,10 @@ SKIP = {
     ("features.train_sae", "hooks"): {3},  # 3: layer 3's hook_resid_post
     ("features.evaluate_sae", "hook_name"): {3, None},  # 3: layer 3's hook_resid_post (128 wide); None: the SAE's
     ("features.splice(entered)", "model"): {NAN},  # splicing reads no weight; the analyses run inside check them
+    ("editing.key_covariance", "corpus"): {None},  # None: the default corpus
+    ("editing.rome", "layer"): {None},  # None: the causal-tracing peak
+    ("editing.fine_tune", "layer"): {None},
+    ("editing.memit", "layers"): {None},
 }
 
 
@@ -1096,6 +1167,14 @@ COMMANDS = [
     ["sae", "eval", "-m", TOY, "--sae", "no/such/sae"],
     ["sae", "eval", "-m", TOY],
     ["sae", "list", "--k", "x"],
+    # issue 35: editing (subject not in the prompt, the true answer as the new object, a layer without an MLP, a
+    # layer the model does not have, several layers for ROME)
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Zorv", "--new", " Pellmoor"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Brindlecote", "--layer", "0"],
+    ["edit", "-m", WORDS, "--prompt", "t1 t2 t3", "--subject", "t2", "--new", " t4", "--layer", "0"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--layer", "9"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--layer", "0,1"],
+    ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--prefixes", "-1"],
 ]
 
 
@@ -1130,7 +1209,7 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
          "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention", "circuitlab.weights",
-         "circuitlab.features")
+         "circuitlab.features", "circuitlab.editing")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {
