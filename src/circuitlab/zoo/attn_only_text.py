@@ -1,0 +1,242 @@
+"""Recipe for ``zoo/attn-only-1l-text`` and ``zoo/attn-only-2l-text``: attention-only models on natural text,
+with checkpoints on a log-spaced schedule, to watch induction heads form (Olsson et al. 2022).
+
+What they learn from
+--------------------
+Natural text only: random windows of ``n_ctx - 1`` tokens of the King James Bible (minus the held-out books)
+and the fortune-cookie collection, both Debian packages (:mod:`circuitlab.zoo.text_data`, as ``zoo/toy-lm``),
+each window after a BOS token (``<|endoftext|>``, id 0, which also separates documents). No repeated passages
+are planted: whatever copying the models learn, natural text taught them (the Bible repeats its names and
+phrases within a chapter, which is what an induction head exploits). The tokenizer is a byte-level BPE of
+``vocab_size`` tokens trained on the same training text; the held-out books (Ruth, Jonah, Titus, Philemon)
+ship as ``heldout.txt`` and are what :mod:`circuitlab.dynamics` measures on.
+
+What they are
+-------------
+``HookedTransformer``\\ s without MLPs, with LayerNorm, 1 or 2 layers of 4 heads of 16 dimensions (``d_model``
+64), a context of 256 tokens, and "shortformer" positions (added to queries and keys, not to the residual
+stream, as ``zoo/attn-only-2l``). The 1-layer and the 2-layer model share everything else (data, seed, steps),
+so the difference between them is the second layer: induction needs two layers composed (a previous-token head
+whose output an induction head's keys read), so only the 2-layer model can form induction heads.
+
+Checkpoints
+-----------
+The model is kept at ``n_checkpoints`` steps from 0 to ``steps``, log-spaced (:func:`log_spaced_steps`: 0, 1,
+2, 3, ... then about 26% more steps per checkpoint), so early training, where most changes happen, is seen as
+finely as late training. :func:`train` returns them in memory (about 0.7 MB each in float32);
+``python -m circuitlab.zoo dynamics NAME --checkpoints DIR`` writes them as safetensors. Training is
+deterministic by seed on one thread (``threads=1``; see :mod:`circuitlab.zoo.training`).
+
+Build: ``python -m circuitlab.zoo build zoo/attn-only-2l-text``; the curves measured on every checkpoint ship
+beside the weights as ``dynamics.json`` (:mod:`circuitlab.dynamics`).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+from circuitlab.zoo.registry import ZooRecipe, register, with_fields
+from circuitlab.zoo.text_data import real_documents
+from circuitlab.zoo.tokenizer import train_tokenizer
+from circuitlab.zoo.training import log_spaced_steps, torch_threads, train_loop, warmup_cosine
+
+HELDOUT_FILE = "heldout.txt"
+DYNAMICS_FILE = "dynamics.json"
+
+
+@dataclass
+class TextAttnOnlyRecipe:
+    """Everything that determines a natural-text attention-only zoo model."""
+
+    n_layers: int = 2
+    n_heads: int = 4
+    d_model: int = 64
+    d_head: int = 16
+    n_ctx: int = 256
+    vocab_size: int = 1024
+    steps: int = 600
+    batch_size: int = 8
+    lr: float = 3e-3
+    min_lr_fraction: float = 0.1
+    warmup: int = 30
+    weight_decay: float = 0.01
+    n_checkpoints: int = 40
+    # fraction of training windows holding one passage of real text twice in a row (``x P P y``, P 8 to 96
+    # tokens); 0 trains on natural text alone
+    repeat_fraction: float = 0.0
+    seed: int = 0
+    threads: int = 1
+
+    def config(self, name: str) -> HookedTransformerConfig:
+        return HookedTransformerConfig(
+            model_name=name,
+            n_layers=self.n_layers,
+            n_heads=self.n_heads,
+            d_model=self.d_model,
+            d_head=self.d_head,
+            n_ctx=self.n_ctx,
+            d_vocab=self.vocab_size,
+            attn_only=True,
+            act_fn=None,
+            normalization_type="LN",
+            positional_embedding_type="shortformer",
+            default_prepend_bos=True,
+            seed=self.seed,
+        )
+
+    @property
+    def tokens_per_step(self) -> int:
+        """Training tokens per step (every position of every sequence, BOS included)."""
+        return self.batch_size * self.n_ctx
+
+
+@dataclass
+class TrainedText:
+    """What :func:`train` returns: the final model, its card, the checkpoints ``[(step, state_dict)]`` and the
+    held-out text (to ship beside the weights)."""
+
+    model: HookedTransformer
+    card: dict[str, Any]
+    checkpoints: list[tuple[int, dict[str, torch.Tensor]]]
+    heldout_text: str
+    losses: list[float]
+
+
+def train(recipe: TextAttnOnlyRecipe, name: str, progress: bool = False) -> TrainedText:
+    """Train a model by ``recipe`` on natural text, keeping a copy of its weights at every log-spaced checkpoint."""
+    with torch_threads(recipe.threads):
+        docs, heldout_text, sizes = real_documents()
+        tokenizer = train_tokenizer(docs, recipe.vocab_size, name=f"circuitlab-{name.split('/')[-1]}-bpe")
+        ids = [tokenizer.encode(d, add_special_tokens=False) + [0] for d in docs]
+        train_ids = torch.tensor([i for d in ids for i in d], dtype=torch.long)
+        torch.manual_seed(recipe.seed)
+        model = HookedTransformer(recipe.config(name), tokenizer=tokenizer)
+        gen = torch.Generator().manual_seed(recipe.seed + 1)
+        body = recipe.n_ctx - 1
+        offsets = torch.arange(body)
+
+        def batch(step: int) -> torch.Tensor:
+            starts = torch.randint(0, len(train_ids) - body, (recipe.batch_size,), generator=gen)
+            src = starts[:, None] + offsets[None, :]
+            # windows with a repeated passage: positions [a + L, a + 2L) read the passage [a, a + L) again
+            repeat = torch.rand(recipe.batch_size, generator=gen) < recipe.repeat_fraction
+            length = torch.randint(8, 97, (recipe.batch_size,), generator=gen)
+            at = (torch.rand(recipe.batch_size, generator=gen) * (body - 2 * length + 1)).long()
+            second = (offsets[None, :] >= (at + length)[:, None]) & (offsets[None, :] < (at + 2 * length)[:, None])
+            src = torch.where(repeat[:, None] & second, src - length[:, None], src)
+            rows = train_ids[src]
+            return torch.cat([torch.zeros(recipe.batch_size, 1, dtype=torch.long), rows], dim=1)
+
+        schedule = log_spaced_steps(recipe.steps, recipe.n_checkpoints)
+        checkpoints: list[tuple[int, dict[str, torch.Tensor]]] = []
+
+        def keep(step: int) -> None:
+            checkpoints.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()
+                                       if not k.endswith(("mask", "IGNORE"))}))
+
+        run = train_loop(
+            model, batch, steps=recipe.steps, lr=recipe.lr,
+            lr_factor=warmup_cosine(recipe.steps, recipe.warmup, recipe.min_lr_fraction),
+            weight_decay=recipe.weight_decay, decay_vectors=False, max_grad_norm=1.0,
+            progress=progress, desc=name, checkpoints=schedule, on_checkpoint=keep,
+        )
+    sizes["train_tokens"] = len(train_ids)
+    card = {
+        "name": name,
+        "recipe": {"module": __name__, **asdict(recipe)},
+        "train_seconds": round(run.seconds, 1),
+        "train_cpu_seconds": round(run.cpu_seconds, 1),
+        "train_threads": recipe.threads,
+        "train_tokens_seen": recipe.steps * recipe.tokens_per_step,
+        "final_train_loss": round(sum(run.losses[-20:]) / len(run.losses[-20:]), 4),
+        "n_params": sum(p.numel() for p in model.parameters()),
+        "checkpoint_steps": schedule,
+        "data": {
+            "sources": {
+                "kjv": "Debian packages bible-kjv-text + bible-kjv; King James Bible (1611), public domain. Held "
+                       "out: Ruth, Jonah, Titus, Philemon (shipped as heldout.txt).",
+                "fortunes": "Debian packages fortunes-min + fortunes (minus ASCII-art files); BSD licence.",
+            },
+            **sizes,
+        },
+    }
+    return TrainedText(model, card, checkpoints, heldout_text, run.losses)
+
+
+#: the shipped models: the same recipe with one and with two layers
+RECIPES: dict[str, TextAttnOnlyRecipe] = {f"zoo/attn-only-{n}l-text": TextAttnOnlyRecipe(n_layers=n) for n in (2, 1)}
+
+
+def checkpoint_model(recipe_card: dict[str, Any], like: HookedTransformer,
+                     state: dict[str, torch.Tensor]) -> HookedTransformer:
+    """A ``HookedTransformer`` like ``like`` (config and tokenizer) holding the checkpoint weights ``state``."""
+    model = HookedTransformer(like.cfg, tokenizer=like.tokenizer, move_to_device=False)
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    assert not unexpected and all(k.endswith(("mask", "IGNORE")) for k in missing), (missing, unexpected)
+    return model.eval()
+
+
+def measure_run(trained: TrainedText, progress: bool = False) -> dict[str, Any]:
+    """The curves over training (:func:`circuitlab.dynamics.training_curves` on every checkpoint) as JSON data."""
+    from circuitlab import dynamics
+
+    recipe = trained.card["recipe"]
+    tokens_per_step = recipe["batch_size"] * recipe["n_ctx"]
+    models = [(step, checkpoint_model(recipe, trained.model, state)) for step, state in trained.checkpoints]
+    curves = dynamics.training_curves(models, trained.heldout_text, tokens_per_step=tokens_per_step,
+                                      train_losses=trained.losses, progress=progress)
+    return dynamics.curves_to_json(curves)
+
+
+def measure(model: HookedTransformer, path: Path) -> dict[str, Any]:
+    """What the card records about the final model: its measurements (:func:`circuitlab.dynamics.measure_checkpoint`
+    on the held-out text shipped beside it) and the phase changes found in the shipped curves."""
+    from circuitlab import dynamics
+
+    heldout = (Path(path) / HELDOUT_FILE).read_text()
+    final = dynamics.measure_checkpoint(model, heldout)
+    out: dict[str, Any] = {"final": {"icl_score": round(final.icl.score, 4),
+                                     "heldout_loss": round(final.heldout_loss, 4),
+                                     "max_prefix_matching": round(float(final.prefix_matching.values.max()), 4),
+                                     "max_previous_token": round(float(final.previous_token.values.max()), 4)}}
+    f = Path(path) / DYNAMICS_FILE
+    if f.is_file():
+        curves = dynamics.curves_from_json(json.loads(f.read_text()))
+        out["phase_change"] = dynamics.phase_changes(curves).to_json()
+    return out
+
+
+def describe(card: dict[str, Any]) -> str:
+    """The one-line description ``circuitlab models`` prints."""
+    r, f = card["recipe"], card.get("final", {})
+    line = (f"attention-only, {r['n_layers']} layer{'s' if r['n_layers'] > 1 else ''} x {r['n_heads']} heads, "
+            f"d_model {r['d_model']}, n_ctx {r['n_ctx']}, BPE vocab {r['vocab_size']}, on natural text (KJV + "
+            f"fortunes), {len(card.get('checkpoint_steps', []))} log-spaced checkpoints")
+    if f:
+        line += (f"; held-out loss {f['heldout_loss']:.2f} nats, ICL score {f['icl_score']:.2f} nats, "
+                 f"max prefix-matching score {f['max_prefix_matching']:.2f}")
+    pc = card.get("phase_change")
+    if pc:
+        line += "; induction phase change: " + ("yes" if pc["induction"]["found"] else "none")
+    return line + (f"; trained {card['train_seconds']:.0f} s on {card['train_threads']} CPU thread"
+                   f"{'s' if card['train_threads'] > 1 else ''}")
+
+
+def _zoo_recipe(name: str) -> ZooRecipe:
+    def train_(progress: bool = True, **fields: Any) -> tuple[HookedTransformer, dict[str, Any], dict[str, str]]:
+        trained = train(with_fields(RECIPES[name], fields), name, progress=progress)
+        curves = measure_run(trained, progress=progress)
+        files = {HELDOUT_FILE: trained.heldout_text, DYNAMICS_FILE: json.dumps(curves, separators=(",", ":")) + "\n"}
+        return trained.model, trained.card, files
+
+    return ZooRecipe(name=name, train=train_, measure=measure, describe=describe)
+
+
+for _name in RECIPES:
+    register(_zoo_recipe(_name))
