@@ -70,6 +70,7 @@ class TextAttnOnlyRecipe:
     # fraction of training windows holding one passage of real text twice in a row (``x P P y``, P 8 to 96
     # tokens); 0 trains on natural text alone
     repeat_fraction: float = 0.0
+    max_chars: int | None = None  # cap on the training text (quick runs, tests); None = all of it
     seed: int = 0
     threads: int = 1
 
@@ -108,30 +109,36 @@ class TrainedText:
     losses: list[float]
 
 
+def training_batch(recipe: TextAttnOnlyRecipe, train_ids: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """One batch ``[batch_size, n_ctx]``: BOS, then a random window of ``n_ctx - 1`` consecutive training tokens;
+    in a ``repeat_fraction`` of the rows a passage of 8 to 96 of those tokens, at a random place, is followed by
+    itself (``x P P y``), the rest of the window reading on from where it was."""
+    body = recipe.n_ctx - 1
+    offsets = torch.arange(body)
+    starts = torch.randint(0, len(train_ids) - body, (recipe.batch_size,), generator=gen)
+    src = starts[:, None] + offsets[None, :]
+    repeat = torch.rand(recipe.batch_size, generator=gen) < recipe.repeat_fraction
+    length = torch.randint(8, 97, (recipe.batch_size,), generator=gen).clamp(max=body // 2)
+    at = (torch.rand(recipe.batch_size, generator=gen) * (body - 2 * length + 1)).long()
+    # positions [at + L, at + 2L) read the passage [at, at + L) again
+    second = (offsets[None, :] >= (at + length)[:, None]) & (offsets[None, :] < (at + 2 * length)[:, None])
+    src = torch.where(repeat[:, None] & second, src - length[:, None], src)
+    return torch.cat([torch.zeros(recipe.batch_size, 1, dtype=torch.long), train_ids[src]], dim=1)
+
+
 def train(recipe: TextAttnOnlyRecipe, name: str, progress: bool = False) -> TrainedText:
     """Train a model by ``recipe`` on natural text, keeping a copy of its weights at every log-spaced checkpoint."""
     with torch_threads(recipe.threads):
-        docs, heldout_text, sizes = real_documents()
+        docs, heldout_text, sizes = real_documents(recipe.max_chars)
         tokenizer = train_tokenizer(docs, recipe.vocab_size, name=f"circuitlab-{name.split('/')[-1]}-bpe")
         ids = [tokenizer.encode(d, add_special_tokens=False) + [0] for d in docs]
         train_ids = torch.tensor([i for d in ids for i in d], dtype=torch.long)
         torch.manual_seed(recipe.seed)
         model = HookedTransformer(recipe.config(name), tokenizer=tokenizer)
         gen = torch.Generator().manual_seed(recipe.seed + 1)
-        body = recipe.n_ctx - 1
-        offsets = torch.arange(body)
 
         def batch(step: int) -> torch.Tensor:
-            starts = torch.randint(0, len(train_ids) - body, (recipe.batch_size,), generator=gen)
-            src = starts[:, None] + offsets[None, :]
-            # windows with a repeated passage: positions [a + L, a + 2L) read the passage [a, a + L) again
-            repeat = torch.rand(recipe.batch_size, generator=gen) < recipe.repeat_fraction
-            length = torch.randint(8, 97, (recipe.batch_size,), generator=gen)
-            at = (torch.rand(recipe.batch_size, generator=gen) * (body - 2 * length + 1)).long()
-            second = (offsets[None, :] >= (at + length)[:, None]) & (offsets[None, :] < (at + 2 * length)[:, None])
-            src = torch.where(repeat[:, None] & second, src - length[:, None], src)
-            rows = train_ids[src]
-            return torch.cat([torch.zeros(recipe.batch_size, 1, dtype=torch.long), rows], dim=1)
+            return training_batch(recipe, train_ids, gen)
 
         schedule = log_spaced_steps(recipe.steps, recipe.n_checkpoints)
         checkpoints: list[tuple[int, dict[str, torch.Tensor]]] = []
@@ -182,15 +189,27 @@ def checkpoint_model(recipe_card: dict[str, Any], like: HookedTransformer,
     return model.eval()
 
 
+def icl_bands(n_ctx: int) -> tuple[tuple[int, int], tuple[int, int]]:
+    """The ICL score's early and late bands for a context of ``n_ctx``: tokens 20-29 and 200-249 of 256 (the
+    defaults of :mod:`circuitlab.dynamics`), scaled for other contexts (quick runs)."""
+    return (n_ctx * 20 // 256, n_ctx * 30 // 256), (n_ctx * 200 // 256, n_ctx * 250 // 256)
+
+
+#: the held-out text windows start every STRIDE tokens (about 70 windows of 256 tokens of the held-out books)
+STRIDE = 128
+
+
 def measure_run(trained: TrainedText, progress: bool = False) -> dict[str, Any]:
     """The curves over training (:func:`circuitlab.dynamics.training_curves` on every checkpoint) as JSON data."""
     from circuitlab import dynamics
 
     recipe = trained.card["recipe"]
     tokens_per_step = recipe["batch_size"] * recipe["n_ctx"]
+    early, late = icl_bands(recipe["n_ctx"])
     models = [(step, checkpoint_model(recipe, trained.model, state)) for step, state in trained.checkpoints]
     curves = dynamics.training_curves(models, trained.heldout_text, tokens_per_step=tokens_per_step,
-                                      train_losses=trained.losses, progress=progress)
+                                      train_losses=trained.losses, early=early, late=late, stride=STRIDE,
+                                      progress=progress)
     return dynamics.curves_to_json(curves)
 
 
@@ -200,7 +219,8 @@ def measure(model: HookedTransformer, path: Path) -> dict[str, Any]:
     from circuitlab import dynamics
 
     heldout = (Path(path) / HELDOUT_FILE).read_text()
-    final = dynamics.measure_checkpoint(model, heldout)
+    early, late = icl_bands(model.cfg.n_ctx)
+    final = dynamics.measure_checkpoint(model, heldout, early=early, late=late, stride=STRIDE)
     out: dict[str, Any] = {"final": {"icl_score": round(final.icl.score, 4),
                                      "heldout_loss": round(final.heldout_loss, 4),
                                      "max_prefix_matching": round(float(final.prefix_matching.values.max()), 4),
