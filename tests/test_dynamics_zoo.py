@@ -112,3 +112,12 @@ def test_shipped_curves_end_at_the_shipped_weights(name):
     assert icl.score == pytest.approx(float(curves.icl.values[-1]), abs=1e-3)
     card = circuitlab.zoo_card(f"zoo/{name}")
     assert card["checkpoint_steps"] == curves.steps and card["final"]["icl_score"] == pytest.approx(icl.score, abs=1e-3)
+
+
+def test_phase_change_finding_needs_shipped_curves_and_two_layers():
+    from circuitlab import reproduce
+
+    no_curves = reproduce.run("induction-phase-change", "zoo/attn-only-2l")  # synthetic data, no checkpoints
+    assert no_curves.measurement.verdict == "not applicable" and "dynamics.json" in no_curves.measurement.why
+    one_layer = reproduce.run("induction-phase-change", "zoo/attn-only-1l")
+    assert one_layer.measurement.verdict == "not applicable"

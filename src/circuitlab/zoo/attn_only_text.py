@@ -71,6 +71,7 @@ class TextAttnOnlyRecipe:
     # tokens); 0 trains on natural text alone
     repeat_fraction: float = 0.0
     max_chars: int | None = None  # cap on the training text (quick runs, tests); None = all of it
+    tie_embeddings: bool = False  # train with W_U = W_E^T (saved as two equal matrices)
     seed: int = 0
     threads: int = 1
 
@@ -126,6 +127,27 @@ def training_batch(recipe: TextAttnOnlyRecipe, train_ids: torch.Tensor, gen: tor
     return torch.cat([torch.zeros(recipe.batch_size, 1, dtype=torch.long), train_ids[src]], dim=1)
 
 
+class TiedUnembedding(torch.nn.Module):
+    """``model`` trained with its unembedding tied to its embedding (``W_U = W_E^T``, as GPT-2): the ``W_U``
+    parameter is removed and set from ``W_E`` before every forward pass; :meth:`untie` puts it back as a parameter
+    equal to ``W_E^T``, so the trained model is an ordinary ``HookedTransformer``."""
+
+    def __init__(self, model: HookedTransformer):
+        super().__init__()
+        self.model = model
+        del model.unembed._parameters["W_U"]
+        model.unembed.W_U = model.embed.W_E.T
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        self.model.unembed.W_U = self.model.embed.W_E.T
+        return self.model(tokens)
+
+    def untie(self) -> HookedTransformer:
+        del self.model.unembed.W_U
+        self.model.unembed.W_U = torch.nn.Parameter(self.model.embed.W_E.detach().T.clone())
+        return self.model
+
+
 def train(recipe: TextAttnOnlyRecipe, name: str, progress: bool = False) -> TrainedText:
     """Train a model by ``recipe`` on natural text, keeping a copy of its weights at every log-spaced checkpoint."""
     with torch_threads(recipe.threads):
@@ -142,17 +164,22 @@ def train(recipe: TextAttnOnlyRecipe, name: str, progress: bool = False) -> Trai
 
         schedule = log_spaced_steps(recipe.steps, recipe.n_checkpoints)
         checkpoints: list[tuple[int, dict[str, torch.Tensor]]] = []
+        trained: torch.nn.Module = TiedUnembedding(model) if recipe.tie_embeddings else model
 
         def keep(step: int) -> None:
-            checkpoints.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()
-                                       if not k.endswith(("mask", "IGNORE"))}))
+            state = {k: v.detach().clone() for k, v in model.state_dict().items() if not k.endswith(("mask", "IGNORE"))}
+            if recipe.tie_embeddings:
+                state["unembed.W_U"] = model.embed.W_E.detach().T.clone()
+            checkpoints.append((step, state))
 
         run = train_loop(
-            model, batch, steps=recipe.steps, lr=recipe.lr,
+            trained, batch, steps=recipe.steps, lr=recipe.lr,
             lr_factor=warmup_cosine(recipe.steps, recipe.warmup, recipe.min_lr_fraction),
             weight_decay=recipe.weight_decay, decay_vectors=False, max_grad_norm=1.0,
             progress=progress, desc=name, checkpoints=schedule, on_checkpoint=keep,
         )
+    if recipe.tie_embeddings:
+        trained.untie()
     sizes["train_tokens"] = len(train_ids)
     card = {
         "name": name,
