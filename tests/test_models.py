@@ -232,8 +232,7 @@ def test_zoo_build_writes_the_recipes_extra_files_beside_the_weights(tmp_path, m
 def test_zoo_registry_lists_every_recipe_and_fails_loudly_on_a_broken_one(monkeypatch):
     from circuitlab.zoo import registry
 
-    assert list(registry.recipes()) == ["zoo/attn-only-2l", "zoo/attn-only-1l", "zoo/toy-lm", "zoo/attn-only-2l-text",
-                                        "zoo/attn-only-1l-text"]
+    assert list(registry.recipes()) == ["zoo/attn-only-2l", "zoo/attn-only-1l", "zoo/toy-lm"]
     assert set(registry.recipes()) == {n for n in circuitlab.list_models() if n.startswith("zoo/")}  # all have recipes
     with pytest.raises(CircuitlabError, match="zoo/attn-only-2l"):
         registry.get("zoo/attn-only-3l")

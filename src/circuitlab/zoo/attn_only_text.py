@@ -33,15 +33,12 @@ beside the weights as ``dynamics.json`` (:mod:`circuitlab.dynamics`).
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-from circuitlab.zoo.registry import ZooRecipe, register, with_fields
 from circuitlab.zoo.text_data import real_documents
 from circuitlab.zoo.tokenizer import train_tokenizer
 from circuitlab.zoo.training import log_spaced_steps, torch_threads, train_loop, warmup_cosine
@@ -238,52 +235,3 @@ def measure_run(trained: TrainedText, progress: bool = False) -> dict[str, Any]:
                                       train_losses=trained.losses, early=early, late=late, stride=STRIDE,
                                       progress=progress)
     return dynamics.curves_to_json(curves)
-
-
-def measure(model: HookedTransformer, path: Path) -> dict[str, Any]:
-    """What the card records about the final model: its measurements (:func:`circuitlab.dynamics.measure_checkpoint`
-    on the held-out text shipped beside it) and the phase changes found in the shipped curves."""
-    from circuitlab import dynamics
-
-    heldout = (Path(path) / HELDOUT_FILE).read_text()
-    early, late = icl_bands(model.cfg.n_ctx)
-    final = dynamics.measure_checkpoint(model, heldout, early=early, late=late, stride=STRIDE)
-    out: dict[str, Any] = {"final": {"icl_score": round(final.icl.score, 4),
-                                     "heldout_loss": round(final.heldout_loss, 4),
-                                     "max_prefix_matching": round(float(final.prefix_matching.values.max()), 4),
-                                     "max_previous_token": round(float(final.previous_token.values.max()), 4)}}
-    f = Path(path) / DYNAMICS_FILE
-    if f.is_file():
-        curves = dynamics.curves_from_json(json.loads(f.read_text()))
-        out["phase_change"] = dynamics.phase_changes(curves).to_json()
-    return out
-
-
-def describe(card: dict[str, Any]) -> str:
-    """The one-line description ``circuitlab models`` prints."""
-    r, f = card["recipe"], card.get("final", {})
-    line = (f"attention-only, {r['n_layers']} layer{'s' if r['n_layers'] > 1 else ''} x {r['n_heads']} heads, "
-            f"d_model {r['d_model']}, n_ctx {r['n_ctx']}, BPE vocab {r['vocab_size']}, on natural text (KJV + "
-            f"fortunes), {len(card.get('checkpoint_steps', []))} log-spaced checkpoints")
-    if f:
-        line += (f"; held-out loss {f['heldout_loss']:.2f} nats, ICL score {f['icl_score']:.2f} nats, "
-                 f"max prefix-matching score {f['max_prefix_matching']:.2f}")
-    pc = card.get("phase_change")
-    if pc:
-        line += "; induction phase change: " + ("yes" if pc["induction"]["found"] else "none")
-    return line + (f"; trained {card['train_seconds']:.0f} s on {card['train_threads']} CPU thread"
-                   f"{'s' if card['train_threads'] > 1 else ''}")
-
-
-def _zoo_recipe(name: str) -> ZooRecipe:
-    def train_(progress: bool = True, **fields: Any) -> tuple[HookedTransformer, dict[str, Any], dict[str, str]]:
-        trained = train(with_fields(RECIPES[name], fields), name, progress=progress)
-        curves = measure_run(trained, progress=progress)
-        files = {HELDOUT_FILE: trained.heldout_text, DYNAMICS_FILE: json.dumps(curves, separators=(",", ":")) + "\n"}
-        return trained.model, trained.card, files
-
-    return ZooRecipe(name=name, train=train_, measure=measure, describe=describe)
-
-
-for _name in RECIPES:
-    register(_zoo_recipe(_name))

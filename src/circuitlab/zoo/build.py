@@ -71,17 +71,31 @@ def dynamics(name: str, out_dir: Path, checkpoint_dir: Path | None = None, progr
 
     from circuitlab import dynamics as dyn
     from circuitlab.render.dynamics import write_svg
-    from circuitlab.zoo import attn_only_text
+    from circuitlab.zoo import attn_only, attn_only_text
 
-    if name not in attn_only_text.RECIPES:
-        raise CircuitlabError(f"{name} keeps no checkpoints; training dynamics are measured on "
-                              f"{', '.join(attn_only_text.RECIPES)}.")
-    trained = attn_only_text.train(with_fields(attn_only_text.RECIPES[name], fields), name, progress=progress)
-    data = attn_only_text.measure_run(trained, progress=progress)
+    if name in attn_only_text.RECIPES:
+        trained = attn_only_text.train(with_fields(attn_only_text.RECIPES[name], fields), name, progress=progress)
+        data = attn_only_text.measure_run(trained, progress=progress)
+        card, checkpoints = trained.card, trained.checkpoints
+    elif name in attn_only.RECIPES:
+        # the synthetic recipe as shipped, on one thread (deterministic), measured on held-out sequences of its
+        # own training distribution (so the curves describe this run, not the shipped weights, trained on two)
+        recipe = with_fields(attn_only.RECIPES[name], {"threads": 1, **fields})
+        checkpoints, losses = [], []
+        model, card = attn_only.train(recipe, name, progress=progress, checkpoints=checkpoints, losses=losses)
+        early, late = attn_only_text.icl_bands(recipe.n_ctx)
+        models = [(step, attn_only_text.checkpoint_model(card["recipe"], model, state)) for step, state in checkpoints]
+        data = dyn.curves_to_json(dyn.training_curves(
+            models, attn_only.heldout_text(recipe), tokens_per_step=recipe.batch_size * recipe.n_ctx,
+            train_losses=losses, early=early, late=late, stride=recipe.n_ctx - 1, progress=progress))
+        card["checkpoint_steps"] = [s for s, _ in checkpoints]
+    else:
+        raise CircuitlabError(f"{name} has no training-dynamics recipe; choose one of "
+                              f"{', '.join([*attn_only_text.RECIPES, *attn_only.RECIPES])}.")
     curves = dyn.curves_from_json(data)
     phase = dyn.phase_changes(curves)
     data["phase_changes"] = phase.to_json()
-    data["card"] = trained.card
+    data["card"] = card
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = name.removeprefix(ZOO_PREFIX)
@@ -90,7 +104,7 @@ def dynamics(name: str, out_dir: Path, checkpoint_dir: Path | None = None, progr
     write_svg(out_dir / f"{stem}-dynamics.svg", curves, phase, title=f"{name}: training curves")
     if checkpoint_dir is not None:
         Path(checkpoint_dir).mkdir(parents=True, exist_ok=True)
-        for step, state in trained.checkpoints:
+        for step, state in checkpoints:
             save_file({k: v.contiguous() for k, v in state.items()},
                       str(Path(checkpoint_dir) / f"step-{step:06d}.safetensors"))
     words = {k: (f"tokens {w['start']:,.0f}-{w['end']:,.0f}" if w["found"] else "none")

@@ -27,7 +27,7 @@ from transformer_lens import HookedTransformer
 from circuitlab.errors import CircuitlabError
 
 #: the modules that register recipes, imported by :func:`recipes` (in this order)
-RECIPE_MODULES = ("circuitlab.zoo.attn_only", "circuitlab.zoo.toy_lm", "circuitlab.zoo.attn_only_text")
+RECIPE_MODULES = ("circuitlab.zoo.attn_only", "circuitlab.zoo.toy_lm")
 
 _RECIPES: dict[str, "ZooRecipe"] = {}
 
