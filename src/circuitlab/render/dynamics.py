@@ -67,6 +67,8 @@ def curves_svg(curves: Any, phase: Any = None, width: int = 640, panel_height: i
         for i in range(len(loss)):
             lo = max(0, int(i / 1.07))
             smooth.append(sum(loss[lo:i + 1]) / (i + 1 - lo))
+        keep = range(0, len(loss), max(1, len(loss) // 400))  # at most ~400 points a line
+        lx, loss, smooth = [lx[i] for i in keep], [loss[i] for i in keep], [smooth[i] for i in keep]
         panels.append(("training loss (nats)", [("each step", "#d1d5db", lx, loss), ("running mean", "#111827", lx,
                                                                                        smooth)]))
     for p, (label, plotted) in enumerate(panels):

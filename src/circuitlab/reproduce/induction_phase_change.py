@@ -101,8 +101,8 @@ FINDING = register(Finding(
     claim="In attention-only models of two or more layers, induction heads form in a phase change early in "
           "training that coincides with a sharp improvement of in-context learning; one-layer models show neither.",
     published="Qualitative, with figures: small attention-only models of 2+ layers show a sudden rise of "
-              "prefix-matching scores and a sudden fall of the ICL score (loss at token 500 minus token 50, by "
-              "about 0.4 nats) in the same window of about 2.5e9-5e9 training tokens, with a bump in the loss "
+              "prefix-matching scores and a sudden fall of the ICL score (loss at token 500 minus token 50) in "
+              "the same narrow window early in training (about 2.5e9-5e9 tokens), visible as a bump in the loss "
               "curve; the one-layer model shows no such change.",
     published_model="small attention-only transformers (1-6 layers) trained by the authors on natural text",
     models=("zoo/attn-only-2l",),
