@@ -46,6 +46,7 @@ from circuitlab.neurons import examples as neuron_examples, explain as neuron_ex
 from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
 from circuitlab import distributed, neurons, reproduce, weights
 from circuitlab import distributed, editing, neurons, reproduce
+from circuitlab import distributed, dynamics, neurons, reproduce
 from circuitlab.concepts import debugging, sentiment
 from circuitlab.probing import minimal_pairs
 from circuitlab.features import toy as toy_models
@@ -213,6 +214,11 @@ KINDS: dict[str, Kind] = {
     "case": Kind(("case",), bad=[None, 3, (FACT, "Wexmira", " Pellmoor")]),
     "cases": Kind(("case",), bad=[[], None, 3, [None]]),
     "methods": Kind(("method",), bad=[{}, None, 3]),
+    # training dynamics: a held-out text, bands of positions (start, stop), checkpoints (step, model)
+    "text": Kind(("text",), bad=["", 3, None, ["t1 t2 t3"], "t1 t2 t3"]),
+    "band": Kind(("early", "late"), bad=[(0, 5), (5, 5), (10, 5), (5, 999), 5, "5-10", (1.5, 3), None]),
+    "checkpoints": Kind(("checkpoint", "model"), bad=[[], 3, None, [(1, 2, 3)], [(-1, Lazy(words, WORDS))],
+                                                      [(5, Lazy(words, WORDS)), (2, Lazy(words, WORDS))], [(0, 42)]]),
 }
 
 
@@ -277,6 +283,9 @@ class Analysis:
 
 
 M = Lazy(toy, TOY)
+W = Lazy(words, WORDS)
+WORD_TEXT = " ".join(f"t{(7 * i) % 13}" for i in range(120))  # 120 words of attn-only-2l's vocabulary, repeating
+WORD_TOKENS = Lazy(lambda: cl.dynamics.text_windows(words(), WORD_TEXT, seq_len=24, stride=16), "4 text windows")
 NAN = next(v for v in KINDS["model"].bad if isinstance(v, Lazy) and v.make is nan_model)
 LD = LogitDiff(" mat", " cat")
 SENTENCES = Lazy(lambda: probing.template_sentences(30), "30 template sentences")
@@ -721,10 +730,28 @@ ANALYSES = [
     Analysis("editing.edit_table", editing.edit_table,
              {"model": ("model", M), "cases": ("cases", Lazy(lambda: edit_cases()[:1], "one toy case")),
               "methods": ("methods", {"zero": lambda case: zero_edit()})}),
+    # -- issue 33: training dynamics ----------------------------------------------------------------------------
+    Analysis("dynamics.text_windows", dynamics.text_windows,
+             {"model": ("model", W), "text": ("text", WORD_TEXT), "seq_len": ("count", 20), "stride": ("count", 8)}),
+    Analysis("dynamics.token_losses", dynamics.token_losses,
+             {"model": ("model", W), "tokens": ("prompt", WORD_TOKENS), "max_memory": ("memory", 2**20)}),
+    Analysis("dynamics.icl_score", dynamics.icl_score,
+             {"model": ("model", W), "tokens": ("prompt", WORD_TOKENS), "early": ("band", (2, 5)),
+              "late": ("band", (10, 20)), "max_memory": ("memory", 2**20)}),
+    Analysis("dynamics.measure_checkpoint", dynamics.measure_checkpoint,
+             {"model": ("model", W), "text": ("text", WORD_TEXT), "early": ("band", (2, 5)), "late": ("band", (40, 60)),
+              "stride": ("count", 64), "n_seqs": ("count", 2), "seq_len": ("count", 8), "seed": ("seed", 0),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("dynamics.training_curves", dynamics.training_curves,
+             {"checkpoints": ("checkpoints", Lazy(lambda: [(0, words()), (3, words())], "two checkpoints")),
+              "text": ("text", WORD_TEXT), "tokens_per_step": ("count", 10), "early": ("band", (2, 5)),
+              "late": ("band", (40, 60)), "stride": ("count", 64), "n_seqs": ("count", 2), "seed": ("seed", 0),
+              "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
 SKIP = {
+    ("dynamics.measure_checkpoint", "seq_len"): {None},
     ("induction.repeated_sequences", "seq_len"): {None},  # None means "the default length"
     ("induction.head_scores", "seq_len"): {None},
     ("induction.ablation_effect", "seq_len"): {None},
@@ -1209,7 +1236,7 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
          "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention", "circuitlab.weights",
-         "circuitlab.features", "circuitlab.editing")
+         "circuitlab.features", "circuitlab.editing", "circuitlab.dynamics")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {

@@ -28,7 +28,7 @@ __all__ = ["CircuitlabError", "Result", "list_models", "load_encoder", "load_mod
 _LAZY = {"Result": "circuitlab.results", "list_models": "circuitlab.models", "load_encoder": "circuitlab.models",
          "load_model": "circuitlab.models", "save_model": "circuitlab.models", "zoo_card": "circuitlab.models"}
 _SUBMODULES = {"induction", "patching", "attribution", "ffn", "tracing", "circuits", "concepts", "probing", "metrics",
-               "render", "tasks",
+               "render", "tasks", "dynamics",
                "zoo", "cli", "core", "results", "testing", "models", "reproduce"}
 
 

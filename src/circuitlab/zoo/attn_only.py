@@ -31,7 +31,7 @@ from transformer_lens import HookedTransformer, HookedTransformerConfig
 
 from circuitlab.zoo.registry import ZooRecipe, register, with_fields
 from circuitlab.zoo.tokenizer import word_level_tokenizer
-from circuitlab.zoo.training import torch_threads, train_loop, warmup_times_cosine
+from circuitlab.zoo.training import log_spaced_steps, torch_threads, train_loop, warmup_times_cosine
 
 
 @dataclass
@@ -126,12 +126,25 @@ def in_context_losses(model: HookedTransformer, seq_len: int = 20, n_seqs: int =
             "chance_loss": math.log(model.cfg.d_vocab - 1), "seq_len": seq_len, "n_seqs": n_seqs}
 
 
-def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False,
-          progress: bool = False) -> tuple[HookedTransformer, dict[str, Any]]:
+def heldout_text(recipe: AttnOnlyRecipe, n_seqs: int = 64, seed: int = 999) -> str:
+    """``n_seqs`` sequences of the recipe's first task (random tokens with one repeated segment; no second task)
+    from their own seed, without BOS, as one text of words: ``n_ctx - 1`` words per sequence, so
+    ``circuitlab.dynamics.text_windows(model, text, stride=n_ctx - 1)`` gives back exactly these sequences."""
+    rows = training_batch(recipe, n_seqs, torch.Generator().manual_seed(seed), second_task=False)
+    return " ".join(f"t{int(i) - 1}" for i in rows[:, 1:].flatten())
+
+
+def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False, progress: bool = False,
+          checkpoints: list[tuple[int, dict]] | None = None, n_checkpoints: int = 30,
+          losses: list[float] | None = None) -> tuple[HookedTransformer, dict[str, Any]]:
     """Train a model by ``recipe``; returns it and a card of how it was made and what it measures.
 
-    ``verbose`` logs the loss every 250 steps; ``progress`` shows a progress bar.
+    ``verbose`` logs the loss every 250 steps; ``progress`` shows a progress bar. With a list ``checkpoints``,
+    the weights at ``n_checkpoints`` log-spaced steps are appended to it as ``(step, state_dict)`` (and with a
+    list ``losses``, every step's training loss).
     """
+    schedule = log_spaced_steps(recipe.steps, n_checkpoints) if checkpoints is not None else []
+
     with torch_threads(recipe.threads):
         torch.manual_seed(recipe.seed)
         cfg = recipe.config(name)
@@ -141,10 +154,17 @@ def train(recipe: AttnOnlyRecipe, name: str, verbose: bool = False,
         def batch(step: int) -> torch.Tensor:
             return training_batch(recipe, recipe.batch_size, gen, second_task=step >= recipe.second_task_from)
 
+        def keep(step: int) -> None:
+            checkpoints.append((step, {k: v.detach().clone() for k, v in model.state_dict().items()
+                                       if not k.endswith(("mask", "IGNORE"))}))
+
         run = train_loop(
             model, batch, steps=recipe.steps, lr=recipe.lr, lr_factor=warmup_times_cosine(recipe.steps, recipe.warmup),
             weight_decay=recipe.weight_decay, log_every=250 if verbose else 0, progress=progress, desc=name,
+            checkpoints=schedule, on_checkpoint=keep if checkpoints is not None else None,
         )
+        if losses is not None:
+            losses.extend(run.losses)
     card = {
         "name": name,
         "recipe": {"module": __name__, **asdict(recipe)},

@@ -15,7 +15,7 @@ import math
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -62,6 +62,17 @@ def warmup_times_cosine(steps: int, warmup: int) -> Callable[[int], float]:
     return lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(1.0, s / steps)))
 
 
+def log_spaced_steps(steps: int, n: int) -> list[int]:
+    """About ``n`` checkpoint steps from ``0`` to ``steps``, log-spaced: ``0`` and the distinct integers nearest to
+    ``steps ** (i / (n - 2))`` for ``i = 0 .. n - 2`` (so ``1`` and ``steps`` are always in; early on, where the
+    powers are closer than 1 step, fewer than ``n`` remain)."""
+    if steps < 1 or n < 2:
+        raise ValueError(f"log_spaced_steps needs steps >= 1 and n >= 2, got steps={steps}, n={n}.")
+    if n == 2:
+        return [0, steps]
+    return sorted({0, steps} | {round(steps ** (i / (n - 2))) for i in range(n - 1)})
+
+
 def train_loop(
     model: nn.Module,
     batch: Callable[[int], Int[Tensor, "batch pos"]],
@@ -79,6 +90,8 @@ def train_loop(
     log_every: int = 0,
     progress: bool = False,
     desc: str = "train",
+    checkpoints: Sequence[int] = (),
+    on_checkpoint: Callable[[int], None] | None = None,
 ) -> TrainingRun:
     """Train ``model`` in place for ``steps`` AdamW steps on the next-token loss of ``batch(step)``.
 
@@ -94,6 +107,9 @@ def train_loop(
             (``0``: only after the last) and once after the last step; its rows are ``[step, *probe()]``.
         log_every: write the mean loss of the last ``log_every`` steps every ``log_every`` steps (``0``: never).
         progress: show a progress bar.
+        checkpoints, on_checkpoint: ``on_checkpoint(step)`` is called when the model has taken ``step`` optimiser
+            steps, for every ``step`` in ``checkpoints`` (``0``: before training; ``steps``: after the last), in
+            eval mode without gradients; it typically saves ``model.state_dict()`` (:func:`log_spaced_steps`).
     """
     params = list(model.parameters())
     if decay_vectors:
@@ -109,11 +125,20 @@ def train_loop(
         with torch.no_grad():
             return [step, *probe()]
 
+    wanted = set(checkpoints) if on_checkpoint is not None else set()
+
+    def checkpoint(step: int) -> None:
+        if step in wanted:
+            model.eval()
+            with torch.no_grad():
+                on_checkpoint(step)
+
     t0, cpu0 = time.perf_counter(), time.process_time()
     losses: list[float] = []
     curve: list[list[float]] = []
     bar = tqdm(range(steps), disable=not progress, desc=desc, mininterval=5)
     for step in bar:
+        checkpoint(step)
         if probe is not None and probe_every and step % probe_every == 0:
             curve.append(probe_row(step))
         model.train()
@@ -131,6 +156,7 @@ def train_loop(
             recent = sum(losses[-log_every:]) / len(losses[-log_every:])
             note = f"  {probe_label} " + " -> ".join(f"{v:.2f}" for v in curve[-1][1:]) if curve else ""
             bar.write(f"step {step:5d}  loss {recent:.3f}{note}  {time.perf_counter() - t0:.0f}s")
+    checkpoint(steps)
     if probe is not None:
         curve.append(probe_row(steps))
     model.eval()
