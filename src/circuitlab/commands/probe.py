@@ -5,6 +5,7 @@
     circuitlab probe heads -m minilm-l6                                 # attention heads as dependency parsers
     circuitlab probe pairs -m gemma-3-270m --method prefix              # minimal pairs (template or --blimp FILE)
     circuitlab probe cloze -m smollm2-135m -o cloze.html                # LAMA-style P@1 / P@10 with baseline
+    circuitlab probe cloze -m smollm2-135m --control                    # ... beside controls without the facts
     circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix, lexical, per layer
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
@@ -44,6 +45,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="pairs: whole-sentence log-probability (default) or the one-prefix method")
     p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
     p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
+    p.add_argument("--control", action="store_true",
+                   help="cloze: also the controls that keep each prompt and remove the fact (the subject replaced by "
+                        "invented names; the blocks' weights shuffled) and the gain over them (Zhong et al. 2021)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of data sampling, and of the edge probe (default 0)")
     p.add_argument("--seeds", type=positive_int, metavar="N",
                    help="pos/structural: train each probe with seeds 0..N-1; the table and report show 95%% intervals "
@@ -157,13 +161,17 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<40} {acc:.3f}  ({n} pairs{f', {u} tied' if u else ''})")
             items = [res]
         else:
-            from circuitlab.probing import cloze
+            from circuitlab.probing import cloze, cloze_control
 
             rels = [r.strip() for r in args.relations.split(",")] if args.relations else None
-            res = cloze(model, relations=rels, progress=progress)
-            print(f"Cloze on {res.by_relation.model}: {res.by_relation.task}")
+            if args.control:
+                res = cloze_control(model, relations=rels, seed=args.seed, progress=progress)
+                print(f"Cloze and its controls on {res.by_relation.model}: {res.by_relation.task}")
+            else:
+                res = cloze(model, relations=rels, progress=progress)
+                print(f"Cloze on {res.by_relation.model}: {res.by_relation.task}")
             print(res.summary())
-            skipped = {r: n for r, n in res.skipped.items() if n}
+            skipped = {r: n for r, n in (res.scores if args.control else res).skipped.items() if n}
             if skipped:
                 print(f"facts skipped (answer not one token): {skipped}")
             items = [res]

@@ -13,6 +13,8 @@
   (:func:`head_sweep`);
 - :mod:`~circuitlab.probing.structural`: Hewitt & Manning's distance and depth probes, UUAS, Spearman, root
   accuracy, the linear baseline (:func:`structural_sweep`);
+- :mod:`~circuitlab.probing.cloze`: LAMA-style cloze P@k (:func:`cloze`) and its controls, an invented subject and
+  shuffled block weights, with the gain over them (:func:`cloze_control`, Zhong et al. 2021);
 - :mod:`~circuitlab.probing.edge`: Tenney et al.'s edge probing: spans and pairs of spans (POS, dependency arc
   labels, entity types) from a learned scalar mix of the layers, with the lexical baseline (:func:`edge_probe`).
 """
@@ -33,6 +35,7 @@ from circuitlab.probing.minimal_pairs import MinimalPair, PairScores, continuati
 
 # cloze (LAMA-style, parameter-free probing): :mod:`~circuitlab.probing.cloze`
 from circuitlab.probing.cloze import CLOZE_TEMPLATES, ClozeScores, cloze, frequency_baseline
+from circuitlab.probing.cloze import ClozeControl, cloze_control, control_names, shuffled_model
 
 # edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
 from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
@@ -48,6 +51,7 @@ __all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "
 
 # cloze
 __all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]
+__all__ += ["ClozeControl", "cloze_control", "control_names", "shuffled_model"]
 
 # edge probing
 __all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]
