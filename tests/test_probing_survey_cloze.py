@@ -119,3 +119,12 @@ def test_probe_cloze_control_command(capsys):
     assert main(["probe", "cloze", "-m", "zoo/toy-lm", "--control", "--relations", "country_currency", "-q"]) == 0
     out = capsys.readouterr().out
     assert "names P@1" in out and "gain P@1" in out and "country_currency" in out
+
+
+def test_finding_rule():
+    from circuitlab.reproduce.cloze_control import judge
+
+    assert judge(0.5, 0.2)[:2] == (True, True)  # 40% of raw, gain 0.3
+    assert judge(0.5, 0.05)[:2] == (False, True)  # 10% of raw
+    assert judge(0.3, 0.28)[:2] == (True, False)  # gain 0.02
+    assert judge(0.0, 0.0)[:2] == (False, False)

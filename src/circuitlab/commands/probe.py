@@ -7,6 +7,7 @@
     circuitlab probe cloze -m smollm2-135m -o cloze.html                # LAMA-style P@1 / P@10 with baseline
     circuitlab probe cloze -m smollm2-135m --control                    # ... beside controls without the facts
     circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix, lexical, per layer
+    circuitlab probe depth -m minilm-l6 --data default -n 1000          # word-level vs sentence-level tasks by layer
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
 """
@@ -18,21 +19,24 @@ import argparse
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
                            write_report)
 
-KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges")
+KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="pos: part-of-speech classifier probes with control tasks; structural: "
                                               "distance and depth probes; heads: attention-head dependency accuracy; "
                                               "pairs: minimal pairs; cloze: factual cloze P@1/P@10; edges: edge "
-                                              "probing (scalar mix over layers vs the lexical baseline)")
+                                              "probing (scalar mix over layers vs the lexical baseline); depth: "
+                                              "word-level (UPOS, dependency label) and sentence-level (tense, voice, "
+                                              "sentence type) linear probes by layer, with expected layers")
     add_model_option(p)
     p.add_argument("--data", default="templates",
-                   help="pos/structural/heads/edges: 'templates' (a small grammar, default), 'default' (KJV and "
+                   help="pos/structural/heads/edges/depth: 'templates' (a small grammar, default), 'default' (KJV and "
                         "fortunes labelled by spaCy) or a CoNLL-U file (multiword tokens read as their syntactic "
                         "words)")
     p.add_argument("-n", "--sentences", type=positive_int, default=300,
-                   help="pos/structural/heads/edges: how many sentences (default 300; a CoNLL-U file: its first N)")
+                   help="pos/structural/heads/edges/depth: how many sentences (default 300; a CoNLL-U file: its first "
+                        "N)")
     p.add_argument("--task", choices=("deprel", "pos", "ent"), default="deprel",
                    help="edges: dependency arc labels (two spans, default), part of speech, or entity types")
     p.add_argument("--pool", choices=("mean", "attention"), default="mean",
@@ -92,8 +96,8 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
 
     progress = not args.quiet
-    if args.kind in ("pos", "structural", "heads", "edges"):
-        from circuitlab.probing import edge_probe, head_sweep, probe_sweep, structural_sweep
+    if args.kind in ("pos", "structural", "heads", "edges", "depth"):
+        from circuitlab.probing import depth_profile, edge_probe, head_sweep, probe_sweep, structural_sweep
         from circuitlab.core import check_affordable
         from circuitlab.models.loading import as_any_model
         from circuitlab.probing.sentences import labelled_sentences
@@ -107,14 +111,20 @@ def run(args: argparse.Namespace) -> int:
             res = probe_sweep(model, sentences, "upos", cache=False, progress=progress, **seeds)
         elif args.kind == "structural":
             res = structural_sweep(model, sentences, cache=False, progress=progress, **seeds)
+        elif args.kind == "depth":
+            res = depth_profile(model, sentences, split_seed=args.seed, cache=False, progress=progress)
         elif args.kind == "edges":
             res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed,
                              cumulative=args.cumulative, cache=False, progress=progress)
         else:
             res = head_sweep(model, sentences, progress=progress)
-        title, name = (res.scores.title, res.scores.model) if args.kind == "edges" else (res.title, res.model)
+        main = {"edges": "scores", "depth": "accuracy"}.get(args.kind)
+        title, name = (getattr(res, main).title, getattr(res, main).model) if main else (res.title, res.model)
         print(f"{title} on {name or args.model}, {len(sentences)} sentences ({args.data})")
-        if args.kind == "edges":
+        if args.kind == "depth":
+            print(table(res.normalised))
+            print(res.summary())
+        elif args.kind == "edges":
             print(res.summary())
             print(table(res.scores))
             print(table(res.mix))

@@ -15,6 +15,9 @@
   accuracy, the linear baseline (:func:`structural_sweep`);
 - :mod:`~circuitlab.probing.cloze`: LAMA-style cloze P@k (:func:`cloze`) and its controls, an invented subject and
   shuffled block weights, with the gain over them (:func:`cloze_control`, Zhong et al. 2021);
+- :mod:`~circuitlab.probing.depth`: word-level syntax low, sentence-level semantics high: linear probes per layer for
+  UPOS / dependency labels and for tense / voice / sentence type, each over its maximum, with expected layers
+  (:func:`depth_profile`);
 - :mod:`~circuitlab.probing.edge`: Tenney et al.'s edge probing: spans and pairs of spans (POS, dependency arc
   labels, entity types) from a learned scalar mix of the layers, with the lexical baseline (:func:`edge_probe`).
 """
@@ -37,6 +40,9 @@ from circuitlab.probing.minimal_pairs import MinimalPair, PairScores, continuati
 from circuitlab.probing.cloze import CLOZE_TEMPLATES, ClozeScores, cloze, frequency_baseline
 from circuitlab.probing.cloze import ClozeControl, cloze_control, control_names, shuffled_model
 
+# the depth profile: :mod:`~circuitlab.probing.depth`
+from circuitlab.probing.depth import DepthProfile, depth_profile, expected_layer, hook_depth
+
 # edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
 from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
 
@@ -52,6 +58,9 @@ __all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "
 # cloze
 __all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]
 __all__ += ["ClozeControl", "cloze_control", "control_names", "shuffled_model"]
+
+# the depth profile
+__all__ += ["DepthProfile", "depth_profile", "expected_layer", "hook_depth"]
 
 # edge probing
 __all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]

@@ -5,7 +5,7 @@
 argue that precision is to be read against controls that remove the fact. Measured with
 :func:`circuitlab.probing.cloze.cloze_control` on the package's facts (:data:`circuitlab.tasks.factual.FACTS`) and
 cloze templates (:data:`circuitlab.probing.cloze.CLOZE_TEMPLATES`): raw P@1 beside two controls that keep every
-prompt's wording and remove the fact (the subject replaced by invented names, three draws per fact; the same
+prompt's wording and remove the fact (the subject replaced by an invented name, one draw per fact; the same
 prompts on a copy of the model whose transformer blocks have their weights shuffled), and the gain over the
 stronger control.
 
@@ -22,7 +22,7 @@ from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApp
 CONTROL_SHARE = 0.2
 #: (b) the gain over the stronger control is at least this (P@1, mean over relations): the model still recalls facts
 MIN_GAIN = 0.05
-N_NAMES = 3
+N_NAMES = 1
 
 
 def judge(raw: float, control: float) -> tuple[bool, bool, dict]:
@@ -82,7 +82,7 @@ FINDING = register(Finding(
     models=("smollm2-135m",),
     measure=measure,
     rule=f"On the package's facts and cloze templates, the mean over relations of raw P@1 and of the stronger "
-         f"control's P@1 (per relation, the higher of an invented subject ({N_NAMES} draws) and shuffled block "
+         f"control's P@1 (per relation, the higher of an invented subject ({N_NAMES} draw per fact) and shuffled block "
          f"weights): (a) the control reaches at least {CONTROL_SHARE:.0%} of raw P@1; (b) the gain (raw - control) is "
          f"at least {100 * MIN_GAIN:.0f} points. Reproduced if both hold, partly if (a) holds alone, not reproduced "
          "otherwise.",
