@@ -8,6 +8,7 @@
     circuitlab probe cloze -m smollm2-135m --control                    # ... beside controls without the facts
     circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix, lexical, per layer
     circuitlab probe depth -m minilm-l6 --data default -n 1000          # word-level vs sentence-level tasks by layer
+    circuitlab probe gaussian -m minilm-l6 --data default --task pos    # greedy Gaussian neurons vs linear ranking
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
 """
@@ -19,7 +20,7 @@ import argparse
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
                            write_report)
 
-KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth")
+KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth", "gaussian")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -28,7 +29,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                               "pairs: minimal pairs; cloze: factual cloze P@1/P@10; edges: edge "
                                               "probing (scalar mix over layers vs the lexical baseline); depth: "
                                               "word-level (UPOS, dependency label) and sentence-level (tense, voice, "
-                                              "sentence type) linear probes by layer, with expected layers")
+                                              "sentence type) linear probes by layer, with expected layers; "
+                                              "gaussian: accuracy and selectivity of a Gaussian probe on k neurons, "
+                                              "chosen greedily vs by a linear probe's weights")
     add_model_option(p)
     p.add_argument("--data", default="templates",
                    help="pos/structural/heads/edges/depth: 'templates' (a small grammar, default), 'default' (KJV and "
@@ -38,7 +41,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="pos/structural/heads/edges/depth: how many sentences (default 300; a CoNLL-U file: its first "
                         "N)")
     p.add_argument("--task", choices=("deprel", "pos", "ent"), default="deprel",
-                   help="edges: dependency arc labels (two spans, default), part of speech, or entity types")
+                   help="edges, gaussian: dependency arc labels (default), part of speech, or entity types")
+    p.add_argument("--neurons", type=positive_int, default=10, metavar="K",
+                   help="gaussian: subsets of 1..K neurons (default 10)")
     p.add_argument("--pool", choices=("mean", "attention"), default="mean",
                    help="edges: span pooling, mean (default) or self-attentive")
     p.add_argument("--cumulative", action="store_true",
@@ -96,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
 
     progress = not args.quiet
-    if args.kind in ("pos", "structural", "heads", "edges", "depth"):
-        from circuitlab.probing import depth_profile, edge_probe, head_sweep, probe_sweep, structural_sweep
+    if args.kind in ("pos", "structural", "heads", "edges", "depth", "gaussian"):
+        from circuitlab.probing import depth_profile, edge_probe, gaussian_sweep, head_sweep, probe_sweep, \
+            structural_sweep
         from circuitlab.core import check_affordable
         from circuitlab.models.loading import as_any_model
         from circuitlab.probing.sentences import labelled_sentences
@@ -111,6 +117,10 @@ def run(args: argparse.Namespace) -> int:
             res = probe_sweep(model, sentences, "upos", cache=False, progress=progress, **seeds)
         elif args.kind == "structural":
             res = structural_sweep(model, sentences, cache=False, progress=progress, **seeds)
+        elif args.kind == "gaussian":
+            task = {"pos": "upos"}.get(args.task, args.task)
+            res = gaussian_sweep(model, sentences, task, k=args.neurons, seed=args.seed, cache=False,
+                                 progress=progress)
         elif args.kind == "depth":
             res = depth_profile(model, sentences, split_seed=args.seed, cache=False, progress=progress)
         elif args.kind == "edges":
@@ -121,7 +131,10 @@ def run(args: argparse.Namespace) -> int:
         main = {"edges": "scores", "depth": "accuracy"}.get(args.kind)
         title, name = (getattr(res, main).title, getattr(res, main).model) if main else (res.title, res.model)
         print(f"{title} on {name or args.model}, {len(sentences)} sentences ({args.data})")
-        if args.kind == "depth":
+        if args.kind == "gaussian":
+            print(f"hook {res.meta['hook']}; {res.meta['n_train']:,} training words, {res.meta['n_test']:,} test words")
+            print(table(res))
+        elif args.kind == "depth":
             print(table(res.normalised))
             print(res.summary())
         elif args.kind == "edges":

@@ -18,6 +18,8 @@
 - :mod:`~circuitlab.probing.depth`: word-level syntax low, sentence-level semantics high: linear probes per layer for
   UPOS / dependency labels and for tense / voice / sentence type, each over its maximum, with expected layers
   (:func:`depth_profile`);
+- :mod:`~circuitlab.probing.gaussian`: Gaussian probing (Torroba Hennigen et al. 2020): neurons chosen greedily under
+  a Gaussian class-conditional model against the linear probe's ranking, with selectivity (:func:`gaussian_sweep`);
 - :mod:`~circuitlab.probing.edge`: Tenney et al.'s edge probing: spans and pairs of spans (POS, dependency arc
   labels, entity types) from a learned scalar mix of the layers, with the lexical baseline (:func:`edge_probe`).
 """
@@ -43,6 +45,9 @@ from circuitlab.probing.cloze import ClozeControl, cloze_control, control_names,
 # the depth profile: :mod:`~circuitlab.probing.depth`
 from circuitlab.probing.depth import DepthProfile, depth_profile, expected_layer, hook_depth
 
+# Gaussian probing: :mod:`~circuitlab.probing.gaussian`
+from circuitlab.probing.gaussian import GaussianProbe, gaussian_sweep, greedy_neurons, linear_ranking
+
 # edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
 from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
 
@@ -61,6 +66,9 @@ __all__ += ["ClozeControl", "cloze_control", "control_names", "shuffled_model"]
 
 # the depth profile
 __all__ += ["DepthProfile", "depth_profile", "expected_layer", "hook_depth"]
+
+# Gaussian probing
+__all__ += ["GaussianProbe", "gaussian_sweep", "greedy_neurons", "linear_ranking"]
 
 # edge probing
 __all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]
