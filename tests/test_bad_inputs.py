@@ -418,6 +418,9 @@ ANALYSES = [
              {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "upos"),
               "hook": ("hook", "blocks.1.hook_resid_post"), "k": ("count", 1), "seed": ("seed", 0),
               "split_seed": ("seed", 0)}),
+    Analysis("probing.coreference_similarity", functools.partial(probing.coreference_similarity, cache=False),
+             {"model": ("model", M), "hooks": ("hook", ["blocks.1.hook_resid_post"]),
+              "temperature": ("noise", 0.1)}),
     Analysis("neurons.activations", functools.partial(neurons.activations, progress=False),
              {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
               "neuron": ("neuron", 511), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
@@ -531,6 +534,7 @@ SKIP = {
     ("probing.continuation_logprob", "prefixes"): {("",)},  # an empty prefix: the word starts the text
     ("probing.cloze", "relations"): {None},  # None: every relation of the facts
     ("probing.depth_profile", "hooks"): {3, None},
+    ("probing.coreference_similarity", "hooks"): {3, None},  # a layer number; None: every layer
     ("probing.gaussian_sweep", "hook"): {3, None},  # a layer number (its residual stream output); None: the middle
     ("concepts.pooled_activations", "hooks"): {3, None},
     ("concepts.sensitivities", "hooks"): {3, None},
@@ -900,6 +904,7 @@ COMMANDS = [
     ["probe", "depth", "-m", TOY, "--data", "no/such/file.conllu"],
     ["probe", "depth", "-m", "zoo/no-such-model"],
     ["probe", "gaussian", "-m", TOY, "--neurons", "0"],
+    ["probe", "coref", "-m", "zoo/no-such-model"],
     ["probe", "gaussian", "-m", TOY, "--neurons", "100000"],
     ["probe", "edges", "-m", TOY, "--data", "no/such/file.conllu"],
     ["probe", "edges", "-m", TOY, "-n", "-3"],

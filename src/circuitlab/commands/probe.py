@@ -9,6 +9,7 @@
     circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix, lexical, per layer
     circuitlab probe depth -m minilm-l6 --data default -n 1000          # word-level vs sentence-level tasks by layer
     circuitlab probe gaussian -m minilm-l6 --data default --task pos    # greedy Gaussian neurons vs linear ranking
+    circuitlab probe coref -m minilm-l6                                 # pronoun -> antecedent by similarity, per layer
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
 """
@@ -20,7 +21,7 @@ import argparse
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
                            write_report)
 
-KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth", "gaussian")
+KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth", "gaussian", "coref")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -31,7 +32,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                               "word-level (UPOS, dependency label) and sentence-level (tense, voice, "
                                               "sentence type) linear probes by layer, with expected layers; "
                                               "gaussian: accuracy and selectivity of a Gaussian probe on k neurons, "
-                                              "chosen greedily vs by a linear probe's weights")
+                                              "chosen greedily vs by a linear probe's weights; coref: pronouns' "
+                                              "antecedents by representation similarity per layer, with baselines")
     add_model_option(p)
     p.add_argument("--data", default="templates",
                    help="pos/structural/heads/edges/depth: 'templates' (a small grammar, default), 'default' (KJV and "
@@ -52,7 +54,8 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blimp", metavar="FILE", help="pairs: a BLiMP .jsonl file instead of the template pairs")
     p.add_argument("--method", choices=("sentence", "prefix"), default="sentence",
                    help="pairs: whole-sentence log-probability (default) or the one-prefix method")
-    p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
+    p.add_argument("--n-per", type=positive_int, default=40,
+                   help="pairs: template pairs per phenomenon; coref: items per kind (default 40)")
     p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
     p.add_argument("--control", action="store_true",
                    help="cloze: also the controls that keep each prompt and remove the fact (the subject replaced by "
@@ -166,6 +169,16 @@ def run(args: argparse.Namespace) -> int:
                 ex = res.meta["example"]
                 print(f"best layer by UUAS: {ex['layer']}; its tree of test sentence {ex['id'] or ex['sentence']}: "
                       f"{ex['correct']} of {ex['gold_edges']} gold edges (punctuation left out)")
+        items = [res]
+    elif args.kind == "coref":
+        from circuitlab.probing import coreference_similarity
+        from circuitlab.tasks.coreference import coreference_items
+
+        res = coreference_similarity(args.model, coreference_items(args.n_per, seed=args.seed), cache=False,
+                                     progress=progress)
+        print(f"{res.accuracy.title} on {res.accuracy.model}: {res.accuracy.task}")
+        print(table(res.accuracy))
+        print(table(res.baselines))
         items = [res]
     else:
         model = load_model(args.model)

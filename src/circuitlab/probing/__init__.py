@@ -20,6 +20,9 @@
   (:func:`depth_profile`);
 - :mod:`~circuitlab.probing.gaussian`: Gaussian probing (Torroba Hennigen et al. 2020): neurons chosen greedily under
   a Gaussian class-conditional model against the linear probe's ranking, with selectivity (:func:`gaussian_sweep`);
+- :mod:`~circuitlab.probing.coreference`: coreference by representation similarity (Sorodoc et al. 2020): the
+  pronoun's nearest candidate antecedent per layer, against first- and nearest-candidate baselines
+  (:func:`coreference_similarity`);
 - :mod:`~circuitlab.probing.edge`: Tenney et al.'s edge probing: spans and pairs of spans (POS, dependency arc
   labels, entity types) from a learned scalar mix of the layers, with the lexical baseline (:func:`edge_probe`).
 """
@@ -48,6 +51,9 @@ from circuitlab.probing.depth import DepthProfile, depth_profile, expected_layer
 # Gaussian probing: :mod:`~circuitlab.probing.gaussian`
 from circuitlab.probing.gaussian import GaussianProbe, gaussian_sweep, greedy_neurons, linear_ranking
 
+# coreference by similarity: :mod:`~circuitlab.probing.coreference`
+from circuitlab.probing.coreference import CorefScores, coreference_similarity
+
 # edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
 from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
 
@@ -69,6 +75,9 @@ __all__ += ["DepthProfile", "depth_profile", "expected_layer", "hook_depth"]
 
 # Gaussian probing
 __all__ += ["GaussianProbe", "gaussian_sweep", "greedy_neurons", "linear_ranking"]
+
+# coreference by similarity
+__all__ += ["CorefScores", "coreference_similarity"]
 
 # edge probing
 __all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]
