@@ -128,3 +128,15 @@ def test_finding_rule():
     assert judge(0.5, 0.05)[:2] == (False, True)  # 10% of raw
     assert judge(0.3, 0.28)[:2] == (True, False)  # gain 0.02
     assert judge(0.0, 0.0)[:2] == (False, False)
+
+
+def test_finding_runs_on_toy_lm():
+    from circuitlab import reproduce
+    from circuitlab.reproduce.cloze_control import judge
+
+    rep = reproduce.run("cloze-precision-needs-a-control", "zoo/toy-lm")
+    v = rep.measurement.values
+    a, b, _ = judge(v["raw"], v["control"])
+    assert rep.verdict == ("reproduced" if a and b else "partly" if a else "not reproduced")
+    assert set(v["by_relation"]) == {"country_currency", "landmark_country"}  # toy-lm's one-token answers
+    assert reproduce.run("cloze-precision-needs-a-control", "zoo/toy-lm").verdict == rep.verdict  # seeded
