@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence
 
 import torch
+from jaxtyping import Float
 from torch import Tensor
 
 from circuitlab.core import check_number, shorten
@@ -40,7 +41,7 @@ class CorefScores(Bundle):
 
     accuracy: Result
     baselines: Result
-    probabilities: Optional[Tensor] = None
+    probabilities: Optional[Float[Tensor, "layer item candidate"]] = None
 
 
 def coreference_similarity(model: Any, items: Optional[Sequence[CorefItem]] = None, *, hooks: Any = None,

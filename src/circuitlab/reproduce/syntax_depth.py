@@ -9,9 +9,9 @@ between the two levels.
 
 The rule was written before the profile was measured on any real model (only zoo/toy-lm on template sentences with
 stand-in labels had been run, for the tests); the number of sentences was lowered from 1,000 to 300 before any
-real-model result was seen, for the CPU time a shared machine allowed. Depths: 0 is the embedding, ``l + 1`` the output of block ``l``; on a
-model with more than 12 blocks the profile reads the embedding and 12 evenly spaced block outputs (the last block
-always among them), to bound the activations held.
+real-model result was seen, for the CPU time a shared machine allowed. Depths: 0 is the embedding, ``l + 1`` the
+output of block ``l``; on a model with more than 12 blocks the profile reads the embedding and 12 evenly spaced
+block outputs (the last block always among them), to bound the activations held.
 """
 
 from __future__ import annotations

@@ -99,10 +99,11 @@ def _item(text: str, pronoun: str, candidates: tuple[str, str], gold: int, kind:
     return CorefItem(words, p, cand, gold, kind)
 
 
-def coreference_items(n_per: int = 40, seed: int = 0, kinds=KINDS) -> list[CorefItem]:
-    """Up to ``n_per`` items of each kind (the Winograd pairs: all 16 sentences), drawn with ``seed``; the gold is
-    the first candidate in half of each kind's items and the second in the other half."""
+def coreference_items(n_per: int = 40, seed: int = 0, kinds=None) -> list[CorefItem]:
+    """``n_per`` items of each of ``kinds`` (default :data:`KINDS`; the Winograd pairs: all 16 sentences), drawn
+    with ``seed``; the gold is the first candidate in half of each kind's items and the second in the other half."""
     n_per, seed = check_count(n_per, "n_per"), check_seed(seed)
+    kinds = KINDS if kinds is None else kinds
     if isinstance(kinds, str) or any(k not in KINDS for k in kinds) or not kinds:
         raise InputError(f"kinds={kinds!r}: give kinds from {KINDS}.")
     rng = random.Random(seed)
