@@ -60,13 +60,13 @@ def test_greedy_matches_brute_force():
 
 def test_gaussian_sweep_on_toy():
     toy = circuitlab.load_model("zoo/toy-lm")
-    res = gaussian_sweep(toy, template_sentences(60, seed=3), "upos", hook="blocks.1.hook_resid_post", k=3,
-                         max_train=300, cache=False)
-    assert res.axes == ("ranking", "k", "measure") and tuple(res.values.shape) == (2, 3, 3)
+    res = gaussian_sweep(toy, template_sentences(60, seed=3), "upos", hook="blocks.1.hook_resid_post", k=2,
+                         max_train=200, cache=False)
+    assert res.axes == ("ranking", "k", "measure") and tuple(res.values.shape) == (2, 2, 3)
     v = res.values
     torch.testing.assert_close(v[:, :, 2], v[:, :, 0] - v[:, :, 1])
-    assert len(set(res.meta["neurons"]["gaussian"]["accuracy"])) == 3
-    assert float(v[0, -1, 0]) > 0.5  # three greedy neurons tag toy-lm's template words well
+    assert len(set(res.meta["neurons"]["gaussian"]["accuracy"])) == 2
+    assert float(v[0, -1, 0]) > 0.5  # two greedy neurons tag toy-lm's template words well
     with pytest.raises(InputError, match="one hook"):
         gaussian_sweep(toy, template_sentences(30), hook=[1, 2], cache=False)
 
