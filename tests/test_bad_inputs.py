@@ -542,6 +542,23 @@ ANALYSES = [
              {"model": ("model", M), "facts": ("facts", Lazy(toy_facts, "four toy-world facts")),
               "templates": ("templates", {"home": ["{subject} has a house in", "{subject} lives in"]}),
               "relations": ("choice", None), "max_memory": ("memory", 2**20)}),
+    Analysis("probing.cloze_control", functools.partial(probing.cloze_control, controls=("names",)),
+             {"model": ("model", M), "facts": ("facts", Lazy(toy_facts, "four toy-world facts")),
+              "templates": ("templates", {"home": ["{subject} has a house in"]}), "n_names": ("count", 1),
+              "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("probing.shuffled_model", probing.shuffled_model, {"model": ("model", M), "seed": ("seed", 0)}),
+    Analysis("probing.depth_profile", functools.partial(
+        probing.depth_profile, word_tasks=("upos",), sentence_tasks=("long",), cache=False,
+        sentence_labels={"long": [i % 3 == 0 for i in range(30)]}),
+             {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "hooks": ("hook", ["blocks.1.hook_resid_post"]),
+              "min_class": ("count", 2), "split_seed": ("seed", 0)}),
+    Analysis("probing.gaussian_sweep", functools.partial(probing.gaussian_sweep, cache=False, max_train=200),
+             {"source": ("model", M), "sentences": (SPLIT, SENTENCES), "task": ("choice", "upos"),
+              "hook": ("hook", "blocks.1.hook_resid_post"), "k": ("count", 1), "seed": ("seed", 0),
+              "split_seed": ("seed", 0)}),
+    Analysis("probing.coreference_similarity", functools.partial(probing.coreference_similarity, cache=False),
+             {"model": ("model", M), "hooks": ("hook", ["blocks.1.hook_resid_post"]),
+              "temperature": ("noise", 0.1)}),
     Analysis("neurons.activations", functools.partial(neurons.activations, progress=False),
              {"model": ("model", M), "texts": ("prompts", [CLEAN, CORRUPTED]), "layer": ("layer", 3),
               "neuron": ("neuron", 511), "batch_size": ("count", 1), "max_memory": ("memory", 2**20)}),
@@ -775,6 +792,9 @@ SKIP = {
     ("probing.collect(executor)", "hooks"): {3, None},
     ("probing.continuation_logprob", "prefixes"): {("",)},  # an empty prefix: the word starts the text
     ("probing.cloze", "relations"): {None},  # None: every relation of the facts
+    ("probing.depth_profile", "hooks"): {3, None},
+    ("probing.coreference_similarity", "hooks"): {3, None},  # a layer number; None: every layer
+    ("probing.gaussian_sweep", "hook"): {3, None},  # a layer number (its residual stream output); None: the middle
     ("concepts.pooled_activations", "hooks"): {3, None},
     ("concepts.sensitivities", "hooks"): {3, None},
     ("concepts.debugging.train_classifier", "layer"): {None},  # None: a third of the way up
@@ -1156,6 +1176,12 @@ COMMANDS = [
     ["probe", "pairs", "-m", TOY, "--n-per", "0"],
     ["probe", "cloze", "-m", TOY, "--relations", "nope"],
     ["probe", "cloze", "-m", WORDS],
+    ["probe", "cloze", "-m", WORDS, "--control"],
+    ["probe", "depth", "-m", TOY, "--data", "no/such/file.conllu"],
+    ["probe", "depth", "-m", "zoo/no-such-model"],
+    ["probe", "gaussian", "-m", TOY, "--neurons", "0"],
+    ["probe", "coref", "-m", "zoo/no-such-model"],
+    ["probe", "gaussian", "-m", TOY, "--neurons", "100000"],
     ["probe", "edges", "-m", TOY, "--data", "no/such/file.conllu"],
     ["probe", "edges", "-m", TOY, "-n", "-3"],
     ["models", "-v", "extra"],

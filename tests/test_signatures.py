@@ -149,6 +149,8 @@ DIFFERENT_MEANINGS = {
                   "trainer's optimiser minibatch vs spaCy's batch",
     "bins": "histogram bins of a neuron page vs the mutual-information binning of rankings vs a figure's bins",
     "by": "axes of a patching sweep vs what DLA splits by vs how ROC ranks edges",
+    "hook": "the input hook gradients are taken at (the embedding) vs the one hook gaussian_sweep probes (None: the "
+            "residual stream after the middle block)",
     "device": "None: the model's / the default device; repeated_tokens builds a tensor on the CPU",
     "direction": "patching direction (denoising / noising) vs a dependency head's direction (dependent / head)",
     "patience": "each probe trainer's own early stopping (the structural probe's schedule is its own)",

@@ -5,7 +5,11 @@
     circuitlab probe heads -m minilm-l6                                 # attention heads as dependency parsers
     circuitlab probe pairs -m gemma-3-270m --method prefix              # minimal pairs (template or --blimp FILE)
     circuitlab probe cloze -m smollm2-135m -o cloze.html                # LAMA-style P@1 / P@10 with baseline
+    circuitlab probe cloze -m smollm2-135m --control                    # ... beside controls without the facts
     circuitlab probe edges -m minilm-l6 --task deprel --data default   # edge probing: scalar mix, lexical, per layer
+    circuitlab probe depth -m minilm-l6 --data default -n 1000          # word-level vs sentence-level tasks by layer
+    circuitlab probe gaussian -m minilm-l6 --data default --task pos    # greedy Gaussian neurons vs linear ranking
+    circuitlab probe coref -m minilm-l6                                 # pronoun -> antecedent by similarity, per layer
 
 Prints a compact table of the result; ``-o FILE`` also writes the HTML report.
 """
@@ -17,23 +21,31 @@ import argparse
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
                            write_report)
 
-KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges")
+KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth", "gaussian", "coref")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="pos: part-of-speech classifier probes with control tasks; structural: "
                                               "distance and depth probes; heads: attention-head dependency accuracy; "
                                               "pairs: minimal pairs; cloze: factual cloze P@1/P@10; edges: edge "
-                                              "probing (scalar mix over layers vs the lexical baseline)")
+                                              "probing (scalar mix over layers vs the lexical baseline); depth: "
+                                              "word-level (UPOS, dependency label) and sentence-level (tense, voice, "
+                                              "sentence type) linear probes by layer, with expected layers; "
+                                              "gaussian: accuracy and selectivity of a Gaussian probe on k neurons, "
+                                              "chosen greedily vs by a linear probe's weights; coref: pronouns' "
+                                              "antecedents by representation similarity per layer, with baselines")
     add_model_option(p)
     p.add_argument("--data", default="templates",
-                   help="pos/structural/heads/edges: 'templates' (a small grammar, default), 'default' (KJV and "
+                   help="pos/structural/heads/edges/depth: 'templates' (a small grammar, default), 'default' (KJV and "
                         "fortunes labelled by spaCy) or a CoNLL-U file (multiword tokens read as their syntactic "
                         "words)")
     p.add_argument("-n", "--sentences", type=positive_int, default=300,
-                   help="pos/structural/heads/edges: how many sentences (default 300; a CoNLL-U file: its first N)")
+                   help="pos/structural/heads/edges/depth: how many sentences (default 300; a CoNLL-U file: its first "
+                        "N)")
     p.add_argument("--task", choices=("deprel", "pos", "ent"), default="deprel",
-                   help="edges: dependency arc labels (two spans, default), part of speech, or entity types")
+                   help="edges, gaussian: dependency arc labels (default), part of speech, or entity types")
+    p.add_argument("--neurons", type=positive_int, default=10, metavar="K",
+                   help="gaussian: subsets of 1..K neurons (default 10)")
     p.add_argument("--pool", choices=("mean", "attention"), default="mean",
                    help="edges: span pooling, mean (default) or self-attentive")
     p.add_argument("--cumulative", action="store_true",
@@ -42,8 +54,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--blimp", metavar="FILE", help="pairs: a BLiMP .jsonl file instead of the template pairs")
     p.add_argument("--method", choices=("sentence", "prefix"), default="sentence",
                    help="pairs: whole-sentence log-probability (default) or the one-prefix method")
-    p.add_argument("--n-per", type=positive_int, default=40, help="pairs: template pairs per phenomenon (default 40)")
+    p.add_argument("--n-per", type=positive_int, default=40,
+                   help="pairs: template pairs per phenomenon; coref: items per kind (default 40)")
     p.add_argument("--relations", help="cloze: comma-separated relations (default: all)")
+    p.add_argument("--control", action="store_true",
+                   help="cloze: also the controls that keep each prompt and remove the fact (the subject replaced by "
+                        "invented names; the blocks' weights shuffled) and the gain over them (Zhong et al. 2021)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of data sampling, and of the edge probe (default 0)")
     p.add_argument("--seeds", type=positive_int, metavar="N",
                    help="pos/structural: train each probe with seeds 0..N-1; the table and report show 95%% intervals "
@@ -88,8 +104,9 @@ def run(args: argparse.Namespace) -> int:
     from circuitlab import load_model
 
     progress = not args.quiet
-    if args.kind in ("pos", "structural", "heads", "edges"):
-        from circuitlab.probing import edge_probe, head_sweep, probe_sweep, structural_sweep
+    if args.kind in ("pos", "structural", "heads", "edges", "depth", "gaussian"):
+        from circuitlab.probing import depth_profile, edge_probe, gaussian_sweep, head_sweep, probe_sweep, \
+            structural_sweep
         from circuitlab.core import check_affordable
         from circuitlab.models.loading import as_any_model
         from circuitlab.probing.sentences import labelled_sentences
@@ -103,14 +120,27 @@ def run(args: argparse.Namespace) -> int:
             res = probe_sweep(model, sentences, "upos", cache=False, progress=progress, **seeds)
         elif args.kind == "structural":
             res = structural_sweep(model, sentences, cache=False, progress=progress, **seeds)
+        elif args.kind == "gaussian":
+            task = {"pos": "upos"}.get(args.task, args.task)
+            res = gaussian_sweep(model, sentences, task, k=args.neurons, seed=args.seed, cache=False,
+                                 progress=progress)
+        elif args.kind == "depth":
+            res = depth_profile(model, sentences, split_seed=args.seed, cache=False, progress=progress)
         elif args.kind == "edges":
             res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed,
                              cumulative=args.cumulative, cache=False, progress=progress)
         else:
             res = head_sweep(model, sentences, progress=progress)
-        title, name = (res.scores.title, res.scores.model) if args.kind == "edges" else (res.title, res.model)
+        main = {"edges": "scores", "depth": "accuracy"}.get(args.kind)
+        title, name = (getattr(res, main).title, getattr(res, main).model) if main else (res.title, res.model)
         print(f"{title} on {name or args.model}, {len(sentences)} sentences ({args.data})")
-        if args.kind == "edges":
+        if args.kind == "gaussian":
+            print(f"hook {res.meta['hook']}; {res.meta['n_train']:,} training words, {res.meta['n_test']:,} test words")
+            print(table(res))
+        elif args.kind == "depth":
+            print(table(res.normalised))
+            print(res.summary())
+        elif args.kind == "edges":
             print(res.summary())
             print(table(res.scores))
             print(table(res.mix))
@@ -140,6 +170,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"best layer by UUAS: {ex['layer']}; its tree of test sentence {ex['id'] or ex['sentence']}: "
                       f"{ex['correct']} of {ex['gold_edges']} gold edges (punctuation left out)")
         items = [res]
+    elif args.kind == "coref":
+        from circuitlab.probing import coreference_similarity
+        from circuitlab.tasks.coreference import coreference_items
+
+        res = coreference_similarity(args.model, coreference_items(args.n_per, seed=args.seed), cache=False,
+                                     progress=progress)
+        print(f"{res.accuracy.title} on {res.accuracy.model}: {res.accuracy.task}")
+        print(table(res.accuracy))
+        print(table(res.baselines))
+        items = [res]
     else:
         model = load_model(args.model)
         if args.kind == "pairs":
@@ -157,13 +197,17 @@ def run(args: argparse.Namespace) -> int:
                 print(f"  {name:<40} {acc:.3f}  ({n} pairs{f', {u} tied' if u else ''})")
             items = [res]
         else:
-            from circuitlab.probing import cloze
+            from circuitlab.probing import cloze, cloze_control
 
             rels = [r.strip() for r in args.relations.split(",")] if args.relations else None
-            res = cloze(model, relations=rels, progress=progress)
-            print(f"Cloze on {res.by_relation.model}: {res.by_relation.task}")
+            if args.control:
+                res = cloze_control(model, relations=rels, seed=args.seed, progress=progress)
+                print(f"Cloze and its controls on {res.by_relation.model}: {res.by_relation.task}")
+            else:
+                res = cloze(model, relations=rels, progress=progress)
+                print(f"Cloze on {res.by_relation.model}: {res.by_relation.task}")
             print(res.summary())
-            skipped = {r: n for r, n in res.skipped.items() if n}
+            skipped = {r: n for r, n in (res.scores if args.control else res).skipped.items() if n}
             if skipped:
                 print(f"facts skipped (answer not one token): {skipped}")
             items = [res]

@@ -13,6 +13,16 @@
   (:func:`head_sweep`);
 - :mod:`~circuitlab.probing.structural`: Hewitt & Manning's distance and depth probes, UUAS, Spearman, root
   accuracy, the linear baseline (:func:`structural_sweep`);
+- :mod:`~circuitlab.probing.cloze`: LAMA-style cloze P@k (:func:`cloze`) and its controls, an invented subject and
+  shuffled block weights, with the gain over them (:func:`cloze_control`, Zhong et al. 2021);
+- :mod:`~circuitlab.probing.depth`: word-level syntax low, sentence-level semantics high: linear probes per layer for
+  UPOS / dependency labels and for tense / voice / sentence type, each over its maximum, with expected layers
+  (:func:`depth_profile`);
+- :mod:`~circuitlab.probing.gaussian`: Gaussian probing (Torroba Hennigen et al. 2020): neurons chosen greedily under
+  a Gaussian class-conditional model against the linear probe's ranking, with selectivity (:func:`gaussian_sweep`);
+- :mod:`~circuitlab.probing.coreference`: coreference by representation similarity (Sorodoc et al. 2020): the
+  pronoun's nearest candidate antecedent per layer, against first- and nearest-candidate baselines
+  (:func:`coreference_similarity`);
 - :mod:`~circuitlab.probing.edge`: Tenney et al.'s edge probing: spans and pairs of spans (POS, dependency arc
   labels, entity types) from a learned scalar mix of the layers, with the lexical baseline (:func:`edge_probe`).
 """
@@ -33,6 +43,16 @@ from circuitlab.probing.minimal_pairs import MinimalPair, PairScores, continuati
 
 # cloze (LAMA-style, parameter-free probing): :mod:`~circuitlab.probing.cloze`
 from circuitlab.probing.cloze import CLOZE_TEMPLATES, ClozeScores, cloze, frequency_baseline
+from circuitlab.probing.cloze import ClozeControl, cloze_control, control_names, shuffled_model
+
+# the depth profile: :mod:`~circuitlab.probing.depth`
+from circuitlab.probing.depth import DepthProfile, depth_profile, expected_layer, hook_depth
+
+# Gaussian probing: :mod:`~circuitlab.probing.gaussian`
+from circuitlab.probing.gaussian import GaussianProbe, gaussian_sweep, greedy_neurons, linear_ranking
+
+# coreference by similarity: :mod:`~circuitlab.probing.coreference`
+from circuitlab.probing.coreference import CorefScores, coreference_similarity
 
 # edge probing (Tenney et al. 2019): :mod:`~circuitlab.probing.edge`
 from circuitlab.probing.edge import EdgeScores, ScalarMix, edge_examples, edge_probe
@@ -48,6 +68,16 @@ __all__ += ["MinimalPair", "PairScores", "continuation_logprob", "read_blimp", "
 
 # cloze
 __all__ += ["CLOZE_TEMPLATES", "ClozeScores", "cloze", "frequency_baseline"]
+__all__ += ["ClozeControl", "cloze_control", "control_names", "shuffled_model"]
+
+# the depth profile
+__all__ += ["DepthProfile", "depth_profile", "expected_layer", "hook_depth"]
+
+# Gaussian probing
+__all__ += ["GaussianProbe", "gaussian_sweep", "greedy_neurons", "linear_ranking"]
+
+# coreference by similarity
+__all__ += ["CorefScores", "coreference_similarity"]
 
 # edge probing
 __all__ += ["EdgeScores", "ScalarMix", "edge_examples", "edge_probe"]

@@ -22,10 +22,20 @@ circuitlab). Facts whose answer is not one token for the model are skipped and c
 
 Prompts are grouped by token length (no padding), run in chunks under ``max_memory``, and only the last position
 is unembedded.
+
+**Controls** (:func:`cloze_control`; Zhong et al. 2021, "Factual Probing Is [MASK]: Learning vs. Learning to
+Recall"): a prompt can be completed from its surface regularities alone (the relation's words, the answer's prior),
+without the fact. Two controls keep the prompt and remove the fact: ``"names"`` replaces each subject by an invented
+name (:func:`control_names`, several draws per fact), so the prompt's wording stays and the subject carries no fact;
+``"shuffled"`` asks the same prompts of a copy of the model whose transformer blocks have their weights permuted
+(:func:`shuffled_model`; the embeddings and unembedding kept, as Zhong et al.'s "Rand M" control keeps BERT's
+embeddings). The **gain** over the control is reported beside raw P@k: ``P@k - max(control P@k)``.
 """
 
 from __future__ import annotations
 
+import copy
+import random
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping, Optional, Sequence
@@ -34,9 +44,9 @@ import torch
 from jaxtyping import Int
 from torch import Tensor
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_finite, check_max_memory, check_texts,
-                             final_residual, model_name, progress_bar, readout, resolution, row_bytes, row_chunks,
-                             shorten, to_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_finite, check_max_memory,
+                             check_seed, check_texts, final_residual, model_name, progress_bar, readout, resolution,
+                             row_bytes, row_chunks, shorten, to_tokens)
 from circuitlab.errors import InputError
 from circuitlab.results import Bundle, Result
 
@@ -271,3 +281,157 @@ def cloze(model: ModelLike, facts: Optional[Sequence] = None, templates: Optiona
                          **common)
     return ClozeScores(by_relation=by_relation, by_template=by_template, ranks=rank_lists,
                        facts={r: [(s, a) for s, a, _ in v] for r, v in by_rel.items()}, skipped=skipped)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Controls (Zhong et al. 2021): the prompt's surface kept, the fact removed
+# ---------------------------------------------------------------------------------------------------------
+
+CONTROLS = ("names", "shuffled")
+CONTROL_METRICS = ("P@1", "P@10", "names P@1", "names P@10", "shuffled P@1", "shuffled P@10", "gain P@1", "gain P@10")
+
+#: syllables of the invented names (:func:`control_names`), written for circuitlab
+_ONSETS = ("Bra", "Cel", "Dor", "Fen", "Gal", "Hes", "Jor", "Kel", "Lum", "Mir", "Nor", "Pel", "Quen", "Rav", "Sel",
+           "Tor", "Ulm", "Vel", "Wen", "Zar")
+_MIDDLES = ("a", "e", "i", "o", "u", "an", "en", "or", "il", "ar")
+_CODAS = ("bury", "dale", "via", "ton", "mere", "wick", "ria", "stad", "ven", "holm")
+
+
+def control_names(n: int, seed: int = 0, avoid: Sequence[str] = ()) -> list[str]:
+    """``n`` invented proper names ("Velorbury", "Kelanmere"; onset + middle + coda from fixed syllable lists,
+    2,000 in all), distinct, in a seeded random order, none of them in ``avoid``: the subjects of the
+    ``"names"`` control, which look like a place's or a person's name and carry no fact."""
+    n, seed = check_count(n, "n"), check_seed(seed)
+    avoid = set(avoid)
+    pool = [o + m + c for o in _ONSETS for m in _MIDDLES for c in _CODAS if o + m + c not in avoid]
+    if n > len(pool):
+        raise InputError(f"n={n:,} invented names asked for, but only {len(pool):,} exist; ask for fewer.")
+    return random.Random(seed).sample(pool, n)
+
+
+def shuffled_model(model: ModelLike, seed: int = 0):
+    """A copy of ``model`` whose transformer blocks carry their own weights in a random order: every parameter
+    under ``blocks.`` has its entries permuted within itself (each tensor keeps its distribution of values, loses
+    its structure); the embeddings, the final norm and the unembedding are the model's. The control model of
+    :func:`cloze_control` (Zhong et al.'s "Rand M" re-initialised everything but the embeddings)."""
+    model, seed = as_model(model), check_seed(seed)
+    out = copy.deepcopy(model)
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in out.named_parameters():
+            if name.startswith("blocks."):
+                flat = p.detach().reshape(-1)
+                perm = torch.randperm(flat.numel(), generator=g).to(flat.device)
+                p.copy_(flat[perm].reshape(p.shape))
+    return out
+
+
+@dataclass(repr=False)
+class ClozeControl(Bundle):
+    """What :func:`cloze_control` returns.
+
+    ``by_relation``: ``[relation, metric]`` with metrics :data:`CONTROL_METRICS`: raw P@1 / P@10 (means over the
+    relation's templates, as :func:`cloze`), each control's P@k (``NaN`` for a control not run), and the gain
+    ``P@k - max(control P@k)``. ``scores``: the plain :func:`cloze` result; ``names``: the invented names asked per
+    relation (``[fact][draw]``, in ``scores.facts[relation]``'s order).
+    """
+
+    by_relation: Result
+    scores: Optional[ClozeScores] = None
+    names: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        cols = ("P@1", "names P@1", "shuffled P@1", "gain P@1", "P@10", "gain P@10")
+        idx = [CONTROL_METRICS.index(c) for c in cols]
+        lines = [f"{'relation':<22} {'n':>4} " + " ".join(f"{c:>13}" for c in cols)]
+        vals = self.by_relation.values
+        facts = self.scores.facts if self.scores is not None else {}
+        for r, name in enumerate(self.by_relation.labels["relation"]):
+            lines.append(f"{name:<22} {len(facts.get(name, ())):>4} "
+                         + " ".join(f"{float(vals[r, i]):>13.3f}" for i in idx))
+        mean = vals.mean(0)
+        lines.append(f"{'mean over relations':<22} {sum(len(f) for f in facts.values()):>4} "
+                     + " ".join(f"{float(mean[i]):>13.3f}" for i in idx))
+        return "\n".join(lines)
+
+
+def cloze_control(model: ModelLike, facts: Optional[Sequence] = None,
+                  templates: Optional[Mapping[str, Sequence[str]]] = None, *,
+                  relations: Optional[Sequence[str]] = None, controls: Sequence[str] = CONTROLS, n_names: int = 3,
+                  seed: int = 0, max_memory: int = DEFAULT_MAX_MEMORY, progress: bool = False) -> ClozeControl:
+    """Cloze P@1 / P@10 beside controls that keep the prompt's surface and remove the fact, and the gain over them
+    (Zhong et al. 2021; see the module docstring).
+
+    ``facts``, ``templates``, ``relations``: as in :func:`cloze` (the same facts are scored under every control).
+    ``controls``: any of ``"names"`` (each subject replaced by ``n_names`` invented names drawn with ``seed``, every
+    draw scored; a control rank counts the fact's own answer) and ``"shuffled"`` (the same prompts on
+    :func:`shuffled_model` with ``seed``; the copy costs one model's memory). The gain is raw P@k minus the
+    higher control's P@k, per relation; a gain near zero says the prompts' precision is within reach without the
+    facts.
+    """
+    model = as_model(model)
+    if isinstance(controls, str) or not isinstance(controls, Iterable):
+        raise InputError(f"controls={shorten(controls)}: give a list of controls from {CONTROLS}, e.g. "
+                         "controls=('names',).")
+    controls = tuple(controls)
+    if not controls or any(c not in CONTROLS for c in controls) or len(set(controls)) != len(controls):
+        raise InputError(f"controls={shorten(controls)}: give distinct controls from {CONTROLS}.")
+    n_names, seed = check_count(n_names, "n_names"), check_seed(seed)
+    max_memory = check_max_memory(max_memory)
+    real = cloze(model, facts, templates, relations=relations, max_memory=max_memory, progress=progress)
+    names = real.by_relation.labels["relation"]
+    used = dict(CLOZE_TEMPLATES if templates is None else templates)
+    n_tmpl = {r: len(real.facts[r]) for r in names}
+    col = {m: i for i, m in enumerate(RELATION_METRICS)}
+    out = torch.full((len(names), len(CONTROL_METRICS)), float("nan"))
+    out[:, 0] = real.by_relation.values[:, col["P@1"]]
+    out[:, 1] = real.by_relation.values[:, col["P@10"]]
+    drawn: dict[str, list[list[str]]] = {}
+    if "names" in controls:
+        subjects = {s for r in names for s, _ in real.facts[r]}
+        pool = control_names(sum(n_tmpl.values()) * n_names, seed, avoid=subjects)
+        prompts, answers, at = [], [], 0
+        for r in names:
+            drawn[r] = [pool[at + i * n_names: at + (i + 1) * n_names] for i in range(n_tmpl[r])]
+            at += n_tmpl[r] * n_names
+            for t in used[r]:
+                for (_, a), fake in zip(real.facts[r], drawn[r]):
+                    tid = _single_token(model, a)
+                    for name in fake:
+                        prompts.append(fill(t, name))
+                        answers.append(tid)
+        ranks = answer_ranks(model, prompts, torch.tensor(answers), max_memory=max_memory, progress=progress)
+        at = 0
+        for i, r in enumerate(names):
+            n = len(used[r]) * n_tmpl[r] * n_names
+            rk = ranks[at:at + n].reshape(len(used[r]), -1)  # [template, fact x draw]
+            at += n
+            out[i, 2] = (rk < 1).double().mean(1).mean()  # the mean over templates of each template's P@k
+            out[i, 3] = (rk < 10).double().mean(1).mean()
+    if "shuffled" in controls:
+        shuffled = shuffled_model(model, seed)
+        kept = [_Kept(s, a, r) for r in names for s, a in real.facts[r]]
+        ctrl = cloze(shuffled, kept, {r: used[r] for r in names}, relations=names, max_memory=max_memory,
+                     progress=progress)
+        del shuffled
+        out[:, 4] = ctrl.by_relation.values[:, col["P@1"]]
+        out[:, 5] = ctrl.by_relation.values[:, col["P@10"]]
+    out[:, 6] = out[:, 0] - torch.stack([out[:, 2], out[:, 4]], 1).nan_to_num(float("-inf")).amax(1)
+    out[:, 7] = out[:, 1] - torch.stack([out[:, 3], out[:, 5]], 1).nan_to_num(float("-inf")).amax(1)
+    res = Result(values=out.float(), axes=("relation", "metric"),
+                 labels={"relation": list(names), "metric": list(CONTROL_METRICS)},
+                 title="Cloze P@k, its controls and the gain over them",
+                 metric="share of facts with the answer in the top k (mean over templates); control: subject "
+                        "replaced by an invented name / blocks' weights shuffled; gain = P@k - max control P@k",
+                 model=model_name(model), task=real.by_relation.task,
+                 meta={"controls": controls, "n_names": n_names, "seed": seed})
+    return ClozeControl(by_relation=res, scores=real, names=drawn)
+
+
+@dataclass(frozen=True)
+class _Kept:
+    """A fact already checked by :func:`cloze` (subject, answer, relation), for the shuffled model's run."""
+
+    subject: str
+    answer: str
+    relation: str
