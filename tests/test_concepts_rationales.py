@@ -118,3 +118,18 @@ def test_amplify_accuracy_is_the_models_own_answers(small):
 def test_bad_arguments_are_named(small, kwargs):
     with pytest.raises(CircuitlabError, match=list(kwargs)[0]):
         R.amplify(small, **kwargs)
+
+
+def test_the_finding_is_registered_and_its_judge_is_the_rule():
+    import random
+
+    from circuitlab import reproduce
+    from circuitlab.reproduce import rationales as F
+
+    f = reproduce.get_finding("amplify-rationales-help-few-shot")
+    assert f is F.FINDING and "Ma" in f.citation.authors and f.models == ("smollm2-135m",)
+    assert "5 points" in f.rule and "2.5 points" in f.rule and "random words" in f.rule
+    rng = random.Random(0)
+    for _ in range(500):
+        acc = {c: rng.choice([0.4, 0.45, 0.5, 0.525, 0.55, 0.6]) for c in ("none", "ig", "random")}
+        assert F.judge(acc) == (acc["ig"] - acc["none"] >= 0.05, acc["ig"] - acc["random"] >= 0.025)

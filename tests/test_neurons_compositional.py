@@ -174,3 +174,18 @@ def test_formula_text_and_mask():
     assert C.Formula(("a", "b"), ("AND NOT",)).mask(concepts).tolist() == [False, True, False, False]
     with pytest.raises(CircuitlabError):
         C.Formula(("a", "b"), ("XOR",))
+
+
+def test_the_finding_is_registered_and_its_judge_is_the_rule():
+    from circuitlab import reproduce
+    from circuitlab.reproduce import compositional as F
+
+    f = reproduce.get_finding("compositional-explanations-longer-formulas")
+    assert f is F.FINDING and "Mu & Andreas" in f.citation.authors and f.published.startswith("Qualitative")
+    assert "1.25 times" in f.rule and "1.05 times" in f.rule and "length-3" in f.rule and "0.5%" in f.rule
+    rng = random.Random(0)
+    for _ in range(500):
+        search = sorted(rng.uniform(0, 0.5) for _ in range(5))
+        held = [rng.uniform(0, 0.5) for _ in range(5)]
+        a, b = search[4] >= 1.25 * search[0], held[2] >= 1.05 * held[0]
+        assert F.judge(search, held) == (a, b)
