@@ -45,7 +45,8 @@ from circuitlab.probing import heads as probing_heads
 from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
 from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
 from circuitlab import distributed, neurons, reproduce
-from circuitlab.concepts import debugging, sentiment
+from circuitlab.concepts import debugging, rationales, sentiment
+from circuitlab.neurons import compositional as neuron_compositional
 from circuitlab.probing import minimal_pairs
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
@@ -201,6 +202,18 @@ def toy_ranking():
 @functools.lru_cache(maxsize=None)
 def toy_eap():
     return circuits.eap(toy(), CLEAN, CORRUPTED, LD)
+
+
+@functools.lru_cache(maxsize=None)
+def long_context():
+    """A random-init 2-layer model with zoo/toy-lm's tokenizer and n_ctx 2048: few-shot prompts fit (toy-lm's 128
+    do not)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tok = toy().tokenizer
+    cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=128, n_ctx=2048,
+                                  d_vocab=len(tok), act_fn="gelu_new", normalization_type="LN", seed=0)
+    return HookedTransformer(cfg, tokenizer=tok).eval()
 
 
 #: sentences that a method splits into train / dev / test (repeats must not leak across the split)
@@ -489,6 +502,16 @@ ANALYSES = [
     Analysis("attention.masked_loss", attention.masked_loss,
              {"model": ("model", M), "texts_or_tokens": ("prompt", CLEAN), "heads": ("heads", [(1, 2)]),
               "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.compositional.compositional_explanations",
+             functools.partial(neuron_compositional.compositional_explanations, progress=False, cache=False,
+                               top=0.05),
+             {"source": ("model", M), "sentences": ("sentences", SENTENCES),
+              "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "neurons": ("count", 3), "max_length": ("count", 2),
+              "beam": ("count", 3), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("concepts.rationales.amplify",
+             functools.partial(rationales.amplify, n_proxy=3, n_pool=2, n_shots=2, seeds=(0,)),
+             {"model": ("model", Lazy(long_context, "a random 2-layer model, n_ctx 2048")),
+              "n_queries": ("count", 1), "k": ("count", 1), "steps": ("count", 2), "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -508,6 +531,7 @@ SKIP = {
     ("probing.structural_sweep", "hooks"): {3, None},  # a layer number (its residual stream output); None: every layer
     ("neurons.ranking.rank_neurons", "hooks"): {3, None},  # a layer number (its MLP neurons); None: every layer's
     ("neurons.ranking.correlation_ranking", "hooks"): {3, None},
+    ("neurons.compositional.compositional_explanations", "hooks"): {3, None},  # a layer; None: every layer's
     ("circuits.faithfulness_curve", "metric"): {None},  # None: KL divergence from the clean output
     ("circuits.patch_edges(executor)", "metric"): {None},
     ("circuits.reference_from_edges", "model"): {NAN},  # the graph is the model's shape; no weight is read
@@ -896,6 +920,13 @@ COMMANDS = [
     ["neurons", "examples", "-m", TOY, "--neuron", "3", "--data", BAD_FILES["latin1.txt"]],
     ["probe", "pos", "-m", TOY, "--data", BAD_FILES["latin1.conllu"]],
     ["probe", "pairs", "-m", TOY, "--blimp", BAD_FILES["latin1.jsonl"]],
+    # issue 37: compositional explanations and rationales
+    ["neurons", "compose", "-m", WORDS],
+    ["neurons", "compose", "-m", TOY, "--top", "2"],
+    ["neurons", "compose", "-m", TOY, "--max-length", "11"],
+    ["rationales", "-m", "zoo/no-such-model"],
+    ["rationales", "-m", TOY],  # few-shot prompts are longer than toy-lm's 128 positions
+    ["rationales", "-m", TOY, "--seeds", "0"],
 ]
 
 
@@ -954,6 +985,8 @@ EXEMPT = {
     "circuitlab.probing.activations.collect_shard": "one shard of collect (the executor runs it; collect's rows)",
     "circuitlab.probing.activations.plan_batches": "a step of collect on sentences it has aligned (rows)",
     "circuitlab.probing.activations.word_rows": "a step of collect on sentences it has aligned (rows)",
+    "circuitlab.neurons.compositional.search_formulas": "the beam search of compositional_explanations on the masks "
+                                                        "and concepts it has built (rows); tested against brute force",
     "circuitlab.reproduce.circuit_discovery.discovery_run": "a step of a finding's measurement, run by reproduce.run",
     "circuitlab.reproduce.induction_gpt2.check_gpt2_reference": "a step of a finding's measurement, run by "
                                                                 "reproduce.run",

@@ -133,3 +133,20 @@ def test_the_finding_is_registered_and_its_judge_is_the_rule():
     for _ in range(500):
         acc = {c: rng.choice([0.4, 0.45, 0.5, 0.525, 0.55, 0.6]) for c in ("none", "ig", "random")}
         assert F.judge(acc) == (acc["ig"] - acc["none"] >= 0.05, acc["ig"] - acc["random"] >= 0.025)
+
+
+def test_cli_rationales_prints_the_librarys_numbers(small, capsys, monkeypatch):
+    import circuitlab
+    from circuitlab.cli import main
+
+    monkeypatch.setattr(circuitlab, "load_model", lambda name: small)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["rationales", "-m", "small", "--seeds", "1", "--queries", "1", "--shots", "2", "-k", "1",
+                     "--steps", "2", "-q"]) == 0
+        r = R.amplify(small, n_queries=1, n_shots=2, k=1, steps=2, seeds=(0,))
+    text = capsys.readouterr().out
+    for i, c in enumerate(R.CONDITIONS):
+        assert f"{c:<7} accuracy {100 * float(r.accuracy.values[i].mean()):5.1f}%  margin " \
+               f"{float(r.margin.values[i].mean()):+.3f}" in text
+    assert r.prompts["ig"] in text

@@ -189,3 +189,18 @@ def test_the_finding_is_registered_and_its_judge_is_the_rule():
         held = [rng.uniform(0, 0.5) for _ in range(5)]
         a, b = search[4] >= 1.25 * search[0], held[2] >= 1.05 * held[0]
         assert F.judge(search, held) == (a, b)
+
+
+def test_cli_compose_prints_the_librarys_numbers(capsys, tmp_path):
+    from circuitlab.cli import main
+
+    out = tmp_path / "compose.html"
+    assert main(["neurons", "compose", "-m", "zoo/toy-lm", "--layer", "1", "--sentences", "40", "--n-neurons", "4",
+                 "--top", "0.02", "--max-length", "2", "-q", "-o", str(out)]) == 0
+    text = capsys.readouterr().out
+    ex = C.compositional_explanations("zoo/toy-lm", probing.template_sentences(40), hooks=[1], neurons=4, top=0.02,
+                                      max_length=2, holdout=0.5, cache=False)
+    v = ex.by_length.values
+    assert f"search   L<=1: {float(v[0, 0]):.3f}  L<=2: {float(v[0, 1]):.3f}" in text
+    assert f"heldout  L<=1: {float(v[1, 0]):.3f}" in text
+    assert ex.table(10) in text and out.stat().st_size > 0
