@@ -130,6 +130,8 @@ command("tcav",
 
 def rationales_arguments(p: argparse.ArgumentParser) -> None:
     add_model_option(p)
+    p.add_argument("--proxy", default="zoo/toy-lm", help="the model under the proxy classifier, a HookedTransformer "
+                                                         "(default zoo/toy-lm)")
     p.add_argument("--seeds", type=positive_int, default=2, help="runs, seeds 0.. (default 2)")
     p.add_argument("--queries", type=positive_int, default=10, help="test reviews per label (default 10)")
     p.add_argument("--shots", type=positive_int, default=4, help="demonstrations, half per label (default 4)")
@@ -144,7 +146,8 @@ def rationales_run(args: argparse.Namespace) -> int:
     from circuitlab.concepts.rationales import CONDITIONS, amplify
 
     model = load_model(args.model)
-    r = amplify(model, n_queries=args.queries, n_shots=args.shots, k=args.k, steps=args.steps,
+    proxy = model if args.proxy == args.model else load_model(args.proxy)
+    r = amplify(model, proxy=proxy, n_queries=args.queries, n_shots=args.shots, k=args.k, steps=args.steps,
                 seeds=tuple(range(args.seeds)), progress=not args.quiet)
     print(f"{r.accuracy.title}: {model.cfg.model_name or args.model}, {r.accuracy.task}; proxy accuracy "
           + ", ".join(f"{100 * a:.0f}%" for a in r.proxy_accuracy))

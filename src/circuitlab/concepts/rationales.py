@@ -19,8 +19,11 @@ as the correct answer", and the prompt with rationales is given to the large mod
 
 - **task**: :func:`circuitlab.tasks.mixed_reviews.mixed_reviews`, a review sentence with a neutral aside, labels
   ``"negative"`` / ``"positive"``; test reviews use adjectives the proxy never saw;
-- **proxy**: :class:`circuitlab.concepts.debugging.LinearHeadClassifier`, a logistic-regression head on the frozen
-  model's mean-pooled residual stream (by default the language model itself, at a third of its depth);
+- **proxy**: :class:`circuitlab.concepts.debugging.LinearHeadClassifier`, a logistic-regression head on a frozen
+  model's mean-pooled residual stream at a third of its depth: the language model itself by default, or a smaller
+  ``proxy`` (a ``HookedTransformer``: the classifier's attributions run on its blocks rebuilt in a
+  ``HookedTransformer``, where a ``TransformerBridge``'s attention would lose its rotary embeddings; the finding
+  uses zoo/toy-lm, a small model trained on the default corpora, as AMPLIFY uses a small proxy);
 - **demonstrations**: ``n_shots`` (half per label) from a pool drawn with the seed, those with the lowest proxy
   margin toward their own label (the most confidently misclassified first: AMPLIFY's selection);
 - **rationales**: integrated gradients of the proxy's score (``"pad"`` baseline, ``steps`` points;
@@ -46,6 +49,7 @@ from typing import Optional, Sequence
 import torch
 from jaxtyping import Float
 from torch import Tensor
+from transformer_lens import HookedTransformer
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, ModelLike, as_model, check_count, check_max_memory, check_seed,
                              check_seeds, check_texts, model_name, progress_bar, row_bytes, row_chunks, shorten,
@@ -219,8 +223,8 @@ def amplify(model: ModelLike, *, proxy: Optional[ModelLike] = None, proxy_layer:
 
     Args:
         model: the language model prompted (an instruction-tuned decoder; ``"smollm2-135m"``).
-        proxy: the model under the proxy classifier (default ``model`` itself); ``proxy_layer`` the block it reads
-            (default a third of the depth).
+        proxy: the model under the proxy classifier, a ``HookedTransformer`` (default ``model`` itself);
+            ``proxy_layer`` the block it reads (default a third of the depth).
         n_proxy: training reviews per label for the proxy (drawn with each seed).
         n_pool: candidate demonstrations per label (drawn with each seed); ``n_shots`` are chosen (half per label).
         n_queries: test reviews per label (held-out adjectives; the same for every seed).
@@ -232,6 +236,11 @@ def amplify(model: ModelLike, *, proxy: Optional[ModelLike] = None, proxy_layer:
     t0 = time.perf_counter()
     model = as_model(model)
     proxy_model = model if proxy is None else as_model(proxy)
+    if not isinstance(proxy_model, HookedTransformer):
+        raise InputError(f"proxy: {model_name(proxy_model) or 'the model'} is a {type(proxy_model).__name__}; the "
+                         "proxy's attributions run on LinearHeadClassifier.as_model, which rebuilds its first blocks "
+                         "in a HookedTransformer, where a bridge's attention does not get its rotary embeddings. Give "
+                         "proxy= a HookedTransformer (e.g. proxy='zoo/toy-lm' or 'gemma-3-270m').")
     n_proxy, n_pool, n_queries = (check_count(v, name) for v, name in ((n_proxy, "n_proxy"), (n_pool, "n_pool"),
                                                                     (n_queries, "n_queries")))
     n_shots = check_count(n_shots, "n_shots", minimum=2)

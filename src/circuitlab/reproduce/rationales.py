@@ -11,8 +11,10 @@ that does not reproduce is a result), with random words of the same demonstratio
 circuitlab): 40 training reviews per label for the proxy and a pool of 20 per label for the demonstrations, drawn
 with each seed; 10 test reviews per label with adjectives the proxy never saw, the same for every seed. Four
 demonstrations (two per label, the proxy's most confidently misclassified), rationales of three words, integrated
-gradients with 32 points; seeds 0 and 1 (small, because each prompt of about 250 tokens is a full forward pass of
-the 135M model on shared CPUs: 120 of them).
+gradients with 32 points of a linear head on zoo/toy-lm (a small model trained on the default corpora, and a
+HookedTransformer, whose blocks the attribution rebuilds; AMPLIFY's proxies were small models too); seeds 0 and 1
+(few, because each prompt of about 250 tokens is a full forward pass of the 135M model on shared CPUs: 120 of
+them).
 
 **What had been seen when the rule was written**: nothing on a real model (only a random-init model and
 zoo/toy-lm's plumbing). The thresholds were fixed before the first measurement and were not moved after.
@@ -25,7 +27,7 @@ from typing import Any
 from circuitlab.core import check_seed, model_name
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
-SETTINGS = dict(n_proxy=40, n_pool=20, n_queries=10, n_shots=4, k=3, steps=32, seeds=2)
+SETTINGS = dict(proxy="zoo/toy-lm", n_proxy=40, n_pool=20, n_queries=10, n_shots=4, k=3, steps=32, seeds=2)
 #: (a) IG rationales beat no rationales by at least this much accuracy (mean over seeds)
 GAIN = 0.05
 #: (b) ... and beat random rationales by at least this much
@@ -44,7 +46,7 @@ def measure(model: Any, seed: int, **settings: Any) -> Measurement:
     if getattr(model, "tokenizer", None) is None or not hasattr(model, "blocks"):
         raise NotApplicable("the finding prompts a decoder with English text, and this model is not one")
     opts = {**SETTINGS, **settings}
-    r = amplify(model, n_proxy=opts["n_proxy"], n_pool=opts["n_pool"], n_queries=opts["n_queries"],
+    r = amplify(model, proxy=opts["proxy"], n_proxy=opts["n_proxy"], n_pool=opts["n_pool"], n_queries=opts["n_queries"],
                 n_shots=opts["n_shots"], k=opts["k"], steps=opts["steps"],
                 seeds=tuple(seed + i for i in range(opts["seeds"])), progress=False)
     acc = {c: float(r.accuracy.values[i].mean()) for i, c in enumerate(CONDITIONS)}
@@ -84,7 +86,7 @@ FINDING = register(Finding(
     measure=measure,
     rule=f"Mixed reviews (a review sentence and a neutral aside), 20 test reviews, 4 demonstrations (the proxy's "
          f"most confidently misclassified), 3-word rationales from integrated gradients of a linear-head proxy on "
-         f"the model itself, seeds 0 and 1: (a) the mean accuracy with IG rationales is at least {100 * GAIN:g} points "
+         f"zoo/toy-lm, seeds 0 and 1: (a) the mean accuracy with IG rationales is at least {100 * GAIN:g} points "
          f"above the mean accuracy without rationales; (b) it is at least {100 * OVER_RANDOM:g} points above the "
          f"mean accuracy with random words of the same demonstrations as rationales. Reproduced if both hold, "
          f"partly if (a) only.",
