@@ -2,6 +2,10 @@
 benchmarks/results/compositional.json (each model's row as soon as it is measured).
 
     PYTHONPATH=src nice -n 10 python benchmarks/compositional.py [minilm-l6 smollm2-135m gemma-3-270m]
+    PYTHONPATH=src nice -n 10 python benchmarks/compositional.py search   # the beam search alone, timed
+
+``search`` times :func:`circuitlab.neurons.compositional.search_formulas` alone at the finding's sizes (192 neurons
+with masks of 28 words, 5,570 words, 281 random concepts, length 5, beam 10), one thread.
 """
 
 from __future__ import annotations
@@ -17,6 +21,24 @@ import torch
 from circuitlab import reproduce
 
 OUT = Path(__file__).resolve().parent / "results" / "compositional.json"
+
+
+def search_timing() -> None:
+    from circuitlab.neurons.compositional import Concepts, search_formulas
+
+    torch.set_num_threads(1)
+    g = torch.Generator().manual_seed(0)
+    n, k, N = 5570, 281, 192
+    p = torch.rand(k, 1, generator=g) * 0.2
+    concepts = Concepts(tuple(f"c{i}" for i in range(k)), torch.rand(k, n, generator=g) < p)
+    masks = torch.zeros(N, n, dtype=torch.bool)
+    for i in range(N):
+        masks[i, torch.randperm(n, generator=g)[:28]] = True
+    t = time.perf_counter()
+    search_formulas(masks, concepts, max_length=5, beam=10)
+    dt = time.perf_counter() - t
+    print(f"search: {N} neurons, {n} words, {k} concepts, length 5, beam 10: {dt:.1f} s "
+          f"({dt / N * 1000:.0f} ms per neuron)")
 
 
 def main(models: list[str]) -> None:
@@ -37,4 +59,7 @@ def main(models: list[str]) -> None:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["search"]:
+        search_timing()
+        sys.exit(0)
     main(sys.argv[1:] or ["minilm-l6", "smollm2-135m", "gemma-3-270m"])
