@@ -48,10 +48,15 @@ def main(models: list[str]) -> None:
         t0 = time.perf_counter()
         r = reproduce.run("compositional-explanations-longer-formulas", model=name)
         m = r.measurement
+        v = m.values
+        per_neuron = [f"{lab}: IoU " + " ".join(f"{x:.3f}" for x in v["iou"][i]) + " / held-out "
+                      + " ".join(f"{x:.3f}" for x in v["heldout_iou"][i]) + f" / {v['formulas'][i][-1]}"
+                      for i, lab in enumerate(v["neurons"])]
         rows[name] = {"verdict": m.verdict, "figures": m.figures, "why": m.why, "seconds": round(r.seconds, 1),
-                      "seed": r.seed, "values": {k: v for k, v in m.values.items() if k not in ("iou", "heldout_iou")},
-                      "iou": m.values.get("iou"), "heldout_iou": m.values.get("heldout_iou"),
-                      "wall": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads()}
+                      "seed": r.seed, "values": {k: x for k, x in v.items()
+                                                 if k not in ("iou", "heldout_iou", "neurons", "formulas")},
+                      "wall": round(time.perf_counter() - t0, 1), "threads": torch.get_num_threads(),
+                      "per_neuron": per_neuron}
         OUT.write_text(json.dumps(rows, indent=1))
         print(name, m.verdict, m.figures, m.why, sep="\n", flush=True)
         del r, m
