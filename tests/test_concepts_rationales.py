@@ -139,14 +139,22 @@ def test_cli_rationales_prints_the_librarys_numbers(small, capsys, monkeypatch):
     import circuitlab
     from circuitlab.cli import main
 
+    made = []
+
+    def small_amplify(model, **kwargs):  # the library's function, on a small proxy set; its result kept
+        made.append(real_amplify(model, **{**kwargs, "n_proxy": 4, "n_pool": 2}))
+        return made[-1]
+
+    real_amplify = R.amplify
     monkeypatch.setattr(circuitlab, "load_model", lambda name: small)
+    monkeypatch.setattr(R, "amplify", small_amplify)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        assert main(["rationales", "-m", "small", "--seeds", "1", "--queries", "1", "--shots", "2", "-k", "1",
-                     "--steps", "2", "-q"]) == 0
-        r = R.amplify(small, n_queries=1, n_shots=2, k=1, steps=2, seeds=(0,))
+        assert main(["rationales", "-m", "small", "--proxy", "small", "--seeds", "1", "--queries", "1", "--shots",
+                     "2", "-k", "1", "--steps", "2", "-q"]) == 0
+    (r,) = made
     text = capsys.readouterr().out
     for i, c in enumerate(R.CONDITIONS):
         assert f"{c:<7} accuracy {100 * float(r.accuracy.values[i].mean()):5.1f}%  margin " \
                f"{float(r.margin.values[i].mean()):+.3f}" in text
-    assert r.prompts["ig"] in text
+    assert r.prompts["ig"] in text and r.accuracy.shape == (3, 1)
