@@ -88,6 +88,7 @@ def test_amplify_accuracy_is_the_models_own_answers(small):
         warnings.simplefilter("ignore")  # the random model's IG completeness at few steps is not under test here
         r = R.amplify(small, n_proxy=6, n_pool=3, n_queries=2, n_shots=2, k=2, seeds=(3,), steps=4)
     assert r.accuracy.shape == (3, 1) and r.accuracy.labels["condition"] == list(R.CONDITIONS)
+    assert r.accuracy.meta["prefix_reuse"]  # the common prefix ran once, and the numbers below are the plain ones
     test = mixed_reviews(2, "test", seed=0)
     ids = [int(small.to_tokens(" negative", prepend_bos=False)[0, 0]),
            int(small.to_tokens(" positive", prepend_bos=False)[0, 0])]
