@@ -48,6 +48,9 @@ from circuitlab import distributed, neurons, reproduce, weights
 from circuitlab import distributed, editing, neurons, reproduce
 from circuitlab import distributed, dynamics, neurons, reproduce
 from circuitlab.concepts import debugging, sentiment
+from circuitlab import distributed, neurons, reproduce
+from circuitlab.concepts import debugging, rationales, sentiment
+from circuitlab.neurons import compositional as neuron_compositional
 from circuitlab.probing import minimal_pairs
 from circuitlab.features import toy as toy_models
 from circuitlab import features
@@ -299,6 +302,18 @@ def toy_ranking():
 @functools.lru_cache(maxsize=None)
 def toy_eap():
     return circuits.eap(toy(), CLEAN, CORRUPTED, LD)
+
+
+@functools.lru_cache(maxsize=None)
+def long_context():
+    """A random-init 2-layer model with zoo/toy-lm's tokenizer and n_ctx 2048: few-shot prompts fit (toy-lm's 128
+    do not)."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    tok = toy().tokenizer
+    cfg = HookedTransformerConfig(n_layers=2, d_model=64, n_heads=4, d_head=16, d_mlp=128, n_ctx=2048,
+                                  d_vocab=len(tok), act_fn="gelu_new", normalization_type="LN", seed=0)
+    return HookedTransformer(cfg, tokenizer=tok).eval()
 
 
 #: sentences that a method splits into train / dev / test (repeats must not leak across the split)
@@ -764,6 +779,16 @@ ANALYSES = [
               "text": ("text", WORD_TEXT), "tokens_per_step": ("count", 10), "early": ("band", (2, 5)),
               "late": ("band", (40, 60)), "stride": ("count", 64), "n_seqs": ("count", 2), "seed": ("seed", 0),
               "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.compositional.compositional_explanations",
+             functools.partial(neuron_compositional.compositional_explanations, progress=False, cache=False,
+                               top=0.05),
+             {"source": ("model", M), "sentences": ("sentences", SENTENCES),
+              "hooks": ("hook", ["blocks.1.mlp.hook_post"]), "neurons": ("count", 3), "max_length": ("count", 2),
+              "beam": ("count", 3), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("concepts.rationales.amplify",
+             functools.partial(rationales.amplify, n_proxy=3, n_pool=2, n_shots=2, seeds=(0,)),
+             {"model": ("model", Lazy(long_context, "a random 2-layer model, n_ctx 2048")),
+              "n_queries": ("count", 1), "k": ("count", 1), "steps": ("count", 2), "max_memory": ("memory", 2**20)}),
 ]
 
 # which kinds' bad values do not apply to an argument (e.g. a generated-sequences argument takes no text)
@@ -784,6 +809,7 @@ SKIP = {
     ("probing.structural_sweep", "hooks"): {3, None},  # a layer number (its residual stream output); None: every layer
     ("neurons.ranking.rank_neurons", "hooks"): {3, None},  # a layer number (its MLP neurons); None: every layer's
     ("neurons.ranking.correlation_ranking", "hooks"): {3, None},
+    ("neurons.compositional.compositional_explanations", "hooks"): {3, None},  # a layer; None: every layer's
     ("circuits.faithfulness_curve", "metric"): {None},  # None: KL divergence from the clean output
     ("circuits.patch_edges(executor)", "metric"): {None},
     ("circuits.reference_from_edges", "model"): {NAN},  # the graph is the model's shape; no weight is read
@@ -1228,6 +1254,13 @@ COMMANDS = [
     ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--layer", "9"],
     ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--layer", "0,1"],
     ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Wexmira", "--new", " Pellmoor", "--prefixes", "-1"],
+    # issue 37: compositional explanations and rationales
+    ["neurons", "compose", "-m", WORDS],
+    ["neurons", "compose", "-m", TOY, "--top", "2"],
+    ["neurons", "compose", "-m", TOY, "--max-length", "11"],
+    ["rationales", "-m", "zoo/no-such-model"],
+    ["rationales", "-m", TOY],  # few-shot prompts are longer than toy-lm's 128 positions
+    ["rationales", "-m", TOY, "--seeds", "0"],
 ]
 
 
@@ -1288,6 +1321,8 @@ EXEMPT = {
     "circuitlab.probing.activations.collect_shard": "one shard of collect (the executor runs it; collect's rows)",
     "circuitlab.probing.activations.plan_batches": "a step of collect on sentences it has aligned (rows)",
     "circuitlab.probing.activations.word_rows": "a step of collect on sentences it has aligned (rows)",
+    "circuitlab.neurons.compositional.search_formulas": "the beam search of compositional_explanations on the masks "
+                                                        "and concepts it has built (rows); tested against brute force",
     "circuitlab.reproduce.circuit_discovery.discovery_run": "a step of a finding's measurement, run by reproduce.run",
     "circuitlab.reproduce.induction_gpt2.check_gpt2_reference": "a step of a finding's measurement, run by "
                                                                 "reproduce.run",

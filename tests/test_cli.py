@@ -333,7 +333,7 @@ def test_the_cli_installs_no_process_wide_warning_filter():
             importlib.reload(module)
         assert warnings.filters == []
     assert sorted(registry) == ["attribute", "circuit", "demo", "ffn", "ig", "induction", "models", "neurons", "patch",
-                                "probe", "reproduce", "tcav", "trace"]
+                                "probe", "rationales", "reproduce", "tcav", "trace"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------

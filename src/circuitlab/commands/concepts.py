@@ -1,15 +1,19 @@
-"""``circuitlab ig`` and ``circuitlab tcav``: integrated gradients over a prompt's tokens, and TCAV of the sentiment
-concepts, from the shell.
+"""``circuitlab ig``, ``circuitlab tcav`` and ``circuitlab rationales``: integrated gradients over a prompt's tokens,
+TCAV of the sentiment concepts, and explanations as rationales in few-shot prompts (AMPLIFY), from the shell.
 
     circuitlab ig -m smollm2-135m --prompt "The film was lovely. Overall, the experience was" \\
         --answer " positive" --wrong " negative" --baseline pad --steps 64 -o ig.html
     circuitlab tcav -m smollm2-135m --hooks 7,15,22 --runs 10 -o tcav.html
+    circuitlab rationales -m smollm2-135m --seeds 2 --queries 10 --shots 4 -k 3
 
 ``ig`` prints each token's attribution to ``logit(answer) - logit(wrong)`` (or to ``log P(answer)`` without
 ``--wrong``) and the completeness check; the report colours the tokens. ``tcav`` runs the sentiment experiment
 (:func:`circuitlab.concepts.sentiment.sentiment_tcav`: negative held-out reviews, the class score ``" negative"``
 minus ``" positive"``, concepts "positive adjectives", "neutral adjectives" and "animals" against random word
 lists) and prints each concept's score, p-value and verdict per hook; the report draws the bar charts.
+``rationales`` runs :func:`circuitlab.concepts.rationales.amplify` (a linear-head proxy's integrated-gradients
+rationales in the model's few-shot prompts, against no and random rationales, on mixed reviews) and prints the
+accuracy and answer margin per condition and seed, and the first seed's prompt with IG rationales.
 """
 
 from __future__ import annotations
@@ -120,3 +124,44 @@ def tcav_run(args: argparse.Namespace) -> int:
 tcav_run.arguments = tcav_arguments
 command("tcav",
         "TCAV of sentiment concepts (positive and neutral adjectives, animals) with significance tests")(tcav_run)
+
+
+# -- rationales ----------------------------------------------------------------------------------------------
+
+def rationales_arguments(p: argparse.ArgumentParser) -> None:
+    add_model_option(p)
+    p.add_argument("--proxy", default="zoo/toy-lm", help="the model under the proxy classifier, a HookedTransformer "
+                                                         "(default zoo/toy-lm)")
+    p.add_argument("--seeds", type=positive_int, default=2, help="runs, seeds 0.. (default 2)")
+    p.add_argument("--queries", type=positive_int, default=10, help="test reviews per label (default 10)")
+    p.add_argument("--shots", type=positive_int, default=4, help="demonstrations, half per label (default 4)")
+    p.add_argument("-k", type=positive_int, default=3, help="words per rationale (default 3)")
+    p.add_argument("--steps", type=positive_int, default=32, help="integrated-gradients points (default 32)")
+    add_out_option(p)
+    add_quiet_option(p)
+
+
+def rationales_run(args: argparse.Namespace) -> int:
+    from circuitlab import load_model
+    from circuitlab.concepts.rationales import CONDITIONS, amplify
+
+    model = load_model(args.model)
+    proxy = model if args.proxy == args.model else load_model(args.proxy)
+    r = amplify(model, proxy=proxy, n_queries=args.queries, n_shots=args.shots, k=args.k, steps=args.steps,
+                seeds=tuple(range(args.seeds)), progress=not args.quiet)
+    print(f"{r.accuracy.title}: {model.cfg.model_name or args.model}, {r.accuracy.task}; proxy accuracy "
+          + ", ".join(f"{100 * a:.0f}%" for a in r.proxy_accuracy))
+    for i, c in enumerate(CONDITIONS):
+        print(f"  {c:<7} accuracy {100 * float(r.accuracy.values[i].mean()):5.1f}%  margin "
+              f"{float(r.margin.values[i].mean()):+.3f}  per seed: "
+              + " ".join(f"{100 * float(v):.0f}%" for v in r.accuracy.values[i]))
+    print("prompt with IG rationales (seed 0, first query):\n" + r.prompts["ig"])
+    write_report([r], args.out, title=f"Explanations as rationales (AMPLIFY): {model.cfg.model_name or args.model}",
+                 intro="Few-shot accuracy without rationales, with a proxy classifier's integrated-gradients "
+                       "rationales, and with random words of the same demonstrations.")
+    return 0
+
+
+rationales_run.arguments = rationales_arguments
+command("rationales", "explanations as rationales (AMPLIFY): a proxy's IG rationales in few-shot prompts, against "
+                      "none and random")(rationales_run)

@@ -5,6 +5,7 @@
     circuitlab neurons explain -m zoo/toy-lm --layer 2 --llm                           # with an LLM endpoint
     circuitlab neurons rank -m minilm-l6 --layer 3 -n 300                              # probe-weight ranking, UPOS
     circuitlab neurons ablate -m zoo/toy-lm --layer 2 --method anova                   # ablation curves of a ranking
+    circuitlab neurons compose -m minilm-l6 --layer 3 --labelled default --max-length 3   # logical formulas (Mu 2020)
 
 ``examples`` prints each neuron's top-activating contexts and the tokens its value vector promotes; the report
 shows its page (token colouring, value chips, activation histogram). ``explain`` scores the n-gram baseline's
@@ -19,6 +20,10 @@ histogram and true-vs-simulated activations of the best neuron.
 al. 2019; or ``anova``, ``mi``) and prints the top neurons, overall and per class. ``ablate`` then keeps and
 removes the top-, random- and bottom-ranked neurons and prints the probe's accuracy, control accuracy and
 selectivity (:func:`circuitlab.neurons.ablation.ablation_curves`; random selections averaged over three seeds).
+``compose`` explains ``--n-neurons`` neurons of the layer (drawn with ``--seed``) by logical formulas over word
+concepts (:func:`circuitlab.neurons.compositional.compositional_explanations`, Mu & Andreas 2020: masks at the top
+``--top`` fraction of words, beam search up to ``--max-length`` atoms, IoU on the searched and ``--holdout``
+sentences) and prints the mean IoU per formula length and the best-explained neurons with their formulas.
 
 The corpus (``--data``): ``default`` (King James verses and fortune-cookie lines from Debian packages, offline; the
 held-out Bible books shipped with zoo/toy-lm without them), or a text file, one text per line.
@@ -31,7 +36,7 @@ import argparse
 from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
                            write_report)
 
-KINDS = ("examples", "explain", "rank", "ablate")
+KINDS = ("examples", "explain", "rank", "ablate", "compose")
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -39,13 +44,13 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                               "histogram of given neurons; explain: explain, simulate and score "
                                               "neurons (n-gram baseline, or --llm); rank: rank the layer's "
                                               "neurons by part of speech (UPOS); ablate: ablation curves of that "
-                                              "ranking")
+                                              "ranking; compose: logical formulas over word concepts (Mu & Andreas)")
     add_model_option(p)
     p.add_argument("--layer", type=int, help="the MLP layer (negative counts from the end; default the middle layer)")
     p.add_argument("--neuron", help="examples: neuron indices, comma-separated (required); explain: the neurons to "
                                     "score (default --n-neurons drawn at random)")
     p.add_argument("--n-neurons", type=positive_int, default=32,
-                   help="explain: how many neurons of the layer to score, drawn with --seed (default 32)")
+                   help="explain, compose: how many neurons of the layer, drawn with --seed (default 32)")
     p.add_argument("--data", default="default", help="'default' (KJV and fortunes, offline) or a text file, one text "
                                                      "per line")
     p.add_argument("-n", "--texts", type=positive_int, default=1000, help="how many texts of the corpus (default 1000)")
@@ -58,9 +63,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                      "$CIRCUITLAB_LLM_URL)")
     p.add_argument("--llm-model", help="explain --llm: the model name (default $CIRCUITLAB_LLM_MODEL)")
     p.add_argument("--sentences", type=positive_int, default=300,
-                   help="rank/ablate: how many labelled sentences (default 300)")
+                   help="rank/ablate/compose: how many labelled sentences (default 300)")
     p.add_argument("--labelled", default="templates",
-                   help="rank/ablate: the labelled sentences: 'templates' (a small grammar with gold labels, "
+                   help="rank/ablate/compose: the labelled sentences: 'templates' (a small grammar with gold labels, "
                         "default), 'default' (KJV and fortunes labelled by spaCy) or a CoNLL-U file")
     p.add_argument("--task", choices=("upos", "deprel", "ent"), default="upos",
                    help="rank/ablate: the per-word property (default upos)")
@@ -70,6 +75,12 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--protocol", choices=("masked", "retrained", "both"), default="both",
                    help="ablate: masked (the trained probe, unused neurons at their mean), retrained (a fresh probe "
                         "per selection) or both (default)")
+    p.add_argument("--max-length", type=positive_int, default=3,
+                   help="compose: the longest formula, in concepts (default 3)")
+    p.add_argument("--top", type=float, default=0.005,
+                   help="compose: a neuron's mask is its top fraction of words (default 0.005)")
+    p.add_argument("--holdout", type=float, default=0.5,
+                   help="compose: the fraction of sentences held out of the search and scored apart (default 0.5)")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of the corpus order, neuron draw and random excerpts "
                                                        "(default 0)")
     add_out_option(p)
@@ -123,6 +134,8 @@ def run(args: argparse.Namespace) -> int:
     name = model.cfg.model_name or args.model
     if args.kind in ("rank", "ablate"):
         return _rank(args, model, layer, name)
+    if args.kind == "compose":
+        return _compose(args, model, layer, name)
     if args.kind == "examples":
         import circuitlab.render.neurons  # noqa: F401  the page's renderer
         from circuitlab.neurons.examples import neuron_page
@@ -200,6 +213,31 @@ def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
     write_report(items, args.out, title=f"Neurons of MLP layer {layer} ({args.kind}): {name}",
                  intro=f"{len(sentences)} sentences ({args.labelled}), {args.task}, method {args.method}, seed "
                        f"{args.seed}; random selections: the mean of seeds {args.seed}..{args.seed + 2}.")
+    return 0
+
+
+def _compose(args: argparse.Namespace, model, layer: int, name: str) -> int:
+    from circuitlab.neurons.compositional import compositional_explanations
+    from circuitlab.probing.sentences import labelled_sentences
+
+    progress = not args.quiet
+    sentences = labelled_sentences(args.labelled, args.sentences, seed=args.seed, progress=progress,
+                                   option="--labelled")
+    n = args.n_neurons if args.neuron is None else _neurons(args.neuron)
+    ex = compositional_explanations(model, sentences, hooks=[layer], neurons=n, top=args.top,
+                                    max_length=args.max_length, holdout=args.holdout, seed=args.seed,
+                                    progress=progress, cache=False)
+    v = ex.by_length.values
+    print(f"Compositional explanations of {ex.by_length.meta['n_neurons']} neurons of MLP layer {layer} of {name}, "
+          f"{len(sentences)} sentences ({args.labelled}), {len(ex.concepts)} concepts; mean IoU by formula length:")
+    for i, split in enumerate(ex.by_length.labels["split"]):
+        print(f"  {split:<8} " + "  ".join(f"L<={lab}: {float(v[i, j]):.3f}"
+                                           for j, lab in enumerate(ex.by_length.labels["length"])))
+    print("best explained:")
+    print(ex.table(10))
+    write_report([ex], args.out, title=f"Compositional explanations, MLP layer {layer}: {name}",
+                 intro=f"{len(sentences)} sentences ({args.labelled}), top {args.top:g} of words, formulas up to "
+                       f"{args.max_length} concepts, {args.holdout:g} of the sentences held out, seed {args.seed}.")
     return 0
 
 

@@ -8,5 +8,7 @@
   and the TCAV experiment on it (:func:`~circuitlab.concepts.sentiment.sentiment_tcav`);
 - :mod:`circuitlab.concepts.debugging`: a linear-head classifier on a frozen model, trained on reviews with a
   spurious name (shortcut detection with integrated gradients, accuracy in and out of distribution), and
-  explanation regularisation against it over seeds.
+  explanation regularisation against it over seeds;
+- :mod:`circuitlab.concepts.rationales`: explanations as rationales (AMPLIFY): a proxy classifier's integrated
+  gradients written as rationales into the few-shot prompts of a language model, against no and random rationales.
 """
