@@ -44,11 +44,7 @@ from circuitlab import probing
 from circuitlab.probing import heads as probing_heads
 from circuitlab.neurons import examples as neuron_examples, explain as neuron_explain
 from circuitlab.neurons import ablation as neuron_ablation, ranking as neuron_ranking
-from circuitlab import distributed, neurons, reproduce, weights
-from circuitlab import distributed, editing, neurons, reproduce
-from circuitlab import distributed, dynamics, neurons, reproduce
-from circuitlab.concepts import debugging, sentiment
-from circuitlab import distributed, neurons, reproduce
+from circuitlab import distributed, dynamics, editing, neurons, reproduce, weights
 from circuitlab.concepts import debugging, rationales, sentiment
 from circuitlab.neurons import compositional as neuron_compositional
 from circuitlab.probing import minimal_pairs
