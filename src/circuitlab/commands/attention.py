@@ -58,7 +58,12 @@ def _patterns(model, args) -> list:
         print(f"L{layer:<5} " + "  ".join(f"{v:>17.0%}" for v in row))
     total = tax.values.mean((0, 1)).tolist()
     print("all    " + "  ".join(f"{v:>17.0%}" for v in total))
-    return [tax, acc]
+    from circuitlab.results import Result
+
+    per_layer = Result(values=tax.meta["per_layer"], axes=("layer", "class"), labels={"class": list(CLASSES)},
+                       title=f"Attention-pattern classes per layer ({tax.meta['inputs']})", metric="share of heads",
+                       model=tax.model, task=tax.task)
+    return [per_layer, tax, acc]
 
 
 def _rollout(model, args) -> list:
