@@ -12,7 +12,7 @@ importance ``I_i``::
 
     L = E_x sum_i I_i (x_i - x'_i)^2
 
-**Training** follows the paper's setup (``W`` Xavier-normal, ``b = 0``, Adam on fresh batches) with three
+**Training** follows the paper's setup (``W`` Xavier-normal, ``b = 0``, Adam on fresh batches) with these
 choices of ours, made for CPU speed: the learning rate is 1e-2 (the paper: 1e-3) decayed to zero along a cosine
 over ``steps`` (2,000 by default), so the loss settles and the final weights read cleanly; batches are 256
 samples; and each sample is drawn *given that some feature is active*, the all-zero input entering the loss
@@ -25,7 +25,8 @@ plain sample is all zero. Many models are trained at once as one batched tensor:
 model per (sparsity, importance) setting, each repeated ``restarts`` times from different initialisations, and
 the restart with the lowest loss on a held-out batch is kept (a run can stall in a local minimum: a feature whose
 ReLU is dead from the start never learns). Every random draw comes from one ``torch.Generator`` seeded by
-``seed``: on one thread the same seed gives the same weights.
+``seed``: on one thread the same seed gives the same weights. The gradient is written out by hand (a few batched
+matrix products; checked against finite differences in the tests).
 
 **Analyses** of a trained :class:`ToyModel` (each a :class:`~circuitlab.results.Result` ``[instance, feature]``):
 
@@ -55,7 +56,7 @@ first feature is not represented (``||W_1|| < tau``: with ``m = 1`` this is ``su
     model = toy.train(5, 2, sparsity=0.9, importance=1.0)     # 5 features in 2 dimensions
     toy.feature_norms(model).values                           # [1, 5]: all near 1
     toy.feature_angles(model).values                          # 5 angles 72 degrees apart: a pentagon
-    phase = toy.phase_diagram()                               # Result [importance, sparsity] of phase codes
+    diagram = toy.phase_diagram()                             # .phase: Result [importance, sparsity] of codes
 """
 
 from __future__ import annotations
