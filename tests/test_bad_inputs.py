@@ -215,6 +215,8 @@ KINDS: dict[str, Kind] = {
     "methods": Kind(("method",), bad=[{}, None, 3]),
     # training dynamics: a held-out text, bands of positions (start, stop), checkpoints (step, model)
     "text": Kind(("text",), bad=["", 3, None, ["t1 t2 t3"], "t1 t2 t3"]),
+    "curves source": Kind(("source", "curves"), bad=[42, None, "", "zoo/no-such-model", "zoo/toy-lm", HERE,
+                                                     Lazy(words, WORDS)]),
     "band": Kind(("early", "late"), bad=[(0, 5), (5, 5), (10, 5), (5, 999), 5, "5-10", (1.5, 3), None]),
     "checkpoints": Kind(("checkpoint", "model"), bad=[[], 3, None, [(1, 2, 3)], [(-1, Lazy(words, WORDS))],
                                                       [(5, Lazy(words, WORDS)), (2, Lazy(words, WORDS))], [(0, 42)]]),
@@ -770,6 +772,7 @@ ANALYSES = [
              {"model": ("model", W), "text": ("text", WORD_TEXT), "early": ("band", (2, 5)), "late": ("band", (40, 60)),
               "stride": ("count", 64), "n_seqs": ("count", 2), "seq_len": ("count", 8), "seed": ("seed", 0),
               "max_memory": ("memory", 2**20)}),
+    Analysis("dynamics.load_curves", dynamics.load_curves, {"source": ("curves source", "zoo/attn-only-2l")}),
     Analysis("dynamics.training_curves", dynamics.training_curves,
              {"checkpoints": ("checkpoints", Lazy(lambda: [(0, words()), (3, words())], "two checkpoints")),
               "text": ("text", WORD_TEXT), "tokens_per_step": ("count", 10), "early": ("band", (2, 5)),
@@ -1120,6 +1123,9 @@ BAD_FILES = _bad_files()
 
 #: each subcommand with bad arguments; every row must end in a one-line error, never a traceback
 COMMANDS = [
+    ["dynamics", "-m", "zoo/no-such-model"],
+    ["dynamics", "-m", TOY],
+    ["dynamics", "-m", HERE],
     ["induction", "-m", "zoo/no-such-model"],
     ["induction", "-m", WORDS, "--n-seqs", "0"],
     ["patch", "-m", TOY, "--clean", "", "--corrupted", "", "--answer", " mat", "--wrong", " cat"],

@@ -334,6 +334,8 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         assert warnings.filters == []
     assert sorted(registry) == ["attribute", "circuit", "demo", "ffn", "ig", "induction", "models", "neurons", "patch",
                                 "probe", "rationales", "reproduce", "tcav", "trace"]
+    assert sorted(registry) == ["attribute", "circuit", "demo", "dynamics", "ffn", "ig", "induction", "models",
+                                "neurons", "patch", "probe", "reproduce", "tcav", "trace"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------

@@ -67,17 +67,19 @@ def test_icl_score_is_late_minus_early_mean_loss_by_hand(model, text):
     assert s.score == pytest.approx(float(hand_late - hand_early), abs=1e-5)
 
 
-def brute_force_attention_on_targets(model, tokens, layer, head, target, skip_first):
-    """Mean over queries with targets of the attention on the targets, by loops over a TransformerLens cache."""
-    _, cache = model.run_with_cache(tokens)
-    pattern = cache["pattern", layer][:, head].double()
-    mask = torch.zeros_like(pattern)
+def brute_force_attention_on_targets(model, tokens, target, skip_first):
+    """``[layer, head]``: mean over queries with targets of the attention on the targets, with the targets found by
+    loops over the tokens and the patterns read from a TransformerLens cache."""
+    with torch.no_grad():
+        _, cache = model.run_with_cache(tokens)
+    mask = torch.zeros(tokens.shape[0], tokens.shape[1], tokens.shape[1], dtype=torch.float64)
     for b in range(tokens.shape[0]):
         t = tokens[b].tolist()
         for i in range(skip_first, len(t)):
             for k in target(t, i, skip_first):
                 mask[b, i, k] = 1.0
-    return float((pattern * mask).sum() / mask.amax(-1).sum())
+    pattern = torch.stack([cache["pattern", layer] for layer in range(model.cfg.n_layers)]).double()
+    return torch.einsum("lbhqk,bqk->lh", pattern, mask) / mask.amax(-1).sum()
 
 
 def induction_targets(t, i, skip_first):
@@ -93,13 +95,12 @@ def test_checkpoint_head_scores_by_brute_force_on_the_attention(model, text):
     windows = dynamics.text_windows(model, text, stride=48)
     rep = repeated_sequences(model, 12, 4, 0)
     assert m.prefix_matching.axes == ("layer", "head") and m.prefix_matching.shape == (2, 4)
-    for layer, head in [(0, 1), (1, 2), (1, 0)]:
-        pm = brute_force_attention_on_targets(model, rep.tokens, layer, head, induction_targets, rep.prefix)
-        ind = brute_force_attention_on_targets(model, windows, layer, head, induction_targets, 1)
-        prev = brute_force_attention_on_targets(model, windows, layer, head, previous_targets, 1)
-        assert m.prefix_matching.values[layer, head].item() == pytest.approx(pm, abs=1e-5)
-        assert m.induction.values[layer, head].item() == pytest.approx(ind, abs=1e-5)
-        assert m.previous_token.values[layer, head].item() == pytest.approx(prev, abs=1e-5)
+    pm = brute_force_attention_on_targets(model, rep.tokens, induction_targets, rep.prefix)
+    ind = brute_force_attention_on_targets(model, windows, induction_targets, 1)
+    prev = brute_force_attention_on_targets(model, windows, previous_targets, 1)
+    torch.testing.assert_close(m.prefix_matching.values.double(), pm, atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.induction.values.double(), ind, atol=1e-5, rtol=0)
+    torch.testing.assert_close(m.previous_token.values.double(), prev, atol=1e-5, rtol=0)
     # the shipped attn-only-2l has induction heads in layer 1 (its card): they match prefixes, layer 0 does not
     assert m.prefix_matching.values[1].max() > 0.5 > m.prefix_matching.values[0].max()
     assert m.heldout_loss == pytest.approx(float(reference_losses(model, windows).mean()), abs=1e-5)

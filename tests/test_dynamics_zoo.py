@@ -132,3 +132,19 @@ def test_synthetic_heldout_text_gives_back_its_sequences_as_windows():
     rows = attn_only.training_batch(recipe, 5, torch.Generator().manual_seed(3), second_task=False)
     windows = dynamics.text_windows(circuitlab.load_model("zoo/attn-only-2l"), text, stride=recipe.n_ctx - 1)
     assert torch.equal(windows, rows)
+
+
+@pytest.mark.skipif(len(SHIPPED) < 2, reason="the zoo's training curves are not built yet")
+def test_dynamics_command_prints_the_shipped_curves_and_their_phase_changes(tmp_path, capsys):
+    from circuitlab.cli import main
+
+    assert main(["dynamics", "-m", "zoo/attn-only-2l", "-o", str(tmp_path / "r.html")]) == 0
+    out = capsys.readouterr().out
+    curves = dynamics.load_curves("zoo/attn-only-2l")
+    phase = dynamics.phase_changes(curves)
+    assert len([ln for ln in out.splitlines() if ln.strip()[:1].isdigit()]) == len(curves.steps)
+    assert f"induction phase change: tokens {phase.induction.start:,.0f}-{phase.induction.end:,.0f}" in out
+    assert "<svg" in (tmp_path / "r.html").read_text()
+    path = tmp_path / "c.json"  # a curves file, as python -m circuitlab.zoo dynamics writes
+    path.write_text(json.dumps(dynamics.curves_to_json(curves)))
+    torch.testing.assert_close(dynamics.load_curves(path).icl.values, curves.icl.values)

@@ -62,6 +62,7 @@ __all__ = [
     "TrainingCurves",
     "curves_to_json",
     "curves_from_json",
+    "load_curves",
     "detect_phase_change",
     "PhaseChange",
     "phase_changes",
@@ -365,6 +366,31 @@ def curves_from_json(data: dict[str, Any]) -> TrainingCurves:
                           induction=result("induction"), previous_token=result("previous_token"),
                           train_loss=result("train_loss"), steps=steps,
                           tokens_seen=[int(t) for t in data["tokens_seen"]], meta=dict(data.get("meta", {})))
+
+
+def load_curves(source: Any) -> TrainingCurves:
+    """The training curves of ``source``: a zoo model's name (``"zoo/attn-only-2l"``: the ``dynamics.json``
+    shipped beside its weights) or the path of a JSON file written by :func:`curves_to_json` (or by
+    ``python -m circuitlab.zoo dynamics``)."""
+    import json
+    from pathlib import Path
+
+    from circuitlab.models.loading import ZOO_DIR, ZOO_PREFIX
+
+    if not isinstance(source, (str, Path)) or not str(source):
+        raise InputError(f"source must be a zoo model name (e.g. 'zoo/attn-only-2l') or the path of a curves JSON "
+                         f"file, got {shorten(source)}.")
+    text = str(source)
+    path = ZOO_DIR / text.removeprefix(ZOO_PREFIX) / "dynamics.json" if text.startswith(ZOO_PREFIX) else Path(text)
+    if not path.is_file():
+        raise InputError(f"no training curves for {shorten(text)}: {path.name} not found. Zoo models with curves: "
+                         f"{', '.join(sorted(ZOO_PREFIX + d.parent.name for d in ZOO_DIR.glob('*/dynamics.json')))}; "
+                         "or pass a JSON file written by python -m circuitlab.zoo dynamics.")
+    try:
+        return curves_from_json(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise InputError(f"{shorten(text)} is not a training-curves JSON file ({type(exc).__name__}: "
+                         f"{shorten(str(exc))}).") from None
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -15,6 +15,11 @@ for induction to form within the step budget in trials, and neither made a layer
 Positions are "shortformer" style (added to queries and keys, not to the residual stream), which keeps
 position information out of the values and makes induction form quickly and reliably.
 
+Training dynamics: ``python -m circuitlab.zoo dynamics zoo/attn-only-2l`` retrains the recipe on one thread,
+keeping 30 log-spaced checkpoints, and measures each (:mod:`circuitlab.dynamics`) on :func:`heldout_text`. The
+curves ship beside the weights as ``dynamics.json``, with the held-out sequences as ``heldout.txt``. They are
+not rewritten by ``build``, so rerun ``dynamics`` after rebuilding.
+
 Olsson et al. (2022): induction needs two attention layers composed (a previous-token head whose output the
 induction head's keys read), so the one-layer model trained the same way cannot copy in context.
 """

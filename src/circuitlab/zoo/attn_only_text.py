@@ -1,6 +1,10 @@
 """Recipe for ``zoo/attn-only-1l-text`` and ``zoo/attn-only-2l-text``: attention-only models on natural text,
 with checkpoints on a log-spaced schedule, to watch induction heads form (Olsson et al. 2022).
 
+Not in the zoo's registry: within the CPU budget of the session that wrote it (up to 600 steps, 1.2M tokens) no
+trial formed a previous-token or induction head (docs/dynamics.md, "Natural text"), so no weights ship. Run it
+with ``python -m circuitlab.zoo dynamics zoo/attn-only-2l-text --steps N --out DIR``.
+
 What they learn from
 --------------------
 Natural text only: random windows of ``n_ctx - 1`` tokens of the King James Bible (minus the held-out books)
@@ -27,8 +31,7 @@ finely as late training. :func:`train` returns them in memory (about 0.7 MB each
 ``python -m circuitlab.zoo dynamics NAME --checkpoints DIR`` writes them as safetensors. Training is
 deterministic by seed on one thread (``threads=1``; see :mod:`circuitlab.zoo.training`).
 
-Build: ``python -m circuitlab.zoo build zoo/attn-only-2l-text``; the curves measured on every checkpoint ship
-beside the weights as ``dynamics.json`` (:mod:`circuitlab.dynamics`).
+The curves measured on every checkpoint (:mod:`circuitlab.dynamics`): :func:`measure_run`.
 """
 
 from __future__ import annotations
