@@ -317,12 +317,15 @@ def shuffled_model(model: ModelLike, seed: int = 0):
     model, seed = as_model(model), check_seed(seed)
     out = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
+    # the blocks' parameters by module, not by name: a TransformerBridge names them as its Hugging Face model does
+    params = list({id(p): p for block in out.blocks for p in block.parameters()}.values())
+    if not params:
+        raise InputError("shuffled_model found no parameter in the model's blocks; give a model with blocks.")
     with torch.no_grad():
-        for name, p in out.named_parameters():
-            if name.startswith("blocks."):
-                flat = p.detach().reshape(-1)
-                perm = torch.randperm(flat.numel(), generator=g).to(flat.device)
-                p.copy_(flat[perm].reshape(p.shape))
+        for p in params:
+            flat = p.detach().reshape(-1)
+            perm = torch.randperm(flat.numel(), generator=g).to(flat.device)
+            p.copy_(flat[perm].reshape(p.shape))
     return out
 
 
