@@ -317,12 +317,15 @@ def shuffled_model(model: ModelLike, seed: int = 0):
     model, seed = as_model(model), check_seed(seed)
     out = copy.deepcopy(model)
     g = torch.Generator().manual_seed(seed)
+    # the blocks' parameters by module, not by name: a TransformerBridge names them as its Hugging Face model does
+    params = list({id(p): p for block in out.blocks for p in block.parameters()}.values())
+    if not params:
+        raise InputError("shuffled_model found no parameter in the model's blocks; give a model with blocks.")
     with torch.no_grad():
-        for name, p in out.named_parameters():
-            if name.startswith("blocks."):
-                flat = p.detach().reshape(-1)
-                perm = torch.randperm(flat.numel(), generator=g).to(flat.device)
-                p.copy_(flat[perm].reshape(p.shape))
+        for p in params:
+            flat = p.detach().reshape(-1)
+            perm = torch.randperm(flat.numel(), generator=g).to(flat.device)
+            p.copy_(flat[perm].reshape(p.shape))
     return out
 
 
@@ -381,7 +384,7 @@ def cloze_control(model: ModelLike, facts: Optional[Sequence] = None,
     real = cloze(model, facts, templates, relations=relations, max_memory=max_memory, progress=progress)
     names = real.by_relation.labels["relation"]
     used = dict(CLOZE_TEMPLATES if templates is None else templates)
-    n_tmpl = {r: len(real.facts[r]) for r in names}
+    n_facts = {r: len(real.facts[r]) for r in names}
     col = {m: i for i, m in enumerate(RELATION_METRICS)}
     out = torch.full((len(names), len(CONTROL_METRICS)), float("nan"))
     out[:, 0] = real.by_relation.values[:, col["P@1"]]
@@ -389,11 +392,11 @@ def cloze_control(model: ModelLike, facts: Optional[Sequence] = None,
     drawn: dict[str, list[list[str]]] = {}
     if "names" in controls:
         subjects = {s for r in names for s, _ in real.facts[r]}
-        pool = control_names(sum(n_tmpl.values()) * n_names, seed, avoid=subjects)
+        pool = control_names(sum(n_facts.values()) * n_names, seed, avoid=subjects)
         prompts, answers, at = [], [], 0
         for r in names:
-            drawn[r] = [pool[at + i * n_names: at + (i + 1) * n_names] for i in range(n_tmpl[r])]
-            at += n_tmpl[r] * n_names
+            drawn[r] = [pool[at + i * n_names: at + (i + 1) * n_names] for i in range(n_facts[r])]
+            at += n_facts[r] * n_names
             for t in used[r]:
                 for (_, a), fake in zip(real.facts[r], drawn[r]):
                     tid = _single_token(model, a)
@@ -403,7 +406,7 @@ def cloze_control(model: ModelLike, facts: Optional[Sequence] = None,
         ranks = answer_ranks(model, prompts, torch.tensor(answers), max_memory=max_memory, progress=progress)
         at = 0
         for i, r in enumerate(names):
-            n = len(used[r]) * n_tmpl[r] * n_names
+            n = len(used[r]) * n_facts[r] * n_names
             rk = ranks[at:at + n].reshape(len(used[r]), -1)  # [template, fact x draw]
             at += n
             out[i, 2] = (rk < 1).double().mean(1).mean()  # the mean over templates of each template's P@k
