@@ -42,8 +42,8 @@ from jaxtyping import Complex, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, check_count_within, check_heads,
-                             check_max_memory, final_norm_kind, final_norm_weight, format_bytes,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, answer_id, as_model, check_count_within, check_heads,
+                             check_index, check_max_memory, final_norm_kind, final_norm_weight, format_bytes,
                              head_label, model_name, output_norm, parse_head, row_chunks, shorten, weight_state)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
@@ -216,14 +216,9 @@ def check_rows(model: HookedTransformer, n: int, rows: Any, what: str, unit: str
     out = []
     for r in rows:
         if isinstance(r, str) and unit == "tokens in the vocabulary":
-            from circuitlab.core import answer_id
-
             out.append(answer_id(model, r, what=what.rstrip("s")))
-            continue
-        from circuitlab.core import check_index
-
-        i = check_index(r, n, what, unit)
-        out.append(i)
+        else:
+            out.append(check_index(r, n, what, unit))
     return out
 
 
