@@ -558,8 +558,8 @@ def copying_scores(
 
     Args:
         model: a model whose input and output vocabularies are the same.
-        heads: heads (list of ``(layer, head)``, ``"L1H2"``...) or None for all (layers >= 1 for ``'k_composed'``
-            without ``via``).
+        heads: heads (list of ``(layer, head)``, ``"L1H2"``...) or None for all (for ``'k_composed'``: those of the
+            layers after the last ``via`` head's, or from layer 1 without ``via``).
         path: ``'ov'``, ``'qk'`` or ``'k_composed'``.
         via: with ``path='k_composed'``: the earlier heads the keys are read through.
         self_top1: also compute the top-1 fractions.
@@ -577,7 +577,7 @@ def copying_scores(
         raise CircuitlabError(f"model {shorten(model_name(model))} has d_vocab={model.cfg.d_vocab} input tokens and "
                               f"d_vocab_out={model.cfg.d_vocab_out} outputs: its circuits are not square, and copying "
                               "scores compare a token with itself.")
-    first = 1 if path == "k_composed" and via is None else 0
+    first = 0 if path != "k_composed" else 1 if via is None else 1 + max(l for l, _ in check_heads(model, via, "via"))
     if heads is None:
         hds = [(l, h) for l in range(first, model.cfg.n_layers) for h in range(model.cfg.n_heads)]
         if not hds:
