@@ -195,3 +195,20 @@ def test_the_weights_command_prints_the_scores_it_computes(two, capsys, tmp_path
     out = capsys.readouterr().out
     top = ov_circuit(model, (1, 2), tokens=["t5"], k=3)
     assert str(top.tokens[0]) in out
+
+
+def test_gemma3_shaped_heads_stream_and_factor_like_their_dense_circuits():
+    """Grouped-query keys, QK norms and sandwich norms (a random Gemma-3-shaped model): the streamed top-k and the
+    d_head-form copying scores agree with the dense circuit and NumPy's eig of it."""
+    from circuitlab.testing import random_model
+
+    model = random_model("gemma3")
+    rows = list(range(model.cfg.d_vocab))
+    for kind, top in (("ov", ov_circuit(model, (1, 0), k=4, max_memory=1000)),
+                      ("qk", qk_circuit(model, (1, 0), k=4, max_memory=1000))):
+        assert_topk(top, circuit_matrix(model, (1, 0), kind=kind).values.double(), rows, 4)
+    for path, kind, key in (("ov", "ov", "token"), ("qk", "qk", "token"), ("k_composed", "qk", "k_composed")):
+        dense = circuit_matrix(model, (1, 1), kind=kind, key_side=key).values.double().numpy()
+        lam = np.linalg.eigvals(dense)
+        got = copying_scores(model, heads=[(1, 1)], path=path, self_top1=False).copying.values[0].item()
+        assert got == pytest.approx(lam.sum().real / np.abs(lam).sum(), abs=1e-5)

@@ -42,8 +42,8 @@ from jaxtyping import Complex, Float
 from torch import Tensor
 from transformer_lens import HookedTransformer
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, as_model, check_count_within, check_heads,
-                             check_max_memory, final_norm_kind, final_norm_weight, format_bytes,
+from circuitlab.core import (DEFAULT_MAX_MEMORY, Head, ModelLike, answer_id, as_model, check_count_within, check_heads,
+                             check_index, check_max_memory, final_norm_kind, final_norm_weight, format_bytes,
                              head_label, model_name, output_norm, parse_head, row_chunks, shorten, weight_state)
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.results import Bundle, Result, TopTokens, token_strings
@@ -216,14 +216,9 @@ def check_rows(model: HookedTransformer, n: int, rows: Any, what: str, unit: str
     out = []
     for r in rows:
         if isinstance(r, str) and unit == "tokens in the vocabulary":
-            from circuitlab.core import answer_id
-
             out.append(answer_id(model, r, what=what.rstrip("s")))
-            continue
-        from circuitlab.core import check_index
-
-        i = check_index(r, n, what, unit)
-        out.append(i)
+        else:
+            out.append(check_index(r, n, what, unit))
     return out
 
 
@@ -563,8 +558,8 @@ def copying_scores(
 
     Args:
         model: a model whose input and output vocabularies are the same.
-        heads: heads (list of ``(layer, head)``, ``"L1H2"``...) or None for all (layers >= 1 for ``'k_composed'``
-            without ``via``).
+        heads: heads (list of ``(layer, head)``, ``"L1H2"``...) or None for all (for ``'k_composed'``: those of the
+            layers after the last ``via`` head's, or from layer 1 without ``via``).
         path: ``'ov'``, ``'qk'`` or ``'k_composed'``.
         via: with ``path='k_composed'``: the earlier heads the keys are read through.
         self_top1: also compute the top-1 fractions.
@@ -582,7 +577,7 @@ def copying_scores(
         raise CircuitlabError(f"model {shorten(model_name(model))} has d_vocab={model.cfg.d_vocab} input tokens and "
                               f"d_vocab_out={model.cfg.d_vocab_out} outputs: its circuits are not square, and copying "
                               "scores compare a token with itself.")
-    first = 1 if path == "k_composed" and via is None else 0
+    first = 0 if path != "k_composed" else 1 if via is None else 1 + max(l for l, _ in check_heads(model, via, "via"))
     if heads is None:
         hds = [(l, h) for l in range(first, model.cfg.n_layers) for h in range(model.cfg.n_heads)]
         if not hds:
