@@ -225,7 +225,8 @@ def test_help_and_argument_errors_do_not_import_the_library(capsys):
 #: every int option of every command that is not a count: indices (negative counts from the end) and seeds
 NOT_COUNTS = {("ffn", "layer"), ("ffn", "neuron"), ("attribute", "pos"), ("demo", "seed"), ("induction", "seed"),
               ("probe", "seed"), ("neurons", "layer"), ("neurons", "seed"), ("reproduce", "seed"), ("trace", "seed"),
-              ("circuit", "seed")}
+              ("circuit", "seed"),
+              ("edit", "prefixes")}  # 0 is meaningful: k* from the prompt alone, no generated prefixes
 
 
 def _int_options():
@@ -332,10 +333,9 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         for module in modules:
             importlib.reload(module)
         assert warnings.filters == []
-    assert sorted(registry) == ["attribute", "circuit", "demo", "ffn", "ig", "induction", "models", "neurons", "patch",
-                                "probe", "rationales", "reproduce", "tcav", "trace"]
-    assert sorted(registry) == ["attribute", "circuit", "demo", "dynamics", "ffn", "ig", "induction", "models",
-                                "neurons", "patch", "probe", "reproduce", "tcav", "trace"]
+    assert sorted(registry) == ["attention", "attribute", "circuit", "demo", "dynamics", "edit", "ffn", "ig",
+                                "induction", "models", "neurons", "patch", "probe", "rationales", "reproduce", "sae",
+                                "superposition", "tcav", "trace", "weights"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------
