@@ -111,7 +111,7 @@ def test_classifier_on_hand_built_maps(causal):
 
 
 def test_held_out_accuracy_and_confusion():
-    acc = pt.taxonomy_accuracy(n_per_class=20, lengths=[48])
+    acc = pt.taxonomy_accuracy(n_per_class=20, input_lengths=[48])
     assert acc.values.sum() == 100 and acc.values.shape == (5, 5)
     assert acc.meta["accuracy"] >= 0.9  # a chance classifier gets 0.2
     assert acc.meta["accuracy"] == pytest.approx(float(acc.values.diagonal().sum() / 100))

@@ -272,7 +272,7 @@ def classify_features(features: Float[Tensor, "n feature"], causal: bool) -> Int
     return (x @ w).argmax(1)
 
 
-def taxonomy_accuracy(n_per_class: int = 100, lengths: Sequence[int] = TEST_LENGTHS, *, causal: bool = True,
+def taxonomy_accuracy(n_per_class: int = 100, input_lengths: Sequence[int] = TEST_LENGTHS, *, causal: bool = True,
                       seed: int = TEST_SEED, strength: tuple[float, float] = DEFAULT_STRENGTH) -> Result:
     """The classifier's confusion matrix on held-out synthetic maps, ``values[true, predicted]`` (counts).
 
@@ -284,12 +284,13 @@ def taxonomy_accuracy(n_per_class: int = 100, lengths: Sequence[int] = TEST_LENG
     seed = check_seed(seed)
     if not isinstance(causal, bool):
         raise InputError(f"causal must be True or False; got {shorten(causal, 30)}.")
-    if isinstance(lengths, (str, bytes)) or not isinstance(lengths, Sequence) or not lengths:
-        raise InputError(f"lengths={shorten(lengths)}: give a list of input lengths in tokens, e.g. [48, 64].")
+    if isinstance(input_lengths, (str, bytes)) or not isinstance(input_lengths, Sequence) or not input_lengths:
+        raise InputError(f"input_lengths={shorten(input_lengths)}: give a list of input lengths in tokens, e.g. "
+                         "[48, 64].")
     confusion = torch.zeros(len(CLASSES), len(CLASSES))
-    for i, length in enumerate(lengths):
+    for i, length in enumerate(input_lengths):
         if isinstance(length, bool) or not isinstance(length, int) or length < 5:
-            raise InputError(f"lengths: {shorten(length)} is not a length of 5 tokens or more.")
+            raise InputError(f"input_lengths: {shorten(length)} is not a length of 5 tokens or more.")
         maps, segs, classes = synthetic_maps(n_per_class, length, causal=causal, seed=seed + i, strength=strength)
         pred = classify_features(map_features(maps, segs, causal), causal)
         for a, b in zip(classes.tolist(), pred.tolist()):
@@ -300,7 +301,7 @@ def taxonomy_accuracy(n_per_class: int = 100, lengths: Sequence[int] = TEST_LENG
                                                                          "predicted": list(CLASSES)},
                   title="Attention-pattern classifier on held-out synthetic maps "
                         f"({'causal' if causal else 'bidirectional'})",
-                  metric="maps", model="synthetic", task=f"{n_per_class} maps per class, lengths {list(lengths)}",
+                  metric="maps", model="synthetic", task=f"{n_per_class} maps per class, lengths {list(input_lengths)}",
                   meta={"accuracy": accuracy, "per_class": dict(zip(CLASSES, recall)), "seed": seed})
 
 

@@ -17,6 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
+from jaxtyping import Int
+from torch import Tensor
 
 from circuitlab.attention.flow import METHODS, correlations
 from circuitlab.attention.importance import head_importance, masked_loss, prune_curve
@@ -29,7 +31,7 @@ from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApp
 HELDOUT = Path(__file__).resolve().parent.parent / "zoo" / "weights" / "toy-lm" / "heldout.txt"
 
 
-def text_tokens(model, seqs: int, seq_len: int, skip: int = 0) -> torch.Tensor:
+def text_tokens(model, seqs: int, seq_len: int, skip: int = 0) -> Int[Tensor, "batch pos"]:
     """``seqs`` rows of a start token and ``seq_len - 1`` tokens of held-out running text, after skipping ``skip``
     rows' worth (so that two calls with different ``skip`` never share text)."""
     ids = model.to_tokens(HELDOUT.read_text(), prepend_bos=False, truncate=False)[0]

@@ -169,13 +169,18 @@ def findings() -> dict[str, Finding]:
 
 
 def get_finding(finding_id: str) -> Finding:
-    """The finding registered as ``finding_id``; an unknown id is an error listing the known ones."""
+    """The finding registered as ``finding_id``; an unknown id is an error naming the closest known ids (all of
+    them when there are few) and ``circuitlab reproduce --list``."""
     known = findings()
     if finding_id not in known:
+        import difflib
+
         from circuitlab.core import shorten
 
-        raise InputError(f"no finding {shorten(finding_id)}. Known findings: {', '.join(known)} "
-                         "(circuitlab reproduce --list describes them).")
+        close = difflib.get_close_matches(str(finding_id), list(known), n=3, cutoff=0.4)
+        listed = (f"Known findings: {', '.join(known)}" if len(known) <= 8 else
+                  f"Closest: {', '.join(close)}" if close else f"{len(known)} findings are registered")
+        raise InputError(f"no finding {shorten(finding_id)}. {listed} (circuitlab reproduce --list describes them).")
     return known[finding_id]
 
 
