@@ -1,5 +1,9 @@
-"""Features in superposition: sparse autoencoders trained and evaluated on any hook of any circuitlab model.
+"""Features in superposition: toy models of superposition, and sparse autoencoders trained and evaluated on any
+hook of any circuitlab model.
 
+- :mod:`~circuitlab.features.toy`: Elhage et al.'s toy models (the ReLU output model and its linear baseline),
+  feature norms, superposition, dimensionality, the two-feature phase diagram and the sparsity sweep
+  (``docs/superposition.md``; import it as ``from circuitlab.features import toy``);
 - :mod:`~circuitlab.features.sae`: the architectures (ReLU + L1, TopK, JumpReLU; SAELens's names), SAELens's
   on-disk format (:func:`save_sae`, :func:`load_sae`, by shipped name or folder), :func:`splice`;
 - :mod:`~circuitlab.features.training`: :func:`train_sae` (several hooks from one forward pass, a shuffled
