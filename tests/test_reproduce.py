@@ -40,8 +40,11 @@ def test_registry_refuses_a_second_finding_with_the_same_id_and_names_the_known_
     with pytest.raises(CircuitlabError, match="two findings are registered"):
         reproduce.register(twin)
     assert _FINDINGS[f.id] is f
-    with pytest.raises(CircuitlabError, match="induction-heads-need-two-layers"):
+    with pytest.raises(CircuitlabError, match="induction-heads-need-two-layers"):  # a near miss names the id
+        reproduce.get_finding("induction-heads-need-2-layers")
+    with pytest.raises(CircuitlabError, match="reproduce --list") as err:  # the error stays one short line
         reproduce.get_finding("no-such-finding")
+    assert len(str(err.value)) < 300
     with pytest.raises(ValueError):
         Measurement("x", "probably", "")
 
