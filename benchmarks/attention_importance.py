@@ -30,19 +30,14 @@ torch.set_num_threads(2)
 from circuitlab.attention.importance import head_importance, masked_loss, prune_curve  # noqa: E402
 from circuitlab.core import spearman  # noqa: E402
 from circuitlab.models import load_model  # noqa: E402
+from circuitlab.reproduce.attention_as_explanation import text_tokens  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
-HELDOUT = ROOT / "src/circuitlab/zoo/weights/toy-lm/heldout.txt"
 
 
 def heldout_tokens(model, seqs: int, seq_len: int) -> torch.Tensor:
-    ids = model.to_tokens(HELDOUT.read_text(), prepend_bos=False, truncate=False)[0]
-    body = seq_len - 1
-    if len(ids) < seqs * body:
-        raise SystemExit(f"held-out text has {len(ids)} tokens; fewer than {seqs} x {body}")
-    chunks = ids[: seqs * body].reshape(seqs, body)
-    bos = torch.full((seqs, 1), model.tokenizer.bos_token_id, dtype=chunks.dtype, device=chunks.device)
-    return torch.cat([bos, chunks], 1)
+    """``seqs`` rows of a start token and ``seq_len - 1`` tokens of zoo/toy-lm's held-out text."""
+    return text_tokens(model, seqs, seq_len)
 
 
 def best_time(fn, repeats: int):

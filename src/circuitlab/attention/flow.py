@@ -357,8 +357,9 @@ def gradient_importance(model: ModelLike, prompts: Prompts, pos: int = -1, *, st
     max_memory = check_max_memory(max_memory)
     tokens = _tokens(model, prompts)
     pos = check_pos(pos, tokens.shape[1])
-    with torch.no_grad():
-        targets = [int(model(tokens[b:b + 1])[0, pos].argmax()) for b in range(tokens.shape[0])]
+    chunks = row_chunks(tokens.shape[0], row_bytes(model, tokens.shape[1], logits=model.cfg.d_vocab_out), max_memory)
+    with torch.no_grad():  # the clean top predictions, batched like the other passes
+        targets = [int(t) for sl in chunks for t in model(tokens[sl])[:, pos].argmax(-1).tolist()]
     ig = integrated_gradients(model, tokens, Probability(targets, pos=pos, log=True, model=model), baseline="pad",
                               steps=steps, max_memory=max_memory)
     values = ig.values * tokens.shape[0]  # the metric is the mean over prompts: each prompt's own attribution
@@ -381,7 +382,9 @@ def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual:
     over the input tokens ``0..pos`` of each prompt, ``values[method, prompt]`` (methods :data:`METHODS`).
     ``reference="ablation"`` (the default) is input-ablation importance (:func:`ablation_importance`, the paper's
     "blank-out"), ``"gradients"`` integrated gradients (:func:`gradient_importance`; the paper uses input
-    gradients). ``meta["mean"]`` holds the mean over prompts per method. NaN where a score is constant.
+    gradients). ``meta["mean"]`` holds the mean over prompts per method, ``meta["scores"]`` each method's token
+    scores and the reference's, ``[prompt, key]``. NaN where a score is constant. The attention maps are read once
+    for the three methods.
 
     With ``skip_bos`` (the default), position 0 is left out where every prompt starts with the tokenizer's start
     token: it is an attention sink that holds most of the rollout and flow, and replacing it (often by itself, the
@@ -397,10 +400,17 @@ def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual:
         raise InputError(f"skip_bos must be True or False; got {shorten(skip_bos)}.")
     bos = getattr(model.tokenizer, "bos_token_id", None) if model.tokenizer is not None else None
     first = 1 if skip_bos and bos is not None and bool((tokens[:, 0] == bos).all()) and pos > 0 else 0
+    solver = check_solver(solver)
+    residual = check_residual(residual)
+    max_memory = check_max_memory(max_memory)
+    maps = _maps(model, tokens, max_memory)  # one pass for the three scores
+    mixed = mixed_attention(maps, residual)
+    causal = getattr(model.cfg, "attention_dir", "causal") == "causal"
     scores = {
-        "raw": raw_attention(model, tokens, pos, max_memory=max_memory).values,
-        "rollout": rollout(model, tokens, pos=pos, residual=residual, max_memory=max_memory).values,
-        "flow": attention_flow(model, tokens, pos, residual=residual, solver=solver, max_memory=max_memory).values,
+        "raw": maps[-1, :, pos],
+        "rollout": rollout_matrix(maps, residual).float()[:, pos],
+        "flow": torch.stack([flow_values(mixed[:, b], pos, causal, solver)
+                             for b in range(tokens.shape[0])]).float(),
     }
     if reference == "ablation":
         ablation = ablation_importance(model, tokens, pos, baseline=baseline, max_memory=max_memory).values
@@ -415,4 +425,5 @@ def correlations(model: ModelLike, prompts: Prompts, pos: int = -1, *, residual:
                   metric="Spearman correlation",
                   model=model_name(model), task=shorten(tokens.tolist()),
                   meta={"pos": pos, "residual": residual, "first": first, "reference": reference,
+                        "scores": {**scores, reference: ablation},
                         "mean": {m: float(values[i].nanmean()) for i, m in enumerate(METHODS)}})

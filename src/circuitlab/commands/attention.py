@@ -67,46 +67,43 @@ def _patterns(model, args) -> list:
 
 
 def _rollout(model, args) -> list:
-    from circuitlab.attention.flow import (ablation_importance, attention_flow, correlations, raw_attention,
-                                           rollout)
-    from circuitlab.core import str_tokens, to_tokens
+    import torch
+
+    from circuitlab.attention.flow import correlations
+    from circuitlab.core import position_labels, str_tokens, to_tokens
+    from circuitlab.results import Result
 
     if args.prompt is None:
         raise InputError("attention rollout needs --prompt: the text whose last position is explained.")
     tokens = to_tokens(model, prompt_arg(model, args.prompt))
     if tokens.shape[1] < 3:
         raise InputError(f"--prompt {quote(args.prompt)} has {tokens.shape[1]} tokens; give a prompt of 3 or more.")
-    scores = {"raw": raw_attention(model, tokens), "rollout": rollout(model, tokens),
-              "flow": attention_flow(model, tokens), "ablation": ablation_importance(model, tokens)}
-    corr = correlations(model, tokens)
+    corr = correlations(model, tokens)  # raw, rollout, flow and ablation, each computed once
+    scores = corr.meta["scores"]
     print(f"{'token':>16}  " + "  ".join(f"{k:>9}" for k in scores))
     for j, s in enumerate(str_tokens(model, tokens[0])):
-        print(f"{s!r:>16}  " + "  ".join(f"{float(r.values[0, j]):9.3f}" for r in scores.values()))
+        print(f"{s!r:>16}  " + "  ".join(f"{float(v[0, j]):9.3f}" for v in scores.values()))
     print("Spearman with ablation (start token left out): " +
           ", ".join(f"{m} {v:+.2f}" for m, v in corr.meta["mean"].items()))
-    return [*scores.values(), corr]
+    table = Result(values=torch.stack([v[0].float() for v in scores.values()]), axes=("score", "key"),
+                   labels={"score": list(scores), "key": position_labels(model, tokens)},
+                   title="Token scores for the last position", metric="score", model=corr.model, task=corr.task)
+    return [table, corr]
 
 
 def _prune(model, args) -> list:
     from circuitlab.attention.importance import prune_curve
     from circuitlab.core import read_text_file
+    from circuitlab.reproduce.attention_as_explanation import text_tokens
 
-    if args.data:
-        text = read_text_file(args.data, "--data file")
-    else:
-        from circuitlab.reproduce.attention_as_explanation import HELDOUT
-
-        text = HELDOUT.read_text()
-    ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
-    body = args.seq_len - 1
-    if body < 1 or len(ids) < args.n * body:
-        raise InputError(f"the text has {len(ids)} tokens; -n {args.n} sequences of --seq-len {args.seq_len} need "
-                         f"{args.n * max(body, 1)}: give a longer --data file or smaller -n / --seq-len (>= 2).")
-    import torch
-
-    chunks = ids[: args.n * body].reshape(args.n, body)
-    start = model.tokenizer.bos_token_id if model.tokenizer.bos_token_id is not None else model.tokenizer.eos_token_id
-    tokens = torch.cat([torch.full((args.n, 1), start, dtype=chunks.dtype, device=chunks.device), chunks], 1)
+    text = read_text_file(args.data, "--data file") if args.data else None
+    if args.seq_len < 2:
+        raise InputError(f"--seq-len {args.seq_len} leaves no token to predict after the start token: use 2 or more.")
+    try:
+        tokens = text_tokens(model, args.n, args.seq_len, text=text)
+    except InputError as err:
+        raise InputError(f"{err} -n {args.n} sequences of --seq-len {args.seq_len}: give a longer --data file or "
+                         "smaller -n / --seq-len.") from None
     curve = prune_curve(model, tokens, args.order, fractions_pruned=(0, .1, .2, .3, .4, .5, .6, .7, .8),
                         seed=args.seed)
     base = curve.meta["base_loss"]

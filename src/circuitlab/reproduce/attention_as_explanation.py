@@ -14,7 +14,7 @@ model), tokenised by each model: sequences of a start token and ``n - 1`` tokens
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Optional
 
 import torch
 from jaxtyping import Int
@@ -28,17 +28,20 @@ from circuitlab.engine.collect import is_encoder
 from circuitlab.errors import InputError
 from circuitlab.reproduce.registry import Citation, Finding, Measurement, NotApplicable, register, verdict
 
-HELDOUT = Path(__file__).resolve().parent.parent / "zoo" / "weights" / "toy-lm" / "heldout.txt"
+def text_tokens(model, seqs: int, seq_len: int, skip: int = 0, text: Optional[str] = None
+                ) -> Int[Tensor, "batch pos"]:
+    """``seqs`` rows of a start token and ``seq_len - 1`` tokens of running text (``text``, by default zoo/toy-lm's
+    held-out text: :func:`circuitlab.zoo.toy_lm.load_heldout_text`), after skipping ``skip`` rows' worth (so that
+    two calls with different ``skip`` never share text)."""
+    if text is None:
+        from circuitlab.zoo.toy_lm import load_heldout_text
 
-
-def text_tokens(model, seqs: int, seq_len: int, skip: int = 0) -> Int[Tensor, "batch pos"]:
-    """``seqs`` rows of a start token and ``seq_len - 1`` tokens of held-out running text, after skipping ``skip``
-    rows' worth (so that two calls with different ``skip`` never share text)."""
-    ids = model.to_tokens(HELDOUT.read_text(), prepend_bos=False, truncate=False)[0]
+        text = load_heldout_text()
+    ids = model.to_tokens(text, prepend_bos=False, truncate=False)[0]
     body = seq_len - 1
     need = (skip + seqs) * body
     if len(ids) < need:
-        raise InputError(f"the held-out text has {len(ids)} tokens under this tokenizer; {need} are needed.")
+        raise InputError(f"the text has {len(ids)} tokens under this tokenizer; {need} are needed.")
     chunks = ids[skip * body: need].reshape(seqs, body)
     tok = model.tokenizer
     start = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
