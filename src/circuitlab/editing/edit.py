@@ -39,6 +39,7 @@ from transformer_lens import HookedTransformer
 
 from circuitlab.core import (check_count, check_finite, check_known_words, check_mlp_layer, check_number, readout,
                              shorten, to_tokens)
+from circuitlab.engine.collect import run_hooks
 from circuitlab.errors import InputError
 from circuitlab.tracing import subject_span
 
@@ -323,8 +324,8 @@ def subject_keys(model: HookedTransformer, layer: int, contexts: list[tuple[list
     def keep(act: Tensor, hook=None) -> None:
         got["k"] = act[torch.arange(act.shape[0]), torch.tensor(rows.subject_last)].double()
 
-    model.run_with_hooks(rows.batch(pad_id(model), model.cfg.device), stop_at_layer=layer + 1,
-                         fwd_hooks=[(f"blocks.{layer}.mlp.hook_post", keep)])
+    run_hooks(model, rows.batch(pad_id(model), model.cfg.device), [(f"blocks.{layer}.mlp.hook_post", keep)],
+              stop=layer + 1)
     check_finite(model, None, f"the MLP keys of layer {layer}", got["k"])
     return got["k"].mean(0).cpu()
 

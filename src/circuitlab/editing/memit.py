@@ -39,6 +39,7 @@ from circuitlab.editing.edit import (Edit, check_covariance, check_edit_layers, 
                                      check_request, check_requests, context_prefixes, essence_rows, optimise_delta,
                                      prefixed, rewrite_rows, subject_keys)
 from circuitlab.editing.rome import default_layer
+from circuitlab.engine.collect import run_hooks
 from circuitlab.errors import InputError
 
 __all__ = ["memit", "memit_update", "default_layers", "default_mom2_weight"]
@@ -81,8 +82,8 @@ def _resid_at(model, layer: int, tokens: list[list[int]], positions: list[int]) 
         def keep(act, hook=None):
             got["h"] = act[0, p].double().cpu()
 
-        model.run_with_hooks(torch.tensor([toks], device=model.cfg.device), stop_at_layer=layer + 1,
-                             fwd_hooks=[(f"blocks.{layer}.hook_resid_post", keep)])
+        run_hooks(model, torch.tensor([toks], device=model.cfg.device), [(f"blocks.{layer}.hook_resid_post", keep)],
+                  stop=layer + 1)
         out.append(got["h"])
     return torch.stack(out)
 
