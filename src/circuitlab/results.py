@@ -42,13 +42,24 @@ class Renderable(Protocol):
 
 
 class Rendered:
-    """``to_html`` and Jupyter display for results: both go to :func:`circuitlab.render.to_html`."""
+    """``to_html`` and Jupyter display for results: both go to :func:`circuitlab.render.to_html`; ``to_dict`` and
+    ``to_json`` give the library's serialisation (:func:`to_jsonable`)."""
 
     def to_html(self, **options: Any) -> str:
         """An HTML fragment showing this result (see :mod:`circuitlab.render`)."""
         from circuitlab.render import to_html
 
         return to_html(self, **options)
+
+    def to_dict(self) -> dict[str, Any]:
+        """This result as plain JSON-ready data (:func:`to_jsonable`): ``kind``, values, axes, labels, meta."""
+        return to_jsonable(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        """:meth:`to_dict` as a JSON string (strict JSON: no NaN literals, see :func:`to_jsonable`)."""
+        import json
+
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
 
     def _repr_html_(self) -> str:  # Jupyter displays results by itself
         return self.to_html()
@@ -318,3 +329,127 @@ class Bundle(Rendered):
     def __repr__(self) -> str:
         inner = ",\n  ".join(f"{name}={r!r}".replace("\n", "\n  ") for name, r in self.results().items())
         return f"{type(self).__name__}(\n  {inner})"
+
+
+# -- serialisation ------------------------------------------------------------------------------------------
+_FLOAT_WORDS = {"Infinity": float("inf"), "-Infinity": float("-inf")}
+
+
+def _number(x: Any) -> Any:
+    """A float for strict JSON: NaN becomes ``None``, infinities the strings ``"Infinity"`` / ``"-Infinity"``."""
+    if isinstance(x, float):
+        if x != x:
+            return None
+        if x in (float("inf"), float("-inf")):
+            return "Infinity" if x > 0 else "-Infinity"
+    return x
+
+
+def _nested(values: list) -> list:
+    return [_nested(v) if isinstance(v, list) else _number(v) for v in values]
+
+
+def _tensor(t: Tensor) -> dict[str, Any]:
+    data = t.detach().cpu()
+    if data.dtype in (torch.bfloat16, torch.float16):
+        data = data.float()
+    return {"dtype": str(t.dtype).removeprefix("torch."), "shape": list(t.shape),
+            "data": _nested(data.tolist()) if data.ndim else _number(data.item())}
+
+
+def to_jsonable(obj: Any) -> Any:
+    """Plain JSON-ready data for a result and anything it holds: the library's one serialisation.
+
+    - a :class:`Result` (or subclass): ``{"kind": class name, "values": {dtype, shape, data}, "axes", "labels",
+      "title", "metric", "model", "task", "meta"}`` plus the subclass's own fields (``token_ids``, ``tokens`` of
+      :class:`TopTokens`, per-prompt values, ...);
+    - a :class:`Bundle` or any other dataclass: ``{"kind": class name, "fields": {name: value, ...}}``;
+    - a tensor or NumPy array: ``{"dtype", "shape", "data"}`` (nested lists; bfloat16/float16 as float32 numbers);
+    - floats: NaN as ``null``, infinities as ``"Infinity"`` / ``"-Infinity"`` (strict JSON has neither);
+    - dicts (keys as strings), lists, tuples and sets as lists; paths as strings; anything else as ``repr``.
+
+    :func:`from_jsonable` turns a :class:`Result` / :class:`TopTokens` back into the object (values to the last bit
+    for float32 and float64: JSON numbers are written with Python's shortest round-trip ``repr``).
+    """
+    import dataclasses
+    import enum
+    import pathlib
+
+    if isinstance(obj, Result):
+        out: dict[str, Any] = {"kind": type(obj).__name__}
+        for f in dataclasses.fields(obj):
+            value = getattr(obj, f.name)
+            out[f.name] = list(value) if f.name == "axes" else to_jsonable(value)
+        return out
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {"kind": type(obj).__name__,
+                "fields": {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}}
+    if isinstance(obj, Tensor):
+        return _tensor(obj)
+    if isinstance(obj, (bool, int, str)) or obj is None:
+        return obj
+    if isinstance(obj, float):
+        return _number(obj)
+    if isinstance(obj, enum.Enum):
+        return to_jsonable(obj.value)
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    if isinstance(obj, (set, frozenset)):
+        return sorted((to_jsonable(v) for v in obj), key=repr)
+    if isinstance(obj, pathlib.PurePath):
+        return str(obj)
+    module = type(obj).__module__
+    if module == "numpy":  # NumPy scalars and arrays, without importing NumPy here
+        return _tensor(torch.as_tensor(obj)) if hasattr(obj, "shape") and obj.shape else to_jsonable(obj.item())
+    return repr(obj)
+
+
+def _unnumber(x: Any) -> Any:
+    if x is None:
+        return float("nan")
+    if isinstance(x, str):
+        return _FLOAT_WORDS[x]
+    return x
+
+
+def _untensor(d: dict[str, Any]) -> Tensor:
+    data = d["data"]
+    dtype = getattr(torch, d["dtype"])
+    if dtype.is_floating_point:
+        data = _nested_back(data) if isinstance(data, list) else _unnumber(data)
+    return torch.tensor(data, dtype=dtype).reshape(d["shape"])
+
+
+def _nested_back(values: list) -> list:
+    return [_nested_back(v) if isinstance(v, list) else _unnumber(v) for v in values]
+
+
+def _is_tensor(d: Any) -> bool:
+    return isinstance(d, dict) and set(d) == {"dtype", "shape", "data"}
+
+
+def from_jsonable(data: dict[str, Any]) -> "Result":
+    """The :class:`Result` or :class:`TopTokens` that :func:`to_jsonable` wrote (tensors in ``meta`` come back as
+    tensors). Other kinds (bundles, subclasses with fields of their own) are not rebuilt: read their dicts."""
+    if not isinstance(data, dict) or data.get("kind") not in ("Result", "TopTokens"):
+        kind = data.get("kind") if isinstance(data, dict) else type(data).__name__
+        raise InputError(f"from_jsonable rebuilds a Result or TopTokens; got kind {kind!r}. Read other kinds "
+                         f"as the dictionaries they are.")
+
+    def back(v: Any) -> Any:
+        if _is_tensor(v):
+            return _untensor(v)
+        if isinstance(v, dict):
+            return {k: back(x) for k, x in v.items()}
+        if isinstance(v, list):
+            return [back(x) for x in v]
+        return v
+
+    common = dict(values=_untensor(data["values"]), axes=tuple(data["axes"]), labels=data["labels"],
+                  title=data["title"], metric=data["metric"], model=data["model"], task=data["task"],
+                  meta=back(data["meta"]))
+    if data["kind"] == "TopTokens":
+        return TopTokens(**common, token_ids=_untensor(data["token_ids"]), tokens=data["tokens"])
+    return Result(**common)
