@@ -23,6 +23,7 @@ from __future__ import annotations
 import functools
 import math
 import re
+import sys
 import weakref
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence, Union
@@ -953,8 +954,24 @@ def metric_name(metric: Any) -> str:
 
 def progress_bar(iterable: Optional[Iterable] = None, *, progress: bool, desc: str, total: Optional[int] = None,
                  unit: str = "it"):
-    """The package's one progress bar: tqdm, shown when ``progress`` is true, cleared when done."""
-    return _tqdm()(iterable, total=total, desc=desc, unit=unit, disable=not progress, leave=False)
+    """The package's one progress bar: tqdm on stderr, cleared when done; drawn when ``progress`` is true and
+    :func:`progress_visible` (stderr is a terminal, or this runs in a notebook), so output piped or captured to a
+    file never holds bars or their escape codes, and stdout carries only the findings."""
+    show = progress and progress_visible()
+    return _tqdm()(iterable, total=total, desc=desc, unit=unit, disable=not show, leave=False, file=sys.stderr)
+
+
+def progress_visible() -> bool:
+    """Whether a progress bar can be seen: stderr is a terminal, or the code runs in a Jupyter kernel (where
+    tqdm draws a widget, or a text bar that the notebook redraws in place)."""
+    try:
+        if sys.stderr is not None and sys.stderr.isatty():
+            return True
+    except (AttributeError, ValueError):  # no isatty, or a closed stream
+        pass
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
+    return type(shell).__name__ == "ZMQInteractiveShell"
 
 
 @functools.lru_cache(maxsize=None)
