@@ -3,7 +3,8 @@
 Each subcommand lives in its own file in ``circuitlab/commands/``: a small function that parses its arguments,
 calls the library and prints a readable summary; the analysis itself lives in the library so that notebooks
 and the CLI give the same numbers. This module holds what they share: the registry (:func:`command`), the
-options every analysis spells the same way (``--model/-m``, ``--out/-o``, ``--quiet/-q``), the argument types
+options every analysis spells the same way (``--model/-m``, ``--out/-o``, ``--quiet/-q``, and ``--json``, which
+:func:`build_parser` gives every command), the argument types
 (:func:`positive_int` for every count, :func:`seed_int` for every seed), options that only make sense together
 (:func:`requires`), the parsers of prompts and answers given on the command line, the report writer, and
 :func:`main`.
@@ -11,11 +12,21 @@ options every analysis spells the same way (``--model/-m``, ``--out/-o``, ``--qu
 Start-up stays fast: this module and the command files import nothing heavy at module level (no torch, no
 TransformerLens); each command imports the library inside its ``run``, so ``--help`` and argument errors answer
 at once.
+
+Output streams: stdout carries the findings only; progress bars go to stderr, and only on a terminal
+(:func:`circuitlab.core.progress_bar`). With ``--json`` stdout carries one JSON object and nothing else (the text
+summary is dropped; "wrote FILE" notes go to stderr): ``{"kind": "CommandOutput", "command": NAME, "results":
+{name: value}, "reports": [paths]}``, each value in the library's serialisation
+(:func:`circuitlab.results.to_jsonable`; a Result comes back with :func:`circuitlab.results.from_jsonable`). A
+command names what it computed with :func:`emit`; what it passes to :func:`write_report` is captured too, so a
+new command gets ``--json`` without a line of its own (see docs/cli-json.md).
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import os
 import sys
 from pathlib import Path
@@ -24,13 +35,19 @@ from typing import Any, Callable, Sequence
 from circuitlab.errors import CircuitlabError, InputError
 
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+#: what each command's ``--json`` output holds (its ``results`` names), shown in ``circuitlab NAME --help``
+JSON_SHAPES: dict[str, str] = {}
 
 
-def command(name: str, help: str):
-    """Register ``circuitlab NAME``: decorate a ``run(args) -> exit code``; ``run.arguments(parser)`` adds options."""
+def command(name: str, help: str, json: str | None = None):
+    """Register ``circuitlab NAME``: decorate a ``run(args) -> exit code``; ``run.arguments(parser)`` adds options.
+
+    ``json`` says what ``--json`` prints under ``results`` (the names given to :func:`emit`), for the help."""
 
     def wrap(run: Callable[[argparse.Namespace], int]):
         COMMANDS[name] = (help, getattr(run, "arguments", lambda p: None), run)
+        if json:
+            JSON_SHAPES[name] = json
         return run
 
     return wrap
@@ -118,8 +135,120 @@ def add_out_option(p: argparse.ArgumentParser, default: str | None = None) -> No
 
 
 def add_quiet_option(p: argparse.ArgumentParser) -> None:
-    """``--quiet/-q``: no progress bars (the library's ``progress=not args.quiet``)."""
-    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars")
+    """``--quiet/-q``: no progress bars (the library's ``progress=not args.quiet``; bars are drawn on stderr and only
+    when it is a terminal, so piped output never has them)."""
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress bars (they go to stderr, and only to a "
+                                                             "terminal)")
+
+
+def add_json_option(p: argparse.ArgumentParser, shape: str | None = None) -> None:
+    """``--json``: print one JSON object on stdout instead of the text summary (see :func:`emit`).
+
+    :func:`build_parser` adds it to every command (a command need not call this); ``shape`` says what ``results``
+    holds for this command."""
+    what = f" results: {shape}." if shape else ""
+    p.add_argument("--json", action="store_true",
+                   help='print one JSON object on stdout and nothing else: {"kind": "CommandOutput", "command", '
+                        '"results": {name: value}, "reports": [files written]}, each value in circuitlab\'s '
+                        f"serialisation (results.to_jsonable; load a Result back with results.from_jsonable).{what} "
+                        "Reports (-o) are still written; notes go to stderr")
+
+
+# ---------------------------------------------------------------------------------------------------------
+# --json: what a command computed, as data
+# ---------------------------------------------------------------------------------------------------------
+
+#: the ``--json`` output being gathered for the command running now (``None`` when not in JSON mode)
+_json_output: dict[str, Any] | None = None
+
+
+def json_mode() -> bool:
+    """Whether the command running now was given ``--json`` (its text output is then dropped)."""
+    return _json_output is not None
+
+
+def emit(**named: Any) -> None:
+    """Name what the command computed, for ``--json``: ``emit(trace=res, clean_prob=0.83)``.
+
+    Values are results (:class:`~circuitlab.results.Result`, bundles, dataclasses) or plain data (numbers,
+    strings, lists, dicts); each is written with :func:`circuitlab.results.to_jsonable` under ``results``. Without
+    ``--json`` this does nothing, so a command calls it unconditionally. A later ``emit`` of a name replaces it."""
+    if _json_output is None:
+        return
+    for name, value in named.items():
+        _json_output["results"][name] = value
+
+
+def report_data(items: Sequence[Any]) -> list[Any]:
+    """The data among report items: results, bundles and other dataclasses, looking inside
+    :class:`~circuitlab.render.Section`\\ s; not the views and HTML of :mod:`circuitlab.render`."""
+    import dataclasses
+
+    found = []
+    for item in items:
+        module = type(item).__module__
+        if module.startswith("circuitlab.render"):
+            found += report_data(getattr(item, "items", None) or [])  # a Section's items; a view has none
+        elif dataclasses.is_dataclass(item) and not isinstance(item, type):
+            found.append(item)
+    return found
+
+
+def _capture(items: Sequence[Any]) -> None:
+    """In JSON mode, for a command that has named nothing with :func:`emit`, keep the data of its report's items
+    (:func:`report_data`), each under its class name in snake case (``InductionCircuit`` -> ``induction_circuit``):
+    a new command's ``--json`` holds what its report shows before it names anything itself."""
+    import re
+
+    if _json_output is None or _json_output["results"]:
+        return
+    results = _json_output["results"]
+    for item in report_data(items):
+        base = re.sub(r"(?<!^)(?=[A-Z])", "_", type(item).__name__).lower()
+        name, n = base, 2
+        while name in results:
+            name, n = f"{base}_{n}", n + 1
+        results[name] = item
+
+
+def record_report(path: str | Path) -> None:
+    """Say, in the ``--json`` output's ``reports``, that a file was written (:func:`write_report` does it)."""
+    if _json_output is not None:
+        _json_output["reports"].append(str(path))
+
+
+def note(text: str) -> None:
+    """A line about the run rather than a finding ("wrote FILE"): on stdout, or on stderr under ``--json``."""
+    print(text, file=sys.stderr if json_mode() else sys.stdout)
+
+
+def _run_json(args: argparse.Namespace) -> int:
+    """Run the command with its text output dropped, then print what it named with :func:`emit` as one JSON
+    object.
+
+    A command that names nothing and writes no report gets its printed lines as ``text`` (so the output is still
+    JSON); a :class:`~circuitlab.errors.CircuitlabError` prints no JSON (one line on stderr, as always)."""
+    import json
+
+    global _json_output
+    real_stdout = sys.stdout
+    _json_output = {"results": {}, "reports": []}
+    try:
+        dropped = io.StringIO()
+        with contextlib.redirect_stdout(dropped):
+            code = int(args._run(args) or 0)
+        from circuitlab.results import to_jsonable
+
+        payload: dict[str, Any] = {"kind": "CommandOutput", "command": args.command, "exit_code": code,
+                                   "results": to_jsonable(_json_output["results"]),
+                                   "reports": _json_output["reports"]}
+        if not _json_output["results"]:
+            payload["text"] = dropped.getvalue().splitlines()
+        real_stdout.write(json.dumps(payload, allow_nan=False) + "\n")
+        real_stdout.flush()
+        return code
+    finally:
+        _json_output = None
 
 
 def check_out(out: str | Path | None, option: str = "--out") -> Path | None:
@@ -157,7 +286,7 @@ def prepare_out(out: str | Path | None, option: str = "--out") -> Path | None:
         except OSError as exc:
             raise InputError(f"{option} {out}: could not create the folder {path.parent} ({exc.strerror}); "
                              f"choose another path for {option}") from None
-        print(f"created folder {path.parent} for {option}")
+        note(f"created folder {path.parent} for {option}")
     return path
 
 
@@ -166,6 +295,7 @@ def write_report(items: Sequence[Any], out: str | Path | None, title: str, intro
 
     Missing parent folders are created (and said so); an unusable path is an error naming ``--out``.
     """
+    _capture(items)
     path = prepare_out(out)
     if path is None:
         return None
@@ -176,7 +306,8 @@ def write_report(items: Sequence[Any], out: str | Path | None, title: str, intro
     except OSError as exc:
         raise InputError(f"--out {out}: could not write the report ({exc.strerror}); choose another path for "
                          "--out") from None
-    print(f"wrote {path}")
+    record_report(path)
+    note(f"wrote {path}")
     return path
 
 
@@ -226,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (help, add_args, run) in COMMANDS.items():
         p = sub.add_parser(name, help=help, description=help)
         add_args(p)
+        if "--json" not in p._option_string_actions:  # every command takes --json; a command may add its own
+            add_json_option(p, JSON_SHAPES.get(name))
         p.set_defaults(_run=run)
         parser.commands[name] = p
     return parser
@@ -253,6 +386,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         check_out(getattr(args, "out", None))  # before any work: a bad --out should not cost a model load
+        if getattr(args, "json", False):
+            return _run_json(args)
         return int(args._run(args) or 0)
     except CircuitlabError as exc:
         print(f"circuitlab: error: {exc}", file=sys.stderr)

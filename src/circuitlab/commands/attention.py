@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, prompt_arg,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, positive_int, prompt_arg,
                             quote, seed_int, write_report)
 from circuitlab.errors import InputError
 
@@ -63,6 +63,7 @@ def _patterns(model, args) -> list:
     per_layer = Result(values=tax.meta["per_layer"], axes=("layer", "class"), labels={"class": list(CLASSES)},
                        title=f"Attention-pattern classes per layer ({tax.meta['inputs']})", metric="share of heads",
                        model=tax.model, task=tax.task)
+    emit(per_layer=per_layer, taxonomy=tax, classifier_accuracy=acc)
     return [per_layer, tax, acc]
 
 
@@ -88,6 +89,7 @@ def _rollout(model, args) -> list:
     table = Result(values=torch.stack([v[0].float() for v in scores.values()]), axes=("score", "key"),
                    labels={"score": list(scores), "key": position_labels(model, tokens)},
                    title="Token scores for the last position", metric="score", model=corr.model, task=corr.task)
+    emit(token_scores=table, correlations=corr)
     return [table, corr]
 
 
@@ -110,6 +112,7 @@ def _prune(model, args) -> list:
     print(f"LM loss with heads masked in {args.order} order ({args.n} sequences of {args.seq_len} tokens):")
     for f, count, loss in zip(curve.meta["fractions"], curve.meta["counts"], curve.values.tolist()):
         print(f"  {f:4.0%} ({count:3d} heads)  {loss:8.4f}  ({(loss - base) / base:+.1%})")
+    emit(prune_curve=curve)
     return [curve]
 
 
@@ -135,4 +138,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 run.arguments = arguments
-command("attention", "attention as explanation: pattern classes, rollout and flow, head pruning")(run)
+command("attention", "attention as explanation: pattern classes, rollout and flow, head pruning",
+        json="patterns: per_layer (Result: share of heads per layer and class), taxonomy (Result: each head's "
+             "class per input), classifier_accuracy (Result); rollout: token_scores (Result: raw, rollout, flow, "
+             "ablation per key), correlations (Result: Spearman with ablation; the scores in meta); prune: "
+             "prune_curve (Result: LM loss per fraction of heads masked, base_loss, counts and order in meta)")(run)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, emit, positive_int,
                             prompt_arg, write_report)
 
 
@@ -57,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
     for idx, v in dla.top(args.top, absolute=True):
         print(f"  {dla.label_of(idx):<28} {v:+.4f}")
     items = [dla]
+    emit(attribution=dla, all_components=total)
     if not args.no_lens:
         lens = logit_lens(model, prompt, answer=answer, pos=args.pos)
         print("logit lens (each layer's residual through the final norm and unembedding):")
@@ -66,6 +67,7 @@ def run(args: argparse.Namespace) -> int:
             rank = int(lens.answer_rank.values[0, li])
             print(f"  {lab:<6} {logit:8.3f} {prob:7.3f} {rank:6d}  {lens.top.tokens[li][0]}")
         items.append(lens)
+        emit(logit_lens=lens)
     against = f", against {args.wrong!r}" if args.wrong else ""
     intro = f"Prompt {args.prompt!r}, answer {args.answer!r}{against}."
     write_report(items, args.out, title=f"Logit attribution: {model.cfg.model_name or args.model}", intro=intro)
@@ -73,4 +75,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 run.arguments = arguments
-command("attribute", "direct logit attribution and logit lens for one prompt")(run)
+command("attribute", "direct logit attribution and logit lens for one prompt",
+        json="attribution (DLAResult split --by, with model_logit and per_prompt), all_components (DLAResult by "
+             "component: every direct term), logit_lens (LogitLens: answer logit, prob, rank and top tokens per "
+             "layer; absent with --no-lens)")(run)

@@ -29,8 +29,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
-                           write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, positive_int, quote,
+                            seed_int, write_report)
 
 TASKS = ("induction", "ioi")
 METHODS = ("eap", "eap-ig", "acdc")
@@ -158,8 +158,18 @@ def run(args: argparse.Namespace) -> int:
     circuit.title = f"{args.method} circuit ({args.task}): {how}"
     intro = f"Model {name}; task: {described}. Method {args.method}: {how}."
     items = [circuit] + (reference_rocs(model, scores) if args.task == "induction" else [])
+    emit(circuit=circuit_data(circuit), method=args.method, task=described, graph_edges=scores.graph.n_edges,
+         clean_value=clean_v, corrupted_value=corrupted_v, **{f"roc_{c.meta['level']}": c for c in items[1:]})
     write_report(items, args.out, title=f"Circuit: {args.task} in {name} ({args.method})", intro=intro)
     return 0
+
+
+def circuit_data(circuit) -> dict:
+    """A circuit as plain data for ``--json``: its edges as ``\"sender -> receiver\"``, their scores (or None),
+    and the title, metric, model, task and meta of the circuit."""
+    return {"kind": "Circuit", "edges": [f"{s} -> {r}" for s, r in circuit.edges], "scores": circuit.scores,
+            "title": circuit.title, "metric": circuit.metric, "model": circuit.model, "task": circuit.task,
+            "meta": circuit.meta}
 
 
 #: the largest graph whose induction reference the command establishes (one exact patch per candidate edge)
@@ -195,4 +205,7 @@ def reference_rocs(model, scores) -> list:
 
 
 run.arguments = arguments
-command("circuit", "find a task's circuit (EAP, EAP-IG or ACDC): top edges and an SVG graph of the circuit")(run)
+command("circuit", "find a task's circuit (EAP, EAP-IG or ACDC): top edges and an SVG graph of the circuit",
+        json="circuit ({kind: Circuit, edges: [\"sender -> receiver\"], scores, title, metric, model, task, meta}), "
+             "method, task, graph_edges, clean_value, corrupted_value; roc_edge and roc_node (RocCurve against "
+             "the induction reference, for --task induction)")(run)

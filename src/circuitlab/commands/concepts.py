@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, emit, positive_int,
                             prompt_arg, quote, write_report)
 
 
@@ -71,13 +71,16 @@ def ig_run(args: argparse.Namespace) -> int:
         print(f"  {tok!r:<24} {v:+.4f}")
     print(f"completeness: sum {m['sum']:.4f}; metric(input) - metric(baseline) = {m['metric_input']:.4f} - "
           f"{m['metric_baseline']:.4f} = {m['difference']:.4f}; gap {m['gap']:+.4f} ({100 * m['relative_gap']:.2g}%)")
+    emit(attributions=res)
     write_report([res], args.out, title=f"Token attributions: {model.cfg.model_name or args.model}",
                  intro=f"Prompt {args.prompt!r}; metric {what}.")
     return 0
 
 
 ig_run.arguments = ig_arguments
-command("ig", "integrated gradients (or gradient x input) of a prompt's tokens for a next-token score")(ig_run)
+command("ig", "integrated gradients (or gradient x input) of a prompt's tokens for a next-token score",
+        json="attributions (Result: one score per prompt token; method, baseline, steps and the completeness "
+             "check sum, metric_input, metric_baseline, gap in meta)")(ig_run)
 
 
 # -- tcav ----------------------------------------------------------------------------------------------------
@@ -116,6 +119,7 @@ def tcav_run(args: argparse.Namespace) -> int:
     res = sentiment_tcav(model, hooks=hooks, runs=args.runs, set_size=args.set_size, n_inputs=args.inputs,
                          n_random=args.random, words=words, progress=not args.quiet)
     print(res.summary())
+    emit(tcav=res)
     write_report([res], args.out, title=f"TCAV of sentiment concepts: {model.cfg.model_name or args.model}",
                  intro=f"Class score logit({words[1]!r}) - logit({words[0]!r}) on negative held-out reviews.")
     return 0
@@ -123,7 +127,8 @@ def tcav_run(args: argparse.Namespace) -> int:
 
 tcav_run.arguments = tcav_arguments
 command("tcav",
-        "TCAV of sentiment concepts (positive and neutral adjectives, animals) with significance tests")(tcav_run)
+        "TCAV of sentiment concepts (positive and neutral adjectives, animals) with significance tests",
+        json="tcav (the TCAV bundle: scores per concept and hook over runs, random baselines and p-values)")(tcav_run)
 
 
 # -- rationales ----------------------------------------------------------------------------------------------
@@ -156,6 +161,7 @@ def rationales_run(args: argparse.Namespace) -> int:
               f"{float(r.margin.values[i].mean()):+.3f}  per seed: "
               + " ".join(f"{100 * float(v):.0f}%" for v in r.accuracy.values[i]))
     print("prompt with IG rationales (seed 0, first query):\n" + r.prompts["ig"])
+    emit(rationales=r)
     write_report([r], args.out, title=f"Explanations as rationales (AMPLIFY): {model.cfg.model_name or args.model}",
                  intro="Few-shot accuracy without rationales, with a proxy classifier's integrated-gradients "
                        "rationales, and with random words of the same demonstrations.")
@@ -164,4 +170,6 @@ def rationales_run(args: argparse.Namespace) -> int:
 
 rationales_run.arguments = rationales_arguments
 command("rationales", "explanations as rationales (AMPLIFY): a proxy's IG rationales in few-shot prompts, against "
-                      "none and random")(rationales_run)
+                      "none and random",
+        json="rationales (the AMPLIFY bundle: accuracy and margin per condition and seed, proxy_accuracy, "
+             "the prompts)")(rationales_run)

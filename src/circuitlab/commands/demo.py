@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, command, prepare_out, seed_int
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, json_mode, note,
+                            prepare_out, record_report, report_data, seed_int)
 
 if TYPE_CHECKING:  # the library (torch, TransformerLens) loads inside run: `circuitlab --help` stays fast
     from circuitlab.tasks.copying import CopyTask
@@ -259,6 +260,12 @@ def run_demo(model: Any = DEFAULT_MODEL, out: str | Path = "report.html", seed: 
     return outcome
 
 
+def _snake(title: str) -> str:
+    import re
+
+    return re.sub(r"\W+", "_", title.lower()).strip("_")
+
+
 def arguments(p: argparse.ArgumentParser) -> None:
     add_model_option(p, default=DEFAULT_MODEL)
     add_out_option(p, default="report.html")
@@ -269,9 +276,19 @@ def arguments(p: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     prepare_out(args.out)  # an unusable --out is an error before the demo runs; missing folders are made
-    run_demo(args.model, args.out, seed=args.seed, progress=not args.quiet, ffn=not args.no_ffn)
+    outcome = run_demo(args.model, args.out, seed=args.seed, progress=not args.quiet, ffn=not args.no_ffn)
+    emit(findings=outcome.findings, skipped=outcome.skipped, seconds=outcome.seconds,
+         report_bytes=outcome.report_bytes, n_views=outcome.n_views,
+         **{_snake(section.title): data[0] if len(data) == 1 else data
+            for section in outcome.items for data in [report_data([section])]})
+    if json_mode():
+        note(f"wrote {outcome.path}")
+        record_report(outcome.path)
     return 0
 
 
 run.arguments = arguments
-command("demo", "run the induction circuit, patching and attribution on a zoo model and write an HTML report")(run)
+command("demo", "run the induction circuit, patching and attribution on a zoo model and write an HTML report",
+        json="findings (the headline lines), skipped, seconds, report_bytes, n_views, and each report section's "
+             "results: induction_circuit, activation_patching ([residual sweep, head sweep]), "
+             "direct_logit_attribution, ffn_key_value_memories")(run)

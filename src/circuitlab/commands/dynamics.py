@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_out_option, add_quiet_option, command, write_report
+from circuitlab.cli import add_out_option, add_quiet_option, command, emit, write_report
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -37,10 +37,14 @@ def run(args: argparse.Namespace) -> int:
         where = f"tokens {w.start:,.0f}-{w.end:,.0f} (moved {w.jump:.2f} of {w.span:.2f})" if w.found else "none"
         print(f"{name} phase change: {where}")
     print(f"coincide: {'yes' if phase.coincide else 'no'}")
+    emit(curves=curves, phase_changes=phase)
     write_report([HTML(curves_html(curves, phase), title="Training curves")], args.out,
                  title=f"Training curves: {curves.icl.model or args.model}")
     return 0
 
 
 run.arguments = arguments
-command("dynamics", "a model's training curves over its checkpoints and the phase changes in them")(run)
+command("dynamics", "a model's training curves over its checkpoints and the phase changes in them",
+        json="curves (TrainingCurves: per checkpoint step, tokens seen, prefix-matching and previous-token "
+             "scores per head, ICL score, held-out loss), phase_changes (the induction and ICL windows, "
+             "coincide)")(run)

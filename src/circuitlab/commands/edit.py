@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
-                            write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, note, positive_int,
+                            quote, seed_int, write_report)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -83,11 +83,14 @@ def run(args: argparse.Namespace) -> int:
         print(f"  succeeded: the new object now beats {old!r}; top prediction {model.to_string([top_after])!r}")
     else:
         print(f"  failed: {old!r} still beats the new object")
+    emit(method=args.method, layers=edit.layers, delta_norm=edit.norm(), new=args.new, old=old,
+         p_new=[float(before[0]), float(after[0])], p_old=[float(before[1]), float(after[1])],
+         top_after=model.to_string([top_after]), succeeded=bool(float(after[0]) > float(after[1])))
     if args.save:
         from circuitlab import save_model
 
         save_model(edit.new_model(model), args.save)
-        print(f"  edited model saved to {args.save}")
+        note(f"  edited model saved to {args.save}")
     if args.out:
         from circuitlab.results import Result
 
@@ -100,4 +103,6 @@ def run(args: argparse.Namespace) -> int:
 
 
 run.arguments = arguments
-command("edit", "write a new fact into a model (ROME or MEMIT) and show the probabilities before and after")(run)
+command("edit", "write a new fact into a model (ROME or MEMIT) and show the probabilities before and after",
+        json="method, layers, delta_norm (|delta W_out|), new and old (the objects), p_new and p_old ([before, "
+             "after]), top_after (the top prediction after the edit), succeeded (P(new) > P(old) after)")(run)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 from typing import Iterator
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, emit, positive_int,
                             prompt_arg, requires, write_report)
 from circuitlab.errors import InputError
 
@@ -82,11 +82,13 @@ def run(args: argparse.Namespace) -> int:
             print(f"  N{n:<6} m={float(sub.coefficients.values[0, n]):+8.3f}  "
                   f"score={float(sub.score.values[0, n]):+8.3f}  promotes {sub.promotes.tokens[0][j]}")
         items.append(sub)
+        emit(sub_updates=sub)
     if args.neuron is not None:
         vt = value_tokens(model, layer, args.neuron, k=args.k)
         print(f"L{layer} N{args.neuron} value vector promotes  {vt.promoted.tokens[0]}")
         print(f"{'':>{len(str(layer)) + len(str(args.neuron)) + 3}} and suppresses {vt.suppressed.tokens[0]}")
         items.append(vt)
+        emit(value_tokens=vt)
         if args.data:
             line_of: list[int] = []  # key_examples numbers the prompts it was given: 0, 1, ... (blank lines skipped)
 
@@ -100,6 +102,7 @@ def run(args: argparse.Namespace) -> int:
             for e in ke.examples:
                 print(f"  {e.activation:8.3f}  line {line_of[e.prompt]} pos {e.pos}: {e.text!r}")
             items.append(ke)
+            emit(key_examples=ke, example_lines=[line_of[e.prompt] for e in ke.examples])
     elif args.prompt is None:
         import torch
 
@@ -111,10 +114,14 @@ def run(args: argparse.Namespace) -> int:
             print(f"  N{n:<6} |v|={float(norms[n]):.3f}  promotes {vt.promoted.tokens[r]}  "
                   f"suppresses {vt.suppressed.tokens[r]}")
         items.append(vt)
+        emit(value_tokens=vt, neurons=top, value_norms=[float(norms[n]) for n in top])
     write_report(items, args.out, title=f"FFN key-value memories: {model.cfg.model_name or args.model}, "
                                         f"MLP layer {layer}")
     return 0
 
 
 run.arguments = arguments
-command("ffn", "MLP key-value memories: value tokens, sub-updates, top-activating contexts")(run)
+command("ffn", "MLP key-value memories: value tokens, sub-updates, top-activating contexts",
+        json="value_tokens (ValueTokens: promoted and suppressed tokens per neuron), with no --neuron or --prompt "
+             "also neurons and value_norms (the largest value vectors); sub_updates (SubUpdates, with --prompt); "
+             "key_examples (KeyExamples, with --data) and example_lines (each example's line in the file)")(run)

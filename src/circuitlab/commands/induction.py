@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
-                           write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, positive_int, seed_int,
+                            write_report)
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -29,9 +29,12 @@ def run(args: argparse.Namespace) -> int:
     circuit = find_induction_circuit(model, seq_len=args.seq_len, n_seqs=args.n_seqs, seed=args.seed,
                                      threshold=args.threshold, method=args.method, progress=not args.quiet)
     print(circuit.summary())
+    emit(induction_circuit=circuit)
     write_report([circuit], args.out, title=f"Induction circuit: {circuit.model or args.model}")
     return 0
 
 
 run.arguments = arguments
-command("induction", "find induction heads, previous-token heads and their composition; ablate to confirm")(run)
+command("induction", "find induction heads, previous-token heads and their composition; ablate to confirm",
+        json="induction_circuit (InductionCircuit: induction and previous-token scores per head, K-composition, "
+             "ablation losses, the heads found)")(run)

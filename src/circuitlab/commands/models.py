@@ -7,7 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from circuitlab.cli import command
+from circuitlab.cli import command, emit
 
 
 def arguments(p: argparse.ArgumentParser) -> None:
@@ -37,8 +37,16 @@ def run(args: argparse.Namespace) -> int:
                 print(f"{'':<{width}}    start token: {spec.start_token}: {spec.start_token_note}")
             if spec.cached:
                 print(f"{'':<{width}}    cache: {cache_dir(name)}")
+    emit(zoo=[{"name": e.name, "description": e.description, "path": e.path,
+               **({"card": e.card} if args.verbose else {})} for e in entries],
+         real=[{"name": name, "kind": spec.kind, "source": spec.source, "licence": spec.licence,
+                "description": spec.description, "installed": spec.installed, "install": spec.install,
+                "start_token": spec.start_token, "cache": cache_dir(name) if spec.cached else None}
+               for name, spec in real.items()])
     return 0
 
 
 run.arguments = arguments
-command("models", "list the models that load offline (the zoo and real models from PyPI)")(run)
+command("models", "list the models that load offline (the zoo and real models from PyPI)",
+        json="zoo (a list of {name, description, path; card with -v}), real (a list of {name, kind, source, "
+             "licence, description, installed, install, start_token, cache})")(run)

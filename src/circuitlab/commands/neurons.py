@@ -33,8 +33,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, quote, seed_int,
-                           write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, positive_int, quote,
+                            seed_int, write_report)
 
 KINDS = ("examples", "explain", "rank", "ablate", "compose")
 
@@ -150,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
                   f"{100 * page.histogram.meta['fraction_positive']:.1f}% of tokens; value promotes {promoted}")
             for i, e in enumerate(page.examples.examples):
                 print(f"  #{i + 1:<2} {e.activation:8.3f}  {e.token!r:<14} {' '.join(e.text.split())[:90]}")
+        emit(pages=pages)
         write_report(pages, args.out, title=f"Neurons of MLP layer {layer}: {name}",
                      intro=f"Top-activating contexts over {len(texts)} texts ({args.data}).")
         return 0
@@ -178,6 +179,7 @@ def run(args: argparse.Namespace) -> int:
     print("best explained:")
     for i in order[:5]:
         print(f"  L{layer} N{res.neurons[i]:<6} {float(s[i]):+.3f}  {res.explanations[i][:100]}")
+    emit(explanations=res)
     write_report([res, true_vs_simulated(res, order[0])], args.out, title=f"Neuron explanations, MLP layer {layer}: "
                  f"{name}", intro=f"{len(neurons)} neurons, {len(texts)} texts ({args.data}), seed {args.seed}.")
     return 0
@@ -201,6 +203,7 @@ def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
     for cls, labels in list(m.get("per_class", {}).items())[:12]:
         print(f"  {cls:<6} {', '.join(labels[:5])}")
     items = [ranking]
+    emit(ranking=ranking)
     if args.kind == "ablate":
         from circuitlab.neurons.ablation import PROTOCOLS, ablation_curves
 
@@ -210,6 +213,7 @@ def _rank(args: argparse.Namespace, model, layer: int, name: str) -> int:
         print(f"{curves.title or 'Ablation curves'} (test split; columns: k neurons)")
         print(table(curves, max_rows=60))
         items.append(curves)
+        emit(ablation_curves=curves)
     write_report(items, args.out, title=f"Neurons of MLP layer {layer} ({args.kind}): {name}",
                  intro=f"{len(sentences)} sentences ({args.labelled}), {args.task}, method {args.method}, seed "
                        f"{args.seed}; random selections: the mean of seeds {args.seed}..{args.seed + 2}.")
@@ -235,6 +239,7 @@ def _compose(args: argparse.Namespace, model, layer: int, name: str) -> int:
                                            for j, lab in enumerate(ex.by_length.labels["length"])))
     print("best explained:")
     print(ex.table(10))
+    emit(compositional=ex)
     write_report([ex], args.out, title=f"Compositional explanations, MLP layer {layer}: {name}",
                  intro=f"{len(sentences)} sentences ({args.labelled}), top {args.top:g} of words, formulas up to "
                        f"{args.max_length} concepts, {args.holdout:g} of the sentences held out, seed {args.seed}.")
@@ -243,4 +248,8 @@ def _compose(args: argparse.Namespace, model, layer: int, name: str) -> int:
 
 run.arguments = arguments
 command("neurons", "neurons: top-activating examples and pages; explain, simulate and score (n-gram baseline or "
-                   "an LLM)")(run)
+                   "an LLM)",
+        json="examples: pages (a list of NeuronPage: top examples, activation histogram, value tokens); explain: "
+             "explanations (ExplanationScores: each neuron's explanation and scores); rank: ranking (Result: "
+             "the score of each neuron, the order, the train/test split in meta); ablate: also ablation_curves; "
+             "compose: compositional (the formulas and IoU by length, per split)")(run)

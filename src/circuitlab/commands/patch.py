@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, emit, positive_int,
                             prompt_arg, write_report)
 
 
@@ -73,9 +73,12 @@ def run(args: argparse.Namespace) -> int:
         print(f"  {rank:>3}  {res.label_of(index):<{width}}  {value:10.4f}  {value - baseline:+10.4f}  {recovered}")
     intro = (f"Clean prompt {args.clean!r}, corrupted prompt {args.corrupted!r}; metric logit({args.answer!r}) - "
              f"logit({args.wrong!r}): {clean_v:+.4f} clean, {corrupted_v:+.4f} corrupted.")
+    emit(sweep=res)
     write_report([res], args.out, title=f"Activation patching: {model.cfg.model_name or args.model}", intro=intro)
     return 0
 
 
 run.arguments = arguments
-command("patch", "activation patching sweep (exact, batched): which activations carry the answer")(run)
+command("patch", "activation patching sweep (exact, batched): which activations carry the answer",
+        json="sweep (Result: the metric with each activation patched, by --by; clean_value and corrupted_value "
+             "in meta)")(run)

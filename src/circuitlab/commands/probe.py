@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, seed_int,
-                           write_report)
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, positive_int, seed_int,
+                            write_report)
 
 KINDS = ("pos", "structural", "heads", "pairs", "cloze", "edges", "depth", "gaussian", "coref")
 
@@ -170,6 +170,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"best layer by UUAS: {ex['layer']}; its tree of test sentence {ex['id'] or ex['sentence']}: "
                       f"{ex['correct']} of {ex['gold_edges']} gold edges (punctuation left out)")
         items = [res]
+        emit(sentences=len(sentences), data=args.data)
     elif args.kind == "coref":
         from circuitlab.probing import coreference_similarity
         from circuitlab.tasks.coreference import coreference_items
@@ -211,10 +212,14 @@ def run(args: argparse.Namespace) -> int:
             if skipped:
                 print(f"facts skipped (answer not one token): {skipped}")
             items = [res]
+    emit(probe=res)
     write_report(items, args.out, title=f"Probing ({args.kind}): {args.model}")
     return 0
 
 
 run.arguments = arguments
 command("probe", "probing: POS probes with control tasks, structural probes, attention heads, minimal pairs, "
-                 "cloze, edge probing")(run)
+                 "cloze, edge probing",
+        json="probe (the kind's Result or bundle, its meta holding the data split where there is one: the test "
+             "sentence ids and the sentences left out, with why), and for the sentence probes sentences (how "
+             "many) and data (the --data source)")(run)

@@ -17,7 +17,8 @@ from __future__ import annotations
 import argparse
 import textwrap
 
-from circuitlab.cli import add_out_option, add_quiet_option, command, positive_int, seed_int, write_report
+from circuitlab.cli import (add_out_option, add_quiet_option, command, emit, positive_int, report_data, seed_int,
+                            write_report)
 from circuitlab.errors import InputError
 
 
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
             print(f"{f.id}  [{f.papers()}]  ~{f.seconds:.1f} s on {f.models[0]}")
             print(textwrap.fill(f.claim, 110, initial_indent="    ", subsequent_indent="    "))
             print(f"    models: {', '.join(f.models)}")
+        emit(findings=[{"id": f.id, "papers": f.papers(), "claim": f.claim, "models": list(f.models),
+                        "seconds": f.seconds} for f in known.values()])
         return 0
     if args.all == bool(args.finding):
         raise InputError("give one finding id or --all (or --list to see the findings).")
@@ -77,6 +80,8 @@ def run(args: argparse.Namespace) -> int:
         runs = [run_finding(f, model=args.model, seed=args.seed) for f in chosen]
     for r in runs:
         _print_run(r)
+    emit(runs=[{**r.row(), "claim": r.finding.claim, "rule": r.finding.rule, "why": r.measurement.why,
+                "values": r.measurement.values, "evidence": report_data(r.measurement.evidence)} for r in runs])
     _print_table(runs, markdown=args.markdown)
     if args.out:
         from circuitlab.render import Section
@@ -126,4 +131,8 @@ def _text(r) -> str:
 
 
 run.arguments = arguments
-command("reproduce", "published findings as checks: published vs measured, with a verdict")(run)
+command("reproduce", "published findings as checks: published vs measured, with a verdict",
+        json="runs (a list, one per finding: the table row - finding, paper, published, published_model, measured, "
+             "model, verdict, seconds, seed - with claim, rule, why, values (the numbers behind the measured "
+             "figures) and evidence (the results shown in the report)); with --list: findings (id, papers, "
+             "claim, models, seconds)")(run)

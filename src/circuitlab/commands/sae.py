@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_model_option, add_quiet_option, command, positive_int, quote, seed_int
+from circuitlab.cli import add_model_option, add_quiet_option, command, emit, positive_int, quote, seed_int
 
 KINDS = ("train", "eval", "list")
 
@@ -88,10 +88,15 @@ def run(args: argparse.Namespace) -> int:
     if args.kind == "list":
         from circuitlab.features.sae import load_sae
 
+        listed = []
         for name in shipped_saes():
             sae = load_sae(name)
             print(f"{name}: {sae.cfg.architecture}, d_in {sae.cfg.d_in}, d_sae {sae.cfg.d_sae}"
                   f"{f', k {sae.cfg.k}' if sae.cfg.k else ''}, {sae.cfg.model_name} {sae.cfg.hook_name}")
+            listed.append({"name": name, "architecture": sae.cfg.architecture, "d_in": sae.cfg.d_in,
+                           "d_sae": sae.cfg.d_sae, "k": sae.cfg.k, "model": sae.cfg.model_name,
+                           "hook": sae.cfg.hook_name})
+        emit(saes=listed)
         return 0
     from circuitlab import load_model
 
@@ -123,13 +128,16 @@ def run(args: argparse.Namespace) -> int:
                          context_size=args.context_size, seed=args.seed, checkpoint=args.checkpoint,
                          progress=not args.quiet)
         s = run_.stats
+        saved = {}
         print(f"Trained {len(run_.saes)} {args.architecture} SAE(s) on {s['train_tokens']:,} tokens each in "
               f"{s['seconds']:.1f} s ({s['tokens_per_second']:,.0f} tokens/s per SAE)")
         for hook, sae in run_.saes.items():
             folder = save_sae(sae, Path(args.save) / hook)
+            saved[hook] = folder
             last = run_.history[hook][-1] if run_.history[hook] else {}
             print(f"  {hook}: {folder}  (last steps: FVU {last.get('fvu', float('nan')):.3f}, L0 "
                   f"{last.get('l0', float('nan')):.1f}, dead {last.get('dead', float('nan')):.1%})")
+        emit(stats=s, saved=saved, history=run_.history)
         return 0
     if not args.sae:
         raise InputError("sae eval needs --sae: a shipped SAE's name (e.g. toy-lm/res-2) or an SAE folder.")
@@ -150,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
     if isinstance(hook, int):
         hook = f"blocks.{hook}.hook_resid_post"
     ev = evaluate_sae(model, sae, texts, hook_name=hook, progress=not args.quiet)
+    emit(summary=ev.summary(), evaluation=ev)
     print(f"SAE {args.sae} on {model.cfg.model_name or args.model}, {ev.tokens:,} tokens:")
     for key, value in ev.summary().items():
         if key == "density_histogram":
@@ -162,4 +171,7 @@ def run(args: argparse.Namespace) -> int:
 
 run.arguments = arguments
 command("sae", "sparse autoencoders: train on hooks, evaluate (L0, explained variance, CE loss recovered, KL), list "
-               "the shipped ones")(run)
+               "the shipped ones",
+        json="list: saes (name, architecture, d_in, d_sae, k, model, hook); train: stats, saved (hook -> folder), "
+             "history (per hook, the logged steps); eval: summary (the printed metrics), evaluation "
+             "(SAEEvaluation: every metric as a Result)")(run)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_out_option, add_quiet_option, command, positive_int, quote, seed_int, write_report
+from circuitlab.cli import add_out_option, add_quiet_option, command, emit, positive_int, quote, seed_int, write_report
 
 ACTIONS = ("phase", "geometry", "train")
 
@@ -84,6 +84,7 @@ def _phase(args: argparse.Namespace) -> list:
     for i, r in enumerate(phase.labels["importance"]):
         print(f"{r:>10}           " + " ".join(f"{marks[int(c)]:>6}" for c in phase.values[i]))
     print(", ".join(f"{n} {name}" for name, n in diagram.counts().items()) + f"; rule: {phase.meta['rule']}")
+    emit(phase=phase, norms=diagram.norms, counts=diagram.counts())
     return [HTML(phase_svg(diagram), title="Two-feature phase diagram"), phase, diagram.norms]
 
 
@@ -111,6 +112,8 @@ def _geometry(args: argparse.Namespace) -> list:
     print(f"sum of D_i {float(dims.values[0].sum()):.3f} (m = {m}); dimensions per feature m/||W||^2 "
           f"{dims.meta['dimensions_per_feature'][0]:.3f}")
     items = [norms, dims, sup]
+    emit(norms=norms, dimensionality=dims, superposition=sup, loss=float(model.loss[0]),
+         **({"angles": angles} if angles is not None else {}))
     if m == 2:
         items.insert(0, HTML(arrows_svg(model), title="Feature directions"))
     return items
@@ -134,6 +137,8 @@ def _train(args: argparse.Namespace) -> list:
     for k, s in enumerate(sweep.represented.labels["sparsity"]):
         print(f"  S={s:<7} represented {int(sweep.represented.values[k]):>3}   m/||W||^2 "
               f"{float(sweep.dimensions_per_feature.values[k]):.3f}")
+    emit(represented=sweep.represented, dimensions_per_feature=sweep.dimensions_per_feature, norms=sweep.norms,
+         superposition=sweep.superposition)
     return [HTML(sweep_svg(sweep), title="Feature norms and superposition by sparsity"), sweep.represented,
             sweep.dimensions_per_feature, sweep.norms, sweep.superposition]
 
@@ -147,4 +152,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 run.arguments = arguments
-command("superposition", "toy models of superposition: the phase diagram, feature geometry, sparsity sweeps")(run)
+command("superposition", "toy models of superposition: the phase diagram, feature geometry, sparsity sweeps",
+        json="phase: phase (Result: 0 not represented, 1 dedicated, 2 superposition per importance x sparsity), "
+             "norms, counts; geometry: norms, dimensionality, superposition (Results per feature), loss, angles "
+             "(with 2 hidden dimensions); train: represented, dimensions_per_feature, norms, superposition "
+             "(Results per sparsity)")(run)

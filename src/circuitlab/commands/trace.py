@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, positive_int,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, answer_arg, command, emit, positive_int,
                             prompt_arg, quote, seed_int, write_report)
 
 
@@ -97,9 +97,12 @@ def run(args: argparse.Namespace) -> int:
                   f"effect {float(flat[i]):+.4f}{share}")
     intro = (f"Prompt {args.prompt!r}, subject {args.subject!r}, answer {args.answer!r}: P(answer) "
              f"{res.clean_prob:.4f} clean, {res.corrupted_prob:.4f} with noise on the subject.")
+    emit(trace=res, indirect_effect=effect)
     write_report([res, effect], args.out, title=f"Causal tracing: {model.cfg.model_name or args.model}", intro=intro)
     return 0
 
 
 run.arguments = arguments
-command("trace", "causal tracing of a fact: which states restore the answer when the subject is corrupted")(run)
+command("trace", "causal tracing of a fact: which states restore the answer when the subject is corrupted",
+        json="trace (CausalTrace: P(answer) per kind x pos x layer restored, with clean_prob, corrupted_prob and the "
+             "noise, window and subject in meta), indirect_effect (Result: restored - corrupted)")(run)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, positive_int, prompt_arg,
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, command, emit, positive_int, prompt_arg,
                             requires, write_report)
 from circuitlab.errors import InputError
 
@@ -62,6 +62,7 @@ def run(args: argparse.Namespace) -> int:
         for name, v in zip(pe.explained.labels["approximation"], pe.explained.values.tolist()):
             print(f"  share of the centred logits explained by {name}: {v:.3f}")
         items.append(pe)
+        emit(path_expansion=pe)
     if args.head is not None:
         hd = parse_head(model, args.head, "--head")
         if args.token:
@@ -77,12 +78,14 @@ def run(args: argparse.Namespace) -> int:
         for label, toks in zip(qk.labels["query"], qk.tokens):
             print(f"  {label!r:>14} -> {toks}")
         items += [ov, qk]
+        emit(ov=ov, qk=qk)
         if args.skip_trigrams:
             tri = skip_trigrams(model, hd, k=args.k)
             print(f"{head_label(hd)} skip-trigrams (source ... destination -> output):")
             for label, v in zip(tri.scores.labels["rank"], tri.scores.values.tolist()):
                 print(f"  {v:9.3f}  {label}")
             items.append(tri)
+            emit(skip_trigrams=tri)
     elif args.prompt is None:
         top1 = cfg.d_vocab <= TOP1_VOCAB
         ov = copying_scores(model, path="ov", self_top1=top1)
@@ -100,9 +103,13 @@ def run(args: argparse.Namespace) -> int:
                     line += f"  {float(kc.self_top1.values[j]):8.3f}" if top1 else ""
             print(line)
         items += [ov] + ([kc] if kc else [])
+        emit(copying_ov=ov, **({"copying_k_composed": kc} if kc else {}))
     write_report(items, args.out, title=f"Circuits from the weights: {cfg.model_name or args.model}")
     return 0
 
 
 run.arguments = arguments
-command("weights", "circuits from the weights: OV/QK top tokens, copying scores, skip-trigrams, path expansion")(run)
+command("weights", "circuits from the weights: OV/QK top tokens, copying scores, skip-trigrams, path expansion",
+        json="path_expansion (with --prompt: the terms, max_error, the share each approximation explains); ov, qk "
+             "(TopTokens per source / query token, with --head), skip_trigrams (with --skip-trigrams); with "
+             "neither: copying_ov and copying_k_composed (copying scores per head)")(run)
