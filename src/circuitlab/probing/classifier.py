@@ -16,7 +16,8 @@ seeds are arguments.
 **Data.** Token-level labels (``task="upos"``, ``"deprel"`` or ``"ent"``) of the words the activations hold. The
 split is by *sentence* (no sentence has words in two splits), seeded by ``split_seed`` and fixed across probes,
 layers and seeds, so curves compare like with like; ``seeds`` vary the probe's initialisation and batches and the
-control task.
+control task. The sentences of each split, and those left out with why, are in the result's
+``meta["data_split"]`` (:func:`split_record`), so a baseline can be computed on the same items.
 
 **Control task** (:func:`control_labels`). Each word *type* (its form; ``lowercase=True`` merges cases) gets one
 label drawn at random from the task's empirical label distribution over all the words, fixed per seed, so the
@@ -351,8 +352,44 @@ def split_rows(row_sentence: Int[Tensor, " rows"], n_sentences: int, fractions: 
     return rows, by_sentence
 
 
+def split_record(sentences: Sequence[Sentence], splits: dict[str, Sequence[int]],
+                 left_out: Optional[dict[int, str]] = None) -> dict[str, Any]:
+    """Which sentences a result was trained, tuned and tested on, and which it left out and why: plain data for
+    its ``meta["data_split"]``, so a user can compute baselines on the same items.
+
+    ``splits``: per split (``train``/``dev``/``test``), the indices into ``sentences`` of the sentences used;
+    ``left_out``: index -> why; a sentence in neither is listed as left out by the split itself. Returns
+    ``{"sentences": {split: [index]}, "ids": {split: [id]}, "left_out":
+    [{"index", "id", "why"}]}``; a sentence's id is its ``id`` (``sent_id`` of CoNLL-U, ``file:line``), else
+    ``"#INDEX"``.
+    """
+    def name(i: int) -> str:
+        return sentences[i].id or f"#{i}"
+
+    used = {k: sorted(int(i) for i in v) for k, v in splits.items()}
+    why = dict(left_out or {})
+    drawn = {i for v in used.values() for i in v} | set(why)
+    for i in range(len(sentences)):
+        if i not in drawn:  # e.g. 25 sentences at (0.8, 0.1, 0.1): 20 + 2 + 2 drawn
+            why[i] = "drawn into no split (the train, dev and test fractions, rounded, leave it over)"
+    return {"sentences": used, "ids": {k: [name(i) for i in v] for k, v in used.items()},
+            "left_out": [{"index": i, "id": name(i), "why": w} for i, w in sorted(why.items())]}
+
+
 def _row_splits(acts: WordActivations, fractions: Sequence[float], seed: int) -> _Split:
     return _Split(*split_rows(acts.sentence, len(acts.sentences), fractions, seed, keys=sentence_keys(acts)))
+
+
+def row_split_record(acts: WordActivations, by_split: dict[str, Int[Tensor, " k"]],
+                     row_sentence: Optional[Int[Tensor, " rows"]] = None,
+                     reason: str = "no word aligned to a token") -> dict[str, Any]:
+    """:func:`split_record` for probes on rows (words, spans) of the sentences, given :func:`split_rows`'s
+    sentences per split: a sentence that gives no row (``row_sentence``: each row's sentence, default the
+    words') is listed as left out, with ``reason``."""
+    has_rows = set((acts.sentence if row_sentence is None else row_sentence).unique().tolist())
+    left = {i: reason for i in range(len(acts.sentences)) if i not in has_rows}
+    return split_record(acts.sentences, {k: [i for i in v.tolist() if i in has_rows] for k, v in by_split.items()},
+                        left)
 
 
 def sentence_keys(acts: WordActivations) -> list[tuple[str, ...]]:
@@ -432,6 +469,7 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, task: str
         "unseen_test_labels": unseen,  # labels of test words that no training word has: always missed
         "n_words": {k: int(v.numel()) for k, v in parts.rows.items()},
         "n_sentences": {k: int(v.numel()) for k, v in parts.sentences.items()},
+        "data_split": row_split_record(acts, parts.sentences),
         "split": tuple(split), "split_seed": split_seed, "pool": acts.pool, "skipped": dict(acts.skipped),
         "probe_options": options, "lowercase": lowercase, "seconds": time.perf_counter() - t0,
         "activations": {k: v for k, v in acts.meta.items() if k in ("seconds", "sentences_per_second", "alignment")},
@@ -515,6 +553,9 @@ def sentence_sweep(source: Any, labels: Any, sentences: Optional[Sequence[Senten
             "majority_baseline": float((y[idx["test"]] == majority).float().mean()),
             "n_sentences": {k: int(v.numel()) for k, v in idx.items()},
             "sentences_left_out": int((~aligned).sum()), "split": tuple(split), "split_seed": split_seed,
+            "data_split": split_record(acts.sentences, {k: v.tolist() for k, v in idx.items()},
+                                       {int(i): "no word aligned to a token (a sentence's vector is the mean of its "
+                                                "aligned words')" for i in (~aligned).nonzero().flatten().tolist()}),
             "pool": acts.pool, "probe_options": options, "seconds": time.perf_counter() - t0}
     return ProbeSweep(values=per_seed.mean(-1), axes=("probe", "layer", "measure"),
                   labels={"probe": list(probes), "layer": [hook_layer_label(h) for h in acts.hooks],

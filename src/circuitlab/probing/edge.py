@@ -72,7 +72,7 @@ from torch import Tensor, nn
 from circuitlab.core import check_affordable, check_count, check_number, check_seed, progress_bar, shorten
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import EarlyStopping, sentence_keys, split_rows, word_activations
+from circuitlab.probing.classifier import EarlyStopping, row_split_record, sentence_keys, split_rows, word_activations
 from circuitlab.tasks.sentences import Sentence
 from circuitlab.results import Bundle, Result
 
@@ -389,8 +389,8 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
         raise InputError(f"task {shorten(task)}: {'no example' if not classes else 'every example has one label'} in "
                          "these sentences; a probe needs two labels or more (use more or other sentences).")
     data, dropped = _encode(acts, examples, {c: i for i, c in enumerate(classes)})
-    idx = split_rows(data.sentence, len(acts.sentences), split, split_seed, f"{task} example",
-                     keys=sentence_keys(acts))[0]
+    idx, by_sentence = split_rows(data.sentence, len(acts.sentences), split, split_seed, f"{task} example",
+                                  keys=sentence_keys(acts))
     opts = dict(pool=pool, seed=seed, lr=float(lr), **sizes)
     hooks_used = list(acts.hooks)
     layer_labels = [hook_layer_label(h) for h in hooks_used]
@@ -416,6 +416,7 @@ def edge_probe(source: Any, sentences: Optional[Sequence[Sentence]] = None, task
     meta = {"majority_baseline": float((data.y[idx["test"]] == majority).float().mean()), "classes": classes,
             "n_examples": {k: int(v.numel()) for k, v in idx.items()}, "examples_left_out": dropped,
             "hooks": hooks_used, "split": tuple(split), "split_seed": split_seed, "options": opts,
+            "data_split": row_split_record(acts, by_sentence, data.sentence, f"no {task} example aligned to tokens"),
             "word_pool": acts.pool, "probes_trained": len(todo), "seconds": time.perf_counter() - t0}
     metric = "test accuracy (single label: = micro F1)"
     score = Result(values=torch.tensor([acc[wanted[n]] for n in names]), axes=("probe",), labels={"probe": names},

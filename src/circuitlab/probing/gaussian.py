@@ -35,8 +35,8 @@ from torch import Tensor
 
 from circuitlab.core import check_count, check_number, check_seed, progress_bar, shorten
 from circuitlab.errors import InputError
-from circuitlab.probing.classifier import TASKS, control_labels, split_rows, sentence_keys, train_probe, \
-    word_activations
+from circuitlab.probing.classifier import TASKS, control_labels, row_split_record, split_rows, sentence_keys, \
+    train_probe, word_activations
 from circuitlab.results import Result
 from circuitlab.tasks.sentences import Sentence
 
@@ -167,7 +167,7 @@ def gaussian_sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, 
     if len(classes) < 2:
         raise InputError(f"task {shorten(task)}: every word has one label; a probe needs two labels or more.")
     index = {c: i for i, c in enumerate(classes)}
-    rows, _ = split_rows(acts.sentence, len(acts.sentences), split, split_seed, keys=sentence_keys(acts))
+    rows, by_sentence = split_rows(acts.sentence, len(acts.sentences), split, split_seed, keys=sentence_keys(acts))
     train, test = rows["train"], rows["test"]
     if max_train is not None and len(train) > max_train:
         pick = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))[:max_train]
@@ -190,7 +190,9 @@ def gaussian_sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, 
                 out[r, size - 1, m] = probe.accuracy(x[test], y[test])
     out[:, :, 2] = out[:, :, 0] - out[:, :, 1]
     meta = {"neurons": chosen, "hook": hook, "classes": classes, "shrinkage": shrinkage, "n_train": len(train),
-            "n_test": len(test), "seed": seed, "split_seed": split_seed, "seconds": time.perf_counter() - t0}
+            "n_test": len(test), "seed": seed, "split_seed": split_seed,
+            "data_split": row_split_record(acts, by_sentence),  # as drawn; the dev sentences go unused here
+            "seconds": time.perf_counter() - t0}
     return Result(values=out, axes=("ranking", "k", "measure"),
                   labels={"ranking": list(RANKINGS), "k": [str(i) for i in range(1, k + 1)],
                           "measure": list(MEASURES)},

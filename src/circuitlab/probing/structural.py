@@ -38,7 +38,10 @@ baseline UUAS 48.9, DSpr 0.58.
 seed's distance probe predicts at the layer of best mean UUAS, in ``meta["example"]``, for the rendered view.
 
 Sentences whose words could not all be aligned to tokens (see :mod:`circuitlab.probing.align`) have no complete
-tree of representations: they are left out and counted in ``meta["sentences_left_out"]``.
+tree of representations: they are left out and counted in ``meta["sentences_left_out"]``, and listed with the
+words that did not align in ``meta["data_split"]["left_out"]``; ``meta["data_split"]`` also gives the indices
+and ids of the train, dev and test sentences (:func:`~circuitlab.probing.classifier.split_record`), so a
+baseline can be computed on the same test sentences.
 """
 
 from __future__ import annotations
@@ -55,8 +58,8 @@ from torch import Tensor, nn
 from circuitlab.core import check_affordable, check_count, check_seed, progress_bar, shorten, spearman
 from circuitlab.errors import InputError
 from circuitlab.probing.activations import WordActivations, hook_layer_label
-from circuitlab.probing.classifier import (EarlyStopping, check_seeds, ci95, sentence_keys, split_sentences,
-                                          word_activations)
+from circuitlab.probing.classifier import (EarlyStopping, check_seeds, ci95, sentence_keys, split_record,
+                                          split_sentences, word_activations)
 from circuitlab.tasks.sentences import PUNCT_UPOS, Sentence
 from circuitlab.results import Result
 
@@ -324,6 +327,21 @@ def sentence_rows(acts: WordActivations) -> tuple[dict[int, Int[Tensor, " n"]], 
     return complete, len(acts.sentences) - len(complete)
 
 
+def left_out_reasons(acts: WordActivations, complete: dict[int, Any]) -> dict[int, str]:
+    """Why each sentence that :func:`sentence_rows` left out was left out: the words of it that no token
+    covers (the alignment skipped them), which leave its tree without their nodes."""
+    words: dict[int, set[int]] = defaultdict(set)
+    for s, w in zip(acts.sentence.tolist(), acts.word.tolist()):
+        words[s].add(w)
+    why = {}
+    for k, sent in enumerate(acts.sentences):
+        if k not in complete:
+            missing = [sent.words[i] for i in range(len(sent)) if i not in words[k]]
+            why[k] = (f"{len(missing)} of {len(sent)} words aligned to no token ({', '.join(map(repr, missing[:3]))}"
+                      f"{', ...' if len(missing) > 3 else ''}): a tree probe needs every word's vector")
+    return why
+
+
 def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks: Any = None, rank: int = 64,
           seeds: Sequence[int] = (0,), split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
           options: Optional[dict] = None, progress: bool = False, **collect_options: Any) -> StructuralSweep:
@@ -384,6 +402,7 @@ def sweep(source: Any, sentences: Optional[Sequence[Sentence]] = None, *, hooks:
                "correct": len(ex_edges[best] & gold_edges), "gold_edges": len(gold_edges)}
     meta = {"per_seed": per_seed, "ci95": ci95(per_seed), "seeds": seeds, "rank": rank, "hooks": hooks_used,
             "n_sentences": {k: len(v) for k, v in use.items()}, "sentences_left_out": left_out,
+            "data_split": split_record(acts.sentences, use, left_out_reasons(acts, complete)),
             "skipped": dict(acts.skipped), "split": tuple(split), "split_seed": split_seed, "pool": acts.pool,
             "spearman_lengths": SPEARMAN_LENGTHS, "options": opts, "example": example,
             "seconds": time.perf_counter() - t0}
