@@ -52,7 +52,8 @@ def _small_rationales(monkeypatch) -> None:
     monkeypatch.setattr(rationales, "amplify", functools.partial(rationales.amplify, n_proxy=4, n_pool=2))
 
 
-#: (argv, results the output must name[, setup(monkeypatch)]); {tmp} is a per-test folder, {texts} a text file
+#: (argv, results the output must name (a dotted name reaches inside one)[, setup(monkeypatch)]); {tmp} is a
+#: per-test folder, {texts} a small text file
 RUNS = [
     (["models"], {"zoo", "real"}),
     (["induction", "-m", ZOO2, "--n-seqs", "4", "--seq-len", "10"], {"induction_circuit"}),
@@ -86,8 +87,8 @@ RUNS = [
      {"ranking", "ablation_curves"}),
     (["neurons", "compose", "-m", TOY, "--layer", "1", "--sentences", "12", "--n-neurons", "2", "--top", "0.05",
       "--max-length", "1"], {"compositional"}),
-    (["probe", "pos", "-m", TOY, "-n", "12"], {"probe", "sentences"}),
-    (["probe", "structural", "-m", TOY, "-n", "12"], {"probe", "sentences"}),
+    (["probe", "pos", "-m", TOY, "-n", "12"], {"probe", "sentences", "probe.meta.data_split.left_out"}),
+    (["probe", "structural", "-m", TOY, "-n", "12"], {"probe", "sentences", "probe.meta.data_split.ids.test"}),
     (["probe", "heads", "-m", TOY, "-n", "30"], {"probe"}),
     (["probe", "pairs", "-m", TOY, "--n-per", "2", "--method", "prefix"], {"probe"}),
     (["probe", "cloze", "-m", TOY, "--relations", "country_currency"], {"probe"}),
@@ -139,7 +140,11 @@ def test_every_command_prints_one_json_object_with_json(run, texts, tmp_path, ca
     out, err = capsys.readouterr()
     data = _strict(out)  # the whole of stdout is one JSON object: no text summary around it
     assert data["kind"] == "CommandOutput" and data["command"] == argv[0] and data["exit_code"] == 0
-    assert names <= set(data["results"]), sorted(data["results"])
+    for name in names:
+        found = data["results"]
+        for part in name.split("."):
+            assert part in found, (name, sorted(found))
+            found = found[part]
     assert "text" not in data  # the command named its results (the fallback for a command that names none)
     assert out.count("\n") == 1 and "\x1b" not in out and "\r" not in out
     assert "\r" not in err and "\x1b" not in err  # no progress bar: stderr is not a terminal here

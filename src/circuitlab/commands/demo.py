@@ -277,11 +277,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     prepare_out(args.out)  # an unusable --out is an error before the demo runs; missing folders are made
     outcome = run_demo(args.model, args.out, seed=args.seed, progress=not args.quiet, ffn=not args.no_ffn)
-    emit(findings=outcome.findings, skipped=outcome.skipped, seconds=outcome.seconds,
-         report_bytes=outcome.report_bytes, n_views=outcome.n_views,
-         **{_snake(section.title): data[0] if len(data) == 1 else data
-            for section in outcome.items for data in [report_data([section])]})
-    if json_mode():
+    if json_mode():  # what the demo found and wrote, named (the text summary is dropped under --json)
+        emit(findings=outcome.findings, skipped=outcome.skipped, seconds=outcome.seconds,
+             report_bytes=outcome.report_bytes, n_views=outcome.n_views,
+             **{_snake(section.title): data[0] if len(data) == 1 else data
+                for section in outcome.items for data in [report_data([section])]})
         note(f"wrote {outcome.path}")
         record_report(outcome.path)
     return 0
