@@ -205,6 +205,28 @@ def test_a_command_that_names_nothing_still_prints_json(capsys, monkeypatch):
                     "text": ["a finding"]}
 
 
+def test_a_command_that_names_nothing_gets_its_report_items(capsys, monkeypatch):
+    """A command that names nothing but passes results to write_report: those results, under their class names
+    (views and HTML left out, a Section's items looked into)."""
+    from circuitlab import cli
+    from circuitlab.render import HTML, Section
+    from circuitlab.results import Result, from_jsonable
+
+    first, second = Result(torch.tensor([1.0, 2.0]), ("x",)), Result(torch.tensor([[3.0]]), ("a", "b"))
+
+    def run(args):
+        cli.write_report([HTML("<p>a view</p>"), first, Section("more", [second])], None, title="t")
+        return 0
+
+    monkeypatch.setitem(cli.COMMANDS, "x-report", ("a command with a report", lambda p: None, run))
+    monkeypatch.setattr(cli, "_load_commands", lambda: None)
+    assert main(["x-report", "--json"]) == 0
+    data = _strict(capsys.readouterr().out)
+    assert list(data["results"]) == ["result", "result_2"] and "text" not in data
+    assert torch.equal(from_jsonable(data["results"]["result"]).values, first.values)
+    assert torch.equal(from_jsonable(data["results"]["result_2"]).values, second.values)
+
+
 def test_an_error_under_json_prints_no_json(capsys):
     assert main(["induction", "-m", "zoo/no-such-model", "--json"]) == 1
     out, err = capsys.readouterr()
@@ -240,6 +262,24 @@ def test_progress_bars_are_drawn_only_on_a_terminal_stderr(monkeypatch, capsys):
     draw(False)
     assert terminal.getvalue() == ""
     assert capsys.readouterr().out == ""
+
+
+def test_progress_bars_are_shown_in_a_notebook_kernel(monkeypatch):
+    """In a Jupyter kernel (IPython's ZMQInteractiveShell) stderr is no terminal, yet the bar is shown (tqdm draws
+    a widget, or a text bar the notebook redraws); in a terminal IPython without a terminal stderr it is not."""
+    import types
+
+    from circuitlab.core import progress_visible
+
+    class ZMQInteractiveShell:
+        pass
+
+    class TerminalInteractiveShell:
+        pass
+
+    for shell, shown in ((ZMQInteractiveShell(), True), (TerminalInteractiveShell(), False), (None, False)):
+        monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: shell))
+        assert progress_visible() is shown
 
 
 def test_a_piped_command_has_clean_stdout_and_no_bar_on_stderr():
