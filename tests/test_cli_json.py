@@ -130,6 +130,7 @@ def texts(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.filterwarnings("ignore::circuitlab.concepts.gradients.CompletenessWarning")  # rationales' 2 IG steps
 @pytest.mark.parametrize("run", RUNS, ids=[_id(r[0]) for r in RUNS])
 def test_every_command_prints_one_json_object_with_json(run, texts, tmp_path, capsys, monkeypatch):
     argv, names, *setup = run
