@@ -29,6 +29,7 @@ it out too), so densities here count the same tokens as the SAE cards'. Memory: 
 
 from __future__ import annotations
 
+import bisect
 import random
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
@@ -151,37 +152,63 @@ def logit_effect(model: Any, sae: SAE, latents: Sequence[int]) -> Float[Tensor, 
     return W @ unembed_matrix(model, through_norm=True).float()
 
 
+@dataclass(frozen=True)
+class LatentActivations:
+    """The non-zero activations of chosen latents over tokenized texts, from one pass (:func:`latent_activations`).
+
+    ``rows``: the token ids of each non-empty text (BOS first where the model has one); ``starts``: the first
+    position read in each (1 after a BOS, else 0); ``offsets``: where each row begins in the flat token index;
+    ``latents``: the SAE latents, in the order asked; ``tok``, ``col``, ``val``: the non-zero activations as
+    (flat token index, position in ``latents``, value), sorted by latent, then token; ``bounds``: where each
+    latent's entries begin and end in them; ``tokens``: the tokens read (BOS left out).
+    """
+
+    rows: list
+    starts: list
+    offsets: list
+    latents: list
+    tok: Tensor
+    col: Tensor
+    val: Tensor
+    bounds: list
+    tokens: int
+    hook: str
+    model: str
+    sae: str
+
+    def text_activations(self, j: int, text: int) -> list:
+        """Latent ``latents[j]``'s activation on every token of text ``text`` (BOS included, as 0)."""
+        lo_, hi_ = self.bounds[j], self.bounds[j + 1]
+        a, b = self.offsets[text], self.offsets[text + 1]
+        seg = self.tok[lo_:hi_]
+        s0 = lo_ + int(torch.searchsorted(seg, torch.tensor(a)))
+        s1 = lo_ + int(torch.searchsorted(seg, torch.tensor(b)))
+        out = [0.0] * (b - a)
+        for g, v in zip(self.tok[s0:s1].tolist(), self.val[s0:s1].tolist()):
+            out[g - a] = v
+        return out
+
+    def peaks(self, j: int) -> Tensor:
+        """Latent ``latents[j]``'s largest activation in each text ``[text]`` (0 where it never fires)."""
+        lo_, hi_ = self.bounds[j], self.bounds[j + 1]
+        out = torch.zeros(len(self.rows))
+        if hi_ > lo_:
+            text = torch.searchsorted(torch.tensor(self.offsets), self.tok[lo_:hi_], right=True) - 1
+            out.scatter_reduce_(0, text, self.val[lo_:hi_], reduce="amax")
+        return out
+
+
 @torch.no_grad()
-def feature_dashboards(
-    model: Any,
-    sae: Any,
-    texts: Any,
-    latents: Union[int, Sequence[int], None] = None,
-    *,
-    hook_name: Optional[str] = None,
-    n_top: int = 10,
-    n_quantiles: int = 5,
-    per_quantile: int = 3,
-    left: int = 12,
-    right: int = 4,
-    bins: int = 24,
-    k: int = 10,
-    seed: int = 0,
-    max_memory: int = DEFAULT_MAX_MEMORY,
-    progress: bool = False,
-) -> FeatureDashboards:
-    """Dashboard data of SAE latents on ``texts`` from one pass (module notes).
+def latent_activations(model: Any, sae: Any, texts: Any, latents: Union[int, Sequence[int], None] = None, *,
+                       hook_name: Optional[str] = None, max_memory: int = DEFAULT_MAX_MEMORY,
+                       progress: bool = False) -> LatentActivations:
+    """The non-zero activations of SAE ``latents`` on ``texts``, from one streamed pass (module notes): what
+    :func:`feature_dashboards` and the feature explanations (:mod:`circuitlab.neurons.features`) are made from.
 
     Args:
-        model: a model or a registry name. sae: an SAE, a shipped name (``"toy-lm/res-2"``) or an SAELens folder.
-        texts: the texts to read (held-out text: e.g. zoo/toy-lm's ``heldout.txt``, a verse a line).
-        latents: one latent, a list, or None (all ``d_sae``).
-        hook_name: the hook (default the SAE's own).
-        n_top: top-activating contexts per latent (at most one per text).
-        n_quantiles, per_quantile: quantile groups of the non-zero activations, and tokens drawn from each.
-        left, right: tokens shown before and after a context's token.
-        bins: bins of the activation histogram. k: tokens promoted and suppressed.
-        seed: draws the quantile samples.
+        model: a model or a registry name. sae: an SAE, a shipped name or an SAELens folder.
+        texts: the texts (each tokenized with BOS, cut to the context length; blank ones skipped).
+        latents: one latent, a list, or None (all ``d_sae``). hook_name: the hook (default the SAE's own).
         max_memory: bytes of activations per forward pass (the package's one meaning).
     """
     from circuitlab.core import progress_bar
@@ -191,12 +218,6 @@ def feature_dashboards(
     sae = check_sae(sae)
     name = sae_hook(model, sae, hook_name)
     chosen = check_latents(sae, latents)
-    n_top, n_quantiles, per_quantile = (check_count(n_top, "n_top"), check_count(n_quantiles, "n_quantiles"),
-                                        check_count(per_quantile, "per_quantile"))
-    left, right = check_count(left, "left", 0), check_count(right, "right", 0)
-    bins = check_count(bins, "bins")
-    k = check_count_within(k, "k", model.cfg.d_vocab_out, "tokens in the vocabulary")
-    seed = check_seed(seed)
     max_memory = check_max_memory(max_memory)
     rows = _rows(model, texts)
     bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None)
@@ -224,7 +245,7 @@ def feature_dashboards(
     items = list(enumerate(rows))
     for batch, toks, acts in progress_bar(
             stream_activations(model, items, name, read, row=lambda item: item[1].to(model.cfg.device),
-                               max_memory=max_memory), progress=progress, desc="feature dashboards", unit="batch"):
+                               max_memory=max_memory), progress=progress, desc="latent activations", unit="batch"):
         real = torch.zeros(acts.shape[:2], dtype=torch.bool)
         base = torch.zeros(acts.shape[0], dtype=torch.long)
         for b, (i, r) in enumerate(batch):
@@ -240,6 +261,62 @@ def feature_dashboards(
     order = torch.argsort(col * (offsets[-1] + 1) + tok)  # by latent, then by token
     tok, col, val = tok[order], col[order], val[order]
     bounds = torch.searchsorted(col, torch.arange(N + 1)).tolist()
+    return LatentActivations(rows=rows, starts=starts, offsets=offsets, latents=chosen, tok=tok, col=col, val=val,
+                             bounds=bounds, tokens=n_tokens, hook=name, model=model_name(model), sae=repr(sae))
+
+
+@torch.no_grad()
+def feature_dashboards(
+    model: Any,
+    sae: Any,
+    texts: Any,
+    latents: Union[int, Sequence[int], None] = None,
+    *,
+    hook_name: Optional[str] = None,
+    n_top: int = 10,
+    n_quantiles: int = 5,
+    per_quantile: int = 3,
+    left: int = 12,
+    right: int = 4,
+    bins: int = 24,
+    k: int = 10,
+    seed: int = 0,
+    max_memory: int = DEFAULT_MAX_MEMORY,
+    progress: bool = False,
+    activations: Optional[LatentActivations] = None,
+) -> FeatureDashboards:
+    """Dashboard data of SAE latents on ``texts`` from one pass (module notes).
+
+    Args:
+        model: a model or a registry name. sae: an SAE, a shipped name (``"toy-lm/res-2"``) or an SAELens folder.
+        texts: the texts to read (held-out text: e.g. zoo/toy-lm's ``heldout.txt``, a verse a line).
+        latents: one latent, a list, or None (all ``d_sae``).
+        hook_name: the hook (default the SAE's own).
+        n_top: top-activating contexts per latent (at most one per text).
+        n_quantiles, per_quantile: quantile groups of the non-zero activations, and tokens drawn from each.
+        left, right: tokens shown before and after a context's token.
+        bins: bins of the activation histogram. k: tokens promoted and suppressed.
+        seed: draws the quantile samples.
+        max_memory: bytes of activations per forward pass (the package's one meaning).
+        activations: the pass already made by :func:`latent_activations` on these texts, latents and hook (then
+            ``texts``, ``latents``, ``hook_name`` and ``max_memory`` are not read again).
+    """
+    model = as_model(model)
+    sae = check_sae(sae)
+    n_top, n_quantiles, per_quantile = (check_count(n_top, "n_top"), check_count(n_quantiles, "n_quantiles"),
+                                        check_count(per_quantile, "per_quantile"))
+    left, right = check_count(left, "left", 0), check_count(right, "right", 0)
+    bins = check_count(bins, "bins")
+    k = check_count_within(k, "k", model.cfg.d_vocab_out, "tokens in the vocabulary")
+    seed = check_seed(seed)
+    if activations is None:
+        activations = latent_activations(model, sae, texts, latents, hook_name=hook_name, max_memory=max_memory,
+                                         progress=progress)
+    elif not isinstance(activations, LatentActivations):
+        raise InputError(f"activations={shorten(activations, 40)}: give what latent_activations returned, or None.")
+    la = activations
+    rows, starts, offsets, chosen, n_tokens, name = la.rows, la.starts, la.offsets, la.latents, la.tokens, la.hook
+    tok, val, bounds = la.tok, la.val, la.bounds
     offs = torch.tensor(offsets)
     text_of = torch.searchsorted(offs, tok, right=True) - 1 if len(tok) else tok
 
@@ -250,13 +327,13 @@ def feature_dashboards(
             labels[t] = token_strings(model, rows[t])
         return labels[t]
 
-    def context(t: int, pos: int, lo_: int, hi_: int) -> Context:
+    def context(t: int, pos: int, gl: list, vl: list) -> Context:
+        """Text ``t`` around position ``pos``; ``gl``/``vl``: one latent's flat token indices (sorted) and values."""
         a, b = max(starts[t], pos - left), min(len(rows[t]), pos + right + 1)
         acts = [0.0] * (b - a)
-        seg_lo = lo_ + int(torch.searchsorted(tok[lo_:hi_], torch.tensor(offsets[t] + a)))
-        seg_hi = lo_ + int(torch.searchsorted(tok[lo_:hi_], torch.tensor(offsets[t] + b)))
-        for g, v in zip(tok[seg_lo:seg_hi].tolist(), val[seg_lo:seg_hi].tolist()):
-            acts[g - offsets[t] - a] = v
+        base = offsets[t] + a
+        for e in range(bisect.bisect_left(gl, base), bisect.bisect_left(gl, offsets[t] + b)):
+            acts[gl[e] - base] = vl[e]
         return Context(tokens=strings(t)[a:b], activations=acts, text=t, pos=pos, focus=pos - a,
                        value=acts[pos - a])
 
@@ -273,6 +350,7 @@ def feature_dashboards(
     for j, latent in enumerate(chosen):
         lo_, hi_ = bounds[j], bounds[j + 1]
         v, g, tx = val[lo_:hi_], tok[lo_:hi_], text_of[lo_:hi_]
+        gl, vl, tl = g.tolist(), v.tolist(), tx.tolist()
         fired = int(v.numel())
         vmax = float(v.max()) if fired else 0.0
         densities.append(fired / n_tokens)
@@ -286,11 +364,11 @@ def feature_dashboards(
             by_val = torch.argsort(-v, stable=True).tolist()
             seen_texts: set = set()
             for e in by_val:
-                t = int(tx[e])
+                t = tl[e]
                 if t in seen_texts:
                     continue
                 seen_texts.add(t)
-                top.append(context(t, int(g[e]) - offsets[t], lo_, hi_))
+                top.append(context(t, gl[e] - offsets[t], gl, vl))
                 if len(top) == n_top:
                     break
             ranked = torch.argsort(v, stable=True).tolist()  # lowest first
@@ -301,9 +379,9 @@ def feature_dashboards(
                 if not members:
                     quant.append((label, float("nan"), float("nan"), []))
                     continue
-                picks = sorted(rng.sample(members, min(per_quantile, len(members))), key=lambda e: -float(v[e]))
-                ctxs = [context(int(tx[e]), int(g[e]) - offsets[int(tx[e])], lo_, hi_) for e in picks]
-                quant.append((label, float(v[members[0]]), float(v[members[-1]]), ctxs))
+                picks = sorted(rng.sample(members, min(per_quantile, len(members))), key=lambda e: -vl[e])
+                ctxs = [context(tl[e], gl[e] - offsets[tl[e]], gl, vl) for e in picks]
+                quant.append((label, vl[members[0]], vl[members[-1]], ctxs))
             counts = torch.histc(v, bins=bins, min=0.0, max=float(edges[-1])).long().tolist()
         cards.append(FeatureCard(
             latent=latent, density=fired / n_tokens, fired=fired, max_activation=vmax,
@@ -326,4 +404,5 @@ def feature_dashboards(
         sae=repr(sae), meta=settings)
 
 
-__all__ = ["Context", "FeatureCard", "FeatureDashboards", "feature_dashboards", "check_latents"]
+__all__ = ["Context", "FeatureCard", "FeatureDashboards", "LatentActivations", "latent_activations",
+           "feature_dashboards", "check_latents"]
