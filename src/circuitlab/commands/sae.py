@@ -4,13 +4,16 @@
     circuitlab sae eval -m zoo/toy-lm --sae toy-lm/res-2              # held-out metrics of a shipped SAE
     circuitlab sae eval -m zoo/toy-lm --sae saes/blocks.2.hook_resid_post --data my_texts.txt
     circuitlab sae list                                               # the shipped SAEs
+    circuitlab sae dashboard toy-lm/res-2 --features 0-99 -o dash/   # HTML feature dashboards, explained and scored
 
 ``train`` trains one SAE per hook (all from the same forward passes) and writes each in SAELens's format to
 ``--save/HOOK``; with ``--checkpoint`` a stopped run resumes where it was. ``--data``: ``default`` (the corpus
 zoo/toy-lm was trained on: KJV and fortunes, Debian packages) or a text file, one text per line. ``eval`` prints
 L0, explained variance, MSE, CE loss recovered (zero and mean ablation), KL with the SAE spliced in (with and
 without the error term), dead and dense fractions and the density histogram; ``--data heldout`` (default) is the
-held-out text shipped with zoo/toy-lm.
+held-out text shipped with zoo/toy-lm. ``dashboard`` writes self-contained HTML feature dashboards (an index to sort
+and filter, a page per feature) for the chosen ``--features`` of an SAE on ``--data`` (default the held-out text),
+each with its n-gram baseline explanation and score (``--no-explain`` leaves them out).
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ import argparse
 
 from circuitlab.cli import add_model_option, add_quiet_option, command, positive_int, quote, seed_int
 
-KINDS = ("train", "eval", "list")
+KINDS = ("train", "eval", "list", "dashboard")
 
 
 def positive_number(text: str) -> float:
@@ -37,7 +40,8 @@ def positive_number(text: str) -> float:
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="train: train SAEs on hooks; eval: the standard metrics of an SAE; "
-                                              "list: the shipped SAEs")
+                                              "list: the shipped SAEs; dashboard: HTML feature dashboards")
+    p.add_argument("name", nargs="?", help="dashboard: the SAE (a shipped name or a folder; same as --sae)")
     add_model_option(p, default="zoo/toy-lm")
     p.add_argument("--hook", help="train: hook names or layer numbers (their hook_resid_post), comma-separated; "
                                   "eval: the hook (default the SAE's own)")
@@ -56,6 +60,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-size", type=positive_int, help="tokens per window (default min(n_ctx, 128))")
     p.add_argument("--checkpoint", help="train: folder for checkpoints; a later run with it resumes")
     p.add_argument("--seed", type=seed_int, default=0, help="initialisation and shuffles (default 0)")
+    p.add_argument("--features", default="all", help="dashboard: latents, e.g. 0-99 or 3,17,40 (default all)")
+    p.add_argument("-o", "--output", dest="output", help="dashboard: the folder for index.html and the feature pages")
+    p.add_argument("--no-explain", action="store_true", help="dashboard: no explanations and scores (faster)")
     add_quiet_option(p)
 
 
@@ -95,6 +102,8 @@ def run(args: argparse.Namespace) -> int:
         return 0
     from circuitlab import load_model
 
+    if args.kind == "dashboard":
+        return _dashboard(args)
     if args.kind == "train":
         if not args.hook:
             raise InputError("sae train needs --hook: hook names or layer numbers, e.g. --hook 1,2.")
@@ -160,6 +169,70 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_features(text: str):
+    """``--features``: ``all``, or comma-separated latents and ranges (``0-99,200``)."""
+    from circuitlab.errors import InputError
+
+    if text.strip().lower() == "all":
+        return None
+    out = []
+    for part in [p.strip() for p in text.split(",") if p.strip()]:
+        lo, sep, hi = part.partition("-")
+        try:
+            out.extend(range(int(lo), int(hi) + 1) if sep else [int(part)])
+        except ValueError:
+            raise InputError(f"--features {quote(text)}: use 'all' or latents and ranges such as 0-99,200.") from None
+    if not out:
+        raise InputError(f"--features {quote(text)}: name at least one latent, e.g. 0-99.")
+    return out
+
+
+def _heldout():
+    from pathlib import Path
+
+    import circuitlab
+
+    held = Path(circuitlab.__file__).parent / "zoo" / "weights" / "toy-lm" / "heldout.txt"
+    return [t for t in held.read_text(encoding="utf-8").splitlines() if t.strip()]
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from circuitlab.errors import InputError
+
+    name = args.name or args.sae
+    if not name:
+        raise InputError("sae dashboard needs the SAE: a shipped name (e.g. toy-lm/res-2) or a folder.")
+    if not args.output:
+        raise InputError("sae dashboard needs -o/--output: the folder to write the dashboards into.")
+    from circuitlab import load_model
+    from circuitlab.features.dashboard import feature_dashboards, latent_activations
+    from circuitlab.features.sae import load_sae
+    from circuitlab.render.features import write_dashboards
+
+    latents = parse_features(args.features)
+    texts = _lines(args.data or "heldout", "heldout")
+    sae = load_sae(name)
+    model = load_model(args.model)
+    texts = _heldout() if texts is None else texts
+    hook = _hooks(args.hook)[0] if args.hook else None
+    if isinstance(hook, int):
+        hook = f"blocks.{hook}.hook_resid_post"
+    acts = latent_activations(model, sae, texts, latents, hook_name=hook, progress=not args.quiet)
+    dash = feature_dashboards(model, sae, texts, seed=args.seed, activations=acts)
+    explained = None
+    if not args.no_explain:
+        from circuitlab.neurons.features import explain_features
+
+        n = max(1, min(10, len(acts.rows) // 4))
+        explained = explain_features(model, sae, texts, n_explain=n, n_top=n, n_random=n, seed=args.seed,
+                                     shuffled=len(acts.latents) > 1, activations=acts, progress=not args.quiet)
+    index = write_dashboards(dash, args.output, explained)
+    print(f"Wrote {len(dash.cards):,} feature dashboards of {name} ({dash.hook}, {dash.tokens:,} tokens) to {index}")
+    if explained is not None:
+        print(explained.summary())
+    return 0
+
+
 run.arguments = arguments
 command("sae", "sparse autoencoders: train on hooks, evaluate (L0, explained variance, CE loss recovered, KL), list "
-               "the shipped ones")(run)
+               "the shipped ones, feature dashboards")(run)
