@@ -222,6 +222,7 @@ KINDS: dict[str, Kind] = {
                                                       [(5, Lazy(words, WORDS)), (2, Lazy(words, WORDS))], [(0, 42)]]),
     # SAE latents (issue 31: dashboards, feature explanations, attribution, steering); the toy SAE has 256
     "latents": Kind(("latent",), bad=[256, -1, [3, 3], [], "7", 1.5, True, [0, 999]]),
+    "alpha": Kind(("alpha",), bad=[float("nan"), float("inf"), "1", None, True]),
 }
 
 
@@ -743,6 +744,15 @@ ANALYSES = [
               "latents": ("latents", [0, 5]), "n_top": ("count", 2), "n_quantiles": ("count", 2),
               "per_quantile": ("count", 1), "bins": ("count", 4), "k": ("count", 3), "seed": ("seed", 0),
               "max_memory": ("memory", 2**20)}),
+    Analysis("features.latent_attribution", features.latent_attribution,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "prompts": ("prompt", CLEAN),
+              "metric": ("metric", LD), "exact": ("latents", [0, 5]), "max_memory": ("memory", 2**20)}),
+    Analysis("features.latent_ablation", features.latent_ablation,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "prompts": ("prompt", CLEAN),
+              "metric": ("metric", LD), "latents": ("latents", [0, 5]), "max_memory": ("memory", 2**20)}),
+    Analysis("features.steer", features.steer,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "prompts": ("prompt", CLEAN),
+              "latent": ("latents", 3), "alpha": ("alpha", 2.0), "k": ("count", 3)}),
     Analysis("neurons.features.feature_records", neurons.features.feature_records,
              {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")),
               "texts": ("texts", [CLEAN, CORRUPTED, FACT]), "latents": ("latents", [0, 5]),
