@@ -1283,6 +1283,13 @@ COMMANDS = [
     ["sae", "dashboard", "toy-lm/res-2", "-m", TOY],
     ["sae", "dashboard", "toy-lm/res-2", "-m", TOY, "-o", HERE + "/no-such-folder", "--features", "2000"],
     ["sae", "dashboard", "toy-lm/res-2", "-m", TOY, "-o", HERE + "/no-such-folder", "--features", "a-b"],
+    ["sae", "attribute", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN],
+    ["sae", "attribute", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--wrong", " mat"],
+    ["sae", "attribute", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--wrong", " cat",
+     "--corrupted", "The dog"],
+    ["sae", "steer", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN],
+    ["sae", "steer", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN, "--feature", "5000"],
+    ["sae", "steer", "toy-lm/res-1", "-m", TOY, "--prompt", "", "--feature", "5"],
     # issue 35: editing (subject not in the prompt, the true answer as the new object, a layer without an MLP, a
     # layer the model does not have, several layers for ROME)
     ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Zorv", "--new", " Pellmoor"],

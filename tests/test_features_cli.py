@@ -37,3 +37,16 @@ def test_sae_dashboard_writes_the_pages(tmp_path, few, capsys):
     rows = json.loads((tmp_path / "features.json").read_text())
     assert [r["latent"] for r in rows] == [3, 17] and all(r["explanation"] for r in rows)
     assert "feature-3.html" in (tmp_path / "index.html").read_text()
+
+
+def test_sae_attribute_and_steer(capsys):
+    rc = main(["sae", "attribute", "toy-lm/res-1", "--prompt", "And the LORD said unto", "--answer", " Moses",
+               "--wrong", " the", "--exact", "2", "--top", "3"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "baseline: zero" in out
+    rows = [line.split() for line in out.splitlines()[2:]]
+    assert len(rows) == 3 and len(rows[0]) == 3 and len(rows[2]) == 2  # exact beside the first two only
+    rc = main(["sae", "steer", "toy-lm/res-1", "--prompt", "And the LORD said unto", "--feature", "7", "--alpha",
+               "0", "--top", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "KL(clean || steered) = 0.0000" in out

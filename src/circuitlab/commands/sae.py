@@ -5,6 +5,8 @@
     circuitlab sae eval -m zoo/toy-lm --sae saes/blocks.2.hook_resid_post --data my_texts.txt
     circuitlab sae list                                               # the shipped SAEs
     circuitlab sae dashboard toy-lm/res-2 --features 0-99 -o dash/   # HTML feature dashboards, explained and scored
+    circuitlab sae attribute toy-lm/res-1 --prompt "And the LORD said unto" --answer " Moses" --wrong " the" --exact 10
+    circuitlab sae steer toy-lm/res-1 --prompt "And the LORD said unto" --feature 7 --alpha 8
 
 ``train`` trains one SAE per hook (all from the same forward passes) and writes each in SAELens's format to
 ``--save/HOOK``; with ``--checkpoint`` a stopped run resumes where it was. ``--data``: ``default`` (the corpus
@@ -13,7 +15,10 @@ L0, explained variance, MSE, CE loss recovered (zero and mean ablation), KL with
 without the error term), dead and dense fractions and the density histogram; ``--data heldout`` (default) is the
 held-out text shipped with zoo/toy-lm. ``dashboard`` writes self-contained HTML feature dashboards (an index to sort
 and filter, a page per feature) for the chosen ``--features`` of an SAE on ``--data`` (default the held-out text),
-each with its n-gram baseline explanation and score (``--no-explain`` leaves them out).
+each with its n-gram baseline explanation and score (``--no-explain`` leaves them out). ``attribute`` ranks the
+latents by attribution patching of the logit difference ``--answer`` - ``--wrong`` at the last position (baseline
+zero, or the latents of ``--corrupted``), with the exact ablation of the ``--exact`` strongest beside it. ``steer``
+adds ``--alpha`` times a ``--feature``'s decoder direction at the SAE's hook and prints the next-token change.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import argparse
 
 from circuitlab.cli import add_model_option, add_quiet_option, command, positive_int, quote, seed_int
 
-KINDS = ("train", "eval", "list", "dashboard")
+KINDS = ("train", "eval", "list", "dashboard", "attribute", "steer")
 
 
 def positive_number(text: str) -> float:
@@ -40,8 +45,10 @@ def positive_number(text: str) -> float:
 
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="train: train SAEs on hooks; eval: the standard metrics of an SAE; "
-                                              "list: the shipped SAEs; dashboard: HTML feature dashboards")
-    p.add_argument("name", nargs="?", help="dashboard: the SAE (a shipped name or a folder; same as --sae)")
+                                              "list: the shipped SAEs; dashboard: HTML feature dashboards; attribute: "
+                                              "attribution patching to latents; steer: add a decoder direction")
+    p.add_argument("name", nargs="?", help="dashboard, attribute, steer: the SAE (a shipped name or a folder; same "
+                                           "as --sae)")
     add_model_option(p, default="zoo/toy-lm")
     p.add_argument("--hook", help="train: hook names or layer numbers (their hook_resid_post), comma-separated; "
                                   "eval: the hook (default the SAE's own)")
@@ -63,6 +70,16 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--features", default="all", help="dashboard: latents, e.g. 0-99 or 3,17,40 (default all)")
     p.add_argument("-o", "--output", dest="output", help="dashboard: the folder for index.html and the feature pages")
     p.add_argument("--no-explain", action="store_true", help="dashboard: no explanations and scores (faster)")
+    p.add_argument("--prompt", help="attribute, steer: the prompt")
+    p.add_argument("--answer", help="attribute: the token whose logit (minus --wrong's) is attributed")
+    p.add_argument("--wrong", help="attribute: the competing token")
+    p.add_argument("--corrupted", help="attribute: a prompt of the same length whose latents are the baseline "
+                                       "(default zero: latent ablation)")
+    p.add_argument("--exact", type=int, default=10, help="attribute: ablate the N strongest latents exactly too "
+                                                         "(default 10; 0: none)")
+    p.add_argument("--top", type=positive_int, default=10, help="attribute, steer: rows to print (default 10)")
+    p.add_argument("--feature", type=int, help="steer: the latent whose decoder direction is added")
+    p.add_argument("--alpha", type=float, default=8.0, help="steer: its multiple (default 8; negative subtracts)")
     add_quiet_option(p)
 
 
@@ -104,6 +121,8 @@ def run(args: argparse.Namespace) -> int:
 
     if args.kind == "dashboard":
         return _dashboard(args)
+    if args.kind in ("attribute", "steer"):
+        return _feature_level(args)
     if args.kind == "train":
         if not args.hook:
             raise InputError("sae train needs --hook: hook names or layer numbers, e.g. --hook 1,2.")
@@ -233,6 +252,63 @@ def _dashboard(args: argparse.Namespace) -> int:
     return 0
 
 
+def _feature_level(args: argparse.Namespace) -> int:
+    from circuitlab import load_model
+    from circuitlab.errors import InputError
+    from circuitlab.features.sae import load_sae
+
+    name = args.name or args.sae
+    if not name:
+        raise InputError(f"sae {args.kind} needs the SAE: a shipped name (e.g. toy-lm/res-1) or a folder.")
+    if not args.prompt:
+        raise InputError(f"sae {args.kind} needs --prompt.")
+    hook = _hooks(args.hook)[0] if args.hook else None
+    if isinstance(hook, int):
+        hook = f"blocks.{hook}.hook_resid_post"
+    if args.kind == "steer":
+        if args.feature is None:
+            raise InputError("sae steer needs --feature: the latent whose decoder direction is added, e.g. 7.")
+        from circuitlab.features.attribution import steer
+
+        sae = load_sae(name)
+        model = load_model(args.model)
+        s = steer(model, sae, args.prompt, args.feature, args.alpha, hook_name=hook, k=args.top)
+        print(f"Steering {quote(args.prompt)} with {args.alpha:g} x W_dec[{s.latent}] of {name} at {s.hook}: "
+              f"KL(clean || steered) = {float(s.kl.values[0]):.4f} nats")
+        rows = zip(s.clean_top.tokens[0], s.clean_top.values[0].tolist(), s.steered_top.tokens[0],
+                   s.steered_top.values[0].tolist(), s.rises.tokens[0], s.rises.values[0].tolist(),
+                   s.falls.tokens[0], s.falls.values[0].tolist())
+        print(f"  {'clean':<20}{'steered':<20}{'rises (log p)':<24}falls (log p)")
+        for ct, cp, st, sp, rt, rv, ft, fv in rows:
+            print(f"  {ct!r:<12}{cp:6.3f}  {st!r:<12}{sp:6.3f}  {rt!r:<14}{rv:+8.3f}  {ft!r:<14}{fv:+8.3f}")
+        return 0
+    if not args.answer or not args.wrong:
+        raise InputError("sae attribute needs --answer and --wrong: the tokens whose logit difference is attributed.")
+    if args.exact < 0:
+        raise InputError(f"--exact {args.exact}: give a number of latents >= 0.")
+    from circuitlab.features.attribution import latent_attribution
+    from circuitlab.metrics import LogitDiff
+
+    sae = load_sae(name)
+    model = load_model(args.model)
+    metric = LogitDiff(correct=args.answer, wrong=args.wrong, model=model)
+    res = latent_attribution(model, sae, args.prompt, metric, corrupted=args.corrupted, hook_name=hook)
+    top = res.top(max(args.top, args.exact))
+    exact = {}
+    if args.exact:
+        ids = [i for i, _ in top[: args.exact]]
+        ex = latent_attribution(model, sae, args.prompt, metric, corrupted=args.corrupted, hook_name=hook,
+                                exact=ids).exact
+        exact = dict(zip(ids, ex.values.tolist()))
+    print(f"Attribution of logit({args.answer!r}) - logit({args.wrong!r}) = {res.clean_metric:.4f} on "
+          f"{quote(args.prompt)} to the latents of {name} (baseline: {res.baseline}):")
+    print(f"  {'latent':>7} {'attribution':>12} {'exact':>10}")
+    for i, v in top[: args.top]:
+        e = f"{exact[i]:+10.4f}" if i in exact else ""
+        print(f"  {i:>7} {v:+12.4f} {e}")
+    return 0
+
+
 run.arguments = arguments
 command("sae", "sparse autoencoders: train on hooks, evaluate (L0, explained variance, CE loss recovered, KL), list "
-               "the shipped ones, feature dashboards")(run)
+               "the shipped ones, feature dashboards, attribution to latents, steering")(run)
