@@ -87,3 +87,15 @@ def test_scores_are_the_correlation_of_the_simulation(toy, texts):
         pred = np.concatenate([sim.simulate(res.explanations[j], e.tokens) for e in r.held_out])
         want = 0.0 if pred.std() == 0 or true.std() == 0 else np.corrcoef(true, pred)[0, 1]
         assert res.scores.values[j, 0].item() == pytest.approx(want, abs=1e-6)
+
+
+def test_the_features_vs_neurons_rule():
+    from circuitlab.errors import NotApplicable
+    from circuitlab.reproduce.features_vs_neurons import judge, measure
+
+    a, b, v = judge([0.5, 0.6], [0.1, 0.55])  # pairs: 0.5 > 0.1, 0.5 < 0.55, 0.6 > 0.1, 0.6 > 0.55
+    assert a and b and v["p_feature_wins"] == 0.75
+    a, b, _ = judge([0.3, 0.3], [0.3, 0.3])  # all ties: half
+    assert not a and not b
+    with pytest.raises(NotApplicable, match="no shipped residual SAE"):
+        measure(cl.load_model("zoo/attn-only-1l"), 0)
