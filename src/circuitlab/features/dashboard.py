@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Union
 
 import torch
-from jaxtyping import Float
+from jaxtyping import Float, Int
 from torch import Tensor
 
 from circuitlab.core import (DEFAULT_MAX_MEMORY, as_model, check_affordable, check_count, check_count_within,
@@ -167,9 +167,9 @@ class LatentActivations:
     starts: list
     offsets: list
     latents: list
-    tok: Tensor
-    col: Tensor
-    val: Tensor
+    tok: Int[Tensor, " nonzero"]
+    col: Int[Tensor, " nonzero"]
+    val: Float[Tensor, " nonzero"]
     bounds: list
     tokens: int
     hook: str
@@ -186,15 +186,6 @@ class LatentActivations:
         out = [0.0] * (b - a)
         for g, v in zip(self.tok[s0:s1].tolist(), self.val[s0:s1].tolist()):
             out[g - a] = v
-        return out
-
-    def peaks(self, j: int) -> Tensor:
-        """Latent ``latents[j]``'s largest activation in each text ``[text]`` (0 where it never fires)."""
-        lo_, hi_ = self.bounds[j], self.bounds[j + 1]
-        out = torch.zeros(len(self.rows))
-        if hi_ > lo_:
-            text = torch.searchsorted(torch.tensor(self.offsets), self.tok[lo_:hi_], right=True) - 1
-            out.scatter_reduce_(0, text, self.val[lo_:hi_], reduce="amax")
         return out
 
 
