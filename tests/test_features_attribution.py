@@ -50,7 +50,7 @@ def _with_latents(toy, sae, edit):
 @pytest.fixture(scope="module")
 def attr(toy, sae, metric):
     first = latent_attribution(toy, sae, PROMPT, metric)
-    top = [i for i, _ in first.top(12)]
+    top = [i for i, _ in first.top(8)]
     return latent_attribution(toy, sae, PROMPT, metric, exact=top), top
 
 
@@ -76,14 +76,14 @@ def test_exact_ablation_matches_hooks_and_tracks_the_attribution(toy, sae, metri
         assert res.exact.values[j].item() == pytest.approx(want, abs=1e-4)
     a, e = res.total.values[top].numpy(), res.exact.values.numpy()
     assert np.corrcoef(a, e)[0, 1] > 0.8
-    alone = latent_ablation(toy, sae, PROMPT, metric, top[:3], max_memory=10_000)  # one latent per pass
-    np.testing.assert_allclose(alone.values.numpy(), e[:3], atol=1e-4)
+    alone = latent_ablation(toy, sae, PROMPT, metric, top[:2], max_memory=10_000)  # one latent per pass
+    np.testing.assert_allclose(alone.values.numpy(), e[:2], atol=1e-4)
 
 
 def test_corrupted_baseline(toy, sae, metric):
     same = latent_attribution(toy, sae, PROMPT, metric, corrupted=PROMPT)
     assert float(same.total.values.abs().max()) == 0.0
-    res = latent_attribution(toy, sae, PROMPT, metric, corrupted=CORRUPT, exact=[0, 1])
+    res = latent_attribution(toy, sae, PROMPT, metric, corrupted=CORRUPT)
     assert res.baseline == "corrupted" and res.per_position.values[0].abs().max() == 0  # BOS left out
 
 
