@@ -43,6 +43,17 @@ def positive_number(text: str) -> float:
     return value
 
 
+def index_int(text: str) -> int:
+    """An argparse ``type``: an integer >= 0 (a latent's index, or a number of latents where 0 means none)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {quote(text)}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {quote(text)}")
+    return value
+
+
 def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("kind", choices=KINDS, help="train: train SAEs on hooks; eval: the standard metrics of an SAE; "
                                               "list: the shipped SAEs; dashboard: HTML feature dashboards; attribute: "
@@ -75,10 +86,10 @@ def arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wrong", help="attribute: the competing token")
     p.add_argument("--corrupted", help="attribute: a prompt of the same length whose latents are the baseline "
                                        "(default zero: latent ablation)")
-    p.add_argument("--exact", type=int, default=10, help="attribute: ablate the N strongest latents exactly too "
+    p.add_argument("--exact", type=index_int, default=10, help="attribute: ablate the N strongest latents exactly too "
                                                          "(default 10; 0: none)")
     p.add_argument("--top", type=positive_int, default=10, help="attribute, steer: rows to print (default 10)")
-    p.add_argument("--feature", type=int, help="steer: the latent whose decoder direction is added")
+    p.add_argument("--feature", type=index_int, help="steer: the latent whose decoder direction is added")
     p.add_argument("--alpha", type=float, default=8.0, help="steer: its multiple (default 8; negative subtracts)")
     add_quiet_option(p)
 
@@ -284,8 +295,6 @@ def _feature_level(args: argparse.Namespace) -> int:
         return 0
     if not args.answer or not args.wrong:
         raise InputError("sae attribute needs --answer and --wrong: the tokens whose logit difference is attributed.")
-    if args.exact < 0:
-        raise InputError(f"--exact {args.exact}: give a number of latents >= 0.")
     from circuitlab.features.attribution import latent_attribution
     from circuitlab.metrics import LogitDiff
 
