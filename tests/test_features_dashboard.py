@@ -121,3 +121,11 @@ def test_bad_latents_are_refused(toy, sae, texts):
     for bad, word in ((1024, "[0, 1024)"), ([3, 3], "repeats"), ([], "non-empty"), ("7", "latent")):
         with pytest.raises(InputError, match=word.replace("[", r"\[").replace(")", r"\)")):
             feature_dashboards(toy, sae, texts[:3], bad)
+
+
+def test_a_pass_of_another_sae_is_refused(toy, texts):
+    from circuitlab.features.dashboard import latent_activations
+
+    acts = latent_activations(toy, "toy-lm/res-2", texts[:3], [5])
+    with pytest.raises(InputError, match="activations were read with"):
+        feature_dashboards(toy, "toy-lm/res-1", texts[:3], activations=acts)

@@ -189,6 +189,16 @@ class LatentActivations:
         return out
 
 
+def check_activations(activations: Any, model: Any, sae: SAE) -> None:
+    """``activations`` is a :class:`LatentActivations` of this model and SAE (what :func:`latent_activations`
+    returned for them)."""
+    if not isinstance(activations, LatentActivations):
+        raise InputError(f"activations={shorten(activations, 40)}: give what latent_activations returned, or None.")
+    if activations.sae != repr(sae) or activations.model != model_name(model):
+        raise InputError(f"activations were read with {activations.sae} on {activations.model}, not with {sae!r} on "
+                         f"{model_name(model)}; pass the same model and SAE, or activations=None.")
+
+
 @torch.no_grad()
 def latent_activations(model: Any, sae: Any, texts: Any, latents: Union[int, Sequence[int], None] = None, *,
                        hook_name: Optional[str] = None, max_memory: int = DEFAULT_MAX_MEMORY,
@@ -303,8 +313,8 @@ def feature_dashboards(
     if activations is None:
         activations = latent_activations(model, sae, texts, latents, hook_name=hook_name, max_memory=max_memory,
                                          progress=progress)
-    elif not isinstance(activations, LatentActivations):
-        raise InputError(f"activations={shorten(activations, 40)}: give what latent_activations returned, or None.")
+    else:
+        check_activations(activations, model, sae)
     la = activations
     rows, starts, offsets, chosen, n_tokens, name = la.rows, la.starts, la.offsets, la.latents, la.tokens, la.hook
     tok, val, bounds = la.tok, la.val, la.bounds

@@ -26,9 +26,9 @@ from typing import Any, Optional, Sequence, Union
 
 import torch
 
-from circuitlab.core import (DEFAULT_MAX_MEMORY, as_model, check_count, check_seed, shorten, str_tokens)
+from circuitlab.core import (DEFAULT_MAX_MEMORY, as_model, check_count, check_seed, str_tokens)
 from circuitlab.errors import InputError
-from circuitlab.features.dashboard import LatentActivations, latent_activations
+from circuitlab.features.dashboard import LatentActivations, check_activations, latent_activations
 from circuitlab.features.sae import check_sae
 from circuitlab.neurons.explain import (Excerpt, ExplanationScores, Explainer, NeuronRecord, Simulator,
                                         score_explanations)
@@ -78,8 +78,8 @@ def feature_records(
     if activations is None:
         activations = latent_activations(model, sae, texts, latents, hook_name=hook_name, max_memory=max_memory,
                                          progress=progress)
-    elif not isinstance(activations, LatentActivations):
-        raise InputError(f"activations={shorten(activations, 40)}: give what latent_activations returned, or None.")
+    else:
+        check_activations(activations, model, sae)
     la = activations
     n_texts = len(la.rows)
     k = n_explain + n_top
