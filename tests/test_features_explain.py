@@ -81,6 +81,7 @@ def test_scores_are_the_correlation_of_the_simulation(toy, texts):
     res = explain_features(toy, "toy-lm/res-2", texts, LATENTS, n_explain=5, n_top=5, n_random=5)
     assert res.scores.labels["neuron"] == [f"F{i}" for i in LATENTS]
     assert "latents of SAE" in res.summary()
+    assert "F17" in res.to_html()  # the latents are labelled as latents (render.features)
     sim = NgramSimulator()
     for j, r in enumerate(res.records):
         assert res.explanations[j] == NgramExplainer().explain(r.explain)

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Union
 
 from circuitlab.errors import InputError
-from circuitlab.render.neurons import histogram_svg
+from circuitlab.render.kinds import fragment, heading, renders, table
+from circuitlab.render.neurons import histogram_svg, score_histogram_svg
 from circuitlab.results import to_jsonable
 
 CSS = """
@@ -213,6 +214,27 @@ def write_dashboards(dash: Any, folder: Union[str, Path], explanations: Any = No
           "score": explained.get(c.latent, (None, None))[1]} for c in dash.cards]), indent=0) + "\n",
         encoding="utf-8")
     return index
+
+
+@renders("FeatureExplanationScores")
+def feature_explanation_scores(res: Any, n_rows: int = 8, **_: Any) -> str:
+    """Explanation scores of SAE latents (:func:`circuitlab.neurons.features.explain_features`): the score
+    histogram with the controls, the summary, and the best and worst explained latents."""
+    s = res.scores.values[:, 0].double()
+    order = s.argsort(descending=True).tolist()
+    picks = order[:n_rows] + [i for i in order[-n_rows:] if i not in order[:n_rows]]
+    rows = [(f"F{res.neurons[i]}", f"{float(s[i]):+.3f}",
+             f"{float(res.shuffled.values[i, 0]):+.3f}" if res.shuffled is not None else "",
+             _short(res.explanations[i])[:160]) for i in picks]
+    facts = (f"explainer: {res.explainer} · simulator: {res.simulator} · {res.scores.task}"
+             + (f" · model: {res.model}" if res.model else ""))
+    return fragment(heading(res.title or "Explanation scores of SAE latents", facts),
+                    f"<div class='cl-view'>{score_histogram_svg(res)}</div>",
+                    "<p class='cl-caption'>Filled: the scores of each latent's own explanation. Outlines: the same "
+                    "latents scored with another latent's explanation (shuffled control) and with random predictions "
+                    "(chance).</p>",
+                    f"<pre>{html.escape(res.summary())}</pre>",
+                    table(["latent", "score", "shuffled", "explanation"], rows))
 
 
 __all__ = ["write_dashboards", "feature_page", "index_page", "context_html"]
