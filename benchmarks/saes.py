@@ -17,6 +17,14 @@ The interop round trip on shipped SAEs: circuitlab -> SAELens (``save_sae``, the
 and back (SAELens's ``save_model``, then ``load_sae``), the max |difference| of the latents and reconstructions
 on 4,096 held-out activations of the SAE's hook.
 
+    python benchmarks/saes.py --dashboards 1000 --out benchmarks/results/saes_dashboards.json
+
+Dashboard generation for 1,000 features of ``toy-lm/res-2`` on the held-out books (``heldout.txt``, 204 verses,
+7,347 tokens), in its steps: the one pass (:func:`~circuitlab.features.dashboard.latent_activations`), the cards
+(:func:`~circuitlab.features.dashboard.feature_dashboards` from that pass), the n-gram baseline explanations and
+scores (:func:`~circuitlab.neurons.features.explain_features`, with the shuffled control) and the HTML
+(:func:`~circuitlab.render.features.write_dashboards`), each timed on one thread, with the bytes written.
+
 The throughput run reports tokens/s, seconds, and how much each training raised the process's peak
 RSS (``ru_maxrss``, read before evaluation; the second run's figure is a lower bound, as the first's peak
 already counts).
@@ -71,13 +79,56 @@ def interop(names: list[str]) -> dict:
     return out
 
 
+def dashboards(n: int) -> dict:
+    import tempfile
+
+    import circuitlab as cl
+    from circuitlab.features.dashboard import feature_dashboards, latent_activations
+    from circuitlab.neurons.features import explain_features
+    from circuitlab.render.features import write_dashboards
+
+    model = cl.load_model("zoo/toy-lm")
+    held = [t for t in (Path(cl.__file__).parent / "zoo" / "weights" / "toy-lm" / "heldout.txt").read_text()
+            .splitlines() if t.strip()]
+    name = "toy-lm/res-2"
+    latents = list(range(n))
+    times = {}
+    t0 = time.perf_counter()
+    acts = latent_activations(model, name, held, latents)
+    times["pass_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    dash = feature_dashboards(model, name, held, activations=acts)
+    times["cards_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    expl = explain_features(model, name, held, activations=acts)
+    times["explain_seconds"] = time.perf_counter() - t0
+    folder = Path(tempfile.mkdtemp(prefix="circuitlab-dash-bench-"))
+    t0 = time.perf_counter()
+    write_dashboards(dash, folder, expl)
+    times["html_seconds"] = time.perf_counter() - t0
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    d = expl.distribution()
+    return {"sae": name, "features": n, "texts": len(held), "tokens": dash.tokens, "threads": 1,
+            **{k: round(v, 2) for k, v in times.items()}, "total_seconds": round(sum(times.values()), 2),
+            "html_bytes": size, "files": len(list(folder.iterdir())), "peak_rss_bytes": rss(),
+            "explanation_score_mean": round(d["mean"], 4), "explanation_score_median": round(d["median"], 4),
+            "shuffled_mean": round(expl.distribution("shuffled")["mean"], 4),
+            "machine": platform.machine(), "python": sys.version.split()[0], "torch": torch.__version__}
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--tokens", type=int, default=65_536)
     p.add_argument("--interop", nargs="+", help="shipped SAE names: the round trip with SAELens instead")
+    p.add_argument("--dashboards", type=int, help="time dashboard generation for this many features instead")
     p.add_argument("--out", default=str(Path(__file__).parent / "results" / "saes.json"))
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.dashboards:
+        res = dashboards(args.dashboards)
+        print(json.dumps(res, indent=1))
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+        return
     if args.interop:
         res = interop(args.interop)
         print(json.dumps(res, indent=1))

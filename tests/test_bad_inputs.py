@@ -220,6 +220,9 @@ KINDS: dict[str, Kind] = {
     "band": Kind(("early", "late"), bad=[(0, 5), (5, 5), (10, 5), (5, 999), 5, "5-10", (1.5, 3), None]),
     "checkpoints": Kind(("checkpoint", "model"), bad=[[], 3, None, [(1, 2, 3)], [(-1, Lazy(words, WORDS))],
                                                       [(5, Lazy(words, WORDS)), (2, Lazy(words, WORDS))], [(0, 42)]]),
+    # SAE latents (issue 31: dashboards, feature explanations, attribution, steering); the toy SAE has 256
+    "latents": Kind(("latent",), bad=[256, -1, [3, 3], [], "7", 1.5, True, [0, 999]]),
+    "alpha": Kind(("alpha",), bad=[float("nan"), float("inf"), "1", None, True]),
 }
 
 
@@ -732,6 +735,33 @@ ANALYSES = [
               "hook_name": ("hook", "blocks.1.hook_resid_post"), "max_memory": ("memory", 2**20)}),
     Analysis("features.splice(entered)", _spliced_logits,
              {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE"))}),
+    Analysis("features.dashboard.latent_activations", features.dashboard.latent_activations,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "texts": ("texts", [CLEAN]),
+              "latents": ("latents", [0, 5]), "hook_name": ("hook", "blocks.1.hook_resid_post"),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("features.feature_dashboards", features.feature_dashboards,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "texts": ("texts", [CLEAN]),
+              "latents": ("latents", [0, 5]), "n_top": ("count", 2), "n_quantiles": ("count", 2),
+              "per_quantile": ("count", 1), "bins": ("count", 4), "k": ("count", 3), "seed": ("seed", 0),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("features.latent_attribution", features.latent_attribution,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "prompts": ("prompt", CLEAN),
+              "metric": ("metric", LD), "exact": ("latents", [0, 5]), "max_memory": ("memory", 2**20)}),
+    Analysis("features.latent_ablation", features.latent_ablation,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "prompts": ("prompt", CLEAN),
+              "metric": ("metric", LD), "latents": ("latents", [0, 5]), "max_memory": ("memory", 2**20)}),
+    Analysis("features.steer", features.steer,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")), "prompts": ("prompt", CLEAN),
+              "latent": ("latents", 3), "alpha": ("alpha", 2.0), "k": ("count", 3)}),
+    Analysis("neurons.features.feature_records", neurons.features.feature_records,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")),
+              "texts": ("texts", [CLEAN, CORRUPTED, FACT]), "latents": ("latents", [0, 5]),
+              "n_explain": ("count", 1), "n_top": ("count", 1), "n_random": ("count", 1), "seed": ("seed", 0),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("neurons.features.explain_features", neurons.features.explain_features,
+             {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")),
+              "texts": ("texts", [CLEAN, CORRUPTED, FACT]), "latents": ("latents", [0, 5]),
+              "n_explain": ("count", 1), "n_top": ("count", 1), "n_random": ("count", 1), "seed": ("seed", 0)}),
     # -- issue 35: model editing ----------------------------------------------------------------------------------
     Analysis("editing.rome", editing.rome,
              {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
@@ -841,6 +871,7 @@ SKIP = {
     ("features.train_sae", "hooks"): {3},  # 3: layer 3's hook_resid_post
     ("features.evaluate_sae", "hook_name"): {3, None},  # 3: layer 3's hook_resid_post (128 wide); None: the SAE's
     ("features.splice(entered)", "model"): {NAN},  # splicing reads no weight; the analyses run inside check them
+    ("features.dashboard.latent_activations", "hook_name"): {3, None},  # as evaluate_sae
     ("editing.key_covariance", "corpus"): {None},  # None: the default corpus
     ("editing.rome", "layer"): {None},  # None: the causal-tracing peak
     ("editing.fine_tune", "layer"): {None},
@@ -1248,6 +1279,17 @@ COMMANDS = [
     ["sae", "eval", "-m", TOY, "--sae", "no/such/sae"],
     ["sae", "eval", "-m", TOY],
     ["sae", "list", "--k", "x"],
+    ["sae", "dashboard", "-m", TOY, "-o", HERE + "/no-such-folder"],
+    ["sae", "dashboard", "toy-lm/res-2", "-m", TOY],
+    ["sae", "dashboard", "toy-lm/res-2", "-m", TOY, "-o", HERE + "/no-such-folder", "--features", "2000"],
+    ["sae", "dashboard", "toy-lm/res-2", "-m", TOY, "-o", HERE + "/no-such-folder", "--features", "a-b"],
+    ["sae", "attribute", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN],
+    ["sae", "attribute", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--wrong", " mat"],
+    ["sae", "attribute", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN, "--answer", " mat", "--wrong", " cat",
+     "--corrupted", "The dog"],
+    ["sae", "steer", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN],
+    ["sae", "steer", "toy-lm/res-1", "-m", TOY, "--prompt", CLEAN, "--feature", "5000"],
+    ["sae", "steer", "toy-lm/res-1", "-m", TOY, "--prompt", "", "--feature", "5"],
     # issue 35: editing (subject not in the prompt, the true answer as the new object, a layer without an MLP, a
     # layer the model does not have, several layers for ROME)
     ["edit", "-m", TOY, "--prompt", FACT, "--subject", "Zorv", "--new", " Pellmoor"],

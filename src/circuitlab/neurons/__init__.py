@@ -3,7 +3,8 @@
 Submodules: :mod:`~circuitlab.neurons.ranking` (probe-weight, per-neuron statistic and cross-model correlation
 rankings), :mod:`~circuitlab.neurons.ablation` (ablation curves), :mod:`~circuitlab.neurons.examples`
 (max-activating examples), :mod:`~circuitlab.neurons.explain` (explain, simulate, score),
-:mod:`~circuitlab.neurons.compositional` (logical formulas over word concepts, Mu & Andreas 2020), and
+:mod:`~circuitlab.neurons.compositional` (logical formulas over word concepts, Mu & Andreas 2020),
+:mod:`~circuitlab.neurons.features` (SAE latents explained, simulated and scored as units), and
 :mod:`~circuitlab.neurons.llm` (the client for a language model behind an OpenAI-compatible endpoint).
 """
 
@@ -13,6 +14,7 @@ from circuitlab.neurons.examples import NeuronPage, activations, neuron_page
 from circuitlab.neurons.explain import (Excerpt, ExplanationScores, Explainer, LLMExplainer, LLMSimulator, NeuronRecord,
                                         NgramExplainer, NgramSimulator, SimulationError, Simulator, corpus_lines,
                                         correlation_score, neuron_records, score_explanations, score_simulation)
+from circuitlab.neurons.features import FeatureExplanationScores, explain_features, feature_records
 from circuitlab.neurons.llm import LLMClient, LLMError
 from circuitlab.neurons.ranking import correlation_ranking, elastic_net_probe, max_correlation, rank_neurons
 
@@ -21,4 +23,4 @@ __all__ = ["CompositionalExplanations", "Excerpt", "ExplanationScores", "Explain
            "SimulationError", "Simulator", "ablation_curves", "activations", "compositional_explanations",
            "corpus_lines", "correlation_ranking", "correlation_score", "elastic_net_probe", "loss_curves",
            "max_correlation", "neuron_page", "neuron_records", "rank_neurons", "score_explanations",
-           "score_simulation"]
+           "score_simulation", "FeatureExplanationScores", "explain_features", "feature_records"]

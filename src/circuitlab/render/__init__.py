@@ -21,6 +21,7 @@ from circuitlab.render import concepts as _concepts  # noqa: F401,E402  token at
 from circuitlab.render import probing as _probing  # noqa: F401,E402  ProbeSweep, StructuralSweep, EdgeScores, HeadSweep
 from circuitlab.render import neurons as _neurons  # noqa: F401,E402  registers NeuronPage and ExplanationScores
 from circuitlab.render import dynamics as _dynamics  # noqa: F401,E402  registers TrainingCurves
+from circuitlab.render import features as _features  # noqa: F401,E402  registers FeatureExplanationScores
 from circuitlab.render.report import HTML, Bullets, Section, count_views, external_references, report, report_html
 from circuitlab.render.views import (
     View,
