@@ -74,7 +74,8 @@ from circuitlab.probing.gaussian import gaussian_sweep
 
 gs = gaussian_sweep(model, sentences, "upos", hook="blocks.1.hook_resid_post", k=3, cache=False)
 for r, ranking in enumerate(gs.labels["ranking"]):
-    print(f"{ranking:>8}: " + "  ".join(f"k={k + 1} {gs.values[r, k, 0]:.2f}" for k in range(gs.values.shape[1])))
+    accuracy = gs.values[r, :, 0].tolist()  # measure 0: test accuracy (1: the control task's, 2: selectivity)
+    print(f"{ranking:>8} ranking, test accuracy: " + "  ".join(f"k={k + 1} {a:.2f}" for k, a in enumerate(accuracy)))
 
 # %% [markdown]
 # ## 3. Depth profile
@@ -101,7 +102,10 @@ from circuitlab.probing.coreference import coreference_similarity
 from circuitlab.tasks.coreference import coreference_items
 
 coref = coreference_similarity(model, coreference_items(8), cache=False)
-print(coref.baselines.to_dataframe().round(3))
+base = coref.baselines
+for i, kind in enumerate(base.labels["kind"]):
+    row = base.values[i].tolist()
+    print(f"{kind:>9}: " + ", ".join(f"{name} {v:.3f}" for name, v in zip(base.labels["baseline"], row)))
 coref.accuracy
 
 # %% [markdown]

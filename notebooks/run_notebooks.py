@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import base64
 import contextlib
+import copy
 import io
 import os
 import re
@@ -136,6 +137,19 @@ def stderr_lines(nb) -> list[tuple[int, str]]:
     return found
 
 
+def coalesce(outputs: list) -> list:
+    """``outputs`` with consecutive stream outputs of the same stream joined into one: how a cell's printing is cut
+    into messages depends on timing (two prints may arrive as one output or two)."""
+    joined: list = []
+    for out in outputs:
+        if (out.get("output_type") == "stream" and joined and joined[-1].get("output_type") == "stream"
+                and joined[-1]["name"] == out["name"]):
+            joined[-1]["text"] = _text(joined[-1]["text"]) + _text(out["text"])
+        else:
+            joined.append(out)
+    return joined
+
+
 def tidy(nb):
     """``nb``'s outputs made reproducible and small: no wall-clock times in the cells' metadata; circuitsvis views
     numbered in order (``cl-view-1``, ...) instead of their random ids; circuitsvis's JavaScript bundle (1.3 MB)
@@ -152,9 +166,9 @@ def tidy(nb):
         if cell.cell_type != "code":
             continue
         # stderr that is only progress bars or a real model's one-time conversion notice: not a result
-        cell.outputs = [out for out in cell.outputs if not (
+        cell.outputs = coalesce([out for out in cell.outputs if not (
             out.output_type == "stream" and out.name == "stderr"
-            and not stderr_lines(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[out])])))]
+            and not stderr_lines(nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(outputs=[out])])))])
         for out in cell.get("outputs", []):
             html = out.get("data", {}).get("text/html")
             if html is None:
@@ -224,8 +238,9 @@ def _text(value) -> str:
 
 
 def output_differs(old: dict, new: dict) -> Optional[str]:
-    """Why two outputs of a cell differ, or None. Streams, plain text, HTML, SVG, markdown and LaTeX are compared
-    as text with tolerant numbers (:func:`text_differs`); PNG images by size and mean pixel difference."""
+    """Why two outputs of a cell differ, or None. Streams, plain text, HTML, SVG, markdown and LaTeX are compared as
+    text with tolerant numbers (:func:`text_differs`); PNG images by size and mean pixel difference. (:func:`compare`
+    joins consecutive pieces of one stream first.)"""
     if old.get("output_type") != new.get("output_type"):
         return f"output type {old.get('output_type')} became {new.get('output_type')}"
     if old["output_type"] == "stream":
@@ -253,10 +268,11 @@ def compare(old_nb, new_nb) -> list[str]:
     for i, (a, b) in enumerate(zip(old_nb.cells, new_nb.cells)):
         if a.cell_type != "code":
             continue
-        if len(a.outputs) != len(b.outputs):
-            found.append(f"cell {i}: {len(a.outputs)} outputs became {len(b.outputs)}")
+        old, new = coalesce(copy.deepcopy(a.outputs)), coalesce(copy.deepcopy(b.outputs))
+        if len(old) != len(new):
+            found.append(f"cell {i}: {len(old)} outputs became {len(new)}")
             continue
-        for x, y in zip(a.outputs, b.outputs):
+        for x, y in zip(old, new):
             why = output_differs(x, y)
             if why:
                 found.append(f"cell {i}: {why}")

@@ -122,6 +122,18 @@ def test_output_comparison_of_images_and_kinds():
                                  new_output("stream", name="stderr", text="a 1.0\n"))
 
 
+def test_comparison_joins_the_pieces_of_a_stream():
+    """Two prints may reach the notebook as one stream output or two, depending on timing."""
+    from nbformat.v4 import new_code_cell, new_notebook, new_output
+
+    def nb(*texts):
+        return new_notebook(cells=[new_code_cell("x", outputs=[new_output("stream", name="stdout", text=t)
+                                                               for t in texts])])
+
+    assert runner.compare(nb("before 1.00\n", "after 0.50\n"), nb("before 1.00\nafter 0.50\n")) == []
+    assert runner.compare(nb("before 1.00\n", "after 0.50\n"), nb("before 1.00\nafter 0.90\n")) != []
+
+
 # -- every notebook: a pair, in sync, committed with outputs --------------------------------------------------------
 
 def test_there_are_offline_notebooks():
