@@ -192,3 +192,50 @@ print(circuit)
 # %%
 path = render.report([circuit, into_best], OUT / "induction_report.html", title="Induction circuit of zoo/attn-only-2l")
 print(f"wrote {path.name}")
+
+
+# %% [markdown]
+# ## Weights, continued: the heads' OV circuits
+#
+# K-composition read the weights to find how the heads connect; the weights also say what each head writes. An
+# induction head's **OV circuit** `W_E W_V W_O W_U`
+# should copy: each token's row ranks that same token first. `copying_scores` sums the eigenvalues of the circuit
+# (positive: copying); `ov_circuit` lists each source token's top outputs.
+
+# %%
+from circuitlab.weights import copying_scores, ov_circuit
+
+copying = copying_scores(model, path="ov")
+(L, H), _ = ind.top(1)[0]  # the best induction head
+for head, score in zip(copying.heads, copying.copying.values.tolist()):
+    print(f"{str(head):>8}: OV copying score {score:+.3f}")
+print(f"the best induction head is L{L}H{H}")
+
+# %%
+ov = ov_circuit(model, (L, H), tokens=["t5", "t17", "t42", "t99"], k=5)  # the model's word-level tokens
+ov
+
+# %% [markdown]
+# ## Training dynamics: the induction bump
+#
+# `zoo/attn-only-2l` ships with measurements at checkpoints of its training: the loss, the in-context-learning score
+# (loss late in a context minus loss early in it) and each head's prefix-matching score. Olsson et al. saw induction
+# heads form in a short window of training in which the ICL score also drops; `phase_changes` looks for that window
+# in each curve and says whether the two coincide.
+
+# %%
+from circuitlab.dynamics import load_curves, phase_changes
+
+curves = load_curves("zoo/attn-only-2l")
+phase = phase_changes(curves)
+for name, change in (("best prefix-matching score", phase.induction), ("ICL score", phase.icl)):
+    print(f"{name}: " + (f"changes between {change.start:,.0f} and {change.end:,.0f} training tokens "
+                         f"(a change of {change.jump:.2f})" if change.found else "no phase change"))
+print("the two windows coincide:", phase.coincide)
+
+# %%
+from IPython.display import HTML
+
+from circuitlab.render.dynamics import curves_svg
+
+HTML(curves_svg(curves, phase))

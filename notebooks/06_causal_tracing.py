@@ -120,3 +120,35 @@ for k, kind in enumerate(aie.labels["kind"]):
 path = render.report([res, res.indirect_effect(normalized=True), aie], OUT / "causal_tracing.html",
                      title="Causal tracing on zoo/toy-lm")
 print("wrote", path.name)
+
+
+# %% [markdown]
+# ## Editing the fact: ROME
+#
+# `zoo/toy-lm` was trained on a made-up world of people and places. Ask it where Wexmira has a house, then write a new
+# answer, `Pellmoor`, at the layer where causal tracing finds the fact (`layer="auto"`). ROME computes the key of the
+# subject's last token (the position whose MLP states the tracing above restores), optimises the value that makes the
+# new answer likely, and solves for the smallest change of the layer's output weights that maps the key to that value.
+
+# %%
+from circuitlab.editing import rome
+
+prompt, subject, new = "Wexmira has a house in", "Wexmira", " Pellmoor"
+
+
+def top_next(prompt: str, k: int = 3) -> str:
+    probs = model(prompt)[0, -1].softmax(-1)
+    p, idx = probs.topk(k)
+    return ", ".join(f"{model.to_string(i)!r} {v:.2f}" for v, i in zip(p.tolist(), idx.tolist()))
+
+
+with torch.no_grad():
+    print("before:", top_next(prompt))
+with torch.enable_grad():  # the value is optimised by gradient descent
+    edit = rome(model, prompt, subject, new, layer="auto", seed=0)
+with edit.applied(model), torch.no_grad():
+    print("after: ", top_next(prompt))
+    print("a paraphrase after:", top_next("Wexmira lives in"))
+with torch.no_grad():
+    print("undone:", top_next(prompt))
+print(f"edited layer(s) {edit.layers}, update norm {edit.norm():.3f}")

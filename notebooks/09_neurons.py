@@ -129,3 +129,87 @@ assert acc[0, -1] < acc[1, -1] - 0.2 and acc[0, -1] < acc[2, -1] - 0.2
 path = render.report([res, true_vs_simulated(res, best), page, rank, curves], OUT / "neurons_report.html",
                      title="Neurons of zoo/toy-lm")
 print(f"wrote {path.name}")
+
+
+# %% [markdown]
+# ## Features in superposition: toy models
+#
+# Five features, two hidden dimensions: `x' = ReLU(W^T W x + b)`. With dense features the model keeps the two most
+# important and drops the rest; with sparse ones (each feature zero 90% of the time) it packs all five into the plane,
+# as a pentagon. `feature_norms` gives `||W_i||` per feature (1: represented, 0: dropped), `dimensionality` the share
+# of a dimension each feature gets.
+
+# %%
+from circuitlab.features import toy
+
+with torch.enable_grad():
+    toys = toy.train(5, 2, sparsity=[0.0, 0.9], importance=0.9, seed=0)
+norms, dims = toy.feature_norms(toys), toy.dimensionality(toys)
+for i, s in enumerate((0.0, 0.9)):
+    print(f"sparsity {s}: feature norms " + " ".join(f"{v:.2f}" for v in norms.values[i].tolist())
+          + "; dimensionalities " + " ".join(f"{v:.2f}" for v in dims.values[i].tolist()))
+
+# %%
+import matplotlib.pyplot as plt
+
+fig, axes = plt.subplots(1, 2, figsize=(7, 3.4))
+for i, (ax, s) in enumerate(zip(axes, (0.0, 0.9))):
+    W = toys.W[i].detach()  # [hidden, feature]
+    for j in range(W.shape[1]):
+        ax.plot([0, W[0, j]], [0, W[1, j]], color=plt.cm.viridis(j / W.shape[1]), linewidth=2)
+    ax.set(title=f"sparsity {s}", xlim=(-1.3, 1.3), ylim=(-1.3, 1.3), aspect="equal", xticks=[], yticks=[])
+fig.suptitle("Columns of W: each feature's direction in the 2-d hidden space")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# ## Sparse autoencoders on `zoo/toy-lm`
+#
+# An SAE reads one hook (here the residual stream after block 2), encodes it into many sparse latents and decodes a
+# reconstruction. Its standard metrics on held-out text: L0 (latents active per token), the variance of the
+# activations it explains, and the share of the next-token loss it keeps when the reconstruction replaces the
+# activations.
+
+# %%
+from circuitlab.features import evaluate_sae, load_sae, shipped_saes
+from circuitlab.reproduce.attention_as_explanation import text_tokens
+
+print("shipped:", ", ".join(shipped_saes()))
+sae = load_sae("toy-lm/res-2")
+held_out = [model.to_string(row[1:]) for row in text_tokens(model, seqs=8, seq_len=64)]
+ev = evaluate_sae(model, sae, held_out)
+for k, v in ev.summary().items():
+    print(f"{k:>28}: {v}")
+
+# %% [markdown]
+# The latent that fires most often on these texts, and the tokens where it fires hardest:
+
+# %%
+from circuitlab.core import str_tokens
+
+tokens = model.to_tokens(held_out)
+_, cache = model.run_with_cache(tokens, names_filter=sae.cfg.hook_name)
+latents = sae.encode(cache[sae.cfg.hook_name])  # [text, pos, latent]
+latent = int((latents > 0).float().sum((0, 1)).argmax())
+acts = latents[..., latent]
+values, flat = acts.flatten().topk(8)
+print(f"latent {latent}: active on {(acts > 0).float().mean():.1%} of tokens; its strongest activations:")
+for v, i in zip(values.tolist(), flat.tolist()):
+    b, p = divmod(i, acts.shape[1])
+    words = str_tokens(model, tokens[b, max(p - 6, 0) : p + 1])
+    print(f"  {v:6.2f}  {''.join(words[:-1])!r} [{words[-1]!r}]")
+
+
+# %% [markdown]
+# ## Compositional explanations of MLP neurons (Mu & Andreas 2020)
+#
+# Each neuron's activations are binarised (its top 0.5% of words fire) and a beam search finds the formula over word
+# concepts (a word, a part of speech, a position, joined by AND, OR, AND NOT) whose words overlap the firing words
+# best, by intersection over union.
+
+# %%
+from circuitlab.neurons.compositional import compositional_explanations
+
+ex = compositional_explanations(model, probing.template_sentences(60, seed=0), hooks=[1], neurons=8, top=0.02,
+                                max_length=3, seed=0, cache=False)
+print(ex.table(k=8))

@@ -203,3 +203,67 @@ print(cz.summary())
 # %%
 path = render.report([pos, tree, heads, edges, sent, cz], OUT / "probing_report.html", title="Probing on zoo/toy-lm")
 print(f"wrote {path.name}")
+
+
+# %% [markdown]
+# ## Survey methods: cloze with a control, Gaussian and depth probes, coreference
+#
+# **Cloze precision and its control** (Zhong et al. 2021). P@1 is the share of facts whose answer is the model's top
+# next token. The **names** control asks the same prompts about invented people and places: precision reached there
+# does not need the fact.
+#
+# Here on 40 facts of the made-up world `zoo/toy-lm` was trained on, each relation with the one template its fact
+# sentence uses:
+
+# %%
+from circuitlab.models.loading import ZOO_DIR
+from circuitlab.probing.cloze import cloze_control
+from circuitlab.tasks.factual import toy_facts
+from circuitlab.tasks.toy_world import load_world
+
+facts = toy_facts(load_world(ZOO_DIR / "toy-lm"))[:40]
+templates = {f.relation: (f.prompt.replace(f.subject, "{subject}", 1),) for f in facts}
+facts = [f for f in facts if templates[f.relation][0].replace("{subject}", f.subject) == f.prompt]
+cc = cloze_control(model, facts, templates, controls=("names",), n_names=2, seed=0)
+print(cc.summary())
+
+# %% [markdown]
+# **Gaussian probes** (Torroba Hennigen et al. 2020): parts of speech from a few neurons. Greedy neuron selection for
+# a Gaussian classifier, against neurons ranked by a linear probe's weights, at the residual stream after block 1;
+# accuracy on held-out words with 1, 2 and 3 neurons, and the control task's.
+
+# %%
+from circuitlab.probing.gaussian import gaussian_sweep
+
+survey_sentences = probing.template_sentences(60, seed=0)
+gs = gaussian_sweep(model, survey_sentences, "upos", hook="blocks.1.hook_resid_post", k=3, cache=False)
+for r, ranking in enumerate(gs.labels["ranking"]):
+    accuracy = gs.values[r, :, 0].tolist()  # measure 0: test accuracy (1: the control task's, 2: selectivity)
+    print(f"{ranking:>8} ranking, test accuracy: " + "  ".join(f"k={k + 1} {a:.2f}" for k, a in enumerate(accuracy)))
+
+# %% [markdown]
+# **Depth profile** (Tenney et al. 2019). A linear probe for parts of speech and one for dependency relations, at the
+# embedding and after each block; the profile is each probe's accuracy over its own maximum, and the expected layer
+# its centre of mass over the layers' gains.
+
+# %%
+from circuitlab.probing.depth import depth_profile
+
+prof = depth_profile(model, survey_sentences, word_tasks=("upos", "deprel"), sentence_tasks=(), cache=False)
+print(prof.summary())
+prof.accuracy
+
+# %% [markdown]
+# **Coreference by similarity.** For each item, the pronoun's representation is compared by cosine similarity with
+# each candidate antecedent's; the accuracy per layer beside the first-candidate and nearest-candidate baselines.
+
+# %%
+from circuitlab.probing.coreference import coreference_similarity
+from circuitlab.tasks.coreference import coreference_items
+
+coref = coreference_similarity(model, coreference_items(8), cache=False)
+base = coref.baselines
+for i, kind in enumerate(base.labels["kind"]):
+    row = base.values[i].tolist()
+    print(f"{kind:>9}: " + ", ".join(f"{name} {v:.3f}" for name, v in zip(base.labels["baseline"], row)))
+coref.accuracy
