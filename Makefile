@@ -31,7 +31,7 @@ demo: venv
 # the layers as an import-linter contract (pyproject.toml [tool.importlinter]; docs/architecture.md) and ruff
 lint: venv
 	$(BIN)/lint-imports --no-cache
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests notebooks
 
 test: venv lint
 	@# the browser test needs headless Chromium: install Debian's where we can (root with apt-get, as in CI)
@@ -75,6 +75,12 @@ zoo: venv
 notebooks: venv
 	$(BIN)/python -c "import notebook, ipywidgets" 2>/dev/null || $(BIN)/python -m pip install -q notebook ipywidgets
 	$(BIN)/jupyter notebook notebooks/ $(JUPYTER_ARGS)
+
+# Re-execute the notebooks' sources (notebooks/NN_*.py, jupytext percent format) into the committed .ipynb files, with
+# their outputs (CPU, one thread); NB=01 runs only the notebooks whose names start with 01. See notebooks/README.md.
+.PHONY: notebooks-run
+notebooks-run: venv
+	$(BIN)/python notebooks/run_notebooks.py $(NB)
 
 clean:
 	rm -rf $(VENV) report.html .pytest_cache
