@@ -23,10 +23,12 @@ analysis' spec (:mod:`circuitlab.serve.analyses`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import io
 import json
 import secrets
+import signal
 import threading
 import time
 from contextlib import asynccontextmanager
@@ -496,6 +498,20 @@ def serve(models: Sequence[str], *, host: str = "127.0.0.1", port: int = 8765, d
         def handle_exit(self, sig: int, frame: Any) -> None:
             app.state.stopping.set()  # event streams end, so the graceful shutdown does not wait for them
             super().handle_exit(sig, frame)
+
+        @contextlib.contextmanager
+        def capture_signals(self):
+            # uvicorn's own re-raises SIGTERM after its shutdown, so a clean stop would end as "killed by SIGTERM";
+            # here SIGINT and SIGTERM stop the server and the process ends normally (exit code 0)
+            if threading.current_thread() is not threading.main_thread():
+                yield
+                return
+            original = {sig: signal.signal(sig, self.handle_exit) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                yield
+            finally:
+                for sig, handler in original.items():
+                    signal.signal(sig, handler)
 
     config = uvicorn.Config(app, host=host, port=port, log_level="warning" if quiet else "info",
                             timeout_graceful_shutdown=5, access_log=not quiet)
