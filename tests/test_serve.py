@@ -301,3 +301,21 @@ def test_store_marks_unfinished_runs_interrupted_and_keeps_the_rest(tmp_path):
     assert again.get(done)["result"] == {"x": [1.5, None]}
     assert again.find_done("f", "patch", "{}")["id"] == done
     again.close()
+
+
+def test_explanation_feedback_job_is_the_library_experiment(client, model):
+    from circuitlab.concepts.debugging import regularisation_experiment
+
+    args = {"irrelevant": "names", "lam": 10.0, "n_train": 10, "n_test": 8, "examples": 1, "seed": 3}
+    job = client.post("/api/jobs", json={"analysis": "xmd", "args": args}).json()
+    state = wait(client, job["id"])
+    assert state["status"] == "done", state
+    res = state["result"]
+    want = regularisation_experiment(model, seeds=[3], n_train=10, n_test=8, lam=10.0, irrelevant="names",
+                                     n_attributed=1, ig_steps=16)
+    assert torch.equal(torch.tensor(res["values"]["data"]), want.accuracy.values[..., 0].float())
+    example = res["meta"]["examples"][0]
+    assert len(example["tokens"]) == len(example["before"]) == len(example["after"]) and example["marked"]
+    # the feedback is stored with the run
+    run = next(r for r in client.get("/api/history").json()["runs"] if r["id"] == job["id"])
+    assert run["args"]["irrelevant"] == "names" and run["args"]["lam"] == 10.0

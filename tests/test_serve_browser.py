@@ -175,6 +175,18 @@ def test_the_page_shows_the_library_dla_and_runs_a_patching_job(server, browser)
     d.get(server.url + "/#/history")
     d.get(url)
     wait.until(lambda d: "stored result" in d.find_element(By.ID, "status").text)
+
+    # explanation feedback: the before / after accuracy table and the attributions of a signed review
+    d.get(server.url + "/#/xmd")
+    wait.until(lambda d: d.find_elements(By.ID, "arg-n_train"))
+    for name, value in (("n_train", "10"), ("n_test", "8"), ("examples", "1")):
+        box = d.find_element(By.ID, f"arg-{name}")
+        box.clear()
+        box.send_keys(value)
+    d.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.xmd-example"))
+    rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#output table.heatmap tr th:first-child")]
+    assert "before (plain)" in rows and "after (feedback)" in rows
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
 

@@ -230,6 +230,58 @@ def trace(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress:
                         samples=args["samples"], seed=args["seed"], max_memory=max_memory, progress=progress)
 
 
+def xmd(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress: bool = False) -> Any:
+    """Explanation feedback (XMD, Lee et al. 2022) on the shortcut task of :mod:`circuitlab.concepts.debugging`.
+
+    The user's feedback marks tokens as irrelevant for the task: the shortcut's name (``irrelevant="shortcut"``)
+    or every signature's name (``"names"``). The job trains the :class:`~circuitlab.concepts.debugging.
+    LinearHeadClassifier` on ``n_train`` reviews per label twice, plainly and with explanation regularisation
+    (Ross et al. 2017) of the marked tokens' integrated-gradient attribution (``lam``), all by the library's calls
+    (:func:`~circuitlab.concepts.debugging.irrelevant_directions`, :func:`~circuitlab.concepts.debugging.
+    train_classifier`), and reports before / after: accuracy in distribution, with the correlation removed and
+    reversed, and the integrated gradients (16 steps) of the score over each of ``examples`` signed test reviews.
+    """
+    import torch
+
+    from circuitlab.concepts import debugging as D
+    from circuitlab.core import check_layer, model_name, progress_bar
+    from circuitlab.results import Result
+
+    layer = check_layer(model, args["layer"] if args["layer"] is not None else max(0, model.cfg.n_layers // 3))
+    bar = progress_bar(total=4 + 2 * args["examples"], progress=progress, desc="explanation feedback")
+    train = D.shortcut_reviews(args["n_train"], D.TRAIN_CORRELATION, seed=args["seed"])
+    base = D.LinearHeadClassifier(model, layer)
+    X = base.features([e.text for e in train])
+    bar.update(1)
+    G = D.irrelevant_directions(base, train, irrelevant=args["irrelevant"])
+    bar.update(1)
+    tests = {d: D.shortcut_reviews(args["n_test"], c, seed=args["seed"] + 1000) for d, c in D.DISTRIBUTIONS.items()}
+    feats = {d: base.features([e.text for e in t]) for d, t in tests.items()}
+    bar.update(1)
+    clfs = [D.train_classifier(model, train, layer=layer, lam=lam, features=X, penalty=G)
+            for lam in (0.0, args["lam"])]
+    acc = torch.tensor([[clf.accuracy(tests[d], feats[d]) for d in D.DISTRIBUTIONS] for clf in clfs])
+    bar.update(1)
+    signed = [e for e in tests["in distribution"] if e.shortcut][:args["examples"]]
+    examples = []
+    for e in signed:
+        row = {"text": e.text, "label": e.label, "marked": D.shortcut_positions(model, e)}
+        for name, clf in zip(("before", "after"), clfs):
+            ig = clf.attribute(e.text, steps=16)
+            row["tokens"], row[name] = ig.tokens[0], ig.values[0].tolist()
+            row[f"{name}_score"] = float(clf.scores([e.text])[0])
+            bar.update(1)
+        examples.append(row)
+    bar.close()
+    trainings = ["before (plain)", "after (feedback)"]
+    common = dict(model=model_name(model), task=f"{args['n_train']} reviews per label, shortcut {D.SHORTCUT!r} at "
+                                                f"{D.TRAIN_CORRELATION}; feedback: {args['irrelevant']} irrelevant")
+    meta = {"feedback": {"irrelevant": args["irrelevant"], "lam": args["lam"]}, "layer": layer,
+            "seed": args["seed"], "examples": examples}
+    return Result(acc, ("training", "distribution"), {"training": trainings, "distribution": list(D.DISTRIBUTIONS)},
+                  title="Accuracy before and after explanation feedback", metric="accuracy", meta=meta, **common)
+
+
 _PROMPT = Arg("prompt", required=True, help="the prompt")
 SITES = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out", "z", "v", "pattern")
 
@@ -259,6 +311,16 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
               "noise": Arg("float", default=3.0, low=1e-3, high=100.0),
               "samples": Arg("int", default=10, low=1, high=100), "seed": Arg("int", default=0, low=0, high=2**62)},
              trace, job=True, help="restore clean states into a run with the subject corrupted (Meng et al. 2022)"),
+    Analysis("xmd", "Explanation feedback",
+             {"irrelevant": Arg("choice", default="shortcut", choices=("shortcut", "names"),
+                                help="the tokens marked irrelevant for the task"),
+              "lam": Arg("float", default=10.0, low=0.0, high=1e4, help="strength of the explanation penalty"),
+              "n_train": Arg("int", default=40, low=4, high=400), "n_test": Arg("int", default=20, low=4, high=400),
+              "examples": Arg("int", default=3, low=1, high=10), "seed": Arg("int", default=0, low=0, high=2**62),
+              "layer": Arg("int", default=None, low=0, high=10_000)},
+             xmd, job=True, help="mark tokens irrelevant for the review classifier of concepts.debugging and "
+                                 "retrain it with explanation regularisation (XMD, Lee et al. 2022): accuracy and "
+                                 "attributions before and after"),
 ]}
 
 

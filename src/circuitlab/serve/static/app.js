@@ -215,6 +215,26 @@ const drawers = {
                   `P(answer) clean ${fmt(r.meta.clean_prob)}, subject corrupted ${fmt(r.meta.corrupted_prob)}`));
     drawResult(r, out);
   },
+  xmd(data, out) {
+    const r = data.result, fb = r.meta.feedback;
+    out.append(el("p", { class: "headline", id: "job-headline" },
+                  `feedback: ${fb.irrelevant} irrelevant, penalty ${fb.lam}; reversed-correlation accuracy ` +
+                  `${fmt(r.values.data[0][2])} before, ${fmt(r.values.data[1][2])} after`));
+    drawResult(r, out);
+    out.append(el("h3", { text: "Integrated gradients of the score over each signed test review" }),
+               el("p", { class: "meta", text: "red: pushes towards positive; blue: towards negative; the tokens " +
+                                               "marked irrelevant are outlined" }));
+    for (const ex of r.meta.examples) {
+      const cols = ex.tokens.map((t, i) => JSON.stringify(t));
+      const table = heatmap([ex.before, ex.after], [`before (score ${fmt(ex.before_score)})`,
+                                                    `after (score ${fmt(ex.after_score)})`], cols,
+                            `${ex.text} (label ${ex.label})`);
+      table.classList.add("xmd-example");
+      for (const tr of table.querySelectorAll("tr"))
+        ex.marked.forEach((p) => { const c = tr.children[p + 1]; if (c) c.style.outline = "2px solid #111"; });
+      out.append(table);
+    }
+  },
 };
 
 // ---- running views and jobs ------------------------------------------------------------------------------------
@@ -306,7 +326,8 @@ async function route() {
     state.view = view;
     $("intro").textContent = analysis.help;
     buildForm(analysis, args);
-    const ready = Object.entries(analysis.args).every(([n, s]) => !s.required || args[n]);
+    // run when the address holds the arguments (a view with no required argument waits for its button)
+    const ready = Object.keys(args).length > 0 && Object.entries(analysis.args).every(([n, s]) => !s.required || args[n]);
     if (!ready) return;
     if (analysis.job) await runJob(analysis, args); else await runView(analysis, args);
   } catch (e) {
