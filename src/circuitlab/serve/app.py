@@ -41,6 +41,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 
+from circuitlab.core import DEFAULT_MAX_MEMORY
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.serve.analyses import args_key, canonical_args, describe, get_analysis, result_json, results_of
 from circuitlab.serve.jobs import Job, ModelSlot, QueueFull
@@ -200,8 +201,8 @@ def _load_models(models: Union[Sequence[str], Mapping[str, Any]]) -> dict[str, A
 
 def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",), data_dir: Union[str, Path] =
                DEFAULT_DATA, token: Optional[str] = None, *, host: str = "127.0.0.1", allowed_hosts: Sequence[str] = (),
-               max_body: int = DEFAULT_MAX_BODY, max_queue: int = 8, max_tokens: int = 256,
-               max_memory: Optional[int] = None, threads: Optional[int] = None) -> Any:
+               max_body: int = DEFAULT_MAX_BODY, max_queue: int = 8, max_prompt_tokens: int = 256,
+               max_memory: int = DEFAULT_MAX_MEMORY, threads: Optional[int] = None) -> Any:
     """The explorer as an ASGI application (FastAPI).
 
     Args:
@@ -212,15 +213,15 @@ def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",)
         host: the host the server binds (a non-loopback one is also accepted in ``Host`` headers).
         allowed_hosts: more names accepted in ``Host`` / ``Origin`` (say, the machine's DNS name).
         max_body: the largest request body in bytes; max_queue: jobs waiting per model before 429;
-        max_tokens: the longest prompt in tokens (also bounded by the model's context);
-        max_memory: each analysis' ``max_memory`` (default the library's);
+        max_prompt_tokens: the longest prompt in tokens (also bounded by the model's context);
+        max_memory: each analysis' ``max_memory`` (the library's meaning and default);
         threads: torch's intra-op threads (default: up to 4).
     """
     import os
 
     import torch
 
-    from circuitlab.core import DEFAULT_MAX_MEMORY, check_count, check_max_memory
+    from circuitlab.core import check_count, check_max_memory
 
     host = check_host(host)
     token = check_token(token)
@@ -228,8 +229,8 @@ def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",)
         raise InputError(f"--host {host} makes the server reachable from other machines; it needs a token (--token, "
                          "or leave it out on the command line to have one generated).")
     max_body, max_queue = check_count(max_body, "max_body"), check_count(max_queue, "max_queue")
-    max_tokens = check_count(max_tokens, "max_tokens")
-    max_memory = check_max_memory(DEFAULT_MAX_MEMORY if max_memory is None else max_memory)
+    max_tokens = check_count(max_prompt_tokens, "max_prompt_tokens")
+    max_memory = check_max_memory(max_memory)
     threads = check_count(threads if threads is not None else min(4, os.cpu_count() or 1), "threads")
     torch.set_num_threads(threads)
 
@@ -444,7 +445,7 @@ def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",)
     def history(limit: int = 100):
         if not 1 <= limit <= 1000:
             raise InputError(f"limit must be between 1 and 1000; got {limit}.")
-        return {"runs": store.history(limit)}
+        return {"runs": store.history(last=limit)}
 
     return app
 

@@ -108,10 +108,10 @@ class Store:
                           "ORDER BY finished DESC LIMIT 1", (fingerprint, analysis, args))
         return self.get(rows[0]["id"]) if rows else None
 
-    def history(self, limit: int = 100) -> list[dict[str, Any]]:
-        """The latest runs, newest first, without their results."""
+    def history(self, last: int = 100) -> list[dict[str, Any]]:
+        """The ``last`` runs, newest first, without their results."""
         rows = self._rows("SELECT id, model, fingerprint, analysis, args, status, error, created, finished FROM runs "
-                          "ORDER BY created DESC LIMIT ?", (int(limit),))
+                          "ORDER BY created DESC LIMIT ?", (int(last),))
         return [_parsed(r) for r in rows]
 
     def close(self) -> None:
