@@ -195,6 +195,21 @@ def test_token_is_required_on_every_request(model, tmp_path):
         app.state.shutdown()
 
 
+def test_every_interface_answers_to_the_machine_names_only(model, tmp_path):
+    import socket
+
+    token = "k" * 20
+    app = create_app({TOY: model}, tmp_path, token=token, host="0.0.0.0", allowed_hosts=["lab.example"], threads=1)
+    try:
+        c = TestClient(app, base_url=LOCAL)
+        auth = {"authorization": f"Bearer {token}"}
+        for name in (socket.gethostname(), "lab.example:8765", "127.0.0.1:8765"):
+            assert c.get("/api/health", headers={**auth, "host": name}).status_code == 200, name
+        assert c.get("/api/health", headers={**auth, "host": "rebound.example"}).status_code == 400
+    finally:
+        app.state.shutdown()
+
+
 def test_a_non_local_host_needs_a_token(model, tmp_path):
     with pytest.raises(InputError, match="needs a token"):
         create_app({TOY: model}, tmp_path, host="0.0.0.0", threads=1)

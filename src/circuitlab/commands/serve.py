@@ -38,6 +38,9 @@ def arguments(p: argparse.ArgumentParser) -> None:
                    help="folder of the run store (SQLite), created if missing (default ./circuitlab-data)")
     p.add_argument("--token", help="token required on every request (default: none on 127.0.0.1; generated and "
                                    "printed for any other host)")
+    p.add_argument("--allow-host", action="append", default=[], metavar="NAME",
+                   help="another name or address this server answers to in the Host header (e.g. a DNS alias); "
+                        "repeat for several")
     p.add_argument("--max-queue", type=positive_int, default=8, help="jobs waiting per model before HTTP 429 "
                                                                      "(default 8)")
     p.add_argument("--threads", type=positive_int, help="torch threads (default: up to 4)")
@@ -67,7 +70,8 @@ def run(args: argparse.Namespace) -> int:
     token = check_token(args.token)
     _check_port(host, args.port)
     return serve(args.model or ["zoo/toy-lm"], host=host, port=args.port, data_dir=args.data, token=token,
-                 quiet=args.quiet, max_queue=args.max_queue, threads=args.threads)
+                 quiet=args.quiet, max_queue=args.max_queue, threads=args.threads,
+                 allowed_hosts=[check_host(h) for h in args.allow_host])
 
 
 run.arguments = arguments

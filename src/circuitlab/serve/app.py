@@ -82,6 +82,19 @@ def check_token(token: Any) -> Optional[str]:
     return token
 
 
+def machine_names() -> set[str]:
+    """This machine's host name, fully qualified name and the addresses they resolve to (lowercased)."""
+    import socket
+
+    names = {socket.gethostname().lower(), socket.getfqdn().lower()}
+    for name in list(names):
+        try:
+            names |= {info[4][0].lower() for info in socket.getaddrinfo(name, None)}
+        except OSError:
+            pass
+    return names
+
+
 def new_token() -> str:
     """A fresh random token (32 URL-safe characters)."""
     return secrets.token_urlsafe(24)
@@ -261,10 +274,8 @@ def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",)
     app.state.store, app.state.slots, app.state.jobs, app.state.stopping = store, slots, jobs, stopping
     app.state.token, app.state.shutdown = token, shutdown
     hosts = set(LOOPBACK) | {host.lower(), *[h.lower() for h in allowed_hosts]}
-    if host in ("0.0.0.0", "::"):
-        import socket
-
-        hosts |= {socket.gethostname().lower(), socket.getfqdn().lower()}
+    if host in ("0.0.0.0", "::"):  # every interface: this machine's names and addresses
+        hosts |= machine_names()
     app.add_middleware(Guard, hosts=hosts, token=token, max_body=max_body)
 
     # ---- errors: the library's errors are the client's (400), a full queue is 429, the rest a clear 500 ----
