@@ -13,7 +13,7 @@
 Writes ``benchmarks/results/serve.json`` (one entry per model, others kept) and prints a summary.
 
     python benchmarks/serve.py                                         # zoo/toy-lm
-    python benchmarks/serve.py --model gemma-3-270m --clients 10 --requests 20
+    python benchmarks/serve.py --model gemma-3-270m --repeats 10 --latency-only
 """
 
 from __future__ import annotations
@@ -200,6 +200,8 @@ def main() -> None:
     p.add_argument("--requests", type=int, default=50)
     p.add_argument("--max-queue", type=int, default=8)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--latency-only", action="store_true", help="measure warm latency and the page only (a real "
+                                                                "model on a busy machine)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
     args = p.parse_args()
 
@@ -211,10 +213,11 @@ def main() -> None:
         print(json.dumps(entry["warm_latency"], indent=1), flush=True)
         entry["page"] = page(url)
         print(json.dumps(entry["page"]), flush=True)
-        entry["concurrency"] = concurrency(url, [int(x) for x in args.levels.split(",")], 10)
-        print(json.dumps(entry["concurrency"]), flush=True)
-        entry["load"] = load(url, args.clients, args.requests, args.seed)
-        print(json.dumps(entry["load"]), flush=True)
+        if not args.latency_only:
+            entry["concurrency"] = concurrency(url, [int(x) for x in args.levels.split(",")], 10)
+            print(json.dumps(entry["concurrency"]), flush=True)
+            entry["load"] = load(url, args.clients, args.requests, args.seed)
+            print(json.dumps(entry["load"]), flush=True)
         entry["load_average_at_end"] = os.getloadavg()[0]
         with httpx.Client(base_url=url, timeout=30) as c:
             entry["health_after"] = c.get("/api/health").json()
