@@ -415,7 +415,7 @@ def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",)
         if job is None or job.done.is_set():
             state = job_state(run_id, with_result=False)
             return {**state, "note": f"the job is {state['status']}; nothing to cancel"}
-        job.cancel.set()
+        job.slot.cancel(job)
         return job.state()
 
     @app.get("/api/jobs/{run_id}/events")

@@ -104,10 +104,13 @@ class ModelSlot:
                 self.current = None
                 job.done.set()
                 job.touch()
+                self.jobs.pop(job.id, None)  # finished: the store has it from now on
 
     def _run(self, job: Job) -> None:
         from circuitlab.core import progress_sink
 
+        if job.done.is_set():  # cancelled while it waited (see cancel_waiting)
+            return
         if job.cancel.is_set():
             self._finish(job, "cancelled", error="cancelled before it started")
             return
@@ -144,6 +147,13 @@ class ModelSlot:
             self.store.set_status(job.id, status, result=result, error=error)
         job.status, job.error = status, error
         job.touch()
+
+    def cancel(self, job: Job) -> None:
+        """Cancel ``job``: a waiting job is cancelled at once, a running one at its next progress step."""
+        job.cancel.set()
+        if job.status == "queued" and self.current is not job:
+            self._finish(job, "cancelled", error="cancelled before it started")
+            job.done.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Cancel the running and queued jobs and stop the worker (waits up to ``timeout`` seconds)."""
