@@ -141,6 +141,8 @@ BAD_REQUESTS = [  # (method, path, body or raw bytes, headers, status, words of 
     ("get", "/api/health", None, {"host": "evil.example:80"}, 400, "Host"),
     ("get", "/api/health", None, {"origin": "http://evil.example"}, 403, "cross-origin"),
     ("get", "/api/health", None, {"origin": "null"}, 403, "cross-origin"),
+    ("post", "/api/view/dla", {"args": {"prompt": FACT}}, {"origin": "http://127.0.0.1:9999"}, 403, "cross-origin"),
+    ("post", "/api/view/dla", {"args": {"prompt": FACT}}, {"origin": "http://localhost"}, 403, "cross-origin"),
     ("get", "/static/..%2Fapp.py", None, {}, 404, ""),
     ("get", "/static/%2e%2e%2f%2e%2e%2fcore.py", None, {}, 404, ""),
     ("get", "/static/app.py", None, {}, 404, ""),
@@ -163,6 +165,11 @@ def test_bad_requests_are_refused(client, method, path, body, headers, status, w
     if words:
         assert words in got.json()["error"], got.json()
     assert client.get("/api/health").status_code == 200  # the server goes on
+
+
+def test_the_page_s_own_origin_is_accepted(client):
+    got = client.post("/api/view/next_token", json={"args": {"prompt": FACT}}, headers={"origin": LOCAL})
+    assert got.status_code == 200, got.text
 
 
 def test_static_files_are_the_page_and_circuitsvis_once(client):

@@ -126,9 +126,9 @@ class Guard:
             return await _refuse(send, 400, "this server does not answer to that Host header (DNS rebinding guard); "
                                             "open it by the address it printed")
         origin = headers.get("origin")
-        if origin is not None:
+        if origin is not None:  # same origin only: the scheme's host and port are the ones this request came to
             parts = urlsplit(origin)
-            if parts.scheme not in ("http", "https") or (parts.hostname or "") not in self.hosts:
+            if parts.scheme not in ("http", "https") or parts.netloc.lower() != headers.get("host", "").lower():
                 return await _refuse(send, 403, "cross-origin requests are refused; use the page this server serves")
         set_cookie = False
         if self.token is not None:
