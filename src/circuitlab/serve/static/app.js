@@ -132,6 +132,19 @@ function heatmap(values, rows, cols, caption) {
   return table;
 }
 
+function topTable(values, rows, cols, k) {
+  // a result too large for a heatmap (e.g. every neuron of every layer): its k largest entries by |value|
+  const cells = [];
+  values.forEach((row, i) => row.forEach((v, j) => { if (typeof v === "number") cells.push([Math.abs(v), i, j, v]); }));
+  cells.sort((a, b) => b[0] - a[0]);
+  const t = el("table", { class: "cl-table" }, el("caption", { text: `the ${k} largest of ${cells.length} values by size ` +
+                                                                   "(export CSV for all)" }),
+               el("tr", {}, el("th", { text: "row" }), el("th", { text: "column" }), el("th", { text: "value" })));
+  for (const [, i, j, v] of cells.slice(0, k)) t.append(el("tr", {}, el("td", { text: rows[i] }), el("td", { text: cols[j] }),
+                                                          el("td", { text: fmt(v) })));
+  return t;
+}
+
 function labelsOf(res, axis, n) {
   const l = (res.labels || {})[axis];
   return l && l.length === n ? l : Array.from({ length: n }, (_, i) => `${axis} ${i}`);
@@ -143,7 +156,11 @@ function drawResult(res, out) {
   out.append(el("h3", { text: res.title || res.kind }));
   out.append(el("p", { class: "meta", text: [res.model, res.task, res.metric].filter(Boolean).join(" · ") }));
   if (shape.length === 0) out.append(el("p", { text: fmt(v) }));
+  else if (shape.length === 1 && shape[0] > 4000)
+    out.append(topTable([v], [res.metric || "value"], labelsOf(res, axes[0], shape[0]), 30));
   else if (shape.length === 1) out.append(heatmap([v], [res.metric || "value"], labelsOf(res, axes[0], shape[0])));
+  else if (shape.length === 2 && shape[0] * shape[1] > 4000)
+    out.append(topTable(v, labelsOf(res, axes[0], shape[0]), labelsOf(res, axes[1], shape[1]), 30));
   else if (shape.length === 2)
     out.append(heatmap(v, labelsOf(res, axes[0], shape[0]), labelsOf(res, axes[1], shape[1])));
   else if (shape.length === 3) {
