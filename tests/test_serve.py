@@ -341,3 +341,21 @@ def test_explanation_feedback_job_is_the_library_experiment(client, model):
     # the feedback is stored with the run
     run = next(r for r in client.get("/api/history").json()["runs"] if r["id"] == job["id"])
     assert run["args"]["irrelevant"] == "names" and run["args"]["lam"] == 10.0
+
+    # the classifier it saved, loaded back: the score of a new review as the library's retrained head gives it
+    from circuitlab.concepts.debugging import irrelevant_directions, shortcut_reviews, train_classifier
+
+    text = "The film was lovely. Posted by Carl."
+    got = client.post("/api/view/classify", json={"args": {"run": job["id"], "text": text}})
+    assert got.status_code == 200, got.text
+    train = shortcut_reviews(10, seed=3)
+    clf = train_classifier(model, train, lam=0.0)
+    penalty = irrelevant_directions(clf, train, irrelevant="names")
+    clf = train_classifier(model, train, lam=10.0, penalty=penalty)
+    assert got.json()["result"]["meta"]["score"] == pytest.approx(float(clf.scores([text])[0]), rel=1e-9, abs=1e-12)
+    for bad in ({"run": "nope", "text": text}, {"run": state["id"], "text": text, "which": "during"}):
+        assert client.post("/api/view/classify", json={"args": bad}).status_code == 400
+    patch_run = client.post("/api/jobs", json={"analysis": "patch", "args": PATCH}).json()
+    wait(client, patch_run["id"])
+    refused = client.post("/api/view/classify", json={"args": {"run": patch_run["id"], "text": text}})
+    assert refused.status_code == 400 and "not a finished xmd job" in refused.json()["error"]

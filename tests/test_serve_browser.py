@@ -8,6 +8,7 @@ parts skip when Chromium is missing, as tests/test_browser.py does (a failure un
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import signal
@@ -187,6 +188,12 @@ def test_the_page_shows_the_library_dla_and_runs_a_patching_job(server, browser)
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "table.xmd-example"))
     rows = [r.text for r in d.find_elements(By.CSS_SELECTOR, "#output table.heatmap tr th:first-child")]
     assert "before (plain)" in rows and "after (feedback)" in rows
+    d.find_element(By.ID, "try-saved").click()  # the saved classifier, loaded back, on a review typed here
+    wait.until(lambda d: d.find_elements(By.ID, "arg-text"))
+    d.find_element(By.ID, "arg-text").send_keys("The film was lovely. Posted by Carl.")
+    d.find_element(By.ID, "run").click()
+    wait.until(lambda d: d.find_elements(By.ID, "classify-score"))
+    assert math.isfinite(float(d.find_element(By.ID, "classify-score").get_attribute("data-score")))
     errors = [e for e in d.get_log("browser") if e["level"] == "SEVERE"]
     assert not errors, errors
 

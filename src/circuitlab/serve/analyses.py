@@ -48,6 +48,8 @@ class Analysis:
     run: Callable[..., Any]
     job: bool = False
     help: str = ""
+    #: the analysis of the stored run that argument ``run`` names (its result is passed as ``stored``)
+    stored_run: Optional[str] = None
     exports: tuple = field(default=("json", "csv", "html"))
 
 
@@ -276,10 +278,32 @@ def xmd(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress: b
     trainings = ["before (plain)", "after (feedback)"]
     common = dict(model=model_name(model), task=f"{args['n_train']} reviews per label, shortcut {D.SHORTCUT!r} at "
                                                 f"{D.TRAIN_CORRELATION}; feedback: {args['irrelevant']} irrelevant")
+    heads = {name: {"layer": layer, "weight": clf.weight.detach().double(), "bias": float(clf.bias)}
+             for name, clf in zip(("before", "after"), clfs)}
     meta = {"feedback": {"irrelevant": args["irrelevant"], "lam": args["lam"]}, "layer": layer,
-            "seed": args["seed"], "examples": examples}
+            "seed": args["seed"], "examples": examples, "heads": heads}
     return Result(acc, ("training", "distribution"), {"training": trainings, "distribution": list(D.DISTRIBUTIONS)},
                   title="Accuracy before and after explanation feedback", metric="accuracy", meta=meta, **common)
+
+
+def classify(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress: bool = False,
+             stored: Optional[dict] = None) -> Any:
+    """A classifier saved by an explanation-feedback run (its head ``before`` or ``after`` the feedback), loaded
+    back onto the model and applied to ``text``: integrated gradients (16 steps) of its score over the text's
+    tokens, the score itself in ``meta``."""
+    import torch
+
+    from circuitlab.concepts.debugging import LinearHeadClassifier
+
+    head = stored["meta"]["heads"][args["which"]]  # written by to_jsonable: float64 numbers round-trip exactly
+    weight = torch.tensor(head["weight"]["data"], dtype=torch.float64)
+    clf = LinearHeadClassifier(model, head["layer"], weight=weight, bias=head["bias"])
+    text = _prompt(model, args["text"], "text", max_tokens)
+    ig = clf.attribute(text, steps=16)
+    ig.meta = {**ig.meta, "score": float(clf.scores([text])[0]), "run": args["run"], "which": args["which"],
+               "tokens": ig.tokens[0]}
+    ig.title = f"Integrated gradients of the classifier's score ({args['which']} the feedback)"
+    return ig
 
 
 _PROMPT = Arg("prompt", required=True, help="the prompt")
@@ -321,6 +345,12 @@ ANALYSES: dict[str, Analysis] = {a.name: a for a in [
              xmd, job=True, help="mark tokens irrelevant for the review classifier of concepts.debugging and "
                                  "retrain it with explanation regularisation (XMD, Lee et al. 2022): accuracy and "
                                  "attributions before and after"),
+    Analysis("classify", "Saved classifier",
+             {"run": Arg("text", required=True, help="the id of an explanation-feedback job"),
+              "text": Arg("prompt", required=True, help="a review to classify"),
+              "which": Arg("choice", default="after", choices=("after", "before"))},
+             classify, stored_run="xmd",
+             help="the classifier an explanation-feedback job saved, loaded back and applied to your text"),
 ]}
 
 

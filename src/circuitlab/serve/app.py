@@ -363,8 +363,18 @@ def create_app(models: Union[Sequence[str], Mapping[str, Any]] = ("zoo/toy-lm",)
         data = await body(request)
         slot = slot_of(data.get("model"))
         args = canonical_args(analysis, data.get("args", {}))
+        extra = {}
+        if analysis.stored_run is not None:  # a view of a stored run (a saved classifier): that run's result
+            row = await run_in_threadpool(store.get, args["run"][:64])
+            if row is None or row["analysis"] != analysis.stored_run or row["status"] != "done":
+                raise InputError(f"run {args['run'][:40]!r} is not a finished {analysis.stored_run} job; give the id "
+                                 "of one (see the history page).")
+            if row["fingerprint"] != slot.fingerprint:
+                raise InputError(f"run {args['run'][:40]!r} was computed on {row['model']}, not on {slot.name}; "
+                                 f"choose {row['model']}.")
+            extra["stored"] = row["result"]
         t0 = time.perf_counter()
-        result = await run_in_threadpool(slot.compute, analysis, args)
+        result = await run_in_threadpool(slot.compute, analysis, args, False, **extra)
         return slot, analysis, args, result, time.perf_counter() - t0
 
     @app.post("/api/view/{name}")

@@ -77,11 +77,11 @@ class ModelSlot:
                 "tokenizer": self.model.tokenizer is not None, "queued": self.queue.qsize(),
                 "max_tokens": self.max_tokens}
 
-    def compute(self, analysis: Analysis, args: dict, progress: bool = False) -> Any:
+    def compute(self, analysis: Analysis, args: dict, progress: bool = False, **extra: Any) -> Any:
         """Run ``analysis`` now under the model's lock (the views; the worker for jobs)."""
         with self.lock:
             return analysis.run(self.model, args, max_tokens=self.max_tokens, max_memory=self.max_memory,
-                                progress=progress)
+                                progress=progress, **extra)
 
     def submit(self, job: Job) -> None:
         try:

@@ -251,6 +251,15 @@ const drawers = {
         ex.marked.forEach((p) => { const c = tr.children[p + 1]; if (c) c.style.outline = "2px solid #111"; });
       out.append(table);
     }
+    if (data.id) out.append(el("p", {}, "The classifiers are saved with this run: ",
+      el("a", { href: `#/classify?model=${encodeURIComponent(state.model)}&run=${data.id}&which=after`, id: "try-saved" },
+         "apply the one after the feedback to your own review"), " (the JSON export holds both heads)."));
+  },
+  classify(data, out) {
+    const r = data.result, score = r.meta.score;
+    out.append(el("p", { class: "headline", id: "classify-score", "data-score": String(score) },
+                  `score ${fmt(score)}: ${score > 0 ? "positive" : "negative"} (the classifier ${r.meta.which} the feedback of run ${r.meta.run})`));
+    out.append(heatmap(r.values.data, ["attribution"], r.meta.tokens.map((t) => JSON.stringify(t))));
   },
 };
 
@@ -272,7 +281,7 @@ async function runView(analysis, args) {
 function showJob(analysis, data) {
   const out = $("output");
   out.replaceChildren();
-  drawers[analysis.name]({ result: data.result }, out);
+  drawers[analysis.name]({ result: data.result, id: data.id }, out);
   state.last = { kind: "job", analysis, id: data.id };
   $("exports").hidden = false;
   status(`${analysis.title}: job ${data.id} ${data.status}${data.cached ? " (stored result)" : ""}`);
