@@ -88,8 +88,8 @@ def view(client: httpx.Client, name: str, args: dict) -> tuple[int, float, float
 def warm_latency(url: str, n: int) -> dict:
     out: dict = {}
     with httpx.Client(base_url=url, timeout=120) as c:
-        tokens = len(c.post("/api/view/attention", json={"args": {"prompt": PROMPT}}).json()["result"]["meta"]["tokens"])
-        out["prompt_tokens"] = tokens
+        shown = c.post("/api/view/attention", json={"args": {"prompt": PROMPT}}).json()
+        out["prompt_tokens"] = len(shown["result"]["meta"]["tokens"])
         for name in ("next_token", "logit_lens", "dla"):
             for _ in range(3):
                 view(c, name, {"prompt": PROMPT})
@@ -190,6 +190,32 @@ def load(url: str, clients: int, requests: int, seed: int) -> dict:
             "job_submissions": summary(job_walls), "passed": five == 0}
 
 
+def in_process(model_name: str, n: int) -> dict:
+    """The views' own computations called in this process (no HTTP), timed as wall and as this process' CPU time:
+    on a busy shared machine the CPU time is what an idle core would take (one torch thread)."""
+    import torch
+
+    from circuitlab.models import load_model
+    from circuitlab.serve.analyses import ANALYSES, canonical_args
+
+    torch.set_num_threads(1)
+    model = load_model(model_name)
+    out = {"torch_threads": 1}
+    for name in ("next_token", "logit_lens", "dla"):
+        a = ANALYSES[name]
+        args = canonical_args(a, {"prompt": PROMPT})
+        a.run(model, args, max_tokens=256, max_memory=512 * 2**20)
+        walls, cpus = [], []
+        for _ in range(n):
+            w0, c0 = time.perf_counter(), time.process_time()
+            a.run(model, args, max_tokens=256, max_memory=512 * 2**20)
+            walls.append(time.perf_counter() - w0)
+            cpus.append(time.process_time() - c0)
+        out[name] = {"wall": summary(walls), "cpu": summary(cpus)}
+    out["all_three_cpu_p50_ms"] = round(sum(out[n]["cpu"]["p50_ms"] for n in ("next_token", "logit_lens", "dla")), 1)
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="zoo/toy-lm")
@@ -203,7 +229,21 @@ def main() -> None:
     p.add_argument("--latency-only", action="store_true", help="measure warm latency and the page only (a real "
                                                                 "model on a busy machine)")
     p.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "serve.json"))
+    p.add_argument("--in-process", action="store_true", help="time the views' computations in this process "
+                                                              "(wall and CPU time, one torch thread), no server")
     args = p.parse_args()
+
+    if args.in_process:
+        entry = {"load_average_at_start": os.getloadavg()[0]}
+        entry.update(in_process(args.model, args.repeats))
+        entry["load_average_at_end"] = os.getloadavg()[0]
+        print(json.dumps(entry, indent=1))
+        out = Path(args.out)
+        results = json.loads(out.read_text()) if out.exists() else {}
+        results.setdefault(args.model, {})["in_process"] = entry
+        out.write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {out}")
+        return
 
     proc, url, started = start(args.model, args.threads, args.max_queue)
     try:
