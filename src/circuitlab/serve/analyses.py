@@ -142,16 +142,27 @@ def args_key(args: dict[str, Any]) -> str:
 # The views (answer at once) and the jobs (queued per model)
 # ---------------------------------------------------------------------------------------------------------
 
+def _last_logits(model: Any, toks: Any) -> Any:
+    """The logits at the last position only, exactly as the forward pass computes them
+    (:func:`circuitlab.core.final_residual`, then :func:`circuitlab.core.readout` of one position: the unembedding
+    of the other positions, ``pos x d_model x d_vocab``, is skipped)."""
+    import torch
+
+    from circuitlab.core import final_residual, readout
+
+    with torch.no_grad():
+        resid, _ = final_residual(model, toks)
+        return readout(model, resid[:, -1]).float()
+
+
 def next_token(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress: bool = False) -> Any:
     """The model's next-token distribution after the prompt: the top ``k`` tokens and their probabilities."""
-    import torch
 
     from circuitlab.core import check_finite, model_name, to_tokens
     from circuitlab.results import TopTokens, token_strings
 
     toks = to_tokens(model, _prompt(model, args["prompt"], "prompt", max_tokens))
-    with torch.no_grad():
-        logits = model(toks)[:, -1].float()
+    logits = _last_logits(model, toks)
     check_finite(model, toks, "the next-token logits", logits)
     probs = logits.softmax(-1)
     k = min(args["k"], probs.shape[-1])
@@ -173,7 +184,6 @@ def logit_lens(model: Any, args: dict, *, max_tokens: int, max_memory: int, prog
 def dla(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress: bool = False) -> Any:
     """:func:`circuitlab.attribution.direct_logit_attribution` on the prompt; the answer defaults to the model's own
     top next token."""
-    import torch
 
     from circuitlab.attribution import direct_logit_attribution
     from circuitlab.core import to_tokens
@@ -182,8 +192,7 @@ def dla(model: Any, args: dict, *, max_tokens: int, max_memory: int, progress: b
     if args["answer"]:
         answer = _token(model, args["answer"])
     else:
-        with torch.no_grad():
-            answer = int(model(to_tokens(model, prompt))[0, -1].argmax())
+        answer = int(_last_logits(model, to_tokens(model, prompt))[0].argmax())
     wrong = _token(model, args["wrong"]) if args["wrong"] else None
     layer = args["layer"] if args["by"] == "neuron" else None
     return direct_logit_attribution(model, prompt, answer, wrong=wrong, by=args["by"], layer=layer,
