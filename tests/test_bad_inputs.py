@@ -1305,6 +1305,12 @@ COMMANDS = [
     ["rationales", "-m", "zoo/no-such-model"],
     ["rationales", "-m", TOY],  # few-shot prompts are longer than toy-lm's 128 positions
     ["rationales", "-m", TOY, "--seeds", "0"],
+    # issue 36: the explorer (a host that is no host, a token too short to guard it, a port out of range, a model
+    # directory that does not exist: each refused before anything is loaded or listened on)
+    ["serve", "--host", "exa mple/x"],
+    ["serve", "--host", "0.0.0.0", "--token", "short"],
+    ["serve", "--port", "70000"],
+    ["serve", "-m", os.path.join(HERE, "no-such-model-dir"), "--port", "1"],
 ]
 
 

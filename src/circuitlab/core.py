@@ -20,7 +20,10 @@ rejects bad input with the same words:
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
+import io
 import math
 import re
 import sys
@@ -956,7 +959,14 @@ def progress_bar(iterable: Optional[Iterable] = None, *, progress: bool, desc: s
                  unit: str = "it"):
     """The package's one progress bar: tqdm on stderr, cleared when done; drawn when ``progress`` is true and
     :func:`progress_visible` (stderr is a terminal, or this runs in a notebook), so output piped or captured to a
-    file never holds bars or their escape codes, and stdout carries only the findings."""
+    file never holds bars or their escape codes, and stdout carries only the findings.
+
+    Inside :func:`progress_sink` (a server's job, say) a bar with ``progress`` true draws nothing and reports to the
+    sink instead, whether or not stderr is a terminal.
+    """
+    sink = _PROGRESS_SINK.get()
+    if sink is not None and progress:
+        return _sink_bar()(iterable, total=total, desc=desc, unit=unit, leave=False, sink=sink)
     show = progress and progress_visible()
     return _tqdm()(iterable, total=total, desc=desc, unit=unit, disable=not show, leave=False, file=sys.stderr)
 
@@ -972,6 +982,50 @@ def progress_visible() -> bool:
     ipython = sys.modules.get("IPython")
     shell = getattr(ipython, "get_ipython", lambda: None)() if ipython is not None else None
     return type(shell).__name__ == "ZMQInteractiveShell"
+
+
+#: the callback that receives progress (see :func:`progress_sink`) in this thread or task, if any
+_PROGRESS_SINK: "contextvars.ContextVar[Optional[Any]]" = contextvars.ContextVar("circuitlab_progress_sink",
+                                                                                  default=None)
+
+
+@contextlib.contextmanager
+def progress_sink(callback: Any):
+    """Within this block (this thread or task only), every :func:`progress_bar` an analysis shows calls
+    ``callback(desc, n, total)`` at each step (``total`` may be None) instead of drawing on stderr.
+
+    A callback may raise to stop the analysis at its next step (``circuitlab serve`` cancels jobs this way); the
+    exception comes out of the analysis' call.
+    """
+    token = _PROGRESS_SINK.set(callback)
+    try:
+        yield
+    finally:
+        _PROGRESS_SINK.reset(token)
+
+
+@functools.lru_cache(maxsize=None)
+def _sink_bar():
+    """A tqdm that draws nothing and hands every step to a :func:`progress_sink` callback."""
+    from tqdm.std import tqdm as plain
+
+    class SinkBar(plain):
+        def __init__(self, *args: Any, sink: Any, **kwargs: Any) -> None:
+            self._sink = sink
+            super().__init__(*args, file=io.StringIO(), mininterval=0, miniters=1, **kwargs)
+
+        def update(self, n: float = 1) -> Optional[bool]:
+            out = super().update(n)
+            self._sink(self.desc, self.n, self.total)
+            return out
+
+        def __iter__(self):
+            for item in self.iterable:
+                yield item
+                self.update(1)
+            self.close()
+
+    return SinkBar
 
 
 @functools.lru_cache(maxsize=None)
