@@ -164,7 +164,7 @@ def test_every_command_and_subcommand_is_in_the_json_runs():
     from circuitlab.cli import _load_commands
 
     _load_commands()
-    covered = {tuple(r[0][:2]) for r in RUNS} | {(r[0][0],) for r in RUNS}
+    covered = {tuple(r[0][:2]) for r in RUNS} | {(r[0][0],) for r in RUNS} | {("serve",)}  # serve: below
     missing = []
     for name, sub in build_parser().commands.items():
         if (name,) not in covered:
@@ -175,6 +175,12 @@ def test_every_command_and_subcommand_is_in_the_json_runs():
             if "--json" in action.option_strings:
                 assert "JSON" in action.help
     assert not missing, f"commands without a --json run in RUNS: {missing}"
+
+
+def test_serve_refuses_json(capsys):
+    """The server runs until stopped (its /api answers in JSON): --json is refused, not silently dropped."""
+    assert main(["serve", "--json"]) == 1
+    assert "leave out --json" in capsys.readouterr().err
 
 
 def test_json_results_are_the_library_results(capsys):

@@ -66,6 +66,11 @@ def _check_port(host: str, port: int) -> None:
 def run(args: argparse.Namespace) -> int:
     from circuitlab.serve.app import check_host, check_token, serve
 
+    if getattr(args, "json", False):
+        from circuitlab.errors import InputError
+
+        raise InputError("serve runs until stopped and answers in JSON itself (every /api route returns the "
+                         "library's serialisation); leave out --json.")
     host = check_host(args.host)
     token = check_token(args.token)
     _check_port(host, args.port)
@@ -75,4 +80,5 @@ def run(args: argparse.Namespace) -> int:
 
 
 run.arguments = arguments
-command("serve", "the interactive explorer: a local web app over the analyses, with jobs and stored runs")(run)
+command("serve", "the interactive explorer: a local web app over the analyses, with jobs and stored runs",
+        json="nothing: serve refuses --json (it runs until stopped; its /api routes answer in JSON)")(run)
