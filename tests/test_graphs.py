@@ -142,7 +142,7 @@ def test_influence_and_scores_by_power_series(graph):
 
 
 def test_interventions_frozen_are_exact(graph):
-    res = intervention_agreement(graph, features=4, factor=0.0)
+    res = intervention_agreement(graph, n_features=4, factor=0.0)
     assert res["frozen"]["max_abs_error"] < 1e-4
     assert res["frozen"]["pearson"] > 0.999999
     for key in ("replacement", "model", "model_vs_direct"):

@@ -297,6 +297,17 @@ def check_transcoders(model: Any, transcoders: Any) -> dict[int, Transcoder]:
 # Training
 # ---------------------------------------------------------------------------------------------------------
 
+def _lr_at(step: int, steps: int, lr: float) -> float:
+    """The schedule of :mod:`~circuitlab.features.training`: linear warm-up over the first 5% of steps, linear
+    decay over the last 20%."""
+    warm, decay = max(1, steps // 20), max(1, steps // 5)
+    if step < warm:
+        return lr * (step + 1) / warm
+    if step >= steps - decay:
+        return lr * max(0.0, (steps - step) / decay)
+    return lr
+
+
 @dataclass(frozen=True)
 class TrainedTranscoders:
     """What :func:`train_transcoders` returns: ``transcoders`` ``{layer: Transcoder}`` (raw units), ``history``
@@ -321,7 +332,7 @@ def _init(cfg: TranscoderConfig, y_mean: Tensor, gen: torch.Generator) -> Transc
 
 
 def train_transcoders(model: Any, layers: Any, data: Any, *, architecture: str = "topk", d_sae: Optional[int] = None,
-                      k: Optional[int] = 16, skip: bool = False, l1_coefficient: float = 1.0,
+                      k: Optional[int] = 16, with_skip: bool = False, l1_coefficient: float = 1.0,
                       lr: Optional[float] = None, training_tokens: int = 200_000, batch_tokens: int = 1024,
                       buffer_tokens: int = 32_768, context_size: Optional[int] = None,
                       aux_coefficient: float = 1 / 32, dead_tokens: Optional[int] = None, seed: int = 0,
@@ -333,21 +344,25 @@ def train_transcoders(model: Any, layers: Any, data: Any, *, architecture: str =
         model: a model or a registry name. layers: MLP layers (an int, a list, or ``None`` for all).
         data: texts or token rows (as :func:`~circuitlab.features.training.train_sae`).
         architecture: ``"topk"`` (default; ``k`` latents per token), ``"standard"`` (ReLU + L1 with weight
-            ``l1_coefficient``). ``d_sae``: latents (default 8 x d_model). ``skip``: add a linear skip.
+            ``l1_coefficient``). ``d_sae``: latents (default 8 x d_model). ``with_skip``: add a linear skip.
         lr, training_tokens, batch_tokens, buffer_tokens, context_size, aux_coefficient, dead_tokens, seed,
             max_memory, progress: as in :func:`~circuitlab.features.training.train_sae`.
     """
     from circuitlab.core import check_layers
-    from circuitlab.features.training import ActivationBuffer, _lr_at, bos_id, token_stream, windows
+    from circuitlab.features.training import ActivationBuffer, bos_id, token_stream, windows
+
+    from circuitlab.core import check_weights_finite
 
     model = as_model(model)
+    check_weights_finite(model)
     layers = check_layers(model, layers)
     arch = check_architecture(architecture)
     if arch == "jumprelu":
         raise InputError("architecture='jumprelu': transcoders train as 'topk' or 'standard' here; a JumpReLU "
                          "transcoder (e.g. from SAELens) loads and runs, but is not trained by this function.")
-    if not isinstance(skip, bool):
-        raise InputError(f"skip must be True or False; got {shorten(skip)}.")
+    if not isinstance(with_skip, bool):
+        raise InputError(f"with_skip must be True or False; got {shorten(with_skip)}.")
+    skip = with_skip
     seed = check_seed(seed)
     max_memory = check_max_memory(max_memory)
     tokens = check_count(training_tokens, "training_tokens")
@@ -485,7 +500,10 @@ def evaluate_transcoders(model: Any, transcoders: Any, texts: Any, *,
     from circuitlab.core import check_texts
     from circuitlab.engine.collect import batches_by_length, pad_token, token_rows
 
+    from circuitlab.core import check_weights_finite
+
     model = as_model(model)
+    check_weights_finite(model)
     tcs = check_transcoders(model, transcoders)
     texts = check_texts(texts, "texts")
     max_memory = check_max_memory(max_memory)
@@ -583,12 +601,12 @@ def evaluate_transcoders(model: Any, transcoders: Any, texts: Any, *,
 #: ``python -m circuitlab.features.transcoders toy-lm``: TopK (k = 16), 1,024 latents, no skip, every MLP layer of
 #: zoo/toy-lm from the same forward passes, on the corpus the model was trained on (as the shipped SAEs)
 RECIPES = {"toy-lm": {"model": "zoo/toy-lm", "names": "tc-{layer}",
-                      "train": {"architecture": "topk", "d_sae": 1024, "k": 16, "skip": False,
+                      "train": {"architecture": "topk", "d_sae": 1024, "k": 16, "with_skip": False,
                                 "training_tokens": 400_000, "batch_tokens": 1024, "buffer_tokens": 32_768,
                                 "context_size": 128, "seed": 0}}}
 
 
-def ship(which: str, out: Optional[Path] = None, progress: bool = True) -> dict:
+def ship(which: str, out: Optional[Path] = None, progress: bool = False) -> dict:
     """Train, evaluate (on the model's held-out text) and write the transcoders of recipe ``which`` with cards."""
     from circuitlab.features.ship import peak_rss
     from circuitlab.zoo import text_data
@@ -629,5 +647,5 @@ __all__ = ["TranscoderConfig", "Transcoder", "save_transcoder", "load_transcoder
 if __name__ == "__main__":
     import sys
 
-    cards = ship(sys.argv[1] if len(sys.argv) > 1 else "toy-lm")
+    cards = ship(sys.argv[1] if len(sys.argv) > 1 else "toy-lm", progress=True)
     print(json.dumps({k: (v["heldout"], v["replacement_model_heldout"]) for k, v in cards.items()}, indent=1))

@@ -127,6 +127,9 @@ def _logit_targets(rep: LocalReplacement, target: Any, logit_mass: float, max_lo
     probs = torch.softmax(rep.logits[-1].double(), -1)
     if target is not None:
         items = target if isinstance(target, (list, tuple)) else [target]
+        if not items:
+            raise InputError("target is an empty list; give a token (e.g. ' Paris'), a token id, a list of them, or "
+                             "None for the most probable tokens.")
         ids = [answer_id(rep.model, t) for t in items]
         if len(set(ids)) != len(ids):
             raise InputError(f"target={shorten(target)} repeats a token; give each target once.")
@@ -266,10 +269,10 @@ def attribution_graph(model: Any, transcoders: Any, prompt: Any, *, target: Any 
 
 
 def attribution_graph_reference(model: Any, transcoders: Any, prompt: Any, *, target: Any = None,
-                                logit_mass: float = 0.95, max_logits: int = 10, limit: Optional[int] = None,
+                                logit_mass: float = 0.95, max_logits: int = 10, first_rows: Optional[int] = None,
                                 rows: Optional[list] = None) -> AttributionGraph:
-    """The same graph with one backward pass per target node (the reference; slow). ``limit``: compute only the
-    first ``limit`` target rows; ``rows``: only these node indices (the rest stay zero; for tests and timing)."""
+    """The same graph with one backward pass per target node (the reference; slow). ``first_rows``: compute only the
+    first ``first_rows`` target rows; ``rows``: only these node indices (the rest stay zero; for tests and timing)."""
     import time
 
     t0 = time.perf_counter()
@@ -280,8 +283,8 @@ def attribution_graph_reference(model: Any, transcoders: Any, prompt: Any, *, ta
         n_f = int(rep.features.shape[0])
         targets = [t for t in targets if (t[1] if t[0] == "feature" else
                                           n_f + rep.n_layers * rep.n_pos + rep.n_pos + t[1]) in set(rows)]
-    if limit is not None:
-        targets = targets[: check_count(limit, "limit")]
+    if first_rows is not None:
+        targets = targets[: check_count(first_rows, "first_rows")]
     rows = {}
     for t in targets:
         values, fa, ea, ta = _edges_for(rep, [t], logit_ids)
@@ -355,7 +358,7 @@ def logit_weights(graph: AttributionGraph) -> Float[Tensor, " node"]:
     return w
 
 
-def graph_scores(graph: AttributionGraph, adjacency: Optional[Tensor] = None) -> dict:
+def graph_scores(graph: AttributionGraph, adjacency: Optional[Float[Tensor, "node node"]] = None) -> dict:
     """circuit-tracer's replacement and completeness scores (module notes) of ``graph`` with ``adjacency`` (default
     the full one; pass a pruned one)."""
     a = graph.adjacency if adjacency is None else adjacency

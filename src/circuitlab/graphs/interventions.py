@@ -112,9 +112,9 @@ def steer_feature(graph: AttributionGraph, node: Any, value: float, *,
     raise InputError(f"setting={shorten(setting)}: use 'frozen', 'replacement' or 'model'.")
 
 
-def intervention_agreement(graph: AttributionGraph, *, features: Optional[int] = 20, factor: float = 0.0,
-                           influence: Optional[Tensor] = None) -> dict:
-    """Steer the ``features`` most influential feature nodes one at a time to ``factor`` times their activation
+def intervention_agreement(graph: AttributionGraph, *, n_features: Optional[int] = 20, factor: float = 0.0,
+                           influence: Optional[Float[Tensor, " node"]] = None) -> dict:
+    """Steer the ``n_features`` most influential feature nodes one at a time to ``factor`` times their activation
     (``0``: ablation) and compare the logit nodes' changes with the graph's predictions.
 
     Returns per setting (``"frozen"`` against the direct edges; ``"replacement"`` and ``"model"`` against the
@@ -126,7 +126,7 @@ def intervention_agreement(graph: AttributionGraph, *, features: Optional[int] =
     from circuitlab.graphs.attribution import logit_weights, node_influence
 
     graph = check_graph(graph)
-    n = check_count(features, "features") if features is not None else graph.slices()["feature"].stop
+    n = check_count(n_features, "n_features") if n_features is not None else graph.slices()["feature"].stop
     factor = check_number(factor, "factor")
     sl, lo = graph.slices()["feature"], graph.slices()["logit"]
     infl = node_influence(graph.adjacency, logit_weights(graph)) if influence is None else influence

@@ -83,9 +83,10 @@ def local_replacement(model: Any, transcoders: Any, prompt: Any) -> LocalReplace
             (:func:`circuitlab.features.transcoders.check_transcoders`).
         prompt: a text (tokenized with BOS) or a 1-D sequence of token ids.
     """
-    from circuitlab.core import to_tokens
+    from circuitlab.core import check_weights_finite, to_tokens
 
     model = as_model(model)
+    check_weights_finite(model)
     if getattr(model.cfg, "original_architecture", None) and not hasattr(model, "blocks"):
         raise InputError("model: the local replacement model needs a TransformerLens decoder with MLP blocks.")
     if getattr(model.cfg, "attn_only", False):
@@ -136,9 +137,11 @@ def local_replacement(model: Any, transcoders: Any, prompt: Any) -> LocalReplace
                             mlp_inputs=torch.stack(inputs), has_pos_embed=has_pos)
 
 
-def run_replacement(rep: LocalReplacement, *, activations: Optional[Tensor] = None, errors: Optional[Tensor] = None,
-                    embeddings: Optional[Tensor] = None, recompute: bool = False, stop_at_layer: Optional[int] = None,
-                    feature_edit: Optional[Any] = None, capture: Optional[dict] = None) -> Optional[Tensor]:
+def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor, "*batch active"]] = None,
+                    errors: Optional[Float[Tensor, "*batch layer pos d_model"]] = None,
+                    embeddings: Optional[Float[Tensor, "*batch pos d_model"]] = None, recompute: bool = False,
+                    stop_at_layer: Optional[int] = None, feature_edit: Optional[Any] = None,
+                    capture: Optional[dict] = None) -> Optional[Float[Tensor, "batch pos vocab"]]:
     """Run the frozen replacement model with the given leaves (default: their values on the prompt).
 
     ``activations`` ``[(B,) n_active]``, ``errors`` ``[(B,) n_layers, pos, d_model]``, ``embeddings`` ``[(B,) pos,
