@@ -155,6 +155,25 @@ def test_interventions_frozen_are_exact(graph):
     torch.testing.assert_close(after - before, graph.adjacency[lo, i] * 2, atol=2e-5, rtol=0)
 
 
+def test_qk_attribution_sums_to_the_attention_score(toy, graph):
+    """The bilinear decomposition (every query-side node x every key-side node, plus the two bias lines) adds up to
+    the model's own pre-softmax score (TransformerLens's hook_attn_scores), for a rotary model."""
+    from circuitlab.graphs import qk_attribution
+
+    res = qk_attribution(graph, "L2H1", -1, 2)
+    _, cache = toy.run_with_cache(graph.replacement.tokens[None])
+    score = float(cache["blocks.2.attn.hook_attn_scores"][0, 1, -1, 2])
+    assert res.score == pytest.approx(score, abs=1e-5)
+    assert float(res.matrix.double().sum()) == pytest.approx(score, abs=1e-4)
+    # a node at a later position than the key cannot touch the key vector
+    sl = graph.slices()["feature"]
+    later = ((graph.pos[sl] > 2)).nonzero()[:, 0]
+    assert float(res.key_contributions[later].abs().max()) == 0.0
+    assert len(res.top_pairs(3)) == 3
+    with pytest.raises(InputError, match="key_pos"):
+        qk_attribution(graph, (2, 1), 1, 3)
+
+
 def test_bad_inputs(toy, graph):
     with pytest.raises(InputError, match="logit_mass"):
         attribution_graph(toy, "toy-lm", PROMPT, logit_mass=1.5)

@@ -16,7 +16,9 @@ from circuitlab.graphs.replacement import LocalReplacement, local_replacement, r
 from circuitlab.graphs.attribution import (AttributionGraph, PrunedGraph, attribution_graph,
                                            attribution_graph_reference, graph_scores, node_influence, prune_graph)
 from circuitlab.graphs.interventions import intervention_agreement, steer_feature, total_effects
+from circuitlab.graphs.qk import QKAttribution, qk_attribution
+from circuitlab.graphs.export import graph_json
 
 __all__ = ["LocalReplacement", "local_replacement", "run_replacement", "AttributionGraph", "PrunedGraph",
            "attribution_graph", "attribution_graph_reference", "graph_scores", "node_influence", "prune_graph",
-           "intervention_agreement", "steer_feature", "total_effects"]
+           "intervention_agreement", "steer_feature", "total_effects", "QKAttribution", "qk_attribution", "graph_json"]

@@ -141,14 +141,16 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
                     errors: Optional[Float[Tensor, "*batch layer pos d_model"]] = None,
                     embeddings: Optional[Float[Tensor, "*batch pos d_model"]] = None, recompute: bool = False,
                     stop_at_layer: Optional[int] = None, feature_edit: Optional[Any] = None,
-                    capture: Optional[dict] = None) -> Optional[Float[Tensor, "batch pos vocab"]]:
+                    capture: Optional[dict] = None,
+                    read: Optional[list] = None) -> Optional[Float[Tensor, "batch pos vocab"]]:
     """Run the frozen replacement model with the given leaves (default: their values on the prompt).
 
     ``activations`` ``[(B,) n_active]``, ``errors`` ``[(B,) n_layers, pos, d_model]``, ``embeddings`` ``[(B,) pos,
     d_model]``; with a batch axis on any of them, all run as ``B`` copies. ``recompute``: features are computed
     again from each transcoder's input (``activations`` is then ignored; ``feature_edit(layer, f)`` may change the
     ``[B, pos, d_sae]`` latents before decoding). ``stop_at_layer``: stop before that block (no logits; ``capture``
-    still receives the MLP inputs read). ``capture``: filled with ``mlp_in.L`` -> ``[B, pos, d_model]``.
+    still receives the MLP inputs read). ``capture``: filled with ``mlp_in.L`` -> ``[B, pos, d_model]``, and with
+    the activation of each hook named in ``read`` under its name.
     Returns the logits ``[B, pos, d_vocab]`` (``None`` with ``stop_at_layer``). Gradients flow to the leaves.
     """
     model = rep.model
@@ -206,6 +208,8 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
             break
         hooks.append((mlp_in_hook(l), (lambda a, hook=None, _l=l: read_in(a, hook, _l))))
         hooks.append((mlp_out_hook(l), (lambda a, hook=None, _l=l: mlp_out(a, hook, _l))))
+    for name in read or []:
+        hooks.append((name, (lambda a, hook=None: capture.__setitem__(hook.name, a))))
     toks = rep.tokens.to(model.cfg.device)[None].expand(B, -1)
     if stop_at_layer is not None and stop_at_layer < model.cfg.n_layers:
         model.run_with_hooks(toks, fwd_hooks=hooks, stop_at_layer=stop_at_layer)
