@@ -23,7 +23,7 @@ KEEP = 0.6  # (a): in at least this fraction of facts, the pruned graph keeps a 
 SECOND = 0.5  # (b): in at least this fraction, the last subject token is the most influential position after the last
 
 
-def measure(model, seed: int, n_facts: int = N_FACTS) -> Measurement:
+def measure(model, seed: int, n_facts: int | None = None) -> Measurement:
     from circuitlab.features.transcoders import shipped_transcoders
     from circuitlab.graphs import attribution_graph, prune_graph
     from circuitlab.tracing import subject_span
@@ -34,7 +34,7 @@ def measure(model, seed: int, n_facts: int = N_FACTS) -> Measurement:
     name = model_name(model).removeprefix("zoo/")
     if not any(n.startswith(name + "/") for n in shipped_transcoders()):
         raise NotApplicable(f"no transcoders ship for {model_name(model)!r}")
-    facts, n_known, known_text = facts_for(model, seed, n_facts)
+    facts, n_known, known_text = facts_for(model, seed, n_facts or N_FACTS)
     kept, second, layers, shares = [], [], [], []
     for fact in facts:
         g = attribution_graph(model, name, fact.prompt, target=fact.answer)
