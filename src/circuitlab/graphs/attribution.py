@@ -19,10 +19,12 @@ the open ``circuit-tracer`` library; this module is our own code, following thei
   (completeness; tested).
 
 **Batched backward passes**: the targets are split into batches (features grouped by layer, so a batch's forward
-pass stops after that layer; logits last); each batch runs the replacement model as ``B`` copies, row ``b``'s
-output is target ``b``'s input, and one backward pass gives every row's gradients at once. ``B`` is chosen so the
-copies' activations fit ``max_memory``. :func:`attribution_graph_reference` computes the same edges with one
-backward pass per target node (the reference the tests and ``benchmarks/graphs.py`` compare against).
+pass stops after that layer; logits last); each batch runs the replacement model forward once and backward once,
+vectorised over the ``B`` targets' output gradients (``torch.autograd.grad(..., is_grads_batched=True)``: row ``b``
+of the gradients is target ``b``'s encoder direction at its position, or its demeaned unembedding). ``B`` is
+chosen so the ``B`` copies of the backward pass's gradients fit ``max_memory``.
+:func:`attribution_graph_reference` computes the same edges with one forward and one backward pass per target
+node (the reference the tests and ``benchmarks/graphs.py`` compare against).
 
 **Pruning** (:func:`prune_graph`, circuit-tracer's rule): the adjacency's absolute values are normalised so each
 node's incoming edges sum to 1 (``N``); the influence of each node on the logits is ``w @ (N + N^2 + ...)`` with
@@ -142,13 +144,14 @@ def _logit_targets(rep: LocalReplacement, target: Any, logit_mass: float, max_lo
 
 
 def _batch_size(rep: LocalReplacement, max_memory: int) -> int:
+    """Targets per backward pass: each carries its own gradients of every activation the backward pass keeps
+    (about one forward row's worth, :func:`circuitlab.core.row_bytes`) and of the leaves."""
     from circuitlab.core import row_bytes
 
     n_act = int(rep.features.shape[0])
     d = rep.model.cfg.d_model
-    per_copy = 3 * row_bytes(rep.model, rep.n_pos, logits=rep.model.cfg.d_vocab_out) + \
-        4 * 4 * (n_act * d + rep.n_layers * rep.n_pos * d)
-    return max(1, min(1024, max_memory // max(1, per_copy)))
+    per_target = 2 * row_bytes(rep.model, rep.n_pos) + 4 * 2 * (n_act + (rep.n_layers + 1) * rep.n_pos * d)
+    return max(1, min(1024, max_memory // max(1, per_target)))
 
 
 def _target_values(rep: LocalReplacement, targets: list, logit_ids: Tensor, acts: Tensor, errs: Tensor,
@@ -179,6 +182,41 @@ def _target_batches(rep: LocalReplacement, n_logits: int, batch: int) -> list[li
     for i in range(0, len(js), batch):
         out.append([("logit", j) for j in js[i: i + batch]])
     return out
+
+
+def _edges_batched(rep: LocalReplacement, targets: list, logit_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """One forward pass and one batched backward pass (``is_grads_batched``: the backward pass vectorised over the
+    targets' output gradients) for ``targets`` (all features of one layer, or logits)."""
+    B = len(targets)
+    acts = rep.activations.clone().requires_grad_(True)
+    errs = rep.errors.clone().requires_grad_(True)
+    embs = rep.embeddings.clone().requires_grad_(True)
+    kind = targets[0][0]
+    idx = torch.tensor([t[1] for t in targets])
+    with torch.enable_grad():
+        if kind == "feature":
+            layer = int(rep.features[idx[0], 0])
+            cap: dict = {}
+            run_replacement(rep, activations=acts, errors=errs, embeddings=embs, stop_at_layer=layer + 1, capture=cap)
+            out = cap[f"mlp_in.{layer}"][0]  # [pos, d_model]
+            tc = rep.transcoders[layer]
+            pos, lat = rep.features[idx, 1], rep.features[idx, 2]
+            grads = torch.zeros(B, *out.shape, dtype=out.dtype)
+            grads[torch.arange(B), pos] = tc.W_enc[:, lat].T.to(out.dtype)
+            values = (out[pos] * tc.W_enc[:, lat].T).sum(-1) + tc.b_enc[lat]
+        else:
+            out = run_replacement(rep, activations=acts, errors=errs, embeddings=embs)[0, -1].float()  # [vocab]
+            ids = logit_ids[idx]
+            grads = torch.full((B, out.shape[0]), -1.0 / out.shape[0], dtype=out.dtype)
+            grads[torch.arange(B), ids] += 1.0
+            values = out[ids] - out.mean()
+        g_a, g_e, g_t = torch.autograd.grad(out, [acts, errs, embs], grad_outputs=grads, is_grads_batched=True,
+                                            allow_unused=True)
+    g_a = torch.zeros(B, *acts.shape) if g_a is None else g_a
+    g_e = torch.zeros(B, *errs.shape) if g_e is None else g_e
+    g_t = torch.zeros(B, *embs.shape) if g_t is None else g_t
+    return (values.detach(), (g_a * rep.activations).detach(), (g_e * rep.errors).sum(-1).detach(),
+            (g_t * rep.embeddings).sum(-1).detach())
 
 
 def _edges_for(rep: LocalReplacement, targets: list, logit_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -259,7 +297,7 @@ def attribution_graph(model: Any, transcoders: Any, prompt: Any, *, target: Any 
     rows = {}
     batches = _target_batches(rep, len(logit_ids), batch)
     for targets in progress_bar(batches, progress=progress, desc="attribution graph", unit="pass"):
-        values, fa, ea, ta = _edges_for(rep, targets, logit_ids)
+        values, fa, ea, ta = _edges_batched(rep, targets, logit_ids)
         for b, t in enumerate(targets):
             rows[t] = (values[b], fa[b], ea[b], ta[b])
     meta = {"model": model_name(rep.model), "prompt_tokens": rep.n_pos, "batch": batch, "backward_passes": len(batches),
@@ -306,14 +344,19 @@ def normalized_adjacency(adjacency: Float[Tensor, "node node"]) -> Float[Tensor,
 
 def node_influence(adjacency: Float[Tensor, "node node"],
                    logit_weights: Float[Tensor, " node"]) -> Float[Tensor, " node"]:
-    """``w @ (N + N^2 + ...) = w @ ((I - N)^-1 - I)`` for the normalised adjacency ``N`` (acyclic, so ``I - N`` is
-    invertible): each node's indirect influence on the weighted logits."""
+    """``w @ (N + N^2 + ...)`` for the normalised adjacency ``N``: each node's indirect influence on the weighted
+    logits (``= w @ ((I - N)^-1 - I)``). The graph is acyclic and its paths are at most ``n_layers + 2`` edges
+    long, so the series ends: summed term by term (vector times matrix, ``O(nodes^2)`` each) until a term is
+    zero, as circuit-tracer does."""
     n = normalized_adjacency(adjacency).double()
-    eye = torch.eye(n.shape[0], dtype=torch.float64)
-    w = logit_weights.double()
-    # w (I - N)^-1 = x  <=>  (I - N)^T x^T = w^T
-    x = torch.linalg.solve((eye - n).T, w)
-    return (x - w).to(adjacency.dtype)
+    term = logit_weights.double() @ n
+    total = term.clone()
+    for _ in range(n.shape[0]):
+        if not bool(term.any()):
+            break
+        term = term @ n
+        total += term
+    return total.to(adjacency.dtype)
 
 
 def _threshold(scores: Tensor, fraction: float) -> float:
