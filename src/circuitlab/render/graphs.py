@@ -1,7 +1,7 @@
 """The interactive attribution-graph page: one self-contained HTML file (inline SVG and script, no CDN, no network).
 
 Layout: one column per prompt position (the token under it), one row per layer, token embeddings at the bottom,
-the logit nodes at the top (at the last position); the nodes of one cell side by side. Nodes: features as circles
+the logit nodes on the top row (at the last position); the nodes of one cell side by side. Nodes: features as circles
 (area by influence), error nodes as grey squares, embeddings and logits as labelled boxes. Edges: lines from
 source to target, **width** by ``|weight|`` (relative to the largest drawn), **colour** by sign (blue positive, red
 negative, :mod:`circuitlab.render.scale`'s colours), the strongest drawn last.
@@ -39,7 +39,7 @@ def graph_page(data: dict, *, title: Optional[str] = None,
     n_layers = max([int(n["layer"]) for n in nodes if n["layer"] != "E"] + [1]) - 1
     cells: dict[tuple, list] = {}
     for n in nodes:
-        row = -1 if n["layer"] == "E" else int(n["layer"])
+        row = -1 if n["layer"] == "E" else min(int(n["layer"]), n_layers)  # logits (n_layers + 1) on the top row
         cells.setdefault((row, n["ctx_idx"]), []).append(n)
     widths = {p: max([len(v) for (r, q), v in cells.items() if q == p] + [1]) for p in range(len(tokens))}
     xs, x = {}, MARGIN
@@ -47,7 +47,7 @@ def graph_page(data: dict, *, title: Optional[str] = None,
         xs[p] = x
         x += max(CELL_W, widths[p] * NODE_GAP + 30)
     width = x + MARGIN
-    height = (n_layers + 3) * ROW_H + 2 * MARGIN
+    height = (n_layers + 2) * ROW_H + 2 * MARGIN
     pos = {}
     for (row, p), group in cells.items():
         group.sort(key=lambda n: n.get("influence") or 0.0)  # most influential (lowest cumulative) first
@@ -63,9 +63,9 @@ def graph_page(data: dict, *, title: Optional[str] = None,
                                                    else int(n["feature"]) % 10 ** 9)
     svg = [f"<svg xmlns='http://www.w3.org/2000/svg' id='cl-graph' width='{width}' height='{height}' "
            f"viewBox='0 0 {width} {height}' font-family='system-ui, sans-serif' font-size='10'>"]
-    for r in range(-1, n_layers + 2):
+    for r in range(-1, n_layers + 1):
         y = height - MARGIN - ROW_H * (r + 1.5)
-        label = "emb" if r == -1 else ("logits" if r == n_layers + 1 else f"L{r}")
+        label = "emb" if r == -1 else ("logits" if r == n_layers else f"L{r}")
         svg.append(f"<text x='4' y='{y + 3:.1f}' fill='#6b7280'>{label}</text>")
         svg.append(f"<line x1='{MARGIN}' x2='{width - 10}' y1='{y:.1f}' y2='{y:.1f}' stroke='#f1f5f9'/>")
     for p, t in enumerate(tokens):
