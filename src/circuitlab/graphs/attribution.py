@@ -150,7 +150,7 @@ def _batch_size(rep: LocalReplacement, max_memory: int) -> int:
 
     n_act = int(rep.features.shape[0])
     d = rep.model.cfg.d_model
-    per_target = 2 * row_bytes(rep.model, rep.n_pos) + 4 * 2 * (n_act + (rep.n_layers + 1) * rep.n_pos * d)
+    per_target = 2 * row_bytes(rep.model, rep.n_pos) + 4 * 2 * (n_act + (2 * rep.n_layers + 1) * rep.n_pos * d)
     return max(1, min(1024, max_memory // max(1, per_target)))
 
 
@@ -184,11 +184,38 @@ def _target_batches(rep: LocalReplacement, n_logits: int, batch: int) -> list[li
     return out
 
 
+def _feature_edges(rep: LocalReplacement, g_f: Tensor) -> Tensor:
+    """Edges to every active feature from the gradients ``g_f`` ``[B, layer, pos, d_model]`` of each layer's summed
+    feature decodings: ``a_i (g_f[L, p_i] . W_dec[i])``, as one batched matmul per layer over positions (features
+    padded per position), never a ``[B, features, d_model]`` tensor."""
+    B = g_f.shape[0]
+    out = torch.zeros(B, int(rep.features.shape[0]), dtype=g_f.dtype)
+    for layer, tc in rep.transcoders.items():
+        sel = (rep.features[:, 0] == layer).nonzero()[:, 0]
+        if not len(sel):
+            continue
+        pos, lat = rep.features[sel, 1], rep.features[sel, 2]
+        counts = torch.bincount(pos, minlength=rep.n_pos)
+        width = int(counts.max())
+        slot = torch.zeros_like(pos)
+        starts = torch.cumsum(counts, 0) - counts
+        order = torch.argsort(pos, stable=True)
+        slot[order] = torch.arange(len(pos)) - starts[pos[order]]
+        w = torch.zeros(rep.n_pos, width, tc.cfg.d_out, dtype=g_f.dtype)
+        w[pos, slot] = tc.W_dec[lat].to(g_f.dtype)
+        e = torch.bmm(g_f[:, layer].transpose(0, 1), w.transpose(1, 2))  # [pos, B, width]
+        out[:, sel] = e[pos, :, slot].T * rep.activations[sel].to(g_f.dtype)
+    return out
+
+
 def _edges_batched(rep: LocalReplacement, targets: list, logit_ids: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """One forward pass and one batched backward pass (``is_grads_batched``: the backward pass vectorised over the
-    targets' output gradients) for ``targets`` (all features of one layer, or logits)."""
+    targets' output gradients) for ``targets`` (all features of one layer, or logits). The leaves are each layer's
+    summed feature decodings, the errors and the embeddings; feature edges follow by :func:`_feature_edges`."""
+    from circuitlab.graphs.replacement import feature_outputs
+
     B = len(targets)
-    acts = rep.activations.clone().requires_grad_(True)
+    fo = feature_outputs(rep).requires_grad_(True)
     errs = rep.errors.clone().requires_grad_(True)
     embs = rep.embeddings.clone().requires_grad_(True)
     kind = targets[0][0]
@@ -197,7 +224,8 @@ def _edges_batched(rep: LocalReplacement, targets: list, logit_ids: Tensor) -> t
         if kind == "feature":
             layer = int(rep.features[idx[0], 0])
             cap: dict = {}
-            run_replacement(rep, activations=acts, errors=errs, embeddings=embs, stop_at_layer=layer + 1, capture=cap)
+            run_replacement(rep, feature_outputs=fo, errors=errs, embeddings=embs, stop_at_layer=layer + 1,
+                            capture=cap)
             out = cap[f"mlp_in.{layer}"][0]  # [pos, d_model]
             tc = rep.transcoders[layer]
             pos, lat = rep.features[idx, 1], rep.features[idx, 2]
@@ -205,17 +233,17 @@ def _edges_batched(rep: LocalReplacement, targets: list, logit_ids: Tensor) -> t
             grads[torch.arange(B), pos] = tc.W_enc[:, lat].T.to(out.dtype)
             values = (out[pos] * tc.W_enc[:, lat].T).sum(-1) + tc.b_enc[lat]
         else:
-            out = run_replacement(rep, activations=acts, errors=errs, embeddings=embs)[0, -1].float()  # [vocab]
+            out = run_replacement(rep, feature_outputs=fo, errors=errs, embeddings=embs)[0, -1].float()  # [vocab]
             ids = logit_ids[idx]
             grads = torch.full((B, out.shape[0]), -1.0 / out.shape[0], dtype=out.dtype)
             grads[torch.arange(B), ids] += 1.0
             values = out[ids] - out.mean()
-        g_a, g_e, g_t = torch.autograd.grad(out, [acts, errs, embs], grad_outputs=grads, is_grads_batched=True,
+        g_f, g_e, g_t = torch.autograd.grad(out, [fo, errs, embs], grad_outputs=grads, is_grads_batched=True,
                                             allow_unused=True)
-    g_a = torch.zeros(B, *acts.shape) if g_a is None else g_a
+    g_f = torch.zeros(B, *fo.shape) if g_f is None else g_f
     g_e = torch.zeros(B, *errs.shape) if g_e is None else g_e
     g_t = torch.zeros(B, *embs.shape) if g_t is None else g_t
-    return (values.detach(), (g_a * rep.activations).detach(), (g_e * rep.errors).sum(-1).detach(),
+    return (values.detach(), _feature_edges(rep, g_f.detach()), (g_e * rep.errors).sum(-1).detach(),
             (g_t * rep.embeddings).sum(-1).detach())
 
 

@@ -141,8 +141,9 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
                     errors: Optional[Float[Tensor, "*batch layer pos d_model"]] = None,
                     embeddings: Optional[Float[Tensor, "*batch pos d_model"]] = None, recompute: bool = False,
                     stop_at_layer: Optional[int] = None, feature_edit: Optional[Any] = None,
-                    capture: Optional[dict] = None,
-                    read: Optional[list] = None) -> Optional[Float[Tensor, "batch pos vocab"]]:
+                    capture: Optional[dict] = None, read: Optional[list] = None,
+                    feature_outputs: Optional[Float[Tensor, "*batch layer pos d_model"]] = None
+                    ) -> Optional[Float[Tensor, "batch pos vocab"]]:
     """Run the frozen replacement model with the given leaves (default: their values on the prompt).
 
     ``activations`` ``[(B,) n_active]``, ``errors`` ``[(B,) n_layers, pos, d_model]``, ``embeddings`` ``[(B,) pos,
@@ -150,7 +151,9 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
     again from each transcoder's input (``activations`` is then ignored; ``feature_edit(layer, f)`` may change the
     ``[B, pos, d_sae]`` latents before decoding). ``stop_at_layer``: stop before that block (no logits; ``capture``
     still receives the MLP inputs read). ``capture``: filled with ``mlp_in.L`` -> ``[B, pos, d_model]``, and with
-    the activation of each hook named in ``read`` under its name.
+    the activation of each hook named in ``read`` under its name. ``feature_outputs``: each layer's summed feature
+    decodings ``sum_i a_i W_dec[i]`` per position given directly (``activations`` then unused): the attribution
+    graph's leaf, whose gradient is ``[pos, d_model]`` per layer rather than one number per active feature.
     Returns the logits ``[B, pos, d_vocab]`` (``None`` with ``stop_at_layer``). Gradients flow to the leaves.
     """
     model = rep.model
@@ -159,6 +162,10 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
     embs = rep.embeddings if embeddings is None else embeddings
     batched = [t.shape[0] for t, nd in ((acts, 2), (errs, 4), (embs, 3)) if t.ndim == nd]
     B = batched[0] if batched else 1
+    if feature_outputs is not None and feature_outputs.ndim == 4:
+        B = feature_outputs.shape[0]
+    elif feature_outputs is not None:
+        feature_outputs = feature_outputs[None]
     acts = acts if acts.ndim == 2 else acts[None].expand(B, -1)
     errs = errs if errs.ndim == 4 else errs[None].expand(B, -1, -1, -1)
     embs = embs if embs.ndim == 3 else embs[None].expand(B, -1, -1)
@@ -189,6 +196,10 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
             if feature_edit is not None:
                 f = feature_edit(layer, f)
             out = tc.decode(f, x)
+        elif feature_outputs is not None:
+            out = feature_outputs[:, layer] + tc.b_dec
+            if tc.cfg.skip:
+                out = out + x @ tc.W_skip.T
         else:
             sel = (feats[:, 0] == layer).nonzero()[:, 0]
             pos, lat = feats[sel, 1], feats[sel, 2]
@@ -217,6 +228,16 @@ def run_replacement(rep: LocalReplacement, *, activations: Optional[Float[Tensor
     return model.run_with_hooks(toks, fwd_hooks=hooks)
 
 
+def feature_outputs(rep: LocalReplacement) -> Float[Tensor, "layer pos d_model"]:
+    """Each layer's summed feature decodings ``sum_i a_i W_dec[i]`` at each position (no ``b_dec``, no skip)."""
+    out = torch.zeros(rep.n_layers, rep.n_pos, rep.model.cfg.d_model)
+    for layer, tc in rep.transcoders.items():
+        sel = (rep.features[:, 0] == layer).nonzero()[:, 0]
+        pos, lat = rep.features[sel, 1], rep.features[sel, 2]
+        out[layer].index_add_(0, pos, rep.activations[sel, None] * tc.W_dec[lat].float())
+    return out
+
+
 def feature_pre_activation(rep: LocalReplacement, mlp_input: Float[Tensor, "batch pos d_model"], layer: int,
                            pos: Int[Tensor, " batch"], latent: Int[Tensor, " batch"]) -> Float[Tensor, " batch"]:
     """Row ``b``'s pre-activation of feature ``(layer, pos[b], latent[b])`` from the MLP inputs ``mlp_input``:
@@ -227,4 +248,4 @@ def feature_pre_activation(rep: LocalReplacement, mlp_input: Float[Tensor, "batc
     return (x * tc.W_enc[:, latent].T).sum(-1) + tc.b_enc[latent]
 
 
-__all__ = ["LocalReplacement", "local_replacement", "run_replacement", "feature_pre_activation"]
+__all__ = ["LocalReplacement", "local_replacement", "run_replacement", "feature_pre_activation", "feature_outputs"]
