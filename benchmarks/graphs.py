@@ -78,7 +78,9 @@ def main() -> None:
     try:
         dry = subprocess.run([sys.executable, "-m", "pip", "install", "--dry-run", "circuit-tracer"],
                              capture_output=True, text=True, timeout=300)
-        install = {"returncode": dry.returncode, "tail": (dry.stdout + dry.stderr).strip().splitlines()[-4:]}
+        lines = (dry.stdout + dry.stderr).strip().splitlines()
+        install = {"returncode": dry.returncode, "would_install": [x for x in lines if x.startswith("Would install")],
+                   "errors": [x for x in lines if x.startswith("ERROR")][-3:]}
     except subprocess.TimeoutExpired:
         install = {"returncode": None, "tail": ["pip install --dry-run circuit-tracer: no answer in 300 s"]}
     result = {"what": "attribution graph build + prune vs one backward per node, zoo/toy-lm, transcoders toy-lm/tc-*",
