@@ -366,8 +366,8 @@ def attribution_graph_reference(model: Any, transcoders: Any, prompt: Any, *, ta
 
 def normalized_adjacency(adjacency: Float[Tensor, "node node"]) -> Float[Tensor, "node node"]:
     """``|A|`` with each row scaled to sum to 1 (rows of zeros stay zero)."""
-    a = adjacency.abs().double()
-    return (a / a.sum(1, keepdim=True).clamp_min(1e-30)).to(adjacency.dtype)
+    a = adjacency.abs()
+    return a / a.sum(1, keepdim=True, dtype=torch.float64).clamp_min(1e-30).to(a.dtype)
 
 
 def node_influence(adjacency: Float[Tensor, "node node"],
@@ -376,14 +376,14 @@ def node_influence(adjacency: Float[Tensor, "node node"],
     logits (``= w @ ((I - N)^-1 - I)``). The graph is acyclic and its paths are at most ``n_layers + 2`` edges
     long, so the series ends: summed term by term (vector times matrix, ``O(nodes^2)`` each) until a term is
     zero, as circuit-tracer does."""
-    n = normalized_adjacency(adjacency).double()
-    term = logit_weights.double() @ n
-    total = term.clone()
+    n = normalized_adjacency(adjacency)  # in the adjacency's dtype: float32 (nodes^2 x 4 bytes)
+    term = logit_weights.to(n.dtype) @ n
+    total = term.double()
     for _ in range(n.shape[0]):
         if not bool(term.any()):
             break
         term = term @ n
-        total += term
+        total += term.double()
     return total.to(adjacency.dtype)
 
 
