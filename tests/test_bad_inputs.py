@@ -51,6 +51,8 @@ from circuitlab.probing import minimal_pairs
 from circuitlab.features import toy as toy_models
 from circuitlab import features
 from circuitlab.features import evaluation as sae_evaluation
+from circuitlab.features import transcoders
+from circuitlab import graphs
 from circuitlab.cli import main
 from circuitlab.errors import CircuitlabError, NonFiniteError
 from circuitlab.metrics import LogitDiff, Normalized, Probability
@@ -193,6 +195,8 @@ KINDS: dict[str, Kind] = {
                                                 Lazy(lambda: torch.zeros(4, 1, 5, dtype=torch.long), "ints")]),
     "angles": Kind(("angle",), bad=[[], "x", None, [float("nan")]]),
     # an SAE: a name or folder that is not one, a cut-short weight file, NaN weights, a d_in the hook lacks
+    "transcoders": Kind(("transcoder",), bad=[None, 3, "no-such-set", "toy-lm/tc-9", ["toy-lm/tc-0"],
+                                              Lazy(lambda: {0: "toy-lm/tc-0", 1: "toy-lm/tc-0"}, "two for layer 0")]),
     "sae": Kind(("sae",), bad=[None, 3, "no/such/sae", "toy-lm/res-99",
                                Lazy(lambda: _bad_saes()["truncated"], "a truncated sae_weights.safetensors"),
                                Lazy(lambda: _bad_saes()["nan"], "an SAE folder with NaN weights"),
@@ -762,6 +766,20 @@ ANALYSES = [
              {"model": ("model", M), "sae": ("sae", Lazy(_toy_sae, "a toy-lm SAE")),
               "texts": ("texts", [CLEAN, CORRUPTED, FACT]), "latents": ("latents", [0, 5]),
               "n_explain": ("count", 1), "n_top": ("count", 1), "n_random": ("count", 1), "seed": ("seed", 0)}),
+    # -- issue 38: transcoders and attribution graphs ------------------------------------------------------------
+    Analysis("features.transcoders.train_transcoders", functools.partial(transcoders.train_transcoders, layers=[1]),
+             {"model": ("model", M), "data": ("texts", [CLEAN] * 4), "d_sae": ("count", 64), "k": ("count", 4),
+              "training_tokens": ("count", 64), "batch_tokens": ("count", 16), "buffer_tokens": ("count", 64),
+              "context_size": ("count", 8), "seed": ("seed", 0), "max_memory": ("memory", 2**20)}),
+    Analysis("features.transcoders.evaluate_transcoders", transcoders.evaluate_transcoders,
+             {"model": ("model", M), "transcoders": ("transcoders", "toy-lm"), "texts": ("texts", [CLEAN]),
+              "max_memory": ("memory", 2**20)}),
+    Analysis("graphs.local_replacement", graphs.local_replacement,
+             {"model": ("model", M), "transcoders": ("transcoders", "toy-lm"), "prompt": ("prompt", FACT)}),
+    Analysis("graphs.attribution_graph", graphs.attribution_graph,
+             {"model": ("model", M), "transcoders": ("transcoders", "toy-lm"), "prompt": ("prompt", FACT),
+              "target": ("answer", " Brindlecote"), "logit_mass": ("threshold", 0.9), "max_logits": ("count", 3),
+              "max_memory": ("memory", 2**24)}),
     # -- issue 35: model editing ----------------------------------------------------------------------------------
     Analysis("editing.rome", editing.rome,
              {"model": ("model", M), "prompt": ("prompt", FACT), "subject": ("subject", "Wexmira"),
@@ -1311,6 +1329,13 @@ COMMANDS = [
     ["serve", "--host", "0.0.0.0", "--token", "short"],
     ["serve", "--port", "70000"],
     ["serve", "-m", os.path.join(HERE, "no-such-model-dir"), "--port", "1"],
+    # issue 38: attribution graphs (empty prompt, a model without shipped transcoders, a bad mass, a multi-token
+    # target, an unwritable JSON path)
+    ["graph", "-m", TOY, "--prompt", ""],
+    ["graph", "-m", WORDS, "--prompt", "t1 t2"],
+    ["graph", "-m", TOY, "--prompt", FACT, "--logit-mass", "2"],
+    ["graph", "-m", TOY, "--prompt", FACT, "--target", " the cat"],
+    ["graph", "-m", TOY, "--prompt", FACT, "--json-out", HERE],
 ]
 
 
@@ -1345,7 +1370,7 @@ def test_bad_command_lines_end_in_one_line_errors(argv: list[str]):
 ROOMS = ("circuitlab.induction", "circuitlab.attribution", "circuitlab.ffn", "circuitlab.patching",
          "circuitlab.circuits", "circuitlab.tracing", "circuitlab.probing", "circuitlab.neurons", "circuitlab.concepts",
          "circuitlab.distributed", "circuitlab.reproduce", "circuitlab.attention", "circuitlab.weights",
-         "circuitlab.features", "circuitlab.editing", "circuitlab.dynamics")
+         "circuitlab.features", "circuitlab.editing", "circuitlab.dynamics", "circuitlab.graphs")
 
 #: public functions that take a model but are not analyses a user calls with data, each with the reason
 EXEMPT = {
@@ -1368,6 +1393,11 @@ EXEMPT = {
                                                   "analysis that uses the runner",
     "circuitlab.engine.collect.check_hooks": "the collector's check of hooks=, run by every probing and neurons row",
     "circuitlab.features.sae.splice": "a context manager; the battery enters it in the features.splice(entered) row",
+    "circuitlab.features.transcoders.check_transcoders": "the check of transcoders= that every transcoders and "
+                                                          "graphs row runs",
+    "circuitlab.graphs.attribution.attribution_graph_reference": "the one-backward-per-node reference the tests and "
+                                                                 "benchmarks compare attribution_graph with; same "
+                                                                 "checks (attribution_graph's row)",
     "circuitlab.probing.activations.collect_shard": "one shard of collect (the executor runs it; collect's rows)",
     "circuitlab.probing.activations.plan_batches": "a step of collect on sentences it has aligned (rows)",
     "circuitlab.probing.activations.word_rows": "a step of collect on sentences it has aligned (rows)",
