@@ -335,7 +335,7 @@ def test_the_cli_installs_no_process_wide_warning_filter():
         assert warnings.filters == []
     assert sorted(registry) == ["attention", "attribute", "circuit", "demo", "dynamics", "edit", "ffn", "graph", "ig",
                                 "induction", "models", "neurons", "patch", "probe", "rationales", "reproduce", "sae",
-                                "superposition", "tcav", "trace", "weights"]
+                                "serve", "superposition", "tcav", "trace", "weights"]
 
 
 # -- circuitlab induction --------------------------------------------------------------------------------------------

@@ -111,6 +111,8 @@ RUNS = [
     (["superposition", "geometry", "--steps", "50", "--restarts", "1"], {"norms", "dimensionality", "angles"}),
     (["superposition", "train", "--features", "4", "--hidden", "2", "--sparsities", "0.9", "--steps", "50",
       "--restarts", "1"], {"represented"}),
+    (["graph", "-m", TOY, "--prompt", "Wexmira has a house in", "--max-logits", "2", "-o", "{tmp}/g.html"],
+     {"scores", "graph"}),
     (["reproduce", "induction-heads-need-two-layers"], {"runs"}),
     (["reproduce", "--list"], {"findings"}),
     (["demo", "-m", ZOO2, "--no-ffn", "-o", "{tmp}/demo.html"], {"findings", "induction_circuit"}),

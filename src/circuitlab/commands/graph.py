@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import argparse
 
-from circuitlab.cli import add_model_option, add_out_option, add_quiet_option, positive_int, prepare_out
+from circuitlab.cli import (add_model_option, add_out_option, add_quiet_option, emit, note, positive_int, prepare_out,
+                            record_report)
 
 
 def _fraction(text: str) -> float:
@@ -86,16 +87,21 @@ def run(args: argparse.Namespace) -> int:
     for i in row.abs().argsort(descending=True)[: args.top].tolist():
         print(f"  {g.label(i):<40} {float(row[i]):+.4f}")
     data = graph_json(pr, slug="circuitlab-" + args.model.replace("/", "-"))
+    emit(scores=s, graph=data)
     if json_out is not None:
         json_out.write_text(json.dumps(data))
-        print(f"wrote {json_out}")
+        note(f"wrote {json_out}")
+        record_report(json_out)
     if out is not None:
         out.write_text(graph_page(data), encoding="utf-8")
-        print(f"wrote {out}")
+        note(f"wrote {out}")
+        record_report(out)
     return 0
 
 
 run.arguments = arguments
 from circuitlab.cli import command  # noqa: E402
 
-command("graph", "attribution graph of a prompt over transcoder features: edges, pruning, interactive page")(run)
+command("graph", "attribution graph of a prompt over transcoder features: edges, pruning, interactive page",
+        json="scores (nodes and edges kept, replacement and completeness scores of the full and pruned graph), graph "
+             "(the pruned graph in circuit-tracer's JSON schema, as --json-out writes it)")(run)
