@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import ast
 import json
+import re
 from pathlib import Path
 
 from mkdocs.plugins import event_priority
@@ -52,7 +53,8 @@ def api_page(name: str) -> str:
     lines = [f"# `circuitlab.{name}`", "", f"::: circuitlab.{name}"]
     subs = _submodules(name)
     if subs:
-        lines[-1:] = [f"::: circuitlab.{name}", "    options:", "      members: false", "      show_root_heading: false"]
+        lines[-1:] = [f"::: circuitlab.{name}", "    options:", "      members: false",
+                      "      show_root_heading: false"]
         for sub in subs:
             lines += ["", f"::: circuitlab.{sub}", "    options:", "      heading_level: 2"]
     return "\n".join(lines) + "\n"
@@ -110,9 +112,35 @@ def on_page_markdown(markdown, page, config, files):
 
 
 def on_post_page(output, page, config):
-    """nbconvert's template loads MathJax from ``resources.mathjax_url``; with none configured (the site is
-    offline) it writes ``<script src=""></script>``, which the browser would fetch as the page itself."""
-    return output.replace('<script src=""> </script>', "").replace('<script src=""></script>', "")
+    """Two repairs of mkdocs-jupyter's notebook pages.
+
+    - nbconvert's template loads MathJax from ``resources.mathjax_url``; with none configured (the site is
+      offline) it writes ``<script src=""></script>``, which the browser would fetch as the page itself.
+    - The table of contents is made from the notebook converted to Markdown, where a heading's code span is
+      dropped from its id (``#the-circuit-of-found``), while the page's heading keeps it
+      (``id="the-circuit-of-zooattn-only-2l-found"``): such a link points to the one heading whose id holds
+      the link's words in order.
+    """
+    if not page.file.src_uri.endswith(".ipynb"):
+        return output
+    output = output.replace('<script src=""> </script>', "").replace('<script src=""></script>', "")
+    ids = set(re.findall(r'<h[1-6][^>]* id="([^"]+)"', output))
+    every = set(re.findall(r' id="([^"]+)"', output))
+
+    def repair(match):
+        fragment = match[1]
+        if fragment in every:
+            return match[0]
+        words = fragment.split("-")
+        found = [i for i in ids if _in_order(words, i.split("-"))]
+        return f'href="#{found[0]}"' if len(found) == 1 else match[0]
+
+    return re.sub(r'href="#([^"]+)"', repair, output)
+
+
+def _in_order(words: list[str], within: list[str]) -> bool:
+    it = iter(within)
+    return all(w in it for w in words)
 
 
 def _source(name: str) -> Path:
