@@ -312,3 +312,45 @@ def test_reproductions_page_has_every_finding_and_the_readme_table():
         return [re.sub(r"\]\([^)]*\)", "]", r) for r in table.splitlines() if r.startswith("| [`")]
 
     assert rows(page) == rows(README.read_text(encoding="utf-8"))
+
+
+def test_reproduce_markdown_goes_into_the_readme_and_the_reproductions_page(tmp_path, capsys, monkeypatch):
+    """``circuitlab reproduce --markdown`` prints a five-column summary and one section per run;
+    ``docs/_reproduce_table.py`` (``make reproduce-table``) puts the summary in both files, each finding linking to
+    its section, and the sections on the page, keeping what is outside the markers."""
+    import importlib.util
+
+    from circuitlab.commands.reproduce import _print_table
+    from circuitlab.reproduce.registry import Citation, Finding, Measurement, Reproduction
+
+    finding = Finding(id="toy-finding-holds", citation=Citation("Doe et al.", 2020, "A paper", url="https://x.org/p"),
+                      claim="A claim | with a bar.", published="a long published figure " * 20,
+                      published_model="big-model", models=("zoo/attn-only-2l",), measure=lambda m, s: None,
+                      rule="reproduced if it holds.", seconds=1.0)
+    runs = [Reproduction(finding, "zoo/attn-only-2l", Measurement("measured 0.9", "reproduced", "it holds"), 1.25, 0),
+            Reproduction(finding, "toy ReLU models, 5 features (trained here)", Measurement("0.1", "partly", ""), 3, 0)]
+    _print_table(runs, markdown=True)
+    out = capsys.readouterr().out
+    assert out.count("| `") == 2  # one row per run (tests/test_reproduce.py counts rows this way)
+    assert "| `toy-finding-holds` | Doe et al. 2020 | zoo/attn-only-2l | **reproduced** | 1.2 |" in out
+    assert "| `toy-finding-holds` | Doe et al. 2020 | toy ReLU models | **partly** | 3.0 |" in out
+    assert out.count("### `toy-finding-holds`") == 2 and "[Doe et al. 2020](https://x.org/p)" in out
+    assert "a long published figure" not in out.split("### ")[0]  # the figures are in the sections, not the table
+    assert "- **Verdict**: reproduced: it holds" in out and "--model toy ReLU" in out
+
+    spec = importlib.util.spec_from_file_location("_reproduce_table", ROOT / "docs" / "_reproduce_table.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    (tmp_path / "docs").mkdir()
+    readme, page, output = tmp_path / "README.md", tmp_path / "docs" / "reproductions.md", tmp_path / "out.txt"
+    readme.write_text("# x\n<!-- reproduce-table:start -->\nSTALE\n<!-- reproduce-table:end -->\nafter\n")
+    page.write_text("intro\n<!-- reproduce-table:start -->\n<!-- reproduce-table:end -->\nmiddle\n"
+                    "<!-- reproduce-details:start -->\nSTALE\n<!-- reproduce-details:end -->\nend\n")
+    output.write_text("\nthe runs' own lines\n" + out)
+    monkeypatch.setattr(script, "ROOT", tmp_path)
+    script.main(str(output))
+    r, p = readme.read_text(), page.read_text()
+    assert "| [`toy-finding-holds`](docs/reproductions.md#toy-finding-holds) | Doe" in r and "STALE" not in r
+    assert r.startswith("# x\n") and r.endswith("<!-- reproduce-table:end -->\nafter\n") and "###" not in r
+    assert "| [`toy-finding-holds`](#toy-finding-holds) | Doe" in p and p.count("### `toy-finding-holds`") == 2
+    assert "STALE" not in p and "the runs' own lines" not in p and p.startswith("intro\n") and p.endswith("end\n")
