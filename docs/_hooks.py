@@ -111,6 +111,24 @@ def on_page_markdown(markdown, page, config, files):
     return markdown
 
 
+_ROLE = re.compile(r":(?:py:)?(?:func|meth|class|mod|attr|data|exc|obj|const):<code>~?([^<]*)</code>")
+
+
+def on_page_content(html, page, config, files):
+    """The docstrings are written for Sphinx as well as for readers of the source: on the API pages a role such as
+    ``:func:`sweep``` (rendered ``:func:<code>sweep</code>``) shows as the code alone (``~a.b.c`` as ``c``), and a
+    reStructuredText literal-block marker ``::`` ending a paragraph as ``:``."""
+    if not page.file.src_uri.startswith("api/"):
+        return html
+
+    def code(match):
+        name = match[1]
+        short = name.rsplit(".", 1)[-1] if match[0].find("~") >= 0 else name
+        return f"<code>{short}</code>"
+
+    return _ROLE.sub(code, html).replace("::</p>", ":</p>")
+
+
 def on_post_page(output, page, config):
     """Two repairs of mkdocs-jupyter's notebook pages.
 
