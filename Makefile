@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.circuitlab-installed
 
-.PHONY: venv demo lint test test-fast bench zoo clean reproduce-table
+.PHONY: venv demo lint test test-fast bench zoo clean reproduce-table docs docs-serve
 
 venv: $(STAMP)
 
@@ -57,14 +57,21 @@ test-fast: venv
 bench: venv
 	$(BIN)/python benchmarks/patching.py
 
-# the README's reproductions table: the output of `circuitlab reproduce --all --markdown`, pasted between its markers
+# the reproductions: `circuitlab reproduce --all --markdown` runs every finding (slow: the real models' findings take
+# minutes each) and its summary table goes into README.md and docs/reproductions.md, its per-finding sections
+# (published and measured figures) into docs/reproductions.md, between their markers
 reproduce-table: venv
 	$(BIN)/circuitlab reproduce --all --markdown -q > .reproduce-table.txt
-	$(BIN)/python -c "import re, pathlib; t = pathlib.Path('.reproduce-table.txt').read_text(); \
-	  table = t[t.index('| finding |'):].strip(); p = pathlib.Path('README.md'); s = p.read_text(); \
-	  a, b = '<!-- reproduce-table:start -->', '<!-- reproduce-table:end -->'; \
-	  p.write_text(s[:s.index(a) + len(a)] + '\n' + table + '\n' + s[s.index(b):])"
+	$(BIN)/python docs/_reproduce_table.py .reproduce-table.txt
 	rm -f .reproduce-table.txt
+
+# the documentation site (mkdocs-material, mkdocstrings, mkdocs-jupyter; mkdocs.yml) into site/, offline, with
+# warnings as errors; `make docs-serve` serves it with live reload on http://127.0.0.1:8000
+docs: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: venv
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --strict
 
 zoo: venv
 	$(BIN)/python -m circuitlab.zoo build --all
@@ -83,4 +90,4 @@ notebooks-run: venv
 	$(BIN)/python notebooks/run_notebooks.py $(NB)
 
 clean:
-	rm -rf $(VENV) report.html .pytest_cache
+	rm -rf $(VENV) report.html .pytest_cache site

@@ -104,15 +104,32 @@ def _print_run(r) -> None:
 
 
 def _print_table(runs, markdown: bool) -> None:
+    """The summary. ``markdown``: a short Markdown table (finding, paper, model, verdict, seconds: a few words a
+    cell, the README's reproductions table), then one section per run with the claim, the published and the
+    measured figures, the rule and the verdict (the documentation's reproductions page; ``make reproduce-table``
+    puts the two in place)."""
     if markdown:
-        print("\n| finding | paper | published (model) | measured (model) | verdict | seconds |")
-        print("|---|---|---|---|---|---|")
+        cell = lambda s: str(s).replace("|", "/").replace("\n", " ")  # noqa: E731
+        print("\n| finding | paper | model | verdict | seconds |")
+        print("|---|---|---|---|---|")
         for r in runs:
-            row = r.row()
-            cell = lambda s: str(s).replace("|", "/")  # noqa: E731
-            print(f"| `{row['finding']}` | {cell(row['paper'])} | {cell(row['published'])} "
-                  f"({cell(row['published_model'])}) "
-                  f"| {cell(row['measured'])} ({cell(row['model'])}) | **{row['verdict']}** | {row['seconds']} |")
+            model = r.model.split(",")[0].split(" (")[0]  # "toy ReLU models, 5 features in 2 dimensions" -> a name
+            print(f"| `{r.finding.id}` | {cell(r.finding.papers())} | {cell(model)} | **{r.verdict}** "
+                  f"| {r.seconds:.1f} |")
+        for r in runs:
+            f, m = r.finding, r.measurement
+            papers = "; ".join(f"[{c.short()}]({c.url})" if c.url else c.short() for c in (f.citation, *f.also))
+            differs = "" if r.same_model else " (not the published model)"
+            again = f"circuitlab reproduce {f.id}" + ("" if r.model == f.models[0] else f" --model {r.model}")
+            print(f"\n### `{f.id}`\n")
+            print(f"{papers}: **{r.verdict}** on {r.model}{differs}; {r.seconds:.1f} s, seed {r.seed_text}; "
+                  f"`{again}`\n")
+            print(f"- **Claim.** {f.claim}")
+            print(f"- **Published** ({f.published_model}): {f.published}")
+            print(f"- **Measured** ({r.model}): {m.figures}")
+            print(f"- **Rule**, fixed in advance: {f.rule}")
+            if m.why:
+                print(f"- **Verdict**: {r.verdict}: {m.why}")
         return
     width = max(len(r.finding.id) for r in runs)
     mwidth = max(len(r.model) for r in runs)
