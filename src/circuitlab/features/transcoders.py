@@ -345,8 +345,8 @@ def train_transcoders(model: Any, layers: Any, data: Any, *, architecture: str =
         data: texts or token rows (as :func:`~circuitlab.features.training.train_sae`).
         architecture: ``"topk"`` (default; ``k`` latents per token), ``"standard"`` (ReLU + L1 with weight
             ``l1_coefficient``). ``d_sae``: latents (default 8 x d_model). ``with_skip``: add a linear skip.
-        lr, training_tokens, batch_tokens, buffer_tokens, context_size, aux_coefficient, dead_tokens, seed,
-            max_memory, progress: as in :func:`~circuitlab.features.training.train_sae`.
+        lr, training_tokens, batch_tokens, buffer_tokens: as in :func:`~circuitlab.features.training.train_sae`.
+        context_size, aux_coefficient, dead_tokens, seed, max_memory, progress: as there too.
     """
     from circuitlab.core import check_layers
     from circuitlab.features.training import ActivationBuffer, bos_id, token_stream, windows
