@@ -79,6 +79,25 @@ def test_depth_profile_bad_inputs(toy):
                       hooks=[1], cache=False)
     with pytest.raises(InputError, match="residual stream"):
         depth_profile(toy, sents, sentence_tasks=(), hooks=["blocks.1.mlp.hook_post"], cache=False)
+    with pytest.raises(InputError, match="too_few"):
+        depth_profile(toy, sents, word_tasks=(), sentence_tasks=("one",), sentence_labels={"one": ["a"] * 30},
+                      hooks=[1], too_few="ignore", cache=False)
+    with pytest.raises(InputError, match="no task left"):  # skipping the only task leaves nothing to probe
+        depth_profile(toy, sents, word_tasks=(), sentence_tasks=("one",), sentence_labels={"one": ["a"] * 30},
+                      hooks=[1], too_few="skip", cache=False)
+
+
+def test_depth_profile_skips_a_one_class_task_and_says_why(toy):
+    """too_few="skip": the task with one class is left out (named in meta, with its counts); the other task's row is
+    the same as probing it alone."""
+    sents = template_sentences(30)
+    labels = {"one": ["a"] * 30, "two": ["x" if i % 2 else "y" for i in range(30)]}
+    both = depth_profile(toy, sents, word_tasks=(), sentence_tasks=("one", "two"), sentence_labels=labels,
+                         hooks=[1], too_few="skip", cache=False)
+    alone = depth_profile(toy, sents, word_tasks=(), sentence_tasks=("two",), sentence_labels=labels, hooks=[1],
+                          cache=False)
+    assert both.accuracy.labels["task"] == ["two"] and "{'a': 30}" in both.accuracy.meta["left_out_tasks"]["one"]
+    torch.testing.assert_close(both.accuracy.values, alone.accuracy.values)
 
 
 def rows(text, tags, deps, heads):

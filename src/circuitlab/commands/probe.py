@@ -35,10 +35,11 @@ def arguments(p: argparse.ArgumentParser) -> None:
                                               "chosen greedily vs by a linear probe's weights; coref: pronouns' "
                                               "antecedents by representation similarity per layer, with baselines")
     add_model_option(p)
-    p.add_argument("--data", default="templates",
-                   help="pos/structural/heads/edges/depth: 'templates' (a small grammar, default), 'default' (KJV and "
-                        "fortunes labelled by spaCy) or a CoNLL-U file (multiword tokens read as their syntactic "
-                        "words)")
+    p.add_argument("--data", default=None,
+                   help="pos/structural/heads/edges/depth: 'templates' (a small grammar, the default), 'default' (KJV "
+                        "and fortunes labelled by spaCy; the default of depth, whose sentence-level tasks need more "
+                        "than one tense, and the templates are all past tense) or a CoNLL-U file (multiword tokens "
+                        "read as their syntactic words)")
     p.add_argument("-n", "--sentences", type=positive_int, default=300,
                    help="pos/structural/heads/edges/depth: how many sentences (default 300; a CoNLL-U file: its first "
                         "N)")
@@ -112,7 +113,8 @@ def run(args: argparse.Namespace) -> int:
         from circuitlab.probing.sentences import labelled_sentences
 
         model = as_any_model(args.model)
-        sentences = labelled_sentences(args.data, args.sentences, seed=args.seed, progress=progress)
+        data = args.data or ("default" if args.kind == "depth" else "templates")
+        sentences = labelled_sentences(data, args.sentences, seed=args.seed, progress=progress)
         if args.seeds is not None:  # the seeds are listed (and each one's probes kept): refuse what cannot fit
             check_affordable(64 * args.seeds, f"--seeds {args.seeds:,}", "use fewer seeds (3 to 10 is usual)")
         seeds = {} if args.seeds is None else {"seeds": tuple(range(args.seeds))}
@@ -125,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
             res = gaussian_sweep(model, sentences, task, k=args.neurons, seed=args.seed, cache=False,
                                  progress=progress)
         elif args.kind == "depth":
-            res = depth_profile(model, sentences, split_seed=args.seed, cache=False, progress=progress)
+            res = depth_profile(model, sentences, split_seed=args.seed, too_few="skip", cache=False,
+                                progress=progress)
         elif args.kind == "edges":
             res = edge_probe(model, sentences, args.task, pool=args.pool, seed=args.seed,
                              cumulative=args.cumulative, cache=False, progress=progress)
@@ -133,11 +136,13 @@ def run(args: argparse.Namespace) -> int:
             res = head_sweep(model, sentences, progress=progress)
         main = {"edges": "scores", "depth": "accuracy"}.get(args.kind)
         title, name = (getattr(res, main).title, getattr(res, main).model) if main else (res.title, res.model)
-        print(f"{title} on {name or args.model}, {len(sentences)} sentences ({args.data})")
+        print(f"{title} on {name or args.model}, {len(sentences)} sentences ({data})")
         if args.kind == "gaussian":
             print(f"hook {res.meta['hook']}; {res.meta['n_train']:,} training words, {res.meta['n_test']:,} test words")
             print(table(res))
         elif args.kind == "depth":
+            for task, why in res.accuracy.meta["left_out_tasks"].items():
+                print(f"left out the sentence task {task!r}: {why}")
             print(table(res.normalised))
             print(res.summary())
         elif args.kind == "edges":
@@ -170,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
                 print(f"best layer by UUAS: {ex['layer']}; its tree of test sentence {ex['id'] or ex['sentence']}: "
                       f"{ex['correct']} of {ex['gold_edges']} gold edges (punctuation left out)")
         items = [res]
-        emit(sentences=len(sentences), data=args.data)
+        emit(sentences=len(sentences), data=data)
     elif args.kind == "coref":
         from circuitlab.probing import coreference_similarity
         from circuitlab.tasks.coreference import coreference_items

@@ -110,7 +110,8 @@ def depth_profile(source: Any, sentences: Optional[Sequence[Sentence]] = None, *
                   word_tasks: Sequence[str] = WORD_TASKS, sentence_tasks: Sequence[str] = SENTENCE_TASKS,
                   sentence_labels: Optional[Mapping[str, Sequence[Optional[str]]]] = None, hooks: Any = None,
                   min_class: int = 10, split: Sequence[float] = (0.8, 0.1, 0.1), split_seed: int = 0,
-                  linear: Optional[dict] = None, progress: bool = False, **collect_options: Any) -> DepthProfile:
+                  linear: Optional[dict] = None, too_few: str = "raise", progress: bool = False,
+                  **collect_options: Any) -> DepthProfile:
     """Linear-probe test accuracy per layer for word-level and sentence-level tasks, each normalised to its own
     maximum, and each task's expected layer (see the module docstring).
 
@@ -124,10 +125,16 @@ def depth_profile(source: Any, sentences: Optional[Sequence[Sentence]] = None, *
         sentence_labels: task -> one label per sentence (``None``: the sentence is left out of that task).
         hooks: residual-stream hooks (default: the embedding and every block's output).
         min_class: a sentence-level class with fewer sentences is left out of its task.
+        too_few: a sentence-level task left with fewer than two such classes: ``"raise"`` (default) an
+            :class:`~circuitlab.errors.InputError`, or ``"skip"`` it and say why in ``meta["left_out_tasks"]``
+            (what ``circuitlab probe depth`` does, printing the reason); at least one task must remain.
         split, split_seed, linear: as in :func:`circuitlab.probing.probe_sweep` (one linear probe per task and hook).
     """
     split_seed = check_seed(split_seed, "split_seed")
     min_class = check_count(min_class, "min_class")
+    if too_few not in ("raise", "skip"):
+        raise InputError(f"too_few={shorten(too_few)}: use 'raise' (an error) or 'skip' (leave the task out and "
+                         f"say why in meta['left_out_tasks']).")
     for name, tasks, allowed in (("word_tasks", word_tasks, TASKS), ("sentence_tasks", sentence_tasks, None)):
         if isinstance(tasks, str) or not isinstance(tasks, Sequence) or len(set(tasks)) != len(tasks) \
                 or any(not isinstance(t, str) for t in tasks) or (allowed and any(t not in allowed for t in tasks)):
@@ -149,7 +156,7 @@ def depth_profile(source: Any, sentences: Optional[Sequence[Sentence]] = None, *
 
         props = sentence_properties(acts.sentences, progress=progress)
         sentence_labels = {t: [p[t] for p in props] for t in sentence_tasks}
-    rows, level, n, majority = [], {}, {}, {}
+    rows, level, n, majority, left_out = [], {}, {}, {}, {}
     options = dict(probes=("linear",), seeds=(0,), split=split, split_seed=split_seed, linear=linear,
                    progress=progress)
     for task in word_tasks:
@@ -165,19 +172,26 @@ def depth_profile(source: Any, sentences: Optional[Sequence[Sentence]] = None, *
         kept_classes = {c for c, k in counts.items() if k >= min_class}
         keep = [i for i, v in enumerate(labels) if v in kept_classes]
         if len(kept_classes) < 2:
-            raise InputError(f"sentence task {task!r}: fewer than two labels have {min_class} sentences or more "
-                             f"({dict(counts)}); use more sentences or a smaller min_class.")
+            why = (f"fewer than two labels have {min_class} sentences or more ({dict(counts)}); use more sentences "
+                   f"or a smaller min_class")
+            if too_few == "skip":
+                left_out[task] = why
+                continue
+            raise InputError(f"sentence task {task!r}: {why}.")
         res = sentence_sweep(_subset(acts, keep), [labels[i] for i in keep], **options)
         rows.append(res.values[0, :, 0])
         level[task], n[task], majority[task] = "sentence", res.meta["n_sentences"]["test"], res.meta[
             "majority_baseline"]
+    if not rows:
+        raise InputError(f"depth_profile has no task left to probe: {left_out}.")
     acc = torch.stack(rows).float()
-    tasks = list(word_tasks) + list(sentence_tasks)
+    sentence_tasks = [t for t in sentence_tasks if t not in left_out]
+    tasks = list(word_tasks) + sentence_tasks
     layers = [hook_layer_label(h) for h in acts.hooks]
     common = dict(model=acts.model, task=f"{len(acts.sentences)} sentences; word: {', '.join(word_tasks) or '-'}; "
                                           f"sentence: {', '.join(sentence_tasks) or '-'}")
     meta = {"depths": depths, "hooks": acts.hooks, "level": level, "n_test": n, "split": tuple(split),
-            "split_seed": split_seed, "min_class": min_class}
+            "split_seed": split_seed, "min_class": min_class, "left_out_tasks": left_out}
     accuracy = Result(values=acc, axes=("task", "layer"), labels={"task": tasks, "layer": layers},
                       title="Probe accuracy by layer (linear probes)", metric="test accuracy", meta=meta, **common)
     normalised = Result(values=acc / acc.amax(1, keepdim=True).clamp(min=1e-12), axes=("task", "layer"),
