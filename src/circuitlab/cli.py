@@ -253,6 +253,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         check_out(getattr(args, "out", None))  # before any work: a bad --out should not cost a model load
+        if hasattr(args, "model"):  # a command that runs a model imports torch anyway: set its threads first
+            from circuitlab.core import apply_default_threads
+
+            apply_default_threads()  # never more torch threads than usable cores / processes (CIRCUITLAB_THREADS)
         return int(args._run(args) or 0)
     except CircuitlabError as exc:
         print(f"circuitlab: error: {exc}", file=sys.stderr)
