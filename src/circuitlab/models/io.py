@@ -125,9 +125,15 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
     if name is not None:
         cfg.model_name = name
     tokenizer = load_tokenizer(path)
+    # no random initialisation (its values are overwritten: for Gemma-3-270m it costs seconds), and the loaded
+    # tensors become the parameters (assign=True) instead of being copied into them: one copy of the weights in
+    # memory, not two (the parameters' uninitialised storage is released untouched)
+    saved_init, cfg.init_weights = cfg.init_weights, False
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
+    cfg.init_weights = saved_init  # the saved config's value: a model rebuilt from model.cfg initialises as usual
     state = load_file(str(path / WEIGHTS_FILE))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    del state
     # Buffers that HookedTransformer rebuilds itself (masks, rotary tables) may legitimately be absent.
     missing = [k for k in missing if not _is_rebuilt_buffer(k)]
     if missing or unexpected:
