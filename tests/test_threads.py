@@ -23,9 +23,10 @@ def test_usable_cores_is_the_affinity_at_most():
     assert 1 <= core.usable_cores() <= len(os.sched_getaffinity(0))
 
 
-def test_rule_divides_the_usable_cores_among_processes(env):
+def test_rule_divides_the_idle_cores_among_processes(env):
     cores = len(os.sched_getaffinity(0))
     env.setattr(core, "usable_cores", lambda: cores)
+    env.setattr(core, "busy_cores", lambda: 0)
     assert core.default_threads() == cores
     for processes in (1, 2, 3, 64):
         assert core.default_threads(processes) == max(1, cores // processes)
@@ -34,6 +35,16 @@ def test_rule_divides_the_usable_cores_among_processes(env):
     assert core.default_threads(3) == 5 and core.default_threads(cap=4) == 4 and core.default_threads(8, cap=4) == 2
     env.setenv("PYTEST_XDIST_WORKER_COUNT", "4")
     assert core.default_threads() == 4
+    env.delenv("PYTEST_XDIST_WORKER_COUNT")
+    # other processes' load takes cores away: 16 cores with 5 busy leave 11; a machine busier than its cores, 1
+    env.setattr(core, "busy_cores", lambda: 5)
+    assert core.default_threads() == 11 and core.default_threads(2) == 5
+    env.setattr(core, "busy_cores", lambda: 40)
+    assert core.default_threads() == 1 and core.default_threads(4, cap=2) == 1
+
+
+def test_busy_cores_is_the_load_average_rounded_down():
+    assert core.busy_cores() == int(os.getloadavg()[0]) or abs(core.busy_cores() - os.getloadavg()[0]) <= 1
 
 
 def test_environment_overrides_the_rule_and_bad_values_say_so(env):

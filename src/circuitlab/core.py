@@ -922,8 +922,20 @@ def usable_cores() -> int:
     return max(1, cores)
 
 
+def busy_cores() -> int:
+    """Cores other processes keep busy now: the 1-minute load average (runnable processes, machine-wide), rounded
+    down; 0 where the system does not report one."""
+    import os
+
+    try:
+        return max(0, int(os.getloadavg()[0]))
+    except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
+        return 0
+
+
 def default_threads(processes: Optional[int] = None, cap: Optional[int] = None) -> int:
-    """The torch thread count circuitlab uses: ``max(1, usable_cores() // processes)``, at most ``cap``.
+    """The torch thread count circuitlab uses: ``max(1, (usable_cores() - busy_cores()) // processes)``, at most
+    ``cap``: the cores nobody else is using, shared among the job's processes.
 
     ``processes`` is the number of processes sharing the cores for the same job: by default pytest-xdist's worker
     count where this runs in one of its workers (``PYTEST_XDIST_WORKER_COUNT``), else 1. ``cap``: the CPUs
@@ -931,8 +943,10 @@ def default_threads(processes: Optional[int] = None, cap: Optional[int] = None) 
     environment variable ``CIRCUITLAB_THREADS`` (a positive integer) overrides the rule.
 
     Why: on two cores shared with other busy processes, torch's OpenMP threads wait on each other, and a second
-    thread slows small and medium tensor work several times over instead of speeding it up (the figures:
-    docs/performance.md, ``benchmarks/threads.py``). Threads per process times processes never exceeds the cores.
+    thread slows tensor work several times over instead of speeding it up (on a loaded 2-core machine, exact
+    activation patching ran 15x slower with 2 threads than with 1: docs/performance.md, ``benchmarks/threads.py``).
+    Threads per process times processes never exceeds the idle cores (at least one thread each). The load is read
+    when this is called: a long job decides once, at its start.
     """
     import os
 
@@ -944,14 +958,14 @@ def default_threads(processes: Optional[int] = None, cap: Optional[int] = None) 
             n = 0
         if n < 1:
             raise InputError(f"{THREADS_ENV}={shorten(env)}: set it to a positive integer (the torch threads to use), "
-                             "or unset it for the default rule (usable cores / processes).")
+                             "or unset it for the default rule (idle cores / processes).")
         return n
     if processes is None:
         try:
             processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
         except ValueError:
             processes = 1
-    n = max(1, usable_cores() // max(1, int(processes)))
+    n = max(1, (usable_cores() - busy_cores()) // max(1, int(processes)))
     return n if cap is None else max(1, min(n, int(cap)))
 
 
