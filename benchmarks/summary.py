@@ -198,7 +198,35 @@ def _scale(d: dict, src: str) -> Iterator[dict]:
                    _machine(d), _load(d["machine"].get("load_average_at_start")), None, src)
 
 
+def _loading_ab(d: dict, src: str) -> Iterator[dict]:
+    m, runs = d["median"], d.get("runs", {})
+    note = "" if len(runs.get("before", [])) > 1 else "; one run each, not interleaved: compare the memory only"
+    yield _row("loading", f"cached load after the loader fix (peer: the load before it; fp32 weights "
+               f"{d['fp32_weights_mib']:.0f} MiB{note})", d["model"], m["after"]["seconds"],
+               "circuitlab before the fix",
+               m["before"]["seconds"], None, None, m["after"]["peak_rss_mib"], f"{d.get('cpus')} CPUs",
+               _load(d.get("load_average_at_start")), d.get("date"), src)
+
+
+def _engine_ab(d: dict, src: str) -> Iterator[dict]:
+    for fix, row in d.items():
+        for name, w in row["workloads"].items():
+            yield _row("engine fix", f"{name}, {fix} fix on (peer: the same engine with it off)",
+                       "Gemma-3-270m shape (random)" if fix == "mlp" else "random attn-only 2L d_model 512",
+                       w["seconds_on"], f"circuitlab without the {fix} fix", w["seconds_off"], None,
+                       w["max_abs_difference"], None, f"{row.get('cpus')} CPUs",
+                       _load(row.get("load_average_at_start")), row.get("date"), src)
+
+
+def _threads(d: dict, src: str) -> Iterator[dict]:
+    for r in d["rows"]:
+        yield _row("threads", f"{d['workload']}: 1 thread (peer: 2 threads), {r['scenario']}", d["model"],
+                   r["seconds_1_thread"], "2 torch threads", r["seconds_2_threads"], None, None, None,
+                   f"{d.get('usable_cores')} usable cores", _load(d.get("load_average_at_start")), d.get("date"), src)
+
+
 READERS: dict[str, Callable[[dict, str], Iterator[dict]]] = {
+    "loading_ab.json": _loading_ab, "engine_ab.json": _engine_ab, "threads.json": _threads,
     "patching.json": _patching, "tracing.json": _tracing, "circuits.json": _circuits, "probing.json": _probing,
     "attention.json": _attention, "attention_gemma.json": _attention,
     "attention_importance.json": _attention_importance, "attention_importance_gemma.json": _attention_importance,
@@ -215,7 +243,7 @@ def build(results: Path = RESULTS) -> dict:
             continue
         reader = READERS.get(path.name)
         if reader is None:
-            skipped[path.name] = "not a speed or memory benchmark this table knows"
+            skipped[path.name] = "no reader in benchmarks/summary.py (not a peer comparison)"
             continue
         try:
             rows.extend(reader(json.loads(path.read_text()), path.name))

@@ -52,7 +52,7 @@ def child(model_name: str, threads: int, pairs: int, tokens: int, repeats: int) 
     clean = torch.randint(1, min(model.cfg.d_vocab, 1000), (pairs, tokens), generator=g)
     corrupted = clean.clone()
     corrupted[:, tokens // 2] = torch.randint(1, min(model.cfg.d_vocab, 1000), (pairs,), generator=g)
-    metric = LogitDiff(clean[:, 1].tolist(), corrupted[:, 1].tolist())
+    metric = LogitDiff(clean[:, 1].tolist(), ((clean[:, 1] + 1) % model.cfg.d_vocab).tolist())
 
     def run():
         return sweep(model, clean, corrupted, metric, "resid_pre", ("layer", "pos"))
