@@ -227,6 +227,7 @@ def _threads(d: dict, src: str) -> Iterator[dict]:
 
 READERS: dict[str, Callable[[dict, str], Iterator[dict]]] = {
     "loading_ab.json": _loading_ab, "engine_ab.json": _engine_ab, "threads.json": _threads,
+    "threads_low_load.json": _threads,
     "patching.json": _patching, "tracing.json": _tracing, "circuits.json": _circuits, "probing.json": _probing,
     "attention.json": _attention, "attention_gemma.json": _attention,
     "attention_importance.json": _attention_importance, "attention_importance_gemma.json": _attention_importance,
