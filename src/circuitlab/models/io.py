@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Shaped
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -151,7 +152,7 @@ _SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.
                        "U8": torch.uint8, "BOOL": torch.bool}
 
 
-def read_weights(path: Path) -> dict[str, torch.Tensor]:
+def read_weights(path: Path) -> dict[str, Shaped[torch.Tensor, "..."]]:
     """A safetensors file read into tensors that own their memory, each filled straight from the file.
 
     ``safetensors.torch.load_file`` returns tensors backed by a private memory map of the file: kept as a model's
