@@ -6,7 +6,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.circuitlab-installed
 
-.PHONY: venv demo lint test test-fast bench zoo clean reproduce-table docs docs-serve
+.PHONY: venv demo lint test test-fast bench bench-full bench-summary zoo clean reproduce-table docs docs-serve
 
 venv: $(STAMP)
 
@@ -54,8 +54,17 @@ test: venv lint
 test-fast: venv
 	$(BIN)/python -m pytest -q -n 2 --dist loadfile -m "not slow"
 
+# every benchmark's --quick mode, one process each, into benchmarks/results/quick/ with its summary.{json,md};
+# bench-full runs the full benchmarks over benchmarks/results/ (hours on 2 cores); bench-summary only rebuilds
+# benchmarks/results/summary.{json,md} from the committed JSON (benchmarks/summary.py)
 bench: venv
-	$(BIN)/python benchmarks/patching.py
+	nice -n 10 $(BIN)/python benchmarks/run_all.py --quick
+
+bench-full: venv
+	nice -n 10 $(BIN)/python benchmarks/run_all.py
+
+bench-summary: venv
+	$(BIN)/python benchmarks/summary.py
 
 # the reproductions: `circuitlab reproduce --all --markdown` runs every finding (slow: the real models' findings take
 # minutes each) and its summary table goes into README.md and docs/reproductions.md, its per-finding sections

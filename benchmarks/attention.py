@@ -65,7 +65,11 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--out", default="benchmarks/results/attention.json")
     parser.add_argument("--skip-importance", action="store_true")
+    parser.add_argument("--quick", action="store_true",
+                        help="a fast look: 8 sequences, a 16-token flow prompt, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.seqs, args.flow_len, args.repeats = 8, 16, 1
     result: dict = {"model": args.model, "threads": torch.get_num_threads(), "date": time.strftime("%Y-%m-%d")}
     if not args.skip_importance:
         tmp = ROOT / "benchmarks/results/.attention_importance.tmp.json"

@@ -57,7 +57,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--max-memory", type=int, default=2 * 2**30)
     parser.add_argument("--out", default="benchmarks/results/attention_importance.json")
+    parser.add_argument("--quick", action="store_true", help="a fast look: 8 sequences, one repeat")
     args = parser.parse_args()
+    if args.quick:
+        args.seqs, args.repeats = 8, 1
     model = load_model(args.model)
     mem = args.max_memory
     tokens = heldout_tokens(model, args.seqs, args.seq_len)

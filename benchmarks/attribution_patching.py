@@ -15,6 +15,7 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import argparse  # noqa: E402
 import json  # noqa: E402
 import time  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -79,7 +80,11 @@ def compare(model, clean, corrupted, metric, site, by):
     }
 
 
-def main():
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the same run (it already takes under a minute)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
     models = []
     for name in ("zoo/attn-only-1l", "zoo/attn-only-2l"):
         if name in list_models():
@@ -109,9 +114,9 @@ def main():
         "zoo_models_found": [n for n, _, t in models if t == "induction"],
         "results": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

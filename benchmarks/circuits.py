@@ -423,7 +423,11 @@ def main(argv=None) -> int:
                    help="comma-separated: eap, acdc (zoo/attn-only-2l), acdc-large (ACDC on the d_model-512 model "
                         "and the GPT-2-small shape: tens of minutes); sections not run keep their rows in --out")
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--quick", action="store_true",
+                   help="a fast look: zoo/attn-only-2l only (EAP and ACDC), one repeat")
     args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.repeats, args.sections = "zoo/attn-only-2l", 1, "eap,acdc"
     torch.set_num_threads(args.threads)
     why = auto_circuit_available() if args.with_auto_circuit else "not asked for (--with-auto-circuit)"
     with_ac = not why

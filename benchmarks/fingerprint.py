@@ -52,7 +52,11 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads (default: torch's); 1 on a machine shared with other jobs, where waiting "
                              "OpenMP threads slow the forward pass by an order of magnitude")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    parser.add_argument("--quick", action="store_true", help="a fast look: zoo/toy-lm, 2 repeats, 8 sentences")
     args = parser.parse_args()
+    if args.quick:
+        args.model, args.repeats, args.sentences = "zoo/toy-lm", 2, 8
     load_start = os.getloadavg()[0]
 
     import torch
@@ -130,9 +134,9 @@ def main() -> None:
     print(f"  cache entry: {e['rows']} rows, {e['payload_bytes'] / 2**20:.1f} MiB; computing it {compute:.2f} s, "
           f"its checksum {checksum * 1e3:.1f} ms ({100 * checksum / compute:.2f} %), write {write * 1e3:.1f} ms, "
           f"read and check {read * 1e3:.1f} ms")
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=1) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=1) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -36,6 +36,7 @@ from pathlib import Path
 
 SIZES = {"head_scores": [100, 1000, 4000, 8000], "ablation_effect": [100, 1000, 4000],
          "sweep": [250, 1000, 4000], "key_examples": [1000, 10000, 40000]}
+QUICK_SIZES = {"head_scores": [50, 200], "ablation_effect": [20, 80], "sweep": [20, 80], "key_examples": [200, 800]}
 
 CHILD = r"""
 import json, os, sys, threading, time
@@ -101,12 +102,13 @@ def main() -> None:
     ap.add_argument("--max-memory", type=int, default=512 * 2**20, help="bytes (default 512 MiB)")
     ap.add_argument("--compat", action="store_true", help="do not pass max_memory (an older circuitlab)")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "memory.json"))
+    ap.add_argument("--quick", action="store_true", help="a fast look: two small sizes of each case")
     args = ap.parse_args()
 
     rows = []
     print(f"{'case':<16} {'n':>7} {'seconds':>8} {'peak delta MiB':>15} {'prompt parts':>13}")
     for case in args.cases:
-        for n in args.sizes or SIZES[case]:
+        for n in args.sizes or (QUICK_SIZES if args.quick else SIZES)[case]:
             limit = "none" if args.compat else str(args.max_memory)
             proc = subprocess.run([sys.executable, "-c", CHILD, case, str(n), limit], capture_output=True, text=True)
             if proc.returncode != 0:

@@ -319,14 +319,17 @@ def run_gemma(args):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="time TransformerLens on subsets only")
-    parser.add_argument("--tokens", type=int, nargs="*", default=[16, 64])
+    parser.add_argument("--quick", action="store_true",
+                        help="time TransformerLens on subsets only, at 16 tokens only unless --tokens is given")
+    parser.add_argument("--tokens", type=int, nargs="*", default=None, help="prompt lengths (default: 16 and 64)")
     parser.add_argument("--model", choices=["gpt2-small-shaped", "gemma-3-270m", "all"], default="gpt2-small-shaped",
                         help="which model to benchmark (default: the GPT-2-small shape with random weights)")
     parser.add_argument("--tl-patches", type=int, default=24,
                         help="real models: patches TransformerLens is timed on per sweep (default 24; 8 with --quick)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
+    if args.tokens is None:
+        args.tokens = [16] if args.quick else [16, 64]
 
     # one file for all models: each run replaces only its own model's entries
     try:

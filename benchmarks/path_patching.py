@@ -21,6 +21,7 @@ import os
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import argparse  # noqa: E402
 import json  # noqa: E402
 import sys  # noqa: E402
 import warnings  # noqa: E402
@@ -76,7 +77,11 @@ def compare(name, model, clean, corrupted, metric, component):
     return row
 
 
-def main():
+def main(argv: list[str] | None = None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--quick", action="store_true", help="the same run (it already takes under a minute)")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
     models = []
     if "zoo/attn-only-2l" in list_models():
         sys.path.insert(0, str(Path(__file__).parent))
@@ -105,9 +110,9 @@ def main():
                            "(exact only if folded) and the change of scale caused by the sender's delta",
         "results": rows,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(out, indent=2) + "\n")
-    print(f"wrote {RESULTS}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2) + "\n")
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

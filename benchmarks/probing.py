@@ -60,6 +60,7 @@ def main() -> None:
     p.add_argument("--quick", action="store_true")
     p.add_argument("--mlp", action="store_true", help="also MLP-1 probes")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--out", type=Path, default=OUT)
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     n = 300 if args.quick else 2000
@@ -108,9 +109,9 @@ def main() -> None:
     print(f"sweep: 3 tasks x {len(acts.hooks)} hooks x {len(probes)} probe kinds x {len(seeds)} seeds with control "
           f"tasks: {total:.1f} s")
     out["load_average_at_end"] = os.getloadavg()
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=2))
-    print(f"wrote {OUT}")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(out, indent=2))
+    print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

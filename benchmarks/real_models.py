@@ -116,7 +116,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=2, help="cached loads per model (default 2)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--quick", action="store_true", help="a fast look: minilm-l6 only, one cached load")
     args = parser.parse_args()
+    if args.quick:
+        args.models, args.repeats = ["minilm-l6"], 1
     if args.child:
         return child(args.child)
 

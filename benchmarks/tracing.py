@@ -97,7 +97,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--samples", type=int, default=10)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", default=str(RESULTS))
+    p.add_argument("--quick", action="store_true",
+                   help="a fast look: the GPT-2-small shape only, the reference timed on 6 entries")
     args = p.parse_args(argv)
+    if args.quick:
+        args.models, args.reference_entries, args.full_reference = ["gpt2-small-shaped"], 6, False
 
     rows = [bench(m, args.reference_entries, args.full_reference, args.samples, args.seed) for m in args.models]
     print(f"{'model':<20} {'grid':>6} {'reference s':>12} {'circuitlab s':>13} {'speedup':>8} {'max |diff|':>11} "

@@ -86,7 +86,10 @@ def main() -> None:
     p.add_argument("--dense-eig-limit", type=int, default=1024, help="largest d_vocab whose dense eig is timed")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--out", default=str(ROOT / "benchmarks/results/weights.json"))
+    p.add_argument("--quick", action="store_true", help="a fast look: zoo/toy-lm, 8 sample rows")
     args = p.parse_args()
+    if args.quick:
+        args.model, args.rows = "zoo/toy-lm", 8
     torch.set_num_threads(args.threads)
 
     before = rss()

@@ -1,9 +1,10 @@
 """Test-session settings.
 
 ``make test`` runs the suite in two processes (pytest-xdist, ``-n 2 --dist loadfile``: a file's tests stay in one
-process, so module fixtures are built once). Each process then runs torch on one thread, and so do the processes
-it starts (notebook kernels, command-line subprocesses): two processes with two threads each on two cores would
-make OpenMP's threads wait on each other, which slows small tensor operations by an order of magnitude.
+process, so module fixtures are built once). Each process then runs torch on usable cores // workers threads (one
+on two cores; ``circuitlab.core.default_threads``), and so do the processes it starts (notebook kernels, command-line
+subprocesses): two processes with two threads each on two cores would make OpenMP's threads wait on each other,
+which slows small tensor operations by an order of magnitude.
 """
 
 from __future__ import annotations
@@ -11,8 +12,9 @@ from __future__ import annotations
 import os
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
-    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
-        os.environ[var] = "1"
-    import torch
+    # circuitlab's rule (circuitlab.core.default_threads): usable cores // xdist workers, CIRCUITLAB_THREADS overrides
+    from circuitlab.core import apply_default_threads
 
-    torch.set_num_threads(1)
+    _threads = str(apply_default_threads())
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = _threads

@@ -386,6 +386,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     try:
         check_out(getattr(args, "out", None))  # before any work: a bad --out should not cost a model load
+        if hasattr(args, "model"):  # a command that runs a model imports torch anyway: set its threads first
+            from circuitlab.core import apply_default_threads
+
+            apply_default_threads()  # never more torch threads than usable cores / processes (CIRCUITLAB_THREADS)
         if getattr(args, "json", False):
             return _run_json(args)
         return int(args._run(args) or 0)

@@ -900,6 +900,90 @@ def row_chunks(n_rows: int, bytes_per_row: int, max_memory: int) -> list[slice]:
 
 
 # ---------------------------------------------------------------------------------------------------------
+# Threads: never more torch threads than the cores a process may use
+# ---------------------------------------------------------------------------------------------------------
+
+#: the environment variable that overrides the thread rule (a positive integer)
+THREADS_ENV = "CIRCUITLAB_THREADS"
+
+
+def usable_cores() -> int:
+    """The CPU cores this process may run on: its CPU affinity (``os.sched_getaffinity``; ``os.cpu_count`` where
+    that does not exist), capped by a cgroup CPU quota where one is set (a container limited to 2 CPUs on a
+    16-core host sees 16 cores through ``os.cpu_count`` but gets the time of 2)."""
+    import os
+
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):  # pragma: no cover - not Linux
+        cores = os.cpu_count() or 1
+    try:  # cgroup v2: "max 100000" (no limit) or "200000 100000" (2 CPUs)
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, max(1, math.ceil(int(quota) / int(period))))
+    except (OSError, ValueError):
+        pass
+    return max(1, cores)
+
+
+def busy_cores() -> int:
+    """Cores other processes keep busy now: the 1-minute load average (runnable processes, machine-wide), rounded
+    down; 0 where the system does not report one."""
+    import os
+
+    try:
+        return max(0, int(os.getloadavg()[0]))
+    except (AttributeError, OSError):  # pragma: no cover - no load average (Windows)
+        return 0
+
+
+def default_threads(processes: Optional[int] = None, cap: Optional[int] = None) -> int:
+    """The torch thread count circuitlab uses: ``max(1, (usable_cores() - busy_cores()) // processes)``, at most
+    ``cap``: the cores nobody else is using, shared among the job's processes.
+
+    ``processes`` is the number of processes sharing the cores for the same job: by default pytest-xdist's worker
+    count where this runs in one of its workers (``PYTEST_XDIST_WORKER_COUNT``), else 1. ``cap``: the CPUs
+    reserved for this process where something reserves them (a Ray worker's ``cpus_per_worker``). The
+    environment variable ``CIRCUITLAB_THREADS`` (a positive integer) overrides the rule.
+
+    Why: on two cores shared with other busy processes, torch's OpenMP threads wait on each other, and a second
+    thread slows tensor work several times over instead of speeding it up (on a loaded 2-core machine, exact
+    activation patching ran 15x slower with 2 threads than with 1: docs/performance.md, ``benchmarks/threads.py``).
+    Threads per process times processes never exceeds the idle cores (at least one thread each). The load is read
+    when this is called: a long job decides once, at its start.
+    """
+    import os
+
+    env = os.environ.get(THREADS_ENV)
+    if env not in (None, ""):
+        try:
+            n = int(env)
+        except ValueError:
+            n = 0
+        if n < 1:
+            raise InputError(f"{THREADS_ENV}={shorten(env)}: set it to a positive integer (the torch threads to use), "
+                             "or unset it for the default rule (idle cores / processes).")
+        return n
+    if processes is None:
+        try:
+            processes = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+        except ValueError:
+            processes = 1
+    n = max(1, (usable_cores() - busy_cores()) // max(1, int(processes)))
+    return n if cap is None else max(1, min(n, int(cap)))
+
+
+def apply_default_threads(processes: Optional[int] = None) -> int:
+    """Set torch's thread count to :func:`default_threads` (``processes`` as there) and return it. The command line,
+    the test session and Ray's workers call it once at start; a library user may call it, or set
+    ``torch.set_num_threads`` as usual (circuitlab's analyses never change the count behind the user's back)."""
+    n = default_threads(processes)
+    if torch.get_num_threads() != n:
+        torch.set_num_threads(n)
+    return n
+
+
+# ---------------------------------------------------------------------------------------------------------
 # Non-finite values: say where they come from
 # ---------------------------------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import os
 import time
 from typing import Any, Callable, Optional, Sequence
 
-from circuitlab.core import check_number
+from circuitlab.core import check_number, default_threads
 from circuitlab.engine.executor import ShardError, describe_shard, move_tensors
 from circuitlab.errors import CircuitlabError, InputError
 from circuitlab.models.identity import ModelSource, device_of, replica_source, weight_fingerprint, worker_device
@@ -219,7 +219,8 @@ class _Replica:
     def __init__(self, source: Optional[ModelSource], threads: float) -> None:
         import torch
 
-        torch.set_num_threads(max(1, int(threads)))
+        # the reserved CPUs, never more than the cores this worker may use; CIRCUITLAB_THREADS overrides
+        torch.set_num_threads(default_threads(processes=1, cap=max(1, int(threads))))
         self.model = None if source is None else source.load()
 
     def ready(self) -> Optional[str]:

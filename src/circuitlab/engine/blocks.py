@@ -22,6 +22,10 @@ one batched pass, exactly (TransformerLens's own blocks, the same arithmetic as 
    the last block runs on that position alone for the rows it replaces nothing in (:meth:`BlockRunner.last_block`).
 5. **Read only what the metric reads.** A declarative metric (:mod:`circuitlab.metrics`) declares the positions
    and vocabulary columns it reads; :meth:`BlockRunner.read` applies the final norm and unembedding to those alone.
+6. **Copy no weights.** TransformerLens's gated MLP (Gemma, Llama, SmolLM2) computes ``F.linear(x, W.T.contiguous())``,
+   copying its three weight matrices on every call (for a last-position pass of a few rows, the copies cost more
+   than the products). The runner's blocks run it as ``x @ W`` instead (:func:`copy_free_mlp`): the same hooks,
+   the same values (bit for bit on CPU float32: tests/test_perf_engine.py), no copy.
 
 **The one safety rule.** Reusing cached keys and values is exact only where the key/value cache holds exactly
 what the attention would compute, so fact 4 runs only when *both* hold:
@@ -66,6 +70,7 @@ The engine imports nothing from the analyses (it is layer 4, below them).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
@@ -76,6 +81,7 @@ from jaxtyping import Float, Int
 from torch import Tensor
 from transformer_lens import HookedTransformer
 from transformer_lens.cache.key_value_cache_entry import TransformerLensKeyValueCacheEntry
+from transformer_lens.components.mlps.gated_mlp import GatedMLP
 
 from circuitlab.core import final_norm, readout, row_bytes, softcap
 
@@ -146,6 +152,35 @@ def kv_reuse_blockers(model) -> list[str]:
 def self_check_tolerance(dtype: torch.dtype) -> float:
     """:data:`SELF_CHECK_TOLERANCE` for activations of ``dtype`` (100 times it for 16-bit floats)."""
     return SELF_CHECK_TOLERANCE if dtype in (torch.float32, torch.float64) else 100 * SELF_CHECK_TOLERANCE
+
+
+def _copy_free_gated_forward(mlp: GatedMLP) -> Callable[[Tensor], Tensor]:
+    """TransformerLens's ``GatedMLP.forward`` with ``x @ W`` for ``F.linear(x, W.T.contiguous())``: same hooks."""
+    def forward(x: Tensor) -> Tensor:
+        if mlp.W_gate.device != x.device:
+            x = x.to(mlp.W_gate.device)
+        pre_act = mlp.hook_pre(torch.matmul(x, mlp.W_gate))  # [batch, pos, d_mlp]
+        pre_linear = mlp.hook_pre_linear(torch.matmul(x, mlp.W_in))
+        post_act = mlp.hook_post(mlp.act_fn(pre_act) * pre_linear + mlp.b_in)
+        return torch.matmul(post_act, mlp.W_out) + mlp.b_out
+    return forward
+
+
+@contextlib.contextmanager
+def copy_free_mlp(block: torch.nn.Module):
+    """Within the block, a TransformerLens ``GatedMLP`` runs without copying its weights (fact 6 above); any
+    other MLP, or one whose ``forward`` was already replaced on the instance, runs as it is."""
+    mlp = getattr(block, "mlp", None)
+    plain = (type(mlp) is GatedMLP and "forward" not in vars(mlp)
+             and not (mlp.cfg.is_layer_norm_activation() and getattr(mlp, "ln", None) is not None))
+    if not plain:
+        yield
+        return
+    mlp.forward = _copy_free_gated_forward(mlp)
+    try:
+        yield
+    finally:
+        del mlp.forward
 
 
 @dataclass(frozen=True)
@@ -311,10 +346,9 @@ class BlockRunner:
         rows = resid.shape[0]
         entry = self.entry(layer, start, rows)
         pos_embed = self._pos_embed(start, rows)
-        if hooks:
-            with self.model.hooks(fwd_hooks=list(hooks)):
-                return self.model.blocks[layer](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
-        return self.model.blocks[layer](resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
+        block = self.model.blocks[layer]
+        with copy_free_mlp(block), (self.model.hooks(fwd_hooks=list(hooks)) if hooks else contextlib.nullcontext()):
+            return block(resid, shortformer_pos_embed=pos_embed, past_kv_cache_entry=entry)
 
     def last_block(self, resid: Float[Tensor, "rows pos d_model"], hooks: Sequence, hooked: int,
                    start: int) -> Float[Tensor, "rows 1 d_model"]:
@@ -324,9 +358,13 @@ class BlockRunner:
         those rows run the block on the last position alone. The last ``hooked`` rows carry a replacement in this
         block (``hooks``) and run it whole.
         """
-        model = self.model
-        block, free, layer = model.blocks[-1], resid.shape[0] - hooked, self.cfg.n_layers - 1
-        outs = []
+        block, free, layer = self.model.blocks[-1], resid.shape[0] - hooked, self.cfg.n_layers - 1
+        with copy_free_mlp(block):
+            return self._last_block(block, layer, resid, hooks, hooked, free, start)
+
+    def _last_block(self, block, layer: int, resid: Tensor, hooks: Sequence, hooked: int, free: int,
+                    start: int) -> Tensor:
+        model, outs = self.model, []
         if free:
             pe = self._pos_embed(start, free)
             prefix = self.entry(layer, start, free)
@@ -461,5 +499,5 @@ def read_logits(model: HookedTransformer, x: Float[Tensor, "rows k d_model"], n:
     return softcap(logits, model.cfg.output_logits_soft_cap)
 
 
-__all__ = ["BlockRunner", "Replace", "KV_REUSE_VERIFIED", "SELF_CHECK_TOLERANCE", "kv_reuse_blockers",
+__all__ = ["BlockRunner", "Replace", "copy_free_mlp", "KV_REUSE_VERIFIED", "SELF_CHECK_TOLERANCE", "kv_reuse_blockers",
            "self_check_tolerance", "group_chunks", "gather_positions", "read_logits"]

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from jaxtyping import Shaped
 from safetensors.torch import load_file, save_file
 from transformer_lens import HookedTransformer, HookedTransformerConfig
 
@@ -125,9 +126,15 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
     if name is not None:
         cfg.model_name = name
     tokenizer = load_tokenizer(path)
+    # no random initialisation (its values are overwritten: for Gemma-3-270m it costs seconds), and the loaded
+    # tensors become the parameters (assign=True) instead of being copied into them: one copy of the weights in
+    # memory, not two (the parameters' uninitialised storage is released untouched)
+    saved_init, cfg.init_weights = cfg.init_weights, False
     model = HookedTransformer(cfg, tokenizer=tokenizer, move_to_device=False)
-    state = load_file(str(path / WEIGHTS_FILE))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    cfg.init_weights = saved_init  # the saved config's value: a model rebuilt from model.cfg initialises as usual
+    state = read_weights(path / WEIGHTS_FILE)
+    missing, unexpected = model.load_state_dict(state, strict=False, assign=True)
+    del state
     # Buffers that HookedTransformer rebuilds itself (masks, rotary tables) may legitimately be absent.
     missing = [k for k in missing if not _is_rebuilt_buffer(k)]
     if missing or unexpected:
@@ -138,6 +145,39 @@ def load_model_dir(path: str | Path, device: str | None = None, name: str | None
     model.to(cfg.device, print_details=False)
     model.eval()
     return model
+
+
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def read_weights(path: Path) -> dict[str, Shaped[torch.Tensor, "..."]]:
+    """A safetensors file read into tensors that own their memory, each filled straight from the file.
+
+    ``safetensors.torch.load_file`` returns tensors backed by a private memory map of the file: kept as a model's
+    parameters they would change if the file were rewritten, and copying them into the parameters touches every
+    page twice (two copies of the weights in the resident set). This reads each tensor's bytes into its own
+    storage with one ``readinto`` (one copy of the weights in memory, nothing mapped). Files with a dtype this does
+    not know are read by ``load_file`` and cloned.
+    """
+    import struct
+
+    with open(path, "rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8))
+        header = json.loads(f.read(n))
+        header.pop("__metadata__", None)
+        if any(v["dtype"] not in _SAFETENSORS_DTYPES for v in header.values()):
+            return {k: v.clone() for k, v in load_file(str(path)).items()}
+        out = {}
+        for name, v in sorted(header.items(), key=lambda kv: kv[1]["data_offsets"][0]):
+            start, end = v["data_offsets"]
+            t = torch.empty(v["shape"], dtype=_SAFETENSORS_DTYPES[v["dtype"]])
+            f.seek(8 + n + start)
+            if end > start and f.readinto(t.view(-1).view(torch.uint8).numpy()) != end - start:
+                raise CircuitlabError(f"{shorten(str(path), 300)} is truncated (tensor {name!r}); re-save the model.")
+            out[name] = t
+    return out
 
 
 def _is_rebuilt_buffer(key: str) -> bool:
