@@ -43,7 +43,7 @@ from torch import Tensor, nn
 from circuitlab.core import (DEFAULT_MAX_MEMORY, as_model, check_count, check_max_memory, check_number, check_seed,
                              model_name, progress_bar, row_bytes, shorten)
 from circuitlab.errors import InputError
-from circuitlab.features.sae import check_architecture
+from circuitlab.features.sae import SAE, check_architecture
 
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -138,19 +138,10 @@ class Transcoder(nn.Module):
         self._check(x, "x", self.cfg.d_in)
         return x.to(self.W_enc.dtype) @ self.W_enc + self.b_enc
 
-    def activate(self, pre: Float[Tensor, "... d_sae"]) -> Float[Tensor, "... d_sae"]:
-        """The architecture's activation on pre-activations."""
-        arch = self.cfg.architecture
-        if arch == "standard":
-            return torch.relu(pre)
-        if arch == "jumprelu":
-            return torch.relu(pre) * (pre > self.threshold).to(pre.dtype)
-        values, indices = pre.topk(self.cfg.k, dim=-1, sorted=False)
-        return torch.zeros_like(pre).scatter(-1, indices, torch.relu(values))
-
-    def encode(self, x: Float[Tensor, "... d_in"]) -> Float[Tensor, "... d_sae"]:
-        """The latents of input ``x``."""
-        return self.activate(self.pre_activations(x))
+    # the architecture's activation and the encoder are the SAE's, on the same fields (cfg.architecture, cfg.k,
+    # threshold): one definition of TopK / ReLU / JumpReLU for both
+    activate = SAE.activate
+    encode = SAE.encode
 
     def decode(self, f: Float[Tensor, "... d_sae"],
                x: Optional[Float[Tensor, "... d_in"]] = None) -> Float[Tensor, "... d_out"]:
