@@ -287,7 +287,7 @@ def test_tensors_are_moved_inside_nested_arguments_and_metrics(model):
         return []
 
     n = len(tensors(args))
-    assert n == 13
+    assert n == 16  # KLDivergence keeps its reference and four float64 reads of it (log p, p, sum p log p, sum p)
     # "meta" stands in for a GPU: every tensor moves, however deep, and the arguments themselves are unchanged
     moved = distributed.move_tensors(args, "meta", drop_models=True)
     assert len(tensors(moved)) == n and all(t.device.type == "meta" for t in tensors(moved))
