@@ -16,51 +16,22 @@ from pathlib import Path
 
 import pytest
 
+from chromium import browser_paths, headless_chromium
 from demo_output import demo_run
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--window-size=1280,2000")
 #: where the screenshot is kept for people to look at (overridable)
 SCREENSHOT = Path(os.environ.get("CIRCUITLAB_SCREENSHOT", Path(tempfile.gettempdir()) / "circuitlab-demo-report.png"))
 
 
-def _browser() -> tuple[str, str]:
-    chromium = next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
-    driver = shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    why = ("headless Chromium is not installed (need `chromium` and `chromedriver` on PATH: "
-           "`apt-get install chromium chromium-driver` on Debian, which `make test` does when run as root)")
-    if os.environ.get("CI") or os.environ.get("CIRCUITLAB_REQUIRE_BROWSER"):
-        pytest.fail(why + "; CI must run the browser test")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def page():
-    chromium, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
+    browser_paths()  # skip (or fail under CI) before the demo runs
     report = demo_run().outcome.path
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="circuitlab-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium() as driver:
         driver.get(report.resolve().as_uri())
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 # a mount point counts as filled when it holds a rendered element with a size (not just its own <script>)
@@ -162,10 +133,7 @@ def test_screenshot_is_not_blank(page):
 def legibility_page():
     """A report with a (layer, pos) patching-sized heatmap, one too big to number, and top-k views on prompts
     shorter than 2 k."""
-    chromium, driver_path = _browser()
     import torch
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
 
     import circuitlab as cl
     from circuitlab.render import report, topk_tokens
@@ -179,19 +147,11 @@ def legibility_page():
              topk_tokens([["a"]], [torch.randn(2, 1, 3)], k=5, title="one token")]
     folder = Path(tempfile.mkdtemp(prefix="circuitlab-legibility-"))
     path = report([small, big, *views], folder / "legibility.html")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    opts.add_argument(f"--user-data-dir={folder / 'profile'}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_page_load_timeout(60)
     try:
-        driver.get(path.resolve().as_uri())
-        yield driver
+        with headless_chromium(profile=folder / "profile") as driver:
+            driver.get(path.resolve().as_uri())
+            yield driver
     finally:
-        driver.quit()
         shutil.rmtree(folder, ignore_errors=True)
 
 

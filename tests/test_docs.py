@@ -15,10 +15,8 @@ import http.server
 import os
 import re
 import resource
-import shutil
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from html.parser import HTMLParser
@@ -26,13 +24,11 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
+from chromium import headless_chromium
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
 REPRODUCTIONS = ROOT / "docs" / "reproductions.md"
-CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
-FLAGS = ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-         "--window-size=1280,1000")
 #: the build's CPU time is printed and bounded (about 15 s on one core; its wall time depends on the machine's load)
 BUILD_CPU_BUDGET_S = 60
 
@@ -162,18 +158,6 @@ def test_the_site_loads_nothing_from_the_network(site):
 
 # -- the browser ---------------------------------------------------------------------------------------------------
 
-def _browser() -> tuple[str, str]:
-    chromium = next((p for p in map(shutil.which, CHROMIUM_NAMES) if p), None)
-    driver = shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    why = ("headless Chromium is not installed (need `chromium` and `chromedriver` on PATH: "
-           "`apt-get install chromium chromium-driver` on Debian, which `make test` does when run as root)")
-    if os.environ.get("CI") or os.environ.get("CIRCUITLAB_REQUIRE_BROWSER"):
-        pytest.fail(why + "; CI must run the browser test")
-    pytest.skip(why)
-
-
 class _Quiet(http.server.SimpleHTTPRequestHandler):
     def log_message(self, *args):  # no request log on stderr
         pass
@@ -195,24 +179,8 @@ def served(site):
 
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="circuitlab-docs-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium(window=(1280, 1000)) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def test_every_page_loads_in_chromium_without_console_errors(site, served, browser):

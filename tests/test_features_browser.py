@@ -16,7 +16,7 @@ import pytest
 import circuitlab as cl
 from circuitlab.features.dashboard import feature_dashboards
 from circuitlab.render.features import write_dashboards
-from test_browser import FLAGS, _browser
+from chromium import headless_chromium
 
 pytestmark = [pytest.mark.browser]
 
@@ -37,24 +37,8 @@ def site():
 
 @pytest.fixture(scope="module")
 def driver():
-    chromium, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in FLAGS:
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="circuitlab-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    d = webdriver.Chrome(service=Service(driver_path), options=opts)
-    d.set_page_load_timeout(60)
-    try:
+    with headless_chromium() as d:
         yield d
-    finally:
-        d.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 def _clean(driver):

@@ -5,9 +5,6 @@ one mark per node, shows a hover card, pins and groups nodes; ``circuitlab graph
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 
 import pytest
 import torch
@@ -17,6 +14,7 @@ from circuitlab.cli import main
 from circuitlab.graphs import attribution_graph, prune_graph
 from circuitlab.graphs.export import graph_json
 from circuitlab.render.graphs import graph_page
+from chromium import headless_chromium
 
 PROMPT = "And the LORD said unto"
 NODE_FIELDS = {"node_id", "feature", "layer", "ctx_idx", "feature_type", "token_prob", "is_target_logit", "run_idx",
@@ -60,21 +58,8 @@ def test_cli_writes_page_and_json(tmp_path, capsys):
     assert "cl-graph-data" in (tmp_path / "g.html").read_text()
 
 
-def _browser():
-    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    if os.environ.get("CI") or os.environ.get("CIRCUITLAB_REQUIRE_BROWSER"):
-        pytest.fail("headless Chromium is not installed; CI must run the browser test")
-    pytest.skip("headless Chromium is not installed")
-
-
 @pytest.mark.browser
 def test_page_in_chromium(data, tmp_path):
-    chromium, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
     from selenium.webdriver.common.action_chains import ActionChains
     from selenium.webdriver.common.by import By
 
@@ -82,16 +67,7 @@ def test_page_in_chromium(data, tmp_path):
     page = tmp_path / "graph.html"
     page.write_text(graph_page(d, feature_card=lambda layer, latent: f"<i>dashboard L{layer} #{latent}</i>"))
     assert "http://" not in page.read_text().replace("http://www.w3.org/2000/svg", "")
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--window-size=1400,1000"):
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="circuitlab-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    try:
+    with headless_chromium(window=(1400, 1000)) as driver:
         driver.get(page.resolve().as_uri())
         errors = [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert not errors, errors
@@ -109,6 +85,3 @@ def test_page_in_chromium(data, tmp_path):
         driver.find_element(By.ID, "cl-group").click()
         assert driver.execute_script("return window.CL_GRAPH.qParams.supernodes.length") == 1
         assert not [e for e in driver.get_log("browser") if e["level"] == "SEVERE"]
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import os
-import shutil
 import signal
 import socket
 import sqlite3
@@ -22,6 +21,7 @@ from pathlib import Path
 from urllib.parse import quote
 
 import pytest
+from chromium import headless_chromium
 
 pytest.importorskip("fastapi")
 httpx = pytest.importorskip("httpx")
@@ -106,38 +106,10 @@ def server(data):
     s.stop()
 
 
-def _browser():
-    chromium = next((p for p in map(shutil.which, ("chromium", "chromium-browser", "google-chrome")) if p), None)
-    driver = shutil.which("chromedriver")
-    if chromium and driver:
-        return chromium, driver
-    why = "headless Chromium is not installed (need chromium and chromedriver on PATH)"
-    if os.environ.get("CI") or os.environ.get("CIRCUITLAB_REQUIRE_BROWSER"):
-        pytest.fail(why + "; CI must run the browser test")
-    pytest.skip(why)
-
-
 @pytest.fixture(scope="module")
 def browser():
-    chromium, driver_path = _browser()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = chromium
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-                 "--window-size=1280,1600"):
-        opts.add_argument(flag)
-    profile = tempfile.mkdtemp(prefix="circuitlab-chromium-")
-    opts.add_argument(f"--user-data-dir={profile}")
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(driver_path), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with headless_chromium(window=(1280, 1600)) as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(profile, ignore_errors=True)
 
 
 @pytest.mark.browser
