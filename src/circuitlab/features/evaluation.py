@@ -110,7 +110,7 @@ def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook_name: Optional[str] =
         dense_above: the firing frequency above which a latent counts as dense.
         max_memory: bytes of activations per forward pass (:func:`circuitlab.core.check_max_memory`).
     """
-    from circuitlab.engine.collect import batches_by_length, pad_token, run_hooks, stop_layer, token_rows
+    from circuitlab.engine.collect import batches_by_length, pad_right, pad_token, run_hooks, stop_layer, token_rows
 
     model = as_model(model)
     sae = check_sae(sae)
@@ -129,12 +129,8 @@ def evaluate_sae(model: Any, sae: Any, texts: Any, *, hook_name: Optional[str] =
     has_bos = getattr(getattr(model, "tokenizer", None), "bos_token_id", None) is not None
 
     def batch_tokens(batch):
-        width = max(len(rows[i]) for i in batch)
-        toks = torch.full((len(batch), width), pad, dtype=torch.long)
-        real = torch.zeros((len(batch), width), dtype=torch.bool)
-        for b, i in enumerate(batch):
-            toks[b, : len(rows[i])] = rows[i]
-            real[b, : len(rows[i])] = True
+        toks = pad_right([rows[i] for i in batch], pad)
+        real = torch.arange(toks.shape[1]) < torch.tensor([len(rows[i]) for i in batch])[:, None]
         return toks.to(device), real.to(device)
 
     # pass 1: the hook's mean activation over the evaluated (non-BOS) tokens

@@ -289,7 +289,9 @@ def _init_sae(cfg: SAEConfig, mean: Tensor, gen: torch.Generator) -> SAE:
     return sae
 
 
-def _lr_at(step: int, steps: int, lr: float) -> float:
+def lr_schedule(step: int, steps: int, lr: float) -> float:
+    """The learning rate at ``step`` of ``steps``: linear warm-up over the first 5% of steps, linear decay over the
+    last 20% (the SAEs' and the transcoders' schedule)."""
     warm, decay = max(1, steps // 20), max(1, steps // 5)
     if step < warm:
         return lr * (step + 1) / warm
@@ -489,7 +491,7 @@ def train_sae(model: Any, hooks: Any, data: Any, *, architecture: str = "topk", 
         for h in hooks:
             sae, opt = saes[h], opts[h]
             for group in opt.param_groups:
-                group["lr"] = _lr_at(step, steps, lr)
+                group["lr"] = lr_schedule(step, steps, lr)
             x = batch[h] / scales[h]
             loss, nums, fired = _loss(sae, x, variances[h], since[h], a)
             opt.zero_grad(set_to_none=True)
@@ -596,4 +598,4 @@ def activation_sample(model: Any, hooks: Sequence[str], data: Any, n_tokens: int
     return {h: torch.cat(v)[:n_tokens] for h, v in out.items()}
 
 
-__all__ = ["TrainedSAEs", "train_sae", "windows", "ActivationBuffer"]
+__all__ = ["TrainedSAEs", "train_sae", "windows", "ActivationBuffer", "lr_schedule"]

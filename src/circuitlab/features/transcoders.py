@@ -288,17 +288,6 @@ def check_transcoders(model: Any, transcoders: Any) -> dict[int, Transcoder]:
 # Training
 # ---------------------------------------------------------------------------------------------------------
 
-def _lr_at(step: int, steps: int, lr: float) -> float:
-    """The schedule of :mod:`~circuitlab.features.training`: linear warm-up over the first 5% of steps, linear
-    decay over the last 20%."""
-    warm, decay = max(1, steps // 20), max(1, steps // 5)
-    if step < warm:
-        return lr * (step + 1) / warm
-    if step >= steps - decay:
-        return lr * max(0.0, (steps - step) / decay)
-    return lr
-
-
 @dataclass(frozen=True)
 class TrainedTranscoders:
     """What :func:`train_transcoders` returns: ``transcoders`` ``{layer: Transcoder}`` (raw units), ``history``
@@ -340,7 +329,7 @@ def train_transcoders(model: Any, layers: Any, data: Any, *, architecture: str =
         context_size, aux_coefficient, dead_tokens, seed, max_memory, progress: as there too.
     """
     from circuitlab.core import check_layers
-    from circuitlab.features.training import ActivationBuffer, bos_id, token_stream, windows
+    from circuitlab.features.training import ActivationBuffer, bos_id, lr_schedule, token_stream, windows
 
     from circuitlab.core import check_weights_finite
 
@@ -410,7 +399,7 @@ def train_transcoders(model: Any, layers: Any, data: Any, *, architecture: str =
         for l, hi, ho in zip(layers, ins, outs):
             tc, opt = tcs[l], opts[l]
             for g in opt.param_groups:
-                g["lr"] = _lr_at(step, steps, lr)
+                g["lr"] = lr_schedule(step, steps, lr)
             x, y = batch[hi] / s_in[l], batch[ho] / s_out[l]
             pre = tc.pre_activations(x)
             f = tc.activate(pre)
@@ -489,7 +478,7 @@ def evaluate_transcoders(model: Any, transcoders: Any, texts: Any, *,
     against zero-ablating every MLP. Returns a plain dict (for cards).
     """
     from circuitlab.core import check_texts
-    from circuitlab.engine.collect import batches_by_length, pad_token, token_rows
+    from circuitlab.engine.collect import batches_by_length, pad_right, pad_token, token_rows
 
     from circuitlab.core import check_weights_finite
 
@@ -506,12 +495,8 @@ def evaluate_transcoders(model: Any, transcoders: Any, texts: Any, *,
                 "ce_one": 0.0, "ce_zero_one": 0.0} for l in range(n)}
     tot = {"ce_clean": 0.0, "ce_replaced": 0.0, "ce_zero_all": 0.0, "agree": 0, "pred": 0, "tok": 0}
     for batch in batches:
-        width = max(len(rows[i]) for i in batch)
-        toks = torch.full((len(batch), width), pad, dtype=torch.long)
-        real = torch.zeros((len(batch), width), dtype=torch.bool)
-        for b, i in enumerate(batch):
-            toks[b, : len(rows[i])] = rows[i]
-            real[b, : len(rows[i])] = True
+        toks = pad_right([rows[i] for i in batch], pad)
+        real = torch.arange(toks.shape[1]) < torch.tensor([len(rows[i]) for i in batch])[:, None]
         keep = real.clone()
         keep[:, 0] = False
         pred = real[:, 1:] & real[:, :-1]
