@@ -227,12 +227,10 @@ def parse_features(text: str):
 
 
 def _heldout():
-    from pathlib import Path
+    """zoo/toy-lm's held-out verses, one text per line."""
+    from circuitlab.zoo.toy_lm import load_heldout_text
 
-    import circuitlab
-
-    held = Path(circuitlab.__file__).parent / "zoo" / "weights" / "toy-lm" / "heldout.txt"
-    return [t for t in held.read_text(encoding="utf-8").splitlines() if t.strip()]
+    return [t for t in load_heldout_text().splitlines() if t.strip()]
 
 
 def _dashboard(args: argparse.Namespace) -> int:
